@@ -1,0 +1,87 @@
+//! The task-data contract (Go `Data`): what a user type must say about itself
+//! to become a task.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::recurrence::Recurrence;
+
+/// A task kind: selects the handler. Implemented for strings; implement it
+/// for your own enum to get typed kinds.
+///
+/// ```
+/// use oncetask_core::TaskKind;
+/// #[derive(Clone, Copy)]
+/// enum Kind { SendEmail, SyncCalendar }
+/// impl TaskKind for Kind {
+///     fn as_str(&self) -> &str {
+///         match self {
+///             Kind::SendEmail => "send_email",
+///             Kind::SyncCalendar => "sync_calendar",
+///         }
+///     }
+/// }
+/// assert_eq!(Kind::SendEmail.as_str(), "send_email");
+/// ```
+pub trait TaskKind: Send + Sync {
+    /// The stored name of the kind.
+    fn as_str(&self) -> &str;
+}
+
+impl TaskKind for &str {
+    fn as_str(&self) -> &str {
+        self
+    }
+}
+
+impl TaskKind for String {
+    fn as_str(&self) -> &str {
+        self
+    }
+}
+
+/// The payload of a task and the facts needed to store it.
+///
+/// `kind` and `idempotent_id` are required; the rest have "none" defaults.
+/// Equal payloads must give equal ids, so creating a task twice is a no-op.
+///
+/// ```
+/// use oncetask_core::TaskData;
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Serialize, Deserialize)]
+/// struct SyncCalendar { calendar_id: String }
+///
+/// impl TaskData for SyncCalendar {
+///     type Kind = &'static str;
+///     fn kind(&self) -> &'static str { "sync_calendar" }
+///     fn idempotent_id(&self) -> String { format!("sync-{}", self.calendar_id) }
+///     // Only one sync per calendar runs at a time.
+///     fn resource_key(&self) -> Option<String> { Some(self.calendar_id.clone()) }
+/// }
+/// ```
+pub trait TaskData: Serialize {
+    /// The kind type (a string or a user enum).
+    type Kind: TaskKind;
+
+    /// The task kind.
+    fn kind(&self) -> Self::Kind;
+
+    /// A deterministic id built from the task's natural key.
+    fn idempotent_id(&self) -> String;
+
+    /// Tasks of one kind and env sharing this key never run concurrently.
+    fn resource_key(&self) -> Option<String> {
+        None
+    }
+
+    /// Do not run before this time.
+    fn scheduled_at(&self) -> Option<DateTime<Utc>> {
+        None
+    }
+
+    /// Makes the task a recurrence generator that spawns one occurrence per slot.
+    fn recurrence(&self) -> Option<Recurrence> {
+        None
+    }
+}

@@ -1,0 +1,184 @@
+//! Error types. Every fallible public call returns [`Error`]; backends report
+//! [`StoreError`].
+
+use crate::recurrence::RecurrenceError;
+
+/// Errors of the oncetask API.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The task's idempotent id is empty.
+    #[error("task id must not be empty")]
+    EmptyId,
+    /// The payload does not serialize to a JSON object.
+    #[error("task {id}: data must serialize to a JSON object: {reason}")]
+    InvalidData {
+        /// Task id.
+        id: String,
+        /// Why.
+        reason: String,
+    },
+    /// The recurrence is invalid.
+    #[error("task {id}: {source}")]
+    InvalidRecurrence {
+        /// Task id.
+        id: String,
+        /// What is wrong with it.
+        #[source]
+        source: RecurrenceError,
+    },
+    /// A task cannot be both scheduled and recurring.
+    #[error(
+        "task {id}: cannot specify both a recurrence and a scheduled time - recurring tasks use the recurrence for scheduling"
+    )]
+    ScheduleConflict {
+        /// Task id.
+        id: String,
+    },
+    /// No handler is registered (or kind declared) for this kind in this manager.
+    #[error("unknown task kind {kind:?}: register a handler or declare the kind first")]
+    UnknownKind {
+        /// The kind.
+        kind: String,
+    },
+    /// The task exists but belongs to another environment.
+    #[error("task {id} is in environment {task_env:?}, not {expected_env:?}")]
+    WrongEnvironment {
+        /// Task id.
+        id: String,
+        /// Env stored on the task.
+        task_env: String,
+        /// Env of this manager.
+        expected_env: String,
+    },
+    /// A handler is already registered for this kind.
+    #[error("handler for this task kind already exists: task kind {kind}")]
+    HandlerAlreadyExists {
+        /// The kind.
+        kind: String,
+    },
+    /// `read_into` was asked for a type of another kind.
+    #[error("expected task kind {expected}, got {actual}")]
+    KindMismatch {
+        /// Kind of the target type.
+        expected: String,
+        /// Kind of the task.
+        actual: String,
+    },
+    /// The payload does not decode into the requested type.
+    #[error("task {id} ({kind}): cannot decode data: {reason}")]
+    DataDecode {
+        /// Task id.
+        id: String,
+        /// Task kind.
+        kind: String,
+        /// Decoder message.
+        reason: String,
+    },
+    /// An invalid option value.
+    #[error("invalid configuration: {0}")]
+    InvalidConfig(String),
+    /// The manager is shutting down and takes no new work.
+    #[error("the manager is shutting down")]
+    ShuttingDown,
+    /// The storage backend failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Errors reported by a [`crate::Store`] implementation.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The backend cannot be reached.
+    #[error("storage backend unreachable: {0}")]
+    Unavailable(String),
+    /// A stored document cannot be decoded into a task.
+    #[error("task {id}: stored document cannot be decoded: {reason}")]
+    Undecodable {
+        /// Document id.
+        id: String,
+        /// Decoder message.
+        reason: String,
+    },
+    /// A value cannot be encoded for storage.
+    #[error("task {id}: cannot be encoded for storage: {reason}")]
+    Unencodable {
+        /// Task id.
+        id: String,
+        /// Why.
+        reason: String,
+    },
+    /// Any other backend failure.
+    #[error("storage backend error: {0}")]
+    Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl StoreError {
+    /// Wraps any backend error.
+    pub fn backend(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        Self::Backend(e.into())
+    }
+}
+
+/// The error a handler returned (or its panic, or its timeout).
+///
+/// Retry policies receive it, so a custom policy can look at the message or
+/// downcast the source to the handler's own error type.
+#[derive(Debug)]
+pub struct HandlerError {
+    message: String,
+    source: Option<Box<dyn std::error::Error + Send + Sync>>,
+}
+
+impl HandlerError {
+    /// An error with a message only.
+    pub fn msg(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// Wraps an error value, keeping it for [`HandlerError::downcast_ref`].
+    pub fn new(source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        let source = source.into();
+        Self {
+            message: source.to_string(),
+            source: Some(source),
+        }
+    }
+
+    /// The text recorded in the task's error history.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// The handler's own error value, if it is a `T`.
+    ///
+    /// ```
+    /// # use oncetask_core::HandlerError;
+    /// #[derive(Debug, thiserror::Error)]
+    /// #[error("rate limited, retry in {0}s")]
+    /// struct RateLimited(u64);
+    /// let err = HandlerError::new(RateLimited(30));
+    /// assert_eq!(err.downcast_ref::<RateLimited>().map(|r| r.0), Some(30));
+    /// ```
+    pub fn downcast_ref<T: std::error::Error + 'static>(&self) -> Option<&T> {
+        self.source.as_deref().and_then(|s| s.downcast_ref::<T>())
+    }
+}
+
+impl std::fmt::Display for HandlerError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for HandlerError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|s| s as &(dyn std::error::Error + 'static))
+    }
+}

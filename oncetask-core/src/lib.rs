@@ -1,0 +1,27 @@
+//! # oncetask-core
+//!
+//! The pure heart of oncetask: durable, idempotent, lease-based task
+//! execution. This crate holds the task model, status derivation, retry
+//! policies, the lease/retry state machine, recurrence math, the [`Store`]
+//! trait every backend implements, and the [`Manager`] runtime. It contains
+//! no storage client; pick a backend crate (or the `oncetask` facade).
+
+pub mod clock;
+mod create;
+pub mod data;
+pub mod error;
+pub mod lifecycle;
+pub mod recurrence;
+pub mod retry;
+pub mod status;
+pub mod store;
+pub mod task;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use data::{TaskData, TaskKind};
+pub use error::{Error, HandlerError, StoreError};
+pub use recurrence::{Recurrence, RecurrenceError, Schedule};
+pub use retry::{CustomRetry, ExponentialBackoff, FixedDelay, NoRetry, RetryPolicy};
+pub use status::TaskStatus;
+pub use store::Store;
+pub use task::{AttemptError, JsonObject, LeaseToken, Outcome, Task};
