@@ -1,0 +1,1 @@
+//! In-memory [`oncetask_core::Store`]. (Skeleton — being written.)
