@@ -1,0 +1,208 @@
+//! Operator actions: cancel, reset and delete, by ids or by resource key.
+//!
+//! Each is a read followed by version-checked swaps, so a task that changes
+//! between the read and the write is re-read and re-decided instead of being
+//! overwritten (Go W19).
+
+use std::collections::HashSet;
+
+use crate::data::TaskKind;
+use crate::error::{Error, StoreError};
+use crate::lifecycle::{self, Rejection};
+use crate::manager::Manager;
+use crate::manager::apply::{Applied, apply_many};
+use crate::store::{DeleteOutcome, Fetched};
+use crate::task::Task;
+
+/// Per-item result of a bulk call. Nothing is all-or-nothing: each id
+/// succeeds, is skipped, or fails on its own.
+#[derive(Debug, Default)]
+pub struct BulkReport {
+    /// Ids changed (created, cancelled, reset or deleted).
+    pub succeeded: Vec<String>,
+    /// Ids left alone because the action does not apply (already exists,
+    /// already done or cancelled, not terminal, repeated in the input).
+    pub skipped: Vec<String>,
+    /// Ids with no task.
+    pub not_found: Vec<String>,
+    /// Ids that failed, with the reason.
+    pub failed: Vec<(String, Error)>,
+}
+
+impl BulkReport {
+    /// Number of ids changed.
+    pub fn count(&self) -> usize {
+        self.succeeded.len()
+    }
+
+    /// True when no item failed.
+    pub fn is_ok(&self) -> bool {
+        self.failed.is_empty()
+    }
+}
+
+/// Which operator action to apply.
+#[derive(Debug, Clone, Copy)]
+enum Action {
+    Cancel,
+    Reset,
+}
+
+impl Manager {
+    /// Cancels one task. A no-op for done or already cancelled tasks and for
+    /// missing ids; an error for a task of another environment.
+    pub async fn cancel(&self, id: &str) -> Result<(), Error> {
+        single(self.cancel_many(&[id.to_owned()]).await?)
+    }
+
+    /// Cancels tasks by id. A running task keeps its lease: when its handler
+    /// ends, the cancellation path runs.
+    pub async fn cancel_many(&self, ids: &[String]) -> Result<BulkReport, Error> {
+        self.act_on_ids(ids, Action::Cancel).await
+    }
+
+    /// Cancels every not-done task of `kind` with `resource_key`.
+    pub async fn cancel_by_resource_key(
+        &self,
+        kind: impl TaskKind,
+        resource_key: &str,
+    ) -> Result<BulkReport, Error> {
+        let mut filter = self.filter();
+        filter.kind = Some(kind.as_str().to_owned());
+        filter.resource_key = Some(resource_key.to_owned());
+        filter.not_done = true;
+        let tasks = self.find(filter).await?;
+        let mut report = BulkReport::default();
+        self.act(tasks, Action::Cancel, &mut report).await;
+        Ok(report)
+    }
+
+    /// Resets one terminal task to pending, clearing its history. A no-op for
+    /// tasks that are not done and for missing ids.
+    pub async fn reset(&self, id: &str) -> Result<(), Error> {
+        single(self.reset_many(&[id.to_owned()]).await?)
+    }
+
+    /// Resets terminal tasks by id.
+    pub async fn reset_many(&self, ids: &[String]) -> Result<BulkReport, Error> {
+        self.act_on_ids(ids, Action::Reset).await
+    }
+
+    /// Deletes one task, whatever its status. A no-op for missing ids. A
+    /// running handler's outcome is then discarded (its write finds no task).
+    pub async fn delete(&self, id: &str) -> Result<(), Error> {
+        single(self.delete_many(&[id.to_owned()]).await?)
+    }
+
+    /// Deletes tasks by id.
+    pub async fn delete_many(&self, ids: &[String]) -> Result<BulkReport, Error> {
+        let mut report = BulkReport::default();
+        let tasks = self.load_for_action(ids, &mut report).await?;
+        if tasks.is_empty() {
+            return Ok(report);
+        }
+        let ids: Vec<String> = tasks.into_iter().map(|t| t.id).collect();
+        let outcomes = self.inner.store.delete(&ids).await?;
+        for (id, outcome) in ids.into_iter().zip(outcomes) {
+            match outcome {
+                DeleteOutcome::Deleted => report.succeeded.push(id),
+                DeleteOutcome::NotFound => report.not_found.push(id),
+                DeleteOutcome::Failed(e) => report.failed.push((id, e.into())),
+            }
+        }
+        Ok(report)
+    }
+
+    async fn act_on_ids(&self, ids: &[String], action: Action) -> Result<BulkReport, Error> {
+        let mut report = BulkReport::default();
+        let tasks = self.load_for_action(ids, &mut report).await?;
+        self.act(tasks, action, &mut report).await;
+        Ok(report)
+    }
+
+    /// Reads `ids` (once each, Go W21), sorting out missing, undecodable and
+    /// other-environment ones into the report.
+    async fn load_for_action(
+        &self,
+        ids: &[String],
+        report: &mut BulkReport,
+    ) -> Result<Vec<Task>, Error> {
+        let mut seen = HashSet::new();
+        let unique: Vec<String> = ids
+            .iter()
+            .filter(|id| {
+                let fresh = seen.insert(id.as_str());
+                if !fresh {
+                    report.skipped.push((*id).clone());
+                }
+                fresh
+            })
+            .cloned()
+            .collect();
+        if unique.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut found = HashSet::new();
+        let mut tasks = Vec::new();
+        for fetched in self.inner.store.get(&unique).await? {
+            match fetched {
+                Fetched::Task(task) if task.env != self.inner.env => {
+                    found.insert(task.id.clone());
+                    let e = Error::WrongEnvironment {
+                        id: task.id.clone(),
+                        task_env: task.env,
+                        expected_env: self.inner.env.clone(),
+                    };
+                    report.failed.push((task.id, e));
+                }
+                Fetched::Task(task) => {
+                    found.insert(task.id.clone());
+                    tasks.push(task);
+                }
+                Fetched::Undecodable(u) => {
+                    found.insert(u.id.clone());
+                    let e = Error::Store(StoreError::Undecodable {
+                        id: u.id.clone(),
+                        reason: u.reason,
+                    });
+                    report.failed.push((u.id, e));
+                }
+            }
+        }
+        report
+            .not_found
+            .extend(unique.into_iter().filter(|id| !found.contains(id)));
+        Ok(tasks)
+    }
+
+    async fn act(&self, tasks: Vec<Task>, action: Action, report: &mut BulkReport) {
+        let now = self.inner.now();
+        let ids: Vec<String> = tasks.iter().map(|t| t.id.clone()).collect();
+        let results = apply_many(self.inner.store.as_ref(), tasks, |t| match action {
+            Action::Cancel => lifecycle::cancel(t, now),
+            Action::Reset => lifecycle::reset(t),
+        })
+        .await;
+        for (id, applied) in ids.into_iter().zip(results) {
+            match applied {
+                Applied::Written(task) => {
+                    self.inner.wake(&task.kind);
+                    report.succeeded.push(id);
+                }
+                Applied::Rejected(Rejection::NotApplicable | Rejection::LeaseLost) => {
+                    report.skipped.push(id)
+                }
+                Applied::Missing => report.not_found.push(id),
+                Applied::Failed(e) => report.failed.push((id, e)),
+            }
+        }
+    }
+}
+
+/// The single-id variants return the one failure, if any.
+fn single(mut report: BulkReport) -> Result<(), Error> {
+    match report.failed.pop() {
+        Some((_, e)) => Err(e),
+        None => Ok(()),
+    }
+}

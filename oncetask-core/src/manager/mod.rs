@@ -1,0 +1,553 @@
+//! The manager runtime: handler registry, worker loops, task creation,
+//! inspection and operator actions.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use oncetask_core::manager::{handler_fn, HandlerOptions, Manager};
+//! use oncetask_core::{Store, TaskData};
+//! use serde::Serialize;
+//!
+//! #[derive(Serialize)]
+//! struct Welcome { user: String }
+//! impl TaskData for Welcome {
+//!     type Kind = &'static str;
+//!     fn kind(&self) -> &'static str { "welcome_email" }
+//!     fn idempotent_id(&self) -> String { format!("welcome-{}", self.user) }
+//! }
+//!
+//! async fn run(store: Arc<dyn Store>) -> Result<(), oncetask_core::Error> {
+//!     let manager = Manager::builder(store).env("prod").build();
+//!     manager.register(
+//!         "welcome_email",
+//!         handler_fn(|task: oncetask_core::Task| async move {
+//!             println!("sending {}", task.id);
+//!             Ok::<_, std::io::Error>(())
+//!         }),
+//!         HandlerOptions::default().concurrency(4),
+//!     )?;
+//!     // Creating the same task twice is a no-op: the id is the idempotency key.
+//!     assert!(manager.create(&Welcome { user: "ada".into() }).await?);
+//!     assert!(!manager.create(&Welcome { user: "ada".into() }).await?);
+//!     manager.shutdown(std::time::Duration::from_secs(30)).await;
+//!     Ok(())
+//! }
+//! ```
+
+mod admin;
+mod apply;
+mod context;
+mod handler;
+mod options;
+mod worker;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub use admin::BulkReport;
+pub use context::{CurrentTask, current_resource_key, current_task_id};
+pub use handler::{
+    FnHandler, GroupHandler, HandlerResult, TaskHandler, group_handler_fn, handler_fn,
+};
+pub use options::{HandlerOptions, HandlerTimeout};
+pub use worker::{RunOutcome, RunReport, ShutdownReport};
+
+use crate::clock::{Clock, SystemClock};
+use crate::data::{TaskData, TaskKind};
+use crate::error::Error;
+use crate::status::TaskStatus;
+use crate::store::{CreateOutcome, Fetched, StatusCounts, Store, TaskFilter};
+use crate::task::Task;
+
+/// Environment variable selecting the logical environment.
+pub const ENV_VARIABLE: &str = "ONCE_TASK_ENV";
+/// Environment used when [`ENV_VARIABLE`] is unset or empty.
+pub const DEFAULT_ENV: &str = "DEFAULT";
+
+/// Runs handlers for registered kinds and offers the task API of one environment.
+///
+/// Cheap to clone; clones share everything. Must be built and used inside a
+/// tokio runtime (worker loops are tokio tasks).
+#[derive(Clone)]
+pub struct Manager {
+    inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    env: String,
+    config: ManagerConfig,
+    registry: RwLock<HashMap<String, Arc<Registration>>>,
+    declared_kinds: HashSet<String>,
+    wakeups: Mutex<HashMap<String, watch::Sender<u64>>>,
+    shutdown: watch::Sender<ShutdownPhase>,
+    workers: Mutex<Vec<JoinHandle<()>>>,
+    /// Tasks interrupted by shutdown, for the shutdown report.
+    interrupted: Mutex<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum ShutdownPhase {
+    Running,
+    /// Stop claiming; let running handlers finish.
+    Draining,
+    /// Grace period over: interrupt handlers and release their leases.
+    Aborting,
+}
+
+#[derive(Debug, Clone)]
+struct ManagerConfig {
+    poll_interval: Duration,
+    error_history_limit: usize,
+    accept_any_kind: bool,
+    start_workers: bool,
+}
+
+pub(crate) enum HandlerShape {
+    Single(Arc<dyn TaskHandler>),
+    Group(Arc<dyn GroupHandler>),
+}
+
+pub(crate) struct Registration {
+    kind: String,
+    shape: HandlerShape,
+    options: HandlerOptions,
+}
+
+/// Builds a [`Manager`]; see [`Manager::builder`].
+pub struct ManagerBuilder {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    env: Option<String>,
+    declared_kinds: HashSet<String>,
+    config: ManagerConfig,
+}
+
+impl ManagerBuilder {
+    /// The logical environment. Default: `ONCE_TASK_ENV`, or `DEFAULT` when
+    /// unset or empty, read once here (Go read it on every call, W14).
+    pub fn env(mut self, env: impl Into<String>) -> Self {
+        self.env = Some(env.into());
+        self
+    }
+
+    /// The time source. Default: [`SystemClock`].
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Longest idle wait of a worker loop before it checks the store again,
+    /// for changes made by other processes on stores without notifications.
+    /// Default 30 s. Due times known to the store are never waited past.
+    pub fn poll_interval(mut self, interval: Duration) -> Self {
+        self.config.poll_interval = interval.max(Duration::from_millis(1));
+        self
+    }
+
+    /// Most recent errors kept per task (default 50; Go kept all, W24).
+    pub fn error_history_limit(mut self, limit: usize) -> Self {
+        self.config.error_history_limit = limit.max(1);
+        self
+    }
+
+    /// Kinds this manager may create without handling them (producers of
+    /// tasks that other processes run).
+    pub fn declare_kinds<K: TaskKind>(mut self, kinds: impl IntoIterator<Item = K>) -> Self {
+        self.declared_kinds
+            .extend(kinds.into_iter().map(|k| k.as_str().to_owned()));
+        self
+    }
+
+    /// Accept tasks of any kind on create, registered or not.
+    pub fn accept_any_kind(mut self) -> Self {
+        self.config.accept_any_kind = true;
+        self
+    }
+
+    /// Whether registering a handler starts its worker loops (default true).
+    /// With `false`, tasks run only through [`Manager::process_next`]: for
+    /// deterministic tests.
+    pub fn start_workers(mut self, start: bool) -> Self {
+        self.config.start_workers = start;
+        self
+    }
+
+    /// Builds the manager. With workers enabled and a store that publishes
+    /// change notices, this subscribes to them (needs a tokio runtime).
+    pub fn build(self) -> Manager {
+        let env = self.env.unwrap_or_else(env_from_process);
+        let (shutdown, _) = watch::channel(ShutdownPhase::Running);
+        let manager = Manager {
+            inner: Arc::new(Inner {
+                store: self.store,
+                clock: self.clock,
+                env,
+                config: self.config,
+                registry: RwLock::new(HashMap::new()),
+                declared_kinds: self.declared_kinds,
+                wakeups: Mutex::new(HashMap::new()),
+                shutdown,
+                workers: Mutex::new(Vec::new()),
+                interrupted: Mutex::new(Vec::new()),
+            }),
+        };
+        if manager.inner.config.start_workers {
+            manager.forward_store_notifications();
+        }
+        manager
+    }
+}
+
+fn env_from_process() -> String {
+    std::env::var(ENV_VARIABLE)
+        .ok()
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| DEFAULT_ENV.to_owned())
+}
+
+impl Manager {
+    /// Starts building a manager over `store`.
+    pub fn builder(store: Arc<dyn Store>) -> ManagerBuilder {
+        ManagerBuilder {
+            store,
+            clock: Arc::new(SystemClock),
+            env: None,
+            declared_kinds: HashSet::new(),
+            config: ManagerConfig {
+                poll_interval: Duration::from_secs(30),
+                error_history_limit: 50,
+                accept_any_kind: false,
+                start_workers: true,
+            },
+        }
+    }
+
+    /// The environment this manager works in.
+    pub fn env(&self) -> &str {
+        &self.inner.env
+    }
+
+    /// The manager's clock.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.inner.clock
+    }
+
+    /// The store under this manager.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.inner.store
+    }
+
+    /// Registers a single-task handler for `kind` and starts its workers.
+    ///
+    /// Tasks with a resource key still run one at a time per key.
+    /// A second registration for a kind fails with [`Error::HandlerAlreadyExists`].
+    pub fn register(
+        &self,
+        kind: impl TaskKind,
+        handler: impl TaskHandler,
+        options: HandlerOptions,
+    ) -> Result<(), Error> {
+        self.add_registration(
+            kind.as_str(),
+            HandlerShape::Single(Arc::new(handler)),
+            options,
+        )
+    }
+
+    /// Registers a group handler for `kind`: all ready tasks of one resource
+    /// key are claimed and handled together. Tasks without a key are handled
+    /// one by one through the same handler.
+    pub fn register_group(
+        &self,
+        kind: impl TaskKind,
+        handler: impl GroupHandler,
+        options: HandlerOptions,
+    ) -> Result<(), Error> {
+        self.add_registration(
+            kind.as_str(),
+            HandlerShape::Group(Arc::new(handler)),
+            options,
+        )
+    }
+
+    fn add_registration(
+        &self,
+        kind: &str,
+        shape: HandlerShape,
+        options: HandlerOptions,
+    ) -> Result<(), Error> {
+        if kind.is_empty() {
+            return Err(Error::InvalidConfig("task kind must not be empty".into()));
+        }
+        options.validate()?;
+        if *self.inner.shutdown.borrow() != ShutdownPhase::Running {
+            return Err(Error::ShuttingDown);
+        }
+        let registration = {
+            let mut registry = self
+                .inner
+                .registry
+                .write()
+                .unwrap_or_else(PoisonError::into_inner);
+            if registry.contains_key(kind) {
+                return Err(Error::HandlerAlreadyExists {
+                    kind: kind.to_owned(),
+                });
+            }
+            let registration = Arc::new(Registration {
+                kind: kind.to_owned(),
+                shape,
+                options,
+            });
+            registry.insert(kind.to_owned(), registration.clone());
+            registration
+        };
+        if self.inner.config.start_workers {
+            worker::spawn_workers(&self.inner, registration);
+        }
+        Ok(())
+    }
+
+    pub(crate) fn registration(&self, kind: &str) -> Option<Arc<Registration>> {
+        self.inner
+            .registry
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(kind)
+            .cloned()
+    }
+
+    fn check_kind(&self, kind: &str) -> Result<(), Error> {
+        if self.inner.config.accept_any_kind
+            || self.inner.declared_kinds.contains(kind)
+            || self.registration(kind).is_some()
+        {
+            Ok(())
+        } else {
+            Err(Error::UnknownKind {
+                kind: kind.to_owned(),
+            })
+        }
+    }
+
+    /// Builds a task from `data` in this manager's environment, validating it.
+    pub fn new_task<D: TaskData + ?Sized>(&self, data: &D) -> Result<Task, Error> {
+        let task = Task::from_data(data, &self.inner.env, self.inner.clock.now())?;
+        self.check_kind(&task.kind)?;
+        Ok(task)
+    }
+
+    /// Creates a task unless one with its id exists. Returns `true` if created,
+    /// `false` if it already existed (idempotent). An id taken in another
+    /// environment is [`Error::WrongEnvironment`].
+    pub async fn create<D: TaskData + ?Sized>(&self, data: &D) -> Result<bool, Error> {
+        let task = self.new_task(data)?;
+        let kind = task.kind.clone();
+        let id = task.id.clone();
+        let outcome = self
+            .inner
+            .store
+            .create(vec![task])
+            .await?
+            .pop()
+            .unwrap_or(CreateOutcome::AlreadyExists);
+        match outcome {
+            CreateOutcome::Created => {
+                self.inner.wake(&kind);
+                Ok(true)
+            }
+            CreateOutcome::AlreadyExists => {
+                tracing::info!(task_id = %id, kind = %kind, "task already exists");
+                Ok(false)
+            }
+            CreateOutcome::ExistsInOtherEnv { env } => Err(Error::WrongEnvironment {
+                id,
+                task_env: env,
+                expected_env: self.inner.env.clone(),
+            }),
+            CreateOutcome::Failed(e) => Err(e.into()),
+        }
+    }
+
+    /// Creates many tasks, non-atomically: each item succeeds or fails alone.
+    /// Existing ids and repeated ids within the call are skipped (Go W30).
+    pub async fn create_many<'a, D, I>(&self, items: I) -> Result<BulkReport, Error>
+    where
+        D: TaskData + ?Sized + 'a,
+        I: IntoIterator<Item = &'a D>,
+    {
+        let mut report = BulkReport::default();
+        let mut tasks = Vec::new();
+        let mut seen = HashSet::new();
+        for (index, data) in items.into_iter().enumerate() {
+            match self.new_task(data) {
+                Ok(task) if !seen.insert(task.id.clone()) => report.skipped.push(task.id),
+                Ok(task) => tasks.push(task),
+                Err(e) => {
+                    let id = data.idempotent_id();
+                    let label = if id.is_empty() {
+                        format!("#{index}")
+                    } else {
+                        id
+                    };
+                    report.failed.push((label, e));
+                }
+            }
+        }
+        if tasks.is_empty() {
+            return Ok(report);
+        }
+        let kinds: HashSet<String> = tasks.iter().map(|t| t.kind.clone()).collect();
+        let ids: Vec<String> = tasks.iter().map(|t| t.id.clone()).collect();
+        let outcomes = self.inner.store.create(tasks).await?;
+        for (id, outcome) in ids.into_iter().zip(outcomes) {
+            match outcome {
+                CreateOutcome::Created => report.succeeded.push(id),
+                CreateOutcome::AlreadyExists => report.skipped.push(id),
+                CreateOutcome::ExistsInOtherEnv { env } => {
+                    let e = Error::WrongEnvironment {
+                        id: id.clone(),
+                        task_env: env,
+                        expected_env: self.inner.env.clone(),
+                    };
+                    report.failed.push((id, e));
+                }
+                CreateOutcome::Failed(e) => report.failed.push((id, e.into())),
+            }
+        }
+        for kind in kinds {
+            self.inner.wake(&kind);
+        }
+        Ok(report)
+    }
+
+    /// Tasks by id in this environment, in input order. Missing ids and tasks
+    /// of other environments are omitted; an undecodable document is an error.
+    pub async fn get_tasks(&self, ids: &[String]) -> Result<Vec<Task>, Error> {
+        let mut out = Vec::new();
+        for fetched in self.inner.store.get(ids).await? {
+            match fetched {
+                Fetched::Task(t) if t.env == self.inner.env => out.push(t),
+                Fetched::Task(_) => {}
+                Fetched::Undecodable(u) => {
+                    return Err(Error::Store(crate::error::StoreError::Undecodable {
+                        id: u.id,
+                        reason: u.reason,
+                    }));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// One task by id, if it exists in this environment.
+    pub async fn get_task(&self, id: &str) -> Result<Option<Task>, Error> {
+        Ok(self.get_tasks(&[id.to_owned()]).await?.pop())
+    }
+
+    /// All tasks of every kind with `resource_key`, oldest first (Go W17).
+    pub async fn get_tasks_by_resource_key(&self, resource_key: &str) -> Result<Vec<Task>, Error> {
+        let mut filter = self.filter();
+        filter.resource_key = Some(resource_key.to_owned());
+        self.find(filter).await
+    }
+
+    /// A filter over this environment at the current time, to refine and pass to [`Manager::find`].
+    pub fn filter(&self) -> TaskFilter {
+        TaskFilter::env(self.inner.env.clone(), self.inner.clock.now())
+    }
+
+    /// Lists tasks; the filter's environment is forced to this manager's.
+    pub async fn find(&self, mut filter: TaskFilter) -> Result<Vec<Task>, Error> {
+        filter.env = self.inner.env.clone();
+        Ok(self.inner.store.find(&filter).await?)
+    }
+
+    /// Task counts by status, for one kind or all.
+    pub async fn count_by_status(&self, kind: Option<&str>) -> Result<StatusCounts, Error> {
+        let now = self.inner.clock.now();
+        Ok(self
+            .inner
+            .store
+            .count_by_status(&self.inner.env, kind, now)
+            .await?)
+    }
+
+    /// Queue depth of a kind: tasks ready to run now, cancelled ones included (Go #13).
+    pub async fn pending_count(&self, kind: impl TaskKind) -> Result<u64, Error> {
+        let counts = self.count_by_status(Some(kind.as_str())).await?;
+        Ok([TaskStatus::Pending, TaskStatus::CancellationPending]
+            .iter()
+            .filter_map(|s| counts.get(s))
+            .sum())
+    }
+
+    /// Claims and processes one claim of `kind` now, in the caller's task, and
+    /// reports what ran. `Ok(None)` when nothing was ready. For tests and tools;
+    /// the worker loops call the same code.
+    pub async fn process_next(&self, kind: impl TaskKind) -> Result<Option<RunReport>, Error> {
+        let registration = self
+            .registration(kind.as_str())
+            .ok_or_else(|| Error::UnknownKind {
+                kind: kind.as_str().to_owned(),
+            })?;
+        worker::process_next(&self.inner, &registration).await
+    }
+
+    /// Stops claiming, waits up to `grace` for running handlers and records
+    /// their outcomes; handlers still running after that are interrupted and
+    /// their leases released, so other workers can run the tasks at once.
+    pub async fn shutdown(&self, grace: Duration) -> ShutdownReport {
+        worker::shutdown(&self.inner, grace).await
+    }
+
+    fn forward_store_notifications(&self) {
+        let Some(mut notices) = self.inner.store.subscribe(&self.inner.env) else {
+            return;
+        };
+        let weak = Arc::downgrade(&self.inner);
+        let mut phase = self.inner.shutdown.subscribe();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    notice = notices.next() => {
+                        let (Some(notice), Some(inner)) = (notice, weak.upgrade()) else { break };
+                        inner.wake(&notice.kind);
+                    }
+                    changed = phase.changed() => {
+                        if changed.is_err() || *phase.borrow() != ShutdownPhase::Running { break; }
+                    }
+                }
+            }
+        });
+    }
+}
+
+impl Inner {
+    /// Wakes every idle worker loop of `kind` in this process.
+    pub(crate) fn wake(&self, kind: &str) {
+        let wakeups = self.wakeups.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(tx) = wakeups.get(kind) {
+            tx.send_modify(|n| *n = n.wrapping_add(1));
+        }
+    }
+
+    pub(crate) fn wake_receiver(&self, kind: &str) -> watch::Receiver<u64> {
+        let mut wakeups = self.wakeups.lock().unwrap_or_else(PoisonError::into_inner);
+        wakeups
+            .entry(kind.to_owned())
+            .or_insert_with(|| watch::channel(0).0)
+            .subscribe()
+    }
+
+    pub(crate) fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
+    }
+}
