@@ -17,6 +17,8 @@ pub mod retry;
 pub mod status;
 pub mod store;
 pub mod task;
+#[cfg(test)]
+mod test_support;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use data::{TaskData, TaskKind};

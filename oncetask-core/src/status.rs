@@ -114,3 +114,201 @@ impl Task {
         TaskStatus::Pending
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::task::AttemptError;
+    use crate::test_support::{t0, task};
+    use chrono::TimeDelta;
+
+    fn errors(n: usize) -> Vec<AttemptError> {
+        (0..n)
+            .map(|_| AttemptError {
+                at: t0(),
+                error: "x".into(),
+            })
+            .collect()
+    }
+
+    fn done(attempts: u32, n_errors: usize, outcome: Option<Outcome>) -> Task {
+        Task {
+            done_at: Some(t0()),
+            attempts,
+            errors: errors(n_errors),
+            outcome,
+            ..task("t")
+        }
+    }
+
+    #[test]
+    fn explicit_outcome_decides_completed_vs_failed() {
+        let now = t0();
+        // A lost attempt (attempts > errors) does not turn a failure into a completion (W4).
+        assert_eq!(
+            done(3, 2, Some(Outcome::Failed)).status(now),
+            TaskStatus::Failed
+        );
+        assert_eq!(
+            done(1, 1, Some(Outcome::Completed)).status(now),
+            TaskStatus::Completed
+        );
+    }
+
+    #[test]
+    fn documents_without_outcome_use_the_go_count_rule() {
+        let now = t0();
+        assert_eq!(done(2, 1, None).status(now), TaskStatus::Completed);
+        assert_eq!(done(3, 3, None).status(now), TaskStatus::Failed);
+    }
+
+    #[test]
+    fn go_status_table() {
+        let now = t0();
+        let h = TimeDelta::hours(1);
+        let cases: Vec<(&str, Task, TaskStatus)> = vec![
+            (
+                "leased",
+                Task {
+                    leased_until: Some(now + TimeDelta::minutes(5)),
+                    ..task("t")
+                },
+                TaskStatus::Leased,
+            ),
+            (
+                "waiting",
+                Task {
+                    wait_until: Some(now + h),
+                    ..task("t")
+                },
+                TaskStatus::Waiting,
+            ),
+            (
+                "backoff",
+                Task {
+                    wait_until: Some(now + TimeDelta::seconds(30)),
+                    attempts: 1,
+                    errors: errors(1),
+                    ..task("t")
+                },
+                TaskStatus::Waiting,
+            ),
+            (
+                "past wait",
+                Task {
+                    wait_until: Some(now - h),
+                    ..task("t")
+                },
+                TaskStatus::Pending,
+            ),
+            (
+                "expired lease",
+                Task {
+                    leased_until: Some(now - TimeDelta::minutes(1)),
+                    ..task("t")
+                },
+                TaskStatus::Pending,
+            ),
+            ("no wait", task("t"), TaskStatus::Pending),
+            (
+                "cancelled not done",
+                Task {
+                    is_cancelled: true,
+                    ..task("t")
+                },
+                TaskStatus::CancellationPending,
+            ),
+            (
+                "cancelled done",
+                Task {
+                    is_cancelled: true,
+                    ..done(1, 0, None)
+                },
+                TaskStatus::Cancelled,
+            ),
+            (
+                "cancelled beats completed",
+                Task {
+                    is_cancelled: true,
+                    ..done(2, 1, Some(Outcome::Completed))
+                },
+                TaskStatus::Cancelled,
+            ),
+            (
+                "cancelled beats failed",
+                Task {
+                    is_cancelled: true,
+                    ..done(2, 2, Some(Outcome::Failed))
+                },
+                TaskStatus::Cancelled,
+            ),
+            (
+                "cancelled and leased",
+                Task {
+                    is_cancelled: true,
+                    leased_until: Some(now + h),
+                    ..task("t")
+                },
+                TaskStatus::CancellationPending,
+            ),
+            (
+                "cancelled with future wait",
+                Task {
+                    is_cancelled: true,
+                    wait_until: Some(now + h),
+                    ..task("t")
+                },
+                TaskStatus::CancellationPending,
+            ),
+            (
+                "done beats lease and wait",
+                Task {
+                    leased_until: Some(now + h),
+                    wait_until: Some(now + h),
+                    ..done(1, 0, Some(Outcome::Completed))
+                },
+                TaskStatus::Completed,
+            ),
+            (
+                "lease beats wait",
+                Task {
+                    leased_until: Some(now + h),
+                    wait_until: Some(now + h),
+                    ..task("t")
+                },
+                TaskStatus::Leased,
+            ),
+            (
+                "lease equal to now is not leased",
+                Task {
+                    leased_until: Some(now),
+                    ..task("t")
+                },
+                TaskStatus::Pending,
+            ),
+            (
+                "wait equal to now is not waiting",
+                Task {
+                    wait_until: Some(now),
+                    ..task("t")
+                },
+                TaskStatus::Pending,
+            ),
+        ];
+        for (name, task, want) in cases {
+            assert_eq!(task.status(now), want, "case {name}");
+        }
+    }
+
+    #[test]
+    fn status_names_round_trip() {
+        for status in TaskStatus::ALL {
+            assert_eq!(status.as_str().parse::<TaskStatus>(), Ok(status));
+            let json = serde_json::to_value(status).ok();
+            assert_eq!(
+                json,
+                Some(serde_json::Value::String(status.as_str().into()))
+            );
+        }
+    }
+}

@@ -330,11 +330,12 @@ impl Run<'_> {
         let Some(interval) = options.heartbeat else {
             return std::future::pending().await;
         };
+        // Beats are anchored at the claim, like the lease itself, so a slow
+        // start of the handler cannot push the first extension past expiry.
+        let mut next_beat = add(self.claimed_at, interval);
         loop {
-            self.inner
-                .clock
-                .sleep_until(add(self.inner.now(), interval))
-                .await;
+            self.inner.clock.sleep_until(next_beat).await;
+            next_beat = add(next_beat, interval);
             let until = add(self.inner.now(), options.lease_duration);
             let token = self.token;
             let results = apply_many(self.inner.store.as_ref(), held.to_vec(), |t| {
