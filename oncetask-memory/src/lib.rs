@@ -1,1 +1,327 @@
-//! In-memory [`oncetask_core::Store`]. (Skeleton — being written.)
+//! # oncetask-memory
+//!
+//! An in-memory [`Store`] for oncetask: for unit tests, demos and local
+//! development. Nothing survives the process, but every rule of the
+//! [`Store`] contract holds, so code tested against it behaves the same on a
+//! durable backend.
+//!
+//! ```
+//! use oncetask_core::lifecycle::{self, LeaseGrant};
+//! use oncetask_core::store::{ClaimMode, ClaimRequest, Swap, SwapOutcome};
+//! use oncetask_core::{Store, Task, TaskData, TaskStatus};
+//! use oncetask_memory::MemoryStore;
+//!
+//! #[derive(serde::Serialize)]
+//! struct Email {
+//!     to: String,
+//! }
+//!
+//! impl TaskData for Email {
+//!     type Kind = &'static str;
+//!     fn kind(&self) -> &'static str { "email" }
+//!     fn idempotent_id(&self) -> String { format!("email-{}", self.to) }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let store = MemoryStore::new();
+//! let now = chrono::Utc::now();
+//! let task = Task::from_data(&Email { to: "a@b.c".into() }, "prod", now)?;
+//! store.create(vec![task]).await?;
+//!
+//! // A worker leases the ready task for 30 seconds...
+//! let request = ClaimRequest {
+//!     env: "prod".into(),
+//!     kind: "email".into(),
+//!     now,
+//!     grant: LeaseGrant::new(now, std::time::Duration::from_secs(30)),
+//!     mode: ClaimMode::Single { limit: 10 },
+//! };
+//! let claimed = store.claim(&request).await?;
+//! let leased = &claimed.tasks[0];
+//! assert_eq!(leased.attempts, 1);
+//!
+//! // ...runs it, and records the outcome the core computed.
+//! let done = lifecycle::succeed(leased, &request.grant.token, now, None)?;
+//! let outcomes = store
+//!     .swap(vec![Swap { task: done, expected_version: leased.version }])
+//!     .await?;
+//! assert!(matches!(outcomes[0], SwapOutcome::Applied));
+//!
+//! let counts = store.count_by_status("prod", Some("email"), now).await?;
+//! assert_eq!(counts.get(&TaskStatus::Completed), Some(&1));
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! ## Indexes and cost
+//!
+//! All documents live in one map keyed by id, behind one mutex. Next to it,
+//! per environment and kind, the store keeps (n = tasks of that env/kind):
+//!
+//! * a claim walk in [`Task::claim_order_key`] order holding the not-done
+//!   tasks without a resource key and, per resource key, only its first
+//!   never-leased and first leased task (a claim takes at most one task of a
+//!   key in claim order);
+//! * per resource key, its not-done tasks in claim order and in
+//!   `(wait_until, created_at, id)` order, and the multiset of their lease
+//!   expiries (a key is busy while the latest is after `now`). A busy key is
+//!   *parked*: out of the walk until its latest lease expires;
+//! * the multiset of [`Task::due_at`] of not-done tasks;
+//! * counts of done tasks per status, and all tasks by `(created_at, id)`.
+//!
+//! Every write updates these in O(log n) per task. A claim walks the claim
+//! order from its start and stops where no later entry can be ready (the
+//! first future `wait_until` among never-leased entries, the first live lease
+//! among leased ones); it costs O((c + p + s + 1) log n + u): c tasks
+//! claimed, p keys whose lease expired since the previous claim, u
+//! undecodable documents of the kind, and s skipped entries, which only
+//! arise when claims' clocks disagree or a task is both leased and waiting.
+//! Tasks waiting behind a busy key cost nothing. [`Store::next_due`] is
+//! O(log n). [`Store::find`] walks the creation order and stops after
+//! `offset + limit` matches; [`Store::count_by_status`] visits only not-done
+//! tasks.
+
+use std::collections::{BTreeSet, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use futures::stream::BoxStream;
+use oncetask_core::store::{
+    ClaimRequest, Claimed, CreateOutcome, DeleteOutcome, Fetched, Notification, StatusCounts, Swap,
+    SwapOutcome, TaskFilter, Undecodable,
+};
+use oncetask_core::{Store, StoreError, Task, lifecycle};
+
+mod index;
+mod notify;
+mod ready;
+
+use index::{Entry, RawDoc, State};
+use notify::Hub;
+
+/// An in-memory [`Store`]. Cloning is cheap and clones share the same tasks.
+#[derive(Clone, Default)]
+pub struct MemoryStore {
+    shared: Arc<Shared>,
+}
+
+#[derive(Default)]
+struct Shared {
+    // A std mutex rather than tokio's: every critical section is short,
+    // synchronous and never spans an `.await`, which is the case tokio's docs
+    // recommend the std mutex for. A poisoned lock is recovered: only this
+    // crate's index code and the core's pure functions (no user code) run
+    // under it, so a panic there is a bug, and keeping the store usable is
+    // more helpful to the tests it serves than failing every later call.
+    state: Mutex<State>,
+    hub: Hub,
+}
+
+impl std::fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryStore")
+            .field("documents", &self.lock().docs.len())
+            .finish()
+    }
+}
+
+/// Env/kind pairs changed by one call, notified once the lock is released.
+type Changed = BTreeSet<(String, String)>;
+
+fn mark(changed: &mut Changed, task: &Task) {
+    changed.insert((task.env.clone(), task.kind.clone()));
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.shared
+            .state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Stores a document that cannot be decoded into a task, replacing any
+    /// document with this id. For tests of Go W7: claims of `env`/`kind`
+    /// skip it and report it in [`Claimed::undecodable`], [`Store::get`]
+    /// returns it as [`Fetched::Undecodable`], [`Store::delete`] removes it,
+    /// and [`Store::find`] and [`Store::count_by_status`] ignore it.
+    pub fn insert_undecodable(&self, id: &str, env: &str, kind: &str, reason: &str) {
+        {
+            let mut state = self.lock();
+            state.remove(id);
+            state.insert(
+                id.to_owned(),
+                Entry::Raw(RawDoc {
+                    env: env.to_owned(),
+                    kind: kind.to_owned(),
+                    reason: reason.to_owned(),
+                }),
+            );
+        }
+        self.shared
+            .hub
+            .publish(Changed::from([(env.to_owned(), kind.to_owned())]));
+    }
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    /// Inserts each task unless its id exists in any env. Within one call a
+    /// repeated id is created once; later copies report `AlreadyExists`.
+    async fn create(&self, tasks: Vec<Task>) -> Result<Vec<CreateOutcome>, StoreError> {
+        let mut changed = Changed::new();
+        let outcomes = {
+            let mut state = self.lock();
+            tasks
+                .into_iter()
+                .map(|task| match state.docs.get(&task.id) {
+                    Some(existing) if existing.env() == task.env => CreateOutcome::AlreadyExists,
+                    Some(existing) => CreateOutcome::ExistsInOtherEnv {
+                        env: existing.env().to_owned(),
+                    },
+                    None => {
+                        mark(&mut changed, &task);
+                        state.insert(task.id.clone(), Entry::Task(task));
+                        CreateOutcome::Created
+                    }
+                })
+                .collect()
+        };
+        self.shared.hub.publish(changed);
+        Ok(outcomes)
+    }
+
+    /// Selects and leases under one lock, so concurrent claims are serialized.
+    /// Undecodable documents of the env/kind are reported on every claim.
+    /// `limit` or `max_group` 0 leases nothing.
+    async fn claim(&self, request: &ClaimRequest) -> Result<Claimed, StoreError> {
+        let mut state = self.lock();
+        let undecodable = state.undecodable(&request.env, &request.kind);
+        let picked = state.select(&request.env, &request.kind, request.now, request.mode);
+        let mut tasks = Vec::with_capacity(picked.len());
+        for id in picked {
+            let Some(Entry::Task(old)) = state.docs.get(&id) else {
+                continue;
+            };
+            let old = old.clone();
+            let leased = lifecycle::claim(&old, &request.grant);
+            state.replace(&old, leased.clone());
+            tasks.push(leased);
+        }
+        Ok(Claimed { tasks, undecodable })
+    }
+
+    /// Writes each task whose stored `version` equals `expected_version`.
+    /// Swapping over an undecodable document fails with
+    /// [`StoreError::Undecodable`].
+    async fn swap(&self, swaps: Vec<Swap>) -> Result<Vec<SwapOutcome>, StoreError> {
+        let mut changed = Changed::new();
+        let outcomes = {
+            let mut state = self.lock();
+            swaps
+                .into_iter()
+                .map(|swap| {
+                    let old = match state.docs.get(&swap.task.id) {
+                        None => return SwapOutcome::NotFound,
+                        Some(Entry::Raw(raw)) => {
+                            return SwapOutcome::Failed(StoreError::Undecodable {
+                                id: swap.task.id.clone(),
+                                reason: raw.reason.clone(),
+                            });
+                        }
+                        Some(Entry::Task(old)) if old.version != swap.expected_version => {
+                            return SwapOutcome::Conflict;
+                        }
+                        Some(Entry::Task(old)) => old.clone(),
+                    };
+                    mark(&mut changed, &old);
+                    mark(&mut changed, &swap.task);
+                    state.replace(&old, swap.task);
+                    SwapOutcome::Applied
+                })
+                .collect()
+        };
+        self.shared.hub.publish(changed);
+        Ok(outcomes)
+    }
+
+    async fn get(&self, ids: &[String]) -> Result<Vec<Fetched>, StoreError> {
+        let state = self.lock();
+        let mut seen = HashSet::new();
+        Ok(ids
+            .iter()
+            .filter(|id| seen.insert(id.as_str()))
+            .filter_map(|id| match state.docs.get(id)? {
+                Entry::Task(task) => Some(Fetched::Task(task.clone())),
+                Entry::Raw(raw) => Some(Fetched::Undecodable(Undecodable {
+                    id: id.clone(),
+                    reason: raw.reason.clone(),
+                })),
+            })
+            .collect())
+    }
+
+    async fn find(&self, filter: &TaskFilter) -> Result<Vec<Task>, StoreError> {
+        let state = self.lock();
+        Ok(state
+            .by_creation(&filter.env, filter.kind.as_deref())
+            .filter(|task| filter.matches(task))
+            .skip(filter.offset)
+            .take(filter.limit.unwrap_or(usize::MAX))
+            .cloned()
+            .collect())
+    }
+
+    async fn count_by_status(
+        &self,
+        env: &str,
+        kind: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<StatusCounts, StoreError> {
+        Ok(self.lock().count_by_status(env, kind, now))
+    }
+
+    /// Removes each id (tasks and undecodable documents alike).
+    async fn delete(&self, ids: &[String]) -> Result<Vec<DeleteOutcome>, StoreError> {
+        let mut changed = Changed::new();
+        let outcomes = {
+            let mut state = self.lock();
+            ids.iter()
+                .map(|id| match state.remove(id) {
+                    Some(entry) => {
+                        changed.insert((entry.env().to_owned(), entry.kind().to_owned()));
+                        DeleteOutcome::Deleted
+                    }
+                    None => DeleteOutcome::NotFound,
+                })
+                .collect()
+        };
+        self.shared.hub.publish(changed);
+        Ok(outcomes)
+    }
+
+    async fn next_due(
+        &self,
+        env: &str,
+        kind: &str,
+        after: DateTime<Utc>,
+    ) -> Result<Option<DateTime<Utc>>, StoreError> {
+        Ok(self.lock().next_due(env, kind, after))
+    }
+
+    /// Notices are sent after every create, swap and delete (once per kind
+    /// and call); claims send none, since they only make tasks busy.
+    fn subscribe(&self, env: &str) -> Option<BoxStream<'static, Notification>> {
+        Some(self.shared.hub.subscribe(env))
+    }
+}
+
+#[cfg(test)]
+mod tests;

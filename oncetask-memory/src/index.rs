@@ -1,0 +1,319 @@
+//! The documents and their indexes.
+//!
+//! Everything here is synchronous and runs under the store's one lock. The
+//! invariant every write keeps: an [`Entry::Task`] is present in exactly the
+//! index entries [`State::index_catalog`] and [`State::index_state`] derive
+//! from it, and an [`Entry::Raw`] only in its kind's `undecodable` map.
+
+use std::collections::btree_map;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use chrono::{DateTime, Utc};
+use oncetask_core::Task;
+use oncetask_core::TaskStatus;
+use oncetask_core::store::{ClaimMode, StatusCounts, Undecodable};
+
+use crate::ready::ReadyIndex;
+
+/// Creation order used by listings: `(created_at, id)`.
+type CreatedKey = (DateTime<Utc>, String);
+
+/// One stored document.
+#[derive(Debug)]
+#[allow(clippy::large_enum_variant)] // almost every entry is a task: boxing it would cost every one
+pub(crate) enum Entry {
+    /// A valid task.
+    Task(Task),
+    /// A document that does not decode (inserted by `insert_undecodable`).
+    Raw(RawDoc),
+}
+
+/// The parts of an undecodable document a backend can still see.
+#[derive(Debug)]
+pub(crate) struct RawDoc {
+    pub(crate) env: String,
+    pub(crate) kind: String,
+    pub(crate) reason: String,
+}
+
+impl Entry {
+    pub(crate) fn env(&self) -> &str {
+        match self {
+            Entry::Task(t) => &t.env,
+            Entry::Raw(r) => &r.env,
+        }
+    }
+
+    pub(crate) fn kind(&self) -> &str {
+        match self {
+            Entry::Task(t) => &t.kind,
+            Entry::Raw(r) => &r.kind,
+        }
+    }
+}
+
+/// All documents plus their indexes.
+#[derive(Debug, Default)]
+pub(crate) struct State {
+    /// Every document by id (ids are global across environments).
+    pub(crate) docs: HashMap<String, Entry>,
+    /// Indexes per environment.
+    envs: HashMap<String, EnvIndex>,
+}
+
+#[derive(Debug, Default)]
+struct EnvIndex {
+    /// Every task of the env, for listings without a kind.
+    created: BTreeSet<CreatedKey>,
+    /// Per kind.
+    kinds: HashMap<String, KindIndex>,
+}
+
+#[derive(Debug, Default)]
+struct KindIndex {
+    /// Every task of the env/kind, for listings with a kind.
+    created: BTreeSet<CreatedKey>,
+    /// Not-done tasks, for claims and `next_due`.
+    ready: ReadyIndex,
+    /// Done tasks per status (a done task's status does not depend on `now`).
+    done: BTreeMap<TaskStatus, u64>,
+    /// Undecodable documents: id -> reason.
+    undecodable: BTreeMap<String, String>,
+}
+
+impl KindIndex {
+    fn is_empty(&self) -> bool {
+        self.created.is_empty() && self.undecodable.is_empty()
+    }
+}
+
+/// The status of a done task; it never depends on the time passed in.
+fn done_status(task: &Task) -> TaskStatus {
+    task.status(DateTime::<Utc>::MIN_UTC)
+}
+
+impl State {
+    fn kind_index(&self, env: &str, kind: &str) -> Option<&KindIndex> {
+        self.envs.get(env).and_then(|e| e.kinds.get(kind))
+    }
+
+    fn kind_index_mut(&mut self, env: &str, kind: &str) -> &mut KindIndex {
+        self.envs
+            .entry(env.to_owned())
+            .or_default()
+            .kinds
+            .entry(kind.to_owned())
+            .or_default()
+    }
+
+    /// Drops the env/kind indexes once nothing of them is left.
+    fn prune(&mut self, env: &str, kind: &str) {
+        let Some(env_index) = self.envs.get_mut(env) else {
+            return;
+        };
+        if env_index.kinds.get(kind).is_some_and(KindIndex::is_empty) {
+            env_index.kinds.remove(kind);
+        }
+        if env_index.kinds.is_empty() && env_index.created.is_empty() {
+            self.envs.remove(env);
+        }
+    }
+
+    /// Adds the listing entries of `task` (they depend only on its env,
+    /// kind, creation time and id).
+    fn index_catalog(&mut self, task: &Task) {
+        let env_index = self.envs.entry(task.env.clone()).or_default();
+        env_index.created.insert((task.created_at, task.id.clone()));
+        env_index
+            .kinds
+            .entry(task.kind.clone())
+            .or_default()
+            .created
+            .insert((task.created_at, task.id.clone()));
+    }
+
+    fn unindex_catalog(&mut self, task: &Task) {
+        let Some(env_index) = self.envs.get_mut(&task.env) else {
+            return;
+        };
+        let key = (task.created_at, task.id.clone());
+        env_index.created.remove(&key);
+        if let Some(kind_index) = env_index.kinds.get_mut(&task.kind) {
+            kind_index.created.remove(&key);
+        }
+    }
+
+    /// Adds the state-dependent entries of `task`: the claim index while it
+    /// is not done, its status count once it is.
+    fn index_state(&mut self, task: &Task) {
+        let kind_index = self.kind_index_mut(&task.env, &task.kind);
+        if task.is_done() {
+            *kind_index.done.entry(done_status(task)).or_insert(0) += 1;
+        } else {
+            kind_index.ready.add_open(task);
+        }
+    }
+
+    fn unindex_state(&mut self, task: &Task) {
+        let Some(kind_index) = self
+            .envs
+            .get_mut(&task.env)
+            .and_then(|e| e.kinds.get_mut(&task.kind))
+        else {
+            return;
+        };
+        if !task.is_done() {
+            kind_index.ready.remove_open(task);
+            return;
+        }
+        if let btree_map::Entry::Occupied(mut e) = kind_index.done.entry(done_status(task)) {
+            if *e.get() <= 1 {
+                e.remove();
+            } else {
+                *e.get_mut() -= 1;
+            }
+        }
+    }
+
+    /// Stores a new document under `id` (which must be absent).
+    pub(crate) fn insert(&mut self, id: String, entry: Entry) {
+        match &entry {
+            Entry::Task(task) => {
+                self.index_catalog(task);
+                self.index_state(task);
+            }
+            Entry::Raw(raw) => {
+                self.kind_index_mut(&raw.env, &raw.kind)
+                    .undecodable
+                    .insert(id.clone(), raw.reason.clone());
+            }
+        }
+        self.docs.insert(id, entry);
+    }
+
+    /// Removes the document `id`, returning it.
+    pub(crate) fn remove(&mut self, id: &str) -> Option<Entry> {
+        let entry = self.docs.remove(id)?;
+        match &entry {
+            Entry::Task(task) => {
+                self.unindex_state(task);
+                self.unindex_catalog(task);
+            }
+            Entry::Raw(raw) => {
+                let kind_index = self
+                    .envs
+                    .get_mut(&raw.env)
+                    .and_then(|e| e.kinds.get_mut(&raw.kind));
+                if let Some(kind_index) = kind_index {
+                    kind_index.undecodable.remove(id);
+                }
+            }
+        }
+        self.prune(entry.env(), entry.kind());
+        Some(entry)
+    }
+
+    /// Replaces the stored task `old` (still in `docs`) by `new` (same id).
+    pub(crate) fn replace(&mut self, old: &Task, new: Task) {
+        let moved = old.env != new.env || old.kind != new.kind || old.created_at != new.created_at;
+        self.unindex_state(old);
+        if moved {
+            self.unindex_catalog(old);
+            self.index_catalog(&new);
+        }
+        self.index_state(&new);
+        if moved {
+            self.prune(&old.env, &old.kind);
+        }
+        self.docs.insert(new.id.clone(), Entry::Task(new));
+    }
+
+    /// Undecodable documents of an env/kind, by id.
+    pub(crate) fn undecodable(&self, env: &str, kind: &str) -> Vec<Undecodable> {
+        self.kind_index(env, kind)
+            .map(|k| {
+                k.undecodable
+                    .iter()
+                    .map(|(id, reason)| Undecodable {
+                        id: id.clone(),
+                        reason: reason.clone(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Ids of the tasks a claim at `now` leases, in the order it returns them.
+    pub(crate) fn select(
+        &mut self,
+        env: &str,
+        kind: &str,
+        now: DateTime<Utc>,
+        mode: ClaimMode,
+    ) -> Vec<String> {
+        let Some(kind_index) = self.envs.get_mut(env).and_then(|e| e.kinds.get_mut(kind)) else {
+            return Vec::new();
+        };
+        kind_index.ready.advance(now);
+        kind_index.ready.select(&self.docs, now, mode)
+    }
+
+    /// The earliest `due_at()` strictly after `after` among not-done tasks of env/kind.
+    pub(crate) fn next_due(
+        &self,
+        env: &str,
+        kind: &str,
+        after: DateTime<Utc>,
+    ) -> Option<DateTime<Utc>> {
+        self.kind_index(env, kind)?.ready.next_due(after)
+    }
+
+    /// Tasks of `env` (and `kind`) in `(created_at, id)` order.
+    pub(crate) fn by_creation<'a>(
+        &'a self,
+        env: &str,
+        kind: Option<&str>,
+    ) -> Box<dyn Iterator<Item = &'a Task> + 'a> {
+        let Some(env_index) = self.envs.get(env) else {
+            return Box::new(std::iter::empty());
+        };
+        let keys = match kind {
+            None => &env_index.created,
+            Some(kind) => match env_index.kinds.get(kind) {
+                Some(k) => &k.created,
+                None => return Box::new(std::iter::empty()),
+            },
+        };
+        Box::new(keys.iter().filter_map(|(_, id)| match self.docs.get(id) {
+            Some(Entry::Task(t)) => Some(t),
+            _ => None,
+        }))
+    }
+
+    /// Counts tasks of `env` (and `kind`) by status at `now`: done tasks from
+    /// their counters, not-done ones one by one.
+    pub(crate) fn count_by_status(
+        &self,
+        env: &str,
+        kind: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> StatusCounts {
+        let mut counts = StatusCounts::new();
+        let Some(env_index) = self.envs.get(env) else {
+            return counts;
+        };
+        let kinds = env_index
+            .kinds
+            .iter()
+            .filter(|(k, _)| kind.is_none_or(|want| want == k.as_str()));
+        for (_, index) in kinds {
+            for (status, n) in &index.done {
+                *counts.entry(*status).or_insert(0) += n;
+            }
+            for task in index.ready.open_tasks(&self.docs) {
+                *counts.entry(task.status(now)).or_insert(0) += 1;
+            }
+        }
+        counts
+    }
+}
