@@ -33,10 +33,16 @@ pub trait Store: Send + Sync + 'static {
     /// [`Task::claim_order_key`] order. A task whose resource key has a live
     /// lease (same env and kind) is skipped, not blocking the others. Two
     /// concurrent claims never both lease tasks of one resource key.
-    /// Documents that cannot be decoded are skipped and reported.
+    /// Documents that cannot be decoded are skipped and reported; a backend
+    /// may report the same document on every claim until it is removed.
+    /// A limit or group size of 0 claims nothing.
     async fn claim(&self, request: &ClaimRequest) -> Result<Claimed, StoreError>;
 
     /// Writes each `task` only if the stored version is still `expected_version`.
+    ///
+    /// A swap never changes a task's id, env, kind or `created_at` (the core
+    /// never asks for it). A swap onto a stored document that cannot be
+    /// decoded reports [`SwapOutcome::Failed`] with [`StoreError::Undecodable`].
     async fn swap(&self, swaps: Vec<Swap>) -> Result<Vec<SwapOutcome>, StoreError>;
 
     /// Reads tasks by id, in input order; missing ids are omitted, duplicates read once.
@@ -68,6 +74,11 @@ pub trait Store: Send + Sync + 'static {
 
     /// An optional stream of change notices for `env`, so workers in other
     /// processes wake without polling. `None` when the backend has none.
+    ///
+    /// Backends publish on writes that can make a task ready or free a
+    /// resource key (create, swap, delete); claims need not publish. Notices
+    /// may be lost (a slow subscriber, a dropped connection): workers still
+    /// wake at due times and at the manager's poll interval.
     fn subscribe(&self, env: &str) -> Option<BoxStream<'static, Notification>> {
         let _ = env;
         None
@@ -115,8 +126,8 @@ pub enum ClaimMode {
     },
     /// For resource-key handlers: the first ready candidate decides. Without a
     /// resource key it is claimed alone; with one, every ready task of that key
-    /// (same env and kind) is claimed, ordered by `wait_until` (then
-    /// `created_at`, id), at most `max_group`.
+    /// (same env and kind) is claimed, ordered by `wait_until` (`None`
+    /// first, then `created_at`, id), at most `max_group`.
     ResourceGroup {
         /// Maximum group size (Go had none, W29).
         max_group: usize,
