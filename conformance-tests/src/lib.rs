@@ -1,1 +1,481 @@
-//! The conformance suite. (Skeleton — being written.)
+//! # conformance-tests
+//!
+//! The one test suite every oncetask storage backend runs, unchanged. A
+//! backend is done when this suite passes against its real server.
+//!
+//! The suite checks the [`oncetask_core::Store`] contract: what `create`,
+//! `claim`, `swap`, `get`, `find`, `count_by_status`, `delete` and `next_due`
+//! must do, with every state change computed by the pure functions of
+//! [`oncetask_core::lifecycle`] — exactly as the manager uses them. Each rule
+//! of `behavior.md`, and each fix of a Go weakness (W1, W4, W6, W7, ...), has
+//! its own test whose name states the rule.
+//!
+//! ## Plugging a backend in
+//!
+//! Implement [`StoreFactory`] (a source of *isolated* stores: a fresh schema,
+//! key prefix or collection per call), then invoke the suite from one
+//! integration-test file of the backend crate, e.g. `tests/conformance.rs`:
+//!
+//! ```ignore
+//! use conformance_tests::{StoreFactory, store_conformance_suite};
+//! use oncetask_memory::MemoryStore;
+//!
+//! struct MemoryFactory;
+//!
+//! #[async_trait::async_trait]
+//! impl StoreFactory for MemoryFactory {
+//!     type Store = MemoryStore;
+//!     async fn new_store(&self) -> MemoryStore {
+//!         MemoryStore::new()
+//!     }
+//!     async fn insert_undecodable(&self, store: &MemoryStore, id: &str, env: &str, kind: &str) -> bool {
+//!         store.insert_undecodable(id, env, kind, "not a task");
+//!         true
+//!     }
+//! }
+//!
+//! store_conformance_suite!(MemoryFactory);
+//! ```
+//!
+//! The macro expands to one `#[test]` per suite function, grouped in modules
+//! named after the suite's modules (`create::…`, `claim::…`, …), so
+//! `cargo test --test conformance claim::` runs one concern. Async tests run
+//! on a multi-thread runtime with 4 workers ([`support::run_multi_thread`]);
+//! the property-based [`model`] test drives the store from a current-thread
+//! runtime of its own. The backend crate needs `conformance-tests` and
+//! `async-trait` as dev-dependencies, nothing else.
+//!
+//! ## Writing a suite test
+//!
+//! A test is a `pub async fn <rule_as_a_sentence>(factory: &impl StoreFactory)`
+//! in the module of its concern (or a plain `pub fn` for synchronous ones),
+//! and must be listed in [`__conformance_list!`](crate::__conformance_list)
+//! — the one list the macro expands. A unit test of this crate fails when a
+//! suite function is missing from that list. Tests take every time from
+//! [`support::base_time`] and pass `now` explicitly; they never sleep to let
+//! task time pass.
+
+use async_trait::async_trait;
+
+pub mod support;
+
+pub mod cancel;
+pub mod claim;
+pub mod concurrency;
+pub mod create;
+pub mod delete;
+pub mod env_isolation;
+pub mod model;
+pub mod notify;
+pub mod outcome;
+pub mod read;
+pub mod recurrence;
+pub mod reset;
+pub mod resource_keys;
+
+/// A source of isolated stores for the suite.
+///
+/// Every call of [`StoreFactory::new_store`] must return a store that shares
+/// no tasks with any other (its own schema, key prefix, collection or
+/// database), because the suite's tests run in parallel.
+#[async_trait]
+pub trait StoreFactory: Send + Sync + 'static {
+    /// The backend under test. `Clone` must give a handle to the same store
+    /// (the concurrency tests hand clones to concurrent claimers).
+    type Store: oncetask_core::Store + Clone;
+
+    /// A new, empty, isolated store.
+    async fn new_store(&self) -> Self::Store;
+
+    /// Stores a document with this `id`, `env` and `kind` that cannot be
+    /// decoded into a task, as corrupt or foreign data would be.
+    ///
+    /// Returns `false` if the backend cannot represent such a document (e.g.
+    /// its schema makes it impossible); tests that need one then print a
+    /// note and pass without checking.
+    async fn insert_undecodable(
+        &self,
+        store: &Self::Store,
+        id: &str,
+        env: &str,
+        kind: &str,
+    ) -> bool;
+}
+
+/// Expands the whole conformance suite into `#[test]` functions for a backend.
+///
+/// `$factory` is an expression building a [`StoreFactory`]; it is evaluated
+/// once per test. See the [crate docs](crate) for a full example.
+///
+/// ```ignore
+/// conformance_tests::store_conformance_suite!(MemoryFactory);
+/// ```
+#[macro_export]
+macro_rules! store_conformance_suite {
+    ($factory:expr) => {
+        $crate::__conformance_list!(tests($factory));
+    };
+    ($factory:expr,) => {
+        $crate::__conformance_list!(tests($factory));
+    };
+}
+
+/// The registry: every suite function, by module, in ONE place.
+///
+/// `async module { ... }` groups hold `pub async fn name(factory: &impl
+/// StoreFactory)` functions of `crate::module`, `sync` groups hold `pub fn`
+/// ones, and `mod parent { groups }` nests groups for modules in a directory
+/// (`mod manager { async admin { ... } }` lists `crate::manager::admin::*`).
+/// A suite function missing here, or a name here without a function, fails
+/// this crate's `every_suite_function_is_registered` test.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __conformance_list {
+    ($mode:ident ($($args:tt)*)) => {
+        $crate::__conformance_expand! {
+            $mode ($($args)*)
+            async create {
+                creating_a_new_task_stores_it_exactly_as_given,
+                every_field_survives_a_create_and_swap_round_trip,
+                creating_an_existing_id_reports_already_exists_and_keeps_the_stored_task,
+                creating_an_id_that_exists_in_another_env_reports_exists_in_other_env,
+                duplicate_ids_in_one_bulk_create_create_the_first_and_report_the_rest_as_existing,
+                bulk_create_reports_one_outcome_per_item_in_input_order,
+                creating_nothing_returns_no_outcomes,
+            }
+            async claim {
+                claim_takes_a_pending_task_and_leases_it_with_the_request_grant,
+                claim_does_not_take_a_task_before_its_wait_until,
+                claim_takes_a_task_whose_wait_until_equals_now,
+                claim_takes_never_leased_tasks_before_expired_leases,
+                claim_takes_expired_leases_oldest_expiry_first,
+                claim_orders_by_wait_until_within_never_leased_tasks,
+                claim_breaks_ties_by_created_at_then_id,
+                an_expired_lease_is_reclaimed_with_one_more_attempt_and_a_new_token,
+                a_live_lease_is_not_claimable,
+                a_lease_ending_exactly_now_is_claimable,
+                done_tasks_are_never_claimed,
+                cancelled_tasks_are_claimable_and_count_a_cancellation_attempt,
+                claim_honours_its_limit,
+                claim_with_limit_zero_takes_nothing,
+                claim_leaves_other_kinds_and_envs_untouched,
+                claim_of_an_empty_store_returns_nothing,
+                claim_skips_an_undecodable_document_reports_it_and_takes_the_next_task,
+            }
+            async resource_keys {
+                claim_skips_a_busy_resource_key_and_takes_the_next_ready_task,
+                single_claim_never_takes_two_tasks_of_one_resource_key,
+                a_resource_key_stays_busy_for_later_single_claims,
+                an_expired_lease_does_not_hold_its_resource_key,
+                a_done_task_does_not_hold_its_resource_key,
+                other_kinds_sharing_a_resource_key_do_not_block,
+                group_claim_takes_every_ready_task_of_the_first_free_key_in_wait_until_order,
+                group_claim_is_capped_by_max_group_and_keeps_the_key_busy,
+                group_claim_leaves_waiting_tasks_of_the_key_out,
+                group_claim_takes_a_keyless_head_alone,
+                group_claim_skips_a_key_with_a_live_lease,
+                group_claim_includes_expired_leases_and_cancelled_tasks_of_the_key,
+                group_claim_leaves_other_kinds_sharing_the_key_out,
+            }
+            async outcome {
+                success_swapped_with_the_claim_version_completes_the_task,
+                retryable_failure_backs_off_and_the_task_is_claimable_after_the_delay,
+                failure_at_max_attempts_is_permanent,
+                stale_lease_token_cannot_complete_a_reclaimed_task,
+                stale_failure_cannot_clear_the_new_lease,
+                blind_swap_with_a_stale_version_conflicts_and_writes_nothing,
+                a_lost_attempt_never_turns_a_permanent_failure_into_completed,
+                swap_of_a_deleted_task_reports_not_found,
+                release_makes_the_task_ready_at_once_without_an_error,
+                extend_lease_keeps_the_task_from_being_reclaimed,
+                stale_token_cannot_extend_a_reclaimed_lease,
+                bulk_swap_reports_one_outcome_per_item_in_input_order,
+                two_swaps_of_one_task_with_the_same_expected_version_apply_once,
+            }
+            async cancel {
+                cancelling_a_pending_task_makes_it_cancellation_pending,
+                cancelling_a_waiting_task_makes_it_ready_at_once,
+                cancel_while_leased_keeps_the_lease,
+                cancelled_task_finished_by_its_cancellation_handler_is_cancelled,
+                success_of_a_task_cancelled_while_running_ends_cancelled_with_its_result,
+                cancelling_a_done_task_is_not_applicable_and_writes_nothing,
+                cancelling_twice_is_not_applicable,
+                cancel_racing_a_completion_conflicts_and_never_turns_completed_into_cancelled,
+            }
+            async reset {
+                reset_puts_each_terminal_status_back_to_pending_with_history_cleared,
+                reset_keeps_structural_fields,
+                reset_of_a_non_terminal_task_is_not_applicable,
+                resetting_twice_is_not_applicable_the_second_time,
+                a_stale_worker_cannot_complete_a_task_reset_after_its_lease_was_lost,
+            }
+            async delete {
+                delete_removes_a_task,
+                deleting_a_missing_id_reports_not_found,
+                bulk_delete_reports_one_outcome_per_item_in_input_order,
+                swap_after_delete_reports_not_found,
+                a_deleted_id_can_be_created_again,
+                deleting_a_leased_task_makes_its_completion_report_not_found,
+                an_undecodable_document_can_be_deleted,
+            }
+            async read {
+                get_returns_tasks_in_input_order_omitting_missing_and_duplicate_ids,
+                get_of_no_ids_returns_nothing,
+                get_reports_an_undecodable_document,
+                find_filters_by_kind,
+                find_filters_by_resource_key_across_kinds,
+                find_filters_by_status_at_now,
+                find_not_done_excludes_terminal_tasks,
+                find_orders_by_created_at_then_id,
+                find_pages_with_offset_and_limit,
+                count_by_status_counts_each_status_at_now,
+                count_by_status_filters_by_kind,
+                next_due_returns_the_earliest_wait_until_after_the_given_time,
+                next_due_includes_lease_expiries,
+                next_due_is_strictly_after_the_given_time,
+                next_due_uses_the_later_of_wait_and_lease,
+                next_due_ignores_done_tasks_other_kinds_and_envs,
+            }
+            async recurrence {
+                a_generator_is_created_waiting_for_its_first_slot,
+                advancing_a_claimed_generator_stores_its_occurrence_and_moves_to_the_next_slot,
+                spawning_the_same_slot_twice_creates_no_duplicate_occurrence,
+                a_late_generator_spawns_one_occurrence_and_skips_missed_slots,
+                an_exhausted_generator_completes_after_spawning_its_last_occurrence,
+                a_cancelled_generator_finishes_without_spawning,
+                a_reset_generator_resumes_at_the_next_slot_without_a_bogus_occurrence,
+                the_spawned_occurrence_is_claimable_like_any_task,
+            }
+            async env_isolation {
+                claim_never_takes_tasks_of_another_env,
+                a_live_lease_in_another_env_does_not_hold_a_resource_key,
+                group_claim_never_mixes_envs,
+                find_count_and_next_due_see_only_their_env,
+                get_returns_a_task_whatever_its_env,
+                ids_are_global_across_envs,
+            }
+            async concurrency {
+                concurrent_claimers_never_lease_a_task_twice,
+                concurrent_claimers_never_hold_two_live_leases_in_one_resource_key,
+                concurrent_group_claimers_never_share_a_resource_key,
+                concurrent_creates_of_one_id_create_it_once,
+                concurrent_swaps_with_one_expected_version_apply_once,
+            }
+            async notify {
+                a_subscriber_hears_about_new_tasks_of_its_env,
+            }
+            sync model {
+                model_matches_store,
+            }
+        }
+    };
+}
+
+/// Expands the registry for [`store_conformance_suite!`] (`tests`) or for
+/// [`registered`] (`names`), one group at a time. A group is
+/// `async module { fn, ... }`, `sync module { fn, ... }`, or
+/// `mod parent { groups... }` for suite modules nested in a directory.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __conformance_expand {
+    (tests ($factory:expr) $($groups:tt)*) => {
+        $crate::__conformance_expand!(@tests $factory; []; $($groups)*);
+    };
+    (names ($out:ident) $($groups:tt)*) => {
+        $crate::__conformance_expand!(@names $out; []; $($groups)*);
+    };
+
+    (@tests $factory:expr; [$($prefix:ident)*];) => {};
+    (@tests $factory:expr; [$($prefix:ident)*];
+        mod $module:ident { $($inner:tt)* } $($rest:tt)*) => {
+        mod $module {
+            #[allow(unused_imports)]
+            use super::*;
+            $crate::__conformance_expand!(@tests $factory; [$($prefix)* $module]; $($inner)*);
+        }
+        $crate::__conformance_expand!(@tests $factory; [$($prefix)*]; $($rest)*);
+    };
+    (@tests $factory:expr; [$($prefix:ident)*];
+        $flavor:ident $module:ident { $($test:ident),* $(,)? } $($rest:tt)*) => {
+        mod $module {
+            #[allow(unused_imports)]
+            use super::*;
+            $crate::__conformance_expand!(@fns $flavor; $factory; [$($prefix)* $module]; $($test),*);
+        }
+        $crate::__conformance_expand!(@tests $factory; [$($prefix)*]; $($rest)*);
+    };
+
+    (@names $out:ident; [$($prefix:ident)*];) => {};
+    (@names $out:ident; [$($prefix:ident)*];
+        mod $module:ident { $($inner:tt)* } $($rest:tt)*) => {
+        $crate::__conformance_expand!(@names $out; [$($prefix)* $module]; $($inner)*);
+        $crate::__conformance_expand!(@names $out; [$($prefix)*]; $($rest)*);
+    };
+    (@names $out:ident; [$($prefix:ident)*];
+        $flavor:ident $module:ident { $($test:ident),* $(,)? } $($rest:tt)*) => {
+        $crate::__conformance_expand!(
+            @push $out;
+            concat!($(stringify!($prefix), "::",)* stringify!($module));
+            $($test),*
+        );
+        $crate::__conformance_expand!(@names $out; [$($prefix)*]; $($rest)*);
+    };
+
+    (@fns $flavor:ident; $factory:expr; $path:tt; $($test:ident),*) => {
+        $( $crate::__conformance_test!($flavor, $factory, $path, $test); )*
+    };
+    (@push $out:ident; $module:expr; $($test:ident),*) => {
+        $( $out.push(($module, stringify!($test))); )*
+    };
+}
+
+/// One generated test.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __conformance_test {
+    (async, $factory:expr, [$($path:ident)+], $test:ident) => {
+        #[test]
+        fn $test() {
+            $crate::support::run_multi_thread(async {
+                let factory = $factory;
+                $crate $(::$path)+ ::$test(&factory).await;
+            });
+        }
+    };
+    (sync, $factory:expr, [$($path:ident)+], $test:ident) => {
+        #[test]
+        fn $test() {
+            let factory = $factory;
+            $crate $(::$path)+ ::$test(&factory);
+        }
+    };
+}
+
+/// Every registered suite function as `(module path, function)`, e.g.
+/// `("claim", "a_live_lease_is_not_claimable")`, in registry order.
+#[allow(clippy::vec_init_then_push)] // the pushes come from the registry macro
+pub fn registered() -> Vec<(&'static str, &'static str)> {
+    let mut out = Vec::new();
+    __conformance_list!(names(out));
+    out
+}
+
+/// The suite run against the reference model: checks that the suite's
+/// expectations and the model's reading of the contract agree.
+#[cfg(test)]
+mod model_self_test {
+    use crate::StoreFactory;
+    use crate::model::ModelStore;
+
+    struct ModelFactory;
+
+    #[async_trait::async_trait]
+    impl StoreFactory for ModelFactory {
+        type Store = ModelStore;
+        async fn new_store(&self) -> ModelStore {
+            ModelStore::default()
+        }
+        async fn insert_undecodable(&self, _: &ModelStore, _: &str, _: &str, _: &str) -> bool {
+            false
+        }
+    }
+
+    crate::store_conformance_suite!(ModelFactory);
+}
+
+#[cfg(test)]
+mod registry_tests {
+    use std::collections::BTreeSet;
+    use std::path::Path;
+
+    /// The module path of a source file: `src/claim.rs` is `claim`,
+    /// `src/manager/admin.rs` is `manager::admin`, `src/manager/mod.rs` is `manager`.
+    fn module_path(relative: &Path) -> String {
+        let mut parts: Vec<String> = relative
+            .iter()
+            .map(|p| p.to_string_lossy().trim_end_matches(".rs").to_owned())
+            .collect();
+        if parts.last().is_some_and(|p| p == "mod") {
+            parts.pop();
+        }
+        parts.join("::")
+    }
+
+    fn rust_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+        for entry in std::fs::read_dir(dir).expect("read a source directory") {
+            let path = entry.expect("read a directory entry").path();
+            if path.is_dir() {
+                rust_files(&path, out);
+            } else if path.extension().and_then(|e| e.to_str()) == Some("rs") {
+                out.push(path);
+            }
+        }
+    }
+
+    /// `(module, function)` for every suite function in `src/`: a `pub fn`
+    /// or `pub async fn` whose only parameter is `factory: &impl StoreFactory`
+    /// and that returns nothing. (Helpers that take a factory return something
+    /// or are not `pub`.)
+    fn suite_functions() -> BTreeSet<(String, String)> {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut files = Vec::new();
+        rust_files(&src, &mut files);
+        let mut found = BTreeSet::new();
+        for path in files {
+            let relative = path.strip_prefix(&src).expect("a file under src/");
+            let module = module_path(relative);
+            if module == "lib" {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).expect("read a module");
+            for (start, _) in text.match_indices("pub ") {
+                let rest = &text[start + 4..];
+                let rest = rest.strip_prefix("async ").unwrap_or(rest);
+                let Some(rest) = rest.strip_prefix("fn ") else {
+                    continue;
+                };
+                let name: String = rest
+                    .chars()
+                    .take_while(|c| c.is_alphanumeric() || *c == '_')
+                    .collect();
+                let signature: String = rest
+                    .split('{')
+                    .next()
+                    .unwrap_or_default()
+                    .chars()
+                    .filter(|c| !c.is_whitespace())
+                    .collect();
+                let signature = signature.replace(",)", ")");
+                if signature.ends_with("(factory:&implStoreFactory)") {
+                    found.insert((module.clone(), name));
+                }
+            }
+        }
+        found
+    }
+
+    #[test]
+    fn every_suite_function_is_registered() {
+        let list = super::registered();
+        let registered: BTreeSet<(String, String)> = list
+            .iter()
+            .map(|(m, f)| ((*m).to_owned(), (*f).to_owned()))
+            .collect();
+        let found = suite_functions();
+        let missing: Vec<_> = found.difference(&registered).collect();
+        assert!(
+            missing.is_empty(),
+            "suite functions missing from __conformance_list!: {missing:?}"
+        );
+        let unknown: Vec<_> = registered.difference(&found).collect();
+        assert!(
+            unknown.is_empty(),
+            "__conformance_list! names functions that do not exist: {unknown:?}"
+        );
+        assert_eq!(
+            registered.len(),
+            list.len(),
+            "a suite function is registered twice"
+        );
+    }
+}

@@ -1,0 +1,429 @@
+//! Reads: `get`, `find`, `count_by_status`, `next_due` (behavior.md §6.5,
+//! §6.6; W5, W17).
+
+use oncetask_core::lifecycle;
+use oncetask_core::store::{Fetched, StatusCounts, TaskFilter};
+use oncetask_core::{Outcome, Store, Task, TaskStatus};
+
+use crate::StoreFactory;
+use crate::support::*;
+
+async fn find<S: Store>(store: &S, filter: &TaskFilter) -> Vec<Task> {
+    store.find(filter).await.expect("store.find failed")
+}
+
+async fn find_ids<S: Store>(store: &S, filter: &TaskFilter) -> Vec<String> {
+    find(store, filter)
+        .await
+        .into_iter()
+        .map(|t| t.id)
+        .collect()
+}
+
+async fn next_due<S: Store>(
+    store: &S,
+    after: chrono::DateTime<chrono::Utc>,
+) -> Option<chrono::DateTime<chrono::Utc>> {
+    store
+        .next_due(ENV, KIND, after)
+        .await
+        .expect("store.next_due failed")
+}
+
+/// A task in each status at `at(0)`: pending ×2, waiting, leased,
+/// cancellation pending, completed, failed. Returns nothing; ids are the
+/// status names (`pending`, `pending-2`, ...).
+async fn seed_every_status<S: Store>(store: &S, kind: &str) {
+    let p = |id: &str| format!("{kind}-{id}");
+    seed(
+        store,
+        vec![
+            TaskBuilder::new(&p("pending")).kind(kind).build(),
+            TaskBuilder::new(&p("pending-2")).kind(kind).build(),
+            TaskBuilder::new(&p("waiting"))
+                .kind(kind)
+                .wait_until(at(100))
+                .build(),
+            TaskBuilder::new(&p("leased"))
+                .kind(kind)
+                .leased_until(at(100))
+                .build(),
+            TaskBuilder::new(&p("cancelling"))
+                .kind(kind)
+                .wait_until(at(100))
+                .build(),
+            TaskBuilder::new(&p("completed"))
+                .kind(kind)
+                .wait_until(at(100))
+                .build(),
+            TaskBuilder::new(&p("failed"))
+                .kind(kind)
+                .wait_until(at(100))
+                .build(),
+        ],
+    )
+    .await;
+    apply(store, &p("cancelling"), |t| lifecycle::cancel(t, at(0)))
+        .await
+        .expect("cancel");
+    for (id, outcome) in [
+        ("completed", Outcome::Completed),
+        ("failed", Outcome::Failed),
+    ] {
+        apply(store, &p(id), |t| {
+            let mut done = t.clone();
+            done.version += 1;
+            done.attempts = 1;
+            done.done_at = Some(at(0));
+            done.outcome = Some(outcome);
+            Ok(done)
+        })
+        .await
+        .expect("finish");
+    }
+}
+
+/// `get` answers in input order, omits missing ids and reads a repeated id once.
+pub async fn get_returns_tasks_in_input_order_omitting_missing_and_duplicate_ids(
+    factory: &impl StoreFactory,
+) {
+    let store = factory.new_store().await;
+    let [a, b, c] = ["a", "b", "c"].map(|id| TaskBuilder::new(id).build());
+    seed(&store, vec![a.clone(), b.clone(), c.clone()]).await;
+    let fetched: Vec<Task> = get_all(&store, &["c", "missing", "a", "c", "b"])
+        .await
+        .into_iter()
+        .map(|f| match f {
+            Fetched::Task(t) => t,
+            Fetched::Undecodable(u) => panic!("unexpected undecodable {u:?}"),
+        })
+        .collect();
+    assert_eq!(fetched, vec![c, a, b]);
+}
+
+/// `get` of no ids is empty.
+pub async fn get_of_no_ids_returns_nothing(factory: &impl StoreFactory) {
+    let store = factory.new_store().await;
+    seed(&store, vec![TaskBuilder::new("a").build()]).await;
+    assert!(get_all(&store, &[]).await.is_empty());
+}
+
+/// `get` reports a document that is not a valid task instead of failing.
+pub async fn get_reports_an_undecodable_document(factory: &impl StoreFactory) {
+    let store = factory.new_store().await;
+    if !factory.insert_undecodable(&store, "bad", ENV, KIND).await {
+        eprintln!("note: backend cannot store undecodable documents; test skipped");
+        return;
+    }
+    let good = TaskBuilder::new("good").build();
+    seed(&store, vec![good.clone()]).await;
+    let fetched = get_all(&store, &["good", "bad"]).await;
+    assert_eq!(fetched.len(), 2, "{fetched:?}");
+    assert!(matches!(&fetched[0], Fetched::Task(t) if *t == good));
+    assert!(matches!(&fetched[1], Fetched::Undecodable(u) if u.id == "bad"));
+}
+
+/// `find` with a kind lists only that kind.
+pub async fn find_filters_by_kind(factory: &impl StoreFactory) {
+    let store = factory.new_store().await;
+    seed(
+        &store,
+        vec![
+            TaskBuilder::new("e1").build(),
+            TaskBuilder::new("s1").kind(OTHER_KIND).build(),
+            TaskBuilder::new("e2").build(),
+        ],
+    )
+    .await;
+    let mut filter = TaskFilter::env(ENV, at(0));
+    filter.kind = Some(KIND.to_owned());
+    assert_eq!(find_ids(&store, &filter).await, vec!["e1", "e2"]);
+    filter.kind = Some(OTHER_KIND.to_owned());
+    assert_eq!(find_ids(&store, &filter).await, vec!["s1"]);
+}
+
+/// `find` by resource key lists that key's tasks of every kind and status,
+/// oldest first (W17: Go claimed this order but did not sort).
+pub async fn find_filters_by_resource_key_across_kinds(factory: &impl StoreFactory) {
+    let store = factory.new_store().await;
+    seed(
+        &store,
+        vec![
+            TaskBuilder::new("k-late")
+                .key("K")
+                .created_at(at(30))
+                .build(),
+            TaskBuilder::new("k-sms")
+                .kind(OTHER_KIND)
+                .key("K")
+                .created_at(at(10))
+                .build(),
+            TaskBuilder::new("l").key("L").created_at(at(0)).build(),
+            TaskBuilder::new("k-early")
+                .key("K")
+                .created_at(at(20))
+                .leased_until(at(100))
+                .build(),
+            TaskBuilder::new("none").created_at(at(0)).build(),
+        ],
+    )
+    .await;
+    let mut filter = TaskFilter::env(ENV, at(0));
+    filter.resource_key = Some("K".to_owned());
+    assert_eq!(
+        find_ids(&store, &filter).await,
+        vec!["k-sms", "k-early", "k-late"]
+    );
+}
+
+/// Status filters use the status at the filter's `now`.
+pub async fn find_filters_by_status_at_now(factory: &impl StoreFactory) {
+    let store = factory.new_store().await;
+    seed_every_status(&store, KIND).await;
+    let mut filter = TaskFilter::env(ENV, at(0));
+    filter.statuses = vec![TaskStatus::Waiting, TaskStatus::Leased];
+    let mut found = find_ids(&store, &filter).await;
+    found.sort();
+    assert_eq!(found, vec!["email-leased", "email-waiting"]);
+
+    filter.now = at(100);
+    filter.statuses = vec![TaskStatus::Pending];
+    let mut found = find_ids(&store, &filter).await;
+    found.sort();
+    assert_eq!(
+        found,
+        vec![
+            "email-leased",
+            "email-pending",
+            "email-pending-2",
+            "email-waiting"
+        ],
+        "at 100 the wait and the lease are over"
+    );
+
+    filter.statuses = vec![
+        TaskStatus::Completed,
+        TaskStatus::Failed,
+        TaskStatus::CancellationPending,
+    ];
+    let mut found = find_ids(&store, &filter).await;
+    found.sort();
+    assert_eq!(
+        found,
+        vec!["email-cancelling", "email-completed", "email-failed"]
+    );
+}
+
+/// `not_done` leaves terminal tasks out.
+pub async fn find_not_done_excludes_terminal_tasks(factory: &impl StoreFactory) {
+    let store = factory.new_store().await;
+    seed_every_status(&store, KIND).await;
+    let mut filter = TaskFilter::env(ENV, at(0));
+    filter.not_done = true;
+    let mut found = find_ids(&store, &filter).await;
+    found.sort();
+    assert_eq!(
+        found,
+        vec![
+            "email-cancelling",
+            "email-leased",
+            "email-pending",
+            "email-pending-2",
+            "email-waiting"
+        ]
+    );
+}
+
+/// `find` lists oldest `created_at` first, ties by id.
+pub async fn find_orders_by_created_at_then_id(factory: &impl StoreFactory) {
+    let store = factory.new_store().await;
+    seed(
+        &store,
+        vec![
+            TaskBuilder::new("c").created_at(at(5)).build(),
+            TaskBuilder::new("b").created_at(at(-5)).build(),
+            TaskBuilder::new("z").created_at(at(0)).build(),
+            TaskBuilder::new("a").created_at(at(0)).build(),
+        ],
+    )
+    .await;
+    assert_eq!(
+        find_ids(&store, &TaskFilter::env(ENV, at(0))).await,
+        vec!["b", "a", "z", "c"]
+    );
+}
+
+/// `offset` skips matches and `limit` caps them, after ordering.
+pub async fn find_pages_with_offset_and_limit(factory: &impl StoreFactory) {
+    let store = factory.new_store().await;
+    let tasks = (0..5)
+        .map(|i| TaskBuilder::new(&format!("t{i}")).created_at(at(i)).build())
+        .collect();
+    seed(&store, tasks).await;
+    let page = |offset: usize, limit: Option<usize>| {
+        let mut filter = TaskFilter::env(ENV, at(0));
+        filter.offset = offset;
+        filter.limit = limit;
+        filter
+    };
+    assert_eq!(find_ids(&store, &page(1, Some(2))).await, vec!["t1", "t2"]);
+    assert_eq!(find_ids(&store, &page(4, Some(10))).await, vec!["t4"]);
+    assert_eq!(
+        find_ids(&store, &page(2, None)).await,
+        vec!["t2", "t3", "t4"]
+    );
+    assert!(find_ids(&store, &page(5, None)).await.is_empty());
+    assert!(find_ids(&store, &page(0, Some(0))).await.is_empty());
+}
+
+/// Counts per status at `now`; statuses with no task are absent; other
+/// envs are not counted.
+pub async fn count_by_status_counts_each_status_at_now(factory: &impl StoreFactory) {
+    let store = factory.new_store().await;
+    seed_every_status(&store, KIND).await;
+    seed(
+        &store,
+        vec![TaskBuilder::new("elsewhere").env(OTHER_ENV).build()],
+    )
+    .await;
+    let counts = store
+        .count_by_status(ENV, None, at(0))
+        .await
+        .expect("count_by_status");
+    let expected = StatusCounts::from([
+        (TaskStatus::Pending, 2),
+        (TaskStatus::Waiting, 1),
+        (TaskStatus::Leased, 1),
+        (TaskStatus::CancellationPending, 1),
+        (TaskStatus::Completed, 1),
+        (TaskStatus::Failed, 1),
+    ]);
+    assert_eq!(counts, expected);
+    let later = store
+        .count_by_status(ENV, None, at(100))
+        .await
+        .expect("count_by_status");
+    assert_eq!(later.get(&TaskStatus::Pending), Some(&4));
+    assert_eq!(later.get(&TaskStatus::Waiting), None);
+    assert_eq!(later.get(&TaskStatus::Leased), None);
+}
+
+/// With a kind, only that kind is counted; without, every kind.
+pub async fn count_by_status_filters_by_kind(factory: &impl StoreFactory) {
+    let store = factory.new_store().await;
+    seed_every_status(&store, KIND).await;
+    seed(
+        &store,
+        vec![
+            TaskBuilder::new("s1").kind(OTHER_KIND).build(),
+            TaskBuilder::new("s2").kind(OTHER_KIND).build(),
+        ],
+    )
+    .await;
+    let only_sms = store
+        .count_by_status(ENV, Some(OTHER_KIND), at(0))
+        .await
+        .expect("count_by_status");
+    assert_eq!(only_sms, StatusCounts::from([(TaskStatus::Pending, 2)]));
+    let all = store
+        .count_by_status(ENV, None, at(0))
+        .await
+        .expect("count_by_status");
+    assert_eq!(all.get(&TaskStatus::Pending), Some(&4));
+    assert_eq!(all.values().sum::<u64>(), 9);
+}
+
+/// `next_due` is the earliest future `wait_until` of a not-done task.
+pub async fn next_due_returns_the_earliest_wait_until_after_the_given_time(
+    factory: &impl StoreFactory,
+) {
+    let store = factory.new_store().await;
+    seed(
+        &store,
+        vec![
+            TaskBuilder::new("ready").build(),
+            TaskBuilder::new("later").wait_until(at(100)).build(),
+            TaskBuilder::new("sooner").wait_until(at(50)).build(),
+        ],
+    )
+    .await;
+    assert_eq!(next_due(&store, at(0)).await, Some(at(50)));
+}
+
+/// A lease expiry is a due time too (the task can be re-claimed then).
+pub async fn next_due_includes_lease_expiries(factory: &impl StoreFactory) {
+    let store = factory.new_store().await;
+    seed(
+        &store,
+        vec![
+            TaskBuilder::new("waiting").wait_until(at(50)).build(),
+            TaskBuilder::new("leased").leased_until(at(30)).build(),
+        ],
+    )
+    .await;
+    assert_eq!(next_due(&store, at(0)).await, Some(at(30)));
+}
+
+/// Only due times strictly after `after` count; none left gives `None`.
+pub async fn next_due_is_strictly_after_the_given_time(factory: &impl StoreFactory) {
+    let store = factory.new_store().await;
+    seed(
+        &store,
+        vec![
+            TaskBuilder::new("a").wait_until(at(50)).build(),
+            TaskBuilder::new("b").wait_until(at(60)).build(),
+        ],
+    )
+    .await;
+    assert_eq!(next_due(&store, at(49)).await, Some(at(50)));
+    assert_eq!(next_due(&store, at(50)).await, Some(at(60)));
+    assert_eq!(next_due(&store, at(60)).await, None);
+}
+
+/// A task both waiting and leased is due at the later of the two.
+pub async fn next_due_uses_the_later_of_wait_and_lease(factory: &impl StoreFactory) {
+    let store = factory.new_store().await;
+    seed(
+        &store,
+        vec![
+            TaskBuilder::new("wait-later")
+                .wait_until(at(100))
+                .leased_until(at(30))
+                .build(),
+            TaskBuilder::new("lease-later")
+                .wait_until(at(150))
+                .leased_until(at(200))
+                .build(),
+        ],
+    )
+    .await;
+    assert_eq!(next_due(&store, at(0)).await, Some(at(100)));
+    assert_eq!(next_due(&store, at(100)).await, Some(at(200)));
+}
+
+/// Done tasks, other kinds and other envs never make a kind's workers wake.
+pub async fn next_due_ignores_done_tasks_other_kinds_and_envs(factory: &impl StoreFactory) {
+    let store = factory.new_store().await;
+    let mut done = TaskBuilder::new("done").wait_until(at(10)).build();
+    done.done_at = Some(at(0));
+    done.attempts = 1;
+    done.outcome = Some(Outcome::Completed);
+    seed(
+        &store,
+        vec![
+            done,
+            TaskBuilder::new("sms")
+                .kind(OTHER_KIND)
+                .wait_until(at(20))
+                .build(),
+            TaskBuilder::new("prod")
+                .env(OTHER_ENV)
+                .wait_until(at(30))
+                .build(),
+            TaskBuilder::new("mine").wait_until(at(40)).build(),
+        ],
+    )
+    .await;
+    assert_eq!(next_due(&store, at(0)).await, Some(at(40)));
+    assert_eq!(next_due(&store, at(40)).await, None);
+}
