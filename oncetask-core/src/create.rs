@@ -11,7 +11,8 @@ impl Task {
     /// Builds a new pending task from `data` for environment `env`.
     ///
     /// Fails, with nothing stored, on an empty id, data that is not a JSON
-    /// object, an invalid recurrence, or a recurrence combined with a scheduled time.
+    /// object (a unit struct counts as the empty object), an invalid
+    /// recurrence, or a recurrence combined with a scheduled time.
     /// A generator's first `wait_until` is its first slot at or after DTSTART.
     pub fn from_data<D: TaskData + ?Sized>(
         data: &D,
@@ -24,6 +25,9 @@ impl Task {
         }
         let payload = match serde_json::to_value(data) {
             Ok(Value::Object(map)) => map,
+            // A unit struct carries no data: store an empty object, as Go
+            // does for a struct without fields.
+            Ok(Value::Null) => serde_json::Map::new(),
             Ok(other) => {
                 return Err(Error::InvalidData {
                     id,

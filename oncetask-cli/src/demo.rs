@@ -1,0 +1,409 @@
+//! The demo: every feature of oncetask on the in-memory backend, in a few
+//! seconds of real time.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use chrono::{SecondsFormat, Utc};
+use oncetask::manager::{current_task_id, group_handler_fn, handler_fn};
+use oncetask::{
+    Error, ExponentialBackoff, HandlerOptions, Manager, MemoryStore, Recurrence, Task, TaskData,
+    TaskStatus,
+};
+use serde::{Deserialize, Serialize};
+
+const WELCOME: &str = "welcome_email";
+const CHARGE: &str = "charge_card";
+const SYNC: &str = "sync_calendar";
+const REPORT: &str = "weekly_report";
+const REMINDER: &str = "send_reminder";
+const IMPORT: &str = "import_file";
+
+#[derive(Serialize, Deserialize)]
+struct Welcome {
+    user: String,
+}
+
+impl TaskData for Welcome {
+    type Kind = &'static str;
+    fn kind(&self) -> &'static str {
+        WELCOME
+    }
+    fn idempotent_id(&self) -> String {
+        format!("welcome-{}", self.user)
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct Charge {
+    order: u32,
+    cents: u64,
+}
+
+impl TaskData for Charge {
+    type Kind = &'static str;
+    fn kind(&self) -> &'static str {
+        CHARGE
+    }
+    fn idempotent_id(&self) -> String {
+        format!("charge-order-{}", self.order)
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct CalendarChange {
+    calendar: String,
+    change: u32,
+}
+
+impl TaskData for CalendarChange {
+    type Kind = &'static str;
+    fn kind(&self) -> &'static str {
+        SYNC
+    }
+    fn idempotent_id(&self) -> String {
+        format!("sync-{}-{}", self.calendar, self.change)
+    }
+    fn resource_key(&self) -> Option<String> {
+        Some(self.calendar.clone())
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct Report {
+    team: String,
+    #[serde(skip)]
+    schedule: Option<Recurrence>,
+}
+
+impl TaskData for Report {
+    type Kind = &'static str;
+    fn kind(&self) -> &'static str {
+        REPORT
+    }
+    fn idempotent_id(&self) -> String {
+        format!("report-{}", self.team)
+    }
+    fn recurrence(&self) -> Option<Recurrence> {
+        self.schedule.clone()
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct Reminder {
+    user: String,
+    at: chrono::DateTime<Utc>,
+}
+
+impl TaskData for Reminder {
+    type Kind = &'static str;
+    fn kind(&self) -> &'static str {
+        REMINDER
+    }
+    fn idempotent_id(&self) -> String {
+        format!("reminder-{}", self.user)
+    }
+    fn scheduled_at(&self) -> Option<chrono::DateTime<Utc>> {
+        Some(self.at)
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct Import {
+    file: String,
+}
+
+impl TaskData for Import {
+    type Kind = &'static str;
+    fn kind(&self) -> &'static str {
+        IMPORT
+    }
+    fn idempotent_id(&self) -> String {
+        format!("import-{}", self.file)
+    }
+}
+
+/// Prints a progress line prefixed with the seconds since the demo started.
+#[derive(Clone)]
+struct Progress(Instant);
+
+impl Progress {
+    fn say(&self, line: impl std::fmt::Display) {
+        println!("[{:>5.1}s] {line}", self.0.elapsed().as_secs_f64());
+    }
+}
+
+/// The demo's handlers failed on purpose.
+#[derive(Debug)]
+struct DemoError(String);
+
+impl std::fmt::Display for DemoError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for DemoError {}
+
+pub async fn run() -> Result<(), Error> {
+    let progress = Progress(Instant::now());
+    let manager = Manager::builder(Arc::new(MemoryStore::new()))
+        .env("demo")
+        .build();
+    register_handlers(&manager, &progress)?;
+
+    println!("oncetask demo: in-memory backend, environment \"demo\"\n");
+    let users = ["ada", "grace", "linus", "margaret", "ken"];
+    let welcomes: Vec<Welcome> = users
+        .iter()
+        .map(|u| Welcome { user: (*u).into() })
+        .collect();
+    let report = manager.create_many(&welcomes).await?;
+    progress.say(format!("created {} welcome emails", report.count()));
+    let again = manager.create(&welcomes[0]).await?;
+    progress.say(format!(
+        "creating welcome-ada again: created = {again} (same id, no duplicate)"
+    ));
+
+    manager
+        .create(&Charge {
+            order: 1001,
+            cents: 4999,
+        })
+        .await?;
+    progress.say("created charge-order-1001 (the gateway times out twice)");
+
+    let changes: Vec<CalendarChange> = (1..=4)
+        .map(|change| CalendarChange {
+            calendar: "cal-ada".into(),
+            change,
+        })
+        .chain((1..=2).map(|change| CalendarChange {
+            calendar: "cal-bob".into(),
+            change,
+        }))
+        .collect();
+    manager.create_many(&changes).await?;
+    progress.say("created 6 calendar changes on 2 calendars (resource keys)");
+
+    let dtstart = Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true);
+    let schedule =
+        Recurrence::new("FREQ=SECONDLY;INTERVAL=2;COUNT=3", &dtstart).map_err(|source| {
+            Error::InvalidRecurrence {
+                id: "report-growth".into(),
+                source,
+            }
+        })?;
+    manager
+        .create(&Report {
+            team: "growth".into(),
+            schedule: Some(schedule),
+        })
+        .await?;
+    progress.say("created report-growth: every 2 s, 3 times (a compressed \"every Monday\")");
+
+    manager
+        .create(&Reminder {
+            user: "grace".into(),
+            at: Utc::now() + chrono::TimeDelta::hours(1),
+        })
+        .await?;
+    progress.say("created reminder-grace, scheduled in 1 hour");
+    manager
+        .create(&Import {
+            file: "customers.csv".into(),
+        })
+        .await?;
+    progress.say("created import-customers.csv (its file is corrupt)");
+
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    manager.cancel("reminder-grace").await?;
+    progress.say("cancelled reminder-grace");
+
+    wait_until_settled(&manager, &progress).await?;
+    let shutdown = manager.shutdown(Duration::from_secs(5)).await;
+    progress.say(format!(
+        "shut down (all handlers drained: {})",
+        shutdown.drained
+    ));
+    print_summary(&manager).await
+}
+
+fn register_handlers(manager: &Manager, progress: &Progress) -> Result<(), Error> {
+    let p = progress.clone();
+    manager.register(
+        WELCOME,
+        handler_fn(move |task: Task| {
+            let p = p.clone();
+            async move {
+                let welcome: Welcome = task.read_into()?;
+                tokio::time::sleep(Duration::from_millis(150)).await;
+                p.say(format!("{WELCOME}: sent to {}", welcome.user));
+                Ok::<_, Error>(serde_json::json!({ "delivered": true }))
+            }
+        }),
+        HandlerOptions::default().concurrency(3),
+    )?;
+
+    let p = progress.clone();
+    let calls = Arc::new(AtomicU32::new(0));
+    manager.register(
+        CHARGE,
+        handler_fn(move |task: Task| {
+            let p = p.clone();
+            let calls = calls.clone();
+            async move {
+                let charge: Charge = task.read_into().map_err(|e| DemoError(e.to_string()))?;
+                let call = calls.fetch_add(1, Ordering::SeqCst) + 1;
+                let id = current_task_id().unwrap_or_default();
+                if call < 3 {
+                    p.say(format!(
+                        "{id}: attempt {call} failed: gateway timeout (will back off)"
+                    ));
+                    return Err(DemoError("gateway timeout".into()));
+                }
+                p.say(format!(
+                    "{id}: attempt {call} charged {} cents",
+                    charge.cents
+                ));
+                Ok(serde_json::json!({ "receipt": format!("rcpt-{}", charge.order) }))
+            }
+        }),
+        HandlerOptions::default().retry_policy(ExponentialBackoff {
+            max_attempts: 5,
+            base_delay: Duration::from_millis(500),
+            ..ExponentialBackoff::default()
+        }),
+    )?;
+
+    let p = progress.clone();
+    manager.register_group(
+        SYNC,
+        group_handler_fn(move |tasks: Vec<Task>| {
+            let p = p.clone();
+            async move {
+                let calendar = tasks
+                    .first()
+                    .and_then(|t| t.resource_key.clone())
+                    .unwrap_or_default();
+                p.say(format!(
+                    "{SYNC}: {calendar}: applied {} changes in one batch",
+                    tasks.len()
+                ));
+                Ok::<_, Error>(())
+            }
+        }),
+        HandlerOptions::default().concurrency(2),
+    )?;
+
+    let p = progress.clone();
+    manager.register(
+        REPORT,
+        handler_fn(move |task: Task| {
+            let p = p.clone();
+            async move {
+                let slot = task
+                    .occurrence_timestamp
+                    .map(|t| t.format("%H:%M:%S").to_string())
+                    .unwrap_or_default();
+                p.say(format!("{REPORT}: built report for slot {slot}"));
+                Ok::<_, Error>(())
+            }
+        }),
+        HandlerOptions::default(),
+    )?;
+
+    let p = progress.clone();
+    let cleanup = progress.clone();
+    manager.register(
+        REMINDER,
+        handler_fn(move |task: Task| {
+            let p = p.clone();
+            async move {
+                p.say(format!("{REMINDER}: {} sent", task.id));
+                Ok::<_, Error>(())
+            }
+        }),
+        HandlerOptions::default().cancellation_handler(handler_fn(move |task: Task| {
+            let p = cleanup.clone();
+            async move {
+                p.say(format!(
+                    "{REMINDER}: {} cancelled, removed from outbox",
+                    task.id
+                ));
+                Ok::<_, Error>(())
+            }
+        })),
+    )?;
+
+    let p = progress.clone();
+    manager.register(
+        IMPORT,
+        handler_fn(move |task: Task| {
+            let p = p.clone();
+            async move {
+                p.say(format!("{IMPORT}: {}: corrupt file, giving up", task.id));
+                Err::<(), _>(DemoError("line 1: invalid UTF-8".into()))
+            }
+        }),
+        HandlerOptions::default().no_retry(),
+    )?;
+    Ok(())
+}
+
+/// Waits until every task is terminal (or 30 s passed).
+async fn wait_until_settled(manager: &Manager, progress: &Progress) -> Result<(), Error> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let counts = manager.count_by_status(None).await?;
+        let open: u64 = counts
+            .iter()
+            .filter(|(status, _)| !status.is_terminal())
+            .map(|(_, n)| n)
+            .sum();
+        if open == 0 {
+            progress.say("all tasks finished");
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            progress.say(format!("giving up waiting; {open} tasks still open"));
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn print_summary(manager: &Manager) -> Result<(), Error> {
+    let tasks = manager.find(manager.filter()).await?;
+    let now = manager.clock().now();
+    println!(
+        "\n{:<40} {:<15} {:<20} {:>8}  last error",
+        "task", "kind", "status", "attempts"
+    );
+    for task in &tasks {
+        println!(
+            "{:<40} {:<15} {:<20} {:>8}  {}",
+            task.id,
+            task.kind,
+            task.status(now).as_str(),
+            task.attempts,
+            task.errors.last().map(|e| e.error.as_str()).unwrap_or("")
+        );
+    }
+    let mut by_status: BTreeMap<TaskStatus, usize> = BTreeMap::new();
+    for task in &tasks {
+        *by_status.entry(task.status(now)).or_default() += 1;
+    }
+    println!("\n{:<20} {:>5}", "status", "tasks");
+    for status in TaskStatus::ALL {
+        println!(
+            "{:<20} {:>5}",
+            status.as_str(),
+            by_status.get(&status).unwrap_or(&0)
+        );
+    }
+    println!("{:<20} {:>5}", "total", tasks.len());
+    Ok(())
+}

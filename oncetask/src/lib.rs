@@ -1,0 +1,35 @@
+//! # oncetask
+//!
+//! Durable, idempotent, lease-based task execution. Services hand it work
+//! ("send this email once", "sync this calendar", "every Monday build this
+//! report"); it stores each task under a deterministic id, runs it to
+//! successful completion with retries, serializes tasks that share a
+//! resource key, runs recurring tasks from RFC 5545 RRULEs, and lets
+//! operators cancel, reset, delete and inspect tasks.
+//!
+//! This crate is the facade: it re-exports [`oncetask_core`] and, behind cargo
+//! features, each storage backend, so an application depends on one crate and
+//! switches backends without touching handler code.
+//!
+//! | Feature | Backend |
+//! |---|---|
+//! | `memory` | [`MemoryStore`]: in-process, for tests, demos and local development |
+//!
+//! Postgres, Redis and Firestore backends will sit behind the features
+//! `postgres`, `redis` and `firestore`.
+//!
+//! See the [`Manager`] for the runtime and [`TaskData`] for defining tasks.
+
+pub use oncetask_core::*;
+
+/// The in-memory backend.
+#[cfg(feature = "memory")]
+pub use oncetask_memory as memory;
+
+#[cfg(feature = "memory")]
+pub use oncetask_memory::MemoryStore;
+
+/// The README's examples, compiled and run as doc-tests.
+#[cfg(all(doctest, feature = "memory"))]
+#[doc = include_str!("../../README.md")]
+mod readme {}
