@@ -269,12 +269,13 @@ pub async fn claim_honours_its_limit(factory: &impl StoreFactory) {
     assert!(claim(&store, at(0), 3).await.is_empty());
 }
 
-/// `limit: 0` claims nothing and writes nothing.
+/// `limit: 0` (or `max_group: 0`) claims nothing and writes nothing.
 pub async fn claim_with_limit_zero_takes_nothing(factory: &impl StoreFactory) {
     let store = factory.new_store().await;
     let task = TaskBuilder::new("a").build();
     seed(&store, vec![task.clone()]).await;
     assert!(claim(&store, at(0), 0).await.is_empty());
+    assert!(claim_group(&store, at(0), 0).await.is_empty());
     assert_eq!(get(&store, "a").await, Some(task));
 }
 

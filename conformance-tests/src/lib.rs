@@ -17,12 +17,12 @@
 //! integration-test file of the backend crate, e.g. `tests/conformance.rs`:
 //!
 //! ```ignore
-//! use conformance_tests::{StoreFactory, store_conformance_suite};
+//! use conformance_tests::{StoreFactory, async_trait, store_conformance_suite};
 //! use oncetask_memory::MemoryStore;
 //!
 //! struct MemoryFactory;
 //!
-//! #[async_trait::async_trait]
+//! #[async_trait]
 //! impl StoreFactory for MemoryFactory {
 //!     type Store = MemoryStore;
 //!     async fn new_store(&self) -> MemoryStore {
@@ -42,8 +42,8 @@
 //! `cargo test --test conformance claim::` runs one concern. Async tests run
 //! on a multi-thread runtime with 4 workers ([`support::run_multi_thread`]);
 //! the property-based [`model`] test drives the store from a current-thread
-//! runtime of its own. The backend crate needs `conformance-tests` and
-//! `async-trait` as dev-dependencies, nothing else.
+//! runtime of its own. The backend crate needs `conformance-tests` as a
+//! dev-dependency, nothing else (`async_trait` is re-exported here).
 //!
 //! ## Writing a suite test
 //!
@@ -55,7 +55,9 @@
 //! [`support::base_time`] and pass `now` explicitly; they never sleep to let
 //! task time pass.
 
-use async_trait::async_trait;
+/// Re-exported so that backends can implement [`StoreFactory`] without
+/// depending on `async-trait` themselves.
+pub use async_trait::async_trait;
 
 pub mod support;
 
@@ -176,6 +178,7 @@ macro_rules! __conformance_list {
                 group_claim_skips_a_key_with_a_live_lease,
                 group_claim_includes_expired_leases_and_cancelled_tasks_of_the_key,
                 group_claim_leaves_other_kinds_sharing_the_key_out,
+                a_heartbeat_after_expiry_cannot_revive_a_lease_whose_key_moved_on,
             }
             async outcome {
                 success_swapped_with_the_claim_version_completes_the_task,
@@ -191,6 +194,8 @@ macro_rules! __conformance_list {
                 stale_token_cannot_extend_a_reclaimed_lease,
                 bulk_swap_reports_one_outcome_per_item_in_input_order,
                 two_swaps_of_one_task_with_the_same_expected_version_apply_once,
+                a_stale_write_from_a_deleted_incarnation_cannot_land_on_the_recreated_task,
+                a_swap_onto_an_undecodable_document_fails_for_that_item_only,
             }
             async cancel {
                 cancelling_a_pending_task_makes_it_cancellation_pending,

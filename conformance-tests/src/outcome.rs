@@ -339,3 +339,96 @@ pub async fn two_swaps_of_one_task_with_the_same_expected_version_apply_once(
     assert_ne!(outcomes[1], Swapped::Applied, "the second write is stale");
     assert_eq!(get(&store, "a").await, Some(success));
 }
+
+/// A task data type for the incarnation test: built through `Task::from_data`,
+/// the way the manager builds tasks.
+#[derive(serde::Serialize)]
+struct Invoice {
+    number: u32,
+}
+
+impl oncetask_core::TaskData for Invoice {
+    type Kind = &'static str;
+    fn kind(&self) -> &'static str {
+        KIND
+    }
+    fn idempotent_id(&self) -> String {
+        format!("invoice-{}", self.number)
+    }
+}
+
+/// Delete and re-create of an idempotent id while an old worker still runs:
+/// the old worker's outcome must not land on the new task, even though both
+/// incarnations were created and claimed the same way (ABA on `version`).
+///
+/// Fails while `Task::from_data` starts every task at version 0: the old
+/// worker's swap then expects exactly the new task's version.
+pub async fn a_stale_write_from_a_deleted_incarnation_cannot_land_on_the_recreated_task(
+    factory: &impl StoreFactory,
+) {
+    let store = factory.new_store().await;
+    let build = || Task::from_data(&Invoice { number: 7 }, ENV, at(0)).expect("valid task");
+    seed(&store, vec![build()]).await;
+    let old_worker = claim_one(&store, at(0), "invoice-7").await;
+    assert_eq!(delete(&store, &["invoice-7"]).await, vec![Deleted::Deleted]);
+    seed(&store, vec![build()]).await;
+    let new_worker = claim_one(&store, at(0), "invoice-7").await;
+
+    let late = lifecycle::succeed(&old_worker, &token(&old_worker), at(1), Some(result(1)))
+        .expect("from the old worker's copy");
+    assert_ne!(
+        swap(&store, late, old_worker.version).await,
+        Swapped::Applied,
+        "the old incarnation's outcome landed on the re-created task"
+    );
+    assert_eq!(get(&store, "invoice-7").await, Some(new_worker));
+}
+
+/// A swap onto a stored document that cannot be decoded fails for that item
+/// (with `StoreError::Undecodable`) and leaves the other items alone.
+pub async fn a_swap_onto_an_undecodable_document_fails_for_that_item_only(
+    factory: &impl StoreFactory,
+) {
+    let store = factory.new_store().await;
+    if !factory.insert_undecodable(&store, "bad", ENV, KIND).await {
+        eprintln!("note: backend cannot store undecodable documents; test skipped");
+        return;
+    }
+    let good = TaskBuilder::new("good").build();
+    seed(&store, vec![good.clone()]).await;
+    let cancel = |t: &Task| lifecycle::cancel(t, at(1)).expect("cancel a pending task");
+    let outcomes = store
+        .swap(vec![
+            oncetask_core::store::Swap {
+                task: cancel(&TaskBuilder::new("bad").build()),
+                expected_version: 0,
+            },
+            oncetask_core::store::Swap {
+                task: cancel(&good),
+                expected_version: good.version,
+            },
+        ])
+        .await
+        .expect("one undecodable item must not fail the whole swap");
+    assert_eq!(outcomes.len(), 2);
+    assert!(
+        matches!(
+            &outcomes[0],
+            oncetask_core::store::SwapOutcome::Failed(oncetask_core::StoreError::Undecodable {
+                id,
+                ..
+            }) if id == "bad"
+        ),
+        "got {:?}",
+        outcomes[0]
+    );
+    assert!(matches!(
+        outcomes[1],
+        oncetask_core::store::SwapOutcome::Applied
+    ));
+    assert_eq!(get(&store, "good").await, Some(cancel(&good)));
+    assert!(matches!(
+        get_all(&store, &["bad"]).await.as_slice(),
+        [oncetask_core::store::Fetched::Undecodable(_)]
+    ));
+}

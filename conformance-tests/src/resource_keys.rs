@@ -314,3 +314,45 @@ pub async fn group_claim_leaves_other_kinds_sharing_the_key_out(factory: &impl S
     assert_eq!(ids(&claim_group(&store, at(0), 10).await), vec!["e1", "e2"]);
     assert_eq!(get(&store, "sms").await, Some(sms));
 }
+
+/// A heartbeat that arrives after its lease expired must not revive it: by
+/// then another task of the key may hold the key, and two live leases in one
+/// key would let two handlers of the key run at once. (Found by the model
+/// test: `lifecycle::extend_lease` takes no `now` and accepts an expired
+/// lease whose token still matches.)
+pub async fn a_heartbeat_after_expiry_cannot_revive_a_lease_whose_key_moved_on(
+    factory: &impl StoreFactory,
+) {
+    let store = factory.new_store().await;
+    seed(
+        &store,
+        vec![
+            TaskBuilder::new("k1").key("K").created_at(at(-10)).build(),
+            TaskBuilder::new("k2").key("K").build(),
+        ],
+    )
+    .await;
+    let slow = claim_one(&store, at(0), "k1").await;
+    let expiry = after(at(0), LEASE);
+    let next = claim_one(&store, expiry, "k2").await;
+
+    // k1's lease expired but nobody re-claimed k1: its token still matches.
+    let late = after(expiry, std::time::Duration::from_secs(1));
+    let stored = get_existing(&store, "k1").await;
+    if let Ok(revived) = lifecycle::extend_lease(&stored, &token(&slow), after(late, LEASE)) {
+        swap(&store, revived, stored.version).await;
+    }
+    let live: Vec<String> = get_all(&store, &["k1", "k2"])
+        .await
+        .into_iter()
+        .filter_map(|f| match f {
+            oncetask_core::store::Fetched::Task(t) if t.is_leased_at(late) => Some(t.id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        live,
+        vec![next.id],
+        "an expired lease was extended while its key was held by another task"
+    );
+}
