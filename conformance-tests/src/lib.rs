@@ -67,6 +67,7 @@ pub mod concurrency;
 pub mod create;
 pub mod delete;
 pub mod env_isolation;
+pub mod manager;
 pub mod model;
 pub mod notify;
 pub mod outcome;
@@ -271,6 +272,56 @@ macro_rules! __conformance_list {
             }
             sync model {
                 model_matches_store,
+            }
+            mod manager {
+                async admin {
+                    creating_the_same_task_twice_is_a_no_op,
+                    create_many_reports_each_item,
+                    invalid_tasks_are_rejected_with_typed_errors_and_nothing_is_stored,
+                    a_second_handler_for_a_kind_is_rejected,
+                    a_reset_failed_task_runs_again_and_completes,
+                    deleting_a_running_task_discards_its_outcome,
+                    environments_are_isolated,
+                    counts_reflect_statuses,
+                }
+                async cancellation {
+                    a_cancelled_task_without_a_cancellation_handler_is_finished_without_running,
+                    a_cancellation_handler_runs_and_is_retried_by_its_own_policy,
+                    cancelling_a_running_task_lets_it_finish_and_ends_it_cancelled,
+                    cancel_by_resource_key_cancels_only_that_key,
+                    cancel_skips_done_cancelled_and_missing_tasks,
+                }
+                async execution {
+                    failed_attempts_follow_the_default_backoff_schedule,
+                    a_task_fails_permanently_after_max_attempts,
+                    no_retry_fails_on_the_first_error,
+                    a_panicking_handler_becomes_a_task_error,
+                    a_handler_outliving_its_lease_is_timed_out,
+                    a_heartbeat_keeps_a_long_handler_leased,
+                    an_expired_lease_is_reclaimed_and_the_old_worker_is_fenced,
+                    handlers_see_their_task_id_and_resource_key,
+                    an_explicit_timeout_overrides_the_lease_derived_one,
+                }
+                async recurrence {
+                    a_weekly_rule_over_three_weeks_gives_one_generator_and_three_occurrences,
+                    a_late_generator_spawns_one_occurrence_and_skips_missed_slots,
+                    an_exhausted_rule_completes_its_generator,
+                    a_cancelled_generator_stops_spawning,
+                    a_reset_generator_resumes_from_now_without_a_bogus_occurrence,
+                }
+                async resource_keys {
+                    eight_workers_never_run_two_tasks_of_one_resource_key_at_once,
+                    a_group_handler_receives_the_ready_tasks_of_a_key_in_wait_until_order,
+                    a_failing_group_fails_every_task_of_the_group,
+                    a_group_larger_than_the_cap_is_split,
+                }
+                async runtime {
+                    a_create_wakes_idle_workers_at_once,
+                    idle_workers_wake_at_the_next_due_time,
+                    a_backoff_retry_runs_when_the_clock_passes_it,
+                    shutdown_drains_running_handlers_and_records_their_outcomes,
+                    shutdown_releases_handlers_that_outlive_the_grace_period,
+                }
             }
         }
     };

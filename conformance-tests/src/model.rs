@@ -338,10 +338,10 @@ impl<S: Store> Side<S> {
                             b = b.wait_until(now + TimeDelta::seconds(w));
                         }
                         let mut task = b.build();
-                        // A re-created id must not restart at a version an
-                        // earlier incarnation used, or a stale worker's swap
-                        // lands on the new task (see outcome::
-                        // a_stale_write_from_a_deleted_incarnation_cannot_land_on_the_recreated_task).
+                        // Like `Task::from_data` (which starts at a random
+                        // version), a re-created id must not restart at a
+                        // version an earlier incarnation used; the model keeps
+                        // it deterministic so the store and the model agree.
                         task.version = (step as u64) << 32;
                         task
                     })
@@ -418,15 +418,7 @@ impl<S: Store> Side<S> {
             Op::Extend { worker, pick, secs } => {
                 let until = now + TimeDelta::seconds(*secs);
                 self.worker_op(*worker, *pick, |t, tok| {
-                    // A heartbeat after expiry must be refused: the key may
-                    // have moved on to another task. `lifecycle::extend_lease`
-                    // does not check it yet (see resource_keys::
-                    // a_heartbeat_after_expiry_cannot_revive_a_lease_whose_key_moved_on),
-                    // so the worker checks here.
-                    if t.leased_until.is_none_or(|l| l <= now) {
-                        return Err(Rejection::LeaseLost);
-                    }
-                    lifecycle::extend_lease(t, tok, until)
+                    lifecycle::extend_lease(t, tok, now, until)
                 })
                 .await
             }

@@ -243,7 +243,8 @@ pub async fn extend_lease_keeps_the_task_from_being_reclaimed(factory: &impl Sto
     let store = factory.new_store().await;
     seed(&store, vec![TaskBuilder::new("a").build()]).await;
     let held = claim_one(&store, at(0), "a").await;
-    let next = lifecycle::extend_lease(&held, &token(&held), at(600)).expect("the holder extends");
+    let next =
+        lifecycle::extend_lease(&held, &token(&held), at(0), at(600)).expect("the holder extends");
     assert_eq!(
         swap(&store, next.clone(), held.version).await,
         Swapped::Applied
@@ -258,7 +259,7 @@ pub async fn extend_lease_keeps_the_task_from_being_reclaimed(factory: &impl Sto
 pub async fn stale_token_cannot_extend_a_reclaimed_lease(factory: &impl StoreFactory) {
     let store = factory.new_store().await;
     let (worker_a, worker_b) = reclaimed(&store).await;
-    let late = lifecycle::extend_lease(&worker_a, &token(&worker_a), at(10_000))
+    let late = lifecycle::extend_lease(&worker_a, &token(&worker_a), at(0), at(10_000))
         .expect("from A's stale copy");
     assert_eq!(
         swap(&store, late, worker_a.version).await,
@@ -266,7 +267,7 @@ pub async fn stale_token_cannot_extend_a_reclaimed_lease(factory: &impl StoreFac
     );
     let fresh = get_existing(&store, "a").await;
     assert_eq!(
-        lifecycle::extend_lease(&fresh, &token(&worker_a), at(10_000)),
+        lifecycle::extend_lease(&fresh, &token(&worker_a), at(0), at(10_000)),
         Err(Rejection::LeaseLost)
     );
     assert_eq!(get(&store, "a").await, Some(worker_b));

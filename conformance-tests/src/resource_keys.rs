@@ -318,8 +318,7 @@ pub async fn group_claim_leaves_other_kinds_sharing_the_key_out(factory: &impl S
 /// A heartbeat that arrives after its lease expired must not revive it: by
 /// then another task of the key may hold the key, and two live leases in one
 /// key would let two handlers of the key run at once. (Found by the model
-/// test: `lifecycle::extend_lease` takes no `now` and accepts an expired
-/// lease whose token still matches.)
+/// test, when `lifecycle::extend_lease` took no `now`.)
 pub async fn a_heartbeat_after_expiry_cannot_revive_a_lease_whose_key_moved_on(
     factory: &impl StoreFactory,
 ) {
@@ -339,7 +338,7 @@ pub async fn a_heartbeat_after_expiry_cannot_revive_a_lease_whose_key_moved_on(
     // k1's lease expired but nobody re-claimed k1: its token still matches.
     let late = after(expiry, std::time::Duration::from_secs(1));
     let stored = get_existing(&store, "k1").await;
-    if let Ok(revived) = lifecycle::extend_lease(&stored, &token(&slow), after(late, LEASE)) {
+    if let Ok(revived) = lifecycle::extend_lease(&stored, &token(&slow), late, after(late, LEASE)) {
         swap(&store, revived, stored.version).await;
     }
     let live: Vec<String> = get_all(&store, &["k1", "k2"])

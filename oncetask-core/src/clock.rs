@@ -45,7 +45,7 @@ impl Clock for SystemClock {
 ///
 /// ```
 /// use std::time::Duration;
-/// use oncetask_core::{Clock, ManualClock};
+/// use oncetask_core::ManualClock;
 /// let clock = ManualClock::new("2025-01-06T09:00:00Z".parse().unwrap());
 /// let start = clock.now();
 /// clock.advance(Duration::from_secs(300));
@@ -71,6 +71,11 @@ impl ManualClock {
         });
     }
 
+    /// The clock's current time (also available through [`Clock::now`]).
+    pub fn now(&self) -> DateTime<Utc> {
+        *self.now.borrow()
+    }
+
     /// Sets the clock to `to`. Moving backwards is allowed (to test clock skew).
     pub fn set(&self, to: DateTime<Utc>) {
         self.now.send_replace(truncate_to_millis(to));
@@ -80,7 +85,7 @@ impl ManualClock {
 #[async_trait]
 impl Clock for ManualClock {
     fn now(&self) -> DateTime<Utc> {
-        *self.now.borrow()
+        ManualClock::now(self)
     }
 
     async fn sleep_until(&self, deadline: DateTime<Utc>) {

@@ -79,7 +79,7 @@ impl Task {
             is_cancelled: false,
             cancelled_at: None,
             lease_token: None,
-            version: 0,
+            version: crate::task::initial_version(),
             outcome: None,
         })
     }

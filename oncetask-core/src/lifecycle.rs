@@ -204,13 +204,19 @@ pub fn release(stored: &Task, token: &LeaseToken) -> Result<Task, Rejection> {
     Ok(next)
 }
 
-/// Extends a live lease (heartbeat). Fails if the lease was lost.
+/// Extends a live lease (heartbeat). Fails if the lease was lost, including
+/// when it already expired at `now`: by then another task of its resource key
+/// may hold the key, and reviving the lease would give the key two holders.
 pub fn extend_lease(
     stored: &Task,
     token: &LeaseToken,
+    now: DateTime<Utc>,
     leased_until: DateTime<Utc>,
 ) -> Result<Task, Rejection> {
     check_lease(stored, token)?;
+    if !stored.is_leased_at(now) {
+        return Err(Rejection::LeaseLost);
+    }
     let mut next = next_version(stored);
     next.leased_until = Some(leased_until.max(stored.leased_until.unwrap_or(leased_until)));
     Ok(next)
@@ -343,7 +349,323 @@ fn occurrence_of(generator: &Task, slot: DateTime<Utc>, now: DateTime<Utc>) -> T
         is_cancelled: false,
         cancelled_at: None,
         lease_token: None,
-        version: 0,
+        version: crate::task::initial_version(),
         outcome: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::recurrence::Recurrence;
+    use crate::retry::{ExponentialBackoff, FixedDelay, NoRetry};
+    use crate::status::TaskStatus;
+    use crate::test_support::{t0, task};
+    use std::time::Duration;
+
+    fn grant() -> LeaseGrant {
+        LeaseGrant::new(t0(), Duration::from_secs(600))
+    }
+
+    fn policy<'a>(retry: &'a dyn RetryPolicy, cancel: &'a dyn RetryPolicy) -> FailurePolicy<'a> {
+        FailurePolicy {
+            retry,
+            cancellation_retry: cancel,
+            error_history_limit: 3,
+        }
+    }
+
+    #[test]
+    fn claim_leases_counts_the_attempt_and_bumps_the_version() {
+        let g = grant();
+        let claimed = claim(&task("a"), &g);
+        assert_eq!(claimed.attempts, 1);
+        assert_eq!(claimed.cancellation_attempts, 0);
+        assert_eq!(claimed.leased_until, Some(g.leased_until));
+        assert_eq!(claimed.lease_token.as_ref(), Some(&g.token));
+        assert_eq!(claimed.version, 1);
+        assert_eq!(claimed.status(t0()), TaskStatus::Leased);
+        let cancelled = claim(
+            &Task {
+                is_cancelled: true,
+                ..task("b")
+            },
+            &g,
+        );
+        assert_eq!(cancelled.cancellation_attempts, 1);
+    }
+
+    #[test]
+    fn success_completes_and_clears_the_lease() {
+        let g = grant();
+        let claimed = claim(&task("a"), &g);
+        let done = succeed(&claimed, &g.token, t0(), Some(serde_json::json!(7)));
+        let done = done.expect("token matches");
+        assert_eq!(done.status(t0()), TaskStatus::Completed);
+        assert_eq!(done.outcome, Some(Outcome::Completed));
+        assert_eq!(done.leased_until, None);
+        assert_eq!(done.lease_token, None);
+        assert_eq!(done.result, Some(serde_json::json!(7)));
+        assert_eq!(done.version, 2);
+    }
+
+    #[test]
+    fn a_stale_token_is_fenced_off() {
+        let first = grant();
+        let second = grant();
+        let reclaimed = claim(&claim(&task("a"), &first), &second);
+        let err = HandlerError::msg("late");
+        let no = NoRetry;
+        assert_eq!(
+            succeed(&reclaimed, &first.token, t0(), None),
+            Err(Rejection::LeaseLost)
+        );
+        assert_eq!(
+            fail(
+                &reclaimed,
+                &first.token,
+                t0(),
+                &err,
+                HandlerPath::Main,
+                policy(&no, &no)
+            ),
+            Err(Rejection::LeaseLost)
+        );
+        assert_eq!(release(&reclaimed, &first.token), Err(Rejection::LeaseLost));
+        assert_eq!(
+            extend_lease(&reclaimed, &first.token, t0(), t0()),
+            Err(Rejection::LeaseLost)
+        );
+        // A done task cannot be completed again, even with its last token.
+        let done = succeed(&reclaimed, &second.token, t0(), None).expect("current token");
+        assert_eq!(
+            succeed(&done, &second.token, t0(), None),
+            Err(Rejection::LeaseLost)
+        );
+    }
+
+    #[test]
+    fn failures_back_off_then_fail_permanently() {
+        let g = grant();
+        let retry = ExponentialBackoff::default();
+        let cancel = ExponentialBackoff::cancellation_default();
+        let err = HandlerError::msg("boom");
+        let mut t = task("a");
+        let mut waits = Vec::new();
+        for _ in 0..3 {
+            let claimed = claim(&t, &g);
+            t = fail(
+                &claimed,
+                &g.token,
+                t0(),
+                &err,
+                HandlerPath::Main,
+                policy(&retry, &cancel),
+            )
+            .expect("token matches");
+            waits.push(t.wait_until.map(|w| (w - t0()).num_seconds()));
+        }
+        assert_eq!(waits[..2], [Some(1), Some(2)]);
+        assert_eq!(t.status(t0()), TaskStatus::Failed);
+        assert_eq!(t.outcome, Some(Outcome::Failed));
+        assert_eq!(t.attempts, 3);
+        assert_eq!(t.errors.len(), 3);
+        assert_eq!(t.errors[0].error, "boom");
+    }
+
+    #[test]
+    fn error_history_is_capped_to_the_most_recent() {
+        let g = grant();
+        let retry = FixedDelay {
+            max_attempts: 0,
+            delay: Duration::ZERO,
+        };
+        let mut t = task("a");
+        for n in 0..5 {
+            let claimed = claim(&t, &g);
+            let err = HandlerError::msg(format!("e{n}"));
+            t = fail(
+                &claimed,
+                &g.token,
+                t0(),
+                &err,
+                HandlerPath::Main,
+                policy(&retry, &retry),
+            )
+            .expect("token matches");
+        }
+        let kept: Vec<&str> = t.errors.iter().map(|e| e.error.as_str()).collect();
+        assert_eq!(kept, ["e2", "e3", "e4"]);
+        assert_eq!(t.attempts, 5);
+    }
+
+    #[test]
+    fn cancellation_failures_use_their_own_policy_and_counter() {
+        let g = grant();
+        let main = NoRetry;
+        let cancel = FixedDelay {
+            max_attempts: 2,
+            delay: Duration::from_secs(5),
+        };
+        let err = HandlerError::msg("cleanup failed");
+        // Two main attempts were used before the cancel (W23: they do not count).
+        let t = Task {
+            attempts: 2,
+            is_cancelled: true,
+            ..task("a")
+        };
+        let claimed = claim(&t, &g);
+        let t = fail(
+            &claimed,
+            &g.token,
+            t0(),
+            &err,
+            HandlerPath::Cancellation,
+            policy(&main, &cancel),
+        )
+        .expect("token matches");
+        assert_eq!(t.status(t0()), TaskStatus::CancellationPending);
+        assert_eq!(t.wait_until, Some(t0() + TimeDelta::seconds(5)));
+        let claimed = claim(&t, &g);
+        let t = fail(
+            &claimed,
+            &g.token,
+            t0(),
+            &err,
+            HandlerPath::Cancellation,
+            policy(&main, &cancel),
+        )
+        .expect("token matches");
+        assert_eq!(t.status(t0()), TaskStatus::Cancelled);
+        assert_eq!(t.outcome, Some(Outcome::Cancelled));
+    }
+
+    #[test]
+    fn a_main_failure_after_a_cancel_makes_the_cancellation_path_due_at_once() {
+        let g = grant();
+        let claimed = claim(&task("a"), &g);
+        let cancelled = cancel(&claimed, t0()).expect("not done");
+        assert_eq!(
+            cancelled.leased_until, claimed.leased_until,
+            "cancel keeps the lease"
+        );
+        let err = HandlerError::msg("boom");
+        let no = NoRetry;
+        let t = fail(
+            &cancelled,
+            &g.token,
+            t0(),
+            &err,
+            HandlerPath::Main,
+            policy(&no, &no),
+        )
+        .expect("token matches");
+        assert_eq!(t.wait_until, None);
+        assert_eq!(t.status(t0()), TaskStatus::CancellationPending);
+    }
+
+    #[test]
+    fn success_of_a_task_cancelled_while_running_ends_cancelled() {
+        let g = grant();
+        let cancelled = cancel(&claim(&task("a"), &g), t0()).expect("not done");
+        let done = succeed(&cancelled, &g.token, t0(), None).expect("token matches");
+        assert_eq!(done.status(t0()), TaskStatus::Cancelled);
+    }
+
+    #[test]
+    fn cancel_and_reset_apply_only_where_the_go_rules_say() {
+        let g = grant();
+        let done = succeed(&claim(&task("a"), &g), &g.token, t0(), None).expect("token");
+        assert_eq!(cancel(&done, t0()), Err(Rejection::NotApplicable));
+        let cancelled = cancel(&task("b"), t0()).expect("pending task");
+        assert_eq!(cancel(&cancelled, t0()), Err(Rejection::NotApplicable));
+        assert_eq!(cancelled.cancelled_at, Some(t0()));
+        assert_eq!(reset(&task("c")), Err(Rejection::NotApplicable));
+        assert_eq!(reset(&cancelled), Err(Rejection::NotApplicable));
+    }
+
+    #[test]
+    fn reset_clears_execution_state_and_keeps_identity() {
+        let g = grant();
+        let mut t = Task {
+            resource_key: Some("cal-1".into()),
+            parent_recurrence_id: Some("gen".into()),
+            ..task("a")
+        };
+        t = claim(&t, &g);
+        t = fail(
+            &t,
+            &g.token,
+            t0(),
+            &HandlerError::msg("x"),
+            HandlerPath::Main,
+            policy(&NoRetry, &NoRetry),
+        )
+        .expect("token");
+        let r = reset(&t).expect("terminal");
+        assert_eq!(r.status(t0()), TaskStatus::Pending);
+        assert_eq!((r.attempts, r.errors.len(), r.result.clone()), (0, 0, None));
+        assert_eq!(
+            (r.done_at, r.leased_until, r.wait_until, r.outcome),
+            (None, None, None, None)
+        );
+        assert!(!r.is_cancelled && r.cancelled_at.is_none());
+        assert_eq!(
+            (r.id.as_str(), r.kind.as_str(), r.env.as_str()),
+            ("a", "k", "E")
+        );
+        assert_eq!(r.resource_key.as_deref(), Some("cal-1"));
+        assert_eq!(r.parent_recurrence_id.as_deref(), Some("gen"));
+        assert_eq!(r.created_at, t0());
+        assert_eq!(
+            reset(&r),
+            Err(Rejection::NotApplicable),
+            "second reset is a no-op"
+        );
+    }
+
+    fn weekly_generator() -> Task {
+        let rec = Recurrence::new("FREQ=WEEKLY;BYDAY=MO", "2025-01-06T09:00:00Z").expect("valid");
+        Task {
+            wait_until: Some(t0()),
+            recurrence: Some(rec),
+            ..task("report")
+        }
+    }
+
+    #[test]
+    fn a_generator_spawns_the_occurrence_of_its_slot_and_moves_on() {
+        let g = grant();
+        let step = advance_generator(&claim(&weekly_generator(), &g), &g.token, t0()).expect("ok");
+        let occ = step.occurrence.expect("an occurrence");
+        assert_eq!(occ.id, "report_occ_2025-01-06T09:00:00Z");
+        assert_eq!(occ.parent_recurrence_id.as_deref(), Some("report"));
+        assert_eq!(occ.occurrence_timestamp, Some(t0()));
+        assert_eq!(occ.wait_until, Some(t0()));
+        assert!(occ.recurrence.is_none() && occ.attempts == 0);
+        assert_eq!(step.generator.wait_until, Some(t0() + TimeDelta::days(7)));
+        assert_eq!(step.generator.status(t0()), TaskStatus::Waiting);
+    }
+
+    #[test]
+    fn a_reset_generator_resumes_without_a_bogus_occurrence() {
+        let g = grant();
+        let generator = Task {
+            wait_until: None,
+            ..weekly_generator()
+        };
+        let now = t0() + TimeDelta::days(2);
+        let step = advance_generator(&claim(&generator, &g), &g.token, now).expect("ok");
+        assert!(step.occurrence.is_none());
+        assert_eq!(step.generator.wait_until, Some(t0() + TimeDelta::days(7)));
+    }
+
+    #[test]
+    fn a_cancelled_generator_finishes_without_spawning() {
+        let g = grant();
+        let generator = cancel(&weekly_generator(), t0()).expect("live");
+        let step = advance_generator(&claim(&generator, &g), &g.token, t0()).expect("ok");
+        assert!(step.occurrence.is_none());
+        assert_eq!(step.generator.status(t0()), TaskStatus::Cancelled);
     }
 }

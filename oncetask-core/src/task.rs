@@ -65,7 +65,8 @@ pub struct Task {
     pub cancelled_at: Option<DateTime<Utc>>,
     /// The token of the claim that holds (or last held) the lease; outcome writes must present it.
     pub lease_token: Option<LeaseToken>,
-    /// Changes on every write; conditional writes compare it.
+    /// Changes on every write; conditional writes compare it. Starts at a
+    /// random value ([`initial_version`]).
     #[serde(default)]
     pub version: u64,
     /// How a terminal task ended. `None` while the task is not done.
@@ -213,6 +214,14 @@ impl std::fmt::Display for LeaseToken {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.0)
     }
+}
+
+/// The version of a newly built task: random, so that a task deleted and
+/// created again under the same id never repeats a version a stale worker
+/// still holds (its swap would otherwise land on the new task). Kept below
+/// 2^53 so every backend stores it exactly (JSON numbers, signed integers).
+pub fn initial_version() -> u64 {
+    uuid::Uuid::new_v4().as_u64_pair().0 >> 11
 }
 
 /// Truncates a time to whole milliseconds, the precision of every stored time.

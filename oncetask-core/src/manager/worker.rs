@@ -336,10 +336,11 @@ impl Run<'_> {
         loop {
             self.inner.clock.sleep_until(next_beat).await;
             next_beat = add(next_beat, interval);
-            let until = add(self.inner.now(), options.lease_duration);
+            let now = self.inner.now();
+            let until = add(now, options.lease_duration);
             let token = self.token;
             let results = apply_many(self.inner.store.as_ref(), held.to_vec(), |t| {
-                lifecycle::extend_lease(t, token, until)
+                lifecycle::extend_lease(t, token, now, until)
             })
             .await;
             for (slot, applied) in held.iter_mut().zip(results) {

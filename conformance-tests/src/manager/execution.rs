@@ -1,0 +1,360 @@
+//! Running handlers: retries, permanent failure, panics, time limits,
+//! heartbeats, lease expiry, the current-task context.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use oncetask_core::lifecycle::{self, LeaseGrant};
+use oncetask_core::manager::{
+    HandlerOptions, HandlerTimeout, current_resource_key, current_task_id, handler_fn,
+};
+use oncetask_core::store::{ClaimMode, ClaimRequest, Swap, SwapOutcome};
+use oncetask_core::{Outcome, Store, Task, TaskStatus};
+use tokio::sync::Notify;
+
+use super::{ENV, Job, create, manual};
+use crate::StoreFactory;
+
+const KIND: &str = "charge";
+
+/// Fails the first `failures` calls, then succeeds with the call number.
+fn flaky(failures: u32) -> (Arc<AtomicU32>, impl oncetask_core::manager::TaskHandler) {
+    let calls = Arc::new(AtomicU32::new(0));
+    let seen = calls.clone();
+    let handler = handler_fn(move |_task: Task| {
+        let calls = seen.clone();
+        async move {
+            let call = calls.fetch_add(1, Ordering::SeqCst) + 1;
+            if call <= failures {
+                Err(format!("gateway timeout #{call}"))
+            } else {
+                Ok(call)
+            }
+        }
+    });
+    (calls, handler)
+}
+
+/// The default policy retries after 1 s, then 2 s; the third attempt succeeds.
+pub async fn failed_attempts_follow_the_default_backoff_schedule(factory: &impl StoreFactory) {
+    let h = manual(factory).await;
+    let (calls, handler) = flaky(2);
+    h.manager
+        .register(KIND, handler, HandlerOptions::default())
+        .expect("register");
+    create(&h.manager, &Job::new(KIND, "c1")).await;
+
+    let report = h
+        .manager
+        .process_next(KIND)
+        .await
+        .expect("run")
+        .expect("claimed");
+    assert_eq!(
+        report.outcomes[0].error.as_deref(),
+        Some("gateway timeout #1")
+    );
+    assert_eq!(report.outcomes[0].status, Some(TaskStatus::Waiting));
+    assert!(
+        h.manager.process_next(KIND).await.expect("run").is_none(),
+        "backing off"
+    );
+
+    h.advance(Duration::from_millis(999));
+    assert!(
+        h.manager.process_next(KIND).await.expect("run").is_none(),
+        "1 s not over"
+    );
+    h.advance(Duration::from_millis(1));
+    h.drain(KIND).await;
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    let task = h.task("c1").await;
+    assert_eq!(
+        task.wait_until,
+        Some(h.clock.now() + chrono::TimeDelta::seconds(2))
+    );
+
+    h.advance(Duration::from_secs(2));
+    h.drain(KIND).await;
+    let task = h.task("c1").await;
+    assert_eq!(task.status(h.clock.now()), TaskStatus::Completed);
+    assert_eq!(task.attempts, 3);
+    assert_eq!(task.errors.len(), 2);
+    assert_eq!(task.result, Some(serde_json::json!(3)));
+}
+
+/// After `max_attempts` failures the task is failed, with every error kept.
+pub async fn a_task_fails_permanently_after_max_attempts(factory: &impl StoreFactory) {
+    let h = manual(factory).await;
+    let (calls, handler) = flaky(u32::MAX);
+    h.manager
+        .register(KIND, handler, HandlerOptions::default())
+        .expect("register");
+    create(&h.manager, &Job::new(KIND, "c1")).await;
+    for _ in 0..5 {
+        h.drain(KIND).await;
+        h.advance(Duration::from_secs(60));
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 3, "3 attempts in all");
+    let task = h.task("c1").await;
+    assert_eq!(task.status(h.clock.now()), TaskStatus::Failed);
+    assert_eq!(task.outcome, Some(Outcome::Failed));
+    let errors: Vec<&str> = task.errors.iter().map(|e| e.error.as_str()).collect();
+    assert_eq!(
+        errors,
+        [
+            "gateway timeout #1",
+            "gateway timeout #2",
+            "gateway timeout #3"
+        ]
+    );
+}
+
+/// `no_retry` makes the first failure permanent.
+pub async fn no_retry_fails_on_the_first_error(factory: &impl StoreFactory) {
+    let h = manual(factory).await;
+    let (_, handler) = flaky(u32::MAX);
+    h.manager
+        .register(KIND, handler, HandlerOptions::default().no_retry())
+        .expect("register");
+    create(&h.manager, &Job::new(KIND, "c1")).await;
+    h.drain(KIND).await;
+    assert_eq!(h.status("c1").await, TaskStatus::Failed);
+}
+
+/// A panicking handler fails its attempt with `panic: <message>`; the manager goes on.
+pub async fn a_panicking_handler_becomes_a_task_error(factory: &impl StoreFactory) {
+    let h = manual(factory).await;
+    h.manager
+        .register(
+            KIND,
+            handler_fn(|task: Task| async move {
+                if task.id == "boom" {
+                    panic!("card reader exploded");
+                }
+                Ok::<_, std::io::Error>(())
+            }),
+            HandlerOptions::default().no_retry(),
+        )
+        .expect("register");
+    create(&h.manager, &Job::new(KIND, "boom")).await;
+    create(&h.manager, &Job::new(KIND, "fine")).await;
+    h.drain(KIND).await;
+    let boom = h.task("boom").await;
+    assert_eq!(boom.status(h.clock.now()), TaskStatus::Failed);
+    assert_eq!(boom.errors[0].error, "panic: card reader exploded");
+    assert_eq!(h.status("fine").await, TaskStatus::Completed);
+}
+
+/// A handler still running near the end of its lease is stopped and the
+/// attempt fails, before another worker could take the task.
+pub async fn a_handler_outliving_its_lease_is_timed_out(factory: &impl StoreFactory) {
+    let h = manual(factory).await;
+    h.manager
+        .register(
+            KIND,
+            handler_fn(|_task: Task| async move {
+                std::future::pending::<()>().await;
+                Ok::<_, std::io::Error>(())
+            }),
+            HandlerOptions::default()
+                .lease_duration(Duration::from_secs(10))
+                .no_retry(),
+        )
+        .expect("register");
+    create(&h.manager, &Job::new(KIND, "slow")).await;
+    let manager = h.manager.clone();
+    let run = tokio::spawn(async move { manager.process_next(KIND).await });
+    super::eventually("the task is leased", || async {
+        h.status("slow").await == TaskStatus::Leased
+    })
+    .await;
+    // Lease 10 s, margin 1 s: the limit is 9 s after the claim.
+    h.advance(Duration::from_secs(9));
+    let report = run.await.expect("join").expect("run").expect("claimed");
+    assert_eq!(
+        report.outcomes[0].error.as_deref(),
+        Some("handler timed out after 9s")
+    );
+    let task = h.task("slow").await;
+    assert_eq!(task.status(h.clock.now()), TaskStatus::Failed);
+    assert!(task.leased_until.is_none());
+}
+
+/// With a heartbeat, a long handler keeps its lease past the lease duration:
+/// no other manager can claim the task meanwhile.
+pub async fn a_heartbeat_keeps_a_long_handler_leased(factory: &impl StoreFactory) {
+    let h = manual(factory).await;
+    let release = Arc::new(Notify::new());
+    let gate = release.clone();
+    h.manager
+        .register(
+            KIND,
+            handler_fn(move |_task: Task| {
+                let gate = gate.clone();
+                async move {
+                    gate.notified().await;
+                    Ok::<_, std::io::Error>("done")
+                }
+            }),
+            HandlerOptions::default()
+                .lease_duration(Duration::from_secs(10))
+                .heartbeat(Duration::from_secs(3)),
+        )
+        .expect("register");
+    create(&h.manager, &Job::new(KIND, "long")).await;
+    let manager = h.manager.clone();
+    let run = tokio::spawn(async move { manager.process_next(KIND).await });
+    super::eventually("the task is leased", || async {
+        h.status("long").await == TaskStatus::Leased
+    })
+    .await;
+    let other = h.peer(ENV, false);
+    other
+        .register(
+            KIND,
+            handler_fn(|_t: Task| async { Ok::<_, std::io::Error>(()) }),
+            HandlerOptions::default(),
+        )
+        .expect("register");
+    for beat in 1..=10u32 {
+        let before = h.task("long").await.version;
+        h.advance(Duration::from_secs(3));
+        super::eventually("the heartbeat extends the lease", || async {
+            h.task("long").await.version > before
+        })
+        .await;
+        assert!(
+            other.process_next(KIND).await.expect("claim").is_none(),
+            "beat {beat}: the task must stay leased"
+        );
+    }
+    release.notify_one();
+    let report = run.await.expect("join").expect("run").expect("claimed");
+    assert_eq!(report.outcomes[0].status, Some(TaskStatus::Completed));
+    assert_eq!(h.task("long").await.attempts, 1);
+}
+
+/// A worker that crashed holds its lease until expiry; then the task is
+/// claimed again (one more attempt) and the crashed worker's late outcome is
+/// fenced off.
+pub async fn an_expired_lease_is_reclaimed_and_the_old_worker_is_fenced(
+    factory: &impl StoreFactory,
+) {
+    let h = manual(factory).await;
+    let (calls, handler) = flaky(0);
+    h.manager
+        .register(
+            KIND,
+            handler,
+            HandlerOptions::default().lease_duration(Duration::from_secs(60)),
+        )
+        .expect("register");
+    create(&h.manager, &Job::new(KIND, "c1")).await;
+    // The "crashed" worker: a claim made directly on the store.
+    let now = h.clock.now();
+    let grant = LeaseGrant::new(now, Duration::from_secs(60));
+    let crashed = h
+        .store
+        .claim(&ClaimRequest {
+            env: ENV.into(),
+            kind: KIND.into(),
+            now,
+            grant: grant.clone(),
+            mode: ClaimMode::Single { limit: 1 },
+        })
+        .await
+        .expect("claim")
+        .tasks
+        .pop()
+        .expect("claimed");
+    assert!(
+        h.manager.process_next(KIND).await.expect("run").is_none(),
+        "still leased"
+    );
+    h.advance(Duration::from_secs(60));
+    h.drain(KIND).await;
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    let task = h.task("c1").await;
+    assert_eq!(task.status(h.clock.now()), TaskStatus::Completed);
+    assert_eq!(task.attempts, 2);
+    // The crashed worker wakes up and tries to record a failure.
+    let late = lifecycle::succeed(&task, &grant.token, h.clock.now(), None);
+    assert!(late.is_err(), "the core refuses a stale token");
+    let blind = Swap {
+        task: lifecycle::release(&crashed, &grant.token).expect("token of its own claim"),
+        expected_version: crashed.version,
+    };
+    let outcome = h.store.swap(vec![blind]).await.expect("swap");
+    assert!(
+        matches!(outcome.as_slice(), [SwapOutcome::Conflict]),
+        "{outcome:?}"
+    );
+    assert_eq!(h.task("c1").await, task, "nothing changed");
+}
+
+/// Handler code sees its task id and resource key.
+pub async fn handlers_see_their_task_id_and_resource_key(factory: &impl StoreFactory) {
+    let h = manual(factory).await;
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let sink = seen.clone();
+    h.manager
+        .register(
+            KIND,
+            handler_fn(move |_task: Task| {
+                let sink = sink.clone();
+                async move {
+                    sink.lock()
+                        .expect("lock")
+                        .push((current_task_id(), current_resource_key()));
+                    Ok::<_, std::io::Error>(())
+                }
+            }),
+            HandlerOptions::default(),
+        )
+        .expect("register");
+    create(&h.manager, &Job::new(KIND, "plain")).await;
+    h.drain(KIND).await;
+    create(&h.manager, &Job::new(KIND, "keyed").key("cal-7")).await;
+    h.drain(KIND).await;
+    let seen = seen.lock().expect("lock").clone();
+    assert_eq!(
+        seen,
+        vec![
+            (Some("plain".to_owned()), None),
+            (Some("keyed".to_owned()), Some("cal-7".to_owned())),
+        ]
+    );
+    assert_eq!(current_task_id(), None, "nothing outside a handler");
+}
+
+/// A handler's explicit time limit applies whatever the lease.
+pub async fn an_explicit_timeout_overrides_the_lease_derived_one(factory: &impl StoreFactory) {
+    let h = manual(factory).await;
+    h.manager
+        .register(
+            KIND,
+            handler_fn(|_task: Task| async move {
+                std::future::pending::<()>().await;
+                Ok::<_, std::io::Error>(())
+            }),
+            HandlerOptions::default()
+                .timeout(HandlerTimeout::After(Duration::from_secs(2)))
+                .no_retry(),
+        )
+        .expect("register");
+    create(&h.manager, &Job::new(KIND, "slow")).await;
+    let manager = h.manager.clone();
+    let run = tokio::spawn(async move { manager.process_next(KIND).await });
+    super::eventually("the task is leased", || async {
+        h.status("slow").await == TaskStatus::Leased
+    })
+    .await;
+    h.advance(Duration::from_secs(2));
+    let report = run.await.expect("join").expect("run").expect("claimed");
+    assert_eq!(
+        report.outcomes[0].error.as_deref(),
+        Some("handler timed out after 2s")
+    );
+}
