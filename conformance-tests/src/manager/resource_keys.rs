@@ -74,14 +74,16 @@ pub async fn eight_workers_never_run_two_tasks_of_one_resource_key_at_once(
             == Some(40)
     })
     .await;
-    let o = overlap.lock().expect("lock");
-    assert_eq!(o.finished, 40, "each task ran exactly once");
-    assert_eq!(o.worst, 1, "two handlers of one key overlapped");
+    let (finished, worst) = {
+        let o = overlap.lock().expect("lock");
+        (o.finished, o.worst)
+    };
+    assert_eq!(finished, 40, "each task ran exactly once");
+    assert_eq!(worst, 1, "two handlers of one key overlapped");
     assert!(
         parallel.lock().expect("lock").1 > 1,
         "different keys should run in parallel"
     );
-    drop(o);
     h.manager.shutdown(Duration::from_secs(5)).await;
 }
 

@@ -107,6 +107,7 @@ pub async fn shutdown_drains_running_handlers_and_records_their_outcomes(
     started.notified().await;
     let manager = h.manager.clone();
     let shutdown = tokio::spawn(async move { manager.shutdown(Duration::from_secs(30)).await });
+    eventually("shutdown began", || async { h.manager.is_shutting_down() }).await;
     // Shutdown must wait for the handler.
     for _ in 0..20 {
         tokio::task::yield_now().await;

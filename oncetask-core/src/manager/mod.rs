@@ -501,6 +501,12 @@ impl Manager {
         worker::process_next(&self.inner, &registration).await
     }
 
+    /// True once [`Manager::shutdown`] was called: workers claim nothing more
+    /// (for readiness probes).
+    pub fn is_shutting_down(&self) -> bool {
+        *self.inner.shutdown.borrow() != ShutdownPhase::Running
+    }
+
     /// Stops claiming, waits up to `grace` for running handlers and records
     /// their outcomes; handlers still running after that are interrupted and
     /// their leases released, so other workers can run the tasks at once.

@@ -99,6 +99,10 @@ async fn worker_loop(
         };
         wake.borrow_and_update();
         let poll = inner.config.poll_interval;
+        // Due times are looked up after this instant, not after "now" once
+        // the claim returned: the clock may pass a due time in between, and
+        // that task would then be slept past.
+        let checked_at = inner.now();
         let idle_until = match process_next(&inner, &registration).await {
             Ok(Some(_)) => {
                 failures = 0;
@@ -106,11 +110,10 @@ async fn worker_loop(
             }
             Ok(None) => {
                 failures = 0;
-                let now = inner.now();
-                let horizon = add(now, poll);
+                let horizon = add(inner.now(), poll);
                 match inner
                     .store
-                    .next_due(&inner.env, &registration.kind, now)
+                    .next_due(&inner.env, &registration.kind, checked_at)
                     .await
                 {
                     Ok(Some(due)) => due.min(horizon),
