@@ -301,6 +301,9 @@ macro_rules! __conformance_list {
                     an_expired_lease_is_reclaimed_and_the_old_worker_is_fenced,
                     handlers_see_their_task_id_and_resource_key,
                     an_explicit_timeout_overrides_the_lease_derived_one,
+                    a_sub_second_backoff_is_kept_to_the_millisecond,
+                    the_error_history_is_capped,
+                    an_undecodable_task_does_not_stop_its_kind,
                 }
                 async recurrence {
                     a_weekly_rule_over_three_weeks_gives_one_generator_and_three_occurrences,
@@ -308,6 +311,8 @@ macro_rules! __conformance_list {
                     an_exhausted_rule_completes_its_generator,
                     a_cancelled_generator_stops_spawning,
                     a_reset_generator_resumes_from_now_without_a_bogus_occurrence,
+                    an_offset_dtstart_is_scheduled_in_utc,
+                    a_sparse_rule_has_no_search_horizon,
                 }
                 async resource_keys {
                     eight_workers_never_run_two_tasks_of_one_resource_key_at_once,

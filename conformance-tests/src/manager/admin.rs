@@ -76,6 +76,11 @@ pub async fn invalid_tasks_are_rejected_with_typed_errors_and_nothing_is_stored(
     let h = manual(factory).await;
     register_ok(&h.manager, KIND, HandlerOptions::default());
     let rule = Recurrence::new("FREQ=DAILY", "2025-01-06T09:00:00Z").expect("valid");
+    // Built field by field, bypassing `Recurrence::new`'s validation.
+    let bad_rule = Recurrence {
+        rrule: "FREQ=FORTNIGHTLY".into(),
+        ..rule.clone()
+    };
     let cases: Vec<(&str, Result<bool, Error>)> = vec![
         ("empty id", h.manager.create(&Job::new(KIND, "")).await),
         (
@@ -91,6 +96,12 @@ pub async fn invalid_tasks_are_rejected_with_typed_errors_and_nothing_is_stored(
                 .create(&Job::new(KIND, "both").recurring(rule).at(super::start()))
                 .await,
         ),
+        (
+            "invalid rule",
+            h.manager
+                .create(&Job::new(KIND, "bad-rule").recurring(bad_rule))
+                .await,
+        ),
     ];
     for (name, result) in &cases {
         assert!(
@@ -102,6 +113,7 @@ pub async fn invalid_tasks_are_rejected_with_typed_errors_and_nothing_is_stored(
     assert!(matches!(cases[1].1, Err(Error::UnknownKind { .. })));
     assert!(matches!(cases[2].1, Err(Error::InvalidData { .. })));
     assert!(matches!(cases[3].1, Err(Error::ScheduleConflict { .. })));
+    assert!(matches!(cases[4].1, Err(Error::InvalidRecurrence { .. })));
     assert!(
         h.manager
             .find(h.manager.filter())

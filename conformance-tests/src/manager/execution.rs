@@ -358,3 +358,87 @@ pub async fn an_explicit_timeout_overrides_the_lease_derived_one(factory: &impl 
         Some("handler timed out after 2s")
     );
 }
+
+/// Times keep milliseconds (Go truncated to seconds, W3): a 250 ms backoff
+/// is neither collapsed nor rounded up.
+pub async fn a_sub_second_backoff_is_kept_to_the_millisecond(factory: &impl StoreFactory) {
+    let h = manual(factory).await;
+    let (calls, handler) = flaky(1);
+    h.manager
+        .register(
+            KIND,
+            handler,
+            HandlerOptions::default().retry_policy(oncetask_core::FixedDelay {
+                max_attempts: 0,
+                delay: Duration::from_millis(250),
+            }),
+        )
+        .expect("register");
+    create(&h.manager, &Job::new(KIND, "c1")).await;
+    h.drain(KIND).await;
+    let waiting = h.task("c1").await;
+    assert_eq!(
+        waiting.wait_until,
+        Some(super::start() + chrono::TimeDelta::milliseconds(250))
+    );
+    h.advance(Duration::from_millis(249));
+    assert!(h.manager.process_next(KIND).await.expect("run").is_none());
+    h.advance(Duration::from_millis(1));
+    h.drain(KIND).await;
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    assert_eq!(h.status("c1").await, TaskStatus::Completed);
+}
+
+/// The error history keeps only the most recent errors (W24).
+pub async fn the_error_history_is_capped(factory: &impl StoreFactory) {
+    let h = super::manual_with(factory, |b| b.error_history_limit(2)).await;
+    let (_, handler) = flaky(u32::MAX);
+    h.manager
+        .register(
+            KIND,
+            handler,
+            HandlerOptions::default().retry_policy(oncetask_core::FixedDelay {
+                max_attempts: 4,
+                delay: Duration::ZERO,
+            }),
+        )
+        .expect("register");
+    create(&h.manager, &Job::new(KIND, "c1")).await;
+    h.drain(KIND).await;
+    let task = h.task("c1").await;
+    assert_eq!(task.status(h.clock.now()), TaskStatus::Failed);
+    assert_eq!(task.attempts, 4);
+    let errors: Vec<&str> = task.errors.iter().map(|e| e.error.as_str()).collect();
+    assert_eq!(errors, ["gateway timeout #3", "gateway timeout #4"]);
+}
+
+/// A stored document that cannot be decoded is skipped; the other tasks of
+/// its kind still run (Go's poison pill, W7).
+pub async fn an_undecodable_task_does_not_stop_its_kind(factory: &impl StoreFactory) {
+    let h = manual(factory).await;
+    let (calls, handler) = flaky(0);
+    h.manager
+        .register(KIND, handler, HandlerOptions::default())
+        .expect("register");
+    if !factory
+        .insert_undecodable(&h.store, "poison", ENV, KIND)
+        .await
+    {
+        eprintln!("note: backend cannot store undecodable documents; test skipped");
+        return;
+    }
+    create(&h.manager, &Job::new(KIND, "good")).await;
+    h.drain(KIND).await;
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert_eq!(h.status("good").await, TaskStatus::Completed);
+    let err = h.manager.get_task("poison").await;
+    assert!(
+        matches!(
+            err,
+            Err(oncetask_core::Error::Store(
+                oncetask_core::StoreError::Undecodable { .. }
+            ))
+        ),
+        "{err:?}"
+    );
+}

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use oncetask_core::manager::{HandlerOptions, Manager, handler_fn};
+use oncetask_core::manager::{HandlerOptions, Manager, ManagerBuilder, handler_fn};
 use oncetask_core::{ManualClock, Recurrence, Store, Task, TaskData, TaskStatus};
 use serde::Serialize;
 
@@ -99,16 +99,32 @@ pub async fn running<F: StoreFactory>(factory: &F) -> Harness<F::Store> {
     build(factory, true).await
 }
 
+/// A manual harness whose manager builder is adjusted by `configure`.
+pub async fn manual_with<F: StoreFactory>(
+    factory: &F,
+    configure: impl FnOnce(ManagerBuilder) -> ManagerBuilder,
+) -> Harness<F::Store> {
+    build_with(factory, false, configure).await
+}
+
 async fn build<F: StoreFactory>(factory: &F, start_workers: bool) -> Harness<F::Store> {
+    build_with(factory, start_workers, |b| b).await
+}
+
+async fn build_with<F: StoreFactory>(
+    factory: &F,
+    start_workers: bool,
+    configure: impl FnOnce(ManagerBuilder) -> ManagerBuilder,
+) -> Harness<F::Store> {
     let store = factory.new_store().await;
     let clock = ManualClock::new(start());
-    let manager = Manager::builder(Arc::new(store.clone()))
+    let builder = Manager::builder(Arc::new(store.clone()))
         .env(ENV)
         .clock(Arc::new(clock.clone()))
         .start_workers(start_workers)
         // Idle loops must be woken by due times and notices, not by polling.
-        .poll_interval(Duration::from_secs(24 * 3600))
-        .build();
+        .poll_interval(Duration::from_secs(24 * 3600));
+    let manager = configure(builder).build();
     Harness {
         store,
         clock,

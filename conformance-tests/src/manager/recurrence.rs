@@ -155,3 +155,38 @@ pub async fn a_reset_generator_resumes_from_now_without_a_bogus_occurrence(
     );
     assert_eq!(kinds_tasks(&h).await.len(), 2, "no extra occurrence");
 }
+
+/// A DTSTART with an offset schedules in UTC: the same instant, stored and
+/// named in UTC (Go wrote the offset into `waitUntil` and ids, W9).
+pub async fn an_offset_dtstart_is_scheduled_in_utc(factory: &impl StoreFactory) {
+    let h = manual(factory).await;
+    let ran = recorder(&h);
+    let rule = Recurrence::new("FREQ=DAILY", "2025-01-06T10:00:00+01:00").expect("valid");
+    create(&h.manager, &Job::new(KIND, "daily").recurring(rule)).await;
+    assert_eq!(h.task("daily").await.wait_until, Some(super::start()));
+    h.drain(KIND).await;
+    assert_eq!(
+        *ran.lock().expect("lock"),
+        ["daily_occ_2025-01-06T09:00:00Z"]
+    );
+    assert_eq!(
+        h.task("daily").await.wait_until.map(|t| t.to_rfc3339()),
+        Some("2025-01-07T09:00:00+00:00".to_owned())
+    );
+}
+
+/// A sparse rule is not cut off by a search horizon (Go gave up after 10
+/// years, W8): a 20-yearly rule moves on 20 years.
+pub async fn a_sparse_rule_has_no_search_horizon(factory: &impl StoreFactory) {
+    let h = manual(factory).await;
+    let _ran = recorder(&h);
+    let rule = Recurrence::new("FREQ=YEARLY;INTERVAL=20", "2025-01-06T09:00:00Z").expect("valid");
+    create(&h.manager, &Job::new(KIND, "jubilee").recurring(rule)).await;
+    h.drain(KIND).await;
+    let generator = h.task("jubilee").await;
+    assert_eq!(generator.status(h.clock.now()), TaskStatus::Waiting);
+    assert_eq!(
+        generator.wait_until.map(|t| t.to_rfc3339()),
+        Some("2045-01-06T09:00:00+00:00".to_owned())
+    );
+}

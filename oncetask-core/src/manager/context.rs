@@ -54,3 +54,128 @@ pub(crate) async fn scope<F: Future>(current: CurrentTask, fut: F) -> F::Output 
     }
     CURRENT.scope(current, fut.instrument(span)).await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+    use tracing::field::{Field, Visit};
+    use tracing_subscriber::layer::{Context, SubscriberExt};
+    use tracing_subscriber::registry::LookupSpan;
+
+    /// Field values of a span or event, as text.
+    #[derive(Default, Clone, Debug)]
+    struct Fields(Vec<(String, String)>);
+
+    impl Visit for Fields {
+        fn record_str(&mut self, field: &Field, value: &str) {
+            self.0.push((field.name().to_owned(), value.to_owned()));
+        }
+        fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+            self.0.push((field.name().to_owned(), format!("{value:?}")));
+        }
+    }
+
+    /// The span fields seen by one event.
+    type EventFields = Vec<(String, String)>;
+
+    /// Records, for every event, the fields of every span around it.
+    #[derive(Clone, Default)]
+    struct Capture(Arc<Mutex<Vec<EventFields>>>);
+
+    impl<S> tracing_subscriber::Layer<S> for Capture
+    where
+        S: tracing::Subscriber + for<'a> LookupSpan<'a>,
+    {
+        fn on_new_span(
+            &self,
+            attrs: &tracing::span::Attributes<'_>,
+            id: &tracing::span::Id,
+            ctx: Context<'_, S>,
+        ) {
+            let mut fields = Fields::default();
+            attrs.record(&mut fields);
+            if let Some(span) = ctx.span(id) {
+                span.extensions_mut().insert(fields);
+            }
+        }
+
+        fn on_record(
+            &self,
+            id: &tracing::span::Id,
+            values: &tracing::span::Record<'_>,
+            ctx: Context<'_, S>,
+        ) {
+            if let Some(span) = ctx.span(id)
+                && let Some(fields) = span.extensions_mut().get_mut::<Fields>()
+            {
+                values.record(fields);
+            }
+        }
+
+        fn on_event(&self, event: &tracing::Event<'_>, ctx: Context<'_, S>) {
+            let mut seen = Vec::new();
+            if let Some(scope) = ctx.event_scope(event) {
+                for span in scope {
+                    if let Some(fields) = span.extensions().get::<Fields>() {
+                        seen.extend(fields.0.iter().cloned());
+                    }
+                }
+            }
+            if let Ok(mut events) = self.0.lock() {
+                events.push(seen);
+            }
+        }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn events_inside_a_handler_carry_the_task_fields() {
+        let capture = Capture::default();
+        let subscriber = tracing_subscriber::registry().with(capture.clone());
+        let _guard = tracing::subscriber::set_default(subscriber);
+        let current = CurrentTask {
+            task_id: Some("email-ada".into()),
+            resource_key: Some("user-ada".into()),
+            kind: "send_email".into(),
+        };
+        let seen = scope(current, async {
+            tracing::info!("sending");
+            (current_task_id(), current_resource_key())
+        })
+        .await;
+        tracing::info!("outside");
+        assert_eq!(seen, (Some("email-ada".into()), Some("user-ada".into())));
+
+        let events = capture.0.lock().map(|e| e.clone()).unwrap_or_default();
+        let field = |event: &Vec<(String, String)>, name: &str| {
+            event
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.clone())
+        };
+        assert_eq!(events.len(), 2);
+        assert_eq!(field(&events[0], "task_id").as_deref(), Some("email-ada"));
+        assert_eq!(
+            field(&events[0], "resource_key").as_deref(),
+            Some("user-ada")
+        );
+        assert_eq!(field(&events[0], "kind").as_deref(), Some("send_email"));
+        assert!(events[1].is_empty(), "no task fields outside a handler");
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn absent_values_are_not_recorded() {
+        let capture = Capture::default();
+        let _guard =
+            tracing::subscriber::set_default(tracing_subscriber::registry().with(capture.clone()));
+        let group = CurrentTask {
+            task_id: None,
+            resource_key: None,
+            kind: "sync".into(),
+        };
+        scope(group, async { tracing::info!("batch") }).await;
+        let events = capture.0.lock().map(|e| e.clone()).unwrap_or_default();
+        let names: Vec<&str> = events[0].iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["kind"]);
+    }
+}

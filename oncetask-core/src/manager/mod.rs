@@ -206,8 +206,12 @@ impl ManagerBuilder {
 }
 
 fn env_from_process() -> String {
-    std::env::var(ENV_VARIABLE)
-        .ok()
+    resolve_env(std::env::var(ENV_VARIABLE).ok())
+}
+
+/// The environment for a value of `ONCE_TASK_ENV`: unset or empty means `DEFAULT`.
+fn resolve_env(value: Option<String>) -> String {
+    value
         .filter(|v| !v.is_empty())
         .unwrap_or_else(|| DEFAULT_ENV.to_owned())
 }
@@ -555,5 +559,17 @@ impl Inner {
 
     pub(crate) fn now(&self) -> DateTime<Utc> {
         self.clock.now()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unset_or_empty_env_variable_means_default() {
+        assert_eq!(resolve_env(None), "DEFAULT");
+        assert_eq!(resolve_env(Some(String::new())), "DEFAULT");
+        assert_eq!(resolve_env(Some("prod".into())), "prod");
     }
 }
