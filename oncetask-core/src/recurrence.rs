@@ -449,27 +449,15 @@ impl Zone {
     }
 }
 
-/// Resolves an IANA zone name through `rrule`'s TZID parser (the crate
-/// wraps chrono-tz but does not re-export a lookup by name).
+/// Resolves an IANA zone name (e.g. `Europe/Berlin`) with chrono-tz, the
+/// zone database `rrule` itself uses.
 fn lookup_zone(name: &str) -> Result<Tz, RecurrenceError> {
-    let invalid = |reason: String| RecurrenceError::InvalidTimeZone {
-        name: name.to_owned(),
-        reason,
-    };
-    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '/' | '_' | '-' | '+');
-    if name.is_empty() || !name.chars().all(allowed) {
-        return Err(invalid("not an IANA time zone name".to_owned()));
-    }
-    let mut last_error = String::new();
-    // Two probe dates, in case one is a DST gap in that zone.
-    for probe in ["20000115T120000", "20000715T120000"] {
-        let text = format!("DTSTART;TZID={name}:{probe}\nRRULE:FREQ=DAILY;COUNT=1");
-        match RRuleSet::from_str(&text) {
-            Ok(set) => return Ok(set.get_dt_start().timezone()),
-            Err(e) => last_error = e.to_string(),
-        }
-    }
-    Err(invalid(last_error))
+    name.parse::<chrono_tz::Tz>()
+        .map(Tz::from)
+        .map_err(|reason| RecurrenceError::InvalidTimeZone {
+            name: name.to_owned(),
+            reason: reason.to_string(),
+        })
 }
 
 /// A rule with `DTSTART` and `UNTIL` taken out of the text.
