@@ -115,12 +115,7 @@ pub async fn cancelling_a_running_task_lets_it_finish_and_ends_it_cancelled(
         )
         .expect("register");
     create(&h.manager, &Job::new(KIND, "r1")).await;
-    let manager = h.manager.clone();
-    let run = tokio::spawn(async move { manager.process_next(KIND).await });
-    super::eventually("the task is leased", || async {
-        h.status("r1").await == TaskStatus::Leased
-    })
-    .await;
+    let run = h.start_running(KIND, "r1").await;
     h.manager.cancel("r1").await.expect("cancel");
     let task = h.task("r1").await;
     assert!(

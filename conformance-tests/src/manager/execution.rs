@@ -164,12 +164,7 @@ pub async fn a_handler_outliving_its_lease_is_timed_out(factory: &impl StoreFact
         )
         .expect("register");
     create(&h.manager, &Job::new(KIND, "slow")).await;
-    let manager = h.manager.clone();
-    let run = tokio::spawn(async move { manager.process_next(KIND).await });
-    super::eventually("the task is leased", || async {
-        h.status("slow").await == TaskStatus::Leased
-    })
-    .await;
+    let run = h.start_running(KIND, "slow").await;
     // Lease 10 s, margin 1 s: the limit is 9 s after the claim.
     h.advance(Duration::from_secs(9));
     let report = run.await.expect("join").expect("run").expect("claimed");
@@ -204,12 +199,7 @@ pub async fn a_heartbeat_keeps_a_long_handler_leased(factory: &impl StoreFactory
         )
         .expect("register");
     create(&h.manager, &Job::new(KIND, "long")).await;
-    let manager = h.manager.clone();
-    let run = tokio::spawn(async move { manager.process_next(KIND).await });
-    super::eventually("the task is leased", || async {
-        h.status("long").await == TaskStatus::Leased
-    })
-    .await;
+    let run = h.start_running(KIND, "long").await;
     let other = h.peer(ENV, false);
     other
         .register(
@@ -345,12 +335,7 @@ pub async fn an_explicit_timeout_overrides_the_lease_derived_one(factory: &impl 
         )
         .expect("register");
     create(&h.manager, &Job::new(KIND, "slow")).await;
-    let manager = h.manager.clone();
-    let run = tokio::spawn(async move { manager.process_next(KIND).await });
-    super::eventually("the task is leased", || async {
-        h.status("slow").await == TaskStatus::Leased
-    })
-    .await;
+    let run = h.start_running(KIND, "slow").await;
     h.advance(Duration::from_secs(2));
     let report = run.await.expect("join").expect("run").expect("claimed");
     assert_eq!(

@@ -16,8 +16,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use oncetask_core::manager::{HandlerOptions, Manager, ManagerBuilder, handler_fn};
-use oncetask_core::{ManualClock, Recurrence, Store, Task, TaskData, TaskStatus};
+use oncetask_core::manager::{HandlerOptions, Manager, ManagerBuilder, RunReport, handler_fn};
+use oncetask_core::{Error, ManualClock, Recurrence, Store, Task, TaskData, TaskStatus};
 use serde::Serialize;
 
 use crate::StoreFactory;
@@ -70,6 +70,23 @@ impl<S: Store + Clone> Harness<S> {
     /// Moves the clock.
     pub fn advance(&self, by: Duration) {
         self.clock.advance(by);
+    }
+
+    /// Runs one `process_next` of `kind` in the background and returns once
+    /// task `id` is leased by it (its handler is running).
+    pub async fn start_running(
+        &self,
+        kind: &str,
+        id: &str,
+    ) -> tokio::task::JoinHandle<Result<Option<RunReport>, Error>> {
+        let manager = self.manager.clone();
+        let kind = kind.to_owned();
+        let run = tokio::spawn(async move { manager.process_next(kind).await });
+        eventually(&format!("{id} is leased"), || async {
+            self.status(id).await == TaskStatus::Leased
+        })
+        .await;
+        run
     }
 
     /// Calls `process_next` until nothing is ready; returns how many claims ran.
