@@ -123,3 +123,54 @@ pub async fn an_undecodable_document_can_be_deleted(factory: &impl StoreFactory)
     assert_eq!(delete(&store, &["bad"]).await, vec![Deleted::Deleted]);
     assert!(get_all(&store, &["bad"]).await.is_empty());
 }
+
+/// A delete with an expected version removes the task only if it is still
+/// stored at that version (so a task claimed after it was read survives).
+pub async fn a_versioned_delete_of_a_changed_task_conflicts_and_removes_nothing(
+    factory: &impl StoreFactory,
+) {
+    let store = factory.new_store().await;
+    seed(
+        &store,
+        vec![TaskBuilder::new("a").build(), TaskBuilder::new("b").build()],
+    )
+    .await;
+    let read = get_existing(&store, "a").await;
+    let b = get_existing(&store, "b").await;
+    claim_one(&store, at(0), "a").await;
+    let outcomes = delete_all(
+        &store,
+        &[
+            oncetask_core::store::Delete::exact(&read),
+            oncetask_core::store::Delete::exact(&b),
+        ],
+    )
+    .await;
+    assert_eq!(outcomes, vec![Deleted::Conflict, Deleted::Deleted]);
+    assert!(
+        get(&store, "a").await.is_some(),
+        "the claimed task survives"
+    );
+    assert!(get(&store, "b").await.is_none());
+}
+
+/// A versioned delete of an undecodable document conflicts (it has no
+/// version); an unversioned one removes it.
+pub async fn only_an_unversioned_delete_removes_an_undecodable_document(
+    factory: &impl StoreFactory,
+) {
+    let store = factory.new_store().await;
+    if !factory.insert_undecodable(&store, "bad", ENV, KIND).await {
+        eprintln!("note: backend cannot store undecodable documents; test skipped");
+        return;
+    }
+    let versioned = oncetask_core::store::Delete {
+        id: "bad".into(),
+        expected_version: Some(0),
+    };
+    assert_eq!(
+        delete_all(&store, &[versioned]).await,
+        vec![Deleted::Conflict]
+    );
+    assert_eq!(delete(&store, &["bad"]).await, vec![Deleted::Deleted]);
+}

@@ -223,6 +223,8 @@ macro_rules! __conformance_list {
                 a_deleted_id_can_be_created_again,
                 deleting_a_leased_task_makes_its_completion_report_not_found,
                 an_undecodable_document_can_be_deleted,
+                a_versioned_delete_of_a_changed_task_conflicts_and_removes_nothing,
+                only_an_unversioned_delete_removes_an_undecodable_document,
             }
             async read {
                 get_returns_tasks_in_input_order_omitting_missing_and_duplicate_ids,
@@ -280,7 +282,8 @@ macro_rules! __conformance_list {
                     invalid_tasks_are_rejected_with_typed_errors_and_nothing_is_stored,
                     a_second_handler_for_a_kind_is_rejected,
                     a_reset_failed_task_runs_again_and_completes,
-                    deleting_a_running_task_discards_its_outcome,
+                    a_running_task_cannot_be_deleted,
+                    an_undecodable_document_can_be_deleted,
                     environments_are_isolated,
                     counts_reflect_statuses,
                 }
@@ -304,6 +307,8 @@ macro_rules! __conformance_list {
                     a_sub_second_backoff_is_kept_to_the_millisecond,
                     the_error_history_is_capped,
                     an_undecodable_task_does_not_stop_its_kind,
+                    a_panicking_retry_policy_still_records_the_failure,
+                    a_slow_cancellation_handler_does_not_starve_the_rest_of_its_group,
                 }
                 async recurrence {
                     a_weekly_rule_over_three_weeks_gives_one_generator_and_three_occurrences,

@@ -26,8 +26,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
 use oncetask_core::lifecycle::{self, HandlerPath, LeaseGrant, Rejection};
 use oncetask_core::store::{
-    ClaimMode, ClaimRequest, Claimed, CreateOutcome, DeleteOutcome, Fetched, StatusCounts, Swap,
-    SwapOutcome, TaskFilter,
+    ClaimMode, ClaimRequest, Claimed, CreateOutcome, Delete, DeleteOutcome, Fetched, StatusCounts,
+    Swap, SwapOutcome, TaskFilter,
 };
 use oncetask_core::{HandlerError, LeaseToken, Store, StoreError, Task};
 use proptest::prelude::*;
@@ -425,8 +425,12 @@ impl<S: Store> Side<S> {
             Op::Cancel(id) => self.user_op(*id, |t| lifecycle::cancel(t, now)).await,
             Op::Reset(id) => self.user_op(*id, lifecycle::reset).await,
             Op::Delete(ids) => {
-                let ids: Vec<String> = ids.iter().map(|i| task_id(*i)).collect();
-                let outcomes = self.store.delete(&ids).await.map_err(store_err("delete"))?;
+                let deletes: Vec<Delete> = ids.iter().map(|i| Delete::any(task_id(*i))).collect();
+                let outcomes = self
+                    .store
+                    .delete(&deletes)
+                    .await
+                    .map_err(store_err("delete"))?;
                 Ok(Answer::Deleted(
                     outcomes.iter().map(Deleted::from).collect(),
                 ))
@@ -864,12 +868,19 @@ impl Store for ModelStore {
         })
     }
 
-    async fn delete(&self, ids: &[String]) -> Result<Vec<DeleteOutcome>, StoreError> {
+    async fn delete(&self, deletes: &[Delete]) -> Result<Vec<DeleteOutcome>, StoreError> {
         self.with(|tasks| {
-            ids.iter()
-                .map(|id| match tasks.remove(id) {
-                    Some(_) => DeleteOutcome::Deleted,
+            deletes
+                .iter()
+                .map(|d| match tasks.get(&d.id) {
                     None => DeleteOutcome::NotFound,
+                    Some(t) if d.expected_version.is_some_and(|v| v != t.version) => {
+                        DeleteOutcome::Conflict
+                    }
+                    Some(_) => {
+                        tasks.remove(&d.id);
+                        DeleteOutcome::Deleted
+                    }
                 })
                 .collect()
         })

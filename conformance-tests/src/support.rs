@@ -14,7 +14,8 @@ pub use oncetask_core::Store;
 use oncetask_core::lifecycle::{self, FailurePolicy, LeaseGrant};
 use oncetask_core::retry::{ExponentialBackoff, FixedDelay, NoRetry, RetryPolicy};
 use oncetask_core::store::{
-    ClaimMode, ClaimRequest, Claimed, CreateOutcome, DeleteOutcome, Fetched, Swap, SwapOutcome,
+    ClaimMode, ClaimRequest, Claimed, CreateOutcome, Delete, DeleteOutcome, Fetched, Swap,
+    SwapOutcome,
 };
 use oncetask_core::{JsonObject, LeaseToken, Task};
 use serde_json::{Value, json};
@@ -207,6 +208,8 @@ pub enum Deleted {
     Deleted,
     /// [`DeleteOutcome::NotFound`].
     NotFound,
+    /// [`DeleteOutcome::Conflict`].
+    Conflict,
     /// [`DeleteOutcome::Failed`], with the error text.
     Failed(String),
 }
@@ -216,6 +219,7 @@ impl From<&DeleteOutcome> for Deleted {
         match o {
             DeleteOutcome::Deleted => Deleted::Deleted,
             DeleteOutcome::NotFound => Deleted::NotFound,
+            DeleteOutcome::Conflict => Deleted::Conflict,
             DeleteOutcome::Failed(e) => Deleted::Failed(e.to_string()),
         }
     }
@@ -258,10 +262,16 @@ pub async fn swap<S: Store>(store: &S, task: Task, expected_version: u64) -> Swa
     outcomes.remove(0)
 }
 
-/// Deletes `ids` and returns the per-item outcomes.
+/// Deletes `ids` whatever their version and returns the per-item outcomes.
 pub async fn delete<S: Store>(store: &S, ids: &[&str]) -> Vec<Deleted> {
-    let ids: Vec<String> = ids.iter().map(|s| (*s).to_owned()).collect();
-    let outcomes = store.delete(&ids).await.expect("store.delete failed");
+    let deletes: Vec<Delete> = ids.iter().map(|id| Delete::any(*id)).collect();
+    delete_all(store, &deletes).await
+}
+
+/// Runs `deletes` and returns the per-item outcomes.
+pub async fn delete_all<S: Store>(store: &S, deletes: &[Delete]) -> Vec<Deleted> {
+    let outcomes = store.delete(deletes).await.expect("store.delete failed");
+    assert_eq!(outcomes.len(), deletes.len(), "one outcome per delete");
     outcomes.iter().map(Deleted::from).collect()
 }
 

@@ -51,6 +51,13 @@ pub enum Error {
         /// Env of this manager.
         expected_env: String,
     },
+    /// The task is leased by a running handler; the operation would break
+    /// its resource key's exclusion. Cancel it, or retry once it finished.
+    #[error("task {id} is running; cancel it or retry when it has finished")]
+    TaskRunning {
+        /// Task id.
+        id: String,
+    },
     /// A handler is already registered for this kind.
     #[error("handler for this task kind already exists: task kind {kind}")]
     HandlerAlreadyExists {
@@ -78,6 +85,9 @@ pub enum Error {
     /// An invalid option value.
     #[error("invalid configuration: {0}")]
     InvalidConfig(String),
+    /// A bug inside oncetask or a backend (e.g. a backend broke the Store contract).
+    #[error("internal error: {0}")]
+    Internal(String),
     /// The manager is shutting down and takes no new work.
     #[error("the manager is shutting down")]
     ShuttingDown,

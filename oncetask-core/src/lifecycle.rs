@@ -174,7 +174,11 @@ pub fn fail(
     };
     match retry_after {
         Some(delay) => {
-            next.wait_until = delay.map(|d| now.checked_add_signed(d).unwrap_or(now));
+            // A delay too large to represent means "not in this era", not "now".
+            next.wait_until = delay.map(|d| {
+                now.checked_add_signed(d)
+                    .unwrap_or(DateTime::<Utc>::MAX_UTC)
+            });
         }
         None => finish(&mut next, now, Outcome::Failed),
     }

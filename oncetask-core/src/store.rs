@@ -59,8 +59,9 @@ pub trait Store: Send + Sync + 'static {
         now: DateTime<Utc>,
     ) -> Result<StatusCounts, StoreError>;
 
-    /// Removes tasks by id.
-    async fn delete(&self, ids: &[String]) -> Result<Vec<DeleteOutcome>, StoreError>;
+    /// Removes documents by id; one with an `expected_version` only if the
+    /// stored task still has that version (otherwise [`DeleteOutcome::Conflict`]).
+    async fn delete(&self, deletes: &[Delete]) -> Result<Vec<DeleteOutcome>, StoreError>;
 
     /// The earliest instant strictly after `after` at which a not-done task of
     /// `env`/`kind` becomes due ([`Task::due_at`]): a `wait_until` or a lease expiry.
@@ -184,6 +185,34 @@ pub enum Fetched {
     Undecodable(Undecodable),
 }
 
+/// One removal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delete {
+    /// Document id.
+    pub id: String,
+    /// Remove only if the stored task still has this version. `None` removes
+    /// whatever is stored (also a document that cannot be decoded).
+    pub expected_version: Option<u64>,
+}
+
+impl Delete {
+    /// Removes `id` whatever is stored.
+    pub fn any(id: impl Into<String>) -> Self {
+        Self {
+            id: id.into(),
+            expected_version: None,
+        }
+    }
+
+    /// Removes `task` only if it is still stored at its version.
+    pub fn exact(task: &Task) -> Self {
+        Self {
+            id: task.id.clone(),
+            expected_version: Some(task.version),
+        }
+    }
+}
+
 /// Result of deleting one id.
 #[derive(Debug)]
 pub enum DeleteOutcome {
@@ -191,6 +220,9 @@ pub enum DeleteOutcome {
     Deleted,
     /// Nothing to remove.
     NotFound,
+    /// The stored version differs from the expected one (or the document
+    /// cannot be decoded, so it has no version); nothing removed.
+    Conflict,
     /// This item failed.
     Failed(StoreError),
 }

@@ -89,8 +89,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use futures::stream::BoxStream;
 use oncetask_core::store::{
-    ClaimRequest, Claimed, CreateOutcome, DeleteOutcome, Fetched, Notification, StatusCounts, Swap,
-    SwapOutcome, TaskFilter, Undecodable,
+    ClaimRequest, Claimed, CreateOutcome, Delete, DeleteOutcome, Fetched, Notification,
+    StatusCounts, Swap, SwapOutcome, TaskFilter, Undecodable,
 };
 use oncetask_core::{Store, StoreError, Task, lifecycle};
 
@@ -289,17 +289,29 @@ impl Store for MemoryStore {
     }
 
     /// Removes each id (tasks and undecodable documents alike).
-    async fn delete(&self, ids: &[String]) -> Result<Vec<DeleteOutcome>, StoreError> {
+    async fn delete(&self, deletes: &[Delete]) -> Result<Vec<DeleteOutcome>, StoreError> {
         let mut changed = Changed::new();
         let outcomes = {
             let mut state = self.lock();
-            ids.iter()
-                .map(|id| match state.remove(id) {
-                    Some(entry) => {
-                        changed.insert((entry.env().to_owned(), entry.kind().to_owned()));
-                        DeleteOutcome::Deleted
+            deletes
+                .iter()
+                .map(|delete| {
+                    let matches = match (state.docs.get(&delete.id), delete.expected_version) {
+                        (None, _) => return DeleteOutcome::NotFound,
+                        (Some(_), None) => true,
+                        (Some(Entry::Task(task)), Some(version)) => task.version == version,
+                        (Some(Entry::Raw(_)), Some(_)) => false,
+                    };
+                    if !matches {
+                        return DeleteOutcome::Conflict;
                     }
-                    None => DeleteOutcome::NotFound,
+                    match state.remove(&delete.id) {
+                        Some(entry) => {
+                            changed.insert((entry.env().to_owned(), entry.kind().to_owned()));
+                            DeleteOutcome::Deleted
+                        }
+                        None => DeleteOutcome::NotFound,
+                    }
                 })
                 .collect()
         };

@@ -7,7 +7,8 @@ use chrono::{DateTime, TimeDelta, TimeZone, Utc};
 use futures::StreamExt;
 use oncetask_core::lifecycle::{self, LeaseGrant};
 use oncetask_core::store::{
-    ClaimMode, ClaimRequest, CreateOutcome, DeleteOutcome, Fetched, Swap, SwapOutcome, TaskFilter,
+    ClaimMode, ClaimRequest, CreateOutcome, Delete, DeleteOutcome, Fetched, Swap, SwapOutcome,
+    TaskFilter,
 };
 use oncetask_core::{JsonObject, Store, Task, TaskStatus};
 use proptest::prelude::*;
@@ -419,7 +420,7 @@ async fn delete_reports_per_item_and_unindexes() {
     ])
     .await;
     let outcomes = store
-        .delete(&["a".to_owned(), "a".to_owned(), "nope".to_owned()])
+        .delete(&[Delete::any("a"), Delete::any("a"), Delete::any("nope")])
         .await
         .unwrap_or_default();
     assert!(matches!(outcomes[0], DeleteOutcome::Deleted));
@@ -463,7 +464,10 @@ async fn undecodable_documents_are_reported_and_skipped() {
     let created = store.create(vec![clash]).await.unwrap_or_default();
     assert!(matches!(&created[0], CreateOutcome::ExistsInOtherEnv { env } if env == ENV));
 
-    let deleted = store.delete(&["bad".to_owned()]).await.unwrap_or_default();
+    let deleted = store
+        .delete(&[Delete::any("bad")])
+        .await
+        .unwrap_or_default();
     assert!(matches!(deleted[0], DeleteOutcome::Deleted));
     let claimed = store
         .claim(&request(10, single(5)))
@@ -483,7 +487,7 @@ async fn writes_notify_subscribers_of_their_env() {
     let _ = store.create(vec![other, task("a", None, 0)]).await;
     let notice = notices.next().await.map(|n| n.kind);
     assert_eq!(notice.as_deref(), Some(KIND));
-    let _ = store.delete(&["a".to_owned()]).await;
+    let _ = store.delete(&[Delete::any("a")]).await;
     assert_eq!(notices.next().await.map(|n| n.kind).as_deref(), Some(KIND));
 }
 
@@ -720,7 +724,7 @@ async fn check_against_full_scan(
             Step::Delete(pick, now) => {
                 if let Some(old) = current.get(pick % current.len().max(1)) {
                     let out = store
-                        .delete(std::slice::from_ref(&old.id))
+                        .delete(&[Delete::any(old.id.clone())])
                         .await
                         .unwrap_or_default();
                     prop_assert!(matches!(out.first(), Some(DeleteOutcome::Deleted)));

@@ -427,3 +427,98 @@ pub async fn an_undecodable_task_does_not_stop_its_kind(factory: &impl StoreFact
         "{err:?}"
     );
 }
+
+/// A retry policy that panics does not take the worker down: the failure is
+/// recorded and the task retried later.
+pub async fn a_panicking_retry_policy_still_records_the_failure(factory: &impl StoreFactory) {
+    let h = manual(factory).await;
+    let (_, handler) = flaky(u32::MAX);
+    h.manager
+        .register(
+            KIND,
+            handler,
+            HandlerOptions::default().retry_policy(oncetask_core::CustomRetry::new(|_, _| {
+                // A realistic mistake: a negative delay panics in std.
+                Some(Duration::from_secs_f64(-1.0))
+            })),
+        )
+        .expect("register");
+    create(&h.manager, &Job::new(KIND, "c1")).await;
+    let report = h
+        .manager
+        .process_next(KIND)
+        .await
+        .expect("run")
+        .expect("claimed");
+    assert_eq!(report.outcomes[0].status, Some(TaskStatus::Waiting));
+    let task = h.task("c1").await;
+    assert_eq!(task.errors.len(), 1);
+    assert!(task.leased_until.is_none(), "the lease was released");
+}
+
+/// In a group claim, a slow cancellation handler does not eat the lease of
+/// the tasks that run after it (Go W12): their lease and time limit are
+/// renewed before the main handler starts.
+pub async fn a_slow_cancellation_handler_does_not_starve_the_rest_of_its_group(
+    factory: &impl StoreFactory,
+) {
+    let h = manual(factory).await;
+    let gate = Arc::new(Notify::new());
+    let g = gate.clone();
+    let ran = Arc::new(Mutex::new(Vec::new()));
+    let sink = ran.clone();
+    let clock = h.clock.clone();
+    h.manager
+        .register_group(
+            KIND,
+            oncetask_core::manager::group_handler_fn(move |tasks: Vec<Task>| {
+                let (sink, clock) = (sink.clone(), clock.clone());
+                async move {
+                    sink.lock()
+                        .expect("lock")
+                        .extend(tasks.iter().map(|t| t.id.clone()));
+                    // The main work takes 5 s.
+                    let done = clock.now() + chrono::TimeDelta::seconds(5);
+                    oncetask_core::Clock::sleep_until(&clock, done).await;
+                    Ok::<_, std::io::Error>(())
+                }
+            }),
+            HandlerOptions::default()
+                .lease_duration(Duration::from_secs(10))
+                .cancellation_handler(handler_fn(move |_t: Task| {
+                    let g = g.clone();
+                    async move {
+                        g.notified().await;
+                        Ok::<_, std::io::Error>(())
+                    }
+                })),
+        )
+        .expect("register");
+    create(&h.manager, &Job::new(KIND, "doomed").key("cal")).await;
+    create(&h.manager, &Job::new(KIND, "normal").key("cal")).await;
+    h.manager.cancel("doomed").await.expect("cancel");
+    let run = h.start_running(KIND, "normal").await; // claimed in the same group
+    // The cleanup takes 8 of the 10 lease seconds (time limit 9 s).
+    h.advance(Duration::from_secs(8));
+    gate.notify_one();
+    super::eventually("the main handler started", || async {
+        !ran.lock().expect("lock").is_empty()
+    })
+    .await;
+    // The main handler got a fresh lease when it started (8 s + 10 s), so
+    // it may run past the first lease's end.
+    assert_eq!(
+        h.task("normal").await.leased_until,
+        Some(super::start() + chrono::TimeDelta::seconds(18))
+    );
+    h.advance(Duration::from_secs(5));
+    let report = run.await.expect("join").expect("run").expect("claimed");
+    assert_eq!(*ran.lock().expect("lock"), ["normal"]);
+    let normal = report.outcomes.iter().find(|o| o.task_id == "normal");
+    assert_eq!(
+        normal.and_then(|o| o.status),
+        Some(TaskStatus::Completed),
+        "{report:?}"
+    );
+    assert_eq!(h.status("doomed").await, TaskStatus::Cancelled);
+}

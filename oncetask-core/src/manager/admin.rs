@@ -11,7 +11,7 @@ use crate::error::{Error, StoreError};
 use crate::lifecycle::{self, Rejection};
 use crate::manager::Manager;
 use crate::manager::apply::{Applied, apply_many};
-use crate::store::{DeleteOutcome, Fetched};
+use crate::store::{Delete, DeleteOutcome, Fetched};
 use crate::task::Task;
 
 /// Per-item result of a bulk call. Nothing is all-or-nothing: each id
@@ -38,6 +38,21 @@ impl BulkReport {
     /// True when no item failed.
     pub fn is_ok(&self) -> bool {
         self.failed.is_empty()
+    }
+}
+
+/// Rounds of re-reading tasks that changed between the read and the delete.
+const MAX_DELETE_ROUNDS: usize = 5;
+
+/// Checks that a backend answered a bulk call with one outcome per item.
+pub(crate) fn checked<T>(expected: usize, outcomes: Vec<T>) -> Result<Vec<T>, Error> {
+    if outcomes.len() == expected {
+        Ok(outcomes)
+    } else {
+        Err(Error::Internal(format!(
+            "backend returned {} outcomes for {expected} items",
+            outcomes.len()
+        )))
     }
 }
 
@@ -88,45 +103,89 @@ impl Manager {
         self.act_on_ids(ids, Action::Reset).await
     }
 
-    /// Deletes one task, whatever its status. A no-op for missing ids. A
-    /// running handler's outcome is then discarded (its write finds no task).
+    /// Deletes one task whatever its status, except while a handler runs it
+    /// ([`Error::TaskRunning`]: deleting it would free its resource key while
+    /// the handler still runs; cancel it instead). A no-op for missing ids.
+    /// A document that cannot be decoded is deleted too.
     pub async fn delete(&self, id: &str) -> Result<(), Error> {
         single(self.delete_many(&[id.to_owned()]).await?)
     }
 
-    /// Deletes tasks by id.
+    /// Deletes tasks by id; see [`Manager::delete`].
     pub async fn delete_many(&self, ids: &[String]) -> Result<BulkReport, Error> {
         let mut report = BulkReport::default();
-        let tasks = self.load_for_action(ids, &mut report).await?;
-        if tasks.is_empty() {
-            return Ok(report);
-        }
-        let ids: Vec<String> = tasks.into_iter().map(|t| t.id).collect();
-        let outcomes = self.inner.store.delete(&ids).await?;
-        for (id, outcome) in ids.into_iter().zip(outcomes) {
-            match outcome {
-                DeleteOutcome::Deleted => report.succeeded.push(id),
-                DeleteOutcome::NotFound => report.not_found.push(id),
-                DeleteOutcome::Failed(e) => report.failed.push((id, e.into())),
+        let mut loaded = self.load(ids, &mut report).await?;
+        for _ in 0..MAX_DELETE_ROUNDS {
+            let now = self.inner.now();
+            let mut deletes = Vec::new();
+            for item in std::mem::take(&mut loaded) {
+                match item {
+                    Fetched::Task(task) if task.is_leased_at(now) => {
+                        let e = Error::TaskRunning {
+                            id: task.id.clone(),
+                        };
+                        report.failed.push((task.id, e));
+                    }
+                    Fetched::Task(task) => deletes.push(Delete::exact(&task)),
+                    Fetched::Undecodable(u) => deletes.push(Delete::any(u.id)),
+                }
             }
+            if deletes.is_empty() {
+                break;
+            }
+            let outcomes = checked(deletes.len(), self.inner.store.delete(&deletes).await?)?;
+            let mut conflicted = Vec::new();
+            for (delete, outcome) in deletes.into_iter().zip(outcomes) {
+                match outcome {
+                    DeleteOutcome::Deleted => {
+                        report.succeeded.push(delete.id);
+                    }
+                    DeleteOutcome::NotFound => report.not_found.push(delete.id),
+                    DeleteOutcome::Conflict => conflicted.push(delete.id),
+                    DeleteOutcome::Failed(e) => report.failed.push((delete.id, e.into())),
+                }
+            }
+            if conflicted.is_empty() {
+                break;
+            }
+            // Changed since it was read (e.g. just claimed): decide again.
+            loaded = self.load(&conflicted, &mut report).await?;
         }
+        for item in loaded {
+            let id = match item {
+                Fetched::Task(task) => task.id,
+                Fetched::Undecodable(u) => u.id,
+            };
+            let e = Error::Internal(format!("task {id} kept changing during delete"));
+            report.failed.push((id, e));
+        }
+        // Removing a task can free a resource key, or end a poison pill.
+        self.inner.wake_all();
         Ok(report)
     }
 
     async fn act_on_ids(&self, ids: &[String], action: Action) -> Result<BulkReport, Error> {
         let mut report = BulkReport::default();
-        let tasks = self.load_for_action(ids, &mut report).await?;
+        let mut tasks = Vec::new();
+        for item in self.load(ids, &mut report).await? {
+            match item {
+                Fetched::Task(task) => tasks.push(task),
+                Fetched::Undecodable(u) => {
+                    let e = Error::Store(StoreError::Undecodable {
+                        id: u.id.clone(),
+                        reason: u.reason,
+                    });
+                    report.failed.push((u.id, e));
+                }
+            }
+        }
         self.act(tasks, action, &mut report).await;
         Ok(report)
     }
 
-    /// Reads `ids` (once each, Go W21), sorting out missing, undecodable and
-    /// other-environment ones into the report.
-    async fn load_for_action(
-        &self,
-        ids: &[String],
-        report: &mut BulkReport,
-    ) -> Result<Vec<Task>, Error> {
+    /// Reads `ids` (once each, Go W21), sorting missing and other-environment
+    /// ones into the report.
+    async fn load(&self, ids: &[String], report: &mut BulkReport) -> Result<Vec<Fetched>, Error> {
         let mut seen = HashSet::new();
         let unique: Vec<String> = ids
             .iter()
@@ -157,15 +216,11 @@ impl Manager {
                 }
                 Fetched::Task(task) => {
                     found.insert(task.id.clone());
-                    tasks.push(task);
+                    tasks.push(Fetched::Task(task));
                 }
                 Fetched::Undecodable(u) => {
                     found.insert(u.id.clone());
-                    let e = Error::Store(StoreError::Undecodable {
-                        id: u.id.clone(),
-                        reason: u.reason,
-                    });
-                    report.failed.push((u.id, e));
+                    tasks.push(Fetched::Undecodable(u));
                 }
             }
         }

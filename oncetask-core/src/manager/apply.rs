@@ -5,6 +5,7 @@
 //! landed meanwhile) are the losers re-read and recomputed from fresh state.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use crate::error::{Error, StoreError};
 use crate::lifecycle::Rejection;
@@ -63,7 +64,7 @@ where
             break;
         }
         let written: Vec<Task> = swaps.iter().map(|s| s.task.clone()).collect();
-        let outcomes = match store.swap(swaps).await {
+        let outcomes = match swap_with_retries(store, swaps).await {
             Ok(outcomes) => outcomes,
             Err(e) => {
                 let shared = e.to_string();
@@ -76,13 +77,15 @@ where
             }
         };
         let mut conflicted = Vec::new();
+        let mut attempted: HashMap<String, Task> = HashMap::new();
         for ((index, task), outcome) in swapped.into_iter().zip(written).zip(outcomes) {
             results[index] = Some(match outcome {
                 SwapOutcome::Applied => Applied::Written(task),
                 SwapOutcome::NotFound => Applied::Missing,
                 SwapOutcome::Failed(e) => Applied::Failed(e.into()),
                 SwapOutcome::Conflict => {
-                    conflicted.push((index, task.id));
+                    conflicted.push((index, task.id.clone()));
+                    attempted.insert(task.id.clone(), task);
                     continue;
                 }
             });
@@ -112,6 +115,10 @@ where
             .collect();
         for (index, id) in conflicted {
             match by_id.remove(&id) {
+                // A retried swap whose first try landed after all.
+                Some(Fetched::Task(task)) if attempted.get(&id) == Some(&task) => {
+                    results[index] = Some(Applied::Written(task))
+                }
                 Some(Fetched::Task(task)) => pending.push((index, task)),
                 Some(Fetched::Undecodable(u)) => {
                     results[index] = Some(Applied::Failed(Error::Store(StoreError::Undecodable {
@@ -131,8 +138,35 @@ where
     }
     results
         .into_iter()
-        .map(|r| r.unwrap_or(Applied::Rejected(Rejection::NotApplicable)))
+        .map(|r| {
+            r.unwrap_or_else(|| {
+                Applied::Failed(Error::Internal("no outcome recorded for a task".into()))
+            })
+        })
         .collect()
+}
+
+/// Swap attempts after a storage error (the first try included).
+const SWAP_TRIES: u32 = 3;
+
+/// A swap, retried after storage errors (a blip must not lose an outcome:
+/// the task would run again). Retrying is safe because swaps are
+/// version-checked: a try that landed makes the retry conflict, and the
+/// re-read recognises the write.
+async fn swap_with_retries(store: &dyn Store, swaps: Vec<Swap>) -> Result<Vec<SwapOutcome>, Error> {
+    let expected = swaps.len();
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        match store.swap(swaps.clone()).await {
+            Ok(outcomes) => return crate::manager::admin::checked(expected, outcomes),
+            Err(e) if tries >= SWAP_TRIES => return Err(e.into()),
+            Err(e) => {
+                tracing::warn!(error = %e, "swap failed; retrying");
+                tokio::time::sleep(Duration::from_millis(50 * 4u64.pow(tries - 1))).await;
+            }
+        }
+    }
 }
 
 /// [`apply_many`] for one task.

@@ -90,6 +90,8 @@ pub(crate) struct Inner {
     workers: Mutex<Vec<JoinHandle<()>>>,
     /// Tasks interrupted by shutdown, for the shutdown report.
     interrupted: Mutex<Vec<String>>,
+    /// Undecodable documents already logged (they are met on every claim).
+    reported_undecodable: Mutex<HashSet<String>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -196,6 +198,7 @@ impl ManagerBuilder {
                 shutdown,
                 workers: Mutex::new(Vec::new()),
                 interrupted: Mutex::new(Vec::new()),
+                reported_undecodable: Mutex::new(HashSet::new()),
             }),
         };
         if manager.inner.config.start_workers {
@@ -355,13 +358,9 @@ impl Manager {
         let task = self.new_task(data)?;
         let kind = task.kind.clone();
         let id = task.id.clone();
-        let outcome = self
-            .inner
-            .store
-            .create(vec![task])
-            .await?
+        let outcome = admin::checked(1, self.inner.store.create(vec![task]).await?)?
             .pop()
-            .unwrap_or(CreateOutcome::AlreadyExists);
+            .ok_or_else(|| Error::Internal("backend returned no create outcome".into()))?;
         match outcome {
             CreateOutcome::Created => {
                 self.inner.wake(&kind);
@@ -410,7 +409,7 @@ impl Manager {
         }
         let kinds: HashSet<String> = tasks.iter().map(|t| t.kind.clone()).collect();
         let ids: Vec<String> = tasks.iter().map(|t| t.id.clone()).collect();
-        let outcomes = self.inner.store.create(tasks).await?;
+        let outcomes = admin::checked(tasks.len(), self.inner.store.create(tasks).await?)?;
         for (id, outcome) in ids.into_iter().zip(outcomes) {
             match outcome {
                 CreateOutcome::Created => report.succeeded.push(id),
@@ -484,7 +483,9 @@ impl Manager {
             .await?)
     }
 
-    /// Queue depth of a kind: tasks ready to run now, cancelled ones included (Go #13).
+    /// Queue depth of a kind: pending tasks plus cancelled tasks whose
+    /// cancellation path has not finished (close to Go's `GetPendingCount`).
+    /// [`Manager::count_by_status`] gives the exact breakdown.
     pub async fn pending_count(&self, kind: impl TaskKind) -> Result<u64, Error> {
         let counts = self.count_by_status(Some(kind.as_str())).await?;
         Ok([TaskStatus::Pending, TaskStatus::CancellationPending]
@@ -545,6 +546,14 @@ impl Inner {
     pub(crate) fn wake(&self, kind: &str) {
         let wakeups = self.wakeups.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(tx) = wakeups.get(kind) {
+            tx.send_modify(|n| *n = n.wrapping_add(1));
+        }
+    }
+
+    /// Wakes every idle worker loop of every kind in this process.
+    pub(crate) fn wake_all(&self) {
+        let wakeups = self.wakeups.lock().unwrap_or_else(PoisonError::into_inner);
+        for tx in wakeups.values() {
             tx.send_modify(|n| *n = n.wrapping_add(1));
         }
     }

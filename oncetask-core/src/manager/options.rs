@@ -16,9 +16,10 @@ pub enum HandlerTimeout {
     /// With a heartbeat there is no derived timeout.
     #[default]
     FromLease,
-    /// A fixed limit.
+    /// A fixed limit. Without a heartbeat it must end before the lease does
+    /// (lease minus the margin); registration fails otherwise.
     After(Duration),
-    /// No limit (use with a heartbeat for long handlers).
+    /// No limit. Needs a heartbeat (registration fails without one).
     Never,
 }
 
@@ -152,28 +153,126 @@ impl HandlerOptions {
                 "max group size must be at least 1".into(),
             ));
         }
+        let lease_bound = self.lease_duration.saturating_sub(self.lease_margin());
         if self
             .heartbeat
-            .is_some_and(|beat| beat.is_zero() || beat >= self.lease_duration)
+            .is_some_and(|beat| beat.is_zero() || beat >= lease_bound)
         {
-            return Err(Error::InvalidConfig(
-                "heartbeat interval must be non-zero and shorter than the lease".into(),
-            ));
+            return Err(Error::InvalidConfig(format!(
+                "heartbeat interval must be non-zero and shorter than the lease minus its margin ({lease_bound:?})"
+            )));
+        }
+        if self.heartbeat.is_none() {
+            // Without a heartbeat the lease ends on schedule: a handler that
+            // may run past it could run beside the worker that takes over.
+            let bound = self.lease_duration.saturating_sub(self.lease_margin());
+            match self.timeout {
+                HandlerTimeout::Never => {
+                    return Err(Error::InvalidConfig(
+                        "a handler without a time limit needs a heartbeat".into(),
+                    ));
+                }
+                HandlerTimeout::After(d) if d > bound => {
+                    return Err(Error::InvalidConfig(format!(
+                        "timeout {d:?} outlives the lease ({:?} minus a {:?} margin); \
+                         shorten it, lengthen the lease or add a heartbeat",
+                        self.lease_duration,
+                        self.lease_margin()
+                    )));
+                }
+                _ => {}
+            }
         }
         Ok(())
     }
 
-    /// The handler's time limit for a claim whose lease runs `lease` from the claim.
+    /// How long before its lease ends a handler is stopped: a tenth of the
+    /// lease, between 1 s and 30 s.
+    pub(crate) fn lease_margin(&self) -> Duration {
+        (self.lease_duration / 10).clamp(Duration::from_secs(1), Duration::from_secs(30))
+    }
+
+    /// The handler's time limit, counted from the start of its lease.
     pub(crate) fn time_limit(&self) -> Option<Duration> {
         match self.timeout {
             HandlerTimeout::After(d) => Some(d),
             HandlerTimeout::Never => None,
             HandlerTimeout::FromLease if self.heartbeat.is_some() => None,
             HandlerTimeout::FromLease => {
-                let margin = (self.lease_duration / 10)
-                    .clamp(Duration::from_secs(1), Duration::from_secs(30));
-                Some(self.lease_duration.saturating_sub(margin))
+                Some(self.lease_duration.saturating_sub(self.lease_margin()))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lease(secs: u64) -> HandlerOptions {
+        HandlerOptions::default().lease_duration(Duration::from_secs(secs))
+    }
+
+    #[test]
+    fn the_default_options_are_valid() {
+        assert!(HandlerOptions::default().validate().is_ok());
+    }
+
+    #[test]
+    fn a_limit_that_outlives_the_lease_needs_a_heartbeat() {
+        // Lease 60 s, margin 6 s: at most 54 s without a heartbeat.
+        assert!(
+            lease(60)
+                .timeout(HandlerTimeout::After(Duration::from_secs(54)))
+                .validate()
+                .is_ok()
+        );
+        let long = lease(60).timeout(HandlerTimeout::After(Duration::from_secs(55)));
+        assert!(matches!(long.validate(), Err(Error::InvalidConfig(_))));
+        assert!(long.heartbeat(Duration::from_secs(20)).validate().is_ok());
+        let never = lease(60).timeout(HandlerTimeout::Never);
+        assert!(matches!(never.validate(), Err(Error::InvalidConfig(_))));
+        assert!(never.heartbeat(Duration::from_secs(20)).validate().is_ok());
+    }
+
+    #[test]
+    fn a_heartbeat_must_beat_before_the_lease_margin() {
+        // Lease 10 s, margin 1 s: beats must come within 9 s.
+        assert!(
+            lease(10)
+                .heartbeat(Duration::from_secs(8))
+                .validate()
+                .is_ok()
+        );
+        assert!(
+            lease(10)
+                .heartbeat(Duration::from_secs(9))
+                .validate()
+                .is_err()
+        );
+        assert!(lease(10).heartbeat(Duration::ZERO).validate().is_err());
+    }
+
+    #[test]
+    fn zero_workers_leases_and_groups_are_rejected() {
+        assert!(HandlerOptions::default().concurrency(0).validate().is_err());
+        assert!(lease(0).validate().is_err());
+        assert!(
+            HandlerOptions::default()
+                .max_group_size(0)
+                .validate()
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn the_derived_limit_ends_a_margin_before_the_lease() {
+        assert_eq!(lease(10).time_limit(), Some(Duration::from_secs(9)));
+        assert_eq!(lease(600).time_limit(), Some(Duration::from_secs(570)));
+        assert_eq!(lease(3600).time_limit(), Some(Duration::from_secs(3570)));
+        assert_eq!(
+            lease(60).heartbeat(Duration::from_secs(20)).time_limit(),
+            None
+        );
     }
 }

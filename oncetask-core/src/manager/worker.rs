@@ -9,6 +9,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 use crate::error::{Error, HandlerError};
 use crate::lifecycle::{self, FailurePolicy, GeneratorError, HandlerPath, LeaseGrant, Rejection};
@@ -24,6 +25,10 @@ use crate::task::{LeaseToken, Task};
 /// Retry delay after a generator's bookkeeping failed (e.g. the occurrence
 /// could not be stored). The failure is recorded on the generator (Go W27).
 const GENERATOR_RETRY: Duration = Duration::from_secs(60);
+
+/// Longest wait of shutdown for interrupted handlers to release their
+/// leases (it waits as long as the grace period, within 100 ms ..= this).
+const RELEASE_WAIT: Duration = Duration::from_secs(10);
 
 /// Longest back-off of a loop whose claims keep failing (store unreachable).
 const MAX_ERROR_BACKOFF: Duration = Duration::from_secs(30);
@@ -103,7 +108,16 @@ async fn worker_loop(
         // the claim returned: the clock may pass a due time in between, and
         // that task would then be slept past.
         let checked_at = inner.now();
-        let idle_until = match process_next(&inner, &registration).await {
+        let run = AssertUnwindSafe(process_next(&inner, &registration)).catch_unwind();
+        let outcome = run.await.unwrap_or_else(|panic| {
+            // A bug must not silently stop the kind: log it and carry on; the
+            // task in hand stays leased until its lease expires.
+            Err(Error::Internal(format!(
+                "worker panicked: {}",
+                panic_message(panic.as_ref())
+            )))
+        });
+        let idle_until = match outcome {
             Ok(Some(_)) => {
                 failures = 0;
                 continue;
@@ -171,8 +185,15 @@ pub(crate) async fn process_next(
     };
     let claimed = inner.store.claim(&request).await?;
     for bad in &claimed.undecodable {
-        tracing::error!(task_id = %bad.id, kind = %registration.kind, reason = %bad.reason,
-            "skipping a task that cannot be decoded");
+        let first_time = inner
+            .reported_undecodable
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(bad.id.clone());
+        if first_time {
+            tracing::error!(task_id = %bad.id, kind = %registration.kind, reason = %bad.reason,
+                "skipping a task that cannot be decoded");
+        }
     }
     if claimed.tasks.is_empty() {
         return Ok(None);
@@ -183,6 +204,7 @@ pub(crate) async fn process_next(
         registration,
         token: &token,
         claimed_at,
+        executions: 0,
         report: RunReport {
             kind: registration.kind.clone(),
             claimed: claimed.tasks.iter().map(|t| t.id.clone()).collect(),
@@ -260,6 +282,9 @@ struct Run<'a> {
     registration: &'a Registration,
     token: &'a LeaseToken,
     claimed_at: DateTime<Utc>,
+    /// Handler runs done so far for this claim (cancellation handlers run
+    /// before the main handler, on the same lease).
+    executions: usize,
     report: RunReport,
 }
 
@@ -272,24 +297,66 @@ impl Run<'_> {
         current: CurrentTask,
         work: impl std::future::Future<Output = HandlerResult> + Send,
     ) {
-        let ended = self.guard(&mut held, current, work).await;
+        let mut anchor = self.claimed_at;
+        if self.executions > 0 {
+            // An earlier handler of this claim used part of the shared lease
+            // (Go W12): renew it, so this handler gets a whole lease and time limit.
+            anchor = self.inner.now();
+            held = self.renew(held, anchor).await;
+            if held.is_empty() {
+                return;
+            }
+        }
+        self.executions += 1;
+        let mut lost = Vec::new();
+        let ended = self
+            .guard(&mut held, &mut lost, anchor, current, work)
+            .await;
+        for id in lost {
+            tracing::warn!(task_id = %id, "lease lost while running; outcome discarded");
+            self.note(id, path, Some("lease lost".into()), None);
+        }
         match ended {
             Ended::Finished(result) => self.record(held, path, &result, None).await,
-            Ended::Interrupted => self.release(held, path).await,
+            Ended::Interrupted => self.release(held, path, "interrupted by shutdown").await,
             Ended::LeaseLost => {
-                for task in held {
-                    tracing::warn!(task_id = %task.id, "lease lost while running; outcome discarded");
-                    self.note(task.id, path, Some("lease lost".into()), None);
-                }
+                self.release(held, path, "lease could not be extended")
+                    .await
             }
         }
     }
 
+    /// Extends the leases of `held` from `now`; tasks whose lease was lost are
+    /// noted and dropped.
+    async fn renew(&mut self, held: Vec<Task>, now: DateTime<Utc>) -> Vec<Task> {
+        let until = add(now, self.registration.options.lease_duration);
+        let token = self.token;
+        let ids: Vec<String> = held.iter().map(|t| t.id.clone()).collect();
+        let results = apply_many(self.inner.store.as_ref(), held, |t| {
+            lifecycle::extend_lease(t, token, now, until)
+        })
+        .await;
+        let mut kept = Vec::new();
+        for (id, applied) in ids.into_iter().zip(results) {
+            match applied {
+                Applied::Written(task) => kept.push(task),
+                other => {
+                    self.written(&id, other, now);
+                    self.note(id, HandlerPath::Main, Some("lease lost".into()), None);
+                }
+            }
+        }
+        kept
+    }
+
     /// Runs the handler future with panic capture, the time limit, the
-    /// heartbeat and the shutdown abort, whichever ends first.
+    /// heartbeat and the shutdown abort, whichever ends first. A finished
+    /// handler wins a tie, so its outcome is never thrown away.
     async fn guard(
         &self,
-        held: &mut [Task],
+        held: &mut Vec<Task>,
+        lost: &mut Vec<String>,
+        anchor: DateTime<Utc>,
         current: CurrentTask,
         work: impl std::future::Future<Output = HandlerResult> + Send,
     ) -> Ended {
@@ -298,7 +365,7 @@ impl Run<'_> {
         let clock = self.inner.clock.clone();
         let timeout = async {
             match limit {
-                Some(d) => clock.sleep_until(add(self.claimed_at, d)).await,
+                Some(d) => clock.sleep_until(add(anchor, d)).await,
                 None => std::future::pending().await,
             }
         };
@@ -309,6 +376,7 @@ impl Run<'_> {
         };
         let guarded = AssertUnwindSafe(context::scope(current, work)).catch_unwind();
         tokio::select! {
+            biased;
             result = guarded => Ended::Finished(match result {
                 Ok(result) => result,
                 Err(panic) => {
@@ -322,38 +390,57 @@ impl Run<'_> {
                 limit.unwrap_or_default()
             )))),
             _ = aborted => Ended::Interrupted,
-            _ = self.heartbeat(held) => Ended::LeaseLost,
+            _ = self.heartbeat(held, lost, anchor) => Ended::LeaseLost,
         }
     }
 
-    /// Extends the leases of `held` every heartbeat interval; returns only if
-    /// a lease was lost. Never returns when heartbeats are off.
-    async fn heartbeat(&self, held: &mut [Task]) {
+    /// Extends the leases of `held` every heartbeat interval. Tasks whose
+    /// lease was lost leave `held` (into `lost`); returns when none is left,
+    /// or when extensions kept failing until the last confirmed lease is
+    /// about to end, so the handler never outlives its lease. Never returns
+    /// when heartbeats are off.
+    async fn heartbeat(&self, held: &mut Vec<Task>, lost: &mut Vec<String>, anchor: DateTime<Utc>) {
         let options = &self.registration.options;
         let Some(interval) = options.heartbeat else {
             return std::future::pending().await;
         };
-        // Beats are anchored at the claim, like the lease itself, so a slow
-        // start of the handler cannot push the first extension past expiry.
-        let mut next_beat = add(self.claimed_at, interval);
+        let margin = TimeDelta::from_std(options.lease_margin()).unwrap_or(TimeDelta::MAX);
+        // Beats are anchored like the lease itself, so a slow start of the
+        // handler cannot push the first extension past expiry.
+        let mut next_beat = add(anchor, interval);
         loop {
-            self.inner.clock.sleep_until(next_beat).await;
+            let Some(expiry) = held.iter().filter_map(|t| t.leased_until).min() else {
+                return;
+            };
+            let stop_at = expiry.checked_sub_signed(margin).unwrap_or(expiry);
+            self.inner.clock.sleep_until(next_beat.min(stop_at)).await;
+            if self.inner.now() >= stop_at {
+                tracing::error!(kind = %self.registration.kind,
+                    "lease extensions failed until the lease was about to end; stopping the handler");
+                return;
+            }
             next_beat = add(next_beat, interval);
             let now = self.inner.now();
             let until = add(now, options.lease_duration);
             let token = self.token;
-            let results = apply_many(self.inner.store.as_ref(), held.to_vec(), |t| {
+            let results = apply_many(self.inner.store.as_ref(), held.clone(), |t| {
                 lifecycle::extend_lease(t, token, now, until)
             })
             .await;
-            for (slot, applied) in held.iter_mut().zip(results) {
+            let mut kept = Vec::with_capacity(held.len());
+            for (task, applied) in held.drain(..).zip(results) {
                 match applied {
-                    Applied::Written(task) => *slot = task,
-                    Applied::Rejected(_) | Applied::Missing => return,
+                    Applied::Written(extended) => kept.push(extended),
+                    Applied::Rejected(_) | Applied::Missing => lost.push(task.id),
                     Applied::Failed(e) => {
-                        tracing::warn!(task_id = %slot.id, error = %e, "lease extension failed");
+                        tracing::warn!(task_id = %task.id, error = %e, "lease extension failed");
+                        kept.push(task);
                     }
                 }
+            }
+            *held = kept;
+            if held.is_empty() {
+                return;
             }
         }
     }
@@ -369,9 +456,11 @@ impl Run<'_> {
     ) {
         let now = self.inner.now();
         let options = &self.registration.options;
+        let retry = PanicSafe(retry_override.unwrap_or(options.retry.as_ref()));
+        let cancellation_retry = PanicSafe(options.cancellation_retry.as_ref());
         let policy = FailurePolicy {
-            retry: retry_override.unwrap_or(options.retry.as_ref()),
-            cancellation_retry: options.cancellation_retry.as_ref(),
+            retry: &retry,
+            cancellation_retry: &cancellation_retry,
             error_history_limit: self.inner.config.error_history_limit,
         };
         let token = self.token;
@@ -388,8 +477,9 @@ impl Run<'_> {
         }
     }
 
-    /// Gives the leases of `held` back without an outcome (shutdown).
-    async fn release(&mut self, held: Vec<Task>, path: HandlerPath) {
+    /// Gives the leases of `held` back without an outcome (shutdown, or a
+    /// lease that could not be kept): the tasks are ready again at once.
+    async fn release(&mut self, held: Vec<Task>, path: HandlerPath, why: &str) {
         let now = self.inner.now();
         let token = self.token;
         let ids: Vec<String> = held.iter().map(|t| t.id.clone()).collect();
@@ -399,12 +489,14 @@ impl Run<'_> {
         .await;
         for (id, applied) in ids.into_iter().zip(results) {
             self.written(&id, applied, now);
-            self.inner
-                .interrupted
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .push(id.clone());
-            self.note(id, path, Some("interrupted by shutdown".into()), None);
+            if *self.inner.shutdown.borrow() == ShutdownPhase::Aborting {
+                self.inner
+                    .interrupted
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .push(id.clone());
+            }
+            self.note(id, path, Some(why.to_owned()), None);
         }
     }
 
@@ -479,7 +571,8 @@ impl Run<'_> {
                         self.report.spawned.push(id);
                         None
                     }
-                    Some(CreateOutcome::AlreadyExists) | None => None,
+                    Some(CreateOutcome::AlreadyExists) => None,
+                    None => Some("backend returned no create outcome".to_owned()),
                     Some(CreateOutcome::ExistsInOtherEnv { env }) => {
                         Some(format!("occurrence id {id} is taken in environment {env}"))
                     }
@@ -519,6 +612,32 @@ impl Run<'_> {
     }
 }
 
+/// Delay used when a user retry policy panics: the failure is still
+/// recorded and retried, instead of the worker loop dying with the task leased.
+const PANICKED_POLICY_DELAY: Duration = Duration::from_secs(60);
+
+/// A user retry policy run with panic capture.
+#[derive(Debug)]
+struct PanicSafe<'a>(&'a dyn RetryPolicy);
+
+impl RetryPolicy for PanicSafe<'_> {
+    fn should_retry(&self, attempts: u32, error: &HandlerError) -> bool {
+        std::panic::catch_unwind(AssertUnwindSafe(|| self.0.should_retry(attempts, error)))
+            .unwrap_or_else(|panic| {
+                tracing::error!(panic = %panic_message(panic.as_ref()), "retry policy panicked; retrying later");
+                true
+            })
+    }
+
+    fn next_retry_delay(&self, attempts: u32, error: &HandlerError) -> Duration {
+        std::panic::catch_unwind(AssertUnwindSafe(|| self.0.next_retry_delay(attempts, error)))
+            .unwrap_or_else(|panic| {
+                tracing::error!(panic = %panic_message(panic.as_ref()), "retry policy panicked; retrying later");
+                PANICKED_POLICY_DELAY
+            })
+    }
+}
+
 fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     if let Some(s) = payload.downcast_ref::<&str>() {
         (*s).to_owned()
@@ -539,11 +658,27 @@ pub(crate) async fn shutdown(inner: &Arc<Inner>, grace: Duration) -> ShutdownRep
     });
     let handles =
         std::mem::take(&mut *inner.workers.lock().unwrap_or_else(PoisonError::into_inner));
+    let aborts: Vec<_> = handles.iter().map(JoinHandle::abort_handle).collect();
     let mut all = futures::future::join_all(handles);
-    let drained = tokio::time::timeout(grace, &mut all).await.is_ok();
-    if !drained {
-        inner.shutdown.send_replace(ShutdownPhase::Aborting);
-        all.await;
+    let joined = match tokio::time::timeout(grace, &mut all).await {
+        Ok(joined) => Some(joined),
+        Err(_) => {
+            inner.shutdown.send_replace(ShutdownPhase::Aborting);
+            // Releasing leases needs the store; do not wait on it forever.
+            let release_wait = grace.clamp(Duration::from_millis(100), RELEASE_WAIT);
+            let joined = tokio::time::timeout(release_wait, &mut all).await.ok();
+            if joined.is_none() {
+                tracing::error!("workers did not stop after shutdown; aborting them");
+                aborts.iter().for_each(|a| a.abort());
+            }
+            joined
+        }
+    };
+    let drained = joined.is_some() && *inner.shutdown.borrow() == ShutdownPhase::Draining;
+    for result in joined.into_iter().flatten() {
+        if let Err(e) = result {
+            tracing::error!(error = %e, "worker loop ended abnormally");
+        }
     }
     let interrupted = std::mem::take(
         &mut *inner

@@ -1,0 +1,231 @@
+//! The manager over a store that fails or hangs on demand: outcomes survive
+//! storage blips, handlers never outlive a lease they could not extend, and
+//! shutdown is bounded.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use oncetask_core::manager::{HandlerOptions, Manager, handler_fn};
+use oncetask_core::store::{
+    ClaimRequest, Claimed, CreateOutcome, Delete, DeleteOutcome, Fetched, StatusCounts, Swap,
+    SwapOutcome, TaskFilter,
+};
+use oncetask_core::{ManualClock, Store, StoreError, Task, TaskData, TaskStatus};
+use oncetask_memory::MemoryStore;
+use tokio::sync::Notify;
+
+/// A MemoryStore whose swaps can be made to fail or to hang.
+#[derive(Clone, Default)]
+struct Faulty {
+    inner: MemoryStore,
+    /// Number of upcoming swaps that fail.
+    failing_swaps: Arc<AtomicU32>,
+    /// Every swap fails while set.
+    swaps_down: Arc<AtomicBool>,
+    /// Every swap hangs while set.
+    swaps_hang: Arc<AtomicBool>,
+}
+
+#[async_trait]
+impl Store for Faulty {
+    async fn create(&self, tasks: Vec<Task>) -> Result<Vec<CreateOutcome>, StoreError> {
+        self.inner.create(tasks).await
+    }
+    async fn claim(&self, request: &ClaimRequest) -> Result<Claimed, StoreError> {
+        self.inner.claim(request).await
+    }
+    async fn swap(&self, swaps: Vec<Swap>) -> Result<Vec<SwapOutcome>, StoreError> {
+        if self.swaps_hang.load(Ordering::SeqCst) {
+            std::future::pending::<()>().await;
+        }
+        let blip = self
+            .failing_swaps
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if blip || self.swaps_down.load(Ordering::SeqCst) {
+            return Err(StoreError::Unavailable("injected fault".into()));
+        }
+        self.inner.swap(swaps).await
+    }
+    async fn get(&self, ids: &[String]) -> Result<Vec<Fetched>, StoreError> {
+        self.inner.get(ids).await
+    }
+    async fn find(&self, filter: &TaskFilter) -> Result<Vec<Task>, StoreError> {
+        self.inner.find(filter).await
+    }
+    async fn count_by_status(
+        &self,
+        env: &str,
+        kind: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<StatusCounts, StoreError> {
+        self.inner.count_by_status(env, kind, now).await
+    }
+    async fn delete(&self, deletes: &[Delete]) -> Result<Vec<DeleteOutcome>, StoreError> {
+        self.inner.delete(deletes).await
+    }
+    async fn next_due(
+        &self,
+        env: &str,
+        kind: &str,
+        after: DateTime<Utc>,
+    ) -> Result<Option<DateTime<Utc>>, StoreError> {
+        self.inner.next_due(env, kind, after).await
+    }
+}
+
+#[derive(serde::Serialize)]
+struct Job {
+    id: &'static str,
+}
+
+impl TaskData for Job {
+    type Kind = &'static str;
+    fn kind(&self) -> &'static str {
+        "job"
+    }
+    fn idempotent_id(&self) -> String {
+        self.id.to_owned()
+    }
+}
+
+fn start() -> DateTime<Utc> {
+    "2025-01-06T09:00:00Z".parse().expect("a time")
+}
+
+fn manager(store: &Faulty, clock: &ManualClock, workers: bool) -> Manager {
+    Manager::builder(Arc::new(store.clone()))
+        .clock(Arc::new(clock.clone()))
+        .start_workers(workers)
+        .build()
+}
+
+async fn status(m: &Manager, id: &str, clock: &ManualClock) -> Option<TaskStatus> {
+    m.get_task(id)
+        .await
+        .expect("get")
+        .map(|t| t.status(clock.now()))
+}
+
+async fn eventually<F: std::future::Future<Output = bool>>(what: &str, mut f: impl FnMut() -> F) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !f().await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting until {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_storage_blip_does_not_lose_a_success() {
+    let store = Faulty::default();
+    let clock = ManualClock::new(start());
+    let m = manager(&store, &clock, false);
+    let runs = Arc::new(AtomicU32::new(0));
+    let r = runs.clone();
+    m.register(
+        "job",
+        handler_fn(move |_t: Task| {
+            r.fetch_add(1, Ordering::SeqCst);
+            async { Ok::<_, std::io::Error>(()) }
+        }),
+        HandlerOptions::default(),
+    )
+    .expect("register");
+    m.create(&Job { id: "j1" }).await.expect("create");
+    store.failing_swaps.store(2, Ordering::SeqCst);
+    let report = m.process_next("job").await.expect("run").expect("claimed");
+    assert_eq!(report.outcomes[0].status, Some(TaskStatus::Completed));
+    assert_eq!(status(&m, "j1", &clock).await, Some(TaskStatus::Completed));
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_whose_lease_cannot_be_extended_is_stopped_before_it_ends() {
+    let store = Faulty::default();
+    let clock = ManualClock::new(start());
+    let m = manager(&store, &clock, false);
+    let gate = Arc::new(Notify::new());
+    let g = gate.clone();
+    m.register(
+        "job",
+        handler_fn(move |_t: Task| {
+            let g = g.clone();
+            async move {
+                g.notified().await;
+                Ok::<_, std::io::Error>(())
+            }
+        }),
+        HandlerOptions::default()
+            .lease_duration(Duration::from_secs(10))
+            .heartbeat(Duration::from_secs(3)),
+    )
+    .expect("register");
+    m.create(&Job { id: "j1" }).await.expect("create");
+    let runner = m.clone();
+    let run = tokio::spawn(async move { runner.process_next("job").await });
+    eventually("j1 is leased", || async {
+        status(&m, "j1", &clock).await == Some(TaskStatus::Leased)
+    })
+    .await;
+    store.swaps_down.store(true, Ordering::SeqCst);
+    // Lease until 10 s, margin 1 s: the handler must be stopped at 9 s,
+    // before another worker may claim the task at 10 s.
+    clock.advance(Duration::from_secs(9));
+    let report = tokio::time::timeout(Duration::from_secs(10), run)
+        .await
+        .expect("the handler was not stopped")
+        .expect("join")
+        .expect("run")
+        .expect("claimed");
+    assert_eq!(
+        report.outcomes[0].error.as_deref(),
+        Some("lease could not be extended")
+    );
+    store.swaps_down.store(false, Ordering::SeqCst);
+    clock.advance(Duration::from_secs(1));
+    let task = m.get_task("j1").await.expect("get").expect("stored");
+    assert_eq!(
+        task.status(clock.now()),
+        TaskStatus::Pending,
+        "claimable again"
+    );
+    assert!(task.errors.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_returns_even_when_the_store_hangs() {
+    let store = Faulty::default();
+    let clock = ManualClock::new(start());
+    let m = manager(&store, &clock, true);
+    let started = Arc::new(Notify::new());
+    let s = started.clone();
+    m.register(
+        "job",
+        handler_fn(move |_t: Task| {
+            let s = s.clone();
+            async move {
+                s.notify_one();
+                std::future::pending::<()>().await;
+                Ok::<_, std::io::Error>(())
+            }
+        }),
+        HandlerOptions::default(),
+    )
+    .expect("register");
+    m.create(&Job { id: "stuck" }).await.expect("create");
+    started.notified().await;
+    store.swaps_hang.store(true, Ordering::SeqCst);
+    let report = tokio::time::timeout(
+        Duration::from_secs(10),
+        m.shutdown(Duration::from_millis(10)),
+    )
+    .await
+    .expect("shutdown did not return");
+    assert!(!report.drained);
+}
