@@ -19,6 +19,8 @@ pub mod store;
 pub mod task;
 #[cfg(test)]
 mod test_support;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use data::{TaskData, TaskKind};

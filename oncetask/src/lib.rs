@@ -14,6 +14,7 @@
 //! | Feature | Backend |
 //! |---|---|
 //! | `memory` | [`MemoryStore`]: in-process, for tests, demos and local development |
+//! | `testing` | `oncetask::testing`: the test kit for your own handler and service tests |
 //!
 //! Postgres, Redis and Firestore backends will sit behind the features
 //! `postgres`, `redis` and `firestore`.
@@ -29,7 +30,11 @@ pub use oncetask_memory as memory;
 #[cfg(feature = "memory")]
 pub use oncetask_memory::MemoryStore;
 
+/// The test kit: manual time, run-until-idle, isolated runs, assertions.
+#[cfg(feature = "testing")]
+pub use oncetask_core::testing;
+
 /// The README's examples, compiled and run as doc-tests.
-#[cfg(all(doctest, feature = "memory"))]
+#[cfg(all(doctest, feature = "memory", feature = "testing"))]
 #[doc = include_str!("../../README.md")]
 mod readme {}

@@ -92,13 +92,9 @@ pub async fn a_task_fails_permanently_after_max_attempts(factory: &impl StoreFac
         .register(KIND, handler, HandlerOptions::default())
         .expect("register");
     create(&h.manager, &Job::new(KIND, "c1")).await;
-    for _ in 0..5 {
-        h.drain(KIND).await;
-        h.advance(Duration::from_secs(60));
-    }
+    h.kit.run_for(5, Duration::from_secs(60)).await;
     assert_eq!(calls.load(Ordering::SeqCst), 3, "3 attempts in all");
-    let task = h.task("c1").await;
-    assert_eq!(task.status(h.clock.now()), TaskStatus::Failed);
+    let task = h.kit.assert_failed("c1").await;
     assert_eq!(task.outcome, Some(Outcome::Failed));
     let errors: Vec<&str> = task.errors.iter().map(|e| e.error.as_str()).collect();
     assert_eq!(

@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use oncetask_core::manager::{HandlerOptions, Manager, ManagerBuilder, RunReport, handler_fn};
+use oncetask_core::testing::TestKit;
 use oncetask_core::{Error, ManualClock, Recurrence, Store, Task, TaskData, TaskStatus};
 use serde::Serialize;
 
@@ -37,6 +38,8 @@ pub const ENV: &str = "manager-test";
 pub struct Harness<S> {
     /// The store under test.
     pub store: S,
+    /// The test kit driving the manager (the same one users get).
+    pub kit: TestKit,
     /// The clock the manager reads; tests move it.
     pub clock: ManualClock,
     /// The manager under test.
@@ -89,20 +92,11 @@ impl<S: Store + Clone> Harness<S> {
         run
     }
 
-    /// Calls `process_next` until nothing is ready; returns how many claims ran.
+    /// Runs `kind` until nothing is ready (the kit's drain); returns how many claims ran.
     pub async fn drain(&self, kind: &str) -> usize {
-        let mut runs = 0;
-        while self
-            .manager
-            .process_next(kind)
-            .await
-            .expect("process_next should not fail")
-            .is_some()
-        {
-            runs += 1;
-            assert!(runs < 1000, "drain of {kind} does not terminate");
-        }
-        runs
+        let report = self.kit.drain(kind).await;
+        assert!(!report.limit_reached, "drain of {kind} does not terminate");
+        report.runs.len()
     }
 }
 
@@ -119,7 +113,7 @@ pub async fn running<F: StoreFactory>(factory: &F) -> Harness<F::Store> {
 /// A manual harness whose manager builder is adjusted by `configure`.
 pub async fn manual_with<F: StoreFactory>(
     factory: &F,
-    configure: impl FnOnce(ManagerBuilder) -> ManagerBuilder,
+    configure: impl FnOnce(ManagerBuilder) -> ManagerBuilder + 'static,
 ) -> Harness<F::Store> {
     build_with(factory, false, configure).await
 }
@@ -131,21 +125,24 @@ async fn build<F: StoreFactory>(factory: &F, start_workers: bool) -> Harness<F::
 async fn build_with<F: StoreFactory>(
     factory: &F,
     start_workers: bool,
-    configure: impl FnOnce(ManagerBuilder) -> ManagerBuilder,
+    configure: impl FnOnce(ManagerBuilder) -> ManagerBuilder + 'static,
 ) -> Harness<F::Store> {
     let store = factory.new_store().await;
-    let clock = ManualClock::new(start());
-    let builder = Manager::builder(Arc::new(store.clone()))
-        .env(ENV)
-        .clock(Arc::new(clock.clone()))
-        .start_workers(start_workers)
-        // Idle loops must be woken by due times and notices, not by polling.
-        .poll_interval(Duration::from_secs(24 * 3600));
-    let manager = configure(builder).build();
+    let mut builder = TestKit::builder(Arc::new(store.clone()))
+        .start_at(start())
+        .configure(|b| {
+            // Idle loops must be woken by due times and notices, not by polling.
+            configure(b.env(ENV).poll_interval(Duration::from_secs(24 * 3600)))
+        });
+    if start_workers {
+        builder = builder.workers();
+    }
+    let kit = builder.build();
     Harness {
         store,
-        clock,
-        manager,
+        clock: kit.clock().clone(),
+        manager: kit.manager().clone(),
+        kit,
     }
 }
 

@@ -55,6 +55,7 @@ pub use handler::{
     FnHandler, GroupHandler, HandlerResult, TaskHandler, group_handler_fn, handler_fn,
 };
 pub use options::{HandlerOptions, HandlerTimeout};
+pub(crate) use worker::run_captured;
 pub use worker::{RunOutcome, RunReport, ShutdownReport};
 
 use crate::clock::{Clock, SystemClock};
@@ -66,6 +67,9 @@ use crate::task::Task;
 
 /// Environment variable selecting the logical environment.
 pub const ENV_VARIABLE: &str = "ONCE_TASK_ENV";
+/// Most claims one inline `create` runs before returning.
+const INLINE_RUN_LIMIT: usize = 1000;
+
 /// Environment used when [`ENV_VARIABLE`] is unset or empty.
 pub const DEFAULT_ENV: &str = "DEFAULT";
 
@@ -109,6 +113,7 @@ struct ManagerConfig {
     error_history_limit: usize,
     accept_any_kind: bool,
     start_workers: bool,
+    inline: bool,
 }
 
 pub(crate) enum HandlerShape {
@@ -181,6 +186,23 @@ impl ManagerBuilder {
         self
     }
 
+    /// Inline mode, for integration tests of services: creating a task runs
+    /// the due tasks of its kind at once, in the caller's task, before
+    /// `create` returns (Sidekiq's inline testing). No worker loops run.
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use oncetask_core::{Manager, Store};
+    /// # fn demo(store: Arc<dyn Store>) {
+    /// let manager = Manager::builder(store).inline().build();
+    /// # let _ = manager; }
+    /// ```
+    pub fn inline(mut self) -> Self {
+        self.config.inline = true;
+        self.config.start_workers = false;
+        self
+    }
+
     /// Builds the manager. With workers enabled and a store that publishes
     /// change notices, this subscribes to them (needs a tokio runtime).
     pub fn build(self) -> Manager {
@@ -232,6 +254,7 @@ impl Manager {
                 error_history_limit: 50,
                 accept_any_kind: false,
                 start_workers: true,
+                inline: false,
             },
         }
     }
@@ -364,6 +387,7 @@ impl Manager {
         match outcome {
             CreateOutcome::Created => {
                 self.inner.wake(&kind);
+                self.run_inline(&kind).await?;
                 Ok(true)
             }
             CreateOutcome::AlreadyExists => {
@@ -427,6 +451,7 @@ impl Manager {
         }
         for kind in kinds {
             self.inner.wake(&kind);
+            self.run_inline(&kind).await?;
         }
         Ok(report)
     }
@@ -510,6 +535,33 @@ impl Manager {
     /// (for readiness probes).
     pub fn is_shutting_down(&self) -> bool {
         *self.inner.shutdown.borrow() != ShutdownPhase::Running
+    }
+
+    /// The kinds with a registered handler, sorted.
+    pub fn registered_kinds(&self) -> Vec<String> {
+        let registry = self
+            .inner
+            .registry
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        let mut kinds: Vec<String> = registry.keys().cloned().collect();
+        kinds.sort();
+        kinds
+    }
+
+    /// In inline mode, runs the due tasks of `kind` now.
+    async fn run_inline(&self, kind: &str) -> Result<(), Error> {
+        if !self.inner.config.inline || self.registration(kind).is_none() {
+            return Ok(());
+        }
+        // Bounded: a handler that keeps making itself due again must not hang the caller.
+        for _ in 0..INLINE_RUN_LIMIT {
+            if self.process_next(kind).await?.is_none() {
+                return Ok(());
+            }
+        }
+        tracing::warn!(kind, "inline mode stopped after {INLINE_RUN_LIMIT} runs");
+        Ok(())
     }
 
     /// Stops claiming, waits up to `grace` for running handlers and records

@@ -374,17 +374,9 @@ impl Run<'_> {
             // An error means the manager is gone: treat as abort.
             let _ = phase.wait_for(|p| *p == ShutdownPhase::Aborting).await;
         };
-        let guarded = AssertUnwindSafe(context::scope(current, work)).catch_unwind();
         tokio::select! {
             biased;
-            result = guarded => Ended::Finished(match result {
-                Ok(result) => result,
-                Err(panic) => {
-                    let message = panic_message(panic.as_ref());
-                    tracing::error!(kind = %self.registration.kind, panic = %message, "handler panicked");
-                    Err(HandlerError::msg(format!("panic: {message}")))
-                }
-            }),
+            result = run_captured(current, work) => Ended::Finished(result),
             _ = timeout => Ended::Finished(Err(HandlerError::msg(format!(
                 "handler timed out after {:?}",
                 limit.unwrap_or_default()
@@ -609,6 +601,26 @@ impl Run<'_> {
         .await;
         let status = self.written(&id, applied, now);
         self.note(id, HandlerPath::Main, None, status);
+    }
+}
+
+/// Runs a handler future as the current task, turning a panic into the
+/// error `panic: <message>`.
+pub(crate) async fn run_captured(
+    current: CurrentTask,
+    work: impl std::future::Future<Output = HandlerResult> + Send,
+) -> HandlerResult {
+    let kind = current.kind.clone();
+    match AssertUnwindSafe(context::scope(current, work))
+        .catch_unwind()
+        .await
+    {
+        Ok(result) => result,
+        Err(panic) => {
+            let message = panic_message(panic.as_ref());
+            tracing::error!(kind = %kind, panic = %message, "handler panicked");
+            Err(HandlerError::msg(format!("panic: {message}")))
+        }
     }
 }
 
