@@ -76,27 +76,9 @@ impl TaskBuilder {
         data.insert("id".to_owned(), Value::String(id.to_owned()));
         Self {
             task: Task {
-                id: id.to_owned(),
-                kind: KIND.to_owned(),
                 data,
-                resource_key: None,
-                env: ENV.to_owned(),
-                wait_until: None,
-                leased_until: None,
-                created_at: base_time(),
-                done_at: None,
-                attempts: 0,
-                cancellation_attempts: 0,
-                errors: Vec::new(),
-                result: None,
-                recurrence: None,
-                parent_recurrence_id: None,
-                occurrence_timestamp: None,
-                is_cancelled: false,
-                cancelled_at: None,
-                lease_token: None,
                 version: 0,
-                outcome: None,
+                ..Task::new(id, KIND, ENV, base_time())
             },
         }
     }

@@ -59,28 +59,13 @@ impl Task {
             (None, Some(at)) => Some(truncate_to_millis(at)),
             (None, None) => None,
         };
+        let kind = data.kind().as_str().to_owned();
         Ok(Task {
-            id,
-            kind: data.kind().as_str().to_owned(),
             data: payload,
             resource_key: data.resource_key().filter(|k| !k.is_empty()),
-            env: env.to_owned(),
             wait_until,
-            leased_until: None,
-            created_at: truncate_to_millis(now),
-            done_at: None,
-            attempts: 0,
-            cancellation_attempts: 0,
-            errors: Vec::new(),
-            result: None,
             recurrence,
-            parent_recurrence_id: None,
-            occurrence_timestamp: None,
-            is_cancelled: false,
-            cancelled_at: None,
-            lease_token: None,
-            version: crate::task::initial_version(),
-            outcome: None,
+            ..Task::new(id, kind, env, now)
         })
     }
 }

@@ -334,27 +334,17 @@ pub fn advance_generator(
 
 fn occurrence_of(generator: &Task, slot: DateTime<Utc>, now: DateTime<Utc>) -> Task {
     Task {
-        id: occurrence_id(&generator.id, slot),
-        kind: generator.kind.clone(),
         data: generator.data.clone(),
         resource_key: generator.resource_key.clone(),
-        env: generator.env.clone(),
         wait_until: Some(slot),
-        leased_until: None,
-        created_at: now,
-        done_at: None,
-        attempts: 0,
-        cancellation_attempts: 0,
-        errors: Vec::new(),
-        result: None,
-        recurrence: None,
         parent_recurrence_id: Some(generator.id.clone()),
         occurrence_timestamp: Some(slot),
-        is_cancelled: false,
-        cancelled_at: None,
-        lease_token: None,
-        version: crate::task::initial_version(),
-        outcome: None,
+        ..Task::new(
+            occurrence_id(&generator.id, slot),
+            generator.kind.clone(),
+            generator.env.clone(),
+            now,
+        )
     }
 }
 

@@ -74,6 +74,40 @@ pub struct Task {
 }
 
 impl Task {
+    /// A pending task with an empty payload, ready at once, starting at a
+    /// fresh [`initial_version`]. Most code builds tasks with
+    /// [`Task::from_data`]; this is for backends and tests.
+    pub fn new(
+        id: impl Into<String>,
+        kind: impl Into<String>,
+        env: impl Into<String>,
+        created_at: DateTime<Utc>,
+    ) -> Task {
+        Task {
+            id: id.into(),
+            kind: kind.into(),
+            data: JsonObject::new(),
+            resource_key: None,
+            env: env.into(),
+            wait_until: None,
+            leased_until: None,
+            created_at: truncate_to_millis(created_at),
+            done_at: None,
+            attempts: 0,
+            cancellation_attempts: 0,
+            errors: Vec::new(),
+            result: None,
+            recurrence: None,
+            parent_recurrence_id: None,
+            occurrence_timestamp: None,
+            is_cancelled: false,
+            cancelled_at: None,
+            lease_token: None,
+            version: initial_version(),
+            outcome: None,
+        }
+    }
+
     /// Decodes the payload into `T`, checking that `T`'s kind matches the task's kind.
     ///
     /// ```

@@ -1,7 +1,6 @@
 //! Helpers shared by the core's unit tests.
 
 use chrono::{DateTime, TimeZone, Utc};
-use serde_json::Map;
 
 use crate::task::Task;
 
@@ -15,26 +14,7 @@ pub(crate) fn t0() -> DateTime<Utc> {
 /// A pending task of kind `k` in env `E` created at [`t0`].
 pub(crate) fn task(id: &str) -> Task {
     Task {
-        id: id.to_owned(),
-        kind: "k".to_owned(),
-        data: Map::new(),
-        resource_key: None,
-        env: "E".to_owned(),
-        wait_until: None,
-        leased_until: None,
-        created_at: t0(),
-        done_at: None,
-        attempts: 0,
-        cancellation_attempts: 0,
-        errors: Vec::new(),
-        result: None,
-        recurrence: None,
-        parent_recurrence_id: None,
-        occurrence_timestamp: None,
-        is_cancelled: false,
-        cancelled_at: None,
-        lease_token: None,
         version: 0,
-        outcome: None,
+        ..Task::new(id, "k", "E", t0())
     }
 }

@@ -10,7 +10,7 @@ use oncetask_core::store::{
     ClaimMode, ClaimRequest, CreateOutcome, Delete, DeleteOutcome, Fetched, Swap, SwapOutcome,
     TaskFilter,
 };
-use oncetask_core::{JsonObject, Store, Task, TaskStatus};
+use oncetask_core::{Store, Task, TaskStatus};
 use proptest::prelude::*;
 
 use crate::MemoryStore;
@@ -31,27 +31,9 @@ fn at(secs: i64) -> DateTime<Utc> {
 /// A pending task created `created` seconds after t0.
 fn task(id: &str, key: Option<&str>, created: i64) -> Task {
     Task {
-        id: id.to_owned(),
-        kind: KIND.to_owned(),
-        data: JsonObject::new(),
         resource_key: key.map(str::to_owned),
-        env: ENV.to_owned(),
-        wait_until: None,
-        leased_until: None,
-        created_at: at(created),
-        done_at: None,
-        attempts: 0,
-        cancellation_attempts: 0,
-        errors: Vec::new(),
-        result: None,
-        recurrence: None,
-        parent_recurrence_id: None,
-        occurrence_timestamp: None,
-        is_cancelled: false,
-        cancelled_at: None,
-        lease_token: None,
         version: 0,
-        outcome: None,
+        ..Task::new(id, KIND, ENV, at(created))
     }
 }
 
