@@ -14,10 +14,11 @@
 //! | Feature | Backend |
 //! |---|---|
 //! | `memory` | [`MemoryStore`]: in-process, for tests, demos and local development |
+//! | `firestore` | `oncetask::firestore`: Firestore, sharing documents with the Go package (in progress: document mapping so far) |
 //! | `testing` | `oncetask::testing`: the test kit for your own handler and service tests |
 //!
-//! Postgres, Redis and Firestore backends will sit behind the features
-//! `postgres`, `redis` and `firestore`.
+//! Postgres and Redis backends will sit behind the features `postgres` and
+//! `redis`.
 //!
 //! See the [`Manager`] for the runtime and [`TaskData`] for defining tasks.
 
@@ -29,6 +30,10 @@ pub use oncetask_memory as memory;
 
 #[cfg(feature = "memory")]
 pub use oncetask_memory::MemoryStore;
+
+/// The Firestore backend.
+#[cfg(feature = "firestore")]
+pub use oncetask_firestore as firestore;
 
 /// The test kit: manual time, run-until-idle, isolated runs, assertions.
 #[cfg(feature = "testing")]

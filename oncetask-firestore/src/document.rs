@@ -1,0 +1,580 @@
+//! The mapping between a [`Task`] and a Firestore document of the Go package.
+//!
+//! # Layout
+//!
+//! Field names and value types are those the Go `oncetask` package writes
+//! (behavior.md §2.1), so Go and Rust services can share one collection:
+//!
+//! | Field | Firestore type | Unset |
+//! |---|---|---|
+//! | `id`, `type`, `env` | string | — |
+//! | `data` | map (the JSON payload) | — |
+//! | `resourceKey`, `parentRecurrenceId` | string | `""` |
+//! | `waitUntil` | time string | [`NO_WAIT`] (`""` is read as unset too) |
+//! | `leasedUntil`, `doneAt`, `cancelledAt`, `occurrenceTimestamp` | time string | `""` |
+//! | `createdAt` | time string | — |
+//! | `attempts` | integer | — |
+//! | `errors` | array of maps `{at, error}` | `[]` (null is read as empty) |
+//! | `result` | any | null |
+//! | `recurrence` | map `{rrule, dtstart, exdates}` plus our optional `timezone` | null |
+//! | `isCancelled` | bool | — |
+//!
+//! Fields the Rust side adds (Go ignores unknown fields, and a Go document
+//! lacks them):
+//!
+//! | Field | Firestore type | Missing in a Go document means |
+//! |---|---|---|
+//! | `leaseToken` | string, `""` when unset | no token |
+//! | `version` | integer | version 0 |
+//! | `outcome` | string `completed` / `failed` / `cancelled`, `""` when unset | no outcome: status uses Go's count rule |
+//! | `cancellationAttempts` | integer | 0 |
+//!
+//! # Time strings and their ordering
+//!
+//! Firestore compares these strings byte by byte in range filters and
+//! ordering, so the format decides what "earlier" means to a query.
+//!
+//! * Rust writes every time as UTC with exactly three fractional digits and a
+//!   `Z`: `2026-01-01T00:00:02.250Z`, also for whole seconds
+//!   (`2026-01-01T00:00:02.000Z`). The strings have one fixed width, so among
+//!   Rust-written values byte order is time order. Go parses them (its RFC 3339
+//!   parser accepts fractions).
+//! * Go writes whole seconds without a fraction: `2026-01-01T00:00:02Z`. Since
+//!   `'.'` sorts before `'Z'`, a Go value `…:02Z` compares after every Rust
+//!   value `…:02.xxxZ` of the same second and before every value of the next
+//!   second: a query sees a Go time `T` as `T + 0.9995 s`. Consequences, all
+//!   bounded by one second:
+//!   - a Go-written `waitUntil` is honoured up to 1 s late by Rust claims
+//!     (it is ready for a Rust query from `T + 1 s`);
+//!   - a Go-written `leasedUntil` is seen as expired by Rust claims up to 1 s
+//!     late;
+//!   - in the other direction, Go's own queries compare with second-precision
+//!     `now` strings, so Go sees a Rust `waitUntil` or lease of `T.mmm` as
+//!     reached at the start of `T`'s second: up to 1 s early, the same
+//!     truncation Go applies to its own values (behavior.md §2.3).
+//!
+//!   Client-side checks parse instants and are exact.
+//! * `""` sorts before every time, so unset `leasedUntil` passes `≤ now`.
+//!   [`NO_WAIT`] (year 1) sorts before every real time as well.
+//! * Reading accepts any RFC 3339 value (fractions, offsets, as Go may write
+//!   for a generator with a non-UTC `dtstart`, W9) and keeps milliseconds.
+//!
+//! # Numbers in `data`
+//!
+//! Go decodes the payload with `encoding/json` into a generic map, so every
+//! number it stores is a double. A double with no fraction whose magnitude is
+//! at most 2^53 is read back as a JSON integer, so that `3.0` decodes into an
+//! integer field as it does in Go. Rust writes JSON integers as Firestore
+//! integers and other numbers as doubles.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, FixedOffset, SecondsFormat, TimeZone, Utc};
+use firestore::gcloud_sdk::google::firestore::v1::value::ValueType;
+use firestore::gcloud_sdk::google::firestore::v1::{ArrayValue, MapValue, Value};
+use oncetask_core::{AttemptError, JsonObject, LeaseToken, Outcome, Recurrence, Task};
+use serde_json::Value as Json;
+
+/// Document fields, as the Firestore API carries them.
+pub type Fields = HashMap<String, Value>;
+
+/// What Go stores in `waitUntil` for "no wait": the zero `time.Time`.
+pub const NO_WAIT: &str = "0001-01-01T00:00:00Z";
+
+/// Largest integer a double holds exactly (2^53).
+const MAX_EXACT_DOUBLE: f64 = 9_007_199_254_740_992.0;
+
+/// A document that is not a valid task.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("field `{field}`: {reason}")]
+pub struct DecodeError {
+    /// Path of the offending field, e.g. `errors[1].at`.
+    pub field: String,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+impl DecodeError {
+    fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// A task that cannot be stored.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("field `{field}`: {reason}")]
+pub struct EncodeError {
+    /// The field that cannot be stored.
+    pub field: String,
+    /// Why.
+    pub reason: String,
+}
+
+/// Formats a time the way this crate stores it: UTC, exactly three
+/// fractional digits, `Z` (`2026-01-01T00:00:02.250Z`).
+///
+/// Sub-millisecond digits are dropped (truncated), matching the precision of
+/// every task time.
+pub fn format_time(t: DateTime<Utc>) -> String {
+    oncetask_core::task::truncate_to_millis(t).to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// Parses a stored RFC 3339 time (any precision or offset) to UTC,
+/// truncated to milliseconds.
+pub fn parse_time(s: &str) -> Result<DateTime<Utc>, chrono::ParseError> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| oncetask_core::task::truncate_to_millis(t.with_timezone(&Utc)))
+}
+
+/// Encodes a task as the fields of its document.
+///
+/// Fails only for values Firestore cannot hold (a version above `i64::MAX`).
+pub fn encode_task(task: &Task) -> Result<Fields, EncodeError> {
+    let version = i64::try_from(task.version).map_err(|_| EncodeError {
+        field: "version".into(),
+        reason: format!("{} does not fit a Firestore integer", task.version),
+    })?;
+    let mut f = Fields::new();
+    let mut put = |name: &str, value: Value| {
+        f.insert(name.to_owned(), value);
+    };
+    put("id", string(&task.id));
+    put("type", string(&task.kind));
+    put("data", map_value(json_object_to_fields(&task.data)));
+    put("resourceKey", opt_string(task.resource_key.as_deref()));
+    put("env", string(&task.env));
+    put(
+        "waitUntil",
+        task.wait_until
+            .map_or_else(|| string(NO_WAIT), |t| string(&format_time(t))),
+    );
+    put("leasedUntil", opt_time(task.leased_until));
+    put("createdAt", string(&format_time(task.created_at)));
+    put("doneAt", opt_time(task.done_at));
+    put("attempts", integer(i64::from(task.attempts)));
+    put(
+        "errors",
+        array_value(
+            task.errors
+                .iter()
+                .map(|e| {
+                    map_value(Fields::from([
+                        ("at".to_owned(), string(&format_time(e.at))),
+                        ("error".to_owned(), string(&e.error)),
+                    ]))
+                })
+                .collect(),
+        ),
+    );
+    put(
+        "result",
+        task.result.as_ref().map_or_else(null, json_to_value),
+    );
+    put(
+        "recurrence",
+        task.recurrence
+            .as_ref()
+            .map_or_else(null, encode_recurrence),
+    );
+    put(
+        "parentRecurrenceId",
+        opt_string(task.parent_recurrence_id.as_deref()),
+    );
+    put("occurrenceTimestamp", opt_time(task.occurrence_timestamp));
+    put("isCancelled", boolean(task.is_cancelled));
+    put("cancelledAt", opt_time(task.cancelled_at));
+    put(
+        "leaseToken",
+        opt_string(task.lease_token.as_ref().map(LeaseToken::as_str)),
+    );
+    put("version", integer(version));
+    put(
+        "outcome",
+        opt_string(task.outcome.map(|o| match o {
+            Outcome::Completed => "completed",
+            Outcome::Failed => "failed",
+            Outcome::Cancelled => "cancelled",
+        })),
+    );
+    put(
+        "cancellationAttempts",
+        integer(i64::from(task.cancellation_attempts)),
+    );
+    Ok(f)
+}
+
+fn encode_recurrence(r: &Recurrence) -> Value {
+    let mut f = Fields::from([
+        ("rrule".to_owned(), string(&r.rrule)),
+        ("dtstart".to_owned(), string(&format_offset_time(r.dtstart))),
+        (
+            "exdates".to_owned(),
+            if r.exdates.is_empty() {
+                null()
+            } else {
+                array_value(
+                    r.exdates
+                        .iter()
+                        .map(|d| string(&format_offset_time(*d)))
+                        .collect(),
+                )
+            },
+        ),
+    ]);
+    if let Some(tz) = &r.timezone {
+        f.insert("timezone".to_owned(), string(tz));
+    }
+    map_value(f)
+}
+
+/// A recurrence time keeps the user's offset (the anchor of the wall clock).
+fn format_offset_time(t: DateTime<FixedOffset>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::AutoSi, true)
+}
+
+/// Decodes the fields of a task document. Missing Rust-only fields take
+/// their Go defaults; anything else malformed is an error, never a panic.
+pub fn decode_task(fields: &Fields) -> Result<Task, DecodeError> {
+    let d = Reader(fields);
+    let version = match d.0.get("version") {
+        None => 0,
+        Some(v) => {
+            let n = as_integer(v).ok_or_else(|| DecodeError::new("version", "not an integer"))?;
+            u64::try_from(n).map_err(|_| DecodeError::new("version", "negative"))?
+        }
+    };
+    let outcome = match d.opt_string("outcome")?.as_deref() {
+        None => None,
+        Some("completed") => Some(Outcome::Completed),
+        Some("failed") => Some(Outcome::Failed),
+        Some("cancelled") => Some(Outcome::Cancelled),
+        Some(other) => {
+            return Err(DecodeError::new(
+                "outcome",
+                format!("unknown outcome {other:?}"),
+            ));
+        }
+    };
+    let data = match d.get("data")? {
+        Value {
+            value_type: Some(ValueType::MapValue(m)),
+        } => fields_to_json_object(&m.fields, "data")?,
+        _ => return Err(DecodeError::new("data", "not a map")),
+    };
+    let errors = match d.0.get("errors").and_then(|v| v.value_type.as_ref()) {
+        None | Some(ValueType::NullValue(_)) => Vec::new(),
+        Some(ValueType::ArrayValue(a)) => a
+            .values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| decode_attempt_error(v, i))
+            .collect::<Result<_, _>>()?,
+        Some(_) => return Err(DecodeError::new("errors", "not an array")),
+    };
+    let result = match d.0.get("result").and_then(|v| v.value_type.as_ref()) {
+        None | Some(ValueType::NullValue(_)) => None,
+        Some(_) => Some(value_to_json(d.get("result")?, "result")?),
+    };
+    let recurrence = match d.0.get("recurrence").and_then(|v| v.value_type.as_ref()) {
+        None | Some(ValueType::NullValue(_)) => None,
+        Some(ValueType::MapValue(m)) => Some(decode_recurrence(&m.fields)?),
+        Some(_) => return Err(DecodeError::new("recurrence", "not a map")),
+    };
+    let wait_until = match d.opt_string("waitUntil")?.as_deref() {
+        None | Some(NO_WAIT) => None,
+        Some(s) => {
+            let t = parse_time(s).map_err(|e| DecodeError::new("waitUntil", e.to_string()))?;
+            // Go's zero time in any spelling means "no wait" as well.
+            (t.timestamp() > zero_time_secs()).then_some(t)
+        }
+    };
+    Ok(Task {
+        id: d.string("id")?,
+        kind: d.string("type")?,
+        data,
+        resource_key: d.opt_string("resourceKey")?,
+        env: d.string("env")?,
+        wait_until,
+        leased_until: d.opt_time("leasedUntil")?,
+        created_at: d
+            .opt_time("createdAt")?
+            .ok_or_else(|| DecodeError::new("createdAt", "missing"))?,
+        done_at: d.opt_time("doneAt")?,
+        attempts: d.count("attempts", true)?,
+        cancellation_attempts: d.count("cancellationAttempts", false)?,
+        errors,
+        result,
+        recurrence,
+        parent_recurrence_id: d.opt_string("parentRecurrenceId")?,
+        occurrence_timestamp: d.opt_time("occurrenceTimestamp")?,
+        is_cancelled: match d.0.get("isCancelled").and_then(|v| v.value_type.as_ref()) {
+            None | Some(ValueType::NullValue(_)) => false,
+            Some(ValueType::BooleanValue(b)) => *b,
+            Some(_) => return Err(DecodeError::new("isCancelled", "not a bool")),
+        },
+        cancelled_at: d.opt_time("cancelledAt")?,
+        lease_token: d.opt_string("leaseToken")?.map(LeaseToken::from_stored),
+        version,
+        outcome,
+    })
+}
+
+/// Seconds of Go's zero time (`0001-01-01T00:00:00Z`) since the Unix epoch.
+fn zero_time_secs() -> i64 {
+    Utc.with_ymd_and_hms(1, 1, 1, 0, 0, 0)
+        .single()
+        .map_or(i64::MIN, |t| t.timestamp())
+}
+
+fn decode_attempt_error(v: &Value, i: usize) -> Result<AttemptError, DecodeError> {
+    let path = format!("errors[{i}]");
+    let Some(ValueType::MapValue(m)) = &v.value_type else {
+        return Err(DecodeError::new(path, "not a map"));
+    };
+    let at_path = format!("{path}.at");
+    let at = match m.fields.get("at").and_then(|v| v.value_type.as_ref()) {
+        Some(ValueType::StringValue(s)) => {
+            parse_time(s).map_err(|e| DecodeError::new(&at_path, e.to_string()))?
+        }
+        Some(ValueType::TimestampValue(ts)) => timestamp_to_utc(ts.seconds, ts.nanos)
+            .ok_or_else(|| DecodeError::new(&at_path, "out of range"))?,
+        _ => return Err(DecodeError::new(at_path, "not a time string")),
+    };
+    let error = match m.fields.get("error").and_then(|v| v.value_type.as_ref()) {
+        Some(ValueType::StringValue(s)) => s.clone(),
+        None | Some(ValueType::NullValue(_)) => String::new(),
+        Some(_) => return Err(DecodeError::new(format!("{path}.error"), "not a string")),
+    };
+    Ok(AttemptError { at, error })
+}
+
+fn decode_recurrence(m: &Fields) -> Result<Recurrence, DecodeError> {
+    let r = Reader(m);
+    let parse = |path: &str, s: &str| {
+        DateTime::parse_from_rfc3339(s).map_err(|e| DecodeError::new(path, e.to_string()))
+    };
+    let rrule = r.string("rrule").map_err(nest("recurrence"))?;
+    let dtstart = parse(
+        "recurrence.dtstart",
+        &r.string("dtstart").map_err(nest("recurrence"))?,
+    )?;
+    let exdates = match m.get("exdates").and_then(|v| v.value_type.as_ref()) {
+        None | Some(ValueType::NullValue(_)) => Vec::new(),
+        Some(ValueType::ArrayValue(a)) => a
+            .values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                let path = format!("recurrence.exdates[{i}]");
+                match &v.value_type {
+                    Some(ValueType::StringValue(s)) => parse(&path, s),
+                    _ => Err(DecodeError::new(path, "not a time string")),
+                }
+            })
+            .collect::<Result<_, _>>()?,
+        Some(_) => return Err(DecodeError::new("recurrence.exdates", "not an array")),
+    };
+    let timezone = r.opt_string("timezone").map_err(nest("recurrence"))?;
+    Ok(Recurrence {
+        rrule,
+        dtstart,
+        exdates,
+        timezone,
+    })
+}
+
+fn nest(prefix: &'static str) -> impl Fn(DecodeError) -> DecodeError {
+    move |e| DecodeError::new(format!("{prefix}.{}", e.field), e.reason)
+}
+
+/// Typed access to document fields.
+struct Reader<'a>(&'a Fields);
+
+impl Reader<'_> {
+    fn get(&self, name: &str) -> Result<&Value, DecodeError> {
+        self.0
+            .get(name)
+            .ok_or_else(|| DecodeError::new(name, "missing"))
+    }
+
+    /// A required string.
+    fn string(&self, name: &str) -> Result<String, DecodeError> {
+        match &self.get(name)?.value_type {
+            Some(ValueType::StringValue(s)) => Ok(s.clone()),
+            _ => Err(DecodeError::new(name, "not a string")),
+        }
+    }
+
+    /// A string where missing, null and `""` mean unset.
+    fn opt_string(&self, name: &str) -> Result<Option<String>, DecodeError> {
+        match self.0.get(name).and_then(|v| v.value_type.as_ref()) {
+            None | Some(ValueType::NullValue(_)) => Ok(None),
+            Some(ValueType::StringValue(s)) if s.is_empty() => Ok(None),
+            Some(ValueType::StringValue(s)) => Ok(Some(s.clone())),
+            Some(_) => Err(DecodeError::new(name, "not a string")),
+        }
+    }
+
+    /// A time string where missing, null and `""` mean unset. A native
+    /// Firestore timestamp is accepted too.
+    fn opt_time(&self, name: &str) -> Result<Option<DateTime<Utc>>, DecodeError> {
+        match self.0.get(name).and_then(|v| v.value_type.as_ref()) {
+            Some(ValueType::TimestampValue(ts)) => timestamp_to_utc(ts.seconds, ts.nanos)
+                .map(Some)
+                .ok_or_else(|| DecodeError::new(name, "timestamp out of range")),
+            _ => match self.opt_string(name)? {
+                None => Ok(None),
+                Some(s) => parse_time(&s)
+                    .map(Some)
+                    .map_err(|e| DecodeError::new(name, format!("{s:?}: {e}"))),
+            },
+        }
+    }
+
+    /// A non-negative count; `required` says whether a missing field is an error.
+    fn count(&self, name: &str, required: bool) -> Result<u32, DecodeError> {
+        let Some(v) = self.0.get(name) else {
+            return if required {
+                Err(DecodeError::new(name, "missing"))
+            } else {
+                Ok(0)
+            };
+        };
+        let n = as_integer(v).ok_or_else(|| DecodeError::new(name, "not an integer"))?;
+        u32::try_from(n).map_err(|_| DecodeError::new(name, format!("{n} is out of range")))
+    }
+}
+
+/// An integer, or a double holding an integer exactly.
+fn as_integer(v: &Value) -> Option<i64> {
+    match v.value_type.as_ref()? {
+        ValueType::IntegerValue(n) => Some(*n),
+        ValueType::DoubleValue(d) if d.fract() == 0.0 && d.abs() <= MAX_EXACT_DOUBLE => {
+            Some(*d as i64)
+        }
+        _ => None,
+    }
+}
+
+fn timestamp_to_utc(seconds: i64, nanos: i32) -> Option<DateTime<Utc>> {
+    let nanos = u32::try_from(nanos).ok()?;
+    DateTime::from_timestamp(seconds, nanos).map(oncetask_core::task::truncate_to_millis)
+}
+
+fn string(s: &str) -> Value {
+    Value {
+        value_type: Some(ValueType::StringValue(s.to_owned())),
+    }
+}
+
+fn opt_string(s: Option<&str>) -> Value {
+    string(s.unwrap_or(""))
+}
+
+fn opt_time(t: Option<DateTime<Utc>>) -> Value {
+    t.map_or_else(|| string(""), |t| string(&format_time(t)))
+}
+
+fn integer(n: i64) -> Value {
+    Value {
+        value_type: Some(ValueType::IntegerValue(n)),
+    }
+}
+
+fn boolean(b: bool) -> Value {
+    Value {
+        value_type: Some(ValueType::BooleanValue(b)),
+    }
+}
+
+fn null() -> Value {
+    Value {
+        value_type: Some(ValueType::NullValue(0)),
+    }
+}
+
+fn map_value(fields: Fields) -> Value {
+    Value {
+        value_type: Some(ValueType::MapValue(MapValue { fields })),
+    }
+}
+
+fn array_value(values: Vec<Value>) -> Value {
+    Value {
+        value_type: Some(ValueType::ArrayValue(ArrayValue { values })),
+    }
+}
+
+/// A JSON value as a Firestore value: integers that fit `i64` become
+/// integers, other numbers doubles.
+pub fn json_to_value(j: &Json) -> Value {
+    match j {
+        Json::Null => null(),
+        Json::Bool(b) => boolean(*b),
+        Json::Number(n) => match n.as_i64() {
+            Some(i) => integer(i),
+            None => Value {
+                value_type: Some(ValueType::DoubleValue(n.as_f64().unwrap_or(f64::NAN))),
+            },
+        },
+        Json::String(s) => string(s),
+        Json::Array(a) => array_value(a.iter().map(json_to_value).collect()),
+        Json::Object(o) => map_value(json_object_to_fields(o)),
+    }
+}
+
+fn json_object_to_fields(o: &JsonObject) -> Fields {
+    o.iter()
+        .map(|(k, v)| (k.clone(), json_to_value(v)))
+        .collect()
+}
+
+fn fields_to_json_object(fields: &Fields, path: &str) -> Result<JsonObject, DecodeError> {
+    fields
+        .iter()
+        .map(|(k, v)| Ok((k.clone(), value_to_json(v, &format!("{path}.{k}"))?)))
+        .collect()
+}
+
+/// A Firestore value as JSON. Doubles holding an integer exactly (|x| ≤ 2^53)
+/// become JSON integers; timestamps become RFC 3339 strings; bytes,
+/// references, geo points and non-finite doubles are errors.
+pub fn value_to_json(v: &Value, path: &str) -> Result<Json, DecodeError> {
+    let Some(t) = &v.value_type else {
+        return Ok(Json::Null);
+    };
+    Ok(match t {
+        ValueType::NullValue(_) => Json::Null,
+        ValueType::BooleanValue(b) => Json::Bool(*b),
+        ValueType::IntegerValue(n) => Json::from(*n),
+        ValueType::DoubleValue(d) if d.fract() == 0.0 && d.abs() <= MAX_EXACT_DOUBLE => {
+            Json::from(*d as i64)
+        }
+        ValueType::DoubleValue(d) => serde_json::Number::from_f64(*d)
+            .map(Json::Number)
+            .ok_or_else(|| DecodeError::new(path, format!("{d} is not a finite number")))?,
+        ValueType::StringValue(s) => Json::String(s.clone()),
+        ValueType::TimestampValue(ts) => Json::String(
+            timestamp_to_utc(ts.seconds, ts.nanos)
+                .map(format_time)
+                .ok_or_else(|| DecodeError::new(path, "timestamp out of range"))?,
+        ),
+        ValueType::ArrayValue(a) => Json::Array(
+            a.values
+                .iter()
+                .enumerate()
+                .map(|(i, v)| value_to_json(v, &format!("{path}[{i}]")))
+                .collect::<Result<_, _>>()?,
+        ),
+        ValueType::MapValue(m) => Json::Object(fields_to_json_object(&m.fields, path)?),
+        _ => {
+            return Err(DecodeError::new(
+                path,
+                "unsupported value type (bytes, reference or geo point)",
+            ));
+        }
+    })
+}
