@@ -4,15 +4,26 @@
 //! `oncetask` package writes, so Go and Rust services can share one
 //! `onceTasks` collection.
 //!
-//! This first increment provides the document mapping ([`document`]): how a
-//! [`oncetask_core::Task`] is stored as a Firestore document in the Go
-//! package's layout, and how documents Go wrote are read back. The `Store`
-//! implementation follows.
+//! * [`document`]: how a [`oncetask_core::Task`] is stored as a Firestore
+//!   document in the Go package's layout, and how documents Go wrote are
+//!   read back (field names, empty strings, time-string ordering).
+//! * [`FirestoreStore`]: the `Store`, built from your own
+//!   [`firestore::FirestoreDb`] (work in progress: see its module docs for
+//!   what is not ready yet).
 //!
-//! The crate depends on `firestore` without default features: the
-//! application builds its own `FirestoreDb` and chooses TLS roots and auth
-//! crypto through its own `firestore` dependency (cargo unifies the features).
+//! The `firestore` dependency has its default features off. This crate's
+//! default feature `tls-webpki-roots` picks TLS roots (`gcloud-sdk` does not
+//! build without one; `tls-roots` uses the system's instead); enable
+//! `auth-default-crypto` (or the same feature of your own `firestore`
+//! dependency) for service-account auth.
+//!
+//! Local development and tests use Google's Firestore emulator:
+//! `scripts/firestore-emulator` starts it on loopback, and
+//! `scripts/firestore-emulator cargo test -p oncetask-firestore --test
+//! emulator -- --ignored` runs the conformance tests that pass so far.
 
 pub mod document;
+pub mod store;
 
 pub use document::{DecodeError, EncodeError, decode_task, encode_task};
+pub use store::{DEFAULT_COLLECTION, FirestoreStore};

@@ -1,0 +1,280 @@
+//! Go compatibility on the Firestore emulator: documents exactly as the Go
+//! package writes them (tests/fixtures) are claimed, completed and read back.
+//!
+//! `#[ignore]`d because they need the emulator:
+//! `scripts/firestore-emulator cargo test -p oncetask-firestore --test
+//! go_on_emulator -- --ignored`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use firestore::FirestoreDb;
+use firestore::gcloud_sdk::google::firestore::v1::value::ValueType;
+use firestore::gcloud_sdk::google::firestore::v1::{
+    ArrayValue, BatchGetDocumentsRequest, CommitRequest, Document, MapValue, Value, Write,
+    batch_get_documents_response, write,
+};
+use firestore::gcloud_sdk::tonic::Request;
+use oncetask_core::lifecycle::{self, LeaseGrant};
+use oncetask_core::store::{ClaimMode, ClaimRequest, Swap, SwapOutcome};
+use oncetask_core::{Store, TaskStatus};
+use oncetask_firestore::FirestoreStore;
+use oncetask_firestore::document::Fields;
+use serde_json::{Value as Json, json};
+
+fn rest_to_value(j: &Json) -> Value {
+    let (tag, v) = j.as_object().unwrap().iter().next().unwrap();
+    let t = match tag.as_str() {
+        "nullValue" => ValueType::NullValue(0),
+        "booleanValue" => ValueType::BooleanValue(v.as_bool().unwrap()),
+        "integerValue" => ValueType::IntegerValue(v.as_str().unwrap().parse().unwrap()),
+        "doubleValue" => ValueType::DoubleValue(v.as_f64().unwrap()),
+        "stringValue" => ValueType::StringValue(v.as_str().unwrap().to_owned()),
+        "arrayValue" => ValueType::ArrayValue(ArrayValue {
+            values: v
+                .get("values")
+                .and_then(Json::as_array)
+                .map(|a| a.iter().map(rest_to_value).collect())
+                .unwrap_or_default(),
+        }),
+        "mapValue" => ValueType::MapValue(MapValue {
+            fields: v
+                .get("fields")
+                .and_then(Json::as_object)
+                .map(|o| {
+                    o.iter()
+                        .map(|(k, v)| (k.clone(), rest_to_value(v)))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        }),
+        other => panic!("unexpected type {other}"),
+    };
+    Value {
+        value_type: Some(t),
+    }
+}
+
+fn fixture(name: &str) -> Fields {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name);
+    let doc: Json = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    doc["fields"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), rest_to_value(v)))
+        .collect()
+}
+
+async fn db() -> FirestoreDb {
+    assert!(
+        std::env::var("FIRESTORE_EMULATOR_HOST").is_ok(),
+        "FIRESTORE_EMULATOR_HOST is not set: run through scripts/firestore-emulator"
+    );
+    FirestoreDb::new("demo-oncetask").await.expect("emulator")
+}
+
+/// A fresh collection holding the given Go fixtures, as Go wrote them.
+async fn seeded(files: &[&str]) -> (FirestoreDb, FirestoreStore) {
+    let db = db().await;
+    let collection = format!("go-{}", uuid::Uuid::new_v4().simple());
+    let writes = files
+        .iter()
+        .map(|f| {
+            let fields = fixture(f);
+            let Some(ValueType::StringValue(id)) = fields["id"].value_type.clone() else {
+                panic!("{f}: no id");
+            };
+            Write {
+                operation: Some(write::Operation::Update(Document {
+                    name: format!("{}/{collection}/{id}", db.get_documents_path()),
+                    fields,
+                    ..Default::default()
+                })),
+                ..Default::default()
+            }
+        })
+        .collect();
+    db.client()
+        .get()
+        .commit(Request::new(CommitRequest {
+            database: db.get_database_path().clone(),
+            writes,
+            ..Default::default()
+        }))
+        .await
+        .expect("seed");
+    let store = FirestoreStore::with_collection(db.clone(), collection);
+    (db, store)
+}
+
+async fn raw(db: &FirestoreDb, store: &FirestoreStore, id: &str) -> Fields {
+    let name = format!("{}/{}/{id}", db.get_documents_path(), store.collection());
+    let mut stream = db
+        .client()
+        .get()
+        .batch_get_documents(Request::new(BatchGetDocumentsRequest {
+            database: db.get_database_path().clone(),
+            documents: vec![name],
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    while let Some(r) = stream.message().await.unwrap() {
+        if let Some(batch_get_documents_response::Result::Found(d)) = r.result {
+            return d.fields;
+        }
+    }
+    panic!("{id} not found");
+}
+
+fn t(s: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+}
+
+fn claim_at(now: &str) -> ClaimRequest {
+    let now = t(now);
+    ClaimRequest {
+        env: "DEFAULT".into(),
+        kind: "send_email".into(),
+        now,
+        grant: LeaseGrant::new(now, Duration::from_secs(60)),
+        mode: ClaimMode::Single { limit: 10 },
+    }
+}
+
+fn tag(v: &Value) -> &'static str {
+    match v.value_type.as_ref().unwrap() {
+        ValueType::StringValue(_) => "string",
+        ValueType::IntegerValue(_) => "integer",
+        ValueType::BooleanValue(_) => "bool",
+        ValueType::MapValue(_) => "map",
+        ValueType::ArrayValue(_) => "array",
+        ValueType::NullValue(_) => "null",
+        _ => "other",
+    }
+}
+
+fn run<F: std::future::Future<Output = ()>>(f: F) {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f);
+}
+
+/// A pending Go task is claimed, completed, and stored with Go's field types.
+#[test]
+#[ignore = "needs the Firestore emulator: scripts/firestore-emulator"]
+fn a_go_task_is_claimed_completed_and_stays_readable_by_go() {
+    run(async {
+        let (db, store) = seeded(&["pending.json", "other-env.json", "completed.json"]).await;
+        let claimed = store
+            .claim(&claim_at("2026-01-01T00:00:01Z"))
+            .await
+            .unwrap();
+        let ids: Vec<&str> = claimed.tasks.iter().map(|t| t.id.as_str()).collect();
+        assert_eq!(ids, ["email-u1"], "other env and done tasks stay out");
+        let task = &claimed.tasks[0];
+        assert_eq!(task.attempts, 1);
+        let token = task.lease_token.clone().unwrap();
+        let done = lifecycle::succeed(
+            task,
+            &token,
+            t("2026-01-01T00:00:02Z"),
+            Some(json!({"messageId": "m-1"})),
+        )
+        .unwrap();
+        let out = store
+            .swap(vec![Swap {
+                task: done,
+                expected_version: task.version,
+            }])
+            .await
+            .unwrap();
+        assert!(matches!(out[0], SwapOutcome::Applied));
+        let fields = raw(&db, &store, "email-u1").await;
+        // Go's types for every Go field, and values Go parses.
+        for (name, ty) in [
+            ("id", "string"),
+            ("type", "string"),
+            ("data", "map"),
+            ("resourceKey", "string"),
+            ("env", "string"),
+            ("waitUntil", "string"),
+            ("leasedUntil", "string"),
+            ("createdAt", "string"),
+            ("doneAt", "string"),
+            ("attempts", "integer"),
+            ("result", "map"),
+            ("parentRecurrenceId", "string"),
+            ("occurrenceTimestamp", "string"),
+            ("isCancelled", "bool"),
+            ("cancelledAt", "string"),
+        ] {
+            assert_eq!(tag(&fields[name]), ty, "{name}");
+        }
+        let s = |n: &str| match fields[n].value_type.clone() {
+            Some(ValueType::StringValue(s)) => s,
+            _ => String::new(),
+        };
+        assert_eq!(s("waitUntil"), "0001-01-01T00:00:00Z");
+        assert_eq!(s("leasedUntil"), "");
+        assert_eq!(s("doneAt"), "2026-01-01T00:00:02.000Z");
+        assert_eq!(s("createdAt"), "2026-01-01T00:00:00.000Z");
+        assert_eq!(s("outcome"), "completed");
+        let back = store.get(&["email-u1".to_owned()]).await.unwrap();
+        let oncetask_core::store::Fetched::Task(back) = &back[0] else {
+            panic!("decodes");
+        };
+        assert_eq!(
+            back.status(t("2026-01-01T00:00:03Z")),
+            TaskStatus::Completed
+        );
+    });
+}
+
+/// Go whole-second times compare as the end of their second: a Go backoff
+/// until `00:00:02Z` is ready for Rust claims from `00:00:03`, and a Go lease
+/// until `00:10:00Z` is expired for them from `00:10:01`.
+#[test]
+#[ignore = "needs the Firestore emulator: scripts/firestore-emulator"]
+fn go_times_are_honoured_up_to_one_second_late() {
+    run(async {
+        let (_, store) = seeded(&["retry-backoff.json", "expired-lease.json"]).await;
+        let ids = |c: oncetask_core::store::Claimed| {
+            c.tasks.into_iter().map(|t| t.id).collect::<Vec<_>>()
+        };
+        let early = store
+            .claim(&claim_at("2026-01-01T00:00:02.500Z"))
+            .await
+            .unwrap();
+        assert!(ids(early).is_empty());
+        let ready = store
+            .claim(&claim_at("2026-01-01T00:00:03Z"))
+            .await
+            .unwrap();
+        assert_eq!(ids(ready), ["email-u2"]);
+        // email-u2's lease from the claim above has expired by now, so it
+        // is claimed again; email-u3's Go lease still counts as live.
+        let still_leased = store
+            .claim(&claim_at("2026-01-01T00:10:00.500Z"))
+            .await
+            .unwrap();
+        assert_eq!(ids(still_leased), ["email-u2"]);
+        let expired = store
+            .claim(&claim_at("2026-01-01T00:10:01Z"))
+            .await
+            .unwrap();
+        let claimed = expired.tasks;
+        assert_eq!(claimed.len(), 1);
+        assert_eq!(claimed[0].id, "email-u3");
+        assert_eq!(claimed[0].attempts, 2, "Go's attempt count continues");
+    });
+}
