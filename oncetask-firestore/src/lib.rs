@@ -8,8 +8,8 @@
 //!   document in the Go package's layout, and how documents Go wrote are
 //!   read back (field names, empty strings, time-string ordering).
 //! * [`FirestoreStore`]: the `Store`, built from your own
-//!   [`firestore::FirestoreDb`] (work in progress: see its module docs for
-//!   what is not ready yet).
+//!   [`firestore::FirestoreDb`] (work in progress: see the [`store`] module
+//!   docs for how it works and what is not ready yet).
 //!
 //! The `firestore` dependency has its default features off. This crate's
 //! default feature `tls-webpki-roots` picks TLS roots (`gcloud-sdk` does not
@@ -18,9 +18,9 @@
 //! dependency) for service-account auth.
 //!
 //! Local development and tests use Google's Firestore emulator:
-//! `scripts/firestore-emulator` starts it on loopback, and
-//! `scripts/firestore-emulator cargo test -p oncetask-firestore --test
-//! emulator -- --ignored` runs the conformance tests that pass so far.
+//! `scripts/firestore-emulator` starts it on loopback, and `scripts/test`
+//! runs the workspace's tests, this crate's conformance suite included,
+//! against it.
 
 pub mod document;
 pub mod store;

@@ -1,9 +1,8 @@
 //! Go compatibility on the Firestore emulator: documents exactly as the Go
 //! package writes them (tests/fixtures) are claimed, completed and read back.
 //!
-//! `#[ignore]`d because they need the emulator:
-//! `scripts/firestore-emulator cargo test -p oncetask-firestore --test
-//! go_on_emulator -- --ignored`.
+//! Needs the emulator: `scripts/test -p oncetask-firestore --test
+//! go_on_emulator`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -74,7 +73,8 @@ fn fixture(name: &str) -> Fields {
 async fn db() -> FirestoreDb {
     assert!(
         std::env::var("FIRESTORE_EMULATOR_HOST").is_ok(),
-        "FIRESTORE_EMULATOR_HOST is not set: run through scripts/firestore-emulator"
+        "FIRESTORE_EMULATOR_HOST is not set: run the tests with scripts/test, which starts \
+         the Firestore emulator (needs Java 17 and google-cloud-cli-firestore-emulator)"
     );
     FirestoreDb::new("demo-oncetask").await.expect("emulator")
 }
@@ -171,7 +171,6 @@ fn run<F: std::future::Future<Output = ()>>(f: F) {
 
 /// A pending Go task is claimed, completed, and stored with Go's field types.
 #[test]
-#[ignore = "needs the Firestore emulator: scripts/firestore-emulator"]
 fn a_go_task_is_claimed_completed_and_stays_readable_by_go() {
     run(async {
         let (db, store) = seeded(&["pending.json", "other-env.json", "completed.json"]).await;
@@ -244,7 +243,6 @@ fn a_go_task_is_claimed_completed_and_stays_readable_by_go() {
 /// until `00:00:02Z` is ready for Rust claims from `00:00:03`, and a Go lease
 /// until `00:10:00Z` is expired for them from `00:10:01`.
 #[test]
-#[ignore = "needs the Firestore emulator: scripts/firestore-emulator"]
 fn go_times_are_honoured_up_to_one_second_late() {
     run(async {
         let (_, store) = seeded(&["retry-backoff.json", "expired-lease.json"]).await;

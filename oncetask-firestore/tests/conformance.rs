@@ -1,0 +1,95 @@
+//! The shared store conformance suite, run against [`FirestoreStore`] on
+//! Google's Firestore emulator.
+//!
+//! Needs `FIRESTORE_EMULATOR_HOST`: `scripts/test` (what the README and
+//! `.ci/run` use) starts the emulator and runs `cargo test --workspace`;
+//! `scripts/test -p oncetask-firestore --test conformance claim::` runs one
+//! concern. Every test gets its own collection. The proptest model runs its
+//! default 64 cases (`PROPTEST_CASES` overrides).
+
+use conformance_tests::{StoreFactory, async_trait, store_conformance_suite};
+use firestore::FirestoreDb;
+use firestore::gcloud_sdk::google::firestore::v1::value::ValueType;
+use firestore::gcloud_sdk::google::firestore::v1::{CommitRequest, Document, Value, Write, write};
+use firestore::gcloud_sdk::tonic::Request;
+use oncetask_firestore::FirestoreStore;
+
+/// The emulator's project; any id works there.
+const PROJECT: &str = "demo-oncetask";
+
+async fn db() -> FirestoreDb {
+    if std::env::var("FIRESTORE_EMULATOR_HOST").is_err() {
+        panic!(
+            "FIRESTORE_EMULATOR_HOST is not set: run the tests with scripts/test, \
+             which starts the Firestore emulator (needs Java 17 and the Debian \
+             package google-cloud-cli-firestore-emulator)"
+        );
+    }
+    match FirestoreDb::new(PROJECT).await {
+        Ok(db) => db,
+        Err(e) => panic!("cannot connect to the Firestore emulator: {e}"),
+    }
+}
+
+fn s(v: &str) -> Value {
+    Value {
+        value_type: Some(ValueType::StringValue(v.to_owned())),
+    }
+}
+
+/// Hands out a store on a fresh collection of the emulator per test.
+struct EmulatorFactory;
+
+#[async_trait]
+impl StoreFactory for EmulatorFactory {
+    type Store = FirestoreStore;
+
+    async fn new_store(&self) -> FirestoreStore {
+        let collection = format!("onceTasks-{}", uuid::Uuid::new_v4().simple());
+        FirestoreStore::with_collection(db().await, collection)
+    }
+
+    async fn insert_undecodable(
+        &self,
+        store: &FirestoreStore,
+        id: &str,
+        env: &str,
+        kind: &str,
+    ) -> bool {
+        let db = db().await;
+        let name = format!("{}/{}/{id}", db.get_documents_path(), store.collection());
+        let fields = [
+            ("id", s(id)),
+            ("env", s(env)),
+            ("type", s(kind)),
+            ("doneAt", s("")),
+            ("waitUntil", s("0001-01-01T00:00:00Z")),
+            ("leasedUntil", s("")),
+            ("resourceKey", s("")),
+            ("createdAt", s("2020-01-01T00:00:00.000Z")),
+            ("data", s("conformance suite: not a task")),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        let request = CommitRequest {
+            database: db.get_database_path().clone(),
+            writes: vec![Write {
+                operation: Some(write::Operation::Update(Document {
+                    name,
+                    fields,
+                    ..Default::default()
+                })),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        db.client()
+            .get()
+            .commit(Request::new(request))
+            .await
+            .is_ok()
+    }
+}
+
+store_conformance_suite!(EmulatorFactory);
