@@ -14,10 +14,11 @@
 //! | Feature | Backend |
 //! |---|---|
 //! | `memory` | [`MemoryStore`]: in-process, for tests, demos and local development |
+//! | `postgres` | `postgres::PostgresStore`: PostgreSQL via `sqlx`, durable and shared between processes |
 //! | `testing` | `oncetask::testing`: the test kit for your own handler and service tests |
 //!
-//! Postgres, Redis and Firestore backends will sit behind the features
-//! `postgres`, `redis` and `firestore`.
+//! Redis and Firestore backends will sit behind the features `redis` and
+//! `firestore`.
 //!
 //! See the [`Manager`] for the runtime and [`TaskData`] for defining tasks.
 
@@ -29,6 +30,10 @@ pub use oncetask_memory as memory;
 
 #[cfg(feature = "memory")]
 pub use oncetask_memory::MemoryStore;
+
+/// The PostgreSQL backend.
+#[cfg(feature = "postgres")]
+pub use oncetask_postgres as postgres;
 
 /// The test kit: manual time, run-until-idle, isolated runs, assertions.
 #[cfg(feature = "testing")]
