@@ -452,9 +452,47 @@ impl PostgresStore {
         Ok(())
     }
 
+    /// The candidate query: up to `$4` ready tasks of env `$1` / kind `$2` at
+    /// `$3`, in claim order, whose resource key is free and not in `$5`, and
+    /// whose id is not in `$6`.
+    ///
+    /// The claim order is split into its three index ranges of
+    /// `tasks_ready_idx` — never leased and never waiting (by `created_at`,
+    /// id), never leased with `wait_until <= now`, and expired leases — each
+    /// an index range scan stopped by its own `LIMIT`; the union (at most
+    /// 3 × `$4` rows) is put back in claim order. So a claim reads a few index
+    /// entries however many tasks wait for later.
+    fn candidate_sql(&self) -> String {
+        let t = &self.inner.table;
+        let order = "t.leased_until NULLS FIRST, t.wait_until NULLS FIRST, t.created_at, t.id";
+        let part = |n: u8, cond: &str| {
+            format!(
+                "(SELECT t.*, {n} AS part FROM {t} t \
+                 WHERE t.env = $1 AND t.kind = $2 AND t.done_at IS NULL AND {cond} \
+                   AND t.id <> ALL($6) \
+                   AND (t.resource_key IS NULL OR (t.resource_key <> ALL($5) AND NOT EXISTS ( \
+                     SELECT 1 FROM {t} b WHERE b.env = t.env AND b.kind = t.kind \
+                       AND b.resource_key = t.resource_key AND b.done_at IS NULL \
+                       AND b.leased_until > $3))) \
+                 ORDER BY {order} LIMIT $4)"
+            )
+        };
+        format!(
+            "SELECT {COLUMNS} FROM ({} UNION ALL {} UNION ALL {}) t \
+             ORDER BY t.part, {order} LIMIT $4",
+            part(0, "t.leased_until IS NULL AND t.wait_until IS NULL"),
+            part(1, "t.leased_until IS NULL AND t.wait_until <= $3"),
+            part(
+                2,
+                "t.leased_until <= $3 AND (t.wait_until IS NULL OR t.wait_until <= $3)"
+            ),
+        )
+    }
+
     /// Ready candidates of the env/kind in claim order whose key is free, at
-    /// most one per key, `limit` of them that decode (undecodable ones are
-    /// collected in `undecodable`).
+    /// most one per key, up to `limit` that decode (undecodable ones met on
+    /// the way are collected in `undecodable`). Pages through the claim
+    /// order, leaving out the ids and keys already seen.
     async fn candidates(
         &self,
         conn: &mut PgConnection,
@@ -462,49 +500,89 @@ impl PostgresStore {
         limit: usize,
         undecodable: &mut Vec<Undecodable>,
     ) -> Result<Vec<Task>, StoreError> {
-        let t = &self.inner.table;
-        let sql = format!(
-            "SELECT {COLUMNS} FROM ( \
-               SELECT t.*, row_number() OVER (PARTITION BY t.resource_key ORDER BY \
-                 t.leased_until NULLS FIRST, t.wait_until NULLS FIRST, t.created_at, t.id) AS rn \
-               FROM {t} t \
-               WHERE t.env = $1 AND t.kind = $2 AND t.done_at IS NULL \
-                 AND (t.wait_until IS NULL OR t.wait_until <= $3) \
-                 AND (t.leased_until IS NULL OR t.leased_until <= $3) \
-                 AND (t.resource_key IS NULL OR NOT EXISTS ( \
-                   SELECT 1 FROM {t} b WHERE b.env = t.env AND b.kind = t.kind \
-                     AND b.resource_key = t.resource_key AND b.done_at IS NULL \
-                     AND b.leased_until > $3)) \
-             ) c WHERE c.resource_key IS NULL OR c.rn = 1 \
-             ORDER BY c.leased_until NULLS FIRST, c.wait_until NULLS FIRST, c.created_at, c.id \
-             LIMIT $4"
-        );
-        let mut fetch = limit;
-        loop {
+        let sql = self.candidate_sql();
+        let mut picked: Vec<Task> = Vec::new();
+        let mut seen_ids: Vec<String> = Vec::new();
+        let mut taken_keys: Vec<String> = Vec::new();
+        while picked.len() < limit {
+            let want = limit - picked.len();
             let rows = sqlx::query(&sql)
                 .bind(&request.env)
                 .bind(&request.kind)
                 .bind(request.now)
-                .bind(i64::try_from(fetch).unwrap_or(i64::MAX))
+                .bind(i64::try_from(want).unwrap_or(i64::MAX))
+                .bind(&taken_keys)
+                .bind(&seen_ids)
                 .fetch_all(&mut *conn)
                 .await
                 .map_err(db)?;
-            let mut tasks = Vec::new();
-            let mut bad = Vec::new();
             for r in &rows {
                 let Decoded { id, task } = row::decode(r).map_err(db)?;
-                match task {
-                    Ok(task) => tasks.push(task),
-                    Err(reason) => bad.push(Undecodable { id, reason }),
+                seen_ids.push(id.clone());
+                let task = match task {
+                    Ok(task) => task,
+                    Err(reason) => {
+                        undecodable.push(Undecodable { id, reason });
+                        continue;
+                    }
+                };
+                if let Some(key) = &task.resource_key {
+                    if taken_keys.contains(key) {
+                        continue;
+                    }
+                    taken_keys.push(key.clone());
+                }
+                if picked.len() < limit {
+                    picked.push(task);
                 }
             }
-            if bad.is_empty() || rows.len() < fetch || tasks.len() >= limit {
-                tasks.truncate(limit);
-                undecodable.extend(bad);
-                return Ok(tasks);
+            if rows.len() < want {
+                break;
             }
-            fetch = fetch.saturating_add(bad.len());
         }
+        Ok(picked)
+    }
+
+    /// The query plans (`EXPLAIN`) of a claim's statements for `env`/`kind`
+    /// at `now`: the candidate query, the resource-key busy check it embeds,
+    /// and the group query for `key`. A diagnostic, used by the tests that
+    /// check the claim is served by the indexes.
+    pub async fn explain_claim(
+        &self,
+        env: &str,
+        kind: &str,
+        key: &str,
+        now: DateTime<Utc>,
+    ) -> Result<String, StoreError> {
+        let mut conn = self.inner.pool.acquire().await.map_err(db)?;
+        let mut out = String::new();
+        let candidate = sqlx::query(&format!("EXPLAIN {}", self.candidate_sql()))
+            .bind(env)
+            .bind(kind)
+            .bind(now)
+            .bind(10_i64)
+            .bind(Vec::<String>::new())
+            .bind(Vec::<String>::new())
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(db)?;
+        let group = sqlx::query(&format!("EXPLAIN {}", self.group_sql()))
+            .bind(env)
+            .bind(kind)
+            .bind(now)
+            .bind(key)
+            .bind(10_i64)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(db)?;
+        for (title, rows) in [("candidates", candidate), ("group", group)] {
+            out.push_str(&format!("-- {title}\n"));
+            for r in &rows {
+                out.push_str(&r.try_get::<String, _>(0).map_err(db)?);
+                out.push('\n');
+            }
+        }
+        Ok(out)
     }
 
     /// Tries to take the advisory locks of `keys` for this transaction;
@@ -586,6 +664,19 @@ impl PostgresStore {
         Ok(tasks)
     }
 
+    /// The group query: ids of the ready tasks of key `$4` (env `$1`, kind
+    /// `$2`, at `$3`) in group order, at most `$5` (`tasks_key_group_idx`).
+    fn group_sql(&self) -> String {
+        let t = &self.inner.table;
+        format!(
+            "SELECT t.id FROM {t} t \
+             WHERE t.env = $1 AND t.kind = $2 AND t.resource_key = $4 AND t.done_at IS NULL \
+               AND (t.wait_until IS NULL OR t.wait_until <= $3) \
+               AND (t.leased_until IS NULL OR t.leased_until <= $3) \
+             ORDER BY t.wait_until NULLS FIRST, t.created_at, t.id LIMIT $5"
+        )
+    }
+
     /// The ids of the ready tasks of one free key, in group order, at most `cap`.
     async fn group_ids(
         &self,
@@ -594,22 +685,15 @@ impl PostgresStore {
         key: &str,
         cap: usize,
     ) -> Result<Vec<String>, StoreError> {
-        let t = &self.inner.table;
-        let rows = sqlx::query(&format!(
-            "SELECT t.id FROM {t} t \
-             WHERE t.env = $1 AND t.kind = $2 AND t.resource_key = $4 AND t.done_at IS NULL \
-               AND (t.wait_until IS NULL OR t.wait_until <= $3) \
-               AND (t.leased_until IS NULL OR t.leased_until <= $3) \
-             ORDER BY t.wait_until NULLS FIRST, t.created_at, t.id LIMIT $5"
-        ))
-        .bind(&request.env)
-        .bind(&request.kind)
-        .bind(request.now)
-        .bind(key)
-        .bind(i64::try_from(cap).unwrap_or(i64::MAX))
-        .fetch_all(conn)
-        .await
-        .map_err(db)?;
+        let rows = sqlx::query(&self.group_sql())
+            .bind(&request.env)
+            .bind(&request.kind)
+            .bind(request.now)
+            .bind(key)
+            .bind(i64::try_from(cap).unwrap_or(i64::MAX))
+            .fetch_all(conn)
+            .await
+            .map_err(db)?;
         rows.iter()
             .map(|r| r.try_get::<String, _>(0))
             .collect::<Result<_, _>>()
