@@ -461,7 +461,10 @@ impl PostgresStore {
     /// id), never leased with `wait_until <= now`, and expired leases — each
     /// an index range scan stopped by its own `LIMIT`; the union (at most
     /// 3 × `$4` rows) is put back in claim order. So a claim reads a few index
-    /// entries however many tasks wait for later.
+    /// entries however many tasks wait for later. The busy-key check is a
+    /// correlated lookup in `tasks_key_lease_idx`; its `b.id <> t.id` (true
+    /// anyway: a ready task holds no live lease) keeps the planner from
+    /// turning it into a hash of every live lease built by a sequential scan.
     fn candidate_sql(&self) -> String {
         let t = &self.inner.table;
         let order = "t.leased_until NULLS FIRST, t.wait_until NULLS FIRST, t.created_at, t.id";
@@ -473,7 +476,7 @@ impl PostgresStore {
                    AND (t.resource_key IS NULL OR (t.resource_key <> ALL($5) AND NOT EXISTS ( \
                      SELECT 1 FROM {t} b WHERE b.env = t.env AND b.kind = t.kind \
                        AND b.resource_key = t.resource_key AND b.done_at IS NULL \
-                       AND b.leased_until > $3))) \
+                       AND b.leased_until > $3 AND b.id <> t.id))) \
                  ORDER BY {order} LIMIT $4)"
             )
         };
@@ -642,7 +645,7 @@ impl PostgresStore {
                AND (t.resource_key IS NULL OR (t.resource_key = ANY($5) AND NOT EXISTS ( \
                    SELECT 1 FROM {t} b WHERE b.env = t.env AND b.kind = t.kind \
                      AND b.resource_key = t.resource_key AND b.done_at IS NULL \
-                     AND b.leased_until > $3))) \
+                     AND b.leased_until > $3 AND b.id <> t.id))) \
              ORDER BY {order} FOR UPDATE OF t SKIP LOCKED"
         ))
         .bind(&request.env)

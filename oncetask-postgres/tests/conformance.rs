@@ -2,8 +2,10 @@
 //! server at `ONCETASK_POSTGRES_URL` (default
 //! `postgres://postgres@127.0.0.1:5432/test`).
 //!
-//! Every test gets its own schema (`oncetask_test_<random>`), so tests run
-//! in parallel without sharing tasks. `scripts/test` starts a local server
+//! Every test gets its own schema (`oncetask_test_<unix seconds>_<random>`),
+//! so tests run in parallel without sharing tasks. The suite cannot tell
+//! when a test is done with its store, so instead the first store of a run
+//! drops the test schemas older than an hour (left by earlier runs). `scripts/test` starts a local server
 //! when none answers; an unreachable server fails the tests, never skips them.
 
 use conformance_tests::{StoreFactory, async_trait, store_conformance_suite};
@@ -12,6 +14,33 @@ use sqlx::postgres::PgPoolOptions;
 
 /// The server the tests use when `ONCETASK_POSTGRES_URL` is not set.
 const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+/// Set once the stale test schemas of earlier runs are gone.
+static CLEANED: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+
+/// Drops `oncetask_test_<unix seconds>_*` schemas created over an hour ago.
+async fn drop_stale_schemas(pool: &sqlx::PgPool) {
+    let names: Vec<String> = sqlx::query_scalar(
+        "SELECT nspname::text FROM pg_namespace WHERE nspname LIKE 'oncetask\\_test\\_%'",
+    )
+    .fetch_all(pool)
+    .await
+    .expect("list test schemas");
+    let cutoff = chrono::Utc::now().timestamp() - 3600;
+    for name in names {
+        let created = name
+            .strip_prefix("oncetask_test_")
+            .and_then(|rest| rest.split('_').next())
+            .and_then(|secs| secs.parse::<i64>().ok());
+        let valid = name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if valid && created.is_some_and(|t| t < cutoff) {
+            // Another run may drop it at the same moment: ignore failures.
+            let _ = sqlx::query(&format!("DROP SCHEMA IF EXISTS \"{name}\" CASCADE"))
+                .execute(pool)
+                .await;
+        }
+    }
+}
 
 /// Hands out a fresh, migrated schema per test.
 struct PostgresFactory;
@@ -33,7 +62,12 @@ impl StoreFactory for PostgresFactory {
                      or run `scripts/test`), or set ONCETASK_POSTGRES_URL."
                 )
             });
-        let schema = format!("oncetask_test_{}", uuid::Uuid::new_v4().simple());
+        CLEANED.get_or_init(|| drop_stale_schemas(&pool)).await;
+        let schema = format!(
+            "oncetask_test_{}_{}",
+            chrono::Utc::now().timestamp(),
+            uuid::Uuid::new_v4().simple()
+        );
         let store = PostgresStore::from_pool(pool, &schema).expect("a valid schema name");
         store.migrate().await.expect("migrate a fresh schema");
         store
