@@ -433,6 +433,17 @@ impl PostgresStore {
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
+        sqlx::query(&self.write_sql())
+            .bind(Json(Value::Array(rows)))
+            .execute(conn)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    /// The bulk write: every row of the JSON array `$1` (see `row::encode`)
+    /// over the stored row with its id.
+    fn write_sql(&self) -> String {
         let t = &self.inner.table;
         let sets = COLUMNS
             .split(',')
@@ -442,14 +453,7 @@ impl PostgresStore {
             .map(|(c, v)| format!("{c} = {v}"))
             .collect::<Vec<_>>()
             .join(", ");
-        sqlx::query(&format!(
-            "UPDATE {t} SET {sets} FROM jsonb_to_recordset($1) AS {RECORD} WHERE {t}.id = x.id"
-        ))
-        .bind(Json(Value::Array(rows)))
-        .execute(conn)
-        .await
-        .map_err(db)?;
-        Ok(())
+        format!("UPDATE {t} SET {sets} FROM jsonb_to_recordset($1) AS {RECORD} WHERE {t}.id = x.id")
     }
 
     /// The candidate query: up to `$4` ready tasks of env `$1` / kind `$2` at
@@ -548,7 +552,7 @@ impl PostgresStore {
 
     /// The query plans (`EXPLAIN`) of a claim's statements for `env`/`kind`
     /// at `now`: the candidate query, the resource-key busy check it embeds,
-    /// and the group query for `key`. A diagnostic, used by the tests that
+    /// the group query for `key`, and the bulk write-back of claimed tasks. A diagnostic, used by the tests that
     /// check the claim is served by the indexes.
     pub async fn explain_claim(
         &self,
@@ -578,7 +582,18 @@ impl PostgresStore {
             .fetch_all(&mut *conn)
             .await
             .map_err(db)?;
-        for (title, rows) in [("candidates", candidate), ("group", group)] {
+        let sample = Task::new("explain", kind, env, now);
+        let row = row::encode(&sample).map_err(StoreError::backend)?;
+        let write = sqlx::query(&format!("EXPLAIN {}", self.write_sql()))
+            .bind(Json(Value::Array(vec![row])))
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(db)?;
+        for (title, rows) in [
+            ("candidates", candidate),
+            ("group", group),
+            ("write-back", write),
+        ] {
             out.push_str(&format!("-- {title}\n"));
             for r in &rows {
                 out.push_str(&r.try_get::<String, _>(0).map_err(db)?);

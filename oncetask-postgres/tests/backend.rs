@@ -324,7 +324,8 @@ async fn transactional_enqueue_creates_tasks_only_when_the_transaction_commits()
 }
 
 /// On 100k rows (most done or waiting, keys shared), the claim's candidate
-/// query, its busy-key check and the group query are index scans.
+/// query, its busy-key check, the group query and the bulk write-back are
+/// index scans.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn claim_queries_use_the_indexes_on_100k_rows() {
     let schema = new_schema();
