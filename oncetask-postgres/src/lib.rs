@@ -238,10 +238,17 @@ impl PostgresStore {
     pub async fn migrate(&self) -> Result<(), StoreError> {
         let mut conn = self.inner.pool.acquire().await.map_err(db)?.detach();
         let schema = &self.inner.schema;
-        sqlx::query(&format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\""))
+        let created = sqlx::query(&format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\""))
             .execute(&mut conn)
-            .await
-            .map_err(db)?;
+            .await;
+        match created {
+            Ok(_) => {}
+            // Two processes creating the schema at once: one of them gets a
+            // unique violation (or "duplicate schema"), and the schema exists.
+            Err(sqlx::Error::Database(e))
+                if matches!(e.code().as_deref(), Some("23505") | Some("42P06")) => {}
+            Err(e) => return Err(db(e)),
+        }
         sqlx::query(&format!("SET search_path TO \"{schema}\""))
             .execute(&mut conn)
             .await

@@ -476,3 +476,32 @@ async fn restarting_postgres_while_workers_run_loses_no_task() {
     }
     drop_schema(&first).await;
 }
+
+/// Several processes starting at once may all call `migrate()` on a new
+/// schema: each succeeds and the table exists once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_migrations_of_one_schema_all_succeed() {
+    let schema = new_schema();
+    let mut stores = Vec::new();
+    for _ in 0..4 {
+        let url = url();
+        stores.push(
+            PostgresStore::connect(&url, &schema)
+                .await
+                .unwrap_or_else(|e| panic!("cannot reach PostgreSQL at {url}: {e}")),
+        );
+    }
+    let results =
+        futures::future::join_all(stores.iter().map(|s| async move { s.migrate().await })).await;
+    for r in results {
+        r.expect("migrate");
+    }
+    assert!(
+        stores[0]
+            .get(&["x".to_owned()])
+            .await
+            .expect("get")
+            .is_empty()
+    );
+    drop_schema(&stores[0]).await;
+}
