@@ -14,11 +14,11 @@
 //! | Feature | Backend |
 //! |---|---|
 //! | `memory` | [`MemoryStore`]: in-process, for tests, demos and local development |
-//! | `firestore` | `oncetask::firestore`: Firestore, sharing documents with the Go package (in progress: document mapping so far) |
+//! | `postgres` | `postgres::PostgresStore`: PostgreSQL via `sqlx`, durable and shared between processes |
+//! | `firestore` | `oncetask::firestore`: Firestore, sharing documents with the Go package (passes the conformance suite on the emulator; listener, COUNT queries and index file still to come) |
 //! | `testing` | `oncetask::testing`: the test kit for your own handler and service tests |
 //!
-//! Postgres and Redis backends will sit behind the features `postgres` and
-//! `redis`.
+//! A Redis backend will sit behind the feature `redis`.
 //!
 //! See the [`Manager`] for the runtime and [`TaskData`] for defining tasks.
 
@@ -34,6 +34,9 @@ pub use oncetask_memory::MemoryStore;
 /// The Firestore backend.
 #[cfg(feature = "firestore")]
 pub use oncetask_firestore as firestore;
+/// The PostgreSQL backend.
+#[cfg(feature = "postgres")]
+pub use oncetask_postgres as postgres;
 
 /// The test kit: manual time, run-until-idle, isolated runs, assertions.
 #[cfg(feature = "testing")]

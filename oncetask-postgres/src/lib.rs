@@ -1,0 +1,1101 @@
+//! # oncetask-postgres
+//!
+//! A PostgreSQL [`Store`] for oncetask, built on `sqlx`.
+//!
+//! ```no_run
+//! use oncetask_postgres::PostgresStore;
+//!
+//! # async fn demo() -> Result<(), oncetask_core::StoreError> {
+//! let store = PostgresStore::connect("postgres://postgres@127.0.0.1:5432/app", "oncetask").await?;
+//! store.migrate().await?; // creates the schema and its table once; a no-op afterwards
+//! // Build a `Manager` over `Arc::new(store)` as with any other backend.
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! ## Layout
+//!
+//! All tasks live in one table, `<schema>.tasks`, with one column per task
+//! field in native types (`timestamptz`, `jsonb`, `integer`, `boolean`,
+//! `bigint` for the version) and the task id as primary key, so ids are
+//! unique across environments as the core requires. The schema name is
+//! checked against `[A-Za-z_][A-Za-z0-9_]{0,62}` and always quoted; every
+//! value is a bound parameter. See the `migrations/` directory for the
+//! table and its partial indexes:
+//!
+//! * `tasks_ready_idx`: not-done tasks by `(env, kind, leased_until NULLS
+//!   FIRST, wait_until NULLS FIRST, created_at, id)`, the claim order;
+//! * `tasks_key_lease_idx`: not-done keyed tasks by `(env, kind,
+//!   resource_key, leased_until)`, for "does this key hold a live lease";
+//! * `tasks_key_group_idx`: not-done keyed tasks in group order, for the
+//!   resource-key group claim;
+//! * `tasks_created_idx` / `tasks_resource_key_idx`: listings.
+//!
+//! ## Claims and resource-key exclusion
+//!
+//! A claim is one transaction (see [`PostgresStore`]'s `claim`):
+//!
+//! 1. select candidates in claim order: ready tasks of the env/kind whose
+//!    resource key holds no live lease, at most one per key (a window
+//!    function), as many as the limit;
+//! 2. take a transaction-scoped advisory lock per candidate resource key
+//!    with `pg_try_advisory_xact_lock(hashtextextended(schema, env, kind,
+//!    key))`; a key whose lock another claimer holds is skipped (never
+//!    waited for, so claims cannot deadlock);
+//! 3. in a *new* statement (so its snapshot sees every lease committed by
+//!    the claimer that held the lock before), lock the candidate rows with
+//!    `FOR UPDATE SKIP LOCKED`, re-checking that each is still ready and that
+//!    its key is still free;
+//! 4. apply the core's [`lifecycle::claim`] to each locked task in Rust and
+//!    write them back with one `UPDATE`.
+//!
+//! Why advisory locks: row locks alone cannot exclude two claimers that pick
+//! *different* rows of one key, and a lease row per key would add a second
+//! table to keep in step with every swap and delete. The advisory lock
+//! serializes exactly the claimers of one key, lives only as long as the
+//! claim's transaction, and needs no cleanup. A hash collision between two
+//! keys can only make a claimer skip a key for one claim, never break the
+//! exclusion.
+//!
+//! ## Wake-ups
+//!
+//! Creates, swaps and deletes send `pg_notify(channel, kind)` in their
+//! transaction, on one channel per schema and env. [`Store::subscribe`]
+//! returns a stream fed by a `PgListener` that reconnects after the server
+//! restarts (notices sent while it is away are lost; workers still wake at
+//! due times and their poll interval).
+//!
+//! ## Transactional enqueue
+//!
+//! [`PostgresStore::create_in`] creates tasks inside a caller's transaction:
+//! workers see them, and hear of them, only when it commits.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use oncetask_core::store::{
+    ClaimMode, ClaimRequest, Claimed, CreateOutcome, Delete, DeleteOutcome, Fetched, Notification,
+    StatusCounts, Swap, SwapOutcome, TaskFilter, Undecodable,
+};
+use oncetask_core::{Store, StoreError, Task, TaskStatus, lifecycle};
+use serde_json::Value;
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
+use sqlx::types::Json;
+use sqlx::{PgConnection, PgPool, Row};
+
+mod row;
+
+use row::{COLUMNS, Decoded, RECORD, RECORD_VALUES};
+
+/// The embedded schema migrations (the `migrations/` directory of this crate).
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// How many candidates a resource-group claim considers before giving up
+/// (only contention with other claimers makes it look past the first).
+const GROUP_CANDIDATES: i64 = 16;
+
+/// A PostgreSQL [`Store`]. Cloning is cheap and clones share the pool.
+#[derive(Clone)]
+pub struct PostgresStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    pool: PgPool,
+    schema: String,
+    /// `"schema".tasks`, quoted.
+    table: String,
+}
+
+impl std::fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresStore")
+            .field("schema", &self.inner.schema)
+            .finish()
+    }
+}
+
+fn db(e: sqlx::Error) -> StoreError {
+    match e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Tls(_) => StoreError::Unavailable(e.to_string()),
+        other => StoreError::backend(other),
+    }
+}
+
+/// True for a valid, unquoted-style SQL identifier of at most 63 bytes.
+fn valid_identifier(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && name.len() <= 63
+}
+
+/// The SQL status of a row at bind parameter `$now`, exactly as [`Task::status`].
+fn status_sql(now: &str) -> String {
+    format!(
+        "CASE WHEN done_at IS NOT NULL THEN \
+            CASE WHEN is_cancelled THEN 'cancelled' \
+                 WHEN outcome = 'completed' THEN 'completed' \
+                 WHEN outcome = 'failed' THEN 'failed' \
+                 WHEN outcome = 'cancelled' THEN 'cancelled' \
+                 WHEN jsonb_typeof(errors) = 'array' AND attempts > jsonb_array_length(errors) \
+                      THEN 'completed' \
+                 ELSE 'failed' END \
+         WHEN is_cancelled THEN 'cancellationPending' \
+         WHEN leased_until > {now} THEN 'leased' \
+         WHEN wait_until > {now} THEN 'waiting' \
+         ELSE 'pending' END"
+    )
+}
+
+/// Rows whose payload is not a JSON object are not tasks: listings, counts
+/// and due times ignore them (claims and `get` report them).
+const TASK_LIKE: &str = "jsonb_typeof(data) = 'object'";
+
+/// 64-bit FNV-1a: a stable channel name per schema and env.
+fn fnv1a(parts: &[&str]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for part in parts {
+        for byte in part.bytes().chain(std::iter::once(0)) {
+            hash ^= u64::from(byte);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    hash
+}
+
+/// Env/kind pairs a write changed.
+type Changed = BTreeSet<(String, String)>;
+
+/// A stored row as a write sees it.
+#[allow(clippy::large_enum_variant)] // short-lived, and tasks are the common case
+enum Stored {
+    Task(Task),
+    Raw(String),
+}
+
+impl PostgresStore {
+    /// Connects a pool to `url` and uses the tables in `schema`.
+    ///
+    /// Call [`PostgresStore::migrate`] once (at deploy or start-up) before use.
+    pub async fn connect(url: &str, schema: &str) -> Result<Self, StoreError> {
+        check_schema(schema)?;
+        let options: PgConnectOptions = url
+            .parse()
+            .map_err(|e: sqlx::Error| StoreError::Unavailable(e.to_string()))?;
+        let pool = PgPoolOptions::new()
+            .connect_with(options)
+            .await
+            .map_err(db)?;
+        Self::from_pool(pool, schema)
+    }
+
+    /// Uses an existing pool and the tables in `schema`.
+    ///
+    /// `schema` must match `[A-Za-z_][A-Za-z0-9_]*` (at most 63 bytes).
+    pub fn from_pool(pool: PgPool, schema: &str) -> Result<Self, StoreError> {
+        check_schema(schema)?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                pool,
+                schema: schema.to_owned(),
+                table: format!("\"{schema}\".tasks"),
+            }),
+        })
+    }
+
+    /// The pool this store uses.
+    pub fn pool(&self) -> &PgPool {
+        &self.inner.pool
+    }
+
+    /// The schema holding this store's table.
+    pub fn schema(&self) -> &str {
+        &self.inner.schema
+    }
+
+    /// The quoted, schema-qualified name of the task table (`"schema".tasks`).
+    pub fn table(&self) -> &str {
+        &self.inner.table
+    }
+
+    /// Creates the schema if needed and applies the embedded migrations to it.
+    ///
+    /// The migrations are written without a schema name; they run on one
+    /// connection whose `search_path` is set to the store's schema, so their
+    /// tables, and sqlx's `_sqlx_migrations` bookkeeping table, land in that
+    /// schema. Each schema therefore has its own migration history, and
+    /// several stores (schemas) can share one database. The connection is
+    /// closed afterwards rather than returned to the pool with a changed
+    /// `search_path`.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        let mut conn = self.inner.pool.acquire().await.map_err(db)?.detach();
+        let schema = &self.inner.schema;
+        let created = sqlx::query(&format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\""))
+            .execute(&mut conn)
+            .await;
+        match created {
+            Ok(_) => {}
+            // Two processes creating the schema at once: one of them gets a
+            // unique violation (or "duplicate schema"), and the schema exists.
+            Err(sqlx::Error::Database(e))
+                if matches!(e.code().as_deref(), Some("23505") | Some("42P06")) => {}
+            Err(e) => return Err(db(e)),
+        }
+        sqlx::query(&format!("SET search_path TO \"{schema}\""))
+            .execute(&mut conn)
+            .await
+            .map_err(db)?;
+        MIGRATOR
+            .run_direct(&mut conn)
+            .await
+            .map_err(StoreError::backend)?;
+        sqlx::Connection::close(conn).await.map_err(db)?;
+        Ok(())
+    }
+
+    /// Creates tasks on `conn`, typically inside the caller's transaction
+    /// (`&mut *tx`): they become visible to workers, and their wake-up
+    /// notices are delivered, only when that transaction commits. Outcomes
+    /// as in [`Store::create`].
+    ///
+    /// ```no_run
+    /// # async fn demo(store: &oncetask_postgres::PostgresStore, task: oncetask_core::Task)
+    /// # -> Result<(), Box<dyn std::error::Error>> {
+    /// let mut tx = store.pool().begin().await?;
+    /// // ... the caller's own writes on `tx` ...
+    /// store.create_in(&mut tx, vec![task]).await?;
+    /// tx.commit().await?; // or drop `tx`: no task
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn create_in(
+        &self,
+        conn: &mut PgConnection,
+        tasks: Vec<Task>,
+    ) -> Result<Vec<CreateOutcome>, StoreError> {
+        let t = &self.inner.table;
+        let mut outcomes: Vec<Option<CreateOutcome>> = Vec::with_capacity(tasks.len());
+        let mut rows = Vec::new();
+        let mut first_of: HashMap<&str, usize> = HashMap::new();
+        for (i, task) in tasks.iter().enumerate() {
+            if first_of.contains_key(task.id.as_str()) {
+                outcomes.push(None);
+                continue;
+            }
+            match row::encode(task) {
+                Ok(row) => {
+                    first_of.insert(task.id.as_str(), i);
+                    rows.push(row);
+                    outcomes.push(None);
+                }
+                Err(reason) => {
+                    outcomes.push(Some(CreateOutcome::Failed(StoreError::Unencodable {
+                        id: task.id.clone(),
+                        reason,
+                    })))
+                }
+            }
+        }
+        if tasks.is_empty() {
+            return Ok(Vec::new());
+        }
+        let inserted: HashSet<String> = if rows.is_empty() {
+            HashSet::new()
+        } else {
+            sqlx::query(&format!(
+                "INSERT INTO {t} ({COLUMNS}) SELECT {RECORD_VALUES} \
+                 FROM jsonb_to_recordset($1) AS {RECORD} ON CONFLICT (id) DO NOTHING RETURNING id"
+            ))
+            .bind(Json(Value::Array(rows)))
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(db)?
+            .iter()
+            .map(|r| r.try_get::<String, _>(0))
+            .collect::<Result<_, _>>()
+            .map_err(db)?
+        };
+        let others: Vec<String> = tasks
+            .iter()
+            .filter(|t| !inserted.contains(&t.id))
+            .map(|t| t.id.clone())
+            .collect();
+        let existing: HashMap<String, String> = if others.is_empty() {
+            HashMap::new()
+        } else {
+            sqlx::query(&format!("SELECT id, env FROM {t} WHERE id = ANY($1)"))
+                .bind(&others)
+                .fetch_all(&mut *conn)
+                .await
+                .map_err(db)?
+                .iter()
+                .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+                .collect::<Result<_, sqlx::Error>>()
+                .map_err(db)?
+        };
+        let mut changed = Changed::new();
+        let outcomes: Vec<CreateOutcome> = tasks
+            .iter()
+            .enumerate()
+            .zip(outcomes)
+            .map(|((i, task), decided)| {
+                if let Some(outcome) = decided {
+                    return outcome;
+                }
+                let first = first_of.get(task.id.as_str()) == Some(&i);
+                if first && inserted.contains(&task.id) {
+                    changed.insert((task.env.clone(), task.kind.clone()));
+                    return CreateOutcome::Created;
+                }
+                let stored_env = if inserted.contains(&task.id) {
+                    first_of
+                        .get(task.id.as_str())
+                        .and_then(|&j| tasks.get(j))
+                        .map(|t| t.env.clone())
+                } else {
+                    existing.get(&task.id).cloned()
+                };
+                match stored_env {
+                    Some(env) if env != task.env => CreateOutcome::ExistsInOtherEnv { env },
+                    _ => CreateOutcome::AlreadyExists,
+                }
+            })
+            .collect();
+        self.notify(conn, &changed).await?;
+        Ok(outcomes)
+    }
+
+    /// Sends one notice per changed env/kind (delivered at commit).
+    async fn notify(&self, conn: &mut PgConnection, changed: &Changed) -> Result<(), StoreError> {
+        if changed.is_empty() {
+            return Ok(());
+        }
+        let (channels, kinds): (Vec<String>, Vec<String>) = changed
+            .iter()
+            .map(|(env, kind)| (self.channel(env), kind.clone()))
+            .unzip();
+        sqlx::query("SELECT pg_notify(c, k) FROM unnest($1::text[], $2::text[]) AS n(c, k)")
+            .bind(&channels)
+            .bind(&kinds)
+            .execute(conn)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    /// The LISTEN/NOTIFY channel of `env` in this store's schema: a hash, so
+    /// any env name makes a short, safe identifier.
+    fn channel(&self, env: &str) -> String {
+        format!("oncetask_{:016x}", fnv1a(&[&self.inner.schema, env]))
+    }
+
+    /// Reads rows `FOR UPDATE` (in id order, so concurrent writers lock in
+    /// one order and never deadlock).
+    async fn lock_rows(
+        &self,
+        conn: &mut PgConnection,
+        ids: &[String],
+    ) -> Result<HashMap<String, Stored>, StoreError> {
+        let t = &self.inner.table;
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM {t} WHERE id = ANY($1) ORDER BY id FOR UPDATE"
+        ))
+        .bind(ids)
+        .fetch_all(conn)
+        .await
+        .map_err(db)?;
+        let mut out = HashMap::with_capacity(rows.len());
+        for r in &rows {
+            let Decoded { id, task } = row::decode(r).map_err(db)?;
+            out.insert(
+                id,
+                match task {
+                    Ok(task) => Stored::Task(task),
+                    Err(reason) => Stored::Raw(reason),
+                },
+            );
+        }
+        Ok(out)
+    }
+
+    /// Writes tasks over their rows with one `UPDATE`.
+    async fn write_back(&self, conn: &mut PgConnection, tasks: &[&Task]) -> Result<(), StoreError> {
+        if tasks.is_empty() {
+            return Ok(());
+        }
+        let rows = tasks
+            .iter()
+            .map(|task| {
+                row::encode(task).map_err(|reason| StoreError::Unencodable {
+                    id: task.id.clone(),
+                    reason,
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        sqlx::query(&self.write_sql())
+            .bind(Json(Value::Array(rows)))
+            .execute(conn)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    /// The bulk write: every row of the JSON array `$1` (see `row::encode`)
+    /// over the stored row with its id.
+    fn write_sql(&self) -> String {
+        let t = &self.inner.table;
+        let sets = COLUMNS
+            .split(',')
+            .map(str::trim)
+            .filter(|c| *c != "id")
+            .zip(RECORD_VALUES.split(',').map(str::trim).skip(1))
+            .map(|(c, v)| format!("{c} = {v}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        format!("UPDATE {t} SET {sets} FROM jsonb_to_recordset($1) AS {RECORD} WHERE {t}.id = x.id")
+    }
+
+    /// The candidate query: up to `$4` ready tasks of env `$1` / kind `$2` at
+    /// `$3`, in claim order, whose resource key is free and not in `$5`, and
+    /// whose id is not in `$6`.
+    ///
+    /// The claim order is split into its three index ranges of
+    /// `tasks_ready_idx` — never leased and never waiting (by `created_at`,
+    /// id), never leased with `wait_until <= now`, and expired leases — each
+    /// an index range scan stopped by its own `LIMIT`; the union (at most
+    /// 3 × `$4` rows) is put back in claim order. So a claim reads a few index
+    /// entries however many tasks wait for later. The busy-key check is a
+    /// correlated lookup in `tasks_key_lease_idx`; its `b.id <> t.id` (true
+    /// anyway: a ready task holds no live lease) keeps the planner from
+    /// turning it into a hash of every live lease built by a sequential scan.
+    fn candidate_sql(&self) -> String {
+        let t = &self.inner.table;
+        let order = "t.leased_until NULLS FIRST, t.wait_until NULLS FIRST, t.created_at, t.id";
+        let part = |n: u8, cond: &str| {
+            format!(
+                "(SELECT t.*, {n} AS part FROM {t} t \
+                 WHERE t.env = $1 AND t.kind = $2 AND t.done_at IS NULL AND {cond} \
+                   AND t.id <> ALL($6) \
+                   AND (t.resource_key IS NULL OR (t.resource_key <> ALL($5) AND NOT EXISTS ( \
+                     SELECT 1 FROM {t} b WHERE b.env = t.env AND b.kind = t.kind \
+                       AND b.resource_key = t.resource_key AND b.done_at IS NULL \
+                       AND b.leased_until > $3 AND b.id <> t.id))) \
+                 ORDER BY {order} LIMIT $4)"
+            )
+        };
+        format!(
+            "SELECT {COLUMNS} FROM ({} UNION ALL {} UNION ALL {}) t \
+             ORDER BY t.part, {order} LIMIT $4",
+            part(0, "t.leased_until IS NULL AND t.wait_until IS NULL"),
+            part(1, "t.leased_until IS NULL AND t.wait_until <= $3"),
+            part(
+                2,
+                "t.leased_until <= $3 AND (t.wait_until IS NULL OR t.wait_until <= $3)"
+            ),
+        )
+    }
+
+    /// Ready candidates of the env/kind in claim order whose key is free, at
+    /// most one per key, up to `limit` that decode (undecodable ones met on
+    /// the way are collected in `undecodable`). Pages through the claim
+    /// order, leaving out the ids and keys already seen.
+    async fn candidates(
+        &self,
+        conn: &mut PgConnection,
+        request: &ClaimRequest,
+        limit: usize,
+        undecodable: &mut Vec<Undecodable>,
+    ) -> Result<Vec<Task>, StoreError> {
+        let sql = self.candidate_sql();
+        let mut picked: Vec<Task> = Vec::new();
+        let mut seen_ids: Vec<String> = Vec::new();
+        let mut taken_keys: Vec<String> = Vec::new();
+        while picked.len() < limit {
+            let want = limit - picked.len();
+            let rows = sqlx::query(&sql)
+                .bind(&request.env)
+                .bind(&request.kind)
+                .bind(request.now)
+                .bind(i64::try_from(want).unwrap_or(i64::MAX))
+                .bind(&taken_keys)
+                .bind(&seen_ids)
+                .fetch_all(&mut *conn)
+                .await
+                .map_err(db)?;
+            for r in &rows {
+                let Decoded { id, task } = row::decode(r).map_err(db)?;
+                seen_ids.push(id.clone());
+                let task = match task {
+                    Ok(task) => task,
+                    Err(reason) => {
+                        undecodable.push(Undecodable { id, reason });
+                        continue;
+                    }
+                };
+                if let Some(key) = &task.resource_key {
+                    if taken_keys.contains(key) {
+                        continue;
+                    }
+                    taken_keys.push(key.clone());
+                }
+                if picked.len() < limit {
+                    picked.push(task);
+                }
+            }
+            if rows.len() < want {
+                break;
+            }
+        }
+        Ok(picked)
+    }
+
+    /// The query plans (`EXPLAIN`) of a claim's statements for `env`/`kind`
+    /// at `now`: the candidate query, the resource-key busy check it embeds,
+    /// the group query for `key`, and the bulk write-back of claimed tasks. A diagnostic, used by the tests that
+    /// check the claim is served by the indexes.
+    pub async fn explain_claim(
+        &self,
+        env: &str,
+        kind: &str,
+        key: &str,
+        now: DateTime<Utc>,
+    ) -> Result<String, StoreError> {
+        let mut conn = self.inner.pool.acquire().await.map_err(db)?;
+        let mut out = String::new();
+        let candidate = sqlx::query(&format!("EXPLAIN {}", self.candidate_sql()))
+            .bind(env)
+            .bind(kind)
+            .bind(now)
+            .bind(10_i64)
+            .bind(Vec::<String>::new())
+            .bind(Vec::<String>::new())
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(db)?;
+        let group = sqlx::query(&format!("EXPLAIN {}", self.group_sql()))
+            .bind(env)
+            .bind(kind)
+            .bind(now)
+            .bind(key)
+            .bind(10_i64)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(db)?;
+        let sample = Task::new("explain", kind, env, now);
+        let row = row::encode(&sample).map_err(StoreError::backend)?;
+        let write = sqlx::query(&format!("EXPLAIN {}", self.write_sql()))
+            .bind(Json(Value::Array(vec![row])))
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(db)?;
+        for (title, rows) in [
+            ("candidates", candidate),
+            ("group", group),
+            ("write-back", write),
+        ] {
+            out.push_str(&format!("-- {title}\n"));
+            for r in &rows {
+                out.push_str(&r.try_get::<String, _>(0).map_err(db)?);
+                out.push('\n');
+            }
+        }
+        Ok(out)
+    }
+
+    /// Tries to take the advisory locks of `keys` for this transaction;
+    /// returns the keys it got.
+    async fn lock_keys(
+        &self,
+        conn: &mut PgConnection,
+        request: &ClaimRequest,
+        keys: &[String],
+    ) -> Result<HashSet<String>, StoreError> {
+        if keys.is_empty() {
+            return Ok(HashSet::new());
+        }
+        // Unit separators keep (env, kind, key) triples from colliding by concatenation.
+        let prefix = format!(
+            "{}\u{1f}{}\u{1f}{}\u{1f}",
+            self.inner.schema, request.env, request.kind
+        );
+        let rows = sqlx::query(
+            "SELECT k FROM unnest($1::text[]) AS k \
+             WHERE pg_try_advisory_xact_lock(hashtextextended($2 || k, 0))",
+        )
+        .bind(keys)
+        .bind(prefix)
+        .fetch_all(conn)
+        .await
+        .map_err(db)?;
+        rows.iter()
+            .map(|r| r.try_get::<String, _>(0))
+            .collect::<Result<_, _>>()
+            .map_err(db)
+    }
+
+    /// Locks the still-ready rows among `ids` (`FOR UPDATE SKIP LOCKED`);
+    /// keyed ones only if their key is in `keys` and still free. In claim
+    /// order, or in group order when `group` is set.
+    async fn lock_ready(
+        &self,
+        conn: &mut PgConnection,
+        request: &ClaimRequest,
+        ids: &[String],
+        keys: &[String],
+        group: bool,
+        undecodable: &mut Vec<Undecodable>,
+    ) -> Result<Vec<Task>, StoreError> {
+        let t = &self.inner.table;
+        let order = if group {
+            "t.wait_until NULLS FIRST, t.created_at, t.id"
+        } else {
+            "t.leased_until NULLS FIRST, t.wait_until NULLS FIRST, t.created_at, t.id"
+        };
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM {t} t \
+             WHERE t.id = ANY($4) AND t.env = $1 AND t.kind = $2 AND t.done_at IS NULL \
+               AND (t.wait_until IS NULL OR t.wait_until <= $3) \
+               AND (t.leased_until IS NULL OR t.leased_until <= $3) \
+               AND (t.resource_key IS NULL OR (t.resource_key = ANY($5) AND NOT EXISTS ( \
+                   SELECT 1 FROM {t} b WHERE b.env = t.env AND b.kind = t.kind \
+                     AND b.resource_key = t.resource_key AND b.done_at IS NULL \
+                     AND b.leased_until > $3 AND b.id <> t.id))) \
+             ORDER BY {order} FOR UPDATE OF t SKIP LOCKED"
+        ))
+        .bind(&request.env)
+        .bind(&request.kind)
+        .bind(request.now)
+        .bind(ids)
+        .bind(keys)
+        .fetch_all(conn)
+        .await
+        .map_err(db)?;
+        let mut tasks = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let Decoded { id, task } = row::decode(r).map_err(db)?;
+            match task {
+                Ok(task) => tasks.push(task),
+                Err(reason) => undecodable.push(Undecodable { id, reason }),
+            }
+        }
+        Ok(tasks)
+    }
+
+    /// The group query: ids of the ready tasks of key `$4` (env `$1`, kind
+    /// `$2`, at `$3`) in group order, at most `$5` (`tasks_key_group_idx`).
+    fn group_sql(&self) -> String {
+        let t = &self.inner.table;
+        format!(
+            "SELECT t.id FROM {t} t \
+             WHERE t.env = $1 AND t.kind = $2 AND t.resource_key = $4 AND t.done_at IS NULL \
+               AND (t.wait_until IS NULL OR t.wait_until <= $3) \
+               AND (t.leased_until IS NULL OR t.leased_until <= $3) \
+             ORDER BY t.wait_until NULLS FIRST, t.created_at, t.id LIMIT $5"
+        )
+    }
+
+    /// The ids of the ready tasks of one free key, in group order, at most `cap`.
+    async fn group_ids(
+        &self,
+        conn: &mut PgConnection,
+        request: &ClaimRequest,
+        key: &str,
+        cap: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query(&self.group_sql())
+            .bind(&request.env)
+            .bind(&request.kind)
+            .bind(request.now)
+            .bind(key)
+            .bind(i64::try_from(cap).unwrap_or(i64::MAX))
+            .fetch_all(conn)
+            .await
+            .map_err(db)?;
+        rows.iter()
+            .map(|r| r.try_get::<String, _>(0))
+            .collect::<Result<_, _>>()
+            .map_err(db)
+    }
+
+    /// Chooses and locks the tasks a claim leases (inside its transaction).
+    async fn select_for_claim(
+        &self,
+        conn: &mut PgConnection,
+        request: &ClaimRequest,
+        undecodable: &mut Vec<Undecodable>,
+    ) -> Result<Vec<Task>, StoreError> {
+        match request.mode {
+            ClaimMode::Single { limit } => {
+                if limit == 0 {
+                    return Ok(Vec::new());
+                }
+                let candidates = self.candidates(conn, request, limit, undecodable).await?;
+                let ids: Vec<String> = candidates.iter().map(|t| t.id.clone()).collect();
+                let keys: Vec<String> = candidates
+                    .iter()
+                    .filter_map(|t| t.resource_key.clone())
+                    .collect();
+                if ids.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let locked: Vec<String> = self
+                    .lock_keys(conn, request, &keys)
+                    .await?
+                    .into_iter()
+                    .collect();
+                self.lock_ready(conn, request, &ids, &locked, false, undecodable)
+                    .await
+            }
+            ClaimMode::ResourceGroup { max_group } => {
+                if max_group == 0 {
+                    return Ok(Vec::new());
+                }
+                let cap = usize::try_from(GROUP_CANDIDATES).unwrap_or(16);
+                let candidates = self.candidates(conn, request, cap, undecodable).await?;
+                for head in candidates {
+                    let taken = match &head.resource_key {
+                        None => {
+                            let ids = [head.id.clone()];
+                            self.lock_ready(conn, request, &ids, &[], false, undecodable)
+                                .await?
+                        }
+                        Some(key) => {
+                            let keys = [key.clone()];
+                            if self.lock_keys(conn, request, &keys).await?.is_empty() {
+                                continue;
+                            }
+                            let ids = self.group_ids(conn, request, key, max_group).await?;
+                            self.lock_ready(conn, request, &ids, &keys, true, undecodable)
+                                .await?
+                        }
+                    };
+                    if !taken.is_empty() {
+                        return Ok(taken);
+                    }
+                }
+                Ok(Vec::new())
+            }
+        }
+    }
+}
+
+fn check_schema(schema: &str) -> Result<(), StoreError> {
+    if valid_identifier(schema) {
+        Ok(())
+    } else {
+        Err(StoreError::backend(format!(
+            "invalid schema name {schema:?}: use letters, digits and _ (not first), at most 63 bytes"
+        )))
+    }
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    /// One `INSERT ... ON CONFLICT DO NOTHING` for the batch; a repeated id
+    /// within one call is created once and reported as existing afterwards.
+    async fn create(&self, tasks: Vec<Task>) -> Result<Vec<CreateOutcome>, StoreError> {
+        let mut tx = self.inner.pool.begin().await.map_err(db)?;
+        let outcomes = self.create_in(&mut tx, tasks).await?;
+        tx.commit().await.map_err(db)?;
+        Ok(outcomes)
+    }
+
+    /// One transaction; see the crate docs for the exclusion mechanism.
+    /// Undecodable candidates met on the way are reported (and skipped).
+    async fn claim(&self, request: &ClaimRequest) -> Result<Claimed, StoreError> {
+        let mut undecodable = Vec::new();
+        let mut tx = self.inner.pool.begin().await.map_err(db)?;
+        let selected = self
+            .select_for_claim(&mut tx, request, &mut undecodable)
+            .await?;
+        let tasks: Vec<Task> = selected
+            .iter()
+            .map(|task| lifecycle::claim(task, &request.grant))
+            .collect();
+        self.write_back(&mut tx, &tasks.iter().collect::<Vec<_>>())
+            .await?;
+        tx.commit().await.map_err(db)?;
+        Ok(Claimed { tasks, undecodable })
+    }
+
+    /// Locks the rows (`FOR UPDATE`), compares versions in Rust, writes the
+    /// applied ones with one `UPDATE`, all in one transaction.
+    async fn swap(&self, swaps: Vec<Swap>) -> Result<Vec<SwapOutcome>, StoreError> {
+        if swaps.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<String> = swaps.iter().map(|s| s.task.id.clone()).collect();
+        let mut tx = self.inner.pool.begin().await.map_err(db)?;
+        let mut stored = self.lock_rows(&mut tx, &ids).await?;
+        let mut changed = Changed::new();
+        let mut outcomes = Vec::with_capacity(swaps.len());
+        let mut written: Vec<String> = Vec::new();
+        for swap in swaps {
+            let outcome = match stored.get(&swap.task.id) {
+                None => SwapOutcome::NotFound,
+                Some(Stored::Raw(reason)) => SwapOutcome::Failed(StoreError::Undecodable {
+                    id: swap.task.id.clone(),
+                    reason: reason.clone(),
+                }),
+                Some(Stored::Task(old)) if old.version != swap.expected_version => {
+                    SwapOutcome::Conflict
+                }
+                Some(Stored::Task(old)) => {
+                    changed.insert((old.env.clone(), old.kind.clone()));
+                    changed.insert((swap.task.env.clone(), swap.task.kind.clone()));
+                    if !written.contains(&swap.task.id) {
+                        written.push(swap.task.id.clone());
+                    }
+                    stored.insert(swap.task.id.clone(), Stored::Task(swap.task));
+                    SwapOutcome::Applied
+                }
+            };
+            outcomes.push(outcome);
+        }
+        let tasks: Vec<&Task> = written
+            .iter()
+            .filter_map(|id| match stored.get(id) {
+                Some(Stored::Task(t)) => Some(t),
+                _ => None,
+            })
+            .collect();
+        self.write_back(&mut tx, &tasks).await?;
+        self.notify(&mut tx, &changed).await?;
+        tx.commit().await.map_err(db)?;
+        Ok(outcomes)
+    }
+
+    async fn get(&self, ids: &[String]) -> Result<Vec<Fetched>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let t = &self.inner.table;
+        let rows = sqlx::query(&format!("SELECT {COLUMNS} FROM {t} WHERE id = ANY($1)"))
+            .bind(ids)
+            .fetch_all(&self.inner.pool)
+            .await
+            .map_err(db)?;
+        let mut by_id = HashMap::with_capacity(rows.len());
+        for r in &rows {
+            let Decoded { id, task } = row::decode(r).map_err(db)?;
+            let fetched = match task {
+                Ok(task) => Fetched::Task(task),
+                Err(reason) => Fetched::Undecodable(Undecodable {
+                    id: id.clone(),
+                    reason,
+                }),
+            };
+            by_id.insert(id, fetched);
+        }
+        let mut seen = HashSet::new();
+        Ok(ids
+            .iter()
+            .filter(|id| seen.insert(id.as_str()))
+            .filter_map(|id| by_id.remove(id))
+            .collect())
+    }
+
+    /// Filters and pages in SQL (statuses by a `CASE` that mirrors
+    /// [`Task::status`]); rows that do not decode are left out.
+    async fn find(&self, filter: &TaskFilter) -> Result<Vec<Task>, StoreError> {
+        let t = &self.inner.table;
+        let status = status_sql("$5");
+        let statuses: Vec<String> = filter
+            .statuses
+            .iter()
+            .map(|s| s.as_str().to_owned())
+            .collect();
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM {t} WHERE env = $1 AND {TASK_LIKE} \
+               AND ($2::text IS NULL OR kind = $2) \
+               AND ($3::text IS NULL OR resource_key = $3) \
+               AND (NOT $4 OR done_at IS NULL) \
+               AND (cardinality($6::text[]) = 0 OR ({status}) = ANY($6)) \
+             ORDER BY created_at, id OFFSET $7 LIMIT $8"
+        ))
+        .bind(&filter.env)
+        .bind(filter.kind.as_deref())
+        .bind(filter.resource_key.as_deref())
+        .bind(filter.not_done)
+        .bind(filter.now)
+        .bind(&statuses)
+        .bind(i64::try_from(filter.offset).unwrap_or(i64::MAX))
+        .bind(filter.limit.map(|l| i64::try_from(l).unwrap_or(i64::MAX)))
+        .fetch_all(&self.inner.pool)
+        .await
+        .map_err(db)?;
+        let mut tasks = Vec::with_capacity(rows.len());
+        for r in &rows {
+            if let Ok(task) = row::decode(r).map_err(db)?.task {
+                tasks.push(task);
+            }
+        }
+        Ok(tasks)
+    }
+
+    async fn count_by_status(
+        &self,
+        env: &str,
+        kind: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<StatusCounts, StoreError> {
+        let t = &self.inner.table;
+        let status = status_sql("$3");
+        let rows = sqlx::query(&format!(
+            "SELECT s, count(*) FROM (SELECT {status} AS s FROM {t} \
+               WHERE env = $1 AND ($2::text IS NULL OR kind = $2) AND {TASK_LIKE}) c \
+             GROUP BY s"
+        ))
+        .bind(env)
+        .bind(kind)
+        .bind(now)
+        .fetch_all(&self.inner.pool)
+        .await
+        .map_err(db)?;
+        let mut counts = StatusCounts::new();
+        for r in &rows {
+            let name: String = r.try_get(0).map_err(db)?;
+            let n: i64 = r.try_get(1).map_err(db)?;
+            let status: TaskStatus = name.parse().map_err(StoreError::backend)?;
+            counts.insert(status, u64::try_from(n).unwrap_or(0));
+        }
+        Ok(counts)
+    }
+
+    /// Locks the rows, checks expected versions in Rust, deletes with one
+    /// statement, in one transaction.
+    async fn delete(&self, deletes: &[Delete]) -> Result<Vec<DeleteOutcome>, StoreError> {
+        if deletes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<String> = deletes.iter().map(|d| d.id.clone()).collect();
+        let mut tx = self.inner.pool.begin().await.map_err(db)?;
+        let mut stored = self.lock_rows(&mut tx, &ids).await?;
+        let mut changed = Changed::new();
+        let mut removed = Vec::new();
+        let mut outcomes = Vec::with_capacity(deletes.len());
+        for delete in deletes {
+            let matches = match (stored.get(&delete.id), delete.expected_version) {
+                (None, _) => {
+                    outcomes.push(DeleteOutcome::NotFound);
+                    continue;
+                }
+                (Some(_), None) => true,
+                (Some(Stored::Task(task)), Some(version)) => task.version == version,
+                (Some(Stored::Raw(_)), Some(_)) => false,
+            };
+            if !matches {
+                outcomes.push(DeleteOutcome::Conflict);
+                continue;
+            }
+            if let Some(Stored::Task(task)) = stored.remove(&delete.id) {
+                changed.insert((task.env, task.kind));
+            }
+            removed.push(delete.id.clone());
+            outcomes.push(DeleteOutcome::Deleted);
+        }
+        if !removed.is_empty() {
+            let t = &self.inner.table;
+            let gone = sqlx::query(&format!(
+                "DELETE FROM {t} WHERE id = ANY($1) RETURNING env, kind"
+            ))
+            .bind(&removed)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db)?;
+            for r in &gone {
+                changed.insert((r.try_get(0).map_err(db)?, r.try_get(1).map_err(db)?));
+            }
+        }
+        self.notify(&mut tx, &changed).await?;
+        tx.commit().await.map_err(db)?;
+        Ok(outcomes)
+    }
+
+    async fn next_due(
+        &self,
+        env: &str,
+        kind: &str,
+        after: DateTime<Utc>,
+    ) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let t = &self.inner.table;
+        let due = "greatest(coalesce(wait_until, '-infinity'::timestamptz), \
+                   coalesce(leased_until, '-infinity'::timestamptz))";
+        let row = sqlx::query(&format!(
+            "SELECT min({due}) FROM {t} \
+             WHERE env = $1 AND kind = $2 AND done_at IS NULL AND {TASK_LIKE} AND {due} > $3"
+        ))
+        .bind(env)
+        .bind(kind)
+        .bind(after)
+        .fetch_one(&self.inner.pool)
+        .await
+        .map_err(db)?;
+        row.try_get::<Option<DateTime<Utc>>, _>(0).map_err(db)
+    }
+
+    /// A stream fed by a `PgListener` on this env's channel (one connection
+    /// per subscriber, reconnecting after errors). `None` outside a tokio
+    /// runtime.
+    fn subscribe(&self, env: &str) -> Option<BoxStream<'static, Notification>> {
+        let handle = tokio::runtime::Handle::try_current().ok()?;
+        let (tx, rx) = tokio::sync::mpsc::channel::<Notification>(256);
+        let pool = self.inner.pool.clone();
+        let channel = self.channel(env);
+        handle.spawn(listen(pool, channel, tx));
+        Some(
+            futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|n| (n, rx)) })
+                .boxed(),
+        )
+    }
+}
+
+/// Forwards notices of `channel` to `tx` until the subscriber goes away,
+/// reconnecting (with a pause) whenever the connection fails.
+async fn listen(pool: PgPool, channel: String, tx: tokio::sync::mpsc::Sender<Notification>) {
+    let pause = std::time::Duration::from_millis(500);
+    while !tx.is_closed() {
+        let mut listener = match PgListener::connect_with(&pool).await {
+            Ok(listener) => listener,
+            Err(_) => {
+                tokio::time::sleep(pause).await;
+                continue;
+            }
+        };
+        if listener.listen(&channel).await.is_err() {
+            tokio::time::sleep(pause).await;
+            continue;
+        }
+        loop {
+            let received = tokio::select! {
+                r = listener.try_recv() => r,
+                () = tx.closed() => return,
+            };
+            match received {
+                Ok(Some(notice)) => {
+                    let kind = notice.payload().to_owned();
+                    // A full buffer drops the notice: notices may be lost.
+                    if let Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) =
+                        tx.try_send(Notification { kind })
+                    {
+                        return;
+                    }
+                }
+                // The connection was lost; `try_recv` reconnects on the next call.
+                Ok(None) => {}
+                Err(_) => {
+                    tokio::time::sleep(pause).await;
+                    break;
+                }
+            }
+        }
+    }
+}

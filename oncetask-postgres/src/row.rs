@@ -1,0 +1,203 @@
+//! Mapping between [`Task`] and a row of the task table.
+//!
+//! Reads decode each column with its native type and report a row that is
+//! not a valid task as an error for that row (never a panic). Writes encode a
+//! batch of tasks as one JSON array that SQL expands with
+//! `jsonb_to_recordset`, so a bulk insert or update is one statement with one
+//! bound parameter. JSON-valued fields travel as JSON *text* inside that
+//! array (cast back with `::jsonb`), because `jsonb_to_recordset` would turn
+//! a JSON `null` result into SQL `NULL` and lose the difference between "no
+//! result" and "the result `null`".
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use oncetask_core::{AttemptError, LeaseToken, Outcome, Recurrence, Task};
+use serde_json::{Map, Value};
+use sqlx::Row;
+use sqlx::postgres::PgRow;
+
+/// The task columns, in the order every `SELECT` lists them.
+pub(crate) const COLUMNS: &str = "id, kind, env, data, resource_key, wait_until, leased_until, \
+    created_at, done_at, attempts, cancellation_attempts, errors, result, recurrence, \
+    parent_recurrence_id, occurrence_timestamp, is_cancelled, cancelled_at, lease_token, \
+    version, outcome";
+
+/// The record type of one encoded row, for `jsonb_to_recordset(...) AS x(...)`.
+pub(crate) const RECORD: &str = "x(id text, kind text, env text, data text, resource_key text, \
+    wait_until timestamptz, leased_until timestamptz, created_at timestamptz, \
+    done_at timestamptz, attempts integer, cancellation_attempts integer, errors text, \
+    result text, recurrence text, parent_recurrence_id text, occurrence_timestamp timestamptz, \
+    is_cancelled boolean, cancelled_at timestamptz, lease_token text, version bigint, \
+    outcome text)";
+
+/// The values of [`RECORD`] as stored column values, in [`COLUMNS`] order.
+pub(crate) const RECORD_VALUES: &str = "x.id, x.kind, x.env, x.data::jsonb, x.resource_key, \
+    x.wait_until, x.leased_until, x.created_at, x.done_at, x.attempts, \
+    x.cancellation_attempts, x.errors::jsonb, x.result::jsonb, x.recurrence::jsonb, \
+    x.parent_recurrence_id, x.occurrence_timestamp, x.is_cancelled, x.cancelled_at, \
+    x.lease_token, x.version, x.outcome";
+
+/// A row read from the table: a task, or the reason it is not one.
+pub(crate) struct Decoded {
+    /// The row's id (always readable: it is the primary key).
+    pub id: String,
+    /// The task, or why the row does not decode.
+    pub task: Result<Task, String>,
+}
+
+/// Reads one row selected with [`COLUMNS`].
+pub(crate) fn decode(row: &PgRow) -> Result<Decoded, sqlx::Error> {
+    let id: String = row.try_get("id")?;
+    let task = decode_task(row, &id);
+    Ok(Decoded { id, task })
+}
+
+fn json<T: serde::de::DeserializeOwned>(value: Value, field: &str) -> Result<T, String> {
+    serde_json::from_value(value).map_err(|e| format!("column {field}: {e}"))
+}
+
+fn decode_task(row: &PgRow, id: &str) -> Result<Task, String> {
+    fn get<'r, T>(row: &'r PgRow, column: &str) -> Result<T, String>
+    where
+        T: sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>,
+    {
+        row.try_get(column)
+            .map_err(|e| format!("column {column}: {e}"))
+    }
+    let data = match get::<Value>(row, "data")? {
+        Value::Object(map) => map,
+        other => {
+            return Err(format!(
+                "column data: expected a JSON object, found {}",
+                kind_of(&other)
+            ));
+        }
+    };
+    let count = |column: &str| -> Result<u32, String> {
+        let n: i32 = get(row, column)?;
+        u32::try_from(n).map_err(|_| format!("column {column}: negative count {n}"))
+    };
+    let version: i64 = get(row, "version")?;
+    let version =
+        u64::try_from(version).map_err(|_| format!("column version: negative {version}"))?;
+    let errors: Vec<AttemptError> = json(get(row, "errors")?, "errors")?;
+    let recurrence: Option<Recurrence> = match get::<Option<Value>>(row, "recurrence")? {
+        Some(value) => Some(json(value, "recurrence")?),
+        None => None,
+    };
+    let outcome: Option<Outcome> = match get::<Option<String>>(row, "outcome")? {
+        Some(text) => Some(json(Value::String(text), "outcome")?),
+        None => None,
+    };
+    Ok(Task {
+        id: id.to_owned(),
+        kind: get(row, "kind")?,
+        data,
+        resource_key: get(row, "resource_key")?,
+        env: get(row, "env")?,
+        wait_until: get(row, "wait_until")?,
+        leased_until: get(row, "leased_until")?,
+        created_at: get(row, "created_at")?,
+        done_at: get(row, "done_at")?,
+        attempts: count("attempts")?,
+        cancellation_attempts: count("cancellation_attempts")?,
+        errors,
+        result: get(row, "result")?,
+        recurrence,
+        parent_recurrence_id: get(row, "parent_recurrence_id")?,
+        occurrence_timestamp: get(row, "occurrence_timestamp")?,
+        is_cancelled: get(row, "is_cancelled")?,
+        cancelled_at: get(row, "cancelled_at")?,
+        lease_token: get::<Option<String>>(row, "lease_token")?.map(LeaseToken::from_stored),
+        version,
+        outcome,
+    })
+}
+
+fn kind_of(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+fn time(t: Option<DateTime<Utc>>) -> Value {
+    t.map_or(Value::Null, |t| {
+        Value::String(t.to_rfc3339_opts(SecondsFormat::Micros, true))
+    })
+}
+
+fn text(s: Option<&str>) -> Value {
+    s.map_or(Value::Null, |s| Value::String(s.to_owned()))
+}
+
+/// One task as an element of the JSON array read by [`RECORD`]; `Err` says
+/// why the task cannot be stored.
+pub(crate) fn encode(task: &Task) -> Result<Value, String> {
+    let version =
+        i64::try_from(task.version).map_err(|_| format!("version {} too large", task.version))?;
+    let count = |n: u32, what: &str| {
+        i32::try_from(n).map_err(|_| format!("{what} {n} too large for an integer column"))
+    };
+    let outcome = match task.outcome {
+        Some(o) => match serde_json::to_value(o).map_err(|e| e.to_string())? {
+            Value::String(s) => Value::String(s),
+            other => return Err(format!("outcome encodes as {other}")),
+        },
+        None => Value::Null,
+    };
+    let mut row = Map::new();
+    let mut put = |k: &str, v: Value| {
+        row.insert(k.to_owned(), v);
+    };
+    put("id", Value::String(task.id.clone()));
+    put("kind", Value::String(task.kind.clone()));
+    put("env", Value::String(task.env.clone()));
+    put("data", Value::String(to_text(&task.data)?));
+    put("resource_key", text(task.resource_key.as_deref()));
+    put("wait_until", time(task.wait_until));
+    put("leased_until", time(task.leased_until));
+    put("created_at", time(Some(task.created_at)));
+    put("done_at", time(task.done_at));
+    put("attempts", Value::from(count(task.attempts, "attempts")?));
+    put(
+        "cancellation_attempts",
+        Value::from(count(task.cancellation_attempts, "cancellation_attempts")?),
+    );
+    put("errors", Value::String(to_text(&task.errors)?));
+    put(
+        "result",
+        match &task.result {
+            Some(v) => Value::String(to_text(v)?),
+            None => Value::Null,
+        },
+    );
+    put(
+        "recurrence",
+        match &task.recurrence {
+            Some(r) => Value::String(to_text(r)?),
+            None => Value::Null,
+        },
+    );
+    put(
+        "parent_recurrence_id",
+        text(task.parent_recurrence_id.as_deref()),
+    );
+    put("occurrence_timestamp", time(task.occurrence_timestamp));
+    put("is_cancelled", Value::Bool(task.is_cancelled));
+    put("cancelled_at", time(task.cancelled_at));
+    put(
+        "lease_token",
+        text(task.lease_token.as_ref().map(LeaseToken::as_str)),
+    );
+    put("version", Value::from(version));
+    put("outcome", outcome);
+    Ok(Value::Object(row))
+}
+
+fn to_text<T: serde::Serialize>(value: &T) -> Result<String, String> {
+    serde_json::to_string(value).map_err(|e| e.to_string())
+}
