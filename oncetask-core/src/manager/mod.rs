@@ -55,6 +55,7 @@ pub use handler::{
     FnHandler, GroupHandler, HandlerResult, TaskHandler, group_handler_fn, handler_fn,
 };
 pub use options::{HandlerOptions, HandlerTimeout};
+#[cfg(feature = "testing")]
 pub(crate) use worker::run_captured;
 pub use worker::{RunOutcome, RunReport, ShutdownReport};
 
