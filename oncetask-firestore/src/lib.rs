@@ -23,6 +23,7 @@
 //! against it.
 
 pub mod document;
+mod queries;
 pub mod store;
 
 pub use document::{DecodeError, EncodeError, decode_task, encode_task};

@@ -1,9 +1,11 @@
 //! [`FirestoreStore`]: the [`Store`] on Firestore.
 //!
 //! Work in progress (issue 4): the whole conformance suite passes against
-//! the Firestore emulator; still missing are the index file, a listener
+//! the Firestore emulator; still missing are a listener
 //! ([`Store::subscribe`] returns `None`), COUNT aggregation and batched
-//! swaps and deletes.
+//! swaps and deletes. The composite indexes the queries need are in the
+//! crate's `firestore.indexes.json`; the queries are built in one private
+//! module whose unit test checks them against that file.
 //!
 //! The store uses the Firestore gRPC API through
 //! [`FirestoreDb::client`], which the `firestore` crate documents as an
@@ -48,8 +50,8 @@ use firestore::FirestoreDb;
 use firestore::gcloud_sdk::google::firestore::v1::{
     BatchGetDocumentsRequest, BatchWriteRequest, CommitRequest, Document, Precondition,
     RunQueryRequest, StructuredQuery, Value, Write, batch_get_documents_request,
-    batch_get_documents_response, precondition::ConditionType, run_query_request,
-    structured_query as sq, value::ValueType, write::Operation,
+    batch_get_documents_response, precondition::ConditionType, run_query_request, value::ValueType,
+    write::Operation,
 };
 use firestore::gcloud_sdk::prost_types::Timestamp;
 use firestore::gcloud_sdk::tonic::{Code, Request, Status};
@@ -61,6 +63,7 @@ use oncetask_core::store::{
 use oncetask_core::{Store, StoreError, Task};
 
 use crate::document::{decode_task, encode_task, format_time};
+use crate::queries::{self, str_value};
 
 /// The collection the Go package uses.
 pub const DEFAULT_COLLECTION: &str = "onceTasks";
@@ -242,24 +245,6 @@ impl FirestoreStore {
         Ok(out)
     }
 
-    fn base_query(&self, filters: Vec<sq::Filter>, order: &[&str]) -> StructuredQuery {
-        StructuredQuery {
-            from: vec![sq::CollectionSelector {
-                collection_id: self.collection.clone(),
-                all_descendants: false,
-            }],
-            r#where: Some(and(filters)),
-            order_by: order
-                .iter()
-                .map(|f| sq::Order {
-                    field: Some(field_ref(f)),
-                    direction: sq::Direction::Ascending as i32,
-                })
-                .collect(),
-            ..Default::default()
-        }
-    }
-
     async fn commit(&self, writes: Vec<Write>, transaction: Vec<u8>) -> Result<(), Status> {
         let request = CommitRequest {
             database: self.database(),
@@ -331,24 +316,7 @@ impl FirestoreStore {
         if limit == 0 || group == Some(0) {
             return Ok(Some(Vec::new()));
         }
-        let mut ready = self.base_query(
-            vec![
-                eq("env", str_value(&request.env)),
-                eq("type", str_value(&request.kind)),
-                eq("doneAt", str_value("")),
-                cmp(
-                    "waitUntil",
-                    sq::field_filter::Operator::LessThanOrEqual,
-                    &now_s,
-                ),
-                cmp(
-                    "leasedUntil",
-                    sq::field_filter::Operator::LessThanOrEqual,
-                    &now_s,
-                ),
-            ],
-            &["leasedUntil", "waitUntil", "createdAt", "__name__"],
-        );
+        let mut ready = queries::ready_query(&self.collection, &request.env, &request.kind, &now_s);
         // A window past the limit leaves room for busy keys and, after a lost
         // race, for spreading concurrent claimers over several candidates.
         let window = limit.saturating_mul(2).saturating_add(6).min(MAX_WRITES);
@@ -491,15 +459,7 @@ impl FirestoreStore {
         request: &ClaimRequest,
         key: &str,
     ) -> Result<Vec<(Task, Option<Timestamp>)>, StoreError> {
-        let q = self.base_query(
-            vec![
-                eq("env", str_value(&request.env)),
-                eq("type", str_value(&request.kind)),
-                eq("resourceKey", str_value(key)),
-                eq("doneAt", str_value("")),
-            ],
-            &[],
-        );
+        let q = queries::key_members_query(&self.collection, &request.env, &request.kind, key);
         Ok(self
             .query(q, None, |_| true)
             .await?
@@ -574,17 +534,7 @@ impl FirestoreStore {
         resource_key: Option<&str>,
         not_done: bool,
     ) -> Result<Vec<Task>, StoreError> {
-        let mut filters = vec![eq("env", str_value(env))];
-        if let Some(kind) = kind {
-            filters.push(eq("type", str_value(kind)));
-        }
-        if let Some(key) = resource_key {
-            filters.push(eq("resourceKey", str_value(key)));
-        }
-        if not_done {
-            filters.push(eq("doneAt", str_value("")));
-        }
-        let q = self.base_query(filters, &[]);
+        let q = queries::scan_query(&self.collection, env, kind, resource_key, not_done);
         Ok(self
             .query(q, None, |_| true)
             .await?
@@ -604,19 +554,7 @@ impl FirestoreStore {
         field: &str,
         best: Option<DateTime<Utc>>,
     ) -> Result<Option<DateTime<Utc>>, StoreError> {
-        let q = self.base_query(
-            vec![
-                eq("env", str_value(env)),
-                eq("type", str_value(kind)),
-                eq("doneAt", str_value("")),
-                cmp(
-                    field,
-                    sq::field_filter::Operator::GreaterThan,
-                    &format_time(after),
-                ),
-            ],
-            &[field, "__name__"],
-        );
+        let q = queries::due_query(&self.collection, env, kind, field, &format_time(after));
         let mut best = best;
         // Values come in string order; a Go whole-second value sorts up to
         // 1 s late, so stop one second past the best due time found.
@@ -910,11 +848,11 @@ impl Store for FirestoreStore {
         kind: &str,
         after: DateTime<Utc>,
     ) -> Result<Option<DateTime<Utc>>, StoreError> {
-        let best = self
-            .earliest_due_by(env, kind, after, "waitUntil", None)
-            .await?;
-        self.earliest_due_by(env, kind, after, "leasedUntil", best)
-            .await
+        let mut best = None;
+        for field in queries::DUE_FIELDS {
+            best = self.earliest_due_by(env, kind, after, field, best).await?;
+        }
+        Ok(best)
     }
 }
 
@@ -983,46 +921,5 @@ fn code_name(c: Code) -> &'static str {
         Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
         Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
         _ => "ERROR",
-    }
-}
-
-fn str_value(s: &str) -> Value {
-    Value {
-        value_type: Some(ValueType::StringValue(s.to_owned())),
-    }
-}
-
-fn field_ref(path: &str) -> sq::FieldReference {
-    sq::FieldReference {
-        field_path: path.to_owned(),
-    }
-}
-
-fn field_filter(field: &str, op: sq::field_filter::Operator, value: Value) -> sq::Filter {
-    sq::Filter {
-        filter_type: Some(sq::filter::FilterType::FieldFilter(sq::FieldFilter {
-            field: Some(field_ref(field)),
-            op: op as i32,
-            value: Some(value),
-        })),
-    }
-}
-
-fn eq(field: &str, value: Value) -> sq::Filter {
-    field_filter(field, sq::field_filter::Operator::Equal, value)
-}
-
-fn cmp(field: &str, op: sq::field_filter::Operator, time: &str) -> sq::Filter {
-    field_filter(field, op, str_value(time))
-}
-
-fn and(filters: Vec<sq::Filter>) -> sq::Filter {
-    sq::Filter {
-        filter_type: Some(sq::filter::FilterType::CompositeFilter(
-            sq::CompositeFilter {
-                op: sq::composite_filter::Operator::And as i32,
-                filters,
-            },
-        )),
     }
 }

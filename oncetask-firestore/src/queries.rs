@@ -1,0 +1,313 @@
+//! The queries [`FirestoreStore`](crate::FirestoreStore) runs, built in one
+//! place so that the index file (`firestore.indexes.json`, shipped with this
+//! crate) can be checked against them: a unit test builds every shape below
+//! and asserts that a composite index of the file serves it.
+
+use firestore::gcloud_sdk::google::firestore::v1::{
+    StructuredQuery, Value, structured_query as sq, value::ValueType,
+};
+
+/// The fields `due_query` can range over.
+pub(crate) const DUE_FIELDS: [&str; 2] = ["waitUntil", "leasedUntil"];
+
+/// A query over `collection` with `filters` (ANDed) ordered ascending by `order`.
+pub(crate) fn base_query(
+    collection: &str,
+    filters: Vec<sq::Filter>,
+    order: &[&str],
+) -> StructuredQuery {
+    StructuredQuery {
+        from: vec![sq::CollectionSelector {
+            collection_id: collection.to_owned(),
+            all_descendants: false,
+        }],
+        r#where: Some(and(filters)),
+        order_by: order
+            .iter()
+            .map(|f| sq::Order {
+                field: Some(field_ref(f)),
+                direction: sq::Direction::Ascending as i32,
+            })
+            .collect(),
+        ..Default::default()
+    }
+}
+
+/// Ready tasks of `env`/`kind` at `now` (an RFC 3339 string), longest
+/// unleased and earliest due first.
+pub(crate) fn ready_query(collection: &str, env: &str, kind: &str, now: &str) -> StructuredQuery {
+    base_query(
+        collection,
+        vec![
+            eq("env", str_value(env)),
+            eq("type", str_value(kind)),
+            eq("doneAt", str_value("")),
+            cmp(
+                "waitUntil",
+                sq::field_filter::Operator::LessThanOrEqual,
+                now,
+            ),
+            cmp(
+                "leasedUntil",
+                sq::field_filter::Operator::LessThanOrEqual,
+                now,
+            ),
+        ],
+        &["leasedUntil", "waitUntil", "createdAt", "__name__"],
+    )
+}
+
+/// Not-done tasks of one resource key.
+pub(crate) fn key_members_query(
+    collection: &str,
+    env: &str,
+    kind: &str,
+    key: &str,
+) -> StructuredQuery {
+    base_query(
+        collection,
+        vec![
+            eq("env", str_value(env)),
+            eq("type", str_value(kind)),
+            eq("resourceKey", str_value(key)),
+            eq("doneAt", str_value("")),
+        ],
+        &[],
+    )
+}
+
+/// Tasks of `env`, optionally of one kind / resource key / not done only
+/// (`find` and `count_by_status`): equality filters only.
+pub(crate) fn scan_query(
+    collection: &str,
+    env: &str,
+    kind: Option<&str>,
+    resource_key: Option<&str>,
+    not_done: bool,
+) -> StructuredQuery {
+    let mut filters = vec![eq("env", str_value(env))];
+    if let Some(kind) = kind {
+        filters.push(eq("type", str_value(kind)));
+    }
+    if let Some(key) = resource_key {
+        filters.push(eq("resourceKey", str_value(key)));
+    }
+    if not_done {
+        filters.push(eq("doneAt", str_value("")));
+    }
+    base_query(collection, filters, &[])
+}
+
+/// Not-done tasks of `env`/`kind` whose `field` (one of [`DUE_FIELDS`]) is
+/// after `after`, in `field` order (`next_due`).
+pub(crate) fn due_query(
+    collection: &str,
+    env: &str,
+    kind: &str,
+    field: &str,
+    after: &str,
+) -> StructuredQuery {
+    base_query(
+        collection,
+        vec![
+            eq("env", str_value(env)),
+            eq("type", str_value(kind)),
+            eq("doneAt", str_value("")),
+            cmp(field, sq::field_filter::Operator::GreaterThan, after),
+        ],
+        &[field, "__name__"],
+    )
+}
+
+pub(crate) fn str_value(s: &str) -> Value {
+    Value {
+        value_type: Some(ValueType::StringValue(s.to_owned())),
+    }
+}
+
+fn field_ref(path: &str) -> sq::FieldReference {
+    sq::FieldReference {
+        field_path: path.to_owned(),
+    }
+}
+
+fn field_filter(field: &str, op: sq::field_filter::Operator, value: Value) -> sq::Filter {
+    sq::Filter {
+        filter_type: Some(sq::filter::FilterType::FieldFilter(sq::FieldFilter {
+            field: Some(field_ref(field)),
+            op: op as i32,
+            value: Some(value),
+        })),
+    }
+}
+
+pub(crate) fn eq(field: &str, value: Value) -> sq::Filter {
+    field_filter(field, sq::field_filter::Operator::Equal, value)
+}
+
+fn cmp(field: &str, op: sq::field_filter::Operator, time: &str) -> sq::Filter {
+    field_filter(field, op, str_value(time))
+}
+
+fn and(filters: Vec<sq::Filter>) -> sq::Filter {
+    sq::Filter {
+        filter_type: Some(sq::filter::FilterType::CompositeFilter(
+            sq::CompositeFilter {
+                op: sq::composite_filter::Operator::And as i32,
+                filters,
+            },
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Every query shape the store builds is served by an index: either
+    //! Firestore's automatic single-field indexes (equality filters only, no
+    //! ordering: Firestore merges the single-field indexes) or a composite
+    //! index of `firestore.indexes.json` whose fields are the equality fields
+    //! (any order) followed by the ordering fields, in order.
+
+    use super::*;
+    use std::collections::BTreeSet;
+
+    const INDEXES: &str = include_str!("../firestore.indexes.json");
+
+    /// Equality fields, inequality fields, ordering (without `__name__`).
+    struct Shape {
+        equalities: BTreeSet<String>,
+        inequalities: BTreeSet<String>,
+        order: Vec<String>,
+    }
+
+    fn shape(q: &StructuredQuery) -> Shape {
+        let mut equalities = BTreeSet::new();
+        let mut inequalities = BTreeSet::new();
+        let mut pending: Vec<&sq::Filter> = q.r#where.iter().collect();
+        while let Some(f) = pending.pop() {
+            match &f.filter_type {
+                Some(sq::filter::FilterType::CompositeFilter(c)) => pending.extend(&c.filters),
+                Some(sq::filter::FilterType::FieldFilter(ff)) => {
+                    let field = ff.field.as_ref().map(|r| r.field_path.clone());
+                    let field = field.unwrap_or_default();
+                    if ff.op == sq::field_filter::Operator::Equal as i32 {
+                        equalities.insert(field);
+                    } else {
+                        inequalities.insert(field);
+                    }
+                }
+                other => panic!("unexpected filter {other:?}"),
+            }
+        }
+        let order = q
+            .order_by
+            .iter()
+            .inspect(|o| assert_eq!(o.direction, sq::Direction::Ascending as i32))
+            .filter_map(|o| o.field.as_ref().map(|r| r.field_path.clone()))
+            .filter(|f| f != "__name__")
+            .collect();
+        Shape {
+            equalities,
+            inequalities,
+            order,
+        }
+    }
+
+    /// Composite indexes of the file on `collection`: ascending field lists.
+    fn indexes(collection: &str) -> Vec<Vec<String>> {
+        let file: serde_json::Value = serde_json::from_str(INDEXES).expect("valid JSON");
+        let list = file["indexes"].as_array().expect("`indexes` array");
+        assert!(
+            file["fieldOverrides"].is_array(),
+            "`fieldOverrides` array (may be empty)"
+        );
+        list.iter()
+            .filter(|ix| ix["collectionGroup"] == collection)
+            .map(|ix| {
+                assert_eq!(ix["queryScope"], "COLLECTION");
+                ix["fields"]
+                    .as_array()
+                    .expect("`fields` array")
+                    .iter()
+                    .map(|f| {
+                        assert_eq!(f["order"], "ASCENDING", "{f}");
+                        f["fieldPath"].as_str().expect("fieldPath").to_owned()
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    fn served(shape: &Shape, indexes: &[Vec<String>]) -> bool {
+        // Inequality fields must be ordered on (Firestore orders by them
+        // implicitly otherwise; this store always orders explicitly).
+        assert!(
+            shape.inequalities.iter().all(|f| shape.order.contains(f)),
+            "every inequality field is ordered on"
+        );
+        if shape.order.is_empty() && shape.inequalities.is_empty() {
+            return true; // merged single-field indexes
+        }
+        let n = shape.equalities.len();
+        indexes.iter().any(|fields| {
+            fields.len() == n + shape.order.len()
+                && fields[..n].iter().cloned().collect::<BTreeSet<_>>() == shape.equalities
+                && fields[n..] == shape.order[..]
+        })
+    }
+
+    /// Every query the store builds, with every option combination.
+    fn all_queries(c: &str) -> Vec<(String, StructuredQuery)> {
+        let t = "2026-01-01T00:00:00.000Z";
+        let mut out = vec![
+            ("ready".to_owned(), ready_query(c, "e", "k", t)),
+            (
+                "key members".to_owned(),
+                key_members_query(c, "e", "k", "r"),
+            ),
+        ];
+        for field in DUE_FIELDS {
+            out.push((
+                format!("next_due {field}"),
+                due_query(c, "e", "k", field, t),
+            ));
+        }
+        for kind in [None, Some("k")] {
+            for key in [None, Some("r")] {
+                for not_done in [false, true] {
+                    out.push((
+                        format!("scan {kind:?} {key:?} {not_done}"),
+                        scan_query(c, "e", kind, key, not_done),
+                    ));
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn every_query_is_served_by_an_index() {
+        let indexes = indexes(crate::DEFAULT_COLLECTION);
+        assert!(!indexes.is_empty());
+        for (name, q) in all_queries(crate::DEFAULT_COLLECTION) {
+            assert!(
+                served(&shape(&q), &indexes),
+                "no index serves the {name} query"
+            );
+        }
+    }
+
+    #[test]
+    fn the_index_file_has_no_unused_index() {
+        let shapes: Vec<Shape> = all_queries(crate::DEFAULT_COLLECTION)
+            .iter()
+            .map(|(_, q)| shape(q))
+            .collect();
+        for index in indexes(crate::DEFAULT_COLLECTION) {
+            let used = shapes
+                .iter()
+                .any(|s| !s.order.is_empty() && served(s, std::slice::from_ref(&index)));
+            assert!(used, "index {index:?} serves no query");
+        }
+    }
+}
