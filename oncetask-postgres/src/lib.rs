@@ -33,11 +33,11 @@
 //!
 //! ## Claims and resource-key exclusion
 //!
-//! A claim is one transaction (see [`PostgresStore`]'s `claim`):
+//! A claim is one transaction (module `claim`):
 //!
 //! 1. select candidates in claim order: ready tasks of the env/kind whose
-//!    resource key holds no live lease, at most one per key (a window
-//!    function), as many as the limit;
+//!    resource key holds no live lease, at most one per key, as many as the
+//!    limit (three index range scans, one per part of the claim order);
 //! 2. take a transaction-scoped advisory lock per candidate resource key
 //!    with `pg_try_advisory_xact_lock(hashtextextended(schema, env, kind,
 //!    key))`; a key whose lock another claimer holds is skipped (never
@@ -87,16 +87,15 @@ use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use sqlx::types::Json;
 use sqlx::{PgConnection, PgPool, Row};
 
+mod claim;
+mod notify;
 mod row;
+mod schema;
+
+use notify::listen;
+use schema::check_schema;
 
 use row::{COLUMNS, Decoded, RECORD, RECORD_VALUES};
-
-/// The embedded schema migrations (the `migrations/` directory of this crate).
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
-
-/// How many candidates a resource-group claim considers before giving up
-/// (only contention with other claimers makes it look past the first).
-const GROUP_CANDIDATES: i64 = 16;
 
 /// A PostgreSQL [`Store`]. Cloning is cheap and clones share the pool.
 #[derive(Clone)]
@@ -129,14 +128,6 @@ fn db(e: sqlx::Error) -> StoreError {
     }
 }
 
-/// True for a valid, unquoted-style SQL identifier of at most 63 bytes.
-fn valid_identifier(name: &str) -> bool {
-    let mut chars = name.chars();
-    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
-        && name.len() <= 63
-}
-
 /// The SQL status of a row at bind parameter `$now`, exactly as [`Task::status`].
 fn status_sql(now: &str) -> String {
     format!(
@@ -158,18 +149,6 @@ fn status_sql(now: &str) -> String {
 /// Rows whose payload is not a JSON object are not tasks: listings, counts
 /// and due times ignore them (claims and `get` report them).
 const TASK_LIKE: &str = "jsonb_typeof(data) = 'object'";
-
-/// 64-bit FNV-1a: a stable channel name per schema and env.
-fn fnv1a(parts: &[&str]) -> u64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for part in parts {
-        for byte in part.bytes().chain(std::iter::once(0)) {
-            hash ^= u64::from(byte);
-            hash = hash.wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-    hash
-}
 
 /// Env/kind pairs a write changed.
 type Changed = BTreeSet<(String, String)>;
@@ -224,41 +203,6 @@ impl PostgresStore {
     /// The quoted, schema-qualified name of the task table (`"schema".tasks`).
     pub fn table(&self) -> &str {
         &self.inner.table
-    }
-
-    /// Creates the schema if needed and applies the embedded migrations to it.
-    ///
-    /// The migrations are written without a schema name; they run on one
-    /// connection whose `search_path` is set to the store's schema, so their
-    /// tables, and sqlx's `_sqlx_migrations` bookkeeping table, land in that
-    /// schema. Each schema therefore has its own migration history, and
-    /// several stores (schemas) can share one database. The connection is
-    /// closed afterwards rather than returned to the pool with a changed
-    /// `search_path`.
-    pub async fn migrate(&self) -> Result<(), StoreError> {
-        let mut conn = self.inner.pool.acquire().await.map_err(db)?.detach();
-        let schema = &self.inner.schema;
-        let created = sqlx::query(&format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\""))
-            .execute(&mut conn)
-            .await;
-        match created {
-            Ok(_) => {}
-            // Two processes creating the schema at once: one of them gets a
-            // unique violation (or "duplicate schema"), and the schema exists.
-            Err(sqlx::Error::Database(e))
-                if matches!(e.code().as_deref(), Some("23505") | Some("42P06")) => {}
-            Err(e) => return Err(db(e)),
-        }
-        sqlx::query(&format!("SET search_path TO \"{schema}\""))
-            .execute(&mut conn)
-            .await
-            .map_err(db)?;
-        MIGRATOR
-            .run_direct(&mut conn)
-            .await
-            .map_err(StoreError::backend)?;
-        sqlx::Connection::close(conn).await.map_err(db)?;
-        Ok(())
     }
 
     /// Creates tasks on `conn`, typically inside the caller's transaction
@@ -371,429 +315,6 @@ impl PostgresStore {
             .collect();
         self.notify(conn, &changed).await?;
         Ok(outcomes)
-    }
-
-    /// Sends one notice per changed env/kind (delivered at commit).
-    async fn notify(&self, conn: &mut PgConnection, changed: &Changed) -> Result<(), StoreError> {
-        if changed.is_empty() {
-            return Ok(());
-        }
-        let (channels, kinds): (Vec<String>, Vec<String>) = changed
-            .iter()
-            .map(|(env, kind)| (self.channel(env), kind.clone()))
-            .unzip();
-        sqlx::query("SELECT pg_notify(c, k) FROM unnest($1::text[], $2::text[]) AS n(c, k)")
-            .bind(&channels)
-            .bind(&kinds)
-            .execute(conn)
-            .await
-            .map_err(db)?;
-        Ok(())
-    }
-
-    /// The LISTEN/NOTIFY channel of `env` in this store's schema: a hash, so
-    /// any env name makes a short, safe identifier.
-    fn channel(&self, env: &str) -> String {
-        format!("oncetask_{:016x}", fnv1a(&[&self.inner.schema, env]))
-    }
-
-    /// Reads rows `FOR UPDATE` (in id order, so concurrent writers lock in
-    /// one order and never deadlock).
-    async fn lock_rows(
-        &self,
-        conn: &mut PgConnection,
-        ids: &[String],
-    ) -> Result<HashMap<String, Stored>, StoreError> {
-        let t = &self.inner.table;
-        let rows = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM {t} WHERE id = ANY($1) ORDER BY id FOR UPDATE"
-        ))
-        .bind(ids)
-        .fetch_all(conn)
-        .await
-        .map_err(db)?;
-        let mut out = HashMap::with_capacity(rows.len());
-        for r in &rows {
-            let Decoded { id, task } = row::decode(r).map_err(db)?;
-            out.insert(
-                id,
-                match task {
-                    Ok(task) => Stored::Task(task),
-                    Err(reason) => Stored::Raw(reason),
-                },
-            );
-        }
-        Ok(out)
-    }
-
-    /// Writes tasks over their rows with one `UPDATE`.
-    async fn write_back(&self, conn: &mut PgConnection, tasks: &[&Task]) -> Result<(), StoreError> {
-        if tasks.is_empty() {
-            return Ok(());
-        }
-        let rows = tasks
-            .iter()
-            .map(|task| {
-                row::encode(task).map_err(|reason| StoreError::Unencodable {
-                    id: task.id.clone(),
-                    reason,
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        sqlx::query(&self.write_sql())
-            .bind(Json(Value::Array(rows)))
-            .execute(conn)
-            .await
-            .map_err(db)?;
-        Ok(())
-    }
-
-    /// The bulk write: every row of the JSON array `$1` (see `row::encode`)
-    /// over the stored row with its id.
-    fn write_sql(&self) -> String {
-        let t = &self.inner.table;
-        let sets = COLUMNS
-            .split(',')
-            .map(str::trim)
-            .filter(|c| *c != "id")
-            .zip(RECORD_VALUES.split(',').map(str::trim).skip(1))
-            .map(|(c, v)| format!("{c} = {v}"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        format!("UPDATE {t} SET {sets} FROM jsonb_to_recordset($1) AS {RECORD} WHERE {t}.id = x.id")
-    }
-
-    /// The candidate query: up to `$4` ready tasks of env `$1` / kind `$2` at
-    /// `$3`, in claim order, whose resource key is free and not in `$5`, and
-    /// whose id is not in `$6`.
-    ///
-    /// The claim order is split into its three index ranges of
-    /// `tasks_ready_idx` — never leased and never waiting (by `created_at`,
-    /// id), never leased with `wait_until <= now`, and expired leases — each
-    /// an index range scan stopped by its own `LIMIT`; the union (at most
-    /// 3 × `$4` rows) is put back in claim order. So a claim reads a few index
-    /// entries however many tasks wait for later. The busy-key check is a
-    /// correlated lookup in `tasks_key_lease_idx`; its `b.id <> t.id` (true
-    /// anyway: a ready task holds no live lease) keeps the planner from
-    /// turning it into a hash of every live lease built by a sequential scan.
-    fn candidate_sql(&self) -> String {
-        let t = &self.inner.table;
-        let order = "t.leased_until NULLS FIRST, t.wait_until NULLS FIRST, t.created_at, t.id";
-        let part = |n: u8, cond: &str| {
-            format!(
-                "(SELECT t.*, {n} AS part FROM {t} t \
-                 WHERE t.env = $1 AND t.kind = $2 AND t.done_at IS NULL AND {cond} \
-                   AND t.id <> ALL($6) \
-                   AND (t.resource_key IS NULL OR (t.resource_key <> ALL($5) AND NOT EXISTS ( \
-                     SELECT 1 FROM {t} b WHERE b.env = t.env AND b.kind = t.kind \
-                       AND b.resource_key = t.resource_key AND b.done_at IS NULL \
-                       AND b.leased_until > $3 AND b.id <> t.id))) \
-                 ORDER BY {order} LIMIT $4)"
-            )
-        };
-        format!(
-            "SELECT {COLUMNS} FROM ({} UNION ALL {} UNION ALL {}) t \
-             ORDER BY t.part, {order} LIMIT $4",
-            part(0, "t.leased_until IS NULL AND t.wait_until IS NULL"),
-            part(1, "t.leased_until IS NULL AND t.wait_until <= $3"),
-            part(
-                2,
-                "t.leased_until <= $3 AND (t.wait_until IS NULL OR t.wait_until <= $3)"
-            ),
-        )
-    }
-
-    /// Ready candidates of the env/kind in claim order whose key is free, at
-    /// most one per key, up to `limit` that decode (undecodable ones met on
-    /// the way are collected in `undecodable`). Pages through the claim
-    /// order, leaving out the ids and keys already seen.
-    async fn candidates(
-        &self,
-        conn: &mut PgConnection,
-        request: &ClaimRequest,
-        limit: usize,
-        undecodable: &mut Vec<Undecodable>,
-    ) -> Result<Vec<Task>, StoreError> {
-        let sql = self.candidate_sql();
-        let mut picked: Vec<Task> = Vec::new();
-        let mut seen_ids: Vec<String> = Vec::new();
-        let mut taken_keys: Vec<String> = Vec::new();
-        while picked.len() < limit {
-            let want = limit - picked.len();
-            let rows = sqlx::query(&sql)
-                .bind(&request.env)
-                .bind(&request.kind)
-                .bind(request.now)
-                .bind(i64::try_from(want).unwrap_or(i64::MAX))
-                .bind(&taken_keys)
-                .bind(&seen_ids)
-                .fetch_all(&mut *conn)
-                .await
-                .map_err(db)?;
-            for r in &rows {
-                let Decoded { id, task } = row::decode(r).map_err(db)?;
-                seen_ids.push(id.clone());
-                let task = match task {
-                    Ok(task) => task,
-                    Err(reason) => {
-                        undecodable.push(Undecodable { id, reason });
-                        continue;
-                    }
-                };
-                if let Some(key) = &task.resource_key {
-                    if taken_keys.contains(key) {
-                        continue;
-                    }
-                    taken_keys.push(key.clone());
-                }
-                if picked.len() < limit {
-                    picked.push(task);
-                }
-            }
-            if rows.len() < want {
-                break;
-            }
-        }
-        Ok(picked)
-    }
-
-    /// The query plans (`EXPLAIN`) of a claim's statements for `env`/`kind`
-    /// at `now`: the candidate query, the resource-key busy check it embeds,
-    /// the group query for `key`, and the bulk write-back of claimed tasks. A diagnostic, used by the tests that
-    /// check the claim is served by the indexes.
-    pub async fn explain_claim(
-        &self,
-        env: &str,
-        kind: &str,
-        key: &str,
-        now: DateTime<Utc>,
-    ) -> Result<String, StoreError> {
-        let mut conn = self.inner.pool.acquire().await.map_err(db)?;
-        let mut out = String::new();
-        let candidate = sqlx::query(&format!("EXPLAIN {}", self.candidate_sql()))
-            .bind(env)
-            .bind(kind)
-            .bind(now)
-            .bind(10_i64)
-            .bind(Vec::<String>::new())
-            .bind(Vec::<String>::new())
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(db)?;
-        let group = sqlx::query(&format!("EXPLAIN {}", self.group_sql()))
-            .bind(env)
-            .bind(kind)
-            .bind(now)
-            .bind(key)
-            .bind(10_i64)
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(db)?;
-        let sample = Task::new("explain", kind, env, now);
-        let row = row::encode(&sample).map_err(StoreError::backend)?;
-        let write = sqlx::query(&format!("EXPLAIN {}", self.write_sql()))
-            .bind(Json(Value::Array(vec![row])))
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(db)?;
-        for (title, rows) in [
-            ("candidates", candidate),
-            ("group", group),
-            ("write-back", write),
-        ] {
-            out.push_str(&format!("-- {title}\n"));
-            for r in &rows {
-                out.push_str(&r.try_get::<String, _>(0).map_err(db)?);
-                out.push('\n');
-            }
-        }
-        Ok(out)
-    }
-
-    /// Tries to take the advisory locks of `keys` for this transaction;
-    /// returns the keys it got.
-    async fn lock_keys(
-        &self,
-        conn: &mut PgConnection,
-        request: &ClaimRequest,
-        keys: &[String],
-    ) -> Result<HashSet<String>, StoreError> {
-        if keys.is_empty() {
-            return Ok(HashSet::new());
-        }
-        // Unit separators keep (env, kind, key) triples from colliding by concatenation.
-        let prefix = format!(
-            "{}\u{1f}{}\u{1f}{}\u{1f}",
-            self.inner.schema, request.env, request.kind
-        );
-        let rows = sqlx::query(
-            "SELECT k FROM unnest($1::text[]) AS k \
-             WHERE pg_try_advisory_xact_lock(hashtextextended($2 || k, 0))",
-        )
-        .bind(keys)
-        .bind(prefix)
-        .fetch_all(conn)
-        .await
-        .map_err(db)?;
-        rows.iter()
-            .map(|r| r.try_get::<String, _>(0))
-            .collect::<Result<_, _>>()
-            .map_err(db)
-    }
-
-    /// Locks the still-ready rows among `ids` (`FOR UPDATE SKIP LOCKED`);
-    /// keyed ones only if their key is in `keys` and still free. In claim
-    /// order, or in group order when `group` is set.
-    async fn lock_ready(
-        &self,
-        conn: &mut PgConnection,
-        request: &ClaimRequest,
-        ids: &[String],
-        keys: &[String],
-        group: bool,
-        undecodable: &mut Vec<Undecodable>,
-    ) -> Result<Vec<Task>, StoreError> {
-        let t = &self.inner.table;
-        let order = if group {
-            "t.wait_until NULLS FIRST, t.created_at, t.id"
-        } else {
-            "t.leased_until NULLS FIRST, t.wait_until NULLS FIRST, t.created_at, t.id"
-        };
-        let rows = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM {t} t \
-             WHERE t.id = ANY($4) AND t.env = $1 AND t.kind = $2 AND t.done_at IS NULL \
-               AND (t.wait_until IS NULL OR t.wait_until <= $3) \
-               AND (t.leased_until IS NULL OR t.leased_until <= $3) \
-               AND (t.resource_key IS NULL OR (t.resource_key = ANY($5) AND NOT EXISTS ( \
-                   SELECT 1 FROM {t} b WHERE b.env = t.env AND b.kind = t.kind \
-                     AND b.resource_key = t.resource_key AND b.done_at IS NULL \
-                     AND b.leased_until > $3 AND b.id <> t.id))) \
-             ORDER BY {order} FOR UPDATE OF t SKIP LOCKED"
-        ))
-        .bind(&request.env)
-        .bind(&request.kind)
-        .bind(request.now)
-        .bind(ids)
-        .bind(keys)
-        .fetch_all(conn)
-        .await
-        .map_err(db)?;
-        let mut tasks = Vec::with_capacity(rows.len());
-        for r in &rows {
-            let Decoded { id, task } = row::decode(r).map_err(db)?;
-            match task {
-                Ok(task) => tasks.push(task),
-                Err(reason) => undecodable.push(Undecodable { id, reason }),
-            }
-        }
-        Ok(tasks)
-    }
-
-    /// The group query: ids of the ready tasks of key `$4` (env `$1`, kind
-    /// `$2`, at `$3`) in group order, at most `$5` (`tasks_key_group_idx`).
-    fn group_sql(&self) -> String {
-        let t = &self.inner.table;
-        format!(
-            "SELECT t.id FROM {t} t \
-             WHERE t.env = $1 AND t.kind = $2 AND t.resource_key = $4 AND t.done_at IS NULL \
-               AND (t.wait_until IS NULL OR t.wait_until <= $3) \
-               AND (t.leased_until IS NULL OR t.leased_until <= $3) \
-             ORDER BY t.wait_until NULLS FIRST, t.created_at, t.id LIMIT $5"
-        )
-    }
-
-    /// The ids of the ready tasks of one free key, in group order, at most `cap`.
-    async fn group_ids(
-        &self,
-        conn: &mut PgConnection,
-        request: &ClaimRequest,
-        key: &str,
-        cap: usize,
-    ) -> Result<Vec<String>, StoreError> {
-        let rows = sqlx::query(&self.group_sql())
-            .bind(&request.env)
-            .bind(&request.kind)
-            .bind(request.now)
-            .bind(key)
-            .bind(i64::try_from(cap).unwrap_or(i64::MAX))
-            .fetch_all(conn)
-            .await
-            .map_err(db)?;
-        rows.iter()
-            .map(|r| r.try_get::<String, _>(0))
-            .collect::<Result<_, _>>()
-            .map_err(db)
-    }
-
-    /// Chooses and locks the tasks a claim leases (inside its transaction).
-    async fn select_for_claim(
-        &self,
-        conn: &mut PgConnection,
-        request: &ClaimRequest,
-        undecodable: &mut Vec<Undecodable>,
-    ) -> Result<Vec<Task>, StoreError> {
-        match request.mode {
-            ClaimMode::Single { limit } => {
-                if limit == 0 {
-                    return Ok(Vec::new());
-                }
-                let candidates = self.candidates(conn, request, limit, undecodable).await?;
-                let ids: Vec<String> = candidates.iter().map(|t| t.id.clone()).collect();
-                let keys: Vec<String> = candidates
-                    .iter()
-                    .filter_map(|t| t.resource_key.clone())
-                    .collect();
-                if ids.is_empty() {
-                    return Ok(Vec::new());
-                }
-                let locked: Vec<String> = self
-                    .lock_keys(conn, request, &keys)
-                    .await?
-                    .into_iter()
-                    .collect();
-                self.lock_ready(conn, request, &ids, &locked, false, undecodable)
-                    .await
-            }
-            ClaimMode::ResourceGroup { max_group } => {
-                if max_group == 0 {
-                    return Ok(Vec::new());
-                }
-                let cap = usize::try_from(GROUP_CANDIDATES).unwrap_or(16);
-                let candidates = self.candidates(conn, request, cap, undecodable).await?;
-                for head in candidates {
-                    let taken = match &head.resource_key {
-                        None => {
-                            let ids = [head.id.clone()];
-                            self.lock_ready(conn, request, &ids, &[], false, undecodable)
-                                .await?
-                        }
-                        Some(key) => {
-                            let keys = [key.clone()];
-                            if self.lock_keys(conn, request, &keys).await?.is_empty() {
-                                continue;
-                            }
-                            let ids = self.group_ids(conn, request, key, max_group).await?;
-                            self.lock_ready(conn, request, &ids, &keys, true, undecodable)
-                                .await?
-                        }
-                    };
-                    if !taken.is_empty() {
-                        return Ok(taken);
-                    }
-                }
-                Ok(Vec::new())
-            }
-        }
-    }
-}
-
-fn check_schema(schema: &str) -> Result<(), StoreError> {
-    if valid_identifier(schema) {
-        Ok(())
-    } else {
-        Err(StoreError::backend(format!(
-            "invalid schema name {schema:?}: use letters, digits and _ (not first), at most 63 bytes"
-        )))
     }
 }
 
@@ -1055,47 +576,5 @@ impl Store for PostgresStore {
             futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|n| (n, rx)) })
                 .boxed(),
         )
-    }
-}
-
-/// Forwards notices of `channel` to `tx` until the subscriber goes away,
-/// reconnecting (with a pause) whenever the connection fails.
-async fn listen(pool: PgPool, channel: String, tx: tokio::sync::mpsc::Sender<Notification>) {
-    let pause = std::time::Duration::from_millis(500);
-    while !tx.is_closed() {
-        let mut listener = match PgListener::connect_with(&pool).await {
-            Ok(listener) => listener,
-            Err(_) => {
-                tokio::time::sleep(pause).await;
-                continue;
-            }
-        };
-        if listener.listen(&channel).await.is_err() {
-            tokio::time::sleep(pause).await;
-            continue;
-        }
-        loop {
-            let received = tokio::select! {
-                r = listener.try_recv() => r,
-                () = tx.closed() => return,
-            };
-            match received {
-                Ok(Some(notice)) => {
-                    let kind = notice.payload().to_owned();
-                    // A full buffer drops the notice: notices may be lost.
-                    if let Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) =
-                        tx.try_send(Notification { kind })
-                    {
-                        return;
-                    }
-                }
-                // The connection was lost; `try_recv` reconnects on the next call.
-                Ok(None) => {}
-                Err(_) => {
-                    tokio::time::sleep(pause).await;
-                    break;
-                }
-            }
-        }
     }
 }

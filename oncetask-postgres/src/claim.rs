@@ -1,0 +1,403 @@
+//! Claims: candidate selection, per-key advisory locks, row locks and the
+//! bulk write-back (see the crate docs for the protocol).
+
+use super::*;
+
+/// How many candidates a resource-group claim considers before giving up
+/// (only contention with other claimers makes it look past the first).
+pub(crate) const GROUP_CANDIDATES: i64 = 16;
+
+impl PostgresStore {
+    /// Reads rows `FOR UPDATE` (in id order, so concurrent writers lock in
+    /// one order and never deadlock).
+    pub(crate) async fn lock_rows(
+        &self,
+        conn: &mut PgConnection,
+        ids: &[String],
+    ) -> Result<HashMap<String, Stored>, StoreError> {
+        let t = &self.inner.table;
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM {t} WHERE id = ANY($1) ORDER BY id FOR UPDATE"
+        ))
+        .bind(ids)
+        .fetch_all(conn)
+        .await
+        .map_err(db)?;
+        let mut out = HashMap::with_capacity(rows.len());
+        for r in &rows {
+            let Decoded { id, task } = row::decode(r).map_err(db)?;
+            out.insert(
+                id,
+                match task {
+                    Ok(task) => Stored::Task(task),
+                    Err(reason) => Stored::Raw(reason),
+                },
+            );
+        }
+        Ok(out)
+    }
+
+    /// Writes tasks over their rows with one `UPDATE`.
+    pub(crate) async fn write_back(
+        &self,
+        conn: &mut PgConnection,
+        tasks: &[&Task],
+    ) -> Result<(), StoreError> {
+        if tasks.is_empty() {
+            return Ok(());
+        }
+        let rows = tasks
+            .iter()
+            .map(|task| {
+                row::encode(task).map_err(|reason| StoreError::Unencodable {
+                    id: task.id.clone(),
+                    reason,
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        sqlx::query(&self.write_sql())
+            .bind(Json(Value::Array(rows)))
+            .execute(conn)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    /// The bulk write: every row of the JSON array `$1` (see `row::encode`)
+    /// over the stored row with its id.
+    pub(crate) fn write_sql(&self) -> String {
+        let t = &self.inner.table;
+        let sets = COLUMNS
+            .split(',')
+            .map(str::trim)
+            .filter(|c| *c != "id")
+            .zip(RECORD_VALUES.split(',').map(str::trim).skip(1))
+            .map(|(c, v)| format!("{c} = {v}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        format!("UPDATE {t} SET {sets} FROM jsonb_to_recordset($1) AS {RECORD} WHERE {t}.id = x.id")
+    }
+
+    /// The candidate query: up to `$4` ready tasks of env `$1` / kind `$2` at
+    /// `$3`, in claim order, whose resource key is free and not in `$5`, and
+    /// whose id is not in `$6`.
+    ///
+    /// The claim order is split into its three index ranges of
+    /// `tasks_ready_idx` — never leased and never waiting (by `created_at`,
+    /// id), never leased with `wait_until <= now`, and expired leases — each
+    /// an index range scan stopped by its own `LIMIT`; the union (at most
+    /// 3 × `$4` rows) is put back in claim order. So a claim reads a few index
+    /// entries however many tasks wait for later. The busy-key check is a
+    /// correlated lookup in `tasks_key_lease_idx`; its `b.id <> t.id` (true
+    /// anyway: a ready task holds no live lease) keeps the planner from
+    /// turning it into a hash of every live lease built by a sequential scan.
+    pub(crate) fn candidate_sql(&self) -> String {
+        let t = &self.inner.table;
+        let order = "t.leased_until NULLS FIRST, t.wait_until NULLS FIRST, t.created_at, t.id";
+        let part = |n: u8, cond: &str| {
+            format!(
+                "(SELECT t.*, {n} AS part FROM {t} t \
+                 WHERE t.env = $1 AND t.kind = $2 AND t.done_at IS NULL AND {cond} \
+                   AND t.id <> ALL($6) \
+                   AND (t.resource_key IS NULL OR (t.resource_key <> ALL($5) AND NOT EXISTS ( \
+                     SELECT 1 FROM {t} b WHERE b.env = t.env AND b.kind = t.kind \
+                       AND b.resource_key = t.resource_key AND b.done_at IS NULL \
+                       AND b.leased_until > $3 AND b.id <> t.id))) \
+                 ORDER BY {order} LIMIT $4)"
+            )
+        };
+        format!(
+            "SELECT {COLUMNS} FROM ({} UNION ALL {} UNION ALL {}) t \
+             ORDER BY t.part, {order} LIMIT $4",
+            part(0, "t.leased_until IS NULL AND t.wait_until IS NULL"),
+            part(1, "t.leased_until IS NULL AND t.wait_until <= $3"),
+            part(
+                2,
+                "t.leased_until <= $3 AND (t.wait_until IS NULL OR t.wait_until <= $3)"
+            ),
+        )
+    }
+
+    /// Ready candidates of the env/kind in claim order whose key is free, at
+    /// most one per key, up to `limit` that decode (undecodable ones met on
+    /// the way are collected in `undecodable`). Pages through the claim
+    /// order, leaving out the ids and keys already seen.
+    pub(crate) async fn candidates(
+        &self,
+        conn: &mut PgConnection,
+        request: &ClaimRequest,
+        limit: usize,
+        undecodable: &mut Vec<Undecodable>,
+    ) -> Result<Vec<Task>, StoreError> {
+        let sql = self.candidate_sql();
+        let mut picked: Vec<Task> = Vec::new();
+        let mut seen_ids: Vec<String> = Vec::new();
+        let mut taken_keys: Vec<String> = Vec::new();
+        while picked.len() < limit {
+            let want = limit - picked.len();
+            let rows = sqlx::query(&sql)
+                .bind(&request.env)
+                .bind(&request.kind)
+                .bind(request.now)
+                .bind(i64::try_from(want).unwrap_or(i64::MAX))
+                .bind(&taken_keys)
+                .bind(&seen_ids)
+                .fetch_all(&mut *conn)
+                .await
+                .map_err(db)?;
+            for r in &rows {
+                let Decoded { id, task } = row::decode(r).map_err(db)?;
+                seen_ids.push(id.clone());
+                let task = match task {
+                    Ok(task) => task,
+                    Err(reason) => {
+                        undecodable.push(Undecodable { id, reason });
+                        continue;
+                    }
+                };
+                if let Some(key) = &task.resource_key {
+                    if taken_keys.contains(key) {
+                        continue;
+                    }
+                    taken_keys.push(key.clone());
+                }
+                if picked.len() < limit {
+                    picked.push(task);
+                }
+            }
+            if rows.len() < want {
+                break;
+            }
+        }
+        Ok(picked)
+    }
+
+    /// The query plans (`EXPLAIN`) of a claim's statements for `env`/`kind`
+    /// at `now`: the candidate query, the resource-key busy check it embeds,
+    /// the group query for `key`, and the bulk write-back of claimed tasks. A diagnostic, used by the tests that
+    /// check the claim is served by the indexes.
+    pub async fn explain_claim(
+        &self,
+        env: &str,
+        kind: &str,
+        key: &str,
+        now: DateTime<Utc>,
+    ) -> Result<String, StoreError> {
+        let mut conn = self.inner.pool.acquire().await.map_err(db)?;
+        let mut out = String::new();
+        let candidate = sqlx::query(&format!("EXPLAIN {}", self.candidate_sql()))
+            .bind(env)
+            .bind(kind)
+            .bind(now)
+            .bind(10_i64)
+            .bind(Vec::<String>::new())
+            .bind(Vec::<String>::new())
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(db)?;
+        let group = sqlx::query(&format!("EXPLAIN {}", self.group_sql()))
+            .bind(env)
+            .bind(kind)
+            .bind(now)
+            .bind(key)
+            .bind(10_i64)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(db)?;
+        let sample = Task::new("explain", kind, env, now);
+        let row = row::encode(&sample).map_err(StoreError::backend)?;
+        let write = sqlx::query(&format!("EXPLAIN {}", self.write_sql()))
+            .bind(Json(Value::Array(vec![row])))
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(db)?;
+        for (title, rows) in [
+            ("candidates", candidate),
+            ("group", group),
+            ("write-back", write),
+        ] {
+            out.push_str(&format!("-- {title}\n"));
+            for r in &rows {
+                out.push_str(&r.try_get::<String, _>(0).map_err(db)?);
+                out.push('\n');
+            }
+        }
+        Ok(out)
+    }
+
+    /// Tries to take the advisory locks of `keys` for this transaction;
+    /// returns the keys it got.
+    pub(crate) async fn lock_keys(
+        &self,
+        conn: &mut PgConnection,
+        request: &ClaimRequest,
+        keys: &[String],
+    ) -> Result<HashSet<String>, StoreError> {
+        if keys.is_empty() {
+            return Ok(HashSet::new());
+        }
+        // Unit separators keep (env, kind, key) triples from colliding by concatenation.
+        let prefix = format!(
+            "{}\u{1f}{}\u{1f}{}\u{1f}",
+            self.inner.schema, request.env, request.kind
+        );
+        let rows = sqlx::query(
+            "SELECT k FROM unnest($1::text[]) AS k \
+             WHERE pg_try_advisory_xact_lock(hashtextextended($2 || k, 0))",
+        )
+        .bind(keys)
+        .bind(prefix)
+        .fetch_all(conn)
+        .await
+        .map_err(db)?;
+        rows.iter()
+            .map(|r| r.try_get::<String, _>(0))
+            .collect::<Result<_, _>>()
+            .map_err(db)
+    }
+
+    /// Locks the still-ready rows among `ids` (`FOR UPDATE SKIP LOCKED`);
+    /// keyed ones only if their key is in `keys` and still free. In claim
+    /// order, or in group order when `group` is set.
+    pub(crate) async fn lock_ready(
+        &self,
+        conn: &mut PgConnection,
+        request: &ClaimRequest,
+        ids: &[String],
+        keys: &[String],
+        group: bool,
+        undecodable: &mut Vec<Undecodable>,
+    ) -> Result<Vec<Task>, StoreError> {
+        let t = &self.inner.table;
+        let order = if group {
+            "t.wait_until NULLS FIRST, t.created_at, t.id"
+        } else {
+            "t.leased_until NULLS FIRST, t.wait_until NULLS FIRST, t.created_at, t.id"
+        };
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM {t} t \
+             WHERE t.id = ANY($4) AND t.env = $1 AND t.kind = $2 AND t.done_at IS NULL \
+               AND (t.wait_until IS NULL OR t.wait_until <= $3) \
+               AND (t.leased_until IS NULL OR t.leased_until <= $3) \
+               AND (t.resource_key IS NULL OR (t.resource_key = ANY($5) AND NOT EXISTS ( \
+                   SELECT 1 FROM {t} b WHERE b.env = t.env AND b.kind = t.kind \
+                     AND b.resource_key = t.resource_key AND b.done_at IS NULL \
+                     AND b.leased_until > $3 AND b.id <> t.id))) \
+             ORDER BY {order} FOR UPDATE OF t SKIP LOCKED"
+        ))
+        .bind(&request.env)
+        .bind(&request.kind)
+        .bind(request.now)
+        .bind(ids)
+        .bind(keys)
+        .fetch_all(conn)
+        .await
+        .map_err(db)?;
+        let mut tasks = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let Decoded { id, task } = row::decode(r).map_err(db)?;
+            match task {
+                Ok(task) => tasks.push(task),
+                Err(reason) => undecodable.push(Undecodable { id, reason }),
+            }
+        }
+        Ok(tasks)
+    }
+
+    /// The group query: ids of the ready tasks of key `$4` (env `$1`, kind
+    /// `$2`, at `$3`) in group order, at most `$5` (`tasks_key_group_idx`).
+    pub(crate) fn group_sql(&self) -> String {
+        let t = &self.inner.table;
+        format!(
+            "SELECT t.id FROM {t} t \
+             WHERE t.env = $1 AND t.kind = $2 AND t.resource_key = $4 AND t.done_at IS NULL \
+               AND (t.wait_until IS NULL OR t.wait_until <= $3) \
+               AND (t.leased_until IS NULL OR t.leased_until <= $3) \
+             ORDER BY t.wait_until NULLS FIRST, t.created_at, t.id LIMIT $5"
+        )
+    }
+
+    /// The ids of the ready tasks of one free key, in group order, at most `cap`.
+    pub(crate) async fn group_ids(
+        &self,
+        conn: &mut PgConnection,
+        request: &ClaimRequest,
+        key: &str,
+        cap: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query(&self.group_sql())
+            .bind(&request.env)
+            .bind(&request.kind)
+            .bind(request.now)
+            .bind(key)
+            .bind(i64::try_from(cap).unwrap_or(i64::MAX))
+            .fetch_all(conn)
+            .await
+            .map_err(db)?;
+        rows.iter()
+            .map(|r| r.try_get::<String, _>(0))
+            .collect::<Result<_, _>>()
+            .map_err(db)
+    }
+
+    /// Chooses and locks the tasks a claim leases (inside its transaction).
+    pub(crate) async fn select_for_claim(
+        &self,
+        conn: &mut PgConnection,
+        request: &ClaimRequest,
+        undecodable: &mut Vec<Undecodable>,
+    ) -> Result<Vec<Task>, StoreError> {
+        match request.mode {
+            ClaimMode::Single { limit } => {
+                if limit == 0 {
+                    return Ok(Vec::new());
+                }
+                let candidates = self.candidates(conn, request, limit, undecodable).await?;
+                let ids: Vec<String> = candidates.iter().map(|t| t.id.clone()).collect();
+                let keys: Vec<String> = candidates
+                    .iter()
+                    .filter_map(|t| t.resource_key.clone())
+                    .collect();
+                if ids.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let locked: Vec<String> = self
+                    .lock_keys(conn, request, &keys)
+                    .await?
+                    .into_iter()
+                    .collect();
+                self.lock_ready(conn, request, &ids, &locked, false, undecodable)
+                    .await
+            }
+            ClaimMode::ResourceGroup { max_group } => {
+                if max_group == 0 {
+                    return Ok(Vec::new());
+                }
+                let cap = usize::try_from(GROUP_CANDIDATES).unwrap_or(16);
+                let candidates = self.candidates(conn, request, cap, undecodable).await?;
+                for head in candidates {
+                    let taken = match &head.resource_key {
+                        None => {
+                            let ids = [head.id.clone()];
+                            self.lock_ready(conn, request, &ids, &[], false, undecodable)
+                                .await?
+                        }
+                        Some(key) => {
+                            let keys = [key.clone()];
+                            if self.lock_keys(conn, request, &keys).await?.is_empty() {
+                                continue;
+                            }
+                            let ids = self.group_ids(conn, request, key, max_group).await?;
+                            self.lock_ready(conn, request, &ids, &keys, true, undecodable)
+                                .await?
+                        }
+                    };
+                    if !taken.is_empty() {
+                        return Ok(taken);
+                    }
+                }
+                Ok(Vec::new())
+            }
+        }
+    }
+}
