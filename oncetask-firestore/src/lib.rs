@@ -27,4 +27,4 @@ mod queries;
 pub mod store;
 
 pub use document::{DecodeError, EncodeError, decode_task, encode_task};
-pub use store::{DEFAULT_COLLECTION, FirestoreStore};
+pub use store::{DEFAULT_COLLECTION, FirestoreStore, StoreStats};

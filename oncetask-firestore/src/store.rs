@@ -43,6 +43,8 @@
 //!   ever claimed).
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
@@ -84,6 +86,34 @@ const SWAP_ATTEMPTS: usize = 5;
 pub struct FirestoreStore {
     db: FirestoreDb,
     collection: String,
+    counters: Arc<Counters>,
+}
+
+/// What a [`FirestoreStore`] (and its clones) has cost so far, counted the
+/// way Firestore bills: see [`FirestoreStore::stats`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    /// Documents read: every document a query returned (a query that
+    /// returned none counts one) and every document asked for by id.
+    pub reads: u64,
+    /// Documents written (created, updated or deleted) by successful writes.
+    pub writes: u64,
+    /// Claim attempts that lost a race to a concurrent claim (a failed
+    /// precondition or an aborted commit) and were retried.
+    pub lost_races: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    reads: AtomicU64,
+    writes: AtomicU64,
+    lost_races: AtomicU64,
+}
+
+impl Counters {
+    fn add(counter: &AtomicU64, n: usize) {
+        counter.fetch_add(u64::try_from(n).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
 }
 
 impl std::fmt::Debug for FirestoreStore {
@@ -113,6 +143,19 @@ impl FirestoreStore {
         Self {
             db,
             collection: collection.into(),
+            counters: Arc::default(),
+        }
+    }
+
+    /// Billed operations since the store was built, shared by its clones:
+    /// document reads and writes as Firestore counts them, and lost claim
+    /// races. For cost monitoring and measurements; the counts are this
+    /// process's view (retries inside the client library are not seen).
+    pub fn stats(&self) -> StoreStats {
+        StoreStats {
+            reads: self.counters.reads.load(Ordering::Relaxed),
+            writes: self.counters.writes.load(Ordering::Relaxed),
+            lost_races: self.counters.lost_races.load(Ordering::Relaxed),
         }
     }
 
@@ -184,6 +227,8 @@ impl FirestoreStore {
         if names.is_empty() {
             return Ok(out);
         }
+        // Firestore bills a read per document asked for, found or not.
+        Counters::add(&self.counters.reads, names.len());
         let request = BatchGetDocumentsRequest {
             database: self.database(),
             documents: names,
@@ -242,10 +287,13 @@ impl FirestoreStore {
                 }
             }
         }
+        // A query that returns nothing is billed one read.
+        Counters::add(&self.counters.reads, out.len().max(1));
         Ok(out)
     }
 
     async fn commit(&self, writes: Vec<Write>, transaction: Vec<u8>) -> Result<(), Status> {
+        let n = writes.len();
         let request = CommitRequest {
             database: self.database(),
             writes,
@@ -257,7 +305,7 @@ impl FirestoreStore {
             .get()
             .commit(Request::new(request))
             .await
-            .map(|_| ())
+            .map(|_| Counters::add(&self.counters.writes, n))
     }
 
     /// Writes `writes` non-atomically; one status per write.
@@ -285,7 +333,10 @@ impl FirestoreStore {
                     Some(s) if s.code != 0 => {
                         Err(Status::new(Code::from(s.code), s.message.clone()))
                     }
-                    _ => Ok(()),
+                    _ => {
+                        Counters::add(&self.counters.writes, 1);
+                        Ok(())
+                    }
                 });
             }
         }
@@ -500,6 +551,7 @@ impl FirestoreStore {
             .await
             .map_err(status_error)?
             .into_inner();
+        Counters::add(&self.counters.reads, 1);
         let mut update_time = None;
         while let Some(response) = stream.message().await.map_err(status_error)? {
             if let Some(batch_get_documents_response::Result::Found(doc)) = response.result {
@@ -767,6 +819,7 @@ impl Store for FirestoreStore {
             if let Some(tasks) = self.try_claim(request, attempt, &mut undecodable).await? {
                 return Ok(Claimed { tasks, undecodable });
             }
+            Counters::add(&self.counters.lost_races, 1);
         }
         // Every attempt lost a race: the competing claims took tasks, so
         // this one reports nothing rather than an error.

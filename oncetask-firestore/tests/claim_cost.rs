@@ -1,0 +1,139 @@
+//! What claiming costs on the Firestore emulator: document reads and writes
+//! per completed task (Firestore bills per document) and lost claim races,
+//! for one worker on a deep queue and for 4 concurrent workers.
+//!
+//! The numbers are printed (`scripts/test -p oncetask-firestore --test
+//! claim_cost -- --nocapture`), not asserted, apart from loose ceilings that
+//! catch a regression to reading the whole queue; the tests assert that
+//! every task completes exactly once.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use chrono::Utc;
+use firestore::FirestoreDb;
+use oncetask_core::Store;
+use oncetask_core::lifecycle::{self, LeaseGrant};
+use oncetask_core::store::{ClaimMode, ClaimRequest, CreateOutcome, Swap, SwapOutcome};
+use oncetask_core::{Task, TaskStatus};
+use oncetask_firestore::{FirestoreStore, StoreStats};
+
+const ENV: &str = "cost";
+const KIND: &str = "job";
+
+async fn store() -> FirestoreStore {
+    assert!(
+        std::env::var("FIRESTORE_EMULATOR_HOST").is_ok(),
+        "FIRESTORE_EMULATOR_HOST is not set: run the tests with scripts/test, which starts \
+         the Firestore emulator (needs Java 17 and google-cloud-cli-firestore-emulator)"
+    );
+    let db = FirestoreDb::new("demo-oncetask").await.expect("emulator");
+    FirestoreStore::with_collection(db, format!("cost-{}", uuid::Uuid::new_v4().simple()))
+}
+
+async fn seed(store: &FirestoreStore, n: usize) {
+    let now = Utc::now();
+    let tasks = (0..n)
+        .map(|i| Task::new(format!("t{i:04}"), KIND, ENV, now))
+        .collect();
+    for outcome in store.create(tasks).await.expect("create") {
+        assert!(matches!(outcome, CreateOutcome::Created), "{outcome:?}");
+    }
+}
+
+/// Claims and completes tasks until `done` reaches `total`; returns how many
+/// this worker completed.
+async fn worker(
+    store: FirestoreStore,
+    limit: usize,
+    done: Arc<AtomicUsize>,
+    total: usize,
+) -> usize {
+    let mut mine = 0;
+    while done.load(Ordering::SeqCst) < total {
+        let now = Utc::now();
+        let request = ClaimRequest {
+            env: ENV.into(),
+            kind: KIND.into(),
+            now,
+            grant: LeaseGrant::new(now, Duration::from_secs(60)),
+            mode: ClaimMode::Single { limit },
+        };
+        let claimed = store.claim(&request).await.expect("claim").tasks;
+        if claimed.is_empty() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            continue;
+        }
+        let swaps = claimed
+            .iter()
+            .map(|t| Swap {
+                task: lifecycle::succeed(t, &request.grant.token, Utc::now(), None)
+                    .expect("own lease"),
+                expected_version: t.version,
+            })
+            .collect();
+        for outcome in store.swap(swaps).await.expect("swap") {
+            assert!(matches!(outcome, SwapOutcome::Applied), "{outcome:?}");
+            mine += 1;
+            done.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+    mine
+}
+
+/// Runs `workers` workers over `tasks` fresh tasks; prints and returns the
+/// claim-and-complete cost (creation excluded).
+async fn measure(label: &str, tasks: usize, workers: usize, limit: usize) -> StoreStats {
+    let store = store().await;
+    seed(&store, tasks).await;
+    let before = store.stats();
+    let done = Arc::new(AtomicUsize::new(0));
+    let handles: Vec<_> = (0..workers)
+        .map(|_| tokio::spawn(worker(store.clone(), limit, done.clone(), tasks)))
+        .collect();
+    let mut completed = 0;
+    for h in handles {
+        completed += h.await.expect("worker");
+    }
+    assert_eq!(completed, tasks, "every task completed exactly once");
+    let counts = store
+        .count_by_status(ENV, Some(KIND), Utc::now())
+        .await
+        .expect("count");
+    assert_eq!(counts.get(&TaskStatus::Completed), Some(&(tasks as u64)));
+    let after = store.stats();
+    let cost = StoreStats {
+        reads: after.reads - before.reads,
+        writes: after.writes - before.writes,
+        lost_races: after.lost_races - before.lost_races,
+    };
+    println!(
+        "{label}: {tasks} tasks, {workers} workers, limit {limit}: {:.2} reads and {:.2} writes \
+         per completed task, {} lost races",
+        cost.reads as f64 / tasks as f64,
+        cost.writes as f64 / tasks as f64,
+        cost.lost_races
+    );
+    cost
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_worker_on_a_deep_queue() {
+    let cost = measure("deep queue", 40, 1, 1).await;
+    assert_eq!(cost.lost_races, 0);
+    // A claim reads its window, the outcome one document.
+    assert!(cost.reads <= 40 * 12, "{cost:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn four_concurrent_workers() {
+    let cost = measure("concurrent", 40, 4, 1).await;
+    assert!(cost.reads <= 40 * 40, "{cost:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn four_concurrent_workers_claiming_batches() {
+    let cost = measure("concurrent batches", 40, 4, 4).await;
+    assert!(cost.reads <= 40 * 40, "{cost:?}");
+}
