@@ -25,13 +25,18 @@
 //!   `leasedUntil > after`) read until past the best due time found.
 //! * **claim** uses no transaction. The ready query (env, kind,
 //!   `doneAt == ""`, `waitUntil ≤ now`, `leasedUntil ≤ now`, ordered by
-//!   `leasedUntil`, `waitUntil`, `createdAt`, `__name__`) reads a small
-//!   window; every lease write carries the candidate's `updateTime` as a
-//!   precondition, and all writes of a claim go in one atomic commit, so a
-//!   task taken meanwhile fails the commit and the claim retries (from a
-//!   random candidate, to spread concurrent claimers; after 10 lost races it
-//!   returns nothing). A keyless claim costs the window's reads plus one
-//!   write per task.
+//!   `leasedUntil`, `waitUntil`, `createdAt`, `__name__`) reads `limit`
+//!   documents, and further pages (by cursor) only while busy resource keys
+//!   or undecodable documents keep the claim short. Every lease write
+//!   carries the candidate's `updateTime` as a precondition, and all writes
+//!   of a claim go in one atomic commit, so a task taken meanwhile fails the
+//!   commit and the claim retries (after 10 lost races it returns nothing).
+//!   After a lost race the store's claims spread for a while: they read a
+//!   few more candidates and start at a random one, so concurrent claimers
+//!   rarely meet at the head; uncontended claims keep the exact claim order.
+//!   A keyless claim costs `limit` reads (one if the queue is empty) plus
+//!   one write per task; [`FirestoreStore::stats`] counts reads, writes and
+//!   lost races.
 //! * **Resource keys**: each (env, kind, key) has a lock document in the
 //!   side collection `<collection>-resourceKeys`. A claim reads the lock,
 //!   then the key's not-done tasks; it skips the key if one holds a live
@@ -50,7 +55,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
 use firestore::FirestoreDb;
 use firestore::gcloud_sdk::google::firestore::v1::{
-    BatchGetDocumentsRequest, BatchWriteRequest, CommitRequest, Document, Precondition,
+    BatchGetDocumentsRequest, BatchWriteRequest, CommitRequest, Cursor, Document, Precondition,
     RunQueryRequest, StructuredQuery, Value, Write, batch_get_documents_request,
     batch_get_documents_response, precondition::ConditionType, run_query_request, value::ValueType,
     write::Operation,
@@ -81,6 +86,20 @@ const CLAIM_ATTEMPTS: usize = 10;
 /// How often a swap or delete re-reads after losing its precondition.
 const SWAP_ATTEMPTS: usize = 5;
 
+/// Extra candidates a claim reads past its limit while it spreads (after a
+/// lost race), to pick among at random.
+const SPREAD_SLACK: usize = 5;
+
+/// How many claims after a lost race spread over a random candidate of a
+/// wider window instead of taking the head: while claimers of this store
+/// keep colliding, they keep spreading; once they stop, claims go back to
+/// the exact claim order and the smallest window.
+const SPREAD_CLAIMS: u64 = 32;
+
+/// Most ready pages one claim reads when busy resource keys or undecodable
+/// documents keep it from filling its limit.
+const MAX_PAGES: usize = 16;
+
 /// A [`Store`] on a Firestore collection, in the Go package's document layout.
 #[derive(Clone)]
 pub struct FirestoreStore {
@@ -108,6 +127,9 @@ struct Counters {
     reads: AtomicU64,
     writes: AtomicU64,
     lost_races: AtomicU64,
+    /// How many more claims start at a random candidate: set after a lost
+    /// race, counted down by each claim (see [`SPREAD_CLAIMS`]).
+    spread: AtomicU64,
 }
 
 impl Counters {
@@ -130,6 +152,8 @@ struct Stored {
     id: String,
     task: Result<Task, String>,
     update_time: Option<Timestamp>,
+    /// The document's name and fields as stored (for query cursors).
+    doc: Document,
 }
 
 impl FirestoreStore {
@@ -196,6 +220,7 @@ impl FirestoreStore {
             id,
             task,
             update_time: doc.update_time,
+            doc,
         }
     }
 
@@ -344,58 +369,87 @@ impl FirestoreStore {
     }
 
     /// One claim attempt; `Ok(None)` when it lost a race (a precondition
-    /// failed or Firestore aborted the transaction) and should be retried.
+    /// failed or Firestore aborted the commit) and should be retried.
     ///
-    /// Candidates come from a plain (lock-free) ready query. Each lease write
-    /// carries an `updateTime` precondition, so a task another claimer took
-    /// meanwhile fails the commit instead of being leased twice. Only
-    /// resource keys need a transaction: it reads the key's live leases (and,
-    /// for a group, its ready tasks), so two claims of one key conflict and
-    /// one is aborted. Keyless claims read and lock nothing.
+    /// Candidates come from the ready query, a page of `limit` documents at
+    /// a time (more pages only while busy keys or undecodable documents keep
+    /// the claim short of its limit). Each lease write carries an
+    /// `updateTime` precondition, so a task another claimer took meanwhile
+    /// fails the commit instead of being leased twice.
+    ///
+    /// Uncontended, a claim takes the head of the claim order and reads
+    /// `limit` documents. After a lost race (`spread`), claims read
+    /// [`SPREAD_SLACK`] more and start at a random one, so concurrent
+    /// claimers rarely pick the same document.
     async fn try_claim(
         &self,
         request: &ClaimRequest,
-        attempt: usize,
+        spread: bool,
         undecodable: &mut Vec<Undecodable>,
     ) -> Result<Option<Vec<Task>>, StoreError> {
         let now = request.now;
         let now_s = format_time(now);
+        // Each task taken may add a key-lock write: keep the commit under
+        // Firestore's write limit.
         let (limit, group) = match request.mode {
-            ClaimMode::Single { limit } => (limit.min(MAX_WRITES), None),
-            ClaimMode::ResourceGroup { max_group } => (1, Some(max_group.min(MAX_WRITES))),
+            ClaimMode::Single { limit } => (limit.min(MAX_WRITES / 2), None),
+            ClaimMode::ResourceGroup { max_group } => (1, Some(max_group.min(MAX_WRITES - 1))),
         };
         if limit == 0 || group == Some(0) {
             return Ok(Some(Vec::new()));
         }
-        let mut ready = queries::ready_query(&self.collection, &request.env, &request.kind, &now_s);
-        // A window past the limit leaves room for busy keys and, after a lost
-        // race, for spreading concurrent claimers over several candidates.
-        let window = limit.saturating_mul(2).saturating_add(6).min(MAX_WRITES);
-        ready.limit = Some(i32::try_from(window).unwrap_or(i32::MAX));
-        let mut candidates: Vec<(Task, Stored)> = Vec::new();
-        for stored in self.query(ready, None, |_| true).await? {
-            match &stored.task {
-                Ok(t) if t.is_ready_at(now) && t.env == request.env && t.kind == request.kind => {
-                    candidates.push((t.clone(), stored));
-                }
-                Ok(_) => {}
-                Err(reason) => {
-                    if !undecodable.iter().any(|u| u.id == stored.id) {
-                        undecodable.push(Undecodable {
-                            id: stored.id.clone(),
-                            reason: reason.clone(),
-                        });
+        let slack = if spread { SPREAD_SLACK } else { 0 };
+        let window = limit.saturating_add(slack).min(MAX_WRITES);
+        let mut keys_seen: HashMap<String, bool> = HashMap::new();
+        let mut taken: Vec<Task> = Vec::new();
+        let mut writes: Vec<Write> = Vec::new();
+        let mut cursor: Option<Cursor> = None;
+        for page in 0..MAX_PAGES {
+            let mut ready =
+                queries::ready_query(&self.collection, &request.env, &request.kind, &now_s);
+            ready.limit = Some(i32::try_from(window).unwrap_or(i32::MAX));
+            ready.start_at = cursor.take();
+            let docs = self.query(ready, None, |_| true).await?;
+            let full = docs.len() >= window;
+            cursor = docs.last().and_then(|last| ready_cursor(&last.doc));
+            let mut candidates: Vec<(Task, Stored)> = Vec::new();
+            for stored in docs {
+                match &stored.task {
+                    Ok(t)
+                        if t.is_ready_at(now) && t.env == request.env && t.kind == request.kind =>
+                    {
+                        candidates.push((t.clone(), stored));
+                    }
+                    Ok(_) => {}
+                    Err(reason) => {
+                        if !undecodable.iter().any(|u| u.id == stored.id) {
+                            undecodable.push(Undecodable {
+                                id: stored.id.clone(),
+                                reason: reason.clone(),
+                            });
+                        }
                     }
                 }
             }
+            if spread && page == 0 && candidates.len() > 1 {
+                let start = random_below(candidates.len());
+                candidates.rotate_left(start);
+            }
+            let (more_taken, more_writes) = self
+                .select(
+                    request,
+                    limit - taken.len(),
+                    group,
+                    candidates,
+                    &mut keys_seen,
+                )
+                .await?;
+            taken.extend(more_taken);
+            writes.extend(more_writes);
+            if taken.len() >= limit || !full || cursor.is_none() {
+                break;
+            }
         }
-        if attempt > 0 && candidates.len() > 1 {
-            // Lost a race: start at a random candidate so that concurrent
-            // claimers stop meeting at the head.
-            let start = random_below(candidates.len());
-            candidates.rotate_left(start);
-        }
-        let (taken, writes) = self.select(request, limit, group, candidates).await?;
         if writes.is_empty() {
             return Ok(Some(taken));
         }
@@ -415,9 +469,9 @@ impl FirestoreStore {
         limit: usize,
         group: Option<usize>,
         candidates: Vec<(Task, Stored)>,
+        keys_seen: &mut HashMap<String, bool>,
     ) -> Result<(Vec<Task>, Vec<Write>), StoreError> {
         let now = request.now;
-        let mut keys_seen: HashMap<String, bool> = HashMap::new();
         let mut lock_writes: Vec<Write> = Vec::new();
         let mut picked: Vec<(Task, Option<Timestamp>)> = Vec::new();
         for (task, stored) in candidates {
@@ -814,12 +868,20 @@ impl Store for FirestoreStore {
 
     async fn claim(&self, request: &ClaimRequest) -> Result<Claimed, StoreError> {
         let mut undecodable = Vec::new();
-        for attempt in 0..CLAIM_ATTEMPTS {
+        // Spread while claimers of this store have been colliding lately.
+        let mut spread = self
+            .counters
+            .spread
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+            .is_ok();
+        for _ in 0..CLAIM_ATTEMPTS {
             // `None`: lost a race with a concurrent claim; the retry reads afresh.
-            if let Some(tasks) = self.try_claim(request, attempt, &mut undecodable).await? {
+            if let Some(tasks) = self.try_claim(request, spread, &mut undecodable).await? {
                 return Ok(Claimed { tasks, undecodable });
             }
             Counters::add(&self.counters.lost_races, 1);
+            self.counters.spread.store(SPREAD_CLAIMS, Ordering::Relaxed);
+            spread = true;
         }
         // Every attempt lost a race: the competing claims took tasks, so
         // this one reports nothing rather than an error.
@@ -945,6 +1007,23 @@ fn lost_race(s: &Status) -> bool {
         s.code(),
         Code::FailedPrecondition | Code::Aborted | Code::AlreadyExists
     )
+}
+
+/// A cursor just after `doc` in the ready query's order (`leasedUntil`,
+/// `waitUntil`, `createdAt`, `__name__`), from its stored values; `None` if
+/// one is missing.
+fn ready_cursor(doc: &Document) -> Option<Cursor> {
+    let mut values = Vec::with_capacity(4);
+    for field in ["leasedUntil", "waitUntil", "createdAt"] {
+        values.push(doc.fields.get(field)?.clone());
+    }
+    values.push(Value {
+        value_type: Some(ValueType::ReferenceValue(doc.name.clone())),
+    });
+    Some(Cursor {
+        values,
+        before: false,
+    })
 }
 
 /// A random number below `n` (`n > 0`).
