@@ -103,6 +103,9 @@ async fn measure(label: &str, tasks: usize, workers: usize, limit: usize) -> Sto
         .await
         .expect("count");
     assert_eq!(counts.get(&TaskStatus::Completed), Some(&(tasks as u64)));
+    let count_reads = store.stats().reads - after.reads;
+    println!("{label}: count_by_status over {tasks} finished tasks: {count_reads} reads");
+    assert!(count_reads <= 8, "COUNT aggregations, not a read per task");
     let cost = StoreStats {
         reads: after.reads - before.reads,
         writes: after.writes - before.writes,

@@ -276,3 +276,44 @@ fn go_times_are_honoured_up_to_one_second_late() {
         assert_eq!(claimed[0].attempts, 2, "Go's attempt count continues");
     });
 }
+
+/// `count_by_status` over documents the Go package wrote. Not-done ones are
+/// counted with COUNT aggregations; finished ones carry no outcome (COUNT
+/// cannot tell completed from failed), so with them the store falls back to
+/// reading. Either way the counts match each task's own status.
+#[test]
+fn counts_of_go_documents_match_their_statuses() {
+    run(async {
+        let not_done = [
+            "pending.json",
+            "cancellation-pending.json",
+            "expired-lease.json",
+            "retry-backoff.json",
+            "pending-resource-key.json",
+        ];
+        let all = [
+            &not_done[..],
+            &["completed.json", "failed.json", "cancelled.json"],
+        ]
+        .concat();
+        for files in [&not_done[..], &all[..]] {
+            let (_db, store) = seeded(files).await;
+            for now in [
+                "2024-01-01T00:00:00.500Z",
+                "2026-01-01T00:00:01Z",
+                "2026-01-01T00:05:00Z",
+                "2030-01-01T00:00:00Z",
+            ] {
+                let now = t(now);
+                let filter = oncetask_core::store::TaskFilter::env("DEFAULT", now);
+                let mut expected = oncetask_core::store::StatusCounts::new();
+                for task in store.find(&filter).await.unwrap() {
+                    *expected.entry(task.status(now)).or_insert(0) += 1;
+                }
+                assert!(!expected.is_empty());
+                let counts = store.count_by_status("DEFAULT", None, now).await.unwrap();
+                assert_eq!(counts, expected, "{files:?} at {now}");
+            }
+        }
+    });
+}
