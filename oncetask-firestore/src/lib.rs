@@ -23,6 +23,7 @@
 //! against it.
 
 pub mod document;
+mod listen;
 mod queries;
 pub mod store;
 

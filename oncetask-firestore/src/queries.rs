@@ -119,6 +119,15 @@ pub(crate) fn due_query(
     )
 }
 
+/// The not-done tasks of `env`: what a subscription listens to.
+pub(crate) fn listen_query(collection: &str, env: &str) -> StructuredQuery {
+    base_query(
+        collection,
+        vec![eq("env", str_value(env)), eq("doneAt", str_value(""))],
+        &[],
+    )
+}
+
 /// What one COUNT query of [`count_queries`] counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum CountOf {

@@ -1,0 +1,229 @@
+//! [`Store::subscribe`](oncetask_core::Store::subscribe) on Firestore: a
+//! Listen stream on the not-done tasks of one env, turned into
+//! [`Notification`]s, reconnecting (with its resume token) on errors.
+
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::time::Duration;
+
+use firestore::FirestoreDb;
+use firestore::gcloud_sdk::google::firestore::v1::{
+    ListenRequest, ListenResponse, Target, Value, listen_request, listen_response, target,
+    target_change::TargetChangeType, value::ValueType,
+};
+use firestore::gcloud_sdk::prost_types::Timestamp;
+use firestore::gcloud_sdk::tonic::{Request, Streaming};
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use oncetask_core::store::Notification;
+
+use crate::queries;
+
+/// The id of the one target of a listen stream.
+const TARGET: i32 = 1;
+
+/// First and longest wait before reconnecting after an error.
+const RETRY_MIN: Duration = Duration::from_millis(250);
+const RETRY_MAX: Duration = Duration::from_secs(30);
+
+/// The state of a subscription between notifications.
+struct Listener {
+    db: FirestoreDb,
+    collection: String,
+    env: String,
+    /// Where to resume after a reconnect (empty: from a fresh snapshot).
+    resume_token: Vec<u8>,
+    /// The kind and update time of every document in the target: removals
+    /// carry only the document name, and a document re-sent unchanged (after
+    /// a reset) is not news.
+    kinds: HashMap<String, (String, Option<Timestamp>)>,
+    /// After a reset: the documents re-sent so far; those not re-sent by the
+    /// next `CURRENT` left the target.
+    resent: Option<HashSet<String>>,
+    /// Whether the first snapshot is complete. Until then the kinds seen
+    /// are gathered in `initial` and reported once each when it completes
+    /// (the stream connects when first polled: a task created before that is
+    /// in the snapshot).
+    synced: bool,
+    initial: BTreeSet<String>,
+    /// Kinds to report before reading on.
+    queued: VecDeque<String>,
+    stream: Option<Streaming<ListenResponse>>,
+    retry: Duration,
+}
+
+/// A never-ending stream of notices for the not-done tasks of `env` in
+/// `collection`: one per document that enters, changes in or leaves that set
+/// (so every create, every swap of a not-done task, every finish and every
+/// delete of one). Billed one read per document of the initial snapshot and
+/// one per change after it; a reconnect resumes from the last resume token.
+pub(crate) fn subscribe(
+    db: FirestoreDb,
+    collection: String,
+    env: String,
+) -> BoxStream<'static, Notification> {
+    let listener = Listener {
+        db,
+        collection,
+        env,
+        resume_token: Vec::new(),
+        kinds: HashMap::new(),
+        resent: None,
+        synced: false,
+        initial: BTreeSet::new(),
+        queued: VecDeque::new(),
+        stream: None,
+        retry: RETRY_MIN,
+    };
+    futures::stream::unfold(listener, |mut l| async move {
+        let kind = l.next_kind().await;
+        Some((Notification { kind }, l))
+    })
+    .boxed()
+}
+
+impl Listener {
+    /// Waits for the next change and returns its kind.
+    async fn next_kind(&mut self) -> String {
+        loop {
+            if let Some(kind) = self.queued.pop_front() {
+                return kind;
+            }
+            let Some(stream) = self.stream.as_mut() else {
+                if let Err(()) = self.connect().await {
+                    self.back_off().await;
+                }
+                continue;
+            };
+            match stream.message().await {
+                Ok(Some(response)) => {
+                    self.retry = RETRY_MIN;
+                    if let Some(kind) = self.handle(response) {
+                        return kind;
+                    }
+                }
+                // The server ended the stream or it failed: resume.
+                Ok(None) | Err(_) => {
+                    self.stream = None;
+                    self.back_off().await;
+                }
+            }
+        }
+    }
+
+    async fn back_off(&mut self) {
+        tokio::time::sleep(self.retry).await;
+        self.retry = (self.retry * 2).min(RETRY_MAX);
+    }
+
+    async fn connect(&mut self) -> Result<(), ()> {
+        let query = queries::listen_query(&self.collection, &self.env);
+        let add = ListenRequest {
+            database: self.db.get_database_path().clone(),
+            target_change: Some(listen_request::TargetChange::AddTarget(Target {
+                target_id: TARGET,
+                target_type: Some(target::TargetType::Query(target::QueryTarget {
+                    parent: self.db.get_documents_path().clone(),
+                    query_type: Some(target::query_target::QueryType::StructuredQuery(query)),
+                })),
+                resume_type: (!self.resume_token.is_empty())
+                    .then(|| target::ResumeType::ResumeToken(self.resume_token.clone())),
+                ..Default::default()
+            })),
+            ..Default::default()
+        };
+        // The request stream stays open: closing it would end the listen.
+        let requests = futures::stream::iter([add]).chain(futures::stream::pending());
+        match self.db.client().get().listen(Request::new(requests)).await {
+            Ok(response) => {
+                self.stream = Some(response.into_inner());
+                Ok(())
+            }
+            Err(_) => Err(()),
+        }
+    }
+
+    /// The kind a response is news about, if any.
+    fn handle(&mut self, response: ListenResponse) -> Option<String> {
+        use listen_response::ResponseType;
+        match response.response_type? {
+            ResponseType::TargetChange(change) => {
+                if !change.resume_token.is_empty() {
+                    self.resume_token = change.resume_token;
+                }
+                match TargetChangeType::try_from(change.target_change_type) {
+                    Ok(TargetChangeType::Current) => {
+                        if let Some(resent) = self.resent.take() {
+                            let gone: Vec<String> = self
+                                .kinds
+                                .keys()
+                                .filter(|name| !resent.contains(*name))
+                                .cloned()
+                                .collect();
+                            let mut kinds = BTreeSet::new();
+                            for name in gone {
+                                if let Some((kind, _)) = self.kinds.remove(&name) {
+                                    kinds.insert(kind);
+                                }
+                            }
+                            for kind in kinds {
+                                if let Some(kind) = self.news(kind) {
+                                    self.queued.push_back(kind);
+                                }
+                            }
+                        }
+                        self.synced = true;
+                        self.queued.extend(std::mem::take(&mut self.initial));
+                    }
+                    Ok(TargetChangeType::Reset) => self.resent = Some(HashSet::new()),
+                    Ok(TargetChangeType::Remove) => {
+                        // The server dropped the target (e.g. an error): listen afresh.
+                        self.stream = None;
+                        self.resume_token.clear();
+                    }
+                    _ => {}
+                }
+                None
+            }
+            ResponseType::DocumentChange(change) => {
+                let doc = change.document?;
+                let kind = match doc.fields.get("type") {
+                    Some(Value {
+                        value_type: Some(ValueType::StringValue(k)),
+                    }) => k.clone(),
+                    _ => return None,
+                };
+                if change.target_ids.contains(&TARGET) {
+                    if let Some(resent) = self.resent.as_mut() {
+                        resent.insert(doc.name.clone());
+                    }
+                    let seen = (kind.clone(), doc.update_time);
+                    if self.kinds.insert(doc.name, seen.clone()) == Some(seen) {
+                        return None; // re-sent unchanged
+                    }
+                } else {
+                    self.kinds.remove(&doc.name);
+                }
+                self.news(kind)
+            }
+            ResponseType::DocumentDelete(delete) => {
+                let (kind, _) = self.kinds.remove(&delete.document)?;
+                self.news(kind)
+            }
+            ResponseType::DocumentRemove(remove) => {
+                let (kind, _) = self.kinds.remove(&remove.document)?;
+                self.news(kind)
+            }
+            ResponseType::Filter(_) => None,
+        }
+    }
+
+    /// `kind` changed: report it now, or once when the first snapshot completes.
+    fn news(&mut self, kind: String) -> Option<String> {
+        if self.synced {
+            Some(kind)
+        } else {
+            self.initial.insert(kind);
+            None
+        }
+    }
+}

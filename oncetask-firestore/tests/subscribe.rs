@@ -1,0 +1,60 @@
+//! `subscribe` on the Firestore emulator: a Listen on the env's not-done
+//! tasks notices tasks created through another store instance.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use firestore::FirestoreDb;
+use futures::StreamExt;
+use oncetask_core::store::Notification;
+use oncetask_core::{Store, Task};
+use oncetask_firestore::FirestoreStore;
+
+async fn db() -> FirestoreDb {
+    assert!(
+        std::env::var("FIRESTORE_EMULATOR_HOST").is_ok(),
+        "FIRESTORE_EMULATOR_HOST is not set: run the tests with scripts/test, which starts \
+         the Firestore emulator (needs Java 17 and google-cloud-cli-firestore-emulator)"
+    );
+    FirestoreDb::new("demo-oncetask").await.expect("emulator")
+}
+
+async fn next(stream: &mut (impl futures::Stream<Item = Notification> + Unpin)) -> Notification {
+    tokio::time::timeout(Duration::from_secs(10), stream.next())
+        .await
+        .expect("a notice within 10 s")
+        .expect("the stream does not end")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_created_by_another_instance_is_noticed() {
+    let collection = format!("listen-{}", uuid::Uuid::new_v4().simple());
+    let listening = FirestoreStore::with_collection(db().await, collection.clone());
+    let writer = FirestoreStore::with_collection(db().await, collection);
+    // A task that exists before the subscription: reported once, when the
+    // listener's first snapshot completes.
+    writer
+        .create(vec![Task::new("old", "before", "E", Utc::now())])
+        .await
+        .expect("create");
+    let mut notices = listening.subscribe("E").expect("a listener");
+    assert_eq!(next(&mut notices).await.kind, "before");
+    // Live changes: a create in another env is not reported, one in this env is.
+    writer
+        .create(vec![
+            Task::new("elsewhere", "other-env", "F", Utc::now()),
+            Task::new("new", "mail", "E", Utc::now()),
+        ])
+        .await
+        .expect("create");
+    assert_eq!(next(&mut notices).await.kind, "mail");
+    // Deleting a not-done task is a change too.
+    writer
+        .delete(&[oncetask_core::store::Delete {
+            id: "old".into(),
+            expected_version: None,
+        }])
+        .await
+        .expect("delete");
+    assert_eq!(next(&mut notices).await.kind, "before");
+}
