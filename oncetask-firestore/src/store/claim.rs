@@ -1,0 +1,326 @@
+//! Claims: the ready window, resource-key lock documents, and leases
+//! written with update-time preconditions in one commit.
+
+use super::*;
+
+impl FirestoreStore {
+    /// One claim attempt; `Ok(None)` when it lost a race (a precondition
+    /// failed or Firestore aborted the commit) and should be retried.
+    ///
+    /// Candidates come from the ready query, a page of `limit` documents at
+    /// a time (more pages only while busy keys or undecodable documents keep
+    /// the claim short of its limit). Each lease write carries an
+    /// `updateTime` precondition, so a task another claimer took meanwhile
+    /// fails the commit instead of being leased twice.
+    ///
+    /// Uncontended, a claim takes the head of the claim order and reads
+    /// `limit` documents. After a lost race (`spread`), claims read
+    /// [`SPREAD_SLACK`] more and start at a random one, so concurrent
+    /// claimers rarely pick the same document.
+    pub(super) async fn try_claim(
+        &self,
+        request: &ClaimRequest,
+        spread: bool,
+        undecodable: &mut Vec<Undecodable>,
+    ) -> Result<Option<Vec<Task>>, StoreError> {
+        let now = request.now;
+        let now_s = format_time(now);
+        // Each task taken may add a key-lock write: keep the commit under
+        // Firestore's write limit.
+        let (limit, group) = match request.mode {
+            ClaimMode::Single { limit } => (limit.min(MAX_WRITES / 2), None),
+            ClaimMode::ResourceGroup { max_group } => (1, Some(max_group.min(MAX_WRITES - 1))),
+        };
+        if limit == 0 || group == Some(0) {
+            return Ok(Some(Vec::new()));
+        }
+        let slack = if spread { SPREAD_SLACK } else { 0 };
+        let window = limit.saturating_add(slack).min(MAX_WRITES);
+        let mut keys_seen: HashMap<String, bool> = HashMap::new();
+        let mut taken: Vec<Task> = Vec::new();
+        let mut writes: Vec<Write> = Vec::new();
+        let mut cursor: Option<Cursor> = None;
+        for page in 0..MAX_PAGES {
+            let mut ready =
+                queries::ready_query(&self.collection, &request.env, &request.kind, &now_s);
+            ready.limit = Some(i32::try_from(window).unwrap_or(i32::MAX));
+            ready.start_at = cursor.take();
+            let docs = self.query(ready, None, |_| true).await?;
+            let full = docs.len() >= window;
+            cursor = docs.last().and_then(|last| ready_cursor(&last.doc));
+            let mut candidates: Vec<(Task, Stored)> = Vec::new();
+            for stored in docs {
+                match &stored.task {
+                    Ok(t)
+                        if t.is_ready_at(now) && t.env == request.env && t.kind == request.kind =>
+                    {
+                        candidates.push((t.clone(), stored));
+                    }
+                    Ok(_) => {}
+                    Err(reason) => {
+                        if !undecodable.iter().any(|u| u.id == stored.id) {
+                            undecodable.push(Undecodable {
+                                id: stored.id.clone(),
+                                reason: reason.clone(),
+                            });
+                        }
+                    }
+                }
+            }
+            if spread && page == 0 && candidates.len() > 1 {
+                let start = random_below(candidates.len());
+                candidates.rotate_left(start);
+            }
+            let (more_taken, more_writes) = self
+                .select(
+                    request,
+                    limit - taken.len(),
+                    group,
+                    candidates,
+                    &mut keys_seen,
+                )
+                .await?;
+            taken.extend(more_taken);
+            writes.extend(more_writes);
+            if taken.len() >= limit || !full || cursor.is_none() {
+                break;
+            }
+        }
+        if writes.is_empty() {
+            return Ok(Some(taken));
+        }
+        // One atomic commit; any failed precondition means another claim won.
+        match self.commit(writes, Vec::new()).await {
+            Ok(()) => Ok(Some(taken)),
+            Err(s) if lost_race(&s) => Ok(None),
+            Err(s) => Err(status_error(s)),
+        }
+    }
+
+    /// Picks the tasks to lease in candidate order and builds their writes
+    /// (plus one key-lock write per resource key taken).
+    pub(super) async fn select(
+        &self,
+        request: &ClaimRequest,
+        limit: usize,
+        group: Option<usize>,
+        candidates: Vec<(Task, Stored)>,
+        keys_seen: &mut HashMap<String, bool>,
+    ) -> Result<(Vec<Task>, Vec<Write>), StoreError> {
+        let now = request.now;
+        let mut lock_writes: Vec<Write> = Vec::new();
+        let mut picked: Vec<(Task, Option<Timestamp>)> = Vec::new();
+        for (task, stored) in candidates {
+            if picked.len() >= limit {
+                break;
+            }
+            if let Some(key) = &task.resource_key {
+                if keys_seen.contains_key(key) {
+                    continue;
+                }
+                // Read the key's lock before its tasks: a claim that
+                // committed the lock we read also committed its leases.
+                let lock = self.key_lock(request, key).await?;
+                let members = self.key_members(request, key).await?;
+                let live = members.iter().any(|(m, _)| m.is_leased_at(now));
+                keys_seen.insert(key.clone(), live);
+                if live {
+                    continue;
+                }
+                lock_writes.push(lock);
+                if let Some(max_group) = group {
+                    let mut ready: Vec<_> = members
+                        .into_iter()
+                        .filter(|(m, _)| m.is_ready_at(now))
+                        .collect();
+                    ready.sort_by(|(a, _), (b, _)| {
+                        (a.wait_until, a.created_at, &a.id).cmp(&(
+                            b.wait_until,
+                            b.created_at,
+                            &b.id,
+                        ))
+                    });
+                    ready.truncate(max_group);
+                    picked = ready;
+                    break;
+                }
+                // The transaction's own read of the candidate is the current one.
+                match members.into_iter().find(|(m, _)| m.id == task.id) {
+                    Some((m, t)) if m.is_ready_at(now) => picked.push((m, t)),
+                    _ => {}
+                }
+                continue;
+            }
+            picked.push((task, stored.update_time));
+        }
+        if picked.is_empty() {
+            return Ok((Vec::new(), Vec::new()));
+        }
+        let mut taken = Vec::with_capacity(picked.len());
+        let mut writes = Vec::with_capacity(picked.len() + lock_writes.len());
+        // Only locks of keys whose tasks are taken.
+        let taken_keys: HashSet<&str> = picked
+            .iter()
+            .filter_map(|(t, _)| t.resource_key.as_deref())
+            .collect();
+        for w in lock_writes {
+            let key = match &w.operation {
+                Some(Operation::Update(d)) => match d.fields.get("resourceKey") {
+                    Some(Value {
+                        value_type: Some(ValueType::StringValue(k)),
+                    }) => Some(k.clone()),
+                    _ => None,
+                },
+                _ => None,
+            };
+            if key.as_deref().is_some_and(|k| taken_keys.contains(k)) {
+                writes.push(w.with_lease(&request.grant));
+            }
+        }
+        for (task, update_time) in picked {
+            let next = lifecycle::claim(&task, &request.grant);
+            writes.push(Write {
+                operation: Some(Operation::Update(self.encode(&next)?)),
+                current_document: Some(Precondition {
+                    condition_type: Some(match update_time {
+                        Some(t) => ConditionType::UpdateTime(t),
+                        None => ConditionType::Exists(true),
+                    }),
+                }),
+                ..Default::default()
+            });
+            taken.push(next);
+        }
+        Ok((taken, writes))
+    }
+
+    /// Every not-done task of `key` (same env and kind), with its update time.
+    pub(super) async fn key_members(
+        &self,
+        request: &ClaimRequest,
+        key: &str,
+    ) -> Result<Vec<(Task, Option<Timestamp>)>, StoreError> {
+        let q = queries::key_members_query(&self.collection, &request.env, &request.kind, key);
+        Ok(self
+            .query(q, None, |_| true)
+            .await?
+            .into_iter()
+            .filter_map(|s| s.task.ok().map(|t| (t, s.update_time)))
+            .filter(|(t, _)| !t.is_done() && t.resource_key.as_deref() == Some(key))
+            .collect())
+    }
+
+    /// The write that takes the lock document of `key`, conditioned on the
+    /// lock's current update time (or on its absence).
+    ///
+    /// Every claim of a key rewrites its lock in the same commit as the
+    /// leases, so two claims of one key that read the same lock cannot both
+    /// commit. The lock lives in a separate collection
+    /// (`<collection>-resourceKeys`), out of the Go package's way.
+    pub(super) async fn key_lock(
+        &self,
+        request: &ClaimRequest,
+        key: &str,
+    ) -> Result<Write, StoreError> {
+        let id: String = [request.env.as_str(), request.kind.as_str(), key]
+            .join("\u{0}")
+            .bytes()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let name = format!(
+            "{}/{}-resourceKeys/{id}",
+            self.db.get_documents_path(),
+            self.collection
+        );
+        let request_get = BatchGetDocumentsRequest {
+            database: self.database(),
+            documents: vec![name.clone()],
+            ..Default::default()
+        };
+        let mut stream = self
+            .db
+            .client()
+            .get()
+            .batch_get_documents(Request::new(request_get))
+            .await
+            .map_err(status_error)?
+            .into_inner();
+        Counters::add(&self.counters.reads, 1);
+        let mut update_time = None;
+        while let Some(response) = stream.message().await.map_err(status_error)? {
+            if let Some(batch_get_documents_response::Result::Found(doc)) = response.result {
+                update_time = doc.update_time;
+            }
+        }
+        Ok(Write {
+            operation: Some(Operation::Update(Document {
+                name,
+                fields: HashMap::from([
+                    ("env".to_owned(), str_value(&request.env)),
+                    ("type".to_owned(), str_value(&request.kind)),
+                    ("resourceKey".to_owned(), str_value(key)),
+                ]),
+                ..Default::default()
+            })),
+            current_document: Some(Precondition {
+                condition_type: Some(match update_time {
+                    Some(t) => ConditionType::UpdateTime(t),
+                    None => ConditionType::Exists(false),
+                }),
+            }),
+            ..Default::default()
+        })
+    }
+}
+
+/// Stamps a key-lock write with the claim's lease.
+pub(super) trait WithLease {
+    fn with_lease(self, grant: &oncetask_core::lifecycle::LeaseGrant) -> Self;
+}
+
+impl WithLease for Write {
+    fn with_lease(mut self, grant: &oncetask_core::lifecycle::LeaseGrant) -> Self {
+        if let Some(Operation::Update(d)) = &mut self.operation {
+            d.fields.insert(
+                "leasedUntil".to_owned(),
+                str_value(&format_time(grant.leased_until)),
+            );
+            d.fields
+                .insert("leaseToken".to_owned(), str_value(grant.token.as_str()));
+        }
+        self
+    }
+}
+
+/// A write that lost to a concurrent one: its precondition failed (an
+/// `exists = false` one reports ALREADY_EXISTS), or Firestore aborted it on
+/// a lock conflict.
+pub(super) fn lost_race(s: &Status) -> bool {
+    matches!(
+        s.code(),
+        Code::FailedPrecondition | Code::Aborted | Code::AlreadyExists
+    )
+}
+
+/// A cursor just after `doc` in the ready query's order (`leasedUntil`,
+/// `waitUntil`, `createdAt`, `__name__`), from its stored values; `None` if
+/// one is missing.
+pub(super) fn ready_cursor(doc: &Document) -> Option<Cursor> {
+    let mut values = Vec::with_capacity(4);
+    for field in ["leasedUntil", "waitUntil", "createdAt"] {
+        values.push(doc.fields.get(field)?.clone());
+    }
+    values.push(Value {
+        value_type: Some(ValueType::ReferenceValue(doc.name.clone())),
+    });
+    Some(Cursor {
+        values,
+        before: false,
+    })
+}
+
+/// A random number below `n` (`n > 0`).
+pub(super) fn random_below(n: usize) -> usize {
+    let r = uuid::Uuid::new_v4().as_u128();
+    usize::try_from(r % (n.max(1) as u128)).unwrap_or(0)
+}
