@@ -6,15 +6,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::Path;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
 use firestore::FirestoreDb;
 use firestore::gcloud_sdk::google::firestore::v1::value::ValueType;
 use firestore::gcloud_sdk::google::firestore::v1::{
-    ArrayValue, BatchGetDocumentsRequest, CommitRequest, Document, MapValue, Value, Write,
-    batch_get_documents_response, write,
+    BatchGetDocumentsRequest, CommitRequest, Document, Write, batch_get_documents_response, write,
 };
 use firestore::gcloud_sdk::tonic::Request;
 use oncetask_core::lifecycle::{self, LeaseGrant};
@@ -22,52 +19,14 @@ use oncetask_core::store::{ClaimMode, ClaimRequest, Swap, SwapOutcome};
 use oncetask_core::{Store, TaskStatus};
 use oncetask_firestore::FirestoreStore;
 use oncetask_firestore::document::Fields;
-use serde_json::{Value as Json, json};
+use serde_json::json;
 
-fn rest_to_value(j: &Json) -> Value {
-    let (tag, v) = j.as_object().unwrap().iter().next().unwrap();
-    let t = match tag.as_str() {
-        "nullValue" => ValueType::NullValue(0),
-        "booleanValue" => ValueType::BooleanValue(v.as_bool().unwrap()),
-        "integerValue" => ValueType::IntegerValue(v.as_str().unwrap().parse().unwrap()),
-        "doubleValue" => ValueType::DoubleValue(v.as_f64().unwrap()),
-        "stringValue" => ValueType::StringValue(v.as_str().unwrap().to_owned()),
-        "arrayValue" => ValueType::ArrayValue(ArrayValue {
-            values: v
-                .get("values")
-                .and_then(Json::as_array)
-                .map(|a| a.iter().map(rest_to_value).collect())
-                .unwrap_or_default(),
-        }),
-        "mapValue" => ValueType::MapValue(MapValue {
-            fields: v
-                .get("fields")
-                .and_then(Json::as_object)
-                .map(|o| {
-                    o.iter()
-                        .map(|(k, v)| (k.clone(), rest_to_value(v)))
-                        .collect()
-                })
-                .unwrap_or_default(),
-        }),
-        other => panic!("unexpected type {other}"),
-    };
-    Value {
-        value_type: Some(t),
-    }
-}
+mod common;
+use common::{t, tag};
 
+/// The fields of a fixture.
 fn fixture(name: &str) -> Fields {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name);
-    let doc: Json = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    doc["fields"]
-        .as_object()
-        .unwrap()
-        .iter()
-        .map(|(k, v)| (k.clone(), rest_to_value(v)))
-        .collect()
+    common::fixture(name).1
 }
 
 async fn db() -> FirestoreDb {
@@ -134,10 +93,6 @@ async fn raw(db: &FirestoreDb, store: &FirestoreStore, id: &str) -> Fields {
     panic!("{id} not found");
 }
 
-fn t(s: &str) -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
-}
-
 fn claim_at(now: &str) -> ClaimRequest {
     let now = t(now);
     ClaimRequest {
@@ -146,18 +101,6 @@ fn claim_at(now: &str) -> ClaimRequest {
         now,
         grant: LeaseGrant::new(now, Duration::from_secs(60)),
         mode: ClaimMode::Single { limit: 10 },
-    }
-}
-
-fn tag(v: &Value) -> &'static str {
-    match v.value_type.as_ref().unwrap() {
-        ValueType::StringValue(_) => "string",
-        ValueType::IntegerValue(_) => "integer",
-        ValueType::BooleanValue(_) => "bool",
-        ValueType::MapValue(_) => "map",
-        ValueType::ArrayValue(_) => "array",
-        ValueType::NullValue(_) => "null",
-        _ => "other",
     }
 }
 
@@ -201,21 +144,21 @@ fn a_go_task_is_claimed_completed_and_stays_readable_by_go() {
         let fields = raw(&db, &store, "email-u1").await;
         // Go's types for every Go field, and values Go parses.
         for (name, ty) in [
-            ("id", "string"),
-            ("type", "string"),
-            ("data", "map"),
-            ("resourceKey", "string"),
-            ("env", "string"),
-            ("waitUntil", "string"),
-            ("leasedUntil", "string"),
-            ("createdAt", "string"),
-            ("doneAt", "string"),
-            ("attempts", "integer"),
-            ("result", "map"),
-            ("parentRecurrenceId", "string"),
-            ("occurrenceTimestamp", "string"),
-            ("isCancelled", "bool"),
-            ("cancelledAt", "string"),
+            ("id", "stringValue"),
+            ("type", "stringValue"),
+            ("data", "mapValue"),
+            ("resourceKey", "stringValue"),
+            ("env", "stringValue"),
+            ("waitUntil", "stringValue"),
+            ("leasedUntil", "stringValue"),
+            ("createdAt", "stringValue"),
+            ("doneAt", "stringValue"),
+            ("attempts", "integerValue"),
+            ("result", "mapValue"),
+            ("parentRecurrenceId", "stringValue"),
+            ("occurrenceTimestamp", "stringValue"),
+            ("isCancelled", "booleanValue"),
+            ("cancelledAt", "stringValue"),
         ] {
             assert_eq!(tag(&fields[name]), ty, "{name}");
         }

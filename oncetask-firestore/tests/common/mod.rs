@@ -1,0 +1,79 @@
+//! Helpers shared by the Go-compatibility tests: the fixtures are written in
+//! Firestore's REST "fields" encoding; the store works with gRPC values.
+
+#![allow(dead_code)] // each test file uses a different subset
+
+use std::path::Path;
+
+use chrono::{DateTime, Utc};
+use firestore::gcloud_sdk::google::firestore::v1::value::ValueType;
+use firestore::gcloud_sdk::google::firestore::v1::{ArrayValue, MapValue, Value};
+use oncetask_firestore::document::Fields;
+use serde_json::{Value as Json, json};
+
+/// One REST-encoded value as a gRPC value.
+pub fn rest_to_value(j: &Json) -> Value {
+    let obj = j.as_object().unwrap();
+    assert_eq!(obj.len(), 1, "one type tag per value: {j}");
+    let (tag, v) = obj.iter().next().unwrap();
+    let t = match tag.as_str() {
+        "nullValue" => ValueType::NullValue(0),
+        "booleanValue" => ValueType::BooleanValue(v.as_bool().unwrap()),
+        "integerValue" => ValueType::IntegerValue(v.as_str().unwrap().parse().unwrap()),
+        "doubleValue" => ValueType::DoubleValue(v.as_f64().unwrap()),
+        "stringValue" => ValueType::StringValue(v.as_str().unwrap().to_owned()),
+        "arrayValue" => ValueType::ArrayValue(ArrayValue {
+            values: v
+                .get("values")
+                .and_then(Json::as_array)
+                .map(|a| a.iter().map(rest_to_value).collect())
+                .unwrap_or_default(),
+        }),
+        "mapValue" => ValueType::MapValue(MapValue {
+            fields: rest_fields(v.get("fields").unwrap_or(&json!({}))),
+        }),
+        other => panic!("fixture uses an unexpected type {other}"),
+    };
+    Value {
+        value_type: Some(t),
+    }
+}
+
+/// A REST "fields" object as document fields.
+pub fn rest_fields(j: &Json) -> Fields {
+    j.as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), rest_to_value(v)))
+        .collect()
+}
+
+/// The REST type tag of a value (`stringValue`, `integerValue`, ...).
+pub fn tag(v: &Value) -> &'static str {
+    match v.value_type.as_ref().unwrap() {
+        ValueType::NullValue(_) => "nullValue",
+        ValueType::BooleanValue(_) => "booleanValue",
+        ValueType::IntegerValue(_) => "integerValue",
+        ValueType::DoubleValue(_) => "doubleValue",
+        ValueType::StringValue(_) => "stringValue",
+        ValueType::ArrayValue(_) => "arrayValue",
+        ValueType::MapValue(_) => "mapValue",
+        _ => "other",
+    }
+}
+
+/// A fixture of `tests/fixtures`: the raw JSON and its fields.
+pub fn fixture(name: &str) -> (Json, Fields) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name);
+    let text = std::fs::read_to_string(&path).unwrap();
+    let doc: Json = serde_json::from_str(&text).unwrap();
+    let fields = rest_fields(&doc["fields"]);
+    (doc, fields)
+}
+
+/// An RFC 3339 time.
+pub fn t(s: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+}
