@@ -492,12 +492,17 @@ impl Run<'_> {
         }
     }
 
-    /// Logs a write's result, wakes the kind's loops after a write (a resource
-    /// key may be free now), and returns the stored status.
+    /// Logs a write's result, wakes the kind's loops when the write made work
+    /// for them, and returns the stored status.
     fn written(&self, id: &str, applied: Applied, now: DateTime<Utc>) -> Option<TaskStatus> {
         match applied {
             Applied::Written(task) => {
-                self.inner.wake(&task.kind);
+                // Other idle loops only have new work if a resource key was
+                // freed or the task is ready again at once (this loop looks
+                // for work next anyway): no claim storm after every success.
+                if task.resource_key.is_some() || task.is_ready_at(now) {
+                    self.inner.wake(&task.kind);
+                }
                 Some(task.status(now))
             }
             Applied::Rejected(Rejection::LeaseLost) => {
