@@ -1,0 +1,308 @@
+//! Mapping between a [`Task`] and the Redis hash that stores it.
+//!
+//! The fields the scripts read or write (times, counters, flags, the lease
+//! token, the version, the resource key) are hash fields of their own, in
+//! forms Lua handles exactly: times as integer milliseconds since the epoch
+//! (exact in Lua's doubles for every `chrono` time), counts as decimal
+//! integers, the version as a decimal string (incremented digit by digit,
+//! never through a double). Everything else travels as JSON that only Rust
+//! reads and writes (`body`, and `result`, kept apart so that a JSON `null`
+//! result stays distinct from "no result"), so payloads keep every number
+//! and every field exactly: no script ever decodes or re-encodes them.
+//!
+//! Stored times have millisecond precision, like every time the core
+//! produces (see [`oncetask_core::task::truncate_to_millis`]).
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use oncetask_core::{AttemptError, JsonObject, LeaseToken, Outcome, Recurrence, Task};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::keys::encode;
+
+/// The value of the `fmt` field of every task this crate writes. Scripts
+/// treat a document with another value as undecodable.
+pub(crate) const FORMAT: &str = "1";
+
+/// Added to a millisecond timestamp so that every `chrono` time maps to a
+/// non-negative 16-digit hex number that sorts like the time.
+const ORDER_OFFSET: i64 = 1 << 53;
+
+/// The task fields that only Rust reads.
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Body {
+    data: JsonObject,
+    errors: Vec<AttemptError>,
+    recurrence: Option<Recurrence>,
+    parent_recurrence_id: Option<String>,
+    occurrence_timestamp: Option<DateTime<Utc>>,
+    cancelled_at: Option<DateTime<Utc>>,
+    outcome: Option<Outcome>,
+}
+
+fn ms(t: DateTime<Utc>) -> String {
+    t.timestamp_millis().to_string()
+}
+
+fn order_hex(t: Option<DateTime<Utc>>) -> String {
+    let n = t.map_or(0, |t| t.timestamp_millis().saturating_add(ORDER_OFFSET));
+    format!("{n:016x}")
+}
+
+/// `now` in the encoding of the first 16 characters of an `ord` member.
+pub(crate) fn order_time(now: DateTime<Utc>) -> String {
+    order_hex(Some(now))
+}
+
+/// The hash fields of `task`, as `(field, value)` pairs. `Err` says why the
+/// task cannot be stored.
+pub(crate) fn encode_task(task: &Task) -> Result<Vec<(&'static str, String)>, String> {
+    let body = Body {
+        data: task.data.clone(),
+        errors: task.errors.clone(),
+        recurrence: task.recurrence.clone(),
+        parent_recurrence_id: task.parent_recurrence_id.clone(),
+        occurrence_timestamp: task.occurrence_timestamp,
+        cancelled_at: task.cancelled_at,
+        outcome: task.outcome,
+    };
+    let body = serde_json::to_string(&body).map_err(|e| e.to_string())?;
+    let mut fields: Vec<(&'static str, String)> = vec![
+        ("fmt", FORMAT.to_owned()),
+        ("id", task.id.clone()),
+        ("env", task.env.clone()),
+        ("kind", task.kind.clone()),
+        ("kenc", encode(&task.kind)),
+        ("created", ms(task.created_at)),
+        ("att", task.attempts.to_string()),
+        ("catt", task.cancellation_attempts.to_string()),
+        ("canc", if task.is_cancelled { "1" } else { "0" }.to_owned()),
+        ("ver", task.version.to_string()),
+        (
+            "ord",
+            format!(
+                "{}{}{}",
+                order_hex(task.wait_until),
+                order_hex(Some(task.created_at)),
+                task.id
+            ),
+        ),
+        (
+            "cord",
+            format!("{}{}", order_hex(Some(task.created_at)), task.id),
+        ),
+        ("body", body),
+    ];
+    let optional = [
+        ("rk", task.resource_key.clone()),
+        ("wait", task.wait_until.map(ms)),
+        ("lease", task.leased_until.map(ms)),
+        ("done", task.done_at.map(ms)),
+        (
+            "token",
+            task.lease_token.as_ref().map(|t| t.as_str().to_owned()),
+        ),
+        (
+            "dst",
+            task.done_at
+                .map(|_| task.status(DateTime::<Utc>::MIN_UTC).as_str().to_owned()),
+        ),
+        (
+            "result",
+            match &task.result {
+                Some(v) => Some(serde_json::to_string(v).map_err(|e| e.to_string())?),
+                None => None,
+            },
+        ),
+    ];
+    fields.extend(
+        optional
+            .into_iter()
+            .filter_map(|(name, value)| value.map(|v| (name, v))),
+    );
+    Ok(fields)
+}
+
+/// A stored hash as the scripts return it (field names and values).
+pub(crate) type Fields = HashMap<String, Vec<u8>>;
+
+/// What a stored hash holds.
+#[derive(Debug)]
+pub(crate) enum Decoded {
+    /// A valid task.
+    Task(Box<Task>),
+    /// A document that is not a valid task (with its id, if readable).
+    Raw {
+        /// The `id` field (falls back to the caller's id).
+        id: Option<String>,
+        /// Why it does not decode.
+        reason: String,
+    },
+}
+
+fn text<'a>(fields: &'a Fields, name: &str) -> Result<Option<&'a str>, String> {
+    fields
+        .get(name)
+        .map(|v| std::str::from_utf8(v).map_err(|_| format!("field {name}: not UTF-8")))
+        .transpose()
+}
+
+fn required<'a>(fields: &'a Fields, name: &str) -> Result<&'a str, String> {
+    text(fields, name)?.ok_or_else(|| format!("field {name} is missing"))
+}
+
+fn time(fields: &Fields, name: &str) -> Result<Option<DateTime<Utc>>, String> {
+    text(fields, name)?
+        .map(|v| {
+            v.parse::<i64>()
+                .ok()
+                .and_then(DateTime::<Utc>::from_timestamp_millis)
+                .ok_or_else(|| format!("field {name}: {v:?} is not a time in milliseconds"))
+        })
+        .transpose()
+}
+
+fn number<T: std::str::FromStr>(fields: &Fields, name: &str) -> Result<T, String> {
+    let v = required(fields, name)?;
+    v.parse()
+        .map_err(|_| format!("field {name}: {v:?} is not a valid number"))
+}
+
+/// Decodes a stored hash. Never fails as a whole: a document that is not a
+/// valid task comes back as [`Decoded::Raw`] with the reason.
+pub(crate) fn decode(fields: &Fields) -> Decoded {
+    match decode_task(fields) {
+        Ok(task) => Decoded::Task(Box::new(task)),
+        Err(reason) => Decoded::Raw {
+            id: text(fields, "id").ok().flatten().map(str::to_owned),
+            reason,
+        },
+    }
+}
+
+fn decode_task(fields: &Fields) -> Result<Task, String> {
+    if let Some(reason) = text(fields, "bad")? {
+        return Err(reason.to_owned());
+    }
+    let format = text(fields, "fmt")?;
+    if format != Some(FORMAT) {
+        return Err(format!("unknown document format {format:?}"));
+    }
+    let body: Body = serde_json::from_str(required(fields, "body")?)
+        .map_err(|e| format!("field body: {e}"))?;
+    let result: Option<Value> = text(fields, "result")?
+        .map(|v| serde_json::from_str(v).map_err(|e| format!("field result: {e}")))
+        .transpose()?;
+    let is_cancelled = match required(fields, "canc")? {
+        "1" => true,
+        "0" => false,
+        other => return Err(format!("field canc: {other:?} is not 0 or 1")),
+    };
+    Ok(Task {
+        id: required(fields, "id")?.to_owned(),
+        kind: required(fields, "kind")?.to_owned(),
+        data: body.data,
+        resource_key: text(fields, "rk")?.map(str::to_owned),
+        env: required(fields, "env")?.to_owned(),
+        wait_until: time(fields, "wait")?,
+        leased_until: time(fields, "lease")?,
+        created_at: time(fields, "created")?.ok_or("field created is missing")?,
+        done_at: time(fields, "done")?,
+        attempts: number(fields, "att")?,
+        cancellation_attempts: number(fields, "catt")?,
+        errors: body.errors,
+        result,
+        recurrence: body.recurrence,
+        parent_recurrence_id: body.parent_recurrence_id,
+        occurrence_timestamp: body.occurrence_timestamp,
+        is_cancelled,
+        cancelled_at: body.cancelled_at,
+        lease_token: text(fields, "token")?.map(LeaseToken::from_stored),
+        version: number(fields, "ver")?,
+        outcome: body.outcome,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+    use serde_json::json;
+
+    fn stored(task: &Task) -> Fields {
+        encode_task(task)
+            .expect("encodable")
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.into_bytes()))
+            .collect()
+    }
+
+    fn t(secs: i64, millis: u32) -> DateTime<Utc> {
+        Utc.timestamp_opt(secs, millis * 1_000_000)
+            .single()
+            .expect("valid time")
+    }
+
+    #[test]
+    fn every_field_round_trips() {
+        let mut task = Task::new("id:{x}", "kind ü", "env", t(1_736_150_400, 999));
+        task.data.insert("big".into(), json!(9_007_199_254_740_993_u64));
+        task.resource_key = Some("key".into());
+        task.wait_until = Some(t(-5, 1));
+        task.leased_until = Some(DateTime::<Utc>::MAX_UTC.with_timezone(&Utc));
+        task.done_at = Some(t(100, 0));
+        task.attempts = u32::MAX;
+        task.cancellation_attempts = 3;
+        task.result = Some(Value::Null);
+        task.lease_token = Some(LeaseToken::from_stored("tok"));
+        task.version = u64::MAX;
+        task.outcome = Some(Outcome::Failed);
+        let task = Task {
+            leased_until: task.leased_until.map(|l| {
+                DateTime::<Utc>::from_timestamp_millis(l.timestamp_millis()).expect("ms")
+            }),
+            ..task
+        };
+        match decode(&stored(&task)) {
+            Decoded::Task(back) => assert_eq!(*back, task),
+            Decoded::Raw { reason, .. } => panic!("{reason}"),
+        }
+    }
+
+    #[test]
+    fn order_members_sort_like_the_claim_order() {
+        let a = Task {
+            wait_until: None,
+            ..Task::new("b", "k", "e", t(10, 0))
+        };
+        let b = Task {
+            wait_until: Some(DateTime::<Utc>::MIN_UTC),
+            ..Task::new("a", "k", "e", t(0, 0))
+        };
+        let c = Task {
+            wait_until: Some(t(-1, 0)),
+            ..Task::new("a", "k", "e", t(0, 0))
+        };
+        let ord = |task: &Task| {
+            stored(task)
+                .get("ord")
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+                .expect("ord")
+        };
+        assert!(ord(&a) < ord(&b));
+        assert!(ord(&b) < ord(&c));
+    }
+
+    #[test]
+    fn a_document_of_another_format_is_raw() {
+        let mut fields = stored(&Task::new("x", "k", "e", t(0, 0)));
+        fields.insert("fmt".into(), b"2".to_vec());
+        assert!(matches!(decode(&fields), Decoded::Raw { id: Some(id), .. } if id == "x"));
+        let mut fields = stored(&Task::new("x", "k", "e", t(0, 0)));
+        fields.insert("body".into(), b"not json".to_vec());
+        assert!(matches!(decode(&fields), Decoded::Raw { .. }));
+    }
+}

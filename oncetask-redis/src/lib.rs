@@ -1,0 +1,694 @@
+//! # oncetask-redis
+//!
+//! A Redis [`Store`] for oncetask: every claim, outcome, cancel, reset and
+//! delete is one server-side Lua script, and every script touches the keys
+//! of one hash slot, so the same code runs on a single server and on a
+//! Redis Cluster layout.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use oncetask_redis::RedisStore;
+//!
+//! # async fn demo() -> Result<(), oncetask_core::StoreError> {
+//! // One store per key prefix; every key it writes starts with "myapp:oncetask".
+//! let store = RedisStore::connect("redis://127.0.0.1:6379", "myapp:oncetask").await?;
+//! let manager = oncetask_core::Manager::builder(Arc::new(store)).env("prod").build();
+//! # let _ = manager;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! ## Layout
+//!
+//! Each environment's keys share the hash tag `{e:<env>}`
+//! (`<prefix>:{e:<env>}:…`), so one script can read and write all of them
+//! atomically. The task itself is a hash (`t:<id>`) whose scheduling fields
+//! (times in milliseconds, counters, flags, token, version, resource key)
+//! are separate fields the scripts read and write, and whose payload,
+//! errors, recurrence and result are JSON that only Rust reads (module
+//! `doc`). Next to it, per kind: sorted sets of never-leased tasks by
+//! `wait_until` and of leased tasks by lease expiry (the two parts of the
+//! claim order), of due times (for [`Store::next_due`]), counters per status
+//! and listing indexes in creation order; per resource key: its leases (the
+//! *per-key lease*: the key is busy while the latest one is in the future),
+//! its never-leased tasks and its whole ready group. The Lua header
+//! `src/lua/lib.lua` lists every key; the README has the table.
+//!
+//! Names users supply (env, kind, id, resource key) may contain anything:
+//! env and kind are percent-encoded inside key names, and ids and resource
+//! keys only ever end a key name, so no name can collide with another or
+//! move a key out of its env's slot. The key prefix must not contain `{` or
+//! `}`.
+//!
+//! ## Ids are global: the id registry
+//!
+//! The contract makes an id unique across environments, but each
+//! environment has its own slot. A registry entry per id
+//! (`<prefix>:id:<id>`, holding `<generation>:<env>`) says which env holds
+//! the task; it is written with `SET … NX` before the task is created in
+//! its env's slot, and released after a delete. Reads and deletes by id
+//! look the env up there first (one extra round trip). Only the creator
+//! that set an entry creates the task under it; an entry whose task does
+//! not appear (a creator that crashed between the two steps) is *fenced*: a
+//! tombstone for its generation in the env's slot makes any late create
+//! under it fail, and the entry is released. See module `registry`.
+//!
+//! ## Claims
+//!
+//! One script selects and leases: it walks the never-leased tasks up to
+//! `now`, then the expired leases, in [`Task::claim_order_key`] order,
+//! skipping busy resource keys, and writes exactly the fields
+//! [`lifecycle::claim`] changes (lease expiry, token, attempts, cancellation
+//! attempts, version + 1) — so a claim is one round trip, and a
+//! resource-group claim leases the whole ready group of the first free key
+//! in the same call. A key whose latest lease is live is *parked*: its
+//! tasks leave the walk until a claim at or after that lease, so a claim
+//! never wades through the backlog of busy keys.
+//!
+//! Outcomes, cancels, resets and extensions are [`Store::swap`]s: the core
+//! computes the new task (checking the lease token), the script writes it
+//! only if the stored version is still the expected one.
+//!
+//! ## Wake-ups
+//!
+//! Creates, swaps and deletes `PUBLISH` the changed kinds on the env's
+//! channel (`<prefix>:{e:<env>}:events`) from inside their script.
+//! [`Store::subscribe`] opens a pub/sub connection per subscriber that
+//! reconnects after the server restarts, and then announces every kind of
+//! the env once, since notices sent while it was away are lost.
+//!
+//! ## Durability
+//!
+//! Redis keeps data in memory. With `appendonly yes` (AOF) tasks survive a
+//! restart; without persistence a restart loses every task. See the README.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use oncetask_core::store::{
+    ClaimMode, ClaimRequest, Claimed, CreateOutcome, Delete, DeleteOutcome, Fetched, Notification,
+    StatusCounts, Swap, SwapOutcome, TaskFilter, Undecodable,
+};
+use oncetask_core::{Store, StoreError, Task, TaskStatus};
+use redis::Value;
+use redis::aio::ConnectionManager;
+
+mod doc;
+mod keys;
+mod notify;
+mod registry;
+mod scripts;
+
+pub use keys::key_slot;
+
+use doc::{Decoded, Fields, decode, encode_task};
+use keys::{Keys, encode};
+use scripts::{SCRIPTS, array, fields, int, redis_error, string, unexpected};
+
+/// Most undecodable documents one claim reports.
+const REPORT_CAP: usize = 100;
+/// Tasks one listing page reads.
+const LIST_PAGE: usize = 256;
+
+/// A Redis [`Store`]. Cloning is cheap and clones share the connection.
+#[derive(Clone)]
+pub struct RedisStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    conn: ConnectionManager,
+    /// Opens the pub/sub connections of [`Store::subscribe`].
+    client: Option<redis::Client>,
+    keys: Keys,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("prefix", &self.inner.keys.prefix())
+            .field("wake_ups", &self.inner.client.is_some())
+            .finish()
+    }
+}
+
+impl RedisStore {
+    /// Connects to the server at `url` (`redis://[user:password@]host:port[/db]`,
+    /// or `rediss://` with a TLS-enabled `redis` crate) and stores tasks
+    /// under keys starting with `prefix`.
+    ///
+    /// Fails with [`StoreError::Unavailable`] if the server cannot be
+    /// reached, and with [`StoreError::Backend`] for a malformed URL or a
+    /// prefix containing `{` or `}`.
+    pub async fn connect(url: &str, prefix: &str) -> Result<Self, StoreError> {
+        let client = redis::Client::open(url).map_err(StoreError::backend)?;
+        Self::from_client(client, prefix).await
+    }
+
+    /// Uses `client` for a [`ConnectionManager`] (the store's multiplexed,
+    /// self-reconnecting connection) and for the pub/sub connections of
+    /// [`Store::subscribe`].
+    pub async fn from_client(client: redis::Client, prefix: &str) -> Result<Self, StoreError> {
+        let keys = Keys::new(prefix)?;
+        let conn = client
+            .get_connection_manager()
+            .await
+            .map_err(redis_error)?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                conn,
+                client: Some(client),
+                keys,
+            }),
+        })
+    }
+
+    /// Uses an existing [`ConnectionManager`]. Without a client the store
+    /// cannot open pub/sub connections, so [`Store::subscribe`] returns
+    /// `None` (workers then wake at due times and poll intervals only);
+    /// add one with [`RedisStore::with_pubsub_client`].
+    pub fn from_connection(conn: ConnectionManager, prefix: &str) -> Result<Self, StoreError> {
+        Ok(Self {
+            inner: Arc::new(Inner {
+                conn,
+                client: None,
+                keys: Keys::new(prefix)?,
+            }),
+        })
+    }
+
+    /// This store with `client` opening the pub/sub connections of
+    /// [`Store::subscribe`].
+    pub fn with_pubsub_client(self, client: redis::Client) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                conn: self.inner.conn.clone(),
+                client: Some(client),
+                keys: self.inner.keys.clone(),
+            }),
+        }
+    }
+
+    /// The key prefix of this store.
+    pub fn prefix(&self) -> &str {
+        self.inner.keys.prefix()
+    }
+
+    /// A handle to the store's connection (for the caller's own commands).
+    pub fn connection(&self) -> ConnectionManager {
+        self.inner.conn.clone()
+    }
+
+    /// The key of the hash holding task `id` of `env` (for inspection with
+    /// `redis-cli`, e.g. `HGETALL`).
+    pub fn task_key(&self, env: &str, id: &str) -> String {
+        self.inner.keys.task(env, id)
+    }
+
+    /// The common start `<prefix>:{e:<env>}:` of every key of `env`: all
+    /// of them hash to one slot.
+    pub fn env_key_base(&self, env: &str) -> String {
+        self.inner.keys.env_base(env)
+    }
+
+    /// Stores a document with this `id`, `env` and `kind` that is not a
+    /// valid task, replacing any document with this id. For tests of Go W7:
+    /// claims of `env`/`kind` report it in [`Claimed::undecodable`],
+    /// [`Store::get`] returns it as [`Fetched::Undecodable`],
+    /// [`Store::delete`] removes it, and [`Store::find`] and
+    /// [`Store::count_by_status`] ignore it. Not safe against concurrent
+    /// writers of the same id.
+    pub async fn insert_undecodable(
+        &self,
+        id: &str,
+        env: &str,
+        kind: &str,
+        reason: &str,
+    ) -> Result<(), StoreError> {
+        self.delete(&[Delete::any(id)]).await?;
+        let generation = registry::new_generation();
+        let mut conn = self.conn();
+        redis::cmd("SET")
+            .arg(self.inner.keys.registry(id))
+            .arg(registry::entry(&generation, env))
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(redis_error)?;
+        SCRIPTS
+            .insert_raw
+            .key(self.inner.keys.env_route(env))
+            .arg(self.inner.keys.env_base(env))
+            .arg(id)
+            .arg(&generation)
+            .arg(env)
+            .arg(kind)
+            .arg(encode(kind))
+            .arg(reason)
+            .invoke_async::<()>(&mut conn)
+            .await
+            .map_err(redis_error)
+    }
+
+    /// Deletes every key of this store (its prefix): tasks, indexes and
+    /// registry entries of all environments. Walks the keyspace with `SCAN`,
+    /// so it is for tests and tear-downs, not for a hot path. Returns the
+    /// number of keys removed.
+    pub async fn purge(&self) -> Result<u64, StoreError> {
+        let mut conn = self.conn();
+        let pattern = format!("{}:*", glob_escape(self.prefix()));
+        let mut cursor: u64 = 0;
+        let mut removed = 0;
+        loop {
+            let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(&mut conn)
+                .await
+                .map_err(redis_error)?;
+            if !keys.is_empty() {
+                removed += redis::cmd("UNLINK")
+                    .arg(&keys)
+                    .query_async::<u64>(&mut conn)
+                    .await
+                    .map_err(redis_error)?;
+            }
+            if next == 0 {
+                return Ok(removed);
+            }
+            cursor = next;
+        }
+    }
+
+    fn conn(&self) -> ConnectionManager {
+        self.inner.conn.clone()
+    }
+
+    /// Decodes a task hash a claim returned; a body Rust cannot decode is
+    /// set aside (quarantined) so that later claims report it instead of
+    /// leasing it again.
+    async fn claimed_task(
+        &self,
+        env: &str,
+        stored: Fields,
+        undecodable: &mut Vec<Undecodable>,
+    ) -> Result<Option<Task>, StoreError> {
+        match decode(&stored) {
+            Decoded::Task(task) => Ok(Some(*task)),
+            Decoded::Raw { id, reason } => {
+                let id = id.unwrap_or_default();
+                let version = stored
+                    .get("ver")
+                    .map(|v| String::from_utf8_lossy(v).into_owned())
+                    .unwrap_or_default();
+                let mut conn = self.conn();
+                SCRIPTS
+                    .quarantine
+                    .key(self.inner.keys.env_route(env))
+                    .arg(self.inner.keys.env_base(env))
+                    .arg(&id)
+                    .arg(version)
+                    .arg(&reason)
+                    .invoke_async::<i64>(&mut conn)
+                    .await
+                    .map_err(redis_error)?;
+                undecodable.push(Undecodable { id, reason });
+                Ok(None)
+            }
+        }
+    }
+}
+
+/// Escapes the glob characters of `SCAN MATCH`.
+fn glob_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Env/kind pairs, for grouping per env.
+type ByEnv<T> = Vec<(String, Vec<T>)>;
+
+/// Groups `items` by env, keeping the first-seen order of envs and the
+/// input order within each env.
+fn group_by_env<T>(items: impl IntoIterator<Item = (String, T)>) -> ByEnv<T> {
+    let mut groups: ByEnv<T> = Vec::new();
+    for (env, item) in items {
+        match groups.iter_mut().find(|(e, _)| *e == env) {
+            Some((_, list)) => list.push(item),
+            None => groups.push((env, vec![item])),
+        }
+    }
+    groups
+}
+
+/// Appends `task`'s hash fields to a script invocation: their count, then
+/// field/value pairs.
+fn push_fields(args: &mut Vec<String>, task: &Task) -> Result<(), StoreError> {
+    let encoded = encode_task(task).map_err(|reason| StoreError::Unencodable {
+        id: task.id.clone(),
+        reason,
+    })?;
+    args.push(encoded.len().to_string());
+    for (name, value) in encoded {
+        args.push(name.to_owned());
+        args.push(value);
+    }
+    Ok(())
+}
+
+fn millis(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+#[async_trait]
+impl Store for RedisStore {
+    /// Per id: claim the registry entry with `SET NX`, then create the task
+    /// in its env's slot (one script call per env). A repeated id within
+    /// one call is created once and reported as existing afterwards.
+    async fn create(&self, tasks: Vec<Task>) -> Result<Vec<CreateOutcome>, StoreError> {
+        registry::create(self, tasks).await
+    }
+
+    /// One script call: selection and lease in one atomic step (see the
+    /// crate docs). A document whose body cannot be decoded is set aside and
+    /// reported; set-aside documents of the kind are reported on every
+    /// claim (at most 100 per claim).
+    async fn claim(&self, request: &ClaimRequest) -> Result<Claimed, StoreError> {
+        let (mode, n) = match request.mode {
+            ClaimMode::Single { limit } => ("s", limit),
+            ClaimMode::ResourceGroup { max_group } => ("g", max_group),
+        };
+        if n == 0 {
+            return Ok(Claimed::default());
+        }
+        let keys = &self.inner.keys;
+        let mut conn = self.conn();
+        let reply: Value = SCRIPTS
+            .claim
+            .key(keys.env_route(&request.env))
+            .arg(keys.env_base(&request.env))
+            .arg(encode(&request.kind))
+            .arg(millis(request.now))
+            .arg(millis(request.grant.leased_until))
+            .arg(request.grant.token.as_str())
+            .arg(mode)
+            .arg(n.to_string())
+            .arg(REPORT_CAP)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(redis_error)?;
+        let mut parts = array(reply, "claim")?.into_iter();
+        let (Some(leased), Some(reported)) = (parts.next(), parts.next()) else {
+            return Err(StoreError::backend("unexpected reply to claim"));
+        };
+        let mut undecodable = Vec::new();
+        let mut tasks = Vec::new();
+        for stored in array(leased, "claim")? {
+            let stored = fields(stored, "claim")?;
+            if let Some(task) = self
+                .claimed_task(&request.env, stored, &mut undecodable)
+                .await?
+            {
+                tasks.push(task);
+            }
+        }
+        let mut reported = array(reported, "claim")?.into_iter();
+        while let (Some(id), Some(reason)) = (reported.next(), reported.next()) {
+            let id = string(id, "claim")?;
+            if !undecodable.iter().any(|u| u.id == id) {
+                undecodable.push(Undecodable {
+                    id,
+                    reason: string(reason, "claim")?,
+                });
+            }
+        }
+        Ok(Claimed { tasks, undecodable })
+    }
+
+    /// One script call per env: each item is written only if the stored
+    /// version is still the expected one. The task is looked up in the env
+    /// it names (a swap never moves a task to another env).
+    async fn swap(&self, swaps: Vec<Swap>) -> Result<Vec<SwapOutcome>, StoreError> {
+        let mut outcomes: Vec<Option<SwapOutcome>> = swaps.iter().map(|_| None).collect();
+        let groups = group_by_env(
+            swaps
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (s.task.env.clone(), i)),
+        );
+        let keys = &self.inner.keys;
+        for (env, items) in groups {
+            let mut args = Vec::new();
+            let mut sent = Vec::new();
+            for i in items {
+                let swap = &swaps[i];
+                let mut item = vec![swap.task.id.clone(), swap.expected_version.to_string()];
+                match push_fields(&mut item, &swap.task) {
+                    Ok(()) => {
+                        args.extend(item);
+                        sent.push(i);
+                    }
+                    Err(e) => outcomes[i] = Some(SwapOutcome::Failed(e)),
+                }
+            }
+            if sent.is_empty() {
+                continue;
+            }
+            let mut conn = self.conn();
+            let reply: Value = SCRIPTS
+                .swap
+                .key(keys.env_route(&env))
+                .arg(keys.env_base(&env))
+                .arg(sent.len())
+                .arg(&args)
+                .invoke_async(&mut conn)
+                .await
+                .map_err(redis_error)?;
+            let results = array(reply, "swap")?;
+            if results.len() != sent.len() {
+                return Err(StoreError::backend("swap: one result per item expected"));
+            }
+            for (i, result) in sent.into_iter().zip(results) {
+                let result = string(result, "swap")?;
+                outcomes[i] = Some(match result.as_str() {
+                    "A" => SwapOutcome::Applied,
+                    "C" => SwapOutcome::Conflict,
+                    "N" => SwapOutcome::NotFound,
+                    other => match other.strip_prefix('U') {
+                        Some(reason) => SwapOutcome::Failed(StoreError::Undecodable {
+                            id: swaps[i].task.id.clone(),
+                            reason: reason.to_owned(),
+                        }),
+                        None => return Err(StoreError::backend(format!("swap: {other:?}"))),
+                    },
+                });
+            }
+        }
+        outcomes
+            .into_iter()
+            .map(|o| o.ok_or_else(|| StoreError::backend("swap: an item got no outcome")))
+            .collect()
+    }
+
+    /// Two round trips: the registry says which env holds each id, then one
+    /// pipeline reads the task hashes.
+    async fn get(&self, ids: &[String]) -> Result<Vec<Fetched>, StoreError> {
+        let mut seen = HashSet::new();
+        let unique: Vec<&String> = ids.iter().filter(|id| seen.insert(id.as_str())).collect();
+        if unique.is_empty() {
+            return Ok(Vec::new());
+        }
+        let envs = registry::lookup(self, &unique).await?;
+        let located: Vec<(&String, &String)> = unique
+            .iter()
+            .zip(&envs)
+            .filter_map(|(id, env)| env.as_ref().map(|(_, env)| (*id, env)))
+            .collect();
+        if located.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for (id, env) in &located {
+            pipe.cmd("HGETALL").arg(self.inner.keys.task(env, id));
+        }
+        let mut conn = self.conn();
+        let replies: Vec<Value> = pipe.query_async(&mut conn).await.map_err(redis_error)?;
+        let mut out = Vec::with_capacity(located.len());
+        for ((id, _), reply) in located.into_iter().zip(replies) {
+            let stored = fields(reply, "get")?;
+            if stored.is_empty() {
+                continue;
+            }
+            out.push(match decode(&stored) {
+                Decoded::Task(task) => Fetched::Task(*task),
+                Decoded::Raw { reason, .. } => Fetched::Undecodable(Undecodable {
+                    id: id.clone(),
+                    reason,
+                }),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Reads the narrowest listing index (resource key, else kind, else
+    /// env) in creation order, 256 tasks per script call, and filters in
+    /// Rust with [`TaskFilter::matches`]; stops once `offset + limit`
+    /// matches are found. Pages are read one after the other, not as one
+    /// snapshot.
+    async fn find(&self, filter: &TaskFilter) -> Result<Vec<Task>, StoreError> {
+        let keys = &self.inner.keys;
+        let listing = keys.listing(
+            &filter.env,
+            filter.kind.as_deref(),
+            filter.resource_key.as_deref(),
+        );
+        let want = filter
+            .limit
+            .map_or(usize::MAX, |l| l.saturating_add(filter.offset));
+        let mut matched = Vec::new();
+        let mut start = b"-".to_vec();
+        let mut conn = self.conn();
+        while matched.len() < want {
+            let reply: Value = SCRIPTS
+                .list
+                .key(&listing)
+                .arg(keys.env_base(&filter.env))
+                .arg(&start)
+                .arg(LIST_PAGE)
+                .invoke_async(&mut conn)
+                .await
+                .map_err(redis_error)?;
+            let mut parts = array(reply, "find")?.into_iter();
+            let (Some(last), Some(page)) = (parts.next(), parts.next()) else {
+                return Err(StoreError::backend("unexpected reply to find"));
+            };
+            let page = array(page, "find")?;
+            let full = page.len() == LIST_PAGE;
+            for stored in page {
+                if let Decoded::Task(task) = decode(&fields(stored, "find")?) {
+                    if filter.matches(&task) {
+                        matched.push(*task);
+                    }
+                }
+            }
+            if !full {
+                break;
+            }
+            start = b"(".to_vec();
+            start.extend(scripts::bytes(last, "find")?);
+        }
+        Ok(matched
+            .into_iter()
+            .skip(filter.offset)
+            .take(filter.limit.unwrap_or(usize::MAX))
+            .collect())
+    }
+
+    /// One script call: done tasks from counters, open tasks from the
+    /// lease and wait indexes at `now` (exactly [`Task::status`]).
+    async fn count_by_status(
+        &self,
+        env: &str,
+        kind: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<StatusCounts, StoreError> {
+        let keys = &self.inner.keys;
+        let mut conn = self.conn();
+        let reply: Value = SCRIPTS
+            .count
+            .key(keys.env_route(env))
+            .arg(keys.env_base(env))
+            .arg(millis(now))
+            .arg(doc::order_time(now))
+            .arg(kind.map(encode).unwrap_or_default())
+            .invoke_async(&mut conn)
+            .await
+            .map_err(redis_error)?;
+        let mut counts = StatusCounts::new();
+        let mut items = array(reply, "count_by_status")?.into_iter();
+        while let (Some(status), Some(n)) = (items.next(), items.next()) {
+            let status: TaskStatus = string(status, "count_by_status")?
+                .parse()
+                .map_err(StoreError::backend)?;
+            let n = u64::try_from(int(n, "count_by_status")?).unwrap_or(0);
+            if n > 0 {
+                counts.insert(status, n);
+            }
+        }
+        Ok(counts)
+    }
+
+    /// Looks the ids up in the registry, deletes with one script call per
+    /// env (version checks inside it), then releases the registry entries.
+    async fn delete(&self, deletes: &[Delete]) -> Result<Vec<DeleteOutcome>, StoreError> {
+        registry::delete(self, deletes).await
+    }
+
+    /// One `ZRANGEBYSCORE` on the kind's due-time index.
+    async fn next_due(
+        &self,
+        env: &str,
+        kind: &str,
+        after: DateTime<Utc>,
+    ) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let mut conn = self.conn();
+        let reply: Value = redis::cmd("ZRANGEBYSCORE")
+            .arg(self.inner.keys.due(env, kind))
+            .arg(format!("({}", millis(after)))
+            .arg("+inf")
+            .arg("WITHSCORES")
+            .arg("LIMIT")
+            .arg(0)
+            .arg(1)
+            .query_async(&mut conn)
+            .await
+            .map_err(redis_error)?;
+        let Some(score) = array(reply, "next_due")?.into_iter().nth(1) else {
+            return Ok(None);
+        };
+        let score = match score {
+            Value::Double(d) => d,
+            other => {
+                let text = string(other.clone(), "next_due")?;
+                text.parse::<f64>()
+                    .map_err(|_| unexpected("next_due", &other))?
+            }
+        };
+        #[allow(clippy::cast_possible_truncation)] // scores are integer milliseconds
+        let ms = score as i64;
+        Ok(DateTime::<Utc>::from_timestamp_millis(ms))
+    }
+
+    /// A stream fed by a pub/sub connection of its own on the env's channel,
+    /// reconnecting (every 500 ms) after errors; after a reconnect every
+    /// kind of the env is announced once. `None` outside a tokio runtime or
+    /// for a store made with [`RedisStore::from_connection`] alone.
+    fn subscribe(&self, env: &str) -> Option<BoxStream<'static, Notification>> {
+        let handle = tokio::runtime::Handle::try_current().ok()?;
+        let client = self.inner.client.clone()?;
+        let (tx, rx) = tokio::sync::mpsc::channel::<Notification>(256);
+        handle.spawn(notify::listen(
+            client,
+            self.conn(),
+            self.inner.keys.clone(),
+            env.to_owned(),
+            tx,
+        ));
+        Some(
+            futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|n| (n, rx)) })
+                .boxed(),
+        )
+    }
+}

@@ -1,0 +1,32 @@
+-- count: tasks of one env (and kind) per status at `now`, as Task::status.
+-- ARGV: base, now (ms), now in ord encoding (16 hex), kenc or '' for all kinds.
+-- Returns a flat list of status, count.
+local now_s, now_hex, only = ARGV[2], ARGV[3], ARGV[4]
+local kinds
+if only ~= '' then kinds = { only } else kinds = redis.call('HKEYS', B .. 'kinds') end
+local totals = {}
+local function add(status, n)
+  if n > 0 then totals[status] = (totals[status] or 0) + n end
+end
+for _, k in ipairs(kinds) do
+  local cnt = to_table(redis.call('HGETALL', per_kind('cnt', k)))
+  for _, s in ipairs({ 'completed', 'failed', 'cancelled', 'cancellationPending' }) do
+    add(s, tonumber(cnt[s] or '0'))
+  end
+  local open = tonumber(cnt.open or '0')
+  local live = redis.call('ZRANGEBYSCORE', per_kind('sl', k), '(' .. now_s, '+inf')
+  local leased_waiting = 0
+  for _, m in ipairs(live) do
+    if string.sub(m, 1, 16) > now_hex then leased_waiting = leased_waiting + 1 end
+  end
+  local waiting = redis.call('ZCOUNT', per_kind('sw', k), '(' .. now_s, '+inf') - leased_waiting
+  add('leased', #live)
+  add('waiting', waiting)
+  add('pending', open - #live - waiting)
+end
+local out = {}
+for s, n in pairs(totals) do
+  out[#out + 1] = s
+  out[#out + 1] = n
+end
+return out

@@ -1,0 +1,31 @@
+-- delete: remove tasks of one env, optionally version-checked.
+-- ARGV: base, then pairs of id, expected version ('' for any).
+-- Returns per item: 'D<generation>' deleted, 'N' not found, 'C' conflict.
+local out, changed, j = {}, {}, 1
+for i = 2, #ARGV, 2 do
+  local id, expected = ARGV[i], ARGV[i + 1]
+  local key = task_key(id)
+  local raw = redis.call('HGETALL', key)
+  if #raw == 0 then
+    out[j] = 'N'
+  else
+    local f = to_table(raw)
+    local ok = indexable(f)
+    if expected ~= '' and (not ok or f.ver ~= expected) then
+      out[j] = 'C'
+    else
+      if ok then
+        unindex(f)
+        if f.rk then refresh_key(f.kenc, f.rk) end
+        changed[f.kind] = true
+      elseif f.kenc then
+        redis.call('HDEL', per_kind('bad', f.kenc), id)
+      end
+      redis.call('DEL', key)
+      out[j] = 'D' .. (f.gen or '')
+    end
+  end
+  j = j + 1
+end
+publish(changed)
+return out

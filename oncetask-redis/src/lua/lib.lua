@@ -1,0 +1,184 @@
+-- oncetask-redis: helpers shared by every script (prepended to each one).
+--
+-- ARGV[1] is the env base "<prefix>:{e:<env>}:"; every key a script touches
+-- starts with it, so all of them share the env's hash slot. Task ids and
+-- resource keys are always the last part of a key name (see keys.rs).
+--
+-- Per kind k (its percent-encoded name) and resource key r, with `ord` the
+-- member "<wait hex><created hex><id>" and `cord` "<created hex><id>":
+--   t:<id>         hash: the task (fields in doc.rs)
+--   kinds          hash: k -> number of indexed tasks of kind k
+--   ca, ca:k, cr:r zsets (score 0, member cord): listings in creation order
+--   cnt:k          hash: done tasks per status, cancellationPending, open
+--   sl:k, sw:k     zsets: lease / wait of open (not done, not cancelled) tasks
+--   due:k          zset: due time (max of wait and lease) of not-done tasks
+--   wf:k           zset (score wait): never-leased tasks without a key, plus
+--                  the first never-leased task ("head") of every key that
+--                  is not parked
+--   wl:k           zset (score lease): every not-done task holding a lease
+--   kf:k:r         zset (score wait): never-leased tasks of key r
+--   kl:k:r         zset (score lease): the per-key lease: leased tasks of r
+--   kg:k:r         zset (score wait): every not-done task of r (group order)
+--   kh:k           hash: r -> the head of r currently in wf:k
+--   pk:k           zset: parked (busy) keys, score = their latest lease
+--   bad:k          hash: id -> reason, undecodable documents of kind k
+--   tomb:<id>      string: a fenced registry generation (see registry.rs)
+local B = ARGV[1]
+
+local function to_table(flat)
+  local t = {}
+  for i = 1, #flat, 2 do t[flat[i]] = flat[i + 1] end
+  return t
+end
+
+local function per_kind(what, k) return B .. what .. ':' .. k end
+local function per_key(what, k, r) return B .. what .. ':' .. k .. ':' .. r end
+local function task_key(id) return B .. 't:' .. id end
+
+-- The version after `v` (a decimal u64), wrapping like u64::wrapping_add.
+local function next_version(v)
+  if v == '18446744073709551615' then return '0' end
+  local i = #v
+  while i >= 1 and string.sub(v, i, i) == '9' do i = i - 1 end
+  if i == 0 then return '1' .. string.rep('0', #v) end
+  return string.sub(v, 1, i - 1) .. string.char(string.byte(v, i) + 1) .. string.rep('0', #v - i)
+end
+
+-- A u32 counter plus one, saturating like u32::saturating_add.
+local function next_count(c)
+  local n = tonumber(c) + 1
+  if n > 4294967295 then n = 4294967295 end
+  return string.format('%d', n)
+end
+
+local function due_score(f)
+  if f.wait and f.lease then
+    if tonumber(f.wait) > tonumber(f.lease) then return f.wait end
+    return f.lease
+  end
+  return f.wait or f.lease or '-inf'
+end
+
+local function decrement(key, field)
+  if redis.call('HINCRBY', key, field, -1) <= 0 then redis.call('HDEL', key, field) end
+end
+
+-- Adds a decodable task (fields f) to every index. Callers then call
+-- refresh_key for its resource key.
+local function index(f)
+  local k = f.kenc
+  redis.call('ZADD', B .. 'ca', 0, f.cord)
+  redis.call('ZADD', per_kind('ca', k), 0, f.cord)
+  if f.rk then redis.call('ZADD', B .. 'cr:' .. f.rk, 0, f.cord) end
+  redis.call('HINCRBY', B .. 'kinds', k, 1)
+  local cnt = per_kind('cnt', k)
+  if f.done then
+    redis.call('HINCRBY', cnt, f.dst, 1)
+    return
+  end
+  if f.canc == '1' then
+    redis.call('HINCRBY', cnt, 'cancellationPending', 1)
+  else
+    redis.call('HINCRBY', cnt, 'open', 1)
+    if f.lease then redis.call('ZADD', per_kind('sl', k), f.lease, f.ord) end
+    if f.wait then redis.call('ZADD', per_kind('sw', k), f.wait, f.ord) end
+  end
+  redis.call('ZADD', per_kind('due', k), due_score(f), f.ord)
+  local wait = f.wait or '-inf'
+  if f.lease then
+    redis.call('ZADD', per_kind('wl', k), f.lease, f.ord)
+    if f.rk then redis.call('ZADD', per_key('kl', k, f.rk), f.lease, f.ord) end
+  elseif f.rk then
+    redis.call('ZADD', per_key('kf', k, f.rk), wait, f.ord)
+  else
+    redis.call('ZADD', per_kind('wf', k), wait, f.ord)
+  end
+  if f.rk then redis.call('ZADD', per_key('kg', k, f.rk), wait, f.ord) end
+end
+
+-- Removes a decodable task (fields f, as stored) from every index.
+local function unindex(f)
+  local k = f.kenc
+  redis.call('ZREM', B .. 'ca', f.cord)
+  redis.call('ZREM', per_kind('ca', k), f.cord)
+  if f.rk then redis.call('ZREM', B .. 'cr:' .. f.rk, f.cord) end
+  decrement(B .. 'kinds', k)
+  local cnt = per_kind('cnt', k)
+  if f.done then
+    decrement(cnt, f.dst)
+    return
+  end
+  if f.canc == '1' then
+    decrement(cnt, 'cancellationPending')
+  else
+    decrement(cnt, 'open')
+    redis.call('ZREM', per_kind('sl', k), f.ord)
+    redis.call('ZREM', per_kind('sw', k), f.ord)
+  end
+  redis.call('ZREM', per_kind('due', k), f.ord)
+  redis.call('ZREM', per_kind('wl', k), f.ord)
+  if f.rk then
+    redis.call('ZREM', per_key('kl', k, f.rk), f.ord)
+    redis.call('ZREM', per_key('kf', k, f.rk), f.ord)
+    redis.call('ZREM', per_key('kg', k, f.rk), f.ord)
+  else
+    redis.call('ZREM', per_kind('wf', k), f.ord)
+  end
+end
+
+-- Brings key r of kind k in line with its tasks: a parked key keeps its
+-- latest lease as score and has no head in wf:k; a free key has its first
+-- never-leased task there; a key without tasks is forgotten.
+local function refresh_key(k, r)
+  local heads, parked, walk = per_kind('kh', k), per_kind('pk', k), per_kind('wf', k)
+  local current = redis.call('HGET', heads, r)
+  local want, want_score = false, nil
+  if redis.call('EXISTS', per_key('kg', k, r)) == 0 then
+    redis.call('ZREM', parked, r)
+  elseif redis.call('ZSCORE', parked, r) then
+    local last = redis.call('ZRANGE', per_key('kl', k, r), -1, -1, 'WITHSCORES')
+    redis.call('ZADD', parked, last[2] or '-inf', r)
+  else
+    local first = redis.call('ZRANGE', per_key('kf', k, r), 0, 0, 'WITHSCORES')
+    if first[1] then want, want_score = first[1], first[2] end
+  end
+  if current ~= want then
+    if current then redis.call('ZREM', walk, current) end
+    if want then
+      redis.call('ZADD', walk, want_score, want)
+      redis.call('HSET', heads, r, want)
+    else
+      redis.call('HDEL', heads, r)
+    end
+  end
+end
+
+-- Parks key r of kind k (busy until its latest lease): its head leaves wf:k
+-- until a claim at or after that lease unparks it.
+local function park_key(k, r)
+  local last = redis.call('ZRANGE', per_key('kl', k, r), -1, -1, 'WITHSCORES')
+  redis.call('ZADD', per_kind('pk', k), last[2] or '-inf', r)
+  refresh_key(k, r)
+end
+
+-- Reads the hash fields of a script argument list: ARGV[i] is the number of
+-- fields, then field/value pairs. Returns the table and the next index.
+local function read_fields(i)
+  local n = tonumber(ARGV[i])
+  local f = {}
+  for j = 0, n - 1 do f[ARGV[i + 1 + 2 * j]] = ARGV[i + 2 + 2 * j] end
+  return f, i + 1 + 2 * n, i + 1
+end
+
+local function publish(changed)
+  for kind, _ in pairs(changed) do redis.call('PUBLISH', B .. 'events', kind) end
+end
+
+-- True when a stored task (fields f) is one this crate can index.
+local function indexable(f)
+  return f.fmt == '1' and not f.bad
+end
+
+local function raw_reason(f)
+  return f.bad or ('unknown document format ' .. tostring(f.fmt))
+end

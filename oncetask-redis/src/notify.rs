@@ -1,0 +1,83 @@
+//! Wake-ups over pub/sub: a reconnecting subscriber per [`crate::RedisStore::subscribe`] call.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use oncetask_core::store::Notification;
+use redis::aio::ConnectionManager;
+use tokio::sync::mpsc::Sender;
+use tokio::sync::mpsc::error::TrySendError;
+
+use crate::keys::{Keys, decode};
+
+/// Pause before reconnecting after an error.
+const PAUSE: Duration = Duration::from_millis(500);
+
+/// Forwards the kinds published on `env`'s channel to `tx` until the
+/// subscriber goes away, reconnecting whenever the connection fails. After
+/// a reconnect, every kind of the env is announced once: notices sent while
+/// the connection was down are lost.
+pub(crate) async fn listen(
+    client: redis::Client,
+    conn: ConnectionManager,
+    keys: Keys,
+    env: String,
+    tx: Sender<Notification>,
+) {
+    let channel = keys.channel(&env);
+    let mut reconnected = false;
+    while !tx.is_closed() {
+        let mut pubsub = match client.get_async_pubsub().await {
+            Ok(pubsub) => pubsub,
+            Err(_) => {
+                tokio::time::sleep(PAUSE).await;
+                reconnected = true;
+                continue;
+            }
+        };
+        if pubsub.subscribe(&channel).await.is_err() {
+            tokio::time::sleep(PAUSE).await;
+            reconnected = true;
+            continue;
+        }
+        if reconnected && !announce_all(&conn, &keys, &env, &tx).await {
+            return;
+        }
+        let mut messages = pubsub.on_message();
+        loop {
+            let message = tokio::select! {
+                m = messages.next() => m,
+                () = tx.closed() => return,
+            };
+            let Some(message) = message else { break };
+            let kind = String::from_utf8_lossy(message.get_payload_bytes()).into_owned();
+            if let Err(TrySendError::Closed(_)) = tx.try_send(Notification { kind }) {
+                return;
+            }
+            // A full buffer drops the notice: notices may be lost.
+        }
+        reconnected = true;
+        tokio::time::sleep(PAUSE).await;
+    }
+}
+
+/// Sends a notice for every kind of `env`; false once the subscriber is gone.
+async fn announce_all(
+    conn: &ConnectionManager,
+    keys: &Keys,
+    env: &str,
+    tx: &Sender<Notification>,
+) -> bool {
+    let mut conn = conn.clone();
+    let kinds: Vec<String> = redis::cmd("HKEYS")
+        .arg(keys.env_route(env))
+        .query_async(&mut conn)
+        .await
+        .unwrap_or_default();
+    for kind in kinds.iter().filter_map(|k| decode(k)) {
+        if let Err(TrySendError::Closed(_)) = tx.try_send(Notification { kind }) {
+            return false;
+        }
+    }
+    true
+}

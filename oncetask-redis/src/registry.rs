@@ -1,0 +1,360 @@
+//! The id registry: ids are unique across environments although each
+//! environment lives in its own hash slot.
+//!
+//! The entry `<prefix>:id:<id>` holds `<generation>:<env>`: the env whose
+//! slot holds the task, and a random generation naming one attempt to
+//! create it. The protocol keeps one invariant — *a task stored in env E
+//! under generation g implies the entry `g:E`* — with single-slot steps
+//! only:
+//!
+//! * **create**: `SET entry g:E NX GET`. The creator that set the entry
+//!   runs the env's create script with g; nobody else ever creates under g.
+//!   The script refuses if g has been fenced (below). A creator that finds
+//!   an entry instead checks the task in the entry's env: present means
+//!   "already exists" (or "exists in another env"); absent means a creator
+//!   is between its two steps, or crashed there. After a few short waits the
+//!   entry is *fenced*: a script in the entry's env writes a tombstone for
+//!   its generation (expiring after a day) unless the task appeared
+//!   meanwhile; from then on no create under that generation can land, so
+//!   the entry is released (compare-and-delete) and the creator starts over.
+//! * **delete**: look the entry up, delete the task in its env's slot (the
+//!   script returns the task's generation), then compare-and-delete the
+//!   entry with that generation. A crash between the two leaves an entry
+//!   without a task: reads ignore it and the next create fences it.
+//! * **get**: look the entry up, read the task in its env's slot.
+//!
+//! The only window the protocol cannot close is a creator paused for longer
+//! than the tombstone's day between its two steps.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use oncetask_core::store::{CreateOutcome, Delete, DeleteOutcome};
+use oncetask_core::{StoreError, Task};
+use redis::Value;
+
+use crate::scripts::{REGISTRY_RELEASE, SCRIPTS, array, opt_string, redis_error, string};
+use crate::{RedisStore, group_by_env, push_fields};
+
+/// How long a fenced generation's tombstone lives.
+const FENCE_TTL_SECS: u64 = 86_400;
+/// Rounds a create may take before it gives up on an id.
+const ROUNDS: u32 = 24;
+/// Rounds a registry entry without its task is waited for before fencing.
+const PATIENCE: u32 = 3;
+
+/// A fresh generation.
+pub(crate) fn new_generation() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+/// The registry value for `generation` in `env`.
+pub(crate) fn entry(generation: &str, env: &str) -> String {
+    format!("{generation}:{env}")
+}
+
+/// `(generation, env)` of a registry value.
+fn parse(value: &str) -> Option<(String, String)> {
+    value
+        .split_once(':')
+        .map(|(g, e)| (g.to_owned(), e.to_owned()))
+}
+
+/// The registry entries of `ids`: `(generation, env)` or `None`.
+pub(crate) async fn lookup(
+    store: &RedisStore,
+    ids: &[&String],
+) -> Result<Vec<Option<(String, String)>>, StoreError> {
+    let mut pipe = redis::pipe();
+    for id in ids {
+        pipe.cmd("GET").arg(store.inner.keys.registry(id));
+    }
+    let mut conn = store.conn();
+    let replies: Vec<Value> = pipe.query_async(&mut conn).await.map_err(redis_error)?;
+    replies
+        .into_iter()
+        .map(|v| Ok(opt_string(v, "registry lookup")?.as_deref().and_then(parse)))
+        .collect()
+}
+
+/// Releases registry entries whose value is still as given.
+async fn release(store: &RedisStore, entries: &[(String, String)]) -> Result<(), StoreError> {
+    if entries.is_empty() {
+        return Ok(());
+    }
+    let mut pipe = redis::pipe();
+    for (id, value) in entries {
+        pipe.cmd("EVAL")
+            .arg(REGISTRY_RELEASE)
+            .arg(1)
+            .arg(store.inner.keys.registry(id))
+            .arg(value)
+            .ignore();
+    }
+    let mut conn = store.conn();
+    pipe.query_async::<()>(&mut conn)
+        .await
+        .map_err(redis_error)
+}
+
+/// One first copy of an id still being created.
+struct Pending {
+    /// Index in the input.
+    index: usize,
+    /// The task's encoded hash fields (count first).
+    fields: Vec<String>,
+    /// The generation tried in this round.
+    generation: String,
+    /// A registry value seen without its task, and in how many rounds.
+    seen: Option<(String, u32)>,
+}
+
+/// The outcome for a task whose id is held by env `held_in`.
+fn existing(task: &Task, held_in: String) -> CreateOutcome {
+    if held_in == task.env {
+        CreateOutcome::AlreadyExists
+    } else {
+        CreateOutcome::ExistsInOtherEnv { env: held_in }
+    }
+}
+
+/// [`oncetask_core::Store::create`] through the registry (see the module docs).
+pub(crate) async fn create(
+    store: &RedisStore,
+    tasks: Vec<Task>,
+) -> Result<Vec<CreateOutcome>, StoreError> {
+    let mut outcomes: Vec<Option<CreateOutcome>> = tasks.iter().map(|_| None).collect();
+    let mut first_of: HashMap<&str, usize> = HashMap::new();
+    let mut pending = Vec::new();
+    for (index, task) in tasks.iter().enumerate() {
+        if first_of.contains_key(task.id.as_str()) {
+            continue;
+        }
+        first_of.insert(task.id.as_str(), index);
+        let mut fields = Vec::new();
+        match push_fields(&mut fields, task) {
+            Ok(()) => pending.push(Pending {
+                index,
+                fields,
+                generation: String::new(),
+                seen: None,
+            }),
+            Err(e) => outcomes[index] = Some(CreateOutcome::Failed(e)),
+        }
+    }
+    let keys = &store.inner.keys;
+    for round in 0..ROUNDS {
+        if pending.is_empty() {
+            break;
+        }
+        if round > 0 {
+            tokio::time::sleep(Duration::from_millis(2u64 << round.min(6))).await;
+        }
+        // 1. Claim the registry entries.
+        let mut pipe = redis::pipe();
+        for p in &mut pending {
+            p.generation = new_generation();
+            let task = &tasks[p.index];
+            pipe.cmd("SET")
+                .arg(keys.registry(&task.id))
+                .arg(entry(&p.generation, &task.env))
+                .arg("NX")
+                .arg("GET");
+        }
+        let mut conn = store.conn();
+        let replies: Vec<Value> = pipe.query_async(&mut conn).await.map_err(redis_error)?;
+        let mut owned = Vec::new();
+        let mut held = Vec::new();
+        for (p, reply) in std::mem::take(&mut pending).into_iter().zip(replies) {
+            match opt_string(reply, "registry")? {
+                None => owned.push(p),
+                Some(value) => held.push((p, value)),
+            }
+        }
+        // 2. Create the tasks whose entry this call set, per env.
+        let groups = group_by_env(owned.into_iter().map(|p| (tasks[p.index].env.clone(), p)));
+        for (env, group) in groups {
+            let mut args = vec![group.len().to_string()];
+            for p in &group {
+                args.push(tasks[p.index].id.clone());
+                args.push(p.generation.clone());
+                args.extend(p.fields.iter().cloned());
+            }
+            let reply: Value = SCRIPTS
+                .create
+                .key(keys.env_route(&env))
+                .arg(keys.env_base(&env))
+                .arg(&args)
+                .invoke_async(&mut conn)
+                .await
+                .map_err(redis_error)?;
+            let results = array(reply, "create")?;
+            for (p, result) in group.into_iter().zip(results) {
+                match string(result, "create")?.as_str() {
+                    "C" => outcomes[p.index] = Some(CreateOutcome::Created),
+                    "X" => outcomes[p.index] = Some(CreateOutcome::AlreadyExists),
+                    _ => pending.push(p),
+                }
+            }
+        }
+        // 3. Entries held by someone else: is their task there?
+        let mut probe = redis::pipe();
+        let mut parsed = Vec::new();
+        for (p, value) in held {
+            let Some((generation, env)) = parse(&value) else {
+                outcomes[p.index] = Some(CreateOutcome::Failed(StoreError::backend(format!(
+                    "malformed registry entry {value:?} for task {}",
+                    tasks[p.index].id
+                ))));
+                continue;
+            };
+            probe
+                .cmd("EXISTS")
+                .arg(keys.task(&env, &tasks[p.index].id));
+            parsed.push((p, value, generation, env));
+        }
+        let mut to_fence = Vec::new();
+        if !parsed.is_empty() {
+            let found: Vec<i64> = probe.query_async(&mut conn).await.map_err(redis_error)?;
+            for ((mut p, value, generation, env), exists) in parsed.into_iter().zip(found) {
+                if exists == 1 {
+                    outcomes[p.index] = Some(existing(&tasks[p.index], env));
+                    continue;
+                }
+                let misses = match &p.seen {
+                    Some((v, n)) if *v == value => n + 1,
+                    _ => 1,
+                };
+                p.seen = Some((value.clone(), misses));
+                if misses >= PATIENCE {
+                    to_fence.push((p, value, generation, env));
+                } else {
+                    pending.push(p);
+                }
+            }
+        }
+        // 4. Fence entries whose task never appeared, then release them.
+        let mut released = Vec::new();
+        let groups = group_by_env(to_fence.into_iter().map(|f| (f.3.clone(), f)));
+        for (env, group) in groups {
+            let mut args = vec![FENCE_TTL_SECS.to_string()];
+            for (p, _, generation, _) in &group {
+                args.push(tasks[p.index].id.clone());
+                args.push(generation.clone());
+            }
+            let reply: Value = SCRIPTS
+                .fence
+                .key(keys.env_route(&env))
+                .arg(keys.env_base(&env))
+                .arg(&args)
+                .invoke_async(&mut conn)
+                .await
+                .map_err(redis_error)?;
+            let results = array(reply, "fence")?;
+            for ((p, value, _, env), result) in group.into_iter().zip(results) {
+                if string(result, "fence")? == "X" {
+                    outcomes[p.index] = Some(existing(&tasks[p.index], env));
+                } else {
+                    released.push((tasks[p.index].id.clone(), value));
+                    pending.push(p);
+                }
+            }
+        }
+        release(store, &released).await?;
+    }
+    for p in pending {
+        outcomes[p.index] = Some(CreateOutcome::Failed(StoreError::backend(format!(
+            "task {}: the id registry kept changing; try again",
+            tasks[p.index].id
+        ))));
+    }
+    // Later copies of an id compare with what its first copy found.
+    for (index, task) in tasks.iter().enumerate() {
+        let Some(&first) = first_of.get(task.id.as_str()) else {
+            continue;
+        };
+        if first == index {
+            continue;
+        }
+        let held_in = match &outcomes[first] {
+            Some(CreateOutcome::Created | CreateOutcome::AlreadyExists) => {
+                Some(tasks[first].env.clone())
+            }
+            Some(CreateOutcome::ExistsInOtherEnv { env }) => Some(env.clone()),
+            _ => None,
+        };
+        outcomes[index] = Some(match held_in {
+            Some(env) => existing(task, env),
+            None => CreateOutcome::Failed(StoreError::backend(format!(
+                "task {}: an earlier copy in this call failed",
+                task.id
+            ))),
+        });
+    }
+    outcomes
+        .into_iter()
+        .map(|o| o.ok_or_else(|| StoreError::backend("create: an item got no outcome")))
+        .collect()
+}
+
+/// [`oncetask_core::Store::delete`] through the registry (see the module docs).
+pub(crate) async fn delete(
+    store: &RedisStore,
+    deletes: &[Delete],
+) -> Result<Vec<DeleteOutcome>, StoreError> {
+    if deletes.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<&String> = deletes.iter().map(|d| &d.id).collect();
+    let entries = lookup(store, &ids).await?;
+    let mut outcomes: Vec<Option<DeleteOutcome>> = deletes.iter().map(|_| None).collect();
+    let mut located = Vec::new();
+    for (i, found) in entries.into_iter().enumerate() {
+        match found {
+            Some((_, env)) => located.push((env, i)),
+            None => outcomes[i] = Some(DeleteOutcome::NotFound),
+        }
+    }
+    let keys = &store.inner.keys;
+    let mut released = Vec::new();
+    let mut conn = store.conn();
+    for (env, group) in group_by_env(located) {
+        let mut args = Vec::new();
+        for &i in &group {
+            args.push(deletes[i].id.clone());
+            args.push(
+                deletes[i]
+                    .expected_version
+                    .map(|v| v.to_string())
+                    .unwrap_or_default(),
+            );
+        }
+        let reply: Value = SCRIPTS
+            .delete
+            .key(keys.env_route(&env))
+            .arg(keys.env_base(&env))
+            .arg(&args)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(redis_error)?;
+        for (i, result) in group.into_iter().zip(array(reply, "delete")?) {
+            let result = string(result, "delete")?;
+            outcomes[i] = Some(match result.as_str() {
+                "N" => DeleteOutcome::NotFound,
+                "C" => DeleteOutcome::Conflict,
+                other => match other.strip_prefix('D') {
+                    Some(generation) => {
+                        released.push((deletes[i].id.clone(), entry(generation, &env)));
+                        DeleteOutcome::Deleted
+                    }
+                    None => return Err(StoreError::backend(format!("delete: {other:?}"))),
+                },
+            });
+        }
+    }
+    release(store, &released).await?;
+    outcomes
+        .into_iter()
+        .map(|o| o.ok_or_else(|| StoreError::backend("delete: an item got no outcome")))
+        .collect()
+}

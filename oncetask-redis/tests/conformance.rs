@@ -1,0 +1,38 @@
+//! The shared store conformance suite, run against [`RedisStore`] on the
+//! server at `ONCETASK_REDIS_URL` (default `redis://127.0.0.1:6379`).
+//!
+//! Every test gets its own key prefix (`oncetask-test:<unix seconds>:<random>`),
+//! so tests run in parallel without sharing tasks. The suite cannot tell
+//! when a test is done with its store, so the first store of a run deletes
+//! the test keys older than an hour instead. `scripts/test` starts a local
+//! server when none answers; an unreachable server fails the tests, never
+//! skips them.
+
+mod common;
+
+use conformance_tests::{StoreFactory, async_trait, store_conformance_suite};
+use oncetask_redis::RedisStore;
+
+/// Hands out a store on a fresh key prefix per test.
+struct RedisFactory;
+
+#[async_trait]
+impl StoreFactory for RedisFactory {
+    type Store = RedisStore;
+
+    async fn new_store(&self) -> RedisStore {
+        let store = common::store_on(&common::new_prefix()).await;
+        common::drop_stale_prefixes(&store).await;
+        store
+    }
+
+    async fn insert_undecodable(&self, store: &RedisStore, id: &str, env: &str, kind: &str) -> bool {
+        store
+            .insert_undecodable(id, env, kind, "conformance suite: not a task")
+            .await
+            .expect("insert an undecodable document");
+        true
+    }
+}
+
+store_conformance_suite!(RedisFactory);
