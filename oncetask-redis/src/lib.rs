@@ -95,7 +95,7 @@ use oncetask_core::store::{
 };
 use oncetask_core::{Store, StoreError, Task, TaskStatus};
 use redis::Value;
-use redis::aio::ConnectionManager;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 mod doc;
 mod keys;
@@ -109,10 +109,17 @@ use doc::{Decoded, Fields, decode, encode_task};
 use keys::{Keys, encode};
 use scripts::{SCRIPTS, array, fields, int, redis_error, string, unexpected};
 
+/// How long the store's connection waits for a reply before reporting the
+/// server unavailable (the `redis` crate's default is 500 ms).
+pub const RESPONSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Most undecodable documents one claim reports.
 const REPORT_CAP: usize = 100;
 /// Tasks one listing page reads.
 const LIST_PAGE: usize = 256;
+/// Most items one create, swap or delete script call handles: Redis runs
+/// one script at a time, so bulk calls are cut into short scripts.
+const SCRIPT_BATCH: usize = 200;
 
 /// A Redis [`Store`]. Cloning is cheap and clones share the connection.
 #[derive(Clone)]
@@ -150,12 +157,13 @@ impl RedisStore {
     }
 
     /// Uses `client` for a [`ConnectionManager`] (the store's multiplexed,
-    /// self-reconnecting connection) and for the pub/sub connections of
-    /// [`Store::subscribe`].
+    /// self-reconnecting connection, waiting at most [`RESPONSE_TIMEOUT`] for
+    /// a reply) and for the pub/sub connections of [`Store::subscribe`].
     pub async fn from_client(client: redis::Client, prefix: &str) -> Result<Self, StoreError> {
         let keys = Keys::new(prefix)?;
+        let config = ConnectionManagerConfig::new().set_response_timeout(Some(RESPONSE_TIMEOUT));
         let conn = client
-            .get_connection_manager()
+            .get_connection_manager_with_config(config)
             .await
             .map_err(redis_error)?;
         Ok(Self {
@@ -325,6 +333,48 @@ impl RedisStore {
     }
 }
 
+impl RedisStore {
+    /// A swap looks its task up in the env the new task names. When the id
+    /// is not there but exists in another env (it was deleted and created
+    /// again there), the stored task is another incarnation: the swap is a
+    /// conflict, as on a backend that finds tasks by id alone; the caller
+    /// re-reads and the core decides (typically "lease lost").
+    async fn settle_not_found(
+        &self,
+        swaps: &[Swap],
+        outcomes: &mut [Option<SwapOutcome>],
+    ) -> Result<(), StoreError> {
+        let missing: Vec<String> = swaps
+            .iter()
+            .zip(outcomes.iter())
+            .filter(|(_, o)| matches!(o, Some(SwapOutcome::NotFound)))
+            .map(|(s, _)| s.task.id.clone())
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let found = self.get(&missing).await?;
+        for (swap, outcome) in swaps.iter().zip(outcomes.iter_mut()) {
+            if !matches!(outcome, Some(SwapOutcome::NotFound)) {
+                continue;
+            }
+            let elsewhere = found.iter().find(|f| match f {
+                Fetched::Task(t) => t.id == swap.task.id,
+                Fetched::Undecodable(u) => u.id == swap.task.id,
+            });
+            *outcome = Some(match elsewhere {
+                None => SwapOutcome::NotFound,
+                Some(Fetched::Task(_)) => SwapOutcome::Conflict,
+                Some(Fetched::Undecodable(u)) => SwapOutcome::Failed(StoreError::Undecodable {
+                    id: u.id.clone(),
+                    reason: u.reason.clone(),
+                }),
+            });
+        }
+        Ok(())
+    }
+}
+
 /// Escapes the glob characters of `SCAN MATCH`.
 fn glob_escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
@@ -340,12 +390,17 @@ fn glob_escape(text: &str) -> String {
 /// Env/kind pairs, for grouping per env.
 type ByEnv<T> = Vec<(String, Vec<T>)>;
 
-/// Groups `items` by env, keeping the first-seen order of envs and the
-/// input order within each env.
+/// Groups `items` by env for one script call per group: the input order is
+/// kept within each env, and a group holds at most [`SCRIPT_BATCH`] items
+/// (an env with more gets several groups, in order).
 fn group_by_env<T>(items: impl IntoIterator<Item = (String, T)>) -> ByEnv<T> {
     let mut groups: ByEnv<T> = Vec::new();
     for (env, item) in items {
-        match groups.iter_mut().find(|(e, _)| *e == env) {
+        match groups
+            .iter_mut()
+            .rev()
+            .find(|(e, list)| *e == env && list.len() < SCRIPT_BATCH)
+        {
             Some((_, list)) => list.push(item),
             None => groups.push((env, vec![item])),
         }
@@ -439,7 +494,8 @@ impl Store for RedisStore {
 
     /// One script call per env: each item is written only if the stored
     /// version is still the expected one. The task is looked up in the env
-    /// it names (a swap never moves a task to another env).
+    /// it names (a swap never moves a task to another env); an id found
+    /// only in another env is a [`SwapOutcome::Conflict`].
     async fn swap(&self, swaps: Vec<Swap>) -> Result<Vec<SwapOutcome>, StoreError> {
         let mut outcomes: Vec<Option<SwapOutcome>> = swaps.iter().map(|_| None).collect();
         let groups = group_by_env(
@@ -496,6 +552,7 @@ impl Store for RedisStore {
                 });
             }
         }
+        self.settle_not_found(&swaps, &mut outcomes).await?;
         outcomes
             .into_iter()
             .map(|o| o.ok_or_else(|| StoreError::backend("swap: an item got no outcome")))
@@ -612,7 +669,7 @@ impl Store for RedisStore {
             .arg(keys.env_base(env))
             .arg(millis(now))
             .arg(doc::order_time(now))
-            .arg(kind.map(encode).unwrap_or_default())
+            .arg(kind.map_or_else(|| "*".to_owned(), |k| format!("1{}", encode(k))))
             .invoke_async(&mut conn)
             .await
             .map_err(redis_error)?;

@@ -97,13 +97,14 @@ end
 
 if not walk(per_kind('wf', k)) then walk(per_kind('wl', k)) end
 
--- 3. Apply: lease (exactly lifecycle::claim), park the keys now busy,
--- set undecodable documents aside.
+-- 3. Apply: lease (exactly the fields lifecycle::claim changes), park the
+-- keys now busy, set undecodable documents aside.
 local leased = {}
 for i, id in ipairs(picked) do
   local key = task_key(id)
-  local f = to_table(redis.call('HGETALL', key))
-  unindex(f)
+  local old = to_table(redis.call('HGETALL', key))
+  local f = {}
+  for name, value in pairs(old) do f[name] = value end
   f.ver = next_version(f.ver)
   f.lease = until_ms
   f.token = token
@@ -115,7 +116,8 @@ for i, id in ipairs(picked) do
     fields[#fields + 1] = f.catt
   end
   redis.call('HSET', key, unpack(fields))
-  index(f)
+  index_state(old, -1)
+  index_state(f, 1)
   leased[i] = redis.call('HGETALL', key)
 end
 for r, _ in pairs(taken) do park_key(k, r) end

@@ -1,9 +1,10 @@
 -- count: tasks of one env (and kind) per status at `now`, as Task::status.
--- ARGV: base, now (ms), now in ord encoding (16 hex), kenc or '' for all kinds.
+-- ARGV: base, now (ms), now in ord encoding (16 hex), '1' + kenc for one
+-- kind or '*' for all kinds.
 -- Returns a flat list of status, count.
 local now_s, now_hex, only = ARGV[2], ARGV[3], ARGV[4]
 local kinds
-if only ~= '' then kinds = { only } else kinds = redis.call('HKEYS', B .. 'kinds') end
+if only == '*' then kinds = redis.call('HKEYS', B .. 'kinds') else kinds = { string.sub(only, 2) } end
 local totals = {}
 local function add(status, n)
   if n > 0 then totals[status] = (totals[status] or 0) + n end

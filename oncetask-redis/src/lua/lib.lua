@@ -63,6 +63,42 @@ local function decrement(key, field)
   if redis.call('HINCRBY', key, field, -1) <= 0 then redis.call('HDEL', key, field) end
 end
 
+-- Adds (sign 1) or removes (sign -1) the entries of a decodable task
+-- (fields f) that depend on its state: everything but the listings, which
+-- depend only on kind, key, creation time and id.
+local function index_state(f, sign)
+  local k = f.kenc
+  local cnt = per_kind('cnt', k)
+  local function count(field)
+    if sign > 0 then redis.call('HINCRBY', cnt, field, 1) else decrement(cnt, field) end
+  end
+  local function put(key, score, member)
+    if sign > 0 then redis.call('ZADD', key, score, member) else redis.call('ZREM', key, member) end
+  end
+  if f.done then
+    count(f.dst)
+    return
+  end
+  if f.canc == '1' then
+    count('cancellationPending')
+  else
+    count('open')
+    if f.lease then put(per_kind('sl', k), f.lease, f.ord) end
+    if f.wait then put(per_kind('sw', k), f.wait, f.ord) end
+  end
+  put(per_kind('due', k), due_score(f), f.ord)
+  local wait = f.wait or '-inf'
+  if f.lease then
+    put(per_kind('wl', k), f.lease, f.ord)
+    if f.rk then put(per_key('kl', k, f.rk), f.lease, f.ord) end
+  elseif f.rk then
+    put(per_key('kf', k, f.rk), wait, f.ord)
+  else
+    put(per_kind('wf', k), wait, f.ord)
+  end
+  if f.rk then put(per_key('kg', k, f.rk), wait, f.ord) end
+end
+
 -- Adds a decodable task (fields f) to every index. Callers then call
 -- refresh_key for its resource key.
 local function index(f)
@@ -71,29 +107,7 @@ local function index(f)
   redis.call('ZADD', per_kind('ca', k), 0, f.cord)
   if f.rk then redis.call('ZADD', B .. 'cr:' .. f.rk, 0, f.cord) end
   redis.call('HINCRBY', B .. 'kinds', k, 1)
-  local cnt = per_kind('cnt', k)
-  if f.done then
-    redis.call('HINCRBY', cnt, f.dst, 1)
-    return
-  end
-  if f.canc == '1' then
-    redis.call('HINCRBY', cnt, 'cancellationPending', 1)
-  else
-    redis.call('HINCRBY', cnt, 'open', 1)
-    if f.lease then redis.call('ZADD', per_kind('sl', k), f.lease, f.ord) end
-    if f.wait then redis.call('ZADD', per_kind('sw', k), f.wait, f.ord) end
-  end
-  redis.call('ZADD', per_kind('due', k), due_score(f), f.ord)
-  local wait = f.wait or '-inf'
-  if f.lease then
-    redis.call('ZADD', per_kind('wl', k), f.lease, f.ord)
-    if f.rk then redis.call('ZADD', per_key('kl', k, f.rk), f.lease, f.ord) end
-  elseif f.rk then
-    redis.call('ZADD', per_key('kf', k, f.rk), wait, f.ord)
-  else
-    redis.call('ZADD', per_kind('wf', k), wait, f.ord)
-  end
-  if f.rk then redis.call('ZADD', per_key('kg', k, f.rk), wait, f.ord) end
+  index_state(f, 1)
 end
 
 -- Removes a decodable task (fields f, as stored) from every index.
@@ -103,26 +117,18 @@ local function unindex(f)
   redis.call('ZREM', per_kind('ca', k), f.cord)
   if f.rk then redis.call('ZREM', B .. 'cr:' .. f.rk, f.cord) end
   decrement(B .. 'kinds', k)
-  local cnt = per_kind('cnt', k)
-  if f.done then
-    decrement(cnt, f.dst)
-    return
-  end
-  if f.canc == '1' then
-    decrement(cnt, 'cancellationPending')
+  index_state(f, -1)
+end
+
+-- Moves a stored task (old fields) to its new fields in every index,
+-- leaving the listings alone when they do not change.
+local function reindex(old, new)
+  if old.kenc == new.kenc and old.rk == new.rk and old.cord == new.cord then
+    index_state(old, -1)
+    index_state(new, 1)
   else
-    decrement(cnt, 'open')
-    redis.call('ZREM', per_kind('sl', k), f.ord)
-    redis.call('ZREM', per_kind('sw', k), f.ord)
-  end
-  redis.call('ZREM', per_kind('due', k), f.ord)
-  redis.call('ZREM', per_kind('wl', k), f.ord)
-  if f.rk then
-    redis.call('ZREM', per_key('kl', k, f.rk), f.ord)
-    redis.call('ZREM', per_key('kf', k, f.rk), f.ord)
-    redis.call('ZREM', per_key('kg', k, f.rk), f.ord)
-  else
-    redis.call('ZREM', per_kind('wf', k), f.ord)
+    unindex(old)
+    index(new)
   end
 end
 

@@ -18,10 +18,9 @@ for j = 1, tonumber(ARGV[2]) do
     elseif f.ver ~= expected then
       out[j] = 'C'
     else
-      unindex(f)
+      reindex(f, new)
       redis.call('DEL', key)
       redis.call('HSET', key, 'gen', f.gen or '', unpack(ARGV, first, first + 2 * n_fields - 1))
-      index(new)
       if f.rk then refresh_key(f.kenc, f.rk) end
       if new.rk and (new.rk ~= f.rk or new.kenc ~= f.kenc) then refresh_key(new.kenc, new.rk) end
       changed[f.kind] = true
