@@ -191,8 +191,8 @@ fn decode_task(fields: &Fields) -> Result<Task, String> {
     if format != Some(FORMAT) {
         return Err(format!("unknown document format {format:?}"));
     }
-    let body: Body = serde_json::from_str(required(fields, "body")?)
-        .map_err(|e| format!("field body: {e}"))?;
+    let body: Body =
+        serde_json::from_str(required(fields, "body")?).map_err(|e| format!("field body: {e}"))?;
     let result: Option<Value> = text(fields, "result")?
         .map(|v| serde_json::from_str(v).map_err(|e| format!("field result: {e}")))
         .transpose()?;
@@ -249,7 +249,8 @@ mod tests {
     #[test]
     fn every_field_round_trips() {
         let mut task = Task::new("id:{x}", "kind ü", "env", t(1_736_150_400, 999));
-        task.data.insert("big".into(), json!(9_007_199_254_740_993_u64));
+        task.data
+            .insert("big".into(), json!(9_007_199_254_740_993_u64));
         task.resource_key = Some("key".into());
         task.wait_until = Some(t(-5, 1));
         task.leased_until = Some(DateTime::<Utc>::MAX_UTC.with_timezone(&Utc));
@@ -261,9 +262,9 @@ mod tests {
         task.version = u64::MAX;
         task.outcome = Some(Outcome::Failed);
         let task = Task {
-            leased_until: task.leased_until.map(|l| {
-                DateTime::<Utc>::from_timestamp_millis(l.timestamp_millis()).expect("ms")
-            }),
+            leased_until: task
+                .leased_until
+                .map(|l| DateTime::<Utc>::from_timestamp_millis(l.timestamp_millis()).expect("ms")),
             ..task
         };
         match decode(&stored(&task)) {

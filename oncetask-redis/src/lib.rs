@@ -40,6 +40,10 @@
 //! move a key out of its env's slot. The key prefix must not contain `{` or
 //! `}`.
 //!
+//! The crate talks to one server (or a proxy) through a
+//! [`ConnectionManager`]; it has no cluster connection yet, but nothing in
+//! the layout needs to change for one.
+//!
 //! ## Ids are global: the id registry
 //!
 //! The contract makes an id unique across environments, but each
@@ -58,7 +62,7 @@
 //! One script selects and leases: it walks the never-leased tasks up to
 //! `now`, then the expired leases, in [`Task::claim_order_key`] order,
 //! skipping busy resource keys, and writes exactly the fields
-//! [`lifecycle::claim`] changes (lease expiry, token, attempts, cancellation
+//! [`oncetask_core::lifecycle::claim`] changes (lease expiry, token, attempts, cancellation
 //! attempts, version + 1) — so a claim is one round trip, and a
 //! resource-group claim leases the whole ready group of the first free key
 //! in the same call. A key whose latest lease is live is *parked*: its
@@ -634,10 +638,10 @@ impl Store for RedisStore {
             let page = array(page, "find")?;
             let full = page.len() == LIST_PAGE;
             for stored in page {
-                if let Decoded::Task(task) = decode(&fields(stored, "find")?) {
-                    if filter.matches(&task) {
-                        matched.push(*task);
-                    }
+                if let Decoded::Task(task) = decode(&fields(stored, "find")?)
+                    && filter.matches(&task)
+                {
+                    matched.push(*task);
                 }
             }
             if !full {

@@ -92,9 +92,7 @@ async fn release(store: &RedisStore, entries: &[(String, String)]) -> Result<(),
             .ignore();
     }
     let mut conn = store.conn();
-    pipe.query_async::<()>(&mut conn)
-        .await
-        .map_err(redis_error)
+    pipe.query_async::<()>(&mut conn).await.map_err(redis_error)
 }
 
 /// One first copy of an id still being created.
@@ -208,9 +206,7 @@ pub(crate) async fn create(
                 ))));
                 continue;
             };
-            probe
-                .cmd("EXISTS")
-                .arg(keys.task(&env, &tasks[p.index].id));
+            probe.cmd("EXISTS").arg(keys.task(&env, &tasks[p.index].id));
             parsed.push((p, value, generation, env));
         }
         let mut to_fence = Vec::new();

@@ -334,7 +334,11 @@ async fn hostile_names_never_collide_and_stay_in_their_env_slot() {
     let fetched = store.get(&ids).await.expect("get");
     assert_eq!(fetched.len(), tasks.len());
     for (f, t) in fetched.iter().zip(&tasks) {
-        assert!(matches!(f, Fetched::Task(got) if got == t), "{} read back", t.id);
+        assert!(
+            matches!(f, Fetched::Task(got) if got == t),
+            "{} read back",
+            t.id
+        );
     }
     for env in &envs {
         let all = store
@@ -441,7 +445,10 @@ async fn hostile_names_never_collide_and_stay_in_their_env_slot() {
         .iter()
         .map(|k| String::from_utf8_lossy(k).chars().take(200).collect())
         .collect();
-    assert!(left.is_empty(), "keys left after deleting every task: {left:?}");
+    assert!(
+        left.is_empty(),
+        "keys left after deleting every task: {left:?}"
+    );
 }
 
 /// A task whose stored body no longer decodes (written by something else,
@@ -496,16 +503,17 @@ async fn a_task_with_a_corrupt_body_is_set_aside_and_reported_on_every_claim() {
         vec!["good"]
     );
     assert_eq!(second.undecodable.len(), 1, "reported again");
-    let counts = store
-        .count_by_status(ENV, None, now)
-        .await
-        .expect("count");
+    let counts = store.count_by_status(ENV, None, now).await.expect("count");
     assert_eq!(
         counts.into_iter().collect::<Vec<_>>(),
         vec![(TaskStatus::Leased, 1)]
     );
     assert!(matches!(
-        store.get(&["bad".to_owned()]).await.expect("get").as_slice(),
+        store
+            .get(&["bad".to_owned()])
+            .await
+            .expect("get")
+            .as_slice(),
         [Fetched::Undecodable(_)]
     ));
     let swap = store
@@ -832,9 +840,11 @@ async fn without_aof_a_restart_loses_the_tasks_and_workers_carry_on() {
     )
     .expect("register");
     // The connection manager reconnects on the first failed command.
-    wait_for("the store to reconnect", Duration::from_secs(20), async || {
-        store.count_by_status(ENV, None, Utc::now()).await.is_ok()
-    })
+    wait_for(
+        "the store to reconnect",
+        Duration::from_secs(20),
+        async || store.count_by_status(ENV, None, Utc::now()).await.is_ok(),
+    )
     .await;
     let counts = store
         .count_by_status(ENV, None, Utc::now())

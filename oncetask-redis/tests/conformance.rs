@@ -26,7 +26,13 @@ impl StoreFactory for RedisFactory {
         store
     }
 
-    async fn insert_undecodable(&self, store: &RedisStore, id: &str, env: &str, kind: &str) -> bool {
+    async fn insert_undecodable(
+        &self,
+        store: &RedisStore,
+        id: &str,
+        env: &str,
+        kind: &str,
+    ) -> bool {
         store
             .insert_undecodable(id, env, kind, "conformance suite: not a task")
             .await

@@ -15,10 +15,9 @@
 //! |---|---|
 //! | `memory` | [`MemoryStore`]: in-process, for tests, demos and local development |
 //! | `postgres` | `postgres::PostgresStore`: PostgreSQL via `sqlx`, durable and shared between processes |
+//! | `redis` | `redis::RedisStore`: Redis via the `redis` crate, one Lua script per claim, pub/sub wake-ups (durable with AOF) |
 //! | `firestore` | `oncetask::firestore`: Firestore, sharing documents with the Go package (passes the conformance suite on the emulator; batched bulk writes still to come) |
 //! | `testing` | `oncetask::testing`: the test kit for your own handler and service tests |
-//!
-//! A Redis backend will sit behind the feature `redis`.
 //!
 //! See the [`Manager`] for the runtime and [`TaskData`] for defining tasks.
 
@@ -37,6 +36,9 @@ pub use oncetask_firestore as firestore;
 /// The PostgreSQL backend.
 #[cfg(feature = "postgres")]
 pub use oncetask_postgres as postgres;
+/// The Redis backend.
+#[cfg(feature = "redis")]
+pub use oncetask_redis as redis;
 
 /// The test kit: manual time, run-until-idle, isolated runs, assertions.
 #[cfg(feature = "testing")]

@@ -75,8 +75,10 @@ pub async fn drop_stale_prefixes(store: &RedisStore) {
                     })
                     .collect();
                 if !stale.is_empty() {
-                    let _: redis::RedisResult<u64> =
-                        redis::cmd("UNLINK").arg(&stale).query_async(&mut conn).await;
+                    let _: redis::RedisResult<u64> = redis::cmd("UNLINK")
+                        .arg(&stale)
+                        .query_async(&mut conn)
+                        .await;
                 }
                 if next == 0 {
                     break;
