@@ -354,3 +354,131 @@ pub(crate) async fn delete(
         .map(|o| o.ok_or_else(|| StoreError::backend("delete: an item got no outcome")))
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    //! The fence protocol against the server at `ONCETASK_REDIS_URL`
+    //! (default `redis://127.0.0.1:6379`), each test under its own prefix.
+
+    use super::*;
+    use chrono::Utc;
+    use oncetask_core::Store;
+    use oncetask_core::store::Fetched;
+
+    async fn store() -> RedisStore {
+        let url = std::env::var("ONCETASK_REDIS_URL")
+            .unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
+        let prefix = format!(
+            "oncetask-test:{}:{}",
+            Utc::now().timestamp(),
+            uuid::Uuid::new_v4().simple()
+        );
+        RedisStore::connect(&url, &prefix).await.unwrap_or_else(|e| {
+            panic!("cannot reach Redis at {url} ({e}); start it (see scripts/test) or set ONCETASK_REDIS_URL")
+        })
+    }
+
+    async fn set_entry(store: &RedisStore, id: &str, value: &str) {
+        let mut conn = store.conn();
+        redis::cmd("SET")
+            .arg(store.inner.keys.registry(id))
+            .arg(value)
+            .query_async::<()>(&mut conn)
+            .await
+            .expect("SET");
+    }
+
+    async fn get_entry(store: &RedisStore, id: &str) -> Option<String> {
+        let mut conn = store.conn();
+        redis::cmd("GET")
+            .arg(store.inner.keys.registry(id))
+            .query_async(&mut conn)
+            .await
+            .expect("GET")
+    }
+
+    fn task(id: &str, env: &str) -> Task {
+        Task::new(id, "kind", env, Utc::now())
+    }
+
+    /// An entry left by a creator that died between its two steps (in
+    /// another env, or in the same one) does not block the id: it is fenced,
+    /// released, and the create goes through.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_orphaned_entry_is_fenced_and_the_id_created() {
+        let store = store().await;
+        set_entry(&store, "x", "dead1:prod").await;
+        set_entry(&store, "y", "dead2:test").await;
+        let outcomes = store
+            .create(vec![task("x", "test"), task("y", "test")])
+            .await
+            .expect("create");
+        assert!(
+            outcomes.iter().all(|o| matches!(o, CreateOutcome::Created)),
+            "{outcomes:?}"
+        );
+        for id in ["x", "y"] {
+            let entry = get_entry(&store, id).await.expect("an entry");
+            assert!(
+                entry.ends_with(":test") && !entry.starts_with("dead"),
+                "{entry}"
+            );
+        }
+        let fetched = store
+            .get(&["x".to_owned(), "y".to_owned()])
+            .await
+            .expect("get");
+        assert!(
+            fetched
+                .iter()
+                .all(|f| matches!(f, Fetched::Task(t) if t.env == "test"))
+        );
+        // A creator that wakes up late with a fenced generation cannot land.
+        let mut fields = Vec::new();
+        push_fields(&mut fields, &task("x", "prod")).expect("encode");
+        let mut args = vec!["1".to_owned(), "x".to_owned(), "dead1".to_owned()];
+        args.extend(fields);
+        let mut conn = store.conn();
+        let reply: Vec<String> = SCRIPTS
+            .create
+            .key(store.inner.keys.env_route("prod"))
+            .arg(store.inner.keys.env_base("prod"))
+            .arg(&args)
+            .invoke_async(&mut conn)
+            .await
+            .expect("create script");
+        assert_eq!(reply, vec!["F"]);
+        let exists: bool = redis::cmd("EXISTS")
+            .arg(store.inner.keys.task("prod", "x"))
+            .query_async(&mut conn)
+            .await
+            .expect("EXISTS");
+        assert!(!exists, "the late create wrote nothing");
+        store.purge().await.expect("purge");
+    }
+
+    /// Creators of one id in two envs at once: exactly one is created, the
+    /// other learns where the id lives.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_creates_in_two_envs_create_the_id_once() {
+        let store = store().await;
+        for round in 0..20 {
+            let id = format!("race-{round}");
+            let (a, b) = tokio::join!(
+                store.create(vec![task(&id, "a")]),
+                store.create(vec![task(&id, "b")])
+            );
+            let outcomes = [a.expect("create a"), b.expect("create b")];
+            let created = outcomes
+                .iter()
+                .filter(|o| matches!(o[0], CreateOutcome::Created))
+                .count();
+            let elsewhere = outcomes
+                .iter()
+                .filter(|o| matches!(o[0], CreateOutcome::ExistsInOtherEnv { .. }))
+                .count();
+            assert_eq!((created, elsewhere), (1, 1), "{outcomes:?}");
+        }
+        store.purge().await.expect("purge");
+    }
+}
