@@ -273,6 +273,13 @@ impl FirestoreStore {
     }
 }
 
+/// How long a key-lock document is kept after its last lease ends. Its
+/// `expireAt` field (a Firestore timestamp) is meant for a TTL policy on the
+/// lock collection, which removes locks of keys no longer used; a lock
+/// removed early is harmless (the next claim creates it again, and a claim
+/// that read it before fails its precondition and retries).
+const LOCK_TTL: chrono::TimeDelta = chrono::TimeDelta::days(7);
+
 /// Stamps a key-lock write with the claim's lease.
 pub(super) trait WithLease {
     fn with_lease(self, grant: &oncetask_core::lifecycle::LeaseGrant) -> Self;
@@ -287,6 +294,16 @@ impl WithLease for Write {
             );
             d.fields
                 .insert("leaseToken".to_owned(), str_value(grant.token.as_str()));
+            let expire = grant.leased_until + LOCK_TTL;
+            d.fields.insert(
+                "expireAt".to_owned(),
+                Value {
+                    value_type: Some(ValueType::TimestampValue(Timestamp {
+                        seconds: expire.timestamp(),
+                        nanos: i32::try_from(expire.timestamp_subsec_nanos()).unwrap_or(0),
+                    })),
+                },
+            );
         }
         self
     }
