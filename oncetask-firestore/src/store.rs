@@ -56,8 +56,9 @@
 //!   read, or absence) in the same commit as the leases. Two claims of one
 //!   key therefore cannot both commit, and one that commits after another
 //!   read the lock after it, so it also saw the other's leases. Go workers
-//!   do not take these locks. Lock documents are never removed (one per key
-//!   ever claimed).
+//!   do not take these locks (so Go and Rust workers must not serve one
+//!   keyed kind at the same time). The store never removes a lock; each
+//!   carries `expireAt` (lease end + 7 days) for a Firestore TTL policy.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;

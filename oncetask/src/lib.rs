@@ -15,7 +15,7 @@
 //! |---|---|
 //! | `memory` | [`MemoryStore`]: in-process, for tests, demos and local development |
 //! | `postgres` | `postgres::PostgresStore`: PostgreSQL via `sqlx`, durable and shared between processes |
-//! | `firestore` | `oncetask::firestore`: Firestore, sharing documents with the Go package (passes the conformance suite on the emulator; batched bulk writes still to come) |
+//! | `firestore` | `oncetask::firestore`: Firestore, sharing documents with the Go package (passes the conformance suite on the emulator) |
 //! | `testing` | `oncetask::testing`: the test kit for your own handler and service tests |
 //!
 //! A Redis backend will sit behind the feature `redis`.
