@@ -14,9 +14,9 @@ use firestore::gcloud_sdk::google::firestore::v1::{
 use firestore::gcloud_sdk::tonic::Request;
 use oncetask_core::lifecycle::LeaseGrant;
 use oncetask_core::store::{
-    ClaimMode, ClaimRequest, Delete, DeleteOutcome, Fetched, Swap, SwapOutcome,
+    ClaimMode, ClaimRequest, CreateOutcome, Delete, DeleteOutcome, Fetched, Swap, SwapOutcome,
 };
-use oncetask_core::{Store, Task};
+use oncetask_core::{Store, StoreError, Task};
 use oncetask_firestore::{FirestoreStore, StoreStats};
 
 async fn db() -> FirestoreDb {
@@ -228,5 +228,55 @@ async fn key_locks_carry_an_expiry_for_a_ttl_policy() {
     assert!(
         expire >= lease_end + TimeDelta::days(1).num_seconds(),
         "the lock outlives its lease by days: {expire} vs {lease_end}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_resource_key_still_locks_and_one_firestore_cannot_query_is_refused() {
+    let store = FirestoreStore::with_collection(db().await, collection());
+    let now = Utc::now();
+    // Hex of env + kind + key would pass Firestore's 1 500-byte id limit,
+    // the key itself (1 400 bytes) does not.
+    let key = "ключ/{x}:".repeat(100);
+    let keyed = |id: &str, key: &str| {
+        let mut t = Task::new(id, "sync", "E", now);
+        t.resource_key = Some(key.to_owned());
+        t
+    };
+    let outcomes = store
+        .create(vec![
+            keyed("long0", &key),
+            keyed("long1", &key),
+            keyed("too-long", &key.repeat(2)),
+            Task::new("a/b", "sync", "E", now),
+        ])
+        .await
+        .expect("create");
+    assert!(
+        matches!(
+            outcomes.as_slice(),
+            [
+                CreateOutcome::Created,
+                CreateOutcome::Created,
+                CreateOutcome::Failed(StoreError::Unencodable { .. }),
+                CreateOutcome::Failed(StoreError::Unencodable { .. }),
+            ]
+        ),
+        "{outcomes:?}"
+    );
+    let claim = || ClaimRequest {
+        env: "E".into(),
+        kind: "sync".into(),
+        now,
+        grant: LeaseGrant::new(now, Duration::from_secs(60)),
+        mode: ClaimMode::Single { limit: 2 },
+    };
+    let first = store.claim(&claim()).await.expect("claim");
+    assert_eq!(first.tasks.len(), 1, "one task per key");
+    let second = store.claim(&claim()).await.expect("claim");
+    assert!(
+        second.tasks.is_empty(),
+        "the key is busy: {:?}",
+        second.tasks
     );
 }

@@ -222,11 +222,7 @@ impl FirestoreStore {
         request: &ClaimRequest,
         key: &str,
     ) -> Result<Write, StoreError> {
-        let id: String = [request.env.as_str(), request.kind.as_str(), key]
-            .join("\u{0}")
-            .bytes()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let id = lock_id(&request.env, &request.kind, key);
         let name = format!(
             "{}/{}-resourceKeys/{id}",
             self.db.get_documents_path(),
@@ -270,6 +266,23 @@ impl FirestoreStore {
             }),
             ..Default::default()
         })
+    }
+}
+
+/// The id of the lock document of (env, kind, key): the names in hex (any
+/// characters are allowed in them, `/` included), or, when that would pass
+/// Firestore's 1 500-byte limit on ids, a name-based UUID (v5, the same in
+/// every process and version) of them. Two keys sharing a lock would only
+/// be serialized together, never run at once.
+fn lock_id(env: &str, kind: &str, key: &str) -> String {
+    let raw = [env, kind, key].join("\u{0}");
+    if raw.len() <= 700 {
+        raw.bytes().map(|b| format!("{b:02x}")).collect()
+    } else {
+        format!(
+            "uuid-{}",
+            uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, raw.as_bytes()).simple()
+        )
     }
 }
 
