@@ -6,7 +6,6 @@
 use std::time::Duration;
 
 use chrono::{TimeDelta, Utc};
-use firestore::FirestoreDb;
 use firestore::gcloud_sdk::google::firestore::v1::structured_query::CollectionSelector;
 use firestore::gcloud_sdk::google::firestore::v1::{
     RunQueryRequest, StructuredQuery, run_query_request, value::ValueType,
@@ -19,14 +18,8 @@ use oncetask_core::store::{
 use oncetask_core::{Store, StoreError, Task};
 use oncetask_firestore::{FirestoreStore, StoreStats};
 
-async fn db() -> FirestoreDb {
-    assert!(
-        std::env::var("FIRESTORE_EMULATOR_HOST").is_ok(),
-        "FIRESTORE_EMULATOR_HOST is not set: run the tests with scripts/test, which starts \
-         the Firestore emulator (needs Java 17 and google-cloud-cli-firestore-emulator)"
-    );
-    FirestoreDb::new("demo-oncetask").await.expect("emulator")
-}
+mod common;
+use common::db;
 
 fn collection() -> String {
     format!("bulk-{}", uuid::Uuid::new_v4().simple())

@@ -16,16 +16,8 @@ use oncetask_firestore::FirestoreStore;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
-const PROJECT: &str = "demo-oncetask";
-
-fn emulator_host() -> String {
-    std::env::var("FIRESTORE_EMULATOR_HOST").unwrap_or_else(|_| {
-        panic!(
-            "FIRESTORE_EMULATOR_HOST is not set: run the tests with scripts/test, which starts \
-             the Firestore emulator (needs Java 17 and google-cloud-cli-firestore-emulator)"
-        )
-    })
-}
+mod common;
+use common::{PROJECT, emulator_host};
 
 /// A loopback TCP proxy to the emulator whose connections can be cut.
 struct Proxy {

@@ -12,21 +12,17 @@ use std::time::Duration;
 use conformance_tests::fleet::{
     Fleet, every_task_runs_once_across_managers, wake_up_latencies_across_managers,
 };
-use firestore::FirestoreDb;
 use oncetask_core::Store;
 use oncetask_firestore::FirestoreStore;
+
+mod common;
+use common::db;
 
 const ENV: &str = "fleet";
 
 /// A store with a client of its own on `collection`.
 async fn store(collection: &str) -> FirestoreStore {
-    assert!(
-        std::env::var("FIRESTORE_EMULATOR_HOST").is_ok(),
-        "FIRESTORE_EMULATOR_HOST is not set: run the tests with scripts/test, which starts \
-         the Firestore emulator (needs Java 17 and google-cloud-cli-firestore-emulator)"
-    );
-    let db = FirestoreDb::new("demo-oncetask").await.expect("emulator");
-    FirestoreStore::with_collection(db, collection)
+    FirestoreStore::with_collection(db().await, collection)
 }
 
 fn collection() -> String {
