@@ -67,6 +67,7 @@ pub mod concurrency;
 pub mod create;
 pub mod delete;
 pub mod env_isolation;
+pub mod fleet;
 pub mod manager;
 pub mod model;
 pub mod notify;

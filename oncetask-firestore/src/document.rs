@@ -113,6 +113,38 @@ pub struct EncodeError {
     pub reason: String,
 }
 
+fn check_names(task: &Task) -> Result<(), EncodeError> {
+    let bad = |field: &str, reason: String| EncodeError {
+        field: field.into(),
+        reason,
+    };
+    let id = &task.id;
+    if id.contains('/') || id == "." || id == ".." || (id.starts_with("__") && id.ends_with("__")) {
+        return Err(bad(
+            "id",
+            format!("{id:?} is not a Firestore document id (no `/`, `.`, `..` or `__…__`)"),
+        ));
+    }
+    let names = [
+        ("id", Some(id.as_str())),
+        ("env", Some(task.env.as_str())),
+        ("type", Some(task.kind.as_str())),
+        ("resourceKey", task.resource_key.as_deref()),
+    ];
+    for (field, value) in names {
+        if let Some(v) = value.filter(|v| v.len() > MAX_NAME_BYTES) {
+            return Err(bad(
+                field,
+                format!(
+                    "{} bytes; Firestore cannot use more than {MAX_NAME_BYTES} in an id or query",
+                    v.len()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Formats a time the way this crate stores it: UTC, exactly three
 /// fractional digits, `Z` (`2026-01-01T00:00:02.250Z`).
 ///
@@ -129,10 +161,18 @@ pub fn parse_time(s: &str) -> Result<DateTime<Utc>, chrono::ParseError> {
         .map(|t| oncetask_core::task::truncate_to_millis(t.with_timezone(&Utc)))
 }
 
+/// Firestore's limit on a document id, and on a string it can filter by
+/// (longer values cannot be used in a query).
+pub const MAX_NAME_BYTES: usize = 1500;
+
 /// Encodes a task as the fields of its document.
 ///
-/// Fails only for values Firestore cannot hold (a version above `i64::MAX`).
+/// Fails for values Firestore cannot hold or query: a version above
+/// `i64::MAX`; an id that is not a valid document id (`/`, `.`, `..`,
+/// `__…__`, over [`MAX_NAME_BYTES`]); an env, kind or resource key over
+/// [`MAX_NAME_BYTES`] (claims filter on them).
 pub fn encode_task(task: &Task) -> Result<Fields, EncodeError> {
+    check_names(task)?;
     let version = i64::try_from(task.version).map_err(|_| EncodeError {
         field: "version".into(),
         reason: format!("{} does not fit a Firestore integer", task.version),

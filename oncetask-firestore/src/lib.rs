@@ -8,8 +8,23 @@
 //!   document in the Go package's layout, and how documents Go wrote are
 //!   read back (field names, empty strings, time-string ordering).
 //! * [`FirestoreStore`]: the `Store`, built from your own
-//!   [`firestore::FirestoreDb`] (work in progress: see the [`store`] module
-//!   docs for how it works and what is not ready yet).
+//!   [`firestore::FirestoreDb`] (the [`store`] module docs say how each
+//!   operation works and what it costs in reads and writes).
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use oncetask_core::Manager;
+//! use oncetask_firestore::FirestoreStore;
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! // Your client, your credentials; `FIRESTORE_EMULATOR_HOST` picks the emulator.
+//! let db = firestore::FirestoreDb::new("my-project").await?;
+//! let store = FirestoreStore::new(db); // the Go package's `onceTasks` collection
+//! let manager = Manager::builder(Arc::new(store)).env("production").build();
+//! # let _ = manager;
+//! # Ok(())
+//! # }
+//! ```
 //!
 //! The `firestore` dependency has its default features off. This crate's
 //! default feature `tls-webpki-roots` picks TLS roots (`gcloud-sdk` does not

@@ -1,9 +1,9 @@
 //! [`FirestoreStore`]: the [`Store`] on Firestore.
 //!
-//! Work in progress (issue 4): the whole conformance suite passes against
-//! the Firestore emulator; still missing are batched swaps and deletes. The composite indexes the queries need are in the
-//! crate's `firestore.indexes.json`; the queries are built in one private
-//! module whose unit test checks them against that file.
+//! The whole conformance suite passes against the Firestore emulator. The
+//! composite indexes the queries need are in the crate's
+//! `firestore.indexes.json`; the queries are built in one private module
+//! whose unit test checks them against that file.
 //!
 //! The store uses the Firestore gRPC API through
 //! [`FirestoreDb::client`], which the `firestore` crate documents as an
@@ -21,10 +21,10 @@
 //!   not-cancelled count exceeds completed + failed, it reads every task and
 //!   applies Go's count rule instead. Go's whole-second times make a not-done
 //!   Go task's COUNT status up to 1 s late, like claims.
-//! * **swap** and conditional **delete** are optimistic and lock-free:
-//!   read the document, compare `version`, write with an `updateTime`
-//!   precondition; a lost precondition (or an abort) re-reads, up to 5 times.
-//!   Items are processed one by one.
+//! * **swap** and **delete** are optimistic and lock-free: one BatchGet
+//!   reads every document, the versions are compared, and one BatchWrite
+//!   writes them all, each with an `updateTime` precondition; the items
+//!   whose precondition failed are read and decided again, up to 5 rounds.
 //! * **next_due**: two ordered range queries (`waitUntil > after`,
 //!   `leasedUntil > after`) read until past the best due time found.
 //! * **claim** uses no transaction. The ready query (env, kind,
@@ -56,8 +56,9 @@
 //!   read, or absence) in the same commit as the leases. Two claims of one
 //!   key therefore cannot both commit, and one that commits after another
 //!   read the lock after it, so it also saw the other's leases. Go workers
-//!   do not take these locks. Lock documents are never removed (one per key
-//!   ever claimed).
+//!   do not take these locks (so Go and Rust workers must not serve one
+//!   keyed kind at the same time). The store never removes a lock; each
+//!   carries `expireAt` (lease end + 7 days) for a Firestore TTL policy.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -88,8 +89,9 @@ use crate::document::{decode_task, encode_task, format_time};
 use crate::queries::{self, CountOf, str_value};
 
 mod claim;
+mod conditional;
 
-use claim::lost_race;
+use conditional::Decision;
 
 /// The collection the Go package uses.
 pub const DEFAULT_COLLECTION: &str = "onceTasks";
@@ -352,8 +354,10 @@ impl FirestoreStore {
             .map(|_| Counters::add(&self.counters.writes, n))
     }
 
-    /// Writes `writes` non-atomically; one status per write.
-    async fn batch_write(&self, writes: Vec<Write>) -> Result<Vec<Result<(), Status>>, StoreError> {
+    /// Writes `writes` non-atomically, in chunks of [`MAX_WRITES`]; one
+    /// status per write. A chunk whose call fails gives each of its writes
+    /// that call's status.
+    async fn batch_write(&self, writes: Vec<Write>) -> Vec<Result<(), Status>> {
         let mut out = Vec::with_capacity(writes.len());
         let mut writes = writes.into_iter().peekable();
         while writes.peek().is_some() {
@@ -364,14 +368,19 @@ impl FirestoreStore {
                 writes: chunk,
                 ..Default::default()
             };
-            let response = self
+            let response = match self
                 .db
                 .client()
                 .get()
                 .batch_write(Request::new(request))
                 .await
-                .map_err(status_error)?
-                .into_inner();
+            {
+                Ok(r) => r.into_inner(),
+                Err(s) => {
+                    out.extend((0..n).map(|_| Err(Status::new(s.code(), s.message()))));
+                    continue;
+                }
+            };
             for i in 0..n {
                 out.push(match response.status.get(i) {
                     Some(s) if s.code != 0 => {
@@ -384,7 +393,7 @@ impl FirestoreStore {
                 });
             }
         }
-        Ok(out)
+        out
     }
 
     /// Runs `query` as a COUNT aggregation (billed one read per 1000 index
@@ -482,96 +491,6 @@ impl FirestoreStore {
         .await?;
         Ok(best)
     }
-
-    /// Writes `task` over the stored document if it is still at
-    /// `update_time`; `Ok(false)` when the precondition failed.
-    async fn write_if_unchanged(&self, write: Write, stored: &Stored) -> Result<bool, StoreError> {
-        let mut write = write;
-        write.current_document = Some(Precondition {
-            condition_type: Some(match &stored.update_time {
-                Some(t) => ConditionType::UpdateTime(*t),
-                None => ConditionType::Exists(true),
-            }),
-        });
-        match self.commit(vec![write], Vec::new()).await {
-            Ok(()) => Ok(true),
-            Err(s) if lost_race(&s) || s.code() == Code::NotFound => Ok(false),
-            Err(s) => Err(status_error(s)),
-        }
-    }
-
-    async fn swap_one(&self, swap: &Swap) -> SwapOutcome {
-        let doc = match self.encode(&swap.task) {
-            Ok(d) => d,
-            Err(e) => return SwapOutcome::Failed(e),
-        };
-        for _ in 0..SWAP_ATTEMPTS {
-            let mut found = match self
-                .batch_get(std::slice::from_ref(&swap.task.id), None)
-                .await
-            {
-                Ok(f) => f,
-                Err(e) => return SwapOutcome::Failed(e),
-            };
-            let Some(stored) = found.remove(&swap.task.id) else {
-                return SwapOutcome::NotFound;
-            };
-            match &stored.task {
-                Err(reason) => {
-                    return SwapOutcome::Failed(StoreError::Undecodable {
-                        id: stored.id.clone(),
-                        reason: reason.clone(),
-                    });
-                }
-                Ok(t) if t.version != swap.expected_version => return SwapOutcome::Conflict,
-                Ok(_) => {}
-            }
-            let write = Write {
-                operation: Some(Operation::Update(doc.clone())),
-                ..Default::default()
-            };
-            match self.write_if_unchanged(write, &stored).await {
-                Ok(true) => return SwapOutcome::Applied,
-                Ok(false) => continue,
-                Err(e) => return SwapOutcome::Failed(e),
-            }
-        }
-        SwapOutcome::Failed(StoreError::Unavailable(format!(
-            "task {}: the document kept changing during the swap",
-            swap.task.id
-        )))
-    }
-
-    async fn delete_one(&self, delete: &Delete) -> DeleteOutcome {
-        for _ in 0..SWAP_ATTEMPTS {
-            let mut found = match self.batch_get(std::slice::from_ref(&delete.id), None).await {
-                Ok(f) => f,
-                Err(e) => return DeleteOutcome::Failed(e),
-            };
-            let Some(stored) = found.remove(&delete.id) else {
-                return DeleteOutcome::NotFound;
-            };
-            if let Some(expected) = delete.expected_version {
-                match &stored.task {
-                    Ok(t) if t.version == expected => {}
-                    _ => return DeleteOutcome::Conflict,
-                }
-            }
-            let write = Write {
-                operation: Some(Operation::Delete(self.doc_name(&delete.id))),
-                ..Default::default()
-            };
-            match self.write_if_unchanged(write, &stored).await {
-                Ok(true) => return DeleteOutcome::Deleted,
-                Ok(false) => continue,
-                Err(e) => return DeleteOutcome::Failed(e),
-            }
-        }
-        DeleteOutcome::Failed(StoreError::Unavailable(format!(
-            "task {}: the document kept changing during the delete",
-            delete.id
-        )))
-    }
 }
 
 #[async_trait]
@@ -606,7 +525,7 @@ impl Store for FirestoreStore {
                 }
             }
         }
-        let results = self.batch_write(writes).await?;
+        let results = self.batch_write(writes).await;
         // Ids that exist already: read their env.
         let existing: Vec<String> = slots
             .iter()
@@ -692,11 +611,54 @@ impl Store for FirestoreStore {
     }
 
     async fn swap(&self, swaps: Vec<Swap>) -> Result<Vec<SwapOutcome>, StoreError> {
-        let mut out = Vec::with_capacity(swaps.len());
-        for swap in &swaps {
-            out.push(self.swap_one(swap).await);
-        }
-        Ok(out)
+        let mut docs: Vec<Result<Document, Option<StoreError>>> = swaps
+            .iter()
+            .map(|s| self.encode(&s.task).map_err(Some))
+            .collect();
+        let ids: Vec<&str> = swaps.iter().map(|s| s.task.id.as_str()).collect();
+        Ok(self
+            .write_each_if_unchanged(
+                &ids,
+                |i, stored| {
+                    let doc = match &mut docs[i] {
+                        Ok(doc) => doc,
+                        Err(e) => {
+                            let e = e.take().unwrap_or_else(|| {
+                                StoreError::Unavailable("cannot encode the task".into())
+                            });
+                            return Decision::Done(SwapOutcome::Failed(e));
+                        }
+                    };
+                    let Some(stored) = stored else {
+                        return Decision::Done(SwapOutcome::NotFound);
+                    };
+                    match &stored.task {
+                        Err(reason) => {
+                            Decision::Done(SwapOutcome::Failed(StoreError::Undecodable {
+                                id: stored.id.clone(),
+                                reason: reason.clone(),
+                            }))
+                        }
+                        Ok(t) if t.version != swaps[i].expected_version => {
+                            Decision::Done(SwapOutcome::Conflict)
+                        }
+                        Ok(_) => Decision::Write(
+                            Write {
+                                operation: Some(Operation::Update(doc.clone())),
+                                ..Default::default()
+                            },
+                            SwapOutcome::Applied,
+                        ),
+                    }
+                },
+                SwapOutcome::Failed,
+                |id| {
+                    SwapOutcome::Failed(StoreError::Unavailable(format!(
+                        "task {id}: the document kept changing during the swap"
+                    )))
+                },
+            )
+            .await)
     }
 
     async fn get(&self, ids: &[String]) -> Result<Vec<Fetched>, StoreError> {
@@ -777,11 +739,36 @@ impl Store for FirestoreStore {
     }
 
     async fn delete(&self, deletes: &[Delete]) -> Result<Vec<DeleteOutcome>, StoreError> {
-        let mut out = Vec::with_capacity(deletes.len());
-        for delete in deletes {
-            out.push(self.delete_one(delete).await);
-        }
-        Ok(out)
+        let ids: Vec<&str> = deletes.iter().map(|d| d.id.as_str()).collect();
+        Ok(self
+            .write_each_if_unchanged(
+                &ids,
+                |i, stored| {
+                    let Some(stored) = stored else {
+                        return Decision::Done(DeleteOutcome::NotFound);
+                    };
+                    if let Some(expected) = deletes[i].expected_version {
+                        match &stored.task {
+                            Ok(t) if t.version == expected => {}
+                            _ => return Decision::Done(DeleteOutcome::Conflict),
+                        }
+                    }
+                    Decision::Write(
+                        Write {
+                            operation: Some(Operation::Delete(self.doc_name(&stored.id))),
+                            ..Default::default()
+                        },
+                        DeleteOutcome::Deleted,
+                    )
+                },
+                DeleteOutcome::Failed,
+                |id| {
+                    DeleteOutcome::Failed(StoreError::Unavailable(format!(
+                        "task {id}: the document kept changing during the delete"
+                    )))
+                },
+            )
+            .await)
     }
 
     /// A Firestore listener on the env's not-done tasks: see the module docs.

@@ -12,24 +12,23 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use chrono::Utc;
-use firestore::FirestoreDb;
 use oncetask_core::Store;
 use oncetask_core::lifecycle::{self, LeaseGrant};
 use oncetask_core::store::{ClaimMode, ClaimRequest, CreateOutcome, Swap, SwapOutcome};
 use oncetask_core::{Task, TaskStatus};
 use oncetask_firestore::{FirestoreStore, StoreStats};
 
+mod common;
+use common::db;
+
 const ENV: &str = "cost";
 const KIND: &str = "job";
 
 async fn store() -> FirestoreStore {
-    assert!(
-        std::env::var("FIRESTORE_EMULATOR_HOST").is_ok(),
-        "FIRESTORE_EMULATOR_HOST is not set: run the tests with scripts/test, which starts \
-         the Firestore emulator (needs Java 17 and google-cloud-cli-firestore-emulator)"
-    );
-    let db = FirestoreDb::new("demo-oncetask").await.expect("emulator");
-    FirestoreStore::with_collection(db, format!("cost-{}", uuid::Uuid::new_v4().simple()))
+    FirestoreStore::with_collection(
+        db().await,
+        format!("cost-{}", uuid::Uuid::new_v4().simple()),
+    )
 }
 
 async fn seed(store: &FirestoreStore, n: usize) {

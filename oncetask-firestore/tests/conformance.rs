@@ -8,28 +8,13 @@
 //! default 64 cases (`PROPTEST_CASES` overrides).
 
 use conformance_tests::{StoreFactory, async_trait, store_conformance_suite};
-use firestore::FirestoreDb;
 use firestore::gcloud_sdk::google::firestore::v1::value::ValueType;
 use firestore::gcloud_sdk::google::firestore::v1::{CommitRequest, Document, Value, Write, write};
 use firestore::gcloud_sdk::tonic::Request;
 use oncetask_firestore::FirestoreStore;
 
-/// The emulator's project; any id works there.
-const PROJECT: &str = "demo-oncetask";
-
-async fn db() -> FirestoreDb {
-    if std::env::var("FIRESTORE_EMULATOR_HOST").is_err() {
-        panic!(
-            "FIRESTORE_EMULATOR_HOST is not set: run the tests with scripts/test, \
-             which starts the Firestore emulator (needs Java 17 and the Debian \
-             package google-cloud-cli-firestore-emulator)"
-        );
-    }
-    match FirestoreDb::new(PROJECT).await {
-        Ok(db) => db,
-        Err(e) => panic!("cannot connect to the Firestore emulator: {e}"),
-    }
-}
+mod common;
+use common::db;
 
 fn s(v: &str) -> Value {
     Value {

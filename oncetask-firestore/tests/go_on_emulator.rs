@@ -22,20 +22,11 @@ use oncetask_firestore::document::Fields;
 use serde_json::json;
 
 mod common;
-use common::{t, tag};
+use common::{db, t, tag};
 
 /// The fields of a fixture.
 fn fixture(name: &str) -> Fields {
     common::fixture(name).1
-}
-
-async fn db() -> FirestoreDb {
-    assert!(
-        std::env::var("FIRESTORE_EMULATOR_HOST").is_ok(),
-        "FIRESTORE_EMULATOR_HOST is not set: run the tests with scripts/test, which starts \
-         the Firestore emulator (needs Java 17 and google-cloud-cli-firestore-emulator)"
-    );
-    FirestoreDb::new("demo-oncetask").await.expect("emulator")
 }
 
 /// A fresh collection holding the given Go fixtures, as Go wrote them.

@@ -4,20 +4,13 @@
 use std::time::Duration;
 
 use chrono::Utc;
-use firestore::FirestoreDb;
 use futures::StreamExt;
 use oncetask_core::store::Notification;
 use oncetask_core::{Store, Task};
 use oncetask_firestore::FirestoreStore;
 
-async fn db() -> FirestoreDb {
-    assert!(
-        std::env::var("FIRESTORE_EMULATOR_HOST").is_ok(),
-        "FIRESTORE_EMULATOR_HOST is not set: run the tests with scripts/test, which starts \
-         the Firestore emulator (needs Java 17 and google-cloud-cli-firestore-emulator)"
-    );
-    FirestoreDb::new("demo-oncetask").await.expect("emulator")
-}
+mod common;
+use common::db;
 
 async fn next(stream: &mut (impl futures::Stream<Item = Notification> + Unpin)) -> Notification {
     tokio::time::timeout(Duration::from_secs(10), stream.next())

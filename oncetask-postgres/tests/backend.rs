@@ -10,6 +10,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use conformance_tests::fleet::{
+    Fleet, every_task_runs_once_across_managers, wake_up_latencies_across_managers,
+};
 use futures::StreamExt;
 use oncetask_core::manager::handler_fn;
 use oncetask_core::{HandlerOptions, Manager, Store, Task, TaskData, TaskStatus};
@@ -93,116 +96,24 @@ async fn wait_for(what: &str, limit: Duration, mut done: impl AsyncFnMut() -> bo
     }
 }
 
-/// Per-key overlap and per-task run counts, as seen by the handlers.
-#[derive(Default)]
-struct Seen {
-    running: HashMap<String, u32>,
-    worst_overlap: u32,
-    runs: HashMap<String, u32>,
-}
-
 /// Three managers, each on its own pool with 8 workers, share 3000 tasks on
 /// 40 resource keys (and some without a key): every task completes exactly
 /// once, no two tasks of one key ever run at the same time, nothing stays leased.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn several_managers_run_every_task_once_and_never_overlap_a_key() {
-    const TASKS: u32 = 3000;
     let schema = new_schema();
-    let mut stores = Vec::new();
+    let mut stores: Vec<Arc<dyn Store>> = Vec::new();
     for _ in 0..3 {
-        stores.push(store(&schema).await);
+        stores.push(Arc::new(store(&schema).await));
     }
-    let seen = Arc::new(Mutex::new(Seen::default()));
-    let managers: Vec<Manager> = stores
-        .iter()
-        .map(|s| manager(s, Duration::from_millis(200)))
-        .collect();
-    for m in &managers {
-        let seen = seen.clone();
-        m.register(
-            KIND,
-            handler_fn(move |task: Task| {
-                let seen = seen.clone();
-                async move {
-                    let key = task.resource_key.clone();
-                    {
-                        let mut s = seen.lock().expect("lock");
-                        *s.runs.entry(task.id.clone()).or_default() += 1;
-                        if let Some(key) = &key {
-                            let n = s.running.entry(key.clone()).or_default();
-                            *n += 1;
-                            let n = *n;
-                            s.worst_overlap = s.worst_overlap.max(n);
-                        }
-                    }
-                    tokio::time::sleep(Duration::from_millis(1)).await;
-                    if let Some(key) = key {
-                        let mut s = seen.lock().expect("lock");
-                        *s.running.entry(key).or_default() -= 1;
-                    }
-                    Ok::<_, std::io::Error>(())
-                }
-            }),
-            HandlerOptions::default()
-                .concurrency(8)
-                .lease_duration(Duration::from_secs(60)),
-        )
-        .expect("register");
-    }
-    let jobs: Vec<Job> = (0..TASKS)
-        .map(|n| Job {
-            n,
-            key: (n % 5 != 0).then(|| format!("key-{}", n % 40)),
-        })
-        .collect();
-    for (i, chunk) in jobs.chunks(500).enumerate() {
-        let report = managers[i % managers.len()]
-            .create_many(chunk)
-            .await
-            .expect("create");
-        assert_eq!(report.count(), chunk.len());
-    }
-    let first = stores[0].clone();
-    wait_for(
-        "every task to complete",
-        Duration::from_secs(240),
-        async || {
-            let counts = first
-                .count_by_status(ENV, Some(KIND), chrono::Utc::now())
-                .await
-                .expect("count");
-            counts.get(&TaskStatus::Completed).copied() == Some(u64::from(TASKS))
-        },
-    )
-    .await;
-    for m in &managers {
-        m.shutdown(Duration::from_secs(10)).await;
-    }
-    let counts = first
-        .count_by_status(ENV, Some(KIND), chrono::Utc::now())
-        .await
-        .expect("count");
-    assert_eq!(
-        counts.into_iter().collect::<Vec<_>>(),
-        vec![(TaskStatus::Completed, u64::from(TASKS))],
-        "everything completed, nothing left leased or pending"
-    );
-    let leased: i64 = sqlx::query_scalar(&format!(
-        "SELECT count(*) FROM {} WHERE done_at IS NULL OR leased_until IS NOT NULL",
-        first.table()
-    ))
-    .fetch_one(first.pool())
-    .await
-    .expect("count leases");
-    assert_eq!(leased, 0, "no task keeps a lease");
-    {
-        let s = seen.lock().expect("lock");
-        assert_eq!(s.runs.len(), TASKS as usize, "every task ran");
-        let twice: Vec<_> = s.runs.iter().filter(|(_, n)| **n != 1).collect();
-        assert!(twice.is_empty(), "tasks ran more than once: {twice:?}");
-        assert_eq!(s.worst_overlap, 1, "two tasks of one key ran at once");
-    }
-    drop_schema(&first).await;
+    let fleet = Fleet {
+        tasks: 3000,
+        keys: 40,
+        concurrency: 8,
+        deadline: Duration::from_secs(240),
+    };
+    every_task_runs_once_across_managers(stores, ENV, fleet).await;
+    drop_schema(&store(&schema).await).await;
 }
 
 /// A task created through one manager starts on another (its own pool, idle,
@@ -211,45 +122,12 @@ async fn several_managers_run_every_task_once_and_never_overlap_a_key() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_created_on_one_manager_starts_on_another_without_waiting_for_a_poll() {
     let schema = new_schema();
-    let (producer_store, worker_store) = (store(&schema).await, store(&schema).await);
-    let producer = manager(&producer_store, Duration::from_secs(60));
-    let worker = manager(&worker_store, Duration::from_secs(60));
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Instant>();
-    worker
-        .register(
-            KIND,
-            handler_fn(move |_task: Task| {
-                let tx = tx.clone();
-                async move {
-                    let _ = tx.send(Instant::now());
-                    Ok::<_, std::io::Error>(())
-                }
-            }),
-            HandlerOptions::default(),
-        )
-        .expect("register");
-    // Let the idle worker's listener connect and the worker go to sleep.
-    tokio::time::sleep(Duration::from_millis(1000)).await;
-    let mut latencies = Vec::new();
-    for n in 0..5 {
-        let created = Instant::now();
-        assert!(
-            producer
-                .create(&Job { n, key: None })
-                .await
-                .expect("create")
-        );
-        let started = tokio::time::timeout(Duration::from_secs(20), rx.recv())
-            .await
-            .expect("the task started on the other manager well before its 60 s poll")
-            .expect("handler channel open");
-        latencies.push(started.duration_since(created));
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let (producer, worker) = (store(&schema).await, store(&schema).await);
+    let latencies =
+        wake_up_latencies_across_managers(Arc::new(producer.clone()), Arc::new(worker), ENV, 5)
+            .await;
     eprintln!("cross-manager wake-up latencies (create -> handler start): {latencies:?}");
-    producer.shutdown(Duration::from_secs(5)).await;
-    worker.shutdown(Duration::from_secs(5)).await;
-    drop_schema(&producer_store).await;
+    drop_schema(&producer).await;
 }
 
 /// Tasks created in a caller's transaction exist only if it commits; a

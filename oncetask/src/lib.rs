@@ -16,7 +16,7 @@
 //! | `memory` | [`MemoryStore`]: in-process, for tests, demos and local development |
 //! | `postgres` | `postgres::PostgresStore`: PostgreSQL via `sqlx`, durable and shared between processes |
 //! | `redis` | `redis::RedisStore`: Redis via the `redis` crate, one Lua script per claim, pub/sub wake-ups (durable with AOF) |
-//! | `firestore` | `oncetask::firestore`: Firestore, sharing documents with the Go package (passes the conformance suite on the emulator; batched bulk writes still to come) |
+//! | `firestore` | `oncetask::firestore`: Firestore, sharing documents with the Go package (passes the conformance suite on the emulator) |
 //! | `testing` | `oncetask::testing`: the test kit for your own handler and service tests |
 //!
 //! See the [`Manager`] for the runtime and [`TaskData`] for defining tasks.

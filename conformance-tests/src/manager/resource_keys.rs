@@ -28,13 +28,18 @@ pub async fn eight_workers_never_run_two_tasks_of_one_resource_key_at_once(
 ) {
     let h = running(factory).await;
     let overlap = Arc::new(Mutex::new(Overlap::default()));
-    let parallel = Arc::new(Mutex::new((0u32, 0u32))); // (running now, max seen)
-    let (o, p) = (overlap.clone(), parallel.clone());
+    // The most handlers seen running at once. Until it reaches 2, a handler
+    // waits (up to 10 s) for a second one to start: on a loaded machine a
+    // short handler could otherwise finish before another worker claims,
+    // and the parallelism check would depend on timing.
+    let parallel = Arc::new(tokio::sync::watch::Sender::new(0u32));
+    let running_now = Arc::new(Mutex::new(0u32));
+    let (o, p, r) = (overlap.clone(), parallel.clone(), running_now.clone());
     h.manager
         .register(
             KIND,
             handler_fn(move |task: Task| {
-                let (o, p) = (o.clone(), p.clone());
+                let (o, p, r) = (o.clone(), p.clone(), r.clone());
                 async move {
                     let key = task.resource_key.clone().unwrap_or_default();
                     {
@@ -43,16 +48,27 @@ pub async fn eight_workers_never_run_two_tasks_of_one_resource_key_at_once(
                         *n += 1;
                         let n = *n;
                         o.worst = o.worst.max(n);
-                        let mut p = p.lock().expect("lock");
-                        p.0 += 1;
-                        p.1 = p.1.max(p.0);
+                        let mut r = r.lock().expect("lock");
+                        *r += 1;
+                        let now = *r;
+                        p.send_if_modified(|max| {
+                            let more = now > *max;
+                            *max = (*max).max(now);
+                            more
+                        });
                     }
+                    let mut seen = p.subscribe();
+                    let _ = tokio::time::timeout(
+                        Duration::from_secs(10),
+                        seen.wait_for(|max| *max >= 2),
+                    )
+                    .await;
                     // Stay busy for a while so that overlaps would show.
                     tokio::time::sleep(Duration::from_millis(3)).await;
                     let mut o = o.lock().expect("lock");
                     *o.running.entry(key).or_default() -= 1;
                     o.finished += 1;
-                    p.lock().expect("lock").0 -= 1;
+                    *r.lock().expect("lock") -= 1;
                     Ok::<_, std::io::Error>(())
                 }
             }),
@@ -81,7 +97,7 @@ pub async fn eight_workers_never_run_two_tasks_of_one_resource_key_at_once(
     assert_eq!(finished, 40, "each task ran exactly once");
     assert_eq!(worst, 1, "two handlers of one key overlapped");
     assert!(
-        parallel.lock().expect("lock").1 > 1,
+        *parallel.borrow() > 1,
         "different keys should run in parallel"
     );
     h.manager.shutdown(Duration::from_secs(5)).await;

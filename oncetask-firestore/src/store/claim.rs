@@ -222,11 +222,7 @@ impl FirestoreStore {
         request: &ClaimRequest,
         key: &str,
     ) -> Result<Write, StoreError> {
-        let id: String = [request.env.as_str(), request.kind.as_str(), key]
-            .join("\u{0}")
-            .bytes()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let id = lock_id(&request.env, &request.kind, key);
         let name = format!(
             "{}/{}-resourceKeys/{id}",
             self.db.get_documents_path(),
@@ -273,6 +269,30 @@ impl FirestoreStore {
     }
 }
 
+/// The id of the lock document of (env, kind, key): the names in hex (any
+/// characters are allowed in them, `/` included), or, when that would pass
+/// Firestore's 1 500-byte limit on ids, a name-based UUID (v5, the same in
+/// every process and version) of them. Two keys sharing a lock would only
+/// be serialized together, never run at once.
+fn lock_id(env: &str, kind: &str, key: &str) -> String {
+    let raw = [env, kind, key].join("\u{0}");
+    if raw.len() <= 700 {
+        raw.bytes().map(|b| format!("{b:02x}")).collect()
+    } else {
+        format!(
+            "uuid-{}",
+            uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, raw.as_bytes()).simple()
+        )
+    }
+}
+
+/// How long a key-lock document is kept after its last lease ends. Its
+/// `expireAt` field (a Firestore timestamp) is meant for a TTL policy on the
+/// lock collection, which removes locks of keys no longer used; a lock
+/// removed early is harmless (the next claim creates it again, and a claim
+/// that read it before fails its precondition and retries).
+const LOCK_TTL: chrono::TimeDelta = chrono::TimeDelta::days(7);
+
 /// Stamps a key-lock write with the claim's lease.
 pub(super) trait WithLease {
     fn with_lease(self, grant: &oncetask_core::lifecycle::LeaseGrant) -> Self;
@@ -287,6 +307,16 @@ impl WithLease for Write {
             );
             d.fields
                 .insert("leaseToken".to_owned(), str_value(grant.token.as_str()));
+            let expire = grant.leased_until + LOCK_TTL;
+            d.fields.insert(
+                "expireAt".to_owned(),
+                Value {
+                    value_type: Some(ValueType::TimestampValue(Timestamp {
+                        seconds: expire.timestamp(),
+                        nanos: i32::try_from(expire.timestamp_subsec_nanos()).unwrap_or(0),
+                    })),
+                },
+            );
         }
         self
     }

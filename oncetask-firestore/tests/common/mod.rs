@@ -1,11 +1,14 @@
-//! Helpers shared by the Go-compatibility tests: the fixtures are written in
-//! Firestore's REST "fields" encoding; the store works with gRPC values.
+//! Helpers shared by the tests: a client of the emulator, and (for the
+//! Go-compatibility tests) fixtures written in Firestore's REST "fields"
+//! encoding, which the store reads as gRPC values.
 
 #![allow(dead_code)] // each test file uses a different subset
+#![allow(clippy::unwrap_used)] // fixture decoding: a bad fixture should fail loudly
 
 use std::path::Path;
 
 use chrono::{DateTime, Utc};
+use firestore::FirestoreDb;
 use firestore::gcloud_sdk::google::firestore::v1::value::ValueType;
 use firestore::gcloud_sdk::google::firestore::v1::{ArrayValue, MapValue, Value};
 use oncetask_firestore::document::Fields;
@@ -76,4 +79,26 @@ pub fn fixture(name: &str) -> (Json, Fields) {
 /// An RFC 3339 time.
 pub fn t(s: &str) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+}
+
+/// The emulator's project; any id works there.
+pub const PROJECT: &str = "demo-oncetask";
+
+/// The emulator's address; fails the test, saying what to start, when unset.
+pub fn emulator_host() -> String {
+    std::env::var("FIRESTORE_EMULATOR_HOST").unwrap_or_else(|_| {
+        panic!(
+            "FIRESTORE_EMULATOR_HOST is not set: run the tests with scripts/test, which starts \
+             the Firestore emulator (needs Java 17 and the Debian package \
+             google-cloud-cli-firestore-emulator)"
+        )
+    })
+}
+
+/// A new client of the emulator (each call its own connection).
+pub async fn db() -> FirestoreDb {
+    emulator_host();
+    FirestoreDb::new(PROJECT)
+        .await
+        .unwrap_or_else(|e| panic!("cannot connect to the Firestore emulator: {e}"))
 }
