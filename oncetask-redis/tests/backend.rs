@@ -1,7 +1,9 @@
-//! Redis-specific tests beyond the shared conformance suite: several
-//! managers on separate connections (as separate processes would have),
-//! wake-ups across managers, hostile names, undecodable payloads, and what
-//! a server restart does with and without AOF.
+//! Tests beyond the shared conformance suite: the shared multi-manager
+//! scenarios of `conformance_tests::fleet` (several managers on separate
+//! connections, as separate processes would have; wake-ups across
+//! managers), then Redis-specific ones: hostile names, undecodable
+//! payloads, round-trip cost, and what a server restart does with and
+//! without AOF.
 //!
 //! Each test works under a key prefix of its own and deletes its keys at
 //! the end. The server is `ONCETASK_REDIS_URL` (default
@@ -15,6 +17,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeZone, Utc};
+use conformance_tests::fleet::{
+    Fleet, every_task_runs_once_across_managers, wake_up_latencies_across_managers,
+};
 use futures::StreamExt;
 use oncetask_core::lifecycle::{self, LeaseGrant};
 use oncetask_core::manager::handler_fn;
@@ -71,16 +76,6 @@ fn base_time() -> DateTime<Utc> {
         .expect("a valid time")
 }
 
-/// Number of members of the sorted set `key`.
-async fn zcard(store: &RedisStore, key: &str) -> u64 {
-    let mut conn = store.connection();
-    redis::cmd("ZCARD")
-        .arg(key)
-        .query_async(&mut conn)
-        .await
-        .expect("ZCARD")
-}
-
 /// Every key of the store's prefix.
 async fn all_keys(store: &RedisStore) -> Vec<Vec<u8>> {
     let mut conn = store.connection();
@@ -104,188 +99,72 @@ async fn all_keys(store: &RedisStore) -> Vec<Vec<u8>> {
     }
 }
 
-/// Per-key overlap and per-task run counts, as seen by the handlers.
-#[derive(Default)]
-struct Seen {
-    running: HashMap<String, u32>,
-    worst_overlap: u32,
-    runs: HashMap<String, u32>,
-}
-
 /// Three managers, each on its own connection with 8 workers, share 3000
-/// tasks on 40 resource keys (and some without a key): every task completes
-/// exactly once, no two tasks of one key ever run at the same time, nothing
-/// stays leased, and the claim indexes end empty.
+/// tasks on 40 resource keys (and 600 without a key) — the shared fleet
+/// scenario: every task completes exactly once, no two tasks of one key
+/// ever run at the same time, nothing stays leased. Then, Redis-specific:
+/// the claim indexes end empty. Prints the throughput.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn several_managers_run_every_task_once_and_never_overlap_a_key() {
-    const TASKS: u32 = 3000;
     let prefix = common::new_prefix();
-    let mut stores = Vec::new();
+    let mut stores: Vec<Arc<dyn Store>> = Vec::new();
     for _ in 0..3 {
-        stores.push(common::store_on(&prefix).await);
+        stores.push(Arc::new(common::store_on(&prefix).await));
     }
-    let seen = Arc::new(Mutex::new(Seen::default()));
-    let managers: Vec<Manager> = stores
-        .iter()
-        .map(|s| manager(s, Duration::from_millis(200)))
-        .collect();
-    for m in &managers {
-        let seen = seen.clone();
-        m.register(
-            KIND,
-            handler_fn(move |task: Task| {
-                let seen = seen.clone();
-                async move {
-                    let key = task.resource_key.clone();
-                    {
-                        let mut s = seen.lock().expect("lock");
-                        *s.runs.entry(task.id.clone()).or_default() += 1;
-                        if let Some(key) = &key {
-                            let n = s.running.entry(key.clone()).or_default();
-                            *n += 1;
-                            let n = *n;
-                            s.worst_overlap = s.worst_overlap.max(n);
-                        }
-                    }
-                    tokio::time::sleep(Duration::from_millis(1)).await;
-                    if let Some(key) = key {
-                        let mut s = seen.lock().expect("lock");
-                        *s.running.entry(key).or_default() -= 1;
-                    }
-                    Ok::<_, std::io::Error>(())
-                }
-            }),
-            HandlerOptions::default()
-                .concurrency(8)
-                .lease_duration(Duration::from_secs(60)),
-        )
-        .expect("register");
-    }
-    let jobs: Vec<Job> = (0..TASKS)
-        .map(|n| Job {
-            n,
-            key: (n % 5 != 0).then(|| format!("key-{}", n % 40)),
-        })
-        .collect();
+    let fleet = Fleet {
+        tasks: 3000,
+        keys: 40,
+        concurrency: 8,
+        deadline: Duration::from_secs(240),
+    };
     let started = Instant::now();
-    for (i, chunk) in jobs.chunks(500).enumerate() {
-        let report = managers[i % managers.len()]
-            .create_many(chunk)
-            .await
-            .expect("create");
-        assert_eq!(report.count(), chunk.len());
-    }
-    let first = stores[0].clone();
-    wait_for(
-        "every task to complete",
-        Duration::from_secs(240),
-        async || {
-            let counts = first
-                .count_by_status(ENV, Some(KIND), Utc::now())
-                .await
-                .expect("count");
-            counts.get(&TaskStatus::Completed).copied() == Some(u64::from(TASKS))
-        },
-    )
-    .await;
+    every_task_runs_once_across_managers(stores, ENV, fleet).await;
     let elapsed = started.elapsed();
-    for m in &managers {
-        m.shutdown(Duration::from_secs(10)).await;
-    }
     eprintln!(
-        "{TASKS} tasks, 3 managers x 8 workers: {elapsed:?} ({:.0} tasks/s, one claim and one \
-         swap round trip per task)",
-        f64::from(TASKS) / elapsed.as_secs_f64()
+        "{} tasks, 3 managers x 8 workers: {elapsed:?} ({:.0} tasks/s, one claim and one swap \
+         round trip per task)",
+        fleet.tasks,
+        f64::from(fleet.tasks) / elapsed.as_secs_f64()
     );
-    let counts = first
-        .count_by_status(ENV, Some(KIND), Utc::now())
-        .await
-        .expect("count");
-    assert_eq!(
-        counts.into_iter().collect::<Vec<_>>(),
-        vec![(TaskStatus::Completed, u64::from(TASKS))],
-        "everything completed, nothing left leased or pending"
-    );
-    let all = first
-        .find(&TaskFilter::env(ENV, Utc::now()))
-        .await
-        .expect("find");
-    assert_eq!(all.len(), TASKS as usize);
-    assert!(
-        all.iter().all(|t| t.leased_until.is_none() && t.is_done()),
-        "no task keeps a lease"
-    );
-    let base = first.env_key_base(ENV);
-    for index in ["wf", "wl", "due", "pk", "sl", "sw"] {
-        assert_eq!(
-            zcard(&first, &format!("{base}{index}:{KIND}")).await,
-            0,
-            "claim index {index} is empty once every task is done"
+    let store = common::store_on(&prefix).await;
+    let base = store.env_key_base(ENV);
+    let keys = all_keys(&store).await;
+    for index in [
+        "wf:", "wl:", "due:", "pk:", "sl:", "sw:", "kf:", "kl:", "kg:", "kh:",
+    ] {
+        let left: Vec<String> = keys
+            .iter()
+            .map(|k| String::from_utf8_lossy(k).into_owned())
+            .filter(|k| k.starts_with(&format!("{base}{index}")))
+            .collect();
+        assert!(
+            left.is_empty(),
+            "claim index {index} is empty once every task is done: {left:?}"
         );
     }
-    {
-        let s = seen.lock().expect("lock");
-        assert_eq!(s.runs.len(), TASKS as usize, "every task ran");
-        let twice: Vec<_> = s.runs.iter().filter(|(_, n)| **n != 1).collect();
-        assert!(twice.is_empty(), "tasks ran more than once: {twice:?}");
-        assert_eq!(s.worst_overlap, 1, "two tasks of one key ran at once");
-    }
-    first.purge().await.expect("purge");
+    store.purge().await.expect("purge");
 }
 
 /// A task created through one manager starts on another (its own
 /// connections, idle, polling only every 60 s) at once: the pub/sub
-/// wake-up. Prints the latency; asserts only that it beat the poll interval.
+/// wake-up. Prints the latencies; asserts only that each beat the poll.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_created_on_one_manager_starts_on_another_without_waiting_for_a_poll() {
     let prefix = common::new_prefix();
-    let (producer_store, worker_store) = (
+    let (producer, worker) = (
         common::store_on(&prefix).await,
         common::store_on(&prefix).await,
     );
-    let producer = manager(&producer_store, Duration::from_secs(60));
-    let worker = manager(&worker_store, Duration::from_secs(60));
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Instant>();
-    worker
-        .register(
-            KIND,
-            handler_fn(move |_task: Task| {
-                let tx = tx.clone();
-                async move {
-                    let _ = tx.send(Instant::now());
-                    Ok::<_, std::io::Error>(())
-                }
-            }),
-            HandlerOptions::default(),
-        )
-        .expect("register");
-    // Let the idle worker's subscriber connect and the worker go to sleep.
-    tokio::time::sleep(Duration::from_millis(1000)).await;
-    let mut latencies = Vec::new();
-    for n in 0..10 {
-        let created = Instant::now();
-        assert!(
-            producer
-                .create(&Job { n, key: None })
-                .await
-                .expect("create")
-        );
-        let started = tokio::time::timeout(Duration::from_secs(20), rx.recv())
-            .await
-            .expect("the task started on the other manager well before its 60 s poll")
-            .expect("handler channel open");
-        latencies.push(started.duration_since(created));
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let mut latencies =
+        wake_up_latencies_across_managers(Arc::new(producer.clone()), Arc::new(worker), ENV, 10)
+            .await;
     latencies.sort();
     eprintln!(
         "cross-manager wake-up latency (create -> handler start), sorted: {latencies:?}; \
          median {:?}",
         latencies[latencies.len() / 2]
     );
-    producer.shutdown(Duration::from_secs(5)).await;
-    worker.shutdown(Duration::from_secs(5)).await;
-    producer_store.purge().await.expect("purge");
+    producer.purge().await.expect("purge");
 }
 
 /// Names with `:`, `{`, `}`, spaces, unicode and 10 000 characters, and
