@@ -13,6 +13,7 @@ pub mod error;
 pub mod inspect;
 pub mod lifecycle;
 pub mod manager;
+pub mod metrics;
 pub mod recurrence;
 pub mod retry;
 pub mod status;
