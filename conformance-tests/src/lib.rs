@@ -4,9 +4,10 @@
 //! backend is done when this suite passes against its real server.
 //!
 //! The suite checks the [`oncetask_core::Store`] contract: what `create`,
-//! `claim`, `swap`, `get`, `find`, `count_by_status`, `delete` and `next_due`
-//! must do, with every state change computed by the pure functions of
-//! [`oncetask_core::lifecycle`] — exactly as the manager uses them. Each rule
+//! `claim`, `swap`, `get`, `find`, `count_by_status`, `delete`, `next_due`,
+//! `kinds` and `inspect` must do, with every state change computed by the
+//! pure functions of [`oncetask_core::lifecycle`] — exactly as the manager
+//! uses them. Each rule
 //! of `behavior.md`, and each fix of a Go weakness (W1, W4, W6, W7, ...), has
 //! its own test whose name states the rule.
 //!
@@ -68,6 +69,7 @@ pub mod create;
 pub mod delete;
 pub mod env_isolation;
 pub mod fleet;
+pub mod inspect;
 pub mod manager;
 pub mod model;
 pub mod notify;
@@ -244,6 +246,15 @@ macro_rules! __conformance_list {
                 next_due_is_strictly_after_the_given_time,
                 next_due_uses_the_later_of_wait_and_lease,
                 next_due_ignores_done_tasks_other_kinds_and_envs,
+            }
+            async inspect {
+                kinds_lists_each_kind_of_the_env_once_in_order,
+                an_undecodable_document_adds_no_kind,
+                inspect_of_an_empty_env_reports_no_kinds,
+                inspect_counts_each_kind_by_status_at_now,
+                inspect_reports_when_the_longest_waiting_pending_task_became_ready,
+                inspect_reports_each_kinds_next_due_time_after_now,
+                inspect_sees_only_its_env,
             }
             async recurrence {
                 a_generator_is_created_waiting_for_its_first_slot,

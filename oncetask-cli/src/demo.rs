@@ -1,5 +1,5 @@
-//! The demo: every feature of oncetask on the in-memory backend, in a few
-//! seconds of real time.
+//! `oncetask demo`: every feature of oncetask on the in-memory backend, in a
+//! few seconds of real time, printed to stdout as it happens.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -147,7 +147,23 @@ impl std::fmt::Display for DemoError {
 
 impl std::error::Error for DemoError {}
 
-pub async fn run() -> Result<(), Error> {
+/// Runs the demo, printing progress and a summary by status; with
+/// `metrics`, also the run's metrics in the Prometheus text format.
+pub async fn run(metrics: bool) -> Result<(), crate::CliError> {
+    let prometheus = if metrics {
+        Some(crate::prometheus::install()?)
+    } else {
+        None
+    };
+    run_tasks().await?;
+    if let Some(handle) = prometheus {
+        println!("\n# oncetask metrics (Prometheus text format)");
+        print!("{}", handle.render());
+    }
+    Ok(())
+}
+
+async fn run_tasks() -> Result<(), Error> {
     let progress = Progress(Instant::now());
     let manager = Manager::builder(Arc::new(MemoryStore::new()))
         .env("demo")
@@ -376,6 +392,8 @@ async fn wait_until_settled(manager: &Manager, progress: &Progress) -> Result<()
 }
 
 async fn print_summary(manager: &Manager) -> Result<(), Error> {
+    // Also refreshes the queue gauges that `--metrics` prints.
+    manager.inspect().await?;
     let tasks = manager.find(manager.filter()).await?;
     let now = manager.clock().now();
     println!(

@@ -16,6 +16,7 @@ use chrono::{DateTime, Utc};
 use futures::stream::BoxStream;
 
 use crate::error::StoreError;
+use crate::inspect::QueueStats;
 use crate::lifecycle::LeaseGrant;
 use crate::status::TaskStatus;
 use crate::task::Task;
@@ -72,6 +73,27 @@ pub trait Store: Send + Sync + 'static {
         kind: &str,
         after: DateTime<Utc>,
     ) -> Result<Option<DateTime<Utc>>, StoreError>;
+
+    /// The kinds of the tasks of `env`, sorted, each once; documents that
+    /// cannot be decoded are not tasks and do not count.
+    ///
+    /// The default lists every task of `env` ([`crate::inspect::kinds_by_listing`]);
+    /// backends that can ask for distinct kinds override it.
+    async fn kinds(&self, env: &str) -> Result<Vec<String>, StoreError> {
+        crate::inspect::kinds_by_listing(self, env).await
+    }
+
+    /// The queue inspector: for each kind of `env` ([`Store::kinds`]), its
+    /// counts by status at `now` (as [`Store::count_by_status`]), when its
+    /// longest-waiting pending task became ready ([`Task::ready_since`] of
+    /// the tasks whose status at `now` is pending), and its next due time
+    /// after `now` (as [`Store::next_due`]).
+    ///
+    /// The default ([`crate::inspect::inspect_with_primitives`]) is built
+    /// from those methods; backends may override it with fewer round trips.
+    async fn inspect(&self, env: &str, now: DateTime<Utc>) -> Result<QueueStats, StoreError> {
+        crate::inspect::inspect_with_primitives(self, env, now).await
+    }
 
     /// An optional stream of change notices for `env`, so workers in other
     /// processes wake without polling. `None` when the backend has none.

@@ -290,6 +290,23 @@ impl State {
         }))
     }
 
+    /// The kinds with at least one task in `env`, sorted.
+    pub(crate) fn kinds(&self, env: &str) -> Vec<String> {
+        let mut kinds: Vec<String> = self
+            .envs
+            .get(env)
+            .map(|e| {
+                e.kinds
+                    .iter()
+                    .filter(|(_, index)| !index.created.is_empty())
+                    .map(|(kind, _)| kind.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        kinds.sort_unstable();
+        kinds
+    }
+
     /// Counts tasks of `env` (and `kind`) by status at `now`: done tasks from
     /// their counters, not-done ones one by one.
     pub(crate) fn count_by_status(

@@ -80,7 +80,9 @@
 //! Tasks waiting behind a busy key cost nothing. [`Store::next_due`] is
 //! O(log n). [`Store::find`] walks the creation order and stops after
 //! `offset + limit` matches; [`Store::count_by_status`] visits only not-done
-//! tasks.
+//! tasks; [`Store::kinds`] reads the per-kind indexes only. [`Store::inspect`]
+//! is the trait's default (a count and a due time per kind, and one listing
+//! of the pending tasks).
 
 use std::collections::{BTreeSet, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -286,6 +288,11 @@ impl Store for MemoryStore {
         now: DateTime<Utc>,
     ) -> Result<StatusCounts, StoreError> {
         Ok(self.lock().count_by_status(env, kind, now))
+    }
+
+    /// From the per-kind indexes: O(kinds of the env), no task is read.
+    async fn kinds(&self, env: &str) -> Result<Vec<String>, StoreError> {
+        Ok(self.lock().kinds(env))
     }
 
     /// Removes each id (tasks and undecodable documents alike).

@@ -88,6 +88,7 @@ use sqlx::types::Json;
 use sqlx::{PgConnection, PgPool, Row};
 
 mod claim;
+mod inspect;
 mod notify;
 mod row;
 mod schema;
@@ -561,6 +562,21 @@ impl Store for PostgresStore {
         .await
         .map_err(db)?;
         row.try_get::<Option<DateTime<Utc>>, _>(0).map_err(db)
+    }
+
+    /// `SELECT DISTINCT kind`.
+    async fn kinds(&self, env: &str) -> Result<Vec<String>, StoreError> {
+        self.distinct_kinds(env).await
+    }
+
+    /// Two aggregate queries (counts by kind and status; oldest pending and
+    /// next due time by kind) in one read-only snapshot.
+    async fn inspect(
+        &self,
+        env: &str,
+        now: DateTime<Utc>,
+    ) -> Result<oncetask_core::QueueStats, StoreError> {
+        self.inspect_env(env, now).await
     }
 
     /// A stream fed by a `PgListener` on this env's channel (one connection

@@ -62,6 +62,8 @@ pub use worker::{RunOutcome, RunReport, ShutdownReport};
 use crate::clock::{Clock, SystemClock};
 use crate::data::{TaskData, TaskKind};
 use crate::error::Error;
+use crate::inspect::QueueStats;
+use crate::metrics;
 use crate::status::TaskStatus;
 use crate::store::{CreateOutcome, Fetched, StatusCounts, Store, TaskFilter};
 use crate::task::Task;
@@ -115,6 +117,7 @@ struct ManagerConfig {
     accept_any_kind: bool,
     start_workers: bool,
     inline: bool,
+    queue_metrics_interval: Option<Duration>,
 }
 
 pub(crate) enum HandlerShape {
@@ -187,6 +190,16 @@ impl ManagerBuilder {
         self
     }
 
+    /// Refreshes the `oncetask_tasks_pending` gauge of every registered kind
+    /// this often, from a background loop (one
+    /// [`Store::count_by_status`] per registered kind per interval). Off by
+    /// default; see [`crate::metrics`] for the other way to refresh it.
+    /// Runs only with worker loops enabled, and stops at shutdown.
+    pub fn queue_metrics_interval(mut self, interval: Duration) -> Self {
+        self.config.queue_metrics_interval = Some(interval.max(Duration::from_millis(1)));
+        self
+    }
+
     /// Inline mode, for integration tests of services: creating a task runs
     /// the due tasks of its kind at once, in the caller's task, before
     /// `create` returns (Sidekiq's inline testing). No worker loops run.
@@ -226,6 +239,9 @@ impl ManagerBuilder {
         };
         if manager.inner.config.start_workers {
             manager.forward_store_notifications();
+            if let Some(interval) = manager.inner.config.queue_metrics_interval {
+                manager.refresh_queue_metrics(interval);
+            }
         }
         manager
     }
@@ -256,6 +272,7 @@ impl Manager {
                 accept_any_kind: false,
                 start_workers: true,
                 inline: false,
+                queue_metrics_interval: None,
             },
         }
     }
@@ -387,6 +404,7 @@ impl Manager {
             .ok_or_else(|| Error::Internal("backend returned no create outcome".into()))?;
         match outcome {
             CreateOutcome::Created => {
+                metrics::count(metrics::TASKS_CREATED, &self.inner.env, &kind, 1);
                 self.inner.wake(&kind);
                 self.run_inline(&kind).await?;
                 Ok(true)
@@ -433,11 +451,18 @@ impl Manager {
             return Ok(report);
         }
         let kinds: HashSet<String> = tasks.iter().map(|t| t.kind.clone()).collect();
-        let ids: Vec<String> = tasks.iter().map(|t| t.id.clone()).collect();
+        let keys: Vec<(String, String)> = tasks
+            .iter()
+            .map(|t| (t.id.clone(), t.kind.clone()))
+            .collect();
         let outcomes = admin::checked(tasks.len(), self.inner.store.create(tasks).await?)?;
-        for (id, outcome) in ids.into_iter().zip(outcomes) {
+        let mut created: HashMap<String, usize> = HashMap::new();
+        for ((id, kind), outcome) in keys.into_iter().zip(outcomes) {
             match outcome {
-                CreateOutcome::Created => report.succeeded.push(id),
+                CreateOutcome::Created => {
+                    *created.entry(kind).or_insert(0) += 1;
+                    report.succeeded.push(id)
+                }
                 CreateOutcome::AlreadyExists => report.skipped.push(id),
                 CreateOutcome::ExistsInOtherEnv { env } => {
                     let e = Error::WrongEnvironment {
@@ -449,6 +474,9 @@ impl Manager {
                 }
                 CreateOutcome::Failed(e) => report.failed.push((id, e.into())),
             }
+        }
+        for (kind, n) in &created {
+            metrics::count(metrics::TASKS_CREATED, &self.inner.env, kind, *n);
         }
         for kind in kinds {
             self.inner.wake(&kind);
@@ -507,6 +535,39 @@ impl Manager {
             .store
             .count_by_status(&self.inner.env, kind, now)
             .await?)
+    }
+
+    /// The queue inspector: for every kind of this environment, its counts
+    /// by status, when its longest-waiting pending task became ready, and
+    /// its next due time, at the manager's current time ([`Store::inspect`]).
+    ///
+    /// Also sets the `oncetask_tasks_pending` and
+    /// `oncetask_oldest_pending_age_seconds` gauges of every kind it reports
+    /// (see [`crate::metrics`]).
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use oncetask_core::{Manager, Store, TaskStatus};
+    /// # async fn demo(store: Arc<dyn Store>) -> Result<(), oncetask_core::Error> {
+    /// let manager = Manager::builder(store).env("prod").build();
+    /// let stats = manager.inspect().await?;
+    /// for (kind, k) in &stats.kinds {
+    ///     println!(
+    ///         "{kind}: {} pending (oldest ready for {:?}), {} failed, next due {:?}",
+    ///         k.count(TaskStatus::Pending),
+    ///         k.oldest_pending_age(stats.now),
+    ///         k.count(TaskStatus::Failed),
+    ///         k.next_due,
+    ///     );
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn inspect(&self) -> Result<QueueStats, Error> {
+        let now = self.inner.clock.now();
+        let stats = self.inner.store.inspect(&self.inner.env, now).await?;
+        metrics::queue(&stats);
+        Ok(stats)
     }
 
     /// Queue depth of a kind: pending tasks plus cancelled tasks whose
@@ -570,6 +631,50 @@ impl Manager {
     /// their leases released, so other workers can run the tasks at once.
     pub async fn shutdown(&self, grace: Duration) -> ShutdownReport {
         worker::shutdown(&self.inner, grace).await
+    }
+
+    /// Sets the pending gauge of every registered kind every `interval`
+    /// until shutdown (see [`ManagerBuilder::queue_metrics_interval`]).
+    fn refresh_queue_metrics(&self, interval: Duration) {
+        let weak = Arc::downgrade(&self.inner);
+        let mut phase = self.inner.shutdown.subscribe();
+        let clock = self.inner.clock.clone();
+        tokio::spawn(async move {
+            loop {
+                let Some(inner) = weak.upgrade() else { break };
+                let kinds: Vec<String> = inner
+                    .registry
+                    .read()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .keys()
+                    .cloned()
+                    .collect();
+                let now = inner.now();
+                for kind in kinds {
+                    match inner
+                        .store
+                        .count_by_status(&inner.env, Some(&kind), now)
+                        .await
+                    {
+                        Ok(counts) => {
+                            let pending = counts.get(&TaskStatus::Pending).copied().unwrap_or(0);
+                            metrics::pending(&inner.env, &kind, pending);
+                        }
+                        Err(e) => {
+                            tracing::warn!(kind = %kind, error = %e, "pending gauge not refreshed")
+                        }
+                    }
+                }
+                let next = worker::add(now, interval);
+                drop(inner);
+                tokio::select! {
+                    _ = clock.sleep_until(next) => {}
+                    changed = phase.changed() => {
+                        if changed.is_err() || *phase.borrow() != ShutdownPhase::Running { break; }
+                    }
+                }
+            }
+        });
     }
 
     fn forward_store_notifications(&self) {

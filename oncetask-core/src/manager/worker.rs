@@ -10,6 +10,7 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tracing::Instrument;
 
 use crate::error::{Error, HandlerError};
 use crate::lifecycle::{self, FailurePolicy, GeneratorError, HandlerPath, LeaseGrant, Rejection};
@@ -17,6 +18,7 @@ use crate::manager::apply::{Applied, apply_many, apply_one};
 use crate::manager::context::{self, CurrentTask};
 use crate::manager::handler::{HandlerResult, NoopCancellation, TaskHandler};
 use crate::manager::{HandlerShape, Inner, Registration, ShutdownPhase};
+use crate::metrics;
 use crate::retry::{FixedDelay, NoRetry, RetryPolicy};
 use crate::status::TaskStatus;
 use crate::store::{ClaimMode, ClaimRequest, CreateOutcome, Undecodable};
@@ -158,7 +160,7 @@ async fn worker_loop(
     }
 }
 
-fn add(t: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
+pub(crate) fn add(t: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
     t.checked_add_signed(TimeDelta::from_std(d).unwrap_or(TimeDelta::MAX))
         .unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
@@ -183,7 +185,15 @@ pub(crate) async fn process_next(
         grant,
         mode,
     };
-    let claimed = inner.store.claim(&request).await?;
+    let span = tracing::debug_span!(
+        "oncetask.claim",
+        env = %inner.env,
+        kind = %registration.kind,
+        claimed = tracing::field::Empty,
+    );
+    let claimed = inner.store.claim(&request).instrument(span.clone()).await?;
+    span.record("claimed", claimed.tasks.len());
+    metrics::claimed(&inner.env, &registration.kind, &claimed.tasks, claimed_at);
     for bad in &claimed.undecodable {
         let first_time = inner
             .reported_undecodable
@@ -312,6 +322,12 @@ impl Run<'_> {
         let ended = self
             .guard(&mut held, &mut lost, anchor, current, work)
             .await;
+        metrics::count(
+            metrics::TASKS_FENCED_OFF,
+            &self.inner.env,
+            &self.registration.kind,
+            lost.len(),
+        );
         for id in lost {
             tracing::warn!(task_id = %id, "lease lost while running; outcome discarded");
             self.note(id, path, Some("lease lost".into()), None);
@@ -374,9 +390,17 @@ impl Run<'_> {
             // An error means the manager is gone: treat as abort.
             let _ = phase.wait_for(|p| *p == ShutdownPhase::Aborting).await;
         };
+        let started = std::time::Instant::now();
+        let timed = run_captured(current, work).inspect(|_| {
+            metrics::handler_duration(
+                &self.inner.env,
+                &self.registration.kind,
+                started.elapsed().as_secs_f64(),
+            );
+        });
         tokio::select! {
             biased;
-            result = run_captured(current, work) => Ended::Finished(result),
+            result = timed => Ended::Finished(result),
             _ = timeout => Ended::Finished(Err(HandlerError::msg(format!(
                 "handler timed out after {:?}",
                 limit.unwrap_or_default()
@@ -457,14 +481,31 @@ impl Run<'_> {
         };
         let token = self.token;
         let ids: Vec<String> = held.iter().map(|t| t.id.clone()).collect();
+        let span = tracing::debug_span!(
+            "oncetask.outcome",
+            env = %self.inner.env,
+            kind = %self.registration.kind,
+            tasks = ids.len(),
+            path = ?path,
+            ok = result.is_ok(),
+        );
         let results = apply_many(self.inner.store.as_ref(), held, |t| match result {
             Ok(value) => lifecycle::succeed(t, token, now, value.clone()),
             Err(e) => lifecycle::fail(t, token, now, e, path, policy),
         })
+        .instrument(span)
         .await;
         let error = result.as_ref().err().map(|e| e.message().to_owned());
         for (id, applied) in ids.into_iter().zip(results) {
             let status = self.written(&id, applied, now);
+            if let Some(status) = status {
+                metrics::outcome(
+                    &self.inner.env,
+                    &self.registration.kind,
+                    status,
+                    result.is_err(),
+                );
+            }
             self.note(id, path, error.clone(), status);
         }
     }
@@ -475,9 +516,18 @@ impl Run<'_> {
         let now = self.inner.now();
         let token = self.token;
         let ids: Vec<String> = held.iter().map(|t| t.id.clone()).collect();
+        let span = tracing::debug_span!(
+            "oncetask.outcome",
+            env = %self.inner.env,
+            kind = %self.registration.kind,
+            tasks = ids.len(),
+            path = ?path,
+            released = why,
+        );
         let results = apply_many(self.inner.store.as_ref(), held, |t| {
             lifecycle::release(t, token)
         })
+        .instrument(span)
         .await;
         for (id, applied) in ids.into_iter().zip(results) {
             self.written(&id, applied, now);
@@ -506,6 +556,12 @@ impl Run<'_> {
                 Some(task.status(now))
             }
             Applied::Rejected(Rejection::LeaseLost) => {
+                metrics::count(
+                    metrics::TASKS_FENCED_OFF,
+                    &self.inner.env,
+                    &self.registration.kind,
+                    1,
+                );
                 tracing::warn!(task_id = %id, "lease lost before the outcome was stored; outcome discarded");
                 None
             }
@@ -564,6 +620,7 @@ impl Run<'_> {
             let failure = match self.inner.store.create(vec![occurrence]).await {
                 Ok(mut outcomes) => match outcomes.pop() {
                     Some(CreateOutcome::Created) => {
+                        metrics::count(metrics::TASKS_CREATED, &self.inner.env, &generator.kind, 1);
                         self.inner.wake(&generator.kind);
                         self.report.spawned.push(id);
                         None
@@ -605,6 +662,10 @@ impl Run<'_> {
         })
         .await;
         let status = self.written(&id, applied, now);
+        if let Some(status) = status {
+            // Only a generator's end counts: advancing to its next slot is bookkeeping.
+            metrics::outcome(&self.inner.env, &self.registration.kind, status, false);
+        }
         self.note(id, HandlerPath::Main, None, status);
     }
 }

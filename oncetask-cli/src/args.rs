@@ -1,0 +1,202 @@
+//! The command line, as clap parses it. Every command and option has
+//! `--help`.
+
+use clap::{Args, Parser, Subcommand};
+use oncetask::TaskStatus;
+
+use crate::error::EXIT_CODES_HELP;
+use crate::store_url::StoreUrl;
+
+/// `oncetask`: inspect and operate oncetask queues.
+#[derive(Debug, Parser)]
+#[command(
+    name = "oncetask",
+    version,
+    about = "Inspect and operate oncetask queues on any backend",
+    long_about = "Inspect and operate oncetask queues on any backend: list and show tasks, \
+                  see a queue's state, cancel, reset or delete tasks, or run the demo.\n\n\
+                  Examples:\n  \
+                  oncetask --store postgres://app@db/app --env prod stats\n  \
+                  oncetask --store postgres://app@db/app?schema=jobs tasks list --status failed\n  \
+                  oncetask --store firestore://my-project tasks show email-ada\n  \
+                  oncetask --store $URL --env prod reset --resource-key cal-7 --yes",
+    after_help = EXIT_CODES_HELP,
+)]
+pub struct Cli {
+    /// Options shared by every command.
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options shared by every command (they may come before or after it).
+#[derive(Debug, Clone, Args)]
+pub struct GlobalArgs {
+    /// Where the tasks are: postgres://USER@HOST/DB[?schema=NAME],
+    /// firestore://PROJECT[/COLLECTION] (honours FIRESTORE_EMULATOR_HOST),
+    /// redis://… (not in this build yet) or memory:// (an empty store, for trying)
+    #[arg(
+        long,
+        global = true,
+        env = "ONCETASK_STORE",
+        hide_env_values = true,
+        value_name = "URL",
+        help_heading = "Global options"
+    )]
+    pub store: Option<StoreUrl>,
+
+    /// The environment to work in, as the services' ONCE_TASK_ENV
+    #[arg(
+        long,
+        global = true,
+        env = "ONCE_TASK_ENV",
+        default_value = oncetask::manager::DEFAULT_ENV,
+        value_name = "ENV",
+        help_heading = "Global options"
+    )]
+    pub env: String,
+
+    /// Print JSON (for scripts) instead of tables
+    #[arg(long, global = true, help_heading = "Global options")]
+    pub json: bool,
+
+    /// Seconds to wait for the store when connecting
+    #[arg(
+        long,
+        global = true,
+        default_value_t = 10,
+        value_name = "SECONDS",
+        help_heading = "Global options"
+    )]
+    pub connect_timeout: u64,
+}
+
+/// The commands. A `bench` command is to join them (issue 7).
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// List tasks, or show one
+    #[command(subcommand)]
+    Tasks(TasksCommand),
+    /// The queue at a glance: counts by kind and status, oldest pending age, next due time
+    Stats(StatsArgs),
+    /// Cancel tasks: their cancellation handler runs (a running handler finishes first)
+    Cancel(ActionArgs),
+    /// Reset finished tasks (completed, failed, cancelled) to pending, clearing their history
+    Reset(ActionArgs),
+    /// Delete tasks for good (refused for a task whose handler is running)
+    Delete(ActionArgs),
+    /// Run a mix of tasks on the in-memory backend and print a summary (no store needed)
+    Demo(DemoArgs),
+}
+
+/// `oncetask tasks …`.
+#[derive(Debug, Subcommand)]
+pub enum TasksCommand {
+    /// List tasks, oldest first, a page at a time
+    List(ListArgs),
+    /// Show every field of one task
+    Show(ShowArgs),
+}
+
+/// `oncetask tasks list`.
+#[derive(Debug, Clone, Args)]
+pub struct ListArgs {
+    /// Only tasks of this kind
+    #[arg(long, value_name = "KIND")]
+    pub kind: Option<String>,
+    /// Only tasks with this status (repeat or separate with commas): waiting,
+    /// pending, leased, cancellationPending, completed, failed, cancelled
+    #[arg(long, value_name = "STATUS", value_parser = parse_status, value_delimiter = ',')]
+    pub status: Vec<TaskStatus>,
+    /// Only tasks with this resource key
+    #[arg(long, value_name = "KEY")]
+    pub resource_key: Option<String>,
+    /// Tasks per page
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub limit: u64,
+    /// Skip this many matching tasks (the next page starts at offset + limit)
+    #[arg(long, default_value_t = 0)]
+    pub offset: u64,
+}
+
+/// `oncetask tasks show`.
+#[derive(Debug, Clone, Args)]
+pub struct ShowArgs {
+    /// The task id
+    #[arg(value_name = "ID")]
+    pub id: String,
+}
+
+/// `oncetask stats`.
+#[derive(Debug, Clone, Args)]
+pub struct StatsArgs {
+    /// Only this kind
+    #[arg(long, value_name = "KIND")]
+    pub kind: Option<String>,
+}
+
+/// The tasks a `cancel`, `reset` or `delete` acts on, and its confirmation.
+#[derive(Debug, Clone, Args)]
+pub struct ActionArgs {
+    /// Task ids
+    #[arg(
+        value_name = "ID",
+        required_unless_present = "resource_key",
+        conflicts_with = "resource_key"
+    )]
+    pub ids: Vec<String>,
+    /// Instead of ids: every task with this resource key (of every kind, unless --kind)
+    #[arg(long, value_name = "KEY")]
+    pub resource_key: Option<String>,
+    /// With --resource-key: only tasks of this kind
+    #[arg(long, value_name = "KIND", requires = "resource_key")]
+    pub kind: Option<String>,
+    /// Do not ask for confirmation (needed when stdin is not a terminal)
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+}
+
+/// `oncetask demo`.
+#[derive(Debug, Clone, Args)]
+pub struct DemoArgs {
+    /// At the end, print the run's metrics in the Prometheus text format
+    #[arg(long)]
+    pub metrics: bool,
+}
+
+/// A status name, case-insensitive; `-` and `_` are ignored
+/// (`cancellation-pending` is `cancellationPending`).
+pub fn parse_status(s: &str) -> Result<TaskStatus, String> {
+    let wanted: String = s.chars().filter(|c| *c != '-' && *c != '_').collect();
+    TaskStatus::ALL
+        .into_iter()
+        .find(|status| status.as_str().eq_ignore_ascii_case(&wanted))
+        .ok_or_else(|| {
+            let names: Vec<&str> = TaskStatus::ALL.iter().map(|s| s.as_str()).collect();
+            format!("unknown status {s:?}; expected one of {}", names.join(", "))
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn statuses_parse_leniently_and_say_what_is_valid() {
+        assert_eq!(parse_status("FAILED"), Ok(TaskStatus::Failed));
+        assert_eq!(
+            parse_status("cancellation-pending"),
+            Ok(TaskStatus::CancellationPending)
+        );
+        let err = parse_status("done").expect_err("not a status");
+        assert!(err.contains("waiting, pending, leased"), "{err}");
+    }
+}

@@ -1,0 +1,60 @@
+//! What each command does, over an operator's [`Manager`] of the store
+//! (no worker loops; every kind accepted).
+//!
+//! Reads go through the manager's inspection API ([`Manager::find`],
+//! [`Manager::inspect`], ...) and changes through its operator actions
+//! ([`Manager::cancel_many`], [`Manager::reset_many`],
+//! [`Manager::delete_many`]), so the CLI decides nothing the library would
+//! decide differently.
+
+mod action;
+mod stats;
+mod tasks;
+
+use oncetask::Manager;
+
+use crate::Io;
+use crate::args::{Command, TasksCommand};
+use crate::error::CliError;
+
+pub use action::Action;
+
+/// What a command works with.
+pub struct Ctx<'a, 'io> {
+    /// The operator's manager over the store, in the chosen environment.
+    pub manager: Manager,
+    /// `--json`: print JSON instead of tables.
+    pub json: bool,
+    /// Output and confirmations.
+    pub io: &'a mut Io<'io>,
+}
+
+impl Ctx<'_, '_> {
+    /// The environment the command works in.
+    pub fn env(&self) -> &str {
+        self.manager.env()
+    }
+
+    /// Prints `value` as pretty JSON on the output.
+    pub fn print_json(&mut self, value: &serde_json::Value) -> Result<(), CliError> {
+        let text = serde_json::to_string_pretty(value)
+            .map_err(|e| CliError::failed(format!("cannot encode the output: {e}")))?;
+        writeln!(self.io.out, "{text}")?;
+        Ok(())
+    }
+}
+
+/// Runs `command` (any but `demo`).
+pub async fn dispatch(ctx: &mut Ctx<'_, '_>, command: &Command) -> Result<(), CliError> {
+    match command {
+        Command::Tasks(TasksCommand::List(args)) => tasks::list(ctx, args).await,
+        Command::Tasks(TasksCommand::Show(args)) => tasks::show(ctx, &args.id).await,
+        Command::Stats(args) => stats::stats(ctx, args).await,
+        Command::Cancel(args) => action::act(ctx, Action::Cancel, args).await,
+        Command::Reset(args) => action::act(ctx, Action::Reset, args).await,
+        Command::Delete(args) => action::act(ctx, Action::Delete, args).await,
+        Command::Demo(_) => Err(CliError::usage(
+            "the demo brings its own store: run it with `oncetask demo`",
+        )),
+    }
+}

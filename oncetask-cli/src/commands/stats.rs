@@ -1,0 +1,130 @@
+//! `stats`: the queue inspector ([`oncetask::Manager::inspect`]).
+
+use oncetask::{KindStats, QueueStats, TaskStatus};
+use serde_json::{Map, Value, json};
+
+use super::Ctx;
+use crate::args::StatsArgs;
+use crate::error::CliError;
+use crate::render::{Table, duration, relative};
+
+/// Column headers of the status counts, in [`TaskStatus::ALL`] order.
+const STATUS_HEADERS: [&str; 7] = [
+    ">WAITING",
+    ">PENDING",
+    ">LEASED",
+    ">CANCELLING",
+    ">COMPLETED",
+    ">FAILED",
+    ">CANCELLED",
+];
+
+fn kind_json(stats: &QueueStats, k: &KindStats) -> Value {
+    let counts: Map<String, Value> = TaskStatus::ALL
+        .iter()
+        .map(|s| (s.as_str().to_owned(), json!(k.count(*s))))
+        .collect();
+    json!({
+        "counts": counts,
+        "total": k.total(),
+        "oldestPendingSince": k.oldest_pending_since,
+        "oldestPendingAgeSeconds": k.oldest_pending_age(stats.now).map(|d| d.as_secs_f64()),
+        "nextDue": k.next_due,
+        "nextDueInSeconds": k.next_due.map(|t| (t - stats.now).to_std().unwrap_or_default().as_secs_f64()),
+    })
+}
+
+/// `stats`: counts by kind and status, oldest pending age, next due time.
+pub(crate) async fn stats(ctx: &mut Ctx<'_, '_>, args: &StatsArgs) -> Result<(), CliError> {
+    let mut stats = ctx.manager.inspect().await?;
+    if let Some(kind) = &args.kind {
+        if !stats.kinds.contains_key(kind) {
+            let known: Vec<&str> = stats.kinds.keys().map(String::as_str).collect();
+            return Err(CliError::failed(format!(
+                "no tasks of kind {kind:?} in environment {:?} (kinds there: {})",
+                ctx.env(),
+                if known.is_empty() {
+                    "none".to_owned()
+                } else {
+                    known.join(", ")
+                }
+            )));
+        }
+        stats.kinds.retain(|k, _| k == kind);
+    }
+    if ctx.json {
+        let kinds: Map<String, Value> = stats
+            .kinds
+            .iter()
+            .map(|(name, k)| (name.clone(), kind_json(&stats, k)))
+            .collect();
+        let totals = stats.totals();
+        let value = json!({
+            "env": stats.env,
+            "now": stats.now,
+            "kinds": kinds,
+            "totals": TaskStatus::ALL
+                .iter()
+                .map(|s| (s.as_str().to_owned(), json!(totals.get(s).copied().unwrap_or(0))))
+                .collect::<Map<String, Value>>(),
+            "total": totals.values().sum::<u64>(),
+        });
+        return ctx.print_json(&value);
+    }
+    if stats.kinds.is_empty() {
+        writeln!(ctx.io.out, "no tasks in environment {:?}", stats.env)?;
+        return Ok(());
+    }
+    let mut headers = vec!["KIND"];
+    headers.extend(STATUS_HEADERS);
+    headers.extend([">TOTAL", "OLDEST PENDING", "NEXT DUE"]);
+    let mut table = Table::new(&headers);
+    let now = stats.now;
+    for (name, k) in &stats.kinds {
+        let mut row = vec![name.clone()];
+        row.extend(TaskStatus::ALL.iter().map(|s| k.count(*s).to_string()));
+        row.push(k.total().to_string());
+        row.push(
+            k.oldest_pending_age(now)
+                .map(duration)
+                .unwrap_or_else(|| "-".into()),
+        );
+        row.push(
+            k.next_due
+                .map(|t| relative(t, now))
+                .unwrap_or_else(|| "-".into()),
+        );
+        table.row(row);
+    }
+    if stats.kinds.len() > 1 {
+        let totals = stats.totals();
+        let mut row = vec!["(all)".to_owned()];
+        row.extend(
+            TaskStatus::ALL
+                .iter()
+                .map(|s| totals.get(s).copied().unwrap_or(0).to_string()),
+        );
+        row.push(totals.values().sum::<u64>().to_string());
+        row.push(
+            stats
+                .oldest_pending_since()
+                .map(|t| duration((now - t).to_std().unwrap_or_default()))
+                .unwrap_or_else(|| "-".into()),
+        );
+        row.push(
+            stats
+                .next_due()
+                .map(|t| relative(t, now))
+                .unwrap_or_else(|| "-".into()),
+        );
+        table.row(row);
+    }
+    table.write(ctx.io.out)?;
+    writeln!(
+        ctx.io.out,
+        "\nenvironment {:?} at {}",
+        stats.env,
+        crate::render::time(now)
+    )?;
+    Ok(())
+}

@@ -1,0 +1,376 @@
+//! `--store URL`: which backend, and how to reach it.
+//!
+//! | URL | Backend |
+//! |---|---|
+//! | `postgres://user:pass@host:port/db[?schema=NAME]` (also `postgresql://`) | PostgreSQL; `schema` defaults to `oncetask`, other query parameters go to the driver |
+//! | `firestore://PROJECT[/COLLECTION]` | Firestore; the collection defaults to `onceTasks`. Honours `FIRESTORE_EMULATOR_HOST` |
+//! | `redis://…`, `rediss://…` | Redis: recognised, but this build has no Redis backend yet |
+//! | `memory://` | a new, empty in-process store: for trying the CLI, not for operating anything |
+//!
+//! Adding a backend is one [`StoreUrl`] variant, one arm in
+//! [`StoreUrl::from_str`] and one in [`StoreUrl::open`].
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use oncetask::{MemoryStore, Store};
+
+use crate::error::CliError;
+
+/// The PostgreSQL schema used when the URL names none (the README's).
+pub const DEFAULT_SCHEMA: &str = "oncetask";
+
+/// The Firestore collection used when the URL names none (the Go package's).
+pub const DEFAULT_COLLECTION: &str = "onceTasks";
+
+/// A parsed `--store` URL.
+#[derive(Clone, PartialEq, Eq)]
+pub enum StoreUrl {
+    /// `memory://`: an empty in-process store.
+    Memory,
+    /// `postgres://…`.
+    Postgres {
+        /// The connection URL for the driver, without the `schema` parameter.
+        url: String,
+        /// The schema holding the task table.
+        schema: String,
+    },
+    /// `firestore://PROJECT[/COLLECTION]`.
+    Firestore {
+        /// The Google Cloud project id.
+        project: String,
+        /// The task collection.
+        collection: String,
+    },
+    /// `redis://…` or `rediss://…`.
+    Redis {
+        /// The URL as given.
+        url: String,
+    },
+}
+
+impl std::fmt::Debug for StoreUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+impl std::fmt::Display for StoreUrl {
+    /// The URL with any password replaced by `***`, for messages.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+impl FromStr for StoreUrl {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let Some((scheme, rest)) = s.split_once("://") else {
+            return Err(format!(
+                "{s:?} is not a store URL: expected postgres://…, firestore://PROJECT[/COLLECTION], \
+                 redis://… or memory://"
+            ));
+        };
+        match scheme.to_ascii_lowercase().as_str() {
+            "postgres" | "postgresql" => parse_postgres(s),
+            "firestore" => parse_firestore(rest),
+            "redis" | "rediss" => Ok(StoreUrl::Redis { url: s.to_owned() }),
+            "memory" if rest.is_empty() => Ok(StoreUrl::Memory),
+            "memory" => Err("memory:// takes nothing after the scheme".to_owned()),
+            other => Err(format!(
+                "unknown store scheme {other:?}: expected postgres, firestore, redis or memory"
+            )),
+        }
+    }
+}
+
+/// Splits the `schema` parameter off a PostgreSQL URL.
+fn parse_postgres(s: &str) -> Result<StoreUrl, String> {
+    let (base, query) = match s.split_once('?') {
+        Some((base, query)) => (base, query),
+        None => (s, ""),
+    };
+    let mut schema = None;
+    let mut kept = Vec::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some(("schema", value)) => schema = Some(value.to_owned()),
+            _ => kept.push(pair),
+        }
+    }
+    let schema = schema.unwrap_or_else(|| DEFAULT_SCHEMA.to_owned());
+    if !valid_schema(&schema) {
+        return Err(format!(
+            "invalid schema {schema:?}: use letters, digits and _ (not first), at most 63 bytes"
+        ));
+    }
+    let url = if kept.is_empty() {
+        base.to_owned()
+    } else {
+        format!("{base}?{}", kept.join("&"))
+    };
+    Ok(StoreUrl::Postgres { url, schema })
+}
+
+fn valid_schema(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && name.len() <= 63
+}
+
+fn parse_firestore(rest: &str) -> Result<StoreUrl, String> {
+    let mut parts = rest.trim_end_matches('/').split('/');
+    let project = parts.next().unwrap_or_default();
+    if project.is_empty() {
+        return Err("firestore:// needs a project: firestore://PROJECT[/COLLECTION]".to_owned());
+    }
+    let collection = parts.next().unwrap_or(DEFAULT_COLLECTION);
+    if parts.next().is_some() || collection.is_empty() {
+        return Err(format!(
+            "firestore://{rest}: expected firestore://PROJECT[/COLLECTION]"
+        ));
+    }
+    Ok(StoreUrl::Firestore {
+        project: project.to_owned(),
+        collection: collection.to_owned(),
+    })
+}
+
+impl StoreUrl {
+    /// The URL with any password replaced by `***`.
+    pub fn redacted(&self) -> String {
+        match self {
+            StoreUrl::Memory => "memory://".to_owned(),
+            StoreUrl::Postgres { url, schema } => {
+                format!("{} (schema {schema})", redact_password(url))
+            }
+            StoreUrl::Firestore {
+                project,
+                collection,
+            } => format!("firestore://{project}/{collection}"),
+            StoreUrl::Redis { url } => redact_password(url),
+        }
+    }
+
+    /// Connects to the store, failing within `timeout` if it does not answer.
+    pub async fn open(&self, timeout: Duration) -> Result<Arc<dyn Store>, CliError> {
+        match self {
+            StoreUrl::Memory => Ok(Arc::new(MemoryStore::new())),
+            StoreUrl::Postgres { url, schema } => postgres::open(url, schema, timeout).await,
+            StoreUrl::Firestore {
+                project,
+                collection,
+            } => firestore::open(project, collection, timeout).await,
+            StoreUrl::Redis { .. } => Err(CliError::usage(
+                "this build has no Redis backend yet (the oncetask-redis crate is not part of it)",
+            )),
+        }
+    }
+}
+
+/// `scheme://user:password@host` → `scheme://user:***@host`.
+fn redact_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:***@{host}{tail}"),
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(feature = "postgres")]
+mod postgres {
+    use super::*;
+    use oncetask::postgres::PostgresStore;
+    use sqlx::ConnectOptions;
+    use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+
+    /// Connects once to report an unreachable server at once (the pool
+    /// would retry a refused connection until its timeout), checks that
+    /// the schema has a task table, then hands a small pool to the store.
+    pub(super) async fn open(
+        url: &str,
+        schema: &str,
+        timeout: Duration,
+    ) -> Result<Arc<dyn Store>, CliError> {
+        let options: PgConnectOptions = url
+            .parse()
+            .map_err(|e| CliError::usage(format!("invalid PostgreSQL URL: {e}")))?;
+        let where_ = redact_password(url);
+        let mut probe = tokio::time::timeout(timeout, options.connect())
+            .await
+            .map_err(|_| {
+                CliError::store(format!(
+                    "cannot reach PostgreSQL at {where_}: no answer within {timeout:?}"
+                ))
+            })?
+            .map_err(|e| CliError::store(format!("cannot reach PostgreSQL at {where_}: {e}")))?;
+        let table = format!("\"{schema}\".tasks");
+        let exists: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
+            .bind(&table)
+            .fetch_one(&mut probe)
+            .await
+            .map_err(|e| CliError::store(format!("PostgreSQL at {where_}: {e}")))?;
+        let _ = sqlx::Connection::close(probe).await;
+        if !exists {
+            return Err(CliError::store(format!(
+                "PostgreSQL at {where_} has no oncetask table {table}: check ?schema=NAME in the \
+                 store URL (default {DEFAULT_SCHEMA}), or let a service migrate it \
+                 (PostgresStore::migrate)"
+            )));
+        }
+        let pool = PgPoolOptions::new()
+            .max_connections(2)
+            .acquire_timeout(timeout)
+            .connect_lazy_with(options);
+        let store =
+            PostgresStore::from_pool(pool, schema).map_err(|e| CliError::usage(e.to_string()))?;
+        Ok(Arc::new(store))
+    }
+}
+
+#[cfg(not(feature = "postgres"))]
+mod postgres {
+    use super::*;
+
+    pub(super) async fn open(_: &str, _: &str, _: Duration) -> Result<Arc<dyn Store>, CliError> {
+        Err(CliError::usage(
+            "this build has no PostgreSQL backend (built without the `postgres` feature)",
+        ))
+    }
+}
+
+#[cfg(feature = "firestore")]
+mod firestore {
+    use super::*;
+    use ::firestore::FirestoreDb;
+    use oncetask::firestore::FirestoreStore;
+
+    /// Builds the client (the emulator when `FIRESTORE_EMULATOR_HOST` is
+    /// set, otherwise Google's default credentials).
+    pub(super) async fn open(
+        project: &str,
+        collection: &str,
+        timeout: Duration,
+    ) -> Result<Arc<dyn Store>, CliError> {
+        let target = match std::env::var("FIRESTORE_EMULATOR_HOST") {
+            Ok(host) if !host.is_empty() => format!("the Firestore emulator at {host}"),
+            _ => format!("Firestore project {project}"),
+        };
+        let db = tokio::time::timeout(timeout, FirestoreDb::new(project))
+            .await
+            .map_err(|_| {
+                CliError::store(format!(
+                    "cannot reach {target}: no answer within {timeout:?}"
+                ))
+            })?
+            .map_err(|e| CliError::store(format!("cannot reach {target}: {e}")))?;
+        Ok(Arc::new(FirestoreStore::with_collection(db, collection)))
+    }
+}
+
+#[cfg(not(feature = "firestore"))]
+mod firestore {
+    use super::*;
+
+    pub(super) async fn open(_: &str, _: &str, _: Duration) -> Result<Arc<dyn Store>, CliError> {
+        Err(CliError::usage(
+            "this build has no Firestore backend (built without the `firestore` feature)",
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Result<StoreUrl, String> {
+        s.parse()
+    }
+
+    #[test]
+    fn postgres_urls_keep_driver_parameters_and_take_the_schema() {
+        assert_eq!(
+            parse("postgres://u@h:5432/db"),
+            Ok(StoreUrl::Postgres {
+                url: "postgres://u@h:5432/db".into(),
+                schema: DEFAULT_SCHEMA.into()
+            })
+        );
+        assert_eq!(
+            parse("postgresql://u@h/db?sslmode=disable&schema=jobs&application_name=x"),
+            Ok(StoreUrl::Postgres {
+                url: "postgresql://u@h/db?sslmode=disable&application_name=x".into(),
+                schema: "jobs".into()
+            })
+        );
+        assert!(parse("postgres://u@h/db?schema=drop;table").is_err());
+    }
+
+    #[test]
+    fn firestore_urls_name_a_project_and_maybe_a_collection() {
+        assert_eq!(
+            parse("firestore://my-project"),
+            Ok(StoreUrl::Firestore {
+                project: "my-project".into(),
+                collection: DEFAULT_COLLECTION.into()
+            })
+        );
+        assert_eq!(
+            parse("firestore://p/tasks"),
+            Ok(StoreUrl::Firestore {
+                project: "p".into(),
+                collection: "tasks".into()
+            })
+        );
+        assert!(parse("firestore://").is_err());
+        assert!(parse("firestore://p/a/b").is_err());
+    }
+
+    #[test]
+    fn other_schemes() {
+        assert_eq!(parse("memory://"), Ok(StoreUrl::Memory));
+        assert!(matches!(
+            parse("redis://localhost:6379/0"),
+            Ok(StoreUrl::Redis { .. })
+        ));
+        assert!(matches!(parse("rediss://h"), Ok(StoreUrl::Redis { .. })));
+        let unknown = parse("mysql://h/db").expect_err("unknown scheme");
+        assert!(
+            unknown.contains("unknown store scheme \"mysql\""),
+            "{unknown}"
+        );
+        let bare = parse("localhost:5432").expect_err("no scheme");
+        assert!(bare.contains("not a store URL"), "{bare}");
+    }
+
+    #[test]
+    fn passwords_never_show() {
+        let url = parse("postgres://app:s3cret@db:5432/app?schema=x").expect("a URL");
+        assert_eq!(url.to_string(), "postgres://app:***@db:5432/app (schema x)");
+        assert_eq!(format!("{url:?}"), url.to_string());
+        assert_eq!(redact_password("redis://:pw@h/0"), "redis://:***@h/0");
+        assert_eq!(redact_password("redis://h/0"), "redis://h/0");
+    }
+
+    #[tokio::test]
+    async fn redis_is_recognised_but_not_built_in() {
+        let url = parse("redis://127.0.0.1:6379").expect("a URL");
+        let err = url
+            .open(Duration::from_secs(1))
+            .await
+            .err()
+            .expect("no Redis backend");
+        assert!(err.to_string().contains("no Redis backend yet"), "{err}");
+        assert_eq!(err.exit_status(), crate::error::EXIT_USAGE);
+    }
+}

@@ -1,0 +1,690 @@
+//! Every CLI command, in-process, against a seeded in-memory store.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use clap::Parser;
+use clap::error::ErrorKind;
+use oncetask::{AttemptError, LeaseToken, MemoryStore, Outcome, Store, Task, TaskStatus};
+use oncetask_cli::error::{EXIT_FAILED, EXIT_USAGE};
+use oncetask_cli::{Cli, CliError, Io, execute, run};
+use serde_json::Value;
+
+/// What one command printed and returned.
+struct Ran {
+    result: Result<(), CliError>,
+    out: String,
+    err: String,
+}
+
+impl Ran {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.out)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}\nstderr: {}", self.out, self.err))
+    }
+
+    fn ok(&self) -> &Self {
+        if let Err(e) = &self.result {
+            panic!(
+                "command failed: {e}\nstdout: {}\nstderr: {}",
+                self.out, self.err
+            );
+        }
+        self
+    }
+
+    fn exit_status(&self) -> u8 {
+        self.result.as_ref().err().map_or(0, CliError::exit_status)
+    }
+}
+
+fn parse(args: &[&str]) -> Cli {
+    let argv = std::iter::once("oncetask").chain(args.iter().copied());
+    Cli::try_parse_from(argv).unwrap_or_else(|e| panic!("{args:?} should parse: {e}"))
+}
+
+/// Runs `args` against `store`; `answer` is what the user types at a
+/// confirmation prompt (`None`: no terminal).
+async fn cli(store: &MemoryStore, args: &[&str], answer: Option<&str>) -> Ran {
+    let cli = parse(args);
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let mut typed = answer.map(|a| std::io::Cursor::new(format!("{a}\n").into_bytes()));
+    let mut io = Io {
+        out: &mut out,
+        err: &mut err,
+        input: typed.as_mut().map(|t| t as &mut dyn std::io::BufRead),
+    };
+    let result = execute(&cli, Arc::new(store.clone()), &mut io).await;
+    Ran {
+        result,
+        out: String::from_utf8_lossy(&out).into_owned(),
+        err: String::from_utf8_lossy(&err).into_owned(),
+    }
+}
+
+fn task(id: &str, kind: &str, created: DateTime<Utc>) -> Task {
+    Task::new(id, kind, "prod", created)
+}
+
+fn finished(mut task: Task, outcome: Outcome, now: DateTime<Utc>) -> Task {
+    task.attempts = 1;
+    task.done_at = Some(now);
+    task.outcome = Some(outcome);
+    task
+}
+
+/// Env `prod`: emails in four statuses, three `sync` tasks on key `cal-7`
+/// (pending, leased, completed), 55 pending `bulk` tasks; env `staging`:
+/// one task.
+async fn seeded() -> (MemoryStore, DateTime<Utc>) {
+    let store = MemoryStore::new();
+    let now = Utc::now();
+    let min = TimeDelta::minutes(1);
+    let mut tasks = vec![
+        task("email-1", "email", now - min * 5),
+        Task {
+            wait_until: Some(now + min * 60),
+            ..task("email-2", "email", now - min * 4)
+        },
+        finished(
+            Task {
+                errors: vec![AttemptError {
+                    at: now - min,
+                    error: "smtp down".into(),
+                }],
+                ..task("email-3", "email", now - min * 3)
+            },
+            Outcome::Failed,
+            now - min,
+        ),
+        finished(
+            task("email-4", "email", now - min * 2),
+            Outcome::Completed,
+            now,
+        ),
+        Task {
+            resource_key: Some("cal-7".into()),
+            ..task("sync-1", "sync", now - min * 10)
+        },
+        Task {
+            resource_key: Some("cal-7".into()),
+            leased_until: Some(now + min * 5),
+            lease_token: Some(LeaseToken::generate()),
+            attempts: 1,
+            ..task("sync-2", "sync", now - min * 9)
+        },
+        finished(
+            Task {
+                resource_key: Some("cal-7".into()),
+                ..task("sync-3", "sync", now - min * 8)
+            },
+            Outcome::Completed,
+            now - min,
+        ),
+        Task::new("other-1", "email", "staging", now - min),
+    ];
+    for n in 0..55 {
+        tasks.push(task(
+            &format!("bulk-{n:02}"),
+            "bulk",
+            now - min + TimeDelta::milliseconds(n),
+        ));
+    }
+    store.create(tasks).await.expect("seed");
+    (store, now)
+}
+
+async fn status_of(store: &MemoryStore, id: &str) -> Option<TaskStatus> {
+    let now = Utc::now();
+    match store.get(&[id.to_owned()]).await.expect("get").pop() {
+        Some(oncetask::store::Fetched::Task(t)) => Some(t.status(now)),
+        _ => None,
+    }
+}
+
+fn ids(list: &Value) -> Vec<String> {
+    list["tasks"]
+        .as_array()
+        .expect("a task array")
+        .iter()
+        .map(|t| t["id"].as_str().expect("an id").to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn tasks_list_prints_a_table_a_page_at_a_time() {
+    let (store, _) = seeded().await;
+    let ran = cli(&store, &["--env", "prod", "tasks", "list"], None).await;
+    ran.ok();
+    let lines: Vec<&str> = ran.out.lines().collect();
+    assert!(lines[0].starts_with("ID"), "{}", ran.out);
+    for column in [
+        "KIND",
+        "STATUS",
+        "WHEN",
+        "ATTEMPTS",
+        "RESOURCE KEY",
+        "LAST ERROR",
+    ] {
+        assert!(
+            lines[0].contains(column),
+            "header has {column}: {}",
+            lines[0]
+        );
+    }
+    assert_eq!(
+        lines.len(),
+        1 + 50 + 2,
+        "a header, 50 rows, a footer:\n{}",
+        ran.out
+    );
+    // Oldest first: sync-1 was created 10 minutes ago.
+    assert!(lines[1].starts_with("sync-1 "), "{}", lines[1]);
+    assert!(lines[1].contains("ready for 10m"), "{}", lines[1]);
+    assert!(
+        ran.out
+            .contains("tasks 1-50 of environment \"prod\"; next page: --offset 50"),
+        "{}",
+        ran.out
+    );
+    let failed = lines
+        .iter()
+        .find(|l| l.starts_with("email-3"))
+        .expect("email-3 listed");
+    assert!(
+        failed.contains("failed") && failed.contains("smtp down"),
+        "{failed}"
+    );
+
+    let last = cli(
+        &store,
+        &["--env", "prod", "tasks", "list", "--offset", "50"],
+        None,
+    )
+    .await;
+    last.ok();
+    assert!(
+        last.out
+            .contains("tasks 51-62 of environment \"prod\" (last page)"),
+        "{}",
+        last.out
+    );
+    assert!(
+        !last.out.contains("other-1"),
+        "another env's task is not listed"
+    );
+}
+
+#[tokio::test]
+async fn tasks_list_filters_by_kind_status_and_resource_key() {
+    let (store, _) = seeded().await;
+    let list = |args: Vec<&'static str>| {
+        let store = store.clone();
+        async move {
+            let mut all = vec!["--env", "prod", "--json", "tasks", "list"];
+            all.extend(args);
+            let ran = cli(&store, &all, None).await;
+            ran.ok();
+            ids(&ran.json())
+        }
+    };
+    assert_eq!(
+        list(vec!["--kind", "email"]).await,
+        ["email-1", "email-2", "email-3", "email-4"]
+    );
+    assert_eq!(
+        list(vec!["--status", "failed,completed", "--kind", "email"]).await,
+        ["email-3", "email-4"]
+    );
+    assert_eq!(
+        list(vec!["--status", "leased", "--status", "WAITING"]).await,
+        ["sync-2", "email-2"]
+    );
+    assert_eq!(
+        list(vec!["--resource-key", "cal-7"]).await,
+        ["sync-1", "sync-2", "sync-3"]
+    );
+    assert!(list(vec!["--kind", "nope"]).await.is_empty());
+}
+
+#[tokio::test]
+async fn tasks_list_json_has_every_field_and_the_next_offset() {
+    let (store, _) = seeded().await;
+    let ran = cli(
+        &store,
+        &[
+            "--env", "prod", "--json", "tasks", "list", "--kind", "bulk", "--limit", "20",
+            "--offset", "40",
+        ],
+        None,
+    )
+    .await;
+    let page = ran.ok().json();
+    assert_eq!(page["env"], "prod");
+    assert_eq!(page["offset"], 40);
+    assert_eq!(page["limit"], 20);
+    assert_eq!(
+        page["nextOffset"],
+        Value::Null,
+        "55 bulk tasks: the page from 40 is the last"
+    );
+    assert_eq!(ids(&page).len(), 15);
+    let first = &page["tasks"][0];
+    assert_eq!(first["id"], "bulk-40");
+    assert_eq!(first["status"], "pending");
+    assert_eq!(first["kind"], "bulk");
+    assert!(first.get("createdAt").is_some() && first.get("version").is_some());
+
+    let ran = cli(
+        &store,
+        &["--env", "prod", "--json", "tasks", "list", "--limit", "10"],
+        None,
+    )
+    .await;
+    assert_eq!(ran.ok().json()["nextOffset"], 10);
+}
+
+#[tokio::test]
+async fn tasks_show_prints_one_task_or_says_where_it_is() {
+    let (store, _) = seeded().await;
+    let ran = cli(&store, &["--env", "prod", "tasks", "show", "email-3"], None).await;
+    ran.ok();
+    for line in [
+        "id:",
+        "kind:",
+        "status:",
+        "created:",
+        "done:",
+        "attempts:",
+        "data:",
+        "errors (1, oldest first):",
+    ] {
+        assert!(ran.out.contains(line), "{line} in\n{}", ran.out);
+    }
+    assert!(ran.out.contains("failed"), "{}", ran.out);
+    assert!(ran.out.contains("smtp down"), "{}", ran.out);
+
+    let json = cli(
+        &store,
+        &["--env", "prod", "--json", "tasks", "show", "sync-2"],
+        None,
+    )
+    .await;
+    let task = json.ok().json();
+    assert_eq!(task["id"], "sync-2");
+    assert_eq!(task["status"], "leased");
+    assert_eq!(task["resourceKey"], "cal-7");
+
+    let missing = cli(&store, &["--env", "prod", "tasks", "show", "nope"], None).await;
+    assert_eq!(missing.exit_status(), EXIT_FAILED);
+    assert!(
+        missing
+            .result
+            .as_ref()
+            .err()
+            .is_some_and(|e| e.to_string().contains("no task \"nope\""))
+    );
+
+    let elsewhere = cli(&store, &["--env", "prod", "tasks", "show", "other-1"], None).await;
+    assert_eq!(elsewhere.exit_status(), EXIT_FAILED);
+    let message = elsewhere
+        .result
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(
+        message.contains("it is in environment \"staging\" (use --env staging)"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn stats_counts_each_kind_by_status_with_ages_and_due_times() {
+    let (store, _) = seeded().await;
+    let ran = cli(&store, &["--env", "prod", "--json", "stats"], None).await;
+    let stats = ran.ok().json();
+    assert_eq!(stats["env"], "prod");
+    let email = &stats["kinds"]["email"];
+    assert_eq!(email["counts"]["pending"], 1);
+    assert_eq!(email["counts"]["waiting"], 1);
+    assert_eq!(email["counts"]["failed"], 1);
+    assert_eq!(email["counts"]["completed"], 1);
+    assert_eq!(email["counts"]["leased"], 0);
+    assert_eq!(email["total"], 4);
+    let age = email["oldestPendingAgeSeconds"].as_f64().expect("an age");
+    assert!(
+        (300.0..360.0).contains(&age),
+        "email-1 has waited 5 minutes: {age}"
+    );
+    let due = email["nextDueInSeconds"].as_f64().expect("a due time");
+    assert!(
+        (3500.0..=3600.0).contains(&due),
+        "email-2 is due in an hour: {due}"
+    );
+    let sync = &stats["kinds"]["sync"];
+    assert_eq!(sync["counts"]["pending"], 1);
+    assert_eq!(sync["counts"]["leased"], 1);
+    assert_eq!(sync["counts"]["completed"], 1);
+    assert_eq!(stats["kinds"]["bulk"]["counts"]["pending"], 55);
+    assert_eq!(stats["totals"]["pending"], 57);
+    assert_eq!(stats["total"], 62);
+
+    let table = cli(&store, &["--env", "prod", "stats"], None).await;
+    table.ok();
+    let header = table.out.lines().next().unwrap_or_default();
+    for column in [
+        "KIND",
+        "WAITING",
+        "PENDING",
+        "CANCELLING",
+        "FAILED",
+        "TOTAL",
+        "OLDEST PENDING",
+        "NEXT DUE",
+    ] {
+        assert!(header.contains(column), "{column} in {header}");
+    }
+    let email_row = table
+        .out
+        .lines()
+        .find(|l| l.starts_with("email"))
+        .unwrap_or_default();
+    assert!(
+        email_row.contains("5m") && email_row.contains("in 59m"),
+        "{email_row}"
+    );
+    assert!(
+        table.out.lines().any(|l| l.starts_with("(all)")),
+        "{}",
+        table.out
+    );
+
+    let one = cli(
+        &store,
+        &["--env", "prod", "--json", "stats", "--kind", "sync"],
+        None,
+    )
+    .await;
+    let one = one.ok().json();
+    assert_eq!(one["kinds"].as_object().map(|k| k.len()), Some(1));
+    let unknown = cli(&store, &["--env", "prod", "stats", "--kind", "nope"], None).await;
+    assert_eq!(unknown.exit_status(), EXIT_FAILED);
+    let empty = cli(&store, &["--env", "nowhere", "stats"], None).await;
+    assert!(
+        empty
+            .ok()
+            .out
+            .contains("no tasks in environment \"nowhere\"")
+    );
+}
+
+#[tokio::test]
+async fn cancel_by_id_with_yes_reports_each_id() {
+    let (store, _) = seeded().await;
+    let ran = cli(
+        &store,
+        &[
+            "--env", "prod", "--json", "cancel", "--yes", "email-1", "email-4", "email-1",
+        ],
+        None,
+    )
+    .await;
+    let report = ran.ok().json();
+    assert_eq!(report["action"], "cancel");
+    assert_eq!(report["succeeded"], serde_json::json!(["email-1"]));
+    assert_eq!(
+        report["skipped"],
+        serde_json::json!(["email-4"]),
+        "done tasks are skipped"
+    );
+    assert_eq!(
+        status_of(&store, "email-1").await,
+        Some(TaskStatus::CancellationPending)
+    );
+    assert_eq!(
+        status_of(&store, "email-4").await,
+        Some(TaskStatus::Completed)
+    );
+}
+
+#[tokio::test]
+async fn changes_need_a_confirmation_and_refuse_without_a_terminal() {
+    let (store, _) = seeded().await;
+    let refused = cli(&store, &["--env", "prod", "cancel", "email-1"], None).await;
+    assert_eq!(refused.exit_status(), EXIT_USAGE);
+    let message = refused
+        .result
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(message.contains("pass --yes"), "{message}");
+    assert_eq!(
+        status_of(&store, "email-1").await,
+        Some(TaskStatus::Pending)
+    );
+
+    let declined = cli(&store, &["--env", "prod", "delete", "email-1"], Some("n")).await;
+    assert_eq!(declined.exit_status(), EXIT_FAILED);
+    assert!(
+        declined
+            .err
+            .contains("Delete task \"email-1\" in environment \"prod\"? [y/N]"),
+        "{}",
+        declined.err
+    );
+    assert_eq!(
+        status_of(&store, "email-1").await,
+        Some(TaskStatus::Pending)
+    );
+
+    let confirmed = cli(&store, &["--env", "prod", "delete", "email-1"], Some("y")).await;
+    confirmed.ok();
+    assert!(
+        confirmed.out.contains("deleted 1: email-1"),
+        "{}",
+        confirmed.out
+    );
+    assert_eq!(status_of(&store, "email-1").await, None);
+}
+
+#[tokio::test]
+async fn reset_puts_finished_tasks_back_and_skips_the_rest() {
+    let (store, _) = seeded().await;
+    let ran = cli(
+        &store,
+        &["--env", "prod", "reset", "-y", "email-3", "email-2"],
+        None,
+    )
+    .await;
+    ran.ok();
+    assert!(ran.out.contains("reset 1: email-3"), "{}", ran.out);
+    assert!(
+        ran.out
+            .contains("skipped (not finished, or repeated) 1: email-2"),
+        "{}",
+        ran.out
+    );
+    assert_eq!(
+        status_of(&store, "email-3").await,
+        Some(TaskStatus::Pending)
+    );
+    assert_eq!(
+        status_of(&store, "email-2").await,
+        Some(TaskStatus::Waiting)
+    );
+}
+
+#[tokio::test]
+async fn actions_by_resource_key_pick_the_tasks_they_apply_to() {
+    let (store, _) = seeded().await;
+    // reset: only the finished task of the key.
+    let ran = cli(
+        &store,
+        &[
+            "--env",
+            "prod",
+            "--json",
+            "reset",
+            "--resource-key",
+            "cal-7",
+            "--yes",
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(ran.ok().json()["succeeded"], serde_json::json!(["sync-3"]));
+    // cancel: the open ones; the leased one keeps running and ends cancelled.
+    let ran = cli(
+        &store,
+        &[
+            "--env",
+            "prod",
+            "cancel",
+            "--resource-key",
+            "cal-7",
+            "--kind",
+            "sync",
+        ],
+        Some("yes"),
+    )
+    .await;
+    ran.ok();
+    assert!(
+        ran.err
+            .contains("Cancel 3 tasks with resource key \"cal-7\" of kind \"sync\""),
+        "{}",
+        ran.err
+    );
+    assert!(
+        ran.out.contains("cancelled 3: sync-1, sync-2, sync-3"),
+        "{}",
+        ran.out
+    );
+    // Nothing left to cancel.
+    let again = cli(
+        &store,
+        &["--env", "prod", "cancel", "--resource-key", "cal-7"],
+        None,
+    )
+    .await;
+    again.ok();
+    assert!(again.out.contains("nothing to cancel"), "{}", again.out);
+    // delete: refused for the running task, done for the others; exit 1.
+    let ran = cli(
+        &store,
+        &[
+            "--env",
+            "prod",
+            "--json",
+            "delete",
+            "--resource-key",
+            "cal-7",
+            "--yes",
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(ran.exit_status(), EXIT_FAILED);
+    let report = ran.json();
+    assert_eq!(report["succeeded"], serde_json::json!(["sync-1", "sync-3"]));
+    assert_eq!(report["failed"][0]["id"], "sync-2");
+    assert!(
+        report["failed"][0]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("is running")),
+        "{report}"
+    );
+}
+
+#[tokio::test]
+async fn unknown_ids_are_reported_and_fail_the_command() {
+    let (store, _) = seeded().await;
+    let ran = cli(
+        &store,
+        &["--env", "prod", "delete", "--yes", "nope", "email-4"],
+        None,
+    )
+    .await;
+    assert_eq!(ran.exit_status(), EXIT_FAILED);
+    assert!(ran.out.contains("deleted 1: email-4"), "{}", ran.out);
+    assert!(ran.out.contains("not found 1: nope"), "{}", ran.out);
+    let message = ran.result.err().map(|e| e.to_string()).unwrap_or_default();
+    assert_eq!(message, "delete: 1 not found in environment \"prod\"");
+    // A task of another env is not touched.
+    let ran = cli(
+        &store,
+        &["--env", "prod", "cancel", "--yes", "other-1"],
+        None,
+    )
+    .await;
+    assert_eq!(ran.exit_status(), EXIT_FAILED);
+    assert!(
+        ran.out.contains("is in environment \"staging\""),
+        "{}",
+        ran.out
+    );
+}
+
+#[test]
+fn bad_arguments_are_usage_errors() {
+    let parse = |args: &[&str]| {
+        Cli::try_parse_from(std::iter::once("oncetask").chain(args.iter().copied()))
+    };
+    let status = parse(&["tasks", "list", "--status", "done"]).expect_err("unknown status");
+    assert_eq!(status.kind(), ErrorKind::ValueValidation);
+    assert!(
+        status
+            .to_string()
+            .contains("expected one of waiting, pending"),
+        "{status}"
+    );
+    assert_eq!(status.exit_code(), 2);
+    let no_id = parse(&["tasks", "show"]).expect_err("missing id");
+    assert_eq!(no_id.kind(), ErrorKind::MissingRequiredArgument);
+    let nothing = parse(&["delete"]).expect_err("neither ids nor a key");
+    assert_eq!(nothing.kind(), ErrorKind::MissingRequiredArgument);
+    let both = parse(&["delete", "a", "--resource-key", "k"]).expect_err("ids and a key");
+    assert_eq!(both.kind(), ErrorKind::ArgumentConflict);
+    let url = parse(&["--store", "mysql://h/db", "stats"]).expect_err("unknown scheme");
+    assert!(
+        url.to_string().contains("unknown store scheme \"mysql\""),
+        "{url}"
+    );
+    let limit = parse(&["tasks", "list", "--limit", "0"]).expect_err("limit 0");
+    assert_eq!(limit.kind(), ErrorKind::ValueValidation);
+}
+
+#[tokio::test]
+async fn run_needs_a_store_and_knows_which_backends_it_has() {
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    {
+        let mut io = Io {
+            out: &mut out,
+            err: &mut err,
+            input: None,
+        };
+        if std::env::var_os("ONCETASK_STORE").is_none() {
+            let none = run(parse(&["stats"]), &mut io).await.expect_err("no store");
+            assert_eq!(none.exit_status(), EXIT_USAGE);
+            assert!(none.to_string().contains("--store"), "{none}");
+        }
+        let redis = run(
+            parse(&["--store", "redis://127.0.0.1:6379", "stats"]),
+            &mut io,
+        )
+        .await
+        .expect_err("no redis yet");
+        assert_eq!(redis.exit_status(), EXIT_USAGE);
+        assert!(
+            redis.to_string().contains("no Redis backend yet"),
+            "{redis}"
+        );
+
+        run(parse(&["--store", "memory://", "--json", "stats"]), &mut io)
+            .await
+            .expect("an empty memory store");
+    }
+    assert!(String::from_utf8_lossy(&err).contains("memory:// is a new, empty store"));
+    let stats: Value = serde_json::from_slice(&out).expect("JSON");
+    assert_eq!(stats["total"], 0);
+}

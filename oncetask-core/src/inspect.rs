@@ -1,0 +1,261 @@
+//! The queue inspector: what one environment's queue holds, kind by kind.
+//!
+//! [`Store::inspect`] answers with a [`QueueStats`]: for every kind that has
+//! tasks in the environment, its counts by status, when its longest-waiting
+//! pending task became ready, and when its next task becomes due. Operators
+//! read it through [`crate::Manager::inspect`] (which also refreshes the
+//! queue gauges of [`crate::metrics`]) or the `oncetask stats` command.
+//!
+//! Every backend gets [`Store::inspect`] and [`Store::kinds`] for free: their
+//! default implementations, [`inspect_with_primitives`] and
+//! [`kinds_by_listing`], are built from the other store methods. Backends
+//! override them with cheaper queries where they can.
+//!
+//! ```
+//! # use oncetask_core::{Manager, TaskStatus};
+//! # async fn demo(manager: &Manager) -> Result<(), oncetask_core::Error> {
+//! let stats = manager.inspect().await?;
+//! for (kind, k) in &stats.kinds {
+//!     let age = k.oldest_pending_age(stats.now).unwrap_or_default();
+//!     println!("{kind}: {} pending, oldest waiting {age:?}", k.count(TaskStatus::Pending));
+//! }
+//! # Ok(())
+//! # }
+//! ```
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::error::StoreError;
+use crate::status::TaskStatus;
+use crate::store::{StatusCounts, Store, TaskFilter};
+use crate::task::Task;
+
+/// A snapshot of one environment's queue at [`QueueStats::now`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct QueueStats {
+    /// The environment inspected.
+    pub env: String,
+    /// The time statuses were derived at.
+    pub now: DateTime<Utc>,
+    /// Every kind with at least one task in the environment, by name.
+    pub kinds: BTreeMap<String, KindStats>,
+}
+
+/// What the queue holds of one kind.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KindStats {
+    /// Tasks by status at [`QueueStats::now`]; statuses with no task are absent.
+    pub counts: StatusCounts,
+    /// When the pending task that has waited longest became ready
+    /// ([`Task::ready_since`]); `None` when no task is pending.
+    pub oldest_pending_since: Option<DateTime<Utc>>,
+    /// The earliest instant after [`QueueStats::now`] at which a not-done task
+    /// becomes due: a scheduled time, a backoff's end or a lease expiry
+    /// ([`Store::next_due`]). `None` when nothing is scheduled.
+    pub next_due: Option<DateTime<Utc>>,
+}
+
+impl KindStats {
+    /// Number of tasks with `status`.
+    pub fn count(&self, status: TaskStatus) -> u64 {
+        self.counts.get(&status).copied().unwrap_or(0)
+    }
+
+    /// Number of tasks of the kind, whatever their status.
+    pub fn total(&self) -> u64 {
+        self.counts.values().sum()
+    }
+
+    /// How long the oldest pending task has been waiting at `now` (zero if
+    /// it became ready after `now`, e.g. by another process's clock).
+    pub fn oldest_pending_age(&self, now: DateTime<Utc>) -> Option<Duration> {
+        self.oldest_pending_since
+            .map(|since| (now - since).to_std().unwrap_or_default())
+    }
+}
+
+impl QueueStats {
+    /// Counts by status over every kind.
+    pub fn totals(&self) -> StatusCounts {
+        let mut totals = StatusCounts::new();
+        for stats in self.kinds.values() {
+            for (status, n) in &stats.counts {
+                *totals.entry(*status).or_insert(0) += n;
+            }
+        }
+        totals
+    }
+
+    /// The stats of one kind, if it has tasks.
+    pub fn kind(&self, kind: &str) -> Option<&KindStats> {
+        self.kinds.get(kind)
+    }
+
+    /// The earliest [`KindStats::oldest_pending_since`] over every kind.
+    pub fn oldest_pending_since(&self) -> Option<DateTime<Utc>> {
+        self.kinds
+            .values()
+            .filter_map(|k| k.oldest_pending_since)
+            .min()
+    }
+
+    /// The earliest [`KindStats::next_due`] over every kind.
+    pub fn next_due(&self) -> Option<DateTime<Utc>> {
+        self.kinds.values().filter_map(|k| k.next_due).min()
+    }
+}
+
+impl Task {
+    /// The instant the task became ready, as far as its fields tell: the
+    /// latest of `created_at`, `wait_until` and an expired `leased_until`.
+    /// Meaningful for a task that is ready now ([`Task::is_ready_at`]); for
+    /// one that is not, it is when the task will be ready.
+    ///
+    /// ```
+    /// # use oncetask_core::Task;
+    /// # use chrono::TimeDelta;
+    /// let created = "2025-01-06T09:00:00Z".parse().unwrap();
+    /// let mut task = Task::new("t", "k", "prod", created);
+    /// assert_eq!(task.ready_since(), created);
+    /// task.wait_until = Some(created + TimeDelta::minutes(5)); // a backoff
+    /// assert_eq!(task.ready_since(), created + TimeDelta::minutes(5));
+    /// ```
+    pub fn ready_since(&self) -> DateTime<Utc> {
+        [self.wait_until, self.leased_until]
+            .into_iter()
+            .flatten()
+            .fold(self.created_at, DateTime::max)
+    }
+}
+
+/// [`Store::kinds`] from a listing: one [`Store::find`] over every task of
+/// `env`, keeping the distinct kinds. Reads every task of the environment,
+/// so backends that can ask for distinct kinds directly override it.
+pub async fn kinds_by_listing<S: Store + ?Sized>(
+    store: &S,
+    env: &str,
+) -> Result<Vec<String>, StoreError> {
+    // No status filter, so the filter's time is never read.
+    let all = TaskFilter::env(env, DateTime::<Utc>::UNIX_EPOCH);
+    let kinds: BTreeSet<String> = store
+        .find(&all)
+        .await?
+        .into_iter()
+        .map(|t| t.kind)
+        .collect();
+    Ok(kinds.into_iter().collect())
+}
+
+/// [`Store::inspect`] from the other store methods: [`Store::kinds`], then
+/// per kind [`Store::count_by_status`] and [`Store::next_due`], and one
+/// [`Store::find`] of the pending tasks of `env` for the oldest-pending
+/// times.
+///
+/// Cost: 2 calls per kind plus 2, and the find returns every pending task
+/// (a long backlog is read whole). Each figure is read on its own, so under
+/// concurrent writes they are not one consistent snapshot (a task claimed
+/// between two reads can show in neither or both); each is exact on its own.
+pub async fn inspect_with_primitives<S: Store + ?Sized>(
+    store: &S,
+    env: &str,
+    now: DateTime<Utc>,
+) -> Result<QueueStats, StoreError> {
+    let mut kinds: BTreeMap<String, KindStats> = BTreeMap::new();
+    for kind in store.kinds(env).await? {
+        let counts = store.count_by_status(env, Some(&kind), now).await?;
+        let next_due = store.next_due(env, &kind, now).await?;
+        kinds.insert(
+            kind,
+            KindStats {
+                counts,
+                oldest_pending_since: None,
+                next_due,
+            },
+        );
+    }
+    let mut pending = TaskFilter::env(env, now);
+    pending.not_done = true;
+    pending.statuses = vec![TaskStatus::Pending];
+    for task in store.find(&pending).await? {
+        let since = task.ready_since();
+        let stats = kinds.entry(task.kind).or_default();
+        stats.oldest_pending_since = Some(match stats.oldest_pending_since {
+            Some(oldest) => oldest.min(since),
+            None => since,
+        });
+    }
+    Ok(QueueStats {
+        env: env.to_owned(),
+        now,
+        kinds,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::{t0, task};
+    use chrono::TimeDelta;
+
+    #[test]
+    fn ready_since_is_the_latest_of_creation_wait_and_lease() {
+        let m = TimeDelta::minutes(1);
+        assert_eq!(task("a").ready_since(), t0());
+        let waited = Task {
+            wait_until: Some(t0() + m),
+            ..task("a")
+        };
+        assert_eq!(waited.ready_since(), t0() + m);
+        let scheduled_in_the_past = Task {
+            wait_until: Some(t0() - m),
+            ..task("a")
+        };
+        assert_eq!(scheduled_in_the_past.ready_since(), t0());
+        let lease_expired = Task {
+            wait_until: Some(t0() + m),
+            leased_until: Some(t0() + m * 3),
+            ..task("a")
+        };
+        assert_eq!(lease_expired.ready_since(), t0() + m * 3);
+    }
+
+    #[test]
+    fn ages_and_totals() {
+        let mut a = KindStats {
+            oldest_pending_since: Some(t0()),
+            ..KindStats::default()
+        };
+        a.counts.insert(TaskStatus::Pending, 2);
+        a.counts.insert(TaskStatus::Completed, 5);
+        let mut b = KindStats {
+            next_due: Some(t0() + TimeDelta::hours(1)),
+            ..KindStats::default()
+        };
+        b.counts.insert(TaskStatus::Pending, 1);
+        let stats = QueueStats {
+            env: "E".into(),
+            now: t0() + TimeDelta::seconds(90),
+            kinds: BTreeMap::from([("a".to_owned(), a), ("b".to_owned(), b)]),
+        };
+        let a = &stats.kinds["a"];
+        assert_eq!(a.total(), 7);
+        assert_eq!(a.count(TaskStatus::Failed), 0);
+        assert_eq!(
+            a.oldest_pending_age(stats.now),
+            Some(Duration::from_secs(90))
+        );
+        assert_eq!(
+            a.oldest_pending_age(t0() - TimeDelta::seconds(1)),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(stats.totals().get(&TaskStatus::Pending), Some(&3));
+        assert_eq!(stats.oldest_pending_since(), Some(t0()));
+        assert_eq!(stats.next_due(), Some(t0() + TimeDelta::hours(1)));
+    }
+}

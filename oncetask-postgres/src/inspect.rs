@@ -1,0 +1,89 @@
+//! The queue inspector in SQL: distinct kinds, and `inspect` in two
+//! aggregate queries on one snapshot.
+
+use std::collections::BTreeMap;
+
+use oncetask_core::{KindStats, QueueStats};
+
+use super::*;
+
+impl PostgresStore {
+    /// `SELECT DISTINCT kind` of the env's task rows.
+    pub(crate) async fn distinct_kinds(&self, env: &str) -> Result<Vec<String>, StoreError> {
+        let t = &self.inner.table;
+        sqlx::query_scalar(&format!(
+            "SELECT DISTINCT kind FROM {t} WHERE env = $1 AND {TASK_LIKE} ORDER BY kind"
+        ))
+        .bind(env)
+        .fetch_all(&self.inner.pool)
+        .await
+        .map_err(db)
+    }
+
+    /// Counts by kind and status over the env's rows, then the oldest
+    /// pending time and next due time per kind over its not-done rows, in
+    /// one read-only repeatable-read transaction (one snapshot).
+    pub(crate) async fn inspect_env(
+        &self,
+        env: &str,
+        now: DateTime<Utc>,
+    ) -> Result<QueueStats, StoreError> {
+        let t = &self.inner.table;
+        let status = status_sql("$2");
+        let mut tx = self.inner.pool.begin().await.map_err(db)?;
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        let counted = sqlx::query(&format!(
+            "SELECT kind, s, count(*) FROM (SELECT kind, {status} AS s FROM {t} \
+               WHERE env = $1 AND {TASK_LIKE}) c \
+             GROUP BY kind, s"
+        ))
+        .bind(env)
+        .bind(now)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db)?;
+        let mut kinds: BTreeMap<String, KindStats> = BTreeMap::new();
+        for r in &counted {
+            let kind: String = r.try_get(0).map_err(db)?;
+            let name: String = r.try_get(1).map_err(db)?;
+            let n: i64 = r.try_get(2).map_err(db)?;
+            let status: TaskStatus = name.parse().map_err(StoreError::backend)?;
+            kinds
+                .entry(kind)
+                .or_default()
+                .counts
+                .insert(status, u64::try_from(n).unwrap_or(0));
+        }
+        // GREATEST skips NULLs: the latest of creation, wait and lease.
+        let due = "greatest(coalesce(wait_until, '-infinity'::timestamptz), \
+                   coalesce(leased_until, '-infinity'::timestamptz))";
+        let open = sqlx::query(&format!(
+            "SELECT kind, \
+               min(greatest(created_at, wait_until, leased_until)) \
+                 FILTER (WHERE ({status}) = 'pending'), \
+               min({due}) FILTER (WHERE {due} > $2) \
+             FROM {t} WHERE env = $1 AND done_at IS NULL AND {TASK_LIKE} \
+             GROUP BY kind"
+        ))
+        .bind(env)
+        .bind(now)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        for r in &open {
+            let kind: String = r.try_get(0).map_err(db)?;
+            let stats = kinds.entry(kind).or_default();
+            stats.oldest_pending_since = r.try_get(1).map_err(db)?;
+            stats.next_due = r.try_get(2).map_err(db)?;
+        }
+        Ok(QueueStats {
+            env: env.to_owned(),
+            now,
+            kinds,
+        })
+    }
+}
