@@ -16,7 +16,7 @@
 //! | `oncetask_tasks_cancelled_total` | counter | outcomes stored that left the task cancelled (its cancellation path finished) |
 //! | `oncetask_tasks_fenced_off_total` | counter | writes refused because the worker's lease was lost (it expired and the task was claimed again, or it was reset): the stale outcome is discarded |
 //! | `oncetask_handler_duration_seconds` | histogram | wall time of one handler call that returned or panicked (main or cancellation; a group handler's call once per group; calls stopped by their time limit or a shutdown are not recorded) |
-//! | `oncetask_enqueue_to_start_seconds` | histogram | per claimed task: claim time minus the time the task became due, the latest of `created_at`, `wait_until` and `cancelled_at` |
+//! | `oncetask_enqueue_to_start_seconds` | histogram | per claimed task: claim time minus the time the task became due, the latest of `created_at`, `wait_until` and `cancelled_at` (a task claimed again after a lost lease counts from that same time, so its lost run is included) |
 //! | `oncetask_tasks_pending` | gauge | tasks whose status is pending (ready, not leased): see below |
 //! | `oncetask_oldest_pending_age_seconds` | gauge | how long the longest-waiting pending task has been ready, from [`crate::Manager::inspect`] only (0 when none is pending) |
 //!
