@@ -36,7 +36,7 @@ pub struct Cli {
 pub struct GlobalArgs {
     /// Where the tasks are: postgres://USER@HOST/DB[?schema=NAME],
     /// firestore://PROJECT[/COLLECTION] (honours FIRESTORE_EMULATOR_HOST),
-    /// redis://… (not in this build yet) or memory:// (an empty store, for trying)
+    /// redis://…[?prefix=P] or memory:// (an empty store, for trying)
     #[arg(
         long,
         global = true,

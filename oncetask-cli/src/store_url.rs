@@ -4,7 +4,7 @@
 //! |---|---|
 //! | `postgres://user:pass@host:port/db[?schema=NAME]` (also `postgresql://`) | PostgreSQL; `schema` defaults to `oncetask`, other query parameters go to the driver |
 //! | `firestore://PROJECT[/COLLECTION]` | Firestore; the collection defaults to `onceTasks`. Honours `FIRESTORE_EMULATOR_HOST` |
-//! | `redis://…`, `rediss://…` | Redis: recognised, but this build has no Redis backend yet |
+//! | `redis://…[?prefix=P]`, `rediss://…` | Redis; keys under prefix `P` (default `oncetask`) |
 //! | `memory://` | a new, empty in-process store: for trying the CLI, not for operating anything |
 //!
 //! Adding a backend is one [`StoreUrl`] variant, one arm in
@@ -43,10 +43,12 @@ pub enum StoreUrl {
         /// The task collection.
         collection: String,
     },
-    /// `redis://…` or `rediss://…`.
+    /// `redis://…` or `rediss://…`, with an optional `prefix` parameter.
     Redis {
-        /// The URL as given.
+        /// The URL without the `prefix` parameter.
         url: String,
+        /// The key prefix (default `oncetask`).
+        prefix: String,
     },
 }
 
@@ -76,7 +78,7 @@ impl FromStr for StoreUrl {
         match scheme.to_ascii_lowercase().as_str() {
             "postgres" | "postgresql" => parse_postgres(s),
             "firestore" => parse_firestore(rest),
-            "redis" | "rediss" => Ok(StoreUrl::Redis { url: s.to_owned() }),
+            "redis" | "rediss" => Ok(parse_redis(s)),
             "memory" if rest.is_empty() => Ok(StoreUrl::Memory),
             "memory" => Err("memory:// takes nothing after the scheme".to_owned()),
             other => Err(format!(
@@ -84,6 +86,29 @@ impl FromStr for StoreUrl {
             )),
         }
     }
+}
+
+/// Splits the `prefix` parameter off a Redis URL.
+fn parse_redis(s: &str) -> StoreUrl {
+    let (base, query) = s.split_once('?').unwrap_or((s, ""));
+    let mut prefix = "oncetask".to_owned();
+    let rest: Vec<&str> = query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .filter(|p| match p.strip_prefix("prefix=") {
+            Some(v) => {
+                prefix = v.to_owned();
+                false
+            }
+            None => true,
+        })
+        .collect();
+    let url = if rest.is_empty() {
+        base.to_owned()
+    } else {
+        format!("{base}?{}", rest.join("&"))
+    };
+    StoreUrl::Redis { url, prefix }
 }
 
 /// Splits the `schema` parameter off a PostgreSQL URL.
@@ -151,7 +176,9 @@ impl StoreUrl {
                 project,
                 collection,
             } => format!("firestore://{project}/{collection}"),
-            StoreUrl::Redis { url } => redact_password(url),
+            StoreUrl::Redis { url, prefix } => {
+                format!("{} (prefix {prefix})", redact_password(url))
+            }
         }
     }
 
@@ -164,9 +191,7 @@ impl StoreUrl {
                 project,
                 collection,
             } => firestore::open(project, collection, timeout).await,
-            StoreUrl::Redis { .. } => Err(CliError::usage(
-                "this build has no Redis backend yet (the oncetask-redis crate is not part of it)",
-            )),
+            StoreUrl::Redis { url, prefix } => redis::open(url, prefix, timeout).await,
         }
     }
 }
@@ -289,6 +314,44 @@ mod firestore {
     }
 }
 
+#[cfg(feature = "redis")]
+mod redis {
+    use super::*;
+    use oncetask::StoreError;
+    use oncetask::redis::RedisStore;
+
+    pub(super) async fn open(
+        url: &str,
+        prefix: &str,
+        timeout: Duration,
+    ) -> Result<Arc<dyn Store>, CliError> {
+        let where_ = redact_password(url);
+        match tokio::time::timeout(timeout, RedisStore::connect(url, prefix)).await {
+            Err(_) => Err(CliError::store(format!(
+                "cannot reach Redis at {where_}: no answer within {timeout:?}"
+            ))),
+            Ok(Err(StoreError::Unavailable(e))) => Err(CliError::store(format!(
+                "cannot reach Redis at {where_}: {e}"
+            ))),
+            Ok(Err(e)) => Err(CliError::usage(format!(
+                "invalid Redis store {where_}: {e}"
+            ))),
+            Ok(Ok(store)) => Ok(Arc::new(store)),
+        }
+    }
+}
+
+#[cfg(not(feature = "redis"))]
+mod redis {
+    use super::*;
+
+    pub(super) async fn open(_: &str, _: &str, _: Duration) -> Result<Arc<dyn Store>, CliError> {
+        Err(CliError::usage(
+            "this build has no Redis backend (built without the `redis` feature)",
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -362,15 +425,35 @@ mod tests {
         assert_eq!(redact_password("redis://h/0"), "redis://h/0");
     }
 
+    #[test]
+    fn redis_urls_take_the_prefix_parameter() {
+        match parse("redis://h:6379/0?prefix=jobs&protocol=resp3") {
+            Ok(StoreUrl::Redis { url, prefix }) => {
+                assert_eq!(
+                    (url.as_str(), prefix.as_str()),
+                    ("redis://h:6379/0?protocol=resp3", "jobs")
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        match parse("redis://h") {
+            Ok(StoreUrl::Redis { url, prefix }) => {
+                assert_eq!((url.as_str(), prefix.as_str()), ("redis://h", "oncetask"));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
     #[tokio::test]
-    async fn redis_is_recognised_but_not_built_in() {
-        let url = parse("redis://127.0.0.1:6379").expect("a URL");
+    async fn an_unreachable_redis_is_a_store_error() {
+        // Nothing listens on port 1.
+        let url = parse("redis://127.0.0.1:1").expect("a URL");
         let err = url
-            .open(Duration::from_secs(1))
+            .open(Duration::from_secs(5))
             .await
             .err()
-            .expect("no Redis backend");
-        assert!(err.to_string().contains("no Redis backend yet"), "{err}");
-        assert_eq!(err.exit_status(), crate::error::EXIT_USAGE);
+            .expect("unreachable");
+        assert!(err.to_string().contains("cannot reach Redis"), "{err}");
+        assert_eq!(err.exit_status(), crate::error::EXIT_STORE);
     }
 }
