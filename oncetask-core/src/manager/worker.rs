@@ -29,8 +29,13 @@ use crate::task::{LeaseToken, Task};
 const GENERATOR_RETRY: Duration = Duration::from_secs(60);
 
 /// Longest wait of shutdown for interrupted handlers to release their
-/// leases (it waits as long as the grace period, within 100 ms ..= this).
+/// leases (it waits as long as the grace period, within
+/// [`MIN_RELEASE_WAIT`] ..= this).
 const RELEASE_WAIT: Duration = Duration::from_secs(10);
+
+/// Shortest wait for releases: a release is a store round trip or two, which
+/// a short grace period (or a loaded server) must not cut off.
+const MIN_RELEASE_WAIT: Duration = Duration::from_secs(2);
 
 /// Longest back-off of a loop whose claims keep failing (store unreachable).
 const MAX_ERROR_BACKOFF: Duration = Duration::from_secs(30);
@@ -743,7 +748,7 @@ pub(crate) async fn shutdown(inner: &Arc<Inner>, grace: Duration) -> ShutdownRep
         Err(_) => {
             inner.shutdown.send_replace(ShutdownPhase::Aborting);
             // Releasing leases needs the store; do not wait on it forever.
-            let release_wait = grace.clamp(Duration::from_millis(100), RELEASE_WAIT);
+            let release_wait = grace.clamp(MIN_RELEASE_WAIT, RELEASE_WAIT);
             let joined = tokio::time::timeout(release_wait, &mut all).await.ok();
             if joined.is_none() {
                 tracing::error!("workers did not stop after shutdown; aborting them");
