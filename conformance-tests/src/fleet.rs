@@ -17,7 +17,8 @@ use oncetask_core::store::TaskFilter;
 use oncetask_core::{HandlerOptions, Manager, Store, Task, TaskData, TaskStatus};
 use serde::Serialize;
 
-const KIND: &str = "fleet-job";
+/// The kind of [`Job`].
+pub const KIND: &str = "fleet-job";
 
 /// The size of a [`every_task_runs_once_across_managers`] run.
 #[derive(Debug, Clone, Copy)]
@@ -32,11 +33,15 @@ pub struct Fleet {
     pub deadline: Duration,
 }
 
+/// The task of these scenarios (kind [`KIND`], id `job-<n>`), also for
+/// backends' own multi-manager tests.
 #[derive(Serialize)]
-struct Job {
-    n: u32,
+pub struct Job {
+    /// Makes the id.
+    pub n: u32,
+    /// The resource key, if any.
     #[serde(skip)]
-    key: Option<String>,
+    pub key: Option<String>,
 }
 
 impl TaskData for Job {
@@ -52,7 +57,8 @@ impl TaskData for Job {
     }
 }
 
-fn manager(store: Arc<dyn Store>, env: &str, poll: Duration) -> Manager {
+/// A manager on `store` in `env` polling every `poll`, with [`KIND`] declared.
+pub fn manager(store: Arc<dyn Store>, env: &str, poll: Duration) -> Manager {
     Manager::builder(store)
         .env(env)
         .poll_interval(poll)
@@ -61,7 +67,7 @@ fn manager(store: Arc<dyn Store>, env: &str, poll: Duration) -> Manager {
 }
 
 /// Waits (polling every 20 ms) until `done`, failing the test after `limit`.
-async fn wait_for(what: &str, limit: Duration, mut done: impl AsyncFnMut() -> bool) {
+pub async fn wait_for(what: &str, limit: Duration, mut done: impl AsyncFnMut() -> bool) {
     let deadline = Instant::now() + limit;
     while !done().await {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");

@@ -8,20 +8,19 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use conformance_tests::fleet::{
-    Fleet, every_task_runs_once_across_managers, wake_up_latencies_across_managers,
+    self, Fleet, Job, KIND, every_task_runs_once_across_managers, wait_for,
+    wake_up_latencies_across_managers,
 };
 use futures::StreamExt;
 use oncetask_core::manager::handler_fn;
-use oncetask_core::{HandlerOptions, Manager, Store, Task, TaskData, TaskStatus};
+use oncetask_core::{HandlerOptions, Manager, Store, Task, TaskStatus};
 use oncetask_postgres::PostgresStore;
-use serde::Serialize;
 
 const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 const ENV: &str = "test";
-const KIND: &str = "job";
 
 fn url() -> String {
     std::env::var("ONCETASK_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_URL.to_owned())
@@ -60,40 +59,8 @@ async fn drop_schema(store: &PostgresStore) {
         .expect("drop the test schema");
 }
 
-#[derive(Serialize)]
-struct Job {
-    n: u32,
-    #[serde(skip)]
-    key: Option<String>,
-}
-
-impl TaskData for Job {
-    type Kind = &'static str;
-    fn kind(&self) -> &'static str {
-        KIND
-    }
-    fn idempotent_id(&self) -> String {
-        format!("job-{}", self.n)
-    }
-    fn resource_key(&self) -> Option<String> {
-        self.key.clone()
-    }
-}
-
 fn manager(store: &PostgresStore, poll: Duration) -> Manager {
-    Manager::builder(Arc::new(store.clone()))
-        .env(ENV)
-        .poll_interval(poll)
-        .declare_kinds([KIND])
-        .build()
-}
-
-async fn wait_for(what: &str, limit: Duration, mut done: impl AsyncFnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !done().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    fleet::manager(Arc::new(store.clone()), ENV, poll)
 }
 
 /// Three managers, each on its own pool with 8 workers, share 3000 tasks on

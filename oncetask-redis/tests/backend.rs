@@ -18,7 +18,8 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeZone, Utc};
 use conformance_tests::fleet::{
-    Fleet, every_task_runs_once_across_managers, wake_up_latencies_across_managers,
+    self, Fleet, Job, KIND, every_task_runs_once_across_managers, wait_for,
+    wake_up_latencies_across_managers,
 };
 use futures::StreamExt;
 use oncetask_core::lifecycle::{self, LeaseGrant};
@@ -27,47 +28,13 @@ use oncetask_core::store::{
     ClaimMode, ClaimRequest, CreateOutcome, Delete, DeleteOutcome, Fetched, Swap, SwapOutcome,
     TaskFilter,
 };
-use oncetask_core::{HandlerOptions, Manager, Store, StoreError, Task, TaskData, TaskStatus};
+use oncetask_core::{HandlerOptions, Manager, Store, StoreError, Task, TaskStatus};
 use oncetask_redis::{RedisStore, key_slot};
-use serde::Serialize;
 
 const ENV: &str = "test";
-const KIND: &str = "job";
-
-#[derive(Serialize)]
-struct Job {
-    n: u32,
-    #[serde(skip)]
-    key: Option<String>,
-}
-
-impl TaskData for Job {
-    type Kind = &'static str;
-    fn kind(&self) -> &'static str {
-        KIND
-    }
-    fn idempotent_id(&self) -> String {
-        format!("job-{}", self.n)
-    }
-    fn resource_key(&self) -> Option<String> {
-        self.key.clone()
-    }
-}
 
 fn manager(store: &RedisStore, poll: Duration) -> Manager {
-    Manager::builder(Arc::new(store.clone()))
-        .env(ENV)
-        .poll_interval(poll)
-        .declare_kinds([KIND])
-        .build()
-}
-
-async fn wait_for(what: &str, limit: Duration, mut done: impl AsyncFnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !done().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    fleet::manager(Arc::new(store.clone()), ENV, poll)
 }
 
 fn base_time() -> DateTime<Utc> {
