@@ -1,0 +1,180 @@
+//! The append-only ledger: what every worker did, kept outside the store.
+//!
+//! Each worker (process or in-process worker) appends JSON lines to its own
+//! file, `<dir>/worker-<n>.jsonl`, one `write` per line, so nothing written
+//! before a SIGKILL is lost (it sits in the page cache) and no two writers
+//! share a file. The checker reads every file after the run.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+
+use crate::ChaosError;
+
+/// Microseconds since the Unix epoch on this machine's clock (every worker
+/// runs on the same machine, so their timestamps compare).
+pub fn now_micros() -> i64 {
+    chrono::Utc::now().timestamp_micros()
+}
+
+/// One ledger line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "ev", rename_all = "snake_case")]
+pub enum Record {
+    /// A handler call began.
+    Start {
+        /// Worker number.
+        worker: u32,
+        /// Execution number, unique within the worker.
+        exec: u64,
+        /// Task id.
+        id: String,
+        /// Task kind.
+        kind: String,
+        /// Resource key, if any.
+        key: Option<String>,
+        /// The task's attempt count after the claim.
+        attempt: u32,
+        /// End of the lease the handler runs under (µs).
+        lease_until: i64,
+        /// When (µs).
+        at: i64,
+    },
+    /// A handler call returned (`ok` = it succeeded), or its future was
+    /// dropped by the time limit or a shutdown (`ok = false`, `dropped`).
+    End {
+        /// Worker number.
+        worker: u32,
+        /// The execution of the matching [`Record::Start`].
+        exec: u64,
+        /// Whether the handler returned success.
+        ok: bool,
+        /// Whether the call was cut off instead of returning.
+        dropped: bool,
+        /// When (µs).
+        at: i64,
+    },
+    /// The store confirmed a write that completed the task.
+    Completed {
+        /// Worker number.
+        worker: u32,
+        /// Task id.
+        id: String,
+        /// When (µs).
+        at: i64,
+    },
+    /// The manager discarded a stale outcome (its lease was lost).
+    Fenced {
+        /// Worker number.
+        worker: u32,
+        /// When (µs).
+        at: i64,
+    },
+}
+
+/// Appends records to one worker's file.
+#[derive(Debug)]
+pub struct LedgerWriter {
+    file: Mutex<File>,
+}
+
+impl LedgerWriter {
+    /// Opens (creating) the file of `worker` in `dir`.
+    pub fn open(dir: &Path, worker: u32) -> Result<Self, ChaosError> {
+        let path = file_of(dir, worker);
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| ChaosError::io(format!("open ledger {}", path.display()), e))?;
+        Ok(Self {
+            file: Mutex::new(file),
+        })
+    }
+
+    /// Appends `record` as one line with one `write` call. A failed write is
+    /// reported on stderr, never a panic: the checker then sees less than
+    /// happened and fails the run, which is the safe side.
+    pub fn append(&self, record: &Record) {
+        let mut line = match serde_json::to_vec(record) {
+            Ok(line) => line,
+            Err(e) => {
+                eprintln!("ledger: cannot encode {record:?}: {e}");
+                return;
+            }
+        };
+        line.push(b'\n');
+        let mut file = self
+            .file
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Err(e) = file.write_all(&line) {
+            eprintln!("ledger: cannot append: {e}");
+        }
+    }
+}
+
+fn file_of(dir: &Path, worker: u32) -> PathBuf {
+    dir.join(format!("worker-{worker}.jsonl"))
+}
+
+/// Reads every record of every worker file in `dir`. A torn last line (a
+/// worker killed mid-write) is skipped and counted.
+pub fn read_all(dir: &Path) -> Result<(Vec<Record>, usize), ChaosError> {
+    let mut records = Vec::new();
+    let mut torn = 0;
+    let entries = std::fs::read_dir(dir)
+        .map_err(|e| ChaosError::io(format!("read ledger dir {}", dir.display()), e))?;
+    for entry in entries {
+        let path = entry
+            .map_err(|e| ChaosError::io("read ledger dir entry".into(), e))?
+            .path();
+        if path.extension().is_none_or(|ext| ext != "jsonl") {
+            continue;
+        }
+        let file =
+            File::open(&path).map_err(|e| ChaosError::io(format!("open {}", path.display()), e))?;
+        for line in BufReader::new(file).lines() {
+            let line = line.map_err(|e| ChaosError::io(format!("read {}", path.display()), e))?;
+            match serde_json::from_str(&line) {
+                Ok(record) => records.push(record),
+                Err(_) => torn += 1,
+            }
+        }
+    }
+    Ok((records, torn))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_round_trip_through_the_files_of_several_workers() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let a = LedgerWriter::open(dir.path(), 1).expect("open 1");
+        let b = LedgerWriter::open(dir.path(), 2).expect("open 2");
+        let start = Record::Start {
+            worker: 1,
+            exec: 7,
+            id: "t-1".into(),
+            kind: "chaos".into(),
+            key: Some("k:{x}".into()),
+            attempt: 1,
+            lease_until: 20,
+            at: 10,
+        };
+        let fenced = Record::Fenced { worker: 2, at: 11 };
+        a.append(&start);
+        b.append(&fenced);
+        // A torn line, as a SIGKILL mid-write could leave.
+        std::fs::write(dir.path().join("worker-3.jsonl"), b"{\"ev\":\"sta").expect("write");
+        let (mut records, torn) = read_all(dir.path()).expect("read");
+        records.sort_by_key(|r| matches!(r, Record::Fenced { .. }));
+        assert_eq!(records, vec![start, fenced]);
+        assert_eq!(torn, 1);
+    }
+}

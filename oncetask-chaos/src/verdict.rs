@@ -1,0 +1,499 @@
+//! The checks of a run: the ledger against the store's final state.
+//!
+//! An execution's *valid window* is from its start to the earliest of its
+//! end, its worker's death and its lease's end: a worker that was frozen or
+//! killed may still be "running" a task whose lease another worker has
+//! since taken — that is expected (at-least-once execution), and fencing
+//! keeps its outcome out. The promise checked is about valid windows and
+//! stored completions.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use oncetask::{Task, TaskStatus};
+use serde::Serialize;
+
+use crate::ledger::Record;
+
+/// What a run did and whether the promise held.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Verdict {
+    /// Backend name.
+    pub backend: String,
+    /// Tasks in the store at the end (occurrences of recurring tasks included).
+    pub tasks: usize,
+    /// Tasks created by the coordinator.
+    pub created: usize,
+    /// Final statuses.
+    pub completed: usize,
+    /// Failed for good (retries exhausted).
+    pub failed: usize,
+    /// Cancelled.
+    pub cancelled: usize,
+    /// Recurring generators among the tasks.
+    pub generators: usize,
+    /// Handler calls started.
+    pub executions: usize,
+    /// Handler calls started after their lease had already ended (a frozen
+    /// worker resuming): nothing they do can be stored.
+    pub stale_starts: usize,
+    /// Handler calls cut off (time limit, shutdown).
+    pub cut_off: usize,
+    /// Handler calls that never ended because their worker was killed.
+    pub killed_mid_run: usize,
+    /// Tasks whose handler succeeded more than once (at-least-once execution
+    /// after a kill, a freeze or a lost lease; not a violation by itself).
+    pub duplicate_successes: usize,
+    /// The most stored completions of one task (must be 1).
+    pub max_completions_per_task: usize,
+    /// Completed tasks whose completion the ledger did not confirm (the
+    /// worker was killed between the store's answer and the ledger write).
+    pub unconfirmed_completions: usize,
+    /// Execution windows of one kind and resource key that overlapped while
+    /// both leases were valid (must be 0).
+    pub key_overlaps: usize,
+    /// Tasks not finished at the end, or created and missing (must be 0).
+    pub lost: usize,
+    /// Tasks still leased at the end (must be 0).
+    pub left_leased: usize,
+    /// Stale outcomes the managers discarded (fencing at work).
+    pub fenced: usize,
+    /// Workers killed.
+    pub kills: usize,
+    /// Worker freezes.
+    pub pauses: usize,
+    /// Server restarts.
+    pub server_restarts: usize,
+    /// Torn ledger lines (a worker killed mid-write).
+    pub torn_ledger_lines: usize,
+    /// Seconds from start to the end of the checks.
+    pub seconds: f64,
+    /// Every broken promise, in words. Empty means the run passed.
+    pub violations: Vec<String>,
+}
+
+/// Everything the checks read.
+pub struct Evidence<'a> {
+    /// Ledger records of all workers.
+    pub records: &'a [Record],
+    /// (worker, µs) of every worker killed.
+    pub deaths: &'a [(u32, i64)],
+    /// Every task of the run's env at the end.
+    pub tasks: &'a [Task],
+    /// Ids the coordinator created.
+    pub created_ids: &'a [String],
+    /// The end of the run.
+    pub now: DateTime<Utc>,
+}
+
+/// (start, end of the valid window, task id).
+type Window<'a> = (i64, i64, &'a str);
+
+struct Execution<'a> {
+    id: &'a str,
+    kind: &'a str,
+    key: Option<&'a str>,
+    start: i64,
+    /// End of the valid window (≤ start when the lease had already ended).
+    valid_until: i64,
+}
+
+impl Verdict {
+    /// Runs every check over `evidence`.
+    pub fn check(&mut self, evidence: &Evidence<'_>) {
+        let deaths: HashMap<u32, i64> = evidence.deaths.iter().copied().collect();
+        let mut ends: HashMap<(u32, u64), (i64, bool, bool)> = HashMap::new();
+        let mut completions: HashMap<&str, Vec<i64>> = HashMap::new();
+        for record in evidence.records {
+            match record {
+                Record::End {
+                    worker,
+                    exec,
+                    ok,
+                    dropped,
+                    at,
+                } => {
+                    ends.insert((*worker, *exec), (*at, *ok, *dropped));
+                }
+                Record::Completed { id, at, .. } => {
+                    completions.entry(id.as_str()).or_default().push(*at)
+                }
+                Record::Fenced { .. } => self.fenced += 1,
+                Record::Start { .. } => {}
+            }
+        }
+
+        let mut executions = Vec::new();
+        let mut successes: HashMap<&str, usize> = HashMap::new();
+        for record in evidence.records {
+            let Record::Start {
+                worker,
+                exec,
+                id,
+                kind,
+                key,
+                lease_until,
+                at,
+                ..
+            } = record
+            else {
+                continue;
+            };
+            self.executions += 1;
+            let end = match ends.get(&(*worker, *exec)) {
+                Some(&(end, ok, dropped)) => {
+                    if ok {
+                        *successes.entry(id.as_str()).or_default() += 1;
+                    }
+                    if dropped {
+                        self.cut_off += 1;
+                    }
+                    end
+                }
+                None => match deaths.get(worker) {
+                    Some(&died) => {
+                        self.killed_mid_run += 1;
+                        died
+                    }
+                    None => {
+                        self.violations.push(format!(
+                            "execution {exec} of worker {worker} ({id}) has no end, yet its worker was not killed"
+                        ));
+                        *lease_until
+                    }
+                },
+            };
+            if *lease_until <= *at {
+                self.stale_starts += 1;
+            }
+            executions.push(Execution {
+                id,
+                kind,
+                key: key.as_deref(),
+                start: *at,
+                valid_until: end.min(*lease_until),
+            });
+        }
+        self.duplicate_successes = successes.values().filter(|&&n| n > 1).count();
+
+        self.check_completions(&completions, &executions, evidence);
+        self.check_key_overlaps(&executions);
+        self.check_final_state(evidence);
+    }
+
+    fn check_completions(
+        &mut self,
+        completions: &HashMap<&str, Vec<i64>>,
+        executions: &[Execution<'_>],
+        evidence: &Evidence<'_>,
+    ) {
+        self.max_completions_per_task = completions.values().map(Vec::len).max().unwrap_or(0);
+        for (id, times) in completions {
+            if times.len() > 1 {
+                self.violations
+                    .push(format!("{id} was completed {} times", times.len()));
+            }
+        }
+        for execution in executions {
+            let Some(first) = completions.get(execution.id).and_then(|t| t.iter().min()) else {
+                continue;
+            };
+            if execution.start > *first && execution.valid_until > execution.start {
+                self.violations.push(format!(
+                    "{} started again under a valid lease after its completion was stored",
+                    execution.id
+                ));
+            }
+        }
+        for task in evidence.tasks {
+            if task.status(evidence.now) == TaskStatus::Completed
+                && !task.is_generator()
+                && !completions.contains_key(task.id.as_str())
+            {
+                self.unconfirmed_completions += 1;
+            }
+        }
+    }
+
+    /// Sweeps the valid windows of each kind and resource key in start order.
+    fn check_key_overlaps(&mut self, executions: &[Execution<'_>]) {
+        let mut by_key: BTreeMap<(&str, &str), Vec<Window<'_>>> = BTreeMap::new();
+        for e in executions {
+            if let Some(key) = e.key
+                && e.valid_until > e.start
+            {
+                by_key
+                    .entry((e.kind, key))
+                    .or_default()
+                    .push((e.start, e.valid_until, e.id));
+            }
+        }
+        for ((kind, key), mut windows) in by_key {
+            windows.sort_unstable();
+            let mut latest: Option<(i64, &str)> = None;
+            for (start, end, id) in windows {
+                if let Some((until, other)) = latest
+                    && start < until
+                {
+                    self.key_overlaps += 1;
+                    self.violations.push(format!(
+                        "{id} and {other} ran at once under valid leases (kind {kind}, key {key})"
+                    ));
+                }
+                if latest.is_none_or(|(until, _)| end > until) {
+                    latest = Some((end, id));
+                }
+            }
+        }
+    }
+
+    fn check_final_state(&mut self, evidence: &Evidence<'_>) {
+        self.tasks = evidence.tasks.len();
+        self.created = evidence.created_ids.len();
+        let stored: HashMap<&str, &Task> =
+            evidence.tasks.iter().map(|t| (t.id.as_str(), t)).collect();
+        for id in evidence.created_ids {
+            if !stored.contains_key(id.as_str()) {
+                self.lost += 1;
+                self.violations
+                    .push(format!("{id} was created and is gone"));
+            }
+        }
+        for task in evidence.tasks {
+            if task.is_generator() {
+                self.generators += 1;
+            }
+            match task.status(evidence.now) {
+                TaskStatus::Completed => self.completed += 1,
+                TaskStatus::Failed => self.failed += 1,
+                TaskStatus::Cancelled => self.cancelled += 1,
+                TaskStatus::Leased => {
+                    self.left_leased += 1;
+                    self.lost += 1;
+                    self.violations
+                        .push(format!("{} is still leased at the end", task.id));
+                }
+                other => {
+                    self.lost += 1;
+                    self.violations
+                        .push(format!("{} did not finish: {}", task.id, other.as_str()));
+                }
+            }
+        }
+    }
+
+    /// Whether every promise held.
+    pub fn passed(&self) -> bool {
+        self.violations.is_empty()
+    }
+}
+
+impl fmt::Display for Verdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let rows: [(&str, String); 22] = [
+            ("backend", self.backend.clone()),
+            (
+                "tasks created / in store at end",
+                format!("{} / {}", self.created, self.tasks),
+            ),
+            (
+                "completed / failed / cancelled",
+                format!("{} / {} / {}", self.completed, self.failed, self.cancelled),
+            ),
+            ("recurring generators", self.generators.to_string()),
+            ("executions (handler calls)", self.executions.to_string()),
+            ("  cut off (time limit, shutdown)", self.cut_off.to_string()),
+            ("  killed mid-run", self.killed_mid_run.to_string()),
+            (
+                "  started after their lease ended",
+                self.stale_starts.to_string(),
+            ),
+            (
+                "tasks that succeeded more than once",
+                self.duplicate_successes.to_string(),
+            ),
+            (
+                "completions per task, max (must be 1)",
+                self.max_completions_per_task.to_string(),
+            ),
+            (
+                "completions not confirmed in the ledger",
+                self.unconfirmed_completions.to_string(),
+            ),
+            (
+                "overlaps within a resource key (must be 0)",
+                self.key_overlaps.to_string(),
+            ),
+            (
+                "tasks lost or unfinished (must be 0)",
+                self.lost.to_string(),
+            ),
+            (
+                "tasks left leased (must be 0)",
+                self.left_leased.to_string(),
+            ),
+            (
+                "stale outcomes rejected by fencing",
+                self.fenced.to_string(),
+            ),
+            ("workers killed (SIGKILL)", self.kills.to_string()),
+            ("worker freezes (SIGSTOP)", self.pauses.to_string()),
+            ("server restarts", self.server_restarts.to_string()),
+            ("torn ledger lines", self.torn_ledger_lines.to_string()),
+            ("seconds", format!("{:.1}", self.seconds)),
+            ("violations", self.violations.len().to_string()),
+            (
+                "result",
+                if self.passed() {
+                    "PASS".into()
+                } else {
+                    "FAIL".into()
+                },
+            ),
+        ];
+        for (name, value) in rows {
+            writeln!(f, "{name:<44} {value}")?;
+        }
+        for violation in self.violations.iter().take(20) {
+            writeln!(f, "  violation: {violation}")?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn start(worker: u32, exec: u64, id: &str, key: &str, at: i64, lease_until: i64) -> Record {
+        Record::Start {
+            worker,
+            exec,
+            id: id.into(),
+            kind: "chaos".into(),
+            key: Some(key.into()),
+            attempt: 1,
+            lease_until,
+            at,
+        }
+    }
+
+    fn end(worker: u32, exec: u64, at: i64) -> Record {
+        Record::End {
+            worker,
+            exec,
+            ok: true,
+            dropped: false,
+            at,
+        }
+    }
+
+    fn verdict(records: &[Record], deaths: &[(u32, i64)]) -> Verdict {
+        let mut v = Verdict::default();
+        v.check(&Evidence {
+            records,
+            deaths,
+            tasks: &[],
+            created_ids: &[],
+            now: Utc::now(),
+        });
+        v
+    }
+
+    #[test]
+    fn two_valid_windows_of_one_key_overlapping_are_a_violation() {
+        let v = verdict(
+            &[
+                start(1, 0, "a", "k", 0, 100),
+                end(1, 0, 50),
+                start(2, 0, "b", "k", 40, 140),
+                end(2, 0, 60),
+            ],
+            &[],
+        );
+        assert_eq!(v.key_overlaps, 1);
+        assert!(!v.passed());
+    }
+
+    #[test]
+    fn a_frozen_worker_past_its_lease_does_not_overlap_its_successor() {
+        // Worker 1's lease ends at 100; it ends at 500 (frozen). Worker 2 takes over at 120.
+        let v = verdict(
+            &[
+                start(1, 0, "a", "k", 0, 100),
+                end(1, 0, 500),
+                start(2, 0, "a", "k", 120, 220),
+                end(2, 0, 130),
+            ],
+            &[],
+        );
+        assert_eq!(v.key_overlaps, 0);
+        assert_eq!(v.duplicate_successes, 1);
+        assert!(v.passed(), "{v}");
+    }
+
+    #[test]
+    fn a_killed_worker_ends_its_window_at_its_death_and_an_open_one_is_a_violation() {
+        let killed = verdict(
+            &[
+                start(1, 0, "a", "k", 0, 100),
+                start(2, 0, "b", "k", 50, 150),
+                end(2, 0, 60),
+            ],
+            &[(1, 40)],
+        );
+        assert_eq!(killed.killed_mid_run, 1);
+        assert!(killed.passed(), "{killed}");
+        let open = verdict(&[start(1, 0, "a", "k", 0, 100)], &[]);
+        assert!(!open.passed());
+    }
+
+    #[test]
+    fn a_second_completion_and_a_valid_run_after_completion_are_violations() {
+        let twice = verdict(
+            &[
+                Record::Completed {
+                    worker: 1,
+                    id: "a".into(),
+                    at: 10,
+                },
+                Record::Completed {
+                    worker: 2,
+                    id: "a".into(),
+                    at: 20,
+                },
+            ],
+            &[],
+        );
+        assert_eq!(twice.max_completions_per_task, 2);
+        assert!(!twice.passed());
+        let rerun = verdict(
+            &[
+                Record::Completed {
+                    worker: 1,
+                    id: "a".into(),
+                    at: 10,
+                },
+                start(2, 0, "a", "k", 20, 100),
+                end(2, 0, 30),
+            ],
+            &[],
+        );
+        assert!(!rerun.passed());
+        let stale = verdict(
+            &[
+                Record::Completed {
+                    worker: 1,
+                    id: "a".into(),
+                    at: 10,
+                },
+                start(2, 0, "a", "k", 20, 15),
+                end(2, 0, 30),
+            ],
+            &[],
+        );
+        assert!(stale.passed(), "{stale}");
+        assert_eq!(stale.stale_starts, 1);
+    }
+}

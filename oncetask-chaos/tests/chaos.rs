@@ -1,0 +1,125 @@
+//! CI-sized chaos runs, one per backend, each failing on any violation.
+//!
+//! Each runs the `oncetask-chaos` binary (so its workers are real processes)
+//! with a fixed seed. The Postgres and Redis runs start servers of their own
+//! from the machine's binaries (`pg_config --bindir`, `redis-server`),
+//! because they crash and restart them; the Firestore run needs the emulator
+//! (`FIRESTORE_EMULATOR_HOST`, set by `scripts/test`) and fails without it.
+
+use std::process::Command;
+
+use serde_json::Value;
+
+/// Runs the binary with `args` and returns its JSON verdict, failing the test
+/// with the run's output if it did not pass.
+fn chaos(args: &[&str]) -> Value {
+    let output = Command::new(env!("CARGO_BIN_EXE_oncetask-chaos"))
+        .arg("run")
+        .args(args)
+        .arg("--json")
+        .output()
+        .expect("start oncetask-chaos");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "chaos run {args:?} failed ({}):\n{stdout}\n{stderr}",
+        output.status
+    );
+    let verdict: Value = serde_json::from_str(&stdout).expect("a JSON verdict");
+    println!("{verdict:#}");
+    verdict
+}
+
+fn count(verdict: &Value, field: &str) -> u64 {
+    verdict[field]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{field} missing in {verdict}"))
+}
+
+/// The run really tortured the workers and everything it created finished.
+fn assert_chaotic(verdict: &Value, tasks: u64, kills: u64, restarts: u64) {
+    assert_eq!(verdict["violations"], Value::Array(Vec::new()));
+    assert_eq!(count(verdict, "kills"), kills);
+    assert_eq!(count(verdict, "pauses"), 2);
+    assert_eq!(count(verdict, "server_restarts"), restarts);
+    assert_eq!(count(verdict, "created"), tasks);
+    assert_eq!(count(verdict, "max_completions_per_task"), 1);
+    assert_eq!(
+        count(verdict, "completed") + count(verdict, "failed") + count(verdict, "cancelled"),
+        count(verdict, "tasks")
+    );
+    assert!(count(verdict, "executions") >= tasks);
+}
+
+#[test]
+fn memory_survives_kills_and_freezes() {
+    let v = chaos(&[
+        "--backend",
+        "memory",
+        "--tasks",
+        "400",
+        "--kills",
+        "4",
+        "--chaos-secs",
+        "8",
+        "--seed",
+        "11",
+    ]);
+    assert_chaotic(&v, 400, 4, 0);
+}
+
+#[test]
+fn postgres_survives_kills_freezes_and_a_server_crash() {
+    let v = chaos(&[
+        "--backend",
+        "postgres",
+        "--tasks",
+        "300",
+        "--kills",
+        "4",
+        "--chaos-secs",
+        "10",
+        "--seed",
+        "12",
+    ]);
+    assert_chaotic(&v, 300, 4, 1);
+}
+
+#[test]
+fn redis_survives_kills_freezes_and_a_server_crash() {
+    let v = chaos(&[
+        "--backend",
+        "redis",
+        "--tasks",
+        "300",
+        "--kills",
+        "4",
+        "--chaos-secs",
+        "10",
+        "--seed",
+        "13",
+    ]);
+    assert_chaotic(&v, 300, 4, 1);
+}
+
+/// The emulator is slow on a loaded 2-core machine: a longer lease, so most
+/// claims are not already stale when their handler starts.
+#[test]
+fn firestore_survives_kills_and_freezes() {
+    let v = chaos(&[
+        "--backend",
+        "firestore",
+        "--tasks",
+        "120",
+        "--kills",
+        "3",
+        "--chaos-secs",
+        "12",
+        "--lease-ms",
+        "8000",
+        "--seed",
+        "14",
+    ]);
+    assert_chaotic(&v, 120, 3, 0);
+}
