@@ -36,7 +36,8 @@ pub struct Cli {
 pub struct GlobalArgs {
     /// Where the tasks are: postgres://USER@HOST/DB[?schema=NAME],
     /// firestore://PROJECT[/COLLECTION] (honours FIRESTORE_EMULATOR_HOST),
-    /// redis://…[?prefix=P] or memory:// (an empty store, for trying)
+    /// redis://…[?prefix=P], redis+cluster://host:port,host:port…[?prefix=P]
+    /// or memory:// (an empty store, for trying)
     #[arg(
         long,
         global = true,

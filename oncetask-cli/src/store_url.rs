@@ -5,6 +5,7 @@
 //! | `postgres://user:pass@host:port/db[?schema=NAME]` (also `postgresql://`) | PostgreSQL; `schema` defaults to `oncetask`, other query parameters go to the driver |
 //! | `firestore://PROJECT[/COLLECTION]` | Firestore; the collection defaults to `onceTasks`. Honours `FIRESTORE_EMULATOR_HOST` |
 //! | `redis://…[?prefix=P]`, `rediss://…` | Redis; keys under prefix `P` (default `oncetask`) |
+//! | `redis+cluster://[user:pass@]host:port,host:port…[?prefix=P]` (also `rediss+cluster://`) | Redis Cluster, through the listed seed nodes |
 //! | `memory://` | a new, empty in-process store: for trying the CLI, not for operating anything |
 //!
 //! Adding a backend is one [`StoreUrl`] variant, one arm in
@@ -43,7 +44,8 @@ pub enum StoreUrl {
         /// The task collection.
         collection: String,
     },
-    /// `redis://…` or `rediss://…`, with an optional `prefix` parameter.
+    /// `redis://…` or `rediss://…` (or `redis+cluster://…` for a cluster),
+    /// with an optional `prefix` parameter.
     Redis {
         /// The URL without the `prefix` parameter.
         url: String,
@@ -78,7 +80,7 @@ impl FromStr for StoreUrl {
         match scheme.to_ascii_lowercase().as_str() {
             "postgres" | "postgresql" => parse_postgres(s),
             "firestore" => parse_firestore(rest),
-            "redis" | "rediss" => Ok(parse_redis(s)),
+            "redis" | "rediss" | "redis+cluster" | "rediss+cluster" => Ok(parse_redis(s)),
             "memory" if rest.is_empty() => Ok(StoreUrl::Memory),
             "memory" => Err("memory:// takes nothing after the scheme".to_owned()),
             other => Err(format!(
@@ -194,6 +196,29 @@ impl StoreUrl {
             StoreUrl::Redis { url, prefix } => redis::open(url, prefix, timeout).await,
         }
     }
+}
+
+/// The seed node URLs of `redis+cluster://[userinfo@]h1:p1,h2:p2[tail]`
+/// (`rediss+cluster` for TLS): `redis://[userinfo@]hN:pN[tail]` each, or
+/// `None` for a URL of another scheme.
+#[cfg(feature = "redis")]
+fn cluster_seeds(url: &str) -> Option<Vec<String>> {
+    let (scheme, rest) = url.split_once("://")?;
+    let scheme = scheme.to_ascii_lowercase();
+    let scheme = scheme.strip_suffix("+cluster")?;
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    let (userinfo, hosts) = match authority.rsplit_once('@') {
+        Some((userinfo, hosts)) => (format!("{userinfo}@"), hosts),
+        None => (String::new(), authority),
+    };
+    Some(
+        hosts
+            .split(',')
+            .filter(|h| !h.is_empty())
+            .map(|h| format!("{scheme}://{userinfo}{h}{tail}"))
+            .collect(),
+    )
 }
 
 /// `scheme://user:password@host` → `scheme://user:***@host`.
@@ -326,7 +351,13 @@ mod redis {
         timeout: Duration,
     ) -> Result<Arc<dyn Store>, CliError> {
         let where_ = redact_password(url);
-        match tokio::time::timeout(timeout, RedisStore::connect(url, prefix)).await {
+        let connect = async {
+            match cluster_seeds(url) {
+                Some(seeds) => RedisStore::connect_cluster(&seeds, prefix).await,
+                None => RedisStore::connect(url, prefix).await,
+            }
+        };
+        match tokio::time::timeout(timeout, connect).await {
             Err(_) => Err(CliError::store(format!(
                 "cannot reach Redis at {where_}: no answer within {timeout:?}"
             ))),
@@ -423,6 +454,10 @@ mod tests {
         assert_eq!(format!("{url:?}"), url.to_string());
         assert_eq!(redact_password("redis://:pw@h/0"), "redis://:***@h/0");
         assert_eq!(redact_password("redis://h/0"), "redis://h/0");
+        assert_eq!(
+            redact_password("redis+cluster://u:pw@a:1,b:2"),
+            "redis+cluster://u:***@a:1,b:2"
+        );
     }
 
     #[test]
@@ -455,5 +490,39 @@ mod tests {
             .expect("unreachable");
         assert!(err.to_string().contains("cannot reach Redis"), "{err}");
         assert_eq!(err.exit_status(), crate::error::EXIT_STORE);
+        let cluster = parse("redis+cluster://127.0.0.1:1,127.0.0.1:2?prefix=p").expect("a URL");
+        let err = cluster
+            .open(Duration::from_secs(5))
+            .await
+            .err()
+            .expect("unreachable");
+        assert!(err.to_string().contains("cannot reach Redis"), "{err}");
+        assert_eq!(err.exit_status(), crate::error::EXIT_STORE);
+    }
+
+    #[cfg(feature = "redis")]
+    #[test]
+    fn a_cluster_url_names_its_seed_nodes() {
+        assert_eq!(
+            cluster_seeds("redis+cluster://u:pw@a:1,b:2/0?protocol=resp3"),
+            Some(vec![
+                "redis://u:pw@a:1/0?protocol=resp3".to_owned(),
+                "redis://u:pw@b:2/0?protocol=resp3".to_owned()
+            ])
+        );
+        assert_eq!(
+            cluster_seeds("rediss+cluster://a:1"),
+            Some(vec!["rediss://a:1".to_owned()])
+        );
+        assert_eq!(cluster_seeds("redis://a:1"), None);
+        match parse("redis+cluster://a:1,b:2?prefix=jobs") {
+            Ok(StoreUrl::Redis { url, prefix }) => {
+                assert_eq!(
+                    (url.as_str(), prefix.as_str()),
+                    ("redis+cluster://a:1,b:2", "jobs")
+                );
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }

@@ -41,8 +41,9 @@
 //! `}`.
 //!
 //! The crate talks to one server (or a proxy) through a
-//! [`ConnectionManager`]; it has no cluster connection yet, but nothing in
-//! the layout needs to change for one.
+//! [`ConnectionManager`], or, with the `cluster` feature, to a Redis Cluster
+//! ([`RedisStore::connect_cluster`]) with the same scripts and keys: each
+//! script and command goes to the node owning its keys.
 //!
 //! ## Ids are global: the id registry
 //!
@@ -101,12 +102,14 @@ use oncetask_core::{Store, StoreError, Task, TaskStatus};
 use redis::Value;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
+mod conn;
 mod doc;
 mod keys;
 mod notify;
 mod registry;
 mod scripts;
 
+pub use conn::Connection;
 pub use keys::key_slot;
 
 use doc::{Decoded, Fields, decode, encode_task};
@@ -132,9 +135,10 @@ pub struct RedisStore {
 }
 
 struct Inner {
-    conn: ConnectionManager,
-    /// Opens the pub/sub connections of [`Store::subscribe`].
-    client: Option<redis::Client>,
+    conn: Connection,
+    /// Open the pub/sub connections of [`Store::subscribe`]: the server, or
+    /// the cluster's seed nodes (tried in turn). Empty: no wake-ups.
+    pubsub: Vec<redis::Client>,
     keys: Keys,
 }
 
@@ -142,7 +146,8 @@ impl std::fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisStore")
             .field("prefix", &self.inner.keys.prefix())
-            .field("wake_ups", &self.inner.client.is_some())
+            .field("cluster", &self.inner.conn.is_cluster())
+            .field("wake_ups", &!self.inner.pubsub.is_empty())
             .finish()
     }
 }
@@ -172,8 +177,8 @@ impl RedisStore {
             .map_err(redis_error)?;
         Ok(Self {
             inner: Arc::new(Inner {
-                conn,
-                client: Some(client),
+                conn: conn.into(),
+                pubsub: vec![client],
                 keys,
             }),
         })
@@ -186,8 +191,8 @@ impl RedisStore {
     pub fn from_connection(conn: ConnectionManager, prefix: &str) -> Result<Self, StoreError> {
         Ok(Self {
             inner: Arc::new(Inner {
-                conn,
-                client: None,
+                conn: conn.into(),
+                pubsub: Vec::new(),
                 keys: Keys::new(prefix)?,
             }),
         })
@@ -199,10 +204,76 @@ impl RedisStore {
         Self {
             inner: Arc::new(Inner {
                 conn: self.inner.conn.clone(),
-                client: Some(client),
+                pubsub: vec![client],
                 keys: self.inner.keys.clone(),
             }),
         }
+    }
+
+    /// Connects to the Redis Cluster reachable through the seed nodes `urls`
+    /// (`redis://host:port` each; any subset of the masters will do, the rest
+    /// of the cluster is discovered) and stores tasks under keys starting
+    /// with `prefix`.
+    ///
+    /// Every script and command goes to the node owning its keys' slot, and
+    /// follows `MOVED`/`ASK` redirections while slots migrate. Wake-ups use
+    /// classic pub/sub, which a cluster delivers on every node: a subscriber
+    /// listens on one seed node and moves to the next when it fails.
+    ///
+    /// Fails with [`StoreError::Unavailable`] if no seed node answers, and
+    /// with [`StoreError::Backend`] for no or malformed URLs or a prefix
+    /// containing `{` or `}`.
+    #[cfg(feature = "cluster")]
+    pub async fn connect_cluster<S: AsRef<str>>(
+        urls: &[S],
+        prefix: &str,
+    ) -> Result<Self, StoreError> {
+        if urls.is_empty() {
+            return Err(StoreError::backend(
+                "connect_cluster: at least one seed node URL is needed",
+            ));
+        }
+        let keys = Keys::new(prefix)?;
+        let urls: Vec<&str> = urls.iter().map(AsRef::as_ref).collect();
+        let pubsub = urls
+            .iter()
+            .map(|url| redis::Client::open(*url))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(StoreError::backend)?;
+        let client = redis::cluster::ClusterClient::builder(urls)
+            .response_timeout(RESPONSE_TIMEOUT)
+            .build()
+            .map_err(StoreError::backend)?;
+        let conn = client.get_async_connection().await.map_err(redis_error)?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                conn: conn.into(),
+                pubsub,
+                keys,
+            }),
+        })
+    }
+
+    /// Uses an existing cluster connection. Like
+    /// [`RedisStore::from_connection`], it has no wake-ups until
+    /// [`RedisStore::with_pubsub_client`] names a node to subscribe on.
+    #[cfg(feature = "cluster")]
+    pub fn from_cluster_connection(
+        conn: redis::cluster_async::ClusterConnection,
+        prefix: &str,
+    ) -> Result<Self, StoreError> {
+        Ok(Self {
+            inner: Arc::new(Inner {
+                conn: conn.into(),
+                pubsub: Vec::new(),
+                keys: Keys::new(prefix)?,
+            }),
+        })
+    }
+
+    /// Whether this store talks to a Redis Cluster.
+    pub fn is_cluster(&self) -> bool {
+        self.inner.conn.is_cluster()
     }
 
     /// The key prefix of this store.
@@ -211,7 +282,7 @@ impl RedisStore {
     }
 
     /// A handle to the store's connection (for the caller's own commands).
-    pub fn connection(&self) -> ConnectionManager {
+    pub fn connection(&self) -> Connection {
         self.inner.conn.clone()
     }
 
@@ -272,33 +343,20 @@ impl RedisStore {
     pub async fn purge(&self) -> Result<u64, StoreError> {
         let mut conn = self.conn();
         let pattern = format!("{}:*", glob_escape(self.prefix()));
-        let mut cursor: u64 = 0;
+        let keys = conn.scan_keys(&pattern).await.map_err(redis_error)?;
         let mut removed = 0;
-        loop {
-            let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(1000)
-                .query_async(&mut conn)
+        // UNLINK splits its keys by slot on a cluster.
+        for batch in keys.chunks(1000) {
+            removed += redis::cmd("UNLINK")
+                .arg(batch)
+                .query_async::<u64>(&mut conn)
                 .await
                 .map_err(redis_error)?;
-            if !keys.is_empty() {
-                removed += redis::cmd("UNLINK")
-                    .arg(&keys)
-                    .query_async::<u64>(&mut conn)
-                    .await
-                    .map_err(redis_error)?;
-            }
-            if next == 0 {
-                return Ok(removed);
-            }
-            cursor = next;
         }
+        Ok(removed)
     }
 
-    fn conn(&self) -> ConnectionManager {
+    fn conn(&self) -> Connection {
         self.inner.conn.clone()
     }
 
@@ -580,12 +638,15 @@ impl Store for RedisStore {
         if located.is_empty() {
             return Ok(Vec::new());
         }
-        let mut pipe = redis::pipe();
-        for (id, env) in &located {
-            pipe.cmd("HGETALL").arg(self.inner.keys.task(env, id));
-        }
-        let mut conn = self.conn();
-        let replies: Vec<Value> = pipe.query_async(&mut conn).await.map_err(redis_error)?;
+        let reads = located
+            .iter()
+            .map(|(id, env)| {
+                let mut cmd = redis::cmd("HGETALL");
+                cmd.arg(self.inner.keys.task(env, id));
+                cmd
+            })
+            .collect();
+        let replies = self.conn().query_each(reads).await.map_err(redis_error)?;
         let mut out = Vec::with_capacity(located.len());
         for ((id, _), reply) in located.into_iter().zip(replies) {
             let stored = fields(reply, "get")?;
@@ -738,10 +799,12 @@ impl Store for RedisStore {
     /// for a store made with [`RedisStore::from_connection`] alone.
     fn subscribe(&self, env: &str) -> Option<BoxStream<'static, Notification>> {
         let handle = tokio::runtime::Handle::try_current().ok()?;
-        let client = self.inner.client.clone()?;
+        if self.inner.pubsub.is_empty() {
+            return None;
+        }
         let (tx, rx) = tokio::sync::mpsc::channel::<Notification>(256);
         handle.spawn(notify::listen(
-            client,
+            self.inner.pubsub.clone(),
             self.conn(),
             self.inner.keys.clone(),
             env.to_owned(),

@@ -1,32 +1,45 @@
 //! Wake-ups over pub/sub: a reconnecting subscriber per [`crate::RedisStore::subscribe`] call.
+//!
+//! On a cluster the scripts still use classic `PUBLISH`, not sharded
+//! `SPUBLISH`: a classic message reaches subscribers on every node, so a
+//! subscriber needs one connection to any node and nothing changes when
+//! slots move or a node fails over, and the scripts stay the same as on a
+//! single server. The price is that each notice crosses the cluster bus to
+//! every node, which is small next to the claim it triggers.
 
 use std::time::Duration;
 
 use futures::StreamExt;
 use oncetask_core::store::Notification;
-use redis::aio::ConnectionManager;
 use tokio::sync::mpsc::Sender;
 use tokio::sync::mpsc::error::TrySendError;
 
+use crate::conn::Connection;
 use crate::keys::{Keys, decode};
 
 /// Pause before reconnecting after an error.
 const PAUSE: Duration = Duration::from_millis(500);
 
 /// Forwards the kinds published on `env`'s channel to `tx` until the
-/// subscriber goes away, reconnecting whenever the connection fails. After
-/// a reconnect, every kind of the env is announced once: notices sent while
-/// the connection was down are lost.
+/// subscriber goes away, reconnecting whenever the connection fails (to the
+/// next of `clients` each time: on a cluster, another node may be up while
+/// this one restarts). After a reconnect, every kind of the env is announced
+/// once: notices sent while the connection was down are lost.
 pub(crate) async fn listen(
-    client: redis::Client,
-    conn: ConnectionManager,
+    clients: Vec<redis::Client>,
+    conn: Connection,
     keys: Keys,
     env: String,
     tx: Sender<Notification>,
 ) {
     let channel = keys.channel(&env);
     let mut reconnected = false;
+    let mut attempt: usize = 0;
     while !tx.is_closed() {
+        let Some(client) = clients.get(attempt % clients.len().max(1)) else {
+            return;
+        };
+        attempt = attempt.wrapping_add(1);
         let mut pubsub = match client.get_async_pubsub().await {
             Ok(pubsub) => pubsub,
             Err(_) => {
@@ -63,7 +76,7 @@ pub(crate) async fn listen(
 
 /// Sends a notice for every kind of `env`; false once the subscriber is gone.
 async fn announce_all(
-    conn: &ConnectionManager,
+    conn: &Connection,
     keys: &Keys,
     env: &str,
     tx: &Sender<Notification>,

@@ -65,12 +65,15 @@ pub(crate) async fn lookup(
     store: &RedisStore,
     ids: &[&String],
 ) -> Result<Vec<Option<(String, String)>>, StoreError> {
-    let mut pipe = redis::pipe();
-    for id in ids {
-        pipe.cmd("GET").arg(store.inner.keys.registry(id));
-    }
-    let mut conn = store.conn();
-    let replies: Vec<Value> = pipe.query_async(&mut conn).await.map_err(redis_error)?;
+    let reads = ids
+        .iter()
+        .map(|id| {
+            let mut cmd = redis::cmd("GET");
+            cmd.arg(store.inner.keys.registry(id));
+            cmd
+        })
+        .collect();
+    let replies = store.conn().query_each(reads).await.map_err(redis_error)?;
     replies
         .into_iter()
         .map(|v| Ok(opt_string(v, "registry lookup")?.as_deref().and_then(parse)))
@@ -82,17 +85,23 @@ async fn release(store: &RedisStore, entries: &[(String, String)]) -> Result<(),
     if entries.is_empty() {
         return Ok(());
     }
-    let mut pipe = redis::pipe();
-    for (id, value) in entries {
-        pipe.cmd("EVAL")
-            .arg(REGISTRY_RELEASE)
-            .arg(1)
-            .arg(store.inner.keys.registry(id))
-            .arg(value)
-            .ignore();
-    }
-    let mut conn = store.conn();
-    pipe.query_async::<()>(&mut conn).await.map_err(redis_error)
+    let releases = entries
+        .iter()
+        .map(|(id, value)| {
+            let mut cmd = redis::cmd("EVAL");
+            cmd.arg(REGISTRY_RELEASE)
+                .arg(1)
+                .arg(store.inner.keys.registry(id))
+                .arg(value);
+            cmd
+        })
+        .collect();
+    store
+        .conn()
+        .query_each(releases)
+        .await
+        .map(drop)
+        .map_err(redis_error)
 }
 
 /// One first copy of an id still being created.
@@ -149,18 +158,19 @@ pub(crate) async fn create(
             tokio::time::sleep(Duration::from_millis(2u64 << round.min(6))).await;
         }
         // 1. Claim the registry entries.
-        let mut pipe = redis::pipe();
+        let mut claims = Vec::with_capacity(pending.len());
         for p in &mut pending {
             p.generation = new_generation();
             let task = &tasks[p.index];
-            pipe.cmd("SET")
-                .arg(keys.registry(&task.id))
+            let mut cmd = redis::cmd("SET");
+            cmd.arg(keys.registry(&task.id))
                 .arg(entry(&p.generation, &task.env))
                 .arg("NX")
                 .arg("GET");
+            claims.push(cmd);
         }
         let mut conn = store.conn();
-        let replies: Vec<Value> = pipe.query_async(&mut conn).await.map_err(redis_error)?;
+        let replies = conn.query_each(claims).await.map_err(redis_error)?;
         let mut owned = Vec::new();
         let mut held = Vec::new();
         for (p, reply) in std::mem::take(&mut pending).into_iter().zip(replies) {
@@ -196,7 +206,7 @@ pub(crate) async fn create(
             }
         }
         // 3. Entries held by someone else: is their task there?
-        let mut probe = redis::pipe();
+        let mut probe = Vec::new();
         let mut parsed = Vec::new();
         for (p, value) in held {
             let Some((generation, env)) = parse(&value) else {
@@ -206,14 +216,16 @@ pub(crate) async fn create(
                 ))));
                 continue;
             };
-            probe.cmd("EXISTS").arg(keys.task(&env, &tasks[p.index].id));
+            let mut cmd = redis::cmd("EXISTS");
+            cmd.arg(keys.task(&env, &tasks[p.index].id));
+            probe.push(cmd);
             parsed.push((p, value, generation, env));
         }
         let mut to_fence = Vec::new();
         if !parsed.is_empty() {
-            let found: Vec<i64> = probe.query_async(&mut conn).await.map_err(redis_error)?;
+            let found = conn.query_each(probe).await.map_err(redis_error)?;
             for ((mut p, value, generation, env), exists) in parsed.into_iter().zip(found) {
-                if exists == 1 {
+                if exists == Value::Int(1) {
                     outcomes[p.index] = Some(existing(&tasks[p.index], env));
                     continue;
                 }

@@ -16,6 +16,7 @@
 //! | `memory` | [`MemoryStore`]: in-process, for tests, demos and local development |
 //! | `postgres` | `postgres::PostgresStore`: PostgreSQL via `sqlx`, durable and shared between processes |
 //! | `redis` | `redis::RedisStore`: Redis via the `redis` crate, one Lua script per claim, pub/sub wake-ups (durable with AOF) |
+//! | `redis-cluster` | `redis` plus `RedisStore::connect_cluster` for Redis Cluster |
 //! | `firestore` | `oncetask::firestore`: Firestore, sharing documents with the Go package (passes the conformance suite on the emulator) |
 //! | `testing` | `oncetask::testing`: the test kit for your own handler and service tests |
 //!

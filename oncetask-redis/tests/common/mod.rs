@@ -43,6 +43,41 @@ pub async fn store_on(prefix: &str) -> RedisStore {
         .unwrap_or_else(|e| panic!("{}", unreachable(&url, e)))
 }
 
+/// `ONCETASK_REDIS_CLUSTER_URLS` (comma-separated seed node URLs); panics
+/// (failing the test) with instructions when it is not set.
+pub fn cluster_urls() -> Vec<String> {
+    let urls = std::env::var("ONCETASK_REDIS_CLUSTER_URLS").unwrap_or_default();
+    let urls: Vec<String> = urls
+        .split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(str::to_owned)
+        .collect();
+    assert!(
+        !urls.is_empty(),
+        "ONCETASK_REDIS_CLUSTER_URLS is not set: the Redis Cluster tests need a cluster. Run them \
+         through `scripts/redis-cluster cargo test -p oncetask-redis --test <name>` (it starts a \
+         throwaway 3-master cluster on loopback) or `scripts/test`, or point the variable at the \
+         seed nodes of a cluster (redis://host:port,redis://host:port,...)."
+    );
+    urls
+}
+
+/// A store on `prefix` on the cluster of [`cluster_urls`]; panics (failing
+/// the test) with instructions when the cluster cannot be reached.
+pub async fn cluster_store_on(prefix: &str) -> RedisStore {
+    let urls = cluster_urls();
+    RedisStore::connect_cluster(&urls, prefix)
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot reach the Redis Cluster at {} ({e}). Run the tests through \
+                 `scripts/redis-cluster` or `scripts/test`, or fix ONCETASK_REDIS_CLUSTER_URLS.",
+                urls.join(",")
+            )
+        })
+}
+
 /// Set once the stale test keys of earlier runs are gone.
 static CLEANED: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
 
@@ -54,36 +89,24 @@ pub async fn drop_stale_prefixes(store: &RedisStore) {
         .get_or_init(|| async {
             let mut conn = store.connection();
             let cutoff = chrono::Utc::now().timestamp() - 3600;
-            let mut cursor: u64 = 0;
-            loop {
-                let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-                    .arg(cursor)
-                    .arg("MATCH")
-                    .arg(format!("{TEST_PREFIX}:*"))
-                    .arg("COUNT")
-                    .arg(1000)
-                    .query_async(&mut conn)
-                    .await
-                    .expect("scan test keys");
-                let stale: Vec<&String> = keys
-                    .iter()
-                    .filter(|k| {
-                        k.split(':')
-                            .nth(1)
-                            .and_then(|s| s.parse::<i64>().ok())
-                            .is_some_and(|t| t < cutoff)
-                    })
-                    .collect();
-                if !stale.is_empty() {
-                    let _: redis::RedisResult<u64> = redis::cmd("UNLINK")
-                        .arg(&stale)
-                        .query_async(&mut conn)
-                        .await;
-                }
-                if next == 0 {
-                    break;
-                }
-                cursor = next;
+            // On a cluster this walks every master.
+            let keys = conn
+                .scan_keys(&format!("{TEST_PREFIX}:*"))
+                .await
+                .expect("scan test keys");
+            let stale: Vec<&Vec<u8>> = keys
+                .iter()
+                .filter(|k| {
+                    String::from_utf8_lossy(k)
+                        .split(':')
+                        .nth(1)
+                        .and_then(|s| s.parse::<i64>().ok())
+                        .is_some_and(|t| t < cutoff)
+                })
+                .collect();
+            for batch in stale.chunks(1000) {
+                let _: redis::RedisResult<u64> =
+                    redis::cmd("UNLINK").arg(batch).query_async(&mut conn).await;
             }
         })
         .await;
