@@ -14,7 +14,7 @@ use tracing::Instrument;
 
 use crate::error::{Error, HandlerError};
 use crate::lifecycle::{self, FailurePolicy, GeneratorError, HandlerPath, LeaseGrant, Rejection};
-use crate::manager::apply::{Applied, apply_many, apply_one};
+use crate::manager::apply::{Applied, Transition, apply_many, apply_one};
 use crate::manager::context::{self, CurrentTask};
 use crate::manager::handler::{HandlerResult, NoopCancellation, TaskHandler};
 use crate::manager::{HandlerShape, Inner, Registration, ShutdownPhase};
@@ -299,7 +299,7 @@ impl Claim {
 
 pub(crate) async fn process_next(
     inner: &Arc<Inner>,
-    registration: &Registration,
+    registration: &Arc<Registration>,
 ) -> Result<Option<RunReport>, Error> {
     let mode = match registration.shape {
         HandlerShape::Single(_) => ClaimMode::Single { limit: 1 },
@@ -360,7 +360,11 @@ async fn claim(
 }
 
 /// Runs the handlers of a claim's tasks and stores their outcomes.
-async fn run_claimed(inner: &Arc<Inner>, registration: &Registration, claim: Claim) -> RunReport {
+async fn run_claimed(
+    inner: &Arc<Inner>,
+    registration: &Arc<Registration>,
+    claim: Claim,
+) -> RunReport {
     let options = &registration.options;
     let token = claim.token;
     let mut run = Run {
@@ -443,7 +447,7 @@ enum Ended {
 /// The state of one claim being processed.
 struct Run<'a> {
     inner: &'a Arc<Inner>,
-    registration: &'a Registration,
+    registration: &'a Arc<Registration>,
     token: &'a LeaseToken,
     claimed_at: DateTime<Utc>,
     /// Handler runs done so far for this claim (cancellation handlers run
@@ -487,7 +491,7 @@ impl Run<'_> {
             self.note(id, path, Some("lease lost".into()), None);
         }
         match ended {
-            Ended::Finished(result) => self.record(held, path, &result, None).await,
+            Ended::Finished(result) => self.record(held, path, result, None).await,
             Ended::Interrupted => self.release(held, path, "interrupted by shutdown").await,
             Ended::LeaseLost => {
                 self.release(held, path, "lease could not be extended")
@@ -615,25 +619,17 @@ impl Run<'_> {
         }
     }
 
-    /// Stores the outcome of a run on each task: one swap for the whole group,
-    /// each task decided on its own (Go W11).
+    /// Stores the outcome of a run on each task, each task decided on its
+    /// own (Go W11), in one swap with other runs' outcomes (group commit).
     async fn record(
         &mut self,
         held: Vec<Task>,
         path: HandlerPath,
-        result: &HandlerResult,
-        retry_override: Option<&dyn RetryPolicy>,
+        result: HandlerResult,
+        retry_override: Option<Arc<dyn RetryPolicy>>,
     ) {
         let now = self.inner.now();
-        let options = &self.registration.options;
-        let retry = PanicSafe(retry_override.unwrap_or(options.retry.as_ref()));
-        let cancellation_retry = PanicSafe(options.cancellation_retry.as_ref());
-        let policy = FailurePolicy {
-            retry: &retry,
-            cancellation_retry: &cancellation_retry,
-            error_history_limit: self.inner.config.error_history_limit,
-        };
-        let token = self.token;
+        let result = Arc::new(result);
         let ids: Vec<String> = held.iter().map(|t| t.id.clone()).collect();
         let span = tracing::debug_span!(
             "oncetask.outcome",
@@ -643,13 +639,24 @@ impl Run<'_> {
             path = ?path,
             ok = result.is_ok(),
         );
-        let results = apply_many(self.inner.store.as_ref(), held, |t| match result {
-            Ok(value) => lifecycle::succeed(t, token, now, value.clone()),
-            Err(e) => lifecycle::fail(t, token, now, e, path, policy),
-        })
-        .instrument(span)
-        .await;
-        let error = result.as_ref().err().map(|e| e.message().to_owned());
+        let items = held
+            .into_iter()
+            .map(|task| {
+                let transition = self.outcome(&result, path, now, retry_override.clone());
+                (task, transition)
+            })
+            .collect();
+        let results = self
+            .inner
+            .outcomes
+            .apply(self.inner.store.as_ref(), items)
+            .instrument(span)
+            .await;
+        let error = result
+            .as_ref()
+            .as_ref()
+            .err()
+            .map(|e| e.message().to_owned());
         for (id, applied) in ids.into_iter().zip(results) {
             let status = self.written(&id, applied, now);
             if let Some(status) = status {
@@ -662,6 +669,35 @@ impl Run<'_> {
             }
             self.note(id, path, error.clone(), status);
         }
+    }
+
+    /// The transition storing `result` on a task: an owned closure, as
+    /// another run's task may apply it in a batch of several runs.
+    fn outcome(
+        &self,
+        result: &Arc<HandlerResult>,
+        path: HandlerPath,
+        now: DateTime<Utc>,
+        retry_override: Option<Arc<dyn RetryPolicy>>,
+    ) -> Transition {
+        let result = result.clone();
+        let registration = self.registration.clone();
+        let token = self.token.clone();
+        let error_history_limit = self.inner.config.error_history_limit;
+        Box::new(move |task| match result.as_ref() {
+            Ok(value) => lifecycle::succeed(task, &token, now, value.clone()),
+            Err(e) => {
+                let options = &registration.options;
+                let retry = PanicSafe(retry_override.as_deref().unwrap_or(options.retry.as_ref()));
+                let cancellation_retry = PanicSafe(options.cancellation_retry.as_ref());
+                let policy = FailurePolicy {
+                    retry: &retry,
+                    cancellation_retry: &cancellation_retry,
+                    error_history_limit,
+                };
+                lifecycle::fail(task, &token, now, e, path, policy)
+            }
+        })
     }
 
     /// Gives the leases of `held` back without an outcome (shutdown, or a
@@ -759,8 +795,8 @@ impl Run<'_> {
                     .record(
                         vec![generator],
                         HandlerPath::Main,
-                        &Err(error),
-                        Some(&NoRetry),
+                        Err(error),
+                        Some(Arc::new(NoRetry)),
                     )
                     .await;
             }
@@ -799,8 +835,8 @@ impl Run<'_> {
                     .record(
                         vec![generator],
                         HandlerPath::Main,
-                        &Err(error),
-                        Some(&retry),
+                        Err(error),
+                        Some(Arc::new(retry)),
                     )
                     .await;
             }
