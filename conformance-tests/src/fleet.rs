@@ -235,3 +235,71 @@ pub async fn wake_up_latencies_across_managers(
     worker.shutdown(Duration::from_secs(5)).await;
     latencies
 }
+
+/// A throughput measurement (not a test: no timing is asserted): creates
+/// `tasks` tasks without resource keys, then times one manager with
+/// `concurrency` workers and a no-op handler draining them. Returns the
+/// drain time; panics if a task is not done within `deadline`.
+pub async fn drain_time(
+    store: Arc<dyn Store>,
+    env: &str,
+    tasks: u32,
+    concurrency: usize,
+    deadline: Duration,
+) -> Duration {
+    let creator = Manager::builder(store.clone())
+        .env(env)
+        .declare_kinds([KIND])
+        .start_workers(false)
+        .build();
+    let jobs: Vec<Job> = (0..tasks).map(|n| Job { n, key: None }).collect();
+    for chunk in jobs.chunks(1000) {
+        let report = creator.create_many(chunk).await.expect("create");
+        assert!(
+            report.failed.is_empty(),
+            "create failed: {:?}",
+            report.failed
+        );
+    }
+    let done = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let manager = manager(store, env, Duration::from_millis(500));
+    let started = Instant::now();
+    let counter = done.clone();
+    manager
+        .register(
+            KIND,
+            handler_fn(move |_task: Task| {
+                let counter = counter.clone();
+                async move {
+                    counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    Ok::<_, std::io::Error>(())
+                }
+            }),
+            HandlerOptions::default().concurrency(concurrency),
+        )
+        .expect("register");
+    // Only the handlers' counter is polled while they run: a store-wide
+    // count would compete with the workers for the store.
+    let until = Instant::now() + deadline;
+    while done.load(std::sync::atomic::Ordering::Relaxed) < tasks {
+        assert!(
+            Instant::now() < until,
+            "timed out waiting for every task to run"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let ran = started.elapsed();
+    wait_for("every outcome to be stored", deadline, async || {
+        let counts = creator.count_by_status(Some(KIND)).await.expect("count");
+        counts.get(&TaskStatus::Completed).copied().unwrap_or(0) == u64::from(tasks)
+    })
+    .await;
+    let stored = started.elapsed();
+    manager.shutdown(Duration::from_secs(10)).await;
+    println!(
+        "drain: {tasks} tasks, concurrency {concurrency}: handlers done in {ran:?}, \
+         outcomes stored in {stored:?} = {:.0} tasks/s",
+        f64::from(tasks) / stored.as_secs_f64()
+    );
+    stored
+}

@@ -78,6 +78,18 @@ impl PostgresStore {
         format!("UPDATE {t} SET {sets} FROM jsonb_to_recordset($1) AS {RECORD} WHERE {t}.id = x.id")
     }
 
+    /// The next due time of env `$1` / kind `$2` after `$3`: its `min` is
+    /// served by `tasks_due_idx`, whose expression this repeats verbatim.
+    pub(crate) fn next_due_sql(&self) -> String {
+        let t = &self.inner.table;
+        let due = "greatest(coalesce(wait_until, '-infinity'::timestamptz), \
+                   coalesce(leased_until, '-infinity'::timestamptz))";
+        format!(
+            "SELECT min({due}) FROM {t} \
+             WHERE env = $1 AND kind = $2 AND done_at IS NULL AND {TASK_LIKE} AND {due} > $3"
+        )
+    }
+
     /// The candidate query: up to `$4` ready tasks of env `$1` / kind `$2` at
     /// `$3`, in claim order, whose resource key is free and not in `$5`, and
     /// whose id is not in `$6`.
@@ -174,8 +186,9 @@ impl PostgresStore {
 
     /// The query plans (`EXPLAIN`) of a claim's statements for `env`/`kind`
     /// at `now`: the candidate query, the resource-key busy check it embeds,
-    /// the group query for `key`, and the bulk write-back of claimed tasks. A diagnostic, used by the tests that
-    /// check the claim is served by the indexes.
+    /// the group query for `key`, the bulk write-back of claimed tasks, and
+    /// the next due time an idle worker asks for. A diagnostic, used by the
+    /// tests that check the claim is served by the indexes.
     pub async fn explain_claim(
         &self,
         env: &str,
@@ -204,6 +217,13 @@ impl PostgresStore {
             .fetch_all(&mut *conn)
             .await
             .map_err(db)?;
+        let due = sqlx::query(&format!("EXPLAIN {}", self.next_due_sql()))
+            .bind(env)
+            .bind(kind)
+            .bind(now)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(db)?;
         let sample = Task::new("explain", kind, env, now);
         let row = row::encode(&sample).map_err(StoreError::backend)?;
         let write = sqlx::query(&format!("EXPLAIN {}", self.write_sql()))
@@ -215,6 +235,7 @@ impl PostgresStore {
             ("candidates", candidate),
             ("group", group),
             ("write-back", write),
+            ("next due", due),
         ] {
             out.push_str(&format!("-- {title}\n"));
             for r in &rows {

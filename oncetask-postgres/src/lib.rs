@@ -548,19 +548,13 @@ impl Store for PostgresStore {
         kind: &str,
         after: DateTime<Utc>,
     ) -> Result<Option<DateTime<Utc>>, StoreError> {
-        let t = &self.inner.table;
-        let due = "greatest(coalesce(wait_until, '-infinity'::timestamptz), \
-                   coalesce(leased_until, '-infinity'::timestamptz))";
-        let row = sqlx::query(&format!(
-            "SELECT min({due}) FROM {t} \
-             WHERE env = $1 AND kind = $2 AND done_at IS NULL AND {TASK_LIKE} AND {due} > $3"
-        ))
-        .bind(env)
-        .bind(kind)
-        .bind(after)
-        .fetch_one(&self.inner.pool)
-        .await
-        .map_err(db)?;
+        let row = sqlx::query(&self.next_due_sql())
+            .bind(env)
+            .bind(kind)
+            .bind(after)
+            .fetch_one(&self.inner.pool)
+            .await
+            .map_err(db)?;
         row.try_get::<Option<DateTime<Utc>>, _>(0).map_err(db)
     }
 

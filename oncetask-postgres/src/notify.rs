@@ -52,6 +52,11 @@ pub(crate) async fn listen(
     tx: tokio::sync::mpsc::Sender<Notification>,
 ) {
     let pause = std::time::Duration::from_millis(500);
+    // The listener's connection is its own, not one of the store's pool:
+    // a pool connection held for good would be one fewer for claims and swaps.
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .connect_lazy_with((*pool.connect_options()).clone());
     while !tx.is_closed() {
         let mut listener = match PgListener::connect_with(&pool).await {
             Ok(listener) => listener,

@@ -209,6 +209,7 @@ async fn claim_queries_use_the_indexes_on_100k_rows() {
         "tasks_ready_idx",
         "tasks_key_lease_idx",
         "tasks_key_group_idx",
+        "tasks_due_idx",
     ] {
         assert!(plan.contains(index), "{index} unused:\n{plan}");
     }

@@ -5,7 +5,10 @@
 //! landed meanwhile) are the losers re-read and recomputed from fresh state.
 
 use std::collections::HashMap;
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
+
+use tokio::sync::oneshot;
 
 use crate::error::{Error, StoreError};
 use crate::lifecycle::Rejection;
@@ -39,6 +42,15 @@ pub(crate) async fn apply_many<F>(
 where
     F: Fn(&Task) -> Result<Task, Rejection>,
 {
+    apply_each(store, tasks, |_, task| transition(task)).await
+}
+
+/// [`apply_many`] with a transition per task: `transition(i, task)` for the
+/// task at input index `i`.
+async fn apply_each<F>(store: &dyn Store, tasks: Vec<Task>, transition: F) -> Vec<Applied>
+where
+    F: Fn(usize, &Task) -> Result<Task, Rejection>,
+{
     let mut results: Vec<Option<Applied>> = (0..tasks.len()).map(|_| None).collect();
     // (index in input, task as we believe it is stored)
     let mut pending: Vec<(usize, Task)> = tasks.into_iter().enumerate().collect();
@@ -49,7 +61,7 @@ where
         let mut swaps = Vec::with_capacity(pending.len());
         let mut swapped = Vec::with_capacity(pending.len());
         for (index, current) in pending.drain(..) {
-            match transition(&current) {
+            match transition(index, &current) {
                 Ok(next) => {
                     swaps.push(Swap {
                         task: next,
@@ -178,4 +190,97 @@ where
         .await
         .pop()
         .unwrap_or(Applied::Rejected(Rejection::NotApplicable))
+}
+
+/// A transition owned by the batch that applies it.
+pub(crate) type Transition = Box<dyn Fn(&Task) -> Result<Task, Rejection> + Send + Sync>;
+
+/// One caller's tasks waiting in a [`Committer`] queue.
+struct Queued {
+    items: Vec<(Task, Transition)>,
+    reply: oneshot::Sender<Vec<Applied>>,
+}
+
+/// Group commit of task writes: concurrent callers' tasks go to the store in
+/// one [`apply_many`] batch (one `Store::swap` call).
+///
+/// There is no writer task and no added delay: a caller queues its tasks and
+/// then either receives its results or takes the flush lock and writes
+/// everything queued by then, itself included. So while one batch is being
+/// written, the next one gathers, and a lone caller writes at once. Each
+/// task keeps its own transition, so fencing (version and lease token) and
+/// conflict handling stay per task.
+#[derive(Default)]
+pub(crate) struct Committer {
+    queue: Mutex<Vec<Queued>>,
+    flush: tokio::sync::Mutex<()>,
+}
+
+impl Committer {
+    /// Applies each transition to its task, batched with other callers'
+    /// writes; results are in input order.
+    pub(crate) async fn apply(
+        &self,
+        store: &dyn Store,
+        items: Vec<(Task, Transition)>,
+    ) -> Vec<Applied> {
+        if items.is_empty() {
+            return Vec::new();
+        }
+        let count = items.len();
+        let (reply, mut answer) = oneshot::channel();
+        self.queue
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(Queued { items, reply });
+        loop {
+            tokio::select! {
+                biased;
+                applied = &mut answer => {
+                    return applied.unwrap_or_else(|_| {
+                        // The caller writing the batch was cancelled (shutdown abort).
+                        (0..count)
+                            .map(|_| Applied::Failed(Error::Internal(
+                                "the batch writing this outcome was cancelled".into(),
+                            )))
+                            .collect()
+                    });
+                }
+                guard = self.flush.lock() => {
+                    let batch = std::mem::take(
+                        &mut *self.queue.lock().unwrap_or_else(PoisonError::into_inner),
+                    );
+                    // An empty queue means an earlier flush took (and answered) ours.
+                    if !batch.is_empty() {
+                        write_batch(store, batch).await;
+                    }
+                    drop(guard);
+                }
+            }
+        }
+    }
+}
+
+/// Writes the queued tasks of several callers in one batch and answers each.
+async fn write_batch(store: &dyn Store, batch: Vec<Queued>) {
+    let mut tasks = Vec::new();
+    let mut transitions = Vec::new();
+    let mut replies = Vec::with_capacity(batch.len());
+    for queued in batch {
+        replies.push((queued.reply, queued.items.len()));
+        for (task, transition) in queued.items {
+            tasks.push(task);
+            transitions.push(transition);
+        }
+    }
+    let mut results = apply_each(store, tasks, |i, task| match transitions.get(i) {
+        Some(transition) => transition(task),
+        None => Err(Rejection::NotApplicable),
+    })
+    .await
+    .into_iter();
+    for (reply, n) in replies {
+        // A caller that went away no longer needs its results.
+        let _ = reply.send(results.by_ref().take(n).collect());
+    }
 }

@@ -95,6 +95,8 @@ pub(crate) struct Inner {
     wakeups: Mutex<HashMap<String, watch::Sender<u64>>>,
     shutdown: watch::Sender<ShutdownPhase>,
     workers: Mutex<Vec<JoinHandle<()>>>,
+    /// Outcomes of concurrent runs, written in shared batches.
+    outcomes: apply::Committer,
     /// Tasks interrupted by shutdown, for the shutdown report.
     interrupted: Mutex<Vec<String>>,
     /// Undecodable documents already logged (they are met on every claim).
@@ -233,6 +235,7 @@ impl ManagerBuilder {
                 wakeups: Mutex::new(HashMap::new()),
                 shutdown,
                 workers: Mutex::new(Vec::new()),
+                outcomes: apply::Committer::default(),
                 interrupted: Mutex::new(Vec::new()),
                 reported_undecodable: Mutex::new(HashSet::new()),
             }),

@@ -82,7 +82,8 @@ impl std::fmt::Debug for HandlerOptions {
 }
 
 impl HandlerOptions {
-    /// Number of worker loops for the kind (at least 1).
+    /// Most tasks (or groups) of the kind running at once in this manager
+    /// (at least 1): the kind's claiming loop leases no more than that.
     pub fn concurrency(mut self, workers: usize) -> Self {
         self.concurrency = workers;
         self

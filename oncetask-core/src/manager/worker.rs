@@ -8,13 +8,13 @@ use std::time::Duration;
 use chrono::{DateTime, TimeDelta, Utc};
 use futures::FutureExt;
 use futures::future::BoxFuture;
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
+use tokio::sync::{Semaphore, watch};
+use tokio::task::{JoinHandle, JoinSet};
 use tracing::Instrument;
 
 use crate::error::{Error, HandlerError};
 use crate::lifecycle::{self, FailurePolicy, GeneratorError, HandlerPath, LeaseGrant, Rejection};
-use crate::manager::apply::{Applied, apply_many, apply_one};
+use crate::manager::apply::{Applied, Transition, apply_many, apply_one};
 use crate::manager::context::{self, CurrentTask};
 use crate::manager::handler::{HandlerResult, NoopCancellation, TaskHandler};
 use crate::manager::{HandlerShape, Inner, Registration, ShutdownPhase};
@@ -80,31 +80,59 @@ pub struct ShutdownReport {
 
 pub(crate) fn spawn_workers(inner: &Arc<Inner>, registration: Arc<Registration>) {
     let mut workers = inner.workers.lock().unwrap_or_else(PoisonError::into_inner);
-    for _ in 0..registration.options.concurrency {
-        let wake = inner.wake_receiver(&registration.kind);
-        let phase = inner.shutdown.subscribe();
-        workers.push(tokio::spawn(worker_loop(
-            Arc::downgrade(inner),
-            registration.clone(),
-            wake,
-            phase,
-        )));
-    }
+    let wake = inner.wake_receiver(&registration.kind);
+    let phase = inner.shutdown.subscribe();
+    workers.push(tokio::spawn(dispatch_loop(
+        Arc::downgrade(inner),
+        registration,
+        wake,
+        phase,
+    )));
 }
 
-/// One loop: claim and run until nothing is ready, then sleep until the next
-/// due time, a wake-up, or the poll interval. The loop holds only a weak
-/// reference while idle, so dropping the last `Manager` stops it.
-async fn worker_loop(
+/// The one claiming loop of a kind: it claims as many tasks as it has free
+/// slots (up to the kind's concurrency) in one claim, runs each in a slot of
+/// its own, and sleeps until the next due time, a wake-up, or the poll
+/// interval when nothing is ready. A task is leased only when a slot is free
+/// to run it at once (its lease clock runs from the claim); a wake-up wakes
+/// this one loop, not one loop per slot. The loop holds only a weak
+/// reference while idle, so dropping the last `Manager` stops it; on
+/// shutdown it stops claiming and waits for its running tasks.
+async fn dispatch_loop(
     manager: Weak<Inner>,
     registration: Arc<Registration>,
     mut wake: watch::Receiver<u64>,
     mut phase: watch::Receiver<ShutdownPhase>,
 ) {
+    let slots = Arc::new(Semaphore::new(registration.options.concurrency));
+    let mut running: JoinSet<()> = JoinSet::new();
     let mut failures: u32 = 0;
     loop {
+        while let Some(ended) = running.try_join_next() {
+            log_abnormal_end(ended);
+        }
         if *phase.borrow() != ShutdownPhase::Running {
             break;
+        }
+        let first = tokio::select! {
+            permit = slots.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+            changed = phase.changed() => if changed.is_err() { break } else { continue },
+        };
+        let mut permits = vec![first];
+        let wanted = match registration.shape {
+            // Every free slot: one claim fills them all.
+            HandlerShape::Single(_) => 1 + slots.available_permits(),
+            // A claim is one group, run in one slot.
+            HandlerShape::Group(_) => 1,
+        };
+        while permits.len() < wanted {
+            match slots.clone().try_acquire_owned() {
+                Ok(permit) => permits.push(permit),
+                Err(_) => break,
+            }
         }
         let Some(inner) = manager.upgrade() else {
             break;
@@ -115,36 +143,50 @@ async fn worker_loop(
         // the claim returned: the clock may pass a due time in between, and
         // that task would then be slept past.
         let checked_at = inner.now();
-        let run = AssertUnwindSafe(process_next(&inner, &registration)).catch_unwind();
-        let outcome = run.await.unwrap_or_else(|panic| {
-            // A bug must not silently stop the kind: log it and carry on; the
-            // task in hand stays leased until its lease expires.
+        let mode = match registration.shape {
+            HandlerShape::Single(_) => ClaimMode::Single {
+                limit: permits.len(),
+            },
+            HandlerShape::Group(_) => ClaimMode::ResourceGroup {
+                max_group: registration.options.max_group_size,
+            },
+        };
+        let attempt = AssertUnwindSafe(claim(&inner, &registration, mode)).catch_unwind();
+        let outcome = attempt.await.unwrap_or_else(|panic| {
             Err(Error::Internal(format!(
-                "worker panicked: {}",
+                "claim panicked: {}",
                 panic_message(panic.as_ref())
             )))
         });
-        let idle_until = match outcome {
-            Ok(Some(_)) => {
+        match outcome {
+            Ok(Some(claim)) => {
                 failures = 0;
-                continue;
-            }
-            Ok(None) => {
-                failures = 0;
-                let horizon = add(inner.now(), poll);
-                match inner
-                    .store
-                    .next_due(&inner.env, &registration.kind, checked_at)
-                    .await
-                {
-                    Ok(Some(due)) => due.min(horizon),
-                    Ok(None) => horizon,
-                    Err(e) => {
-                        tracing::warn!(kind = %registration.kind, error = %e, "next due time unavailable");
-                        horizon
-                    }
+                let parts = claim.split(&registration.shape);
+                let filled = parts.len() >= permits.len();
+                for part in parts {
+                    // A backend returning more than asked still gets every
+                    // task run; only the slot accounting is off for it.
+                    let permit = permits.pop();
+                    let inner = inner.clone();
+                    let registration = registration.clone();
+                    running.spawn(async move {
+                        let _slot = permit;
+                        let run = AssertUnwindSafe(run_claimed(&inner, &registration, part));
+                        if let Err(panic) = run.catch_unwind().await {
+                            // A bug must not silently stop the kind: log it and
+                            // carry on; the task stays leased until its lease expires.
+                            tracing::error!(kind = %registration.kind,
+                                panic = %panic_message(panic.as_ref()), "worker panicked");
+                        }
+                    });
+                }
+                if filled {
+                    // Every slot asked for got work: look for more as soon
+                    // as a slot frees up.
+                    continue;
                 }
             }
+            Ok(None) => failures = 0,
             Err(e) => {
                 failures = failures.saturating_add(1);
                 tracing::warn!(kind = %registration.kind, error = %e, "claim failed");
@@ -152,16 +194,65 @@ async fn worker_loop(
                     .saturating_mul(2u32.saturating_pow(failures.min(16)))
                     .min(MAX_ERROR_BACKOFF)
                     .min(poll);
-                add(inner.now(), backoff)
+                drop(permits);
+                let clock = inner.clock.clone();
+                let until = add(inner.now(), backoff);
+                drop(inner);
+                if idle(&*clock, until, &mut wake, &mut phase).await.is_err() {
+                    break;
+                }
+                continue;
+            }
+        }
+        // Fewer tasks than free slots: nothing else is ready now.
+        drop(permits);
+        let horizon = add(inner.now(), poll);
+        let idle_until = match inner
+            .store
+            .next_due(&inner.env, &registration.kind, checked_at)
+            .await
+        {
+            Ok(Some(due)) => due.min(horizon),
+            Ok(None) => horizon,
+            Err(e) => {
+                tracing::warn!(kind = %registration.kind, error = %e, "next due time unavailable");
+                horizon
             }
         };
         let clock = inner.clock.clone();
         drop(inner);
-        tokio::select! {
-            _ = clock.sleep_until(idle_until) => {}
-            changed = wake.changed() => if changed.is_err() { break },
-            changed = phase.changed() => if changed.is_err() { break },
+        if idle(&*clock, idle_until, &mut wake, &mut phase)
+            .await
+            .is_err()
+        {
+            break;
         }
+    }
+    // Shutdown (or the manager is gone): the running tasks finish, or are
+    // interrupted and release their leases, on their own.
+    while let Some(ended) = running.join_next().await {
+        log_abnormal_end(ended);
+    }
+}
+
+/// Sleeps until `until`, a wake-up or a shutdown phase change; `Err` when
+/// the manager is gone.
+async fn idle(
+    clock: &dyn crate::clock::Clock,
+    until: DateTime<Utc>,
+    wake: &mut watch::Receiver<u64>,
+    phase: &mut watch::Receiver<ShutdownPhase>,
+) -> Result<(), watch::error::RecvError> {
+    tokio::select! {
+        _ = clock.sleep_until(until) => Ok(()),
+        changed = wake.changed() => changed,
+        changed = phase.changed() => changed,
+    }
+}
+
+fn log_abnormal_end(ended: Result<(), tokio::task::JoinError>) {
+    if let Err(e) = ended {
+        tracing::error!(error = %e, "task execution ended abnormally");
     }
 }
 
@@ -170,19 +261,66 @@ pub(crate) fn add(t: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
         .unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
 
+/// Tasks one claim leased, under one lease token.
+struct Claim {
+    token: LeaseToken,
+    claimed_at: DateTime<Utc>,
+    tasks: Vec<Task>,
+    undecodable: Vec<Undecodable>,
+}
+
+impl Claim {
+    /// The units that run in one slot each: every task of a single-task
+    /// kind alone (they share the claim's lease token, which fences each
+    /// task on its own), a resource-key group as a whole.
+    fn split(self, shape: &HandlerShape) -> Vec<Claim> {
+        match shape {
+            HandlerShape::Group(_) => vec![self],
+            HandlerShape::Single(_) => {
+                let Claim {
+                    token,
+                    claimed_at,
+                    tasks,
+                    mut undecodable,
+                } = self;
+                tasks
+                    .into_iter()
+                    .map(|task| Claim {
+                        token: token.clone(),
+                        claimed_at,
+                        tasks: vec![task],
+                        undecodable: std::mem::take(&mut undecodable),
+                    })
+                    .collect()
+            }
+        }
+    }
+}
+
 pub(crate) async fn process_next(
     inner: &Arc<Inner>,
-    registration: &Registration,
+    registration: &Arc<Registration>,
 ) -> Result<Option<RunReport>, Error> {
-    let claimed_at = inner.now();
-    let options = &registration.options;
-    let grant = LeaseGrant::new(claimed_at, options.lease_duration);
     let mode = match registration.shape {
         HandlerShape::Single(_) => ClaimMode::Single { limit: 1 },
         HandlerShape::Group(_) => ClaimMode::ResourceGroup {
-            max_group: options.max_group_size,
+            max_group: registration.options.max_group_size,
         },
     };
+    match claim(inner, registration, mode).await? {
+        Some(claim) => Ok(Some(run_claimed(inner, registration, claim).await)),
+        None => Ok(None),
+    }
+}
+
+/// Claims ready tasks of the registration's kind; `None` when none was ready.
+async fn claim(
+    inner: &Arc<Inner>,
+    registration: &Registration,
+    mode: ClaimMode,
+) -> Result<Option<Claim>, Error> {
+    let claimed_at = inner.now();
+    let grant = LeaseGrant::new(claimed_at, registration.options.lease_duration);
     let request = ClaimRequest {
         env: inner.env.clone(),
         kind: registration.kind.clone(),
@@ -213,23 +351,38 @@ pub(crate) async fn process_next(
     if claimed.tasks.is_empty() {
         return Ok(None);
     }
-    let token = request.grant.token;
+    Ok(Some(Claim {
+        token: request.grant.token,
+        claimed_at,
+        tasks: claimed.tasks,
+        undecodable: claimed.undecodable,
+    }))
+}
+
+/// Runs the handlers of a claim's tasks and stores their outcomes.
+async fn run_claimed(
+    inner: &Arc<Inner>,
+    registration: &Arc<Registration>,
+    claim: Claim,
+) -> RunReport {
+    let options = &registration.options;
+    let token = claim.token;
     let mut run = Run {
         inner,
         registration,
         token: &token,
-        claimed_at,
+        claimed_at: claim.claimed_at,
         executions: 0,
         report: RunReport {
             kind: registration.kind.clone(),
-            claimed: claimed.tasks.iter().map(|t| t.id.clone()).collect(),
-            undecodable: claimed.undecodable,
+            claimed: claim.tasks.iter().map(|t| t.id.clone()).collect(),
+            undecodable: claim.undecodable,
             ..RunReport::default()
         },
     };
 
     let (generators, rest): (Vec<Task>, Vec<Task>) =
-        claimed.tasks.into_iter().partition(Task::is_generator);
+        claim.tasks.into_iter().partition(Task::is_generator);
     for generator in generators {
         run.advance_generator(generator).await;
     }
@@ -279,7 +432,7 @@ pub(crate) async fn process_next(
         };
         run.execute(normal, HandlerPath::Main, current, work).await;
     }
-    Ok(Some(run.report))
+    run.report
 }
 
 /// How a guarded handler run ended.
@@ -294,7 +447,7 @@ enum Ended {
 /// The state of one claim being processed.
 struct Run<'a> {
     inner: &'a Arc<Inner>,
-    registration: &'a Registration,
+    registration: &'a Arc<Registration>,
     token: &'a LeaseToken,
     claimed_at: DateTime<Utc>,
     /// Handler runs done so far for this claim (cancellation handlers run
@@ -338,7 +491,7 @@ impl Run<'_> {
             self.note(id, path, Some("lease lost".into()), None);
         }
         match ended {
-            Ended::Finished(result) => self.record(held, path, &result, None).await,
+            Ended::Finished(result) => self.record(held, path, result, None).await,
             Ended::Interrupted => self.release(held, path, "interrupted by shutdown").await,
             Ended::LeaseLost => {
                 self.release(held, path, "lease could not be extended")
@@ -466,25 +619,17 @@ impl Run<'_> {
         }
     }
 
-    /// Stores the outcome of a run on each task: one swap for the whole group,
-    /// each task decided on its own (Go W11).
+    /// Stores the outcome of a run on each task, each task decided on its
+    /// own (Go W11), in one swap with other runs' outcomes (group commit).
     async fn record(
         &mut self,
         held: Vec<Task>,
         path: HandlerPath,
-        result: &HandlerResult,
-        retry_override: Option<&dyn RetryPolicy>,
+        result: HandlerResult,
+        retry_override: Option<Arc<dyn RetryPolicy>>,
     ) {
         let now = self.inner.now();
-        let options = &self.registration.options;
-        let retry = PanicSafe(retry_override.unwrap_or(options.retry.as_ref()));
-        let cancellation_retry = PanicSafe(options.cancellation_retry.as_ref());
-        let policy = FailurePolicy {
-            retry: &retry,
-            cancellation_retry: &cancellation_retry,
-            error_history_limit: self.inner.config.error_history_limit,
-        };
-        let token = self.token;
+        let result = Arc::new(result);
         let ids: Vec<String> = held.iter().map(|t| t.id.clone()).collect();
         let span = tracing::debug_span!(
             "oncetask.outcome",
@@ -494,13 +639,24 @@ impl Run<'_> {
             path = ?path,
             ok = result.is_ok(),
         );
-        let results = apply_many(self.inner.store.as_ref(), held, |t| match result {
-            Ok(value) => lifecycle::succeed(t, token, now, value.clone()),
-            Err(e) => lifecycle::fail(t, token, now, e, path, policy),
-        })
-        .instrument(span)
-        .await;
-        let error = result.as_ref().err().map(|e| e.message().to_owned());
+        let items = held
+            .into_iter()
+            .map(|task| {
+                let transition = self.outcome(&result, path, now, retry_override.clone());
+                (task, transition)
+            })
+            .collect();
+        let results = self
+            .inner
+            .outcomes
+            .apply(self.inner.store.as_ref(), items)
+            .instrument(span)
+            .await;
+        let error = result
+            .as_ref()
+            .as_ref()
+            .err()
+            .map(|e| e.message().to_owned());
         for (id, applied) in ids.into_iter().zip(results) {
             let status = self.written(&id, applied, now);
             if let Some(status) = status {
@@ -513,6 +669,35 @@ impl Run<'_> {
             }
             self.note(id, path, error.clone(), status);
         }
+    }
+
+    /// The transition storing `result` on a task: an owned closure, as
+    /// another run's task may apply it in a batch of several runs.
+    fn outcome(
+        &self,
+        result: &Arc<HandlerResult>,
+        path: HandlerPath,
+        now: DateTime<Utc>,
+        retry_override: Option<Arc<dyn RetryPolicy>>,
+    ) -> Transition {
+        let result = result.clone();
+        let registration = self.registration.clone();
+        let token = self.token.clone();
+        let error_history_limit = self.inner.config.error_history_limit;
+        Box::new(move |task| match result.as_ref() {
+            Ok(value) => lifecycle::succeed(task, &token, now, value.clone()),
+            Err(e) => {
+                let options = &registration.options;
+                let retry = PanicSafe(retry_override.as_deref().unwrap_or(options.retry.as_ref()));
+                let cancellation_retry = PanicSafe(options.cancellation_retry.as_ref());
+                let policy = FailurePolicy {
+                    retry: &retry,
+                    cancellation_retry: &cancellation_retry,
+                    error_history_limit,
+                };
+                lifecycle::fail(task, &token, now, e, path, policy)
+            }
+        })
     }
 
     /// Gives the leases of `held` back without an outcome (shutdown, or a
@@ -610,8 +795,8 @@ impl Run<'_> {
                     .record(
                         vec![generator],
                         HandlerPath::Main,
-                        &Err(error),
-                        Some(&NoRetry),
+                        Err(error),
+                        Some(Arc::new(NoRetry)),
                     )
                     .await;
             }
@@ -650,8 +835,8 @@ impl Run<'_> {
                     .record(
                         vec![generator],
                         HandlerPath::Main,
-                        &Err(error),
-                        Some(&retry),
+                        Err(error),
+                        Some(Arc::new(retry)),
                     )
                     .await;
             }
