@@ -95,6 +95,14 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 20_000, value_name = "N")]
     pub firestore_tasks: u64,
 
+    /// Work: tasks per row on Postgres (default: --tasks)
+    #[arg(long, value_name = "N")]
+    pub postgres_tasks: Option<u64>,
+
+    /// Work: tasks per row on Redis (default: --tasks)
+    #[arg(long, value_name = "N")]
+    pub redis_tasks: Option<u64>,
+
     /// Work: worker loops per manager, one row each
     #[arg(
         long,

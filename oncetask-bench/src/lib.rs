@@ -32,6 +32,7 @@
 pub mod config;
 pub mod error;
 pub mod measure;
+pub mod profile;
 pub mod report;
 pub mod scenarios;
 pub mod target;

@@ -35,6 +35,8 @@ pub struct Row {
     pub cpu_us_per_task: Option<f64>,
     /// Resident memory per stored task (resources rows).
     pub bytes_per_task: Option<f64>,
+    /// Store calls per task and their durations (rows that drain tasks).
+    pub calls: Option<crate::profile::CallProfile>,
     /// Anything else worth knowing (or the error, when the row failed).
     pub note: String,
 }
@@ -54,6 +56,7 @@ impl Row {
             ratio_of: None,
             cpu_us_per_task: None,
             bytes_per_task: None,
+            calls: None,
             note: String::new(),
         }
     }

@@ -13,6 +13,7 @@ use tokio::task::JoinSet;
 
 use crate::error::BenchError;
 use crate::measure::{self, Counter};
+use crate::profile::{CallProfile, CallStats, Counted};
 use crate::target::Namespace;
 
 /// The kind of every bench task.
@@ -141,6 +142,8 @@ pub struct Drained {
     pub seconds: f64,
     /// This process's CPU time per task, microseconds.
     pub cpu_us_per_task: Option<f64>,
+    /// Store calls per task, and their durations.
+    pub calls: CallProfile,
 }
 
 /// Starts `managers` managers (each on its own store instance) with
@@ -154,9 +157,10 @@ pub async fn drain(
     concurrency: usize,
     timeout: Duration,
 ) -> Result<Drained, BenchError> {
+    let stats = CallStats::new();
     let mut stores = Vec::with_capacity(managers);
     for _ in 0..managers {
-        stores.push(ns.store().await?);
+        stores.push(Counted::wrap(ns.store().await?, stats.clone()));
     }
     let counter = Counter::new(tasks);
     let cpu = measure::process_cpu();
@@ -174,5 +178,6 @@ pub async fn drain(
     Ok(Drained {
         seconds: started.elapsed().as_secs_f64(),
         cpu_us_per_task: measure::cpu_per_task(cpu, tasks),
+        calls: stats.profile(tasks),
     })
 }

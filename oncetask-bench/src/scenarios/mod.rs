@@ -40,7 +40,9 @@ impl Ctx<'_> {
     pub fn work_tasks(&self) -> u64 {
         match self.ns.backend() {
             Backend::Firestore { .. } => self.args.firestore_tasks,
-            _ => self.args.tasks,
+            Backend::Postgres { .. } => self.args.postgres_tasks.unwrap_or(self.args.tasks),
+            Backend::Redis { .. } => self.args.redis_tasks.unwrap_or(self.args.tasks),
+            Backend::Memory => self.args.tasks,
         }
     }
 

@@ -46,6 +46,8 @@ pub async fn run(ctx: &Ctx<'_>) -> Result<Vec<Row>, BenchError> {
                 let mut row = Row::new(ctx.backend(), "scale", &config)
                     .throughput(args.scale_tasks, d.seconds);
                 row.cpu_us_per_task = d.cpu_us_per_task;
+                row.calls = Some(d.calls);
+                row.note = d.calls.summary();
                 let rate = row.per_second.unwrap_or(0.0);
                 let base = *baseline.get_or_insert(rate);
                 row.ratio = (base > 0.0).then(|| rate / base);

@@ -28,6 +28,8 @@ pub async fn run(ctx: &Ctx<'_>) -> Result<Vec<Row>, BenchError> {
                         let mut row = Row::new(ctx.backend(), "work", &config)
                             .throughput(tasks, drained.seconds);
                         row.cpu_us_per_task = drained.cpu_us_per_task;
+                        row.calls = Some(drained.calls);
+                        row.note = drained.calls.summary();
                         row
                     }
                     Err(e) => Row::new(ctx.backend(), "work", &config).note(format!("error: {e}")),
