@@ -95,12 +95,12 @@ pub enum Command {
     /// FIRESTORE_EMULATOR_HOST) and/or the server of --store, each in a fresh
     /// schema / key prefix / collection removed afterwards. Prints one table,
     /// or JSON with --json. Use a release build for real figures.
-    Bench(BenchArgs),
+    Bench(BenchCommandArgs),
 }
 
 /// `oncetask bench`.
 #[derive(Debug, Clone, Args)]
-pub struct BenchArgs {
+pub struct BenchCommandArgs {
     /// Sizes and selections.
     #[command(flatten)]
     pub bench: oncetask_bench::BenchArgs,

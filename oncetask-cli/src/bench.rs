@@ -4,13 +4,17 @@
 
 use oncetask_bench::{Backend, BackendName, BenchError};
 
-use crate::args::{BenchArgs, GlobalArgs};
+use crate::args::{BenchCommandArgs, GlobalArgs};
 use crate::error::CliError;
 use crate::store_url::StoreUrl;
 use crate::{Io, prometheus};
 
 /// Runs the bench and prints its report.
-pub async fn run(global: &GlobalArgs, args: &BenchArgs, io: &mut Io<'_>) -> Result<(), CliError> {
+pub async fn run(
+    global: &GlobalArgs,
+    args: &BenchCommandArgs,
+    io: &mut Io<'_>,
+) -> Result<(), CliError> {
     let backends = backends(global.store.as_ref(), &args.bench.backends);
     let metrics = if args.metrics {
         Some(prometheus::install()?)
