@@ -74,8 +74,9 @@ pub struct GlobalArgs {
     pub connect_timeout: u64,
 }
 
-/// The commands. A `bench` command is to join them (issue 7).
+/// The commands.
 #[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once per process
 pub enum Command {
     /// List tasks, or show one
     #[command(subcommand)]
@@ -90,6 +91,25 @@ pub enum Command {
     Delete(ActionArgs),
     /// Run a mix of tasks on the in-memory backend and print a summary (no store needed)
     Demo(DemoArgs),
+    /// Benchmark backends: throughput, latency, lateness, scale, next to hand-written raw limits
+    ///
+    /// Runs on --backends (through ONCETASK_POSTGRES_URL, ONCETASK_REDIS_URL,
+    /// FIRESTORE_EMULATOR_HOST) and/or the server of --store, each in a fresh
+    /// schema / key prefix / collection removed afterwards. Prints one table,
+    /// or JSON with --json. Use a release build for real figures.
+    Bench(BenchCommandArgs),
+}
+
+/// `oncetask bench`.
+#[derive(Debug, Clone, Args)]
+pub struct BenchCommandArgs {
+    /// Sizes and selections.
+    #[command(flatten)]
+    pub bench: oncetask_bench::BenchArgs,
+    /// At the end, print the run's metrics in the Prometheus text format
+    /// (with --json: as the "metrics" field)
+    #[arg(long)]
+    pub metrics: bool,
 }
 
 /// `oncetask tasks …`.

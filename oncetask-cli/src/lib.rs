@@ -10,6 +10,7 @@
 //!   stats [--kind K]
 //!   cancel|reset|delete (ID... | --resource-key K [--kind K]) [--yes]
 //!   demo [--metrics]
+//!   bench [--backends memory,postgres,redis,firestore] [--json] [--metrics] [sizes…]
 //! ```
 //!
 //! * [`args`]: the command line (clap);
@@ -40,6 +41,7 @@
 //! ```
 
 pub mod args;
+pub mod bench;
 pub mod commands;
 pub mod demo;
 pub mod error;
@@ -115,6 +117,9 @@ pub fn main_from_env() -> ExitCode {
 pub async fn run(cli: Cli, io: &mut Io<'_>) -> Result<(), CliError> {
     if let Command::Demo(args) = &cli.command {
         return demo::run(args.metrics).await;
+    }
+    if let Command::Bench(args) = &cli.command {
+        return bench::run(&cli.global, args, io).await;
     }
     let url = cli.global.store.clone().ok_or_else(|| {
         CliError::usage("no store given: pass --store URL or set ONCETASK_STORE (see --help)")

@@ -44,7 +44,7 @@ impl Ctx<'_, '_> {
     }
 }
 
-/// Runs `command` (any but `demo`).
+/// Runs `command` (any but `demo` and `bench`).
 pub async fn dispatch(ctx: &mut Ctx<'_, '_>, command: &Command) -> Result<(), CliError> {
     match command {
         Command::Tasks(TasksCommand::List(args)) => tasks::list(ctx, args).await,
@@ -55,6 +55,9 @@ pub async fn dispatch(ctx: &mut Ctx<'_, '_>, command: &Command) -> Result<(), Cl
         Command::Delete(args) => action::act(ctx, Action::Delete, args).await,
         Command::Demo(_) => Err(CliError::usage(
             "the demo brings its own store: run it with `oncetask demo`",
+        )),
+        Command::Bench(_) => Err(CliError::usage(
+            "the bench opens its own namespaces: run it with `oncetask bench`",
         )),
     }
 }

@@ -1,0 +1,53 @@
+//! The scenarios of issue 7, one module each. Each returns its rows; a
+//! scenario that does not apply to a backend returns none.
+
+pub mod insert;
+pub mod latency;
+pub mod lateness;
+pub mod raw_postgres;
+pub mod raw_redis;
+pub mod resources;
+pub mod scale;
+pub mod work;
+
+use std::time::Duration;
+
+use crate::config::BenchArgs;
+use crate::target::{Backend, Namespace};
+
+/// What every scenario gets.
+pub struct Ctx<'a> {
+    /// The backend's fresh namespace.
+    pub ns: &'a Namespace,
+    /// Sizes.
+    pub args: &'a BenchArgs,
+    /// Progress lines for people (stderr in the CLI).
+    pub progress: &'a (dyn Fn(&str) + Send + Sync),
+}
+
+impl Ctx<'_> {
+    /// The backend's name.
+    pub fn backend(&self) -> &'static str {
+        self.ns.backend().name()
+    }
+
+    /// The longest a row may take.
+    pub fn timeout(&self) -> Duration {
+        Duration::from_secs(self.args.row_timeout.max(1))
+    }
+
+    /// Work tasks per row on this backend.
+    pub fn work_tasks(&self) -> u64 {
+        match self.ns.backend() {
+            Backend::Firestore { .. } => self.args.firestore_tasks,
+            Backend::Postgres { .. } => self.args.postgres_tasks.unwrap_or(self.args.tasks),
+            Backend::Redis { .. } => self.args.redis_tasks.unwrap_or(self.args.tasks),
+            Backend::Memory => self.args.tasks,
+        }
+    }
+
+    /// Says what is about to run.
+    pub fn say(&self, what: &str) {
+        (self.progress)(&format!("[{}] {what}", self.backend()));
+    }
+}

@@ -1,0 +1,118 @@
+//! The raw limit on PostgreSQL: a hand-written claim+complete cycle on a
+//! bench table with a partial index, `FOR UPDATE SKIP LOCKED`, one task
+//! and a batch per claim, each claim and each complete its own
+//! (auto-committed) statement: the two round trips per cycle that a queue
+//! cannot avoid.
+
+use crate::error::BenchError;
+use crate::report::Row;
+use crate::scenarios::Ctx;
+
+/// Rows for the single and the batch cycle (Postgres only).
+#[cfg(feature = "postgres")]
+pub async fn run(ctx: &Ctx<'_>) -> Result<Vec<Row>, BenchError> {
+    let Some(admin) = ctx.ns.pg_admin() else {
+        return Ok(Vec::new());
+    };
+    let crate::target::Backend::Postgres { url } = ctx.ns.backend() else {
+        return Ok(Vec::new());
+    };
+    let schema = ctx.ns.name();
+    let args = ctx.args;
+    let table = format!("\"{schema}\".raw_jobs");
+    let sql = |q: String| async move {
+        sqlx::query(&q)
+            .execute(admin)
+            .await
+            .map_err(|e| BenchError::Raw(format!("{q}: {e}")))
+    };
+    sql(format!(
+        "CREATE TABLE {table} (id bigint PRIMARY KEY, kind text NOT NULL, \
+         run_at timestamptz NOT NULL, leased_until timestamptz, done_at timestamptz, \
+         attempts integer NOT NULL DEFAULT 0, payload jsonb NOT NULL)"
+    ))
+    .await?;
+    sql(format!(
+        "CREATE INDEX raw_jobs_ready ON {table} (kind, run_at, id) WHERE done_at IS NULL"
+    ))
+    .await?;
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(u32::try_from(args.raw_concurrency).unwrap_or(u32::MAX))
+        .connect(url)
+        .await
+        .map_err(|e| BenchError::Unavailable(format!("cannot reach PostgreSQL: {e}")))?;
+    let mut rows = Vec::new();
+    for (label, limit) in [("single", 1), ("batch", args.raw_batch)] {
+        let config = if limit == 1 {
+            format!(
+                "single: claim 1 + complete 1, {} conns",
+                args.raw_concurrency
+            )
+        } else {
+            format!(
+                "batch of {limit}: claim + complete, {} conns",
+                args.raw_concurrency
+            )
+        };
+        ctx.say(&format!("raw: {} rows, {label} cycle", args.raw_tasks));
+        sql(format!("TRUNCATE {table}")).await?;
+        sql(format!(
+            "INSERT INTO {table} (id, kind, run_at, payload) \
+             SELECT g, 'raw', now() - interval '1 second', jsonb_build_object('n', g) \
+             FROM generate_series(1, {}) g",
+            args.raw_tasks
+        ))
+        .await?;
+        sql(format!("ANALYZE {table}")).await?;
+        let claim = format!(
+            "UPDATE {table} SET leased_until = now() + interval '10 minutes', \
+             attempts = attempts + 1 \
+             WHERE id IN (SELECT id FROM {table} WHERE kind = 'raw' AND done_at IS NULL \
+               AND run_at <= now() AND (leased_until IS NULL OR leased_until < now()) \
+               ORDER BY run_at, id LIMIT $1 FOR UPDATE SKIP LOCKED) \
+             RETURNING id, payload::text"
+        );
+        let complete =
+            format!("UPDATE {table} SET done_at = now(), leased_until = NULL WHERE id = ANY($1)");
+        let started = std::time::Instant::now();
+        let mut workers = tokio::task::JoinSet::new();
+        for _ in 0..args.raw_concurrency {
+            let (pool, claim, complete) = (pool.clone(), claim.clone(), complete.clone());
+            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+            workers.spawn(async move {
+                let mut done: u64 = 0;
+                loop {
+                    let claimed: Vec<(i64, String)> =
+                        sqlx::query_as(&claim).bind(limit).fetch_all(&pool).await?;
+                    if claimed.is_empty() {
+                        return Ok::<u64, sqlx::Error>(done);
+                    }
+                    let ids: Vec<i64> = claimed.iter().map(|(id, _)| *id).collect();
+                    sqlx::query(&complete).bind(&ids).execute(&pool).await?;
+                    done += ids.len() as u64;
+                }
+            });
+        }
+        let mut total = 0;
+        while let Some(joined) = workers.join_next().await {
+            total += joined
+                .map_err(|e| BenchError::Raw(e.to_string()))?
+                .map_err(|e| BenchError::Raw(e.to_string()))?;
+        }
+        let seconds = started.elapsed().as_secs_f64();
+        rows.push(
+            Row::new(ctx.backend(), "raw", config)
+                .throughput(total, seconds)
+                .note("hand-written SQL, FOR UPDATE SKIP LOCKED, partial index"),
+        );
+    }
+    pool.close().await;
+    sql(format!("DROP TABLE {table}")).await?;
+    Ok(rows)
+}
+
+/// Built without Postgres: no rows.
+#[cfg(not(feature = "postgres"))]
+pub async fn run(_: &Ctx<'_>) -> Result<Vec<Row>, BenchError> {
+    Ok(Vec::new())
+}

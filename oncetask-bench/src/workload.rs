@@ -1,0 +1,183 @@
+//! The bench's task and the moves every scenario makes: seed tasks, start
+//! managers with a no-op handler, wait for them to drain.
+
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use oncetask::manager::handler_fn;
+use oncetask::{HandlerOptions, Manager, Store, Task, TaskData};
+use serde::Serialize;
+use tokio::task::JoinSet;
+
+use crate::error::BenchError;
+use crate::measure::{self, Counter};
+use crate::profile::{CallProfile, CallStats, Counted};
+use crate::target::Namespace;
+
+/// The kind of every bench task.
+pub const KIND: &str = "bench_noop";
+
+/// Most `create_many` calls one seeding keeps in flight.
+const SEED_CALLS_IN_FLIGHT: usize = 4;
+
+/// Grace period of the managers' shutdown at the end of a row.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+/// A bench task: a number, and for scheduled tasks their due time (also
+/// in the payload, so handlers can measure lateness).
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchTask {
+    n: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    due_ms: Option<i64>,
+    #[serde(skip)]
+    id: String,
+    #[serde(skip)]
+    at: Option<DateTime<Utc>>,
+}
+
+impl BenchTask {
+    /// Task `n` of `env` (ids are unique across environments too), due at
+    /// `at` (`None`: ready now).
+    pub fn new(env: &str, n: u64, at: Option<DateTime<Utc>>) -> Self {
+        Self {
+            n,
+            due_ms: at.map(|t| t.timestamp_millis()),
+            id: format!("{env}-{n}"),
+            at,
+        }
+    }
+}
+
+impl TaskData for BenchTask {
+    type Kind = &'static str;
+    fn kind(&self) -> &'static str {
+        KIND
+    }
+    fn idempotent_id(&self) -> String {
+        self.id.clone()
+    }
+    fn scheduled_at(&self) -> Option<DateTime<Utc>> {
+        self.at
+    }
+}
+
+/// A manager that only creates (no workers), for seeding and enqueueing.
+pub fn creator(store: Arc<dyn Store>, env: &str) -> Manager {
+    Manager::builder(store)
+        .env(env)
+        .start_workers(false)
+        .declare_kinds([KIND])
+        .build()
+}
+
+/// A manager running a handler for [`KIND`] with `concurrency` worker loops.
+pub fn worker(
+    store: Arc<dyn Store>,
+    env: &str,
+    concurrency: usize,
+    handler: impl Fn(Task) + Send + Sync + 'static,
+) -> Result<Manager, BenchError> {
+    let manager = Manager::builder(store).env(env).build();
+    let handler = Arc::new(handler);
+    manager.register(
+        KIND,
+        handler_fn(move |task: Task| {
+            handler(task);
+            std::future::ready(Ok::<(), std::convert::Infallible>(()))
+        }),
+        HandlerOptions::default()
+            .concurrency(concurrency)
+            .no_retry(),
+    )?;
+    Ok(manager)
+}
+
+/// Creates tasks `range` of `env` with `create_many`, `batch` per call,
+/// due at `at`.
+pub async fn seed(
+    creator: &Manager,
+    env: &str,
+    range: Range<u64>,
+    at: Option<DateTime<Utc>>,
+    batch: usize,
+) -> Result<(), BenchError> {
+    let mut calls = JoinSet::new();
+    let mut start = range.start;
+    while start < range.end {
+        let end = range.end.min(start + batch as u64);
+        let tasks: Vec<BenchTask> = (start..end).map(|n| BenchTask::new(env, n, at)).collect();
+        let manager = creator.clone();
+        calls.spawn(async move { manager.create_many(&tasks).await });
+        if calls.len() >= SEED_CALLS_IN_FLIGHT {
+            settle(calls.join_next().await)?;
+        }
+        start = end;
+    }
+    while let Some(done) = calls.join_next().await {
+        settle(Some(done))?;
+    }
+    Ok(())
+}
+
+type Joined =
+    Result<Result<oncetask::manager::BulkReport, oncetask::Error>, tokio::task::JoinError>;
+
+fn settle(done: Option<Joined>) -> Result<(), BenchError> {
+    let Some(done) = done else { return Ok(()) };
+    let report = done.map_err(|e| BenchError::Raw(format!("seeding task failed: {e}")))??;
+    match report.failed.into_iter().next() {
+        Some((id, e)) => Err(BenchError::Raw(format!("seeding: {id}: {e}"))),
+        None => Ok(()),
+    }
+}
+
+/// What a drain measured.
+#[derive(Debug, Clone, Copy)]
+pub struct Drained {
+    /// From starting the workers until every handler ran and the managers
+    /// shut down (outcomes stored).
+    pub seconds: f64,
+    /// This process's CPU time per task, microseconds.
+    pub cpu_us_per_task: Option<f64>,
+    /// Store calls per task, and their durations.
+    pub calls: CallProfile,
+}
+
+/// Starts `managers` managers (each on its own store instance) with
+/// `concurrency` no-op workers on `env`, and waits until `tasks` handlers
+/// ran and the managers shut down.
+pub async fn drain(
+    ns: &Namespace,
+    env: &str,
+    tasks: u64,
+    managers: usize,
+    concurrency: usize,
+    timeout: Duration,
+) -> Result<Drained, BenchError> {
+    let stats = CallStats::new();
+    let mut stores = Vec::with_capacity(managers);
+    for _ in 0..managers {
+        stores.push(Counted::wrap(ns.store().await?, stats.clone()));
+    }
+    let counter = Counter::new(tasks);
+    let cpu = measure::process_cpu();
+    let started = Instant::now();
+    let mut running = Vec::with_capacity(managers);
+    for store in stores {
+        let counter = counter.clone();
+        running.push(worker(store, env, concurrency, move |_| counter.add())?);
+    }
+    let waited = counter.wait("drain", timeout).await;
+    for manager in &running {
+        manager.shutdown(SHUTDOWN_GRACE).await;
+    }
+    waited?;
+    Ok(Drained {
+        seconds: started.elapsed().as_secs_f64(),
+        cpu_us_per_task: measure::cpu_per_task(cpu, tasks),
+        calls: stats.profile(tasks),
+    })
+}

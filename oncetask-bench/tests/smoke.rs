@@ -1,0 +1,113 @@
+//! Runs the whole bench at tiny sizes on memory, PostgreSQL
+//! (`ONCETASK_POSTGRES_URL`) and Redis (`ONCETASK_REDIS_URL`): it must
+//! produce its rows, summaries and JSON. Timings are never asserted. An
+//! unreachable server fails the test, saying what to start.
+
+use oncetask_bench::{Backend, BackendName, BenchArgs, Report};
+
+async fn run(backend: Backend) -> Report {
+    let name = backend.name();
+    oncetask_bench::run(&[backend], &BenchArgs::tiny(), &|line| eprintln!("{line}"))
+        .await
+        .unwrap_or_else(|e| panic!("the {name} bench failed: {e}"))
+}
+
+/// Every scenario that applies to the backend produced its rows, none of
+/// them an error, and the report serializes.
+fn check(report: &Report, backend: &str, scenarios: &[(&str, usize)]) {
+    let failed: Vec<String> = report
+        .rows
+        .iter()
+        .filter(|r| r.note.starts_with("error"))
+        .map(|r| format!("{} {}: {}", r.scenario, r.config, r.note))
+        .collect();
+    assert!(failed.is_empty(), "{failed:#?}");
+    for (scenario, expected) in scenarios {
+        let rows: Vec<_> = report
+            .rows
+            .iter()
+            .filter(|r| r.backend == backend && r.scenario == *scenario)
+            .collect();
+        assert_eq!(
+            rows.len(),
+            *expected,
+            "{scenario} rows of {backend}: {rows:#?}"
+        );
+        for row in rows {
+            assert!(row.tasks > 0, "{row:?}");
+            assert!(
+                row.per_second.is_some() || row.latency.is_some(),
+                "a row without a measurement: {row:?}"
+            );
+        }
+    }
+    assert_eq!(report.summaries.len(), 1);
+    let json = serde_json::to_value(report).expect("the report serializes");
+    assert_eq!(
+        json["rows"].as_array().map(Vec::len),
+        Some(report.rows.len())
+    );
+    assert!(report.to_table().contains(backend));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory() {
+    let report = run(Backend::Memory).await;
+    // Tiny sizes: 2 concurrencies x 2 manager counts; 2 scale sizes.
+    check(
+        &report,
+        "memory",
+        &[
+            ("resources", 1),
+            ("insert", 2),
+            ("work", 4),
+            ("latency", 2),
+            ("lateness", 1),
+            ("raw", 0),
+            ("scale", 2),
+        ],
+    );
+    let summary = &report.summaries[0];
+    assert!(summary.bytes_per_task.is_some() && summary.best_work.is_some());
+    assert!(summary.scale_ratio.is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres() {
+    let report = run(Backend::from_name(BackendName::Postgres)).await;
+    check(
+        &report,
+        "postgres",
+        &[
+            ("resources", 0),
+            ("insert", 2),
+            ("work", 4),
+            ("latency", 2),
+            ("lateness", 1),
+            ("raw", 2),
+            ("scale", 2),
+        ],
+    );
+    let summary = &report.summaries[0];
+    assert!(summary.fraction_of_raw.is_some(), "{summary:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis() {
+    let report = run(Backend::from_name(BackendName::Redis)).await;
+    check(
+        &report,
+        "redis",
+        &[
+            ("resources", 0),
+            ("insert", 2),
+            ("work", 4),
+            ("latency", 2),
+            ("lateness", 1),
+            ("raw", 2),
+            ("scale", 2),
+        ],
+    );
+    let summary = &report.summaries[0];
+    assert!(summary.fraction_of_raw.is_some(), "{summary:?}");
+}
