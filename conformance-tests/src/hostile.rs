@@ -344,8 +344,24 @@ fn is_refusal(e: &Error) -> bool {
     )
 }
 
-/// Runs one case against the shared store and checks the property.
+/// Runs one case against the shared store and checks the property, then
+/// removes what it created even when the check failed, so that shrinking
+/// replays start from the same store.
 async fn check<S: Store + Clone>(
+    store: &S,
+    clock: &ManualClock,
+    case: &Case,
+) -> Result<(), String> {
+    let checked = check_case(store, clock, case).await;
+    if let Ok(job) = &case.task {
+        let _ = store
+            .delete(&[oncetask_core::store::Delete::any(job.id.clone())])
+            .await;
+    }
+    checked
+}
+
+async fn check_case<S: Store + Clone>(
     store: &S,
     clock: &ManualClock,
     case: &Case,
