@@ -561,7 +561,7 @@ impl Store for PostgresStore {
         .fetch_one(&self.inner.pool)
         .await
         .map_err(db)?;
-        row.try_get::<Option<DateTime<Utc>>, _>(0).map_err(db)
+        row::time_column(&row, 0).map_err(StoreError::backend)
     }
 
     /// `SELECT DISTINCT kind`.

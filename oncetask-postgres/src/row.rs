@@ -12,8 +12,8 @@
 use chrono::{DateTime, SecondsFormat, Utc};
 use oncetask_core::{AttemptError, LeaseToken, Outcome, Recurrence, Task};
 use serde_json::{Map, Value};
-use sqlx::Row;
-use sqlx::postgres::PgRow;
+use sqlx::postgres::{PgRow, PgValueFormat};
+use sqlx::{Row, ValueRef};
 
 /// The task columns, in the order every `SELECT` lists them.
 pub(crate) const COLUMNS: &str = "id, kind, env, data, resource_key, wait_until, leased_until, \
@@ -49,6 +49,41 @@ pub(crate) fn decode(row: &PgRow) -> Result<Decoded, sqlx::Error> {
     let id: String = row.try_get("id")?;
     let task = decode_task(row, &id);
     Ok(Decoded { id, task })
+}
+
+/// Microseconds from the Unix epoch to PostgreSQL's (2000-01-01).
+const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
+
+/// Reads a `timestamptz` column (`None` for SQL `NULL`).
+///
+/// sqlx's chrono decoder panics on values outside chrono's range (a
+/// corrupted `'infinity'`, or a year past 262143), so the binary value is
+/// converted here with checked arithmetic; `Err` says why it is not a time.
+pub(crate) fn time_column<I>(row: &PgRow, column: I) -> Result<Option<DateTime<Utc>>, String>
+where
+    I: sqlx::ColumnIndex<PgRow> + std::fmt::Display + Copy,
+{
+    let raw = row
+        .try_get_raw(column)
+        .map_err(|e| format!("column {column}: {e}"))?;
+    if raw.is_null() {
+        return Ok(None);
+    }
+    if raw.format() == PgValueFormat::Text {
+        // Text values are parsed, never added up: no overflow to fear.
+        return row
+            .try_get(column)
+            .map_err(|e| format!("column {column}: {e}"));
+    }
+    let micros = <i64 as sqlx::Decode<sqlx::Postgres>>::decode(raw)
+        .map_err(|e| format!("column {column}: {e}"))?;
+    micros
+        .checked_add(PG_EPOCH_MICROS)
+        .and_then(DateTime::from_timestamp_micros)
+        .map(Some)
+        .ok_or_else(|| {
+            format!("column {column}: {micros} µs after 2000 is not a representable time")
+        })
 }
 
 fn json<T: serde::de::DeserializeOwned>(value: Value, field: &str) -> Result<T, String> {
@@ -94,19 +129,19 @@ fn decode_task(row: &PgRow, id: &str) -> Result<Task, String> {
         data,
         resource_key: get(row, "resource_key")?,
         env: get(row, "env")?,
-        wait_until: get(row, "wait_until")?,
-        leased_until: get(row, "leased_until")?,
-        created_at: get(row, "created_at")?,
-        done_at: get(row, "done_at")?,
+        wait_until: time_column(row, "wait_until")?,
+        leased_until: time_column(row, "leased_until")?,
+        created_at: time_column(row, "created_at")?.ok_or("column created_at: NULL")?,
+        done_at: time_column(row, "done_at")?,
         attempts: count("attempts")?,
         cancellation_attempts: count("cancellation_attempts")?,
         errors,
         result: get(row, "result")?,
         recurrence,
         parent_recurrence_id: get(row, "parent_recurrence_id")?,
-        occurrence_timestamp: get(row, "occurrence_timestamp")?,
+        occurrence_timestamp: time_column(row, "occurrence_timestamp")?,
         is_cancelled: get(row, "is_cancelled")?,
-        cancelled_at: get(row, "cancelled_at")?,
+        cancelled_at: time_column(row, "cancelled_at")?,
         lease_token: get::<Option<String>>(row, "lease_token")?.map(LeaseToken::from_stored),
         version,
         outcome,
