@@ -374,6 +374,7 @@ macro_rules! __conformance_list {
                 async isolation {
                     a_manager_cannot_touch_another_envs_tasks_by_id_or_resource_key,
                     injection_looking_names_are_stored_verbatim_and_harm_nothing,
+                    a_refused_name_fails_only_its_own_item_of_a_bulk_create,
                 }
                 async shutdown {
                     shutdown_under_load_leaves_no_lease_and_runs_nothing_twice,

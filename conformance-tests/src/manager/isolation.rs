@@ -293,3 +293,26 @@ pub async fn injection_looking_names_are_stored_verbatim_and_harm_nothing(
     assert_eq!(h.status("plain").await, TaskStatus::Completed);
     assert_eq!(h.status("after").await, TaskStatus::Completed);
 }
+
+/// Bulk creates are per item: a name the backend refuses (NUL for
+/// PostgreSQL, `/` for Firestore ids, ...) fails its own item only, and the
+/// plain task created with it in the same call is stored.
+pub async fn a_refused_name_fails_only_its_own_item_of_a_bulk_create(factory: &impl StoreFactory) {
+    let h = manual(factory).await;
+    register_ok(&h.manager, KIND, HandlerOptions::default());
+    for (i, name) in NASTY_NAMES.iter().enumerate() {
+        let companion = format!("companion-{i}");
+        let jobs = [Job::new(KIND, name).key(name), Job::new(KIND, &companion)];
+        let report = h.manager.create_many(&jobs).await;
+        let report = report.unwrap_or_else(|e| panic!("{name:?}: the whole call failed: {e}"));
+        assert!(
+            report.succeeded.contains(&companion),
+            "{name:?}: the plain item shared the refusal: {report:?}"
+        );
+        assert_eq!(
+            report.succeeded.len() + report.failed.len(),
+            2,
+            "{name:?}: {report:?}"
+        );
+    }
+}
