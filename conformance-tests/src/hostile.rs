@@ -340,7 +340,13 @@ fn is_refusal(e: &Error) -> bool {
             | Error::InvalidData { .. }
             | Error::InvalidRecurrence { .. }
             | Error::ScheduleConflict { .. }
-            | Error::Store(StoreError::Unencodable { .. } | StoreError::Backend(_))
+            | Error::Store(
+                StoreError::Unencodable { .. }
+                    | StoreError::Backend(_)
+                    // The Firestore backend reports a server's refusal
+                    // (InvalidArgument) as Unavailable.
+                    | StoreError::Unavailable(_)
+            )
     )
 }
 
@@ -380,7 +386,7 @@ async fn check_case<S: Store + Clone>(
     }
     match created {
         Err(e) if is_refusal(&e) => Ok(()),
-        Err(e) => Err(format!("unexpected error for {job:?}: {e:?}")),
+        Err(e) => Err(format!("unexpected error {e:?} for {job:?}")),
         Ok(false) => Err(format!("{job:?} was reported as existing")),
         Ok(true) => {
             let stored = manager

@@ -496,7 +496,7 @@ impl Store for RedisStore {
     }
 
     /// One script call: selection and lease in one atomic step (see the
-    /// crate docs). A document whose body cannot be decoded is set aside and
+    /// crate docs); another only when a leased hash does not decode. A document whose body cannot be decoded is set aside and
     /// reported; set-aside documents of the kind are reported on every
     /// claim (at most 100 per claim).
     async fn claim(&self, request: &ClaimRequest) -> Result<Claimed, StoreError> {
