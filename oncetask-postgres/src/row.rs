@@ -169,9 +169,48 @@ fn text(s: Option<&str>) -> Value {
     s.map_or(Value::Null, |s| Value::String(s.to_owned()))
 }
 
+/// PostgreSQL text and jsonb cannot hold NUL: one such task would fail
+/// the whole batch statement, so it is refused on its own here.
+fn refuse_nul(task: &Task) -> Result<(), String> {
+    let names = [
+        Some(task.id.as_str()),
+        Some(task.kind.as_str()),
+        Some(task.env.as_str()),
+        task.resource_key.as_deref(),
+        task.parent_recurrence_id.as_deref(),
+    ];
+    if names.into_iter().flatten().any(|n| n.contains('\0')) {
+        return Err("a name contains NUL, which PostgreSQL text cannot hold".into());
+    }
+    let mut stack: Vec<&Value> = task.data.values().chain(task.result.as_ref()).collect();
+    let keys_have_nul = |map: &Map<String, Value>| map.keys().any(|k| k.contains('\0'));
+    if keys_have_nul(&task.data) {
+        return Err("data contains NUL, which PostgreSQL jsonb cannot hold".into());
+    }
+    while let Some(value) = stack.pop() {
+        let nul = match value {
+            Value::String(s) => s.contains('\0'),
+            Value::Array(items) => {
+                stack.extend(items);
+                false
+            }
+            Value::Object(map) => {
+                stack.extend(map.values());
+                keys_have_nul(map)
+            }
+            _ => false,
+        };
+        if nul {
+            return Err("data or result contains NUL, which PostgreSQL jsonb cannot hold".into());
+        }
+    }
+    Ok(())
+}
+
 /// One task as an element of the JSON array read by [`RECORD`]; `Err` says
 /// why the task cannot be stored.
 pub(crate) fn encode(task: &Task) -> Result<Value, String> {
+    refuse_nul(task)?;
     let version =
         i64::try_from(task.version).map_err(|_| format!("version {} too large", task.version))?;
     let count = |n: u32, what: &str| {
