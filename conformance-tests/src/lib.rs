@@ -65,10 +65,12 @@ pub mod support;
 pub mod cancel;
 pub mod claim;
 pub mod concurrency;
+pub mod corruption;
 pub mod create;
 pub mod delete;
 pub mod env_isolation;
 pub mod fleet;
+pub mod hostile;
 pub mod inspect;
 pub mod manager;
 pub mod model;
@@ -106,7 +108,30 @@ pub trait StoreFactory: Send + Sync + 'static {
         env: &str,
         kind: &str,
     ) -> bool;
+
+    /// Stores, under this `id`, `env` and `kind`, the record a backend keeps
+    /// for [`corruption::original`]`(id, env, kind)` (a pending task, ready
+    /// at once), broken the way `corruption` says: the raw row, hash or
+    /// document, written past the store's encoder, as bit rot, a bad
+    /// migration or a foreign writer would leave it.
+    ///
+    /// Returns `false` if the backend cannot hold this corruption (e.g. its
+    /// column types refuse it); tests then check nothing for it. The
+    /// default cannot hold any.
+    async fn insert_corrupted(
+        &self,
+        store: &Self::Store,
+        id: &str,
+        env: &str,
+        kind: &str,
+        corruption: Corruption,
+    ) -> bool {
+        let _ = (store, id, env, kind, corruption);
+        false
+    }
 }
+
+pub use corruption::Corruption;
 
 /// Expands the whole conformance suite into `#[test]` functions for a backend.
 ///
@@ -284,8 +309,17 @@ macro_rules! __conformance_list {
             async notify {
                 a_subscriber_hears_about_new_tasks_of_its_env,
             }
+            async corruption {
+                a_corrupted_record_is_reported_by_id_and_not_listed,
+                a_corrupted_record_does_not_stop_its_kind,
+                a_corrupted_record_can_only_be_deleted,
+            }
             sync model {
                 model_matches_store,
+            }
+            sync hostile {
+                hostile_input_gets_a_typed_answer_and_changes_nothing_else,
+                huge_values_get_a_typed_answer_and_change_nothing_else,
             }
             mod manager {
                 async admin {
@@ -336,6 +370,15 @@ macro_rules! __conformance_list {
                     a_group_handler_receives_the_ready_tasks_of_a_key_in_wait_until_order,
                     a_failing_group_fails_every_task_of_the_group,
                     a_group_larger_than_the_cap_is_split,
+                }
+                async isolation {
+                    a_manager_cannot_touch_another_envs_tasks_by_id_or_resource_key,
+                    injection_looking_names_are_stored_verbatim_and_harm_nothing,
+                    a_refused_name_fails_only_its_own_item_of_a_bulk_create,
+                }
+                async shutdown {
+                    shutdown_under_load_leaves_no_lease_and_runs_nothing_twice,
+                    repeated_and_concurrent_shutdowns_are_harmless,
                 }
                 async runtime {
                     a_create_wakes_idle_workers_at_once,

@@ -41,6 +41,14 @@ impl Task {
                 });
             }
         };
+        if let Some(depth) = too_deep(&payload) {
+            return Err(Error::InvalidData {
+                id,
+                reason: format!(
+                    "nested {depth} levels deep; at most {MAX_DATA_DEPTH} can be read back"
+                ),
+            });
+        }
         let recurrence = data.recurrence();
         let scheduled = data.scheduled_at();
         let wait_until = match (&recurrence, scheduled) {
@@ -70,6 +78,31 @@ impl Task {
     }
 }
 
+/// Deepest nesting of arrays and objects a payload may have, the payload
+/// object itself being level 1. Backends decode stored JSON with
+/// `serde_json`, which refuses more than 128 levels in a document (and a
+/// backend may wrap the payload in a document of its own): a deeper payload
+/// would be stored and then never read back, a poison pill.
+pub const MAX_DATA_DEPTH: usize = 100;
+
+/// The depth of `payload` if it exceeds [`MAX_DATA_DEPTH`]. Iterative, so a
+/// hostile payload cannot overflow the stack here.
+fn too_deep(payload: &serde_json::Map<String, Value>) -> Option<usize> {
+    let mut stack: Vec<(&Value, usize)> = payload.values().map(|v| (v, 2)).collect();
+    while let Some((value, depth)) = stack.pop() {
+        let nested = matches!(value, Value::Array(_) | Value::Object(_));
+        if nested && depth > MAX_DATA_DEPTH {
+            return Some(depth);
+        }
+        match value {
+            Value::Array(items) => stack.extend(items.iter().map(|v| (v, depth + 1))),
+            Value::Object(map) => stack.extend(map.values().map(|v| (v, depth + 1))),
+            _ => {}
+        }
+    }
+    None
+}
+
 fn json_type_name(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
@@ -78,5 +111,34 @@ fn json_type_name(v: &Value) -> &'static str {
         Value::String(_) => "a string",
         Value::Array(_) => "an array",
         Value::Object(_) => "an object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+
+    use super::{MAX_DATA_DEPTH, too_deep};
+
+    /// A payload `{"n": {"n": ... }}` nested `levels` deep in all.
+    fn payload(levels: usize) -> serde_json::Map<String, Value> {
+        let inner = (2..levels).fold(json!({}), |inner, _| json!({ "n": inner }));
+        let mut map = serde_json::Map::new();
+        if levels > 1 {
+            map.insert("n".into(), inner);
+        }
+        map
+    }
+
+    #[test]
+    fn payloads_up_to_the_depth_limit_are_accepted_deeper_ones_are_not() {
+        assert_eq!(too_deep(&payload(MAX_DATA_DEPTH)), None);
+        assert_eq!(
+            too_deep(&payload(MAX_DATA_DEPTH + 1)),
+            Some(MAX_DATA_DEPTH + 1)
+        );
+        let mut wide = payload(1);
+        wide.insert("list".into(), json!([[1, 2], {"a": [3]}, "x"]));
+        assert_eq!(too_deep(&wide), None);
     }
 }

@@ -145,6 +145,27 @@ fn check_names(task: &Task) -> Result<(), EncodeError> {
     Ok(())
 }
 
+/// Refuses payload integers Firestore cannot hold: only `i64` integers
+/// exist there, and a larger one stored as a double would not read back
+/// verbatim. Iterative, so a deep payload cannot overflow the stack.
+fn check_integers(data: &JsonObject) -> Result<(), EncodeError> {
+    let mut stack: Vec<&Json> = data.values().collect();
+    while let Some(value) = stack.pop() {
+        match value {
+            Json::Number(n) if n.is_u64() && n.as_i64().is_none() => {
+                return Err(EncodeError {
+                    field: "data".into(),
+                    reason: format!("integer {n} is above the Firestore maximum (i64::MAX)"),
+                });
+            }
+            Json::Array(items) => stack.extend(items),
+            Json::Object(map) => stack.extend(map.values()),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// Formats a time the way this crate stores it: UTC, exactly three
 /// fractional digits, `Z` (`2026-01-01T00:00:02.250Z`).
 ///
@@ -170,9 +191,27 @@ pub const MAX_NAME_BYTES: usize = 1500;
 /// Fails for values Firestore cannot hold or query: a version above
 /// `i64::MAX`; an id that is not a valid document id (`/`, `.`, `..`,
 /// `__…__`, over [`MAX_NAME_BYTES`]); an env, kind or resource key over
-/// [`MAX_NAME_BYTES`] (claims filter on them).
+/// [`MAX_NAME_BYTES`] (claims filter on them); a payload integer above
+/// `i64::MAX` (it would come back as a rounded double); a schedule or
+/// creation time outside the years 0..=9999 of the stored time format.
 pub fn encode_task(task: &Task) -> Result<Fields, EncodeError> {
     check_names(task)?;
+    check_integers(&task.data)?;
+    // A time the stored format cannot express (a year beyond 0..=9999)
+    // would be written, then never read back: refuse it instead.
+    for (field, time) in [
+        ("waitUntil", task.wait_until),
+        ("createdAt", Some(task.created_at)),
+    ] {
+        if let Some(t) = time
+            && parse_time(&format_time(t)).is_err()
+        {
+            return Err(EncodeError {
+                field: field.into(),
+                reason: format!("{t} cannot be stored as a Firestore time string"),
+            });
+        }
+    }
     let version = i64::try_from(task.version).map_err(|_| EncodeError {
         field: "version".into(),
         reason: format!("{} does not fit a Firestore integer", task.version),

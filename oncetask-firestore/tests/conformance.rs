@@ -7,10 +7,13 @@
 //! concern. Every test gets its own collection. The proptest model runs its
 //! default 64 cases (`PROPTEST_CASES` overrides).
 
-use conformance_tests::{StoreFactory, async_trait, store_conformance_suite};
+use conformance_tests::{Corruption, StoreFactory, async_trait, store_conformance_suite};
 use firestore::gcloud_sdk::google::firestore::v1::value::ValueType;
-use firestore::gcloud_sdk::google::firestore::v1::{CommitRequest, Document, Value, Write, write};
+use firestore::gcloud_sdk::google::firestore::v1::{
+    CommitRequest, Document, DocumentMask, Value, Write, write,
+};
 use firestore::gcloud_sdk::tonic::Request;
+use oncetask_core::Store;
 use oncetask_firestore::FirestoreStore;
 
 mod common;
@@ -74,6 +77,59 @@ impl StoreFactory for EmulatorFactory {
             .commit(Request::new(request))
             .await
             .is_ok()
+    }
+
+    /// Stores the healthy original, then rewrites one field of its document
+    /// (an update with a field mask; a masked field left out is removed).
+    async fn insert_corrupted(
+        &self,
+        store: &FirestoreStore,
+        id: &str,
+        env: &str,
+        kind: &str,
+        corruption: Corruption,
+    ) -> bool {
+        let original = conformance_tests::corruption::original(id, env, kind);
+        store
+            .create(vec![original])
+            .await
+            .expect("create the original");
+        let (field, value) = match corruption {
+            Corruption::MissingField => ("createdAt", None),
+            Corruption::WrongType => ("attempts", Some(s("three"))),
+            // Sorts like an expired lease, so claims meet it.
+            Corruption::BadTimestamp => ("leasedUntil", Some(s("2019-13-45T99:99:99.000Z"))),
+            Corruption::UnknownStatus => ("outcome", Some(s("exploded"))),
+            Corruption::NegativeCount => (
+                "attempts",
+                Some(Value {
+                    value_type: Some(ValueType::IntegerValue(-1)),
+                }),
+            ),
+        };
+        let db = db().await;
+        let name = format!("{}/{}/{id}", db.get_documents_path(), store.collection());
+        let request = CommitRequest {
+            database: db.get_database_path().clone(),
+            writes: vec![Write {
+                operation: Some(write::Operation::Update(Document {
+                    name,
+                    fields: value.into_iter().map(|v| (field.to_owned(), v)).collect(),
+                    ..Default::default()
+                })),
+                update_mask: Some(DocumentMask {
+                    field_paths: vec![field.to_owned()],
+                }),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        db.client()
+            .get()
+            .commit(Request::new(request))
+            .await
+            .expect("corrupt the document");
+        true
     }
 }
 

@@ -3,7 +3,7 @@
 //! Every test gets its own store; `cargo test -p oncetask-memory --test
 //! conformance claim::` runs one concern of the suite.
 
-use conformance_tests::{StoreFactory, async_trait, store_conformance_suite};
+use conformance_tests::{Corruption, StoreFactory, async_trait, store_conformance_suite};
 use oncetask_memory::MemoryStore;
 
 /// Hands out a fresh, empty [`MemoryStore`] per test.
@@ -25,6 +25,20 @@ impl StoreFactory for MemoryFactory {
         kind: &str,
     ) -> bool {
         store.insert_undecodable(id, env, kind, "conformance suite: not a task");
+        true
+    }
+
+    /// The memory store keeps decoded tasks, not encoded records: every
+    /// corruption is held as the raw entry a failed decode would leave.
+    async fn insert_corrupted(
+        &self,
+        store: &MemoryStore,
+        id: &str,
+        env: &str,
+        kind: &str,
+        corruption: Corruption,
+    ) -> bool {
+        store.insert_undecodable(id, env, kind, &format!("corrupted: {corruption:?}"));
         true
     }
 }

@@ -77,8 +77,8 @@ impl PostgresStore {
         for r in &open {
             let kind: String = r.try_get(0).map_err(db)?;
             let stats = kinds.entry(kind).or_default();
-            stats.oldest_pending_since = r.try_get(1).map_err(db)?;
-            stats.next_due = r.try_get(2).map_err(db)?;
+            stats.oldest_pending_since = row::time_column(r, 1).map_err(StoreError::backend)?;
+            stats.next_due = row::time_column(r, 2).map_err(StoreError::backend)?;
         }
         Ok(QueueStats {
             env: env.to_owned(),

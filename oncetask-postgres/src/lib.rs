@@ -268,10 +268,13 @@ impl PostgresStore {
             .collect::<Result<_, _>>()
             .map_err(db)?
         };
+        // Items already refused are not looked up: their id may be one
+        // PostgreSQL cannot even compare (NUL).
         let others: Vec<String> = tasks
             .iter()
-            .filter(|t| !inserted.contains(&t.id))
-            .map(|t| t.id.clone())
+            .zip(&outcomes)
+            .filter(|(t, decided)| decided.is_none() && !inserted.contains(&t.id))
+            .map(|(t, _)| t.id.clone())
             .collect();
         let existing: HashMap<String, String> = if others.is_empty() {
             HashMap::new()
@@ -555,7 +558,7 @@ impl Store for PostgresStore {
             .fetch_one(&self.inner.pool)
             .await
             .map_err(db)?;
-        row.try_get::<Option<DateTime<Utc>>, _>(0).map_err(db)
+        row::time_column(&row, 0).map_err(StoreError::backend)
     }
 
     /// `SELECT DISTINCT kind`.

@@ -12,8 +12,8 @@
 use chrono::{DateTime, SecondsFormat, Utc};
 use oncetask_core::{AttemptError, LeaseToken, Outcome, Recurrence, Task};
 use serde_json::{Map, Value};
-use sqlx::Row;
-use sqlx::postgres::PgRow;
+use sqlx::postgres::{PgRow, PgValueFormat};
+use sqlx::{Row, ValueRef};
 
 /// The task columns, in the order every `SELECT` lists them.
 pub(crate) const COLUMNS: &str = "id, kind, env, data, resource_key, wait_until, leased_until, \
@@ -49,6 +49,41 @@ pub(crate) fn decode(row: &PgRow) -> Result<Decoded, sqlx::Error> {
     let id: String = row.try_get("id")?;
     let task = decode_task(row, &id);
     Ok(Decoded { id, task })
+}
+
+/// Microseconds from the Unix epoch to PostgreSQL's (2000-01-01).
+const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
+
+/// Reads a `timestamptz` column (`None` for SQL `NULL`).
+///
+/// sqlx's chrono decoder panics on values outside chrono's range (a
+/// corrupted `'infinity'`, or a year past 262143), so the binary value is
+/// converted here with checked arithmetic; `Err` says why it is not a time.
+pub(crate) fn time_column<I>(row: &PgRow, column: I) -> Result<Option<DateTime<Utc>>, String>
+where
+    I: sqlx::ColumnIndex<PgRow> + std::fmt::Display + Copy,
+{
+    let raw = row
+        .try_get_raw(column)
+        .map_err(|e| format!("column {column}: {e}"))?;
+    if raw.is_null() {
+        return Ok(None);
+    }
+    if raw.format() == PgValueFormat::Text {
+        // Text values are parsed, never added up: no overflow to fear.
+        return row
+            .try_get(column)
+            .map_err(|e| format!("column {column}: {e}"));
+    }
+    let micros = <i64 as sqlx::Decode<sqlx::Postgres>>::decode(raw)
+        .map_err(|e| format!("column {column}: {e}"))?;
+    micros
+        .checked_add(PG_EPOCH_MICROS)
+        .and_then(DateTime::from_timestamp_micros)
+        .map(Some)
+        .ok_or_else(|| {
+            format!("column {column}: {micros} µs after 2000 is not a representable time")
+        })
 }
 
 fn json<T: serde::de::DeserializeOwned>(value: Value, field: &str) -> Result<T, String> {
@@ -94,19 +129,19 @@ fn decode_task(row: &PgRow, id: &str) -> Result<Task, String> {
         data,
         resource_key: get(row, "resource_key")?,
         env: get(row, "env")?,
-        wait_until: get(row, "wait_until")?,
-        leased_until: get(row, "leased_until")?,
-        created_at: get(row, "created_at")?,
-        done_at: get(row, "done_at")?,
+        wait_until: time_column(row, "wait_until")?,
+        leased_until: time_column(row, "leased_until")?,
+        created_at: time_column(row, "created_at")?.ok_or("column created_at: NULL")?,
+        done_at: time_column(row, "done_at")?,
         attempts: count("attempts")?,
         cancellation_attempts: count("cancellation_attempts")?,
         errors,
         result: get(row, "result")?,
         recurrence,
         parent_recurrence_id: get(row, "parent_recurrence_id")?,
-        occurrence_timestamp: get(row, "occurrence_timestamp")?,
+        occurrence_timestamp: time_column(row, "occurrence_timestamp")?,
         is_cancelled: get(row, "is_cancelled")?,
-        cancelled_at: get(row, "cancelled_at")?,
+        cancelled_at: time_column(row, "cancelled_at")?,
         lease_token: get::<Option<String>>(row, "lease_token")?.map(LeaseToken::from_stored),
         version,
         outcome,
@@ -134,9 +169,48 @@ fn text(s: Option<&str>) -> Value {
     s.map_or(Value::Null, |s| Value::String(s.to_owned()))
 }
 
+/// PostgreSQL text and jsonb cannot hold NUL: one such task would fail
+/// the whole batch statement, so it is refused on its own here.
+fn refuse_nul(task: &Task) -> Result<(), String> {
+    let names = [
+        Some(task.id.as_str()),
+        Some(task.kind.as_str()),
+        Some(task.env.as_str()),
+        task.resource_key.as_deref(),
+        task.parent_recurrence_id.as_deref(),
+    ];
+    if names.into_iter().flatten().any(|n| n.contains('\0')) {
+        return Err("a name contains NUL, which PostgreSQL text cannot hold".into());
+    }
+    let mut stack: Vec<&Value> = task.data.values().chain(task.result.as_ref()).collect();
+    let keys_have_nul = |map: &Map<String, Value>| map.keys().any(|k| k.contains('\0'));
+    if keys_have_nul(&task.data) {
+        return Err("data contains NUL, which PostgreSQL jsonb cannot hold".into());
+    }
+    while let Some(value) = stack.pop() {
+        let nul = match value {
+            Value::String(s) => s.contains('\0'),
+            Value::Array(items) => {
+                stack.extend(items);
+                false
+            }
+            Value::Object(map) => {
+                stack.extend(map.values());
+                keys_have_nul(map)
+            }
+            _ => false,
+        };
+        if nul {
+            return Err("data or result contains NUL, which PostgreSQL jsonb cannot hold".into());
+        }
+    }
+    Ok(())
+}
+
 /// One task as an element of the JSON array read by [`RECORD`]; `Err` says
 /// why the task cannot be stored.
 pub(crate) fn encode(task: &Task) -> Result<Value, String> {
+    refuse_nul(task)?;
     let version =
         i64::try_from(task.version).map_err(|_| format!("version {} too large", task.version))?;
     let count = |n: u32, what: &str| {

@@ -8,7 +8,8 @@
 //! drops the test schemas older than an hour (left by earlier runs). `scripts/test` starts a local server
 //! when none answers; an unreachable server fails the tests, never skips them.
 
-use conformance_tests::{StoreFactory, async_trait, store_conformance_suite};
+use conformance_tests::{Corruption, StoreFactory, async_trait, store_conformance_suite};
+use oncetask_core::Store;
 use oncetask_postgres::PostgresStore;
 use sqlx::postgres::PgPoolOptions;
 
@@ -99,6 +100,41 @@ impl StoreFactory for PostgresFactory {
         .execute(store.pool())
         .await
         .expect("insert an undecodable row");
+        true
+    }
+
+    /// Stores the healthy original, then breaks one column in SQL. The
+    /// column types refuse most breakage, so each corruption is the closest
+    /// one a row can hold.
+    async fn insert_corrupted(
+        &self,
+        store: &PostgresStore,
+        id: &str,
+        env: &str,
+        kind: &str,
+        corruption: Corruption,
+    ) -> bool {
+        let original = conformance_tests::corruption::original(id, env, kind);
+        store
+            .create(vec![original])
+            .await
+            .expect("create the original");
+        let set = match corruption {
+            // NOT NULL columns cannot lose their value: a JSON null is the
+            // absent error history.
+            Corruption::MissingField => "errors = 'null'::jsonb",
+            Corruption::WrongType => "errors = '{\"not\": \"a list\"}'::jsonb",
+            // Beyond the range of a chrono time.
+            Corruption::BadTimestamp => "created_at = 'infinity'",
+            Corruption::UnknownStatus => "outcome = 'exploded'",
+            Corruption::NegativeCount => "attempts = -1",
+        };
+        let table = store.table();
+        sqlx::query(&format!("UPDATE {table} SET {set} WHERE id = $1"))
+            .bind(id)
+            .execute(store.pool())
+            .await
+            .expect("corrupt the row");
         true
     }
 }

@@ -120,6 +120,9 @@ use scripts::{SCRIPTS, array, fields, int, redis_error, string, unexpected};
 /// server unavailable (the `redis` crate's default is 500 ms).
 pub const RESPONSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// Most script calls one claim makes when leased hashes do not decode.
+const CLAIM_ROUNDS: usize = 8;
+
 /// Most undecodable documents one claim reports.
 const REPORT_CAP: usize = 100;
 /// Tasks one listing page reads.
@@ -393,6 +396,58 @@ impl RedisStore {
             }
         }
     }
+
+    /// One claim script call. Returns the leased tasks that decode and how
+    /// many leased hashes did not (set aside, added to `undecodable`).
+    async fn claim_round(
+        &self,
+        request: &ClaimRequest,
+        mode: &str,
+        n: usize,
+        undecodable: &mut Vec<Undecodable>,
+    ) -> Result<(Vec<Task>, usize), StoreError> {
+        let keys = &self.inner.keys;
+        let mut conn = self.conn();
+        let reply: Value = SCRIPTS
+            .claim
+            .key(keys.env_route(&request.env))
+            .arg(keys.env_base(&request.env))
+            .arg(encode(&request.kind))
+            .arg(millis(request.now))
+            .arg(millis(request.grant.leased_until))
+            .arg(request.grant.token.as_str())
+            .arg(mode)
+            .arg(n.to_string())
+            .arg(REPORT_CAP)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(redis_error)?;
+        let mut parts = array(reply, "claim")?.into_iter();
+        let (Some(leased), Some(reported)) = (parts.next(), parts.next()) else {
+            return Err(StoreError::backend("unexpected reply to claim"));
+        };
+        let mut tasks = Vec::new();
+        let mut set_aside = 0;
+        for stored in array(leased, "claim")? {
+            let stored = fields(stored, "claim")?;
+            if let Some(task) = self.claimed_task(&request.env, stored, undecodable).await? {
+                tasks.push(task);
+            } else {
+                set_aside += 1;
+            }
+        }
+        let mut reported = array(reported, "claim")?.into_iter();
+        while let (Some(id), Some(reason)) = (reported.next(), reported.next()) {
+            let id = string(id, "claim")?;
+            if !undecodable.iter().any(|u| u.id == id) {
+                undecodable.push(Undecodable {
+                    id,
+                    reason: string(reason, "claim")?,
+                });
+            }
+        }
+        Ok((tasks, set_aside))
+    }
 }
 
 impl RedisStore {
@@ -499,7 +554,7 @@ impl Store for RedisStore {
     }
 
     /// One script call: selection and lease in one atomic step (see the
-    /// crate docs). A document whose body cannot be decoded is set aside and
+    /// crate docs); another only when a leased hash does not decode. A document whose body cannot be decoded is set aside and
     /// reported; set-aside documents of the kind are reported on every
     /// claim (at most 100 per claim).
     async fn claim(&self, request: &ClaimRequest) -> Result<Claimed, StoreError> {
@@ -510,48 +565,21 @@ impl Store for RedisStore {
         if n == 0 {
             return Ok(Claimed::default());
         }
-        let keys = &self.inner.keys;
-        let mut conn = self.conn();
-        let reply: Value = SCRIPTS
-            .claim
-            .key(keys.env_route(&request.env))
-            .arg(keys.env_base(&request.env))
-            .arg(encode(&request.kind))
-            .arg(millis(request.now))
-            .arg(millis(request.grant.leased_until))
-            .arg(request.grant.token.as_str())
-            .arg(mode)
-            .arg(n.to_string())
-            .arg(REPORT_CAP)
-            .invoke_async(&mut conn)
-            .await
-            .map_err(redis_error)?;
-        let mut parts = array(reply, "claim")?.into_iter();
-        let (Some(leased), Some(reported)) = (parts.next(), parts.next()) else {
-            return Err(StoreError::backend("unexpected reply to claim"));
-        };
         let mut undecodable = Vec::new();
-        let mut tasks = Vec::new();
-        for stored in array(leased, "claim")? {
-            let stored = fields(stored, "claim")?;
-            if let Some(task) = self
-                .claimed_task(&request.env, stored, &mut undecodable)
-                .await?
-            {
-                tasks.push(task);
+        // A leased hash whose body does not decode is set aside, and the
+        // claim tries again, so that it does not hide the ready tasks
+        // behind it (a worker that gets nothing sleeps). Each round sets at
+        // least one document aside for good, so the rounds are bounded.
+        for _ in 0..CLAIM_ROUNDS {
+            let (tasks, set_aside) = self.claim_round(request, mode, n, &mut undecodable).await?;
+            if !tasks.is_empty() || set_aside == 0 {
+                return Ok(Claimed { tasks, undecodable });
             }
         }
-        let mut reported = array(reported, "claim")?.into_iter();
-        while let (Some(id), Some(reason)) = (reported.next(), reported.next()) {
-            let id = string(id, "claim")?;
-            if !undecodable.iter().any(|u| u.id == id) {
-                undecodable.push(Undecodable {
-                    id,
-                    reason: string(reason, "claim")?,
-                });
-            }
-        }
-        Ok(Claimed { tasks, undecodable })
+        Ok(Claimed {
+            tasks: Vec::new(),
+            undecodable,
+        })
     }
 
     /// One script call per env: each item is written only if the stored

@@ -8,9 +8,11 @@
 pub mod admin;
 pub mod cancellation;
 pub mod execution;
+pub mod isolation;
 pub mod recurrence;
 pub mod resource_keys;
 pub mod runtime;
+pub mod shutdown;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -99,6 +99,8 @@ pub(crate) struct Inner {
     outcomes: apply::Committer,
     /// Tasks interrupted by shutdown, for the shutdown report.
     interrupted: Mutex<Vec<String>>,
+    /// The report of the one shutdown: later and concurrent calls wait for it.
+    stopped: tokio::sync::OnceCell<ShutdownReport>,
     /// Undecodable documents already logged (they are met on every claim).
     reported_undecodable: Mutex<HashSet<String>>,
 }
@@ -237,6 +239,7 @@ impl ManagerBuilder {
                 workers: Mutex::new(Vec::new()),
                 outcomes: apply::Committer::default(),
                 interrupted: Mutex::new(Vec::new()),
+                stopped: tokio::sync::OnceCell::new(),
                 reported_undecodable: Mutex::new(HashSet::new()),
             }),
         };
@@ -632,6 +635,10 @@ impl Manager {
     /// Stops claiming, waits up to `grace` for running handlers and records
     /// their outcomes; handlers still running after that are interrupted and
     /// their leases released, so other workers can run the tasks at once.
+    ///
+    /// Shutdown happens once: a concurrent or later call waits for that one
+    /// to end and returns its report (its `grace` is ignored), so a report
+    /// saying `drained` always means no handler of this manager runs.
     pub async fn shutdown(&self, grace: Duration) -> ShutdownReport {
         worker::shutdown(&self.inner, grace).await
     }

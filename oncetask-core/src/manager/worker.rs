@@ -917,6 +917,16 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 }
 
 pub(crate) async fn shutdown(inner: &Arc<Inner>, grace: Duration) -> ShutdownReport {
+    // Once: a second caller must not see an empty worker list and report
+    // "drained" while the first one still waits for running handlers.
+    inner
+        .stopped
+        .get_or_init(|| stop(inner, grace))
+        .await
+        .clone()
+}
+
+async fn stop(inner: &Arc<Inner>, grace: Duration) -> ShutdownReport {
     inner.shutdown.send_if_modified(|phase| {
         let running = *phase == ShutdownPhase::Running;
         if running {

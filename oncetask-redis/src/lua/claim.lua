@@ -23,18 +23,35 @@ local function key_busy(r)
   return busy[r]
 end
 
+-- Why a field the claim computes with is not as doc.rs writes it, or nil
+-- (a corrupted hash must be set aside, not break the claim or be "repaired").
+local function malformed(h)
+  if h[4] and not tonumber(h[4]) then return 'field wait: not a time in milliseconds' end
+  if h[5] and not tonumber(h[5]) then return 'field lease: not a time in milliseconds' end
+  if not string.match(h[7] or '', '^%d+$') then return 'field att: not a count' end
+  if not string.match(h[8] or '', '^%d+$') then return 'field catt: not a count' end
+  if not string.match(h[9] or '', '^%d+$') then return 'field ver: not a version' end
+  return nil
+end
+
 -- The fields a claim decides on, or nil for a document to skip.
 local function candidate(zkey, m)
   local id = string.sub(m, 33)
   if seen[id] then return nil end
   seen[id] = true
-  local h = redis.call('HMGET', task_key(id), 'fmt', 'bad', 'rk', 'wait', 'lease', 'done')
+  local h = redis.call('HMGET', task_key(id), 'fmt', 'bad', 'rk', 'wait', 'lease', 'done',
+    'att', 'catt', 'ver')
   if not h[1] and not h[2] then
     stale[#stale + 1] = { zkey, m }
     return nil
   end
   if h[1] ~= '1' or h[2] then
     bad[#bad + 1] = { id, zkey, m, h[2] or ('unknown document format ' .. tostring(h[1])) }
+    return nil
+  end
+  local why = malformed(h)
+  if why then
+    bad[#bad + 1] = { id, zkey, m, why }
     return nil
   end
   if h[6] or (h[4] and tonumber(h[4]) > now) or (h[5] and tonumber(h[5]) > now) then return nil end
