@@ -340,13 +340,7 @@ fn is_refusal(e: &Error) -> bool {
             | Error::InvalidData { .. }
             | Error::InvalidRecurrence { .. }
             | Error::ScheduleConflict { .. }
-            | Error::Store(
-                StoreError::Unencodable { .. }
-                    | StoreError::Backend(_)
-                    // The Firestore backend reports a server's refusal
-                    // (InvalidArgument) as Unavailable.
-                    | StoreError::Unavailable(_)
-            )
+            | Error::Store(StoreError::Unencodable { .. } | StoreError::Backend(_))
     )
 }
 

@@ -545,11 +545,7 @@ impl Store for FirestoreStore {
                 Ok(w) => match results.get(*w) {
                     Some(Ok(())) => CreateOutcome::Created,
                     Some(Err(st)) if is_exists(st) => existing_outcome(&tasks[i], &envs),
-                    Some(Err(st)) => CreateOutcome::Failed(StoreError::Unavailable(format!(
-                        "{:?}: {}",
-                        st.code(),
-                        st.message()
-                    ))),
+                    Some(Err(st)) => CreateOutcome::Failed(item_error(&tasks[i].id, st)),
                     None => {
                         CreateOutcome::Failed(StoreError::Unavailable("no write result".into()))
                     }
@@ -814,6 +810,20 @@ fn status_error(s: Status) -> StoreError {
             StoreError::Unavailable(format!("{}: {}", code_name(s.code()), s.message()))
         }
         _ => StoreError::backend(s),
+    }
+}
+
+/// A failed write of one document: the server refusing the document itself
+/// (INVALID_ARGUMENT: too large, a value it cannot hold) is
+/// [`StoreError::Unencodable`] — retrying cannot help; transient codes are
+/// [`StoreError::Unavailable`]; anything else is a backend error.
+pub(crate) fn item_error(id: &str, s: &Status) -> StoreError {
+    match s.code() {
+        Code::InvalidArgument => StoreError::Unencodable {
+            id: id.to_owned(),
+            reason: format!("Firestore refused the document: {}", s.message()),
+        },
+        _ => status_error(Status::new(s.code(), s.message())),
     }
 }
 

@@ -20,7 +20,7 @@ use firestore::gcloud_sdk::tonic::Code;
 use oncetask_core::StoreError;
 
 use super::claim::lost_race;
-use super::{FirestoreStore, SWAP_ATTEMPTS, Stored, status_error};
+use super::{FirestoreStore, SWAP_ATTEMPTS, Stored, item_error};
 
 /// What to do with one item, given its stored document (`None`: no such document).
 pub(super) enum Decision<O> {
@@ -84,7 +84,7 @@ impl FirestoreStore {
                     Ok(()) => outcomes[i] = Some(outcome),
                     // Changed or removed since the read: decide again.
                     Err(s) if lost_race(&s) || s.code() == Code::NotFound => {}
-                    Err(s) => outcomes[i] = Some(failed(status_error(s))),
+                    Err(s) => outcomes[i] = Some(failed(item_error(ids[i], &s))),
                 }
             }
         }
