@@ -340,7 +340,13 @@ fn is_refusal(e: &Error) -> bool {
             | Error::InvalidData { .. }
             | Error::InvalidRecurrence { .. }
             | Error::ScheduleConflict { .. }
-            | Error::Store(StoreError::Unencodable { .. } | StoreError::Backend(_))
+            | Error::Store(
+                StoreError::Unencodable { .. }
+                    | StoreError::Backend(_)
+                    // A loaded server timing out is a typed error too (the
+                    // property is "typed error, nothing else changed").
+                    | StoreError::Unavailable(_)
+            )
     )
 }
 
