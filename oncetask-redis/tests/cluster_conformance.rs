@@ -11,36 +11,6 @@
 
 mod common;
 
-use conformance_tests::{StoreFactory, async_trait, store_conformance_suite};
-use oncetask_redis::RedisStore;
+mod factory;
 
-/// Hands out a cluster store on a fresh key prefix per test.
-struct RedisClusterFactory;
-
-#[async_trait]
-impl StoreFactory for RedisClusterFactory {
-    type Store = RedisStore;
-
-    async fn new_store(&self) -> RedisStore {
-        let store = common::cluster_store_on(&common::new_prefix()).await;
-        assert!(store.is_cluster());
-        common::drop_stale_prefixes(&store).await;
-        store
-    }
-
-    async fn insert_undecodable(
-        &self,
-        store: &RedisStore,
-        id: &str,
-        env: &str,
-        kind: &str,
-    ) -> bool {
-        store
-            .insert_undecodable(id, env, kind, "conformance suite: not a task")
-            .await
-            .expect("insert an undecodable document");
-        true
-    }
-}
-
-store_conformance_suite!(RedisClusterFactory);
+conformance_tests::store_conformance_suite!(factory::RedisFactory { cluster: true });
