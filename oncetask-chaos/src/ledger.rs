@@ -57,12 +57,57 @@ pub enum Record {
         /// When (µs).
         at: i64,
     },
-    /// The store confirmed a write that completed the task.
-    Completed {
+    /// A task is about to be created (written before the call, whatever
+    /// the store answers: a retried create carries a new initial version).
+    Create {
+        /// Worker number (0 is the coordinator).
+        worker: u32,
+        /// Task id.
+        id: String,
+        /// The version the task would be stored with.
+        version: u64,
+        /// When (µs).
+        at: i64,
+    },
+    /// The store leased a task to this worker.
+    Claimed {
         /// Worker number.
         worker: u32,
         /// Task id.
         id: String,
+        /// The stored version after the claim.
+        version: u64,
+        /// When (µs).
+        at: i64,
+    },
+    /// A conditional write is about to be sent: the task from `expected`
+    /// to `expected + 1`.
+    Write {
+        /// Worker number (0 is the coordinator).
+        worker: u32,
+        /// Write number, unique within the worker (a retried write is a new
+        /// one).
+        seq: u64,
+        /// Task id.
+        id: String,
+        /// The version the stored task must have.
+        expected: u64,
+        /// The status the write leaves the task in.
+        status: String,
+        /// Whether that status is final (completed, failed, cancelled).
+        finishes: bool,
+        /// When (µs).
+        at: i64,
+    },
+    /// The store's answer to [`Record::Write`] `seq` of this worker. Absent
+    /// when the call failed or the worker died first.
+    Answer {
+        /// Worker number.
+        worker: u32,
+        /// The write answered.
+        seq: u64,
+        /// Whether the store applied it.
+        applied: bool,
         /// When (µs).
         at: i64,
     },

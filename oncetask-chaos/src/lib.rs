@@ -14,10 +14,11 @@
 //! mid-run), and meanwhile kills, freezes and replaces workers and crashes
 //! the server (Postgres and Redis, on a server the run starts for itself).
 //! Every handler call appends its start and end to an append-only
-//! [`ledger`] outside the store; each worker also records the completions
-//! its store confirmed and the stale outcomes its manager discarded
-//! ([`observe`]). After the queue drains, [`verdict`] checks the ledger
-//! against the store.
+//! [`ledger`] outside the store; each worker also records every create,
+//! claim and conditional write its store saw, with the store's answers, and
+//! the stale outcomes its manager discarded ([`observe`]). After the queue
+//! drains, [`history`] rebuilds each task's chain of writes and [`verdict`]
+//! checks the ledger against the store.
 //!
 //! ```text
 //! cargo run --release -p oncetask-chaos -- run --backend postgres --tasks 100000 --workers 8 --kills 40
@@ -29,6 +30,7 @@ use thiserror::Error;
 
 pub mod backend;
 pub mod fleet;
+pub mod history;
 pub mod ledger;
 pub mod observe;
 pub mod run;

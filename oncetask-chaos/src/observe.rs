@@ -1,9 +1,16 @@
-//! How a worker learns what the store confirmed, without changing the core:
-//! a [`Store`] decorator that writes a [`Record::Completed`] line for every
-//! stored write that completed a task, and a `metrics` recorder that writes
-//! a [`Record::Fenced`] line for every stale outcome the manager discarded.
+//! How the checks learn what the store did, without changing the core: a
+//! [`Store`] decorator that writes every create, claim and conditional
+//! write (and the store's answer) to the ledger, and a `metrics` recorder
+//! that writes a [`Record::Fenced`] line for every stale outcome the manager
+//! discarded.
+//!
+//! Every write oncetask makes moves a task from version `v` to `v + 1`, so
+//! these lines let [`crate::history`] rebuild each task's chain of writes
+//! from its created version to its stored one, including writes whose answer
+//! was lost.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use chrono::{DateTime, Utc};
 use futures::stream::BoxStream;
@@ -14,61 +21,94 @@ use oncetask::store::{
     ClaimRequest, Claimed, CreateOutcome, Delete, DeleteOutcome, Fetched, Notification,
     StatusCounts, Swap, SwapOutcome, TaskFilter,
 };
-use oncetask::{QueueStats, Store, StoreError, Task, TaskStatus};
+use oncetask::{QueueStats, Store, StoreError, Task};
 
 use crate::ledger::{LedgerWriter, Record, now_micros};
 
-/// Passes every call to the wrapped store and, after a `swap` the store
-/// applied that left a task completed, appends [`Record::Completed`].
+/// Passes every call to the wrapped store and records, in the ledger:
+/// [`Record::Create`] before a create, [`Record::Claimed`] for each task a
+/// claim returned, [`Record::Write`] before each conditional write and
+/// [`Record::Answer`] for each answer the store gave.
 ///
-/// A worker killed between the store's answer and the ledger write leaves a
-/// completion unrecorded (the checker reports those as unconfirmed); a
-/// completion is never recorded that the store did not confirm.
-pub struct ConfirmingStore {
+/// Lines are written before a call goes out, so a worker killed mid-call
+/// leaves the intent without an answer, never an answer without an intent.
+pub struct RecordingStore {
     inner: Arc<dyn Store>,
     worker: u32,
     ledger: Arc<LedgerWriter>,
+    next_write: AtomicU64,
 }
 
-impl ConfirmingStore {
-    /// Wraps `inner` for worker `worker`.
+impl RecordingStore {
+    /// Wraps `inner` for worker `worker` (0 is the coordinator).
     pub fn new(inner: Arc<dyn Store>, worker: u32, ledger: Arc<LedgerWriter>) -> Self {
         Self {
             inner,
             worker,
             ledger,
+            next_write: AtomicU64::new(0),
         }
     }
 }
 
 #[async_trait::async_trait]
-impl Store for ConfirmingStore {
+impl Store for RecordingStore {
     async fn create(&self, tasks: Vec<Task>) -> Result<Vec<CreateOutcome>, StoreError> {
+        for task in &tasks {
+            self.ledger.append(&Record::Create {
+                worker: self.worker,
+                id: task.id.clone(),
+                version: task.version,
+                at: now_micros(),
+            });
+        }
         self.inner.create(tasks).await
     }
 
     async fn claim(&self, request: &ClaimRequest) -> Result<Claimed, StoreError> {
-        self.inner.claim(request).await
+        let claimed = self.inner.claim(request).await?;
+        for task in &claimed.tasks {
+            self.ledger.append(&Record::Claimed {
+                worker: self.worker,
+                id: task.id.clone(),
+                version: task.version,
+                at: now_micros(),
+            });
+        }
+        Ok(claimed)
     }
 
     async fn swap(&self, swaps: Vec<Swap>) -> Result<Vec<SwapOutcome>, StoreError> {
         let now = Utc::now();
-        let completing: Vec<Option<String>> = swaps
-            .iter()
-            .map(|s| {
-                (s.task.status(now) == TaskStatus::Completed && !s.task.is_generator())
-                    .then(|| s.task.id.clone())
-            })
-            .collect();
+        let mut seqs = Vec::with_capacity(swaps.len());
+        for swap in &swaps {
+            let seq = self.next_write.fetch_add(1, Ordering::Relaxed);
+            let status = swap.task.status(now);
+            self.ledger.append(&Record::Write {
+                worker: self.worker,
+                seq,
+                id: swap.task.id.clone(),
+                expected: swap.expected_version,
+                status: status.as_str().to_owned(),
+                finishes: status.is_terminal(),
+                at: now_micros(),
+            });
+            seqs.push(seq);
+        }
         let outcomes = self.inner.swap(swaps).await?;
-        for (id, outcome) in completing.into_iter().zip(&outcomes) {
-            if let (Some(id), SwapOutcome::Applied) = (id, outcome) {
-                self.ledger.append(&Record::Completed {
-                    worker: self.worker,
-                    id,
-                    at: now_micros(),
-                });
-            }
+        for (seq, outcome) in seqs.into_iter().zip(&outcomes) {
+            let applied = match outcome {
+                SwapOutcome::Applied => true,
+                SwapOutcome::Conflict | SwapOutcome::NotFound => false,
+                // The item failed: whether it was applied is unknown.
+                SwapOutcome::Failed(_) => continue,
+            };
+            self.ledger.append(&Record::Answer {
+                worker: self.worker,
+                seq,
+                applied,
+                at: now_micros(),
+            });
         }
         Ok(outcomes)
     }

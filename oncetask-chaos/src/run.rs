@@ -14,7 +14,7 @@ use crate::ChaosError;
 use crate::backend::{Backend, FIRESTORE_PROJECT, OwnPostgres, OwnRedis, OwnServer, Target};
 use crate::fleet::{Fleet, Spawner};
 use crate::ledger::{self, LedgerWriter};
-use crate::observe::FencedRecorder;
+use crate::observe::{FencedRecorder, RecordingStore};
 use crate::verdict::{Evidence, Verdict};
 use crate::worker::WorkerSpec;
 use crate::workload::{self, KIND};
@@ -71,6 +71,9 @@ pub struct RunArgs {
     #[arg(long)]
     pub json: bool,
 }
+
+/// The coordinator's worker number in the ledger (workers count from 1).
+const COORDINATOR: u32 = 0;
 
 /// What the schedule does at one tick.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -142,12 +145,15 @@ pub async fn run(args: &RunArgs) -> Result<Verdict, ChaosError> {
         lease,
     };
 
+    // Ledger file 0 is the coordinator's: its creates and cancels are
+    // writes the checks must see too.
+    let coordinator_ledger = Arc::new(LedgerWriter::open(&spec.ledger, COORDINATOR)?);
     let (store, spawner): (Arc<dyn Store>, Spawner) = match &target {
         None => {
             let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
             // In-process workers share this process's metrics recorder: its
-            // fenced-off counts go to ledger file 0.
-            let recorder = FencedRecorder::new(0, Arc::new(LedgerWriter::open(&spec.ledger, 0)?));
+            // fenced-off counts go to the coordinator's file.
+            let recorder = FencedRecorder::new(COORDINATOR, coordinator_ledger.clone());
             let _ = metrics::set_global_recorder(recorder);
             (store.clone(), Spawner::InProcess { store })
         }
@@ -164,6 +170,8 @@ pub async fn run(args: &RunArgs) -> Result<Verdict, ChaosError> {
             )
         }
     };
+    let store: Arc<dyn Store> =
+        Arc::new(RecordingStore::new(store, COORDINATOR, coordinator_ledger));
     let admin = Manager::builder(store)
         .env(env.clone())
         .declare_kinds([KIND])

@@ -14,6 +14,7 @@ use chrono::{DateTime, Utc};
 use oncetask::{Task, TaskStatus};
 use serde::Serialize;
 
+use crate::history::Writes;
 use crate::ledger::Record;
 
 /// What a run did and whether the promise held.
@@ -45,11 +46,24 @@ pub struct Verdict {
     /// Tasks whose handler succeeded more than once (at-least-once execution
     /// after a kill, a freeze or a lost lease; not a violation by itself).
     pub duplicate_successes: usize,
-    /// The most stored completions of one task (must be 1).
-    pub max_completions_per_task: usize,
-    /// Completed tasks whose completion the ledger did not confirm (the
-    /// worker was killed between the store's answer and the ledger write).
-    pub unconfirmed_completions: usize,
+    /// The fewest finishing writes (completing, failing or cancelling) in
+    /// the stored history of one finished task (must be 1).
+    pub min_finishing_writes: usize,
+    /// The most finishing writes of one task (must be 1).
+    pub max_finishing_writes: usize,
+    /// Writes in the traced histories (claims, outcomes, cancels).
+    pub writes_traced: u64,
+    /// Of those, writes the store applied whose answer never reached the
+    /// ledger, identified among the writes sent for that version.
+    pub writes_unanswered: u64,
+    /// Of those, steps no line explains: claims whose answer was lost.
+    pub writes_unlogged: u64,
+    /// Steps whose unanswered writes disagree on finishing the task (not
+    /// provable either way; counted as not finishing).
+    pub writes_ambiguous: u64,
+    /// Finished tasks whose finishing write got no answer (the worker was
+    /// killed, or the server crashed, before it arrived).
+    pub unconfirmed_finishes: usize,
     /// Execution windows of one kind and resource key that overlapped while
     /// both leases were valid (must be 0).
     pub key_overlaps: usize,
@@ -104,7 +118,6 @@ impl Verdict {
     pub fn check(&mut self, evidence: &Evidence<'_>) {
         let deaths: HashMap<u32, i64> = evidence.deaths.iter().copied().collect();
         let mut ends: HashMap<(u32, u64), (i64, bool, bool)> = HashMap::new();
-        let mut completions: HashMap<&str, Vec<i64>> = HashMap::new();
         for record in evidence.records {
             match record {
                 Record::End {
@@ -116,11 +129,8 @@ impl Verdict {
                 } => {
                     ends.insert((*worker, *exec), (*at, *ok, *dropped));
                 }
-                Record::Completed { id, at, .. } => {
-                    completions.entry(id.as_str()).or_default().push(*at)
-                }
                 Record::Fenced { .. } => self.fenced += 1,
-                Record::Start { .. } => {}
+                _ => {}
             }
         }
 
@@ -177,41 +187,47 @@ impl Verdict {
         }
         self.duplicate_successes = successes.values().filter(|&&n| n > 1).count();
 
-        self.check_completions(&completions, &executions, evidence);
+        self.check_histories(&executions, evidence);
         self.check_key_overlaps(&executions);
         self.check_final_state(evidence);
     }
 
-    fn check_completions(
-        &mut self,
-        completions: &HashMap<&str, Vec<i64>>,
-        executions: &[Execution<'_>],
-        evidence: &Evidence<'_>,
-    ) {
-        self.max_completions_per_task = completions.values().map(Vec::len).max().unwrap_or(0);
-        for (id, times) in completions {
-            if times.len() > 1 {
-                self.violations
-                    .push(format!("{id} was completed {} times", times.len()));
+    /// Traces every task's writes (see [`crate::history`]): exactly one
+    /// finishing write per finished task, as its last write; then no
+    /// execution may start under a valid lease after it.
+    fn check_histories(&mut self, executions: &[Execution<'_>], evidence: &Evidence<'_>) {
+        let writes = Writes::from_records(evidence.records);
+        let mut finished_at: HashMap<&str, i64> = HashMap::new();
+        let mut min = usize::MAX;
+        for task in evidence.tasks {
+            let finished = task.status(evidence.now).is_terminal();
+            let trace = writes.trace(task, finished);
+            self.writes_traced += trace.steps;
+            self.writes_unanswered += trace.unanswered;
+            self.writes_unlogged += trace.unlogged;
+            self.writes_ambiguous += trace.ambiguous;
+            self.max_finishing_writes = self.max_finishing_writes.max(trace.finishing);
+            if finished {
+                min = min.min(trace.finishing);
+                if !trace.last_confirmed {
+                    self.unconfirmed_finishes += 1;
+                }
             }
+            if let Some(at) = trace.finished_at {
+                finished_at.insert(task.id.as_str(), at);
+            }
+            self.violations.extend(trace.problems);
         }
+        self.min_finishing_writes = if min == usize::MAX { 0 } else { min };
         for execution in executions {
-            let Some(first) = completions.get(execution.id).and_then(|t| t.iter().min()) else {
+            let Some(&finished) = finished_at.get(execution.id) else {
                 continue;
             };
-            if execution.start > *first && execution.valid_until > execution.start {
+            if execution.start > finished && execution.valid_until > execution.start {
                 self.violations.push(format!(
-                    "{} started again under a valid lease after its completion was stored",
+                    "{} started again under a valid lease after its finishing write",
                     execution.id
                 ));
-            }
-        }
-        for task in evidence.tasks {
-            if task.status(evidence.now) == TaskStatus::Completed
-                && !task.is_generator()
-                && !completions.contains_key(task.id.as_str())
-            {
-                self.unconfirmed_completions += 1;
             }
         }
     }
@@ -291,7 +307,7 @@ impl Verdict {
 
 impl fmt::Display for Verdict {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let rows: [(&str, String); 22] = [
+        let rows: [(&str, String); 26] = [
             ("backend", self.backend.clone()),
             (
                 "tasks created / in store at end",
@@ -314,12 +330,31 @@ impl fmt::Display for Verdict {
                 self.duplicate_successes.to_string(),
             ),
             (
-                "completions per task, max (must be 1)",
-                self.max_completions_per_task.to_string(),
+                "finishing writes per finished task (must be 1)",
+                format!(
+                    "min {} / max {}",
+                    self.min_finishing_writes, self.max_finishing_writes
+                ),
             ),
             (
-                "completions not confirmed in the ledger",
-                self.unconfirmed_completions.to_string(),
+                "  finishing writes not answered",
+                self.unconfirmed_finishes.to_string(),
+            ),
+            (
+                "writes traced (claims, outcomes, cancels)",
+                self.writes_traced.to_string(),
+            ),
+            (
+                "  applied without an answer",
+                self.writes_unanswered.to_string(),
+            ),
+            (
+                "  claims whose answer was lost",
+                self.writes_unlogged.to_string(),
+            ),
+            (
+                "  ambiguous (unproven either way)",
+                self.writes_ambiguous.to_string(),
             ),
             (
                 "overlaps within a resource key (must be 0)",
@@ -353,7 +388,7 @@ impl fmt::Display for Verdict {
             ),
         ];
         for (name, value) in rows {
-            writeln!(f, "{name:<44} {value}")?;
+            writeln!(f, "{name:<48} {value}")?;
         }
         for violation in self.violations.iter().take(20) {
             writeln!(f, "  violation: {violation}")?;
@@ -449,50 +484,98 @@ mod tests {
         assert!(!open.passed());
     }
 
+    /// Task "a", created at version 5, claimed to 6 by worker 1, completed
+    /// from 6 (sent at 10, applied): stored at version 7.
+    fn completed_once() -> Vec<Record> {
+        vec![
+            Record::Create {
+                worker: 0,
+                id: "a".into(),
+                version: 5,
+                at: 0,
+            },
+            Record::Claimed {
+                worker: 1,
+                id: "a".into(),
+                version: 6,
+                at: 1,
+            },
+            Record::Write {
+                worker: 1,
+                seq: 0,
+                id: "a".into(),
+                expected: 6,
+                status: "completed".into(),
+                finishes: true,
+                at: 10,
+            },
+            Record::Answer {
+                worker: 1,
+                seq: 0,
+                applied: true,
+                at: 11,
+            },
+        ]
+    }
+
+    fn completed(version: u64) -> Task {
+        let now = Utc::now();
+        let mut task = Task::new("a", "chaos", "env", now);
+        task.version = version;
+        task.done_at = Some(now);
+        task.outcome = Some(oncetask::Outcome::Completed);
+        task
+    }
+
+    fn verdict_on(records: &[Record], task: Task) -> Verdict {
+        let mut v = Verdict::default();
+        v.check(&Evidence {
+            records,
+            deaths: &[],
+            tasks: &[task],
+            created_ids: &["a".into()],
+            now: Utc::now(),
+        });
+        v
+    }
+
+    #[test]
+    fn one_finishing_write_in_the_stored_history_passes() {
+        let v = verdict_on(&completed_once(), completed(7));
+        assert!(v.passed(), "{v}");
+        assert_eq!((v.min_finishing_writes, v.max_finishing_writes), (1, 1));
+        assert_eq!((v.writes_traced, v.unconfirmed_finishes), (2, 0));
+    }
+
     #[test]
     fn a_second_completion_and_a_valid_run_after_completion_are_violations() {
-        let twice = verdict(
-            &[
-                Record::Completed {
-                    worker: 1,
-                    id: "a".into(),
-                    at: 10,
-                },
-                Record::Completed {
-                    worker: 2,
-                    id: "a".into(),
-                    at: 20,
-                },
-            ],
-            &[],
-        );
-        assert_eq!(twice.max_completions_per_task, 2);
+        let mut twice = completed_once();
+        twice.push(Record::Write {
+            worker: 2,
+            seq: 0,
+            id: "a".into(),
+            expected: 7,
+            status: "completed".into(),
+            finishes: true,
+            at: 20,
+        });
+        twice.push(Record::Answer {
+            worker: 2,
+            seq: 0,
+            applied: true,
+            at: 21,
+        });
+        let twice = verdict_on(&twice, completed(8));
+        assert_eq!(twice.max_finishing_writes, 2);
         assert!(!twice.passed());
-        let rerun = verdict(
-            &[
-                Record::Completed {
-                    worker: 1,
-                    id: "a".into(),
-                    at: 10,
-                },
-                start(2, 0, "a", "k", 20, 100),
-                end(2, 0, 30),
-            ],
-            &[],
-        );
-        assert!(!rerun.passed());
-        let stale = verdict(
-            &[
-                Record::Completed {
-                    worker: 1,
-                    id: "a".into(),
-                    at: 10,
-                },
-                start(2, 0, "a", "k", 20, 15),
-                end(2, 0, 30),
-            ],
-            &[],
-        );
+
+        let mut rerun = completed_once();
+        rerun.extend([start(2, 0, "a", "k", 20, 100), end(2, 0, 30)]);
+        assert!(!verdict_on(&rerun, completed(7)).passed());
+
+        let mut stale = completed_once();
+        stale.extend([start(2, 0, "a", "k", 20, 15), end(2, 0, 30)]);
+        let stale = verdict_on(&stale, completed(7));
         assert!(stale.passed(), "{stale}");
         assert_eq!(stale.stale_starts, 1);
     }

@@ -1,5 +1,5 @@
 //! One worker: a manager serving the chaos kind, its handler writing to the
-//! ledger, its store confirming completions (see [`crate::observe`]).
+//! ledger, its store recording its writes (see [`crate::observe`]).
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -10,7 +10,7 @@ use oncetask::{FixedDelay, HandlerOptions, Manager, Store};
 
 use crate::ChaosError;
 use crate::ledger::LedgerWriter;
-use crate::observe::ConfirmingStore;
+use crate::observe::RecordingStore;
 use crate::workload::{KIND, LedgerHandler, MAX_ATTEMPTS, RETRY_DELAY};
 
 /// How long a stopping worker waits for its running handlers.
@@ -41,7 +41,7 @@ pub async fn run(
     stall: Arc<dyn Fn() + Send + Sync>,
     stop: impl Future<Output = ()>,
 ) -> Result<(), ChaosError> {
-    let store: Arc<dyn Store> = Arc::new(ConfirmingStore::new(store, spec.worker, ledger.clone()));
+    let store: Arc<dyn Store> = Arc::new(RecordingStore::new(store, spec.worker, ledger.clone()));
     let manager = Manager::builder(store)
         .env(spec.env.clone())
         .poll_interval(Duration::from_secs(1))

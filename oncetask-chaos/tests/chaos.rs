@@ -44,7 +44,11 @@ fn assert_chaotic(verdict: &Value, tasks: u64, kills: u64, restarts: u64) {
     assert_eq!(count(verdict, "pauses"), 2);
     assert_eq!(count(verdict, "server_restarts"), restarts);
     assert_eq!(count(verdict, "created"), tasks);
-    assert_eq!(count(verdict, "max_completions_per_task"), 1);
+    // Exactly one finishing write in every finished task's stored history,
+    // answered or not, and every write of the histories traced.
+    assert_eq!(count(verdict, "min_finishing_writes"), 1);
+    assert_eq!(count(verdict, "max_finishing_writes"), 1);
+    assert!(count(verdict, "writes_traced") > count(verdict, "tasks"));
     assert_eq!(
         count(verdict, "completed") + count(verdict, "failed") + count(verdict, "cancelled"),
         count(verdict, "tasks")
