@@ -55,6 +55,19 @@ impl PostgresStore {
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
+        self.write_rows(conn, rows).await
+    }
+
+    /// Writes rows encoded by `row::encode` over the stored rows with their
+    /// ids, with one `UPDATE`.
+    pub(crate) async fn write_rows(
+        &self,
+        conn: &mut PgConnection,
+        rows: Vec<Value>,
+    ) -> Result<(), StoreError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
         sqlx::query(&self.write_sql())
             .bind(Json(Value::Array(rows)))
             .execute(conn)

@@ -362,7 +362,9 @@ impl Store for PostgresStore {
         let mut stored = self.lock_rows(&mut tx, &ids).await?;
         let mut changed = Changed::new();
         let mut outcomes = Vec::with_capacity(swaps.len());
+        // Ids in first-write order, and each one's last encoded row.
         let mut written: Vec<String> = Vec::new();
+        let mut rows: HashMap<String, serde_json::Value> = HashMap::new();
         for swap in swaps {
             let outcome = match stored.get(&swap.task.id) {
                 None => SwapOutcome::NotFound,
@@ -373,26 +375,28 @@ impl Store for PostgresStore {
                 Some(Stored::Task(old)) if old.version != swap.expected_version => {
                     SwapOutcome::Conflict
                 }
-                Some(Stored::Task(old)) => {
-                    changed.insert((old.env.clone(), old.kind.clone()));
-                    changed.insert((swap.task.env.clone(), swap.task.kind.clone()));
-                    if !written.contains(&swap.task.id) {
-                        written.push(swap.task.id.clone());
+                Some(Stored::Task(old)) => match row::encode(&swap.task) {
+                    // Refused alone: the batch's other writes go on.
+                    Err(reason) => SwapOutcome::Failed(StoreError::Unencodable {
+                        id: swap.task.id.clone(),
+                        reason,
+                    }),
+                    Ok(row) => {
+                        changed.insert((old.env.clone(), old.kind.clone()));
+                        changed.insert((swap.task.env.clone(), swap.task.kind.clone()));
+                        if !written.contains(&swap.task.id) {
+                            written.push(swap.task.id.clone());
+                        }
+                        rows.insert(swap.task.id.clone(), row);
+                        stored.insert(swap.task.id.clone(), Stored::Task(swap.task));
+                        SwapOutcome::Applied
                     }
-                    stored.insert(swap.task.id.clone(), Stored::Task(swap.task));
-                    SwapOutcome::Applied
-                }
+                },
             };
             outcomes.push(outcome);
         }
-        let tasks: Vec<&Task> = written
-            .iter()
-            .filter_map(|id| match stored.get(id) {
-                Some(Stored::Task(t)) => Some(t),
-                _ => None,
-            })
-            .collect();
-        self.write_back(&mut tx, &tasks).await?;
+        let rows = written.iter().filter_map(|id| rows.remove(id)).collect();
+        self.write_rows(&mut tx, rows).await?;
         self.notify(&mut tx, &changed).await?;
         tx.commit().await.map_err(db)?;
         Ok(outcomes)
