@@ -85,10 +85,22 @@ impl Task {
 /// would be stored and then never read back, a poison pill.
 pub const MAX_DATA_DEPTH: usize = 100;
 
-/// The depth of `payload` if it exceeds [`MAX_DATA_DEPTH`]. Iterative, so a
-/// hostile payload cannot overflow the stack here.
+/// The depth of `payload` if it exceeds [`MAX_DATA_DEPTH`].
 fn too_deep(payload: &serde_json::Map<String, Value>) -> Option<usize> {
-    let mut stack: Vec<(&Value, usize)> = payload.values().map(|v| (v, 2)).collect();
+    deeper_than_limit(payload.values(), 2)
+}
+
+/// The depth of `value` (an array or object at the top is level 1) if it
+/// exceeds [`MAX_DATA_DEPTH`]: a handler's result is stored and read back
+/// like a payload.
+pub(crate) fn value_too_deep(value: &Value) -> Option<usize> {
+    deeper_than_limit(std::iter::once(value), 1)
+}
+
+/// The first depth beyond [`MAX_DATA_DEPTH`] met under `values`, each at
+/// `depth`. Iterative, so a hostile value cannot overflow the stack here.
+fn deeper_than_limit<'a>(values: impl Iterator<Item = &'a Value>, depth: usize) -> Option<usize> {
+    let mut stack: Vec<(&Value, usize)> = values.map(|v| (v, depth)).collect();
     while let Some((value, depth)) = stack.pop() {
         let nested = matches!(value, Value::Array(_) | Value::Object(_));
         if nested && depth > MAX_DATA_DEPTH {
@@ -118,7 +130,7 @@ fn json_type_name(v: &Value) -> &'static str {
 mod tests {
     use serde_json::{Value, json};
 
-    use super::{MAX_DATA_DEPTH, too_deep};
+    use super::{MAX_DATA_DEPTH, too_deep, value_too_deep};
 
     /// A payload `{"n": {"n": ... }}` nested `levels` deep in all.
     fn payload(levels: usize) -> serde_json::Map<String, Value> {
@@ -140,5 +152,16 @@ mod tests {
         let mut wide = payload(1);
         wide.insert("list".into(), json!([[1, 2], {"a": [3]}, "x"]));
         assert_eq!(too_deep(&wide), None);
+    }
+
+    #[test]
+    fn a_result_counts_its_own_top_level_as_level_one() {
+        let nested = |levels: usize| (1..levels).fold(json!([]), |inner, _| json!([inner]));
+        assert_eq!(value_too_deep(&nested(MAX_DATA_DEPTH)), None);
+        assert_eq!(
+            value_too_deep(&nested(MAX_DATA_DEPTH + 1)),
+            Some(MAX_DATA_DEPTH + 1)
+        );
+        assert_eq!(value_too_deep(&json!("flat")), None);
     }
 }

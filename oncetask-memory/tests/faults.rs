@@ -27,6 +27,9 @@ struct Faulty {
     swaps_down: Arc<AtomicBool>,
     /// Every swap hangs while set.
     swaps_hang: Arc<AtomicBool>,
+    /// While set, every write of a task carrying a result is refused as
+    /// unencodable (as Firestore refuses a document nested too deep).
+    refuse_results: Arc<AtomicBool>,
 }
 
 #[async_trait]
@@ -48,7 +51,28 @@ impl Store for Faulty {
         if blip || self.swaps_down.load(Ordering::SeqCst) {
             return Err(StoreError::Unavailable("injected fault".into()));
         }
-        self.inner.swap(swaps).await
+        if !self.refuse_results.load(Ordering::SeqCst) {
+            return self.inner.swap(swaps).await;
+        }
+        let refused: Vec<Option<String>> = swaps
+            .iter()
+            .map(|s| s.task.result.is_some().then(|| s.task.id.clone()))
+            .collect();
+        let passed = swaps
+            .into_iter()
+            .filter(|s| s.task.result.is_none())
+            .collect();
+        let mut outcomes = self.inner.swap(passed).await?.into_iter();
+        Ok(refused
+            .into_iter()
+            .map(|refused| match refused {
+                Some(id) => SwapOutcome::Failed(StoreError::Unencodable {
+                    id,
+                    reason: "injected refusal".into(),
+                }),
+                None => outcomes.next().unwrap_or(SwapOutcome::NotFound),
+            })
+            .collect())
     }
     async fn get(&self, ids: &[String]) -> Result<Vec<Fetched>, StoreError> {
         self.inner.get(ids).await
@@ -143,6 +167,33 @@ async fn a_storage_blip_does_not_lose_a_success() {
     assert_eq!(report.outcomes[0].status, Some(TaskStatus::Completed));
     assert_eq!(status(&m, "j1", &clock).await, Some(TaskStatus::Completed));
     assert_eq!(runs.load(Ordering::SeqCst), 1);
+}
+
+/// A result the store refuses to hold fails the attempt (instead of leaving
+/// the task leased to run again and be refused again), and the retry policy
+/// applies as to any failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_result_the_store_refuses_fails_the_attempt() {
+    let store = Faulty::default();
+    let clock = ManualClock::new(start());
+    let m = manager(&store, &clock, false);
+    m.register(
+        "job",
+        handler_fn(|_t: Task| async { Ok::<_, std::io::Error>("a result") }),
+        HandlerOptions::default().no_retry(),
+    )
+    .expect("register");
+    m.create(&Job { id: "j1" }).await.expect("create");
+    store.refuse_results.store(true, Ordering::SeqCst);
+    let report = m.process_next("job").await.expect("run").expect("claimed");
+    assert_eq!(report.outcomes[0].status, Some(TaskStatus::Failed));
+    let task = m.get_task("j1").await.expect("get").expect("stored");
+    assert_eq!(task.status(clock.now()), TaskStatus::Failed);
+    assert_eq!(task.result, None);
+    assert_eq!(
+        task.errors[0].error,
+        "result cannot be stored: injected refusal"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -143,6 +143,64 @@ pub async fn a_panicking_handler_becomes_a_task_error(factory: &impl StoreFactor
     assert_eq!(h.status("fine").await, TaskStatus::Completed);
 }
 
+/// A result nested deeper than any backend can read back fails the attempt
+/// (stored, it would leave a completed task nobody can read). A result at
+/// the limit is stored and read back, or, where the backend refuses it
+/// (Firestore holds fewer levels), fails the attempt too: never is the task
+/// left leased to run again.
+pub async fn a_result_too_deep_to_read_back_fails_the_attempt(factory: &impl StoreFactory) {
+    let h = manual(factory).await;
+    h.manager
+        .register(
+            KIND,
+            handler_fn(|task: Task| async move {
+                if task.id == "nul" {
+                    // PostgreSQL's jsonb cannot hold U+0000.
+                    return Ok(serde_json::json!({ "text": "a\u{0}b" }));
+                }
+                let levels = if task.id == "deep" {
+                    oncetask_core::MAX_DATA_DEPTH + 1
+                } else {
+                    oncetask_core::MAX_DATA_DEPTH
+                };
+                let nested =
+                    (1..levels).fold(serde_json::json!([]), |inner, _| serde_json::json!([inner]));
+                Ok::<_, std::io::Error>(nested)
+            }),
+            HandlerOptions::default().no_retry(),
+        )
+        .expect("register");
+    create(&h.manager, &Job::new(KIND, "deep")).await;
+    create(&h.manager, &Job::new(KIND, "at-limit")).await;
+    create(&h.manager, &Job::new(KIND, "nul")).await;
+    h.drain(KIND).await;
+    let deep = h.task("deep").await;
+    assert_eq!(deep.status(h.clock.now()), TaskStatus::Failed);
+    assert!(
+        deep.errors[0].error.contains("nested 101 levels deep"),
+        "{:?}",
+        deep.errors
+    );
+    for id in ["at-limit", "nul"] {
+        let task = h.task(id).await;
+        match task.status(h.clock.now()) {
+            TaskStatus::Completed => assert!(task.result.is_some()),
+            TaskStatus::Failed => assert!(
+                task.errors[0]
+                    .error
+                    .starts_with("result cannot be stored: "),
+                "{id}: {:?}",
+                task.errors
+            ),
+            other => panic!("{id}: its result left the task {other}"),
+        }
+    }
+    let nul = h.task("nul").await;
+    if nul.status(h.clock.now()) == TaskStatus::Completed {
+        assert_eq!(nul.result, Some(serde_json::json!({ "text": "a\u{0}b" })));
+    }
+}
+
 /// A handler still running near the end of its lease is stopped and the
 /// attempt fails, before another worker could take the task.
 pub async fn a_handler_outliving_its_lease_is_timed_out(factory: &impl StoreFactory) {

@@ -12,7 +12,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::{JoinHandle, JoinSet};
 use tracing::Instrument;
 
-use crate::error::{Error, HandlerError};
+use crate::error::{Error, HandlerError, StoreError};
 use crate::lifecycle::{self, FailurePolicy, GeneratorError, HandlerPath, LeaseGrant, Rejection};
 use crate::manager::apply::{Applied, Transition, apply_many, apply_one};
 use crate::manager::context::{self, CurrentTask};
@@ -21,7 +21,7 @@ use crate::manager::{HandlerShape, Inner, Registration, ShutdownPhase};
 use crate::metrics;
 use crate::retry::{FixedDelay, NoRetry, RetryPolicy};
 use crate::status::TaskStatus;
-use crate::store::{ClaimMode, ClaimRequest, CreateOutcome, Undecodable};
+use crate::store::{ClaimMode, ClaimRequest, CreateOutcome, Fetched, Undecodable};
 use crate::task::{LeaseToken, Task};
 
 /// Retry delay after a generator's bookkeeping failed (e.g. the occurrence
@@ -646,28 +646,65 @@ impl Run<'_> {
                 (task, transition)
             })
             .collect();
-        let results = self
+        let mut results = self
             .inner
             .outcomes
             .apply(self.inner.store.as_ref(), items)
             .instrument(span)
             .await;
+        let mut refused: Vec<Option<String>> = vec![None; results.len()];
+        if matches!(result.as_ref(), Ok(Some(_))) {
+            self.fail_refused_results(&ids, &mut results, &mut refused, path, now, retry_override)
+                .await;
+        }
         let error = result
             .as_ref()
             .as_ref()
             .err()
             .map(|e| e.message().to_owned());
-        for (id, applied) in ids.into_iter().zip(results) {
+        for ((id, applied), refused) in ids.into_iter().zip(results).zip(refused) {
+            let failed = result.is_err() || refused.is_some();
             let status = self.written(&id, applied, now);
             if let Some(status) = status {
-                metrics::outcome(
-                    &self.inner.env,
-                    &self.registration.kind,
-                    status,
-                    result.is_err(),
-                );
+                metrics::outcome(&self.inner.env, &self.registration.kind, status, failed);
             }
-            self.note(id, path, error.clone(), status);
+            self.note(id, path, refused.or_else(|| error.clone()), status);
+        }
+    }
+
+    /// Fails the attempts whose result the store refused to hold (too
+    /// large, or a value the backend cannot store): left alone, the task
+    /// would stay leased, run again and be refused again, forever. Sets
+    /// `refused[i]` to the error recorded for the i-th task.
+    async fn fail_refused_results(
+        &self,
+        ids: &[String],
+        results: &mut [Applied],
+        refused: &mut [Option<String>],
+        path: HandlerPath,
+        now: DateTime<Utc>,
+        retry_override: Option<Arc<dyn RetryPolicy>>,
+    ) {
+        for ((id, applied), refused) in ids.iter().zip(results.iter_mut()).zip(refused) {
+            let Applied::Failed(Error::Store(StoreError::Unencodable { reason, .. })) = applied
+            else {
+                continue;
+            };
+            let message = format!("result cannot be stored: {reason}");
+            let held = match self.inner.store.get(std::slice::from_ref(id)).await {
+                Ok(mut fetched) => match fetched.pop() {
+                    Some(Fetched::Task(task)) => task,
+                    _ => continue,
+                },
+                Err(e) => {
+                    tracing::warn!(task_id = %id, error = %e, "re-reading a task whose result was refused failed");
+                    continue;
+                }
+            };
+            let failure: Arc<HandlerResult> = Arc::new(Err(HandlerError::msg(message.clone())));
+            let transition = self.outcome(&failure, path, now, retry_override.clone());
+            *applied = apply_one(self.inner.store.as_ref(), held, transition).await;
+            *refused = Some(message);
         }
     }
 
@@ -861,7 +898,8 @@ impl Run<'_> {
 }
 
 /// Runs a handler future as the current task, turning a panic into the
-/// error `panic: <message>`.
+/// error `panic: <message>`, and a result too deeply nested to be read back
+/// into an error (stored, it would make the completed task unreadable).
 pub(crate) async fn run_captured(
     current: CurrentTask,
     work: impl std::future::Future<Output = HandlerResult> + Send,
@@ -871,6 +909,13 @@ pub(crate) async fn run_captured(
         .catch_unwind()
         .await
     {
+        Ok(Ok(Some(value))) => match crate::create::value_too_deep(&value) {
+            Some(depth) => Err(HandlerError::msg(format!(
+                "result nested {depth} levels deep; at most {} can be read back",
+                crate::create::MAX_DATA_DEPTH
+            ))),
+            None => Ok(Some(value)),
+        },
         Ok(result) => result,
         Err(panic) => {
             let message = panic_message(panic.as_ref());
