@@ -1,13 +1,12 @@
-//! Metrics and spans of a run, captured with a debugging recorder and a
-//! span-recording subscriber. Time moves only with the test kit's manual
-//! clock: no sleeps.
+//! Metrics of a run, captured with a debugging recorder (spans are in
+//! `spans.rs`). Time moves only with the test kit's manual clock: no sleeps.
 //!
 //! Each test installs its recorder for its own thread (`#[tokio::test]` runs
 //! on a current-thread runtime), so tests do not see each other's metrics.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -391,61 +390,4 @@ async fn settle() {
     for _ in 0..50 {
         tokio::task::yield_now().await;
     }
-}
-
-/// Span names opened during a run.
-#[derive(Clone, Default)]
-struct Spans(Arc<Mutex<Vec<String>>>);
-
-impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Spans {
-    fn on_new_span(
-        &self,
-        attrs: &tracing::span::Attributes<'_>,
-        _id: &tracing::span::Id,
-        _ctx: tracing_subscriber::layer::Context<'_, S>,
-    ) {
-        if let Ok(mut names) = self.0.lock() {
-            names.push(attrs.metadata().name().to_owned());
-        }
-    }
-}
-
-#[tokio::test]
-async fn claim_handler_and_outcome_each_run_in_a_span() {
-    use tracing_subscriber::layer::SubscriberExt;
-    let spans = Spans::default();
-    let _subscriber =
-        tracing::subscriber::set_default(tracing_subscriber::registry().with(spans.clone()));
-
-    let kit = TestKit::builder(Arc::new(MemoryStore::new()))
-        .start_at(start())
-        .build();
-    kit.manager()
-        .register(
-            "welcome",
-            handler_fn(|_t: Task| async { Ok::<_, std::io::Error>(()) }),
-            HandlerOptions::default(),
-        )
-        .expect("register");
-    kit.manager()
-        .create(&job("welcome", "w1"))
-        .await
-        .expect("create");
-    kit.run_until_idle().await;
-
-    let names = spans.0.lock().map(|n| n.clone()).unwrap_or_default();
-    let position = |name: &str| names.iter().position(|n| n == name);
-    let (claim, handler, outcome) = (
-        position("oncetask.claim"),
-        position("oncetask.handler"),
-        position("oncetask.outcome"),
-    );
-    assert!(
-        claim.is_some() && handler.is_some() && outcome.is_some(),
-        "spans opened: {names:?}"
-    );
-    assert!(
-        claim < handler && handler < outcome,
-        "in run order: {names:?}"
-    );
 }
