@@ -191,6 +191,12 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 16, value_name = "N")]
     pub pg_pool_size: u32,
 
+    /// Postgres: skip the `ANALYZE` of the task table after seeding (the
+    /// planner then plans the drain with statistics from before the seeding;
+    /// autovacuum may be off, as on the test server)
+    #[arg(long)]
+    pub no_analyze: bool,
+
     /// Seconds any one row may take before it is reported as timed out
     #[arg(long, default_value_t = 900, value_name = "SECONDS")]
     pub row_timeout: u64,

@@ -32,6 +32,9 @@ pub async fn run(ctx: &Ctx<'_>) -> Result<Vec<Row>, BenchError> {
         let first = args.scale_tasks;
         workload::seed(&creator, &env, first..first + pending, far, args.batch_size).await?;
         workload::seed(&creator, &env, 0..args.scale_tasks, None, args.batch_size).await?;
+        if !ctx.args.no_analyze {
+            ctx.ns.analyze().await?;
+        }
         let drained = workload::drain(
             ctx.ns,
             &env,

@@ -20,6 +20,9 @@ pub async fn run(ctx: &Ctx<'_>) -> Result<Vec<Row>, BenchError> {
             let env = ctx.ns.env(&format!("work{managers}x{concurrency}"));
             let creator = workload::creator(ctx.ns.store().await?, &env);
             workload::seed(&creator, &env, 0..tasks, None, ctx.args.batch_size).await?;
+            if !ctx.args.no_analyze {
+                ctx.ns.analyze().await?;
+            }
             let row =
                 match workload::drain(ctx.ns, &env, tasks, managers, concurrency, ctx.timeout())
                     .await
