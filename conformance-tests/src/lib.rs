@@ -346,6 +346,7 @@ macro_rules! __conformance_list {
                     no_retry_fails_on_the_first_error,
                     a_panicking_handler_becomes_a_task_error,
                     a_result_too_deep_to_read_back_fails_the_attempt,
+                    an_error_message_the_store_cannot_hold_still_fails_the_task,
                     a_handler_outliving_its_lease_is_timed_out,
                     a_heartbeat_keeps_a_long_handler_leased,
                     an_expired_lease_is_reclaimed_and_the_old_worker_is_fenced,

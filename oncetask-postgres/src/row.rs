@@ -182,6 +182,9 @@ fn refuse_nul(task: &Task) -> Result<(), String> {
     if names.into_iter().flatten().any(|n| n.contains('\0')) {
         return Err("a name contains NUL, which PostgreSQL text cannot hold".into());
     }
+    if task.errors.iter().any(|e| e.error.contains('\0')) {
+        return Err("an error message contains NUL, which PostgreSQL jsonb cannot hold".into());
+    }
     let mut stack: Vec<&Value> = task.data.values().chain(task.result.as_ref()).collect();
     let keys_have_nul = |map: &Map<String, Value>| map.keys().any(|k| k.contains('\0'));
     if keys_have_nul(&task.data) {

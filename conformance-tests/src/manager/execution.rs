@@ -201,6 +201,31 @@ pub async fn a_result_too_deep_to_read_back_fails_the_attempt(factory: &impl Sto
     }
 }
 
+/// An error message the store cannot hold (U+0000 on PostgreSQL) still
+/// ends the attempt: the task fails, with the message or with one saying it
+/// could not be stored, and is never left leased to run again.
+pub async fn an_error_message_the_store_cannot_hold_still_fails_the_task(
+    factory: &impl StoreFactory,
+) {
+    let h = manual(factory).await;
+    h.manager
+        .register(
+            KIND,
+            handler_fn(|_task: Task| async move { Err::<(), _>("card\u{0}declined".to_owned()) }),
+            HandlerOptions::default().no_retry(),
+        )
+        .expect("register");
+    create(&h.manager, &Job::new(KIND, "nul-error")).await;
+    h.drain(KIND).await;
+    let task = h.task("nul-error").await;
+    assert_eq!(task.status(h.clock.now()), TaskStatus::Failed);
+    let error = &task.errors[0].error;
+    assert!(
+        error == "card\u{0}declined" || error.starts_with("error cannot be stored: "),
+        "{error:?}"
+    );
+}
+
 /// A handler still running near the end of its lease is stopped and the
 /// attempt fails, before another worker could take the task.
 pub async fn a_handler_outliving_its_lease_is_timed_out(factory: &impl StoreFactory) {

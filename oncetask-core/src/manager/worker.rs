@@ -653,10 +653,17 @@ impl Run<'_> {
             .instrument(span)
             .await;
         let mut refused: Vec<Option<String>> = vec![None; results.len()];
-        if matches!(result.as_ref(), Ok(Some(_))) {
-            self.fail_refused_results(&ids, &mut results, &mut refused, path, now, retry_override)
-                .await;
-        }
+        let what = if result.is_ok() { "result" } else { "error" };
+        self.fail_refused_outcomes(
+            &ids,
+            &mut results,
+            &mut refused,
+            what,
+            path,
+            now,
+            retry_override,
+        )
+        .await;
         let error = result
             .as_ref()
             .as_ref()
@@ -672,15 +679,18 @@ impl Run<'_> {
         }
     }
 
-    /// Fails the attempts whose result the store refused to hold (too
-    /// large, or a value the backend cannot store): left alone, the task
-    /// would stay leased, run again and be refused again, forever. Sets
-    /// `refused[i]` to the error recorded for the i-th task.
-    async fn fail_refused_results(
+    /// Fails the attempts whose outcome the store refused to hold (a result
+    /// or an error message too large, or with a value the backend cannot
+    /// store), recording `"<what> cannot be stored: <reason>"` instead: left
+    /// alone, the task would stay leased, run again and be refused again,
+    /// forever. Sets `refused[i]` to the error recorded for the i-th task.
+    #[allow(clippy::too_many_arguments)] // one call site, all of it the run's own state
+    async fn fail_refused_outcomes(
         &self,
         ids: &[String],
         results: &mut [Applied],
         refused: &mut [Option<String>],
+        what: &str,
         path: HandlerPath,
         now: DateTime<Utc>,
         retry_override: Option<Arc<dyn RetryPolicy>>,
@@ -690,7 +700,7 @@ impl Run<'_> {
             else {
                 continue;
             };
-            let message = format!("result cannot be stored: {reason}");
+            let message = format!("{what} cannot be stored: {reason}");
             let held = match self.inner.store.get(std::slice::from_ref(id)).await {
                 Ok(mut fetched) => match fetched.pop() {
                     Some(Fetched::Task(task)) => task,
