@@ -240,13 +240,18 @@ async fn protocol<S: Store>(
             }])
             .await
             .map_err(store_err("swap"))?;
-        let outcome = outcomes
-            .first()
-            .map(Swapped::from)
-            .ok_or("swap returned no outcome")?;
+        let first = outcomes.first().ok_or("swap returned no outcome")?;
+        let outcome = Swapped::from(first);
         trace.push(Step::Swap(outcome.clone()));
         match outcome {
-            Swapped::Applied => return Ok((trace, Some(next))),
+            Swapped::Applied => {
+                // The next swap of this task is fenced on what this one wrote.
+                let mut next = next;
+                if let SwapOutcome::Applied { revision } = first {
+                    next.revision = *revision;
+                }
+                return Ok((trace, Some(next)));
+            }
             Swapped::Conflict => match read(store, &current.id).await? {
                 Some(fresh) => current = fresh,
                 None => {
@@ -818,7 +823,7 @@ impl Store for ModelStore {
                     }
                     Some(stored) => {
                         *stored = swap.task;
-                        SwapOutcome::Applied
+                        SwapOutcome::Applied { revision: None }
                     }
                 })
                 .collect()

@@ -425,7 +425,7 @@ pub async fn a_swap_onto_an_undecodable_document_fails_for_that_item_only(
     );
     assert!(matches!(
         outcomes[1],
-        oncetask_core::store::SwapOutcome::Applied
+        oncetask_core::store::SwapOutcome::Applied { .. }
     ));
     assert_eq!(get(&store, "good").await, Some(cancel(&good)));
     assert!(matches!(

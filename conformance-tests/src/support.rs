@@ -175,7 +175,7 @@ pub enum Swapped {
 impl From<&SwapOutcome> for Swapped {
     fn from(o: &SwapOutcome) -> Self {
         match o {
-            SwapOutcome::Applied => Swapped::Applied,
+            SwapOutcome::Applied { .. } => Swapped::Applied,
             SwapOutcome::Conflict => Swapped::Conflict,
             SwapOutcome::NotFound => Swapped::NotFound,
             SwapOutcome::Failed(e) => Swapped::Failed(e.to_string()),

@@ -98,7 +98,7 @@ impl Store for RecordingStore {
         let outcomes = self.inner.swap(swaps).await?;
         for (seq, outcome) in seqs.into_iter().zip(&outcomes) {
             let applied = match outcome {
-                SwapOutcome::Applied => true,
+                SwapOutcome::Applied { .. } => true,
                 SwapOutcome::Conflict | SwapOutcome::NotFound => false,
                 // The item failed: whether it was applied is unknown.
                 SwapOutcome::Failed(_) => continue,

@@ -34,4 +34,4 @@ pub use recurrence::{Recurrence, RecurrenceError, Schedule};
 pub use retry::{CustomRetry, ExponentialBackoff, FixedDelay, NoRetry, RetryPolicy};
 pub use status::TaskStatus;
 pub use store::Store;
-pub use task::{AttemptError, JsonObject, LeaseToken, Outcome, Task};
+pub use task::{AttemptError, JsonObject, LeaseToken, Outcome, Revision, Task};

@@ -22,7 +22,10 @@ pub type JsonObject = Map<String, Value>;
 ///
 /// Tasks are created from a [`TaskData`] value (see [`Task::from_data`]) and
 /// then changed only by the pure transitions in [`crate::lifecycle`].
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+///
+/// Equality compares the task's value: it ignores [`Task::revision`], which
+/// says where a copy came from, not what the task is.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Task {
     /// Task identity and idempotency key.
@@ -71,6 +74,67 @@ pub struct Task {
     pub version: u64,
     /// How a terminal task ended. `None` while the task is not done.
     pub outcome: Option<Outcome>,
+    /// The stored revision this copy was read from or written as, for
+    /// backends whose documents other writers may change without touching
+    /// `version` (Firestore, shared with the Go package). `None` for tasks
+    /// built in memory and on backends that need none. Never serialized.
+    ///
+    /// Transitions copy it from the task they start from, so a swap of their
+    /// result is fenced on the revision the decision was made on (see
+    /// [`crate::store::Swap`]).
+    #[serde(skip)]
+    pub revision: Option<Revision>,
+}
+
+impl PartialEq for Task {
+    fn eq(&self, other: &Self) -> bool {
+        // Destructured, so that a new field cannot be left out by accident.
+        let Task {
+            id,
+            kind,
+            data,
+            resource_key,
+            env,
+            wait_until,
+            leased_until,
+            created_at,
+            done_at,
+            attempts,
+            cancellation_attempts,
+            errors,
+            result,
+            recurrence,
+            parent_recurrence_id,
+            occurrence_timestamp,
+            is_cancelled,
+            cancelled_at,
+            lease_token,
+            version,
+            outcome,
+            revision: _,
+        } = self;
+        *id == other.id
+            && *kind == other.kind
+            && *data == other.data
+            && *resource_key == other.resource_key
+            && *env == other.env
+            && *wait_until == other.wait_until
+            && *leased_until == other.leased_until
+            && *created_at == other.created_at
+            && *done_at == other.done_at
+            && *attempts == other.attempts
+            && *cancellation_attempts == other.cancellation_attempts
+            && *errors == other.errors
+            && *result == other.result
+            && *recurrence == other.recurrence
+            && *parent_recurrence_id == other.parent_recurrence_id
+            && *occurrence_timestamp == other.occurrence_timestamp
+            && *is_cancelled == other.is_cancelled
+            && *cancelled_at == other.cancelled_at
+            && *lease_token == other.lease_token
+            && *version == other.version
+            && *outcome == other.outcome
+    }
 }
 
 impl Task {
@@ -105,6 +169,7 @@ impl Task {
             lease_token: None,
             version: initial_version(),
             outcome: None,
+            revision: None,
         }
     }
 
@@ -247,6 +312,25 @@ impl LeaseToken {
 impl std::fmt::Display for LeaseToken {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.0)
+    }
+}
+
+/// A backend's opaque mark of one stored state of a task's document, such
+/// as Firestore's update time: it changes on every write to the document,
+/// whoever makes it (a Go service included), and the backend can make a write
+/// conditional on it. The core only carries it from read to write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Revision(u128);
+
+impl Revision {
+    /// Wraps a backend's value.
+    pub const fn from_raw(raw: u128) -> Self {
+        Self(raw)
+    }
+
+    /// The backend's value.
+    pub const fn raw(self) -> u128 {
+        self.0
     }
 }
 

@@ -28,6 +28,23 @@
 //! | `version` | integer | version 0 |
 //! | `outcome` | string `completed` / `failed` / `cancelled`, `""` when unset | no outcome: status uses Go's count rule |
 //! | `cancellationAttempts` | integer | 0 |
+//! | `leaseAttempt` | integer: the `attempts` value the `leaseToken` was granted at; absent without a token | the token (if any) holds |
+//!
+//! # Sharing documents with Go writers
+//!
+//! The Go package changes documents with field-masked updates that never
+//! touch the Rust-only fields: a cancel sets `isCancelled`, `cancelledAt` and
+//! `waitUntil`; a claim sets `leasedUntil` and increments `attempts`; a reset
+//! clears the run's fields and sets `attempts` to 0. Two rules keep a Rust
+//! writer from erasing such a change:
+//!
+//! * every Rust write after a read is conditional on the document's update
+//!   time as read or last written ([`oncetask_core::Revision`]), so a Go
+//!   write in between makes it conflict, and the core decides again on the
+//!   fresh document (a Go cancel turns the outcome into "cancelled");
+//! * a lease token holds only while `attempts` equals `leaseAttempt`, so a
+//!   Go claim or reset voids the Rust lease: the Rust worker's outcome is
+//!   fenced off instead of overwriting the Go worker's lease.
 //!
 //! # Time strings and their ordering
 //!
@@ -212,6 +229,91 @@ pub fn encode_task(task: &Task) -> Result<Fields, EncodeError> {
             });
         }
     }
+    let mut f = encode_changes(task)?;
+    f.extend(fixed_fields(task));
+    f.insert(
+        "data".to_owned(),
+        map_value(json_object_to_fields(&task.data)),
+    );
+    Ok(f)
+}
+
+/// The fields a swap never changes, except the payload (`data`).
+pub fn fixed_fields(task: &Task) -> Fields {
+    let mut f = Fields::new();
+    let mut put = |name: &str, value: Value| {
+        f.insert(name.to_owned(), value);
+    };
+    put("id", string(&task.id));
+    put("type", string(&task.kind));
+    put("resourceKey", opt_string(task.resource_key.as_deref()));
+    put("env", string(&task.env));
+    put("createdAt", string(&format_time(task.created_at)));
+    put(
+        "recurrence",
+        task.recurrence
+            .as_ref()
+            .map_or_else(null, encode_recurrence),
+    );
+    put(
+        "parentRecurrenceId",
+        opt_string(task.parent_recurrence_id.as_deref()),
+    );
+    put("occurrenceTimestamp", opt_time(task.occurrence_timestamp));
+    f
+}
+
+/// The fields a swap may change ([`oncetask_core::Store::swap`] never changes
+/// a task's identity, payload, resource key, schedule or lineage). A swap
+/// writes only these, under an update mask, so it leaves the payload exactly
+/// as stored (a Go document's doubles stay doubles) and its request stays
+/// small whatever the payload's size. `leaseAttempt` is absent when there is
+/// no lease token: a masked write of an absent field removes it.
+pub const CHANGEABLE_FIELDS: [&str; 13] = [
+    "waitUntil",
+    "leasedUntil",
+    "doneAt",
+    "attempts",
+    "cancellationAttempts",
+    "errors",
+    "result",
+    "isCancelled",
+    "cancelledAt",
+    "leaseToken",
+    "leaseAttempt",
+    "version",
+    "outcome",
+];
+
+/// The fields a claim changes: the lease (see [`lease_fields`]).
+pub const LEASE_FIELDS: [&str; 6] = [
+    "leasedUntil",
+    "leaseToken",
+    "leaseAttempt",
+    "attempts",
+    "cancellationAttempts",
+    "version",
+];
+
+/// Encodes the [`LEASE_FIELDS`] of a just-claimed task, for a claim's masked write.
+pub fn lease_fields(task: &Task) -> Result<Fields, EncodeError> {
+    let mut f = encode_changes(task)?;
+    f.retain(|name, _| LEASE_FIELDS.contains(&name.as_str()));
+    Ok(f)
+}
+
+/// Encodes the [`CHANGEABLE_FIELDS`] of a task.
+pub fn encode_changes(task: &Task) -> Result<Fields, EncodeError> {
+    // A backoff too long for the stored format (beyond the year 9999) would
+    // be written, then never read back: refuse it instead.
+    if let Some(t) = task.wait_until
+        && parse_time(&format_time(t)).is_err()
+    {
+        return Err(EncodeError {
+            field: "waitUntil".into(),
+            reason: format!("{t} cannot be stored as a Firestore time string"),
+        });
+    }
     let version = i64::try_from(task.version).map_err(|_| EncodeError {
         field: "version".into(),
         reason: format!("{} does not fit a Firestore integer", task.version),
@@ -220,18 +322,12 @@ pub fn encode_task(task: &Task) -> Result<Fields, EncodeError> {
     let mut put = |name: &str, value: Value| {
         f.insert(name.to_owned(), value);
     };
-    put("id", string(&task.id));
-    put("type", string(&task.kind));
-    put("data", map_value(json_object_to_fields(&task.data)));
-    put("resourceKey", opt_string(task.resource_key.as_deref()));
-    put("env", string(&task.env));
     put(
         "waitUntil",
         task.wait_until
             .map_or_else(|| string(NO_WAIT), |t| string(&format_time(t))),
     );
     put("leasedUntil", opt_time(task.leased_until));
-    put("createdAt", string(&format_time(task.created_at)));
     put("doneAt", opt_time(task.done_at));
     put("attempts", integer(i64::from(task.attempts)));
     put(
@@ -252,23 +348,17 @@ pub fn encode_task(task: &Task) -> Result<Fields, EncodeError> {
         "result",
         task.result.as_ref().map_or_else(null, json_to_value),
     );
-    put(
-        "recurrence",
-        task.recurrence
-            .as_ref()
-            .map_or_else(null, encode_recurrence),
-    );
-    put(
-        "parentRecurrenceId",
-        opt_string(task.parent_recurrence_id.as_deref()),
-    );
-    put("occurrenceTimestamp", opt_time(task.occurrence_timestamp));
     put("isCancelled", boolean(task.is_cancelled));
     put("cancelledAt", opt_time(task.cancelled_at));
     put(
         "leaseToken",
         opt_string(task.lease_token.as_ref().map(LeaseToken::as_str)),
     );
+    if task.lease_token.is_some() {
+        // The attempt the token was granted at: a Go claim (attempts + 1)
+        // or reset (0) that never touches the token still voids it.
+        put("leaseAttempt", integer(i64::from(task.attempts)));
+    }
     put("version", integer(version));
     put(
         "outcome",
@@ -370,6 +460,19 @@ pub fn decode_task(fields: &Fields) -> Result<Task, DecodeError> {
             (t.timestamp() > zero_time_secs()).then_some(t)
         }
     };
+    let attempts = d.count("attempts", true)?;
+    // A token holds only at the attempt it was granted at (see `leaseAttempt`
+    // in the module docs); documents written before that field hold theirs.
+    let lease_attempt = match d.0.get("leaseAttempt") {
+        None => None,
+        Some(v) => {
+            Some(as_integer(v).ok_or_else(|| DecodeError::new("leaseAttempt", "not an integer"))?)
+        }
+    };
+    let lease_token = d
+        .opt_string("leaseToken")?
+        .filter(|_| lease_attempt.is_none_or(|a| a == i64::from(attempts)))
+        .map(LeaseToken::from_stored);
     Ok(Task {
         id: d.string("id")?,
         kind: d.string("type")?,
@@ -382,7 +485,7 @@ pub fn decode_task(fields: &Fields) -> Result<Task, DecodeError> {
             .opt_time("createdAt")?
             .ok_or_else(|| DecodeError::new("createdAt", "missing"))?,
         done_at: d.opt_time("doneAt")?,
-        attempts: d.count("attempts", true)?,
+        attempts,
         cancellation_attempts: d.count("cancellationAttempts", false)?,
         errors,
         result,
@@ -395,9 +498,10 @@ pub fn decode_task(fields: &Fields) -> Result<Task, DecodeError> {
             Some(_) => return Err(DecodeError::new("isCancelled", "not a bool")),
         },
         cancelled_at: d.opt_time("cancelledAt")?,
-        lease_token: d.opt_string("leaseToken")?.map(LeaseToken::from_stored),
+        lease_token,
         version,
         outcome,
+        revision: None,
     })
 }
 

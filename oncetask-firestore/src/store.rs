@@ -21,10 +21,20 @@
 //!   not-cancelled count exceeds completed + failed, it reads every task and
 //!   applies Go's count rule instead. Go's whole-second times make a not-done
 //!   Go task's COUNT status up to 1 s late, like claims.
-//! * **swap** and **delete** are optimistic and lock-free: one BatchGet
-//!   reads every document, the versions are compared, and one BatchWrite
-//!   writes them all, each with an `updateTime` precondition; the items
-//!   whose precondition failed are read and decided again, up to 5 rounds.
+//! * **swap** is fenced on the document as this worker last saw it: every
+//!   task the store returns carries its [`oncetask_core::Revision`] (the
+//!   document's update time, and its version), and a swap of a task computed
+//!   from it is one BatchWrite item with that update time as precondition,
+//!   no read. Any write in between, by another oncetask process or by a Go
+//!   service that never bumps `version`, fails the precondition: the swap
+//!   reports a conflict and the core decides again on a fresh read (a Go
+//!   cancel turns an outcome into "cancelled"; a Go claim voids the lease
+//!   token, see [`crate::document`]). Swaps write only the fields a swap can
+//!   change (an update mask), never the payload. Swaps of tasks without a
+//!   revision (built elsewhere) and deletes read first: one BatchGet, the
+//!   versions are compared, and one BatchWrite writes them all, each with an
+//!   `updateTime` precondition; the items whose precondition failed are read
+//!   and decided again, up to 5 rounds.
 //! * **next_due**: two ordered range queries (`waitUntil > after`,
 //!   `leasedUntil > after`) read until past the best due time found.
 //! * **claim** uses no transaction. The ready query (env, kind,
@@ -35,6 +45,9 @@
 //!   carries the candidate's `updateTime` as a precondition, and all writes
 //!   of a claim go in one atomic commit, so a task taken meanwhile fails the
 //!   commit and the claim retries (after 10 lost races it returns nothing).
+//!   A lease write sets only the lease fields (an update mask: `leasedUntil`,
+//!   `leaseToken`, `leaseAttempt`, `attempts`, `cancellationAttempts`,
+//!   `version`), and each leased task carries the revision its commit wrote.
 //!   After a lost race the store's claims spread for a while: they read a
 //!   few more candidates and start at a random one, so concurrent claimers
 //!   rarely meet at the head; uncontended claims keep the exact claim order.
@@ -68,9 +81,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
 use firestore::FirestoreDb;
 use firestore::gcloud_sdk::google::firestore::v1::{
-    BatchGetDocumentsRequest, BatchWriteRequest, CommitRequest, Cursor, Document, Precondition,
-    RunAggregationQueryRequest, RunQueryRequest, StructuredAggregationQuery, StructuredQuery,
-    Value, Write, batch_get_documents_request, batch_get_documents_response,
+    BatchGetDocumentsRequest, BatchWriteRequest, CommitRequest, Cursor, Document, DocumentMask,
+    Precondition, RunAggregationQueryRequest, RunQueryRequest, StructuredAggregationQuery,
+    StructuredQuery, Value, Write, batch_get_documents_request, batch_get_documents_response,
     precondition::ConditionType, run_aggregation_query_request, run_query_request,
     structured_aggregation_query as sa, value::ValueType, write::Operation,
 };
@@ -83,9 +96,11 @@ use oncetask_core::store::{
     ClaimMode, ClaimRequest, Claimed, CreateOutcome, Delete, DeleteOutcome, Fetched, StatusCounts,
     Swap, SwapOutcome, TaskFilter, Undecodable,
 };
-use oncetask_core::{Store, StoreError, Task, TaskStatus};
+use oncetask_core::{Revision, Store, StoreError, Task, TaskStatus};
 
-use crate::document::{decode_task, encode_task, format_time};
+use crate::document::{
+    CHANGEABLE_FIELDS, Fields, decode_task, encode_changes, encode_task, format_time,
+};
 use crate::queries::{self, CountOf, str_value};
 
 mod claim;
@@ -228,10 +243,12 @@ impl FirestoreStore {
 
     fn stored(doc: Document) -> Stored {
         let id = Self::id_of(&doc.name);
+        let update_time = doc.update_time;
         let task = decode_task(&doc.fields)
             .map_err(|e| e.to_string())
-            .and_then(|t| {
+            .and_then(|mut t| {
                 if t.id == id {
+                    t.revision = update_time.map(|u| revision_of(u, t.version));
                     Ok(t)
                 } else {
                     Err(format!("field `id` is {:?}, the document key {id:?}", t.id))
@@ -255,6 +272,31 @@ impl FirestoreStore {
             fields,
             ..Default::default()
         })
+    }
+
+    /// A write of only `fields` (the rest of the document stays as stored),
+    /// named by `mask`: a masked field missing from `fields` is removed.
+    pub(crate) fn masked_write(&self, id: &str, fields: Fields, mask: &[&str]) -> Write {
+        Write {
+            operation: Some(Operation::Update(Document {
+                name: self.doc_name(id),
+                fields,
+                ..Default::default()
+            })),
+            update_mask: Some(DocumentMask {
+                field_paths: mask.iter().map(|f| (*f).to_owned()).collect(),
+            }),
+            ..Default::default()
+        }
+    }
+
+    /// The masked write of the fields a swap of `task` may change.
+    fn change_write(&self, task: &Task) -> Result<Write, StoreError> {
+        let fields = encode_changes(task).map_err(|e| StoreError::Unencodable {
+            id: task.id.clone(),
+            reason: e.to_string(),
+        })?;
+        Ok(self.masked_write(&task.id, fields, &CHANGEABLE_FIELDS))
     }
 
     /// Reads documents by id (deduplicated), optionally in a transaction.
@@ -338,7 +380,13 @@ impl FirestoreStore {
         Ok(out)
     }
 
-    async fn commit(&self, writes: Vec<Write>, transaction: Vec<u8>) -> Result<(), Status> {
+    /// Commits `writes` atomically; the update time of each written document,
+    /// in order.
+    async fn commit(
+        &self,
+        writes: Vec<Write>,
+        transaction: Vec<u8>,
+    ) -> Result<Vec<Option<Timestamp>>, Status> {
         let n = writes.len();
         let request = CommitRequest {
             database: self.database(),
@@ -351,13 +399,21 @@ impl FirestoreStore {
             .get()
             .commit(Request::new(request))
             .await
-            .map(|_| Counters::add(&self.counters.writes, n))
+            .map(|response| {
+                Counters::add(&self.counters.writes, n);
+                response
+                    .into_inner()
+                    .write_results
+                    .into_iter()
+                    .map(|r| r.update_time)
+                    .collect()
+            })
     }
 
-    /// Writes `writes` non-atomically, in chunks of [`MAX_WRITES`]; one
-    /// status per write. A chunk whose call fails gives each of its writes
-    /// that call's status.
-    async fn batch_write(&self, writes: Vec<Write>) -> Vec<Result<(), Status>> {
+    /// Writes `writes` non-atomically, in chunks of [`MAX_WRITES`]; per
+    /// write, the written document's update time or the write's status. A
+    /// chunk whose call fails gives each of its writes that call's status.
+    async fn batch_write(&self, writes: Vec<Write>) -> Vec<Result<Option<Timestamp>, Status>> {
         let mut out = Vec::with_capacity(writes.len());
         let mut writes = writes.into_iter().peekable();
         while writes.peek().is_some() {
@@ -388,7 +444,7 @@ impl FirestoreStore {
                     }
                     _ => {
                         Counters::add(&self.counters.writes, 1);
-                        Ok(())
+                        Ok(response.write_results.get(i).and_then(|r| r.update_time))
                     }
                 });
             }
@@ -543,7 +599,7 @@ impl Store for FirestoreStore {
         for (i, slot) in slots.iter().enumerate() {
             let outcome = match slot {
                 Ok(w) => match results.get(*w) {
-                    Some(Ok(())) => CreateOutcome::Created,
+                    Some(Ok(_)) => CreateOutcome::Created,
                     Some(Err(st)) if is_exists(st) => existing_outcome(&tasks[i], &envs),
                     Some(Err(st)) => CreateOutcome::Failed(item_error(&tasks[i].id, st)),
                     None => {
@@ -607,17 +663,28 @@ impl Store for FirestoreStore {
     }
 
     async fn swap(&self, swaps: Vec<Swap>) -> Result<Vec<SwapOutcome>, StoreError> {
-        let mut docs: Vec<Result<Document, Option<StoreError>>> = swaps
+        let mut writes: Vec<Result<Write, Option<StoreError>>> = swaps
             .iter()
-            .map(|s| self.encode(&s.task).map_err(Some))
+            .map(|s| self.change_write(&s.task).map_err(Some))
             .collect();
-        let ids: Vec<&str> = swaps.iter().map(|s| s.task.id.as_str()).collect();
-        Ok(self
+        // Tasks this store read or wrote carry their revision: they are
+        // written at once, conditional on it (no read).
+        let fenced: Vec<usize> = (0..swaps.len())
+            .filter(|&i| swaps[i].task.revision.is_some() && writes[i].is_ok())
+            .collect();
+        let mut outcomes = self.swap_fenced(&swaps, &writes, &fenced).await;
+        // The others (built elsewhere) are read first and decided on their version.
+        let rest: Vec<usize> = (0..swaps.len())
+            .filter(|i| outcomes[*i].is_none())
+            .collect();
+        let ids: Vec<&str> = rest.iter().map(|&i| swaps[i].task.id.as_str()).collect();
+        let decided = self
             .write_each_if_unchanged(
                 &ids,
-                |i, stored| {
-                    let doc = match &mut docs[i] {
-                        Ok(doc) => doc,
+                |j, stored| {
+                    let i = rest[j];
+                    let write = match &mut writes[i] {
+                        Ok(write) => write,
                         Err(e) => {
                             let e = e.take().unwrap_or_else(|| {
                                 StoreError::Unavailable("cannot encode the task".into())
@@ -638,14 +705,16 @@ impl Store for FirestoreStore {
                         Ok(t) if t.version != swaps[i].expected_version => {
                             Decision::Done(SwapOutcome::Conflict)
                         }
-                        Ok(_) => Decision::Write(
-                            Write {
-                                operation: Some(Operation::Update(doc.clone())),
-                                ..Default::default()
-                            },
-                            SwapOutcome::Applied,
-                        ),
+                        Ok(_) => {
+                            Decision::Write(write.clone(), SwapOutcome::Applied { revision: None })
+                        }
                     }
+                },
+                |j, outcome, update_time| match outcome {
+                    SwapOutcome::Applied { .. } => SwapOutcome::Applied {
+                        revision: update_time.map(|u| revision_of(u, swaps[rest[j]].task.version)),
+                    },
+                    other => other,
                 },
                 SwapOutcome::Failed,
                 |id| {
@@ -654,7 +723,18 @@ impl Store for FirestoreStore {
                     )))
                 },
             )
-            .await)
+            .await;
+        for (i, outcome) in rest.into_iter().zip(decided) {
+            outcomes[i] = Some(outcome);
+        }
+        Ok(outcomes
+            .into_iter()
+            .map(|o| {
+                o.unwrap_or_else(|| {
+                    SwapOutcome::Failed(StoreError::Unavailable("no swap outcome".into()))
+                })
+            })
+            .collect())
     }
 
     async fn get(&self, ids: &[String]) -> Result<Vec<Fetched>, StoreError> {
@@ -757,6 +837,7 @@ impl Store for FirestoreStore {
                         DeleteOutcome::Deleted,
                     )
                 },
+                |_, outcome, _| outcome,
                 DeleteOutcome::Failed,
                 |id| {
                     DeleteOutcome::Failed(StoreError::Unavailable(format!(
@@ -788,6 +869,29 @@ impl Store for FirestoreStore {
         }
         Ok(best)
     }
+}
+
+/// The revision of a document whose update time is `t` and whose stored
+/// `version` is `version`: the version in the high 64 bits, the update time
+/// in nanoseconds since the Unix epoch in the low 64. A swap fenced on it
+/// writes only on that update time, and only when the caller expects that
+/// version.
+fn revision_of(t: Timestamp, version: u64) -> Revision {
+    let nanos = i128::from(t.seconds) * 1_000_000_000 + i128::from(t.nanos);
+    let nanos = u64::try_from(nanos).unwrap_or(0);
+    Revision::from_raw((u128::from(version) << 64) | u128::from(nanos))
+}
+
+/// The update time and version a revision stands for ([`revision_of`] reversed).
+fn fence_of(revision: Revision) -> (Timestamp, u64) {
+    let raw = revision.raw();
+    let nanos = u64::try_from(raw & u128::from(u64::MAX)).unwrap_or(0);
+    let version = u64::try_from(raw >> 64).unwrap_or(0);
+    let time = Timestamp {
+        seconds: i64::try_from(nanos / 1_000_000_000).unwrap_or(i64::MAX),
+        nanos: i32::try_from(nanos % 1_000_000_000).unwrap_or(0),
+    };
+    (time, version)
 }
 
 fn existing_outcome(task: &Task, envs: &HashMap<String, Stored>) -> CreateOutcome {

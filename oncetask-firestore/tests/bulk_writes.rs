@@ -76,9 +76,9 @@ async fn a_bulk_swap_reads_and_writes_each_item_once_and_reports_each() {
         matches!(
             outcomes.as_slice(),
             [
-                SwapOutcome::Applied,
-                SwapOutcome::Applied,
-                SwapOutcome::Applied,
+                SwapOutcome::Applied { .. },
+                SwapOutcome::Applied { .. },
+                SwapOutcome::Applied { .. },
                 SwapOutcome::Conflict,
                 SwapOutcome::NotFound
             ]
@@ -106,7 +106,7 @@ async fn a_bulk_swap_reads_and_writes_each_item_once_and_reports_each() {
     assert!(
         matches!(
             outcomes.as_slice(),
-            [SwapOutcome::Applied, SwapOutcome::Conflict]
+            [SwapOutcome::Applied { .. }, SwapOutcome::Conflict]
         ),
         "{outcomes:?}"
     );

@@ -73,7 +73,10 @@ async fn worker(
             })
             .collect();
         for outcome in store.swap(swaps).await.expect("swap") {
-            assert!(matches!(outcome, SwapOutcome::Applied), "{outcome:?}");
+            assert!(
+                matches!(outcome, SwapOutcome::Applied { .. }),
+                "{outcome:?}"
+            );
             mine += 1;
             done.fetch_add(1, Ordering::SeqCst);
         }

@@ -55,6 +55,7 @@ fn go_task(id: &str) -> Task {
         lease_token: None,
         version: 0,
         outcome: None,
+        revision: None,
     }
 }
 
@@ -289,6 +290,7 @@ fn rich_task() -> Task {
         lease_token: Some(LeaseToken::from_stored("tok-1")),
         version: 42,
         outcome: Some(Outcome::Failed),
+        revision: None,
     }
 }
 

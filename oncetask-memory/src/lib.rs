@@ -46,7 +46,7 @@
 //! let outcomes = store
 //!     .swap(vec![Swap { task: done, expected_version: leased.version }])
 //!     .await?;
-//! assert!(matches!(outcomes[0], SwapOutcome::Applied));
+//! assert!(matches!(outcomes[0], SwapOutcome::Applied { .. }));
 //!
 //! let counts = store.count_by_status("prod", Some("email"), now).await?;
 //! assert_eq!(counts.get(&TaskStatus::Completed), Some(&1));
@@ -245,8 +245,11 @@ impl Store for MemoryStore {
                     };
                     mark(&mut changed, &old);
                     mark(&mut changed, &swap.task);
-                    state.replace(&old, swap.task);
-                    SwapOutcome::Applied
+                    let mut task = swap.task;
+                    // The memory store needs no revisions (no other writer).
+                    task.revision = None;
+                    state.replace(&old, task);
+                    SwapOutcome::Applied { revision: None }
                 })
                 .collect()
         };

@@ -309,7 +309,7 @@ async fn swap_compares_versions_and_reindexes() {
         .unwrap_or_default();
     assert!(matches!(outcomes[0], SwapOutcome::Conflict));
     assert!(matches!(outcomes[1], SwapOutcome::NotFound));
-    assert!(matches!(outcomes[2], SwapOutcome::Applied));
+    assert!(matches!(outcomes[2], SwapOutcome::Applied { .. }));
     assert!(matches!(outcomes[3], SwapOutcome::Conflict));
 
     // The key is free again; a is done and no longer a candidate.
@@ -699,7 +699,8 @@ async fn check_against_full_scan(
                         }])
                         .await
                         .unwrap_or_default();
-                    prop_assert!(matches!(out.first(), Some(SwapOutcome::Applied)));
+                    let applied = matches!(out.first(), Some(SwapOutcome::Applied { .. }));
+                    prop_assert!(applied);
                 }
                 now
             }

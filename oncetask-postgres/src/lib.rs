@@ -389,7 +389,7 @@ impl Store for PostgresStore {
                         }
                         rows.insert(swap.task.id.clone(), row);
                         stored.insert(swap.task.id.clone(), Stored::Task(swap.task));
-                        SwapOutcome::Applied
+                        SwapOutcome::Applied { revision: None }
                     }
                 },
             };

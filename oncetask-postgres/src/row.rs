@@ -145,6 +145,7 @@ fn decode_task(row: &PgRow, id: &str) -> Result<Task, String> {
         lease_token: get::<Option<String>>(row, "lease_token")?.map(LeaseToken::from_stored),
         version,
         outcome,
+        revision: None,
     })
 }
 

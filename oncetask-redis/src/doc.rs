@@ -223,6 +223,7 @@ fn decode_task(fields: &Fields) -> Result<Task, String> {
         lease_token: text(fields, "token")?.map(LeaseToken::from_stored),
         version: number(fields, "ver")?,
         outcome: body.outcome,
+        revision: None,
     })
 }
 

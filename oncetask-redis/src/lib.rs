@@ -629,7 +629,7 @@ impl Store for RedisStore {
             for (i, result) in sent.into_iter().zip(results) {
                 let result = string(result, "swap")?;
                 outcomes[i] = Some(match result.as_str() {
-                    "A" => SwapOutcome::Applied,
+                    "A" => SwapOutcome::Applied { revision: None },
                     "C" => SwapOutcome::Conflict,
                     "N" => SwapOutcome::NotFound,
                     other => match other.strip_prefix('U') {

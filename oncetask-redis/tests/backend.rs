@@ -427,7 +427,7 @@ async fn claim_and_complete_costs_two_round_trips_per_task() {
             }])
             .await
             .expect("swap");
-        assert!(matches!(outcome[0], SwapOutcome::Applied));
+        assert!(matches!(outcome[0], SwapOutcome::Applied { .. }));
     }
     let elapsed = started.elapsed();
     eprintln!(

@@ -242,7 +242,11 @@ async fn envs_on_different_masters_each_stay_on_their_node() {
             })
             .collect();
         let outcomes = store.swap(swaps).await.expect("swap");
-        assert!(outcomes.iter().all(|o| matches!(o, SwapOutcome::Applied)));
+        assert!(
+            outcomes
+                .iter()
+                .all(|o| matches!(o, SwapOutcome::Applied { .. }))
+        );
 
         // Every key of the env is on its master, and only there.
         let base = store.env_key_base(env);

@@ -92,7 +92,12 @@ where
         let mut attempted: HashMap<String, Task> = HashMap::new();
         for ((index, task), outcome) in swapped.into_iter().zip(written).zip(outcomes) {
             results[index] = Some(match outcome {
-                SwapOutcome::Applied => Applied::Written(task),
+                SwapOutcome::Applied { revision } => {
+                    // The next swap of this task is fenced on what was written.
+                    let mut task = task;
+                    task.revision = revision;
+                    Applied::Written(task)
+                }
                 SwapOutcome::NotFound => Applied::Missing,
                 SwapOutcome::Failed(e) => Applied::Failed(e.into()),
                 SwapOutcome::Conflict => {

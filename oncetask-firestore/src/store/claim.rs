@@ -2,6 +2,7 @@
 //! written with update-time preconditions in one commit.
 
 use super::*;
+use crate::document::{LEASE_FIELDS, lease_fields};
 
 impl FirestoreStore {
     /// One claim attempt; `Ok(None)` when it lost a race (a precondition
@@ -90,8 +91,29 @@ impl FirestoreStore {
             return Ok(Some(taken));
         }
         // One atomic commit; any failed precondition means another claim won.
+        let names: Vec<String> = writes
+            .iter()
+            .map(|w| match &w.operation {
+                Some(Operation::Update(d)) => d.name.clone(),
+                _ => String::new(),
+            })
+            .collect();
         match self.commit(writes, Vec::new()).await {
-            Ok(()) => Ok(Some(taken)),
+            Ok(update_times) => {
+                // Each leased task carries the revision its lease wrote, so
+                // its outcome is fenced on exactly that state.
+                let by_name: HashMap<String, Timestamp> = names
+                    .into_iter()
+                    .zip(update_times)
+                    .filter_map(|(name, t)| Some((name, t?)))
+                    .collect();
+                for task in &mut taken {
+                    task.revision = by_name
+                        .get(&self.doc_name(&task.id))
+                        .map(|t| revision_of(*t, task.version));
+                }
+                Ok(Some(taken))
+            }
             Err(s) if lost_race(&s) => Ok(None),
             Err(s) => Err(status_error(s)),
         }
@@ -179,16 +201,19 @@ impl FirestoreStore {
         }
         for (task, update_time) in picked {
             let next = lifecycle::claim(&task, &request.grant);
-            writes.push(Write {
-                operation: Some(Operation::Update(self.encode(&next)?)),
-                current_document: Some(Precondition {
-                    condition_type: Some(match update_time {
-                        Some(t) => ConditionType::UpdateTime(t),
-                        None => ConditionType::Exists(true),
-                    }),
+            // Only the lease fields: the payload is neither sent nor rewritten.
+            let fields = lease_fields(&next).map_err(|e| StoreError::Unencodable {
+                id: next.id.clone(),
+                reason: e.to_string(),
+            })?;
+            let mut write = self.masked_write(&next.id, fields, &LEASE_FIELDS);
+            write.current_document = Some(Precondition {
+                condition_type: Some(match update_time {
+                    Some(t) => ConditionType::UpdateTime(t),
+                    None => ConditionType::Exists(true),
                 }),
-                ..Default::default()
             });
+            writes.push(write);
             taken.push(next);
         }
         Ok((taken, writes))

@@ -1,6 +1,16 @@
-//! Bulk conditional writes (swap, delete): read every document with one
-//! BatchGet, decide per document, then write all of them with one
-//! BatchWrite, each write guarded by the update time it was decided on.
+//! Bulk conditional writes (swap, delete).
+//!
+//! Swaps of tasks this store read or wrote carry the document's revision
+//! (its update time then): they are written at once, each conditional on
+//! that update time, with no read ([`FirestoreStore::swap_fenced`]). Only a
+//! write whose condition fails is read, to tell a missing or undecodable
+//! document from a conflict. Any write in between (another oncetask
+//! process, or a Go service that never bumps `version`) fails the condition.
+//!
+//! Other items (deletes, and swaps of tasks built elsewhere) read every
+//! document with one BatchGet, decide per document, then write all of them
+//! with one BatchWrite, each write guarded by the update time it was
+//! decided on.
 //!
 //! A write whose guard fails (a concurrent writer got there first) is
 //! decided again on a fresh read in the next round, up to
@@ -16,11 +26,13 @@ use std::collections::HashSet;
 use firestore::gcloud_sdk::google::firestore::v1::{
     Precondition, Write, precondition::ConditionType,
 };
+use firestore::gcloud_sdk::prost_types::Timestamp;
 use firestore::gcloud_sdk::tonic::Code;
 use oncetask_core::StoreError;
+use oncetask_core::store::{Swap, SwapOutcome};
 
 use super::claim::lost_race;
-use super::{FirestoreStore, SWAP_ATTEMPTS, Stored, item_error};
+use super::{FirestoreStore, SWAP_ATTEMPTS, Stored, fence_of, item_error, revision_of};
 
 /// What to do with one item, given its stored document (`None`: no such document).
 pub(super) enum Decision<O> {
@@ -32,15 +44,108 @@ pub(super) enum Decision<O> {
 }
 
 impl FirestoreStore {
+    /// Writes the swaps at `items` (whose `writes` are encoded and whose
+    /// tasks carry a revision), each conditional on its revision. Returns an
+    /// outcome for each of them, `None` for every other index.
+    ///
+    /// An id named twice waits for a later round, so the later item is
+    /// conditional on a revision the earlier one replaced: it conflicts, as
+    /// if the items were applied in order.
+    pub(super) async fn swap_fenced(
+        &self,
+        swaps: &[Swap],
+        writes: &[Result<Write, Option<StoreError>>],
+        items: &[usize],
+    ) -> Vec<Option<SwapOutcome>> {
+        let mut outcomes: Vec<Option<SwapOutcome>> = swaps.iter().map(|_| None).collect();
+        let mut waiting: Vec<usize> = items.to_vec();
+        while !waiting.is_empty() {
+            let mut taken = HashSet::new();
+            let (round, later): (Vec<usize>, Vec<usize>) = waiting
+                .iter()
+                .partition(|&&i| taken.insert(swaps[i].task.id.as_str()));
+            waiting = later;
+            let mut batch = Vec::with_capacity(round.len());
+            let mut sent = Vec::with_capacity(round.len());
+            for i in round {
+                let (Ok(write), Some(revision)) = (&writes[i], swaps[i].task.revision) else {
+                    continue;
+                };
+                let (update_time, version) = fence_of(revision);
+                if version != swaps[i].expected_version {
+                    // The caller expects a version the document did not have then.
+                    outcomes[i] = Some(SwapOutcome::Conflict);
+                    continue;
+                }
+                let mut write = write.clone();
+                write.current_document = Some(Precondition {
+                    condition_type: Some(ConditionType::UpdateTime(update_time)),
+                });
+                batch.push(write);
+                sent.push(i);
+            }
+            let results = self.batch_write(batch).await;
+            let mut lost = Vec::new();
+            for (i, result) in sent.into_iter().zip(results) {
+                match result {
+                    Ok(update_time) => {
+                        outcomes[i] = Some(SwapOutcome::Applied {
+                            revision: update_time.map(|t| revision_of(t, swaps[i].task.version)),
+                        })
+                    }
+                    // Changed or removed since this store saw it.
+                    Err(s) if lost_race(&s) || s.code() == Code::NotFound => lost.push(i),
+                    Err(s) => {
+                        outcomes[i] = Some(SwapOutcome::Failed(item_error(&swaps[i].task.id, &s)))
+                    }
+                }
+            }
+            if lost.is_empty() {
+                continue;
+            }
+            // Tell a conflict from a missing or undecodable document.
+            let ids: Vec<String> = lost.iter().map(|&i| swaps[i].task.id.clone()).collect();
+            match self.batch_get(&ids, None).await {
+                Ok(found) => {
+                    for i in lost {
+                        outcomes[i] = Some(match found.get(&swaps[i].task.id) {
+                            None => SwapOutcome::NotFound,
+                            Some(Stored {
+                                task: Err(reason),
+                                id,
+                                ..
+                            }) => SwapOutcome::Failed(StoreError::Undecodable {
+                                id: id.clone(),
+                                reason: reason.clone(),
+                            }),
+                            Some(_) => SwapOutcome::Conflict,
+                        });
+                    }
+                }
+                Err(e) => {
+                    let message = e.to_string();
+                    for i in lost {
+                        outcomes[i] = Some(SwapOutcome::Failed(StoreError::Unavailable(
+                            message.clone(),
+                        )));
+                    }
+                }
+            }
+        }
+        outcomes
+    }
+
     /// Applies `decide` to each id's stored document and performs the
     /// resulting writes guarded by the update time read, re-reading and
-    /// re-deciding items whose guard failed. Items still undecided after the
+    /// re-deciding items whose guard failed. A written item's outcome is
+    /// `written(outcome, update time)`; items still undecided after the
     /// last round get `gave_up(id)`; items whose read or write failed get
     /// `failed(error)`. Outcomes are in input order.
     pub(super) async fn write_each_if_unchanged<O>(
         &self,
         ids: &[&str],
         mut decide: impl FnMut(usize, Option<&Stored>) -> Decision<O>,
+        written: impl Fn(usize, O, Option<Timestamp>) -> O,
         failed: impl Fn(StoreError) -> O,
         gave_up: impl Fn(&str) -> O,
     ) -> Vec<O> {
@@ -66,7 +171,7 @@ impl FirestoreStore {
                 }
             };
             let mut writes = Vec::new();
-            let mut written = Vec::new();
+            let mut sent = Vec::new();
             for &i in &round {
                 let doc = stored.remove(ids[i]);
                 match decide(i, doc.as_ref()) {
@@ -74,14 +179,14 @@ impl FirestoreStore {
                     Decision::Write(mut write, outcome) => {
                         write.current_document = Some(guard(doc.as_ref()));
                         writes.push(write);
-                        written.push((i, outcome));
+                        sent.push((i, outcome));
                     }
                 }
             }
             let results = self.batch_write(writes).await;
-            for ((i, outcome), result) in written.into_iter().zip(results) {
+            for ((i, outcome), result) in sent.into_iter().zip(results) {
                 match result {
-                    Ok(()) => outcomes[i] = Some(outcome),
+                    Ok(update_time) => outcomes[i] = Some(written(i, outcome, update_time)),
                     // Changed or removed since the read: decide again.
                     Err(s) if lost_race(&s) || s.code() == Code::NotFound => {}
                     Err(s) => outcomes[i] = Some(failed(item_error(ids[i], &s))),
