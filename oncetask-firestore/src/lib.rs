@@ -38,6 +38,7 @@
 //! against it.
 
 pub mod document;
+pub mod limits;
 mod listen;
 mod queries;
 pub mod store;

@@ -102,7 +102,16 @@ impl Listener {
                     }
                 }
                 // The server ended the stream or it failed: resume.
-                Ok(None) | Err(_) => {
+                Ok(None) => {
+                    tracing::info!(env = %self.env, retry_in = ?self.retry,
+                        "Firestore listen stream ended; reconnecting");
+                    self.stream = None;
+                    self.back_off().await;
+                }
+                Err(status) => {
+                    tracing::warn!(env = %self.env, code = ?status.code(),
+                        message = status.message(), retry_in = ?self.retry,
+                        "Firestore listen stream failed; reconnecting");
                     self.stream = None;
                     self.back_off().await;
                 }
@@ -138,7 +147,12 @@ impl Listener {
                 self.stream = Some(response.into_inner());
                 Ok(())
             }
-            Err(_) => Err(()),
+            Err(status) => {
+                tracing::warn!(env = %self.env, code = ?status.code(),
+                    message = status.message(), retry_in = ?self.retry,
+                    "cannot open a Firestore listen stream; retrying");
+                Err(())
+            }
         }
     }
 

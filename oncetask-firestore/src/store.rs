@@ -76,6 +76,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
@@ -87,6 +88,7 @@ use firestore::gcloud_sdk::google::firestore::v1::{
     precondition::ConditionType, run_aggregation_query_request, run_query_request,
     structured_aggregation_query as sa, value::ValueType, write::Operation,
 };
+use firestore::gcloud_sdk::prost::Message;
 use firestore::gcloud_sdk::prost_types::Timestamp;
 use firestore::gcloud_sdk::tonic::{Code, Request, Status};
 use futures::stream::BoxStream;
@@ -99,8 +101,9 @@ use oncetask_core::store::{
 use oncetask_core::{Revision, Store, StoreError, Task, TaskStatus};
 
 use crate::document::{
-    CHANGEABLE_FIELDS, Fields, decode_task, encode_changes, encode_task, format_time,
+    CHANGEABLE_FIELDS, Fields, decode_task, encode_changes, encode_task, fixed_fields, format_time,
 };
+use crate::limits;
 use crate::queries::{self, CountOf, str_value};
 
 mod claim;
@@ -136,12 +139,21 @@ const SPREAD_CLAIMS: u64 = 32;
 /// documents keep it from filling its limit.
 const MAX_PAGES: usize = 16;
 
+/// How long one Firestore call may take by default ([`FirestoreStore::with_call_timeout`]).
+pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Retries of a call Firestore answered RESOURCE_EXHAUSTED (quota or
+/// overload), after waits of 0.5 s, 1 s and 2 s (plus up to 50 % jitter).
+const BACKOFF_RETRIES: u32 = 3;
+const BACKOFF_FIRST: Duration = Duration::from_millis(500);
+
 /// A [`Store`] on a Firestore collection, in the Go package's document layout.
 #[derive(Clone)]
 pub struct FirestoreStore {
     db: FirestoreDb,
     collection: String,
     counters: Arc<Counters>,
+    call_timeout: Duration,
 }
 
 /// What a [`FirestoreStore`] (and its clones) has cost so far, counted the
@@ -156,6 +168,25 @@ pub struct StoreStats {
     /// Claim attempts that lost a race to a concurrent claim (a failed
     /// precondition or an aborted commit) and were retried.
     pub lost_races: u64,
+    /// Calls sent to Firestore (each query, read, write or commit; retries
+    /// included).
+    pub requests: u64,
+    /// Calls retried after Firestore answered RESOURCE_EXHAUSTED.
+    pub retries: u64,
+}
+
+impl StoreStats {
+    /// What was spent between `earlier` (a previous [`FirestoreStore::stats`])
+    /// and these.
+    pub fn since(&self, earlier: &StoreStats) -> StoreStats {
+        StoreStats {
+            reads: self.reads.saturating_sub(earlier.reads),
+            writes: self.writes.saturating_sub(earlier.writes),
+            lost_races: self.lost_races.saturating_sub(earlier.lost_races),
+            requests: self.requests.saturating_sub(earlier.requests),
+            retries: self.retries.saturating_sub(earlier.retries),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -163,6 +194,8 @@ struct Counters {
     reads: AtomicU64,
     writes: AtomicU64,
     lost_races: AtomicU64,
+    requests: AtomicU64,
+    retries: AtomicU64,
     /// How many more claims start at a random candidate: set after a lost
     /// race, counted down by each claim (see [`SPREAD_CLAIMS`]).
     spread: AtomicU64,
@@ -204,7 +237,85 @@ impl FirestoreStore {
             db,
             collection: collection.into(),
             counters: Arc::default(),
+            call_timeout: DEFAULT_CALL_TIMEOUT,
         }
+    }
+
+    /// Sets how long one Firestore call may take (default
+    /// [`DEFAULT_CALL_TIMEOUT`]); a call without an answer by then fails
+    /// with [`StoreError::Unavailable`]. A claim's commit is also cut short
+    /// at the end of the lease it writes, so it never lands after that.
+    ///
+    /// ```no_run
+    /// # async fn run(db: firestore::FirestoreDb) {
+    /// use std::time::Duration;
+    /// let store = oncetask_firestore::FirestoreStore::new(db)
+    ///     .with_call_timeout(Duration::from_secs(5));
+    /// # let _ = store;
+    /// # }
+    /// ```
+    pub fn with_call_timeout(mut self, timeout: Duration) -> Self {
+        self.call_timeout = timeout;
+        self
+    }
+
+    /// The per-call deadline ([`FirestoreStore::with_call_timeout`]).
+    pub fn call_timeout(&self) -> Duration {
+        self.call_timeout
+    }
+
+    /// A request carrying the per-call deadline (as `grpc-timeout`, so the
+    /// server gives up too).
+    pub(crate) fn request<T>(&self, message: T) -> Request<T> {
+        let mut request = Request::new(message);
+        request.set_timeout(self.call_timeout);
+        request
+    }
+
+    /// Runs one call (request and whole response) under `limit`, counted as
+    /// one request.
+    pub(crate) async fn within<T>(
+        &self,
+        what: &str,
+        limit: Duration,
+        call: impl std::future::Future<Output = Result<T, Status>>,
+    ) -> Result<T, Status> {
+        Counters::add(&self.counters.requests, 1);
+        let late = || {
+            Status::deadline_exceeded(format!("{what}: no answer from Firestore within {limit:?}"))
+        };
+        match tokio::time::timeout(limit, call).await {
+            // tonic enforces the request's timeout itself and reports CANCELLED.
+            Ok(Err(s)) if s.code() == Code::Cancelled && s.message().contains("Timeout") => {
+                Err(late())
+            }
+            Ok(result) => result,
+            Err(_) => Err(late()),
+        }
+    }
+
+    /// After a RESOURCE_EXHAUSTED answer: waits and returns true while
+    /// retries are left ([`BACKOFF_RETRIES`]); false for any other answer.
+    pub(crate) async fn backoff(&self, status: &Status, retries: &mut u32) -> bool {
+        // A message over the size limit is refused the same way: no retry helps.
+        if status.code() != Code::ResourceExhausted
+            || status.message().contains("exceeds maximum size")
+            || *retries >= BACKOFF_RETRIES
+        {
+            return false;
+        }
+        let delay = BACKOFF_FIRST * 2u32.pow(*retries);
+        let jitter =
+            delay.mul_f64(f64::from(u32::try_from(claim::random_below(50)).unwrap_or(0)) / 100.0);
+        *retries += 1;
+        Counters::add(&self.counters.retries, 1);
+        tracing::warn!(
+            message = status.message(),
+            ?delay,
+            "Firestore answered RESOURCE_EXHAUSTED; backing off"
+        );
+        tokio::time::sleep(delay + jitter).await;
+        true
     }
 
     /// Billed operations since the store was built, shared by its clones:
@@ -216,6 +327,8 @@ impl FirestoreStore {
             reads: self.counters.reads.load(Ordering::Relaxed),
             writes: self.counters.writes.load(Ordering::Relaxed),
             lost_races: self.counters.lost_races.load(Ordering::Relaxed),
+            requests: self.counters.requests.load(Ordering::Relaxed),
+            retries: self.counters.retries.load(Ordering::Relaxed),
         }
     }
 
@@ -262,13 +375,27 @@ impl FirestoreStore {
         }
     }
 
+    /// The whole document of a new task; refused when Firestore could not
+    /// store it (see [`crate::limits`]).
     fn encode(&self, task: &Task) -> Result<Document, StoreError> {
         let fields = encode_task(task).map_err(|e| StoreError::Unencodable {
             id: task.id.clone(),
             reason: e.to_string(),
         })?;
+        let name = self.doc_name(&task.id);
+        let size = limits::document_size(&name, &fields);
+        if size > limits::MAX_DOCUMENT_BYTES {
+            return Err(StoreError::Unencodable {
+                id: task.id.clone(),
+                reason: format!(
+                    "the document would take {size} bytes; Firestore stores at most {} \
+                     (1 MiB) per document",
+                    limits::MAX_DOCUMENT_BYTES
+                ),
+            });
+        }
         Ok(Document {
-            name: self.doc_name(&task.id),
+            name,
             fields,
             ..Default::default()
         })
@@ -290,12 +417,30 @@ impl FirestoreStore {
         }
     }
 
-    /// The masked write of the fields a swap of `task` may change.
+    /// The masked write of the fields a swap of `task` may change. A result
+    /// or error history that would take the document past Firestore's size
+    /// limit is shortened first ([`limits::fit_outcome`]).
     fn change_write(&self, task: &Task) -> Result<Write, StoreError> {
-        let fields = encode_changes(task).map_err(|e| StoreError::Unencodable {
+        let unencodable = |e: crate::document::EncodeError| StoreError::Unencodable {
             id: task.id.clone(),
             reason: e.to_string(),
-        })?;
+        };
+        let name = self.doc_name(&task.id);
+        // Everything but the changed fields, counted once.
+        let rest = limits::document_size(&name, &fixed_fields(task))
+            + "data".len()
+            + 1
+            + limits::json_object_size(&task.data);
+        let mut fields = encode_changes(task).map_err(unencodable)?;
+        if rest + limits::fields_size(&fields) > limits::MAX_DOCUMENT_BYTES {
+            let mut fitted = task.clone();
+            let size =
+                |t: &Task| rest + encode_changes(t).map_or(usize::MAX, |f| limits::fields_size(&f));
+            if limits::fit_outcome(&mut fitted, size) {
+                tracing::warn!(task_id = %task.id, "the outcome was shortened to fit Firestore's 1 MiB document limit");
+                fields = encode_changes(&fitted).map_err(unencodable)?;
+            }
+        }
         Ok(self.masked_write(&task.id, fields, &CHANGEABLE_FIELDS))
     }
 
@@ -324,21 +469,35 @@ impl FirestoreStore {
                 .map(|t| batch_get_documents_request::ConsistencySelector::Transaction(t.to_vec())),
             ..Default::default()
         };
-        let mut stream = self
-            .db
-            .client()
-            .get()
-            .batch_get_documents(Request::new(request))
-            .await
-            .map_err(status_error)?
-            .into_inner();
-        while let Some(response) = stream.message().await.map_err(status_error)? {
-            if let Some(batch_get_documents_response::Result::Found(doc)) = response.result {
-                let stored = Self::stored(doc);
-                out.insert(stored.id.clone(), stored);
+        let mut retries = 0;
+        loop {
+            out.clear();
+            let call = async {
+                let mut stream = self
+                    .db
+                    .client()
+                    .get()
+                    .batch_get_documents(self.request(request.clone()))
+                    .await?
+                    .into_inner();
+                while let Some(response) = stream.message().await? {
+                    if let Some(batch_get_documents_response::Result::Found(doc)) = response.result
+                    {
+                        let stored = Self::stored(doc);
+                        out.insert(stored.id.clone(), stored);
+                    }
+                }
+                Ok(())
+            };
+            match self
+                .within("BatchGetDocuments", self.call_timeout, call)
+                .await
+            {
+                Ok(()) => return Ok(out),
+                Err(s) if self.backoff(&s, &mut retries).await => {}
+                Err(s) => return Err(status_error(s)),
             }
         }
-        Ok(out)
     }
 
     /// Runs a query on the collection, optionally in a transaction, reading
@@ -356,36 +515,49 @@ impl FirestoreStore {
                 .map(|t| run_query_request::ConsistencySelector::Transaction(t.to_vec())),
             ..Default::default()
         };
-        let mut stream = self
-            .db
-            .client()
-            .get()
-            .run_query(Request::new(request))
-            .await
-            .map_err(status_error)?
-            .into_inner();
         let mut out = Vec::new();
-        while let Some(response) = stream.message().await.map_err(status_error)? {
-            if let Some(doc) = response.document {
-                let stored = Self::stored(doc);
-                let more = keep_going(&stored);
-                out.push(stored);
-                if !more {
-                    break;
+        let mut retries = 0;
+        loop {
+            out.clear();
+            let call = async {
+                let mut stream = self
+                    .db
+                    .client()
+                    .get()
+                    .run_query(self.request(request.clone()))
+                    .await?
+                    .into_inner();
+                while let Some(response) = stream.message().await? {
+                    if let Some(doc) = response.document {
+                        let stored = Self::stored(doc);
+                        let more = keep_going(&stored);
+                        out.push(stored);
+                        if !more {
+                            break;
+                        }
+                    }
                 }
+                Ok(())
+            };
+            let result = self.within("RunQuery", self.call_timeout, call).await;
+            // A query that returns nothing is billed one read.
+            Counters::add(&self.counters.reads, out.len().max(1));
+            match result {
+                Ok(()) => return Ok(out),
+                Err(s) if self.backoff(&s, &mut retries).await => {}
+                Err(s) => return Err(status_error(s)),
             }
         }
-        // A query that returns nothing is billed one read.
-        Counters::add(&self.counters.reads, out.len().max(1));
-        Ok(out)
     }
 
-    /// Commits `writes` atomically; the update time of each written document,
-    /// in order.
+    /// Commits `writes` atomically, waiting at most `limit` (and the
+    /// per-call deadline); the update time of each written document, in
+    /// order. Not retried here: a claim's caller claims again.
     async fn commit(
         &self,
         writes: Vec<Write>,
         transaction: Vec<u8>,
+        limit: Duration,
     ) -> Result<Vec<Option<Timestamp>>, Status> {
         let n = writes.len();
         let request = CommitRequest {
@@ -394,20 +566,19 @@ impl FirestoreStore {
             transaction,
             ..Default::default()
         };
-        self.db
-            .client()
-            .get()
-            .commit(Request::new(request))
-            .await
-            .map(|response| {
-                Counters::add(&self.counters.writes, n);
-                response
-                    .into_inner()
-                    .write_results
-                    .into_iter()
-                    .map(|r| r.update_time)
-                    .collect()
-            })
+        let limit = limit.min(self.call_timeout);
+        let mut request = self.request(request);
+        request.set_timeout(limit);
+        let call = async { self.db.client().get().commit(request).await };
+        self.within("Commit", limit, call).await.map(|response| {
+            Counters::add(&self.counters.writes, n);
+            response
+                .into_inner()
+                .write_results
+                .into_iter()
+                .map(|r| r.update_time)
+                .collect()
+        })
     }
 
     /// Writes `writes` non-atomically, in chunks of [`MAX_WRITES`]; per
@@ -417,21 +588,45 @@ impl FirestoreStore {
         let mut out = Vec::with_capacity(writes.len());
         let mut writes = writes.into_iter().peekable();
         while writes.peek().is_some() {
-            let chunk: Vec<Write> = writes.by_ref().take(MAX_WRITES).collect();
+            // At most MAX_WRITES writes and REQUEST_BUDGET bytes per request
+            // (one write over the budget goes alone; Firestore judges it).
+            let mut chunk: Vec<Write> = Vec::new();
+            let mut bytes = 0;
+            while let Some(next) = writes.peek() {
+                let len = next.encoded_len();
+                if chunk.len() >= MAX_WRITES
+                    || (!chunk.is_empty() && bytes + len > limits::REQUEST_BUDGET)
+                {
+                    break;
+                }
+                bytes += len;
+                chunk.extend(writes.next());
+            }
             let n = chunk.len();
             let request = BatchWriteRequest {
                 database: self.database(),
                 writes: chunk,
                 ..Default::default()
             };
-            let response = match self
-                .db
-                .client()
-                .get()
-                .batch_write(Request::new(request))
-                .await
-            {
-                Ok(r) => r.into_inner(),
+            let mut retries = 0;
+            let response = loop {
+                let call = async {
+                    let response = self
+                        .db
+                        .client()
+                        .get()
+                        .batch_write(self.request(request.clone()))
+                        .await?;
+                    Ok(response.into_inner())
+                };
+                match self.within("BatchWrite", self.call_timeout, call).await {
+                    Ok(r) => break Ok(r),
+                    Err(s) if self.backoff(&s, &mut retries).await => {}
+                    Err(s) => break Err(s),
+                }
+            };
+            let response = match response {
+                Ok(r) => r,
                 Err(s) => {
                     out.extend((0..n).map(|_| Err(Status::new(s.code(), s.message()))));
                     continue;
@@ -472,26 +667,39 @@ impl FirestoreStore {
             ),
             ..Default::default()
         };
-        let mut stream = self
-            .db
-            .client()
-            .get()
-            .run_aggregation_query(Request::new(request))
-            .await
-            .map_err(status_error)?
-            .into_inner();
-        let mut count = 0;
-        while let Some(response) = stream.message().await.map_err(status_error)? {
-            if let Some(Value {
-                value_type: Some(ValueType::IntegerValue(v)),
-            }) = response
-                .result
-                .as_ref()
-                .and_then(|r| r.aggregate_fields.get("n"))
+        let mut retries = 0;
+        let count = loop {
+            let call = async {
+                let mut stream = self
+                    .db
+                    .client()
+                    .get()
+                    .run_aggregation_query(self.request(request.clone()))
+                    .await?
+                    .into_inner();
+                let mut count = 0;
+                while let Some(response) = stream.message().await? {
+                    if let Some(Value {
+                        value_type: Some(ValueType::IntegerValue(v)),
+                    }) = response
+                        .result
+                        .as_ref()
+                        .and_then(|r| r.aggregate_fields.get("n"))
+                    {
+                        count = u64::try_from(*v).unwrap_or(0);
+                    }
+                }
+                Ok(count)
+            };
+            match self
+                .within("RunAggregationQuery", self.call_timeout, call)
+                .await
             {
-                count = u64::try_from(*v).unwrap_or(0);
+                Ok(count) => break count,
+                Err(s) if self.backoff(&s, &mut retries).await => {}
+                Err(s) => return Err(status_error(s)),
             }
-        }
+        };
         let billed = usize::try_from(count.div_ceil(1000)).unwrap_or(usize::MAX);
         Counters::add(&self.counters.reads, billed.max(1));
         Ok(count)

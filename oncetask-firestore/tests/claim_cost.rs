@@ -108,11 +108,7 @@ async fn measure(label: &str, tasks: usize, workers: usize, limit: usize) -> Sto
     let count_reads = store.stats().reads - after.reads;
     println!("{label}: count_by_status over {tasks} finished tasks: {count_reads} reads");
     assert!(count_reads <= 8, "COUNT aggregations, not a read per task");
-    let cost = StoreStats {
-        reads: after.reads - before.reads,
-        writes: after.writes - before.writes,
-        lost_races: after.lost_races - before.lost_races,
-    };
+    let cost = after.since(&before);
     println!(
         "{label}: {tasks} tasks, {workers} workers, limit {limit}: {:.2} reads and {:.2} writes \
          per completed task, {} lost races",

@@ -98,7 +98,11 @@ impl FirestoreStore {
                 _ => String::new(),
             })
             .collect();
-        match self.commit(writes, Vec::new()).await {
+        // The commit must not land after the lease it writes has ended.
+        let lease_left = (request.grant.leased_until - now)
+            .to_std()
+            .unwrap_or(Duration::ZERO);
+        match self.commit(writes, Vec::new(), lease_left).await {
             Ok(update_times) => {
                 // Each leased task carries the revision its lease wrote, so
                 // its outcome is fenced on exactly that state.
@@ -258,21 +262,27 @@ impl FirestoreStore {
             documents: vec![name.clone()],
             ..Default::default()
         };
-        let mut stream = self
-            .db
-            .client()
-            .get()
-            .batch_get_documents(Request::new(request_get))
-            .await
-            .map_err(status_error)?
-            .into_inner();
         Counters::add(&self.counters.reads, 1);
-        let mut update_time = None;
-        while let Some(response) = stream.message().await.map_err(status_error)? {
-            if let Some(batch_get_documents_response::Result::Found(doc)) = response.result {
-                update_time = doc.update_time;
+        let call = async {
+            let mut stream = self
+                .db
+                .client()
+                .get()
+                .batch_get_documents(self.request(request_get))
+                .await?
+                .into_inner();
+            let mut update_time = None;
+            while let Some(response) = stream.message().await? {
+                if let Some(batch_get_documents_response::Result::Found(doc)) = response.result {
+                    update_time = doc.update_time;
+                }
             }
-        }
+            Ok(update_time)
+        };
+        let update_time = self
+            .within("BatchGetDocuments", self.call_timeout, call)
+            .await
+            .map_err(status_error)?;
         Ok(Write {
             operation: Some(Operation::Update(Document {
                 name,
