@@ -40,6 +40,7 @@
 pub mod document;
 mod listen;
 mod queries;
+mod status;
 pub mod store;
 
 pub use document::{DecodeError, EncodeError, decode_task, encode_task};

@@ -87,6 +87,7 @@ use oncetask_core::{Store, StoreError, Task, TaskStatus};
 
 use crate::document::{decode_task, encode_task, format_time};
 use crate::queries::{self, CountOf, str_value};
+use crate::status::{is_exists, item_error, status_error};
 
 mod claim;
 mod conditional;
@@ -796,43 +797,5 @@ fn existing_outcome(task: &Task, envs: &HashMap<String, Stored>) -> CreateOutcom
             env: stored.env.clone(),
         },
         _ => CreateOutcome::AlreadyExists,
-    }
-}
-
-fn is_exists(s: &Status) -> bool {
-    s.code() == Code::AlreadyExists
-        || (s.code() == Code::FailedPrecondition && s.message().contains("exist"))
-}
-
-fn status_error(s: Status) -> StoreError {
-    match s.code() {
-        Code::Unavailable | Code::DeadlineExceeded | Code::Aborted | Code::ResourceExhausted => {
-            StoreError::Unavailable(format!("{}: {}", code_name(s.code()), s.message()))
-        }
-        _ => StoreError::backend(s),
-    }
-}
-
-/// A failed write of one document: the server refusing the document itself
-/// (INVALID_ARGUMENT: too large, a value it cannot hold) is
-/// [`StoreError::Unencodable`] — retrying cannot help; transient codes are
-/// [`StoreError::Unavailable`]; anything else is a backend error.
-pub(crate) fn item_error(id: &str, s: &Status) -> StoreError {
-    match s.code() {
-        Code::InvalidArgument => StoreError::Unencodable {
-            id: id.to_owned(),
-            reason: format!("Firestore refused the document: {}", s.message()),
-        },
-        _ => status_error(Status::new(s.code(), s.message())),
-    }
-}
-
-fn code_name(c: Code) -> &'static str {
-    match c {
-        Code::Aborted => "ABORTED",
-        Code::Unavailable => "UNAVAILABLE",
-        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
-        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
-        _ => "ERROR",
     }
 }
