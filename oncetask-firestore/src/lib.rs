@@ -40,6 +40,7 @@
 pub mod document;
 mod listen;
 mod queries;
+mod routing;
 mod status;
 pub mod store;
 
