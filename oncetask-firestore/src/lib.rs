@@ -37,6 +37,7 @@
 //! runs the workspace's tests, this crate's conformance suite included,
 //! against it.
 
+pub mod doctor;
 pub mod document;
 mod listen;
 mod queries;
@@ -44,5 +45,6 @@ mod routing;
 mod status;
 pub mod store;
 
+pub use doctor::{CostModel, DoctorReport};
 pub use document::{DecodeError, EncodeError, decode_task, encode_task};
 pub use store::{DEFAULT_COLLECTION, FirestoreStore, StoreStats};

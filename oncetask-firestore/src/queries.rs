@@ -584,4 +584,30 @@ mod tests {
         let on_disk = root.join(path);
         assert!(on_disk.is_file(), "{} exists", on_disk.display());
     }
+
+    #[test]
+    fn the_doctor_runs_every_query_shape() {
+        let t = "2026-01-01T00:00:00.000Z";
+        let doctor: Vec<StructuredQuery> =
+            crate::doctor::query_shapes(crate::DEFAULT_COLLECTION, "e", "k", t)
+                .into_iter()
+                .map(|(_, mut q)| {
+                    assert_eq!(q.limit, Some(1));
+                    q.limit = None;
+                    q
+                })
+                .collect();
+        for (name, q) in all_queries(crate::DEFAULT_COLLECTION) {
+            let same_shape = |d: &StructuredQuery| {
+                let (a, b) = (shape(d), shape(&q));
+                a.equalities == b.equalities
+                    && a.order == b.order
+                    && queried_fields(d) == queried_fields(&q)
+            };
+            assert!(
+                doctor.iter().any(same_shape),
+                "the doctor does not run the {name} query shape"
+            );
+        }
+    }
 }

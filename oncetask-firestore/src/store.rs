@@ -170,7 +170,7 @@ impl std::fmt::Debug for FirestoreStore {
 }
 
 /// A stored document: its decoded task (or why not) and its update time.
-struct Stored {
+pub(crate) struct Stored {
     id: String,
     task: Result<Task, String>,
     update_time: Option<Timestamp>,
@@ -210,7 +210,7 @@ impl FirestoreStore {
         &self.collection
     }
 
-    fn database(&self) -> String {
+    pub(crate) fn database(&self) -> String {
         self.db.get_database_path().clone()
     }
 
@@ -302,7 +302,7 @@ impl FirestoreStore {
 
     /// Runs a query on the collection, optionally in a transaction, reading
     /// results until `keep_going` says stop.
-    async fn query(
+    pub(crate) async fn query(
         &self,
         query: StructuredQuery,
         transaction: Option<&[u8]>,
