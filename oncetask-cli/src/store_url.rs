@@ -396,6 +396,9 @@ mod firestore {
     }
 }
 
+#[cfg(feature = "firestore")]
+pub(crate) use firestore::open_store as open_firestore;
+
 #[cfg(not(feature = "firestore"))]
 mod firestore {
     use super::*;
