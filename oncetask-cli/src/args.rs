@@ -35,8 +35,8 @@ pub struct Cli {
 #[derive(Debug, Clone, Args)]
 pub struct GlobalArgs {
     /// Where the tasks are: postgres://USER@HOST/DB[?schema=NAME],
-    /// firestore://PROJECT[/COLLECTION][?database=NAME] (Application Default
-    /// Credentials; honours FIRESTORE_EMULATOR_HOST),
+    /// firestore://PROJECT[/COLLECTION], ?database=NAME for a named database
+    /// (Application Default Credentials; honours FIRESTORE_EMULATOR_HOST),
     /// redis://…[?prefix=P], redis+cluster://host:port,host:port…[?prefix=P]
     /// or memory:// (an empty store, for trying)
     #[arg(
