@@ -70,7 +70,7 @@ fn index_link(message: &str) -> Option<String> {
     Some(link.to_owned())
 }
 
-/// The name of a transient code, for messages.
+/// The name of a status code, for messages.
 pub(crate) fn code_name(c: Code) -> &'static str {
     match c {
         Code::Aborted => "ABORTED",
