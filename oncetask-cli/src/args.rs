@@ -35,7 +35,8 @@ pub struct Cli {
 #[derive(Debug, Clone, Args)]
 pub struct GlobalArgs {
     /// Where the tasks are: postgres://USER@HOST/DB[?schema=NAME],
-    /// firestore://PROJECT[/COLLECTION] (honours FIRESTORE_EMULATOR_HOST),
+    /// firestore://PROJECT[/COLLECTION], ?database=NAME for a named database
+    /// (Application Default Credentials; honours FIRESTORE_EMULATOR_HOST),
     /// redis://…[?prefix=P], redis+cluster://host:port,host:port…[?prefix=P]
     /// or memory:// (an empty store, for trying)
     #[arg(
@@ -98,6 +99,29 @@ pub enum Command {
     /// schema / key prefix / collection removed afterwards. Prints one table,
     /// or JSON with --json. Use a release build for real figures.
     Bench(BenchCommandArgs),
+    /// Check a Firestore database for the store: every query's index, permissions, cost model
+    ///
+    /// Runs every query shape the Firestore store uses with limit 1 and
+    /// reports each index that is missing or still building with the link
+    /// Firestore gives to create it; reads a document, creates and deletes a
+    /// probe document (env oncetask-doctor) to check permissions; prints the
+    /// cost model for --managers and --kinds. Exit code 1 if a check fails.
+    Doctor(DoctorArgs),
+}
+
+/// `oncetask doctor`.
+#[derive(Debug, Clone, Args)]
+pub struct DoctorArgs {
+    /// Processes that will run a manager on the collection (cost model)
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub managers: u32,
+    /// The task kinds the services run, comma-separated (the queries use
+    /// the first; the cost model counts them)
+    #[arg(long, value_name = "KIND", value_delimiter = ',')]
+    pub kinds: Vec<String>,
+    /// Tasks created per hour, for hourly totals in the cost model
+    #[arg(long, value_name = "N")]
+    pub tasks_per_hour: Option<u64>,
 }
 
 /// `oncetask bench`.

@@ -74,6 +74,9 @@ impl From<StoreError> for CliError {
             StoreError::Unavailable(reason) => {
                 CliError::Store(format!("the store is unreachable: {reason}"))
             }
+            e @ StoreError::MissingIndex { .. } => CliError::Store(format!(
+                "{e}; `oncetask doctor` lists every index the store needs that is missing"
+            )),
             other => CliError::Store(other.to_string()),
         }
     }
@@ -91,5 +94,25 @@ impl From<Error> for CliError {
 impl From<std::io::Error> for CliError {
     fn from(e: std::io::Error) -> Self {
         CliError::Failed(format!("cannot write the output: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_index_names_its_link_and_the_doctor() {
+        let e = CliError::from(StoreError::MissingIndex {
+            message: "The query requires an index.".into(),
+            create_link: Some("https://console.firebase.google.com/x".into()),
+        });
+        assert_eq!(e.exit_status(), EXIT_STORE);
+        let text = e.to_string();
+        assert!(
+            text.contains("create it at https://console.firebase.google.com/x"),
+            "{text}"
+        );
+        assert!(text.contains("`oncetask doctor`"), "{text}");
     }
 }

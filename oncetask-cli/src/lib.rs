@@ -11,6 +11,7 @@
 //!   cancel|reset|delete (ID... | --resource-key K [--kind K]) [--yes]
 //!   demo [--metrics]
 //!   bench [--backends memory,postgres,redis,firestore] [--json] [--metrics] [sizes…]
+//!   doctor [--managers N] [--kinds K,...] [--tasks-per-hour N]   (Firestore stores)
 //! ```
 //!
 //! * [`args`]: the command line (clap);
@@ -120,6 +121,9 @@ pub async fn run(cli: Cli, io: &mut Io<'_>) -> Result<(), CliError> {
     }
     if let Command::Bench(args) = &cli.command {
         return bench::run(&cli.global, args, io).await;
+    }
+    if let Command::Doctor(args) = &cli.command {
+        return commands::doctor::run(&cli.global, args, io).await;
     }
     let url = cli.global.store.clone().ok_or_else(|| {
         CliError::usage("no store given: pass --store URL or set ONCETASK_STORE (see --help)")

@@ -3,7 +3,7 @@
 //! | URL | Backend |
 //! |---|---|
 //! | `postgres://user:pass@host:port/db[?schema=NAME]` (also `postgresql://`) | PostgreSQL; `schema` defaults to `oncetask`, other query parameters go to the driver |
-//! | `firestore://PROJECT[/COLLECTION]` | Firestore; the collection defaults to `onceTasks`. Honours `FIRESTORE_EMULATOR_HOST` |
+//! | `firestore://PROJECT[/COLLECTION][?database=NAME]` | Firestore; the collection defaults to `onceTasks`, the database to `(default)`. Credentials: Application Default Credentials (`GOOGLE_APPLICATION_CREDENTIALS` names a service-account key file). Honours `FIRESTORE_EMULATOR_HOST` |
 //! | `redis://…[?prefix=P]`, `rediss://…` | Redis; keys under prefix `P` (default `oncetask`) |
 //! | `redis+cluster://[user:pass@]host:port,host:port…[?prefix=P]` (also `rediss+cluster://`) | Redis Cluster, through the listed seed nodes |
 //! | `memory://` | a new, empty in-process store: for trying the CLI, not for operating anything |
@@ -37,12 +37,14 @@ pub enum StoreUrl {
         /// The schema holding the task table.
         schema: String,
     },
-    /// `firestore://PROJECT[/COLLECTION]`.
+    /// `firestore://PROJECT[/COLLECTION][?database=NAME]`.
     Firestore {
         /// The Google Cloud project id.
         project: String,
         /// The task collection.
         collection: String,
+        /// A named database; `None`: the project's `(default)` one.
+        database: Option<String>,
     },
     /// `redis://…` or `rediss://…` (or `redis+cluster://…` for a cluster),
     /// with an optional `prefix` parameter.
@@ -149,21 +151,61 @@ fn valid_schema(name: &str) -> bool {
 }
 
 fn parse_firestore(rest: &str) -> Result<StoreUrl, String> {
+    let (rest, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let mut database = None;
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some(("database", name)) if valid_database_id(name) => {
+                database = (name != "(default)").then(|| name.to_owned());
+            }
+            Some(("database", name)) => {
+                return Err(format!(
+                    "invalid Firestore database id {name:?}: use lowercase letters, digits and \
+                     -, starting with a letter, 4 to 63 characters (or (default))"
+                ));
+            }
+            _ => {
+                return Err(format!(
+                    "firestore://{rest}: unknown parameter {pair:?}, expected ?database=NAME"
+                ));
+            }
+        }
+    }
     let mut parts = rest.trim_end_matches('/').split('/');
     let project = parts.next().unwrap_or_default();
     if project.is_empty() {
-        return Err("firestore:// needs a project: firestore://PROJECT[/COLLECTION]".to_owned());
+        return Err(
+            "firestore:// needs a project: firestore://PROJECT[/COLLECTION][?database=NAME]"
+                .to_owned(),
+        );
     }
     let collection = parts.next().unwrap_or(DEFAULT_COLLECTION);
     if parts.next().is_some() || collection.is_empty() {
         return Err(format!(
-            "firestore://{rest}: expected firestore://PROJECT[/COLLECTION]"
+            "firestore://{rest}: expected firestore://PROJECT[/COLLECTION][?database=NAME]"
         ));
     }
     Ok(StoreUrl::Firestore {
         project: project.to_owned(),
         collection: collection.to_owned(),
+        database,
     })
+}
+
+/// Firestore's rule for a database id: `(default)`, or 4 to 63 lowercase
+/// letters, digits and hyphens, starting with a letter and not ending with
+/// a hyphen.
+fn valid_database_id(id: &str) -> bool {
+    if id == "(default)" {
+        return true;
+    }
+    let bytes = id.as_bytes();
+    (4..=63).contains(&bytes.len())
+        && bytes[0].is_ascii_lowercase()
+        && bytes[bytes.len() - 1] != b'-'
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
 }
 
 impl StoreUrl {
@@ -177,7 +219,13 @@ impl StoreUrl {
             StoreUrl::Firestore {
                 project,
                 collection,
+                database: None,
             } => format!("firestore://{project}/{collection}"),
+            StoreUrl::Firestore {
+                project,
+                collection,
+                database: Some(database),
+            } => format!("firestore://{project}/{collection}?database={database}"),
             StoreUrl::Redis { url, prefix } => {
                 format!("{} (prefix {prefix})", redact_password(url))
             }
@@ -192,7 +240,8 @@ impl StoreUrl {
             StoreUrl::Firestore {
                 project,
                 collection,
-            } => firestore::open(project, collection, timeout).await,
+                database,
+            } => firestore::open(project, collection, database.as_deref(), timeout).await,
             StoreUrl::Redis { url, prefix } => redis::open(url, prefix, timeout).await,
         }
     }
@@ -302,21 +351,40 @@ mod postgres {
 #[cfg(feature = "firestore")]
 mod firestore {
     use super::*;
-    use ::firestore::FirestoreDb;
+    use ::firestore::{FirestoreDb, FirestoreDbOptions};
     use oncetask::firestore::FirestoreStore;
 
-    /// Builds the client (the emulator when `FIRESTORE_EMULATOR_HOST` is
-    /// set, otherwise Google's default credentials).
     pub(super) async fn open(
         project: &str,
         collection: &str,
+        database: Option<&str>,
         timeout: Duration,
     ) -> Result<Arc<dyn Store>, CliError> {
+        Ok(Arc::new(
+            open_store(project, collection, database, timeout).await?,
+        ))
+    }
+
+    /// Builds the client (the emulator when `FIRESTORE_EMULATOR_HOST` is
+    /// set, otherwise Application Default Credentials: a service-account key
+    /// file named by `GOOGLE_APPLICATION_CREDENTIALS`, `gcloud auth
+    /// application-default login`, or the metadata server).
+    pub(crate) async fn open_store(
+        project: &str,
+        collection: &str,
+        database: Option<&str>,
+        timeout: Duration,
+    ) -> Result<FirestoreStore, CliError> {
+        let db_name = database.unwrap_or("(default)");
         let target = match std::env::var("FIRESTORE_EMULATOR_HOST") {
             Ok(host) if !host.is_empty() => format!("the Firestore emulator at {host}"),
-            _ => format!("Firestore project {project}"),
+            _ => format!("Firestore project {project} (database {db_name})"),
         };
-        let db = tokio::time::timeout(timeout, FirestoreDb::new(project))
+        let mut options = FirestoreDbOptions::new(project.to_owned());
+        if let Some(database) = database {
+            options = options.with_database_id(database.to_owned());
+        }
+        let db = tokio::time::timeout(timeout, FirestoreDb::with_options(options))
             .await
             .map_err(|_| {
                 CliError::store(format!(
@@ -324,15 +392,23 @@ mod firestore {
                 ))
             })?
             .map_err(|e| CliError::store(format!("cannot reach {target}: {e}")))?;
-        Ok(Arc::new(FirestoreStore::with_collection(db, collection)))
+        Ok(FirestoreStore::with_collection(db, collection))
     }
 }
+
+#[cfg(feature = "firestore")]
+pub(crate) use firestore::open_store as open_firestore;
 
 #[cfg(not(feature = "firestore"))]
 mod firestore {
     use super::*;
 
-    pub(super) async fn open(_: &str, _: &str, _: Duration) -> Result<Arc<dyn Store>, CliError> {
+    pub(super) async fn open(
+        _: &str,
+        _: &str,
+        _: Option<&str>,
+        _: Duration,
+    ) -> Result<Arc<dyn Store>, CliError> {
         Err(CliError::usage(
             "this build has no Firestore backend (built without the `firestore` feature)",
         ))
@@ -416,18 +492,53 @@ mod tests {
             parse("firestore://my-project"),
             Ok(StoreUrl::Firestore {
                 project: "my-project".into(),
-                collection: DEFAULT_COLLECTION.into()
+                collection: DEFAULT_COLLECTION.into(),
+                database: None,
             })
         );
         assert_eq!(
             parse("firestore://p/tasks"),
             Ok(StoreUrl::Firestore {
                 project: "p".into(),
-                collection: "tasks".into()
+                collection: "tasks".into(),
+                database: None,
             })
         );
         assert!(parse("firestore://").is_err());
         assert!(parse("firestore://p/a/b").is_err());
+    }
+
+    #[test]
+    fn firestore_urls_may_name_a_database() {
+        let url = parse("firestore://p/tasks?database=tasks-eu").expect("a URL");
+        assert_eq!(
+            url,
+            StoreUrl::Firestore {
+                project: "p".into(),
+                collection: "tasks".into(),
+                database: Some("tasks-eu".into()),
+            }
+        );
+        assert_eq!(url.to_string(), "firestore://p/tasks?database=tasks-eu");
+        assert_eq!(
+            parse("firestore://p?database=tasks-eu"),
+            Ok(StoreUrl::Firestore {
+                project: "p".into(),
+                collection: DEFAULT_COLLECTION.into(),
+                database: Some("tasks-eu".into()),
+            })
+        );
+        // `(default)` is the default database.
+        assert_eq!(
+            parse("firestore://p?database=(default)"),
+            parse("firestore://p")
+        );
+        for bad in ["Tasks", "a", "9lives", "tasks-", "tasks_eu", ""] {
+            let err = parse(&format!("firestore://p?database={bad}")).expect_err(bad);
+            assert!(err.contains("invalid Firestore database id"), "{err}");
+        }
+        let err = parse("firestore://p?db=x").expect_err("unknown parameter");
+        assert!(err.contains("expected ?database=NAME"), "{err}");
     }
 
     #[test]
@@ -498,6 +609,44 @@ mod tests {
             .expect("unreachable");
         assert!(err.to_string().contains("cannot reach Redis"), "{err}");
         assert_eq!(err.exit_status(), crate::error::EXIT_STORE);
+    }
+
+    /// Service-account keys sign their tokens in this build: without a
+    /// crypto provider for them, building the headers panics. The key is a
+    /// throwaway generated for this test; the token is self-signed (no
+    /// network).
+    #[cfg(feature = "firestore")]
+    #[tokio::test]
+    async fn a_service_account_key_signs_a_token_in_this_build() {
+        use google_cloud_auth::credentials::{CacheableResource, service_account};
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/throwaway-service-account.json"
+        );
+        let key: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).expect("fixture")).expect("JSON");
+        let credentials = service_account::Builder::new(key)
+            .with_access_specifier(service_account::AccessSpecifier::from_scopes([
+                "https://www.googleapis.com/auth/cloud-platform",
+            ]))
+            .build()
+            .expect("credentials");
+        let CacheableResource::New { data, .. } = credentials
+            .headers(Default::default())
+            .await
+            .expect("signed headers")
+        else {
+            panic!("first headers are new");
+        };
+        let authorization = data
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .expect("an authorization header");
+        // A JWT: header.payload.signature.
+        let token = authorization
+            .strip_prefix("Bearer ")
+            .expect("a bearer token");
+        assert_eq!(token.split('.').count(), 3, "{token}");
     }
 
     #[cfg(feature = "redis")]

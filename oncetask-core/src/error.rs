@@ -119,6 +119,24 @@ pub enum StoreError {
         /// Why.
         reason: String,
     },
+    /// A query needs an index the database does not have, or one still
+    /// building (Cloud Firestore refuses such a query with
+    /// FAILED_PRECONDITION). Not transient in the usual sense: it lasts
+    /// until the index is created and has finished building. Deploy the
+    /// backend's index file, or follow `create_link`.
+    #[error(
+        "the query needs an index that is missing or still building: {}",
+        match create_link {
+            Some(link) => format!("create it at {link} (or deploy the backend's index file)"),
+            None => format!("deploy the backend's index file ({message})"),
+        }
+    )]
+    MissingIndex {
+        /// The database's own message.
+        message: String,
+        /// The link the database gives to create the index, when it gives one.
+        create_link: Option<String>,
+    },
     /// Any other backend failure.
     #[error("storage backend error: {0}")]
     Backend(#[source] Box<dyn std::error::Error + Send + Sync>),

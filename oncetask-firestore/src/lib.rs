@@ -22,9 +22,25 @@
 //! let store = FirestoreStore::new(db); // the Go package's `onceTasks` collection
 //! let manager = Manager::builder(Arc::new(store)).env("production").build();
 //! # let _ = manager;
+//!
+//! // A named (non-default) database of the project:
+//! let options = firestore::FirestoreDbOptions::new("my-project".to_owned())
+//!     .with_database_id("tasks-eu".to_owned());
+//! let eu = FirestoreStore::new(firestore::FirestoreDb::with_options(options).await?);
+//!
+//! // Before the first claim on a real database: are the indexes built, may
+//! // these credentials read and write?
+//! let report = eu.doctor("production", &["send_email".to_owned()]).await?;
+//! if !report.is_ok() {
+//!     eprintln!("{report}");
+//! }
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! * [`doctor`]: [`FirestoreStore::doctor`] and the [`CostModel`].
+//! * Deploying (indexes, index exemptions, TTL policy), authentication,
+//!   limits and costs: the repository README's Firestore section.
 //!
 //! The `firestore` dependency has its default features off. This crate's
 //! default feature `tls-webpki-roots` picks TLS roots (`gcloud-sdk` does not
@@ -37,11 +53,15 @@
 //! runs the workspace's tests, this crate's conformance suite included,
 //! against it.
 
+pub mod doctor;
 pub mod document;
 pub mod limits;
 mod listen;
 mod queries;
+mod routing;
+mod status;
 pub mod store;
 
+pub use doctor::{CostModel, DoctorReport};
 pub use document::{DecodeError, EncodeError, decode_task, encode_task};
 pub use store::{DEFAULT_COLLECTION, FirestoreStore, StoreStats};

@@ -11,7 +11,7 @@ use firestore::gcloud_sdk::google::firestore::v1::{
     target_change::TargetChangeType, value::ValueType,
 };
 use firestore::gcloud_sdk::prost_types::Timestamp;
-use firestore::gcloud_sdk::tonic::{Request, Streaming};
+use firestore::gcloud_sdk::tonic::Streaming;
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use oncetask_core::store::Notification;
@@ -142,7 +142,13 @@ impl Listener {
         };
         // The request stream stays open: closing it would end the listen.
         let requests = futures::stream::iter([add]).chain(futures::stream::pending());
-        match self.db.client().get().listen(Request::new(requests)).await {
+        match self
+            .db
+            .client()
+            .get()
+            .listen(crate::routing::request(&self.db, requests))
+            .await
+        {
             Ok(response) => {
                 self.stream = Some(response.into_inner());
                 Ok(())

@@ -378,6 +378,7 @@ mod tests {
                 due_query(c, "e", "k", field, t),
             ));
         }
+        out.push(("listen".to_owned(), listen_query(c, "e")));
         for kind in [None, Some("k")] {
             for (what, q) in count_queries(c, "e", kind, t) {
                 out.push((format!("count {what:?} {kind:?}"), q));
@@ -417,6 +418,196 @@ mod tests {
                 .iter()
                 .any(|s| !s.order.is_empty() && served(s, std::slice::from_ref(&index)));
             assert!(used, "index {index:?} serves no query");
+        }
+    }
+
+    /// The field overrides of the file: (collection group, field path,
+    /// override).
+    fn overrides() -> Vec<(String, String, serde_json::Value)> {
+        let file: serde_json::Value = serde_json::from_str(INDEXES).expect("valid JSON");
+        file["fieldOverrides"]
+            .as_array()
+            .expect("`fieldOverrides` array")
+            .iter()
+            .map(|o| {
+                let group = o["collectionGroup"].as_str().expect("collectionGroup");
+                let path = o["fieldPath"].as_str().expect("fieldPath");
+                (group.to_owned(), path.to_owned(), o.clone())
+            })
+            .collect()
+    }
+
+    /// Every field path a query filters or orders on (`__name__` included).
+    fn queried_fields(q: &StructuredQuery) -> BTreeSet<String> {
+        let mut out: BTreeSet<String> = q
+            .order_by
+            .iter()
+            .filter_map(|o| o.field.as_ref().map(|r| r.field_path.clone()))
+            .collect();
+        let mut pending: Vec<&sq::Filter> = q.r#where.iter().collect();
+        while let Some(f) = pending.pop() {
+            match &f.filter_type {
+                Some(sq::filter::FilterType::CompositeFilter(c)) => pending.extend(&c.filters),
+                Some(sq::filter::FilterType::FieldFilter(ff)) => {
+                    out.extend(ff.field.as_ref().map(|r| r.field_path.clone()));
+                }
+                Some(sq::filter::FilterType::UnaryFilter(u)) => {
+                    if let Some(sq::unary_filter::OperandType::Field(r)) = &u.operand_type {
+                        out.insert(r.field_path.clone());
+                    }
+                }
+                None => {}
+            }
+        }
+        out
+    }
+
+    /// The lock collection of resource keys (read by id only, never queried).
+    fn lock_group() -> String {
+        format!("{}-resourceKeys", crate::DEFAULT_COLLECTION)
+    }
+
+    /// The fields the store writes on a lock document.
+    const LOCK_FIELDS: [&str; 6] = [
+        "env",
+        "type",
+        "resourceKey",
+        "leasedUntil",
+        "leaseToken",
+        "expireAt",
+    ];
+
+    #[test]
+    fn no_query_filters_or_orders_on_an_exempted_field() {
+        let exempted: Vec<(String, String)> = overrides()
+            .into_iter()
+            .map(|(group, path, _)| (group, path))
+            .collect();
+        let queries = all_queries(crate::DEFAULT_COLLECTION);
+        for (name, q) in &queries {
+            let group = &q.from[0].collection_id;
+            for field in queried_fields(q) {
+                for (g, path) in &exempted {
+                    let under = field == *path || field.starts_with(&format!("{path}."));
+                    assert!(
+                        !(g == group && under),
+                        "the {name} query uses {field}, exempted from indexing on {g}"
+                    );
+                }
+            }
+        }
+        // No query reads the lock collection: each of its fields may go.
+        assert!(
+            queries
+                .iter()
+                .all(|(_, q)| q.from[0].collection_id != lock_group())
+        );
+    }
+
+    #[test]
+    fn the_overrides_exempt_every_unqueried_field_and_are_well_formed() {
+        let all = overrides();
+        let mut seen = BTreeSet::new();
+        for (group, path, o) in &all {
+            assert!(
+                seen.insert((group.clone(), path.clone())),
+                "{group}/{path} is overridden twice"
+            );
+            assert!(
+                group == crate::DEFAULT_COLLECTION || *group == lock_group(),
+                "unknown collection group {group}"
+            );
+            assert_eq!(
+                o["indexes"],
+                serde_json::json!([]),
+                "{group}/{path}: an exemption has `indexes: []`"
+            );
+            let keys: BTreeSet<&str> = o
+                .as_object()
+                .expect("an object")
+                .keys()
+                .map(String::as_str)
+                .collect();
+            let ttl = *group == lock_group() && path == "expireAt";
+            let expected: BTreeSet<&str> = if ttl {
+                ["collectionGroup", "fieldPath", "indexes", "ttl"].into()
+            } else {
+                ["collectionGroup", "fieldPath", "indexes"].into()
+            };
+            assert_eq!(keys, expected, "{group}/{path}");
+            if ttl {
+                assert_eq!(o["ttl"], true, "the lock TTL policy is on");
+            }
+        }
+        let queried: BTreeSet<String> = all_queries(crate::DEFAULT_COLLECTION)
+            .iter()
+            .flat_map(|(_, q)| queried_fields(q))
+            .collect();
+        // Every top-level field of a task document (and `leaseAttempt`,
+        // written by claims) is queried or exempted: a new field has to be
+        // decided on here.
+        let task = oncetask_core::Task::new("t", "k", "e", chrono::Utc::now());
+        let mut fields: BTreeSet<String> = crate::encode_task(&task)
+            .expect("encodes")
+            .into_keys()
+            .collect();
+        fields.insert("leaseAttempt".to_owned());
+        for field in fields {
+            let exempted = seen.contains(&(crate::DEFAULT_COLLECTION.to_owned(), field.clone()));
+            assert!(
+                queried.contains(&field) != exempted,
+                "task field {field}: queried {}, exempted {exempted} (exactly one must hold)",
+                queried.contains(&field)
+            );
+        }
+        for field in ["data", "result", "errors", "recurrence", "leaseAttempt"] {
+            assert!(seen.contains(&(crate::DEFAULT_COLLECTION.to_owned(), field.to_owned())));
+        }
+        for field in LOCK_FIELDS {
+            assert!(
+                seen.contains(&(lock_group(), field.to_owned())),
+                "lock field {field} is not exempted"
+            );
+        }
+    }
+
+    #[test]
+    fn firebase_json_names_the_index_file() {
+        // The repository's root (not part of the packaged crate).
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let text = std::fs::read_to_string(root.join("firebase.json")).expect("firebase.json");
+        let file: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");
+        let path = file["firestore"]["indexes"]
+            .as_str()
+            .expect("firestore.indexes is a path");
+        assert_eq!(path, "oncetask-firestore/firestore.indexes.json");
+        let on_disk = root.join(path);
+        assert!(on_disk.is_file(), "{} exists", on_disk.display());
+    }
+
+    #[test]
+    fn the_doctor_runs_every_query_shape() {
+        let t = "2026-01-01T00:00:00.000Z";
+        let doctor: Vec<StructuredQuery> =
+            crate::doctor::query_shapes(crate::DEFAULT_COLLECTION, "e", "k", t)
+                .into_iter()
+                .map(|(_, mut q)| {
+                    assert_eq!(q.limit, Some(1));
+                    q.limit = None;
+                    q
+                })
+                .collect();
+        for (name, q) in all_queries(crate::DEFAULT_COLLECTION) {
+            let same_shape = |d: &StructuredQuery| {
+                let (a, b) = (shape(d), shape(&q));
+                a.equalities == b.equalities
+                    && a.order == b.order
+                    && queried_fields(d) == queried_fields(&q)
+            };
+            assert!(
+                doctor.iter().any(same_shape),
+                "the doctor does not run the {name} query shape"
+            );
         }
     }
 }

@@ -105,6 +105,7 @@ use crate::document::{
 };
 use crate::limits;
 use crate::queries::{self, CountOf, str_value};
+use crate::status::{is_exists, item_error, status_error};
 
 mod claim;
 mod conditional;
@@ -217,7 +218,7 @@ impl std::fmt::Debug for FirestoreStore {
 }
 
 /// A stored document: its decoded task (or why not) and its update time.
-struct Stored {
+pub(crate) struct Stored {
     id: String,
     task: Result<Task, String>,
     update_time: Option<Timestamp>,
@@ -337,7 +338,7 @@ impl FirestoreStore {
         &self.collection
     }
 
-    fn database(&self) -> String {
+    pub(crate) fn database(&self) -> String {
         self.db.get_database_path().clone()
     }
 
@@ -502,7 +503,7 @@ impl FirestoreStore {
 
     /// Runs a query on the collection, optionally in a transaction, reading
     /// results until `keep_going` says stop.
-    async fn query(
+    pub(crate) async fn query(
         &self,
         query: StructuredQuery,
         transaction: Option<&[u8]>,
@@ -1108,43 +1109,5 @@ fn existing_outcome(task: &Task, envs: &HashMap<String, Stored>) -> CreateOutcom
             env: stored.env.clone(),
         },
         _ => CreateOutcome::AlreadyExists,
-    }
-}
-
-fn is_exists(s: &Status) -> bool {
-    s.code() == Code::AlreadyExists
-        || (s.code() == Code::FailedPrecondition && s.message().contains("exist"))
-}
-
-fn status_error(s: Status) -> StoreError {
-    match s.code() {
-        Code::Unavailable | Code::DeadlineExceeded | Code::Aborted | Code::ResourceExhausted => {
-            StoreError::Unavailable(format!("{}: {}", code_name(s.code()), s.message()))
-        }
-        _ => StoreError::backend(s),
-    }
-}
-
-/// A failed write of one document: the server refusing the document itself
-/// (INVALID_ARGUMENT: too large, a value it cannot hold) is
-/// [`StoreError::Unencodable`] — retrying cannot help; transient codes are
-/// [`StoreError::Unavailable`]; anything else is a backend error.
-pub(crate) fn item_error(id: &str, s: &Status) -> StoreError {
-    match s.code() {
-        Code::InvalidArgument => StoreError::Unencodable {
-            id: id.to_owned(),
-            reason: format!("Firestore refused the document: {}", s.message()),
-        },
-        _ => status_error(Status::new(s.code(), s.message())),
-    }
-}
-
-fn code_name(c: Code) -> &'static str {
-    match c {
-        Code::Aborted => "ABORTED",
-        Code::Unavailable => "UNAVAILABLE",
-        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
-        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
-        _ => "ERROR",
     }
 }

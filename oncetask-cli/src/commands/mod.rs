@@ -8,6 +8,7 @@
 //! decide differently.
 
 mod action;
+pub mod doctor;
 mod stats;
 mod tasks;
 
@@ -44,7 +45,7 @@ impl Ctx<'_, '_> {
     }
 }
 
-/// Runs `command` (any but `demo` and `bench`).
+/// Runs `command` (any but `demo`, `bench` and `doctor`).
 pub async fn dispatch(ctx: &mut Ctx<'_, '_>, command: &Command) -> Result<(), CliError> {
     match command {
         Command::Tasks(TasksCommand::List(args)) => tasks::list(ctx, args).await,
@@ -58,6 +59,9 @@ pub async fn dispatch(ctx: &mut Ctx<'_, '_>, command: &Command) -> Result<(), Cl
         )),
         Command::Bench(_) => Err(CliError::usage(
             "the bench opens its own namespaces: run it with `oncetask bench`",
+        )),
+        Command::Doctor(_) => Err(CliError::usage(
+            "the doctor connects on its own: run it with `oncetask doctor`",
         )),
     }
 }
