@@ -30,6 +30,9 @@ struct Faulty {
     /// While set, every write of a task carrying a result is refused as
     /// unencodable (as Firestore refuses a document nested too deep).
     refuse_results: Arc<AtomicBool>,
+    /// Calls of `claim` and `next_due` so far.
+    claims: Arc<AtomicU32>,
+    next_dues: Arc<AtomicU32>,
 }
 
 #[async_trait]
@@ -38,7 +41,9 @@ impl Store for Faulty {
         self.inner.create(tasks).await
     }
     async fn claim(&self, request: &ClaimRequest) -> Result<Claimed, StoreError> {
-        self.inner.claim(request).await
+        let claimed = self.inner.claim(request).await;
+        self.claims.fetch_add(1, Ordering::SeqCst);
+        claimed
     }
     async fn swap(&self, swaps: Vec<Swap>) -> Result<Vec<SwapOutcome>, StoreError> {
         if self.swaps_hang.load(Ordering::SeqCst) {
@@ -97,7 +102,15 @@ impl Store for Faulty {
         kind: &str,
         after: DateTime<Utc>,
     ) -> Result<Option<DateTime<Utc>>, StoreError> {
+        self.next_dues.fetch_add(1, Ordering::SeqCst);
         self.inner.next_due(env, kind, after).await
+    }
+
+    fn subscribe(
+        &self,
+        env: &str,
+    ) -> Option<futures::stream::BoxStream<'static, oncetask_core::store::Notification>> {
+        self.inner.subscribe(env)
     }
 }
 
@@ -143,6 +156,56 @@ async fn eventually<F: std::future::Future<Output = bool>>(what: &str, mut f: im
         );
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
+}
+
+/// An idle kind polls with one claim per poll interval; the next due time
+/// is looked up again only after something happened (here: a task created
+/// for later, which wakes the loop), and that task still runs on time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_poll_is_one_claim_and_a_scheduled_task_still_runs_on_time() {
+    let store = Faulty::default();
+    let clock = ManualClock::new(start());
+    let m = Manager::builder(Arc::new(store.clone()))
+        .clock(Arc::new(clock.clone()))
+        .poll_interval(Duration::from_secs(1))
+        .build();
+    let runs = Arc::new(AtomicU32::new(0));
+    let r = runs.clone();
+    m.register(
+        "job",
+        handler_fn(move |_t: Task| {
+            r.fetch_add(1, Ordering::SeqCst);
+            async { Ok::<_, std::io::Error>(()) }
+        }),
+        HandlerOptions::default(),
+    )
+    .expect("register");
+    let claims = || store.claims.load(Ordering::SeqCst);
+    eventually("the first claim", || async { claims() >= 1 }).await;
+    let dues_at_start = store.next_dues.load(Ordering::SeqCst);
+    for poll in 1..=5 {
+        clock.advance(Duration::from_secs(1));
+        eventually("the next poll", || async { claims() > poll }).await;
+    }
+    let dues = store.next_dues.load(Ordering::SeqCst) - dues_at_start;
+    assert!(dues <= 1, "5 quiet polls, {dues} next-due lookups");
+
+    // A task due in 2.5 s: the create wakes the loop, which looks up the due time.
+    let when = clock.now() + chrono::TimeDelta::milliseconds(2500);
+    let task = m.new_task(&Job { id: "later" }).expect("task");
+    let mut task = task;
+    task.wait_until = Some(when);
+    store.create(vec![task]).await.expect("create");
+    eventually("the due time was looked up", || async {
+        store.next_dues.load(Ordering::SeqCst) > dues_at_start + dues
+    })
+    .await;
+    clock.set(when);
+    eventually("the scheduled task ran", || async {
+        runs.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    m.shutdown(Duration::from_secs(1)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
