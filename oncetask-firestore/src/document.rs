@@ -79,10 +79,14 @@
 //! # Numbers in `data`
 //!
 //! Go decodes the payload with `encoding/json` into a generic map, so every
-//! number it stores is a double. A double with no fraction whose magnitude is
-//! at most 2^53 is read back as a JSON integer, so that `3.0` decodes into an
-//! integer field as it does in Go. Rust writes JSON integers as Firestore
-//! integers and other numbers as doubles.
+//! number it stores is a double. Rust stores payload numbers the same way, so
+//! a Go reader of the raw map finds a float wherever it expects one; only an
+//! integer a double cannot hold exactly (beyond ±2^53) stays a Firestore
+//! integer, so that it reads back unchanged (every backend keeps such
+//! integers; one above `i64::MAX` is refused, [`EncodeError`]). A double with no fraction whose
+//! magnitude is at most 2^53 is read back as a JSON integer, so that `3.0`
+//! decodes into an integer field as it does in Go. Results are not
+//! payloads: their integers stay Firestore integers.
 
 use std::collections::HashMap;
 
@@ -233,7 +237,12 @@ pub fn encode_task(task: &Task) -> Result<Fields, EncodeError> {
     f.extend(fixed_fields(task));
     f.insert(
         "data".to_owned(),
-        map_value(json_object_to_fields(&task.data)),
+        map_value(
+            task.data
+                .iter()
+                .map(|(k, v)| (k.clone(), payload_value(v)))
+                .collect(),
+        ),
     );
     Ok(f)
 }
@@ -706,6 +715,28 @@ pub fn json_to_value(j: &Json) -> Value {
         Json::String(s) => string(s),
         Json::Array(a) => array_value(a.iter().map(json_to_value).collect()),
         Json::Object(o) => map_value(json_object_to_fields(o)),
+    }
+}
+
+/// A payload value as the Go package stores it: `encoding/json` decodes the
+/// payload into a generic map, so every number is a double. An integer a
+/// double cannot hold exactly (beyond ±2^53) stays a Firestore integer, so
+/// it reads back unchanged (a Go reader could not hold it exactly either).
+fn payload_value(j: &Json) -> Value {
+    match j {
+        Json::Number(n) if n.as_i64().is_some_and(|i| i.unsigned_abs() > 1 << 53) => {
+            json_to_value(j)
+        }
+        Json::Number(n) => Value {
+            value_type: Some(ValueType::DoubleValue(n.as_f64().unwrap_or(f64::NAN))),
+        },
+        Json::Array(a) => array_value(a.iter().map(payload_value).collect()),
+        Json::Object(o) => map_value(
+            o.iter()
+                .map(|(k, v)| (k.clone(), payload_value(v)))
+                .collect(),
+        ),
+        other => json_to_value(other),
     }
 }
 

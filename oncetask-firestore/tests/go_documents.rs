@@ -257,7 +257,7 @@ fn rich_task() -> Task {
     Task {
         id: "rich-1".into(),
         kind: "send_email".into(),
-        data: json!({"to": "a@b.c", "n": 3, "ratio": 0.5, "big": i64::MAX, "nested": {"list": [1, "x", null, true]}})
+        data: json!({"to": "a@b.c", "n": 3, "ratio": 0.5, "big": i64::MAX, "exact": 1u64 << 53, "nested": {"list": [1, "x", null, true]}})
             .as_object()
             .unwrap()
             .clone(),
@@ -393,6 +393,28 @@ fn an_integer_above_the_firestore_maximum_is_refused_not_rounded() {
     task.data.insert("big".into(), json!(u64::MAX));
     let err = encode_task(&task).unwrap_err();
     assert!(format!("{err:?}").contains("data"), "{err:?}");
+}
+
+#[test]
+fn payload_numbers_are_stored_as_doubles_like_go_and_read_back_unchanged() {
+    let task = rich_task();
+    let fields = encode_task(&task).unwrap();
+    let Some(ValueType::MapValue(data)) = &fields["data"].value_type else {
+        panic!("data is a map");
+    };
+    for name in ["n", "ratio", "exact"] {
+        assert_eq!(tag(&data.fields[name]), "doubleValue", "{name}");
+    }
+    // Beyond 2^53 a double is not exact: it stays an integer.
+    assert_eq!(tag(&data.fields["big"]), "integerValue");
+    let Some(ValueType::MapValue(nested)) = &data.fields["nested"].value_type else {
+        panic!("nested is a map");
+    };
+    let Some(ValueType::ArrayValue(list)) = &nested.fields["list"].value_type else {
+        panic!("list is an array");
+    };
+    assert_eq!(tag(&list.values[0]), "doubleValue");
+    assert_eq!(decode_task(&fields).unwrap().data, task.data);
 }
 
 #[test]
