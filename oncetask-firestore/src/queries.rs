@@ -57,12 +57,14 @@ pub(crate) fn ready_query(collection: &str, env: &str, kind: &str, now: &str) ->
     )
 }
 
-/// Not-done tasks of one resource key.
-pub(crate) fn key_members_query(
+/// Not-done tasks of one resource key whose lease is live at `now` (a
+/// claim asks for one: is the key busy?).
+pub(crate) fn key_live_query(
     collection: &str,
     env: &str,
     kind: &str,
     key: &str,
+    now: &str,
 ) -> StructuredQuery {
     base_query(
         collection,
@@ -71,8 +73,35 @@ pub(crate) fn key_members_query(
             eq("type", str_value(kind)),
             eq("resourceKey", str_value(key)),
             eq("doneAt", str_value("")),
+            cmp("leasedUntil", sq::field_filter::Operator::GreaterThan, now),
         ],
-        &[],
+        &["leasedUntil", "__name__"],
+    )
+}
+
+/// Not-done tasks of one resource key due at `now`, in group order
+/// (`waitUntil`, `createdAt`, id): a group claim's members.
+pub(crate) fn key_ready_query(
+    collection: &str,
+    env: &str,
+    kind: &str,
+    key: &str,
+    now: &str,
+) -> StructuredQuery {
+    base_query(
+        collection,
+        vec![
+            eq("env", str_value(env)),
+            eq("type", str_value(kind)),
+            eq("resourceKey", str_value(key)),
+            eq("doneAt", str_value("")),
+            cmp(
+                "waitUntil",
+                sq::field_filter::Operator::LessThanOrEqual,
+                now,
+            ),
+        ],
+        &["waitUntil", "createdAt", "__name__"],
     )
 }
 
@@ -367,10 +396,8 @@ mod tests {
         let t = "2026-01-01T00:00:00.000Z";
         let mut out = vec![
             ("ready".to_owned(), ready_query(c, "e", "k", t)),
-            (
-                "key members".to_owned(),
-                key_members_query(c, "e", "k", "r"),
-            ),
+            ("key live".to_owned(), key_live_query(c, "e", "k", "r", t)),
+            ("key ready".to_owned(), key_ready_query(c, "e", "k", "r", t)),
         ];
         for field in DUE_FIELDS {
             out.push((

@@ -133,7 +133,6 @@ impl FirestoreStore {
         candidates: Vec<(Task, Stored)>,
         keys_seen: &mut HashMap<String, bool>,
     ) -> Result<(Vec<Task>, Vec<Write>), StoreError> {
-        let now = request.now;
         let mut lock_writes: Vec<Write> = Vec::new();
         let mut picked: Vec<(Task, Option<Timestamp>)> = Vec::new();
         for (task, stored) in candidates {
@@ -145,36 +144,24 @@ impl FirestoreStore {
                     continue;
                 }
                 // Read the key's lock before its tasks: a claim that
-                // committed the lock we read also committed its leases.
+                // committed the lock we read also committed its leases, so
+                // the live-lease query after it sees them. At most one
+                // document is read to tell whether the key is busy, however
+                // long the key's backlog.
                 let lock = self.key_lock(request, key).await?;
-                let members = self.key_members(request, key).await?;
-                let live = members.iter().any(|(m, _)| m.is_leased_at(now));
+                let live = self.key_is_busy(request, key).await?;
                 keys_seen.insert(key.clone(), live);
                 if live {
                     continue;
                 }
                 lock_writes.push(lock);
                 if let Some(max_group) = group {
-                    let mut ready: Vec<_> = members
-                        .into_iter()
-                        .filter(|(m, _)| m.is_ready_at(now))
-                        .collect();
-                    ready.sort_by(|(a, _), (b, _)| {
-                        (a.wait_until, a.created_at, &a.id).cmp(&(
-                            b.wait_until,
-                            b.created_at,
-                            &b.id,
-                        ))
-                    });
-                    ready.truncate(max_group);
-                    picked = ready;
+                    picked = self.key_ready(request, key, max_group).await?;
                     break;
                 }
-                // The transaction's own read of the candidate is the current one.
-                match members.into_iter().find(|(m, _)| m.id == task.id) {
-                    Some((m, t)) if m.is_ready_at(now) => picked.push((m, t)),
-                    _ => {}
-                }
+                // The candidate as the ready query read it: its lease write
+                // is conditional on that update time.
+                picked.push((task, stored.update_time));
                 continue;
             }
             picked.push((task, stored.update_time));
@@ -223,20 +210,61 @@ impl FirestoreStore {
         Ok((taken, writes))
     }
 
-    /// Every not-done task of `key` (same env and kind), with its update time.
-    pub(super) async fn key_members(
+    /// Whether a not-done task of `key` (same env and kind) holds a live
+    /// lease: one query with limit 1 (one read).
+    pub(super) async fn key_is_busy(
         &self,
         request: &ClaimRequest,
         key: &str,
+    ) -> Result<bool, StoreError> {
+        let now = request.now;
+        let mut q = queries::key_live_query(
+            &self.collection,
+            &request.env,
+            &request.kind,
+            key,
+            &format_time(now),
+        );
+        q.limit = Some(1);
+        let found = self.query(q, None, |_| true).await?;
+        // A Go whole-second lease compares as the end of its second; the
+        // decoded lease is exact.
+        Ok(found.iter().any(|s| match &s.task {
+            Ok(t) => t.is_leased_at(now),
+            Err(_) => false,
+        }))
+    }
+
+    /// The ready tasks of `key` (same env and kind) in group order, at most
+    /// `max_group`, with their update times.
+    pub(super) async fn key_ready(
+        &self,
+        request: &ClaimRequest,
+        key: &str,
+        max_group: usize,
     ) -> Result<Vec<(Task, Option<Timestamp>)>, StoreError> {
-        let q = queries::key_members_query(&self.collection, &request.env, &request.kind, key);
-        Ok(self
+        let now = request.now;
+        let mut q = queries::key_ready_query(
+            &self.collection,
+            &request.env,
+            &request.kind,
+            key,
+            &format_time(now),
+        );
+        q.limit = Some(i32::try_from(max_group).unwrap_or(i32::MAX));
+        let mut ready: Vec<(Task, Option<Timestamp>)> = self
             .query(q, None, |_| true)
             .await?
             .into_iter()
             .filter_map(|s| s.task.ok().map(|t| (t, s.update_time)))
-            .filter(|(t, _)| !t.is_done() && t.resource_key.as_deref() == Some(key))
-            .collect())
+            .filter(|(t, _)| t.is_ready_at(now) && t.resource_key.as_deref() == Some(key))
+            .collect();
+        // Time strings of Go and Rust order alike to the second; the
+        // decoded times order exactly.
+        ready.sort_by(|(a, _), (b, _)| {
+            (a.wait_until, a.created_at, &a.id).cmp(&(b.wait_until, b.created_at, &b.id))
+        });
+        Ok(ready)
     }
 
     /// The write that takes the lock document of `key`, conditioned on the
