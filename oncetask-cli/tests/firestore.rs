@@ -79,7 +79,7 @@ async fn doctor_passes_on_the_emulator_and_prints_the_cost_model() {
         out.contains("Cost model for 3 manager(s) x 2 kind(s)"),
         "{out}"
     );
-    assert!(out.contains("= 2160 reads/hour"), "{out}");
+    assert!(out.contains("= 360 reads/hour"), "{out}");
 }
 
 #[tokio::test]
@@ -99,7 +99,7 @@ async fn doctor_json_on_a_named_database() {
     let checks = v["checks"].as_array().expect("checks");
     assert!(checks.iter().all(|c| c["status"] == "ok"), "{v}");
     assert_eq!(v["costModel"]["managers"], 1);
-    assert_eq!(v["costModel"]["idleReadsPerHour"], 360);
+    assert_eq!(v["costModel"]["idleReadsPerHour"], 60);
 }
 
 #[tokio::test]

@@ -3,6 +3,7 @@
 //! [`Notification`]s, reconnecting (with its resume token) on errors.
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
 use std::time::Duration;
 
 use firestore::FirestoreDb;
@@ -17,6 +18,7 @@ use futures::stream::BoxStream;
 use oncetask_core::store::Notification;
 
 use crate::queries;
+use crate::store::Counters;
 
 /// The id of the one target of a listen stream.
 const TARGET: i32 = 1;
@@ -28,6 +30,8 @@ const RETRY_MAX: Duration = Duration::from_secs(30);
 /// The state of a subscription between notifications.
 struct Listener {
     db: FirestoreDb,
+    /// The store's billing counters.
+    counters: Arc<Counters>,
     collection: String,
     env: String,
     /// Where to resume after a reconnect (empty: from a fresh snapshot).
@@ -44,6 +48,9 @@ struct Listener {
     /// (the stream connects when first polled: a task created before that is
     /// in the snapshot).
     synced: bool,
+    /// Whether the stream is delivering the snapshot of a (re)connect, which
+    /// Firestore bills in full; afterwards only changes are billed.
+    snapshot: bool,
     initial: BTreeSet<String>,
     /// Kinds to report before reading on.
     queued: VecDeque<String>,
@@ -60,15 +67,18 @@ pub(crate) fn subscribe(
     db: FirestoreDb,
     collection: String,
     env: String,
+    counters: Arc<Counters>,
 ) -> BoxStream<'static, Notification> {
     let listener = Listener {
         db,
+        counters,
         collection,
         env,
         resume_token: Vec::new(),
         kinds: HashMap::new(),
         resent: None,
         synced: false,
+        snapshot: false,
         initial: BTreeSet::new(),
         queued: VecDeque::new(),
         stream: None,
@@ -150,6 +160,8 @@ impl Listener {
             .await
         {
             Ok(response) => {
+                self.counters.listen_connect();
+                self.snapshot = true;
                 self.stream = Some(response.into_inner());
                 Ok(())
             }
@@ -192,6 +204,7 @@ impl Listener {
                             }
                         }
                         self.synced = true;
+                        self.snapshot = false;
                         self.queued.extend(std::mem::take(&mut self.initial));
                     }
                     Ok(TargetChangeType::Reset) => self.resent = Some(HashSet::new()),
@@ -210,30 +223,49 @@ impl Listener {
                     Some(Value {
                         value_type: Some(ValueType::StringValue(k)),
                     }) => k.clone(),
-                    _ => return None,
+                    _ => {
+                        self.bill(true);
+                        return None;
+                    }
                 };
                 if change.target_ids.contains(&TARGET) {
                     if let Some(resent) = self.resent.as_mut() {
                         resent.insert(doc.name.clone());
                     }
                     let seen = (kind.clone(), doc.update_time);
-                    if self.kinds.insert(doc.name, seen.clone()) == Some(seen) {
+                    let unchanged = self.kinds.insert(doc.name, seen.clone()) == Some(seen);
+                    self.bill(!unchanged);
+                    if unchanged {
                         return None; // re-sent unchanged
                     }
                 } else {
                     self.kinds.remove(&doc.name);
+                    self.bill(true);
                 }
                 self.news(kind)
             }
             ResponseType::DocumentDelete(delete) => {
                 let (kind, _) = self.kinds.remove(&delete.document)?;
+                self.bill(true);
                 self.news(kind)
             }
             ResponseType::DocumentRemove(remove) => {
                 let (kind, _) = self.kinds.remove(&remove.document)?;
+                self.bill(true);
                 self.news(kind)
             }
             ResponseType::Filter(_) => None,
+        }
+    }
+
+    /// Counts a delivered document as Firestore bills it: every document of
+    /// a (re)connect's snapshot, then each real change (entering, changing
+    /// in or leaving the result set). Unchanged re-sends after a mid-stream
+    /// reset are not counted (the emulator re-sends its whole result set on
+    /// every change; production sends changes).
+    fn bill(&self, changed: bool) {
+        if self.snapshot || changed {
+            self.counters.listen_read();
         }
     }
 

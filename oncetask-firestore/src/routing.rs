@@ -163,7 +163,12 @@ mod tests {
         assert_eq!(next(&mut seen).await.1, None);
 
         // Listen (a subscription) goes through the helper too.
-        let mut notices = crate::listen::subscribe(db.clone(), "onceTasks".into(), "prod".into());
+        let mut notices = crate::listen::subscribe(
+            db.clone(),
+            "onceTasks".into(),
+            "prod".into(),
+            std::sync::Arc::default(),
+        );
         let listen = tokio::spawn(async move { notices.next().await });
         assert_eq!(
             next(&mut seen).await,

@@ -60,12 +60,14 @@
 //!   or leaves that set: creates, swaps, finishes and deletes by any process,
 //!   Go ones included. The initial snapshot yields each kind in it once.
 //!   On an error or a dropped stream it reconnects with its resume token
-//!   (backing off from 250 ms to 30 s). Cost: one read per document of the
-//!   initial snapshot, then one per change.
+//!   (backing off from 250 ms to 30 s; failures are logged with their
+//!   cause). Cost: one read per document of the initial snapshot, then one
+//!   per change, counted in [`StoreStats::listen_reads`].
 //! * **Resource keys**: each (env, kind, key) has a lock document in the
 //!   side collection `<collection>-resourceKeys`. A claim reads the lock,
-//!   then the key's not-done tasks; it skips the key if one holds a live
-//!   lease, and otherwise rewrites the lock (precondition: the update time it
+//!   then asks for one not-done task of the key with a live lease (limit 1:
+//!   one read, whatever the key's backlog; a group claim then reads the
+//!   group); it skips the key if there is one, and otherwise rewrites the lock (precondition: the update time it
 //!   read, or absence) in the same commit as the leases. Two claims of one
 //!   key therefore cannot both commit, and one that commits after another
 //!   read the lock after it, so it also saw the other's leases. Go workers
@@ -174,6 +176,11 @@ pub struct StoreStats {
     pub requests: u64,
     /// Calls retried after Firestore answered RESOURCE_EXHAUSTED.
     pub retries: u64,
+    /// Of `reads`: documents delivered by listeners (changes, removals, and
+    /// whole result sets after each (re)connect).
+    pub listen_reads: u64,
+    /// Listen streams opened (the first connect and every reconnect).
+    pub listen_connects: u64,
 }
 
 impl StoreStats {
@@ -186,17 +193,21 @@ impl StoreStats {
             lost_races: self.lost_races.saturating_sub(earlier.lost_races),
             requests: self.requests.saturating_sub(earlier.requests),
             retries: self.retries.saturating_sub(earlier.retries),
+            listen_reads: self.listen_reads.saturating_sub(earlier.listen_reads),
+            listen_connects: self.listen_connects.saturating_sub(earlier.listen_connects),
         }
     }
 }
 
 #[derive(Default)]
-struct Counters {
+pub(crate) struct Counters {
     reads: AtomicU64,
     writes: AtomicU64,
     lost_races: AtomicU64,
     requests: AtomicU64,
     retries: AtomicU64,
+    listen_reads: AtomicU64,
+    listen_connects: AtomicU64,
     /// How many more claims start at a random candidate: set after a lost
     /// race, counted down by each claim (see [`SPREAD_CLAIMS`]).
     spread: AtomicU64,
@@ -205,6 +216,19 @@ struct Counters {
 impl Counters {
     fn add(counter: &AtomicU64, n: usize) {
         counter.fetch_add(u64::try_from(n).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    /// A listener delivered a document (added, changed, removed or deleted
+    /// from its result set, or re-sent after a reconnect): billed one read.
+    pub(crate) fn listen_read(&self) {
+        Counters::add(&self.reads, 1);
+        Counters::add(&self.listen_reads, 1);
+    }
+
+    /// A listener (re)connected: it is billed its result set again, counted
+    /// as the documents it delivers.
+    pub(crate) fn listen_connect(&self) {
+        Counters::add(&self.listen_connects, 1);
     }
 }
 
@@ -265,10 +289,11 @@ impl FirestoreStore {
         self.call_timeout
     }
 
-    /// A request carrying the per-call deadline (as `grpc-timeout`, so the
-    /// server gives up too).
+    /// A request carrying the database routing header (named databases need
+    /// it) and the per-call deadline (as `grpc-timeout`, so the server gives
+    /// up too).
     pub(crate) fn request<T>(&self, message: T) -> Request<T> {
-        let mut request = Request::new(message);
+        let mut request = crate::routing::request(&self.db, message);
         request.set_timeout(self.call_timeout);
         request
     }
@@ -330,6 +355,8 @@ impl FirestoreStore {
             lost_races: self.counters.lost_races.load(Ordering::Relaxed),
             requests: self.counters.requests.load(Ordering::Relaxed),
             retries: self.counters.retries.load(Ordering::Relaxed),
+            listen_reads: self.counters.listen_reads.load(Ordering::Relaxed),
+            listen_connects: self.counters.listen_connects.load(Ordering::Relaxed),
         }
     }
 
@@ -1063,6 +1090,7 @@ impl Store for FirestoreStore {
             self.db.clone(),
             self.collection.clone(),
             env.to_owned(),
+            self.counters.clone(),
         ))
     }
 

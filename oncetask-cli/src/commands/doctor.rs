@@ -170,7 +170,7 @@ mod firestore {
             assert_eq!(v["checks"][0]["status"], "missingIndex");
             assert_eq!(v["checks"][0]["createLink"], link);
             assert_eq!(v["indexLinks"], json!([link]));
-            assert_eq!(v["costModel"]["idleReadsPerHour"], 360 * 2 * 3);
+            assert_eq!(v["costModel"]["idleReadsPerHour"], 60 * 2 * 3);
         }
     }
 }

@@ -1,0 +1,247 @@
+//! What a task costs on Firestore with real managers (listeners, polls,
+//! claims, outcomes), counted the way Firestore bills: each document a query
+//! or a listener delivers, each document written ([`StoreStats`]). Creation is
+//! excluded (it is one write per task, by the creator).
+//!
+//! The rows are printed (`scripts/test -p oncetask-firestore --test cost --
+//! --nocapture --test-threads 1`) and recorded in BENCHMARKS.md; the tests
+//! assert that every task completed, and loose ceilings that catch a
+//! regression to reading per task what should be read per claim.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use oncetask_core::manager::handler_fn;
+use oncetask_core::{HandlerOptions, Manager, Store, Task, TaskStatus};
+use oncetask_firestore::{FirestoreStore, StoreStats};
+
+mod common;
+use common::db;
+
+const ENV: &str = "cost";
+const KIND: &str = "job";
+
+struct Row {
+    managers: usize,
+    keys: usize,
+    tasks: usize,
+    spent: StoreStats,
+}
+
+impl Row {
+    fn per_task(&self, n: u64) -> f64 {
+        n as f64 / self.tasks as f64
+    }
+
+    fn print(&self) {
+        let s = &self.spent;
+        println!(
+            "cost: managers={} keys={} tasks={}: {:.2} reads/task ({:.2} from listeners), \
+             {:.2} writes/task, {} lost races, {} requests, {} listen connects",
+            self.managers,
+            self.keys,
+            self.tasks,
+            self.per_task(s.reads),
+            self.per_task(s.listen_reads),
+            self.per_task(s.writes),
+            s.lost_races,
+            s.requests,
+            s.listen_connects,
+        );
+    }
+}
+
+fn collection() -> String {
+    format!("cost-{}", uuid::Uuid::new_v4().simple())
+}
+
+/// Managers with a no-op handler, each with a Firestore client of its own.
+async fn fleet(
+    collection: &str,
+    managers: usize,
+    poll: Duration,
+) -> Vec<(FirestoreStore, Manager)> {
+    let mut fleet = Vec::new();
+    for _ in 0..managers {
+        let store = FirestoreStore::with_collection(db().await, collection);
+        let manager = Manager::builder(Arc::new(store.clone()))
+            .env(ENV)
+            .poll_interval(poll)
+            .build();
+        manager
+            .register(
+                KIND,
+                handler_fn(|_task: Task| async { Ok::<_, std::io::Error>(()) }),
+                HandlerOptions::default().concurrency(4),
+            )
+            .expect("register");
+        fleet.push((store, manager));
+    }
+    fleet
+}
+
+/// Waits (polling the creator's counts, which are not billed to the fleet)
+/// until every listener is connected.
+async fn connected(fleet: &[(FirestoreStore, Manager)]) {
+    for _ in 0..100 {
+        if fleet.iter().all(|(s, _)| s.stats().listen_connects > 0) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the listeners did not connect within 10 s");
+}
+
+fn total(fleet: &[(FirestoreStore, Manager)]) -> StoreStats {
+    fleet
+        .iter()
+        .map(|(s, _)| s.stats())
+        .fold(StoreStats::default(), |a, b| StoreStats {
+            reads: a.reads + b.reads,
+            writes: a.writes + b.writes,
+            lost_races: a.lost_races + b.lost_races,
+            requests: a.requests + b.requests,
+            retries: a.retries + b.retries,
+            listen_reads: a.listen_reads + b.listen_reads,
+            listen_connects: a.listen_connects + b.listen_connects,
+        })
+}
+
+/// `tasks` tasks (on `keys` resource keys; 0: keyless) created while
+/// `managers` managers run, drained to the end.
+async fn steady(managers: usize, keys: usize, tasks: usize) -> Row {
+    let collection = collection();
+    let creator = FirestoreStore::with_collection(db().await, &collection);
+    let fleet = fleet(&collection, managers, Duration::from_secs(60)).await;
+    connected(&fleet).await;
+    let before = total(&fleet);
+    let now = Utc::now();
+    let batch: Vec<Task> = (0..tasks)
+        .map(|i| {
+            let mut t = Task::new(format!("t{i:04}"), KIND, ENV, now);
+            if keys > 0 {
+                t.resource_key = Some(format!("k{}", i % keys));
+            }
+            t
+        })
+        .collect();
+    creator.create(batch).await.expect("create");
+    let mut done = 0;
+    for _ in 0..600 {
+        let counts = creator
+            .count_by_status(ENV, Some(KIND), Utc::now())
+            .await
+            .expect("count");
+        done = counts.get(&TaskStatus::Completed).copied().unwrap_or(0);
+        if done == tasks as u64 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(done, tasks as u64, "every task completed");
+    let spent = total(&fleet).since(&before);
+    for (_, manager) in &fleet {
+        manager.shutdown(Duration::from_secs(10)).await;
+    }
+    let row = Row {
+        managers,
+        keys,
+        tasks,
+        spent,
+    };
+    row.print();
+    row
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyless_tasks_with_1_3_and_6_managers() {
+    for managers in [1, 3, 6] {
+        let row = steady(managers, 0, 120).await;
+        assert!(
+            row.per_task(row.spent.writes) < 4.0,
+            "two writes per task, some races"
+        );
+        assert!(
+            row.per_task(row.spent.reads) < 10.0 * managers as f64,
+            "reads grow with claims and listeners, never with the backlog"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyed_tasks_on_12_keys_with_3_managers() {
+    let row = steady(3, 12, 120).await;
+    assert!(row.per_task(row.spent.writes) < 6.0);
+}
+
+/// An idle manager: reads per poll cycle, measured at a 1 s poll interval
+/// and scaled to the default 60 s interval.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_manager_per_hour() {
+    let collection = collection();
+    let fleet = fleet(&collection, 1, Duration::from_secs(1)).await;
+    connected(&fleet).await;
+    // Past the first poll (which also looks up the next due time).
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let before = total(&fleet);
+    let window = Duration::from_secs(10);
+    tokio::time::sleep(window).await;
+    let spent = total(&fleet).since(&before);
+    fleet[0].1.shutdown(Duration::from_secs(5)).await;
+    let cycles = window.as_secs_f64();
+    let per_cycle = spent.reads as f64 / cycles;
+    println!(
+        "cost: idle manager, 1 kind: {:.1} reads per poll cycle ({} reads in {cycles} cycles \
+         of 1 s); at the default 60 s poll: {:.0} reads per hour per kind",
+        per_cycle,
+        spent.reads,
+        per_cycle * 60.0
+    );
+    assert!(spent.reads > 0, "an idle manager polls");
+    assert!(
+        spent.reads <= window.as_secs() + 1,
+        "one read (an empty claim) per quiet poll: {spent:?}"
+    );
+    assert_eq!(spent.writes, 0, "an idle manager writes nothing");
+}
+
+/// A claim of a task with a resource key reads the candidate, the key's lock
+/// and at most one task to tell whether the key is busy: a few documents
+/// whatever the key's backlog (it used to read every not-done task of the
+/// key).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keyed_claim_reads_a_few_documents_whatever_the_keys_backlog() {
+    use oncetask_core::lifecycle::LeaseGrant;
+    use oncetask_core::store::{ClaimMode, ClaimRequest};
+    for backlog in [100, 2_000, 10_000] {
+        let store = FirestoreStore::with_collection(db().await, collection());
+        let now = Utc::now();
+        let tasks: Vec<Task> = (0..backlog)
+            .map(|i| {
+                let mut t = Task::new(format!("t{i:05}"), KIND, ENV, now);
+                t.resource_key = Some("hot".to_owned());
+                t
+            })
+            .collect();
+        store.create(tasks).await.expect("create");
+        let request = ClaimRequest {
+            env: ENV.into(),
+            kind: KIND.into(),
+            now,
+            grant: LeaseGrant::new(now, Duration::from_secs(60)),
+            mode: ClaimMode::Single { limit: 1 },
+        };
+        let before = store.stats();
+        let claimed = store.claim(&request).await.expect("claim").tasks.len();
+        let spent = store.stats().since(&before);
+        println!(
+            "cost: one key, backlog {backlog}: a single claim took {claimed} task with {} reads, \
+             {} writes",
+            spent.reads, spent.writes
+        );
+        assert_eq!(claimed, 1);
+        assert!(spent.reads <= 5, "{spent:?}");
+        assert_eq!(spent.writes, 2, "the lease and the key's lock");
+    }
+}
