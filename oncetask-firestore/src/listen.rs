@@ -27,6 +27,29 @@ const TARGET: i32 = 1;
 const RETRY_MIN: Duration = Duration::from_millis(250);
 const RETRY_MAX: Duration = Duration::from_secs(30);
 
+/// Whether a task document holds a lease live at this moment (wall clock)
+/// and is not cancelled: a change to it (a claim, a heartbeat) makes no work
+/// available, so it wakes nobody. A cancelled leased task is news (its
+/// worker may want to stop).
+fn holds_live_lease(fields: &crate::document::Fields) -> bool {
+    let text = |name: &str| match fields.get(name).and_then(|v| v.value_type.as_ref()) {
+        Some(ValueType::StringValue(s)) => Some(s.as_str()),
+        _ => None,
+    };
+    let cancelled = matches!(
+        fields
+            .get("isCancelled")
+            .and_then(|v| v.value_type.as_ref()),
+        Some(ValueType::BooleanValue(true))
+    );
+    let done = text("doneAt").is_some_and(|d| !d.is_empty());
+    let leased = text("leasedUntil")
+        .filter(|l| !l.is_empty())
+        .and_then(|l| crate::document::parse_time(l).ok())
+        .is_some_and(|until| until > chrono::Utc::now());
+    leased && !cancelled && !done
+}
+
 /// The state of a subscription between notifications.
 struct Listener {
     db: FirestoreDb,
@@ -233,10 +256,17 @@ impl Listener {
                         resent.insert(doc.name.clone());
                     }
                     let seen = (kind.clone(), doc.update_time);
+                    let leased = holds_live_lease(&doc.fields);
                     let unchanged = self.kinds.insert(doc.name, seen.clone()) == Some(seen);
                     self.bill(!unchanged);
                     if unchanged {
                         return None; // re-sent unchanged
+                    }
+                    if leased && self.synced {
+                        // A claim or a heartbeat: no work became available
+                        // (claims need not notify; the lease's end is found
+                        // by the next poll, as after a crash).
+                        return None;
                     }
                 } else {
                     self.kinds.remove(&doc.name);
