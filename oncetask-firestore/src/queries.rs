@@ -66,17 +66,23 @@ pub(crate) fn key_live_query(
     key: &str,
     now: &str,
 ) -> StructuredQuery {
-    base_query(
-        collection,
-        vec![
-            eq("env", str_value(env)),
-            eq("type", str_value(kind)),
-            eq("resourceKey", str_value(key)),
-            eq("doneAt", str_value("")),
-            cmp("leasedUntil", sq::field_filter::Operator::GreaterThan, now),
-        ],
-        &["leasedUntil", "__name__"],
-    )
+    let mut filters = key_filters(env, kind, key);
+    filters.push(cmp(
+        "leasedUntil",
+        sq::field_filter::Operator::GreaterThan,
+        now,
+    ));
+    base_query(collection, filters, &["leasedUntil", "__name__"])
+}
+
+/// The not-done tasks of one resource key (same env and kind).
+fn key_filters(env: &str, kind: &str, key: &str) -> Vec<sq::Filter> {
+    vec![
+        eq("env", str_value(env)),
+        eq("type", str_value(kind)),
+        eq("resourceKey", str_value(key)),
+        eq("doneAt", str_value("")),
+    ]
 }
 
 /// Not-done tasks of one resource key due at `now`, in group order
@@ -88,21 +94,13 @@ pub(crate) fn key_ready_query(
     key: &str,
     now: &str,
 ) -> StructuredQuery {
-    base_query(
-        collection,
-        vec![
-            eq("env", str_value(env)),
-            eq("type", str_value(kind)),
-            eq("resourceKey", str_value(key)),
-            eq("doneAt", str_value("")),
-            cmp(
-                "waitUntil",
-                sq::field_filter::Operator::LessThanOrEqual,
-                now,
-            ),
-        ],
-        &["waitUntil", "createdAt", "__name__"],
-    )
+    let mut filters = key_filters(env, kind, key);
+    filters.push(cmp(
+        "waitUntil",
+        sq::field_filter::Operator::LessThanOrEqual,
+        now,
+    ));
+    base_query(collection, filters, &["waitUntil", "createdAt", "__name__"])
 }
 
 /// Tasks of `env`, optionally of one kind / resource key / not done only

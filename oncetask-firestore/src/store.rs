@@ -344,6 +344,22 @@ impl FirestoreStore {
         true
     }
 
+    /// Runs `attempt` under the per-call deadline, again after a
+    /// RESOURCE_EXHAUSTED answer while [`FirestoreStore::backoff`] allows.
+    pub(crate) async fn retrying<T, F, Fut>(&self, what: &str, mut attempt: F) -> Result<T, Status>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, Status>>,
+    {
+        let mut retries = 0;
+        loop {
+            match self.within(what, self.call_timeout, attempt()).await {
+                Err(s) if self.backoff(&s, &mut retries).await => {}
+                result => return result,
+            }
+        }
+    }
+
     /// Billed operations since the store was built, shared by its clones:
     /// document reads and writes as Firestore counts them, and lost claim
     /// races. For cost monitoring and measurements; the counts are this
@@ -478,7 +494,6 @@ impl FirestoreStore {
         ids: &[String],
         transaction: Option<&[u8]>,
     ) -> Result<HashMap<String, Stored>, StoreError> {
-        let mut out = HashMap::new();
         let mut seen = HashSet::new();
         let names: Vec<String> = ids
             .iter()
@@ -486,7 +501,7 @@ impl FirestoreStore {
             .map(|id| self.doc_name(id))
             .collect();
         if names.is_empty() {
-            return Ok(out);
+            return Ok(HashMap::new());
         }
         // Firestore bills a read per document asked for, found or not.
         Counters::add(&self.counters.reads, names.len());
@@ -497,35 +512,25 @@ impl FirestoreStore {
                 .map(|t| batch_get_documents_request::ConsistencySelector::Transaction(t.to_vec())),
             ..Default::default()
         };
-        let mut retries = 0;
-        loop {
-            out.clear();
-            let call = async {
-                let mut stream = self
-                    .db
-                    .client()
-                    .get()
-                    .batch_get_documents(self.request(request.clone()))
-                    .await?
-                    .into_inner();
-                while let Some(response) = stream.message().await? {
-                    if let Some(batch_get_documents_response::Result::Found(doc)) = response.result
-                    {
-                        let stored = Self::stored(doc);
-                        out.insert(stored.id.clone(), stored);
-                    }
+        self.retrying("BatchGetDocuments", || async {
+            let mut found = HashMap::new();
+            let mut stream = self
+                .db
+                .client()
+                .get()
+                .batch_get_documents(self.request(request.clone()))
+                .await?
+                .into_inner();
+            while let Some(response) = stream.message().await? {
+                if let Some(batch_get_documents_response::Result::Found(doc)) = response.result {
+                    let stored = Self::stored(doc);
+                    found.insert(stored.id.clone(), stored);
                 }
-                Ok(())
-            };
-            match self
-                .within("BatchGetDocuments", self.call_timeout, call)
-                .await
-            {
-                Ok(()) => return Ok(out),
-                Err(s) if self.backoff(&s, &mut retries).await => {}
-                Err(s) => return Err(status_error(s)),
             }
-        }
+            Ok(found)
+        })
+        .await
+        .map_err(status_error)
     }
 
     /// Runs a query on the collection, optionally in a transaction, reading
@@ -636,9 +641,8 @@ impl FirestoreStore {
                 writes: chunk,
                 ..Default::default()
             };
-            let mut retries = 0;
-            let response = loop {
-                let call = async {
+            let response = self
+                .retrying("BatchWrite", || async {
                     let response = self
                         .db
                         .client()
@@ -646,13 +650,8 @@ impl FirestoreStore {
                         .batch_write(self.request(request.clone()))
                         .await?;
                     Ok(response.into_inner())
-                };
-                match self.within("BatchWrite", self.call_timeout, call).await {
-                    Ok(r) => break Ok(r),
-                    Err(s) if self.backoff(&s, &mut retries).await => {}
-                    Err(s) => break Err(s),
-                }
-            };
+                })
+                .await;
             let response = match response {
                 Ok(r) => r,
                 Err(s) => {
@@ -695,9 +694,8 @@ impl FirestoreStore {
             ),
             ..Default::default()
         };
-        let mut retries = 0;
-        let count = loop {
-            let call = async {
+        let count = self
+            .retrying("RunAggregationQuery", || async {
                 let mut stream = self
                     .db
                     .client()
@@ -718,16 +716,9 @@ impl FirestoreStore {
                     }
                 }
                 Ok(count)
-            };
-            match self
-                .within("RunAggregationQuery", self.call_timeout, call)
-                .await
-            {
-                Ok(count) => break count,
-                Err(s) if self.backoff(&s, &mut retries).await => {}
-                Err(s) => return Err(status_error(s)),
-            }
-        };
+            })
+            .await
+            .map_err(status_error)?;
         let billed = usize::try_from(count.div_ceil(1000)).unwrap_or(usize::MAX);
         Counters::add(&self.counters.reads, billed.max(1));
         Ok(count)

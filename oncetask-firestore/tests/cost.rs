@@ -81,16 +81,15 @@ async fn fleet(
     fleet
 }
 
-/// Waits (polling the creator's counts, which are not billed to the fleet)
-/// until every listener is connected.
+/// Waits until every listener is connected.
 async fn connected(fleet: &[(FirestoreStore, Manager)]) {
-    for _ in 0..100 {
+    for _ in 0..600 {
         if fleet.iter().all(|(s, _)| s.stats().listen_connects > 0) {
             return;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    panic!("the listeners did not connect within 10 s");
+    panic!("the listeners did not connect within 60 s");
 }
 
 fn total(fleet: &[(FirestoreStore, Manager)]) -> StoreStats {
@@ -140,10 +139,11 @@ async fn steady(managers: usize, keys: usize, tasks: usize) -> Row {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert_eq!(done, tasks as u64, "every task completed");
-    let spent = total(&fleet).since(&before);
+    // After shutdown, so that every outcome's write answer is counted.
     for (_, manager) in &fleet {
         manager.shutdown(Duration::from_secs(10)).await;
     }
+    let spent = total(&fleet).since(&before);
     let row = Row {
         managers,
         keys,
@@ -199,9 +199,12 @@ async fn an_idle_manager_per_hour() {
         per_cycle * 60.0
     );
     assert!(spent.reads > 0, "an idle manager polls");
+    // One read (an empty claim) per quiet poll; a slow first poll may still
+    // land its next-due lookup (2 reads) in the window. Before, every poll
+    // cost 3 reads.
     assert!(
-        spent.reads <= window.as_secs() + 1,
-        "one read (an empty claim) per quiet poll: {spent:?}"
+        spent.reads <= window.as_secs() + 3,
+        "one read per quiet poll: {spent:?}"
     );
     assert_eq!(spent.writes, 0, "an idle manager writes nothing");
 }

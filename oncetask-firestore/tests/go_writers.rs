@@ -284,37 +284,10 @@ fn a_go_cancel_during_a_rust_run_survives_and_the_task_ends_cancelled() {
 fn a_manager_reports_a_go_cancel_that_landed_while_its_handler_ran() {
     run(async {
         let (db, store) = seeded().await;
-        let clock = Arc::new(ManualClock::new(t("2026-01-01T00:00:01Z")));
-        let manager = Manager::builder(Arc::new(store.clone()))
-            .env("DEFAULT")
-            .clock(clock.clone())
-            .start_workers(false)
-            .build();
-        let started = Arc::new(Notify::new());
-        let release = Arc::new(Notify::new());
-        let (s, r) = (started.clone(), release.clone());
-        manager
-            .register(
-                "send_email",
-                handler_fn(move |_task: Task| {
-                    let (s, r) = (s.clone(), r.clone());
-                    async move {
-                        s.notify_one();
-                        r.notified().await;
-                        Ok::<_, std::io::Error>("sent")
-                    }
-                }),
-                HandlerOptions::default(),
-            )
-            .unwrap();
-        let worker = {
-            let manager = manager.clone();
-            tokio::spawn(async move { manager.process_next("send_email").await })
-        };
-        started.notified().await;
+        let run = Running::start(&store).await;
+        let (clock, manager) = (run.clock.clone(), run.manager.clone());
         go_cancel(&db, &store, "2026-01-01T00:00:02Z").await;
-        release.notify_one();
-        let report = worker.await.unwrap().unwrap().expect("a task ran");
+        let report = run.finish().await;
         assert_eq!(report.outcomes.len(), 1);
         assert_eq!(report.outcomes[0].status, Some(TaskStatus::Cancelled));
         let task = manager.get_task(ID).await.unwrap().unwrap();
@@ -374,37 +347,9 @@ fn a_late_rust_completion_never_overwrites_a_go_re_lease() {
 fn a_manager_run_whose_lease_a_go_worker_took_over_stores_nothing() {
     run(async {
         let (db, store) = seeded().await;
-        let clock = Arc::new(ManualClock::new(t("2026-01-01T00:00:01Z")));
-        let manager = Manager::builder(Arc::new(store.clone()))
-            .env("DEFAULT")
-            .clock(clock.clone())
-            .start_workers(false)
-            .build();
-        let started = Arc::new(Notify::new());
-        let release = Arc::new(Notify::new());
-        let (s, r) = (started.clone(), release.clone());
-        manager
-            .register(
-                "send_email",
-                handler_fn(move |_task: Task| {
-                    let (s, r) = (s.clone(), r.clone());
-                    async move {
-                        s.notify_one();
-                        r.notified().await;
-                        Ok::<_, std::io::Error>("sent")
-                    }
-                }),
-                HandlerOptions::default(),
-            )
-            .unwrap();
-        let worker = {
-            let manager = manager.clone();
-            tokio::spawn(async move { manager.process_next("send_email").await })
-        };
-        started.notified().await;
+        let run = Running::start(&store).await;
         go_release(&db, &store, "2026-01-02T00:00:00Z").await;
-        release.notify_one();
-        let report = worker.await.unwrap().unwrap().expect("a task ran");
+        let report = run.finish().await;
         assert_eq!(report.outcomes[0].status, None, "fenced off: {report:?}");
         let fields = raw(&db, &store).await;
         assert_eq!(string_of(&fields, "leasedUntil"), "2026-01-02T00:00:00Z");
@@ -505,6 +450,63 @@ fn a_rust_run_leaves_the_go_payload_as_go_wrote_it() {
         };
         assert_eq!(tag(&data.fields["retries"]), "doubleValue");
     });
+}
+
+/// A manager (manual clock at 00:00:01) whose `send_email` handler has
+/// started on `email-u1` and waits until [`Running::finish`] lets it return
+/// `"sent"`.
+struct Running {
+    clock: Arc<ManualClock>,
+    manager: Manager,
+    release: Arc<Notify>,
+    worker: tokio::task::JoinHandle<
+        Result<Option<oncetask_core::manager::RunReport>, oncetask_core::Error>,
+    >,
+}
+
+impl Running {
+    async fn start(store: &FirestoreStore) -> Running {
+        let clock = Arc::new(ManualClock::new(t("2026-01-01T00:00:01Z")));
+        let manager = Manager::builder(Arc::new(store.clone()))
+            .env("DEFAULT")
+            .clock(clock.clone())
+            .start_workers(false)
+            .build();
+        let started = Arc::new(Notify::new());
+        let release = Arc::new(Notify::new());
+        let (s, r) = (started.clone(), release.clone());
+        manager
+            .register(
+                "send_email",
+                handler_fn(move |_task: Task| {
+                    let (s, r) = (s.clone(), r.clone());
+                    async move {
+                        s.notify_one();
+                        r.notified().await;
+                        Ok::<_, std::io::Error>("sent")
+                    }
+                }),
+                HandlerOptions::default(),
+            )
+            .unwrap();
+        let worker = {
+            let manager = manager.clone();
+            tokio::spawn(async move { manager.process_next("send_email").await })
+        };
+        started.notified().await;
+        Running {
+            clock,
+            manager,
+            release,
+            worker,
+        }
+    }
+
+    /// Lets the handler return and waits for the run's report.
+    async fn finish(self) -> oncetask_core::manager::RunReport {
+        self.release.notify_one();
+        self.worker.await.unwrap().unwrap().expect("a task ran")
+    }
 }
 
 fn run<F: std::future::Future<Output = ()>>(f: F) {
