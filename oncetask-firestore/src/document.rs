@@ -66,9 +66,12 @@
 //!   - a Go-written `leasedUntil` is seen as expired by Rust claims up to 1 s
 //!     late;
 //!   - in the other direction, Go's own queries compare with second-precision
-//!     `now` strings, so Go sees a Rust `waitUntil` or lease of `T.mmm` as
-//!     reached at the start of `T`'s second: up to 1 s early, the same
-//!     truncation Go applies to its own values (behavior.md §2.3).
+//!     `now` strings, so Go sees a Rust `waitUntil` of `T.mmm` as reached at
+//!     the start of `T`'s second: up to 1 s early, the same truncation Go
+//!     applies to its own values (behavior.md §2.3). Leases cannot be early:
+//!     the store's claims end every lease on a whole second, rounded up, so
+//!     Go never reads a Rust lease as expired before it ends. (A heartbeat's
+//!     extension is written as computed; it renews well before the end.)
 //!
 //!   Client-side checks parse instants and are exact.
 //! * `""` sorts before every time, so unset `leasedUntil` passes `≤ now`.

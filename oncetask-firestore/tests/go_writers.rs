@@ -431,6 +431,23 @@ fn a_go_reset_survives_a_stale_rust_write_and_the_task_runs_again() {
     });
 }
 
+/// A Rust lease ends on a whole second, rounded up: Go compares
+/// whole-second strings (`leasedUntil <= ts(now)`), and a lease ending at
+/// `00:01:01.250` would read as expired to Go from `00:01:01`.
+#[test]
+fn a_rust_lease_never_reads_as_expired_to_go_before_it_ends() {
+    run(async {
+        let (db, store) = seeded().await;
+        let claimed = claim(&store, "2026-01-01T00:00:01.250Z").await;
+        assert_eq!(claimed.leased_until, Some(t("2026-01-01T00:01:02Z")));
+        let until = string_of(&raw(&db, &store).await, "leasedUntil");
+        // Go's ready predicate, as strings, during the lease and at its end.
+        assert!(until.as_str() > "2026-01-01T00:01:01Z", "{until}");
+        assert!(until.as_str() <= "2026-01-01T00:01:02Z", "{until}");
+        assert_eq!(stored(&store).await.leased_until, claimed.leased_until);
+    });
+}
+
 /// Lease and outcome writes are masked: the Go payload's doubles stay
 /// doubles after a Rust run.
 #[test]
