@@ -249,6 +249,10 @@ pub(crate) fn query_shapes(
             "claim: a resource key's ready tasks".to_owned(),
             queries::key_ready_query(collection, env, kind, key, now),
         ),
+        (
+            "kinds: the next kind".to_owned(),
+            queries::next_kind_query(collection, env, Some(kind)),
+        ),
     ];
     for field in queries::DUE_FIELDS {
         out.push((

@@ -103,6 +103,23 @@ pub(crate) fn key_ready_query(
     base_query(collection, filters, &["waitUntil", "createdAt", "__name__"])
 }
 
+/// Tasks of `env` whose kind sorts after `after` (all, when `None`), in
+/// kind order: with limit 1, the next kind of `env` (`kinds` walks them,
+/// one read per kind).
+pub(crate) fn next_kind_query(collection: &str, env: &str, after: Option<&str>) -> StructuredQuery {
+    // `>= ""` for the first: only string kinds (a corrupted non-string
+    // `type` would sort first and could not be stepped past).
+    let (op, value) = match after {
+        Some(after) => (sq::field_filter::Operator::GreaterThan, after),
+        None => (sq::field_filter::Operator::GreaterThanOrEqual, ""),
+    };
+    let filters = vec![
+        eq("env", str_value(env)),
+        field_filter("type", op, str_value(value)),
+    ];
+    base_query(collection, filters, &["type", "__name__"])
+}
+
 /// Tasks of `env`, optionally of one kind / resource key / not done only
 /// (`find` and `count_by_status`): equality filters only.
 pub(crate) fn scan_query(
@@ -395,6 +412,8 @@ mod tests {
         let mut out = vec![
             ("ready".to_owned(), ready_query(c, "e", "k", t)),
             ("key live".to_owned(), key_live_query(c, "e", "k", "r", t)),
+            ("first kind".to_owned(), next_kind_query(c, "e", None)),
+            ("next kind".to_owned(), next_kind_query(c, "e", Some("k"))),
             ("key ready".to_owned(), key_ready_query(c, "e", "k", "r", t)),
         ];
         for field in DUE_FIELDS {

@@ -1081,6 +1081,52 @@ impl Store for FirestoreStore {
             .await)
     }
 
+    /// The distinct kinds, walked in kind order: one query with limit 1 per
+    /// kind (`type > previous`), so one read per kind plus one, instead of
+    /// reading every task of the env. A document that cannot be decoded
+    /// does not make its kind count; the kind's other tasks are then read
+    /// until a decodable one is found.
+    async fn kinds(&self, env: &str) -> Result<Vec<String>, StoreError> {
+        let mut kinds = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let mut q = queries::next_kind_query(&self.collection, env, after.as_deref());
+            q.limit = Some(1);
+            let Some(first) = self.query(q, None, |_| true).await?.into_iter().next() else {
+                return Ok(kinds);
+            };
+            let kind = match &first.task {
+                Ok(task) => task.kind.clone(),
+                Err(_) => match first
+                    .doc
+                    .fields
+                    .get("type")
+                    .and_then(|v| v.value_type.as_ref())
+                {
+                    Some(ValueType::StringValue(kind)) => {
+                        // Only undecodable so far: is any task of this kind a task?
+                        let q = queries::scan_query(&self.collection, env, Some(kind), None, false);
+                        let mut found = false;
+                        self.query(q, None, |s| {
+                            found = s.task.is_ok();
+                            !found
+                        })
+                        .await?;
+                        if !found {
+                            after = Some(kind.clone());
+                            continue;
+                        }
+                        kind.clone()
+                    }
+                    // The query matches string kinds only.
+                    _ => return Ok(kinds),
+                },
+            };
+            kinds.push(kind.clone());
+            after = Some(kind);
+        }
+    }
+
     /// A Firestore listener on the env's not-done tasks: see the module docs.
     fn subscribe(&self, env: &str) -> Option<BoxStream<'static, Notification>> {
         Some(crate::listen::subscribe(

@@ -248,3 +248,23 @@ async fn a_keyed_claim_reads_a_few_documents_whatever_the_keys_backlog() {
         assert_eq!(spent.writes, 2, "the lease and the key's lock");
     }
 }
+
+/// The kinds of an env cost one read per kind plus one, not one per task.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listing_the_kinds_reads_one_document_per_kind() {
+    let store = FirestoreStore::with_collection(db().await, collection());
+    let now = Utc::now();
+    let tasks: Vec<Task> = (0..300)
+        .map(|i| Task::new(format!("t{i:04}"), ["a", "b", "c"][i % 3], ENV, now))
+        .collect();
+    store.create(tasks).await.expect("create");
+    let before = store.stats();
+    let kinds = store.kinds(ENV).await.expect("kinds");
+    let spent = store.stats().since(&before);
+    println!(
+        "cost: kinds of an env with 300 tasks of 3 kinds: {} reads",
+        spent.reads
+    );
+    assert_eq!(kinds, ["a", "b", "c"]);
+    assert!(spent.reads <= 4, "{spent:?}");
+}
