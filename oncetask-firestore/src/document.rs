@@ -307,10 +307,33 @@ pub const LEASE_FIELDS: [&str; 6] = [
     "version",
 ];
 
-/// Encodes the [`LEASE_FIELDS`] of a just-claimed task, for a claim's masked write.
+/// Encodes the [`LEASE_FIELDS`] of a just-claimed task, for a claim's masked
+/// write (only those: a claim encodes no history or result).
 pub fn lease_fields(task: &Task) -> Result<Fields, EncodeError> {
-    let mut f = encode_changes(task)?;
-    f.retain(|name, _| LEASE_FIELDS.contains(&name.as_str()));
+    let version = i64::try_from(task.version).map_err(|_| EncodeError {
+        field: "version".into(),
+        reason: format!("{} does not fit a Firestore integer", task.version),
+    })?;
+    let mut f = Fields::new();
+    let mut put = |name: &str, value: Value| {
+        f.insert(name.to_owned(), value);
+    };
+    put("leasedUntil", opt_time(task.leased_until));
+    put(
+        "leaseToken",
+        opt_string(task.lease_token.as_ref().map(LeaseToken::as_str)),
+    );
+    if task.lease_token.is_some() {
+        // The attempt the token was granted at: a Go claim (attempts + 1)
+        // or reset (0) that never touches the token still voids it.
+        put("leaseAttempt", integer(i64::from(task.attempts)));
+    }
+    put("attempts", integer(i64::from(task.attempts)));
+    put(
+        "cancellationAttempts",
+        integer(i64::from(task.cancellation_attempts)),
+    );
+    put("version", integer(version));
     Ok(f)
 }
 
@@ -326,11 +349,8 @@ pub fn encode_changes(task: &Task) -> Result<Fields, EncodeError> {
             reason: format!("{t} cannot be stored as a Firestore time string"),
         });
     }
-    let version = i64::try_from(task.version).map_err(|_| EncodeError {
-        field: "version".into(),
-        reason: format!("{} does not fit a Firestore integer", task.version),
-    })?;
-    let mut f = Fields::new();
+    // The lease fields, then the rest.
+    let mut f = lease_fields(task)?;
     let mut put = |name: &str, value: Value| {
         f.insert(name.to_owned(), value);
     };
@@ -339,9 +359,7 @@ pub fn encode_changes(task: &Task) -> Result<Fields, EncodeError> {
         task.wait_until
             .map_or_else(|| string(NO_WAIT), |t| string(&format_time(t))),
     );
-    put("leasedUntil", opt_time(task.leased_until));
     put("doneAt", opt_time(task.done_at));
-    put("attempts", integer(i64::from(task.attempts)));
     put(
         "errors",
         array_value(
@@ -363,26 +381,12 @@ pub fn encode_changes(task: &Task) -> Result<Fields, EncodeError> {
     put("isCancelled", boolean(task.is_cancelled));
     put("cancelledAt", opt_time(task.cancelled_at));
     put(
-        "leaseToken",
-        opt_string(task.lease_token.as_ref().map(LeaseToken::as_str)),
-    );
-    if task.lease_token.is_some() {
-        // The attempt the token was granted at: a Go claim (attempts + 1)
-        // or reset (0) that never touches the token still voids it.
-        put("leaseAttempt", integer(i64::from(task.attempts)));
-    }
-    put("version", integer(version));
-    put(
         "outcome",
         opt_string(task.outcome.map(|o| match o {
             Outcome::Completed => "completed",
             Outcome::Failed => "failed",
             Outcome::Cancelled => "cancelled",
         })),
-    );
-    put(
-        "cancellationAttempts",
-        integer(i64::from(task.cancellation_attempts)),
     );
     Ok(f)
 }

@@ -7,9 +7,9 @@
 //! `google-cloud-resource-prefix` header, which is not enough for a named
 //! (non-default) database. [`request`] wraps a message in a
 //! [`tonic::Request`](firestore::gcloud_sdk::tonic::Request) that carries
-//! the header. Every call should be built with it: the Listen of
-//! [`subscribe`](crate::FirestoreStore) is; the store's other calls still
-//! use `Request::new` and move to it with the store's rewrite.
+//! the header. Every call of the store is built with it (through
+//! `FirestoreStore::request`, which adds the per-call deadline), and so is
+//! the Listen of [`subscribe`](crate::FirestoreStore).
 
 use firestore::FirestoreDb;
 use firestore::gcloud_sdk::tonic::Request;

@@ -81,7 +81,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::{DateTime, TimeDelta, Timelike, Utc};
+use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use firestore::FirestoreDb;
 use firestore::gcloud_sdk::google::firestore::v1::{
     BatchGetDocumentsRequest, BatchWriteRequest, CommitRequest, Cursor, Document, DocumentMask,
@@ -869,7 +869,11 @@ impl Store for FirestoreStore {
         // would read as expired to Go at the start of that second. Leases
         // end on a whole second here, rounded up (never early).
         let mut whole = request.clone();
-        whole.grant.leased_until = ceil_to_second(request.grant.leased_until);
+        whole.grant.leased_until = request
+            .grant
+            .leased_until
+            .duration_round_up(TimeDelta::seconds(1))
+            .unwrap_or(request.grant.leased_until);
         let request = &whole;
         let mut undecodable = Vec::new();
         // Spread while claimers of this store have been colliding lately.
@@ -1148,16 +1152,6 @@ impl Store for FirestoreStore {
             best = self.earliest_due_by(env, kind, after, field, best).await?;
         }
         Ok(best)
-    }
-}
-
-/// `t` rounded up to a whole second.
-fn ceil_to_second(t: DateTime<Utc>) -> DateTime<Utc> {
-    let whole = t.with_nanosecond(0).unwrap_or(t);
-    if whole == t {
-        t
-    } else {
-        whole.checked_add_signed(TimeDelta::seconds(1)).unwrap_or(t)
     }
 }
 

@@ -10,9 +10,7 @@ use std::time::Duration;
 
 use firestore::FirestoreDb;
 use firestore::gcloud_sdk::google::firestore::v1::value::ValueType;
-use firestore::gcloud_sdk::google::firestore::v1::{
-    BatchGetDocumentsRequest, CommitRequest, Document, Write, batch_get_documents_response, write,
-};
+use firestore::gcloud_sdk::google::firestore::v1::{CommitRequest, Document, Write, write};
 use firestore::gcloud_sdk::tonic::Request;
 use oncetask_core::lifecycle::{self, LeaseGrant};
 use oncetask_core::store::{ClaimMode, ClaimRequest, Swap, SwapOutcome};
@@ -64,24 +62,7 @@ async fn seeded(files: &[&str]) -> (FirestoreDb, FirestoreStore) {
 }
 
 async fn raw(db: &FirestoreDb, store: &FirestoreStore, id: &str) -> Fields {
-    let name = format!("{}/{}/{id}", db.get_documents_path(), store.collection());
-    let mut stream = db
-        .client()
-        .get()
-        .batch_get_documents(Request::new(BatchGetDocumentsRequest {
-            database: db.get_database_path().clone(),
-            documents: vec![name],
-            ..Default::default()
-        }))
-        .await
-        .unwrap()
-        .into_inner();
-    while let Some(r) = stream.message().await.unwrap() {
-        if let Some(batch_get_documents_response::Result::Found(d)) = r.result {
-            return d.fields;
-        }
-    }
-    panic!("{id} not found");
+    common::raw(db, store.collection(), id).await
 }
 
 fn claim_at(now: &str) -> ClaimRequest {

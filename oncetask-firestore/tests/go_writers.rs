@@ -16,8 +16,7 @@ use firestore::gcloud_sdk::google::firestore::v1::document_transform::field_tran
 use firestore::gcloud_sdk::google::firestore::v1::precondition::ConditionType;
 use firestore::gcloud_sdk::google::firestore::v1::value::ValueType;
 use firestore::gcloud_sdk::google::firestore::v1::{
-    BatchGetDocumentsRequest, CommitRequest, Document, DocumentMask, Precondition, Value, Write,
-    batch_get_documents_response, write,
+    CommitRequest, Document, DocumentMask, Precondition, Value, Write, write,
 };
 use firestore::gcloud_sdk::tonic::Request;
 use oncetask_core::lifecycle::{self, LeaseGrant, Rejection};
@@ -163,23 +162,7 @@ fn bool_value(b: bool) -> Value {
 }
 
 async fn raw(db: &FirestoreDb, store: &FirestoreStore) -> Fields {
-    let mut stream = db
-        .client()
-        .get()
-        .batch_get_documents(Request::new(BatchGetDocumentsRequest {
-            database: db.get_database_path().clone(),
-            documents: vec![name(db, store.collection())],
-            ..Default::default()
-        }))
-        .await
-        .unwrap()
-        .into_inner();
-    while let Some(r) = stream.message().await.unwrap() {
-        if let Some(batch_get_documents_response::Result::Found(d)) = r.result {
-            return d.fields;
-        }
-    }
-    panic!("{ID} not found");
+    common::raw(db, store.collection(), ID).await
 }
 
 fn string_of(fields: &Fields, name: &str) -> String {
@@ -226,6 +209,17 @@ async fn claim(store: &FirestoreStore, now: &str) -> Task {
     claimed.remove(0)
 }
 
+/// `lifecycle::succeed` of `from` at `at` (no result), swapped in.
+async fn complete(
+    store: &FirestoreStore,
+    from: &Task,
+    token: &oncetask_core::LeaseToken,
+    at: &str,
+) -> SwapOutcome {
+    let done = lifecycle::succeed(from, token, t(at), None).expect("the lease holder succeeds");
+    swap(store, from, done).await
+}
+
 async fn swap(store: &FirestoreStore, from: &Task, next: Task) -> SwapOutcome {
     store
         .swap(vec![Swap {
@@ -249,9 +243,8 @@ fn a_go_cancel_during_a_rust_run_survives_and_the_task_ends_cancelled() {
         go_cancel(&db, &store, "2026-01-01T00:00:05Z").await;
 
         let token = claimed.lease_token.clone().unwrap();
-        let done = lifecycle::succeed(&claimed, &token, t("2026-01-01T00:00:06Z"), None).unwrap();
         assert!(matches!(
-            swap(&store, &claimed, done).await,
+            complete(&store, &claimed, &token, "2026-01-01T00:00:06Z").await,
             SwapOutcome::Conflict
         ));
 
@@ -262,9 +255,8 @@ fn a_go_cancel_during_a_rust_run_survives_and_the_task_ends_cancelled() {
             Some(token.clone()),
             "Go's cancel keeps the lease"
         );
-        let done = lifecycle::succeed(&fresh, &token, t("2026-01-01T00:00:06Z"), None).unwrap();
         assert!(matches!(
-            swap(&store, &fresh, done).await,
+            complete(&store, &fresh, &token, "2026-01-01T00:00:06Z").await,
             SwapOutcome::Applied { revision: Some(_) }
         ));
         let fields = raw(&db, &store).await;
@@ -309,9 +301,8 @@ fn a_late_rust_completion_never_overwrites_a_go_re_lease() {
         go_release(&db, &store, "2026-01-01T00:03:00Z").await;
 
         let token = claimed.lease_token.clone().unwrap();
-        let done = lifecycle::succeed(&claimed, &token, t("2026-01-01T00:02:30Z"), None).unwrap();
         assert!(matches!(
-            swap(&store, &claimed, done).await,
+            complete(&store, &claimed, &token, "2026-01-01T00:02:30Z").await,
             SwapOutcome::Conflict
         ));
         let fresh = stored(&store).await;
@@ -456,9 +447,8 @@ fn a_rust_run_leaves_the_go_payload_as_go_wrote_it() {
         let (db, store) = seeded().await;
         let claimed = claim(&store, "2026-01-01T00:00:01Z").await;
         let token = claimed.lease_token.clone().unwrap();
-        let done = lifecycle::succeed(&claimed, &token, t("2026-01-01T00:00:02Z"), None).unwrap();
         assert!(matches!(
-            swap(&store, &claimed, done).await,
+            complete(&store, &claimed, &token, "2026-01-01T00:00:02Z").await,
             SwapOutcome::Applied { .. }
         ));
         let fields = raw(&db, &store).await;

@@ -147,6 +147,22 @@ async fn status(m: &Manager, id: &str, clock: &ManualClock) -> Option<TaskStatus
         .map(|t| t.status(clock.now()))
 }
 
+/// Registers a `job` handler that succeeds and counts its runs.
+fn register_counting(m: &Manager) -> Arc<AtomicU32> {
+    let runs = Arc::new(AtomicU32::new(0));
+    let r = runs.clone();
+    m.register(
+        "job",
+        handler_fn(move |_t: Task| {
+            r.fetch_add(1, Ordering::SeqCst);
+            async { Ok::<_, std::io::Error>(()) }
+        }),
+        HandlerOptions::default(),
+    )
+    .expect("register");
+    runs
+}
+
 async fn eventually<F: std::future::Future<Output = bool>>(what: &str, mut f: impl FnMut() -> F) {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while !f().await {
@@ -169,17 +185,7 @@ async fn an_idle_poll_is_one_claim_and_a_scheduled_task_still_runs_on_time() {
         .clock(Arc::new(clock.clone()))
         .poll_interval(Duration::from_secs(1))
         .build();
-    let runs = Arc::new(AtomicU32::new(0));
-    let r = runs.clone();
-    m.register(
-        "job",
-        handler_fn(move |_t: Task| {
-            r.fetch_add(1, Ordering::SeqCst);
-            async { Ok::<_, std::io::Error>(()) }
-        }),
-        HandlerOptions::default(),
-    )
-    .expect("register");
+    let runs = register_counting(&m);
     let claims = || store.claims.load(Ordering::SeqCst);
     eventually("the first claim", || async { claims() >= 1 }).await;
     let dues_at_start = store.next_dues.load(Ordering::SeqCst);
@@ -213,17 +219,7 @@ async fn a_storage_blip_does_not_lose_a_success() {
     let store = Faulty::default();
     let clock = ManualClock::new(start());
     let m = manager(&store, &clock, false);
-    let runs = Arc::new(AtomicU32::new(0));
-    let r = runs.clone();
-    m.register(
-        "job",
-        handler_fn(move |_t: Task| {
-            r.fetch_add(1, Ordering::SeqCst);
-            async { Ok::<_, std::io::Error>(()) }
-        }),
-        HandlerOptions::default(),
-    )
-    .expect("register");
+    let runs = register_counting(&m);
     m.create(&Job { id: "j1" }).await.expect("create");
     store.failing_swaps.store(2, Ordering::SeqCst);
     let report = m.process_next("job").await.expect("run").expect("claimed");

@@ -81,6 +81,34 @@ pub fn t(s: &str) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
 }
 
+/// The fields of document `id` of `collection`, as stored (read directly,
+/// not through the store).
+pub async fn raw(db: &FirestoreDb, collection: &str, id: &str) -> Fields {
+    use firestore::gcloud_sdk::google::firestore::v1::{
+        BatchGetDocumentsRequest, batch_get_documents_response,
+    };
+    let name = format!("{}/{collection}/{id}", db.get_documents_path());
+    let mut stream = db
+        .client()
+        .get()
+        .batch_get_documents(firestore::gcloud_sdk::tonic::Request::new(
+            BatchGetDocumentsRequest {
+                database: db.get_database_path().clone(),
+                documents: vec![name],
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    while let Some(r) = stream.message().await.unwrap() {
+        if let Some(batch_get_documents_response::Result::Found(d)) = r.result {
+            return d.fields;
+        }
+    }
+    panic!("{collection}/{id} not found");
+}
+
 /// The emulator's project; any id works there.
 pub const PROJECT: &str = "demo-oncetask";
 
