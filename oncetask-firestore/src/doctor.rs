@@ -261,7 +261,14 @@ pub(crate) fn query_shapes(
         ));
     }
     out.push((
-        "subscribe: not-done tasks".to_owned(),
+        "subscribe: wake-up signals".to_owned(),
+        queries::signal_query(
+            &format!("{collection}{}", crate::signal::COLLECTION_SUFFIX),
+            env,
+        ),
+    ));
+    out.push((
+        "subscribe: not-done tasks (Wakeups::TaskChanges)".to_owned(),
         queries::listen_query(collection, env),
     ));
     for k in [None, Some(kind)] {

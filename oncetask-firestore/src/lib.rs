@@ -59,9 +59,10 @@ pub mod limits;
 mod listen;
 mod queries;
 mod routing;
+mod signal;
 mod status;
 pub mod store;
 
 pub use doctor::{CostModel, DoctorReport};
 pub use document::{DecodeError, EncodeError, decode_task, encode_task};
-pub use store::{DEFAULT_COLLECTION, FirestoreStore, StoreStats};
+pub use store::{DEFAULT_COLLECTION, DEFAULT_SIGNAL_INTERVAL, FirestoreStore, StoreStats, Wakeups};

@@ -1,8 +1,9 @@
 //! [`Store::subscribe`](oncetask_core::Store::subscribe) on Firestore: a
-//! Listen stream on the not-done tasks of one env, turned into
-//! [`Notification`]s, reconnecting (with its resume token) on errors.
+//! Listen stream on one env's wake-up signal documents ([`crate::signal`])
+//! or on its not-done tasks ([`Source`]), turned into [`Notification`]s,
+//! reconnecting (with its resume token) on errors.
 
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,6 +20,16 @@ use oncetask_core::store::Notification;
 
 use crate::queries;
 use crate::store::Counters;
+
+/// What a listener watches.
+pub(crate) enum Source {
+    /// The env's signal documents in this collection: a notice for each
+    /// kind whose number a write moved.
+    Signals(String),
+    /// The env's not-done tasks in this collection: a notice for each task
+    /// that enters, changes in or leaves that set (but not for a lease).
+    Tasks(String),
+}
 
 /// The id of the one target of a listen stream.
 const TARGET: i32 = 1;
@@ -57,14 +68,15 @@ struct Listener {
     db: FirestoreDb,
     /// The store's billing counters.
     counters: Arc<Counters>,
-    collection: String,
+    source: Source,
     env: String,
     /// Where to resume after a reconnect (empty: from a fresh snapshot).
     resume_token: Vec<u8>,
-    /// The kind and update time of every document in the target: removals
-    /// carry only the document name, and a document re-sent unchanged (after
-    /// a reset) is not news.
-    kinds: HashMap<String, (String, Option<Timestamp>)>,
+    /// What every document in the target said (a task's kind, or a signal's
+    /// numbers by kind) and its update time: removals carry only the
+    /// document name, and a document re-sent unchanged (after a reset) is
+    /// not news.
+    seen: HashMap<String, Seen>,
     /// After a reset: the documents re-sent so far; those not re-sent by the
     /// next `CURRENT` left the target.
     resent: Option<HashSet<String>>,
@@ -83,24 +95,25 @@ struct Listener {
     retry: Duration,
 }
 
-/// A never-ending stream of notices for the not-done tasks of `env` in
-/// `collection`: one per document that enters, changes in or leaves that set
-/// (so every create, every swap of a not-done task, every finish and every
-/// delete of one). Billed one read per document of the initial snapshot and
-/// one per change after it; a reconnect resumes from the last resume token.
+/// What a document of the target said when last delivered.
+type Seen = (BTreeMap<String, i64>, Option<Timestamp>);
+
+/// A never-ending stream of notices for `env` from `source`. Billed one
+/// read per document of the initial snapshot and one per change after it; a
+/// reconnect resumes from the last resume token.
 pub(crate) fn subscribe(
     db: FirestoreDb,
-    collection: String,
+    source: Source,
     env: String,
     counters: Arc<Counters>,
 ) -> BoxStream<'static, Notification> {
     let listener = Listener {
         db,
         counters,
-        collection,
+        source,
         env,
         resume_token: Vec::new(),
-        kinds: HashMap::new(),
+        seen: HashMap::new(),
         resent: None,
         synced: false,
         snapshot: false,
@@ -160,7 +173,10 @@ impl Listener {
     }
 
     async fn connect(&mut self) -> Result<(), ()> {
-        let query = queries::listen_query(&self.collection, &self.env);
+        let query = match &self.source {
+            Source::Signals(collection) => queries::signal_query(collection, &self.env),
+            Source::Tasks(collection) => queries::listen_query(collection, &self.env),
+        };
         let add = ListenRequest {
             database: self.db.get_database_path().clone(),
             target_change: Some(listen_request::TargetChange::AddTarget(Target {
@@ -211,16 +227,14 @@ impl Listener {
                     Ok(TargetChangeType::Current) => {
                         if let Some(resent) = self.resent.take() {
                             let gone: Vec<String> = self
-                                .kinds
+                                .seen
                                 .keys()
                                 .filter(|name| !resent.contains(*name))
                                 .cloned()
                                 .collect();
                             let mut kinds = BTreeSet::new();
                             for name in gone {
-                                if let Some((kind, _)) = self.kinds.remove(&name) {
-                                    kinds.insert(kind);
-                                }
+                                kinds.extend(self.left(&name));
                             }
                             for kind in kinds {
                                 if let Some(kind) = self.news(kind) {
@@ -244,49 +258,86 @@ impl Listener {
             }
             ResponseType::DocumentChange(change) => {
                 let doc = change.document?;
-                let kind = match doc.fields.get("type") {
-                    Some(Value {
-                        value_type: Some(ValueType::StringValue(k)),
-                    }) => k.clone(),
-                    _ => {
-                        self.bill(true);
-                        return None;
-                    }
+                let said = match &self.source {
+                    Source::Signals(_) => crate::signal::kinds_of(&doc.fields),
+                    Source::Tasks(_) => match doc.fields.get("type") {
+                        Some(Value {
+                            value_type: Some(ValueType::StringValue(k)),
+                        }) => BTreeMap::from([(k.clone(), 0)]),
+                        _ => {
+                            self.bill(true);
+                            return None;
+                        }
+                    },
                 };
-                if change.target_ids.contains(&TARGET) {
-                    if let Some(resent) = self.resent.as_mut() {
-                        resent.insert(doc.name.clone());
-                    }
-                    let seen = (kind.clone(), doc.update_time);
-                    let leased = holds_live_lease(&doc.fields);
-                    let unchanged = self.kinds.insert(doc.name, seen.clone()) == Some(seen);
-                    self.bill(!unchanged);
-                    if unchanged {
-                        return None; // re-sent unchanged
-                    }
-                    if leased && self.synced {
-                        // A claim or a heartbeat: no work became available
-                        // (claims need not notify; the lease's end is found
-                        // by the next poll, as after a crash).
-                        return None;
-                    }
-                } else {
-                    self.kinds.remove(&doc.name);
+                if !change.target_ids.contains(&TARGET) {
                     self.bill(true);
+                    return self.left_news(&doc.name);
                 }
-                self.news(kind)
+                if let Some(resent) = self.resent.as_mut() {
+                    resent.insert(doc.name.clone());
+                }
+                let leased =
+                    matches!(self.source, Source::Tasks(_)) && holds_live_lease(&doc.fields);
+                let before = self.seen.insert(doc.name, (said.clone(), doc.update_time));
+                let unchanged = before
+                    .as_ref()
+                    .is_some_and(|(kinds, t)| *kinds == said && *t == doc.update_time);
+                self.bill(!unchanged);
+                if unchanged {
+                    return None; // re-sent unchanged
+                }
+                if leased && self.synced {
+                    // A claim or a heartbeat: no work became available
+                    // (claims need not notify; the lease's end is found by
+                    // the next poll, as after a crash).
+                    return None;
+                }
+                // A task's kind; the kinds whose signal number moved.
+                let before = before.map(|(kinds, _)| kinds).unwrap_or_default();
+                let tasks = matches!(self.source, Source::Tasks(_));
+                let mut moved = said
+                    .into_iter()
+                    .filter(|(kind, n)| tasks || before.get(kind) != Some(n))
+                    .map(|(kind, _)| kind)
+                    .collect::<Vec<_>>()
+                    .into_iter();
+                let first = moved.next()?;
+                for kind in moved {
+                    if let Some(kind) = self.news(kind) {
+                        self.queued.push_back(kind);
+                    }
+                }
+                self.news(first)
             }
-            ResponseType::DocumentDelete(delete) => {
-                let (kind, _) = self.kinds.remove(&delete.document)?;
-                self.bill(true);
-                self.news(kind)
-            }
-            ResponseType::DocumentRemove(remove) => {
-                let (kind, _) = self.kinds.remove(&remove.document)?;
-                self.bill(true);
-                self.news(kind)
-            }
+            ResponseType::DocumentDelete(delete) => self.removed(&delete.document),
+            ResponseType::DocumentRemove(remove) => self.removed(&remove.document),
             ResponseType::Filter(_) => None,
+        }
+    }
+
+    /// A document was deleted or left the target.
+    fn removed(&mut self, name: &str) -> Option<String> {
+        if !self.seen.contains_key(name) {
+            return None;
+        }
+        self.bill(true);
+        self.left_news(name)
+    }
+
+    fn left_news(&mut self, name: &str) -> Option<String> {
+        let kind = self.left(name)?;
+        self.news(kind)
+    }
+
+    /// Forgets a document that left the target; the kind that is news: a
+    /// task that left the not-done set may have freed its resource key; a
+    /// signal document that went away (expired) is no news.
+    fn left(&mut self, name: &str) -> Option<String> {
+        let (kinds, _) = self.seen.remove(name)?;
+        match self.source {
+            Source::Tasks(_) => kinds.into_keys().next(),
+            Source::Signals(_) => None,
         }
     }
 

@@ -163,7 +163,15 @@ pub(crate) fn due_query(
     )
 }
 
-/// The not-done tasks of `env`: what a subscription listens to.
+/// The wake-up signal documents of `env` in the signal collection
+/// `collection` ([`crate::signal`]): what a subscription listens to by
+/// default. One equality filter: the automatic single-field index serves it.
+pub(crate) fn signal_query(collection: &str, env: &str) -> StructuredQuery {
+    base_query(collection, vec![eq("env", str_value(env))], &[])
+}
+
+/// The not-done tasks of `env`: what a subscription listens to with
+/// [`crate::Wakeups::TaskChanges`].
 pub(crate) fn listen_query(collection: &str, env: &str) -> StructuredQuery {
     base_query(
         collection,
@@ -423,6 +431,10 @@ mod tests {
             ));
         }
         out.push(("listen".to_owned(), listen_query(c, "e")));
+        out.push((
+            "signals".to_owned(),
+            signal_query(&format!("{c}{}", crate::signal::COLLECTION_SUFFIX), "e"),
+        ));
         for kind in [None, Some("k")] {
             for (what, q) in count_queries(c, "e", kind, t) {
                 out.push((format!("count {what:?} {kind:?}"), q));
@@ -511,6 +523,15 @@ mod tests {
         format!("{}-resourceKeys", crate::DEFAULT_COLLECTION)
     }
 
+    /// The signal collection (queried by `env` only).
+    fn signal_group() -> String {
+        format!(
+            "{}{}",
+            crate::DEFAULT_COLLECTION,
+            crate::signal::COLLECTION_SUFFIX
+        )
+    }
+
     /// The fields the store writes on a lock document.
     const LOCK_FIELDS: [&str; 6] = [
         "env",
@@ -558,7 +579,9 @@ mod tests {
                 "{group}/{path} is overridden twice"
             );
             assert!(
-                group == crate::DEFAULT_COLLECTION || *group == lock_group(),
+                group == crate::DEFAULT_COLLECTION
+                    || *group == lock_group()
+                    || *group == signal_group(),
                 "unknown collection group {group}"
             );
             assert_eq!(
@@ -572,7 +595,7 @@ mod tests {
                 .keys()
                 .map(String::as_str)
                 .collect();
-            let ttl = *group == lock_group() && path == "expireAt";
+            let ttl = (*group == lock_group() || *group == signal_group()) && path == "expireAt";
             let expected: BTreeSet<&str> = if ttl {
                 ["collectionGroup", "fieldPath", "indexes", "ttl"].into()
             } else {
@@ -580,7 +603,7 @@ mod tests {
             };
             assert_eq!(keys, expected, "{group}/{path}");
             if ttl {
-                assert_eq!(o["ttl"], true, "the lock TTL policy is on");
+                assert_eq!(o["ttl"], true, "the TTL policy is on");
             }
         }
         let queried: BTreeSet<String> = all_queries(crate::DEFAULT_COLLECTION)
@@ -613,6 +636,11 @@ mod tests {
                 "lock field {field} is not exempted"
             );
         }
+        // Signals are listened to by `env`; their other fields are exempted.
+        for field in ["kinds", "expireAt"] {
+            assert!(seen.contains(&(signal_group(), field.to_owned())));
+        }
+        assert!(!seen.contains(&(signal_group(), "env".to_owned())));
     }
 
     #[test]

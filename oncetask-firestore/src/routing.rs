@@ -165,7 +165,7 @@ mod tests {
         // Listen (a subscription) goes through the helper too.
         let mut notices = crate::listen::subscribe(
             db.clone(),
-            "onceTasks".into(),
+            crate::listen::Source::Signals("onceTasks-wakeups".into()),
             "prod".into(),
             std::sync::Arc::default(),
         );

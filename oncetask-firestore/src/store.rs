@@ -54,15 +54,26 @@
 //!   A keyless claim costs `limit` reads (one if the queue is empty) plus
 //!   one write per task; [`FirestoreStore::stats`] counts reads, writes and
 //!   lost races.
-//! * **subscribe** opens a Firestore Listen on the env's not-done tasks
-//!   (`env ==`, `doneAt == ""`) when the stream is first polled, and
-//!   yields a notice with the kind of every document that enters, changes in
-//!   or leaves that set: creates, swaps, finishes and deletes by any process,
-//!   Go ones included. The initial snapshot yields each kind in it once.
-//!   On an error or a dropped stream it reconnects with its resume token
-//!   (backing off from 250 ms to 30 s; failures are logged with their
-//!   cause). Cost: one read per document of the initial snapshot, then one
-//!   per change, counted in [`StoreStats::listen_reads`].
+//! * **Wake-up signals**: after a create, a swap that leaves a task waiting
+//!   (a retry, a release, a reset), cancels a leased task or finishes a task
+//!   with a resource key, and a delete of a not-done task, the store bumps
+//!   the task kind's number in its own signal document of the env (side
+//!   collection `<collection>-wakeups`, one document per store instance and
+//!   env), written at most once per [`FirestoreStore::with_signal_interval`]
+//!   (one second by default; signals in between go out together at its
+//!   end). Leases, heartbeats and the end of a keyless task signal nothing.
+//!   Counted in [`StoreStats::signal_writes`].
+//! * **subscribe** opens a Firestore Listen when the stream is first polled,
+//!   by default on the env's signal documents (`env ==`), and yields a
+//!   notice for each kind whose number moved; with
+//!   [`Wakeups::TaskChanges`], on the env's not-done tasks (`env ==`,
+//!   `doneAt == ""`), with a notice for every task that enters, changes in
+//!   (except a lease) or leaves that set, Go writes included. The initial
+//!   snapshot yields each kind in it once. On an error or a dropped stream
+//!   it reconnects with its resume token (backing off from 250 ms to 30 s;
+//!   failures are logged with their cause). Cost: one read per document of
+//!   the initial snapshot, then one per change, counted in
+//!   [`StoreStats::listen_reads`].
 //! * **Resource keys**: each (env, kind, key) has a lock document in the
 //!   side collection `<collection>-resourceKeys`. A claim reads the lock,
 //!   then asks for one not-done task of the key with a live lease (limit 1:
@@ -106,7 +117,10 @@ use crate::document::{
     CHANGEABLE_FIELDS, Fields, decode_task, encode_changes, encode_task, fixed_fields, format_time,
 };
 use crate::limits;
+use crate::listen::Source;
 use crate::queries::{self, CountOf, str_value};
+pub use crate::signal::DEFAULT_SIGNAL_INTERVAL;
+use crate::signal::{self, Raised, Signals};
 use crate::status::{is_exists, item_error, status_error};
 
 mod claim;
@@ -157,6 +171,29 @@ pub struct FirestoreStore {
     collection: String,
     counters: Arc<Counters>,
     call_timeout: Duration,
+    signals: Arc<Signals>,
+    wakeups: Wakeups,
+}
+
+/// What [`Store::subscribe`] listens to, so that workers in other processes
+/// wake when work becomes available ([`FirestoreStore::with_wakeups`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Wakeups {
+    /// The env's wake-up signal documents (the default). Every oncetask
+    /// process writes its own, at most once per second, when its writes can
+    /// make work available (see the `signal` notes in the [module
+    /// docs](self)); a listener pays one read per signal write, not one per
+    /// task write. Tasks written by the Go package send no signal: they are
+    /// found at the next poll.
+    #[default]
+    Signals,
+    /// Every change to the env's not-done tasks, Go's included: one read
+    /// per change (create, lease, finish) per listening process. For
+    /// collections shared with Go producers whose tasks must start at once.
+    TaskChanges,
+    /// No listener: workers in other processes find work at their polls.
+    Off,
 }
 
 /// What a [`FirestoreStore`] (and its clones) has cost so far, counted the
@@ -179,8 +216,29 @@ pub struct StoreStats {
     /// Of `reads`: documents delivered by listeners (changes, removals, and
     /// whole result sets after each (re)connect).
     pub listen_reads: u64,
+    /// Of `writes`: wake-up signal documents written (at most one per
+    /// second per env).
+    pub signal_writes: u64,
     /// Listen streams opened (the first connect and every reconnect).
     pub listen_connects: u64,
+}
+
+/// The sum of two stores' figures (e.g. over a fleet of processes).
+impl std::ops::Add for StoreStats {
+    type Output = StoreStats;
+
+    fn add(self, other: StoreStats) -> StoreStats {
+        StoreStats {
+            reads: self.reads + other.reads,
+            writes: self.writes + other.writes,
+            lost_races: self.lost_races + other.lost_races,
+            requests: self.requests + other.requests,
+            retries: self.retries + other.retries,
+            listen_reads: self.listen_reads + other.listen_reads,
+            listen_connects: self.listen_connects + other.listen_connects,
+            signal_writes: self.signal_writes + other.signal_writes,
+        }
+    }
 }
 
 impl StoreStats {
@@ -194,6 +252,7 @@ impl StoreStats {
             requests: self.requests.saturating_sub(earlier.requests),
             retries: self.retries.saturating_sub(earlier.retries),
             listen_reads: self.listen_reads.saturating_sub(earlier.listen_reads),
+            signal_writes: self.signal_writes.saturating_sub(earlier.signal_writes),
             listen_connects: self.listen_connects.saturating_sub(earlier.listen_connects),
         }
     }
@@ -208,6 +267,7 @@ pub(crate) struct Counters {
     retries: AtomicU64,
     listen_reads: AtomicU64,
     listen_connects: AtomicU64,
+    signal_writes: AtomicU64,
     /// How many more claims start at a random candidate: set after a lost
     /// race, counted down by each claim (see [`SPREAD_CLAIMS`]).
     spread: AtomicU64,
@@ -263,7 +323,38 @@ impl FirestoreStore {
             collection: collection.into(),
             counters: Arc::default(),
             call_timeout: DEFAULT_CALL_TIMEOUT,
+            signals: Arc::new(Signals::new(signal::DEFAULT_SIGNAL_INTERVAL)),
+            wakeups: Wakeups::default(),
         }
+    }
+
+    /// Sets what [`Store::subscribe`] listens to (default
+    /// [`Wakeups::Signals`]). Whatever is chosen, this store keeps writing
+    /// its signals, so processes that listen to signals still hear of its
+    /// writes.
+    ///
+    /// ```no_run
+    /// # async fn run(db: firestore::FirestoreDb) {
+    /// use oncetask_firestore::{FirestoreStore, Wakeups};
+    /// // Go services create tasks in this collection: wake on their writes too.
+    /// let store = FirestoreStore::new(db).with_wakeups(Wakeups::TaskChanges);
+    /// # let _ = store;
+    /// # }
+    /// ```
+    pub fn with_wakeups(mut self, wakeups: Wakeups) -> Self {
+        self.wakeups = wakeups;
+        self
+    }
+
+    /// Sets the shortest time between two wake-up signal writes of this
+    /// store (default [`DEFAULT_SIGNAL_INTERVAL`], one second, the write
+    /// rate Firestore sustains on one document). Signals raised in between
+    /// are written together at the end of the interval, so a shorter one
+    /// wakes other processes sooner and costs more writes (and listener
+    /// reads in every process); zero writes every signal at once.
+    pub fn with_signal_interval(mut self, interval: Duration) -> Self {
+        self.signals = Arc::new(Signals::new(interval));
+        self
     }
 
     /// Sets how long one Firestore call may take (default
@@ -373,6 +464,67 @@ impl FirestoreStore {
             retries: self.counters.retries.load(Ordering::Relaxed),
             listen_reads: self.counters.listen_reads.load(Ordering::Relaxed),
             listen_connects: self.counters.listen_connects.load(Ordering::Relaxed),
+            signal_writes: self.counters.signal_writes.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The side collection of the wake-up signal documents.
+    pub(crate) fn signal_collection(&self) -> String {
+        format!("{}{}", self.collection, signal::COLLECTION_SUFFIX)
+    }
+
+    /// Tells listeners in other processes that work may be available for
+    /// each `(env, kind)` (see [`crate::signal`]): written now when this
+    /// store has written no signal for a second, else by a write planned at
+    /// the end of that second. Call it after the writes it announces landed.
+    pub(crate) async fn signal<'a>(&self, changed: impl IntoIterator<Item = (&'a str, &'a str)>) {
+        match self.signals.raise(changed) {
+            Raised::Now(docs) => self.write_signals(docs).await,
+            Raised::Later(at) => {
+                let store = self.clone();
+                let planned = async move {
+                    let mut at = at;
+                    loop {
+                        tokio::time::sleep_until(at).await;
+                        let Some(docs) = store.signals.due() else {
+                            return;
+                        };
+                        store.write_signals(docs).await;
+                        at = tokio::time::Instant::now() + store.signals.gap();
+                    }
+                };
+                match tokio::runtime::Handle::try_current() {
+                    Ok(runtime) => drop(runtime.spawn(planned)),
+                    // Not on a tokio runtime (the gRPC client needs one, so
+                    // this is a caller's odd executor): nothing to plan on.
+                    Err(_) => tracing::debug!("no tokio runtime: a wake-up signal waits"),
+                }
+            }
+            Raised::Carried => {}
+        }
+    }
+
+    /// Writes signal documents; a failure is logged, not returned (workers
+    /// still find the work at their polls).
+    async fn write_signals(&self, docs: Vec<(String, Fields)>) {
+        let collection = self.signal_collection();
+        let writes = docs
+            .into_iter()
+            .map(|(id, fields)| Write {
+                operation: Some(Operation::Update(Document {
+                    name: format!("{}/{collection}/{id}", self.db.get_documents_path()),
+                    fields,
+                    ..Default::default()
+                })),
+                ..Default::default()
+            })
+            .collect();
+        for result in self.batch_write(writes).await {
+            match result {
+                Ok(_) => Counters::add(&self.counters.signal_writes, 1),
+                Err(status) => tracing::warn!(code = ?status.code(), message = status.message(),
+                    "cannot write a wake-up signal; other processes find the work at their next poll"),
+            }
         }
     }
 
@@ -861,6 +1013,14 @@ impl Store for FirestoreStore {
             };
             outcomes.push(outcome);
         }
+        self.signal(
+            tasks
+                .iter()
+                .zip(&outcomes)
+                .filter(|(_, o)| matches!(o, CreateOutcome::Created))
+                .map(|(t, _)| (t.env.as_str(), t.kind.as_str())),
+        )
+        .await;
         Ok(outcomes)
     }
 
@@ -964,14 +1124,25 @@ impl Store for FirestoreStore {
         for (i, outcome) in rest.into_iter().zip(decided) {
             outcomes[i] = Some(outcome);
         }
-        Ok(outcomes
+        let outcomes: Vec<SwapOutcome> = outcomes
             .into_iter()
             .map(|o| {
                 o.unwrap_or_else(|| {
                     SwapOutcome::Failed(StoreError::Unavailable("no swap outcome".into()))
                 })
             })
-            .collect())
+            .collect();
+        self.signal(
+            swaps
+                .iter()
+                .zip(&outcomes)
+                .filter(|(s, o)| {
+                    matches!(o, SwapOutcome::Applied { .. }) && signal::announces_work(&s.task)
+                })
+                .map(|(s, _)| (s.task.env.as_str(), s.task.kind.as_str())),
+        )
+        .await;
+        Ok(outcomes)
     }
 
     async fn get(&self, ids: &[String]) -> Result<Vec<Fetched>, StoreError> {
@@ -1053,7 +1224,10 @@ impl Store for FirestoreStore {
 
     async fn delete(&self, deletes: &[Delete]) -> Result<Vec<DeleteOutcome>, StoreError> {
         let ids: Vec<&str> = deletes.iter().map(|d| d.id.as_str()).collect();
-        Ok(self
+        // The (env, kind) of each not-done task being deleted: deleting one
+        // may free its resource key.
+        let mut not_done: Vec<Option<(String, String)>> = vec![None; deletes.len()];
+        let outcomes = self
             .write_each_if_unchanged(
                 &ids,
                 |i, stored| {
@@ -1066,6 +1240,10 @@ impl Store for FirestoreStore {
                             _ => return Decision::Done(DeleteOutcome::Conflict),
                         }
                     }
+                    not_done[i] = match &stored.task {
+                        Ok(t) if !t.is_done() => Some((t.env.clone(), t.kind.clone())),
+                        _ => None,
+                    };
                     Decision::Write(
                         Write {
                             operation: Some(Operation::Delete(self.doc_name(&stored.id))),
@@ -1082,7 +1260,16 @@ impl Store for FirestoreStore {
                     )))
                 },
             )
-            .await)
+            .await;
+        self.signal(
+            not_done
+                .iter()
+                .zip(&outcomes)
+                .filter(|(_, o)| matches!(o, DeleteOutcome::Deleted))
+                .filter_map(|(t, _)| t.as_ref().map(|(e, k)| (e.as_str(), k.as_str()))),
+        )
+        .await;
+        Ok(outcomes)
     }
 
     /// The distinct kinds, walked in kind order: one query with limit 1 per
@@ -1133,9 +1320,14 @@ impl Store for FirestoreStore {
 
     /// A Firestore listener on the env's not-done tasks: see the module docs.
     fn subscribe(&self, env: &str) -> Option<BoxStream<'static, Notification>> {
+        let source = match self.wakeups {
+            Wakeups::Signals => Source::Signals(self.signal_collection()),
+            Wakeups::TaskChanges => Source::Tasks(self.collection.clone()),
+            Wakeups::Off => return None,
+        };
         Some(crate::listen::subscribe(
             self.db.clone(),
-            self.collection.clone(),
+            source,
             env.to_owned(),
             self.counters.clone(),
         ))

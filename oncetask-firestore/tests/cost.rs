@@ -38,13 +38,14 @@ impl Row {
         let s = &self.spent;
         println!(
             "cost: managers={} keys={} tasks={}: {:.2} reads/task ({:.2} from listeners), \
-             {:.2} writes/task, {} lost races, {} requests, {} listen connects",
+             {:.2} writes/task ({:.2} signals), {} lost races, {} requests, {} listen connects",
             self.managers,
             self.keys,
             self.tasks,
             self.per_task(s.reads),
             self.per_task(s.listen_reads),
             self.per_task(s.writes),
+            self.per_task(s.signal_writes),
             s.lost_races,
             s.requests,
             s.listen_connects,
@@ -96,15 +97,7 @@ fn total(fleet: &[(FirestoreStore, Manager)]) -> StoreStats {
     fleet
         .iter()
         .map(|(s, _)| s.stats())
-        .fold(StoreStats::default(), |a, b| StoreStats {
-            reads: a.reads + b.reads,
-            writes: a.writes + b.writes,
-            lost_races: a.lost_races + b.lost_races,
-            requests: a.requests + b.requests,
-            retries: a.retries + b.retries,
-            listen_reads: a.listen_reads + b.listen_reads,
-            listen_connects: a.listen_connects + b.listen_connects,
-        })
+        .fold(StoreStats::default(), |a, b| a + b)
 }
 
 /// `tasks` tasks (on `keys` resource keys; 0: keyless) created while

@@ -1,5 +1,5 @@
-//! `subscribe` on the Firestore emulator: a Listen on the env's not-done
-//! tasks notices tasks created through another store instance.
+//! `subscribe` on the Firestore emulator: a Listen on the env's wake-up
+//! signals notices tasks created and deleted through another store instance.
 
 use std::time::Duration;
 
