@@ -14,10 +14,10 @@ impl FirestoreStore {
     /// `updateTime` precondition, so a task another claimer took meanwhile
     /// fails the commit instead of being leased twice.
     ///
-    /// Uncontended, a claim takes the head of the claim order and reads
-    /// `limit` documents. After a lost race (`spread`), claims read
-    /// [`SPREAD_SLACK`] more and start at a random one, so concurrent
-    /// claimers rarely pick the same document.
+    /// A claim reads `limit` documents from the head of the claim order.
+    /// After a lost race (`spread`, see [`SPREAD_CLAIMS`]) it starts at a
+    /// random one of them, so concurrent claimers rarely pick the same
+    /// document first.
     pub(super) async fn try_claim(
         &self,
         request: &ClaimRequest,
@@ -35,8 +35,7 @@ impl FirestoreStore {
         if limit == 0 || group == Some(0) {
             return Ok(Some(Vec::new()));
         }
-        let slack = if spread { SPREAD_SLACK } else { 0 };
-        let window = limit.saturating_add(slack).min(MAX_WRITES);
+        let window = limit;
         let mut keys_seen: HashMap<String, bool> = HashMap::new();
         let mut taken: Vec<Task> = Vec::new();
         let mut writes: Vec<Write> = Vec::new();
@@ -90,7 +89,16 @@ impl FirestoreStore {
         if writes.is_empty() {
             return Ok(Some(taken));
         }
-        // One atomic commit; any failed precondition means another claim won.
+        // The writes must not land after the lease they write has ended.
+        let lease_left = (request.grant.leased_until - now)
+            .to_std()
+            .unwrap_or(Duration::ZERO);
+        if writes.len() == taken.len() {
+            // No key lock: each lease stands alone.
+            return self.lease_each(taken, writes, lease_left).await;
+        }
+        // Leases with key locks: one atomic commit; any failed precondition
+        // means another claim won.
         let names: Vec<String> = writes
             .iter()
             .map(|w| match &w.operation {
@@ -98,10 +106,6 @@ impl FirestoreStore {
                 _ => String::new(),
             })
             .collect();
-        // The commit must not land after the lease it writes has ended.
-        let lease_left = (request.grant.leased_until - now)
-            .to_std()
-            .unwrap_or(Duration::ZERO);
         match self.commit(writes, Vec::new(), lease_left).await {
             Ok(update_times) => {
                 // Each leased task carries the revision its lease wrote, so
@@ -120,6 +124,63 @@ impl FirestoreStore {
             }
             Err(s) if lost_race(&s) => Ok(None),
             Err(s) => Err(status_error(s)),
+        }
+    }
+
+    /// Writes the leases of tasks without a resource key in one BatchWrite,
+    /// each conditional on its candidate's update time: a lease another
+    /// claim took first fails alone, and the others are kept (an atomic
+    /// commit would lose them all). `Ok(None)` when every lease lost a race.
+    async fn lease_each(
+        &self,
+        taken: Vec<Task>,
+        writes: Vec<Write>,
+        limit: Duration,
+    ) -> Result<Option<Vec<Task>>, StoreError> {
+        let n = writes.len();
+        let request = BatchWriteRequest {
+            database: self.database(),
+            writes,
+            ..Default::default()
+        };
+        let limit = limit.min(self.call_timeout);
+        let mut call = self.request(request);
+        call.set_timeout(limit);
+        let response = self
+            .within("BatchWrite", limit, async {
+                self.db.client().get().batch_write(call).await
+            })
+            .await
+            .map_err(status_error)?
+            .into_inner();
+        let mut leased = Vec::with_capacity(n);
+        let mut failure = None;
+        for (i, mut task) in taken.into_iter().enumerate() {
+            match response.status.get(i) {
+                Some(s) if s.code != 0 => {
+                    let status = Status::new(Code::from(s.code), s.message.clone());
+                    if !lost_race(&status) {
+                        failure = Some(status);
+                    }
+                }
+                _ => {
+                    Counters::add(&self.counters.writes, 1);
+                    let update_time = response.write_results.get(i).and_then(|r| r.update_time);
+                    task.revision = update_time.map(|t| revision_of(t, task.version));
+                    leased.push(task);
+                }
+            }
+        }
+        match failure {
+            // Nothing leased and a real failure: report it.
+            Some(status) if leased.is_empty() => Err(status_error(status)),
+            Some(status) => {
+                tracing::warn!(code = ?status.code(), message = status.message(),
+                    "some leases of a claim were not written; the tasks stay ready");
+                Ok(Some(leased))
+            }
+            None if leased.is_empty() => Ok(None),
+            None => Ok(Some(leased)),
         }
     }
 
