@@ -2,8 +2,9 @@
 //! available, without making every process pay a read for every task write.
 //!
 //! Each [`FirestoreStore`] (with its clones) owns one small document per env
-//! in the side collection `<collection>-wakeups`: `env`, a map `kinds` from
-//! kind to a sequence number, and `expireAt` for a TTL policy. A write that
+//! in the side collection `<collection>-wakeups`: `env`, the store's
+//! `instance` id, a map `kinds` from kind to a sequence number, and
+//! `expireAt` for a TTL policy. A write that
 //! can make work available for a kind (a create, a swap that leaves a task
 //! waiting or releases a resource key, a cancel, a delete) bumps that kind's
 //! number. The document is written at most once per interval
@@ -122,7 +123,7 @@ impl Signals {
                 state.scheduled = true;
                 Raised::Later(last + self.gap)
             }
-            _ => Raised::Now(state.take(now)),
+            _ => Raised::Now(state.take(&self.instance, now)),
         }
     }
 
@@ -139,26 +140,32 @@ impl Signals {
             state.scheduled = false;
             return None;
         }
-        Some(state.take(Instant::now()))
+        Some(state.take(&self.instance, Instant::now()))
     }
 }
 
 impl State {
     /// The pending envs' documents, as written at `now`.
-    fn take(&mut self, now: Instant) -> Vec<(String, Fields)> {
+    fn take(&mut self, instance: &str, now: Instant) -> Vec<(String, Fields)> {
         self.last_write = Some(now);
         let expire = Utc::now() + KEEP;
         std::mem::take(&mut self.pending)
             .into_iter()
             .filter_map(|env| {
                 let signal = self.envs.get(&env)?;
-                Some((signal.doc_id.clone(), fields(&env, &signal.kinds, expire)))
+                let fields = fields(&env, instance, &signal.kinds, expire);
+                Some((signal.doc_id.clone(), fields))
             })
             .collect()
     }
 }
 
-fn fields(env: &str, kinds: &BTreeMap<String, i64>, expire: chrono::DateTime<Utc>) -> Fields {
+fn fields(
+    env: &str,
+    instance: &str,
+    kinds: &BTreeMap<String, i64>,
+    expire: chrono::DateTime<Utc>,
+) -> Fields {
     let value = |v: ValueType| Value {
         value_type: Some(v),
     };
@@ -170,6 +177,10 @@ fn fields(env: &str, kinds: &BTreeMap<String, i64>, expire: chrono::DateTime<Utc
         (
             "env".to_owned(),
             value(ValueType::StringValue(env.to_owned())),
+        ),
+        (
+            "instance".to_owned(),
+            value(ValueType::StringValue(instance.to_owned())),
         ),
         (
             "kinds".to_owned(),

@@ -127,6 +127,7 @@ use crate::status::{is_exists, item_error, status_error};
 
 mod claim;
 mod conditional;
+mod keys;
 
 use conditional::Decision;
 
@@ -174,6 +175,7 @@ pub struct FirestoreStore {
     call_timeout: Duration,
     signals: Arc<Signals>,
     wakeups: Wakeups,
+    keys: Arc<keys::KeyBook>,
 }
 
 /// What [`Store::subscribe`] listens to, so that workers in other processes
@@ -206,9 +208,13 @@ pub struct StoreStats {
     pub reads: u64,
     /// Documents written (created, updated or deleted) by successful writes.
     pub writes: u64,
-    /// Claim attempts that lost a race to a concurrent claim (a failed
-    /// precondition or an aborted commit) and were retried.
+    /// Claim attempts that lost every race to concurrent claims (each
+    /// write's precondition failed or its commit was aborted) and were
+    /// retried.
     pub lost_races: u64,
+    /// Lease writes (or one key's lock and leases) that lost to a
+    /// concurrent claim, within claims that may have won others.
+    pub lost_leases: u64,
     /// Calls sent to Firestore (each query, read, write or commit; retries
     /// included).
     pub requests: u64,
@@ -233,6 +239,7 @@ impl std::ops::Add for StoreStats {
             reads: self.reads + other.reads,
             writes: self.writes + other.writes,
             lost_races: self.lost_races + other.lost_races,
+            lost_leases: self.lost_leases + other.lost_leases,
             requests: self.requests + other.requests,
             retries: self.retries + other.retries,
             listen_reads: self.listen_reads + other.listen_reads,
@@ -250,6 +257,7 @@ impl StoreStats {
             reads: self.reads.saturating_sub(earlier.reads),
             writes: self.writes.saturating_sub(earlier.writes),
             lost_races: self.lost_races.saturating_sub(earlier.lost_races),
+            lost_leases: self.lost_leases.saturating_sub(earlier.lost_leases),
             requests: self.requests.saturating_sub(earlier.requests),
             retries: self.retries.saturating_sub(earlier.retries),
             listen_reads: self.listen_reads.saturating_sub(earlier.listen_reads),
@@ -264,6 +272,7 @@ pub(crate) struct Counters {
     reads: AtomicU64,
     writes: AtomicU64,
     lost_races: AtomicU64,
+    lost_leases: AtomicU64,
     requests: AtomicU64,
     retries: AtomicU64,
     listen_reads: AtomicU64,
@@ -326,6 +335,7 @@ impl FirestoreStore {
             call_timeout: DEFAULT_CALL_TIMEOUT,
             signals: Arc::new(Signals::new(signal::DEFAULT_SIGNAL_INTERVAL)),
             wakeups: Wakeups::default(),
+            keys: Arc::default(),
         }
     }
 
@@ -461,6 +471,7 @@ impl FirestoreStore {
             reads: self.counters.reads.load(Ordering::Relaxed),
             writes: self.counters.writes.load(Ordering::Relaxed),
             lost_races: self.counters.lost_races.load(Ordering::Relaxed),
+            lost_leases: self.counters.lost_leases.load(Ordering::Relaxed),
             requests: self.counters.requests.load(Ordering::Relaxed),
             retries: self.counters.retries.load(Ordering::Relaxed),
             listen_reads: self.counters.listen_reads.load(Ordering::Relaxed),
@@ -1133,6 +1144,11 @@ impl Store for FirestoreStore {
                 })
             })
             .collect();
+        for (s, o) in swaps.iter().zip(&outcomes) {
+            if matches!(o, SwapOutcome::Applied { .. }) {
+                self.keys.swapped(&s.task);
+            }
+        }
         self.signal(
             swaps
                 .iter()
@@ -1225,9 +1241,9 @@ impl Store for FirestoreStore {
 
     async fn delete(&self, deletes: &[Delete]) -> Result<Vec<DeleteOutcome>, StoreError> {
         let ids: Vec<&str> = deletes.iter().map(|d| d.id.as_str()).collect();
-        // The (env, kind) of each not-done task being deleted: deleting one
-        // may free its resource key.
-        let mut not_done: Vec<Option<(String, String)>> = vec![None; deletes.len()];
+        // Each task being deleted: deleting a not-done one may free its
+        // resource key.
+        let mut targets: Vec<Option<Task>> = vec![None; deletes.len()];
         let outcomes = self
             .write_each_if_unchanged(
                 &ids,
@@ -1241,10 +1257,7 @@ impl Store for FirestoreStore {
                             _ => return Decision::Done(DeleteOutcome::Conflict),
                         }
                     }
-                    not_done[i] = match &stored.task {
-                        Ok(t) if !t.is_done() => Some((t.env.clone(), t.kind.clone())),
-                        _ => None,
-                    };
+                    targets[i] = stored.task.as_ref().ok().cloned();
                     Decision::Write(
                         Write {
                             operation: Some(Operation::Delete(self.doc_name(&stored.id))),
@@ -1262,12 +1275,20 @@ impl Store for FirestoreStore {
                 },
             )
             .await;
+        let deleted: Vec<&Task> = targets
+            .iter()
+            .zip(&outcomes)
+            .filter(|(_, o)| matches!(o, DeleteOutcome::Deleted))
+            .filter_map(|(t, _)| t.as_ref())
+            .collect();
+        for task in &deleted {
+            self.keys.deleted(task);
+        }
         self.signal(
-            not_done
+            deleted
                 .iter()
-                .zip(&outcomes)
-                .filter(|(_, o)| matches!(o, DeleteOutcome::Deleted))
-                .filter_map(|(t, _)| t.as_ref().map(|(e, k)| (e.as_str(), k.as_str()))),
+                .filter(|t| !t.is_done())
+                .map(|t| (t.env.as_str(), t.kind.as_str())),
         )
         .await;
         Ok(outcomes)

@@ -38,7 +38,8 @@ impl Row {
         let s = &self.spent;
         println!(
             "cost: managers={} keys={} tasks={}: {:.2} reads/task ({:.2} from listeners), \
-             {:.2} writes/task ({:.2} signals), {} lost races, {} requests, {} listen connects",
+             {:.2} writes/task ({:.2} signals), {} lost races, {} lost leases, {} requests, \
+             {} listen connects",
             self.managers,
             self.keys,
             self.tasks,
@@ -47,6 +48,7 @@ impl Row {
             self.per_task(s.writes),
             self.per_task(s.signal_writes),
             s.lost_races,
+            s.lost_leases,
             s.requests,
             s.listen_connects,
         );
@@ -130,6 +132,17 @@ async fn steady(managers: usize, keys: usize, tasks: usize) -> Row {
             break;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    if done != tasks as u64 {
+        let mut filter = oncetask_core::store::TaskFilter::env(ENV, Utc::now());
+        filter.not_done = true;
+        let left = creator.find(&filter).await.expect("find");
+        for t in &left {
+            eprintln!(
+                "not done: {} key {:?} leased until {:?} attempts {} wait {:?}",
+                t.id, t.resource_key, t.leased_until, t.attempts, t.wait_until
+            );
+        }
     }
     assert_eq!(done, tasks as u64, "every task completed");
     // After shutdown, so that every outcome's write answer is counted.
@@ -260,4 +273,60 @@ async fn listing_the_kinds_reads_one_document_per_kind() {
     );
     assert_eq!(kinds, ["a", "b", "c"]);
     assert!(spent.reads <= 4, "{spent:?}");
+}
+
+/// What a store remembers of the keys it leased spares reads: a key whose
+/// lease it holds is skipped without reading its lock or asking for a live
+/// lease; a key it freed, whose lock still names its lease, is taken
+/// without asking.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_spares_reads_on_keys_it_holds_or_freed() {
+    use oncetask_core::lifecycle::{self, LeaseGrant};
+    use oncetask_core::store::{ClaimMode, ClaimRequest, Swap};
+    let store = FirestoreStore::with_collection(db().await, collection());
+    let now = Utc::now();
+    let tasks: Vec<Task> = ["a", "b", "c"]
+        .iter()
+        .map(|id| {
+            let mut t = Task::new(*id, KIND, ENV, now);
+            t.resource_key = Some("hot".to_owned());
+            t
+        })
+        .collect();
+    store.create(tasks).await.expect("create");
+    let claim = || async {
+        let request = ClaimRequest {
+            env: ENV.into(),
+            kind: KIND.into(),
+            now: Utc::now(),
+            grant: LeaseGrant::new(Utc::now(), Duration::from_secs(60)),
+            mode: ClaimMode::Single { limit: 1 },
+        };
+        let before = store.stats();
+        let tasks = store.claim(&request).await.expect("claim").tasks;
+        (tasks, store.stats().since(&before).reads)
+    };
+    let (first, reads) = claim().await;
+    assert_eq!(first.len(), 1);
+    assert_eq!(reads, 3, "the candidate, the lock, one live-lease read");
+    // Held: the candidates' key is skipped without reading its lock or
+    // asking for a live lease. The claim still pages on through the key's
+    // backlog (a page of one: b, c, then an empty page).
+    let (none, reads) = claim().await;
+    assert!(none.is_empty());
+    assert_eq!(reads, 3, "one read per page, none for the key");
+    // Freed by this store: the lock still names its lease.
+    let a = &first[0];
+    let token = a.lease_token.clone().expect("leased");
+    let done = lifecycle::succeed(a, &token, Utc::now(), None).expect("succeed");
+    store
+        .swap(vec![Swap {
+            task: done,
+            expected_version: a.version,
+        }])
+        .await
+        .expect("swap");
+    let (second, reads) = claim().await;
+    assert_eq!(second.len(), 1);
+    assert_eq!(reads, 2, "the candidate and the lock, no live-lease query");
 }
