@@ -844,7 +844,7 @@ impl Store for ModelStore {
         self.with(|tasks| {
             let mut found: Vec<Task> = tasks
                 .values()
-                .filter(|t| filter.matches(t))
+                .filter(|t| filter.matches(t) && filter.is_after_cursor(t))
                 .cloned()
                 .collect();
             found.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));

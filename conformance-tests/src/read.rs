@@ -2,7 +2,7 @@
 //! §6.6; W5, W17).
 
 use oncetask_core::lifecycle;
-use oncetask_core::store::{Fetched, StatusCounts, TaskFilter};
+use oncetask_core::store::{Fetched, StatusCounts, TaskCursor, TaskFilter};
 use oncetask_core::{Outcome, Store, Task, TaskStatus};
 
 use crate::StoreFactory;
@@ -274,6 +274,173 @@ pub async fn find_pages_with_offset_and_limit(factory: &impl StoreFactory) {
     );
     assert!(find_ids(&store, &page(5, None)).await.is_empty());
     assert!(find_ids(&store, &page(0, Some(0))).await.is_empty());
+}
+
+/// Pages `filter` `limit` tasks at a time by cursor ([`TaskFilter::after`]),
+/// checking that each page but the last is full; the ids in order.
+async fn page_through<S: Store>(store: &S, filter: &TaskFilter, limit: usize) -> Vec<String> {
+    let mut filter = filter.clone();
+    filter.limit = Some(limit);
+    let mut seen = Vec::new();
+    for _ in 0..100 {
+        let page = find(store, &filter).await;
+        assert!(page.len() <= limit, "a page holds at most its limit");
+        seen.extend(page.iter().map(|t| t.id.clone()));
+        match page.last() {
+            Some(last) if page.len() == limit => filter.after = Some(TaskCursor::of(last)),
+            _ => return seen,
+        }
+    }
+    panic!("paging did not end: {seen:?}");
+}
+
+/// Keyset paging: `after` starts just past a cursor in listing order
+/// (`created_at`, then id: ties on the time are broken by id), with
+/// `offset` and `limit` applied after it. Paging through a listing by
+/// cursor yields each task once, in order, with a kind or status filter
+/// too; a cursor need not name a stored task; tasks created before the
+/// cursor meanwhile do not shift the pages after it.
+pub async fn find_pages_with_a_cursor(factory: &impl StoreFactory) {
+    let store = factory.new_store().await;
+    let ms = chrono::TimeDelta::milliseconds(250);
+    // Created at 0, 0, 1.25, 1.25, 2, 2, 3 s; every third another kind; t4
+    // and t5 waiting.
+    let tasks = (0..7i64)
+        .map(|i| {
+            let created = at(i / 2)
+                + if i / 2 == 1 {
+                    ms
+                } else {
+                    chrono::TimeDelta::zero()
+                };
+            let mut b = TaskBuilder::new(&format!("t{i}"))
+                .created_at(created)
+                .kind(if i % 3 == 0 { OTHER_KIND } else { KIND });
+            if i == 4 || i == 5 {
+                b = b.wait_until(at(100));
+            }
+            b.build()
+        })
+        .collect();
+    seed(&store, tasks).await;
+    let all = TaskFilter::env(ENV, at(0));
+    let every = ["t0", "t1", "t2", "t3", "t4", "t5", "t6"];
+    assert_eq!(find_ids(&store, &all).await, every);
+    for limit in [1, 2, 3, 7, 8] {
+        assert_eq!(
+            page_through(&store, &all, limit).await,
+            every,
+            "limit {limit}"
+        );
+    }
+    let mut of_kind = all.clone();
+    of_kind.kind = Some(KIND.to_owned());
+    assert_eq!(
+        page_through(&store, &of_kind, 2).await,
+        ["t1", "t2", "t4", "t5"]
+    );
+    let mut pending = all.clone();
+    pending.statuses = vec![TaskStatus::Pending];
+    assert_eq!(
+        page_through(&store, &pending, 2).await,
+        ["t0", "t1", "t2", "t3", "t6"]
+    );
+
+    let after = |created_at, id: &str| {
+        let mut f = all.clone();
+        f.after = Some(TaskCursor {
+            created_at,
+            id: id.to_owned(),
+        });
+        f
+    };
+    // Within a tie, after the cursor's id; a cursor of no stored task.
+    assert_eq!(
+        find_ids(&store, &after(at(0), "t0")).await[..2],
+        ["t1", "t2"]
+    );
+    assert_eq!(
+        find_ids(&store, &after(at(0), "t05")).await[..2],
+        ["t1", "t2"]
+    );
+    assert_eq!(
+        find_ids(&store, &after(at(1) + ms, "t3")).await,
+        ["t4", "t5", "t6"]
+    );
+    assert!(find_ids(&store, &after(at(3), "t6")).await.is_empty());
+    let mut skipped = after(at(0), "t1");
+    skipped.offset = 1;
+    skipped.limit = Some(2);
+    assert_eq!(find_ids(&store, &skipped).await, ["t3", "t4"]);
+
+    // A task created before the cursor is not on the next page; one after it is.
+    seed(
+        &store,
+        vec![
+            TaskBuilder::new("early").created_at(at(-10)).build(),
+            TaskBuilder::new("late").created_at(at(10)).build(),
+        ],
+    )
+    .await;
+    assert_eq!(find_ids(&store, &after(at(2), "t5")).await, ["t6", "late"]);
+}
+
+/// Documents that cannot be decoded have a count of their own and are in
+/// no status, with a kind and without, and in the inspector: a kind's
+/// tasks count as before.
+pub async fn undecodable_documents_are_counted_apart_from_every_status(
+    factory: &impl StoreFactory,
+) {
+    let store = factory.new_store().await;
+    seed_every_status(&store, KIND).await;
+    if !factory.insert_undecodable(&store, "bad-1", ENV, KIND).await {
+        eprintln!("note: backend cannot hold an undecodable document; not checked");
+        return;
+    }
+    assert!(
+        factory
+            .insert_undecodable(&store, "bad-2", ENV, OTHER_KIND)
+            .await
+    );
+    assert!(
+        factory
+            .insert_undecodable(&store, "bad-3", OTHER_ENV, KIND)
+            .await
+    );
+    let mut expected = StatusCounts::from([
+        (TaskStatus::Pending, 2),
+        (TaskStatus::Waiting, 1),
+        (TaskStatus::Leased, 1),
+        (TaskStatus::CancellationPending, 1),
+        (TaskStatus::Completed, 1),
+        (TaskStatus::Failed, 1),
+    ]);
+    expected.undecodable = 1;
+    let of_kind = store
+        .count_by_status(ENV, Some(KIND), at(0))
+        .await
+        .expect("count_by_status");
+    assert_eq!(of_kind, expected);
+    assert_eq!(of_kind.tasks(), 7);
+    // Without a kind, also the one of a kind that has no task.
+    expected.undecodable = 2;
+    let everything = store
+        .count_by_status(ENV, None, at(0))
+        .await
+        .expect("count_by_status");
+    assert_eq!(everything, expected);
+    let only_bad = store
+        .count_by_status(ENV, Some(OTHER_KIND), at(0))
+        .await
+        .expect("count_by_status");
+    assert_eq!(only_bad.tasks(), 0);
+    assert_eq!(only_bad.undecodable, 1);
+
+    let stats = store.inspect(ENV, at(0)).await.expect("inspect");
+    let kind = stats.kind(KIND).expect("the kind is inspected");
+    assert_eq!(kind.total(), 7);
+    assert_eq!(kind.undecodable(), 1);
+    assert_eq!(kind.count(TaskStatus::Pending), 2);
 }
 
 /// Counts per status at `now`; statuses with no task are absent; other

@@ -3,6 +3,7 @@
 
 use clap::{Args, Parser, Subcommand};
 use oncetask::TaskStatus;
+use oncetask::store::TaskCursor;
 
 use crate::error::EXIT_CODES_HELP;
 use crate::store_url::StoreUrl;
@@ -161,9 +162,18 @@ pub struct ListArgs {
     /// Tasks per page
     #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..=10_000))]
     pub limit: u64,
-    /// Skip this many matching tasks (the next page starts at offset + limit)
+    /// Start after this task, as `<created-at>/<id>` (each page prints the
+    /// cursor of the next): a page costs its size however deep it is
+    #[arg(long, value_name = "CURSOR", value_parser = parse_cursor)]
+    pub after: Option<TaskCursor>,
+    /// Skip this many matching tasks (after the cursor, if any); every
+    /// skipped task is read, so prefer --after for deep pages
     #[arg(long, default_value_t = 0)]
     pub offset: u64,
+}
+
+fn parse_cursor(s: &str) -> Result<TaskCursor, String> {
+    s.parse()
 }
 
 /// `oncetask tasks show`.

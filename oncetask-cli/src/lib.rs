@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! oncetask [--store URL] [--env ENV] [--json] <command>
-//!   tasks list [--kind K] [--status S,...] [--resource-key K] [--limit N] [--offset N]
+//!   tasks list [--kind K] [--status S,...] [--resource-key K] [--limit N] [--after CURSOR] [--offset N]
 //!   tasks show ID
 //!   stats [--kind K]
 //!   cancel|reset|delete (ID... | --resource-key K [--kind K]) [--yes]

@@ -181,11 +181,31 @@ async fn tasks_list_prints_a_table_a_page_at_a_time() {
     // Oldest first: sync-1 was created 10 minutes ago.
     assert!(lines[1].starts_with("sync-1 "), "{}", lines[1]);
     assert!(lines[1].contains("ready for 10m"), "{}", lines[1]);
+    let hint = "tasks 1-50 of environment \"prod\"; next page: --after ";
+    let cursor = ran
+        .out
+        .lines()
+        .find_map(|l| l.strip_prefix(hint))
+        .unwrap_or_else(|| panic!("a next-page cursor in {}", ran.out))
+        .to_owned();
+    let next = cli(
+        &store,
+        &["--env", "prod", "tasks", "list", "--after", &cursor],
+        None,
+    )
+    .await;
+    next.ok();
     assert!(
-        ran.out
-            .contains("tasks 1-50 of environment \"prod\"; next page: --offset 50"),
+        next.out.contains(&format!(
+            "tasks 1-12 after {cursor} of environment \"prod\" (last page)"
+        )),
         "{}",
-        ran.out
+        next.out
+    );
+    assert!(
+        !next.out.lines().any(|l| l.starts_with("sync-1 ")),
+        "the first page's tasks are not on the next: {}",
+        next.out
     );
     let failed = lines
         .iter()
@@ -281,7 +301,25 @@ async fn tasks_list_json_has_every_field_and_the_next_offset() {
         None,
     )
     .await;
-    assert_eq!(ran.ok().json()["nextOffset"], 10);
+    let first = ran.ok().json();
+    assert_eq!(first["nextOffset"], 10);
+    let cursor = first["nextAfter"].as_str().expect("a cursor").to_owned();
+    let ran = cli(
+        &store,
+        &[
+            "--env", "prod", "--json", "tasks", "list", "--limit", "10", "--after", &cursor,
+        ],
+        None,
+    )
+    .await;
+    let next = ran.ok().json();
+    assert_eq!(next["after"], cursor.as_str());
+    let (a, b) = (ids(&first), ids(&next));
+    assert_eq!(b.len(), 10);
+    assert!(a.iter().all(|id| !b.contains(id)), "{a:?} then {b:?}");
+
+    let bad = Cli::try_parse_from(["oncetask", "tasks", "list", "--after", "yesterday"]);
+    assert!(bad.is_err(), "a malformed cursor is refused");
 }
 
 #[tokio::test]
@@ -368,6 +406,16 @@ async fn stats_counts_each_kind_by_status_with_ages_and_due_times() {
     assert_eq!(stats["kinds"]["bulk"]["counts"]["pending"], 55);
     assert_eq!(stats["totals"]["pending"], 57);
     assert_eq!(stats["total"], 62);
+    assert_eq!(stats["undecodable"], 0);
+
+    // An undecodable document is counted apart, outside every status and TOTAL.
+    store.insert_undecodable("rotten", "prod", "email", "not a task");
+    let ran = cli(&store, &["--env", "prod", "--json", "stats"], None).await;
+    let stats = ran.ok().json();
+    assert_eq!(stats["kinds"]["email"]["undecodable"], 1);
+    assert_eq!(stats["kinds"]["email"]["total"], 4);
+    assert_eq!(stats["undecodable"], 1);
+    assert_eq!(stats["total"], 62);
 
     let table = cli(&store, &["--env", "prod", "stats"], None).await;
     table.ok();
@@ -379,6 +427,7 @@ async fn stats_counts_each_kind_by_status_with_ages_and_due_times() {
         "CANCELLING",
         "FAILED",
         "TOTAL",
+        "UNDECODABLE",
         "OLDEST PENDING",
         "NEXT DUE",
     ] {

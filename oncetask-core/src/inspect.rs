@@ -42,7 +42,9 @@ pub struct QueueStats {
     pub env: String,
     /// The time statuses were derived at.
     pub now: DateTime<Utc>,
-    /// Every kind with at least one task in the environment, by name.
+    /// Every kind with at least one task in the environment, by name
+    /// ([`Store::kinds`]: a kind whose documents all fail to decode is not
+    /// listed).
     pub kinds: BTreeMap<String, KindStats>,
 }
 
@@ -50,7 +52,9 @@ pub struct QueueStats {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct KindStats {
-    /// Tasks by status at [`QueueStats::now`]; statuses with no task are absent.
+    /// Tasks by status at [`QueueStats::now`] (statuses with no task are
+    /// absent), and the kind's undecodable documents apart
+    /// ([`StatusCounts::undecodable`]), as [`Store::count_by_status`].
     pub counts: StatusCounts,
     /// When the pending task that has waited longest became ready
     /// ([`Task::ready_since`]); `None` when no task is pending.
@@ -67,9 +71,15 @@ impl KindStats {
         self.counts.get(&status).copied().unwrap_or(0)
     }
 
-    /// Number of tasks of the kind, whatever their status.
+    /// Number of tasks of the kind, whatever their status (undecodable
+    /// documents are not tasks: see [`KindStats::undecodable`]).
     pub fn total(&self) -> u64 {
-        self.counts.values().sum()
+        self.counts.tasks()
+    }
+
+    /// Number of the kind's documents that cannot be decoded into a task.
+    pub fn undecodable(&self) -> u64 {
+        self.counts.undecodable
     }
 
     /// How long the oldest pending task has been waiting at `now` (zero if
@@ -81,13 +91,13 @@ impl KindStats {
 }
 
 impl QueueStats {
-    /// Counts by status over every kind.
+    /// Counts by status over every kind, undecodable documents included
+    /// (those of a kind that has no decodable task are not in
+    /// [`QueueStats::kinds`], so not here either).
     pub fn totals(&self) -> StatusCounts {
         let mut totals = StatusCounts::new();
         for stats in self.kinds.values() {
-            for (status, n) in &stats.counts {
-                *totals.entry(*status).or_insert(0) += n;
-            }
+            totals.merge(&stats.counts);
         }
         totals
     }
@@ -233,6 +243,7 @@ mod tests {
         };
         a.counts.insert(TaskStatus::Pending, 2);
         a.counts.insert(TaskStatus::Completed, 5);
+        a.counts.undecodable = 1;
         let mut b = KindStats {
             next_due: Some(t0() + TimeDelta::hours(1)),
             ..KindStats::default()
@@ -245,6 +256,7 @@ mod tests {
         };
         let a = &stats.kinds["a"];
         assert_eq!(a.total(), 7);
+        assert_eq!(a.undecodable(), 1);
         assert_eq!(a.count(TaskStatus::Failed), 0);
         assert_eq!(
             a.oldest_pending_age(stats.now),
@@ -255,6 +267,7 @@ mod tests {
             Some(Duration::ZERO)
         );
         assert_eq!(stats.totals().get(&TaskStatus::Pending), Some(&3));
+        assert_eq!(stats.totals().undecodable, 1);
         assert_eq!(stats.oldest_pending_since(), Some(t0()));
         assert_eq!(stats.next_due(), Some(t0() + TimeDelta::hours(1)));
     }

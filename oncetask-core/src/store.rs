@@ -54,10 +54,18 @@ pub trait Store: Send + Sync + 'static {
     /// Reads tasks by id, in input order; missing ids are omitted, duplicates read once.
     async fn get(&self, ids: &[String]) -> Result<Vec<Fetched>, StoreError>;
 
-    /// Lists tasks matching `filter`, oldest `created_at` first (then id).
+    /// Lists tasks matching `filter`, oldest `created_at` first (then id):
+    /// with [`TaskFilter::after`], only those after that cursor in this
+    /// order; then `offset` matches are skipped and at most `limit` returned.
+    /// Documents that cannot be decoded are not listed.
     async fn find(&self, filter: &TaskFilter) -> Result<Vec<Task>, StoreError>;
 
-    /// Counts tasks of `env` (and `kind`, if given) by their status at `now`.
+    /// Counts tasks of `env` (and `kind`, if given) by their status at `now`,
+    /// and, apart from them, the stored documents of `env` (and `kind`) that
+    /// cannot be decoded ([`StatusCounts::undecodable`]): such a document has
+    /// no status and is never counted in one. A backend that cannot tell
+    /// every undecodable document without decoding it says in its docs which
+    /// ones it counts by status instead.
     async fn count_by_status(
         &self,
         env: &str,
@@ -268,6 +276,28 @@ pub enum DeleteOutcome {
 }
 
 /// A filtered listing.
+///
+/// Page through a listing with [`TaskFilter::after`] and [`TaskFilter::limit`]
+/// (keyset paging: each page costs what it returns, however deep it is, and
+/// tasks created or deleted meanwhile neither shift nor repeat the others):
+///
+/// ```
+/// # use oncetask_core::{Store, StoreError, Task};
+/// # use oncetask_core::store::{TaskCursor, TaskFilter};
+/// # async fn demo(store: &dyn Store) -> Result<(), StoreError> {
+/// let mut filter = TaskFilter::env("prod", chrono::Utc::now());
+/// filter.limit = Some(100);
+/// loop {
+///     let page = store.find(&filter).await?;
+///     for task in &page { println!("{}", task.id); }
+///     match page.last() {
+///         Some(last) if page.len() == 100 => filter.after = Some(TaskCursor::of(last)),
+///         _ => break,
+///     }
+/// }
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone)]
 pub struct TaskFilter {
     /// Environment (always required).
@@ -282,10 +312,68 @@ pub struct TaskFilter {
     pub not_done: bool,
     /// Time used for status filtering.
     pub now: DateTime<Utc>,
-    /// Skip this many matches.
+    /// Only tasks after this cursor in listing order (`created_at`, then
+    /// id): the cursor of the last task of the previous page. Prefer it to
+    /// `offset`, which reads and skips every task before the page.
+    pub after: Option<TaskCursor>,
+    /// Skip this many matches (after the cursor, if any).
     pub offset: usize,
     /// Return at most this many.
     pub limit: Option<usize>,
+}
+
+/// A position in listing order (`created_at`, then id): listings with
+/// [`TaskFilter::after`] set to it start with the first task past it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TaskCursor {
+    /// The `created_at` of the last task seen.
+    pub created_at: DateTime<Utc>,
+    /// Its id.
+    pub id: String,
+}
+
+impl TaskCursor {
+    /// The position of `task`: a listing after it starts with the next task.
+    pub fn of(task: &Task) -> Self {
+        Self {
+            created_at: task.created_at,
+            id: task.id.clone(),
+        }
+    }
+
+    /// True when `task` comes after this position in listing order.
+    pub fn precedes(&self, task: &Task) -> bool {
+        (self.created_at, self.id.as_str()) < (task.created_at, task.id.as_str())
+    }
+
+    /// The text form `<created_at RFC 3339>/<id>` (for command lines and
+    /// URLs; [`TaskCursor::from_str`](std::str::FromStr) reads it back).
+    pub fn to_text(&self) -> String {
+        format!(
+            "{}/{}",
+            self.created_at
+                .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+            self.id
+        )
+    }
+}
+
+impl std::str::FromStr for TaskCursor {
+    type Err = String;
+
+    /// Reads [`TaskCursor::to_text`]: the time up to the first `/`, the id after it.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (time, id) = s
+            .split_once('/')
+            .ok_or_else(|| format!("cursor {s:?}: expected <created_at>/<id>"))?;
+        let created_at = DateTime::parse_from_rfc3339(time)
+            .map_err(|e| format!("cursor {s:?}: {e}"))?
+            .with_timezone(&Utc);
+        Ok(Self {
+            created_at,
+            id: id.to_owned(),
+        })
+    }
 }
 
 impl TaskFilter {
@@ -298,6 +386,7 @@ impl TaskFilter {
             statuses: Vec::new(),
             not_done: false,
             now,
+            after: None,
             offset: 0,
             limit: None,
         }
@@ -314,10 +403,126 @@ impl TaskFilter {
             && (!self.not_done || !task.is_done())
             && (self.statuses.is_empty() || self.statuses.contains(&task.status(self.now)))
     }
+
+    /// True when `task` is past [`TaskFilter::after`] (always, without a cursor).
+    pub fn is_after_cursor(&self, task: &Task) -> bool {
+        self.after.as_ref().is_none_or(|c| c.precedes(task))
+    }
 }
 
-/// Number of tasks per status; statuses with no task are absent.
-pub type StatusCounts = BTreeMap<TaskStatus, u64>;
+/// What [`Store::count_by_status`] counts: tasks per status (statuses with
+/// no task are absent) and, apart from them, documents that cannot be
+/// decoded into a task.
+///
+/// It dereferences to the per-status map, so `counts.get(&status)`,
+/// iteration and `counts.values().sum()` (tasks only) work as on a map.
+///
+/// ```
+/// # use oncetask_core::{TaskStatus, store::StatusCounts};
+/// let mut counts = StatusCounts::from([(TaskStatus::Pending, 2)]);
+/// counts.undecodable = 1;
+/// assert_eq!(counts.count(TaskStatus::Pending), 2);
+/// assert_eq!(counts.tasks(), 2);
+/// assert_eq!(counts.documents(), 3);
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StatusCounts {
+    /// Tasks per status; statuses with no task are absent.
+    pub by_status: BTreeMap<TaskStatus, u64>,
+    /// Stored documents that cannot be decoded into a task (see
+    /// [`Fetched::Undecodable`]): they have no status, so they are in no
+    /// entry of `by_status`.
+    pub undecodable: u64,
+}
+
+impl StatusCounts {
+    /// No task, no undecodable document.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Number of tasks with `status`.
+    pub fn count(&self, status: TaskStatus) -> u64 {
+        self.by_status.get(&status).copied().unwrap_or(0)
+    }
+
+    /// Adds `n` tasks of `status` (a zero adds no entry).
+    pub fn add(&mut self, status: TaskStatus, n: u64) {
+        if n > 0 {
+            *self.by_status.entry(status).or_insert(0) += n;
+        }
+    }
+
+    /// Number of tasks, whatever their status (undecodable documents excluded).
+    pub fn tasks(&self) -> u64 {
+        self.by_status.values().sum()
+    }
+
+    /// Number of stored documents counted: tasks plus undecodable ones.
+    pub fn documents(&self) -> u64 {
+        self.tasks() + self.undecodable
+    }
+
+    /// Adds every count of `other` to these.
+    pub fn merge(&mut self, other: &StatusCounts) {
+        for (status, n) in &other.by_status {
+            self.add(*status, *n);
+        }
+        self.undecodable += other.undecodable;
+    }
+}
+
+impl std::ops::Deref for StatusCounts {
+    type Target = BTreeMap<TaskStatus, u64>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.by_status
+    }
+}
+
+impl std::ops::DerefMut for StatusCounts {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.by_status
+    }
+}
+
+impl<const N: usize> From<[(TaskStatus, u64); N]> for StatusCounts {
+    /// Tasks per status, no undecodable document.
+    fn from(counts: [(TaskStatus, u64); N]) -> Self {
+        counts.into_iter().collect()
+    }
+}
+
+impl FromIterator<(TaskStatus, u64)> for StatusCounts {
+    /// Tasks per status (repeated statuses add up), no undecodable document.
+    fn from_iter<I: IntoIterator<Item = (TaskStatus, u64)>>(iter: I) -> Self {
+        let mut counts = StatusCounts::new();
+        for (status, n) in iter {
+            counts.add(status, n);
+        }
+        counts
+    }
+}
+
+impl IntoIterator for StatusCounts {
+    type Item = (TaskStatus, u64);
+    type IntoIter = std::collections::btree_map::IntoIter<TaskStatus, u64>;
+
+    /// The per-status counts (the undecodable count is not a status).
+    fn into_iter(self) -> Self::IntoIter {
+        self.by_status.into_iter()
+    }
+}
+
+impl<'a> IntoIterator for &'a StatusCounts {
+    type Item = (&'a TaskStatus, &'a u64);
+    type IntoIter = std::collections::btree_map::Iter<'a, TaskStatus, u64>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.by_status.iter()
+    }
+}
 
 /// "Something changed for this kind": wake its workers.
 #[derive(Debug, Clone, PartialEq, Eq)]

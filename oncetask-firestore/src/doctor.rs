@@ -271,6 +271,17 @@ pub(crate) fn query_shapes(
         "subscribe: not-done tasks (Wakeups::TaskChanges)".to_owned(),
         queries::listen_query(collection, env),
     ));
+    out.push((
+        "kinds: a kind's tasks".to_owned(),
+        queries::scan_query(collection, env, Some(kind), None, false),
+    ));
+    for below in [None, Some(now)] {
+        let step = if below.is_some() { "next" } else { "first" };
+        out.push((
+            format!("inspect: oldest pending task, {step} step"),
+            queries::oldest_pending_query(collection, env, kind, now, below),
+        ));
+    }
     for k in [None, Some(kind)] {
         let of = if k.is_some() {
             "one kind"
@@ -280,6 +291,10 @@ pub(crate) fn query_shapes(
         for (what, q) in queries::count_queries(collection, env, k, now) {
             out.push((format!("count_by_status: {what:?}, {of}"), q));
         }
+        out.push((
+            format!("count_by_status: Go-finished tasks, {of}"),
+            queries::done_not_cancelled_query(collection, env, k),
+        ));
         for key in [None, Some(key)] {
             for not_done in [false, true] {
                 let mut name = format!("find: {of}");
@@ -289,7 +304,7 @@ pub(crate) fn query_shapes(
                 if not_done {
                     name.push_str(", not done");
                 }
-                out.push((name, queries::scan_query(collection, env, k, key, not_done)));
+                out.push((name, queries::list_query(collection, env, k, key, not_done)));
             }
         }
     }

@@ -120,8 +120,9 @@ pub(crate) fn next_kind_query(collection: &str, env: &str, after: Option<&str>) 
     base_query(collection, filters, &["type", "__name__"])
 }
 
-/// Tasks of `env`, optionally of one kind / resource key / not done only
-/// (`find` and `count_by_status`): equality filters only.
+/// Tasks of `env`, optionally of one kind / resource key / not done only:
+/// equality filters only (`kinds` looks up one kind's tasks with it; it
+/// is the base of [`list_query`]).
 pub(crate) fn scan_query(
     collection: &str,
     env: &str,
@@ -199,20 +200,33 @@ pub(crate) enum CountOf {
     Completed,
     /// Done, not cancelled, outcome `failed`.
     Failed,
-    /// Done, not cancelled: more than `Completed + Failed` means documents
-    /// the Go package finished (no outcome), whose status needs a read.
+    /// Done, not cancelled, outcome `cancelled`.
+    CancelledOutcome,
+    /// Done, not cancelled: more than `Completed + Failed + CancelledOutcome`
+    /// means documents the Go package finished (no outcome), whose status
+    /// needs a read.
     DoneNotCancelled,
+    /// Every document of the env (and kind): what no status query counts
+    /// has malformed status fields, so it is undecodable.
+    All,
 }
 
 /// The COUNT queries of `count_by_status`: each status as field filters on
 /// the tasks of `env` (and `kind`) at `now` (an RFC 3339 string).
+///
+/// The status queries partition the documents whose status fields are
+/// well-formed: `doneAt` a string (`""` or, with `> ""`, a time),
+/// `isCancelled` a boolean, and the time fields a status compares strings
+/// (equality and range filters match only values of their own type). A
+/// document with one of them missing or of another type is in no status
+/// query, only in [`CountOf::All`].
 pub(crate) fn count_queries(
     collection: &str,
     env: &str,
     kind: Option<&str>,
     now: &str,
 ) -> Vec<(CountOf, StructuredQuery)> {
-    use sq::field_filter::Operator::{GreaterThan, LessThanOrEqual, NotEqual};
+    use sq::field_filter::Operator::{GreaterThan, LessThanOrEqual};
     let base = || {
         let mut f = vec![eq("env", str_value(env))];
         if let Some(kind) = kind {
@@ -226,7 +240,8 @@ pub(crate) fn count_queries(
         base_query(collection, f, &[])
     };
     let not_done = || eq("doneAt", str_value(""));
-    let done = || field_filter("doneAt", NotEqual, str_value(""));
+    // `> ""` rather than `!= ""`: a range filter matches strings only.
+    let done = || field_filter("doneAt", GreaterThan, str_value(""));
     let cancelled = |c: bool| eq("isCancelled", bool_value(c));
     let outcome = |o: &str| eq("outcome", str_value(o));
     vec![
@@ -270,10 +285,92 @@ pub(crate) fn count_queries(
             with(vec![done(), cancelled(false), outcome("failed")]),
         ),
         (
+            CountOf::CancelledOutcome,
+            with(vec![done(), cancelled(false), outcome("cancelled")]),
+        ),
+        (
             CountOf::DoneNotCancelled,
             with(vec![done(), cancelled(false)]),
         ),
+        (CountOf::All, with(vec![])),
     ]
+}
+
+/// The done, not-cancelled tasks of `env` (and `kind`) in `doneAt` order:
+/// `count_by_status` reads them (bounded) to find the documents the Go
+/// package finished, which carry no outcome (Firestore cannot filter on a
+/// missing field).
+pub(crate) fn done_not_cancelled_query(
+    collection: &str,
+    env: &str,
+    kind: Option<&str>,
+) -> StructuredQuery {
+    let mut filters = vec![eq("env", str_value(env))];
+    if let Some(kind) = kind {
+        filters.push(eq("type", str_value(kind)));
+    }
+    filters.push(field_filter(
+        "doneAt",
+        sq::field_filter::Operator::GreaterThan,
+        str_value(""),
+    ));
+    filters.push(eq("isCancelled", bool_value(false)));
+    base_query(collection, filters, &["doneAt", "__name__"])
+}
+
+/// Tasks of `env`, optionally of one kind / resource key / not done only,
+/// in listing order (`createdAt`, then id): `find` reads one page of it
+/// with a limit, from a cursor.
+pub(crate) fn list_query(
+    collection: &str,
+    env: &str,
+    kind: Option<&str>,
+    resource_key: Option<&str>,
+    not_done: bool,
+) -> StructuredQuery {
+    let mut q = scan_query(collection, env, kind, resource_key, not_done);
+    q.order_by = ["createdAt", "__name__"]
+        .iter()
+        .map(|f| sq::Order {
+            field: Some(field_ref(f)),
+            direction: sq::Direction::Ascending as i32,
+        })
+        .collect();
+    q
+}
+
+/// Pending tasks of `env`/`kind` at `now` (as the ready query: not done,
+/// not cancelled, `leasedUntil` and `waitUntil` at most `now`) whose
+/// `createdAt`, `leasedUntil` and `waitUntil` are all before `below` (when
+/// set), in `createdAt` order (then `leasedUntil`, `waitUntil`, the
+/// order the range filters need): with limit 1, a task that became ready
+/// before `below` (the inspector narrows its oldest pending time with it).
+pub(crate) fn oldest_pending_query(
+    collection: &str,
+    env: &str,
+    kind: &str,
+    now: &str,
+    below: Option<&str>,
+) -> StructuredQuery {
+    use sq::field_filter::Operator::{LessThan, LessThanOrEqual};
+    let mut filters = vec![
+        eq("env", str_value(env)),
+        eq("type", str_value(kind)),
+        eq("doneAt", str_value("")),
+        eq("isCancelled", bool_value(false)),
+        cmp("leasedUntil", LessThanOrEqual, now),
+        cmp("waitUntil", LessThanOrEqual, now),
+    ];
+    if let Some(below) = below {
+        for field in ["createdAt", "leasedUntil", "waitUntil"] {
+            filters.push(cmp(field, LessThan, below));
+        }
+    }
+    base_query(
+        collection,
+        filters,
+        &["createdAt", "leasedUntil", "waitUntil", "__name__"],
+    )
 }
 
 fn bool_value(b: bool) -> Value {
@@ -437,15 +534,29 @@ mod tests {
             "signals".to_owned(),
             signal_query(&format!("{c}{}", crate::signal::COLLECTION_SUFFIX), "e"),
         ));
+        out.push((
+            "kind's tasks".to_owned(),
+            scan_query(c, "e", Some("k"), None, false),
+        ));
+        for below in [None, Some(t)] {
+            out.push((
+                format!("oldest pending {below:?}"),
+                oldest_pending_query(c, "e", "k", t, below),
+            ));
+        }
         for kind in [None, Some("k")] {
             for (what, q) in count_queries(c, "e", kind, t) {
                 out.push((format!("count {what:?} {kind:?}"), q));
             }
+            out.push((
+                format!("done not cancelled {kind:?}"),
+                done_not_cancelled_query(c, "e", kind),
+            ));
             for key in [None, Some("r")] {
                 for not_done in [false, true] {
                     out.push((
-                        format!("scan {kind:?} {key:?} {not_done}"),
-                        scan_query(c, "e", kind, key, not_done),
+                        format!("list {kind:?} {key:?} {not_done}"),
+                        list_query(c, "e", kind, key, not_done),
                     ));
                 }
             }

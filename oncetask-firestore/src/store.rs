@@ -12,15 +12,22 @@
 //! * **create**: one BatchWrite with an `exists = false` precondition per
 //!   document; ids that exist are read back (BatchGet) to tell "already
 //!   exists" from "exists in another env".
-//! * **get**: BatchGet. **find** runs an equality query (env, kind,
-//!   resource key, not done) and filters, sorts and pages on the client.
-//! * **count_by_status** runs eight COUNT aggregation queries, each status
-//!   as field filters (`doneAt`, `isCancelled`, `outcome`, and `leasedUntil`
-//!   / `waitUntil` against now), about one read each instead of one per task.
-//!   Documents the Go package finished carry no `outcome`: when the done,
-//!   not-cancelled count exceeds completed + failed, it reads every task and
-//!   applies Go's count rule instead. Go's whole-second times make a not-done
-//!   Go task's COUNT status up to 1 s late, like claims.
+//! * **get**: BatchGet. **find** reads one page: a query with equality
+//!   filters (env, kind, resource key, not done) ordered by `createdAt` and
+//!   id, with a limit, from the filter's cursor ([`TaskFilter::after`]);
+//!   a page of n tasks costs n reads. Status filters apply on the client.
+//! * **count_by_status** runs COUNT aggregation queries, each status as
+//!   field filters (`doneAt`, `isCancelled`, `outcome`, and `leasedUntil` /
+//!   `waitUntil` against now), about one read each instead of one per task,
+//!   and counts the documents with malformed status fields as undecodable
+//!   (one more COUNT of every document). Documents the Go package finished
+//!   carry no `outcome`: only those are read (at most 500), and counted by
+//!   Go's count rule. Go's whole-second times make a not-done Go task's
+//!   COUNT status up to 1 s late, like claims. See `count_statuses` in the
+//!   `store::listing` module for what a COUNT cannot tell.
+//! * **inspect** is `kinds` (one read per kind), then per kind the counts,
+//!   `next_due`, and limit-1 queries for the oldest pending task: O(kinds)
+//!   reads, whatever the backlog.
 //! * **swap** is fenced on the document as this worker last saw it: every
 //!   task the store returns carries its [`oncetask_core::Revision`] (the
 //!   document's update time, and its version), and a swap of a task computed
@@ -128,6 +135,7 @@ use crate::status::{is_exists, item_error, status_error};
 mod claim;
 mod conditional;
 mod keys;
+mod listing;
 
 use conditional::Decision;
 
@@ -888,23 +896,6 @@ impl FirestoreStore {
         Ok(count)
     }
 
-    /// Every decodable task of `env` (and `kind`), optionally not done only.
-    async fn scan(
-        &self,
-        env: &str,
-        kind: Option<&str>,
-        resource_key: Option<&str>,
-        not_done: bool,
-    ) -> Result<Vec<Task>, StoreError> {
-        let q = queries::scan_query(&self.collection, env, kind, resource_key, not_done);
-        Ok(self
-            .query(q, None, |_| true)
-            .await?
-            .into_iter()
-            .filter_map(|s| s.task.ok())
-            .collect())
-    }
-
     /// The first instant strictly after `after` among the not-done tasks'
     /// values of `field` (`waitUntil` or `leasedUntil`) where that value is
     /// the task's due time.
@@ -1179,64 +1170,28 @@ impl Store for FirestoreStore {
         Ok(out)
     }
 
+    /// One page by cursor and limit: see the `store::listing` module.
     async fn find(&self, filter: &TaskFilter) -> Result<Vec<Task>, StoreError> {
-        let mut tasks: Vec<Task> = self
-            .scan(
-                &filter.env,
-                filter.kind.as_deref(),
-                filter.resource_key.as_deref(),
-                filter.not_done,
-            )
-            .await?
-            .into_iter()
-            .filter(|t| filter.matches(t))
-            .collect();
-        tasks.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
-        Ok(tasks
-            .into_iter()
-            .skip(filter.offset)
-            .take(filter.limit.unwrap_or(usize::MAX))
-            .collect())
+        self.find_page(filter).await
     }
 
+    /// COUNT aggregations: see `count_statuses` in the `store::listing` module.
     async fn count_by_status(
         &self,
         env: &str,
         kind: Option<&str>,
         now: DateTime<Utc>,
     ) -> Result<StatusCounts, StoreError> {
-        let mut n: HashMap<CountOf, u64> = HashMap::new();
-        let now_s = format_time(now);
-        for (what, q) in queries::count_queries(&self.collection, env, kind, &now_s) {
-            n.insert(what, self.count(q).await?);
-        }
-        let get = |w: CountOf| n.get(&w).copied().unwrap_or(0);
-        if get(CountOf::DoneNotCancelled) != get(CountOf::Completed) + get(CountOf::Failed) {
-            // Finished documents without an outcome (written by the Go
-            // package): their status follows Go's count rule (attempts vs
-            // errors), which no filter expresses, so read every task.
-            let mut counts = StatusCounts::new();
-            for task in self.scan(env, kind, None, false).await? {
-                *counts.entry(task.status(now)).or_insert(0) += 1;
-            }
-            return Ok(counts);
-        }
-        Ok([
-            (TaskStatus::Pending, CountOf::Pending),
-            (TaskStatus::Waiting, CountOf::Waiting),
-            (TaskStatus::Leased, CountOf::Leased),
-            (
-                TaskStatus::CancellationPending,
-                CountOf::CancellationPending,
-            ),
-            (TaskStatus::Cancelled, CountOf::Cancelled),
-            (TaskStatus::Completed, CountOf::Completed),
-            (TaskStatus::Failed, CountOf::Failed),
-        ]
-        .into_iter()
-        .map(|(status, what)| (status, get(what)))
-        .filter(|(_, count)| *count > 0)
-        .collect())
+        self.count_statuses(env, kind, now).await
+    }
+
+    /// O(kinds) reads: see `inspect_env` in the `store::listing` module.
+    async fn inspect(
+        &self,
+        env: &str,
+        now: DateTime<Utc>,
+    ) -> Result<oncetask_core::QueueStats, StoreError> {
+        self.inspect_env(env, now).await
     }
 
     async fn delete(&self, deletes: &[Delete]) -> Result<Vec<DeleteOutcome>, StoreError> {

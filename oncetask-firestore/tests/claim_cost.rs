@@ -107,7 +107,8 @@ async fn measure(label: &str, tasks: usize, workers: usize, limit: usize) -> Sto
     assert_eq!(counts.get(&TaskStatus::Completed), Some(&(tasks as u64)));
     let count_reads = store.stats().reads - after.reads;
     println!("{label}: count_by_status over {tasks} finished tasks: {count_reads} reads");
-    assert!(count_reads <= 8, "COUNT aggregations, not a read per task");
+    // 10 COUNTs: 7 statuses, cancelled by outcome, done-not-cancelled, all.
+    assert!(count_reads <= 10, "COUNT aggregations, not a read per task");
     let cost = after.since(&before);
     println!(
         "{label}: {tasks} tasks, {workers} workers, limit {limit}: {:.2} reads and {:.2} writes \

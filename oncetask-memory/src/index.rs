@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use chrono::{DateTime, Utc};
 use oncetask_core::Task;
 use oncetask_core::TaskStatus;
-use oncetask_core::store::{ClaimMode, StatusCounts, Undecodable};
+use oncetask_core::store::{ClaimMode, StatusCounts, TaskCursor, Undecodable};
 
 use crate::ready::ReadyIndex;
 
@@ -268,11 +268,13 @@ impl State {
         self.kind_index(env, kind)?.ready.next_due(after)
     }
 
-    /// Tasks of `env` (and `kind`) in `(created_at, id)` order.
+    /// Tasks of `env` (and `kind`) in `(created_at, id)` order, starting
+    /// past `after` (a range of the index: the tasks before it are not visited).
     pub(crate) fn by_creation<'a>(
         &'a self,
         env: &str,
         kind: Option<&str>,
+        after: Option<&TaskCursor>,
     ) -> Box<dyn Iterator<Item = &'a Task> + 'a> {
         let Some(env_index) = self.envs.get(env) else {
             return Box::new(std::iter::empty());
@@ -284,7 +286,14 @@ impl State {
                 None => return Box::new(std::iter::empty()),
             },
         };
-        Box::new(keys.iter().filter_map(|(_, id)| match self.docs.get(id) {
+        let keys: Box<dyn Iterator<Item = &CreatedKey>> = match after {
+            None => Box::new(keys.iter()),
+            Some(c) => Box::new(keys.range((
+                std::ops::Bound::Excluded((c.created_at, c.id.clone())),
+                std::ops::Bound::Unbounded,
+            ))),
+        };
+        Box::new(keys.filter_map(|(_, id)| match self.docs.get(id) {
             Some(Entry::Task(t)) => Some(t),
             _ => None,
         }))
@@ -308,7 +317,7 @@ impl State {
     }
 
     /// Counts tasks of `env` (and `kind`) by status at `now`: done tasks from
-    /// their counters, not-done ones one by one.
+    /// their counters, not-done ones one by one; undecodable documents apart.
     pub(crate) fn count_by_status(
         &self,
         env: &str,
@@ -325,8 +334,9 @@ impl State {
             .filter(|(k, _)| kind.is_none_or(|want| want == k.as_str()));
         for (_, index) in kinds {
             for (status, n) in &index.done {
-                *counts.entry(*status).or_insert(0) += n;
+                counts.add(*status, *n);
             }
+            counts.undecodable += u64::try_from(index.undecodable.len()).unwrap_or(u64::MAX);
             for task in index.ready.open_tasks(&self.docs) {
                 *counts.entry(task.status(now)).or_insert(0) += 1;
             }

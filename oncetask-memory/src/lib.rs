@@ -78,9 +78,10 @@
 //! undecodable documents of the kind, and s skipped entries, which only
 //! arise when claims' clocks disagree or a task is both leased and waiting.
 //! Tasks waiting behind a busy key cost nothing. [`Store::next_due`] is
-//! O(log n). [`Store::find`] walks the creation order and stops after
+//! O(log n). [`Store::find`] walks the creation order from its cursor
+//! ([`TaskFilter::after`], a range of the index) and stops after
 //! `offset + limit` matches; [`Store::count_by_status`] visits only not-done
-//! tasks; [`Store::kinds`] reads the per-kind indexes only. [`Store::inspect`]
+//! tasks (undecodable documents are counted apart, from their index); [`Store::kinds`] reads the per-kind indexes only. [`Store::inspect`]
 //! is the trait's default (a count and a due time per kind, and one listing
 //! of the pending tasks).
 
@@ -153,7 +154,8 @@ impl MemoryStore {
     /// document with this id. For tests of Go W7: claims of `env`/`kind`
     /// skip it and report it in [`Claimed::undecodable`], [`Store::get`]
     /// returns it as [`Fetched::Undecodable`], [`Store::delete`] removes it,
-    /// and [`Store::find`] and [`Store::count_by_status`] ignore it.
+    /// [`Store::find`] does not list it, and [`Store::count_by_status`]
+    /// counts it in [`StatusCounts::undecodable`] only.
     pub fn insert_undecodable(&self, id: &str, env: &str, kind: &str, reason: &str) {
         {
             let mut state = self.lock();
@@ -276,7 +278,7 @@ impl Store for MemoryStore {
     async fn find(&self, filter: &TaskFilter) -> Result<Vec<Task>, StoreError> {
         let state = self.lock();
         Ok(state
-            .by_creation(&filter.env, filter.kind.as_deref())
+            .by_creation(&filter.env, filter.kind.as_deref(), filter.after.as_ref())
             .filter(|task| filter.matches(task))
             .skip(filter.offset)
             .take(filter.limit.unwrap_or(usize::MAX))

@@ -12,7 +12,7 @@ impl PostgresStore {
     pub(crate) async fn distinct_kinds(&self, env: &str) -> Result<Vec<String>, StoreError> {
         let t = &self.inner.table;
         sqlx::query_scalar(&format!(
-            "SELECT DISTINCT kind FROM {t} WHERE env = $1 AND {TASK_LIKE} ORDER BY kind"
+            "SELECT DISTINCT kind FROM {t} WHERE env = $1 AND {WELL_FORMED} ORDER BY kind"
         ))
         .bind(env)
         .fetch_all(&self.inner.pool)
@@ -30,14 +30,15 @@ impl PostgresStore {
     ) -> Result<QueueStats, StoreError> {
         let t = &self.inner.table;
         let status = status_sql("$2");
+        let counted_as = status_or_undecodable_sql("$2");
         let mut tx = self.inner.pool.begin().await.map_err(db)?;
         sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             .execute(&mut *tx)
             .await
             .map_err(db)?;
         let counted = sqlx::query(&format!(
-            "SELECT kind, s, count(*) FROM (SELECT kind, {status} AS s FROM {t} \
-               WHERE env = $1 AND {TASK_LIKE}) c \
+            "SELECT kind, s, count(*) FROM (SELECT kind, {counted_as} AS s FROM {t} \
+               WHERE env = $1) c \
              GROUP BY kind, s"
         ))
         .bind(env)
@@ -50,13 +51,11 @@ impl PostgresStore {
             let kind: String = r.try_get(0).map_err(db)?;
             let name: String = r.try_get(1).map_err(db)?;
             let n: i64 = r.try_get(2).map_err(db)?;
-            let status: TaskStatus = name.parse().map_err(StoreError::backend)?;
-            kinds
-                .entry(kind)
-                .or_default()
-                .counts
-                .insert(status, u64::try_from(n).unwrap_or(0));
+            let counts = &mut kinds.entry(kind).or_default().counts;
+            add_count(counts, &name, u64::try_from(n).unwrap_or(0))?;
         }
+        // As `kinds`: a kind with undecodable rows only is not listed.
+        kinds.retain(|_, k| k.counts.tasks() > 0);
         // GREATEST skips NULLs: the latest of creation, wait and lease.
         let due = "greatest(coalesce(wait_until, '-infinity'::timestamptz), \
                    coalesce(leased_until, '-infinity'::timestamptz))";
@@ -65,7 +64,7 @@ impl PostgresStore {
                min(greatest(created_at, wait_until, leased_until)) \
                  FILTER (WHERE ({status}) = 'pending'), \
                min({due}) FILTER (WHERE {due} > $2) \
-             FROM {t} WHERE env = $1 AND done_at IS NULL AND {TASK_LIKE} \
+             FROM {t} WHERE env = $1 AND done_at IS NULL AND {WELL_FORMED} \
              GROUP BY kind"
         ))
         .bind(env)

@@ -81,7 +81,7 @@ use oncetask_core::store::{
     ClaimMode, ClaimRequest, Claimed, CreateOutcome, Delete, DeleteOutcome, Fetched, Notification,
     StatusCounts, Swap, SwapOutcome, TaskFilter, Undecodable,
 };
-use oncetask_core::{Store, StoreError, Task, TaskStatus, lifecycle};
+use oncetask_core::{Store, StoreError, Task, lifecycle};
 use serde_json::Value;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use sqlx::types::Json;
@@ -147,9 +147,53 @@ fn status_sql(now: &str) -> String {
     )
 }
 
-/// Rows whose payload is not a JSON object are not tasks: listings, counts
-/// and due times ignore them (claims and `get` report them).
+/// Rows whose payload is not a JSON object are not tasks: due times ignore
+/// them (claims and `get` report them).
 const TASK_LIKE: &str = "jsonb_typeof(data) = 'object'";
+
+/// Rows that decode, as far as SQL can tell: [`TASK_LIKE`], every counter
+/// non-negative, every time finite and within chrono's range (PostgreSQL's
+/// earliest time, 4713 BC, is within it), the outcome
+/// one oncetask writes, the error history an array of `{at, error}`
+/// objects with string values and the recurrence an object. Listings,
+/// `kinds`, counts and the inspector count the other rows as undecodable
+/// ([`StatusCounts::undecodable`]). What SQL does not check (an `at` that
+/// is not an RFC 3339 time, a recurrence whose rule does not parse) still
+/// counts by status; `get` and claims decode every row and report those.
+const WELL_FORMED: &str = "(jsonb_typeof(data) = 'object' \
+    AND jsonb_typeof(errors) = 'array' \
+    AND NOT jsonb_path_exists(errors, 'lax $[*] ? (@.type() != \"object\" \
+        || !(exists(@.at ? (@.type() == \"string\"))) \
+        || !(exists(@.error ? (@.type() == \"string\"))))') \
+    AND (recurrence IS NULL OR jsonb_typeof(recurrence) = 'object') \
+    AND attempts >= 0 AND cancellation_attempts >= 0 AND version >= 0 \
+    AND (outcome IS NULL OR outcome IN ('completed', 'failed', 'cancelled')) \
+    AND isfinite(created_at) AND created_at < '262143-01-01Z' \
+    AND (wait_until IS NULL OR (isfinite(wait_until) AND wait_until < '262143-01-01Z')) \
+    AND (leased_until IS NULL OR (isfinite(leased_until) AND leased_until < '262143-01-01Z')) \
+    AND (done_at IS NULL OR (isfinite(done_at) AND done_at < '262143-01-01Z')) \
+    AND (cancelled_at IS NULL OR (isfinite(cancelled_at) AND cancelled_at < '262143-01-01Z')) \
+    AND (occurrence_timestamp IS NULL \
+         OR (isfinite(occurrence_timestamp) AND occurrence_timestamp < '262143-01-01Z')))";
+
+/// The SQL status of a row at `$now`, or `undecodable` for a row that is
+/// not [`WELL_FORMED`].
+fn status_or_undecodable_sql(now: &str) -> String {
+    format!(
+        "CASE WHEN {WELL_FORMED} THEN ({}) ELSE 'undecodable' END",
+        status_sql(now)
+    )
+}
+
+/// Adds `n` to the count named `name`: a status, or `undecodable`.
+fn add_count(counts: &mut StatusCounts, name: &str, n: u64) -> Result<(), StoreError> {
+    if name == "undecodable" {
+        counts.undecodable += n;
+    } else {
+        counts.add(name.parse().map_err(StoreError::backend)?, n);
+    }
+    Ok(())
+}
 
 /// Env/kind pairs a write changed.
 type Changed = BTreeSet<(String, String)>;
@@ -433,7 +477,8 @@ impl Store for PostgresStore {
     }
 
     /// Filters and pages in SQL (statuses by a `CASE` that mirrors
-    /// [`Task::status`]); rows that do not decode are left out.
+    /// [`Task::status`], the cursor as a row comparison on the listing
+    /// index's `(created_at, id)`); rows that do not decode are left out.
     async fn find(&self, filter: &TaskFilter) -> Result<Vec<Task>, StoreError> {
         let t = &self.inner.table;
         let status = status_sql("$5");
@@ -443,11 +488,12 @@ impl Store for PostgresStore {
             .map(|s| s.as_str().to_owned())
             .collect();
         let rows = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM {t} WHERE env = $1 AND {TASK_LIKE} \
+            "SELECT {COLUMNS} FROM {t} WHERE env = $1 AND {WELL_FORMED} \
                AND ($2::text IS NULL OR kind = $2) \
                AND ($3::text IS NULL OR resource_key = $3) \
                AND (NOT $4 OR done_at IS NULL) \
                AND (cardinality($6::text[]) = 0 OR ({status}) = ANY($6)) \
+               AND ($9::timestamptz IS NULL OR (created_at, id) > ($9, $10)) \
              ORDER BY created_at, id OFFSET $7 LIMIT $8"
         ))
         .bind(&filter.env)
@@ -458,6 +504,8 @@ impl Store for PostgresStore {
         .bind(&statuses)
         .bind(i64::try_from(filter.offset).unwrap_or(i64::MAX))
         .bind(filter.limit.map(|l| i64::try_from(l).unwrap_or(i64::MAX)))
+        .bind(filter.after.as_ref().map(|c| c.created_at))
+        .bind(filter.after.as_ref().map(|c| c.id.as_str()))
         .fetch_all(&self.inner.pool)
         .await
         .map_err(db)?;
@@ -477,10 +525,10 @@ impl Store for PostgresStore {
         now: DateTime<Utc>,
     ) -> Result<StatusCounts, StoreError> {
         let t = &self.inner.table;
-        let status = status_sql("$3");
+        let status = status_or_undecodable_sql("$3");
         let rows = sqlx::query(&format!(
             "SELECT s, count(*) FROM (SELECT {status} AS s FROM {t} \
-               WHERE env = $1 AND ($2::text IS NULL OR kind = $2) AND {TASK_LIKE}) c \
+               WHERE env = $1 AND ($2::text IS NULL OR kind = $2)) c \
              GROUP BY s"
         ))
         .bind(env)
@@ -493,8 +541,7 @@ impl Store for PostgresStore {
         for r in &rows {
             let name: String = r.try_get(0).map_err(db)?;
             let n: i64 = r.try_get(1).map_err(db)?;
-            let status: TaskStatus = name.parse().map_err(StoreError::backend)?;
-            counts.insert(status, u64::try_from(n).unwrap_or(0));
+            add_count(&mut counts, &name, u64::try_from(n).unwrap_or(0))?;
         }
         Ok(counts)
     }

@@ -305,8 +305,9 @@ impl RedisStore {
     /// valid task, replacing any document with this id. For tests of Go W7:
     /// claims of `env`/`kind` report it in [`Claimed::undecodable`],
     /// [`Store::get`] returns it as [`Fetched::Undecodable`],
-    /// [`Store::delete`] removes it, and [`Store::find`] and
-    /// [`Store::count_by_status`] ignore it. Not safe against concurrent
+    /// [`Store::delete`] removes it, [`Store::find`] does not list it, and
+    /// [`Store::count_by_status`] counts it in [`StatusCounts::undecodable`]
+    /// only. Not safe against concurrent
     /// writers of the same id.
     pub async fn insert_undecodable(
         &self,
@@ -693,7 +694,8 @@ impl Store for RedisStore {
     }
 
     /// Reads the narrowest listing index (resource key, else kind, else
-    /// env) in creation order, 256 tasks per script call, and filters in
+    /// env) in creation order from the filter's cursor on (a lex range of
+    /// the index), 256 tasks per script call, and filters in
     /// Rust with [`TaskFilter::matches`]; stops once `offset + limit`
     /// matches are found. Pages are read one after the other, not as one
     /// snapshot.
@@ -708,7 +710,11 @@ impl Store for RedisStore {
             .limit
             .map_or(usize::MAX, |l| l.saturating_add(filter.offset));
         let mut matched = Vec::new();
-        let mut start = b"-".to_vec();
+        // Listing members are the `cord` encoding: creation time, then id.
+        let mut start = match &filter.after {
+            None => b"-".to_vec(),
+            Some(c) => format!("({}{}", doc::order_time(c.created_at), c.id).into_bytes(),
+        };
         let mut conn = self.conn();
         while matched.len() < want {
             let reply: Value = SCRIPTS
@@ -747,7 +753,11 @@ impl Store for RedisStore {
     }
 
     /// One script call: done tasks from counters, open tasks from the
-    /// lease and wait indexes at `now` (exactly [`Task::status`]).
+    /// lease and wait indexes at `now` (exactly [`Task::status`]), and the
+    /// documents set aside as undecodable (by `insert_undecodable`, or by a
+    /// claim that met a task it could not decode) from their per-kind
+    /// index. A hash corrupted in place is counted by the status its index
+    /// entries give until a claim meets it and sets it aside.
     async fn count_by_status(
         &self,
         env: &str,
@@ -769,13 +779,14 @@ impl Store for RedisStore {
         let mut counts = StatusCounts::new();
         let mut items = array(reply, "count_by_status")?.into_iter();
         while let (Some(status), Some(n)) = (items.next(), items.next()) {
-            let status: TaskStatus = string(status, "count_by_status")?
-                .parse()
-                .map_err(StoreError::backend)?;
+            let name = string(status, "count_by_status")?;
             let n = u64::try_from(int(n, "count_by_status")?).unwrap_or(0);
-            if n > 0 {
-                counts.insert(status, n);
+            if name == "undecodable" {
+                counts.undecodable += n;
+                continue;
             }
+            let status: TaskStatus = name.parse().map_err(StoreError::backend)?;
+            counts.add(status, n);
         }
         Ok(counts)
     }

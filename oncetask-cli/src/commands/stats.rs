@@ -27,6 +27,7 @@ fn kind_json(stats: &QueueStats, k: &KindStats) -> Value {
     json!({
         "counts": counts,
         "total": k.total(),
+        "undecodable": k.undecodable(),
         "oldestPendingSince": k.oldest_pending_since,
         "oldestPendingAgeSeconds": k.oldest_pending_age(stats.now).map(|d| d.as_secs_f64()),
         "nextDue": k.next_due,
@@ -34,7 +35,8 @@ fn kind_json(stats: &QueueStats, k: &KindStats) -> Value {
     })
 }
 
-/// `stats`: counts by kind and status, oldest pending age, next due time.
+/// `stats`: counts by kind and status (undecodable documents apart),
+/// oldest pending age, next due time.
 pub(crate) async fn stats(ctx: &mut Ctx<'_, '_>, args: &StatsArgs) -> Result<(), CliError> {
     let mut stats = ctx.manager.inspect().await?;
     if let Some(kind) = &args.kind {
@@ -67,7 +69,8 @@ pub(crate) async fn stats(ctx: &mut Ctx<'_, '_>, args: &StatsArgs) -> Result<(),
                 .iter()
                 .map(|s| (s.as_str().to_owned(), json!(totals.get(s).copied().unwrap_or(0))))
                 .collect::<Map<String, Value>>(),
-            "total": totals.values().sum::<u64>(),
+            "total": totals.tasks(),
+            "undecodable": totals.undecodable,
         });
         return ctx.print_json(&value);
     }
@@ -77,13 +80,15 @@ pub(crate) async fn stats(ctx: &mut Ctx<'_, '_>, args: &StatsArgs) -> Result<(),
     }
     let mut headers = vec!["KIND"];
     headers.extend(STATUS_HEADERS);
-    headers.extend([">TOTAL", "OLDEST PENDING", "NEXT DUE"]);
+    // Undecodable documents have no status: a column of their own, outside TOTAL.
+    headers.extend([">TOTAL", ">UNDECODABLE", "OLDEST PENDING", "NEXT DUE"]);
     let mut table = Table::new(&headers);
     let now = stats.now;
     for (name, k) in &stats.kinds {
         let mut row = vec![name.clone()];
         row.extend(TaskStatus::ALL.iter().map(|s| k.count(*s).to_string()));
         row.push(k.total().to_string());
+        row.push(k.undecodable().to_string());
         row.push(
             k.oldest_pending_age(now)
                 .map(duration)
@@ -104,7 +109,8 @@ pub(crate) async fn stats(ctx: &mut Ctx<'_, '_>, args: &StatsArgs) -> Result<(),
                 .iter()
                 .map(|s| totals.get(s).copied().unwrap_or(0).to_string()),
         );
-        row.push(totals.values().sum::<u64>().to_string());
+        row.push(totals.tasks().to_string());
+        row.push(totals.undecodable.to_string());
         row.push(
             stats
                 .oldest_pending_since()

@@ -1,7 +1,7 @@
 //! `tasks list` and `tasks show`.
 
 use chrono::{DateTime, Utc};
-use oncetask::store::Fetched;
+use oncetask::store::{Fetched, TaskCursor};
 use oncetask::{Task, TaskStatus};
 use serde_json::{Value, json};
 
@@ -46,7 +46,8 @@ fn when(task: &Task, status: TaskStatus, now: DateTime<Utc>) -> String {
     }
 }
 
-/// `tasks list`: a page of the matching tasks, oldest first.
+/// `tasks list`: a page of the matching tasks, oldest first, from the
+/// `--after` cursor; it prints the cursor of the next page.
 pub(crate) async fn list(ctx: &mut Ctx<'_, '_>, args: &ListArgs) -> Result<(), CliError> {
     let limit = usize::try_from(args.limit).unwrap_or(usize::MAX);
     let offset = usize::try_from(args.offset).unwrap_or(usize::MAX);
@@ -54,6 +55,7 @@ pub(crate) async fn list(ctx: &mut Ctx<'_, '_>, args: &ListArgs) -> Result<(), C
     filter.kind = args.kind.clone();
     filter.resource_key = args.resource_key.clone();
     filter.statuses = args.status.clone();
+    filter.after = args.after.clone();
     filter.offset = offset;
     // One more than asked, to know whether another page follows.
     filter.limit = Some(limit.saturating_add(1));
@@ -62,14 +64,20 @@ pub(crate) async fn list(ctx: &mut Ctx<'_, '_>, args: &ListArgs) -> Result<(), C
     let more = tasks.len() > limit;
     tasks.truncate(limit);
     let next_offset = more.then(|| offset.saturating_add(limit));
+    // The next page starts after this page's last task: keyset paging.
+    let next_after = more
+        .then(|| tasks.last().map(|t| TaskCursor::of(t).to_text()))
+        .flatten();
     let env = ctx.env().to_owned();
 
     if ctx.json {
         let value = json!({
             "env": env,
             "now": now,
+            "after": args.after.as_ref().map(TaskCursor::to_text),
             "offset": offset,
             "limit": limit,
+            "nextAfter": next_after,
             "nextOffset": next_offset,
             "tasks": tasks.iter().map(|t| task_json(t, now)).collect::<Vec<_>>(),
         });
@@ -112,15 +120,19 @@ pub(crate) async fn list(ctx: &mut Ctx<'_, '_>, args: &ListArgs) -> Result<(), C
     }
     table.write(ctx.io.out)?;
     let last = offset + tasks.len();
-    match next_offset {
+    let from = match &args.after {
+        Some(after) => format!(" after {}", after.to_text()),
+        None => String::new(),
+    };
+    match next_after {
         Some(next) => writeln!(
             ctx.io.out,
-            "\ntasks {}-{last} of environment {env:?}; next page: --offset {next}",
+            "\ntasks {}-{last}{from} of environment {env:?}; next page: --after {next}",
             offset + 1
         )?,
-        None if offset > 0 => writeln!(
+        None if offset > 0 || args.after.is_some() => writeln!(
             ctx.io.out,
-            "\ntasks {}-{last} of environment {env:?} (last page)",
+            "\ntasks {}-{last}{from} of environment {env:?} (last page)",
             offset + 1
         )?,
         None => writeln!(

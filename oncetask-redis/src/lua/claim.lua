@@ -144,7 +144,7 @@ for _, s in ipairs(stale) do redis.call('ZREM', s[1], s[2]) end
 local quarantine = per_kind('bad', k)
 for _, b in ipairs(bad) do
   redis.call('ZREM', b[2], b[3])
-  redis.call('HSET', quarantine, b[1], b[4])
+  mark_bad(k, b[1], b[4])
 end
 
 -- 4. Report the kind's undecodable documents (every claim, up to cap).

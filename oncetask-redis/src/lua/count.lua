@@ -1,10 +1,25 @@
 -- count: tasks of one env (and kind) per status at `now`, as Task::status.
 -- ARGV: base, now (ms), now in ord encoding (16 hex), '1' + kenc for one
 -- kind or '*' for all kinds.
--- Returns a flat list of status, count.
+-- Returns a flat list of status, count; 'undecodable' counts the documents
+-- set aside as not decodable (the kind's 'bad' hash).
 local now_s, now_hex, only = ARGV[2], ARGV[3], ARGV[4]
 local kinds
-if only == '*' then kinds = redis.call('HKEYS', B .. 'kinds') else kinds = { string.sub(only, 2) } end
+if only == '*' then
+  -- Kinds with tasks, and kinds with undecodable documents only.
+  local seen = {}
+  kinds = {}
+  for _, h in ipairs({ 'kinds', 'badkinds' }) do
+    for _, k in ipairs(redis.call('HKEYS', B .. h)) do
+      if not seen[k] then
+        seen[k] = true
+        kinds[#kinds + 1] = k
+      end
+    end
+  end
+else
+  kinds = { string.sub(only, 2) }
+end
 local totals = {}
 local function add(status, n)
   if n > 0 then totals[status] = (totals[status] or 0) + n end
@@ -24,6 +39,7 @@ for _, k in ipairs(kinds) do
   add('leased', #live)
   add('waiting', waiting)
   add('pending', open - #live - waiting)
+  add('undecodable', redis.call('HLEN', per_kind('bad', k)))
 end
 local out = {}
 for s, n in pairs(totals) do

@@ -19,7 +19,7 @@ for i = 2, #ARGV, 2 do
         if f.rk then refresh_key(f.kenc, f.rk) end
         changed[f.kind] = true
       elseif f.kenc then
-        redis.call('HDEL', per_kind('bad', f.kenc), id)
+        unmark_bad(f.kenc, id)
       end
       redis.call('DEL', key)
       out[j] = 'D' .. (f.gen or '')

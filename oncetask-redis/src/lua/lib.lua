@@ -22,6 +22,9 @@
 --   kh:k           hash: r -> the head of r currently in wf:k
 --   pk:k           zset: parked (busy) keys, score = their latest lease
 --   bad:k          hash: id -> reason, undecodable documents of kind k
+--   badkinds       hash: k -> number of entries of bad:k (count_by_status
+--                  of every kind finds the undecodable documents of a kind
+--                  that has no task)
 --   tomb:<id>      string: a fenced registry generation (see registry.rs)
 local B = ARGV[1]
 
@@ -61,6 +64,18 @@ end
 
 local function decrement(key, field)
   if redis.call('HINCRBY', key, field, -1) <= 0 then redis.call('HDEL', key, field) end
+end
+
+-- Records document `id` of kind k as undecodable (reason), once.
+local function mark_bad(k, id, reason)
+  if redis.call('HSET', per_kind('bad', k), id, reason) == 1 then
+    redis.call('HINCRBY', B .. 'badkinds', k, 1)
+  end
+end
+
+-- Forgets the undecodable document `id` of kind k (removed).
+local function unmark_bad(k, id)
+  if redis.call('HDEL', per_kind('bad', k), id) == 1 then decrement(B .. 'badkinds', k) end
 end
 
 -- Adds (sign 1) or removes (sign -1) the entries of a decodable task

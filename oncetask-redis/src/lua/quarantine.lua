@@ -8,5 +8,5 @@ if not indexable(f) or f.ver ~= version then return 0 end
 unindex(f)
 if f.rk then refresh_key(f.kenc, f.rk) end
 redis.call('HSET', key, 'bad', reason)
-redis.call('HSET', per_kind('bad', f.kenc), id, reason)
+mark_bad(f.kenc, id, reason)
 return 1
