@@ -271,6 +271,7 @@ mod tests {
             expected,
             status: if finishes { "completed" } else { "pending" }.into(),
             finishes,
+            fence: None,
             at,
         }
     }
@@ -280,6 +281,7 @@ mod tests {
             worker,
             seq,
             applied,
+            revision: None,
             at: 0,
         }
     }

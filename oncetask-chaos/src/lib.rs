@@ -30,6 +30,7 @@ use thiserror::Error;
 
 pub mod backend;
 pub mod fleet;
+pub mod go_writer;
 pub mod history;
 pub mod ledger;
 pub mod observe;

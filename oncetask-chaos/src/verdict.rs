@@ -507,12 +507,14 @@ mod tests {
                 expected: 6,
                 status: "completed".into(),
                 finishes: true,
+                fence: None,
                 at: 10,
             },
             Record::Answer {
                 worker: 1,
                 seq: 0,
                 applied: true,
+                revision: None,
                 at: 11,
             },
         ]
@@ -557,12 +559,14 @@ mod tests {
             expected: 7,
             status: "completed".into(),
             finishes: true,
+            fence: None,
             at: 20,
         });
         twice.push(Record::Answer {
             worker: 2,
             seq: 0,
             applied: true,
+            revision: None,
             at: 21,
         });
         let twice = verdict_on(&twice, completed(8));
