@@ -188,6 +188,11 @@ fn go_writes(op: GoOp, read: &Read, env: &str) -> bool {
     }
 }
 
+/// Tries of one Go write that meets contention (`ABORTED`, which a
+/// non-transactional commit gets when a transaction holds the document
+/// longer than the emulator's lock timeout; nothing is written then).
+const COMMIT_TRIES: u32 = 5;
+
 /// Counts of a writer's operations.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct GoCounts {
@@ -270,7 +275,7 @@ impl GoWriter {
         self.next_seq += 1;
         self.counts.operations += 1;
         let sent_at = now_micros();
-        let record = |outcome, update_time, cancelled_at| Record::GoWrite {
+        let record = |outcome, update_time, cancelled_at, error| Record::GoWrite {
             seq,
             id: id.to_owned(),
             op,
@@ -281,11 +286,13 @@ impl GoWriter {
             outcome,
             update_time,
             cancelled_at,
+            error,
             sent_at,
             at: now_micros(),
         };
         if !go_writes(op, &read, &self.env) {
-            self.ledger.append(&record(GoOutcome::Skipped, None, None));
+            self.ledger
+                .append(&record(GoOutcome::Skipped, None, None, None));
             return Some(GoOutcome::Skipped);
         }
         let (fields, cancelled_at) = match op {
@@ -295,17 +302,31 @@ impl GoWriter {
             }
             GoOp::Reset => (reset_fields(), None),
         };
-        let answer = self
-            .db
-            .client()
-            .get()
-            .commit(Request::new(CommitRequest {
-                database: self.db.get_database_path().clone(),
-                writes: vec![masked_update(name, fields)],
-                ..Default::default()
-            }))
-            .await;
-        let (outcome, update_time) = match answer {
+        let write = masked_update(name, fields);
+        let mut tries = 0;
+        let answer = loop {
+            tries += 1;
+            let answer = self
+                .db
+                .client()
+                .get()
+                .commit(Request::new(CommitRequest {
+                    database: self.db.get_database_path().clone(),
+                    writes: vec![write.clone()],
+                    ..Default::default()
+                }))
+                .await;
+            match answer {
+                // Contention (a transaction holds the document, e.g. a
+                // claim): nothing was written, and Go's client sends the
+                // same write again after a backoff.
+                Err(status) if status.code() == Code::Aborted && tries < COMMIT_TRIES => {
+                    tokio::time::sleep(Duration::from_millis(100 << tries)).await;
+                }
+                answer => break answer,
+            }
+        };
+        let (outcome, update_time, error) = match answer {
             Ok(response) => {
                 let update_time = response
                     .into_inner()
@@ -314,21 +335,28 @@ impl GoWriter {
                     .and_then(|r| r.update_time.as_ref())
                     .map(nanos_of);
                 self.counts.accepted += 1;
-                (GoOutcome::Accepted, update_time)
+                (GoOutcome::Accepted, update_time, None)
             }
-            // The document is gone (Exists(true) failed): nothing landed.
-            Err(status) if matches!(status.code(), Code::NotFound | Code::FailedPrecondition) => {
-                (GoOutcome::Refused, None)
+            // The document is gone (Exists(true) failed), or contention
+            // outlasted the retries: nothing landed.
+            Err(status)
+                if matches!(
+                    status.code(),
+                    Code::NotFound | Code::FailedPrecondition | Code::Aborted
+                ) =>
+            {
+                (GoOutcome::Refused, None, Some(status.to_string()))
             }
             Err(status) => {
                 eprintln!("oncetask-chaos: Go writer: {op:?} of {id}: {status}");
-                (GoOutcome::Unknown, None)
+                (GoOutcome::Unknown, None, Some(status.to_string()))
             }
         };
         let written = (outcome != GoOutcome::Refused)
             .then_some(cancelled_at)
             .flatten();
-        self.ledger.append(&record(outcome, update_time, written));
+        self.ledger
+            .append(&record(outcome, update_time, written, error));
         Some(outcome)
     }
 

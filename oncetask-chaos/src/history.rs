@@ -37,6 +37,11 @@
 //! decided on the reset document or later; a Go cancel stays: every later
 //! read of the writer finds the task cancelled until a Go reset, and without
 //! a later reset the task ends cancelled with Go's `cancelledAt`.
+//!
+//! A Go reset whose call failed without an answer is placed from the
+//! history: it landed if the task was written again from the version it
+//! read (nothing else un-finishes a finished task) and no later reset of
+//! that version was accepted. Such placements are reported, as inferred.
 
 use std::collections::HashMap;
 
@@ -127,9 +132,9 @@ pub struct Trace {
     pub ambiguous: u64,
     /// Go writes the store accepted.
     pub go_accepted: usize,
-    /// Whether a Go write's outcome is unknown (its call failed): the
-    /// generations and the Go checks of this task are then unproven.
-    pub go_unknown: bool,
+    /// How Go resets of unknown outcome (their call failed) were placed:
+    /// from the history, not from the store's answer.
+    pub inferred: Vec<String>,
     /// Broken promises, in words.
     pub problems: Vec<String>,
 }
@@ -236,7 +241,6 @@ impl<'a> Writes<'a> {
             .iter()
             .filter(|g| g.outcome == GoOutcome::Accepted)
             .count();
-        trace.go_unknown = writes.go.iter().any(|g| g.outcome == GoOutcome::Unknown);
         let Some((steps, start)) = writes
             .created
             .iter()
@@ -271,11 +275,9 @@ impl<'a> Writes<'a> {
         // Generations: each accepted Go reset ends one after the step into
         // the version it read.
         let mut resets: Vec<(u64, &GoSeen<'a>)> = Vec::new();
-        for reset in writes
-            .go
-            .iter()
-            .filter(|g| g.op == GoOp::Reset && g.outcome == GoOutcome::Accepted)
-        {
+        for reset in writes.go.iter().filter(|g| {
+            g.op == GoOp::Reset && matches!(g.outcome, GoOutcome::Accepted | GoOutcome::Unknown)
+        }) {
             let Some(version) = reset.read_version else {
                 trace
                     .problems
@@ -283,6 +285,31 @@ impl<'a> Writes<'a> {
                 continue;
             };
             let at = version.wrapping_sub(start);
+            if reset.outcome == GoOutcome::Unknown {
+                // Nothing else un-finishes a finished task: it landed if
+                // the task was written again from the version it read,
+                // unless a later reset of that version was accepted (Go
+                // would not have found the task finished then).
+                let reset_again = writes.go.iter().any(|g| {
+                    g.seq > reset.seq
+                        && g.op == GoOp::Reset
+                        && g.outcome == GoOutcome::Accepted
+                        && g.read_version == Some(version)
+                });
+                let landed = at > 0 && at < steps && !reset_again;
+                trace.inferred.push(format!(
+                    "{id}: Go reset #{} of version {version}, outcome unknown, {}",
+                    reset.seq,
+                    if landed {
+                        "landed: the task was written again from that version"
+                    } else {
+                        "did not land"
+                    }
+                ));
+                if !landed {
+                    continue;
+                }
+            }
             if at == 0 || at > steps {
                 trace.problems.push(format!(
                     "{id}: Go reset #{} of version {version} is outside its stored history (created {start}, stored {stored})",
@@ -608,6 +635,7 @@ mod tests {
             update_time: (outcome == GoOutcome::Accepted).then_some(update_time),
             cancelled_at: (op == GoOp::Cancel && outcome == GoOutcome::Accepted)
                 .then(|| "2026-01-01T00:00:05Z".into()),
+            error: None,
             sent_at: update_time / 1000,
             at: update_time / 1000,
         }

@@ -154,6 +154,9 @@ pub enum Record {
         /// The `cancelledAt` an accepted cancel wrote (Go's whole-second
         /// RFC 3339).
         cancelled_at: Option<String>,
+        /// The store's error, when the write was not accepted.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
         /// When the write was sent (µs); the read's time when skipped.
         sent_at: i64,
         /// When the answer arrived (µs).
@@ -180,7 +183,8 @@ pub enum GoOutcome {
     Skipped,
     /// The store accepted the write.
     Accepted,
-    /// The store refused the write (the document was gone).
+    /// The store refused the write, so nothing landed: the document was
+    /// gone, or contention outlasted the retries.
     Refused,
     /// The call failed without saying whether the write landed.
     Unknown,
@@ -309,6 +313,7 @@ mod tests {
             outcome: GoOutcome::Accepted,
             update_time: Some(1_767_225_605_123_456_789),
             cancelled_at: Some("2026-01-01T00:00:05Z".into()),
+            error: None,
             sent_at: 13,
             at: 14,
         };

@@ -7,7 +7,7 @@
 //! keeps its outcome out. The promise checked is about valid windows and
 //! stored completions.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
 use chrono::{DateTime, Utc};
@@ -99,8 +99,9 @@ pub struct Verdict {
     pub go_skipped: usize,
     /// Go writes whose call failed without saying whether they landed.
     pub go_unknown: usize,
-    /// What the checks could not prove about tasks with a Go write of
-    /// unknown outcome (not violations: the evidence is missing).
+    /// Go writes of unknown outcome, and how the checks placed each reset
+    /// among them (inferred from the history rather than proven by the
+    /// store's answer; not violations).
     pub unproven: Vec<String>,
     /// Seconds from start to the end of the checks.
     pub seconds: f64,
@@ -239,9 +240,6 @@ impl Verdict {
         // Per task: (finished at, next reset sent at) of each generation.
         let mut finished_spans: HashMap<&str, Vec<(i64, Option<i64>)>> = HashMap::new();
         let mut min = usize::MAX;
-        // Tasks with a Go write of unknown outcome: their generations are
-        // not known, so neither is when a run of theirs was legitimate.
-        let mut unproven: HashSet<&str> = HashSet::new();
         for task in evidence.tasks {
             let finished = task.status(evidence.now).is_terminal();
             let trace = writes.trace(task, finished);
@@ -258,6 +256,8 @@ impl Verdict {
                         self.unconfirmed_finishes += 1;
                     }
                 }
+            }
+            for generation in &trace.generations {
                 if let Some(at) = generation.finished_at {
                     finished_spans
                         .entry(task.id.as_str())
@@ -265,12 +265,8 @@ impl Verdict {
                         .push((at, generation.reset_sent_at));
                 }
             }
-            if trace.go_unknown {
-                unproven.insert(task.id.as_str());
-                self.unproven.extend(trace.problems);
-            } else {
-                self.violations.extend(trace.problems);
-            }
+            self.unproven.extend(trace.inferred);
+            self.violations.extend(trace.problems);
         }
         self.min_finishing_writes = if min == usize::MAX { 0 } else { min };
         for execution in executions {
@@ -281,15 +277,10 @@ impl Verdict {
                 execution.start > finished && reset.is_none_or(|r| execution.start < r)
             });
             if after_a_finish && execution.valid_until > execution.start {
-                let message = format!(
+                self.violations.push(format!(
                     "{} started again under a valid lease after its finishing write",
                     execution.id
-                );
-                if unproven.contains(execution.id) {
-                    self.unproven.push(message);
-                } else {
-                    self.violations.push(message);
-                }
+                ));
             }
         }
     }
@@ -298,12 +289,21 @@ impl Verdict {
     fn count_go_writes(&mut self, records: &[Record]) {
         for record in records {
             if let Record::GoWrite {
+                seq,
+                id,
                 op,
                 outcome,
                 read_leased,
+                error,
                 ..
             } = record
             {
+                if *outcome == GoOutcome::Unknown {
+                    self.unproven.push(format!(
+                        "{id}: Go {op:?} #{seq}: outcome unknown ({})",
+                        error.as_deref().unwrap_or("no error text")
+                    ));
+                }
                 self.go_operations += 1;
                 match (op, outcome) {
                     (GoOp::Cancel, GoOutcome::Accepted) => {
@@ -497,7 +497,7 @@ impl fmt::Display for Verdict {
                     self.generations.to_string(),
                 ),
                 (
-                    "unproven (evidence missing)",
+                    "  placed from the history (unproven)",
                     self.unproven.len().to_string(),
                 ),
             ];
@@ -743,6 +743,7 @@ mod tests {
             outcome,
             update_time: (outcome == GoOutcome::Accepted).then_some(update_time),
             cancelled_at: None,
+            error: None,
             sent_at,
             at: sent_at + 1,
         }
@@ -817,19 +818,51 @@ mod tests {
     }
 
     #[test]
-    fn a_go_write_of_unknown_outcome_leaves_its_task_unproven_not_failed() {
-        // The reset's call failed: the checks cannot place it, so the
-        // second completion cannot be proven legitimate either way.
-        let records: Vec<Record> = reset_and_rerun()
-            .into_iter()
-            .map(|r| match r {
-                Record::GoWrite { .. } => go_reset(7, GoOutcome::Unknown, 0, 15),
-                other => other,
-            })
-            .collect();
-        let v = verdict_on(&records, completed(9));
-        assert_eq!(v.go_unknown, 1);
-        assert_eq!(v.unproven.len(), 2, "{v}");
+    fn a_go_reset_of_unknown_outcome_is_placed_by_the_history() {
+        let unknown = |records: Vec<Record>, update_time| -> Vec<Record> {
+            records
+                .into_iter()
+                .map(|r| match r {
+                    Record::GoWrite { read_version, .. } => go_reset(
+                        read_version.unwrap_or(0),
+                        GoOutcome::Unknown,
+                        update_time,
+                        15,
+                    ),
+                    other => other,
+                })
+                .collect()
+        };
+        // The task ran again from the version the reset read: it landed,
+        // and the run is a generation of its own.
+        let v = verdict_on(&unknown(reset_and_rerun(), 0), completed(9));
         assert!(v.passed(), "{v}");
+        assert_eq!((v.go_unknown, v.generations), (1, 2));
+        assert_eq!(v.unproven.len(), 2, "{v}");
+        assert!(v.unproven[1].contains("landed"), "{v}");
+
+        // Nothing ran after it: it did not land, and one generation it is.
+        let once: Vec<Record> = reset_and_rerun().into_iter().take(7).collect();
+        let v = verdict_on(&unknown(once, 0), completed(7));
+        assert!(v.passed(), "{v}");
+        assert_eq!(v.generations, 1);
+        assert!(v.unproven[1].contains("did not land"), "{v}");
+
+        // A later reset of the same version was accepted: this one did not
+        // land, and the accepted one makes the generation.
+        let mut twice = unknown(reset_and_rerun(), 0);
+        let at = twice
+            .iter()
+            .position(|r| matches!(r, Record::GoWrite { .. }))
+            .expect("the reset");
+        let mut accepted = go_reset(7, GoOutcome::Accepted, 150, 16);
+        if let Record::GoWrite { seq, .. } = &mut accepted {
+            *seq = 1;
+        }
+        twice.insert(at + 1, accepted);
+        let v = verdict_on(&twice, completed(9));
+        assert!(v.passed(), "{v}");
+        assert_eq!((v.go_resets, v.generations), (1, 2));
+        assert!(v.unproven[1].contains("did not land"), "{v}");
     }
 }
