@@ -96,6 +96,11 @@ pub enum Record {
         status: String,
         /// Whether that status is final (completed, failed, cancelled).
         finishes: bool,
+        /// The revision the write is conditional on ([`oncetask::Revision`]'s
+        /// raw value in decimal), on backends with revisions (Firestore):
+        /// the stored state the write was decided on.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        fence: Option<String>,
         /// When (µs).
         at: i64,
     },
@@ -108,6 +113,10 @@ pub enum Record {
         seq: u64,
         /// Whether the store applied it.
         applied: bool,
+        /// The revision the applied write produced (raw, decimal), on
+        /// backends with revisions.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        revision: Option<String>,
         /// When (µs).
         at: i64,
     },
@@ -118,6 +127,67 @@ pub enum Record {
         /// When (µs).
         at: i64,
     },
+    /// One operation of the Go-shaped writer ([`crate::go_writer`]): what
+    /// it read, whether Go's rules made it write, and the store's answer.
+    GoWrite {
+        /// Operation number, in the order the writer made them (one at a time).
+        seq: u64,
+        /// Task id.
+        id: String,
+        /// Cancel or reset.
+        op: GoOp,
+        /// The Rust `version` field of the document as read (absent if the
+        /// document has none).
+        read_version: Option<u64>,
+        /// Whether the read document was done (`doneAt` non-empty).
+        read_done: bool,
+        /// Whether the read document was cancelled (`isCancelled`).
+        read_cancelled: bool,
+        /// Whether the read document was under a lease that had not ended
+        /// (a cancel then lands while a handler runs).
+        read_leased: bool,
+        /// What became of the operation.
+        outcome: GoOutcome,
+        /// The document's update time after an accepted write (ns since the
+        /// Unix epoch, Firestore's clock).
+        update_time: Option<i64>,
+        /// The `cancelledAt` an accepted cancel wrote (Go's whole-second
+        /// RFC 3339).
+        cancelled_at: Option<String>,
+        /// The store's error, when the write was not accepted.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+        /// When the write was sent (µs); the read's time when skipped.
+        sent_at: i64,
+        /// When the answer arrived (µs).
+        at: i64,
+    },
+}
+
+/// What the Go-shaped writer did to a task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GoOp {
+    /// Go's `CancelTask` (behavior.md §8.1).
+    Cancel,
+    /// Go's `ResetTask` (behavior.md §10).
+    Reset,
+}
+
+/// The fate of one Go-shaped operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GoOutcome {
+    /// Go's rules found nothing to do (a cancel of a done or cancelled
+    /// task, a reset of a task not done): nothing was written.
+    Skipped,
+    /// The store accepted the write.
+    Accepted,
+    /// The store refused the write, so nothing landed: the document was
+    /// gone, or contention outlasted the retries.
+    Refused,
+    /// The call failed without saying whether the write landed.
+    Unknown,
 }
 
 /// Appends records to one worker's file.
@@ -129,11 +199,20 @@ pub struct LedgerWriter {
 impl LedgerWriter {
     /// Opens (creating) the file of `worker` in `dir`.
     pub fn open(dir: &Path, worker: u32) -> Result<Self, ChaosError> {
-        let path = file_of(dir, worker);
+        Self::open_path(&file_of(dir, worker))
+    }
+
+    /// Opens (creating) the Go-shaped writer's file in `dir`
+    /// (`go-writer.jsonl`).
+    pub fn open_go_writer(dir: &Path) -> Result<Self, ChaosError> {
+        Self::open_path(&dir.join("go-writer.jsonl"))
+    }
+
+    fn open_path(path: &Path) -> Result<Self, ChaosError> {
         let file = OpenOptions::new()
             .create(true)
             .append(true)
-            .open(&path)
+            .open(path)
             .map_err(|e| ChaosError::io(format!("open ledger {}", path.display()), e))?;
         Ok(Self {
             file: Mutex::new(file),
@@ -213,13 +292,56 @@ mod tests {
             at: 10,
         };
         let fenced = Record::Fenced { worker: 2, at: 11 };
+        let write = Record::Write {
+            worker: 1,
+            seq: 3,
+            id: "t-1".into(),
+            expected: 9,
+            status: "completed".into(),
+            finishes: true,
+            fence: Some(u128::MAX.to_string()),
+            at: 12,
+        };
+        let go = Record::GoWrite {
+            seq: 0,
+            id: "t-1".into(),
+            op: GoOp::Cancel,
+            read_version: Some(9),
+            read_done: false,
+            read_cancelled: false,
+            read_leased: true,
+            outcome: GoOutcome::Accepted,
+            update_time: Some(1_767_225_605_123_456_789),
+            cancelled_at: Some("2026-01-01T00:00:05Z".into()),
+            error: None,
+            sent_at: 13,
+            at: 14,
+        };
         a.append(&start);
+        a.append(&write);
         b.append(&fenced);
+        let go_ledger = LedgerWriter::open_go_writer(dir.path()).expect("open Go");
+        go_ledger.append(&go);
         // A torn line, as a SIGKILL mid-write could leave.
         std::fs::write(dir.path().join("worker-3.jsonl"), b"{\"ev\":\"sta").expect("write");
         let (mut records, torn) = read_all(dir.path()).expect("read");
-        records.sort_by_key(|r| matches!(r, Record::Fenced { .. }));
-        assert_eq!(records, vec![start, fenced]);
+        records.sort_by_key(|r| match r {
+            Record::Start { .. } => 0,
+            Record::Write { .. } => 1,
+            Record::Fenced { .. } => 2,
+            _ => 3,
+        });
+        assert_eq!(records, vec![start, write, fenced, go]);
+        // Lines of backends without revisions stay as they were.
+        let answer = Record::Answer {
+            worker: 1,
+            seq: 3,
+            applied: true,
+            revision: None,
+            at: 15,
+        };
+        let line = serde_json::to_string(&answer).expect("encode");
+        assert!(!line.contains("revision"), "{line}");
         assert_eq!(torn, 1);
     }
 }

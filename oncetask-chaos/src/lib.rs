@@ -16,9 +16,12 @@
 //! Every handler call appends its start and end to an append-only
 //! [`ledger`] outside the store; each worker also records every create,
 //! claim and conditional write its store saw, with the store's answers, and
-//! the stale outcomes its manager discarded ([`observe`]). After the queue
-//! drains, [`history`] rebuilds each task's chain of writes and [`verdict`]
-//! checks the ledger against the store.
+//! the stale outcomes its manager discarded ([`observe`]). On Firestore, a
+//! Go-shaped writer ([`go_writer`], `--go-writer`) may cancel and reset
+//! tasks meanwhile, writing their documents as the Go package does. After
+//! the queue drains, [`history`] rebuilds each task's chain of writes (per
+//! run generation: a Go reset runs a finished task again) and [`verdict`]
+//! checks the ledger against the store, including that no Go write was lost.
 //!
 //! ```text
 //! cargo run --release -p oncetask-chaos -- run --backend postgres --tasks 100000 --workers 8 --kills 40
@@ -30,6 +33,7 @@ use thiserror::Error;
 
 pub mod backend;
 pub mod fleet;
+pub mod go_writer;
 pub mod history;
 pub mod ledger;
 pub mod observe;

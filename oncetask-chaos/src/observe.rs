@@ -7,7 +7,9 @@
 //! Every write oncetask makes moves a task from version `v` to `v + 1`, so
 //! these lines let [`crate::history`] rebuild each task's chain of writes
 //! from its created version to its stored one, including writes whose answer
-//! was lost.
+//! was lost. On backends with revisions (Firestore) a write line also names
+//! the revision it is conditional on and its answer the revision it made,
+//! so the checks can place it among the Go-shaped writer's writes.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -91,15 +93,16 @@ impl Store for RecordingStore {
                 expected: swap.expected_version,
                 status: status.as_str().to_owned(),
                 finishes: status.is_terminal(),
+                fence: swap.task.revision.map(|r| r.raw().to_string()),
                 at: now_micros(),
             });
             seqs.push(seq);
         }
         let outcomes = self.inner.swap(swaps).await?;
         for (seq, outcome) in seqs.into_iter().zip(&outcomes) {
-            let applied = match outcome {
-                SwapOutcome::Applied { .. } => true,
-                SwapOutcome::Conflict | SwapOutcome::NotFound => false,
+            let (applied, revision) = match outcome {
+                SwapOutcome::Applied { revision } => (true, *revision),
+                SwapOutcome::Conflict | SwapOutcome::NotFound => (false, None),
                 // The item failed: whether it was applied is unknown.
                 SwapOutcome::Failed(_) => continue,
             };
@@ -107,6 +110,7 @@ impl Store for RecordingStore {
                 worker: self.worker,
                 seq,
                 applied,
+                revision: revision.map(|r| r.raw().to_string()),
                 at: now_micros(),
             });
         }

@@ -13,6 +13,7 @@ use oncetask::{Manager, MemoryStore, Store, TaskStatus};
 use crate::ChaosError;
 use crate::backend::{Backend, FIRESTORE_PROJECT, OwnPostgres, OwnRedis, OwnServer, Target};
 use crate::fleet::{Fleet, Spawner};
+use crate::go_writer::{GoTargets, GoWriter};
 use crate::ledger::{self, LedgerWriter};
 use crate::observe::{FencedRecorder, RecordingStore};
 use crate::verdict::{Evidence, Verdict};
@@ -70,6 +71,15 @@ pub struct RunArgs {
     /// Print the verdict as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Firestore only: a Go-shaped writer cancels and resets tasks during
+    /// the chaos phase, writing their documents the way the Go package does
+    /// (see [`crate::go_writer`]); the checks then count finishing writes
+    /// per run generation and prove that no Go write was lost.
+    #[arg(long)]
+    pub go_writer: bool,
+    /// Time between two operations of the Go-shaped writer, in ms.
+    #[arg(long, default_value_t = 100)]
+    pub go_interval_ms: u64,
 }
 
 /// The coordinator's worker number in the ledger (workers count from 1).
@@ -88,6 +98,11 @@ enum Event {
 /// that cannot be reached, a worker that cannot start).
 pub async fn run(args: &RunArgs) -> Result<Verdict, ChaosError> {
     let began = Instant::now();
+    if args.go_writer && args.backend != Backend::Firestore {
+        return Err(ChaosError::Run(
+            "--go-writer writes Firestore documents: it needs --backend firestore".into(),
+        ));
+    }
     let seed = args
         .seed
         .unwrap_or_else(|| u64::try_from(ledger::now_micros()).unwrap_or(0));
@@ -201,12 +216,45 @@ pub async fn run(args: &RunArgs) -> Result<Verdict, ChaosError> {
     let mut to_cancel: Vec<String> = Vec::new();
     let mut verdict = Verdict {
         backend: format!("{:?}", args.backend).to_lowercase(),
+        go_writer: args.go_writer,
         ..Verdict::default()
+    };
+
+    // The Go-shaped writer touches the one-off tasks created so far (not
+    // recurring ones: Go's generator rules differ, W9/W26/W28).
+    let (go_targets, go_targets_rx) = tokio::sync::watch::channel(GoTargets::default());
+    let go_writer = match (&target, args.go_writer) {
+        (
+            Some(Target::Firestore {
+                project,
+                collection,
+            }),
+            true,
+        ) => {
+            let writer =
+                GoWriter::connect(project, collection.clone(), env.clone(), &ledger_dir.path())
+                    .await?;
+            let (stop, stopped) = tokio::sync::oneshot::channel();
+            let recent = waves.first().map_or(1, |w| w.len());
+            let interval = Duration::from_millis(args.go_interval_ms.max(1));
+            let handle =
+                tokio::spawn(writer.run(go_targets_rx, recent, interval, seed ^ 0x60, stopped));
+            Some((stop, handle))
+        }
+        _ => None,
     };
 
     for t in 0..ticks {
         if let Some(wave) = waves.get(t) {
             create_wave(&admin, wave).await?;
+            go_targets.send_modify(|targets| {
+                for job in wave.iter().filter(|j| j.recurrence.is_none()) {
+                    if job.stays_open() {
+                        targets.cancel.push(job.id());
+                    }
+                    targets.reset.push(job.id());
+                }
+            });
         }
         // Cancel the previous wave's marked tasks: some are running, some done.
         if !to_cancel.is_empty() && admin.cancel_many(&to_cancel).await.is_ok() {
@@ -241,6 +289,16 @@ pub async fn run(args: &RunArgs) -> Result<Verdict, ChaosError> {
             None => {}
         }
         tokio::time::sleep(tick).await;
+    }
+    if let Some((stop, handle)) = go_writer {
+        let _ = stop.send(());
+        let counts = handle
+            .await
+            .map_err(|e| ChaosError::Run(format!("the Go writer failed: {e}")))?;
+        eprintln!(
+            "oncetask-chaos: Go writer: {} operations, {} writes accepted",
+            counts.operations, counts.accepted
+        );
     }
     while !to_cancel.is_empty() {
         match admin.cancel_many(&to_cancel).await {

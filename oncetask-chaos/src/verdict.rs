@@ -15,7 +15,7 @@ use oncetask::{Task, TaskStatus};
 use serde::Serialize;
 
 use crate::history::Writes;
-use crate::ledger::Record;
+use crate::ledger::{GoOp, GoOutcome, Record};
 
 /// What a run did and whether the promise held.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -43,14 +43,18 @@ pub struct Verdict {
     pub cut_off: usize,
     /// Handler calls that never ended because their worker was killed.
     pub killed_mid_run: usize,
-    /// Tasks whose handler succeeded more than once (at-least-once execution
-    /// after a kill, a freeze or a lost lease; not a violation by itself).
+    /// Tasks whose handler succeeded more than once per run generation
+    /// (at-least-once execution after a kill, a freeze or a lost lease; not
+    /// a violation by itself).
     pub duplicate_successes: usize,
     /// The fewest finishing writes (completing, failing or cancelling) in
-    /// the stored history of one finished task (must be 1).
+    /// the stored history of one finished run generation of a task (must
+    /// be 1). A task has one generation, plus one per Go reset.
     pub min_finishing_writes: usize,
-    /// The most finishing writes of one task (must be 1).
+    /// The most finishing writes of one run generation (must be 1).
     pub max_finishing_writes: usize,
+    /// Run generations traced (tasks, plus the Go resets that landed).
+    pub generations: usize,
     /// Writes in the traced histories (claims, outcomes, cancels).
     pub writes_traced: u64,
     /// Of those, writes the store applied whose answer never reached the
@@ -81,6 +85,24 @@ pub struct Verdict {
     pub server_restarts: usize,
     /// Torn ledger lines (a worker killed mid-write).
     pub torn_ledger_lines: usize,
+    /// Whether a Go-shaped writer cancelled and reset tasks during the run.
+    pub go_writer: bool,
+    /// Go-shaped operations (a read, then a write if Go's rules say so).
+    pub go_operations: usize,
+    /// Go cancels the store accepted.
+    pub go_cancels: usize,
+    /// Of those, cancels of a task read under a lease (a handler running).
+    pub go_cancels_of_leased: usize,
+    /// Go resets the store accepted (each runs a finished task again).
+    pub go_resets: usize,
+    /// Go operations whose rules found nothing to write.
+    pub go_skipped: usize,
+    /// Go writes whose call failed without saying whether they landed.
+    pub go_unknown: usize,
+    /// Go writes of unknown outcome, and how the checks placed each reset
+    /// among them (inferred from the history rather than proven by the
+    /// store's answer; not violations).
+    pub unproven: Vec<String>,
     /// Seconds from start to the end of the checks.
     pub seconds: f64,
     /// Every broken promise, in words. Empty means the run passed.
@@ -185,19 +207,38 @@ impl Verdict {
                 valid_until: end.min(*lease_until),
             });
         }
-        self.duplicate_successes = successes.values().filter(|&&n| n > 1).count();
+        // Each Go reset that landed runs its task once more.
+        let mut runs: HashMap<&str, usize> = HashMap::new();
+        for record in evidence.records {
+            if let Record::GoWrite {
+                id,
+                op: GoOp::Reset,
+                outcome: GoOutcome::Accepted,
+                ..
+            } = record
+            {
+                *runs.entry(id.as_str()).or_insert(1) += 1;
+            }
+        }
+        self.duplicate_successes = successes
+            .iter()
+            .filter(|&(id, &n)| n > runs.get(id).copied().unwrap_or(1))
+            .count();
 
+        self.count_go_writes(evidence.records);
         self.check_histories(&executions, evidence);
         self.check_key_overlaps(&executions);
         self.check_final_state(evidence);
     }
 
     /// Traces every task's writes (see [`crate::history`]): exactly one
-    /// finishing write per finished task, as its last write; then no
-    /// execution may start under a valid lease after it.
+    /// finishing write per finished run generation, as its last write; then
+    /// no execution may start under a valid lease after it, until a Go
+    /// reset starts the next generation.
     fn check_histories(&mut self, executions: &[Execution<'_>], evidence: &Evidence<'_>) {
         let writes = Writes::from_records(evidence.records);
-        let mut finished_at: HashMap<&str, i64> = HashMap::new();
+        // Per task: (finished at, next reset sent at) of each generation.
+        let mut finished_spans: HashMap<&str, Vec<(i64, Option<i64>)>> = HashMap::new();
         let mut min = usize::MAX;
         for task in evidence.tasks {
             let finished = task.status(evidence.now).is_terminal();
@@ -206,28 +247,76 @@ impl Verdict {
             self.writes_unanswered += trace.unanswered;
             self.writes_unlogged += trace.unlogged;
             self.writes_ambiguous += trace.ambiguous;
-            self.max_finishing_writes = self.max_finishing_writes.max(trace.finishing);
-            if finished {
-                min = min.min(trace.finishing);
-                if !trace.last_confirmed {
-                    self.unconfirmed_finishes += 1;
+            self.generations += trace.generations.len();
+            for generation in &trace.generations {
+                self.max_finishing_writes = self.max_finishing_writes.max(generation.finishing);
+                if generation.finished {
+                    min = min.min(generation.finishing);
+                    if !generation.last_confirmed {
+                        self.unconfirmed_finishes += 1;
+                    }
                 }
             }
-            if let Some(at) = trace.finished_at {
-                finished_at.insert(task.id.as_str(), at);
+            for generation in &trace.generations {
+                if let Some(at) = generation.finished_at {
+                    finished_spans
+                        .entry(task.id.as_str())
+                        .or_default()
+                        .push((at, generation.reset_sent_at));
+                }
             }
+            self.unproven.extend(trace.inferred);
             self.violations.extend(trace.problems);
         }
         self.min_finishing_writes = if min == usize::MAX { 0 } else { min };
         for execution in executions {
-            let Some(&finished) = finished_at.get(execution.id) else {
+            let Some(spans) = finished_spans.get(execution.id) else {
                 continue;
             };
-            if execution.start > finished && execution.valid_until > execution.start {
+            let after_a_finish = spans.iter().any(|&(finished, reset)| {
+                execution.start > finished && reset.is_none_or(|r| execution.start < r)
+            });
+            if after_a_finish && execution.valid_until > execution.start {
                 self.violations.push(format!(
                     "{} started again under a valid lease after its finishing write",
                     execution.id
                 ));
+            }
+        }
+    }
+
+    /// Counts the Go-shaped writer's operations.
+    fn count_go_writes(&mut self, records: &[Record]) {
+        for record in records {
+            if let Record::GoWrite {
+                seq,
+                id,
+                op,
+                outcome,
+                read_leased,
+                error,
+                ..
+            } = record
+            {
+                if *outcome == GoOutcome::Unknown {
+                    self.unproven.push(format!(
+                        "{id}: Go {op:?} #{seq}: outcome unknown ({})",
+                        error.as_deref().unwrap_or("no error text")
+                    ));
+                }
+                self.go_operations += 1;
+                match (op, outcome) {
+                    (GoOp::Cancel, GoOutcome::Accepted) => {
+                        self.go_cancels += 1;
+                        if *read_leased {
+                            self.go_cancels_of_leased += 1;
+                        }
+                    }
+                    (GoOp::Reset, GoOutcome::Accepted) => self.go_resets += 1,
+                    (_, GoOutcome::Skipped) => self.go_skipped += 1,
+                    (_, GoOutcome::Unknown) => self.go_unknown += 1,
+                    (_, GoOutcome::Refused) => {}
+                }
             }
         }
     }
@@ -307,7 +396,7 @@ impl Verdict {
 
 impl fmt::Display for Verdict {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let rows: [(&str, String); 26] = [
+        let mut rows: Vec<(&str, String)> = vec![
             ("backend", self.backend.clone()),
             (
                 "tasks created / in store at end",
@@ -330,7 +419,7 @@ impl fmt::Display for Verdict {
                 self.duplicate_successes.to_string(),
             ),
             (
-                "finishing writes per finished task (must be 1)",
+                "finishing writes per finished run (must be 1)",
                 format!(
                     "min {} / max {}",
                     self.min_finishing_writes, self.max_finishing_writes
@@ -387,11 +476,41 @@ impl fmt::Display for Verdict {
                 },
             ),
         ];
+        if self.go_writer {
+            let at = rows.len() - 3;
+            let go_rows = [
+                (
+                    "Go-shaped operations (cancel, reset)",
+                    self.go_operations.to_string(),
+                ),
+                (
+                    "  accepted cancels (of leased tasks) / resets",
+                    format!(
+                        "{} ({}) / {}",
+                        self.go_cancels, self.go_cancels_of_leased, self.go_resets
+                    ),
+                ),
+                ("  skipped by Go's rules", self.go_skipped.to_string()),
+                ("  outcome unknown", self.go_unknown.to_string()),
+                (
+                    "run generations (tasks + resets run)",
+                    self.generations.to_string(),
+                ),
+                (
+                    "  placed from the history (unproven)",
+                    self.unproven.len().to_string(),
+                ),
+            ];
+            rows.splice(at..at, go_rows);
+        }
         for (name, value) in rows {
             writeln!(f, "{name:<48} {value}")?;
         }
         for violation in self.violations.iter().take(20) {
             writeln!(f, "  violation: {violation}")?;
+        }
+        for unproven in self.unproven.iter().take(5) {
+            writeln!(f, "  unproven: {unproven}")?;
         }
         Ok(())
     }
@@ -507,12 +626,14 @@ mod tests {
                 expected: 6,
                 status: "completed".into(),
                 finishes: true,
+                fence: None,
                 at: 10,
             },
             Record::Answer {
                 worker: 1,
                 seq: 0,
                 applied: true,
+                revision: None,
                 at: 11,
             },
         ]
@@ -557,12 +678,14 @@ mod tests {
             expected: 7,
             status: "completed".into(),
             finishes: true,
+            fence: None,
             at: 20,
         });
         twice.push(Record::Answer {
             worker: 2,
             seq: 0,
             applied: true,
+            revision: None,
             at: 21,
         });
         let twice = verdict_on(&twice, completed(8));
@@ -578,5 +701,168 @@ mod tests {
         let stale = verdict_on(&stale, completed(7));
         assert!(stale.passed(), "{stale}");
         assert_eq!(stale.stale_starts, 1);
+    }
+
+    fn rev(version: u64, nanos: u64) -> Option<String> {
+        Some(((u128::from(version) << 64) | u128::from(nanos)).to_string())
+    }
+
+    /// A fenced write of worker `worker` from `expected`, applied at update
+    /// time `landed` (decided on `decided`), finishing the task.
+    fn finishing(worker: u32, expected: u64, decided: u64, landed: u64, at: i64) -> [Record; 2] {
+        [
+            Record::Write {
+                worker,
+                seq: 0,
+                id: "a".into(),
+                expected,
+                status: "completed".into(),
+                finishes: true,
+                fence: rev(expected, decided),
+                at,
+            },
+            Record::Answer {
+                worker,
+                seq: 0,
+                applied: true,
+                revision: rev(expected + 1, landed),
+                at: at + 1,
+            },
+        ]
+    }
+
+    fn go_reset(read_version: u64, outcome: GoOutcome, update_time: i64, sent_at: i64) -> Record {
+        Record::GoWrite {
+            seq: 0,
+            id: "a".into(),
+            op: GoOp::Reset,
+            read_version: Some(read_version),
+            read_done: true,
+            read_cancelled: false,
+            read_leased: false,
+            outcome,
+            update_time: (outcome == GoOutcome::Accepted).then_some(update_time),
+            cancelled_at: None,
+            error: None,
+            sent_at,
+            at: sent_at + 1,
+        }
+    }
+
+    /// Task "a" created at 5, claimed to 6 and run by worker 1 (start 2,
+    /// end 8), completed from 6 (sent at 10, update time 110); Go resets it
+    /// (sent at 15, update time 150); claimed to 8 and run again by worker
+    /// 2 (start 20, end 30), completed from 8 (sent at 31, update time 170):
+    /// stored at 9.
+    fn reset_and_rerun() -> Vec<Record> {
+        let mut records = vec![
+            Record::Create {
+                worker: 0,
+                id: "a".into(),
+                version: 5,
+                at: 0,
+            },
+            Record::Claimed {
+                worker: 1,
+                id: "a".into(),
+                version: 6,
+                at: 1,
+            },
+            start(1, 0, "a", "k", 2, 100),
+            end(1, 0, 8),
+        ];
+        records.extend(finishing(1, 6, 100, 110, 10));
+        records.push(go_reset(7, GoOutcome::Accepted, 150, 15));
+        records.extend([
+            Record::Claimed {
+                worker: 2,
+                id: "a".into(),
+                version: 8,
+                at: 19,
+            },
+            start(2, 0, "a", "k", 20, 200),
+            end(2, 0, 30),
+        ]);
+        records.extend(finishing(2, 8, 160, 170, 31));
+        records
+    }
+
+    #[test]
+    fn a_rerun_after_a_go_reset_is_a_new_generation_not_a_second_completion() {
+        let v = verdict_on(&reset_and_rerun(), completed(9));
+        assert!(v.passed(), "{v}");
+        assert_eq!((v.min_finishing_writes, v.max_finishing_writes), (1, 1));
+        assert_eq!((v.generations, v.go_resets), (2, 1));
+        assert_eq!(v.duplicate_successes, 0, "one success per generation");
+
+        // The same ledger without the reset: completed twice, and run again
+        // under a valid lease after its completion.
+        let no_reset: Vec<Record> = reset_and_rerun()
+            .into_iter()
+            .filter(|r| !matches!(r, Record::GoWrite { .. }))
+            .collect();
+        let v = verdict_on(&no_reset, completed(9));
+        assert_eq!(v.max_finishing_writes, 2);
+        assert_eq!(v.violations.len(), 2, "{v}");
+    }
+
+    #[test]
+    fn a_run_between_a_finish_and_the_go_reset_is_a_violation() {
+        // Worker 3 starts at 12 under a valid lease: after the completion
+        // (10), before the reset was even sent (15).
+        let mut records = reset_and_rerun();
+        records.extend([start(3, 0, "a", "k2", 12, 300), end(3, 0, 13)]);
+        let v = verdict_on(&records, completed(9));
+        assert_eq!(v.violations.len(), 1, "{v}");
+        assert!(v.violations[0].contains("started again"), "{v}");
+    }
+
+    #[test]
+    fn a_go_reset_of_unknown_outcome_is_placed_by_the_history() {
+        let unknown = |records: Vec<Record>, update_time| -> Vec<Record> {
+            records
+                .into_iter()
+                .map(|r| match r {
+                    Record::GoWrite { read_version, .. } => go_reset(
+                        read_version.unwrap_or(0),
+                        GoOutcome::Unknown,
+                        update_time,
+                        15,
+                    ),
+                    other => other,
+                })
+                .collect()
+        };
+        // The task ran again from the version the reset read: it landed,
+        // and the run is a generation of its own.
+        let v = verdict_on(&unknown(reset_and_rerun(), 0), completed(9));
+        assert!(v.passed(), "{v}");
+        assert_eq!((v.go_unknown, v.generations), (1, 2));
+        assert_eq!(v.unproven.len(), 2, "{v}");
+        assert!(v.unproven[1].contains("landed"), "{v}");
+
+        // Nothing ran after it: it did not land, and one generation it is.
+        let once: Vec<Record> = reset_and_rerun().into_iter().take(7).collect();
+        let v = verdict_on(&unknown(once, 0), completed(7));
+        assert!(v.passed(), "{v}");
+        assert_eq!(v.generations, 1);
+        assert!(v.unproven[1].contains("did not land"), "{v}");
+
+        // A later reset of the same version was accepted: this one did not
+        // land, and the accepted one makes the generation.
+        let mut twice = unknown(reset_and_rerun(), 0);
+        let at = twice
+            .iter()
+            .position(|r| matches!(r, Record::GoWrite { .. }))
+            .expect("the reset");
+        let mut accepted = go_reset(7, GoOutcome::Accepted, 150, 16);
+        if let Record::GoWrite { seq, .. } = &mut accepted {
+            *seq = 1;
+        }
+        twice.insert(at + 1, accepted);
+        let v = verdict_on(&twice, completed(9));
+        assert!(v.passed(), "{v}");
+        assert_eq!((v.go_resets, v.generations), (1, 2));
+        assert!(v.unproven[1].contains("did not land"), "{v}");
     }
 }

@@ -50,6 +50,12 @@ impl ChaosJob {
     pub fn id(&self) -> String {
         format!("t-{}", self.n)
     }
+
+    /// Whether the task likely stays open for a while after its creation:
+    /// its handler works long, overruns its lease, or fails and retries.
+    pub fn stays_open(&self) -> bool {
+        self.sleep_ms >= 100 || self.slow_first_ms > 0 || self.fail_first > 0
+    }
 }
 
 impl TaskData for ChaosJob {

@@ -4,7 +4,8 @@
 //! with a fixed seed. The Postgres and Redis runs start servers of their own
 //! from the machine's binaries (`pg_config --bindir`, `redis-server`),
 //! because they crash and restart them; the Firestore run needs the emulator
-//! (`FIRESTORE_EMULATOR_HOST`, set by `scripts/test`) and fails without it.
+//! (`FIRESTORE_EMULATOR_HOST`, set by `scripts/test`) and fails without it,
+//! and runs a Go-shaped writer beside the fleet.
 
 use std::process::Command;
 
@@ -44,8 +45,9 @@ fn assert_chaotic(verdict: &Value, tasks: u64, kills: u64, restarts: u64) {
     assert_eq!(count(verdict, "pauses"), 2);
     assert_eq!(count(verdict, "server_restarts"), restarts);
     assert_eq!(count(verdict, "created"), tasks);
-    // Exactly one finishing write in every finished task's stored history,
-    // answered or not, and every write of the histories traced.
+    // Exactly one finishing write in every finished run of a task's stored
+    // history (a task runs once, plus once per Go reset), answered or not,
+    // and every write of the histories traced.
     assert_eq!(count(verdict, "min_finishing_writes"), 1);
     assert_eq!(count(verdict, "max_finishing_writes"), 1);
     assert!(count(verdict, "writes_traced") > count(verdict, "tasks"));
@@ -109,8 +111,12 @@ fn redis_survives_kills_freezes_and_a_server_crash() {
 
 /// The emulator is slow on a loaded 2-core machine: a longer lease, so most
 /// claims are not already stale when their handler starts.
+///
+/// Meanwhile a Go-shaped writer cancels and resets tasks by writing their
+/// documents as the Go package does: a reset runs a finished task again
+/// (one finishing write per run generation), and no Go write may be lost.
 #[test]
-fn firestore_survives_kills_and_freezes() {
+fn firestore_survives_kills_freezes_and_a_go_writer() {
     let v = chaos(&[
         "--backend",
         "firestore",
@@ -124,6 +130,19 @@ fn firestore_survives_kills_and_freezes() {
         "8000",
         "--seed",
         "14",
+        "--go-writer",
     ]);
     assert_chaotic(&v, 120, 3, 0);
+    assert_eq!(v["go_writer"], Value::Bool(true));
+    // The writer did its work: cancels (some while a handler ran), and
+    // resets that ran finished tasks again, each as a generation of its own.
+    assert!(count(&v, "go_cancels") > 0, "{v}");
+    assert!(count(&v, "go_cancels_of_leased") > 0, "{v}");
+    assert!(count(&v, "go_resets") > 0, "{v}");
+    // Every accepted reset starts a traced generation (a reset whose call
+    // failed may too, when the history shows it landed).
+    assert!(
+        count(&v, "generations") >= count(&v, "tasks") + count(&v, "go_resets"),
+        "{v}"
+    );
 }
