@@ -27,6 +27,7 @@
 //! | `leaseToken` | string, `""` when unset | no token |
 //! | `version` | integer | version 0 |
 //! | `outcome` | string `completed` / `failed` / `cancelled`, `""` when unset | no outcome: status uses Go's count rule |
+//! | `outcomeAt` | the `doneAt` string the outcome was written with, `""` without an outcome | the outcome (if any) holds |
 //! | `cancellationAttempts` | integer | 0 |
 //! | `leaseAttempt` | integer: the `attempts` value the `leaseToken` was granted at; absent without a token | the token (if any) holds |
 //!
@@ -44,7 +45,13 @@
 //!   fresh document (a Go cancel turns the outcome into "cancelled");
 //! * a lease token holds only while `attempts` equals `leaseAttempt`, so a
 //!   Go claim or reset voids the Rust lease: the Rust worker's outcome is
-//!   fenced off instead of overwriting the Go worker's lease.
+//!   fenced off instead of overwriting the Go worker's lease;
+//! * an outcome holds only while `doneAt` equals `outcomeAt`: a Go reset
+//!   leaves `outcome` in place, and when a Go worker then finishes the task
+//!   (a new `doneAt`), the stale outcome is ignored and Go's count rule
+//!   decides the status. (COUNT queries cannot compare two fields: until a
+//!   Rust write rewrites the outcome, `count_by_status` still counts such a
+//!   document under its stale outcome.)
 //!
 //! # Time strings and their ordering
 //!
@@ -281,7 +288,7 @@ pub fn fixed_fields(task: &Task) -> Fields {
 /// as stored (a Go document's doubles stay doubles) and its request stays
 /// small whatever the payload's size. `leaseAttempt` is absent when there is
 /// no lease token: a masked write of an absent field removes it.
-pub const CHANGEABLE_FIELDS: [&str; 13] = [
+pub const CHANGEABLE_FIELDS: [&str; 14] = [
     "waitUntil",
     "leasedUntil",
     "doneAt",
@@ -295,6 +302,7 @@ pub const CHANGEABLE_FIELDS: [&str; 13] = [
     "leaseAttempt",
     "version",
     "outcome",
+    "outcomeAt",
 ];
 
 /// The fields a claim changes: the lease (see [`lease_fields`]).
@@ -388,6 +396,14 @@ pub fn encode_changes(task: &Task) -> Result<Fields, EncodeError> {
             Outcome::Cancelled => "cancelled",
         })),
     );
+    // The finish the outcome belongs to (see the module docs).
+    put(
+        "outcomeAt",
+        match task.outcome {
+            Some(_) => opt_time(task.done_at),
+            None => string(""),
+        },
+    );
     Ok(f)
 }
 
@@ -431,7 +447,13 @@ pub fn decode_task(fields: &Fields) -> Result<Task, DecodeError> {
             u64::try_from(n).map_err(|_| DecodeError::new("version", "negative"))?
         }
     };
-    let outcome = match d.opt_string("outcome")?.as_deref() {
+    // An outcome written for another finish than the current `doneAt` (a
+    // Go reset, then a Go finish) is stale: Go's count rule decides.
+    let stale = match (d.opt_string("outcomeAt")?, d.opt_string("doneAt")?) {
+        (Some(at), done) => done.as_deref() != Some(at.as_str()),
+        (None, _) => false,
+    };
+    let outcome = match d.opt_string("outcome")?.as_deref().filter(|_| !stale) {
         None => None,
         Some("completed") => Some(Outcome::Completed),
         Some("failed") => Some(Outcome::Failed),

@@ -422,6 +422,53 @@ fn a_go_reset_survives_a_stale_rust_write_and_the_task_runs_again() {
     });
 }
 
+/// A Go reset leaves the Rust-only `outcome` in place; when a Go worker then
+/// runs the task and it fails for good, the stale "completed" must not
+/// decide its status: Go's count rule does (failed: done with errors).
+#[test]
+fn an_outcome_from_before_a_go_reset_does_not_outlive_the_next_go_finish() {
+    run(async {
+        let (db, store) = seeded().await;
+        let claimed = claim(&store, "2026-01-01T00:00:01Z").await;
+        let token = claimed.lease_token.clone().unwrap();
+        complete(&store, &claimed, &token, "2026-01-01T00:00:02Z").await;
+        assert_eq!(
+            stored(&store).await.status(t("2026-01-01T00:00:03Z")),
+            TaskStatus::Completed
+        );
+        go_reset(&db, &store).await;
+        // A Go worker claims it, and its run fails for good.
+        go_release(&db, &store, "2026-01-01T00:01:03Z").await;
+        let error = Value {
+            value_type: Some(ValueType::MapValue(
+                firestore::gcloud_sdk::google::firestore::v1::MapValue {
+                    fields: [
+                        ("at".to_owned(), s("2026-01-01T00:00:04Z")),
+                        ("error".to_owned(), s("boom")),
+                    ]
+                    .into(),
+                },
+            )),
+        };
+        let errors = Value {
+            value_type: Some(ValueType::ArrayValue(
+                firestore::gcloud_sdk::google::firestore::v1::ArrayValue {
+                    values: vec![error],
+                },
+            )),
+        };
+        let fields = vec![
+            ("doneAt", s("2026-01-01T00:00:04Z")),
+            ("leasedUntil", s("")),
+            ("errors", errors),
+        ];
+        go_update(&db, &store, fields, false).await;
+        let fresh = stored(&store).await;
+        assert_eq!(fresh.outcome, None, "the stale outcome is ignored");
+        assert_eq!(fresh.status(t("2026-01-01T00:00:05Z")), TaskStatus::Failed);
+    });
+}
+
 /// A Rust lease ends on a whole second, rounded up: Go compares
 /// whole-second strings (`leasedUntil <= ts(now)`), and a lease ending at
 /// `00:01:01.250` would read as expired to Go from `00:01:01`.
