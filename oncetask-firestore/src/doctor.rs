@@ -242,6 +242,10 @@ pub(crate) fn query_shapes(
             queries::ready_query(collection, env, kind, now),
         ),
         (
+            "claim: ready tasks past busy resource keys".to_owned(),
+            queries::ready_query_excluding(collection, env, kind, now, &[key.to_owned()]),
+        ),
+        (
             "claim: a resource key's live lease".to_owned(),
             queries::key_live_query(collection, env, kind, key, now),
         ),
@@ -421,23 +425,38 @@ impl CostModel {
     pub const KEYLESS_READS_PER_TASK: f64 = 1.0;
     /// Writes per keyless task: create, lease, outcome.
     pub const KEYLESS_WRITES_PER_TASK: f64 = 3.0;
-    /// Reads per task with resource keys (12 keys, 3 managers, listeners
+    /// Reads per keyless task added by each manager beyond the first: claims
+    /// that meet at the head of the queue read candidates another claim
+    /// takes (measured with no-op handlers, the worst case: 6 managers read
+    /// 1.5 to 2.0 per task).
+    pub const CONTENTION_READS_PER_EXTRA_MANAGER: f64 = 0.15;
+    /// Reads per task with resource keys (12 keys, 3 managers, signals
     /// included), as measured by `tests/cost.rs` on the emulator.
-    pub const KEYED_READS_PER_TASK: f64 = 16.0;
+    pub const KEYED_READS_PER_TASK: f64 = 8.0;
     /// Writes per task in the same run, creation included (create, lease,
-    /// key lock, outcome).
-    pub const KEYED_WRITES_PER_TASK: f64 = 4.0;
-    /// Listener deliveries per task to each subscribed manager: the task
-    /// enters the not-done set, is leased, and leaves it (the emulator
-    /// measures 2: it reports removals by re-sending the set).
-    pub const LISTEN_READS_PER_TASK: f64 = 3.0;
+    /// key lock, outcome, and a share of the wake-up signals).
+    pub const KEYED_WRITES_PER_TASK: f64 = 4.1;
+    /// The most wake-up signal writes a store writes per env and hour (one
+    /// a second); every listening manager reads each one.
+    pub const MAX_SIGNAL_WRITES_PER_HOUR: u64 = 3600;
     /// Reads per hour an idle manager pays per kind: one empty claim per
     /// 60 s poll (the next due time is looked up again only after a change).
     pub const IDLE_READS_PER_HOUR_PER_KIND: u64 = 60;
 
-    /// Reads per keyless task, listener deliveries to every manager included.
+    /// Reads per keyless task: the claim's read, and the contention of the
+    /// other managers.
     pub fn keyless_reads_per_task(&self) -> f64 {
-        Self::KEYLESS_READS_PER_TASK + Self::LISTEN_READS_PER_TASK * f64::from(self.managers)
+        Self::KEYLESS_READS_PER_TASK
+            + Self::CONTENTION_READS_PER_EXTRA_MANAGER * f64::from(self.managers.saturating_sub(1))
+    }
+
+    /// The most listener reads per hour that wake-up signals can cost while
+    /// every manager writes signals at the highest rate (busy creating,
+    /// retrying or freeing keys): each manager reads every manager's
+    /// signals. Quiet processes write none.
+    pub fn max_signal_reads_per_hour(&self) -> u64 {
+        let m = u64::from(self.managers);
+        Self::MAX_SIGNAL_WRITES_PER_HOUR * m * m
     }
 
     /// Reads per hour of the idle managers: every manager, every kind.
@@ -456,19 +475,27 @@ impl std::fmt::Display for CostModel {
         )?;
         writeln!(
             f,
-            "  keyless task:  {:.0} read (claim) + {:.0} x {m} listener deliveries = \
-             {:.0} reads, {:.0} writes (create, lease, outcome)",
+            "  keyless task:  {:.0} read (claim) + {:.2} x {} other manager(s) (contention) = \
+             {:.2} reads, {:.0} writes (create, lease, outcome)",
             Self::KEYLESS_READS_PER_TASK,
-            Self::LISTEN_READS_PER_TASK,
+            Self::CONTENTION_READS_PER_EXTRA_MANAGER,
+            m.saturating_sub(1),
             self.keyless_reads_per_task(),
             Self::KEYLESS_WRITES_PER_TASK
         )?;
         writeln!(
             f,
-            "  keyed task:    about {:.0} reads, {:.1} writes (measured with 3 managers, \
-             listeners and idle polls included; lost races on the key's lock add reads)",
+            "  keyed task:    about {:.0} reads, {:.1} writes (measured with 3 managers and \
+             12 keys; lost races on the key's lock add reads)",
             Self::KEYED_READS_PER_TASK,
             Self::KEYED_WRITES_PER_TASK
+        )?;
+        writeln!(
+            f,
+            "  wake-ups:      at most {} signal writes/hour per busy manager; at most {} \
+             listener reads/hour in all",
+            Self::MAX_SIGNAL_WRITES_PER_HOUR,
+            self.max_signal_reads_per_hour()
         )?;
         let idle = self.idle_reads_per_hour();
         writeln!(
@@ -596,12 +623,15 @@ mod tests {
             tasks_per_hour: Some(1000),
         };
         assert_eq!(model.idle_reads_per_hour(), 60 * 3 * 2);
-        assert!((model.keyless_reads_per_task() - 10.0).abs() < f64::EPSILON);
+        assert!((model.keyless_reads_per_task() - 1.3).abs() < 1e-9);
+        assert_eq!(model.max_signal_reads_per_hour(), 3600 * 9);
         let text = model.to_string();
         assert!(text.contains("= 360 reads/hour, 8640 a day"), "{text}");
-        assert!(text.contains("= 10 reads, 3 writes"), "{text}");
+        assert!(text.contains("x 2 other manager(s)"), "{text}");
+        assert!(text.contains("= 1.30 reads, 3 writes"), "{text}");
+        assert!(text.contains("at most 32400 listener reads/hour"), "{text}");
         assert!(
-            text.contains("at 1000 tasks/hour: keyless about 10000 reads + 3000 writes"),
+            text.contains("at 1000 tasks/hour: keyless about 1300 reads + 3000 writes"),
             "{text}"
         );
     }

@@ -57,6 +57,52 @@ pub(crate) fn ready_query(collection: &str, env: &str, kind: &str, now: &str) ->
     )
 }
 
+/// Most resource keys one query may exclude (Firestore's limit on the
+/// values of a `not-in` filter).
+pub(crate) const MAX_EXCLUDED_KEYS: usize = 10;
+
+/// [`ready_query`] without the tasks of the resource keys in `busy` (at
+/// most [`MAX_EXCLUDED_KEYS`]; keys that are busy or that the claim already
+/// takes a task of): a claim that found the head of the queue taken by
+/// such keys reads past their backlogs instead of paging through them.
+/// Ordered like the ready query, with `resourceKey` (the `not-in` field)
+/// before `__name__`; read from the head (no cursor).
+pub(crate) fn ready_query_excluding(
+    collection: &str,
+    env: &str,
+    kind: &str,
+    now: &str,
+    busy: &[String],
+) -> StructuredQuery {
+    let mut q = ready_query(collection, env, kind, now);
+    if let Some(sq::filter::FilterType::CompositeFilter(and)) =
+        q.r#where.as_mut().and_then(|w| w.filter_type.as_mut())
+    {
+        and.filters.push(field_filter(
+            "resourceKey",
+            sq::field_filter::Operator::NotIn,
+            Value {
+                value_type: Some(ValueType::ArrayValue(
+                    firestore::gcloud_sdk::google::firestore::v1::ArrayValue {
+                        values: busy
+                            .iter()
+                            .take(MAX_EXCLUDED_KEYS)
+                            .map(|k| str_value(k))
+                            .collect(),
+                    },
+                )),
+            },
+        ));
+    }
+    let name = q.order_by.pop();
+    q.order_by.push(sq::Order {
+        field: Some(field_ref("resourceKey")),
+        direction: sq::Direction::Ascending as i32,
+    });
+    q.order_by.extend(name);
+    q
+}
+
 /// Not-done tasks of one resource key whose lease is live at `now` (a
 /// claim asks for one: is the key busy?).
 pub(crate) fn key_live_query(
@@ -518,6 +564,10 @@ mod tests {
         let t = "2026-01-01T00:00:00.000Z";
         let mut out = vec![
             ("ready".to_owned(), ready_query(c, "e", "k", t)),
+            (
+                "ready past busy keys".to_owned(),
+                ready_query_excluding(c, "e", "k", t, &["r".to_owned()]),
+            ),
             ("key live".to_owned(), key_live_query(c, "e", "k", "r", t)),
             ("first kind".to_owned(), next_kind_query(c, "e", None)),
             ("next kind".to_owned(), next_kind_query(c, "e", Some("k"))),

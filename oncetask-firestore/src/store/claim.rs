@@ -40,20 +40,40 @@ impl FirestoreStore {
         let mut taken: Vec<Task> = Vec::new();
         let mut writes: Vec<Write> = Vec::new();
         let mut cursor: Option<Cursor> = None;
+        // Keys met so far (busy, or taken by this claim: either way no more
+        // of their tasks can be taken): once there are some, later pages
+        // leave their tasks out (a `not-in` filter, read from the head)
+        // instead of paging through their backlogs.
+        let mut seen: Vec<String> = Vec::new();
         for page in 0..MAX_PAGES {
             if taken.len() >= limit {
                 break;
             }
-            let mut ready =
-                queries::ready_query(&self.collection, &request.env, &request.kind, &now_s);
+            let excluding = !seen.is_empty();
+            let mut ready = if excluding {
+                queries::ready_query_excluding(
+                    &self.collection,
+                    &request.env,
+                    &request.kind,
+                    &now_s,
+                    &seen,
+                )
+            } else {
+                let mut q =
+                    queries::ready_query(&self.collection, &request.env, &request.kind, &now_s);
+                q.start_at = cursor.take();
+                q
+            };
             ready.limit = Some(i32::try_from(window).unwrap_or(i32::MAX));
-            ready.start_at = cursor.take();
             let docs = self.query(ready, None, |_| true).await?;
             let full = docs.len() >= window;
             cursor = docs.last().and_then(|last| ready_cursor(&last.doc));
+            let picked: HashSet<&str> = taken.iter().map(|t| t.id.as_str()).collect();
             let mut candidates: Vec<(Task, Stored)> = Vec::new();
             for stored in docs {
                 match &stored.task {
+                    // Read again from the head: already picked by this claim.
+                    Ok(t) if picked.contains(t.id.as_str()) => {}
                     Ok(t)
                         if t.is_ready_at(now) && t.env == request.env && t.kind == request.kind =>
                     {
@@ -83,11 +103,25 @@ impl FirestoreStore {
                     &mut keys_seen,
                 )
                 .await?;
+            let progressed = !more_taken.is_empty();
             taken.extend(more_taken);
             writes.extend(more_writes);
-            if taken.len() >= limit || !full || cursor.is_none() {
+            let mut now_seen: Vec<String> = keys_seen.keys().cloned().collect();
+            now_seen.sort();
+            let new_keys = now_seen != seen;
+            if taken.len() >= limit || !full || (!excluding && cursor.is_none()) {
                 break;
             }
+            if now_seen.len() > queries::MAX_EXCLUDED_KEYS {
+                // More keys than one query can leave out: the rest of the
+                // queue waits for the next claim.
+                break;
+            }
+            if excluding && !progressed && !new_keys {
+                // The same page again would bring nothing new.
+                break;
+            }
+            seen = now_seen;
         }
         if writes.is_empty() {
             return Ok(Some(taken));
