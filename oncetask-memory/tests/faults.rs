@@ -30,6 +30,9 @@ struct Faulty {
     /// While set, every write of a task carrying a result is refused as
     /// unencodable (as Firestore refuses a document nested too deep).
     refuse_results: Arc<AtomicBool>,
+    /// While set, a claim leases at most one task, as if concurrent
+    /// claimers had taken the rest (an optimistic backend's lost races).
+    short_claims: Arc<AtomicBool>,
     /// Calls of `claim` and `next_due` so far.
     claims: Arc<AtomicU32>,
     next_dues: Arc<AtomicU32>,
@@ -41,7 +44,11 @@ impl Store for Faulty {
         self.inner.create(tasks).await
     }
     async fn claim(&self, request: &ClaimRequest) -> Result<Claimed, StoreError> {
-        let claimed = self.inner.claim(request).await;
+        let mut request = request.clone();
+        if self.short_claims.load(Ordering::SeqCst) {
+            request.mode = oncetask_core::store::ClaimMode::Single { limit: 1 };
+        }
+        let claimed = self.inner.claim(&request).await;
         self.claims.fetch_add(1, Ordering::SeqCst);
         claimed
     }
@@ -110,6 +117,10 @@ impl Store for Faulty {
         &self,
         env: &str,
     ) -> Option<futures::stream::BoxStream<'static, oncetask_core::store::Notification>> {
+        if self.short_claims.load(Ordering::SeqCst) {
+            // As on Firestore, a finished keyless task wakes no one.
+            return None;
+        }
         self.inner.subscribe(env)
     }
 }
@@ -149,6 +160,10 @@ async fn status(m: &Manager, id: &str, clock: &ManualClock) -> Option<TaskStatus
 
 /// Registers a `job` handler that succeeds and counts its runs.
 fn register_counting(m: &Manager) -> Arc<AtomicU32> {
+    register_counting_with(m, HandlerOptions::default())
+}
+
+fn register_counting_with(m: &Manager, options: HandlerOptions) -> Arc<AtomicU32> {
     let runs = Arc::new(AtomicU32::new(0));
     let r = runs.clone();
     m.register(
@@ -157,7 +172,7 @@ fn register_counting(m: &Manager) -> Arc<AtomicU32> {
             r.fetch_add(1, Ordering::SeqCst);
             async { Ok::<_, std::io::Error>(()) }
         }),
-        HandlerOptions::default(),
+        options,
     )
     .expect("register");
     runs
@@ -209,6 +224,30 @@ async fn an_idle_poll_is_one_claim_and_a_scheduled_task_still_runs_on_time() {
     clock.set(when);
     eventually("the scheduled task ran", || async {
         runs.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    m.shutdown(Duration::from_secs(1)).await;
+}
+
+/// A claim that comes back with fewer tasks than free slots (on Firestore:
+/// concurrent claimers won some of its leases) does not leave the rest of
+/// the queue to the next poll: a slot freeing up looks for work again. The
+/// clock never moves here, so no poll ever fires.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_claim_does_not_idle_the_free_slots_until_the_poll() {
+    let store = Faulty::default();
+    store.short_claims.store(true, Ordering::SeqCst);
+    let clock = ManualClock::new(start());
+    let setup = manager(&store, &clock, false);
+    register_counting(&setup);
+    for id in ["s1", "s2", "s3"] {
+        setup.create(&Job { id }).await.expect("create");
+    }
+    let m = manager(&store, &clock, true);
+    // Four free slots: a claim of one task leaves three free.
+    let runs = register_counting_with(&m, HandlerOptions::default().concurrency(4));
+    eventually("every task ran", || async {
+        runs.load(Ordering::SeqCst) == 3
     })
     .await;
     m.shutdown(Duration::from_secs(1)).await;

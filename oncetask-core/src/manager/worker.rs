@@ -241,7 +241,18 @@ async fn dispatch_loop(
         };
         let clock = inner.clock.clone();
         drop(inner);
-        match idle(&*clock, idle_until, &mut wake, &mut phase).await {
+        // A slot freeing up ends the wait too: a claim that came back short
+        // may have lost tasks to concurrent claimers (an optimistic backend
+        // cannot tell that from "nothing else is ready"), and without this
+        // the free slots would wait for a wake-up or the poll.
+        let idled = tokio::select! {
+            idled = idle(&*clock, idle_until, &mut wake, &mut phase) => idled,
+            Some(ended) = running.join_next(), if !running.is_empty() => {
+                log_abnormal_end(ended);
+                Ok(Idled::Woken)
+            }
+        };
+        match idled {
             Err(_) => break,
             // The poll timer ran out and nothing woke the loop: keep the answer.
             Ok(Idled::Timer) if idle_until == horizon && running.is_empty() => quiet_due = answer,
