@@ -133,6 +133,24 @@ pub async fn claim_breaks_ties_by_created_at_then_id(factory: &impl StoreFactory
     claim_one(&store, at(0), "x").await;
 }
 
+/// Exact ties of tasks with resource keys follow the backend's declared
+/// [`ClaimTies`](crate::ClaimTies): by id, or by key (none first) then id.
+pub async fn claim_breaks_ties_of_keyed_tasks_as_the_backend_declares(factory: &impl StoreFactory) {
+    let store = factory.new_store().await;
+    let tasks = vec![
+        TaskBuilder::new("a").key("k2").created_at(at(-10)).build(),
+        TaskBuilder::new("b").key("k1").created_at(at(-10)).build(),
+        TaskBuilder::new("c").created_at(at(-10)).build(),
+        TaskBuilder::new("d").key("k0").created_at(at(-10)).build(),
+    ];
+    let mut expected = tasks.clone();
+    expected.sort_by(|a, b| factory.claim_ties().order(a, b));
+    seed(&store, tasks).await;
+    for task in expected {
+        claim_one(&store, at(0), &task.id).await;
+    }
+}
+
 /// After its lease expires a task is claimed again with `attempts + 1` and a
 /// token different from the first claim's.
 pub async fn an_expired_lease_is_reclaimed_with_one_more_attempt_and_a_new_token(

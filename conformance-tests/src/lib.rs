@@ -129,9 +129,52 @@ pub trait StoreFactory: Send + Sync + 'static {
         let _ = (store, id, env, kind, corruption);
         false
     }
+
+    /// How the backend's claims order ready tasks whose `leased_until`,
+    /// `wait_until` and `created_at` are all equal. By id unless the
+    /// backend declares otherwise.
+    fn claim_ties(&self) -> ClaimTies {
+        ClaimTies::Id
+    }
 }
 
 pub use corruption::Corruption;
+
+/// How a backend's claims break exact ties of
+/// [`Task::claim_order_key`](oncetask_core::Task::claim_order_key) (same
+/// `leased_until`, `wait_until` and `created_at`): the one place the
+/// [`Store::claim`](oncetask_core::Store::claim) contract lets backends
+/// differ.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ClaimTies {
+    /// By id (memory, PostgreSQL, Redis).
+    #[default]
+    Id,
+    /// By resource key (none first), then id: Firestore, whose queries
+    /// that leave busy keys out can only order by the key before the id.
+    ResourceKeyThenId,
+}
+
+impl ClaimTies {
+    /// Compares two ready tasks in claim order.
+    pub fn order(self, a: &oncetask_core::Task, b: &oncetask_core::Task) -> std::cmp::Ordering {
+        fn key(ties: ClaimTies, t: &oncetask_core::Task) -> &str {
+            match ties {
+                ClaimTies::Id => "",
+                ClaimTies::ResourceKeyThenId => t.resource_key.as_deref().unwrap_or(""),
+            }
+        }
+        let (a_lease, a_wait, a_created, a_id) = a.claim_order_key();
+        let (b_lease, b_wait, b_created, b_id) = b.claim_order_key();
+        (a_lease, a_wait, a_created, key(self, a), a_id).cmp(&(
+            b_lease,
+            b_wait,
+            b_created,
+            key(self, b),
+            b_id,
+        ))
+    }
+}
 
 /// Expands the whole conformance suite into `#[test]` functions for a backend.
 ///
@@ -182,6 +225,7 @@ macro_rules! __conformance_list {
                 claim_takes_expired_leases_oldest_expiry_first,
                 claim_orders_by_wait_until_within_never_leased_tasks,
                 claim_breaks_ties_by_created_at_then_id,
+                claim_breaks_ties_of_keyed_tasks_as_the_backend_declares,
                 an_expired_lease_is_reclaimed_with_one_more_attempt_and_a_new_token,
                 a_live_lease_is_not_claimable,
                 a_lease_ending_exactly_now_is_claimable,

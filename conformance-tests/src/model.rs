@@ -22,6 +22,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
+use crate::ClaimTies;
 use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
 use oncetask_core::lifecycle::{self, HandlerPath, LeaseGrant, Rejection};
@@ -579,7 +580,7 @@ fn picked<'a>(held: &'a [Vec<Task>], op: &Op) -> Option<&'a Task> {
 
 async fn run_case<F: StoreFactory>(factory: &F, ops: &[Op]) -> Res<()> {
     let mut real = Side::new(factory.new_store().await);
-    let mut model = Side::new(ModelStore::default());
+    let mut model = Side::new(ModelStore::with_claim_ties(factory.claim_ties()));
     let mut now = base_time();
     for (step, op) in ops.iter().enumerate() {
         match op {
@@ -711,9 +712,19 @@ pub fn model_matches_store(factory: &impl StoreFactory) {
 #[derive(Debug, Default, Clone)]
 pub struct ModelStore {
     tasks: Arc<Mutex<BTreeMap<String, Task>>>,
+    ties: ClaimTies,
 }
 
 impl ModelStore {
+    /// A model whose claims break exact ties as `ties` says (the backend
+    /// under test's [`StoreFactory::claim_ties`]).
+    pub fn with_claim_ties(ties: ClaimTies) -> Self {
+        Self {
+            ties,
+            ..Self::default()
+        }
+    }
+
     fn with<T>(&self, f: impl FnOnce(&mut BTreeMap<String, Task>) -> T) -> Result<T, StoreError> {
         let mut tasks = self
             .tasks
@@ -723,7 +734,11 @@ impl ModelStore {
     }
 }
 
-fn model_claim(tasks: &mut BTreeMap<String, Task>, request: &ClaimRequest) -> Vec<Task> {
+fn model_claim(
+    tasks: &mut BTreeMap<String, Task>,
+    request: &ClaimRequest,
+    ties: ClaimTies,
+) -> Vec<Task> {
     let now = request.now;
     let mine = |t: &&Task| t.env == request.env && t.kind == request.kind;
     let busy = |key: &str| {
@@ -737,7 +752,7 @@ fn model_claim(tasks: &mut BTreeMap<String, Task>, request: &ClaimRequest) -> Ve
         .filter(mine)
         .filter(|t| t.is_ready_at(now))
         .collect();
-    ready.sort_by(|a, b| a.claim_order_key().cmp(&b.claim_order_key()));
+    ready.sort_by(|a, b| ties.order(a, b));
     let mut chosen: Vec<String> = Vec::new();
     match request.mode {
         ClaimMode::Single { limit } => {
@@ -807,7 +822,7 @@ impl Store for ModelStore {
 
     async fn claim(&self, request: &ClaimRequest) -> Result<Claimed, StoreError> {
         self.with(|tasks| Claimed {
-            tasks: model_claim(tasks, request),
+            tasks: model_claim(tasks, request, self.ties),
             undecodable: Vec::new(),
         })
     }

@@ -31,7 +31,10 @@ pub trait Store: Send + Sync + 'static {
     /// leases them with [`crate::lifecycle::claim`].
     ///
     /// Ready means [`Task::is_ready_at`]`(request.now)`; candidates are taken in
-    /// [`Task::claim_order_key`] order. A task whose resource key has a live
+    /// [`Task::claim_order_key`] order, except that a backend may break exact
+    /// ties of `(leased_until, wait_until, created_at)` by resource key (none
+    /// first) before the id (Firestore does: its queries that leave busy keys
+    /// out can order no other way). A task whose resource key has a live
     /// lease (same env and kind) is skipped, not blocking the others. Two
     /// concurrent claims never both lease tasks of one resource key.
     /// Documents that cannot be decoded are skipped and reported; a backend

@@ -30,6 +30,7 @@
 //! | `outcomeAt` | the `doneAt` string the outcome was written with, `""` without an outcome | the outcome (if any) holds |
 //! | `cancellationAttempts` | integer | 0 |
 //! | `leaseAttempt` | integer: the `attempts` value the `leaseToken` was granted at; absent without a token | the token (if any) holds |
+//! | `waitUntilExact` | time string: the exact wait when `waitUntil` was rounded up to a whole second; absent otherwise | `waitUntil` is exact |
 //!
 //! # Sharing documents with Go writers
 //!
@@ -66,21 +67,28 @@
 //! * Go writes whole seconds without a fraction: `2026-01-01T00:00:02Z`. Since
 //!   `'.'` sorts before `'Z'`, a Go value `…:02Z` compares after every Rust
 //!   value `…:02.xxxZ` of the same second and before every value of the next
-//!   second: a query sees a Go time `T` as `T + 0.9995 s`. Consequences, all
-//!   bounded by one second:
-//!   - a Go-written `waitUntil` is honoured up to 1 s late by Rust claims
-//!     (it is ready for a Rust query from `T + 1 s`);
-//!   - a Go-written `leasedUntil` is seen as expired by Rust claims up to 1 s
-//!     late;
-//!   - in the other direction, Go's own queries compare with second-precision
-//!     `now` strings, so Go sees a Rust `waitUntil` of `T.mmm` as reached at
-//!     the start of `T`'s second: up to 1 s early, the same truncation Go
-//!     applies to its own values (behavior.md §2.3). Leases cannot be early:
-//!     the store's claims end every lease on a whole second, rounded up, so
-//!     Go never reads a Rust lease as expired before it ends. (A heartbeat's
-//!     extension is written as computed; it renews well before the end.)
-//!
-//!   Client-side checks parse instants and are exact.
+//!   second: a query sees a Go time `T` as `T + 0.9995 s`.
+//! * Claims compare `waitUntil` and `leasedUntil` with [`due_bound`]: the
+//!   end of the current second in Go's spelling (`…:03Z`), which sorts after
+//!   every time of that second in either spelling. They then check the
+//!   exact times they read, so Rust claims honour Go's times on the second
+//!   and Rust's to the millisecond. Other queries (status counts and
+//!   filters, the next due time) compare with `now` as Rust writes it, so
+//!   they see a Go time `T` up to a second late.
+//! * In the other direction, Go's own queries compare with whole-second
+//!   `now` strings, so Go would see a Rust time of `T.mmm` as reached at the
+//!   start of `T`'s second: up to 1 s early. So neither a lease nor a wait
+//!   is written inside a second. Every lease the store writes (claims and
+//!   heartbeats) ends on a whole second, rounded up: Go never reads a Rust
+//!   lease as expired before it ends. A `waitUntil` is stored rounded up as
+//!   well, so Go never starts a Rust-scheduled task early, and the exact
+//!   time goes beside it in `waitUntilExact` (Rust-only, absent for whole
+//!   seconds). Reads take the exact time while it rounds up to the stored
+//!   `waitUntil` (a Go write of `waitUntil` voids it), so Rust keeps
+//!   millisecond schedules. Status counts and filters compare the stored
+//!   value: for under a second a task can count as waiting that a read
+//!   reports pending.
+//! * Client-side checks parse instants and are exact.
 //! * `""` sorts before every time, so unset `leasedUntil` passes `≤ now`.
 //!   [`NO_WAIT`] (year 1) sorts before every real time as well.
 //! * Reading accepts any RFC 3339 value (fractions, offsets, as Go may write
@@ -100,7 +108,7 @@
 
 use std::collections::HashMap;
 
-use chrono::{DateTime, FixedOffset, SecondsFormat, TimeZone, Utc};
+use chrono::{DateTime, DurationRound, FixedOffset, SecondsFormat, TimeDelta, TimeZone, Utc};
 use firestore::gcloud_sdk::google::firestore::v1::value::ValueType;
 use firestore::gcloud_sdk::google::firestore::v1::{ArrayValue, MapValue, Value};
 use oncetask_core::{AttemptError, JsonObject, LeaseToken, Outcome, Recurrence, Task};
@@ -213,6 +221,54 @@ pub fn parse_time(s: &str) -> Result<DateTime<Utc>, chrono::ParseError> {
         .map(|t| oncetask_core::task::truncate_to_millis(t.with_timezone(&Utc)))
 }
 
+/// The exact `waitUntil` of a wait that does not fall on a whole second
+/// (Rust-only; see "Time strings" in the module docs).
+pub const WAIT_EXACT: &str = "waitUntilExact";
+
+/// The bound a claim's range filters compare `waitUntil` and `leasedUntil`
+/// with at `now`: the end of `now`'s second, written the way Go writes a
+/// whole second (`…:03Z`). It sorts after every Rust time of that second
+/// (`…:02.xxxZ`, `…:03.000Z`) and after Go's `…:03Z`, so the query returns
+/// whatever may be due at `now` (waits are stored rounded up; Go's times
+/// are whole seconds); the claim then checks the exact times it read.
+pub fn due_bound(now: DateTime<Utc>) -> String {
+    let end = round_up_to_second(now).unwrap_or(now);
+    end.format("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+/// Rounds `t` up to a whole second, or `None` if that cannot be stored.
+pub fn round_up_to_second(t: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    let up = t.duration_round_up(TimeDelta::seconds(1)).ok()?;
+    parse_time(&format_time(up)).is_ok().then_some(up)
+}
+
+/// The stored `waitUntil` of a wait (rounded up to a whole second, so a Go
+/// reader never starts the task early) and, when that moved it, the exact
+/// time for Rust readers.
+fn split_wait(wait: Option<DateTime<Utc>>) -> (String, Option<String>) {
+    let Some(t) = wait else {
+        return (NO_WAIT.to_owned(), None);
+    };
+    match round_up_to_second(t) {
+        Some(up) if up != t => (format_time(up), Some(format_time(t))),
+        // On a whole second already, or too late to round: stored as is.
+        _ => (format_time(t), None),
+    }
+}
+
+/// The wait a document means: its exact time when it has one that rounds
+/// up to the stored `waitUntil` (`stored`); a `waitUntil` written since by
+/// a writer that knows nothing of the exact field (Go) is taken as written.
+fn exact_wait(d: &Reader<'_>, stored: DateTime<Utc>) -> DateTime<Utc> {
+    let exact = match d.0.get(WAIT_EXACT).and_then(|v| v.value_type.as_ref()) {
+        Some(ValueType::StringValue(s)) => parse_time(s).ok(),
+        _ => None,
+    };
+    exact
+        .filter(|e| round_up_to_second(*e) == Some(stored))
+        .unwrap_or(stored)
+}
+
 /// Firestore's limit on a document id, and on a string it can filter by
 /// (longer values cannot be used in a query).
 pub const MAX_NAME_BYTES: usize = 1500;
@@ -288,8 +344,9 @@ pub fn fixed_fields(task: &Task) -> Fields {
 /// as stored (a Go document's doubles stay doubles) and its request stays
 /// small whatever the payload's size. `leaseAttempt` is absent when there is
 /// no lease token: a masked write of an absent field removes it.
-pub const CHANGEABLE_FIELDS: [&str; 14] = [
+pub const CHANGEABLE_FIELDS: [&str; 15] = [
     "waitUntil",
+    WAIT_EXACT,
     "leasedUntil",
     "doneAt",
     "attempts",
@@ -362,11 +419,12 @@ pub fn encode_changes(task: &Task) -> Result<Fields, EncodeError> {
     let mut put = |name: &str, value: Value| {
         f.insert(name.to_owned(), value);
     };
-    put(
-        "waitUntil",
-        task.wait_until
-            .map_or_else(|| string(NO_WAIT), |t| string(&format_time(t))),
-    );
+    let (wait, exact) = split_wait(task.wait_until);
+    put("waitUntil", string(&wait));
+    // Absent when the wait is on a whole second: a masked write removes it.
+    if let Some(exact) = exact {
+        put(WAIT_EXACT, string(&exact));
+    }
     put("doneAt", opt_time(task.done_at));
     put(
         "errors",
@@ -495,7 +553,7 @@ pub fn decode_task(fields: &Fields) -> Result<Task, DecodeError> {
         Some(s) => {
             let t = parse_time(s).map_err(|e| DecodeError::new("waitUntil", e.to_string()))?;
             // Go's zero time in any spelling means "no wait" as well.
-            (t.timestamp() > zero_time_secs()).then_some(t)
+            (t.timestamp() > zero_time_secs()).then_some(exact_wait(&d, t))
         }
     };
     let attempts = d.count("attempts", true)?;

@@ -34,7 +34,11 @@ pub(crate) fn base_query(
 }
 
 /// Ready tasks of `env`/`kind` at `now` (an RFC 3339 string), longest
-/// unleased and earliest due first.
+/// unleased and earliest due first; exact ties (same `leasedUntil`,
+/// `waitUntil` and `createdAt`) by `resourceKey`, then id. The key comes
+/// before the id because [`ready_query_excluding`] can order no other way
+/// (a `not-in` field must be ordered on), and every page of a claim must
+/// follow one order.
 pub(crate) fn ready_query(collection: &str, env: &str, kind: &str, now: &str) -> StructuredQuery {
     base_query(
         collection,
@@ -53,7 +57,13 @@ pub(crate) fn ready_query(collection: &str, env: &str, kind: &str, now: &str) ->
                 now,
             ),
         ],
-        &["leasedUntil", "waitUntil", "createdAt", "__name__"],
+        &[
+            "leasedUntil",
+            "waitUntil",
+            "createdAt",
+            "resourceKey",
+            "__name__",
+        ],
     )
 }
 
@@ -65,8 +75,7 @@ pub(crate) const MAX_EXCLUDED_KEYS: usize = 10;
 /// most [`MAX_EXCLUDED_KEYS`]; keys that are busy or that the claim already
 /// takes a task of): a claim that found the head of the queue taken by
 /// such keys reads past their backlogs instead of paging through them.
-/// Ordered like the ready query, with `resourceKey` (the `not-in` field)
-/// before `__name__`; read from the head (no cursor).
+/// Ordered like the ready query; read from the head (no cursor).
 pub(crate) fn ready_query_excluding(
     collection: &str,
     env: &str,
@@ -94,12 +103,6 @@ pub(crate) fn ready_query_excluding(
             },
         ));
     }
-    let name = q.order_by.pop();
-    q.order_by.push(sq::Order {
-        field: Some(field_ref("resourceKey")),
-        direction: sq::Direction::Ascending as i32,
-    });
-    q.order_by.extend(name);
     q
 }
 
@@ -705,12 +708,14 @@ mod tests {
     }
 
     /// The fields the store writes on a lock document.
-    const LOCK_FIELDS: [&str; 6] = [
+    const LOCK_FIELDS: [&str; 8] = [
         "env",
         "type",
         "resourceKey",
         "leasedUntil",
         "leaseToken",
+        "holder",
+        "heldUntil",
         "expireAt",
     ];
 

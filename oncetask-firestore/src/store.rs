@@ -23,7 +23,7 @@
 //!   (one more COUNT of every document). Documents the Go package finished
 //!   carry no `outcome`: only those are read (at most 500), and counted by
 //!   Go's count rule. Go's whole-second times make a not-done Go task's
-//!   COUNT status up to 1 s late, like claims. See `count_statuses` in the
+//!   COUNT status up to 1 s late (claims are exact). See `count_statuses` in the
 //!   `store::listing` module for what a COUNT cannot tell.
 //! * **inspect** is `kinds` (one read per kind), then per kind the counts,
 //!   `next_due`, and limit-1 queries for the oldest pending task: O(kinds)
@@ -44,11 +44,18 @@
 //!   and decided again, up to 5 rounds.
 //! * **next_due**: two ordered range queries (`waitUntil > after`,
 //!   `leasedUntil > after`) read until past the best due time found.
-//! * **claim** uses no transaction. The ready query (env, kind,
-//!   `doneAt == ""`, `waitUntil ≤ now`, `leasedUntil ≤ now`, ordered by
-//!   `leasedUntil`, `waitUntil`, `createdAt`, `__name__`) reads `limit`
-//!   documents, and further pages (by cursor) only while busy resource keys
-//!   or undecodable documents keep the claim short. Every lease write
+//! * **claim** uses no transaction; claims of one kind in one store take
+//!   turns. The ready query (env, kind, `doneAt == ""`, `waitUntil` and
+//!   `leasedUntil` up to the end of the current second, ordered by
+//!   `leasedUntil`, `waitUntil`, `createdAt`, `resourceKey`, `__name__`)
+//!   reads `limit` documents, leaving out (`resourceKey not-in`) up to 10
+//!   keys the store knows are busy, and further pages only while busy
+//!   resource keys or undecodable documents keep the claim short; exact
+//!   times are checked on what it read. Exact ties of the three times are
+//!   broken by resource key before id (the order a `not-in` query can
+//!   serve). Resource keys are taken with lock documents (see the `keys`
+//!   module of `store`: a store drains a busy key under one lock write
+//!   while its hold lasts). Every lease write
 //!   carries the candidate's `updateTime` as a precondition, so a task
 //!   taken meanwhile is not leased twice. Leases of tasks without a resource
 //!   key go in one BatchWrite, each standing alone: a lease another claim
@@ -124,6 +131,7 @@ use oncetask_core::{Revision, Store, StoreError, Task, TaskStatus};
 
 use crate::document::{
     CHANGEABLE_FIELDS, Fields, decode_task, encode_changes, encode_task, fixed_fields, format_time,
+    round_up_to_second,
 };
 use crate::limits;
 use crate::listen::Source;
@@ -647,6 +655,24 @@ impl FirestoreStore {
             + "data".len()
             + 1
             + limits::json_object_size(&task.data);
+        // A live lease ends on a whole second, rounded up, as a claim's
+        // does: Go compares whole-second strings and would read a lease
+        // ending inside a second as over at that second's start.
+        let extended;
+        let task = match task.leased_until {
+            Some(until) if task.lease_token.is_some() && task.done_at.is_none() => {
+                match round_up_to_second(until).filter(|up| *up != until) {
+                    Some(up) => {
+                        let mut t = task.clone();
+                        t.leased_until = Some(up);
+                        extended = t;
+                        &extended
+                    }
+                    None => task,
+                }
+            }
+            _ => task,
+        };
         let mut fields = encode_changes(task).map_err(unencodable)?;
         if rest + limits::fields_size(&fields) > limits::MAX_DOCUMENT_BYTES {
             let mut fitted = task.clone();
@@ -909,8 +935,6 @@ impl FirestoreStore {
     ) -> Result<Option<DateTime<Utc>>, StoreError> {
         let q = queries::due_query(&self.collection, env, kind, field, &format_time(after));
         let mut best = best;
-        // Values come in string order; a Go whole-second value sorts up to
-        // 1 s late, so stop one second past the best due time found.
         self.query(q, None, |s| {
             let Ok(t) = &s.task else { return true };
             let v = if field == "waitUntil" {
@@ -922,7 +946,7 @@ impl FirestoreStore {
                 best = Some(best.map_or(due, |b| b.min(due)));
             }
             match (v, best) {
-                (Some(v), Some(b)) => v <= b + TimeDelta::seconds(1),
+                (Some(v), Some(b)) => v < read_past(field, b),
                 _ => true,
             }
         })
@@ -1016,6 +1040,11 @@ impl Store for FirestoreStore {
             };
             outcomes.push(outcome);
         }
+        for (task, outcome) in tasks.iter().zip(&outcomes) {
+            if matches!(outcome, CreateOutcome::Created) {
+                self.keys.created(task);
+            }
+        }
         self.signal(
             tasks
                 .iter()
@@ -1038,6 +1067,11 @@ impl Store for FirestoreStore {
             .duration_round_up(TimeDelta::seconds(1))
             .unwrap_or(request.grant.leased_until);
         let request = &whole;
+        // Claims of one kind in this store take turns: a key drained under
+        // a lock this store keeps is leased on what the key book says (no
+        // read), and must not be leased twice by concurrent claims.
+        let gate = self.keys.gate(&request.env, &request.kind);
+        let _turn = gate.lock().await;
         let mut undecodable = Vec::new();
         // Spread while claimers of this store have been colliding lately.
         let mut spread = self
@@ -1321,6 +1355,28 @@ impl Store for FirestoreStore {
             best = self.earliest_due_by(env, kind, after, field, best).await?;
         }
         Ok(best)
+    }
+}
+
+/// How far [`FirestoreStore::earliest_due_by`] reads values of `field` in
+/// string order once `best` is known: no document at or past the returned
+/// time can be due before `best`.
+///
+/// A Go whole-second value `TZ` sorts after every Rust value `T.xxxZ` of
+/// its second, so while the best is inside a second, that second's Go value
+/// may still come: read to its end. A lease (every lease end Rust writes is
+/// a whole second) at or past a whole-second best cannot be earlier. A
+/// wait's exact time (`waitUntilExact`) may be up to a second before the
+/// rounded string it sorts by: read one second past the best.
+fn read_past(field: &str, best: DateTime<Utc>) -> DateTime<Utc> {
+    if field == "waitUntil" {
+        return best + TimeDelta::seconds(1) + TimeDelta::milliseconds(1);
+    }
+    let second = best.duration_trunc(TimeDelta::seconds(1)).unwrap_or(best);
+    if second == best {
+        best
+    } else {
+        second + TimeDelta::seconds(1)
     }
 }
 

@@ -179,3 +179,58 @@ async fn claims_page_past_busy_keys() {
     let reads = store.stats().reads - before.reads;
     println!("paging past a busy key: {reads} reads");
 }
+
+/// More busy keys at the head of the queue than one `not-in` filter can
+/// leave out (10): the claim pages on in claim order and still finds the
+/// keyless task behind them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claims_page_past_more_busy_keys_than_a_query_can_exclude() {
+    let db = db().await;
+    let collection = format!("cost-{}", uuid::Uuid::new_v4().simple());
+    let store = FirestoreStore::with_collection(db.clone(), collection.clone());
+    let t0 = Utc::now() - chrono::TimeDelta::seconds(100);
+    let keys = 12;
+    // Each key's first task, then each key's second task, then a keyless one.
+    let mut tasks = Vec::new();
+    for round in 0..2 {
+        for k in 0..keys {
+            let i = round * keys + k;
+            let mut task = Task::new(
+                format!("t{i:02}"),
+                KIND,
+                ENV,
+                t0 + chrono::TimeDelta::seconds(i as i64),
+            );
+            task.resource_key = Some(format!("key{k:02}"));
+            tasks.push(task);
+        }
+    }
+    tasks.push(Task::new(
+        "free",
+        KIND,
+        ENV,
+        t0 + chrono::TimeDelta::seconds(50),
+    ));
+    store.create(tasks).await.expect("create");
+    let claim = |limit| {
+        let now = Utc::now();
+        ClaimRequest {
+            env: ENV.into(),
+            kind: KIND.into(),
+            now,
+            grant: LeaseGrant::new(now, Duration::from_secs(60)),
+            mode: ClaimMode::Single { limit },
+        }
+    };
+    let first = store.claim(&claim(keys)).await.expect("claim").tasks;
+    assert_eq!(first.len(), keys, "one task of each key");
+    // Another process: it knows nothing of the keys' leases.
+    let other = FirestoreStore::with_collection(db, collection);
+    let second = other.claim(&claim(1)).await.expect("claim").tasks;
+    let ids: Vec<&str> = second.iter().map(|t| t.id.as_str()).collect();
+    assert_eq!(
+        ids,
+        ["free"],
+        "every key is busy: only the keyless task is free"
+    );
+}

@@ -7,7 +7,9 @@
 //! concern. Every test gets its own collection. The proptest model runs its
 //! default 64 cases (`PROPTEST_CASES` overrides).
 
-use conformance_tests::{Corruption, StoreFactory, async_trait, store_conformance_suite};
+use conformance_tests::{
+    ClaimTies, Corruption, StoreFactory, async_trait, store_conformance_suite,
+};
 use firestore::gcloud_sdk::google::firestore::v1::value::ValueType;
 use firestore::gcloud_sdk::google::firestore::v1::{
     CommitRequest, Document, DocumentMask, Value, Write, write,
@@ -31,6 +33,12 @@ struct EmulatorFactory;
 #[async_trait]
 impl StoreFactory for EmulatorFactory {
     type Store = FirestoreStore;
+
+    /// Claims that leave busy keys out (`resourceKey not-in`) can only
+    /// order by the key before the id; every claim page follows that order.
+    fn claim_ties(&self) -> ClaimTies {
+        ClaimTies::ResourceKeyThenId
+    }
 
     async fn new_store(&self) -> FirestoreStore {
         let collection = format!("onceTasks-{}", uuid::Uuid::new_v4().simple());

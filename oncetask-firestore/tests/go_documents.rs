@@ -351,7 +351,14 @@ fn encoding_writes_strings_for_times_and_empty_strings_for_unset() {
     );
 
     let rich = encode_task(&rich_task()).unwrap();
-    assert_eq!(s(&rich, "waitUntil"), "2026-03-01T10:00:01.750Z");
+    // A wait inside a second is stored rounded up (Go never starts it
+    // early), its exact time beside it for Rust readers.
+    assert_eq!(s(&rich, "waitUntil"), "2026-03-01T10:00:02.000Z");
+    assert_eq!(s(&rich, "waitUntilExact"), "2026-03-01T10:00:01.750Z");
+    assert!(
+        !plain.contains_key("waitUntilExact"),
+        "no exact time without a wait"
+    );
     assert_eq!(s(&rich, "leasedUntil"), "2026-03-01T10:00:30.250Z");
     assert_eq!(s(&rich, "outcome"), "failed");
     assert_eq!(s(&rich, "leaseToken"), "tok-1");

@@ -155,35 +155,37 @@ fn a_go_task_is_claimed_completed_and_stays_readable_by_go() {
     });
 }
 
-/// Go whole-second times compare as the end of their second: a Go backoff
-/// until `00:00:02Z` is ready for Rust claims from `00:00:03`, and a Go lease
-/// until `00:10:00Z` is expired for them from `00:10:01`.
+/// Go whole-second times are honoured on the second by Rust claims: they
+/// query up to the end of the current second and check the exact times they
+/// read. A Go backoff until `00:00:02Z` is ready from `00:00:02`, not at
+/// `00:00:01.500`; a Go lease until `00:10:00Z` is live at `00:09:59.500`
+/// and over at `00:10:00`.
 #[test]
-fn go_times_are_honoured_up_to_one_second_late() {
+fn go_times_are_honoured_on_the_second() {
     run(async {
         let (_, store) = seeded(&["retry-backoff.json", "expired-lease.json"]).await;
         let ids = |c: oncetask_core::store::Claimed| {
             c.tasks.into_iter().map(|t| t.id).collect::<Vec<_>>()
         };
         let early = store
-            .claim(&claim_at("2026-01-01T00:00:02.500Z"))
+            .claim(&claim_at("2026-01-01T00:00:01.500Z"))
             .await
             .unwrap();
         assert!(ids(early).is_empty());
         let ready = store
-            .claim(&claim_at("2026-01-01T00:00:03Z"))
+            .claim(&claim_at("2026-01-01T00:00:02Z"))
             .await
             .unwrap();
         assert_eq!(ids(ready), ["email-u2"]);
         // email-u2's lease from the claim above has expired by now, so it
-        // is claimed again; email-u3's Go lease still counts as live.
+        // is claimed again; email-u3's Go lease is still live.
         let still_leased = store
-            .claim(&claim_at("2026-01-01T00:10:00.500Z"))
+            .claim(&claim_at("2026-01-01T00:09:59.500Z"))
             .await
             .unwrap();
         assert_eq!(ids(still_leased), ["email-u2"]);
         let expired = store
-            .claim(&claim_at("2026-01-01T00:10:01Z"))
+            .claim(&claim_at("2026-01-01T00:10:00Z"))
             .await
             .unwrap();
         let claimed = expired.tasks;

@@ -486,6 +486,97 @@ fn a_rust_lease_never_reads_as_expired_to_go_before_it_ends() {
     });
 }
 
+/// A heartbeat's extension ends on a whole second too, rounded up.
+#[test]
+fn a_rust_heartbeat_never_reads_as_expired_to_go_before_it_ends() {
+    run(async {
+        let (db, store) = seeded().await;
+        let claimed = claim(&store, "2026-01-01T00:00:01Z").await;
+        let token = claimed.lease_token.clone().unwrap();
+        let extended = lifecycle::extend_lease(
+            &claimed,
+            &token,
+            t("2026-01-01T00:00:30Z"),
+            t("2026-01-01T00:01:30.250Z"),
+        )
+        .unwrap();
+        assert!(matches!(
+            swap(&store, &claimed, extended).await,
+            SwapOutcome::Applied { .. }
+        ));
+        let until = string_of(&raw(&db, &store).await, "leasedUntil");
+        assert!(until.as_str() > "2026-01-01T00:01:30Z", "{until}");
+        assert_eq!(
+            time_of(&raw(&db, &store).await, "leasedUntil"),
+            t("2026-01-01T00:01:31Z")
+        );
+    });
+}
+
+/// A Rust wait inside a second is stored rounded up, so Go's whole-second
+/// comparison (`waitUntil <= ts(now)`) never finds the task due early; Rust
+/// reads and claims keep the exact time. A Go write of `waitUntil` then
+/// wins over the exact time Rust kept beside it.
+#[test]
+fn a_rust_wait_never_reads_as_due_to_go_early_and_stays_exact_for_rust() {
+    run(async {
+        let (db, store) = seeded().await;
+        let claimed = claim(&store, "2026-01-01T00:00:01Z").await;
+        let token = claimed.lease_token.clone().unwrap();
+        // A retry 250 ms after a failure at 00:00:02.100.
+        let mut retry = lifecycle::release(&claimed, &token).unwrap();
+        retry.wait_until = Some(t("2026-01-01T00:00:02.350Z"));
+        assert!(matches!(
+            swap(&store, &claimed, retry).await,
+            SwapOutcome::Applied { .. }
+        ));
+        let fields = raw(&db, &store).await;
+        let wait = string_of(&fields, "waitUntil");
+        assert!(
+            wait.as_str() > "2026-01-01T00:00:02Z",
+            "due early for Go: {wait}"
+        );
+        assert!(wait.as_str() <= "2026-01-01T00:00:03Z", "{wait}");
+        assert_eq!(
+            stored(&store).await.wait_until,
+            Some(t("2026-01-01T00:00:02.350Z"))
+        );
+        // Rust: not due at .300, due at .350 (inside the stored second).
+        let request = |now: &str| ClaimRequest {
+            env: "DEFAULT".into(),
+            kind: "send_email".into(),
+            now: t(now),
+            grant: LeaseGrant::new(t(now), Duration::from_secs(60)),
+            mode: ClaimMode::Single { limit: 1 },
+        };
+        let early = store
+            .claim(&request("2026-01-01T00:00:02.300Z"))
+            .await
+            .unwrap();
+        assert!(early.tasks.is_empty(), "claimed before its wait");
+        claim(&store, "2026-01-01T00:00:02.350Z").await;
+
+        // A Go write of `waitUntil` (as Go's cancel does) is what counts.
+        let (db, store) = seeded().await;
+        let claimed = claim(&store, "2026-01-01T00:00:01Z").await;
+        let token = claimed.lease_token.clone().unwrap();
+        let mut retry = lifecycle::release(&claimed, &token).unwrap();
+        retry.wait_until = Some(t("2026-01-01T00:00:02.350Z"));
+        swap(&store, &claimed, retry).await;
+        go_update(
+            &db,
+            &store,
+            vec![("waitUntil", s("2026-01-01T00:00:09Z"))],
+            false,
+        )
+        .await;
+        assert_eq!(
+            stored(&store).await.wait_until,
+            Some(t("2026-01-01T00:00:09Z"))
+        );
+    });
+}
+
 /// Lease and outcome writes are masked: the Go payload's doubles stay
 /// doubles after a Rust run.
 #[test]

@@ -10,8 +10,8 @@ use oncetask_core::{Error, Manager, Store, Task, TaskStatus};
 use serde_json::json;
 
 use super::{ENV, Harness, Job, create, manual, register_ok};
-use crate::StoreFactory;
 use crate::hostile::NASTY_NAMES;
+use crate::{ClaimTies, StoreFactory};
 
 const KIND: &str = "isolated";
 const OTHER: &str = "manager-test-other";
@@ -145,8 +145,18 @@ pub async fn a_manager_cannot_touch_another_envs_tasks_by_id_or_resource_key(
         .await
         .expect("run")
         .expect("claimed");
-    // Same created_at: the first id of the ready ones.
-    assert_eq!(report.claimed, ["o-keyed"]);
+    // Same created_at: the first of the ready ones in the backend's claim
+    // order (by id `o-keyed`; by key first `o-pending-2`, which has none).
+    let first = match factory.claim_ties() {
+        ClaimTies::Id => "o-keyed",
+        ClaimTies::ResourceKeyThenId => "o-pending-2",
+    };
+    assert_eq!(report.claimed, [first]);
+    while other.process_next(KIND).await.expect("run").is_some() {}
+    for id in ["o-pending", "o-keyed", "o-pending-2"] {
+        let task = other.get_task(id).await.expect("get").expect("theirs");
+        assert!(task.is_done(), "{id} ran: {task:?}");
+    }
 }
 
 /// The handler log of the injection scenario: task id -> (env, kind, key, data).

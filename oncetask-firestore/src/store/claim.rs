@@ -1,8 +1,9 @@
 //! Claims: the ready window, resource-key lock documents, and leases
 //! written with update-time preconditions in one commit.
 
+use super::keys::{self, Kept};
 use super::*;
-use crate::document::{LEASE_FIELDS, lease_fields};
+use crate::document::{LEASE_FIELDS, due_bound, lease_fields, parse_time};
 
 impl FirestoreStore {
     /// One claim attempt; `Ok(None)` when it lost a race (a precondition
@@ -25,7 +26,10 @@ impl FirestoreStore {
         undecodable: &mut Vec<Undecodable>,
     ) -> Result<Option<Vec<Task>>, StoreError> {
         let now = request.now;
-        let now_s = format_time(now);
+        // The query takes what may be due by the end of this second (waits
+        // are stored rounded up, Go writes whole seconds); the exact check
+        // below leaves out what is not due yet.
+        let now_s = due_bound(now);
         // Each task taken may add a key-lock write: keep the commit under
         // Firestore's write limit.
         let (limit, group) = match request.mode {
@@ -44,12 +48,23 @@ impl FirestoreStore {
         // of their tasks can be taken): once there are some, later pages
         // leave their tasks out (a `not-in` filter, read from the head)
         // instead of paging through their backlogs.
-        let mut seen: Vec<String> = Vec::new();
+        let mut drained: HashMap<String, Kept> = HashMap::new();
+        // Keys known busy (held here or elsewhere) are left out of the
+        // first page already.
+        let mut seen: Vec<String> =
+            self.keys
+                .known_busy(&request.env, &request.kind, now, queries::MAX_EXCLUDED_KEYS);
+        for key in &seen {
+            keys_seen.insert(key.clone(), true);
+        }
+        // Past more busy keys than a `not-in` may name, pages go on in
+        // claim order from the last document read.
+        let mut too_many_keys = false;
         for page in 0..MAX_PAGES {
             if taken.len() >= limit {
                 break;
             }
-            let excluding = !seen.is_empty();
+            let excluding = !seen.is_empty() && !too_many_keys;
             let mut ready = if excluding {
                 queries::ready_query_excluding(
                     &self.collection,
@@ -90,6 +105,9 @@ impl FirestoreStore {
                     }
                 }
             }
+            // Waits are stored rounded up to the second: order the page
+            // by the exact times (ties as the query orders them).
+            candidates.sort_by(|(a, _), (b, _)| claim_order(a).cmp(&claim_order(b)));
             if spread && page == 0 && candidates.len() > 1 {
                 let start = random_below(candidates.len());
                 candidates.rotate_left(start);
@@ -101,6 +119,7 @@ impl FirestoreStore {
                     group,
                     candidates,
                     &mut keys_seen,
+                    &mut drained,
                 )
                 .await?;
             let progressed = !more_taken.is_empty();
@@ -113,9 +132,14 @@ impl FirestoreStore {
                 break;
             }
             if now_seen.len() > queries::MAX_EXCLUDED_KEYS {
-                // More keys than one query can leave out: the rest of the
-                // queue waits for the next claim.
-                break;
+                // More keys than one query can leave out: read on from the
+                // last document in claim order. Every document before it
+                // was read or belongs to a key already met; the tasks of
+                // met keys cost their page read and nothing more.
+                if cursor.is_none() {
+                    break;
+                }
+                too_many_keys = true;
             }
             if excluding && !progressed && !new_keys {
                 // The same page again would bring nothing new.
@@ -127,25 +151,35 @@ impl FirestoreStore {
             return Ok(Some(taken));
         }
         // The writes must not land after the lease they write has ended.
-        let lease_left = (request.grant.leased_until - now)
-            .to_std()
-            .unwrap_or(Duration::ZERO);
+        // Nor a drained lease after the first half of its hold's margin.
+        let limit = drained
+            .values()
+            .map(|kept| kept.until - keys::DRAIN_MARGIN / 2)
+            .fold(request.grant.leased_until, DateTime::min);
+        let limit = (limit - now).to_std().unwrap_or(Duration::ZERO);
         if writes.len() == taken.len() {
             // No key lock: each lease stands alone.
-            return self.lease_each(taken, writes, lease_left).await;
+            let leased = self.lease_each(taken, writes, limit).await?;
+            if let Some(tasks) = &leased {
+                self.record_leases(request, tasks, &drained);
+            }
+            return Ok(leased);
         }
         // Leases with key locks: one atomic commit; any failed precondition
         // means another claim won. (One commit per key would keep the keys
         // a claim won; measured on the emulator it read more, not less: the
         // reads are spent before the race is lost.)
-        self.commit_keys(request, taken, writes, lease_left).await
+        let leased = self.commit_keys(taken, writes, limit).await?;
+        if let Some(tasks) = &leased {
+            self.record_leases(request, tasks, &drained);
+        }
+        Ok(leased)
     }
 
     /// Commits lock writes and lease writes atomically; the leased tasks
     /// with the revisions written, or `None` when another claim won.
     async fn commit_keys(
         &self,
-        request: &ClaimRequest,
         mut tasks: Vec<Task>,
         writes: Vec<Write>,
         limit: Duration,
@@ -171,15 +205,6 @@ impl FirestoreStore {
                         .get(&self.doc_name(&task.id))
                         .map(|t| revision_of(*t, task.version));
                 }
-                let mut by_key: HashMap<&str, Vec<Task>> = HashMap::new();
-                for task in &tasks {
-                    if let Some(key) = task.resource_key.as_deref() {
-                        by_key.entry(key).or_default().push(task.clone());
-                    }
-                }
-                for (key, leased) in by_key {
-                    self.keys.leased(key, request.grant.token.as_str(), &leased);
-                }
                 Ok(Some(tasks))
             }
             Err(s) if lost_race(&s) => Ok(None),
@@ -187,7 +212,8 @@ impl FirestoreStore {
         }
     }
 
-    /// Writes the leases of tasks without a resource key in one BatchWrite,
+    /// Writes the leases of tasks without a lock write (keyless, or drained
+    /// under a lock this store keeps) in one BatchWrite,
     /// each conditional on its candidate's update time: a lease another
     /// claim took first fails alone, and the others are kept (an atomic
     /// commit would lose them all). `Ok(None)` when every lease lost a race.
@@ -246,8 +272,10 @@ impl FirestoreStore {
         }
     }
 
-    /// Picks the tasks to lease in candidate order and builds their writes
-    /// (plus one key-lock write per resource key taken).
+    /// Picks the tasks to lease in candidate order and builds their writes:
+    /// one lease write each, plus one key-lock write per resource key taken,
+    /// except for keys drained under a lock this store keeps (`drained`,
+    /// see [`keys`](super::keys)).
     pub(super) async fn select(
         &self,
         request: &ClaimRequest,
@@ -255,56 +283,107 @@ impl FirestoreStore {
         group: Option<usize>,
         candidates: Vec<(Task, Stored)>,
         keys_seen: &mut HashMap<String, bool>,
+        drained: &mut HashMap<String, Kept>,
     ) -> Result<(Vec<Task>, Vec<Write>), StoreError> {
+        let (env, kind, now) = (&request.env, &request.kind, request.now);
         let mut lock_writes: Vec<Write> = Vec::new();
         let mut picked: Vec<(Task, Option<Timestamp>)> = Vec::new();
         for (task, stored) in candidates {
             if picked.len() >= limit {
                 break;
             }
-            if let Some(key) = &task.resource_key {
-                if keys_seen.contains_key(key) {
-                    continue;
-                }
-                // This store's own live lease: busy, no read needed.
-                if self
-                    .keys
-                    .holds(&request.env, &request.kind, key, request.now)
-                {
-                    keys_seen.insert(key.clone(), true);
-                    continue;
-                }
+            let Some(key) = &task.resource_key else {
+                picked.push((task, stored.update_time));
+                continue;
+            };
+            if keys_seen.contains_key(key) {
+                continue;
+            }
+            // Held by this store, or by another as last seen: busy, no
+            // read needed.
+            if self.keys.busy(env, kind, key, now) {
+                keys_seen.insert(key.clone(), true);
+                continue;
+            }
+            if let Some(kept) = self.keys.drainable(env, kind, key, now) {
+                // Freed under a lock this store keeps: no other claim takes
+                // the key before the hold ends. No read, no lock write.
+                drained.insert(key.clone(), kept);
+            } else {
                 // Read the key's lock before its tasks: a claim that
                 // committed the lock we read also committed its leases, so
                 // the live-lease query after it sees them. At most one
                 // document is read to tell whether the key is busy, however
                 // long the key's backlog.
-                let (lock, token) = self.key_lock(request, key).await?;
+                let lock = self.key_lock(request, key).await?;
+                let mine = lock.holder.as_deref() == Some(self.keys.holder());
+                if let Some(until) = lock.held_until.filter(|u| *u > now && !mine) {
+                    // Another process keeps the key (and drains it).
+                    self.keys.busy_elsewhere(env, kind, key, until, now);
+                    keys_seen.insert(key.clone(), true);
+                    continue;
+                }
                 // A lock that still names a lease this store wrote and saw
                 // end: no claim took the key since, so no lease on it is
                 // live (see `keys`). Otherwise ask.
-                let live =
-                    !self
-                        .keys
-                        .freed_with(&request.env, &request.kind, key, token.as_deref())
-                        && self.key_is_busy(request, key).await?;
-                keys_seen.insert(key.clone(), live);
-                if live {
+                let live = if self.keys.freed_with(env, kind, key, lock.token.as_deref()) {
+                    None
+                } else {
+                    self.live_lease_end(request, key).await?
+                };
+                if let Some(end) = live {
+                    let until = end.min(now + keys::BUSY_MEMORY);
+                    self.keys.busy_elsewhere(env, kind, key, until, now);
+                    keys_seen.insert(key.clone(), true);
                     continue;
                 }
-                lock_writes.push(lock);
-                if let Some(max_group) = group {
-                    picked = self.key_ready(request, key, max_group).await?;
-                    break;
-                }
-                // The candidate as the ready query read it: its lease write
-                // is conditional on that update time.
-                picked.push((task, stored.update_time));
-                continue;
+                lock_writes.push(lock.write);
             }
+            keys_seen.insert(key.clone(), false);
+            if let Some(max_group) = group {
+                picked = self.key_ready(request, key, max_group).await?;
+                break;
+            }
+            // The candidate as the ready query read it: its lease write
+            // is conditional on that update time.
             picked.push((task, stored.update_time));
         }
         self.lease_writes(request, picked, lock_writes)
+    }
+
+    /// Until when a lock written by this claim keeps its key for this
+    /// store: [`keys::LOCK_HOLD`], at most the claim's lease.
+    fn kept_until(request: &ClaimRequest) -> DateTime<Utc> {
+        request
+            .grant
+            .leased_until
+            .min(request.now + keys::LOCK_HOLD)
+    }
+
+    /// Notes in the key book the keyed tasks of a committed claim.
+    fn record_leases(
+        &self,
+        request: &ClaimRequest,
+        tasks: &[Task],
+        drained: &HashMap<String, Kept>,
+    ) {
+        let mut by_key: HashMap<&str, Vec<Task>> = HashMap::new();
+        for task in tasks {
+            if let Some(key) = task.resource_key.as_deref() {
+                by_key.entry(key).or_default().push(task.clone());
+            }
+        }
+        for (key, leased) in by_key {
+            match drained.get(key) {
+                Some(kept) => self.keys.leased(key, &kept.token, &leased, None),
+                None => self.keys.leased(
+                    key,
+                    request.grant.token.as_str(),
+                    &leased,
+                    Some(Self::kept_until(request)),
+                ),
+            }
+        }
     }
 
     /// The lease writes of `picked` (each conditional on the update time it
@@ -336,7 +415,11 @@ impl FirestoreStore {
                 _ => None,
             };
             if key.as_deref().is_some_and(|k| taken_keys.contains(k)) {
-                writes.push(w.with_lease(&request.grant));
+                writes.push(w.with_lease(
+                    &request.grant,
+                    self.keys.holder(),
+                    Self::kept_until(request),
+                ));
             }
         }
         for (task, update_time) in picked {
@@ -359,13 +442,13 @@ impl FirestoreStore {
         Ok((taken, writes))
     }
 
-    /// Whether a not-done task of `key` (same env and kind) holds a live
-    /// lease: one query with limit 1 (one read).
-    pub(super) async fn key_is_busy(
+    /// When the live lease of a not-done task of `key` (same env and kind)
+    /// ends, if one is live: one query with limit 1 (one read).
+    pub(super) async fn live_lease_end(
         &self,
         request: &ClaimRequest,
         key: &str,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Option<DateTime<Utc>>, StoreError> {
         let now = request.now;
         let mut q = queries::key_live_query(
             &self.collection,
@@ -378,9 +461,9 @@ impl FirestoreStore {
         let found = self.query(q, None, |_| true).await?;
         // A Go whole-second lease compares as the end of its second; the
         // decoded lease is exact.
-        Ok(found.iter().any(|s| match &s.task {
-            Ok(t) => t.is_leased_at(now),
-            Err(_) => false,
+        Ok(found.iter().find_map(|s| match &s.task {
+            Ok(t) if t.is_leased_at(now) => t.leased_until,
+            _ => None,
         }))
     }
 
@@ -398,7 +481,7 @@ impl FirestoreStore {
             &request.env,
             &request.kind,
             key,
-            &format_time(now),
+            &due_bound(now),
         );
         q.limit = Some(i32::try_from(max_group).unwrap_or(i32::MAX));
         let mut ready: Vec<(Task, Option<Timestamp>)> = self
@@ -428,7 +511,7 @@ impl FirestoreStore {
         &self,
         request: &ClaimRequest,
         key: &str,
-    ) -> Result<(Write, Option<String>), StoreError> {
+    ) -> Result<Lock, StoreError> {
         let id = lock_id(&request.env, &request.kind, key);
         let name = format!(
             "{}/{}-resourceKeys/{id}",
@@ -449,23 +532,29 @@ impl FirestoreStore {
                 .batch_get_documents(self.request(request_get))
                 .await?
                 .into_inner();
-            let mut found = (None, None);
+            let mut found = (None, None, None, None);
             while let Some(response) = stream.message().await? {
                 if let Some(batch_get_documents_response::Result::Found(doc)) = response.result {
-                    let token = match doc
+                    let text = |field: &str| match doc
                         .fields
-                        .get("leaseToken")
+                        .get(field)
                         .and_then(|v| v.value_type.as_ref())
                     {
                         Some(ValueType::StringValue(t)) => Some(t.clone()),
                         _ => None,
                     };
-                    found = (doc.update_time, token);
+                    let held_until = text("heldUntil").and_then(|t| parse_time(&t).ok());
+                    found = (
+                        doc.update_time,
+                        text("leaseToken"),
+                        text("holder"),
+                        held_until,
+                    );
                 }
             }
             Ok(found)
         };
-        let (update_time, token) = self
+        let (update_time, token, holder, held_until) = self
             .within("BatchGetDocuments", self.call_timeout, call)
             .await
             .map_err(status_error)?;
@@ -487,8 +576,24 @@ impl FirestoreStore {
             }),
             ..Default::default()
         };
-        Ok((write, token))
+        Ok(Lock {
+            write,
+            token,
+            holder,
+            held_until,
+        })
     }
+}
+
+/// A key's lock document as a claim read it.
+pub(super) struct Lock {
+    /// The write that takes the lock, conditional on what was read.
+    write: Write,
+    /// The lease token of the claim that last wrote it.
+    token: Option<String>,
+    /// The store that wrote it, and until when it keeps the key.
+    holder: Option<String>,
+    held_until: Option<DateTime<Utc>>,
 }
 
 /// The id of the lock document of (env, kind, key): the names in hex (any
@@ -515,18 +620,32 @@ fn lock_id(env: &str, kind: &str, key: &str) -> String {
 /// that read it before fails its precondition and retries).
 const LOCK_TTL: chrono::TimeDelta = chrono::TimeDelta::days(7);
 
-/// Stamps a key-lock write with the claim's lease.
+/// Stamps a key-lock write with the claim's lease and the hold of the store
+/// writing it (`holder` keeps the key until `held_until`).
 pub(super) trait WithLease {
-    fn with_lease(self, grant: &oncetask_core::lifecycle::LeaseGrant) -> Self;
+    fn with_lease(
+        self,
+        grant: &oncetask_core::lifecycle::LeaseGrant,
+        holder: &str,
+        held_until: DateTime<Utc>,
+    ) -> Self;
 }
 
 impl WithLease for Write {
-    fn with_lease(mut self, grant: &oncetask_core::lifecycle::LeaseGrant) -> Self {
+    fn with_lease(
+        mut self,
+        grant: &oncetask_core::lifecycle::LeaseGrant,
+        holder: &str,
+        held_until: DateTime<Utc>,
+    ) -> Self {
         if let Some(Operation::Update(d)) = &mut self.operation {
             d.fields.insert(
                 "leasedUntil".to_owned(),
                 str_value(&format_time(grant.leased_until)),
             );
+            d.fields.insert("holder".to_owned(), str_value(holder));
+            d.fields
+                .insert("heldUntil".to_owned(), str_value(&format_time(held_until)));
             d.fields
                 .insert("leaseToken".to_owned(), str_value(grant.token.as_str()));
             let expire = grant.leased_until + LOCK_TTL;
@@ -555,11 +674,11 @@ pub(super) fn lost_race(s: &Status) -> bool {
 }
 
 /// A cursor just after `doc` in the ready query's order (`leasedUntil`,
-/// `waitUntil`, `createdAt`, `__name__`), from its stored values; `None` if
-/// one is missing.
+/// `waitUntil`, `createdAt`, `resourceKey`, `__name__`), from its stored
+/// values; `None` if one is missing.
 pub(super) fn ready_cursor(doc: &Document) -> Option<Cursor> {
-    let mut values = Vec::with_capacity(4);
-    for field in ["leasedUntil", "waitUntil", "createdAt"] {
+    let mut values = Vec::with_capacity(5);
+    for field in ["leasedUntil", "waitUntil", "createdAt", "resourceKey"] {
         values.push(doc.fields.get(field)?.clone());
     }
     values.push(Value {
@@ -570,6 +689,26 @@ pub(super) fn ready_cursor(doc: &Document) -> Option<Cursor> {
         before: false,
     })
 }
+
+/// This backend's claim order: [`Task::claim_order_key`] with exact ties
+/// broken by resource key (none first), then id (see [`queries::ready_query`]).
+fn claim_order(t: &Task) -> ClaimOrder<'_> {
+    (
+        t.leased_until,
+        t.wait_until,
+        t.created_at,
+        t.resource_key.as_deref().unwrap_or(""),
+        &t.id,
+    )
+}
+
+type ClaimOrder<'a> = (
+    Option<DateTime<Utc>>,
+    Option<DateTime<Utc>>,
+    DateTime<Utc>,
+    &'a str,
+    &'a str,
+);
 
 /// A random number below `n` (`n > 0`).
 pub(super) fn random_below(n: usize) -> usize {
