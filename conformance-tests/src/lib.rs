@@ -140,41 +140,9 @@ pub trait StoreFactory: Send + Sync + 'static {
 
 pub use corruption::Corruption;
 
-/// How a backend's claims break exact ties of
-/// [`Task::claim_order_key`](oncetask_core::Task::claim_order_key) (same
-/// `leased_until`, `wait_until` and `created_at`): the one place the
-/// [`Store::claim`](oncetask_core::Store::claim) contract lets backends
-/// differ.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum ClaimTies {
-    /// By id (memory, PostgreSQL, Redis).
-    #[default]
-    Id,
-    /// By resource key (none first), then id: Firestore, whose queries
-    /// that leave busy keys out can only order by the key before the id.
-    ResourceKeyThenId,
-}
-
-impl ClaimTies {
-    /// Compares two ready tasks in claim order.
-    pub fn order(self, a: &oncetask_core::Task, b: &oncetask_core::Task) -> std::cmp::Ordering {
-        fn key(ties: ClaimTies, t: &oncetask_core::Task) -> &str {
-            match ties {
-                ClaimTies::Id => "",
-                ClaimTies::ResourceKeyThenId => t.resource_key.as_deref().unwrap_or(""),
-            }
-        }
-        let (a_lease, a_wait, a_created, a_id) = a.claim_order_key();
-        let (b_lease, b_wait, b_created, b_id) = b.claim_order_key();
-        (a_lease, a_wait, a_created, key(self, a), a_id).cmp(&(
-            b_lease,
-            b_wait,
-            b_created,
-            key(self, b),
-            b_id,
-        ))
-    }
-}
+/// How a backend's claims break exact ties of the ready order (re-exported
+/// from [`oncetask_core::store::ClaimTies`], where the contract lives).
+pub use oncetask_core::store::ClaimTies;
 
 /// Expands the whole conformance suite into `#[test]` functions for a backend.
 ///

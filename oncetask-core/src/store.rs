@@ -33,8 +33,8 @@ pub trait Store: Send + Sync + 'static {
     /// Ready means [`Task::is_ready_at`]`(request.now)`; candidates are taken in
     /// [`Task::claim_order_key`] order, except that a backend may break exact
     /// ties of `(leased_until, wait_until, created_at)` by resource key (none
-    /// first) before the id (Firestore does: its queries that leave busy keys
-    /// out can order no other way). A task whose resource key has a live
+    /// first) before the id ([`ClaimTies`]; Firestore does: its queries that
+    /// leave busy keys out can order no other way). A task whose resource key has a live
     /// lease (same env and kind) is skipped, not blocking the others. Two
     /// concurrent claims never both lease tasks of one resource key.
     /// Documents that cannot be decoded are skipped and reported; a backend
@@ -171,6 +171,53 @@ pub enum ClaimMode {
         /// Maximum group size (Go had none, W29).
         max_group: usize,
     },
+}
+
+/// How a backend's claims break exact ties of [`Task::claim_order_key`]
+/// (same `leased_until`, `wait_until` and `created_at`): the one place the
+/// [`Store::claim`] contract lets backends differ.
+///
+/// ```
+/// use chrono::Utc;
+/// use oncetask_core::Task;
+/// use oncetask_core::store::ClaimTies;
+///
+/// let now = Utc::now();
+/// let mut keyed = Task::new("a", "k", "E", now);
+/// keyed.resource_key = Some("r".into());
+/// let keyless = Task::new("b", "k", "E", now);
+/// assert!(ClaimTies::Id.order(&keyed, &keyless).is_lt());
+/// assert!(ClaimTies::ResourceKeyThenId.order(&keyed, &keyless).is_gt());
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ClaimTies {
+    /// By id (memory, PostgreSQL, Redis).
+    #[default]
+    Id,
+    /// By resource key (none first), then id: Firestore, whose queries
+    /// that leave busy keys out can only order by the key before the id.
+    ResourceKeyThenId,
+}
+
+impl ClaimTies {
+    /// Compares two ready tasks in claim order.
+    pub fn order(self, a: &Task, b: &Task) -> std::cmp::Ordering {
+        fn key(ties: ClaimTies, t: &Task) -> &str {
+            match ties {
+                ClaimTies::Id => "",
+                ClaimTies::ResourceKeyThenId => t.resource_key.as_deref().unwrap_or(""),
+            }
+        }
+        let (a_lease, a_wait, a_created, a_id) = a.claim_order_key();
+        let (b_lease, b_wait, b_created, b_id) = b.claim_order_key();
+        (a_lease, a_wait, a_created, key(self, a), a_id).cmp(&(
+            b_lease,
+            b_wait,
+            b_created,
+            key(self, b),
+            b_id,
+        ))
+    }
 }
 
 /// Tasks a claim leased, plus documents it had to skip.

@@ -169,6 +169,15 @@ pub(crate) fn next_kind_query(collection: &str, env: &str, after: Option<&str>) 
     base_query(collection, filters, &["type", "__name__"])
 }
 
+/// Equality filters on `env` and, when given, the kind (`type`).
+fn env_kind_filters(env: &str, kind: Option<&str>) -> Vec<sq::Filter> {
+    let mut filters = vec![eq("env", str_value(env))];
+    if let Some(kind) = kind {
+        filters.push(eq("type", str_value(kind)));
+    }
+    filters
+}
+
 /// Tasks of `env`, optionally of one kind / resource key / not done only:
 /// equality filters only (`kinds` looks up one kind's tasks with it; it
 /// is the base of [`list_query`]).
@@ -179,10 +188,7 @@ pub(crate) fn scan_query(
     resource_key: Option<&str>,
     not_done: bool,
 ) -> StructuredQuery {
-    let mut filters = vec![eq("env", str_value(env))];
-    if let Some(kind) = kind {
-        filters.push(eq("type", str_value(kind)));
-    }
+    let mut filters = env_kind_filters(env, kind);
     if let Some(key) = resource_key {
         filters.push(eq("resourceKey", str_value(key)));
     }
@@ -276,13 +282,7 @@ pub(crate) fn count_queries(
     now: &str,
 ) -> Vec<(CountOf, StructuredQuery)> {
     use sq::field_filter::Operator::{GreaterThan, LessThanOrEqual};
-    let base = || {
-        let mut f = vec![eq("env", str_value(env))];
-        if let Some(kind) = kind {
-            f.push(eq("type", str_value(kind)));
-        }
-        f
-    };
+    let base = || env_kind_filters(env, kind);
     let with = |extra: Vec<sq::Filter>| {
         let mut f = base();
         f.extend(extra);
@@ -354,10 +354,7 @@ pub(crate) fn done_not_cancelled_query(
     env: &str,
     kind: Option<&str>,
 ) -> StructuredQuery {
-    let mut filters = vec![eq("env", str_value(env))];
-    if let Some(kind) = kind {
-        filters.push(eq("type", str_value(kind)));
-    }
+    let mut filters = env_kind_filters(env, kind);
     filters.push(field_filter(
         "doneAt",
         sq::field_filter::Operator::GreaterThan,

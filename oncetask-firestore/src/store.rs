@@ -658,21 +658,16 @@ impl FirestoreStore {
         // A live lease ends on a whole second, rounded up, as a claim's
         // does: Go compares whole-second strings and would read a lease
         // ending inside a second as over at that second's start.
-        let extended;
-        let task = match task.leased_until {
-            Some(until) if task.lease_token.is_some() && task.done_at.is_none() => {
-                match round_up_to_second(until).filter(|up| *up != until) {
-                    Some(up) => {
-                        let mut t = task.clone();
-                        t.leased_until = Some(up);
-                        extended = t;
-                        &extended
-                    }
-                    None => task,
-                }
-            }
-            _ => task,
-        };
+        let rounded = task
+            .leased_until
+            .filter(|_| task.lease_token.is_some() && task.done_at.is_none())
+            .and_then(round_up_to_second)
+            .filter(|up| Some(*up) != task.leased_until)
+            .map(|up| Task {
+                leased_until: Some(up),
+                ..task.clone()
+            });
+        let task = rounded.as_ref().unwrap_or(task);
         let mut fields = encode_changes(task).map_err(unencodable)?;
         if rest + limits::fields_size(&fields) > limits::MAX_DOCUMENT_BYTES {
             let mut fitted = task.clone();
@@ -1061,11 +1056,8 @@ impl Store for FirestoreStore {
         // would read as expired to Go at the start of that second. Leases
         // end on a whole second here, rounded up (never early).
         let mut whole = request.clone();
-        whole.grant.leased_until = request
-            .grant
-            .leased_until
-            .duration_round_up(TimeDelta::seconds(1))
-            .unwrap_or(request.grant.leased_until);
+        whole.grant.leased_until =
+            round_up_to_second(request.grant.leased_until).unwrap_or(request.grant.leased_until);
         let request = &whole;
         // Claims of one kind in this store take turns: a key drained under
         // a lock this store keeps is leased on what the key book says (no

@@ -442,7 +442,6 @@ async fn one_hot_key_with_1000_sub_second_tasks() {
     let started = std::time::Instant::now();
     let row = steady(3, 1, 1000).await;
     let seconds = started.elapsed().as_secs_f64();
-    row.print();
     // Each task: one lease and one outcome; the rest are lock writes.
     let locks = row.spent.writes - row.spent.signal_writes - 2 * 1000;
     println!(

@@ -4,6 +4,7 @@
 use super::keys::{self, Kept};
 use super::*;
 use crate::document::{LEASE_FIELDS, due_bound, lease_fields, parse_time};
+use oncetask_core::store::ClaimTies;
 
 impl FirestoreStore {
     /// One claim attempt; `Ok(None)` when it lost a race (a precondition
@@ -107,7 +108,7 @@ impl FirestoreStore {
             }
             // Waits are stored rounded up to the second: order the page
             // by the exact times (ties as the query orders them).
-            candidates.sort_by(|(a, _), (b, _)| claim_order(a).cmp(&claim_order(b)));
+            candidates.sort_by(|(a, _), (b, _)| ClaimTies::ResourceKeyThenId.order(a, b));
             if spread && page == 0 && candidates.len() > 1 {
                 let start = random_below(candidates.len());
                 candidates.rotate_left(start);
@@ -689,26 +690,6 @@ pub(super) fn ready_cursor(doc: &Document) -> Option<Cursor> {
         before: false,
     })
 }
-
-/// This backend's claim order: [`Task::claim_order_key`] with exact ties
-/// broken by resource key (none first), then id (see [`queries::ready_query`]).
-fn claim_order(t: &Task) -> ClaimOrder<'_> {
-    (
-        t.leased_until,
-        t.wait_until,
-        t.created_at,
-        t.resource_key.as_deref().unwrap_or(""),
-        &t.id,
-    )
-}
-
-type ClaimOrder<'a> = (
-    Option<DateTime<Utc>>,
-    Option<DateTime<Utc>>,
-    DateTime<Utc>,
-    &'a str,
-    &'a str,
-);
 
 /// A random number below `n` (`n > 0`).
 pub(super) fn random_below(n: usize) -> usize {

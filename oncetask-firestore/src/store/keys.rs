@@ -126,6 +126,29 @@ fn forget(book: &mut Book, id: &KeyId) {
     book.kept.remove(id);
 }
 
+impl Book {
+    /// The lease of `task_id` on key `id` ended: the key is freed once no
+    /// task leased under the same lock is left.
+    fn ended(&mut self, id: KeyId, task_id: &str) {
+        let Some(held) = self.held.get_mut(&id) else {
+            return;
+        };
+        if !held.ids.remove(task_id) || !held.ids.is_empty() {
+            return;
+        }
+        let Some(held) = self.held.remove(&id) else {
+            return;
+        };
+        if self.freed.len() >= MAX_FREED {
+            let oldest = self.freed_order.remove(0);
+            self.freed.remove(&oldest);
+        }
+        self.freed_order.retain(|k| *k != id);
+        self.freed_order.push(id.clone());
+        self.freed.insert(id, held.token);
+    }
+}
+
 fn key_id(env: &str, kind: &str, key: &str) -> KeyId {
     (env.to_owned(), kind.to_owned(), key.to_owned())
 }
@@ -208,22 +231,22 @@ impl KeyBook {
             return;
         };
         let id = (task.env.clone(), task.kind.clone(), key.clone());
+        let mut book = self.book();
         // Whatever another process did, this store changed the key's task:
         // ask again at the next claim.
-        self.book().elsewhere.remove(&id);
-        if task.lease_token.is_some() {
-            let mut book = self.book();
-            match (book.held.get_mut(&id), task.leased_until) {
-                (Some(held), Some(until)) if held.ids.contains(&task.id) => {
-                    held.until = held.until.max(until);
-                }
-                // A lease this store's claims did not write (a swap built
-                // elsewhere): the key is no longer known free.
-                _ => forget(&mut book, &id),
-            }
+        book.elsewhere.remove(&id);
+        if task.lease_token.is_none() {
+            book.ended(id, &task.id);
             return;
         }
-        self.ended(id, &task.id);
+        match (book.held.get_mut(&id), task.leased_until) {
+            (Some(held), Some(until)) if held.ids.contains(&task.id) => {
+                held.until = held.until.max(until);
+            }
+            // A lease this store's claims did not write (a swap built
+            // elsewhere): the key is no longer known free.
+            _ => forget(&mut book, &id),
+        }
     }
 
     /// This store created `task`: one created with a lease (an import, a
@@ -241,29 +264,10 @@ impl KeyBook {
     pub(super) fn deleted(&self, task: &Task) {
         if let Some(key) = &task.resource_key {
             let id = (task.env.clone(), task.kind.clone(), key.clone());
-            self.book().elsewhere.remove(&id);
-            self.ended(id, &task.id);
+            let mut book = self.book();
+            book.elsewhere.remove(&id);
+            book.ended(id, &task.id);
         }
-    }
-
-    fn ended(&self, id: KeyId, task_id: &str) {
-        let mut book = self.book();
-        let Some(held) = book.held.get_mut(&id) else {
-            return;
-        };
-        if !held.ids.remove(task_id) || !held.ids.is_empty() {
-            return;
-        }
-        let Some(held) = book.held.remove(&id) else {
-            return;
-        };
-        if book.freed.len() >= MAX_FREED {
-            let oldest = book.freed_order.remove(0);
-            book.freed.remove(&oldest);
-        }
-        book.freed_order.retain(|k| *k != id);
-        book.freed_order.push(id.clone());
-        book.freed.insert(id, held.token);
     }
 
     /// Whether `key` is known busy at `now`: this store holds it, or
