@@ -98,10 +98,7 @@ pub async fn cancelled_task_finished_by_its_cancellation_handler_is_cancelled(
             policy(),
         )
         .expect("the holder's failure applies");
-        assert_eq!(
-            swap(&store, next.clone(), held.version).await,
-            Swapped::Applied
-        );
+        assert_eq!(swap(&store, &held, next.clone()).await, Swapped::Applied);
         now = next.wait_until.unwrap_or(now);
     }
     let stored = get_existing(&store, "bad").await;
@@ -124,10 +121,7 @@ pub async fn success_of_a_task_cancelled_while_running_ends_cancelled_with_its_r
         .expect("cancel");
     let first_try = lifecycle::succeed(&held, &token(&held), at(6), Some(result(3)))
         .expect("from the worker's copy");
-    assert_eq!(
-        swap(&store, first_try, held.version).await,
-        Swapped::Conflict
-    );
+    assert_eq!(swap(&store, &held, first_try).await, Swapped::Conflict);
     let done = complete(&store, &held, at(6), result(3))
         .await
         .expect("the lease is still the worker's");
@@ -184,7 +178,7 @@ pub async fn cancel_racing_a_completion_conflicts_and_never_turns_completed_into
         .await
         .expect("the worker completes first");
     assert_eq!(
-        swap(&store, cancel, read_by_canceller.version).await,
+        swap(&store, &read_by_canceller, cancel).await,
         Swapped::Conflict
     );
     let fresh = get_existing(&store, "a").await;

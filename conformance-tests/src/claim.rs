@@ -231,7 +231,7 @@ pub async fn done_tasks_are_never_claimed(factory: &impl StoreFactory) {
             }
         }
         .expect("the holder's outcome applies");
-        assert_eq!(swap(&store, next, held.version).await, Swapped::Applied);
+        assert_eq!(swap(&store, held, next).await, Swapped::Applied);
     }
     let outcomes: HashSet<_> = get_all(&store, &["ok", "bad", "gone"])
         .await

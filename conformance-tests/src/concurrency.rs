@@ -203,7 +203,7 @@ pub async fn concurrent_group_claimers_never_share_a_resource_key(factory: &impl
                     .iter()
                     .map(|t| {
                         let next = lifecycle::succeed(t, &token(t), at(1), None).expect("holder");
-                        (next, t.version)
+                        (t.clone(), next)
                     })
                     .collect();
                 let outcomes = swap_all(&store, swaps).await;
@@ -261,7 +261,7 @@ pub async fn concurrent_swaps_with_one_expected_version_apply_once(factory: &imp
             let next = lifecycle::succeed(&held, &token(&held), at(1), Some(result(i as u64)))
                 .expect("holder");
             barrier.wait().await;
-            (swap(&store, next.clone(), held.version).await, next)
+            (swap(&store, &held, next.clone()).await, next)
         }));
     }
     let mut applied = Vec::new();

@@ -75,7 +75,7 @@ pub async fn every_field_survives_a_create_and_swap_round_trip(factory: &impl St
     done.done_at = Some(ms(400, 400));
     done.outcome = Some(Outcome::Cancelled);
     done.result = Some(json!("plain string result"));
-    assert_eq!(swap(&store, done.clone(), 7).await, Swapped::Applied);
+    assert_eq!(swap(&store, &task, done.clone()).await, Swapped::Applied);
     assert_eq!(get(&store, "full").await, Some(done), "after swap");
 }
 

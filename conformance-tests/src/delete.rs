@@ -58,7 +58,7 @@ pub async fn swap_after_delete_reports_not_found(factory: &impl StoreFactory) {
     seed(&store, vec![task.clone()]).await;
     let cancel = lifecycle::cancel(&task, at(1)).expect("cancel a pending task");
     assert_eq!(delete(&store, &["a"]).await, vec![Deleted::Deleted]);
-    assert_eq!(swap(&store, cancel, task.version).await, Swapped::NotFound);
+    assert_eq!(swap(&store, &task, cancel).await, Swapped::NotFound);
     assert_eq!(get(&store, "a").await, None);
 }
 
@@ -101,7 +101,7 @@ pub async fn deleting_a_leased_task_makes_its_completion_report_not_found(
         .iter()
         .map(|t| {
             let next = lifecycle::succeed(t, &token(t), at(1), None).expect("holder");
-            (next, t.version)
+            (t.clone(), next)
         })
         .collect();
     assert_eq!(

@@ -235,10 +235,7 @@ async fn protocol<S: Store>(
             }
         };
         let outcomes = store
-            .swap(vec![Swap {
-                task: next.clone(),
-                expected_version: current.version,
-            }])
+            .swap(vec![swap_of(&current, &next)])
             .await
             .map_err(store_err("swap"))?;
         let first = outcomes.first().ok_or("swap returned no outcome")?;
@@ -831,13 +828,13 @@ impl Store for ModelStore {
         self.with(|tasks| {
             swaps
                 .into_iter()
-                .map(|swap| match tasks.get_mut(&swap.task.id) {
+                .map(|swap| match tasks.get_mut(swap.id()) {
                     None => SwapOutcome::NotFound,
-                    Some(stored) if stored.version != swap.expected_version => {
+                    Some(stored) if stored.version != swap.fence().version() => {
                         SwapOutcome::Conflict
                     }
                     Some(stored) => {
-                        *stored = swap.task;
+                        swap.apply_to(stored);
                         SwapOutcome::Applied { revision: None }
                     }
                 })

@@ -39,10 +39,7 @@ pub async fn success_swapped_with_the_claim_version_completes_the_task(
     let held = claim_one(&store, at(0), "a").await;
     let next = lifecycle::succeed(&held, &token(&held), at(10), Some(result(7)))
         .expect("the holder's success applies");
-    assert_eq!(
-        swap(&store, next.clone(), held.version).await,
-        Swapped::Applied
-    );
+    assert_eq!(swap(&store, &held, next.clone()).await, Swapped::Applied);
     let stored = get_existing(&store, "a").await;
     assert_eq!(stored, next);
     assert_eq!(stored.status(at(10)), TaskStatus::Completed);
@@ -61,10 +58,7 @@ pub async fn retryable_failure_backs_off_and_the_task_is_claimable_after_the_del
     seed(&store, vec![TaskBuilder::new("a").build()]).await;
     let held = claim_one(&store, at(0), "a").await;
     let next = failed(&held, at(10)).expect("the holder's failure applies");
-    assert_eq!(
-        swap(&store, next.clone(), held.version).await,
-        Swapped::Applied
-    );
+    assert_eq!(swap(&store, &held, next.clone()).await, Swapped::Applied);
     let stored = get_existing(&store, "a").await;
     assert_eq!(stored, next);
     assert_eq!(
@@ -89,10 +83,7 @@ pub async fn failure_at_max_attempts_is_permanent(factory: &impl StoreFactory) {
         let held = claim_one(&store, now, "a").await;
         assert_eq!(held.attempts, attempt);
         let next = failed(&held, now).expect("the holder's failure applies");
-        assert_eq!(
-            swap(&store, next.clone(), held.version).await,
-            Swapped::Applied
-        );
+        assert_eq!(swap(&store, &held, next.clone()).await, Swapped::Applied);
         now = next.wait_until.unwrap_or(now);
     }
     let stored = get_existing(&store, "a").await;
@@ -113,7 +104,7 @@ pub async fn stale_lease_token_cannot_complete_a_reclaimed_task(factory: &impl S
     let late = lifecycle::succeed(&worker_a, &token(&worker_a), now, Some(result(1)))
         .expect("from A's own (stale) copy the success looks fine");
     assert_eq!(
-        swap(&store, late, worker_a.version).await,
+        swap(&store, &worker_a, late).await,
         Swapped::Conflict,
         "A's copy is stale: the version moved on"
     );
@@ -137,10 +128,7 @@ pub async fn stale_failure_cannot_clear_the_new_lease(factory: &impl StoreFactor
     let store = factory.new_store().await;
     let (worker_a, worker_b) = reclaimed(&store).await;
     let late = failed(&worker_a, at(301)).expect("from A's stale copy");
-    assert_eq!(
-        swap(&store, late, worker_a.version).await,
-        Swapped::Conflict
-    );
+    assert_eq!(swap(&store, &worker_a, late).await, Swapped::Conflict);
     let fresh = get_existing(&store, "a").await;
     assert_eq!(fresh, worker_b);
     assert_eq!(
@@ -171,14 +159,11 @@ pub async fn blind_swap_with_a_stale_version_conflicts_and_writes_nothing(
     let held = claim_one(&store, at(0), "a").await;
     let success = lifecycle::succeed(&held, &token(&held), at(1), Some(result(1)))
         .expect("the holder's success applies");
-    assert_eq!(
-        swap(&store, success.clone(), held.version).await,
-        Swapped::Applied
-    );
+    assert_eq!(swap(&store, &held, success.clone()).await, Swapped::Applied);
     let failure = failed(&held, at(2)).expect("from the stale copy");
-    assert_eq!(swap(&store, failure, held.version).await, Swapped::Conflict);
+    assert_eq!(swap(&store, &held, failure).await, Swapped::Conflict);
     assert_eq!(
-        swap(&store, success.clone(), held.version).await,
+        swap(&store, &held, success.clone()).await,
         Swapped::Conflict
     );
     assert_eq!(get(&store, "a").await, Some(success));
@@ -200,7 +185,7 @@ pub async fn a_lost_attempt_never_turns_a_permanent_failure_into_completed(
         policy_with(&NO_RETRY),
     )
     .expect("B holds the lease");
-    assert_eq!(swap(&store, next, worker_b.version).await, Swapped::Applied);
+    assert_eq!(swap(&store, &worker_b, next).await, Swapped::Applied);
     let stored = get_existing(&store, "a").await;
     assert!(stored.attempts as usize > stored.errors.len());
     assert_eq!(stored.outcome, Some(Outcome::Failed));
@@ -214,7 +199,7 @@ pub async fn swap_of_a_deleted_task_reports_not_found(factory: &impl StoreFactor
     let held = claim_one(&store, at(0), "a").await;
     assert_eq!(delete(&store, &["a"]).await, vec![Deleted::Deleted]);
     let next = lifecycle::succeed(&held, &token(&held), at(1), None).expect("from the copy");
-    assert_eq!(swap(&store, next, held.version).await, Swapped::NotFound);
+    assert_eq!(swap(&store, &held, next).await, Swapped::NotFound);
     assert_eq!(get(&store, "a").await, None);
 }
 
@@ -225,10 +210,7 @@ pub async fn release_makes_the_task_ready_at_once_without_an_error(factory: &imp
     seed(&store, vec![TaskBuilder::new("a").build()]).await;
     let held = claim_one(&store, at(0), "a").await;
     let next = lifecycle::release(&held, &token(&held)).expect("the holder releases");
-    assert_eq!(
-        swap(&store, next.clone(), held.version).await,
-        Swapped::Applied
-    );
+    assert_eq!(swap(&store, &held, next.clone()).await, Swapped::Applied);
     let stored = get_existing(&store, "a").await;
     assert_eq!(stored, next);
     assert_eq!(stored.status(at(1)), TaskStatus::Pending);
@@ -245,10 +227,7 @@ pub async fn extend_lease_keeps_the_task_from_being_reclaimed(factory: &impl Sto
     let held = claim_one(&store, at(0), "a").await;
     let next =
         lifecycle::extend_lease(&held, &token(&held), at(0), at(600)).expect("the holder extends");
-    assert_eq!(
-        swap(&store, next.clone(), held.version).await,
-        Swapped::Applied
-    );
+    assert_eq!(swap(&store, &held, next.clone()).await, Swapped::Applied);
     assert_eq!(get_existing(&store, "a").await.leased_until, Some(at(600)));
     assert!(claim(&store, after(at(0), LEASE), 10).await.is_empty());
     assert!(claim(&store, at(599), 10).await.is_empty());
@@ -261,10 +240,7 @@ pub async fn stale_token_cannot_extend_a_reclaimed_lease(factory: &impl StoreFac
     let (worker_a, worker_b) = reclaimed(&store).await;
     let late = lifecycle::extend_lease(&worker_a, &token(&worker_a), at(0), at(10_000))
         .expect("from A's stale copy");
-    assert_eq!(
-        swap(&store, late, worker_a.version).await,
-        Swapped::Conflict
-    );
+    assert_eq!(swap(&store, &worker_a, late).await, Swapped::Conflict);
     let fresh = get_existing(&store, "a").await;
     assert_eq!(
         lifecycle::extend_lease(&fresh, &token(&worker_a), at(0), at(10_000)),
@@ -298,10 +274,22 @@ pub async fn bulk_swap_reports_one_outcome_per_item_in_input_order(factory: &imp
     let outcomes = swap_all(
         &store,
         vec![
-            (done(&a), a.version),
-            (done(&b), b.version + 5),
-            (TaskBuilder::new("missing").build(), 0),
-            (done(&c), c.version),
+            (a.clone(), done(&a)),
+            (
+                Task {
+                    version: b.version + 5,
+                    ..b.clone()
+                },
+                done(&b),
+            ),
+            {
+                let missing = TaskBuilder::new("missing").build();
+                (
+                    missing.clone(),
+                    lifecycle::cancel(&missing, at(1)).expect("pending"),
+                )
+            },
+            (c.clone(), done(&c)),
         ],
     )
     .await;
@@ -332,7 +320,7 @@ pub async fn two_swaps_of_one_task_with_the_same_expected_version_apply_once(
     let failure = failed(&held, at(1)).expect("holder");
     let outcomes = swap_all(
         &store,
-        vec![(success.clone(), held.version), (failure, held.version)],
+        vec![(held.clone(), success.clone()), (held.clone(), failure)],
     )
     .await;
     assert_eq!(outcomes.len(), 2);
@@ -378,7 +366,7 @@ pub async fn a_stale_write_from_a_deleted_incarnation_cannot_land_on_the_recreat
     let late = lifecycle::succeed(&old_worker, &token(&old_worker), at(1), Some(result(1)))
         .expect("from the old worker's copy");
     assert_ne!(
-        swap(&store, late, old_worker.version).await,
+        swap(&store, &old_worker, late).await,
         Swapped::Applied,
         "the old incarnation's outcome landed on the re-created task"
     );
@@ -400,14 +388,11 @@ pub async fn a_swap_onto_an_undecodable_document_fails_for_that_item_only(
     let cancel = |t: &Task| lifecycle::cancel(t, at(1)).expect("cancel a pending task");
     let outcomes = store
         .swap(vec![
-            oncetask_core::store::Swap {
-                task: cancel(&TaskBuilder::new("bad").build()),
-                expected_version: 0,
+            {
+                let bad = TaskBuilder::new("bad").build();
+                swap_of(&bad, &cancel(&bad))
             },
-            oncetask_core::store::Swap {
-                task: cancel(&good),
-                expected_version: good.version,
-            },
+            swap_of(&good, &cancel(&good)),
         ])
         .await
         .expect("one undecodable item must not fail the whole swap");

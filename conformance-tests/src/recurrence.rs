@@ -78,7 +78,7 @@ async fn spawn<S: Store>(
         None => None,
     };
     assert_eq!(
-        swap(store, step.generator.clone(), held.version).await,
+        swap(store, held, step.generator.clone()).await,
         Swapped::Applied
     );
     (step, created)

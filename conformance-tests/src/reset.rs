@@ -30,10 +30,7 @@ async fn finish<S: Store>(store: &S, id: &str, outcome: Outcome) -> Task {
         _ => lifecycle::succeed(&held, &tok, at(1), Some(result(1))),
     }
     .expect("the holder's outcome applies");
-    assert_eq!(
-        swap(store, next.clone(), held.version).await,
-        Swapped::Applied
-    );
+    assert_eq!(swap(store, &held, next.clone()).await, Swapped::Applied);
     assert_eq!(next.outcome, Some(outcome));
     next
 }

@@ -339,7 +339,7 @@ pub async fn a_heartbeat_after_expiry_cannot_revive_a_lease_whose_key_moved_on(
     let late = after(expiry, std::time::Duration::from_secs(1));
     let stored = get_existing(&store, "k1").await;
     if let Ok(revived) = lifecycle::extend_lease(&stored, &token(&slow), late, after(late, LEASE)) {
-        swap(&store, revived, stored.version).await;
+        swap(&store, &stored, revived).await;
     }
     let live: Vec<String> = get_all(&store, &["k1", "k2"])
         .await

@@ -14,7 +14,7 @@ pub use oncetask_core::Store;
 use oncetask_core::lifecycle::{self, FailurePolicy, LeaseGrant};
 use oncetask_core::retry::{ExponentialBackoff, FixedDelay, NoRetry, RetryPolicy};
 use oncetask_core::store::{
-    ClaimMode, ClaimRequest, Claimed, CreateOutcome, Delete, DeleteOutcome, Fetched, Swap,
+    Change, ClaimMode, ClaimRequest, Claimed, CreateOutcome, Delete, DeleteOutcome, Fetched, Swap,
     SwapOutcome,
 };
 use oncetask_core::{JsonObject, LeaseToken, Task};
@@ -224,22 +224,28 @@ pub async fn seed<S: Store>(store: &S, tasks: Vec<Task>) {
     );
 }
 
-/// Swaps each `(task, expected_version)` and returns the per-item outcomes.
-pub async fn swap_all<S: Store>(store: &S, swaps: Vec<(Task, u64)>) -> Vec<Swapped> {
+/// The swap that turns `before` (the state it is fenced on) into `after`,
+/// as the narrowest change that does it ([`Change::between`]).
+pub fn swap_of(before: &Task, after: &Task) -> Swap {
+    let change = Change::between(before, after)
+        .unwrap_or_else(|| panic!("no swap turns {before:?} into {after:?}"));
+    Swap::new(before, change, after)
+}
+
+/// Swaps each `(before, after)` (see [`swap_of`]) and returns the per-item outcomes.
+pub async fn swap_all<S: Store>(store: &S, swaps: Vec<(Task, Task)>) -> Vec<Swapped> {
     let swaps = swaps
         .into_iter()
-        .map(|(task, expected_version)| Swap {
-            task,
-            expected_version,
-        })
+        .map(|(before, after)| swap_of(&before, &after))
         .collect();
     let outcomes = store.swap(swaps).await.expect("store.swap failed");
     outcomes.iter().map(Swapped::from).collect()
 }
 
-/// Swaps one task and returns the outcome.
-pub async fn swap<S: Store>(store: &S, task: Task, expected_version: u64) -> Swapped {
-    let mut outcomes = swap_all(store, vec![(task, expected_version)]).await;
+/// Swaps one task from `before` (the state the change was decided on) to
+/// `after` and returns the outcome.
+pub async fn swap<S: Store>(store: &S, before: &Task, after: Task) -> Swapped {
+    let mut outcomes = swap_all(store, vec![(before.clone(), after)]).await;
     assert_eq!(outcomes.len(), 1, "swap must report one outcome per item");
     outcomes.remove(0)
 }
@@ -400,7 +406,7 @@ pub async fn complete<S: Store>(
     let mut current = held.clone();
     loop {
         let next = lifecycle::succeed(&current, &token, now, Some(result.clone())).ok()?;
-        match swap(store, next.clone(), current.version).await {
+        match swap(store, &current, next.clone()).await {
             Swapped::Applied => return Some(next),
             Swapped::Conflict => current = get(store, &held.id).await?,
             other => panic!("completing {} got {other:?}", held.id),
@@ -419,7 +425,7 @@ pub async fn apply<S: Store>(
     for _ in 0..16 {
         let current = get_existing(store, id).await;
         let next = transition(&current)?;
-        match swap(store, next.clone(), current.version).await {
+        match swap(store, &current, next.clone()).await {
             Swapped::Applied => return Ok(next),
             Swapped::Conflict => continue,
             other => panic!("applying a transition to {id} got {other:?}"),

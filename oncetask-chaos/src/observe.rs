@@ -85,15 +85,15 @@ impl Store for RecordingStore {
         let mut seqs = Vec::with_capacity(swaps.len());
         for swap in &swaps {
             let seq = self.next_write.fetch_add(1, Ordering::Relaxed);
-            let status = swap.task.status(now);
+            let status = swap.task().status(now);
             self.ledger.append(&Record::Write {
                 worker: self.worker,
                 seq,
-                id: swap.task.id.clone(),
-                expected: swap.expected_version,
+                id: swap.id().to_owned(),
+                expected: swap.fence().version(),
                 status: status.as_str().to_owned(),
                 finishes: status.is_terminal(),
-                fence: swap.task.revision.map(|r| r.raw().to_string()),
+                fence: swap.fence().revision().map(|r| r.raw().to_string()),
                 at: now_micros(),
             });
             seqs.push(seq);

@@ -14,7 +14,7 @@ use firestore::gcloud_sdk::google::firestore::v1::GetDocumentRequest;
 use firestore::gcloud_sdk::tonic::Request;
 use oncetask::firestore::FirestoreStore;
 use oncetask::lifecycle::{self, LeaseGrant};
-use oncetask::store::{ClaimMode, ClaimRequest, Fetched, Swap, SwapOutcome};
+use oncetask::store::{Change, ClaimMode, ClaimRequest, Fetched, Swap, SwapOutcome};
 use oncetask::{Store, Task};
 use oncetask_chaos::backend::FIRESTORE_PROJECT;
 use oncetask_chaos::go_writer::{GoWriter, nanos_of, parse_revision};
@@ -101,10 +101,7 @@ async fn the_go_writer_cancels_as_go_does_and_records_the_update_time_it_made() 
     let token = claimed.lease_token.clone().unwrap();
     let done = lifecycle::succeed(&claimed, &token, chrono::Utc::now(), None).unwrap();
     let outcome = store
-        .swap(vec![Swap {
-            task: done,
-            expected_version: claimed.version,
-        }])
+        .swap(vec![Swap::new(&claimed, Change::Outcome, &done)])
         .await
         .unwrap()
         .remove(0);

@@ -78,7 +78,9 @@ fn finished(mut task: Task, outcome: Outcome, now: DateTime<Utc>) -> Task {
 /// one task.
 async fn seeded() -> (MemoryStore, DateTime<Utc>) {
     let store = MemoryStore::new();
-    let now = Utc::now();
+    // Whole milliseconds, like the CLI's clock: otherwise a command run in
+    // the same millisecond reads "now" as before the seeding.
+    let now = oncetask::task::truncate_to_millis(Utc::now());
     let min = TimeDelta::minutes(1);
     let mut tasks = vec![
         task("email-1", "email", now - min * 5),

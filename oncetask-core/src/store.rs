@@ -21,6 +21,9 @@ use crate::lifecycle::LeaseGrant;
 use crate::status::TaskStatus;
 use crate::task::Task;
 
+mod swap;
+pub use swap::{Change, Fence, Field, Swap, SwapOutcome};
+
 /// A durable home for tasks.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -42,14 +45,15 @@ pub trait Store: Send + Sync + 'static {
     /// A limit or group size of 0 claims nothing.
     async fn claim(&self, request: &ClaimRequest) -> Result<Claimed, StoreError>;
 
-    /// Writes each `task` only if the stored version is still `expected_version`
-    /// and, on a backend with revisions, the stored document is still at
-    /// `task.revision` (when it is set).
+    /// Applies each swap ([`Swap`]): writes its [`Change`]'s fields and new
+    /// version (as [`Swap::task`] has them) only if the stored task still
+    /// matches its [`Fence`]: the version, and on a backend with revisions
+    /// the document's revision (when the fence has one).
     ///
-    /// A swap never changes a task's id, env, kind, `created_at`, payload,
-    /// resource key or lineage (the core never asks for it), so a backend may
-    /// write only the fields a swap can change. A swap onto a stored document
-    /// that cannot be decoded reports [`SwapOutcome::Failed`] with
+    /// Fields outside the change stay as stored: a backend may write them
+    /// only where the fence guarantees they are unchanged (every writer of
+    /// the backend bumps the version). A swap onto a stored document that
+    /// cannot be decoded reports [`SwapOutcome::Failed`] with
     /// [`StoreError::Undecodable`]. [`SwapOutcome::Applied`] carries the
     /// written document's new revision, for the next swap of that task.
     async fn swap(&self, swaps: Vec<Swap>) -> Result<Vec<SwapOutcome>, StoreError>;
@@ -236,41 +240,6 @@ pub struct Undecodable {
     pub id: String,
     /// Decoder message.
     pub reason: String,
-}
-
-/// One conditional write.
-///
-/// The fence is the state the new task was computed from: its version
-/// (`expected_version`) and, where the backend has them, its revision
-/// (`task.revision`, which [`crate::lifecycle`] transitions copy from the task
-/// they start from). Versions fence writers that go through oncetask;
-/// revisions also fence writers that do not bump the version (the Go
-/// package on a shared Firestore collection), so their changes are never
-/// overwritten: the swap conflicts, and the core decides again on a fresh read.
-#[derive(Debug, Clone)]
-pub struct Swap {
-    /// The new task (its `version` is already the new one; its `revision`
-    /// is the one the stored document must still have, if set).
-    pub task: Task,
-    /// The version the stored task must still have.
-    pub expected_version: u64,
-}
-
-/// Result of one conditional write.
-#[derive(Debug)]
-pub enum SwapOutcome {
-    /// Written.
-    Applied {
-        /// The revision of the document as written, on backends with
-        /// revisions ([`Task::revision`]); `None` elsewhere.
-        revision: Option<crate::task::Revision>,
-    },
-    /// The stored version differs; nothing written.
-    Conflict,
-    /// No task with this id; nothing written.
-    NotFound,
-    /// This item failed.
-    Failed(StoreError),
 }
 
 /// Result of one read by id.

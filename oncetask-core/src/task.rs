@@ -79,9 +79,8 @@ pub struct Task {
     /// `version` (Firestore, shared with the Go package). `None` for tasks
     /// built in memory and on backends that need none. Never serialized.
     ///
-    /// Transitions copy it from the task they start from, so a swap of their
-    /// result is fenced on the revision the decision was made on (see
-    /// [`crate::store::Swap`]).
+    /// With the version, it is the fence of the next swap decided on this
+    /// copy ([`crate::store::Fence::of`]).
     #[serde(skip)]
     pub revision: Option<Revision>,
 }

@@ -111,6 +111,7 @@ use std::collections::HashMap;
 use chrono::{DateTime, DurationRound, FixedOffset, SecondsFormat, TimeDelta, TimeZone, Utc};
 use firestore::gcloud_sdk::google::firestore::v1::value::ValueType;
 use firestore::gcloud_sdk::google::firestore::v1::{ArrayValue, MapValue, Value};
+use oncetask_core::store::{Change, Field};
 use oncetask_core::{AttemptError, JsonObject, LeaseToken, Outcome, Recurrence, Task};
 use serde_json::Value as Json;
 
@@ -339,11 +340,12 @@ pub fn fixed_fields(task: &Task) -> Fields {
 }
 
 /// The fields a swap may change ([`oncetask_core::Store::swap`] never changes
-/// a task's identity, payload, resource key, schedule or lineage). A swap
-/// writes only these, under an update mask, so it leaves the payload exactly
-/// as stored (a Go document's doubles stay doubles) and its request stays
-/// small whatever the payload's size. `leaseAttempt` is absent when there is
-/// no lease token: a masked write of an absent field removes it.
+/// a task's identity, payload, resource key, schedule or lineage): the
+/// union of every change's [`change_mask`]. A swap writes only its change's
+/// fields, under an update mask, so it leaves the payload exactly as stored
+/// (a Go document's doubles stay doubles) and its request stays small
+/// whatever the payload's size. `leaseAttempt` is absent when there is no
+/// lease token: a masked write of an absent field removes it.
 pub const CHANGEABLE_FIELDS: [&str; 15] = [
     "waitUntil",
     WAIT_EXACT,
@@ -361,6 +363,37 @@ pub const CHANGEABLE_FIELDS: [&str; 15] = [
     "outcome",
     "outcomeAt",
 ];
+
+/// The document fields a swap of `change` writes (a subset of
+/// [`CHANGEABLE_FIELDS`], always with `version`): a heartbeat rewrites only
+/// `leasedUntil`, so its request stays small, and no event rewrites a field
+/// it does not own.
+pub fn change_mask(change: Change) -> Vec<&'static str> {
+    let mut mask = vec!["version"];
+    for field in change.fields() {
+        let names: &[&'static str] = match field {
+            Field::LeasedUntil => &["leasedUntil"],
+            // The attempt the token was granted at goes with the token.
+            Field::LeaseToken => &["leaseToken", "leaseAttempt"],
+            Field::WaitUntil => &["waitUntil", WAIT_EXACT],
+            Field::Attempts => &["attempts"],
+            Field::CancellationAttempts => &["cancellationAttempts"],
+            Field::Errors => &["errors"],
+            // The finish the outcome belongs to goes with both.
+            Field::DoneAt => &["doneAt", "outcomeAt"],
+            Field::Outcome => &["outcome", "outcomeAt"],
+            Field::Result => &["result"],
+            Field::IsCancelled => &["isCancelled"],
+            Field::CancelledAt => &["cancelledAt"],
+        };
+        for name in names {
+            if !mask.contains(name) {
+                mask.push(name);
+            }
+        }
+    }
+    mask
+}
 
 /// The fields a claim changes: the lease (see [`lease_fields`]).
 pub const LEASE_FIELDS: [&str; 6] = [
@@ -878,4 +911,51 @@ pub fn value_to_json(v: &Value, path: &str) -> Result<Json, DecodeError> {
             ));
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CHANGES: [Change; 5] = [
+        Change::Heartbeat,
+        Change::Release,
+        Change::Outcome,
+        Change::Cancel,
+        Change::Reset,
+    ];
+
+    #[test]
+    fn a_heartbeat_writes_only_the_lease_end_and_the_version() {
+        assert_eq!(change_mask(Change::Heartbeat), ["version", "leasedUntil"]);
+    }
+
+    #[test]
+    fn every_mask_is_within_the_changeable_fields_and_a_reset_writes_them_all() {
+        for change in CHANGES {
+            for name in change_mask(change) {
+                assert!(CHANGEABLE_FIELDS.contains(&name), "{change:?}: {name}");
+            }
+        }
+        let mut reset = change_mask(Change::Reset);
+        reset.sort_unstable();
+        let mut all = CHANGEABLE_FIELDS.to_vec();
+        all.sort_unstable();
+        assert_eq!(reset, all);
+    }
+
+    #[test]
+    fn a_cancel_leaves_the_lease_and_the_outcome_alone() {
+        let mask = change_mask(Change::Cancel);
+        for name in [
+            "leasedUntil",
+            "leaseToken",
+            "outcome",
+            "doneAt",
+            "errors",
+            "result",
+        ] {
+            assert!(!mask.contains(&name), "{name}");
+        }
+    }
 }

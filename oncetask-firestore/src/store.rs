@@ -130,7 +130,7 @@ use oncetask_core::store::{
 use oncetask_core::{Revision, Store, StoreError, Task, TaskStatus};
 
 use crate::document::{
-    CHANGEABLE_FIELDS, Fields, decode_task, encode_changes, encode_task, fixed_fields, format_time,
+    Fields, change_mask, decode_task, encode_changes, encode_task, fixed_fields, format_time,
     round_up_to_second,
 };
 use crate::limits;
@@ -641,10 +641,12 @@ impl FirestoreStore {
         }
     }
 
-    /// The masked write of the fields a swap of `task` may change. A result
-    /// or error history that would take the document past Firestore's size
-    /// limit is shortened first ([`limits::fit_outcome`]).
-    fn change_write(&self, task: &Task) -> Result<Write, StoreError> {
+    /// The masked write of the fields `swap`'s change writes
+    /// ([`change_mask`]). A result or error history that would take the
+    /// document past Firestore's size limit is shortened first
+    /// ([`limits::fit_outcome`]).
+    fn change_write(&self, swap: &Swap) -> Result<Write, StoreError> {
+        let task = swap.task();
         let unencodable = |e: crate::document::EncodeError| StoreError::Unencodable {
             id: task.id.clone(),
             reason: e.to_string(),
@@ -678,7 +680,11 @@ impl FirestoreStore {
                 fields = encode_changes(&fitted).map_err(unencodable)?;
             }
         }
-        Ok(self.masked_write(&task.id, fields, &CHANGEABLE_FIELDS))
+        // The size was checked on every changeable field: outside the mask
+        // they are as stored (the fence holds, or nothing is written).
+        let mask = change_mask(swap.change());
+        fields.retain(|name, _| mask.contains(&name.as_str()));
+        Ok(self.masked_write(&task.id, fields, &mask))
     }
 
     /// Reads documents by id (deduplicated), optionally in a transaction.
@@ -1091,19 +1097,19 @@ impl Store for FirestoreStore {
     async fn swap(&self, swaps: Vec<Swap>) -> Result<Vec<SwapOutcome>, StoreError> {
         let mut writes: Vec<Result<Write, Option<StoreError>>> = swaps
             .iter()
-            .map(|s| self.change_write(&s.task).map_err(Some))
+            .map(|s| self.change_write(s).map_err(Some))
             .collect();
         // Tasks this store read or wrote carry their revision: they are
         // written at once, conditional on it (no read).
         let fenced: Vec<usize> = (0..swaps.len())
-            .filter(|&i| swaps[i].task.revision.is_some() && writes[i].is_ok())
+            .filter(|&i| swaps[i].fence().revision().is_some() && writes[i].is_ok())
             .collect();
         let mut outcomes = self.swap_fenced(&swaps, &writes, &fenced).await;
         // The others (built elsewhere) are read first and decided on their version.
         let rest: Vec<usize> = (0..swaps.len())
             .filter(|i| outcomes[*i].is_none())
             .collect();
-        let ids: Vec<&str> = rest.iter().map(|&i| swaps[i].task.id.as_str()).collect();
+        let ids: Vec<&str> = rest.iter().map(|&i| swaps[i].id()).collect();
         let decided = self
             .write_each_if_unchanged(
                 &ids,
@@ -1128,7 +1134,7 @@ impl Store for FirestoreStore {
                                 reason: reason.clone(),
                             }))
                         }
-                        Ok(t) if t.version != swaps[i].expected_version => {
+                        Ok(t) if t.version != swaps[i].fence().version() => {
                             Decision::Done(SwapOutcome::Conflict)
                         }
                         Ok(_) => {
@@ -1138,7 +1144,8 @@ impl Store for FirestoreStore {
                 },
                 |j, outcome, update_time| match outcome {
                     SwapOutcome::Applied { .. } => SwapOutcome::Applied {
-                        revision: update_time.map(|u| revision_of(u, swaps[rest[j]].task.version)),
+                        revision: update_time
+                            .map(|u| revision_of(u, swaps[rest[j]].task().version)),
                     },
                     other => other,
                 },
@@ -1163,7 +1170,7 @@ impl Store for FirestoreStore {
             .collect();
         for (s, o) in swaps.iter().zip(&outcomes) {
             if matches!(o, SwapOutcome::Applied { .. }) {
-                self.keys.swapped(&s.task);
+                self.keys.swapped(s.task());
             }
         }
         self.signal(
@@ -1171,9 +1178,9 @@ impl Store for FirestoreStore {
                 .iter()
                 .zip(&outcomes)
                 .filter(|(s, o)| {
-                    matches!(o, SwapOutcome::Applied { .. }) && signal::announces_work(&s.task)
+                    matches!(o, SwapOutcome::Applied { .. }) && signal::announces_work(s.task())
                 })
-                .map(|(s, _)| (s.task.env.as_str(), s.task.kind.as_str())),
+                .map(|(s, _)| (s.task().env.as_str(), s.task().kind.as_str())),
         )
         .await;
         Ok(outcomes)

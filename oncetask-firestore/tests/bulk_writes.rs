@@ -13,7 +13,8 @@ use firestore::gcloud_sdk::google::firestore::v1::{
 use firestore::gcloud_sdk::tonic::Request;
 use oncetask_core::lifecycle::LeaseGrant;
 use oncetask_core::store::{
-    ClaimMode, ClaimRequest, CreateOutcome, Delete, DeleteOutcome, Fetched, Swap, SwapOutcome,
+    Change, ClaimMode, ClaimRequest, CreateOutcome, Delete, DeleteOutcome, Fetched, Swap,
+    SwapOutcome,
 };
 use oncetask_core::{Store, StoreError, Task};
 use oncetask_firestore::{FirestoreStore, StoreStats};
@@ -37,10 +38,7 @@ fn changed(task: &Task, note: &str) -> Swap {
     let mut next = task.clone();
     next.version = task.version + 1;
     next.result = Some(serde_json::json!(note));
-    Swap {
-        task: next,
-        expected_version: task.version,
-    }
+    Swap::new(task, Change::Outcome, &next)
 }
 
 fn spent(before: StoreStats, after: StoreStats) -> (u64, u64) {
@@ -56,10 +54,20 @@ async fn a_bulk_swap_reads_and_writes_each_item_once_and_reports_each() {
         .collect();
     store.create(tasks.clone()).await.expect("create");
 
-    let mut stale = changed(&tasks[3], "stale");
-    stale.expected_version = tasks[3].version + 7;
-    let mut missing = changed(&tasks[0], "missing");
-    missing.task.id = "nope".into();
+    let stale = changed(
+        &Task {
+            version: tasks[3].version + 7,
+            ..tasks[3].clone()
+        },
+        "stale",
+    );
+    let missing = changed(
+        &Task {
+            id: "nope".into(),
+            ..tasks[0].clone()
+        },
+        "missing",
+    );
     let before = store.stats();
     let outcomes = store
         .swap(vec![

@@ -14,7 +14,7 @@ use std::time::Duration;
 use chrono::Utc;
 use oncetask_core::Store;
 use oncetask_core::lifecycle::{self, LeaseGrant};
-use oncetask_core::store::{ClaimMode, ClaimRequest, CreateOutcome, Swap, SwapOutcome};
+use oncetask_core::store::{Change, ClaimMode, ClaimRequest, CreateOutcome, Swap, SwapOutcome};
 use oncetask_core::{Task, TaskStatus};
 use oncetask_firestore::{FirestoreStore, StoreStats};
 
@@ -66,10 +66,10 @@ async fn worker(
         }
         let swaps = claimed
             .iter()
-            .map(|t| Swap {
-                task: lifecycle::succeed(t, &request.grant.token, Utc::now(), None)
-                    .expect("own lease"),
-                expected_version: t.version,
+            .map(|t| {
+                let done = lifecycle::succeed(t, &request.grant.token, Utc::now(), None)
+                    .expect("own lease");
+                Swap::new(t, Change::Outcome, &done)
             })
             .collect();
         for outcome in store.swap(swaps).await.expect("swap") {

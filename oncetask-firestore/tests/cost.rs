@@ -282,7 +282,7 @@ async fn listing_the_kinds_reads_one_document_per_kind() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_spares_reads_on_keys_it_holds_or_freed() {
     use oncetask_core::lifecycle::{self, LeaseGrant};
-    use oncetask_core::store::{ClaimMode, ClaimRequest, Swap};
+    use oncetask_core::store::{Change, ClaimMode, ClaimRequest, Swap};
     let store = FirestoreStore::with_collection(db().await, collection());
     let now = Utc::now();
     let tasks: Vec<Task> = ["a", "b", "c"]
@@ -319,10 +319,7 @@ async fn a_store_spares_reads_on_keys_it_holds_or_freed() {
     let token = a.lease_token.clone().expect("leased");
     let done = lifecycle::succeed(a, &token, Utc::now(), None).expect("succeed");
     store
-        .swap(vec![Swap {
-            task: done,
-            expected_version: a.version,
-        }])
+        .swap(vec![Swap::new(a, Change::Outcome, &done)])
         .await
         .expect("swap");
     let before = store.stats();
@@ -344,7 +341,7 @@ async fn a_store_spares_reads_on_keys_it_holds_or_freed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_busy_key_drains_under_one_lock_write_and_others_wait_for_its_hold() {
     use oncetask_core::lifecycle::{self, LeaseGrant};
-    use oncetask_core::store::{ClaimMode, ClaimRequest, Swap};
+    use oncetask_core::store::{Change, ClaimMode, ClaimRequest, Swap};
     let collection = collection();
     let holder = FirestoreStore::with_collection(db().await, &collection);
     let other = FirestoreStore::with_collection(db().await, &collection);
@@ -376,10 +373,7 @@ async fn a_busy_key_drains_under_one_lock_write_and_others_wait_for_its_hold() {
         assert_eq!(task.id, expected);
         let done = lifecycle::succeed(&task, &r.grant.token, t0, None).expect("succeed");
         holder
-            .swap(vec![Swap {
-                task: done,
-                expected_version: task.version,
-            }])
+            .swap(vec![Swap::new(&task, Change::Outcome, &done)])
             .await
             .expect("swap");
     }

@@ -15,7 +15,7 @@ use std::time::Duration;
 use chrono::Utc;
 use firestore::{FirestoreDb, FirestoreDbOptions};
 use oncetask_core::lifecycle::{self, LeaseGrant};
-use oncetask_core::store::{ClaimMode, ClaimRequest, CreateOutcome, Swap, SwapOutcome};
+use oncetask_core::store::{Change, ClaimMode, ClaimRequest, CreateOutcome, Swap, SwapOutcome};
 use oncetask_core::{Store, StoreError, Task};
 use oncetask_firestore::FirestoreStore;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -146,10 +146,7 @@ async fn calls_over_a_black_holed_connection_fail_unavailable_within_the_deadlin
     let done = lifecycle::succeed(&held[0], &grant.token, now, None).unwrap();
     let swapped = answer(
         "swap",
-        store.swap(vec![Swap {
-            task: done,
-            expected_version: held[0].version,
-        }]),
+        store.swap(vec![Swap::new(&held[0], Change::Outcome, &done)]),
     )
     .await;
     match swapped.unwrap().remove(0) {

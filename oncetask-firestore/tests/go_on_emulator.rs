@@ -13,7 +13,7 @@ use firestore::gcloud_sdk::google::firestore::v1::value::ValueType;
 use firestore::gcloud_sdk::google::firestore::v1::{CommitRequest, Document, Write, write};
 use firestore::gcloud_sdk::tonic::Request;
 use oncetask_core::lifecycle::{self, LeaseGrant};
-use oncetask_core::store::{ClaimMode, ClaimRequest, Swap, SwapOutcome};
+use oncetask_core::store::{Change, ClaimMode, ClaimRequest, Swap, SwapOutcome};
 use oncetask_core::{Store, TaskStatus};
 use oncetask_firestore::FirestoreStore;
 use oncetask_firestore::document::Fields;
@@ -106,10 +106,7 @@ fn a_go_task_is_claimed_completed_and_stays_readable_by_go() {
         )
         .unwrap();
         let out = store
-            .swap(vec![Swap {
-                task: done,
-                expected_version: task.version,
-            }])
+            .swap(vec![Swap::new(task, Change::Outcome, &done)])
             .await
             .unwrap();
         assert!(matches!(out[0], SwapOutcome::Applied { .. }));

@@ -21,7 +21,7 @@ use firestore::gcloud_sdk::google::firestore::v1::{
 use firestore::gcloud_sdk::tonic::Request;
 use oncetask_core::lifecycle::{self, LeaseGrant, Rejection};
 use oncetask_core::manager::handler_fn;
-use oncetask_core::store::{ClaimMode, ClaimRequest, Fetched, Swap, SwapOutcome};
+use oncetask_core::store::{Change, ClaimMode, ClaimRequest, Fetched, Swap, SwapOutcome};
 use oncetask_core::{HandlerOptions, Manager, ManualClock, Store, Task, TaskStatus};
 use oncetask_firestore::FirestoreStore;
 use oncetask_firestore::document::{Fields, NO_WAIT};
@@ -222,10 +222,11 @@ async fn complete(
 
 async fn swap(store: &FirestoreStore, from: &Task, next: Task) -> SwapOutcome {
     store
-        .swap(vec![Swap {
-            task: next,
-            expected_version: from.version,
-        }])
+        .swap(vec![Swap::new(
+            from,
+            Change::between(from, &next).expect("a lifecycle step"),
+            &next,
+        )])
         .await
         .unwrap()
         .remove(0)

@@ -11,7 +11,9 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use oncetask_core::lifecycle::{self, LeaseGrant};
 use oncetask_core::manager::handler_fn;
-use oncetask_core::store::{ClaimMode, ClaimRequest, CreateOutcome, Fetched, Swap, SwapOutcome};
+use oncetask_core::store::{
+    Change, ClaimMode, ClaimRequest, CreateOutcome, Fetched, Swap, SwapOutcome,
+};
 use oncetask_core::{
     HandlerOptions, Manager, ManualClock, NoRetry, Store, StoreError, Task, TaskStatus,
 };
@@ -83,9 +85,9 @@ async fn a_hundred_tasks_of_300_kib_are_created_claimed_and_completed() {
 
     let swaps = claimed
         .iter()
-        .map(|c| Swap {
-            task: lifecycle::succeed(c, &grant.token, now, Some(json!({"ok": c.id}))).unwrap(),
-            expected_version: c.version,
+        .map(|c| {
+            let done = lifecycle::succeed(c, &grant.token, now, Some(json!({"ok": c.id}))).unwrap();
+            Swap::new(c, Change::Outcome, &done)
         })
         .collect();
     let outcomes = store.swap(swaps).await.unwrap();

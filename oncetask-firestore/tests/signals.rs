@@ -8,7 +8,7 @@ use std::time::Duration;
 use chrono::Utc;
 use futures::{Stream, StreamExt};
 use oncetask_core::lifecycle::{self, LeaseGrant};
-use oncetask_core::store::{ClaimMode, ClaimRequest, Notification, Swap, SwapOutcome};
+use oncetask_core::store::{Change, ClaimMode, ClaimRequest, Notification, Swap, SwapOutcome};
 use oncetask_core::{Store, Task};
 use oncetask_firestore::{FirestoreStore, Wakeups};
 
@@ -43,10 +43,11 @@ async fn claim(store: &FirestoreStore, kind: &str) -> Task {
 /// Swaps `from` for `next`; the written task carries its new revision.
 async fn swap(store: &FirestoreStore, from: &Task, mut next: Task) -> Task {
     let outcome = store
-        .swap(vec![Swap {
-            task: next.clone(),
-            expected_version: from.version,
-        }])
+        .swap(vec![Swap::new(
+            from,
+            Change::between(from, &next).expect("a lifecycle step"),
+            &next,
+        )])
         .await
         .expect("swap")
         .remove(0);

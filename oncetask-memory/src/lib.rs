@@ -7,7 +7,7 @@
 //!
 //! ```
 //! use oncetask_core::lifecycle::{self, LeaseGrant};
-//! use oncetask_core::store::{ClaimMode, ClaimRequest, Swap, SwapOutcome};
+//! use oncetask_core::store::{Change, ClaimMode, ClaimRequest, Swap, SwapOutcome};
 //! use oncetask_core::{Store, Task, TaskData, TaskStatus};
 //! use oncetask_memory::MemoryStore;
 //!
@@ -41,10 +41,11 @@
 //! let leased = &claimed.tasks[0];
 //! assert_eq!(leased.attempts, 1);
 //!
-//! // ...runs it, and records the outcome the core computed.
+//! // ...runs it, and records the outcome the core computed, fenced on the
+//! // state it was decided on.
 //! let done = lifecycle::succeed(leased, &request.grant.token, now, None)?;
 //! let outcomes = store
-//!     .swap(vec![Swap { task: done, expected_version: leased.version }])
+//!     .swap(vec![Swap::new(leased, Change::Outcome, &done)])
 //!     .await?;
 //! assert!(matches!(outcomes[0], SwapOutcome::Applied { .. }));
 //!
@@ -222,8 +223,9 @@ impl Store for MemoryStore {
         Ok(Claimed { tasks, undecodable })
     }
 
-    /// Writes each task whose stored `version` equals `expected_version`.
-    /// Swapping over an undecodable document fails with
+    /// Writes each swap's change onto the stored task whose `version` is
+    /// still the fenced one (only the change's fields: the reference for
+    /// every backend). Swapping over an undecodable document fails with
     /// [`StoreError::Undecodable`].
     async fn swap(&self, swaps: Vec<Swap>) -> Result<Vec<SwapOutcome>, StoreError> {
         let mut changed = Changed::new();
@@ -232,24 +234,23 @@ impl Store for MemoryStore {
             swaps
                 .into_iter()
                 .map(|swap| {
-                    let old = match state.docs.get(&swap.task.id) {
+                    let old = match state.docs.get(swap.id()) {
                         None => return SwapOutcome::NotFound,
                         Some(Entry::Raw(raw)) => {
                             return SwapOutcome::Failed(StoreError::Undecodable {
-                                id: swap.task.id.clone(),
+                                id: swap.id().to_owned(),
                                 reason: raw.reason.clone(),
                             });
                         }
-                        Some(Entry::Task(old)) if old.version != swap.expected_version => {
+                        Some(Entry::Task(old)) if old.version != swap.fence().version() => {
                             return SwapOutcome::Conflict;
                         }
                         Some(Entry::Task(old)) => old.clone(),
                     };
+                    let mut task = old.clone();
+                    swap.apply_to(&mut task);
                     mark(&mut changed, &old);
-                    mark(&mut changed, &swap.task);
-                    let mut task = swap.task;
-                    // The memory store needs no revisions (no other writer).
-                    task.revision = None;
+                    mark(&mut changed, &task);
                     state.replace(&old, task);
                     SwapOutcome::Applied { revision: None }
                 })

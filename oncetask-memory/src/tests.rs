@@ -7,8 +7,8 @@ use chrono::{DateTime, TimeDelta, TimeZone, Utc};
 use futures::StreamExt;
 use oncetask_core::lifecycle::{self, LeaseGrant};
 use oncetask_core::store::{
-    ClaimMode, ClaimRequest, CreateOutcome, Delete, DeleteOutcome, Fetched, Swap, SwapOutcome,
-    TaskFilter,
+    Change, ClaimMode, ClaimRequest, CreateOutcome, Delete, DeleteOutcome, Fetched, Swap,
+    SwapOutcome, TaskFilter,
 };
 use oncetask_core::{Store, Task, TaskStatus};
 use proptest::prelude::*;
@@ -288,22 +288,20 @@ async fn swap_compares_versions_and_reindexes() {
     };
     let outcomes = store
         .swap(vec![
-            Swap {
-                task: done.clone(),
-                expected_version: held.version - 1,
+            Swap::new(
+                &Task {
+                    version: held.version - 1,
+                    ..held.clone()
+                },
+                Change::Outcome,
+                &done,
+            ),
+            {
+                let ghost = task("ghost", None, 0);
+                Swap::new(&ghost, Change::Outcome, &ghost)
             },
-            Swap {
-                task: task("ghost", None, 0),
-                expected_version: 0,
-            },
-            Swap {
-                task: done.clone(),
-                expected_version: held.version,
-            },
-            Swap {
-                task: done,
-                expected_version: held.version,
-            },
+            Swap::new(&held, Change::Outcome, &done),
+            Swap::new(&held, Change::Outcome, &done),
         ])
         .await
         .unwrap_or_default();
@@ -693,10 +691,9 @@ async fn check_against_full_scan(
                     let mut new = shaped(&old.id, &shape);
                     new.version = old.version + 1;
                     let out = store
-                        .swap(vec![Swap {
-                            task: new,
-                            expected_version: old.version,
-                        }])
+                        // A reset's change writes every field a swap can
+                        // change; the shape's key, kind and creation stay.
+                        .swap(vec![Swap::new(old, Change::Reset, &new)])
                         .await
                         .unwrap_or_default();
                     let applied = matches!(out.first(), Some(SwapOutcome::Applied { .. }));

@@ -68,11 +68,11 @@ impl Store for Faulty {
         }
         let refused: Vec<Option<String>> = swaps
             .iter()
-            .map(|s| s.task.result.is_some().then(|| s.task.id.clone()))
+            .map(|s| s.task().result.is_some().then(|| s.id().to_owned()))
             .collect();
         let passed = swaps
             .into_iter()
-            .filter(|s| s.task.result.is_none())
+            .filter(|s| s.task().result.is_none())
             .collect();
         let mut outcomes = self.inner.swap(passed).await?.into_iter();
         Ok(refused

@@ -401,7 +401,7 @@ impl Store for PostgresStore {
         if swaps.is_empty() {
             return Ok(Vec::new());
         }
-        let ids: Vec<String> = swaps.iter().map(|s| s.task.id.clone()).collect();
+        let ids: Vec<String> = swaps.iter().map(|s| s.id().to_owned()).collect();
         let mut tx = self.inner.pool.begin().await.map_err(db)?;
         let mut stored = self.lock_rows(&mut tx, &ids).await?;
         let mut changed = Changed::new();
@@ -410,32 +410,33 @@ impl Store for PostgresStore {
         let mut written: Vec<String> = Vec::new();
         let mut rows: HashMap<String, serde_json::Value> = HashMap::new();
         for swap in swaps {
-            let outcome = match stored.get(&swap.task.id) {
+            let id = swap.id().to_owned();
+            let outcome = match stored.get(&id) {
                 None => SwapOutcome::NotFound,
                 Some(Stored::Raw(reason)) => SwapOutcome::Failed(StoreError::Undecodable {
-                    id: swap.task.id.clone(),
+                    id,
                     reason: reason.clone(),
                 }),
-                Some(Stored::Task(old)) if old.version != swap.expected_version => {
+                Some(Stored::Task(old)) if old.version != swap.fence().version() => {
                     SwapOutcome::Conflict
                 }
-                Some(Stored::Task(old)) => match row::encode(&swap.task) {
-                    // Refused alone: the batch's other writes go on.
-                    Err(reason) => SwapOutcome::Failed(StoreError::Unencodable {
-                        id: swap.task.id.clone(),
-                        reason,
-                    }),
-                    Ok(row) => {
-                        changed.insert((old.env.clone(), old.kind.clone()));
-                        changed.insert((swap.task.env.clone(), swap.task.kind.clone()));
-                        if !written.contains(&swap.task.id) {
-                            written.push(swap.task.id.clone());
+                Some(Stored::Task(old)) => {
+                    let mut next = old.clone();
+                    swap.apply_to(&mut next);
+                    match row::encode(&next) {
+                        // Refused alone: the batch's other writes go on.
+                        Err(reason) => SwapOutcome::Failed(StoreError::Unencodable { id, reason }),
+                        Ok(row) => {
+                            changed.insert((old.env.clone(), old.kind.clone()));
+                            if !written.contains(&id) {
+                                written.push(id.clone());
+                            }
+                            rows.insert(id.clone(), row);
+                            stored.insert(id, Stored::Task(next));
+                            SwapOutcome::Applied { revision: None }
                         }
-                        rows.insert(swap.task.id.clone(), row);
-                        stored.insert(swap.task.id.clone(), Stored::Task(swap.task));
-                        SwapOutcome::Applied { revision: None }
                     }
-                },
+                }
             };
             outcomes.push(outcome);
         }

@@ -466,7 +466,7 @@ impl RedisStore {
             .iter()
             .zip(outcomes.iter())
             .filter(|(_, o)| matches!(o, Some(SwapOutcome::NotFound)))
-            .map(|(s, _)| s.task.id.clone())
+            .map(|(s, _)| s.id().to_owned())
             .collect();
         if missing.is_empty() {
             return Ok(());
@@ -477,8 +477,8 @@ impl RedisStore {
                 continue;
             }
             let elsewhere = found.iter().find(|f| match f {
-                Fetched::Task(t) => t.id == swap.task.id,
-                Fetched::Undecodable(u) => u.id == swap.task.id,
+                Fetched::Task(t) => t.id == swap.id(),
+                Fetched::Undecodable(u) => u.id == swap.id(),
             });
             *outcome = Some(match elsewhere {
                 None => SwapOutcome::NotFound,
@@ -584,7 +584,10 @@ impl Store for RedisStore {
     }
 
     /// One script call per env: each item is written only if the stored
-    /// version is still the expected one. The task is looked up in the env
+    /// version is still the fenced one. The script writes the whole
+    /// [`Swap::task`]: every writer of a Redis store bumps the version, so a
+    /// holding fence means the fields outside the change are as stored.
+    /// The task is looked up in the env
     /// it names (a swap never moves a task to another env); an id found
     /// only in another env is a [`SwapOutcome::Conflict`].
     async fn swap(&self, swaps: Vec<Swap>) -> Result<Vec<SwapOutcome>, StoreError> {
@@ -593,7 +596,7 @@ impl Store for RedisStore {
             swaps
                 .iter()
                 .enumerate()
-                .map(|(i, s)| (s.task.env.clone(), i)),
+                .map(|(i, s)| (s.task().env.clone(), i)),
         );
         let keys = &self.inner.keys;
         for (env, items) in groups {
@@ -601,8 +604,8 @@ impl Store for RedisStore {
             let mut sent = Vec::new();
             for i in items {
                 let swap = &swaps[i];
-                let mut item = vec![swap.task.id.clone(), swap.expected_version.to_string()];
-                match push_fields(&mut item, &swap.task) {
+                let mut item = vec![swap.id().to_owned(), swap.fence().version().to_string()];
+                match push_fields(&mut item, swap.task()) {
                     Ok(()) => {
                         args.extend(item);
                         sent.push(i);
@@ -635,7 +638,7 @@ impl Store for RedisStore {
                     "N" => SwapOutcome::NotFound,
                     other => match other.strip_prefix('U') {
                         Some(reason) => SwapOutcome::Failed(StoreError::Undecodable {
-                            id: swaps[i].task.id.clone(),
+                            id: swaps[i].id().to_owned(),
                             reason: reason.to_owned(),
                         }),
                         None => return Err(StoreError::backend(format!("swap: {other:?}"))),

@@ -25,8 +25,8 @@ use futures::StreamExt;
 use oncetask_core::lifecycle::{self, LeaseGrant};
 use oncetask_core::manager::handler_fn;
 use oncetask_core::store::{
-    ClaimMode, ClaimRequest, CreateOutcome, Delete, DeleteOutcome, Fetched, Swap, SwapOutcome,
-    TaskFilter,
+    Change, ClaimMode, ClaimRequest, CreateOutcome, Delete, DeleteOutcome, Fetched, Swap,
+    SwapOutcome, TaskFilter,
 };
 use oncetask_core::{HandlerOptions, Manager, Store, StoreError, Task, TaskStatus};
 use oncetask_redis::{RedisStore, key_slot};
@@ -365,10 +365,7 @@ async fn a_task_with_a_corrupt_body_is_set_aside_and_reported_on_every_claim() {
         [Fetched::Undecodable(_)]
     ));
     let swap = store
-        .swap(vec![Swap {
-            task: bad.clone(),
-            expected_version: bad.version,
-        }])
+        .swap(vec![Swap::new(&bad, Change::Heartbeat, &bad)])
         .await
         .expect("swap");
     assert!(matches!(
@@ -421,10 +418,7 @@ async fn claim_and_complete_costs_two_round_trips_per_task() {
         let task = &claimed.tasks[0];
         let done = lifecycle::succeed(task, &grant.token, now, None).expect("succeed");
         let outcome = store
-            .swap(vec![Swap {
-                task: done,
-                expected_version: task.version,
-            }])
+            .swap(vec![Swap::new(task, Change::Outcome, &done)])
             .await
             .expect("swap");
         assert!(matches!(outcome[0], SwapOutcome::Applied { .. }));

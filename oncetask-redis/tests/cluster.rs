@@ -22,8 +22,8 @@ use conformance_tests::fleet::{
 use futures::StreamExt;
 use oncetask_core::lifecycle::{self, LeaseGrant};
 use oncetask_core::store::{
-    ClaimMode, ClaimRequest, CreateOutcome, Delete, DeleteOutcome, Fetched, Swap, SwapOutcome,
-    TaskFilter,
+    Change, ClaimMode, ClaimRequest, CreateOutcome, Delete, DeleteOutcome, Fetched, Swap,
+    SwapOutcome, TaskFilter,
 };
 use oncetask_core::{Store, Task, TaskStatus};
 use oncetask_redis::{RedisStore, key_slot};
@@ -236,9 +236,9 @@ async fn envs_on_different_masters_each_stay_on_their_node() {
         let swaps = claimed
             .tasks
             .iter()
-            .map(|t| Swap {
-                task: lifecycle::succeed(t, &grant_token, now, None).expect("succeed"),
-                expected_version: t.version,
+            .map(|t| {
+                let done = lifecycle::succeed(t, &grant_token, now, None).expect("succeed");
+                Swap::new(t, Change::Outcome, &done)
             })
             .collect();
         let outcomes = store.swap(swaps).await.expect("swap");

@@ -17,7 +17,7 @@ use oncetask::metrics::{
     ENQUEUE_TO_START, HANDLER_DURATION, OLDEST_PENDING_AGE, TASKS_CANCELLED, TASKS_CLAIMED,
     TASKS_CREATED, TASKS_FAILED, TASKS_FENCED_OFF, TASKS_PENDING, TASKS_RETRIED, TASKS_SUCCEEDED,
 };
-use oncetask::store::{Fetched, Swap};
+use oncetask::store::{Change, Fetched, Swap};
 use oncetask::testing::TestKit;
 use oncetask::{HandlerOptions, MemoryStore, Store, Task, TaskData, TaskStatus};
 use serde::Serialize;
@@ -129,10 +129,8 @@ async fn steal_lease(store: &MemoryStore, id: &str, now: DateTime<Utc>) {
     };
     let stolen = lifecycle::claim(&held, &LeaseGrant::new(now, Duration::from_secs(600)));
     store
-        .swap(vec![Swap {
-            task: stolen,
-            expected_version: held.version,
-        }])
+        // A claim is no swap; a reset's change writes every lease field.
+        .swap(vec![Swap::new(&held, Change::Reset, &stolen)])
         .await
         .expect("swap");
 }

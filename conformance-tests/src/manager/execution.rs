@@ -9,7 +9,7 @@ use oncetask_core::lifecycle::{self, LeaseGrant};
 use oncetask_core::manager::{
     HandlerOptions, HandlerTimeout, current_resource_key, current_task_id, handler_fn,
 };
-use oncetask_core::store::{ClaimMode, ClaimRequest, Swap, SwapOutcome};
+use oncetask_core::store::{Change, ClaimMode, ClaimRequest, Swap, SwapOutcome};
 use oncetask_core::{Outcome, Store, Task, TaskStatus};
 use tokio::sync::Notify;
 
@@ -351,10 +351,11 @@ pub async fn an_expired_lease_is_reclaimed_and_the_old_worker_is_fenced(
     // The crashed worker wakes up and tries to record a failure.
     let late = lifecycle::succeed(&task, &grant.token, h.clock.now(), None);
     assert!(late.is_err(), "the core refuses a stale token");
-    let blind = Swap {
-        task: lifecycle::release(&crashed, &grant.token).expect("token of its own claim"),
-        expected_version: crashed.version,
-    };
+    let blind = Swap::new(
+        &crashed,
+        Change::Release,
+        &lifecycle::release(&crashed, &grant.token).expect("token of its own claim"),
+    );
     let outcome = h.store.swap(vec![blind]).await.expect("swap");
     assert!(
         matches!(outcome.as_slice(), [SwapOutcome::Conflict]),

@@ -11,7 +11,7 @@ use crate::error::{Error, StoreError};
 use crate::lifecycle::{self, Rejection};
 use crate::manager::Manager;
 use crate::manager::apply::{Applied, apply_many};
-use crate::store::{Delete, DeleteOutcome, Fetched};
+use crate::store::{Change, Delete, DeleteOutcome, Fetched};
 use crate::task::Task;
 
 /// Per-item result of a bulk call. Nothing is all-or-nothing: each id
@@ -233,7 +233,11 @@ impl Manager {
     async fn act(&self, tasks: Vec<Task>, action: Action, report: &mut BulkReport) {
         let now = self.inner.now();
         let ids: Vec<String> = tasks.iter().map(|t| t.id.clone()).collect();
-        let results = apply_many(self.inner.store.as_ref(), tasks, |t| match action {
+        let change = match action {
+            Action::Cancel => Change::Cancel,
+            Action::Reset => Change::Reset,
+        };
+        let results = apply_many(self.inner.store.as_ref(), tasks, change, |t| match action {
             Action::Cancel => lifecycle::cancel(t, now),
             Action::Reset => lifecycle::reset(t),
         })

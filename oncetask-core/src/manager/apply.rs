@@ -12,7 +12,7 @@ use tokio::sync::oneshot;
 
 use crate::error::{Error, StoreError};
 use crate::lifecycle::Rejection;
-use crate::store::{Fetched, Store, Swap, SwapOutcome};
+use crate::store::{Change, Fetched, Store, Swap, SwapOutcome};
 use crate::task::Task;
 
 /// Rounds of re-read and retry before giving up on a contended task.
@@ -32,24 +32,26 @@ pub(crate) enum Applied {
     Failed(Error),
 }
 
-/// Applies `transition` to each task, swapping with the held version and
-/// retrying conflicts from fresh reads. Results are in input order.
+/// Applies `transition` to each task and writes it as `change`, fenced on
+/// the task as held, retrying conflicts from fresh reads. Results are in
+/// input order.
 pub(crate) async fn apply_many<F>(
     store: &dyn Store,
     tasks: Vec<Task>,
+    change: Change,
     transition: F,
 ) -> Vec<Applied>
 where
     F: Fn(&Task) -> Result<Task, Rejection>,
 {
-    apply_each(store, tasks, |_, task| transition(task)).await
+    apply_each(store, tasks, |_, task| Ok((change, transition(task)?))).await
 }
 
 /// [`apply_many`] with a transition per task: `transition(i, task)` for the
-/// task at input index `i`.
+/// task at input index `i` says what it changes and into what.
 async fn apply_each<F>(store: &dyn Store, tasks: Vec<Task>, transition: F) -> Vec<Applied>
 where
-    F: Fn(usize, &Task) -> Result<Task, Rejection>,
+    F: Fn(usize, &Task) -> Result<(Change, Task), Rejection>,
 {
     let mut results: Vec<Option<Applied>> = (0..tasks.len()).map(|_| None).collect();
     // (index in input, task as we believe it is stored)
@@ -62,11 +64,8 @@ where
         let mut swapped = Vec::with_capacity(pending.len());
         for (index, current) in pending.drain(..) {
             match transition(index, &current) {
-                Ok(next) => {
-                    swaps.push(Swap {
-                        task: next,
-                        expected_version: current.version,
-                    });
+                Ok((change, next)) => {
+                    swaps.push(Swap::new(&current, change, &next));
                     swapped.push(index);
                 }
                 Err(rejection) => results[index] = Some(Applied::Rejected(rejection)),
@@ -75,7 +74,7 @@ where
         if swaps.is_empty() {
             break;
         }
-        let written: Vec<Task> = swaps.iter().map(|s| s.task.clone()).collect();
+        let written: Vec<Task> = swaps.iter().map(|s| s.task().clone()).collect();
         let outcomes = match swap_with_retries(store, swaps).await {
             Ok(outcomes) => outcomes,
             Err(e) => {
@@ -168,8 +167,8 @@ const SWAP_TRIES: u32 = 3;
 
 /// A swap, retried after storage errors (a blip must not lose an outcome:
 /// the task would run again). Retrying is safe because swaps are
-/// version-checked: a try that landed makes the retry conflict, and the
-/// re-read recognises the write.
+/// fenced: a try that landed makes the retry conflict, and the re-read
+/// recognises the write.
 async fn swap_with_retries(store: &dyn Store, swaps: Vec<Swap>) -> Result<Vec<SwapOutcome>, Error> {
     let expected = swaps.len();
     let mut tries = 0;
@@ -187,11 +186,16 @@ async fn swap_with_retries(store: &dyn Store, swaps: Vec<Swap>) -> Result<Vec<Sw
 }
 
 /// [`apply_many`] for one task.
-pub(crate) async fn apply_one<F>(store: &dyn Store, task: Task, transition: F) -> Applied
+pub(crate) async fn apply_one<F>(
+    store: &dyn Store,
+    task: Task,
+    change: Change,
+    transition: F,
+) -> Applied
 where
     F: Fn(&Task) -> Result<Task, Rejection>,
 {
-    apply_many(store, vec![task], transition)
+    apply_many(store, vec![task], change, transition)
         .await
         .pop()
         .unwrap_or(Applied::Rejected(Rejection::NotApplicable))
@@ -200,9 +204,10 @@ where
 /// A transition owned by the batch that applies it.
 pub(crate) type Transition = Box<dyn Fn(&Task) -> Result<Task, Rejection> + Send + Sync>;
 
-/// One caller's tasks waiting in a [`Committer`] queue.
+/// One caller's tasks waiting in a [`Committer`] queue, each with the
+/// change it writes and how.
 struct Queued {
-    items: Vec<(Task, Transition)>,
+    items: Vec<(Task, Change, Transition)>,
     reply: oneshot::Sender<Vec<Applied>>,
 }
 
@@ -227,7 +232,7 @@ impl Committer {
     pub(crate) async fn apply(
         &self,
         store: &dyn Store,
-        items: Vec<(Task, Transition)>,
+        items: Vec<(Task, Change, Transition)>,
     ) -> Vec<Applied> {
         if items.is_empty() {
             return Vec::new();
@@ -273,13 +278,13 @@ async fn write_batch(store: &dyn Store, batch: Vec<Queued>) {
     let mut replies = Vec::with_capacity(batch.len());
     for queued in batch {
         replies.push((queued.reply, queued.items.len()));
-        for (task, transition) in queued.items {
+        for (task, change, transition) in queued.items {
             tasks.push(task);
-            transitions.push(transition);
+            transitions.push((change, transition));
         }
     }
     let mut results = apply_each(store, tasks, |i, task| match transitions.get(i) {
-        Some(transition) => transition(task),
+        Some((change, transition)) => Ok((*change, transition(task)?)),
         None => Err(Rejection::NotApplicable),
     })
     .await

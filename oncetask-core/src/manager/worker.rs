@@ -21,7 +21,7 @@ use crate::manager::{HandlerShape, Inner, Registration, ShutdownPhase};
 use crate::metrics;
 use crate::retry::{FixedDelay, NoRetry, RetryPolicy};
 use crate::status::TaskStatus;
-use crate::store::{ClaimMode, ClaimRequest, CreateOutcome, Fetched, Undecodable};
+use crate::store::{Change, ClaimMode, ClaimRequest, CreateOutcome, Fetched, Undecodable};
 use crate::task::{LeaseToken, Task};
 
 /// Retry delay after a generator's bookkeeping failed (e.g. the occurrence
@@ -545,7 +545,7 @@ impl Run<'_> {
         let until = add(now, self.registration.options.lease_duration);
         let token = self.token;
         let ids: Vec<String> = held.iter().map(|t| t.id.clone()).collect();
-        let results = apply_many(self.inner.store.as_ref(), held, |t| {
+        let results = apply_many(self.inner.store.as_ref(), held, Change::Heartbeat, |t| {
             lifecycle::extend_lease(t, token, now, until)
         })
         .await;
@@ -636,9 +636,12 @@ impl Run<'_> {
             let now = self.inner.now();
             let until = add(now, options.lease_duration);
             let token = self.token;
-            let results = apply_many(self.inner.store.as_ref(), held.clone(), |t| {
-                lifecycle::extend_lease(t, token, now, until)
-            })
+            let results = apply_many(
+                self.inner.store.as_ref(),
+                held.clone(),
+                Change::Heartbeat,
+                |t| lifecycle::extend_lease(t, token, now, until),
+            )
             .await;
             let mut kept = Vec::with_capacity(held.len());
             for (task, applied) in held.drain(..).zip(results) {
@@ -682,7 +685,7 @@ impl Run<'_> {
             .into_iter()
             .map(|task| {
                 let transition = self.outcome(&result, path, now, retry_override.clone());
-                (task, transition)
+                (task, Change::Outcome, transition)
             })
             .collect();
         let mut results = self
@@ -752,7 +755,8 @@ impl Run<'_> {
             };
             let failure: Arc<HandlerResult> = Arc::new(Err(HandlerError::msg(message.clone())));
             let transition = self.outcome(&failure, path, now, retry_override.clone());
-            *applied = apply_one(self.inner.store.as_ref(), held, transition).await;
+            *applied =
+                apply_one(self.inner.store.as_ref(), held, Change::Outcome, transition).await;
             *refused = Some(message);
         }
     }
@@ -800,7 +804,7 @@ impl Run<'_> {
             path = ?path,
             released = why,
         );
-        let results = apply_many(self.inner.store.as_ref(), held, |t| {
+        let results = apply_many(self.inner.store.as_ref(), held, Change::Release, |t| {
             lifecycle::release(t, token)
         })
         .instrument(span)
@@ -928,7 +932,7 @@ impl Run<'_> {
             }
         }
         let id = generator.id.clone();
-        let applied = apply_one(self.inner.store.as_ref(), generator, |t| {
+        let applied = apply_one(self.inner.store.as_ref(), generator, Change::Outcome, |t| {
             lifecycle::advance_generator(t, token, now)
                 .map(|s| s.generator)
                 .map_err(|e| match e {

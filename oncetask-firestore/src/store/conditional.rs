@@ -45,7 +45,7 @@ pub(super) enum Decision<O> {
 
 impl FirestoreStore {
     /// Writes the swaps at `items` (whose `writes` are encoded and whose
-    /// tasks carry a revision), each conditional on its revision. Returns an
+    /// fences carry a revision), each conditional on that revision. Returns an
     /// outcome for each of them, `None` for every other index.
     ///
     /// An id named twice waits for a later round, so the later item is
@@ -61,18 +61,17 @@ impl FirestoreStore {
         let mut waiting: Vec<usize> = items.to_vec();
         while !waiting.is_empty() {
             let mut taken = HashSet::new();
-            let (round, later): (Vec<usize>, Vec<usize>) = waiting
-                .iter()
-                .partition(|&&i| taken.insert(swaps[i].task.id.as_str()));
+            let (round, later): (Vec<usize>, Vec<usize>) =
+                waiting.iter().partition(|&&i| taken.insert(swaps[i].id()));
             waiting = later;
             let mut batch = Vec::with_capacity(round.len());
             let mut sent = Vec::with_capacity(round.len());
             for i in round {
-                let (Ok(write), Some(revision)) = (&writes[i], swaps[i].task.revision) else {
+                let (Ok(write), Some(revision)) = (&writes[i], swaps[i].fence().revision()) else {
                     continue;
                 };
                 let (update_time, version) = fence_of(revision);
-                if version != swaps[i].expected_version {
+                if version != swaps[i].fence().version() {
                     // The caller expects a version the document did not have then.
                     outcomes[i] = Some(SwapOutcome::Conflict);
                     continue;
@@ -90,13 +89,13 @@ impl FirestoreStore {
                 match result {
                     Ok(update_time) => {
                         outcomes[i] = Some(SwapOutcome::Applied {
-                            revision: update_time.map(|t| revision_of(t, swaps[i].task.version)),
+                            revision: update_time.map(|t| revision_of(t, swaps[i].task().version)),
                         })
                     }
                     // Changed or removed since this store saw it.
                     Err(s) if lost_race(&s) || s.code() == Code::NotFound => lost.push(i),
                     Err(s) => {
-                        outcomes[i] = Some(SwapOutcome::Failed(item_error(&swaps[i].task.id, &s)))
+                        outcomes[i] = Some(SwapOutcome::Failed(item_error(swaps[i].id(), &s)))
                     }
                 }
             }
@@ -104,11 +103,11 @@ impl FirestoreStore {
                 continue;
             }
             // Tell a conflict from a missing or undecodable document.
-            let ids: Vec<String> = lost.iter().map(|&i| swaps[i].task.id.clone()).collect();
+            let ids: Vec<String> = lost.iter().map(|&i| swaps[i].id().to_owned()).collect();
             match self.batch_get(&ids, None).await {
                 Ok(found) => {
                     for i in lost {
-                        outcomes[i] = Some(match found.get(&swaps[i].task.id) {
+                        outcomes[i] = Some(match found.get(swaps[i].id()) {
                             None => SwapOutcome::NotFound,
                             Some(Stored {
                                 task: Err(reason),

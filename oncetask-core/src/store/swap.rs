@@ -1,0 +1,446 @@
+//! Conditional writes: a typed change to one task, fenced on the state the
+//! core decided it from.
+//!
+//! The core never hands a backend a whole task to store. It hands it a
+//! [`Swap`]: which lifecycle event happened ([`Change`], and so which
+//! [`Field`]s it writes), the [`Fence`] the decision was made on, and the
+//! values. A backend writes those fields and nothing else, and only if the
+//! fence still holds. So a backend can write in place (an update mask, an
+//! `UPDATE` of a few columns) without reading the task first, and a change
+//! it does not know about (a Go writer on a shared Firestore collection)
+//! is never overwritten by fields the event had no reason to touch.
+
+use crate::task::{Revision, Task};
+
+/// A task field that a swap may change. Everything else (id, env, kind,
+/// payload, resource key, creation time, schedule, lineage) is fixed at
+/// create.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Field {
+    /// [`Task::leased_until`].
+    LeasedUntil,
+    /// [`Task::lease_token`].
+    LeaseToken,
+    /// [`Task::wait_until`].
+    WaitUntil,
+    /// [`Task::attempts`].
+    Attempts,
+    /// [`Task::cancellation_attempts`].
+    CancellationAttempts,
+    /// [`Task::errors`].
+    Errors,
+    /// [`Task::done_at`].
+    DoneAt,
+    /// [`Task::outcome`].
+    Outcome,
+    /// [`Task::result`].
+    Result,
+    /// [`Task::is_cancelled`].
+    IsCancelled,
+    /// [`Task::cancelled_at`].
+    CancelledAt,
+}
+
+/// The lifecycle event a swap writes; each writes a fixed set of fields
+/// ([`Change::fields`]), plus the version.
+///
+/// A claim is not a swap (backends lease inside [`crate::Store::claim`]).
+///
+/// ```
+/// use oncetask_core::store::{Change, Field};
+///
+/// assert_eq!(Change::Heartbeat.fields(), &[Field::LeasedUntil]);
+/// assert!(Change::Outcome.writes(Field::Result));
+/// assert!(!Change::Cancel.writes(Field::LeaseToken));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Change {
+    /// A live lease extended ([`crate::lifecycle::extend_lease`]).
+    Heartbeat,
+    /// A lease given back without an outcome ([`crate::lifecycle::release`]).
+    Release,
+    /// A run's outcome: success, failure, a retry scheduled, or a
+    /// generator moved to its next slot ([`crate::lifecycle::succeed`],
+    /// [`crate::lifecycle::fail`], [`crate::lifecycle::advance_generator`]).
+    Outcome,
+    /// A task marked cancelled ([`crate::lifecycle::cancel`]).
+    Cancel,
+    /// A finished task put back to pending ([`crate::lifecycle::reset`]).
+    Reset,
+}
+
+impl Change {
+    /// The fields this event writes (the version is always written too).
+    pub const fn fields(self) -> &'static [Field] {
+        use Field::*;
+        match self {
+            Change::Heartbeat => &[LeasedUntil],
+            Change::Release => &[LeasedUntil, LeaseToken],
+            Change::Outcome => &[
+                LeasedUntil,
+                LeaseToken,
+                WaitUntil,
+                Errors,
+                DoneAt,
+                Outcome,
+                Result,
+            ],
+            Change::Cancel => &[IsCancelled, CancelledAt, WaitUntil],
+            Change::Reset => &[
+                LeasedUntil,
+                LeaseToken,
+                WaitUntil,
+                Attempts,
+                CancellationAttempts,
+                Errors,
+                DoneAt,
+                Outcome,
+                Result,
+                IsCancelled,
+                CancelledAt,
+            ],
+        }
+    }
+
+    /// True when this event writes `field`.
+    pub fn writes(self, field: Field) -> bool {
+        self.fields().contains(&field)
+    }
+
+    /// The narrowest event that writes every field in which `after`
+    /// differs from `before` (tried in the order heartbeat, release,
+    /// cancel, outcome, reset); `None` when none does (a field a swap can
+    /// never change differs). For callers that hold two states rather than
+    /// the event (tests, tools); the manager always names its event.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use chrono::Utc;
+    /// use oncetask_core::Task;
+    /// use oncetask_core::lifecycle::{self, LeaseGrant};
+    /// use oncetask_core::store::Change;
+    ///
+    /// let now = Utc::now();
+    /// let grant = LeaseGrant::new(now, Duration::from_secs(60));
+    /// let claimed = lifecycle::claim(&Task::new("a", "k", "E", now), &grant);
+    /// let released = lifecycle::release(&claimed, &grant.token).unwrap();
+    /// assert_eq!(Change::between(&claimed, &released), Some(Change::Release));
+    /// ```
+    pub fn between(before: &Task, after: &Task) -> Option<Change> {
+        const NARROWEST_FIRST: [Change; 5] = [
+            Change::Heartbeat,
+            Change::Release,
+            Change::Cancel,
+            Change::Outcome,
+            Change::Reset,
+        ];
+        NARROWEST_FIRST.into_iter().find(|change| {
+            let mut applied = before.clone();
+            copy_fields(*change, after, &mut applied);
+            applied == *after
+        })
+    }
+}
+
+/// The stored state a change was decided on, as an opaque token: the task's
+/// version and, on a backend with revisions, the document's revision
+/// ([`Task::revision`]: Firestore's update time, which also changes when a
+/// writer outside oncetask changes the document).
+///
+/// A claim returns it with each task; an applied swap returns the next
+/// revision ([`SwapOutcome::Applied`]). A backend applies a swap only while
+/// the stored document still matches its fence: the version always, and the
+/// revision when it is set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Fence {
+    version: u64,
+    revision: Option<Revision>,
+}
+
+impl Fence {
+    /// The fence of `task` as the caller holds it (its version and revision).
+    pub fn of(task: &Task) -> Self {
+        Self {
+            version: task.version,
+            revision: task.revision,
+        }
+    }
+
+    /// The version the stored task must still have.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// The revision the stored document must still be at, when the fence has one.
+    pub fn revision(&self) -> Option<Revision> {
+        self.revision
+    }
+}
+
+/// One conditional write: a [`Change`] to one task, fenced on the state it
+/// was decided on.
+///
+/// Built from the task as the core holds it and the result of a
+/// [`crate::lifecycle`] transition; only the change's fields are taken from
+/// the result, so a swap can never write anything its event does not own.
+///
+/// ```
+/// use std::time::Duration;
+/// use chrono::Utc;
+/// use oncetask_core::Task;
+/// use oncetask_core::lifecycle::{self, LeaseGrant};
+/// use oncetask_core::store::{Change, Swap};
+///
+/// let now = Utc::now();
+/// let grant = LeaseGrant::new(now, Duration::from_secs(60));
+/// let claimed = lifecycle::claim(&Task::new("a", "k", "E", now), &grant);
+/// let done = lifecycle::succeed(&claimed, &grant.token, now, None).unwrap();
+/// let swap = Swap::new(&claimed, Change::Outcome, &done);
+/// assert_eq!(swap.fence().version(), claimed.version);
+/// assert_eq!(swap.task(), &done);
+/// ```
+#[derive(Debug, Clone)]
+pub struct Swap {
+    change: Change,
+    fence: Fence,
+    task: Task,
+}
+
+impl Swap {
+    /// The swap that writes `change` as `after` has it, onto `before` (the
+    /// task the change was decided on, which gives the fence). Fields the
+    /// change does not write keep `before`'s values; the version becomes
+    /// `after`'s.
+    pub fn new(before: &Task, change: Change, after: &Task) -> Self {
+        let mut task = before.clone();
+        task.revision = None;
+        copy_fields(change, after, &mut task);
+        Self {
+            change,
+            fence: Fence::of(before),
+            task,
+        }
+    }
+
+    /// The task's id.
+    pub fn id(&self) -> &str {
+        &self.task.id
+    }
+
+    /// The event this swap writes.
+    pub fn change(&self) -> Change {
+        self.change
+    }
+
+    /// The state the change was decided on.
+    pub fn fence(&self) -> &Fence {
+        &self.fence
+    }
+
+    /// The task as it is stored once the swap applies (given that the
+    /// stored document matches the fence): the values of the change's
+    /// fields, its new version, and the fenced state's other fields (its
+    /// identity, env, kind and resource key included, for routing and
+    /// indexes). Its `revision` is `None`.
+    pub fn task(&self) -> &Task {
+        &self.task
+    }
+
+    /// Writes the change's fields and the new version onto `stored` (a
+    /// backend that holds the stored task applies the swap with this, after
+    /// checking the fence), leaving every other field as stored.
+    pub fn apply_to(&self, stored: &mut Task) {
+        copy_fields(self.change, &self.task, stored);
+    }
+}
+
+/// Copies `change`'s fields and the version from `from` onto `onto`.
+fn copy_fields(change: Change, from: &Task, onto: &mut Task) {
+    for field in change.fields() {
+        match field {
+            Field::LeasedUntil => onto.leased_until = from.leased_until,
+            Field::LeaseToken => onto.lease_token = from.lease_token.clone(),
+            Field::WaitUntil => onto.wait_until = from.wait_until,
+            Field::Attempts => onto.attempts = from.attempts,
+            Field::CancellationAttempts => onto.cancellation_attempts = from.cancellation_attempts,
+            Field::Errors => onto.errors = from.errors.clone(),
+            Field::DoneAt => onto.done_at = from.done_at,
+            Field::Outcome => onto.outcome = from.outcome,
+            Field::Result => onto.result = from.result.clone(),
+            Field::IsCancelled => onto.is_cancelled = from.is_cancelled,
+            Field::CancelledAt => onto.cancelled_at = from.cancelled_at,
+        }
+    }
+    onto.version = from.version;
+}
+
+/// Result of one conditional write.
+#[derive(Debug)]
+pub enum SwapOutcome {
+    /// Written.
+    Applied {
+        /// The revision of the document as written, on backends with
+        /// revisions ([`Task::revision`]): the fence of the task's next
+        /// swap. `None` elsewhere.
+        revision: Option<Revision>,
+    },
+    /// The stored task no longer matches the fence; nothing written.
+    Conflict,
+    /// No task with this id; nothing written.
+    NotFound,
+    /// This item failed.
+    Failed(crate::error::StoreError),
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use chrono::TimeDelta;
+
+    use super::*;
+    use crate::error::HandlerError;
+    use crate::lifecycle::{self, FailurePolicy, HandlerPath, LeaseGrant};
+    use crate::recurrence::Recurrence;
+    use crate::retry::{FixedDelay, NoRetry};
+    use crate::test_support::{t0, task};
+
+    /// Every transition the core swaps, with the change it is written as.
+    fn transitions() -> Vec<(&'static str, Task, Change, Task)> {
+        let now = t0();
+        let grant = LeaseGrant::new(now, Duration::from_secs(60));
+        let claimed = lifecycle::claim(&task("a"), &grant);
+        let token = &grant.token;
+        let retry = FixedDelay {
+            max_attempts: 0,
+            delay: Duration::from_secs(5),
+        };
+        let once = NoRetry;
+        let err = HandlerError::msg("boom");
+        let policy = |r: &str| FailurePolicy {
+            retry: if r == "retry" {
+                &retry as &dyn crate::retry::RetryPolicy
+            } else {
+                &once
+            },
+            cancellation_retry: &once,
+            error_history_limit: 5,
+        };
+        let cancelled = lifecycle::cancel(&claimed, now).expect("not done");
+        let mut list = vec![
+            (
+                "heartbeat",
+                claimed.clone(),
+                Change::Heartbeat,
+                lifecycle::extend_lease(&claimed, token, now, now + TimeDelta::minutes(5))
+                    .expect("live lease"),
+            ),
+            (
+                "release",
+                claimed.clone(),
+                Change::Release,
+                lifecycle::release(&claimed, token).expect("leased"),
+            ),
+            (
+                "success",
+                claimed.clone(),
+                Change::Outcome,
+                lifecycle::succeed(&claimed, token, now, Some(serde_json::json!(1)))
+                    .expect("leased"),
+            ),
+            (
+                "success after cancel",
+                cancelled.clone(),
+                Change::Outcome,
+                lifecycle::succeed(&cancelled, token, now, None).expect("leased"),
+            ),
+            (
+                "retry",
+                claimed.clone(),
+                Change::Outcome,
+                lifecycle::fail(
+                    &claimed,
+                    token,
+                    now,
+                    &err,
+                    HandlerPath::Main,
+                    policy("retry"),
+                )
+                .expect("leased"),
+            ),
+            (
+                "failure",
+                claimed.clone(),
+                Change::Outcome,
+                lifecycle::fail(
+                    &claimed,
+                    token,
+                    now,
+                    &err,
+                    HandlerPath::Main,
+                    policy("once"),
+                )
+                .expect("leased"),
+            ),
+            ("cancel", claimed.clone(), Change::Cancel, cancelled.clone()),
+        ];
+        let done =
+            lifecycle::succeed(&cancelled, token, now, Some(serde_json::json!(2))).expect("leased");
+        list.push((
+            "reset",
+            done.clone(),
+            Change::Reset,
+            lifecycle::reset(&done).expect("done"),
+        ));
+        let generator = Task {
+            recurrence: Some(
+                Recurrence::new("FREQ=DAILY", "2025-01-06T09:00:00Z").expect("valid rule"),
+            ),
+            wait_until: Some(now),
+            ..task("g")
+        };
+        let leased = lifecycle::claim(&generator, &grant);
+        let step = lifecycle::advance_generator(&leased, token, now).expect("generator");
+        list.push(("generator step", leased, Change::Outcome, step.generator));
+        list
+    }
+
+    #[test]
+    fn every_transition_changes_only_the_fields_of_its_change() {
+        for (name, before, change, after) in transitions() {
+            let swap = Swap::new(&before, change, &after);
+            // Taking only the change's fields loses nothing the transition did.
+            assert_eq!(
+                swap.task(),
+                &after,
+                "{name}: a field outside {change:?} changed"
+            );
+            assert_eq!(swap.fence(), &Fence::of(&before), "{name}");
+            assert_eq!(Change::between(&before, &after), Some(change), "{name}");
+        }
+    }
+
+    #[test]
+    fn applying_a_swap_leaves_fields_outside_its_change_as_stored() {
+        let now = t0();
+        let grant = LeaseGrant::new(now, Duration::from_secs(60));
+        let claimed = lifecycle::claim(&task("a"), &grant);
+        let later = now + TimeDelta::minutes(5);
+        let extended =
+            lifecycle::extend_lease(&claimed, &grant.token, now, later).expect("live lease");
+        let swap = Swap::new(&claimed, Change::Heartbeat, &extended);
+        // Stored meanwhile by a writer that does not bump the version.
+        let mut stored = Task {
+            is_cancelled: true,
+            cancelled_at: Some(now),
+            ..claimed.clone()
+        };
+        swap.apply_to(&mut stored);
+        assert_eq!(stored.leased_until, Some(later));
+        assert_eq!(stored.version, extended.version);
+        assert!(
+            stored.is_cancelled,
+            "a field the heartbeat does not own was overwritten"
+        );
+    }
+}
