@@ -28,7 +28,6 @@ use std::time::Duration;
 
 use chrono::{TimeDelta, Utc};
 use firestore::gcloud_sdk::google::firestore::v1::{MapValue, Value, value::ValueType};
-use oncetask_core::Task;
 use tokio::time::Instant;
 
 use crate::document::Fields;
@@ -213,42 +212,9 @@ pub(crate) fn kinds_of(fields: &Fields) -> BTreeMap<String, i64> {
     }
 }
 
-/// Whether writing `task` (its new state) can make work available to other
-/// processes: a task left waiting (created, retried, reset, released), a
-/// leased task being cancelled (its worker may stop), and a task with a
-/// resource key that finished (its key is free). A lease or a heartbeat, and
-/// the end of a task without a key, cannot.
-pub(crate) fn announces_work(task: &Task) -> bool {
-    if task.is_done() {
-        return task.resource_key.is_some();
-    }
-    task.is_cancelled || !task.is_leased_at(Utc::now())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn task() -> Task {
-        Task::new("t", "k", "E", Utc::now())
-    }
-
-    #[test]
-    fn only_changes_that_can_make_work_available_are_announced() {
-        let waiting = task();
-        assert!(announces_work(&waiting));
-        let mut leased = task();
-        leased.leased_until = Some(Utc::now() + TimeDelta::minutes(5));
-        assert!(!announces_work(&leased), "a lease or heartbeat");
-        let mut cancelling = leased.clone();
-        cancelling.is_cancelled = true;
-        assert!(announces_work(&cancelling), "a running task cancelled");
-        let mut done = task();
-        done.done_at = Some(Utc::now());
-        assert!(!announces_work(&done), "a keyless task finished");
-        done.resource_key = Some("r".into());
-        assert!(announces_work(&done), "a finished task frees its key");
-    }
 
     #[tokio::test(start_paused = true)]
     async fn signals_are_written_at_most_once_per_gap_and_none_is_dropped() {

@@ -1178,7 +1178,7 @@ impl Store for FirestoreStore {
                 .iter()
                 .zip(&outcomes)
                 .filter(|(s, o)| {
-                    matches!(o, SwapOutcome::Applied { .. }) && signal::announces_work(s.task())
+                    matches!(o, SwapOutcome::Applied { .. }) && s.announces_work(Utc::now())
                 })
                 .map(|(s, _)| (s.task().env.as_str(), s.task().kind.as_str())),
         )

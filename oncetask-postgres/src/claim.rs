@@ -30,7 +30,7 @@ impl PostgresStore {
                 id,
                 match task {
                     Ok(task) => Stored::Task(task),
-                    Err(reason) => Stored::Raw(reason),
+                    Err(_) => Stored::Raw,
                 },
             );
         }

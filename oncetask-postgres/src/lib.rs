@@ -57,10 +57,19 @@
 //! keys can only make a claimer skip a key for one claim, never break the
 //! exclusion.
 //!
+//! ## Outcomes
+//!
+//! A swap call is one statement: an `UPDATE … FROM jsonb_to_recordset`
+//! of the columns a swap may change (never the payload), each row only if
+//! it still has the fence's version, with no `SELECT … FOR UPDATE` first
+//! (see the `swap` module).
+//!
 //! ## Wake-ups
 //!
-//! Creates, swaps and deletes send `pg_notify(channel, kind)` in their
-//! transaction, on one channel per schema and env. [`Store::subscribe`]
+//! Creates and deletes send `pg_notify(channel, kind)` in their
+//! transaction, on one channel per schema and env; swaps only when the
+//! write can make work available ([`oncetask_core::store::Swap::announces_work`]:
+//! not for a heartbeat or the end of a task without a resource key). [`Store::subscribe`]
 //! returns a stream fed by a `PgListener` that reconnects after the server
 //! restarts (notices sent while it is away are lost; workers still wake at
 //! due times and their poll interval).
@@ -92,6 +101,7 @@ mod inspect;
 mod notify;
 mod row;
 mod schema;
+mod swap;
 
 use notify::listen;
 use schema::check_schema;
@@ -198,11 +208,11 @@ fn add_count(counts: &mut StatusCounts, name: &str, n: u64) -> Result<(), StoreE
 /// Env/kind pairs a write changed.
 type Changed = BTreeSet<(String, String)>;
 
-/// A stored row as a write sees it.
+/// A stored row as a delete sees it.
 #[allow(clippy::large_enum_variant)] // short-lived, and tasks are the common case
 enum Stored {
     Task(Task),
-    Raw(String),
+    Raw,
 }
 
 impl PostgresStore {
@@ -395,56 +405,11 @@ impl Store for PostgresStore {
         Ok(Claimed { tasks, undecodable })
     }
 
-    /// Locks the rows (`FOR UPDATE`), compares versions in Rust, writes the
-    /// applied ones with one `UPDATE`, all in one transaction.
+    /// One statement per call (see the `swap` module): the fenced `UPDATE`
+    /// of the changed columns and the notices; rows it did not write are
+    /// read afterwards to report why.
     async fn swap(&self, swaps: Vec<Swap>) -> Result<Vec<SwapOutcome>, StoreError> {
-        if swaps.is_empty() {
-            return Ok(Vec::new());
-        }
-        let ids: Vec<String> = swaps.iter().map(|s| s.id().to_owned()).collect();
-        let mut tx = self.inner.pool.begin().await.map_err(db)?;
-        let mut stored = self.lock_rows(&mut tx, &ids).await?;
-        let mut changed = Changed::new();
-        let mut outcomes = Vec::with_capacity(swaps.len());
-        // Ids in first-write order, and each one's last encoded row.
-        let mut written: Vec<String> = Vec::new();
-        let mut rows: HashMap<String, serde_json::Value> = HashMap::new();
-        for swap in swaps {
-            let id = swap.id().to_owned();
-            let outcome = match stored.get(&id) {
-                None => SwapOutcome::NotFound,
-                Some(Stored::Raw(reason)) => SwapOutcome::Failed(StoreError::Undecodable {
-                    id,
-                    reason: reason.clone(),
-                }),
-                Some(Stored::Task(old)) if old.version != swap.fence().version() => {
-                    SwapOutcome::Conflict
-                }
-                Some(Stored::Task(old)) => {
-                    let mut next = old.clone();
-                    swap.apply_to(&mut next);
-                    match row::encode(&next) {
-                        // Refused alone: the batch's other writes go on.
-                        Err(reason) => SwapOutcome::Failed(StoreError::Unencodable { id, reason }),
-                        Ok(row) => {
-                            changed.insert((old.env.clone(), old.kind.clone()));
-                            if !written.contains(&id) {
-                                written.push(id.clone());
-                            }
-                            rows.insert(id.clone(), row);
-                            stored.insert(id, Stored::Task(next));
-                            SwapOutcome::Applied { revision: None }
-                        }
-                    }
-                }
-            };
-            outcomes.push(outcome);
-        }
-        let rows = written.iter().filter_map(|id| rows.remove(id)).collect();
-        self.write_rows(&mut tx, rows).await?;
-        self.notify(&mut tx, &changed).await?;
-        tx.commit().await.map_err(db)?;
-        Ok(outcomes)
+        self.swap_changes(swaps).await
     }
 
     async fn get(&self, ids: &[String]) -> Result<Vec<Fetched>, StoreError> {
@@ -567,7 +532,7 @@ impl Store for PostgresStore {
                 }
                 (Some(_), None) => true,
                 (Some(Stored::Task(task)), Some(version)) => task.version == version,
-                (Some(Stored::Raw(_)), Some(_)) => false,
+                (Some(Stored::Raw), Some(_)) => false,
             };
             if !matches {
                 outcomes.push(DeleteOutcome::Conflict);

@@ -10,6 +10,7 @@
 //! result" and "the result `null`".
 
 use chrono::{DateTime, SecondsFormat, Utc};
+use oncetask_core::store::Swap;
 use oncetask_core::{AttemptError, LeaseToken, Outcome, Recurrence, Task};
 use serde_json::{Map, Value};
 use sqlx::postgres::{PgRow, PgValueFormat};
@@ -183,38 +184,75 @@ fn refuse_nul(task: &Task) -> Result<(), String> {
     if names.into_iter().flatten().any(|n| n.contains('\0')) {
         return Err("a name contains NUL, which PostgreSQL text cannot hold".into());
     }
+    if task.data.keys().any(|k| k.contains('\0')) || task.data.values().any(has_nul) {
+        return Err("data contains NUL, which PostgreSQL jsonb cannot hold".into());
+    }
+    refuse_nul_in_outcome(task)
+}
+
+/// The outcome's part of [`refuse_nul`]: error messages and the result.
+fn refuse_nul_in_outcome(task: &Task) -> Result<(), String> {
     if task.errors.iter().any(|e| e.error.contains('\0')) {
         return Err("an error message contains NUL, which PostgreSQL jsonb cannot hold".into());
     }
-    let mut stack: Vec<&Value> = task.data.values().chain(task.result.as_ref()).collect();
-    let keys_have_nul = |map: &Map<String, Value>| map.keys().any(|k| k.contains('\0'));
-    if keys_have_nul(&task.data) {
-        return Err("data contains NUL, which PostgreSQL jsonb cannot hold".into());
-    }
-    while let Some(value) = stack.pop() {
-        let nul = match value {
-            Value::String(s) => s.contains('\0'),
-            Value::Array(items) => {
-                stack.extend(items);
-                false
-            }
-            Value::Object(map) => {
-                stack.extend(map.values());
-                keys_have_nul(map)
-            }
-            _ => false,
-        };
-        if nul {
-            return Err("data or result contains NUL, which PostgreSQL jsonb cannot hold".into());
-        }
+    if task.result.as_ref().is_some_and(has_nul) {
+        return Err("the result contains NUL, which PostgreSQL jsonb cannot hold".into());
     }
     Ok(())
+}
+
+/// True when a string or an object key anywhere in `value` holds NUL.
+fn has_nul(value: &Value) -> bool {
+    let mut stack = vec![value];
+    while let Some(value) = stack.pop() {
+        match value {
+            Value::String(s) if s.contains('\0') => return true,
+            Value::Array(items) => stack.extend(items),
+            Value::Object(map) => {
+                if map.keys().any(|k| k.contains('\0')) {
+                    return true;
+                }
+                stack.extend(map.values());
+            }
+            _ => {}
+        }
+    }
+    false
 }
 
 /// One task as an element of the JSON array read by [`RECORD`]; `Err` says
 /// why the task cannot be stored.
 pub(crate) fn encode(task: &Task) -> Result<Value, String> {
     refuse_nul(task)?;
+    let mut row = Map::new();
+    let mut put = |k: &str, v: Value| {
+        row.insert(k.to_owned(), v);
+    };
+    put("id", Value::String(task.id.clone()));
+    put("kind", Value::String(task.kind.clone()));
+    put("env", Value::String(task.env.clone()));
+    put("data", Value::String(to_text(&task.data)?));
+    put("resource_key", text(task.resource_key.as_deref()));
+    put("created_at", time(Some(task.created_at)));
+    put(
+        "recurrence",
+        match &task.recurrence {
+            Some(r) => Value::String(to_text(r)?),
+            None => Value::Null,
+        },
+    );
+    put(
+        "parent_recurrence_id",
+        text(task.parent_recurrence_id.as_deref()),
+    );
+    put("occurrence_timestamp", time(task.occurrence_timestamp));
+    put_changeable(task, "", &mut row)?;
+    Ok(Value::Object(row))
+}
+
+/// The columns a swap may change ([`oncetask_core::store::Field`], plus
+/// the version), each under `prefix` + its column name.
+fn put_changeable(task: &Task, prefix: &str, row: &mut Map<String, Value>) -> Result<(), String> {
     let version =
         i64::try_from(task.version).map_err(|_| format!("version {} too large", task.version))?;
     let count = |n: u32, what: &str| {
@@ -227,18 +265,11 @@ pub(crate) fn encode(task: &Task) -> Result<Value, String> {
         },
         None => Value::Null,
     };
-    let mut row = Map::new();
     let mut put = |k: &str, v: Value| {
-        row.insert(k.to_owned(), v);
+        row.insert(format!("{prefix}{k}"), v);
     };
-    put("id", Value::String(task.id.clone()));
-    put("kind", Value::String(task.kind.clone()));
-    put("env", Value::String(task.env.clone()));
-    put("data", Value::String(to_text(&task.data)?));
-    put("resource_key", text(task.resource_key.as_deref()));
     put("wait_until", time(task.wait_until));
     put("leased_until", time(task.leased_until));
-    put("created_at", time(Some(task.created_at)));
     put("done_at", time(task.done_at));
     put("attempts", Value::from(count(task.attempts, "attempts")?));
     put(
@@ -253,18 +284,6 @@ pub(crate) fn encode(task: &Task) -> Result<Value, String> {
             None => Value::Null,
         },
     );
-    put(
-        "recurrence",
-        match &task.recurrence {
-            Some(r) => Value::String(to_text(r)?),
-            None => Value::Null,
-        },
-    );
-    put(
-        "parent_recurrence_id",
-        text(task.parent_recurrence_id.as_deref()),
-    );
-    put("occurrence_timestamp", time(task.occurrence_timestamp));
     put("is_cancelled", Value::Bool(task.is_cancelled));
     put("cancelled_at", time(task.cancelled_at));
     put(
@@ -273,6 +292,43 @@ pub(crate) fn encode(task: &Task) -> Result<Value, String> {
     );
     put("version", Value::from(version));
     put("outcome", outcome);
+    Ok(())
+}
+
+/// The record type of one encoded change ([`encode_change`]): the target
+/// id, the version it must still have, the notice to send, and the new
+/// values under `n_` names (which no task column has, so SQL that names
+/// the table's columns unqualified still means the table's).
+pub(crate) const CHANGE_RECORD: &str = "x(n_id text, n_expected bigint, n_channel text, \
+    n_notify boolean, n_wait_until timestamptz, n_leased_until timestamptz, \
+    n_done_at timestamptz, n_attempts integer, n_cancellation_attempts integer, \
+    n_errors text, n_result text, n_is_cancelled boolean, n_cancelled_at timestamptz, \
+    n_lease_token text, n_version bigint, n_outcome text)";
+
+/// The assignments that write a [`CHANGE_RECORD`] over its row.
+pub(crate) const CHANGE_SETS: &str = "wait_until = x.n_wait_until, \
+    leased_until = x.n_leased_until, done_at = x.n_done_at, attempts = x.n_attempts, \
+    cancellation_attempts = x.n_cancellation_attempts, errors = x.n_errors::jsonb, \
+    result = x.n_result::jsonb, is_cancelled = x.n_is_cancelled, \
+    cancelled_at = x.n_cancelled_at, lease_token = x.n_lease_token, version = x.n_version, \
+    outcome = x.n_outcome";
+
+/// One swap as an element of the JSON array read by [`CHANGE_RECORD`]: the
+/// columns a swap may change (never the payload), the fence's version, and
+/// the notice `channel` to send when `notify`. Every writer of the table
+/// bumps the version, so a holding fence means the columns outside the
+/// swap's change are written with the values they already have.
+pub(crate) fn encode_change(swap: &Swap, channel: &str, notify: bool) -> Result<Value, String> {
+    let task = swap.task();
+    refuse_nul_in_outcome(task)?;
+    let expected = i64::try_from(swap.fence().version())
+        .map_err(|_| format!("version {} too large", swap.fence().version()))?;
+    let mut row = Map::new();
+    row.insert("n_id".into(), Value::String(task.id.clone()));
+    row.insert("n_expected".into(), Value::from(expected));
+    row.insert("n_channel".into(), Value::String(channel.to_owned()));
+    row.insert("n_notify".into(), Value::Bool(notify));
+    put_changeable(task, "n_", &mut row)?;
     Ok(Value::Object(row))
 }
 

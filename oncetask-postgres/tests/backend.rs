@@ -351,3 +351,112 @@ async fn concurrent_migrations_of_one_schema_all_succeed() {
     );
     drop_schema(&stores[0]).await;
 }
+
+/// A swap sends a notice only when other workers can act on it: a released
+/// task is ready again, while a heartbeat and the end of a task without a
+/// resource key free nothing. Notices arrive in commit order, so the kinds
+/// heard between the listener's first notice and the closing one say which
+/// writes sent one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn swaps_notify_only_when_work_becomes_available() {
+    use oncetask_core::lifecycle::{self, LeaseGrant};
+    use oncetask_core::store::{Change, ClaimMode, ClaimRequest, Swap, SwapOutcome};
+
+    let store = store(&new_schema()).await;
+    let now = chrono::Utc::now();
+    let mut notices = store.subscribe(ENV).expect("notifications");
+    // The listener connects in the background: create probes until one is heard.
+    let mut probes = 0;
+    loop {
+        probes += 1;
+        let probe = Task::new(format!("probe-{probes}"), "probe", ENV, now);
+        store.create(vec![probe]).await.expect("create a probe");
+        let heard = tokio::time::timeout(Duration::from_secs(1), notices.next()).await;
+        if matches!(heard, Ok(Some(_))) {
+            break;
+        }
+        assert!(probes < 30, "the listener never heard a create");
+    }
+    let kinds = ["heartbeat", "finish", "release"];
+    let tasks: Vec<Task> = kinds
+        .iter()
+        .map(|k| Task::new(format!("t-{k}"), *k, ENV, now))
+        .collect();
+    store.create(tasks).await.expect("create");
+    let grant = LeaseGrant::new(now, Duration::from_secs(600));
+    let mut held = Vec::new();
+    for kind in kinds {
+        let request = ClaimRequest {
+            env: ENV.into(),
+            kind: kind.into(),
+            now,
+            grant: grant.clone(),
+            mode: ClaimMode::Single { limit: 1 },
+        };
+        let mut claimed = store.claim(&request).await.expect("claim").tasks;
+        assert_eq!(claimed.len(), 1, "{kind}");
+        held.push(claimed.remove(0));
+    }
+    let token = &grant.token;
+    let later = now + chrono::TimeDelta::minutes(20);
+    let writes = [
+        (
+            Change::Heartbeat,
+            lifecycle::extend_lease(&held[0], token, now, later).expect("live lease"),
+        ),
+        (
+            Change::Outcome,
+            lifecycle::succeed(&held[1], token, now, None).expect("leased"),
+        ),
+        (
+            Change::Release,
+            lifecycle::release(&held[2], token).expect("leased"),
+        ),
+    ];
+    for ((change, next), before) in writes.iter().zip(&held) {
+        let outcome = store
+            .swap(vec![Swap::new(before, *change, next)])
+            .await
+            .expect("swap");
+        assert!(
+            matches!(outcome[..], [SwapOutcome::Applied { .. }]),
+            "{change:?}"
+        );
+    }
+    let end = Task::new("end", "end", ENV, now);
+    store
+        .create(vec![end])
+        .await
+        .expect("create the closing task");
+    let mut heard = Vec::new();
+    loop {
+        let notice = tokio::time::timeout(Duration::from_secs(30), notices.next())
+            .await
+            .expect("a notice within 30 s")
+            .expect("the stream stays open");
+        let kind = notice.kind;
+        if kind == "end" {
+            break;
+        }
+        if kind != "probe" {
+            heard.push(kind);
+        }
+    }
+    // The creates of the three tasks, then the release only.
+    assert_eq!(
+        heard.iter().filter(|k| *k == "release").count(),
+        2,
+        "{heard:?}"
+    );
+    assert_eq!(
+        heard.iter().filter(|k| *k == "heartbeat").count(),
+        1,
+        "{heard:?}"
+    );
+    assert_eq!(
+        heard.iter().filter(|k| *k == "finish").count(),
+        1,
+        "{heard:?}"
+    );
+    drop_schema(&store).await;
+}

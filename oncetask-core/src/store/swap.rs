@@ -10,6 +10,8 @@
 //! it does not know about (a Go writer on a shared Firestore collection)
 //! is never overwritten by fields the event had no reason to touch.
 
+use chrono::{DateTime, Utc};
+
 use crate::task::{Revision, Task};
 
 /// A task field that a swap may change. Everything else (id, env, kind,
@@ -246,6 +248,36 @@ impl Swap {
         &self.task
     }
 
+    /// Whether this write can make work available to workers of other
+    /// processes, so a backend with change notices should announce it: the
+    /// task is left waiting or ready (retried, released, reset), a leased
+    /// task is cancelled (its worker may stop), or a task with a resource
+    /// key finished (its key is free). A heartbeat, and the end of a task
+    /// without a key, cannot.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use chrono::Utc;
+    /// use oncetask_core::Task;
+    /// use oncetask_core::lifecycle::{self, LeaseGrant};
+    /// use oncetask_core::store::{Change, Swap};
+    ///
+    /// let now = Utc::now();
+    /// let grant = LeaseGrant::new(now, Duration::from_secs(60));
+    /// let claimed = lifecycle::claim(&Task::new("a", "k", "E", now), &grant);
+    /// let done = lifecycle::succeed(&claimed, &grant.token, now, None).unwrap();
+    /// assert!(!Swap::new(&claimed, Change::Outcome, &done).announces_work(now));
+    /// let released = lifecycle::release(&claimed, &grant.token).unwrap();
+    /// assert!(Swap::new(&claimed, Change::Release, &released).announces_work(now));
+    /// ```
+    pub fn announces_work(&self, now: DateTime<Utc>) -> bool {
+        let task = &self.task;
+        if task.is_done() {
+            return task.resource_key.is_some();
+        }
+        task.is_cancelled || !task.is_leased_at(now)
+    }
+
     /// Writes the change's fields and the new version onto `stored` (a
     /// backend that holds the stored task applies the swap with this, after
     /// checking the fence), leaving every other field as stored.
@@ -418,6 +450,47 @@ mod tests {
             assert_eq!(swap.fence(), &Fence::of(&before), "{name}");
             assert_eq!(Change::between(&before, &after), Some(change), "{name}");
         }
+    }
+
+    #[test]
+    fn only_writes_that_can_make_work_available_are_announced() {
+        let announced: Vec<(&str, bool)> = transitions()
+            .into_iter()
+            .map(|(name, before, change, after)| {
+                (
+                    name,
+                    Swap::new(&before, change, &after).announces_work(t0()),
+                )
+            })
+            .collect();
+        assert_eq!(
+            announced,
+            [
+                ("heartbeat", false),
+                ("release", true),
+                ("success", false),
+                ("success after cancel", false),
+                ("retry", true),
+                ("failure", false),
+                ("cancel", true),
+                ("reset", true),
+                ("generator step", true),
+            ]
+        );
+        let now = t0();
+        let grant = LeaseGrant::new(now, Duration::from_secs(60));
+        let keyed = lifecycle::claim(
+            &Task {
+                resource_key: Some("r".into()),
+                ..task("k")
+            },
+            &grant,
+        );
+        let done = lifecycle::succeed(&keyed, &grant.token, now, None).expect("leased");
+        assert!(
+            Swap::new(&keyed, Change::Outcome, &done).announces_work(now),
+            "a finished keyed task frees its key"
+        );
     }
 
     #[test]
