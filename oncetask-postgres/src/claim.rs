@@ -197,7 +197,7 @@ impl PostgresStore {
         Ok(picked)
     }
 
-    /// The query plans (`EXPLAIN`) of a claim's statements for `env`/`kind`
+    /// The query plans (`EXPLAIN`) of a claim's statements and of a swap for `env`/`kind`
     /// at `now`: the candidate query, the resource-key busy check it embeds,
     /// the group query for `key`, the bulk write-back of claimed tasks, and
     /// the next due time an idle worker asks for. A diagnostic, used by the
@@ -244,11 +244,20 @@ impl PostgresStore {
             .fetch_all(&mut *conn)
             .await
             .map_err(db)?;
+        let swap = sqlx::query(&format!("EXPLAIN {}", self.swap_sql()))
+            .bind(Json(Value::Array(vec![crate::swap::sample_change(
+                &sample,
+            )?])))
+            .bind(vec![sample.id.clone()])
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(db)?;
         for (title, rows) in [
             ("candidates", candidate),
             ("group", group),
             ("write-back", write),
             ("next due", due),
+            ("swap", swap),
         ] {
             out.push_str(&format!("-- {title}\n"));
             for r in &rows {

@@ -17,8 +17,8 @@
 use std::collections::HashSet;
 
 use chrono::Utc;
-use oncetask_core::store::{Fetched, Swap, SwapOutcome};
-use oncetask_core::{Store, StoreError};
+use oncetask_core::store::{Change, Fetched, Swap, SwapOutcome};
+use oncetask_core::{Store, StoreError, Task};
 use serde_json::Value;
 use sqlx::types::Json;
 
@@ -40,6 +40,7 @@ impl PostgresStore {
                 waiting.iter().partition(|&&i| taken.insert(swaps[i].id()));
             waiting = later;
             let mut rows = Vec::with_capacity(round.len());
+            let mut ids = Vec::with_capacity(round.len());
             let mut sent = Vec::with_capacity(round.len());
             for i in round {
                 let swap = &swaps[i];
@@ -47,6 +48,7 @@ impl PostgresStore {
                 match encode_change(swap, &channel, swap.announces_work(now)) {
                     Ok(row) => {
                         rows.push(row);
+                        ids.push(swap.id().to_owned());
                         sent.push(i);
                     }
                     // Refused alone: the batch's other writes go on.
@@ -63,6 +65,7 @@ impl PostgresStore {
             }
             let written: HashSet<String> = sqlx::query_scalar(&self.swap_sql())
                 .bind(Json(Value::Array(rows)))
+                .bind(&ids)
                 .fetch_all(&self.inner.pool)
                 .await
                 .map_err(db)?
@@ -106,13 +109,17 @@ impl PostgresStore {
     /// The batch swap: every change of the JSON array `$1` (see
     /// [`encode_change`]) over its row if the row still has the expected
     /// version and is well formed; the notices of the written items that ask
-    /// for one; the ids written.
-    fn swap_sql(&self) -> String {
+    /// for one; the ids written. `$2` holds the same ids: a primary-key
+    /// lookup the planner always takes, whatever it guesses of the JSON's
+    /// row count or of the table's size (it would otherwise scan the whole
+    /// table and check every row's form).
+    pub(crate) fn swap_sql(&self) -> String {
         let t = &self.inner.table;
         format!(
             "WITH written AS ( \
                  UPDATE {t} SET {CHANGE_SETS} FROM jsonb_to_recordset($1) AS {CHANGE_RECORD} \
-                 WHERE {t}.id = x.n_id AND {t}.version = x.n_expected AND {WELL_FORMED} \
+                 WHERE {t}.id = ANY($2) AND {t}.id = x.n_id \
+                   AND {t}.version = x.n_expected AND {WELL_FORMED} \
                  RETURNING x.n_id AS id, x.n_channel AS channel, {t}.kind AS kind, \
                            x.n_notify AS notify), \
              notices AS ( \
@@ -121,6 +128,12 @@ impl PostgresStore {
              SELECT written.id FROM written, notices"
         )
     }
+}
+
+/// An encoded outcome of `task` (for showing the swap's plan).
+pub(crate) fn sample_change(task: &Task) -> Result<Value, StoreError> {
+    let swap = Swap::new(task, Change::Release, task);
+    encode_change(&swap, "sample", false).map_err(StoreError::backend)
 }
 
 fn fetched_id(fetched: &Fetched) -> &str {

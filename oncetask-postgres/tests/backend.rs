@@ -169,8 +169,8 @@ async fn transactional_enqueue_creates_tasks_only_when_the_transaction_commits()
 }
 
 /// On 100k rows (most done or waiting, keys shared), the claim's candidate
-/// query, its busy-key check, the group query and the bulk write-back are
-/// index scans.
+/// query, its busy-key check, the group query, the bulk write-back and the
+/// swap are index scans.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn claim_queries_use_the_indexes_on_100k_rows() {
     let schema = new_schema();
@@ -210,6 +210,7 @@ async fn claim_queries_use_the_indexes_on_100k_rows() {
         "tasks_key_lease_idx",
         "tasks_key_group_idx",
         "tasks_due_idx",
+        "tasks_pkey",
     ] {
         assert!(plan.contains(index), "{index} unused:\n{plan}");
     }
