@@ -306,44 +306,57 @@ impl PostgresStore {
         if tasks.is_empty() {
             return Ok(Vec::new());
         }
-        let inserted: HashSet<String> = if rows.is_empty() {
-            HashSet::new()
-        } else {
-            sqlx::query(&format!(
-                "INSERT INTO {t} ({COLUMNS}) SELECT {RECORD_VALUES} \
-                 FROM jsonb_to_recordset($1) AS {RECORD} ON CONFLICT (id) DO NOTHING RETURNING id"
-            ))
-            .bind(Json(Value::Array(rows)))
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(db)?
-            .iter()
-            .map(|r| r.try_get::<String, _>(0))
-            .collect::<Result<_, _>>()
-            .map_err(db)?
-        };
-        // Items already refused are not looked up: their id may be one
-        // PostgreSQL cannot even compare (NUL).
-        let others: Vec<String> = tasks
-            .iter()
-            .zip(&outcomes)
-            .filter(|(t, decided)| decided.is_none() && !inserted.contains(&t.id))
-            .map(|(t, _)| t.id.clone())
-            .collect();
-        let existing: HashMap<String, String> = if others.is_empty() {
-            HashMap::new()
-        } else {
-            sqlx::query(&format!("SELECT id, env FROM {t} WHERE id = ANY($1)"))
-                .bind(&others)
+        let mut inserted: HashSet<String> = HashSet::new();
+        let mut existing: HashMap<String, String> = HashMap::new();
+        if !rows.is_empty() {
+            let ids: Vec<&str> = first_of.keys().copied().collect();
+            let mut envs: Vec<&str> = first_of
+                .values()
+                .filter_map(|&i| tasks.get(i).map(|t| t.env.as_str()))
+                .collect();
+            envs.sort_unstable();
+            envs.dedup();
+            let channels: Vec<String> = envs.iter().map(|env| self.channel(env)).collect();
+            let found = sqlx::query(&self.create_sql())
+                .bind(Json(Value::Array(rows)))
+                .bind(&envs)
+                .bind(&channels)
+                .bind(&ids)
                 .fetch_all(&mut *conn)
                 .await
-                .map_err(db)?
-                .iter()
-                .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
-                .collect::<Result<_, sqlx::Error>>()
-                .map_err(db)?
-        };
-        let mut changed = Changed::new();
+                .map_err(db)?;
+            for r in &found {
+                let created: bool = r.try_get(0).map_err(db)?;
+                let id: String = r.try_get(1).map_err(db)?;
+                if created {
+                    inserted.insert(id);
+                } else {
+                    existing.insert(id, r.try_get(2).map_err(db)?);
+                }
+            }
+        }
+        // An id another transaction stored after this statement's snapshot
+        // was taken is neither inserted nor seen: ask again (rare). Items
+        // already refused are not looked up: their id may be one PostgreSQL
+        // cannot even compare (NUL).
+        let unseen: Vec<String> = tasks
+            .iter()
+            .zip(&outcomes)
+            .filter(|(t, decided)| {
+                decided.is_none() && !inserted.contains(&t.id) && !existing.contains_key(&t.id)
+            })
+            .map(|(t, _)| t.id.clone())
+            .collect();
+        if !unseen.is_empty() {
+            let rows = sqlx::query(&format!("SELECT id, env FROM {t} WHERE id = ANY($1)"))
+                .bind(&unseen)
+                .fetch_all(&mut *conn)
+                .await
+                .map_err(db)?;
+            for r in &rows {
+                existing.insert(r.try_get(0).map_err(db)?, r.try_get(1).map_err(db)?);
+            }
+        }
         let outcomes: Vec<CreateOutcome> = tasks
             .iter()
             .enumerate()
@@ -354,7 +367,6 @@ impl PostgresStore {
                 }
                 let first = first_of.get(task.id.as_str()) == Some(&i);
                 if first && inserted.contains(&task.id) {
-                    changed.insert((task.env.clone(), task.kind.clone()));
                     return CreateOutcome::Created;
                 }
                 let stored_env = if inserted.contains(&task.id) {
@@ -371,20 +383,43 @@ impl PostgresStore {
                 }
             })
             .collect();
-        self.notify(conn, &changed).await?;
         Ok(outcomes)
+    }
+
+    /// The create statement: insert every row of the JSON array `$1` (see
+    /// `row::encode`) whose id is free; notify each env/kind that got a task
+    /// (`$2` envs, `$3` their channels); return `(true, id, env)` for each
+    /// row inserted and `(false, id, env)` for each id of `$4` stored before
+    /// the statement began.
+    fn create_sql(&self) -> String {
+        let t = &self.inner.table;
+        format!(
+            "WITH inserted AS ( \
+                 INSERT INTO {t} ({COLUMNS}) SELECT {RECORD_VALUES} \
+                 FROM jsonb_to_recordset($1) AS {RECORD} \
+                 ON CONFLICT (id) DO NOTHING RETURNING id, env, kind), \
+             notices AS ( \
+                 SELECT count(pg_notify(c.channel, n.kind)) AS sent \
+                 FROM (SELECT DISTINCT env, kind FROM inserted) AS n \
+                 JOIN unnest($2::text[], $3::text[]) AS c(env, channel) ON c.env = n.env), \
+             found AS ( \
+                 SELECT true AS created, id, env FROM inserted \
+                 UNION ALL \
+                 SELECT false, id, env FROM {t} WHERE id = ANY($4)) \
+             SELECT found.created, found.id, found.env FROM found, notices"
+        )
     }
 }
 
 #[async_trait]
 impl Store for PostgresStore {
-    /// One `INSERT ... ON CONFLICT DO NOTHING` for the batch; a repeated id
-    /// within one call is created once and reported as existing afterwards.
+    /// One statement for the batch (`INSERT ... ON CONFLICT DO NOTHING`,
+    /// the notices and the envs of ids already stored; see
+    /// [`PostgresStore::create_in`]); a repeated id within one call is
+    /// created once and reported as existing afterwards.
     async fn create(&self, tasks: Vec<Task>) -> Result<Vec<CreateOutcome>, StoreError> {
-        let mut tx = self.inner.pool.begin().await.map_err(db)?;
-        let outcomes = self.create_in(&mut tx, tasks).await?;
-        tx.commit().await.map_err(db)?;
-        Ok(outcomes)
+        let mut conn = self.inner.pool.acquire().await.map_err(db)?;
+        self.create_in(&mut conn, tasks).await
     }
 
     /// One transaction; see the crate docs for the exclusion mechanism.
