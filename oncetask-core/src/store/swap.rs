@@ -43,6 +43,23 @@ pub enum Field {
     CancelledAt,
 }
 
+impl Field {
+    /// Every field a swap may change.
+    pub const ALL: [Field; 11] = [
+        Field::LeasedUntil,
+        Field::LeaseToken,
+        Field::WaitUntil,
+        Field::Attempts,
+        Field::CancellationAttempts,
+        Field::Errors,
+        Field::DoneAt,
+        Field::Outcome,
+        Field::Result,
+        Field::IsCancelled,
+        Field::CancelledAt,
+    ];
+}
+
 /// The lifecycle event a swap writes; each writes a fixed set of fields
 /// ([`Change::fields`]), plus the version.
 ///
@@ -88,19 +105,8 @@ impl Change {
                 Result,
             ],
             Change::Cancel => &[IsCancelled, CancelledAt, WaitUntil],
-            Change::Reset => &[
-                LeasedUntil,
-                LeaseToken,
-                WaitUntil,
-                Attempts,
-                CancellationAttempts,
-                Errors,
-                DoneAt,
-                Outcome,
-                Result,
-                IsCancelled,
-                CancelledAt,
-            ],
+            // A reset clears the whole history.
+            Change::Reset => &Field::ALL,
         }
     }
 
