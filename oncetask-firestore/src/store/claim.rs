@@ -6,6 +6,10 @@ use super::*;
 use crate::document::{LEASE_FIELDS, due_bound, lease_fields, parse_time};
 use oncetask_core::store::ClaimTies;
 
+/// How often a single-task claim that lost some leases to another claim
+/// reads again for the slots it lost.
+const TOP_UPS: usize = 3;
+
 impl FirestoreStore {
     /// One claim attempt; `Ok(None)` when it lost a race (a precondition
     /// failed or Firestore aborted the commit) and should be retried.
@@ -20,12 +24,67 @@ impl FirestoreStore {
     /// After a lost race (`spread`, see [`SPREAD_CLAIMS`]) it starts at a
     /// random one of them, so concurrent claimers rarely pick the same
     /// document first.
+    ///
+    /// While claims of the kind meet other processes' claims, each waits a
+    /// random moment first ([`keys::Pace`]), and a single-task claim that
+    /// lost some leases but won others reads again for the slots it lost
+    /// (at most [`TOP_UPS`] times): returned short, the caller would look up
+    /// the next due time (reads) before claiming them anyway.
     pub(super) async fn try_claim(
         &self,
         request: &ClaimRequest,
         spread: bool,
         undecodable: &mut Vec<Undecodable>,
     ) -> Result<Option<Vec<Task>>, StoreError> {
+        let (mut taken, mut met) = match self.paced_attempt(request, spread, undecodable).await? {
+            (Some(tasks), met) => (tasks, met),
+            (None, _) => return Ok(None),
+        };
+        let ClaimMode::Single { limit } = request.mode else {
+            return Ok(Some(taken));
+        };
+        let mut top_ups = 0;
+        while met && !taken.is_empty() && taken.len() < limit && top_ups < TOP_UPS {
+            top_ups += 1;
+            let mut rest = request.clone();
+            rest.mode = ClaimMode::Single {
+                limit: limit - taken.len(),
+            };
+            let (more, again) = self.paced_attempt(&rest, true, undecodable).await?;
+            met = again;
+            taken.extend(more.unwrap_or_default());
+        }
+        Ok(Some(taken))
+    }
+
+    /// One attempt, after the wait the kind's [`keys::Pace`] asks for; also
+    /// whether it met another claim (lost a lease or its commit).
+    async fn paced_attempt(
+        &self,
+        request: &ClaimRequest,
+        spread: bool,
+        undecodable: &mut Vec<Undecodable>,
+    ) -> Result<(Option<Vec<Task>>, bool), StoreError> {
+        let window = self.keys.pace(&request.env, &request.kind).window();
+        if !window.is_zero() {
+            let nanos = u64::try_from(window.as_nanos()).unwrap_or(u64::MAX);
+            tokio::time::sleep(Duration::from_nanos(random_below_u64(nanos))).await;
+        }
+        let started = std::time::Instant::now();
+        let attempt = self.attempt(request, spread, undecodable).await?;
+        self.keys
+            .paced(&request.env, &request.kind, started.elapsed(), attempt.1);
+        Ok(attempt)
+    }
+
+    /// One claim attempt (see [`Self::try_claim`]): the leased tasks
+    /// (`None`: every lease lost a race), and whether any lease was lost.
+    async fn attempt(
+        &self,
+        request: &ClaimRequest,
+        spread: bool,
+        undecodable: &mut Vec<Undecodable>,
+    ) -> Result<(Option<Vec<Task>>, bool), StoreError> {
         let now = request.now;
         // The query takes what may be due by the end of this second (waits
         // are stored rounded up, Go writes whole seconds); the exact check
@@ -38,7 +97,7 @@ impl FirestoreStore {
             ClaimMode::ResourceGroup { max_group } => (1, Some(max_group.min(MAX_WRITES - 1))),
         };
         if limit == 0 || group == Some(0) {
-            return Ok(Some(Vec::new()));
+            return Ok((Some(Vec::new()), false));
         }
         let window = limit;
         let mut keys_seen: HashMap<String, bool> = HashMap::new();
@@ -149,7 +208,7 @@ impl FirestoreStore {
             seen = now_seen;
         }
         if writes.is_empty() {
-            return Ok(Some(taken));
+            return Ok((Some(taken), false));
         }
         // The writes must not land after the lease they write has ended.
         // Nor a drained lease after the first half of its hold's margin.
@@ -160,11 +219,11 @@ impl FirestoreStore {
         let limit = (limit - now).to_std().unwrap_or(Duration::ZERO);
         if writes.len() == taken.len() {
             // No key lock: each lease stands alone.
-            let leased = self.lease_each(taken, writes, limit).await?;
+            let (leased, lost) = self.lease_each(taken, writes, limit).await?;
             if let Some(tasks) = &leased {
                 self.record_leases(request, tasks, &drained);
             }
-            return Ok(leased);
+            return Ok((leased, lost));
         }
         // Leases with key locks: one atomic commit; any failed precondition
         // means another claim won. (One commit per key would keep the keys
@@ -174,7 +233,8 @@ impl FirestoreStore {
         if let Some(tasks) = &leased {
             self.record_leases(request, tasks, &drained);
         }
-        Ok(leased)
+        let lost = leased.is_none();
+        Ok((leased, lost))
     }
 
     /// Commits lock writes and lease writes atomically; the leased tasks
@@ -217,13 +277,14 @@ impl FirestoreStore {
     /// under a lock this store keeps) in one BatchWrite,
     /// each conditional on its candidate's update time: a lease another
     /// claim took first fails alone, and the others are kept (an atomic
-    /// commit would lose them all). `Ok(None)` when every lease lost a race.
+    /// commit would lose them all). `Ok(None)` when every lease lost a race;
+    /// also whether any did.
     async fn lease_each(
         &self,
         taken: Vec<Task>,
         writes: Vec<Write>,
         limit: Duration,
-    ) -> Result<Option<Vec<Task>>, StoreError> {
+    ) -> Result<(Option<Vec<Task>>, bool), StoreError> {
         let n = writes.len();
         let request = BatchWriteRequest {
             database: self.database(),
@@ -242,12 +303,14 @@ impl FirestoreStore {
             .into_inner();
         let mut leased = Vec::with_capacity(n);
         let mut failure = None;
+        let mut lost = false;
         for (i, mut task) in taken.into_iter().enumerate() {
             match response.status.get(i) {
                 Some(s) if s.code != 0 => {
                     let status = Status::new(Code::from(s.code), s.message.clone());
                     if lost_race(&status) {
                         Counters::add(&self.counters.lost_leases, 1);
+                        lost = true;
                     } else {
                         failure = Some(status);
                     }
@@ -266,10 +329,10 @@ impl FirestoreStore {
             Some(status) => {
                 tracing::warn!(code = ?status.code(), message = status.message(),
                     "some leases of a claim were not written; the tasks stay ready");
-                Ok(Some(leased))
+                Ok((Some(leased), lost))
             }
-            None if leased.is_empty() => Ok(None),
-            None => Ok(Some(leased)),
+            None if leased.is_empty() => Ok((None, lost)),
+            None => Ok((Some(leased), lost)),
         }
     }
 
@@ -689,6 +752,12 @@ pub(super) fn ready_cursor(doc: &Document) -> Option<Cursor> {
         values,
         before: false,
     })
+}
+
+/// A random number below `n` (0 when `n` is 0).
+fn random_below_u64(n: u64) -> u64 {
+    let r = uuid::Uuid::new_v4().as_u128();
+    u64::try_from(r % u128::from(n.max(1))).unwrap_or(0)
 }
 
 /// A random number below `n` (`n > 0`).
