@@ -14,9 +14,12 @@ impl FirestoreStore {
     /// One claim attempt; `Ok(None)` when it lost a race (a precondition
     /// failed or Firestore aborted the commit) and should be retried.
     ///
-    /// Candidates come from the ready query, a page of `limit` documents at
-    /// a time (more pages only while busy keys or undecodable documents keep
-    /// the claim short of its limit). Each lease write carries an
+    /// Candidates come from the ready query: a first page of `limit`
+    /// documents, then, only while busy keys or undecodable documents keep
+    /// the claim short of its limit, pages of what it still lacks, each
+    /// after the last document read. Every page leaves out (`not-in`) up to
+    /// 10 keys whose tasks the claim cannot take: the keys it met, the last
+    /// read first, then those the store knows are busy. Each lease write carries an
     /// `updateTime` precondition, so a task another claimer took meanwhile
     /// fails the commit instead of being leased twice.
     ///
@@ -99,62 +102,66 @@ impl FirestoreStore {
         if limit == 0 || group == Some(0) {
             return Ok((Some(Vec::new()), false));
         }
-        let window = limit;
+        // Keys whose tasks this claim can take no more of: busy (`true`),
+        // or taken by this claim.
         let mut keys_seen: HashMap<String, bool> = HashMap::new();
         let mut taken: Vec<Task> = Vec::new();
         let mut writes: Vec<Write> = Vec::new();
-        let mut cursor: Option<Cursor> = None;
-        // Keys met so far (busy, or taken by this claim: either way no more
-        // of their tasks can be taken): once there are some, later pages
-        // leave their tasks out (a `not-in` filter, read from the head)
-        // instead of paging through their backlogs.
         let mut drained: HashMap<String, Kept> = HashMap::new();
-        // Keys known busy (held here or elsewhere) are left out of the
-        // first page already.
-        let mut seen: Vec<String> =
-            self.keys
-                .known_busy(&request.env, &request.kind, now, queries::MAX_EXCLUDED_KEYS);
-        for key in &seen {
+        // Keys known busy (held here or elsewhere): pages leave their tasks
+        // out (`not-in`) instead of reading them.
+        let busy = self
+            .keys
+            .known_busy(&request.env, &request.kind, now, usize::MAX);
+        for key in &busy {
             keys_seen.insert(key.clone(), true);
         }
-        // Past more busy keys than a `not-in` may name, pages go on in
-        // claim order from the last document read.
-        let mut too_many_keys = false;
+        // Keys of the documents read so far, the last read first.
+        let mut recent: Vec<String> = Vec::new();
+        // Later pages go on in claim order after the last document read:
+        // every document before it was read, or belongs to a key left out.
+        let mut cursor: Option<Cursor> = None;
         for page in 0..MAX_PAGES {
             if taken.len() >= limit {
                 break;
             }
-            let excluding = !seen.is_empty() && !too_many_keys;
-            let mut ready = if excluding {
+            let excluded = excluded_keys(&recent, &busy, &keys_seen);
+            let mut ready = if excluded.is_empty() {
+                queries::ready_query(&self.collection, &request.env, &request.kind, &now_s)
+            } else {
                 queries::ready_query_excluding(
                     &self.collection,
                     &request.env,
                     &request.kind,
                     &now_s,
-                    &seen,
+                    &excluded,
                 )
+            };
+            ready.start_at = cursor.take();
+            // Later pages read only what the claim still lacks: they exist
+            // because of keys met, whose backlogs often come next, and a
+            // claim takes one task of a key.
+            let window = if page == 0 {
+                limit
             } else {
-                let mut q =
-                    queries::ready_query(&self.collection, &request.env, &request.kind, &now_s);
-                q.start_at = cursor.take();
-                q
+                limit - taken.len()
             };
             ready.limit = Some(i32::try_from(window).unwrap_or(i32::MAX));
             let docs = self.query(ready, None, |_| true).await?;
             let full = docs.len() >= window;
             cursor = docs.last().and_then(|last| ready_cursor(&last.doc));
-            let picked: HashSet<&str> = taken.iter().map(|t| t.id.as_str()).collect();
             let mut candidates: Vec<(Task, Stored)> = Vec::new();
             for stored in docs {
                 match &stored.task {
-                    // Read again from the head: already picked by this claim.
-                    Ok(t) if picked.contains(t.id.as_str()) => {}
-                    Ok(t)
-                        if t.is_ready_at(now) && t.env == request.env && t.kind == request.kind =>
-                    {
-                        candidates.push((t.clone(), stored));
+                    Ok(t) => {
+                        if let Some(key) = &t.resource_key {
+                            recent.retain(|k| k != key);
+                            recent.insert(0, key.clone());
+                        }
+                        if t.is_ready_at(now) && t.env == request.env && t.kind == request.kind {
+                            candidates.push((t.clone(), stored));
+                        }
                     }
-                    Ok(_) => {}
                     Err(reason) => {
                         if !undecodable.iter().any(|u| u.id == stored.id) {
                             undecodable.push(Undecodable {
@@ -182,30 +189,11 @@ impl FirestoreStore {
                     &mut drained,
                 )
                 .await?;
-            let progressed = !more_taken.is_empty();
             taken.extend(more_taken);
             writes.extend(more_writes);
-            let mut now_seen: Vec<String> = keys_seen.keys().cloned().collect();
-            now_seen.sort();
-            let new_keys = now_seen != seen;
-            if taken.len() >= limit || !full || (!excluding && cursor.is_none()) {
+            if taken.len() >= limit || !full || cursor.is_none() {
                 break;
             }
-            if now_seen.len() > queries::MAX_EXCLUDED_KEYS {
-                // More keys than one query can leave out: read on from the
-                // last document in claim order. Every document before it
-                // was read or belongs to a key already met; the tasks of
-                // met keys cost their page read and nothing more.
-                if cursor.is_none() {
-                    break;
-                }
-                too_many_keys = true;
-            }
-            if excluding && !progressed && !new_keys {
-                // The same page again would bring nothing new.
-                break;
-            }
-            seen = now_seen;
         }
         if writes.is_empty() {
             return Ok((Some(taken), false));
@@ -735,6 +723,31 @@ pub(super) fn lost_race(s: &Status) -> bool {
         s.code(),
         Code::FailedPrecondition | Code::Aborted | Code::AlreadyExists
     )
+}
+
+/// The keys a page leaves out (at most [`queries::MAX_EXCLUDED_KEYS`], a
+/// `not-in`'s limit): first the keys this claim met (busy, or taken by it),
+/// the last read first, because their backlogs may go on past the page's
+/// cursor; then the keys known busy before the claim read anything.
+fn excluded_keys(
+    recent: &[String],
+    busy: &[String],
+    keys_seen: &HashMap<String, bool>,
+) -> Vec<String> {
+    let mut out: Vec<String> = Vec::with_capacity(queries::MAX_EXCLUDED_KEYS);
+    for key in recent
+        .iter()
+        .filter(|k| keys_seen.contains_key(k.as_str()))
+        .chain(busy)
+    {
+        if out.len() >= queries::MAX_EXCLUDED_KEYS {
+            break;
+        }
+        if !out.contains(key) {
+            out.push(key.clone());
+        }
+    }
+    out
 }
 
 /// A cursor just after `doc` in the ready query's order (`leasedUntil`,
