@@ -205,24 +205,121 @@ impl FirestoreStore {
             .map(|kept| kept.until - keys::DRAIN_MARGIN / 2)
             .fold(request.grant.leased_until, DateTime::min);
         let limit = (limit - now).to_std().unwrap_or(Duration::ZERO);
-        if writes.len() == taken.len() {
-            // No key lock: each lease stands alone.
-            let (leased, lost) = self.lease_each(taken, writes, limit).await?;
-            if let Some(tasks) = &leased {
-                self.record_leases(request, tasks, &drained);
+        // Leases with key locks: one atomic commit per key (its lock and
+        // its leases), so a claim that meets another on one key keeps the
+        // keys it won; leases without a lock stand alone, in one BatchWrite.
+        let (locked, loose) = self.split_by_key(taken, writes);
+        let loose = async {
+            if loose.0.is_empty() {
+                Ok((None, false))
+            } else {
+                self.lease_each(loose.0, loose.1, limit).await
             }
-            return Ok((leased, lost));
+        };
+        let locked = futures::future::join_all(
+            locked
+                .into_iter()
+                .map(|(tasks, writes)| self.commit_keys(tasks, writes, limit)),
+        );
+        let (loose, locked) = futures::join!(loose, locked);
+        let mut leased: Vec<Task> = Vec::new();
+        let mut lost = false;
+        let mut failure = None;
+        let outcomes = std::iter::once(loose).chain(locked.into_iter().map(|r| {
+            r.map(|tasks| {
+                let met = tasks.is_none();
+                if met {
+                    Counters::add(&self.counters.lost_leases, 1);
+                }
+                (tasks, met)
+            })
+        }));
+        for outcome in outcomes {
+            match outcome {
+                Ok((tasks, met)) => {
+                    lost |= met;
+                    leased.extend(tasks.unwrap_or_default());
+                }
+                Err(e) => failure = Some(e),
+            }
         }
-        // Leases with key locks: one atomic commit; any failed precondition
-        // means another claim won. (One commit per key would keep the keys
-        // a claim won; measured on the emulator it read more, not less: the
-        // reads are spent before the race is lost.)
-        let leased = self.commit_keys(taken, writes, limit).await?;
-        if let Some(tasks) = &leased {
-            self.record_leases(request, tasks, &drained);
+        self.record_leases(request, &leased, &drained);
+        match failure {
+            Some(e) if leased.is_empty() => Err(e),
+            Some(e) => {
+                tracing::warn!(error = %e,
+                    "some leases of a claim were not written; the tasks stay ready");
+                Ok((Some(leased), lost))
+            }
+            None if leased.is_empty() => Ok((None, lost)),
+            None => Ok((Some(leased), lost)),
         }
-        let lost = leased.is_none();
-        Ok((leased, lost))
+    }
+
+    /// The name of the lock document of (`env`, `kind`, `key`).
+    fn lock_name(&self, env: &str, kind: &str, key: &str) -> String {
+        format!(
+            "{}/{}-resourceKeys/{}",
+            self.db.get_documents_path(),
+            self.collection,
+            lock_id(env, kind, key)
+        )
+    }
+
+    /// The key whose lock `write` takes, if it is a lock write (see
+    /// [`Self::key_lock`]); `None` for a lease write.
+    fn lock_key(&self, write: &Write) -> Option<String> {
+        let Some(Operation::Update(d)) = &write.operation else {
+            return None;
+        };
+        let text = |field: &str| match d.fields.get(field) {
+            Some(Value {
+                value_type: Some(ValueType::StringValue(t)),
+            }) => Some(t.as_str()),
+            _ => None,
+        };
+        let (env, kind, key) = (text("env")?, text("type")?, text("resourceKey")?);
+        (d.name == self.lock_name(env, kind, key)).then(|| key.to_owned())
+    }
+
+    /// Splits a claim's tasks and writes (lock writes and lease writes, the
+    /// lease writes in the tasks' order) into one unit per key whose lock
+    /// is written (its lock and its leases, to commit atomically), and the
+    /// leases that need no lock write (keyless, or drained under a lock
+    /// this store keeps).
+    fn split_by_key(&self, taken: Vec<Task>, writes: Vec<Write>) -> (Vec<Unit>, Unit) {
+        let mut locks: HashMap<String, Write> = HashMap::new();
+        let mut leases: Vec<Write> = Vec::with_capacity(taken.len());
+        for w in writes {
+            match self.lock_key(&w) {
+                Some(key) => {
+                    locks.insert(key, w);
+                }
+                None => leases.push(w),
+            }
+        }
+        let mut locked: HashMap<String, Unit> = HashMap::new();
+        let mut loose = (Vec::new(), Vec::new());
+        for (task, lease) in taken.into_iter().zip(leases) {
+            let key = task.resource_key.clone();
+            match key.and_then(|k| locks.remove(&k).map(|lock| (k, lock))) {
+                Some((key, lock)) => {
+                    locked.insert(key, (vec![task], vec![lock, lease]));
+                }
+                None => match task.resource_key.as_ref().and_then(|k| locked.get_mut(k)) {
+                    // Another task of a key already locked (a group).
+                    Some((tasks, writes)) => {
+                        tasks.push(task);
+                        writes.push(lease);
+                    }
+                    None => {
+                        loose.0.push(task);
+                        loose.1.push(lease);
+                    }
+                },
+            }
+        }
+        (locked.into_values().collect(), loose)
     }
 
     /// Commits lock writes and lease writes atomically; the leased tasks
@@ -457,15 +554,7 @@ impl FirestoreStore {
             .filter_map(|(t, _)| t.resource_key.as_deref())
             .collect();
         for w in lock_writes {
-            let key = match &w.operation {
-                Some(Operation::Update(d)) => match d.fields.get("resourceKey") {
-                    Some(Value {
-                        value_type: Some(ValueType::StringValue(k)),
-                    }) => Some(k.clone()),
-                    _ => None,
-                },
-                _ => None,
-            };
+            let key = self.lock_key(&w);
             if key.as_deref().is_some_and(|k| taken_keys.contains(k)) {
                 writes.push(w.with_lease(
                     &request.grant,
@@ -564,12 +653,7 @@ impl FirestoreStore {
         request: &ClaimRequest,
         key: &str,
     ) -> Result<Lock, StoreError> {
-        let id = lock_id(&request.env, &request.kind, key);
-        let name = format!(
-            "{}/{}-resourceKeys/{id}",
-            self.db.get_documents_path(),
-            self.collection
-        );
+        let name = self.lock_name(&request.env, &request.kind, key);
         let request_get = BatchGetDocumentsRequest {
             database: self.database(),
             documents: vec![name.clone()],
@@ -636,6 +720,9 @@ impl FirestoreStore {
         })
     }
 }
+
+/// Tasks of a claim and the writes that lease them.
+type Unit = (Vec<Task>, Vec<Write>);
 
 /// A key's lock document as a claim read it.
 pub(super) struct Lock {
