@@ -17,7 +17,9 @@ impl FirestoreStore {
     /// Candidates come from the ready query: a first page of `limit`
     /// documents, then, only while busy keys or undecodable documents keep
     /// the claim short of its limit, pages of what it still lacks, each
-    /// after the last document read. Every page leaves out (`not-in`) up to
+    /// after the last document read (pages are smaller while the kind's
+    /// pages lately held runs of one key's backlog, see
+    /// [`keys::KeyBook::page_window`]). Every page leaves out (`not-in`) up to
     /// 10 keys whose tasks the claim cannot take: the keys it met, the last
     /// read first, then those the store knows are busy. Each lease write carries an
     /// `updateTime` precondition, so a task another claimer took meanwhile
@@ -138,18 +140,29 @@ impl FirestoreStore {
                 )
             };
             ready.start_at = cursor.take();
-            // Later pages read only what the claim still lacks: they exist
-            // because of keys met, whose backlogs often come next, and a
-            // claim takes one task of a key.
-            let window = if page == 0 {
-                limit
-            } else {
-                limit - taken.len()
-            };
+            // A page reads what the claim still lacks, fewer while this
+            // kind's pages lately held runs of one key's backlog (a claim
+            // takes one task of a key): each document read is billed.
+            let window = self
+                .keys
+                .page_window(&request.env, &request.kind, limit - taken.len());
             ready.limit = Some(i32::try_from(window).unwrap_or(i32::MAX));
             let docs = self.query(ready, None, |_| true).await?;
             let full = docs.len() >= window;
             cursor = docs.last().and_then(|last| ready_cursor(&last.doc));
+            let mut page_keys: HashSet<&str> = HashSet::new();
+            let fresh = docs
+                .iter()
+                .filter(|stored| match &stored.task {
+                    Ok(t) => match &t.resource_key {
+                        None => true,
+                        Some(key) => !keys_seen.contains_key(key) && page_keys.insert(key),
+                    },
+                    Err(_) => false,
+                })
+                .count();
+            self.keys
+                .page_read(&request.env, &request.kind, docs.len(), fresh);
             let mut candidates: Vec<(Task, Stored)> = Vec::new();
             for stored in docs {
                 match &stored.task {

@@ -108,6 +108,9 @@ pub(super) struct KeyBook {
     gates: Mutex<HashMap<(String, String), Gate>>,
     /// How claims of each (env, kind) space themselves out.
     paces: Mutex<HashMap<(String, String), Pace>>,
+    /// Of the documents the claims of each (env, kind) read lately, the
+    /// share they could take (see [`KeyBook::page_window`]).
+    shares: Mutex<HashMap<(String, String), f64>>,
 }
 
 impl Default for KeyBook {
@@ -117,6 +120,7 @@ impl Default for KeyBook {
             state: Mutex::default(),
             gates: Mutex::default(),
             paces: Mutex::default(),
+            shares: Mutex::default(),
         }
     }
 }
@@ -243,6 +247,37 @@ impl KeyBook {
         } else {
             pace.span.saturating_sub(1)
         };
+    }
+
+    /// How many documents a claim page of (`env`, `kind`) reads when the
+    /// claim lacks `wanted` tasks: `wanted`, times the share of the
+    /// documents read lately that the claims could take (a keyless task, or
+    /// the first task of a key not met), at least 1. Runs of one key's
+    /// backlog in the claim order make pages smaller (more pages, fewer
+    /// billed reads); pages of takeable tasks keep them at `wanted`.
+    pub(super) fn page_window(&self, env: &str, kind: &str, wanted: usize) -> usize {
+        let share = self
+            .shares
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&(env.to_owned(), kind.to_owned()))
+            .copied()
+            .unwrap_or(1.0);
+        ((wanted as f64 * share).ceil() as usize).clamp(1, wanted.max(1))
+    }
+
+    /// A claim page of (`env`, `kind`) read `docs` documents, `fresh` of
+    /// them takeable (see [`Self::page_window`]).
+    pub(super) fn page_read(&self, env: &str, kind: &str, docs: usize, fresh: usize) {
+        if docs == 0 {
+            return;
+        }
+        let share = fresh.min(docs) as f64 / docs as f64;
+        let mut shares = self.shares.lock().unwrap_or_else(PoisonError::into_inner);
+        let mean = shares
+            .entry((env.to_owned(), kind.to_owned()))
+            .or_insert(1.0);
+        *mean = (*mean + share) / 2.0;
     }
 
     /// A claim's commit leased `tasks` of `key` under a lock naming `token`;
@@ -568,6 +603,29 @@ mod tests {
             book.paced("E", "k", ms(10), false);
         }
         assert!(book.pace("E", "k").window().is_zero(), "back to none");
+    }
+
+    #[test]
+    fn pages_shrink_while_they_hold_runs_of_one_key() {
+        let book = KeyBook::default();
+        assert_eq!(book.page_window("E", "k", 4), 4, "nothing read yet");
+        // Four documents, one takeable: the rest were the key's backlog.
+        book.page_read("E", "k", 4, 1);
+        assert_eq!(book.page_window("E", "k", 4), 3);
+        book.page_read("E", "k", 4, 1);
+        assert_eq!(book.page_window("E", "k", 4), 2);
+        assert_eq!(book.page_window("E", "k", 1), 1, "never below one");
+        assert_eq!(book.page_window("E", "other", 4), 4, "per kind");
+        book.page_read("E", "k", 0, 0);
+        assert_eq!(
+            book.page_window("E", "k", 4),
+            2,
+            "an empty page says nothing"
+        );
+        for _ in 0..10 {
+            book.page_read("E", "k", 4, 4);
+        }
+        assert_eq!(book.page_window("E", "k", 4), 4, "takeable pages again");
     }
 
     #[test]
