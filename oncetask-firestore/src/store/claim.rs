@@ -19,11 +19,12 @@ impl FirestoreStore {
     /// the claim short of its limit, pages of what it still lacks, each
     /// after the last document read (pages are smaller while the kind's
     /// pages lately held runs of one key's backlog, see
-    /// [`keys::KeyBook::page_window`]). Every page leaves out (`not-in`) up to
-    /// 10 keys whose tasks the claim cannot take: the keys it met, the last
-    /// read first, then those the store knows are busy. Each lease write carries an
-    /// `updateTime` precondition, so a task another claimer took meanwhile
-    /// fails the commit instead of being leased twice.
+    /// [`keys::KeyBook::page_window`]). Every page leaves out (`not-in`)
+    /// up to 10 keys whose tasks the claim cannot take: the keys it met,
+    /// the last read first, then those the store knows are busy. Each
+    /// lease write carries an `updateTime` precondition, so a task another
+    /// claimer took meanwhile fails the commit instead of being leased
+    /// twice; a key's lock and leases are one atomic commit.
     ///
     /// A claim reads `limit` documents from the head of the claim order.
     /// After a lost race (`spread`, see [`SPREAD_CLAIMS`]) it starts at a
