@@ -222,6 +222,12 @@ impl FirestoreStore {
         // Leases with key locks: one atomic commit per key (its lock and
         // its leases), so a claim that meets another on one key keeps the
         // keys it won; leases without a lock stand alone, in one BatchWrite.
+        // The claim returns its tasks in claim order, whatever call leased them.
+        let order: HashMap<String, usize> = taken
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.id.clone(), i))
+            .collect();
         let (locked, loose) = self.split_by_key(taken, writes);
         let loose = async {
             if loose.0.is_empty() {
@@ -257,6 +263,7 @@ impl FirestoreStore {
                 Err(e) => failure = Some(e),
             }
         }
+        leased.sort_by_key(|t| order.get(&t.id).copied());
         self.record_leases(request, &leased, &drained);
         match failure {
             Some(e) if leased.is_empty() => Err(e),
