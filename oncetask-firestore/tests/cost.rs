@@ -421,6 +421,63 @@ async fn a_busy_key_drains_under_one_lock_write_and_others_wait_for_its_hold() {
     assert_eq!(spent.writes, 2, "the lease and the lock");
 }
 
+/// A claim reaches a free key's task behind the backlogs of more busy keys
+/// than one `not-in` can leave out (10): each page goes on after the last
+/// document read and leaves out the keys met, so a busy key costs its first
+/// task's read and its lock's, never its backlog. (Paging through the
+/// backlogs, the claim gave up at its page limit with nothing.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_reads_past_more_busy_keys_than_a_not_in_names() {
+    use oncetask_core::lifecycle::LeaseGrant;
+    use oncetask_core::store::{ClaimMode, ClaimRequest};
+    let collection = collection();
+    let holder = FirestoreStore::with_collection(db().await, &collection);
+    let other = FirestoreStore::with_collection(db().await, &collection);
+    let t0 = Utc::now();
+    // Twelve busy keys with a backlog of 5 each, then one free key: all
+    // created at once, so the ready order is by key.
+    let mut tasks: Vec<Task> = Vec::new();
+    for k in 0..12 {
+        for i in 0..5 {
+            let mut t = Task::new(format!("a{k:02}-{i}"), KIND, ENV, t0);
+            t.resource_key = Some(format!("a{k:02}"));
+            tasks.push(t);
+        }
+    }
+    let mut free = Task::new("b-0", KIND, ENV, t0);
+    free.resource_key = Some("b".to_owned());
+    tasks.push(free);
+    holder.create(tasks).await.expect("create");
+    let request = |limit| ClaimRequest {
+        env: ENV.into(),
+        kind: KIND.into(),
+        now: t0,
+        grant: LeaseGrant::new(t0, Duration::from_secs(60)),
+        mode: ClaimMode::Single { limit },
+    };
+    let held = holder.claim(&request(12)).await.expect("claim").tasks;
+    let mut keys: Vec<String> = held.iter().filter_map(|t| t.resource_key.clone()).collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        (0..12).map(|k| format!("a{k:02}")).collect::<Vec<_>>(),
+        "the holder takes one task of each busy key"
+    );
+
+    let before = other.stats();
+    let taken = other.claim(&request(1)).await.expect("claim").tasks;
+    let spent = other.stats().since(&before);
+    println!(
+        "cost: past 12 busy keys with backlogs of 5: a claim of 1 task read {} documents",
+        spent.reads
+    );
+    assert_eq!(taken.len(), 1, "the free key's task is found");
+    assert_eq!(taken[0].id, "b-0");
+    // Per busy key one page of 1 document and its lock; then the free
+    // task, its lock and one live-lease query.
+    assert_eq!(spent.reads, 12 * 2 + 3, "{spent:?}");
+}
+
 /// Bench row (not run by `scripts/test`: about a minute on the emulator):
 /// one resource key with 1,000 ready sub-second tasks, drained by 3
 /// managers. The store that takes the key keeps its lock for 5 s and drains

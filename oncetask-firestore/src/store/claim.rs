@@ -6,26 +6,91 @@ use super::*;
 use crate::document::{LEASE_FIELDS, due_bound, lease_fields, parse_time};
 use oncetask_core::store::ClaimTies;
 
+/// How often a single-task claim that lost some leases to another claim
+/// reads again for the slots it lost.
+const TOP_UPS: usize = 3;
+
 impl FirestoreStore {
     /// One claim attempt; `Ok(None)` when it lost a race (a precondition
     /// failed or Firestore aborted the commit) and should be retried.
     ///
-    /// Candidates come from the ready query, a page of `limit` documents at
-    /// a time (more pages only while busy keys or undecodable documents keep
-    /// the claim short of its limit). Each lease write carries an
-    /// `updateTime` precondition, so a task another claimer took meanwhile
-    /// fails the commit instead of being leased twice.
+    /// Candidates come from the ready query: a first page of `limit`
+    /// documents, then, only while busy keys or undecodable documents keep
+    /// the claim short of its limit, pages of what it still lacks, each
+    /// after the last document read (pages are smaller while the kind's
+    /// pages lately held runs of one key's backlog, see
+    /// [`keys::KeyBook::page_window`]). Every page leaves out (`not-in`)
+    /// up to 10 keys whose tasks the claim cannot take: the keys it met,
+    /// the last read first, then those the store knows are busy. Each
+    /// lease write carries an `updateTime` precondition, so a task another
+    /// claimer took meanwhile fails the commit instead of being leased
+    /// twice; a key's lock and leases are one atomic commit.
     ///
     /// A claim reads `limit` documents from the head of the claim order.
     /// After a lost race (`spread`, see [`SPREAD_CLAIMS`]) it starts at a
     /// random one of them, so concurrent claimers rarely pick the same
     /// document first.
+    ///
+    /// While claims of the kind meet other processes' claims, each waits a
+    /// random moment first ([`keys::Pace`]), and a single-task claim that
+    /// lost some leases but won others reads again for the slots it lost
+    /// (at most [`TOP_UPS`] times): returned short, the caller would look up
+    /// the next due time (reads) before claiming them anyway.
     pub(super) async fn try_claim(
         &self,
         request: &ClaimRequest,
         spread: bool,
         undecodable: &mut Vec<Undecodable>,
     ) -> Result<Option<Vec<Task>>, StoreError> {
+        let (mut taken, mut met) = match self.paced_attempt(request, spread, undecodable).await? {
+            (Some(tasks), met) => (tasks, met),
+            (None, _) => return Ok(None),
+        };
+        let ClaimMode::Single { limit } = request.mode else {
+            return Ok(Some(taken));
+        };
+        let mut top_ups = 0;
+        while met && !taken.is_empty() && taken.len() < limit && top_ups < TOP_UPS {
+            top_ups += 1;
+            let mut rest = request.clone();
+            rest.mode = ClaimMode::Single {
+                limit: limit - taken.len(),
+            };
+            let (more, again) = self.paced_attempt(&rest, true, undecodable).await?;
+            met = again;
+            taken.extend(more.unwrap_or_default());
+        }
+        Ok(Some(taken))
+    }
+
+    /// One attempt, after the wait the kind's [`keys::Pace`] asks for; also
+    /// whether it met another claim (lost a lease or its commit).
+    async fn paced_attempt(
+        &self,
+        request: &ClaimRequest,
+        spread: bool,
+        undecodable: &mut Vec<Undecodable>,
+    ) -> Result<(Option<Vec<Task>>, bool), StoreError> {
+        let window = self.keys.pace(&request.env, &request.kind).window();
+        if !window.is_zero() {
+            let nanos = u64::try_from(window.as_nanos()).unwrap_or(u64::MAX);
+            tokio::time::sleep(Duration::from_nanos(random_below_u64(nanos))).await;
+        }
+        let started = std::time::Instant::now();
+        let attempt = self.attempt(request, spread, undecodable).await?;
+        self.keys
+            .paced(&request.env, &request.kind, started.elapsed(), attempt.1);
+        Ok(attempt)
+    }
+
+    /// One claim attempt (see [`Self::try_claim`]): the leased tasks
+    /// (`None`: every lease lost a race), and whether any lease was lost.
+    async fn attempt(
+        &self,
+        request: &ClaimRequest,
+        spread: bool,
+        undecodable: &mut Vec<Undecodable>,
+    ) -> Result<(Option<Vec<Task>>, bool), StoreError> {
         let now = request.now;
         // The query takes what may be due by the end of this second (waits
         // are stored rounded up, Go writes whole seconds); the exact check
@@ -38,64 +103,79 @@ impl FirestoreStore {
             ClaimMode::ResourceGroup { max_group } => (1, Some(max_group.min(MAX_WRITES - 1))),
         };
         if limit == 0 || group == Some(0) {
-            return Ok(Some(Vec::new()));
+            return Ok((Some(Vec::new()), false));
         }
-        let window = limit;
+        // Keys whose tasks this claim can take no more of: busy (`true`),
+        // or taken by this claim.
         let mut keys_seen: HashMap<String, bool> = HashMap::new();
         let mut taken: Vec<Task> = Vec::new();
         let mut writes: Vec<Write> = Vec::new();
-        let mut cursor: Option<Cursor> = None;
-        // Keys met so far (busy, or taken by this claim: either way no more
-        // of their tasks can be taken): once there are some, later pages
-        // leave their tasks out (a `not-in` filter, read from the head)
-        // instead of paging through their backlogs.
         let mut drained: HashMap<String, Kept> = HashMap::new();
-        // Keys known busy (held here or elsewhere) are left out of the
-        // first page already.
-        let mut seen: Vec<String> =
-            self.keys
-                .known_busy(&request.env, &request.kind, now, queries::MAX_EXCLUDED_KEYS);
-        for key in &seen {
+        // Keys known busy (held here or elsewhere): pages leave their tasks
+        // out (`not-in`) instead of reading them.
+        let busy = self
+            .keys
+            .known_busy(&request.env, &request.kind, now, usize::MAX);
+        for key in &busy {
             keys_seen.insert(key.clone(), true);
         }
-        // Past more busy keys than a `not-in` may name, pages go on in
-        // claim order from the last document read.
-        let mut too_many_keys = false;
+        // Keys of the documents read so far, the last read first.
+        let mut recent: Vec<String> = Vec::new();
+        // Later pages go on in claim order after the last document read:
+        // every document before it was read, or belongs to a key left out.
+        let mut cursor: Option<Cursor> = None;
         for page in 0..MAX_PAGES {
             if taken.len() >= limit {
                 break;
             }
-            let excluding = !seen.is_empty() && !too_many_keys;
-            let mut ready = if excluding {
+            let excluded = excluded_keys(&recent, &busy, &keys_seen);
+            let mut ready = if excluded.is_empty() {
+                queries::ready_query(&self.collection, &request.env, &request.kind, &now_s)
+            } else {
                 queries::ready_query_excluding(
                     &self.collection,
                     &request.env,
                     &request.kind,
                     &now_s,
-                    &seen,
+                    &excluded,
                 )
-            } else {
-                let mut q =
-                    queries::ready_query(&self.collection, &request.env, &request.kind, &now_s);
-                q.start_at = cursor.take();
-                q
             };
+            ready.start_at = cursor.take();
+            // A page reads what the claim still lacks, fewer while this
+            // kind's pages lately held runs of one key's backlog (a claim
+            // takes one task of a key): each document read is billed.
+            let window = self
+                .keys
+                .page_window(&request.env, &request.kind, limit - taken.len());
             ready.limit = Some(i32::try_from(window).unwrap_or(i32::MAX));
             let docs = self.query(ready, None, |_| true).await?;
             let full = docs.len() >= window;
             cursor = docs.last().and_then(|last| ready_cursor(&last.doc));
-            let picked: HashSet<&str> = taken.iter().map(|t| t.id.as_str()).collect();
+            let mut page_keys: HashSet<&str> = HashSet::new();
+            let fresh = docs
+                .iter()
+                .filter(|stored| match &stored.task {
+                    Ok(t) => match &t.resource_key {
+                        None => true,
+                        Some(key) => !keys_seen.contains_key(key) && page_keys.insert(key),
+                    },
+                    Err(_) => false,
+                })
+                .count();
+            self.keys
+                .page_read(&request.env, &request.kind, docs.len(), fresh);
             let mut candidates: Vec<(Task, Stored)> = Vec::new();
             for stored in docs {
                 match &stored.task {
-                    // Read again from the head: already picked by this claim.
-                    Ok(t) if picked.contains(t.id.as_str()) => {}
-                    Ok(t)
-                        if t.is_ready_at(now) && t.env == request.env && t.kind == request.kind =>
-                    {
-                        candidates.push((t.clone(), stored));
+                    Ok(t) => {
+                        if let Some(key) = &t.resource_key {
+                            recent.retain(|k| k != key);
+                            recent.insert(0, key.clone());
+                        }
+                        if t.is_ready_at(now) && t.env == request.env && t.kind == request.kind {
+                            candidates.push((t.clone(), stored));
+                        }
                     }
-                    Ok(_) => {}
                     Err(reason) => {
                         if !undecodable.iter().any(|u| u.id == stored.id) {
                             undecodable.push(Undecodable {
@@ -123,33 +203,14 @@ impl FirestoreStore {
                     &mut drained,
                 )
                 .await?;
-            let progressed = !more_taken.is_empty();
             taken.extend(more_taken);
             writes.extend(more_writes);
-            let mut now_seen: Vec<String> = keys_seen.keys().cloned().collect();
-            now_seen.sort();
-            let new_keys = now_seen != seen;
-            if taken.len() >= limit || !full || (!excluding && cursor.is_none()) {
+            if taken.len() >= limit || !full || cursor.is_none() {
                 break;
             }
-            if now_seen.len() > queries::MAX_EXCLUDED_KEYS {
-                // More keys than one query can leave out: read on from the
-                // last document in claim order. Every document before it
-                // was read or belongs to a key already met; the tasks of
-                // met keys cost their page read and nothing more.
-                if cursor.is_none() {
-                    break;
-                }
-                too_many_keys = true;
-            }
-            if excluding && !progressed && !new_keys {
-                // The same page again would bring nothing new.
-                break;
-            }
-            seen = now_seen;
         }
         if writes.is_empty() {
-            return Ok(Some(taken));
+            return Ok((Some(taken), false));
         }
         // The writes must not land after the lease they write has ended.
         // Nor a drained lease after the first half of its hold's margin.
@@ -158,23 +219,128 @@ impl FirestoreStore {
             .map(|kept| kept.until - keys::DRAIN_MARGIN / 2)
             .fold(request.grant.leased_until, DateTime::min);
         let limit = (limit - now).to_std().unwrap_or(Duration::ZERO);
-        if writes.len() == taken.len() {
-            // No key lock: each lease stands alone.
-            let leased = self.lease_each(taken, writes, limit).await?;
-            if let Some(tasks) = &leased {
-                self.record_leases(request, tasks, &drained);
+        // Leases with key locks: one atomic commit per key (its lock and
+        // its leases), so a claim that meets another on one key keeps the
+        // keys it won; leases without a lock stand alone, in one BatchWrite.
+        // The claim returns its tasks in claim order, whatever call leased them.
+        let order: HashMap<String, usize> = taken
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.id.clone(), i))
+            .collect();
+        let (locked, loose) = self.split_by_key(taken, writes);
+        let loose = async {
+            if loose.0.is_empty() {
+                Ok((None, false))
+            } else {
+                self.lease_each(loose.0, loose.1, limit).await
             }
-            return Ok(leased);
+        };
+        let locked = futures::future::join_all(
+            locked
+                .into_iter()
+                .map(|(tasks, writes)| self.commit_keys(tasks, writes, limit)),
+        );
+        let (loose, locked) = futures::join!(loose, locked);
+        let mut leased: Vec<Task> = Vec::new();
+        let mut lost = false;
+        let mut failure = None;
+        let outcomes = std::iter::once(loose).chain(locked.into_iter().map(|r| {
+            r.map(|tasks| {
+                let met = tasks.is_none();
+                if met {
+                    Counters::add(&self.counters.lost_leases, 1);
+                }
+                (tasks, met)
+            })
+        }));
+        for outcome in outcomes {
+            match outcome {
+                Ok((tasks, met)) => {
+                    lost |= met;
+                    leased.extend(tasks.unwrap_or_default());
+                }
+                Err(e) => failure = Some(e),
+            }
         }
-        // Leases with key locks: one atomic commit; any failed precondition
-        // means another claim won. (One commit per key would keep the keys
-        // a claim won; measured on the emulator it read more, not less: the
-        // reads are spent before the race is lost.)
-        let leased = self.commit_keys(taken, writes, limit).await?;
-        if let Some(tasks) = &leased {
-            self.record_leases(request, tasks, &drained);
+        leased.sort_by_key(|t| order.get(&t.id).copied());
+        self.record_leases(request, &leased, &drained);
+        match failure {
+            Some(e) if leased.is_empty() => Err(e),
+            Some(e) => {
+                tracing::warn!(error = %e,
+                    "some leases of a claim were not written; the tasks stay ready");
+                Ok((Some(leased), lost))
+            }
+            None if leased.is_empty() => Ok((None, lost)),
+            None => Ok((Some(leased), lost)),
         }
-        Ok(leased)
+    }
+
+    /// The name of the lock document of (`env`, `kind`, `key`).
+    fn lock_name(&self, env: &str, kind: &str, key: &str) -> String {
+        format!(
+            "{}/{}-resourceKeys/{}",
+            self.db.get_documents_path(),
+            self.collection,
+            lock_id(env, kind, key)
+        )
+    }
+
+    /// The key whose lock `write` takes, if it is a lock write (see
+    /// [`Self::key_lock`]); `None` for a lease write.
+    fn lock_key(&self, write: &Write) -> Option<String> {
+        let Some(Operation::Update(d)) = &write.operation else {
+            return None;
+        };
+        let text = |field: &str| match d.fields.get(field) {
+            Some(Value {
+                value_type: Some(ValueType::StringValue(t)),
+            }) => Some(t.as_str()),
+            _ => None,
+        };
+        let (env, kind, key) = (text("env")?, text("type")?, text("resourceKey")?);
+        (d.name == self.lock_name(env, kind, key)).then(|| key.to_owned())
+    }
+
+    /// Splits a claim's tasks and writes (lock writes and lease writes, the
+    /// lease writes in the tasks' order) into one unit per key whose lock
+    /// is written (its lock and its leases, to commit atomically), and the
+    /// leases that need no lock write (keyless, or drained under a lock
+    /// this store keeps).
+    fn split_by_key(&self, taken: Vec<Task>, writes: Vec<Write>) -> (Vec<Unit>, Unit) {
+        let mut locks: HashMap<String, Write> = HashMap::new();
+        let mut leases: Vec<Write> = Vec::with_capacity(taken.len());
+        for w in writes {
+            match self.lock_key(&w) {
+                Some(key) => {
+                    locks.insert(key, w);
+                }
+                None => leases.push(w),
+            }
+        }
+        let mut locked: HashMap<String, Unit> = HashMap::new();
+        let mut loose = (Vec::new(), Vec::new());
+        for (task, lease) in taken.into_iter().zip(leases) {
+            let key = task.resource_key.clone();
+            match key.and_then(|k| locks.remove(&k).map(|lock| (k, lock))) {
+                Some((key, lock)) => {
+                    locked.insert(key, (vec![task], vec![lock, lease]));
+                }
+                None => match task.resource_key.as_ref().and_then(|k| locked.get_mut(k)) {
+                    // Another task of a key already locked (a group).
+                    Some((tasks, writes)) => {
+                        tasks.push(task);
+                        writes.push(lease);
+                    }
+                    None => {
+                        loose.0.push(task);
+                        loose.1.push(lease);
+                    }
+                },
+            }
+        }
+        (locked.into_values().collect(), loose)
     }
 
     /// Commits lock writes and lease writes atomically; the leased tasks
@@ -217,13 +383,14 @@ impl FirestoreStore {
     /// under a lock this store keeps) in one BatchWrite,
     /// each conditional on its candidate's update time: a lease another
     /// claim took first fails alone, and the others are kept (an atomic
-    /// commit would lose them all). `Ok(None)` when every lease lost a race.
+    /// commit would lose them all). `Ok(None)` when every lease lost a race;
+    /// also whether any did.
     async fn lease_each(
         &self,
         taken: Vec<Task>,
         writes: Vec<Write>,
         limit: Duration,
-    ) -> Result<Option<Vec<Task>>, StoreError> {
+    ) -> Result<(Option<Vec<Task>>, bool), StoreError> {
         let n = writes.len();
         let request = BatchWriteRequest {
             database: self.database(),
@@ -242,12 +409,14 @@ impl FirestoreStore {
             .into_inner();
         let mut leased = Vec::with_capacity(n);
         let mut failure = None;
+        let mut lost = false;
         for (i, mut task) in taken.into_iter().enumerate() {
             match response.status.get(i) {
                 Some(s) if s.code != 0 => {
                     let status = Status::new(Code::from(s.code), s.message.clone());
                     if lost_race(&status) {
                         Counters::add(&self.counters.lost_leases, 1);
+                        lost = true;
                     } else {
                         failure = Some(status);
                     }
@@ -266,10 +435,10 @@ impl FirestoreStore {
             Some(status) => {
                 tracing::warn!(code = ?status.code(), message = status.message(),
                     "some leases of a claim were not written; the tasks stay ready");
-                Ok(Some(leased))
+                Ok((Some(leased), lost))
             }
-            None if leased.is_empty() => Ok(None),
-            None => Ok(Some(leased)),
+            None if leased.is_empty() => Ok((None, lost)),
+            None => Ok((Some(leased), lost)),
         }
     }
 
@@ -406,15 +575,7 @@ impl FirestoreStore {
             .filter_map(|(t, _)| t.resource_key.as_deref())
             .collect();
         for w in lock_writes {
-            let key = match &w.operation {
-                Some(Operation::Update(d)) => match d.fields.get("resourceKey") {
-                    Some(Value {
-                        value_type: Some(ValueType::StringValue(k)),
-                    }) => Some(k.clone()),
-                    _ => None,
-                },
-                _ => None,
-            };
+            let key = self.lock_key(&w);
             if key.as_deref().is_some_and(|k| taken_keys.contains(k)) {
                 writes.push(w.with_lease(
                     &request.grant,
@@ -513,12 +674,7 @@ impl FirestoreStore {
         request: &ClaimRequest,
         key: &str,
     ) -> Result<Lock, StoreError> {
-        let id = lock_id(&request.env, &request.kind, key);
-        let name = format!(
-            "{}/{}-resourceKeys/{id}",
-            self.db.get_documents_path(),
-            self.collection
-        );
+        let name = self.lock_name(&request.env, &request.kind, key);
         let request_get = BatchGetDocumentsRequest {
             database: self.database(),
             documents: vec![name.clone()],
@@ -585,6 +741,9 @@ impl FirestoreStore {
         })
     }
 }
+
+/// Tasks of a claim and the writes that lease them.
+type Unit = (Vec<Task>, Vec<Write>);
 
 /// A key's lock document as a claim read it.
 pub(super) struct Lock {
@@ -674,6 +833,31 @@ pub(super) fn lost_race(s: &Status) -> bool {
     )
 }
 
+/// The keys a page leaves out (at most [`queries::MAX_EXCLUDED_KEYS`], a
+/// `not-in`'s limit): first the keys this claim met (busy, or taken by it),
+/// the last read first, because their backlogs may go on past the page's
+/// cursor; then the keys known busy before the claim read anything.
+fn excluded_keys(
+    recent: &[String],
+    busy: &[String],
+    keys_seen: &HashMap<String, bool>,
+) -> Vec<String> {
+    let mut out: Vec<String> = Vec::with_capacity(queries::MAX_EXCLUDED_KEYS);
+    for key in recent
+        .iter()
+        .filter(|k| keys_seen.contains_key(k.as_str()))
+        .chain(busy)
+    {
+        if out.len() >= queries::MAX_EXCLUDED_KEYS {
+            break;
+        }
+        if !out.contains(key) {
+            out.push(key.clone());
+        }
+    }
+    out
+}
+
 /// A cursor just after `doc` in the ready query's order (`leasedUntil`,
 /// `waitUntil`, `createdAt`, `resourceKey`, `__name__`), from its stored
 /// values; `None` if one is missing.
@@ -689,6 +873,12 @@ pub(super) fn ready_cursor(doc: &Document) -> Option<Cursor> {
         values,
         before: false,
     })
+}
+
+/// A random number below `n` (0 when `n` is 0).
+fn random_below_u64(n: u64) -> u64 {
+    let r = uuid::Uuid::new_v4().as_u128();
+    u64::try_from(r % u128::from(n.max(1))).unwrap_or(0)
 }
 
 /// A random number below `n` (`n > 0`).

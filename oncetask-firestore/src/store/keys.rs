@@ -63,8 +63,38 @@ pub(super) const BUSY_MEMORY: TimeDelta = TimeDelta::seconds(1);
 /// dropped first).
 const MAX_REMEMBERED: usize = 4096;
 
+/// Most a contended claim waits before it reads (see [`Pace`]).
+const MAX_BACKOFF: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Most claim durations a contended claim's wait may span (see [`Pace`]).
+const MAX_SPAN: u32 = 16;
+
 /// (env, kind, key).
 type KeyId = (String, String, String);
+
+/// How claims of one (env, kind) in a store space themselves out while
+/// they meet other processes' claims.
+///
+/// Concurrent claims read the same head of the ready order, so all but one
+/// lose the same documents, and every lost document was a billed read. A
+/// claim that lost a lease doubles `span` (up to [`MAX_SPAN`]); each claim
+/// that lost none lowers it by one. Each claim first waits a random part of
+/// `span` claim durations (`took`, a running mean of how long a claim's
+/// read and writes take, the window in which two claims collide): claims
+/// that met stop reading at the same moment, and a store that meets no one
+/// waits nothing.
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct Pace {
+    took: std::time::Duration,
+    span: u32,
+}
+
+impl Pace {
+    /// The longest wait before the next claim: 0 while claims meet no one.
+    pub(super) fn window(&self) -> std::time::Duration {
+        self.took.saturating_mul(self.span).min(MAX_BACKOFF)
+    }
+}
 
 /// What claims of one (env, kind) in a store pass one at a time.
 pub(super) type Gate = Arc<tokio::sync::Mutex<()>>;
@@ -76,6 +106,11 @@ pub(super) struct KeyBook {
     /// One claim at a time per (env, kind) in this store, so what the
     /// book says of a key still holds when the claim commits.
     gates: Mutex<HashMap<(String, String), Gate>>,
+    /// How claims of each (env, kind) space themselves out.
+    paces: Mutex<HashMap<(String, String), Pace>>,
+    /// Of the documents the claims of each (env, kind) read lately, the
+    /// share they could take (see [`KeyBook::page_window`]).
+    shares: Mutex<HashMap<(String, String), f64>>,
 }
 
 impl Default for KeyBook {
@@ -84,6 +119,8 @@ impl Default for KeyBook {
             holder: uuid::Uuid::new_v4().simple().to_string(),
             state: Mutex::default(),
             gates: Mutex::default(),
+            paces: Mutex::default(),
+            shares: Mutex::default(),
         }
     }
 }
@@ -180,6 +217,67 @@ impl KeyBook {
             .entry((env.to_owned(), kind.to_owned()))
             .or_default()
             .clone()
+    }
+
+    /// How claims of (`env`, `kind`) in this store space themselves out.
+    pub(super) fn pace(&self, env: &str, kind: &str) -> Pace {
+        self.paces
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&(env.to_owned(), kind.to_owned()))
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// A claim attempt of (`env`, `kind`) took `took`; `met`: it lost a
+    /// lease (or its commit) to another claim.
+    pub(super) fn paced(&self, env: &str, kind: &str, took: std::time::Duration, met: bool) {
+        let mut paces = self.paces.lock().unwrap_or_else(PoisonError::into_inner);
+        if !met && !paces.contains_key(&(env.to_owned(), kind.to_owned())) {
+            return;
+        }
+        let pace = paces.entry((env.to_owned(), kind.to_owned())).or_default();
+        pace.took = if pace.took.is_zero() {
+            took
+        } else {
+            (pace.took * 3 + took) / 4
+        };
+        pace.span = if met {
+            (pace.span * 2).clamp(1, MAX_SPAN)
+        } else {
+            pace.span.saturating_sub(1)
+        };
+    }
+
+    /// How many documents a claim page of (`env`, `kind`) reads when the
+    /// claim lacks `wanted` tasks: `wanted`, times the share of the
+    /// documents read lately that the claims could take (a keyless task, or
+    /// the first task of a key not met), at least 1. Runs of one key's
+    /// backlog in the claim order make pages smaller (more pages, fewer
+    /// billed reads); pages of takeable tasks keep them at `wanted`.
+    pub(super) fn page_window(&self, env: &str, kind: &str, wanted: usize) -> usize {
+        let share = self
+            .shares
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&(env.to_owned(), kind.to_owned()))
+            .copied()
+            .unwrap_or(1.0);
+        ((wanted as f64 * share).ceil() as usize).clamp(1, wanted.max(1))
+    }
+
+    /// A claim page of (`env`, `kind`) read `docs` documents, `fresh` of
+    /// them takeable (see [`Self::page_window`]).
+    pub(super) fn page_read(&self, env: &str, kind: &str, docs: usize, fresh: usize) {
+        if docs == 0 {
+            return;
+        }
+        let share = fresh.min(docs) as f64 / docs as f64;
+        let mut shares = self.shares.lock().unwrap_or_else(PoisonError::into_inner);
+        let mean = shares
+            .entry((env.to_owned(), kind.to_owned()))
+            .or_insert(1.0);
+        *mean = (*mean + share) / 2.0;
     }
 
     /// A claim's commit leased `tasks` of `key` under a lock naming `token`;
@@ -476,6 +574,58 @@ mod tests {
             assert!(book.drainable("E", "k", "r", now).is_none(), "{foreign}");
             assert!(!book.freed_with("E", "k", "r", Some("tok")), "{foreign}");
         }
+    }
+
+    #[test]
+    fn claims_wait_only_while_they_meet_other_claims() {
+        use std::time::Duration;
+        let book = KeyBook::default();
+        let ms = Duration::from_millis;
+        assert!(book.pace("E", "k").window().is_zero());
+        book.paced("E", "k", ms(10), false);
+        assert!(book.pace("E", "k").window().is_zero(), "no one met");
+        book.paced("E", "k", ms(10), true);
+        assert_eq!(book.pace("E", "k").window(), ms(10));
+        book.paced("E", "k", ms(10), true);
+        assert_eq!(book.pace("E", "k").window(), ms(20), "doubles");
+        assert!(book.pace("E", "other").window().is_zero(), "per kind");
+        for _ in 0..10 {
+            book.paced("E", "k", ms(10), true);
+        }
+        assert_eq!(
+            book.pace("E", "k").window(),
+            ms(10) * MAX_SPAN,
+            "at most MAX_SPAN claims"
+        );
+        book.paced("E", "k", Duration::from_secs(1), true);
+        assert_eq!(book.pace("E", "k").window(), MAX_BACKOFF);
+        for _ in 0..MAX_SPAN {
+            book.paced("E", "k", ms(10), false);
+        }
+        assert!(book.pace("E", "k").window().is_zero(), "back to none");
+    }
+
+    #[test]
+    fn pages_shrink_while_they_hold_runs_of_one_key() {
+        let book = KeyBook::default();
+        assert_eq!(book.page_window("E", "k", 4), 4, "nothing read yet");
+        // Four documents, one takeable: the rest were the key's backlog.
+        book.page_read("E", "k", 4, 1);
+        assert_eq!(book.page_window("E", "k", 4), 3);
+        book.page_read("E", "k", 4, 1);
+        assert_eq!(book.page_window("E", "k", 4), 2);
+        assert_eq!(book.page_window("E", "k", 1), 1, "never below one");
+        assert_eq!(book.page_window("E", "other", 4), 4, "per kind");
+        book.page_read("E", "k", 0, 0);
+        assert_eq!(
+            book.page_window("E", "k", 4),
+            2,
+            "an empty page says nothing"
+        );
+        for _ in 0..10 {
+            book.page_read("E", "k", 4, 4);
+        }
+        assert_eq!(book.page_window("E", "k", 4), 4, "takeable pages again");
     }
 
     #[test]
