@@ -197,11 +197,12 @@ impl PostgresStore {
         Ok(picked)
     }
 
-    /// The query plans (`EXPLAIN`) of a claim's statements and of a swap for `env`/`kind`
-    /// at `now`: the candidate query, the resource-key busy check it embeds,
-    /// the group query for `key`, the bulk write-back of claimed tasks, and
-    /// the next due time an idle worker asks for. A diagnostic, used by the
-    /// tests that check the claim is served by the indexes.
+    /// The query plans (`EXPLAIN`) of the hot path's statements for
+    /// `env`/`kind` at `now`, each under a `-- <name>` line: the candidate
+    /// query and the resource-key busy check it embeds, the group query for
+    /// `key`, the lock of the chosen rows, the bulk write-back of claimed
+    /// tasks, the next due time an idle worker asks for, and a swap. A
+    /// diagnostic, used by the tests that check the indexes serve them.
     pub async fn explain_claim(
         &self,
         env: &str,
@@ -244,6 +245,15 @@ impl PostgresStore {
             .fetch_all(&mut *conn)
             .await
             .map_err(db)?;
+        let lock = sqlx::query(&format!("EXPLAIN {}", self.lock_ready_sql(false)))
+            .bind(env)
+            .bind(kind)
+            .bind(now)
+            .bind(vec![sample.id.clone()])
+            .bind(vec![key.to_owned()])
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(db)?;
         let swap = sqlx::query(&format!("EXPLAIN {}", self.swap_sql()))
             .bind(Json(Value::Array(vec![crate::swap::sample_change(
                 &sample,
@@ -255,6 +265,7 @@ impl PostgresStore {
         for (title, rows) in [
             ("candidates", candidate),
             ("group", group),
+            ("lock ready", lock),
             ("write-back", write),
             ("next due", due),
             ("swap", swap),
@@ -311,31 +322,15 @@ impl PostgresStore {
         group: bool,
         undecodable: &mut Vec<Undecodable>,
     ) -> Result<Vec<Task>, StoreError> {
-        let t = &self.inner.table;
-        let order = if group {
-            "t.wait_until NULLS FIRST, t.created_at, t.id"
-        } else {
-            "t.leased_until NULLS FIRST, t.wait_until NULLS FIRST, t.created_at, t.id"
-        };
-        let rows = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM {t} t \
-             WHERE t.id = ANY($4) AND t.env = $1 AND t.kind = $2 AND t.done_at IS NULL \
-               AND (t.wait_until IS NULL OR t.wait_until <= $3) \
-               AND (t.leased_until IS NULL OR t.leased_until <= $3) \
-               AND (t.resource_key IS NULL OR (t.resource_key = ANY($5) AND NOT EXISTS ( \
-                   SELECT 1 FROM {t} b WHERE b.env = t.env AND b.kind = t.kind \
-                     AND b.resource_key = t.resource_key AND b.done_at IS NULL \
-                     AND b.leased_until > $3 AND b.id <> t.id))) \
-             ORDER BY {order} FOR UPDATE OF t SKIP LOCKED"
-        ))
-        .bind(&request.env)
-        .bind(&request.kind)
-        .bind(request.now)
-        .bind(ids)
-        .bind(keys)
-        .fetch_all(conn)
-        .await
-        .map_err(db)?;
+        let rows = sqlx::query(&self.lock_ready_sql(group))
+            .bind(&request.env)
+            .bind(&request.kind)
+            .bind(request.now)
+            .bind(ids)
+            .bind(keys)
+            .fetch_all(conn)
+            .await
+            .map_err(db)?;
         let mut tasks = Vec::with_capacity(rows.len());
         for r in &rows {
             let Decoded { id, task } = row::decode(r).map_err(db)?;
@@ -345,6 +340,32 @@ impl PostgresStore {
             }
         }
         Ok(tasks)
+    }
+
+    /// The lock of the still-ready rows among the ids `$4` (env `$1`, kind
+    /// `$2`, at `$3`; keyed ones only if their key is in `$5` and free), in
+    /// claim order or, with `group`, in group order. The ids are joined on
+    /// the primary key: with `id = ANY(..)` and stale statistics (a bulk
+    /// load without `ANALYZE`) the planner may walk the kind's whole ready
+    /// index instead.
+    pub(crate) fn lock_ready_sql(&self, group: bool) -> String {
+        let t = &self.inner.table;
+        let order = if group {
+            "t.wait_until NULLS FIRST, t.created_at, t.id"
+        } else {
+            "t.leased_until NULLS FIRST, t.wait_until NULLS FIRST, t.created_at, t.id"
+        };
+        format!(
+            "SELECT {COLUMNS} FROM unnest($4::text[]) AS c(wanted) JOIN {t} t ON t.id = c.wanted \
+             WHERE t.env = $1 AND t.kind = $2 AND t.done_at IS NULL \
+               AND (t.wait_until IS NULL OR t.wait_until <= $3) \
+               AND (t.leased_until IS NULL OR t.leased_until <= $3) \
+               AND (t.resource_key IS NULL OR (t.resource_key = ANY($5) AND NOT EXISTS ( \
+                   SELECT 1 FROM {t} b WHERE b.env = t.env AND b.kind = t.kind \
+                     AND b.resource_key = t.resource_key AND b.done_at IS NULL \
+                     AND b.leased_until > $3 AND b.id <> t.id))) \
+             ORDER BY {order} FOR UPDATE OF t SKIP LOCKED"
+        )
     }
 
     /// The group query: ids of the ready tasks of key `$4` (env `$1`, kind

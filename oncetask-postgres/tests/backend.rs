@@ -168,13 +168,9 @@ async fn transactional_enqueue_creates_tasks_only_when_the_transaction_commits()
     drop_schema(&store).await;
 }
 
-/// On 100k rows (most done or waiting, keys shared), the claim's candidate
-/// query, its busy-key check, the group query, the bulk write-back and the
-/// swap are index scans.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn claim_queries_use_the_indexes_on_100k_rows() {
-    let schema = new_schema();
-    let store = store(&schema).await;
+/// 100k rows in `store` (most done or waiting, keys shared), in one
+/// statement; `analyze`: statistics taken afterwards.
+async fn populate(store: &PostgresStore, analyze: bool) {
     let t = store.table();
     sqlx::query(&format!(
         "INSERT INTO {t} (id, kind, env, data, resource_key, wait_until, leased_until, \
@@ -192,10 +188,30 @@ async fn claim_queries_use_the_indexes_on_100k_rows() {
     .execute(store.pool())
     .await
     .expect("populate");
-    sqlx::query(&format!("ANALYZE {t}"))
-        .execute(store.pool())
-        .await
-        .expect("analyze");
+    if analyze {
+        sqlx::query(&format!("ANALYZE {t}"))
+            .execute(store.pool())
+            .await
+            .expect("analyze");
+    }
+}
+
+/// The plan of the statement under `-- <name>` in an `explain_claim` text.
+fn plan_of<'a>(plans: &'a str, name: &str) -> &'a str {
+    let start = plans
+        .find(&format!("-- {name}\n"))
+        .unwrap_or_else(|| panic!("no plan named {name}:\n{plans}"));
+    let rest = &plans[start + name.len() + 4..];
+    &rest[..rest.find("-- ").unwrap_or(rest.len())]
+}
+
+/// On 100k rows (most done or waiting, keys shared), the claim's candidate
+/// query, its busy-key check, the group query, the lock of the chosen rows,
+/// the bulk write-back and the swap are index scans.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claim_queries_use_the_indexes_on_100k_rows() {
+    let store = store(&new_schema()).await;
+    populate(&store, true).await;
     let plan = store
         .explain_claim("env-1", "kind-1", "key-1", chrono::Utc::now())
         .await
@@ -213,6 +229,32 @@ async fn claim_queries_use_the_indexes_on_100k_rows() {
         "tasks_pkey",
     ] {
         assert!(plan.contains(index), "{index} unused:\n{plan}");
+    }
+    drop_schema(&store).await;
+}
+
+/// After a bulk load with no `ANALYZE` (autovacuum may be off), no
+/// statement of the hot path scans the task table, and the writes by id
+/// (the claim's write-back and the swap) go through the primary key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_hot_path_scans_no_table_without_fresh_statistics() {
+    let store = store(&new_schema()).await;
+    populate(&store, false).await;
+    let plans = store
+        .explain_claim("env-1", "kind-1", "key-1", chrono::Utc::now())
+        .await
+        .expect("explain");
+    eprintln!("{plans}");
+    assert!(
+        !plans.contains("Seq Scan on tasks"),
+        "a hot-path statement scans the table:\n{plans}"
+    );
+    for name in ["write-back", "swap"] {
+        let plan = plan_of(&plans, name);
+        assert!(
+            plan.contains("tasks_pkey"),
+            "{name} skips the primary key:\n{plan}"
+        );
     }
     drop_schema(&store).await;
 }
