@@ -33,6 +33,9 @@ struct Faulty {
     /// While set, a claim leases at most one task, as if concurrent
     /// claimers had taken the rest (an optimistic backend's lost races).
     short_claims: Arc<AtomicBool>,
+    /// While set, every swap waits for a permit of this gate (closing it
+    /// lets every swap through).
+    swap_gate: Option<Arc<tokio::sync::Semaphore>>,
     /// Calls of `claim` and `next_due` so far.
     claims: Arc<AtomicU32>,
     next_dues: Arc<AtomicU32>,
@@ -55,6 +58,10 @@ impl Store for Faulty {
     async fn swap(&self, swaps: Vec<Swap>) -> Result<Vec<SwapOutcome>, StoreError> {
         if self.swaps_hang.load(Ordering::SeqCst) {
             std::future::pending::<()>().await;
+        }
+        if let Some(gate) = &self.swap_gate {
+            // A closed semaphore lets every waiter through.
+            let _ = gate.acquire().await;
         }
         let blip = self
             .failing_swaps
@@ -248,6 +255,44 @@ async fn a_short_claim_does_not_idle_the_free_slots_until_the_poll() {
     let runs = register_counting_with(&m, HandlerOptions::default().concurrency(4));
     eventually("every task ran", || async {
         runs.load(Ordering::SeqCst) == 3
+    })
+    .await;
+    m.shutdown(Duration::from_secs(1)).await;
+}
+
+/// A worker slot is free as soon as its handler returns: with one slot, the
+/// next task's handler starts while the first outcome is still being
+/// written (here: held at the store until the test lets it through).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_next_task_starts_while_an_outcome_is_being_written() {
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let store = Faulty {
+        swap_gate: Some(gate.clone()),
+        ..Faulty::default()
+    };
+    let clock = ManualClock::new(start());
+    let setup = manager(&store, &clock, false);
+    register_counting(&setup);
+    for id in ["first", "second"] {
+        setup.create(&Job { id }).await.expect("create");
+    }
+    let m = manager(&store, &clock, true);
+    let runs = register_counting_with(&m, HandlerOptions::default().concurrency(1));
+    eventually("both handlers ran, no outcome written yet", || async {
+        runs.load(Ordering::SeqCst) == 2
+    })
+    .await;
+    for id in ["first", "second"] {
+        assert_eq!(
+            status(&m, id, &clock).await,
+            Some(TaskStatus::Leased),
+            "{id}"
+        );
+    }
+    gate.close();
+    eventually("both outcomes written", || async {
+        status(&m, "first", &clock).await == Some(TaskStatus::Completed)
+            && status(&m, "second", &clock).await == Some(TaskStatus::Completed)
     })
     .await;
     m.shutdown(Duration::from_secs(1)).await;

@@ -8,7 +8,7 @@ use std::time::Duration;
 use chrono::{DateTime, TimeDelta, Utc};
 use futures::FutureExt;
 use futures::future::BoxFuture;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::{JoinHandle, JoinSet};
 use tracing::Instrument;
 
@@ -181,8 +181,10 @@ async fn dispatch_loop(
                     let inner = inner.clone();
                     let registration = registration.clone();
                     running.spawn(async move {
-                        let _slot = permit;
-                        let run = AssertUnwindSafe(run_claimed(&inner, &registration, part));
+                        // The run gives the slot back when its last handler
+                        // returns, before the outcome is written.
+                        let run =
+                            AssertUnwindSafe(run_claimed(&inner, &registration, part, permit));
                         if let Err(panic) = run.catch_unwind().await {
                             // A bug must not silently stop the kind: log it and
                             // carry on; the task stays leased until its lease expires.
@@ -347,7 +349,7 @@ pub(crate) async fn process_next(
         },
     };
     match claim(inner, registration, mode).await? {
-        Some(claim) => Ok(Some(run_claimed(inner, registration, claim).await)),
+        Some(claim) => Ok(Some(run_claimed(inner, registration, claim, None).await)),
         None => Ok(None),
     }
 }
@@ -398,11 +400,16 @@ async fn claim(
     }))
 }
 
-/// Runs the handlers of a claim's tasks and stores their outcomes.
+/// Runs the handlers of a claim's tasks and stores their outcomes. The
+/// worker slot (`slot`) is given back as soon as the last handler returns:
+/// writing the outcome keeps no slot busy, so the dispatch loop claims the
+/// next task while it is written (the task stays leased, its resource key
+/// held, until then).
 async fn run_claimed(
     inner: &Arc<Inner>,
     registration: &Arc<Registration>,
     claim: Claim,
+    slot: Option<OwnedSemaphorePermit>,
 ) -> RunReport {
     let options = &registration.options;
     let token = claim.token;
@@ -412,6 +419,7 @@ async fn run_claimed(
         token: &token,
         claimed_at: claim.claimed_at,
         executions: 0,
+        slot,
         report: RunReport {
             kind: registration.kind.clone(),
             claimed: claim.tasks.iter().map(|t| t.id.clone()).collect(),
@@ -427,7 +435,9 @@ async fn run_claimed(
     }
     let (cancelled, normal): (Vec<Task>, Vec<Task>) =
         rest.into_iter().partition(|t| t.is_cancelled);
-    for task in cancelled {
+    let handlers = cancelled.len() + usize::from(!normal.is_empty());
+    for (i, task) in cancelled.into_iter().enumerate() {
+        let last = i + 1 == handlers;
         let handler: Arc<dyn TaskHandler> = options
             .cancellation_handler
             .clone()
@@ -438,9 +448,13 @@ async fn run_claimed(
             kind: registration.kind.clone(),
         };
         let input = task.clone();
-        run.execute(vec![task], HandlerPath::Cancellation, current, async move {
-            handler.handle(input).await
-        })
+        run.execute(
+            vec![task],
+            HandlerPath::Cancellation,
+            current,
+            last,
+            async move { handler.handle(input).await },
+        )
         .await;
     }
     if !normal.is_empty() {
@@ -469,7 +483,8 @@ async fn run_claimed(
                 async move { handler.handle(input).await }.boxed()
             }
         };
-        run.execute(normal, HandlerPath::Main, current, work).await;
+        run.execute(normal, HandlerPath::Main, current, true, work)
+            .await;
     }
     run.report
 }
@@ -492,16 +507,20 @@ struct Run<'a> {
     /// Handler runs done so far for this claim (cancellation handlers run
     /// before the main handler, on the same lease).
     executions: usize,
+    /// The worker slot this claim runs in, until its last handler returns.
+    slot: Option<OwnedSemaphorePermit>,
     report: RunReport,
 }
 
 impl Run<'_> {
-    /// Runs `work` for `held` and records the outcome on every task of `held`.
+    /// Runs `work` for `held` and records the outcome on every task of `held`;
+    /// `last`: the claim's last handler, whose return frees the slot.
     async fn execute(
         &mut self,
         mut held: Vec<Task>,
         path: HandlerPath,
         current: CurrentTask,
+        last: bool,
         work: impl std::future::Future<Output = HandlerResult> + Send,
     ) {
         let mut anchor = self.claimed_at;
@@ -519,6 +538,9 @@ impl Run<'_> {
         let ended = self
             .guard(&mut held, &mut lost, anchor, current, work)
             .await;
+        if last {
+            self.slot = None;
+        }
         metrics::count(
             metrics::TASKS_FENCED_OFF,
             &self.inner.env,
