@@ -644,19 +644,13 @@ impl FirestoreStore {
     /// The masked write of the fields `swap`'s change writes
     /// ([`change_mask`]). A result or error history that would take the
     /// document past Firestore's size limit is shortened first
-    /// ([`limits::fit_outcome`]).
+    /// ([`limits::fit_outcome`]); only changes that write them are sized.
     fn change_write(&self, swap: &Swap) -> Result<Write, StoreError> {
         let task = swap.task();
         let unencodable = |e: crate::document::EncodeError| StoreError::Unencodable {
             id: task.id.clone(),
             reason: e.to_string(),
         };
-        let name = self.doc_name(&task.id);
-        // Everything but the changed fields, counted once.
-        let rest = limits::document_size(&name, &fixed_fields(task))
-            + "data".len()
-            + 1
-            + limits::json_object_size(&task.data);
         // A live lease ends on a whole second, rounded up, as a claim's
         // does: Go compares whole-second strings and would read a lease
         // ending inside a second as over at that second's start.
@@ -671,7 +665,22 @@ impl FirestoreStore {
             });
         let task = rounded.as_ref().unwrap_or(task);
         let mut fields = encode_changes(task).map_err(unencodable)?;
-        if rest + limits::fields_size(&fields) > limits::MAX_DOCUMENT_BYTES {
+        // Only a result or an error history can grow a document toward the
+        // limit: other changes write a few small fields, so they skip
+        // sizing the payload (which walks all of it).
+        let grows = swap.change().writes(oncetask_core::store::Field::Result)
+            || swap.change().writes(oncetask_core::store::Field::Errors);
+        // Everything but the changed fields, counted once.
+        let size_of_rest = || {
+            limits::document_size(&self.doc_name(&task.id), &fixed_fields(task))
+                + "data".len()
+                + 1
+                + limits::json_object_size(&task.data)
+        };
+        if grows
+            && let rest = size_of_rest()
+            && rest + limits::fields_size(&fields) > limits::MAX_DOCUMENT_BYTES
+        {
             let mut fitted = task.clone();
             let size =
                 |t: &Task| rest + encode_changes(t).map_or(usize::MAX, |f| limits::fields_size(&f));
