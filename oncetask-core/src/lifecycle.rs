@@ -10,6 +10,7 @@
 //! | [`claim`] | ready task | lease + token, `attempts + 1` |
 //! | [`succeed`] | task leased with this token | done, outcome completed (or cancelled) |
 //! | [`fail`] | task leased with this token | backoff, or done with outcome failed / cancelled |
+//! | [`record`] | task leased with this token | [`succeed`] or [`fail`] for a finished run, or its fallback |
 //! | [`release`] | task leased with this token | lease dropped, ready at once (shutdown) |
 //! | [`extend_lease`] | task leased with this token | later `leased_until` |
 //! | [`cancel`] | not done, not cancelled | cancellation pending, ready at once |
@@ -183,6 +184,71 @@ pub fn fail(
         None => finish(&mut next, now, Outcome::Failed),
     }
     Ok(next)
+}
+
+/// A finished handler run, as [`record`] stores it.
+#[derive(Debug, Clone, Copy)]
+pub struct Finished<'a> {
+    /// The lease token the run held.
+    pub token: &'a LeaseToken,
+    /// When the run finished.
+    pub now: DateTime<Utc>,
+    /// Which handler ran.
+    pub path: HandlerPath,
+    /// What the handler returned.
+    pub result: &'a Result<Option<Value>, HandlerError>,
+}
+
+/// The outcome decision of a finished run: [`succeed`] or [`fail`] under
+/// `policy`.
+///
+/// With `refused: Some(reason)` it is the fallback for a store that refused
+/// to hold that write (a result or error message too large, or a value the
+/// backend cannot store): the attempt fails with [`refused_error`] under the
+/// same policy. Left alone, such a task would stay leased, run again and be
+/// refused again, forever. Both writes are decided here, from the task as
+/// stored, so recording an outcome needs no second read or write path.
+///
+/// ```
+/// use chrono::Utc;
+/// use oncetask_core::lifecycle::{self, FailurePolicy, Finished, HandlerPath, LeaseGrant};
+/// use oncetask_core::{NoRetry, Outcome, Task};
+///
+/// let now = Utc::now();
+/// let grant = LeaseGrant::new(now, std::time::Duration::from_secs(60));
+/// let leased = lifecycle::claim(&Task::new("t1", "email", "prod", now), &grant);
+/// let result = Ok(Some(serde_json::json!({ "big": "..." })));
+/// let run = Finished { token: &grant.token, now, path: HandlerPath::Main, result: &result };
+/// let policy = FailurePolicy { retry: &NoRetry, cancellation_retry: &NoRetry, error_history_limit: 10 };
+///
+/// let done = lifecycle::record(&leased, &run, policy, None).unwrap();
+/// assert_eq!(done.outcome, Some(Outcome::Completed));
+/// // The store said the result is too large: the attempt fails instead.
+/// let instead = lifecycle::record(&leased, &run, policy, Some("too large")).unwrap();
+/// assert_eq!(instead.outcome, Some(Outcome::Failed));
+/// assert_eq!(instead.errors[0].error, "result cannot be stored: too large");
+/// ```
+pub fn record(
+    stored: &Task,
+    run: &Finished<'_>,
+    policy: FailurePolicy<'_>,
+    refused: Option<&str>,
+) -> Result<Task, Rejection> {
+    match (run.result, refused) {
+        (Ok(value), None) => succeed(stored, run.token, run.now, value.clone()),
+        (Err(e), None) => fail(stored, run.token, run.now, e, run.path, policy),
+        (result, Some(reason)) => {
+            let error = refused_error(result, reason);
+            fail(stored, run.token, run.now, &error, run.path, policy)
+        }
+    }
+}
+
+/// The error recorded when the store refused to hold a run's outcome:
+/// `"result cannot be stored: <reason>"` (or `"error …"` for a failed run).
+pub fn refused_error(result: &Result<Option<Value>, HandlerError>, reason: &str) -> HandlerError {
+    let what = if result.is_ok() { "result" } else { "error" };
+    HandlerError::msg(format!("{what} cannot be stored: {reason}"))
 }
 
 /// `None`: give up. `Some(None)`: retry at once. `Some(Some(d))`: retry after `d`.

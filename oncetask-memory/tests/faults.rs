@@ -39,6 +39,8 @@ struct Faulty {
     /// Calls of `claim` and `next_due` so far.
     claims: Arc<AtomicU32>,
     next_dues: Arc<AtomicU32>,
+    /// Calls of `get` so far.
+    gets: Arc<AtomicU32>,
 }
 
 #[async_trait]
@@ -94,6 +96,7 @@ impl Store for Faulty {
             .collect())
     }
     async fn get(&self, ids: &[String]) -> Result<Vec<Fetched>, StoreError> {
+        self.gets.fetch_add(1, Ordering::SeqCst);
         self.inner.get(ids).await
     }
     async fn find(&self, filter: &TaskFilter) -> Result<Vec<Task>, StoreError> {
@@ -314,7 +317,8 @@ async fn a_storage_blip_does_not_lose_a_success() {
 
 /// A result the store refuses to hold fails the attempt (instead of leaving
 /// the task leased to run again and be refused again), and the retry policy
-/// applies as to any failure.
+/// applies as to any failure. The failure is decided from the task as held,
+/// with no second read of it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_result_the_store_refuses_fails_the_attempt() {
     let store = Faulty::default();
@@ -330,6 +334,15 @@ async fn a_result_the_store_refuses_fails_the_attempt() {
     store.refuse_results.store(true, Ordering::SeqCst);
     let report = m.process_next("job").await.expect("run").expect("claimed");
     assert_eq!(report.outcomes[0].status, Some(TaskStatus::Failed));
+    assert_eq!(
+        report.outcomes[0].error.as_deref(),
+        Some("result cannot be stored: injected refusal")
+    );
+    assert_eq!(
+        store.gets.load(Ordering::SeqCst),
+        0,
+        "no re-read of the task"
+    );
     let task = m.get_task("j1").await.expect("get").expect("stored");
     assert_eq!(task.status(clock.now()), TaskStatus::Failed);
     assert_eq!(task.result, None);

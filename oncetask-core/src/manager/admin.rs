@@ -244,7 +244,7 @@ impl Manager {
         .await;
         for (id, applied) in ids.into_iter().zip(results) {
             match applied {
-                Applied::Written(task) => {
+                Applied::Written(task) | Applied::WrittenInstead { task, .. } => {
                     self.inner.wake(&task.kind);
                     report.succeeded.push(id);
                 }

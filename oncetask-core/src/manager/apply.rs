@@ -24,6 +24,14 @@ const MAX_ROUNDS: usize = 8;
 pub(crate) enum Applied {
     /// Written; the task as stored now.
     Written(Task),
+    /// The store refused the transition's write (`reason`, e.g. a result too
+    /// large); its fallback ([`Transition::if_refused`]) was written instead.
+    WrittenInstead {
+        /// The task as stored now.
+        task: Task,
+        /// Why the store refused the first write.
+        reason: String,
+    },
     /// The transition refused (lease lost, or not applicable to the current state).
     Rejected(Rejection),
     /// The task no longer exists.
@@ -42,31 +50,77 @@ pub(crate) async fn apply_many<F>(
     transition: F,
 ) -> Vec<Applied>
 where
-    F: Fn(&Task) -> Result<Task, Rejection>,
+    F: Fn(&Task) -> Result<Task, Rejection> + Send + Sync,
 {
-    apply_each(store, tasks, |_, task| Ok((change, transition(task)?))).await
+    let items = tasks.into_iter().map(|task| (task, change)).collect();
+    apply_each(store, items, |_| &transition).await
 }
 
-/// [`apply_many`] with a transition per task: `transition(i, task)` for the
-/// task at input index `i` says what it changes and into what.
-async fn apply_each<F>(store: &dyn Store, tasks: Vec<Task>, transition: F) -> Vec<Applied>
+/// A state change of one task, computed from the task as stored (a
+/// [`crate::lifecycle`] function with its arguments).
+pub(crate) trait Transition: Send + Sync {
+    /// The task as it must be stored next, or why the change does not apply.
+    fn apply(&self, stored: &Task) -> Result<Task, Rejection>;
+
+    /// What to write instead when the store refuses [`Transition::apply`]'s
+    /// write for `reason` (it cannot hold a value); `None`: nothing, the
+    /// refusal is the result.
+    fn if_refused(&self, stored: &Task, reason: &str) -> Option<Result<Task, Rejection>> {
+        let _ = (stored, reason);
+        None
+    }
+
+    /// Whether [`Transition::if_refused`] has something to write.
+    fn falls_back(&self) -> bool {
+        false
+    }
+}
+
+impl<F: Fn(&Task) -> Result<Task, Rejection> + Send + Sync> Transition for F {
+    fn apply(&self, stored: &Task) -> Result<Task, Rejection> {
+        self(stored)
+    }
+}
+
+/// A task to write: its input index, the task as we believe it is stored,
+/// and the store's reason if it refused the transition's write already.
+type Pending = (usize, Task, Option<String>);
+
+/// [`apply_many`] with a transition per task: `transition(i)` for the task
+/// at input index `i`, written as the change paired with the task.
+async fn apply_each<'t, F>(
+    store: &dyn Store,
+    tasks: Vec<(Task, Change)>,
+    transition: F,
+) -> Vec<Applied>
 where
-    F: Fn(usize, &Task) -> Result<(Change, Task), Rejection>,
+    F: Fn(usize) -> &'t dyn Transition,
 {
     let mut results: Vec<Option<Applied>> = (0..tasks.len()).map(|_| None).collect();
-    // (index in input, task as we believe it is stored)
-    let mut pending: Vec<(usize, Task)> = tasks.into_iter().enumerate().collect();
+    let changes: Vec<Change> = tasks.iter().map(|(_, change)| *change).collect();
+    let mut pending: Vec<Pending> = tasks
+        .into_iter()
+        .enumerate()
+        .map(|(index, (task, _))| (index, task, None))
+        .collect();
     for _ in 0..MAX_ROUNDS {
         if pending.is_empty() {
             break;
         }
         let mut swaps = Vec::with_capacity(pending.len());
         let mut swapped = Vec::with_capacity(pending.len());
-        for (index, current) in pending.drain(..) {
-            match transition(index, &current) {
-                Ok((change, next)) => {
-                    swaps.push(Swap::new(&current, change, &next));
-                    swapped.push(index);
+        for (index, current, refused) in pending.drain(..) {
+            let step = transition(index);
+            let next = match &refused {
+                None => step.apply(&current),
+                Some(reason) => step
+                    .if_refused(&current, reason)
+                    .unwrap_or(Err(Rejection::NotApplicable)),
+            };
+            match next {
+                Ok(next) => {
+                    swaps.push(Swap::new(&current, changes[index], &next));
+                    swapped.push((index, current, refused));
                 }
                 Err(rejection) => results[index] = Some(Applied::Rejected(rejection)),
             }
@@ -79,7 +133,7 @@ where
             Ok(outcomes) => outcomes,
             Err(e) => {
                 let shared = e.to_string();
-                for index in swapped {
+                for (index, _, _) in swapped {
                     results[index] = Some(Applied::Failed(Error::Store(StoreError::backend(
                         shared.clone(),
                     ))));
@@ -89,32 +143,46 @@ where
         };
         let mut conflicted = Vec::new();
         let mut attempted: HashMap<String, Task> = HashMap::new();
-        for ((index, task), outcome) in swapped.into_iter().zip(written).zip(outcomes) {
+        for (((index, current, refused), task), outcome) in
+            swapped.into_iter().zip(written).zip(outcomes)
+        {
             results[index] = Some(match outcome {
                 SwapOutcome::Applied { revision } => {
                     // The next swap of this task is fenced on what was written.
                     let mut task = task;
                     task.revision = revision;
-                    Applied::Written(task)
+                    match refused {
+                        None => Applied::Written(task),
+                        Some(reason) => Applied::WrittenInstead { task, reason },
+                    }
                 }
                 SwapOutcome::NotFound => Applied::Missing,
+                // Refused: the stored task is unchanged, so the fallback
+                // is computed from the task as held, in the next round.
+                SwapOutcome::Failed(StoreError::Unencodable { reason, .. })
+                    if refused.is_none() && transition(index).falls_back() =>
+                {
+                    pending.push((index, current, Some(reason)));
+                    continue;
+                }
                 SwapOutcome::Failed(e) => Applied::Failed(e.into()),
                 SwapOutcome::Conflict => {
-                    conflicted.push((index, task.id.clone()));
+                    conflicted.push((index, task.id.clone(), refused));
                     attempted.insert(task.id.clone(), task);
                     continue;
                 }
             });
         }
         if conflicted.is_empty() {
-            break;
+            // Done, unless refused writes wait for their fallback.
+            continue;
         }
-        let ids: Vec<String> = conflicted.iter().map(|(_, id)| id.clone()).collect();
+        let ids: Vec<String> = conflicted.iter().map(|(_, id, _)| id.clone()).collect();
         let fresh = match store.get(&ids).await {
             Ok(fetched) => fetched,
             Err(e) => {
                 let shared = e.to_string();
-                for (index, _) in conflicted {
+                for (index, _, _) in conflicted {
                     results[index] = Some(Applied::Failed(Error::Store(StoreError::backend(
                         shared.clone(),
                     ))));
@@ -129,13 +197,16 @@ where
                 Fetched::Undecodable(u) => (u.id.clone(), f),
             })
             .collect();
-        for (index, id) in conflicted {
+        for (index, id, refused) in conflicted {
             match by_id.remove(&id) {
                 // A retried swap whose first try landed after all.
                 Some(Fetched::Task(task)) if attempted.get(&id) == Some(&task) => {
-                    results[index] = Some(Applied::Written(task))
+                    results[index] = Some(match refused {
+                        None => Applied::Written(task),
+                        Some(reason) => Applied::WrittenInstead { task, reason },
+                    })
                 }
-                Some(Fetched::Task(task)) => pending.push((index, task)),
+                Some(Fetched::Task(task)) => pending.push((index, task, refused)),
                 Some(Fetched::Undecodable(u)) => {
                     results[index] = Some(Applied::Failed(Error::Store(StoreError::Undecodable {
                         id: u.id,
@@ -146,7 +217,7 @@ where
             }
         }
     }
-    for (index, task) in pending {
+    for (index, task, _) in pending {
         results[index] = Some(Applied::Failed(Error::Store(StoreError::backend(format!(
             "task {}: still contended after {MAX_ROUNDS} attempts",
             task.id
@@ -193,7 +264,7 @@ pub(crate) async fn apply_one<F>(
     transition: F,
 ) -> Applied
 where
-    F: Fn(&Task) -> Result<Task, Rejection>,
+    F: Fn(&Task) -> Result<Task, Rejection> + Send + Sync,
 {
     apply_many(store, vec![task], change, transition)
         .await
@@ -201,13 +272,10 @@ where
         .unwrap_or(Applied::Rejected(Rejection::NotApplicable))
 }
 
-/// A transition owned by the batch that applies it.
-pub(crate) type Transition = Box<dyn Fn(&Task) -> Result<Task, Rejection> + Send + Sync>;
-
 /// One caller's tasks waiting in a [`Committer`] queue, each with the
 /// change it writes and how.
 struct Queued {
-    items: Vec<(Task, Change, Transition)>,
+    items: Vec<(Task, Change, Box<dyn Transition>)>,
     reply: oneshot::Sender<Vec<Applied>>,
 }
 
@@ -232,7 +300,7 @@ impl Committer {
     pub(crate) async fn apply(
         &self,
         store: &dyn Store,
-        items: Vec<(Task, Change, Transition)>,
+        items: Vec<(Task, Change, Box<dyn Transition>)>,
     ) -> Vec<Applied> {
         if items.is_empty() {
             return Vec::new();
@@ -279,16 +347,13 @@ async fn write_batch(store: &dyn Store, batch: Vec<Queued>) {
     for queued in batch {
         replies.push((queued.reply, queued.items.len()));
         for (task, change, transition) in queued.items {
-            tasks.push(task);
-            transitions.push((change, transition));
+            tasks.push((task, change));
+            transitions.push(transition);
         }
     }
-    let mut results = apply_each(store, tasks, |i, task| match transitions.get(i) {
-        Some((change, transition)) => Ok((*change, transition(task)?)),
-        None => Err(Rejection::NotApplicable),
-    })
-    .await
-    .into_iter();
+    let mut results = apply_each(store, tasks, |i| transitions[i].as_ref())
+        .await
+        .into_iter();
     for (reply, n) in replies {
         // A caller that went away no longer needs its results.
         let _ = reply.send(results.by_ref().take(n).collect());

@@ -1,0 +1,35 @@
+//! The worker runtime of a manager, one concern per module:
+//!
+//! - [`dispatch`]: the claiming loop of a kind, which hands claimed work to
+//!   worker slots;
+//! - [`run`]: one claim being processed (its handlers in order);
+//! - [`guard`]: one handler run under panic capture, time limit, heartbeat
+//!   and shutdown abort;
+//! - [`outcome`]: a finished run's outcome, decided by
+//!   [`crate::lifecycle::record`] and written through the group commit;
+//! - [`generator`]: recurring tasks' bookkeeping;
+//! - [`shutdown`]: stopping the loops and releasing interrupted leases.
+
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+
+mod dispatch;
+mod generator;
+mod guard;
+mod outcome;
+mod run;
+mod shutdown;
+
+pub(crate) use dispatch::{process_next, spawn_workers};
+#[cfg(feature = "testing")]
+pub(crate) use guard::run_captured;
+pub use run::{RunOutcome, RunReport};
+pub use shutdown::ShutdownReport;
+pub(crate) use shutdown::shutdown;
+
+/// `t + d`, saturating at the end of representable time.
+pub(crate) fn add(t: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
+    t.checked_add_signed(TimeDelta::from_std(d).unwrap_or(TimeDelta::MAX))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+}

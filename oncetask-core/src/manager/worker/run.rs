@@ -1,0 +1,324 @@
+//! One claim being processed: its handlers in order, each outcome recorded,
+//! leases released when a run cannot finish.
+
+use std::sync::{Arc, PoisonError};
+
+use chrono::{DateTime, Utc};
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use tokio::sync::OwnedSemaphorePermit;
+use tracing::Instrument;
+
+use super::add;
+use super::dispatch::Claim;
+use crate::error::HandlerError;
+use crate::lifecycle::{self, HandlerPath, Rejection};
+use crate::manager::apply::{Applied, apply_many};
+use crate::manager::context::CurrentTask;
+use crate::manager::handler::{HandlerResult, NoopCancellation, TaskHandler};
+use crate::manager::{HandlerShape, Inner, Registration, ShutdownPhase};
+use crate::metrics;
+use crate::status::TaskStatus;
+use crate::store::{Change, Undecodable};
+use crate::task::{LeaseToken, Task};
+
+/// What one [`crate::manager::Manager::process_next`] call did.
+#[derive(Debug, Clone, Default)]
+pub struct RunReport {
+    /// The kind processed.
+    pub kind: String,
+    /// Ids leased by the claim, in claim order.
+    pub claimed: Vec<String>,
+    /// Occurrence ids created by generators of the claim.
+    pub spawned: Vec<String>,
+    /// One entry per task that went through a handler (or generator bookkeeping).
+    pub outcomes: Vec<RunOutcome>,
+    /// Documents the claim skipped because they cannot be decoded.
+    pub undecodable: Vec<Undecodable>,
+}
+
+/// How one task of a run ended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunOutcome {
+    /// Task id.
+    pub task_id: String,
+    /// Which path ran: generator bookkeeping counts as [`HandlerPath::Main`].
+    pub path: HandlerPath,
+    /// The handler's error message, if it failed.
+    pub error: Option<String>,
+    /// Status after the outcome was stored; `None` if it was not stored
+    /// (lease lost, task deleted, storage failure, shutdown interruption).
+    pub status: Option<TaskStatus>,
+}
+
+/// Runs the handlers of a claim's tasks and stores their outcomes. The
+/// worker slot (`slot`) is given back as soon as the last handler returns:
+/// writing the outcome keeps no slot busy, so the dispatch loop claims the
+/// next task while it is written (the task stays leased, its resource key
+/// held, until then).
+pub(super) async fn run_claimed(
+    inner: &Arc<Inner>,
+    registration: &Arc<Registration>,
+    claim: Claim,
+    slot: Option<OwnedSemaphorePermit>,
+) -> RunReport {
+    let options = &registration.options;
+    let token = claim.token;
+    let mut run = Run {
+        inner,
+        registration,
+        token: &token,
+        claimed_at: claim.claimed_at,
+        executions: 0,
+        slot,
+        report: RunReport {
+            kind: registration.kind.clone(),
+            claimed: claim.tasks.iter().map(|t| t.id.clone()).collect(),
+            undecodable: claim.undecodable,
+            ..RunReport::default()
+        },
+    };
+
+    let (generators, rest): (Vec<Task>, Vec<Task>) =
+        claim.tasks.into_iter().partition(Task::is_generator);
+    for generator in generators {
+        run.advance_generator(generator).await;
+    }
+    let (cancelled, normal): (Vec<Task>, Vec<Task>) =
+        rest.into_iter().partition(|t| t.is_cancelled);
+    let handlers = cancelled.len() + usize::from(!normal.is_empty());
+    for (i, task) in cancelled.into_iter().enumerate() {
+        let last = i + 1 == handlers;
+        let handler: Arc<dyn TaskHandler> = options
+            .cancellation_handler
+            .clone()
+            .unwrap_or_else(|| Arc::new(NoopCancellation));
+        let current = CurrentTask {
+            task_id: Some(task.id.clone()),
+            resource_key: task.resource_key.clone(),
+            kind: registration.kind.clone(),
+        };
+        let input = task.clone();
+        run.execute(
+            vec![task],
+            HandlerPath::Cancellation,
+            current,
+            last,
+            async move { handler.handle(input).await },
+        )
+        .await;
+    }
+    if !normal.is_empty() {
+        let current = CurrentTask {
+            task_id: (normal.len() == 1).then(|| normal[0].id.clone()),
+            resource_key: normal[0].resource_key.clone(),
+            kind: registration.kind.clone(),
+        };
+        let input = normal.clone();
+        let work: BoxFuture<'static, HandlerResult> = match &registration.shape {
+            HandlerShape::Single(handler) => {
+                let handler = handler.clone();
+                async move {
+                    match <[Task; 1]>::try_from(input) {
+                        Ok([task]) => handler.handle(task).await,
+                        Err(tasks) => Err(HandlerError::msg(format!(
+                            "expected 1 task, got {}",
+                            tasks.len()
+                        ))),
+                    }
+                }
+                .boxed()
+            }
+            HandlerShape::Group(handler) => {
+                let handler = handler.clone();
+                async move { handler.handle(input).await }.boxed()
+            }
+        };
+        run.execute(normal, HandlerPath::Main, current, true, work)
+            .await;
+    }
+    run.report
+}
+
+/// How a guarded handler run ended.
+pub(super) enum Ended {
+    Finished(HandlerResult),
+    /// Shutdown grace period over: leases must be released.
+    Interrupted,
+    /// A heartbeat found the lease taken over: nothing may be written.
+    LeaseLost,
+}
+
+/// The state of one claim being processed.
+pub(super) struct Run<'a> {
+    pub(super) inner: &'a Arc<Inner>,
+    pub(super) registration: &'a Arc<Registration>,
+    pub(super) token: &'a LeaseToken,
+    pub(super) claimed_at: DateTime<Utc>,
+    /// Handler runs done so far for this claim (cancellation handlers run
+    /// before the main handler, on the same lease).
+    pub(super) executions: usize,
+    /// The worker slot this claim runs in, until its last handler returns.
+    pub(super) slot: Option<OwnedSemaphorePermit>,
+    pub(super) report: RunReport,
+}
+
+impl Run<'_> {
+    /// Runs `work` for `held` and records the outcome on every task of `held`;
+    /// `last`: the claim's last handler, whose return frees the slot.
+    pub(super) async fn execute(
+        &mut self,
+        mut held: Vec<Task>,
+        path: HandlerPath,
+        current: CurrentTask,
+        last: bool,
+        work: impl std::future::Future<Output = HandlerResult> + Send,
+    ) {
+        let mut anchor = self.claimed_at;
+        if self.executions > 0 {
+            // An earlier handler of this claim used part of the shared lease
+            // (Go W12): renew it, so this handler gets a whole lease and time limit.
+            anchor = self.inner.now();
+            held = self.renew(held, anchor).await;
+            if held.is_empty() {
+                return;
+            }
+        }
+        self.executions += 1;
+        let mut lost = Vec::new();
+        let ended = self
+            .guard(&mut held, &mut lost, anchor, current, work)
+            .await;
+        if last {
+            self.slot = None;
+        }
+        metrics::count(
+            metrics::TASKS_FENCED_OFF,
+            &self.inner.env,
+            &self.registration.kind,
+            lost.len(),
+        );
+        for id in lost {
+            tracing::warn!(task_id = %id, "lease lost while running; outcome discarded");
+            self.note(id, path, Some("lease lost".into()), None);
+        }
+        match ended {
+            Ended::Finished(result) => self.record(held, path, result, None).await,
+            Ended::Interrupted => self.release(held, path, "interrupted by shutdown").await,
+            Ended::LeaseLost => {
+                self.release(held, path, "lease could not be extended")
+                    .await
+            }
+        }
+    }
+
+    /// Extends the leases of `held` from `now`; tasks whose lease was lost are
+    /// noted and dropped.
+    async fn renew(&mut self, held: Vec<Task>, now: DateTime<Utc>) -> Vec<Task> {
+        let until = add(now, self.registration.options.lease_duration);
+        let token = self.token;
+        let ids: Vec<String> = held.iter().map(|t| t.id.clone()).collect();
+        let results = apply_many(self.inner.store.as_ref(), held, Change::Heartbeat, |t| {
+            lifecycle::extend_lease(t, token, now, until)
+        })
+        .await;
+        let mut kept = Vec::new();
+        for (id, applied) in ids.into_iter().zip(results) {
+            match applied {
+                Applied::Written(task) => kept.push(task),
+                other => {
+                    self.written(&id, other, now);
+                    self.note(id, HandlerPath::Main, Some("lease lost".into()), None);
+                }
+            }
+        }
+        kept
+    }
+
+    /// Gives the leases of `held` back without an outcome (shutdown, or a
+    /// lease that could not be kept): the tasks are ready again at once.
+    async fn release(&mut self, held: Vec<Task>, path: HandlerPath, why: &str) {
+        let now = self.inner.now();
+        let token = self.token;
+        let ids: Vec<String> = held.iter().map(|t| t.id.clone()).collect();
+        let span = tracing::debug_span!(
+            "oncetask.outcome",
+            env = %self.inner.env,
+            kind = %self.registration.kind,
+            tasks = ids.len(),
+            path = ?path,
+            released = why,
+        );
+        let results = apply_many(self.inner.store.as_ref(), held, Change::Release, |t| {
+            lifecycle::release(t, token)
+        })
+        .instrument(span)
+        .await;
+        for (id, applied) in ids.into_iter().zip(results) {
+            self.written(&id, applied, now);
+            if *self.inner.shutdown.borrow() == ShutdownPhase::Aborting {
+                self.inner
+                    .interrupted
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .push(id.clone());
+            }
+            self.note(id, path, Some(why.to_owned()), None);
+        }
+    }
+
+    /// Logs a write's result, wakes the kind's loops when the write made work
+    /// for them, and returns the stored status.
+    pub(super) fn written(
+        &self,
+        id: &str,
+        applied: Applied,
+        now: DateTime<Utc>,
+    ) -> Option<TaskStatus> {
+        match applied {
+            Applied::Written(task) | Applied::WrittenInstead { task, .. } => {
+                // Other idle loops only have new work if a resource key was
+                // freed or the task is ready again at once (this loop looks
+                // for work next anyway): no claim storm after every success.
+                if task.resource_key.is_some() || task.is_ready_at(now) {
+                    self.inner.wake(&task.kind);
+                }
+                Some(task.status(now))
+            }
+            Applied::Rejected(Rejection::LeaseLost) => {
+                metrics::count(
+                    metrics::TASKS_FENCED_OFF,
+                    &self.inner.env,
+                    &self.registration.kind,
+                    1,
+                );
+                tracing::warn!(task_id = %id, "lease lost before the outcome was stored; outcome discarded");
+                None
+            }
+            Applied::Rejected(Rejection::NotApplicable) => None,
+            Applied::Missing => {
+                tracing::info!(task_id = %id, "task deleted while running; outcome discarded");
+                None
+            }
+            Applied::Failed(e) => {
+                tracing::error!(task_id = %id, error = %e, "failed to store task outcome");
+                None
+            }
+        }
+    }
+
+    pub(super) fn note(
+        &mut self,
+        task_id: String,
+        path: HandlerPath,
+        error: Option<String>,
+        status: Option<TaskStatus>,
+    ) {
+        self.report.outcomes.push(RunOutcome {
+            task_id,
+            path,
+            error,
+            status,
+        });
+    }
+}
