@@ -41,6 +41,8 @@ struct Faulty {
     next_dues: Arc<AtomicU32>,
     /// Calls of `get` so far.
     gets: Arc<AtomicU32>,
+    /// The number of swaps of each `swap` call so far.
+    swap_sizes: Arc<std::sync::Mutex<Vec<usize>>>,
 }
 
 #[async_trait]
@@ -58,6 +60,10 @@ impl Store for Faulty {
         claimed
     }
     async fn swap(&self, swaps: Vec<Swap>) -> Result<Vec<SwapOutcome>, StoreError> {
+        self.swap_sizes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(swaps.len());
         if self.swaps_hang.load(Ordering::SeqCst) {
             std::future::pending::<()>().await;
         }
@@ -435,4 +441,76 @@ async fn shutdown_returns_even_when_the_store_hangs() {
     .await
     .expect("shutdown did not return");
     assert!(!report.drained);
+}
+
+/// Runs `tasks` no-op tasks on `slots` worker slots with outcome batching
+/// (`delay`, `max`) and returns the size of every swap call, once all are
+/// completed, and how much (virtual) time that took.
+async fn batched_run(
+    tasks: usize,
+    slots: usize,
+    delay: Duration,
+    max: usize,
+) -> (Vec<usize>, Duration) {
+    let store = Faulty::default();
+    let clock = ManualClock::new(start());
+    let m = Manager::builder(Arc::new(store.clone()))
+        .clock(Arc::new(clock.clone()))
+        .outcome_batching(delay, max)
+        .declare_kinds(["job"])
+        .build();
+    let ids: Vec<String> = (0..tasks).map(|i| format!("j{i}")).collect();
+    for id in &ids {
+        let id: &'static str = Box::leak(id.clone().into_boxed_str());
+        m.create(&Job { id }).await.expect("create");
+    }
+    let began = tokio::time::Instant::now();
+    register_counting_with(&m, HandlerOptions::default().concurrency(slots));
+    eventually("every outcome written", || async {
+        let mut done = 0;
+        for id in &ids {
+            if status(&m, id, &clock).await == Some(TaskStatus::Completed) {
+                done += 1;
+            }
+        }
+        done == ids.len()
+    })
+    .await;
+    let took = began.elapsed();
+    m.shutdown(Duration::from_secs(1)).await;
+    let sizes = store
+        .swap_sizes
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    (sizes, took)
+}
+
+/// Outcomes that finish together share a swap call, never more than the
+/// batch size in one.
+#[tokio::test(start_paused = true)]
+async fn outcomes_are_written_in_batches_of_at_most_the_batch_size() {
+    let (sizes, _) = batched_run(8, 8, Duration::from_millis(50), 3).await;
+    assert_eq!(
+        sizes.iter().sum::<usize>(),
+        8,
+        "one write per outcome: {sizes:?}"
+    );
+    assert!(sizes.iter().all(|&n| n <= 3), "{sizes:?}");
+    assert!(sizes.contains(&3), "outcomes were batched: {sizes:?}");
+}
+
+/// A full batch is written at once, not after the gathering delay (the
+/// runtime's clock is paused: a wait for the delay would move it an hour).
+#[tokio::test(start_paused = true)]
+async fn a_full_batch_does_not_wait_for_the_delay() {
+    let hour = Duration::from_secs(3600);
+    let (sizes, took) = batched_run(4, 4, hour, 4).await;
+    assert_eq!(sizes, vec![4]);
+    assert!(took < hour, "waited {took:?}");
+    // A batch short of full waits for the delay.
+    let delay = Duration::from_millis(500);
+    let (sizes, took) = batched_run(1, 1, delay, 4).await;
+    assert_eq!(sizes, vec![1]);
+    assert!(took >= delay, "waited {took:?}");
 }

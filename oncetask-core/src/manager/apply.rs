@@ -279,22 +279,48 @@ struct Queued {
     reply: oneshot::Sender<Vec<Applied>>,
 }
 
+/// How a [`Committer`] forms batches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Batching {
+    /// Longest wait of a batch for more writes when no batch is being
+    /// written (zero: write at once).
+    pub(crate) delay: Duration,
+    /// Most tasks in one batch (a caller's tasks are never split).
+    pub(crate) max: usize,
+}
+
 /// Group commit of task writes: concurrent callers' tasks go to the store in
 /// one [`apply_many`] batch (one `Store::swap` call).
 ///
-/// There is no writer task and no added delay: a caller queues its tasks and
-/// then either receives its results or takes the flush lock and writes
-/// everything queued by then, itself included. So while one batch is being
-/// written, the next one gathers, and a lone caller writes at once. Each
-/// task keeps its own transition, so fencing (version and lease token) and
-/// conflict handling stay per task.
-#[derive(Default)]
+/// There is no writer task: a caller queues its tasks and then either
+/// receives its results or takes the flush lock and writes a batch of what
+/// is queued, itself included. A batch that waited for the previous one to
+/// be written starts at once (everything queued meanwhile goes in it); a
+/// batch that found no write in progress first waits up to
+/// [`Batching::delay`] for more writes, or until [`Batching::max`] tasks
+/// are queued. Each task keeps its own transition, so fencing (version and
+/// lease token) and conflict handling stay per task.
 pub(crate) struct Committer {
     queue: Mutex<Vec<Queued>>,
     flush: tokio::sync::Mutex<()>,
+    /// Signalled when the queue holds a full batch.
+    full: tokio::sync::Notify,
+    batching: Batching,
 }
 
 impl Committer {
+    pub(crate) fn new(batching: Batching) -> Self {
+        Self {
+            queue: Mutex::new(Vec::new()),
+            flush: tokio::sync::Mutex::new(()),
+            full: tokio::sync::Notify::new(),
+            batching: Batching {
+                delay: batching.delay,
+                max: batching.max.max(1),
+            },
+        }
+    }
+
     /// Applies each transition to its task, batched with other callers'
     /// writes; results are in input order.
     pub(crate) async fn apply(
@@ -306,36 +332,81 @@ impl Committer {
             return Vec::new();
         }
         let count = items.len();
+        let cancelled = || {
+            // The caller writing the batch was cancelled (shutdown abort).
+            (0..count)
+                .map(|_| {
+                    Applied::Failed(Error::Internal(
+                        "the batch writing this outcome was cancelled".into(),
+                    ))
+                })
+                .collect()
+        };
         let (reply, mut answer) = oneshot::channel();
-        self.queue
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(Queued { items, reply });
-        loop {
-            tokio::select! {
-                biased;
-                applied = &mut answer => {
-                    return applied.unwrap_or_else(|_| {
-                        // The caller writing the batch was cancelled (shutdown abort).
-                        (0..count)
-                            .map(|_| Applied::Failed(Error::Internal(
-                                "the batch writing this outcome was cancelled".into(),
-                            )))
-                            .collect()
-                    });
-                }
-                guard = self.flush.lock() => {
-                    let batch = std::mem::take(
-                        &mut *self.queue.lock().unwrap_or_else(PoisonError::into_inner),
-                    );
-                    // An empty queue means an earlier flush took (and answered) ours.
-                    if !batch.is_empty() {
-                        write_batch(store, batch).await;
-                    }
-                    drop(guard);
-                }
-            }
+        let queued = {
+            let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+            queue.push(Queued { items, reply });
+            queue.iter().map(|q| q.items.len()).sum::<usize>()
+        };
+        if queued >= self.batching.max {
+            self.full.notify_one();
         }
+        loop {
+            match answer.try_recv() {
+                Ok(applied) => return applied,
+                Err(oneshot::error::TryRecvError::Closed) => return cancelled(),
+                Err(oneshot::error::TryRecvError::Empty) => {}
+            }
+            let guard = match self.flush.try_lock() {
+                Ok(guard) => {
+                    self.gather().await;
+                    guard
+                }
+                Err(_) => tokio::select! {
+                    biased;
+                    applied = &mut answer => return applied.unwrap_or_else(|_| cancelled()),
+                    guard = self.flush.lock() => guard,
+                },
+            };
+            let batch = self.take_batch();
+            // An empty queue means an earlier flush took (and answered) ours.
+            if !batch.is_empty() {
+                write_batch(store, batch).await;
+            }
+            drop(guard);
+        }
+    }
+
+    /// Waits, holding the flush lock, until a full batch is queued or the
+    /// batching delay is over.
+    async fn gather(&self) {
+        if self.batching.delay.is_zero() || self.queued() >= self.batching.max {
+            return;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(self.batching.delay) => {}
+            _ = self.full.notified() => {}
+        }
+    }
+
+    fn queued(&self) -> usize {
+        let queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+        queue.iter().map(|q| q.items.len()).sum()
+    }
+
+    /// The oldest queued callers, up to [`Batching::max`] tasks (at least one caller).
+    fn take_batch(&self) -> Vec<Queued> {
+        let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut tasks = 0;
+        let mut taken = 0;
+        for queued in queue.iter() {
+            if taken > 0 && tasks + queued.items.len() > self.batching.max {
+                break;
+            }
+            tasks += queued.items.len();
+            taken += 1;
+        }
+        queue.drain(..taken).collect()
     }
 }
 

@@ -71,12 +71,7 @@ impl Run<'_> {
     /// or when extensions kept failing until the last confirmed lease is
     /// about to end, so the handler never outlives its lease. Never returns
     /// when heartbeats are off.
-    async fn heartbeat(
-        &self,
-        held: &mut Vec<Task>,
-        lost: &mut Vec<String>,
-        anchor: DateTime<Utc>,
-    ) {
+    async fn heartbeat(&self, held: &mut Vec<Task>, lost: &mut Vec<String>, anchor: DateTime<Utc>) {
         let options = &self.registration.options;
         let Some(interval) = options.heartbeat else {
             return std::future::pending().await;
