@@ -188,6 +188,9 @@ impl Store for Counted {
     async fn inspect(&self, env: &str, now: DateTime<Utc>) -> Result<QueueStats, StoreError> {
         self.inner.inspect(env, now).await
     }
+    fn concurrent_claims(&self) -> usize {
+        self.inner.concurrent_claims()
+    }
 
     fn subscribe(&self, env: &str) -> Option<BoxStream<'static, Notification>> {
         self.inner.subscribe(env)

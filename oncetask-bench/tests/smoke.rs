@@ -84,7 +84,7 @@ async fn postgres() {
             ("work", 4),
             ("latency", 2),
             ("lateness", 1),
-            ("raw", 2),
+            ("raw", 3),
             ("scale", 2),
         ],
     );

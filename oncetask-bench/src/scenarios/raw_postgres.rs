@@ -106,9 +106,44 @@ pub async fn run(ctx: &Ctx<'_>) -> Result<Vec<Row>, BenchError> {
                 .note("hand-written SQL, FOR UPDATE SKIP LOCKED, partial index"),
         );
     }
+    rows.push(raw_inserts(ctx, &pool, &table).await?);
     pool.close().await;
     sql(format!("DROP TABLE {table}")).await?;
     Ok(rows)
+}
+
+/// The raw single-row insert: one caller inserting `insert_single` rows,
+/// one statement and one commit each, under the server's durability
+/// settings: the yardstick of oncetask's `create, one per call` row.
+#[cfg(feature = "postgres")]
+async fn raw_inserts(ctx: &Ctx<'_>, pool: &sqlx::PgPool, table: &str) -> Result<Row, BenchError> {
+    let n = ctx.args.insert_single;
+    ctx.say(&format!("raw: {n} single-row inserts, one caller"));
+    let raw = |e: sqlx::Error| BenchError::Raw(format!("raw insert: {e}"));
+    sqlx::query(&format!("TRUNCATE {table}"))
+        .execute(pool)
+        .await
+        .map_err(raw)?;
+    let insert = format!(
+        "INSERT INTO {table} (id, kind, run_at, payload) \
+         VALUES ($1, 'raw', now(), jsonb_build_object('n', $1))"
+    );
+    let mut conn = pool.acquire().await.map_err(raw)?;
+    let started = std::time::Instant::now();
+    for id in 0..n {
+        sqlx::query(&insert)
+            .bind(i64::try_from(id).unwrap_or(i64::MAX))
+            .execute(&mut *conn)
+            .await
+            .map_err(raw)?;
+    }
+    Ok(Row::new(
+        ctx.backend(),
+        "raw",
+        "insert: 1 row per statement and commit, 1 conn",
+    )
+    .throughput(n, started.elapsed().as_secs_f64())
+    .note("hand-written SQL, one caller, the yardstick of `create, one per call`"))
 }
 
 /// Built without Postgres: no rows.
