@@ -154,6 +154,9 @@ impl Store for RecordingStore {
     async fn inspect(&self, env: &str, now: DateTime<Utc>) -> Result<QueueStats, StoreError> {
         self.inner.inspect(env, now).await
     }
+    fn concurrent_claims(&self) -> usize {
+        self.inner.concurrent_claims()
+    }
 
     fn subscribe(&self, env: &str) -> Option<BoxStream<'static, Notification>> {
         self.inner.subscribe(env)

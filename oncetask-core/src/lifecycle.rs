@@ -12,6 +12,7 @@
 //! | [`fail`] | task leased with this token | backoff, or done with outcome failed / cancelled |
 //! | [`record`] | task leased with this token | [`succeed`] or [`fail`] for a finished run, or its fallback |
 //! | [`release`] | task leased with this token | lease dropped, ready at once (shutdown) |
+//! | [`unclaim`] | task leased with this token, never started | as release, the claim's attempt taken back |
 //! | [`extend_lease`] | task leased with this token | later `leased_until` |
 //! | [`cancel`] | not done, not cancelled | cancellation pending, ready at once |
 //! | [`reset`] | done | pending, history cleared |
@@ -271,6 +272,23 @@ pub fn release(stored: &Task, token: &LeaseToken) -> Result<Task, Rejection> {
     let mut next = next_version(stored);
     next.leased_until = None;
     next.lease_token = None;
+    Ok(next)
+}
+
+/// Gives back the lease of a task claimed ahead that never started (its
+/// manager shut down first): like [`release`], and the claim's attempt is
+/// taken back, so a task handed back unrun keeps its retry budget.
+///
+/// The cancellation counter is taken back too when the task is cancelled:
+/// either the claim counted it, or the task was cancelled after the claim
+/// and has never run a cancellation handler (a task is cancelled once, and
+/// a reset clears both), so the counter is 0 and stays 0.
+pub fn unclaim(stored: &Task, token: &LeaseToken) -> Result<Task, Rejection> {
+    let mut next = release(stored, token)?;
+    next.attempts = stored.attempts.saturating_sub(1);
+    if stored.is_cancelled {
+        next.cancellation_attempts = stored.cancellation_attempts.saturating_sub(1);
+    }
     Ok(next)
 }
 

@@ -115,6 +115,17 @@ pub trait Store: Send + Sync + 'static {
         crate::inspect::inspect_with_primitives(self, env, now).await
     }
 
+    /// How many claims of one kind a manager may have in flight against
+    /// this store at once. Backends whose claims pass over the rows other
+    /// claimers hold (SQL `SKIP LOCKED`, a server-side script, a lock)
+    /// gain from a second one, which keeps worker slots fed while the first
+    /// is on the wire. An optimistic backend would make one process's
+    /// concurrent claims race each other for the same tasks (wasted reads
+    /// and retries), so the default is 1.
+    fn concurrent_claims(&self) -> usize {
+        1
+    }
+
     /// An optional stream of change notices for `env`, so workers in other
     /// processes wake without polling. `None` when the backend has none.
     ///

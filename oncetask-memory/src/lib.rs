@@ -340,6 +340,11 @@ impl Store for MemoryStore {
     ) -> Result<Option<DateTime<Utc>>, StoreError> {
         Ok(self.lock().next_due(env, kind, after))
     }
+    /// Claims take the store's lock: a second claim in flight waits for
+    /// it, never races it.
+    fn concurrent_claims(&self) -> usize {
+        2
+    }
 
     /// Notices are sent after every create, swap and delete (once per kind
     /// and call); claims send none, since they only make tasks busy.

@@ -128,6 +128,9 @@ impl Store for Faulty {
         self.next_dues.fetch_add(1, Ordering::SeqCst);
         self.inner.next_due(env, kind, after).await
     }
+    fn concurrent_claims(&self) -> usize {
+        self.inner.concurrent_claims()
+    }
 
     fn subscribe(
         &self,

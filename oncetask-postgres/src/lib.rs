@@ -627,6 +627,11 @@ impl Store for PostgresStore {
     ) -> Result<oncetask_core::QueueStats, StoreError> {
         self.inspect_env(env, now).await
     }
+    /// Claims lock their rows `FOR UPDATE SKIP LOCKED`: a second claim in
+    /// flight passes over the first one's rows instead of racing for them.
+    fn concurrent_claims(&self) -> usize {
+        2
+    }
 
     /// A stream fed by a `PgListener` on this env's channel (one connection
     /// per subscriber, reconnecting after errors). `None` outside a tokio

@@ -834,6 +834,11 @@ impl Store for RedisStore {
         let ms = score as i64;
         Ok(DateTime::<Utc>::from_timestamp_millis(ms))
     }
+    /// A claim is one server-side script, run one at a time: a second
+    /// claim in flight never races the first.
+    fn concurrent_claims(&self) -> usize {
+        2
+    }
 
     /// A stream fed by a pub/sub connection of its own on the env's channel,
     /// reconnecting (every 500 ms) after errors; after a reconnect every

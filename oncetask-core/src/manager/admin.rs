@@ -245,7 +245,7 @@ impl Manager {
         for (id, applied) in ids.into_iter().zip(results) {
             match applied {
                 Applied::Written(task) | Applied::WrittenInstead { task, .. } => {
-                    self.inner.wake(&task.kind);
+                    self.inner.wake_outside(&task.kind);
                     report.succeeded.push(id);
                 }
                 Applied::Rejected(Rejection::NotApplicable | Rejection::LeaseLost) => {

@@ -92,7 +92,7 @@ pub(crate) struct Inner {
     config: ManagerConfig,
     registry: RwLock<HashMap<String, Arc<Registration>>>,
     declared_kinds: HashSet<String>,
-    wakeups: Mutex<HashMap<String, watch::Sender<u64>>>,
+    wakeups: Mutex<HashMap<String, watch::Sender<Wakeups>>>,
     shutdown: watch::Sender<ShutdownPhase>,
     workers: Mutex<Vec<JoinHandle<()>>>,
     /// Outcomes of concurrent runs, written in shared batches.
@@ -103,6 +103,26 @@ pub(crate) struct Inner {
     stopped: tokio::sync::OnceCell<ShutdownReport>,
     /// Undecodable documents already logged (they are met on every claim).
     reported_undecodable: Mutex<HashSet<String>>,
+}
+
+/// The wake-ups of a kind's loops so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Wakeups {
+    /// Every wake-up.
+    pub(crate) all: u64,
+    /// Wake-ups for changes the kind's own workers did not make.
+    pub(crate) outside: u64,
+}
+
+impl Wakeups {
+    fn own(&mut self) {
+        self.all = self.all.wrapping_add(1);
+    }
+
+    fn outside(&mut self) {
+        self.own();
+        self.outside = self.outside.wrapping_add(1);
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -139,6 +159,8 @@ pub(crate) struct Registration {
     kind: String,
     shape: HandlerShape,
     options: HandlerOptions,
+    /// How long the kind's handlers take (sizes the claim-ahead).
+    pace: worker::Pace,
 }
 
 /// Builds a [`Manager`]; see [`Manager::builder`].
@@ -390,6 +412,7 @@ impl Manager {
                 kind: kind.to_owned(),
                 shape,
                 options,
+                pace: worker::Pace::default(),
             });
             registry.insert(kind.to_owned(), registration.clone());
             registration
@@ -729,7 +752,7 @@ impl Manager {
                 tokio::select! {
                     notice = notices.next() => {
                         let (Some(notice), Some(inner)) = (notice, weak.upgrade()) else { break };
-                        inner.wake(&notice.kind);
+                        inner.wake_outside(&notice.kind);
                     }
                     changed = phase.changed() => {
                         if changed.is_err() || *phase.borrow() != ShutdownPhase::Running { break; }
@@ -745,23 +768,34 @@ impl Inner {
     pub(crate) fn wake(&self, kind: &str) {
         let wakeups = self.wakeups.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(tx) = wakeups.get(kind) {
-            tx.send_modify(|n| *n = n.wrapping_add(1));
+            tx.send_modify(Wakeups::own);
         }
     }
 
-    /// Wakes every idle worker loop of every kind in this process.
+    /// Wakes the kind's loops for a change this manager's workers did not
+    /// make (an operator's action, another process's write): it may have
+    /// changed a task they hold but have not started.
+    pub(crate) fn wake_outside(&self, kind: &str) {
+        let wakeups = self.wakeups.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(tx) = wakeups.get(kind) {
+            tx.send_modify(Wakeups::outside);
+        }
+    }
+
+    /// Wakes every idle worker loop of every kind in this process, for
+    /// changes made outside them.
     pub(crate) fn wake_all(&self) {
         let wakeups = self.wakeups.lock().unwrap_or_else(PoisonError::into_inner);
         for tx in wakeups.values() {
-            tx.send_modify(|n| *n = n.wrapping_add(1));
+            tx.send_modify(Wakeups::outside);
         }
     }
 
-    pub(crate) fn wake_receiver(&self, kind: &str) -> watch::Receiver<u64> {
+    pub(crate) fn wake_receiver(&self, kind: &str) -> watch::Receiver<Wakeups> {
         let mut wakeups = self.wakeups.lock().unwrap_or_else(PoisonError::into_inner);
         wakeups
             .entry(kind.to_owned())
-            .or_insert_with(|| watch::channel(0).0)
+            .or_insert_with(|| watch::channel(Wakeups::default()).0)
             .subscribe()
     }
 

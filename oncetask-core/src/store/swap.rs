@@ -76,7 +76,8 @@ impl Field {
 pub enum Change {
     /// A live lease extended ([`crate::lifecycle::extend_lease`]).
     Heartbeat,
-    /// A lease given back without an outcome ([`crate::lifecycle::release`]).
+    /// A lease given back without an outcome ([`crate::lifecycle::release`],
+    /// or [`crate::lifecycle::unclaim`] for a task that never started).
     Release,
     /// A run's outcome: success, failure, a retry scheduled, or a
     /// generator moved to its next slot ([`crate::lifecycle::succeed`],
@@ -94,7 +95,8 @@ impl Change {
         use Field::*;
         match self {
             Change::Heartbeat => &[LeasedUntil],
-            Change::Release => &[LeasedUntil, LeaseToken],
+            // A task claimed ahead and handed back unrun takes its attempt back.
+            Change::Release => &[LeasedUntil, LeaseToken, Attempts, CancellationAttempts],
             Change::Outcome => &[
                 LeasedUntil,
                 LeaseToken,

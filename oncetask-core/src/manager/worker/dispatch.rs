@@ -1,5 +1,6 @@
-//! The claiming loop of a kind: claims as slots free up and hands each
-//! claimed unit to a slot.
+//! The claiming loop of a kind: claims for free worker slots and a few
+//! tasks ahead of them, with more than one claim in flight where the store
+//! allows it, and hands each claimed unit to a slot as one frees up.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, PoisonError, Weak};
@@ -7,16 +8,20 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures::FutureExt;
-use tokio::sync::{Semaphore, watch};
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use futures::stream::FuturesUnordered;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
 use super::add;
+use super::backlog::{Backlog, RENEW_AFTER};
 use super::guard::panic_message;
 use super::run::{RunReport, run_claimed};
 use crate::error::Error;
 use crate::lifecycle::LeaseGrant;
-use crate::manager::{HandlerShape, Inner, Registration, ShutdownPhase};
+use crate::manager::{HandlerShape, Inner, Registration, ShutdownPhase, Wakeups};
 use crate::metrics;
 use crate::store::{ClaimMode, ClaimRequest, Undecodable};
 use crate::task::{LeaseToken, Task};
@@ -28,212 +33,366 @@ pub(crate) fn spawn_workers(inner: &Arc<Inner>, registration: Arc<Registration>)
     let mut workers = inner.workers.lock().unwrap_or_else(PoisonError::into_inner);
     let wake = inner.wake_receiver(&registration.kind);
     let phase = inner.shutdown.subscribe();
-    workers.push(tokio::spawn(dispatch_loop(
-        Arc::downgrade(inner),
-        registration,
-        wake,
-        phase,
-    )));
+    let concurrent_claims = inner.store.concurrent_claims().max(1);
+    workers.push(tokio::spawn(
+        Dispatcher {
+            manager: Arc::downgrade(inner),
+            slots: Arc::new(Semaphore::new(registration.options.concurrency)),
+            registration,
+            concurrent_claims,
+            running: JoinSet::new(),
+            backlog: Backlog::default(),
+            claims: FuturesUnordered::new(),
+            asked: 0,
+            idle: None,
+            events: 0,
+            failures: 0,
+            quiet_due: None,
+        }
+        .run(wake, phase),
+    ));
 }
 
-/// The one claiming loop of a kind: it claims as many tasks as it has free
-/// slots (up to the kind's concurrency) in one claim, runs each in a slot of
-/// its own, and sleeps until the next due time, a wake-up, or the poll
-/// interval when nothing is ready. A task is leased only when a slot is free
-/// to run it at once (its lease clock runs from the claim); a wake-up wakes
-/// this one loop, not one loop per slot. The loop holds only a weak
+/// A claim on the wire, and what it asked for.
+struct ClaimDone {
+    /// Tasks (single-task kinds) or groups asked for.
+    asked: usize,
+    /// When the claim was issued: due times are looked up after this
+    /// instant, not after "now" once it returned (the clock may pass a due
+    /// time in between, and that task would be slept past).
+    checked_at: DateTime<Utc>,
+    /// The count of outside wake-ups when it was issued.
+    outside_seen: u64,
+    /// [`Dispatcher::events`] when it was issued.
+    events_seen: u64,
+    result: Result<Option<Claim>, Error>,
+}
+
+/// What ended the loop's wait.
+enum Event {
+    /// A claim came back.
+    Claimed(ClaimDone),
+    /// The idle timer ran out.
+    Timer,
+    /// A slot freed up, a run ended, a wake-up or a shutdown phase change.
+    Other,
+}
+
+/// Why the loop is not claiming, until when.
+struct Idle {
+    until: DateTime<Utc>,
+    /// The wait ends at the poll interval (not at a known due time).
+    at_horizon: bool,
+    /// The next-due answer the wait is based on (`None`: after a failure).
+    answer: Option<Option<DateTime<Utc>>>,
+}
+
+/// The one claiming loop of a kind. It keeps the kind's worker slots busy:
+/// each claim asks for every free slot plus the claim-ahead room
+/// ([`crate::manager::HandlerOptions::claim_ahead`]), claimed units wait in
+/// the [`Backlog`] and start the moment a slot frees up. When a claim comes
+/// back short, nothing else is ready: the loop sleeps until the next due
+/// time, a wake-up, a slot freeing up, or the poll interval. A wake-up
+/// wakes this one loop, not one loop per slot. The loop holds only a weak
 /// reference while idle, so dropping the last `Manager` stops it; on
-/// shutdown it stops claiming and waits for its running tasks.
-async fn dispatch_loop(
+/// shutdown it stops claiming, hands the waiting tasks back and waits for
+/// its running tasks.
+struct Dispatcher {
     manager: Weak<Inner>,
     registration: Arc<Registration>,
-    mut wake: watch::Receiver<u64>,
-    mut phase: watch::Receiver<ShutdownPhase>,
-) {
-    let slots = Arc::new(Semaphore::new(registration.options.concurrency));
-    let mut running: JoinSet<()> = JoinSet::new();
-    let mut failures: u32 = 0;
-    // The last next-due answer, kept while nothing happened: after an idle
-    // period that ended on the poll timer with no wake-up and no task of
-    // this loop running, and a claim that found nothing, the answer cannot
-    // have changed (another writer's change arrives as a wake-up through the
-    // store's notifications), so the poll costs one claim, not a claim and a
-    // next-due lookup (on Firestore: 1 read instead of 3). Without
-    // notifications, a task scheduled meanwhile by another process is found
-    // by the claim of the first poll after it is due.
-    let mut quiet_due: Option<Option<DateTime<Utc>>> = None;
-    loop {
-        while let Some(ended) = running.try_join_next() {
-            log_abnormal_end(ended);
-        }
-        if *phase.borrow() != ShutdownPhase::Running {
-            break;
-        }
-        let first = tokio::select! {
-            permit = slots.clone().acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => break,
-            },
-            changed = phase.changed() => if changed.is_err() { break } else { continue },
-        };
-        let mut permits = vec![first];
-        let wanted = match registration.shape {
-            // Every free slot: one claim fills them all.
-            HandlerShape::Single(_) => 1 + slots.available_permits(),
-            // A claim is one group, run in one slot.
-            HandlerShape::Group(_) => 1,
-        };
-        while permits.len() < wanted {
-            match slots.clone().try_acquire_owned() {
-                Ok(permit) => permits.push(permit),
-                Err(_) => break,
+    slots: Arc<Semaphore>,
+    concurrent_claims: usize,
+    running: JoinSet<()>,
+    backlog: Backlog,
+    claims: FuturesUnordered<BoxFuture<'static, ClaimDone>>,
+    /// Tasks (or groups) asked for by the claims in flight.
+    asked: usize,
+    idle: Option<Idle>,
+    /// Wake-ups, freed slots and ended runs so far: a claim that came back
+    /// short after one of them may have looked before the change it
+    /// announces, so the loop claims again instead of idling.
+    events: u64,
+    failures: u32,
+    /// The last next-due answer, kept while nothing happened: after an idle
+    /// period that ended on the poll timer with no wake-up and no task of
+    /// this loop running, and a claim that found nothing, the answer cannot
+    /// have changed (another writer's change arrives as a wake-up through
+    /// the store's notifications), so the poll costs one claim, not a claim
+    /// and a next-due lookup (on Firestore: 1 read instead of 3). Without
+    /// notifications, a task scheduled meanwhile by another process is found
+    /// by the claim of the first poll after it is due.
+    quiet_due: Option<Option<DateTime<Utc>>>,
+}
+
+impl Dispatcher {
+    async fn run(
+        mut self,
+        mut wake: watch::Receiver<Wakeups>,
+        mut phase: watch::Receiver<ShutdownPhase>,
+    ) {
+        loop {
+            while let Some(ended) = self.running.try_join_next() {
+                log_abnormal_end(ended);
             }
-        }
-        let Some(inner) = manager.upgrade() else {
-            break;
-        };
-        wake.borrow_and_update();
-        let poll = inner.config.poll_interval;
-        // Due times are looked up after this instant, not after "now" once
-        // the claim returned: the clock may pass a due time in between, and
-        // that task would then be slept past.
-        let checked_at = inner.now();
-        let mode = match registration.shape {
-            HandlerShape::Single(_) => ClaimMode::Single {
-                limit: permits.len(),
-            },
-            HandlerShape::Group(_) => ClaimMode::ResourceGroup {
-                max_group: registration.options.max_group_size,
-            },
-        };
-        let attempt = AssertUnwindSafe(claim(&inner, &registration, mode)).catch_unwind();
-        let outcome = attempt.await.unwrap_or_else(|panic| {
-            Err(Error::Internal(format!(
-                "claim panicked: {}",
-                panic_message(panic.as_ref())
-            )))
-        });
-        let known_due = quiet_due.take();
-        let mut found_nothing = false;
-        match outcome {
-            Ok(Some(claim)) => {
-                failures = 0;
-                let parts = claim.split(&registration.shape);
-                let filled = parts.len() >= permits.len();
-                for part in parts {
-                    // A backend returning more than asked still gets every
-                    // task run; only the slot accounting is off for it.
-                    let permit = permits.pop();
-                    let inner = inner.clone();
-                    let registration = registration.clone();
-                    running.spawn(async move {
-                        // The run gives the slot back when its last handler
-                        // returns, before the outcome is written.
-                        let run =
-                            AssertUnwindSafe(run_claimed(&inner, &registration, part, permit));
-                        if let Err(panic) = run.catch_unwind().await {
-                            // A bug must not silently stop the kind: log it and
-                            // carry on; the task stays leased until its lease expires.
-                            tracing::error!(kind = %registration.kind,
-                                panic = %panic_message(panic.as_ref()), "worker panicked");
-                        }
-                    });
-                }
-                if filled {
-                    // Every slot asked for got work: look for more as soon
-                    // as a slot frees up.
-                    continue;
-                }
+            if *phase.borrow() != ShutdownPhase::Running {
+                break;
             }
-            Ok(None) => {
-                failures = 0;
-                found_nothing = true;
-            }
-            Err(e) => {
-                failures = failures.saturating_add(1);
-                tracing::warn!(kind = %registration.kind, error = %e, "claim failed");
-                let backoff = Duration::from_millis(100)
-                    .saturating_mul(2u32.saturating_pow(failures.min(16)))
-                    .min(MAX_ERROR_BACKOFF)
-                    .min(poll);
-                drop(permits);
-                let clock = inner.clock.clone();
-                let until = add(inner.now(), backoff);
-                drop(inner);
-                if idle(&*clock, until, &mut wake, &mut phase).await.is_err() {
-                    break;
-                }
+            let Some(inner) = self.manager.upgrade() else {
+                break;
+            };
+            let outside = wake.borrow().outside;
+            self.start_waiting(&inner, outside).await;
+            let room = self.room();
+            if room > 0 && self.idle.is_none() && self.claims.len() < self.concurrent_claims {
+                wake.borrow_and_update();
+                let outside_seen = wake.borrow().outside;
+                self.issue_claim(inner, room, outside_seen);
                 continue;
             }
+            let clock = inner.clock.clone();
+            drop(inner);
+            let all_busy = self.slots.available_permits() == 0;
+            let idle_until = self.idle.as_ref().map(|idle| idle.until);
+            let slots = self.slots.clone();
+            let event = tokio::select! {
+                Some(done) = self.claims.next(), if !self.claims.is_empty() => Event::Claimed(done),
+                // A slot freed up: start waiting work or claim for it. A
+                // short claim may have lost tasks to concurrent claimers (an
+                // optimistic backend cannot tell that from "nothing else is
+                // ready"): without this the free slot would wait for a
+                // wake-up or the poll.
+                _ = slots.acquire(), if all_busy => Event::Other,
+                Some(ended) = self.running.join_next(), if !self.running.is_empty() => {
+                    log_abnormal_end(ended);
+                    Event::Other
+                }
+                changed = wake.changed() => if changed.is_err() { break } else { Event::Other },
+                changed = phase.changed() => if changed.is_err() { break } else { Event::Other },
+                _ = sleep_until(&*clock, idle_until), if idle_until.is_some() => Event::Timer,
+            };
+            let timer_ended = match event {
+                Event::Claimed(done) => {
+                    self.asked = self.asked.saturating_sub(done.asked);
+                    self.claimed(done).await;
+                    continue;
+                }
+                Event::Timer => true,
+                Event::Other => {
+                    self.events = self.events.wrapping_add(1);
+                    false
+                }
+            };
+            let idle = self.idle.take();
+            if timer_ended {
+                // The poll timer ran out and nothing woke the loop: keep the answer.
+                if let Some(idle) = idle.filter(|i| i.at_horizon && self.running.is_empty()) {
+                    self.quiet_due = idle.answer;
+                }
+            } else {
+                self.quiet_due = None;
+            }
         }
-        // Fewer tasks than free slots: nothing else is ready now.
-        drop(permits);
-        let horizon = add(inner.now(), poll);
-        let quiet = found_nothing && running.is_empty();
-        let due = match known_due.filter(|d| quiet && d.is_none_or(|t| t > checked_at)) {
+        self.stop().await;
+    }
+
+    /// What the next claim asks for (0: no claim now): free slots plus
+    /// the claim-ahead room, less what is waiting or asked for, in tasks
+    /// for a single-task kind, in groups for a group kind.
+    ///
+    /// Tasks are claimed ahead only as far as slots work through them
+    /// within half of [`RENEW_AFTER`] at the handlers' mean run time, so a
+    /// task claimed ahead rarely needs its lease renewed, and long
+    /// handlers claim no more than they have slots for. The room is
+    /// claimed in batches of at least half the claim-ahead, not a claim
+    /// per freed slot; a free slot with nothing waiting or asked for is
+    /// always claimed for.
+    fn room(&self) -> usize {
+        let free = self.slots.available_permits();
+        let options = &self.registration.options;
+        match self.registration.shape {
+            HandlerShape::Single(_) => {
+                let ahead = self.registration.pace.ahead(
+                    options.ahead(),
+                    options.concurrency,
+                    RENEW_AFTER / 2,
+                );
+                let pending = self.backlog.tasks() + self.asked;
+                let room = (free + ahead).saturating_sub(pending);
+                let starving = free > 0 && pending == 0;
+                if starving || room >= (ahead / 2).max(1) {
+                    room
+                } else {
+                    0
+                }
+            }
+            HandlerShape::Group(_) => free.saturating_sub(self.backlog.units() + self.asked),
+        }
+    }
+
+    /// Starts waiting units on the free slots, after re-reading them if an
+    /// outside change (count `outside`) may have touched them.
+    async fn start_waiting(&mut self, inner: &Arc<Inner>, outside: u64) {
+        if self.backlog.is_empty() || self.slots.available_permits() == 0 {
+            return;
+        }
+        self.backlog.refresh(inner, outside).await;
+        while !self.backlog.is_empty() {
+            let Ok(slot) = self.slots.clone().try_acquire_owned() else {
+                break;
+            };
+            let Some(unit) = self.backlog.pop(inner.now()) else {
+                break;
+            };
+            self.spawn_run(inner, unit, slot);
+        }
+    }
+
+    fn spawn_run(&mut self, inner: &Arc<Inner>, unit: Claim, slot: OwnedSemaphorePermit) {
+        let inner = inner.clone();
+        let registration = self.registration.clone();
+        self.running.spawn(async move {
+            // The run gives the slot back when its last handler returns,
+            // before the outcome is written.
+            let run = AssertUnwindSafe(run_claimed(&inner, &registration, unit, Some(slot)));
+            if let Err(panic) = run.catch_unwind().await {
+                // A bug must not silently stop the kind: log it and carry
+                // on; the task stays leased until its lease expires.
+                tracing::error!(kind = %registration.kind,
+                    panic = %panic_message(panic.as_ref()), "worker panicked");
+            }
+        });
+    }
+
+    fn issue_claim(&mut self, inner: Arc<Inner>, room: usize, outside_seen: u64) {
+        let registration = self.registration.clone();
+        let (mode, asked) = match registration.shape {
+            HandlerShape::Single(_) => (ClaimMode::Single { limit: room }, room),
+            HandlerShape::Group(_) => (
+                ClaimMode::ResourceGroup {
+                    max_group: registration.options.max_group_size,
+                },
+                1,
+            ),
+        };
+        self.asked += asked;
+        let checked_at = inner.now();
+        let events_seen = self.events;
+        self.claims.push(
+            async move {
+                let attempt = AssertUnwindSafe(claim(&inner, &registration, mode)).catch_unwind();
+                let result = attempt.await.unwrap_or_else(|panic| {
+                    Err(Error::Internal(format!(
+                        "claim panicked: {}",
+                        panic_message(panic.as_ref())
+                    )))
+                });
+                ClaimDone {
+                    asked,
+                    checked_at,
+                    outside_seen,
+                    events_seen,
+                    result,
+                }
+            }
+            .boxed(),
+        );
+    }
+
+    /// Takes a claim's result: its units wait for slots; a claim that came
+    /// back short (with no other claim in flight) makes the loop idle until
+    /// the next due time; a failed one backs off.
+    async fn claimed(&mut self, done: ClaimDone) {
+        let Some(inner) = self.manager.upgrade() else {
+            return;
+        };
+        let (got, found_nothing) = match done.result {
+            Ok(Some(claim)) => {
+                self.failures = 0;
+                let units = claim.split(&self.registration.shape);
+                let got = match self.registration.shape {
+                    HandlerShape::Single(_) => units.iter().map(|u| u.tasks.len()).sum(),
+                    HandlerShape::Group(_) => units.len(),
+                };
+                self.backlog.push(units, done.outside_seen);
+                (got, false)
+            }
+            Ok(None) => {
+                self.failures = 0;
+                (0, true)
+            }
+            Err(e) => {
+                self.failures = self.failures.saturating_add(1);
+                tracing::warn!(kind = %self.registration.kind, error = %e, "claim failed");
+                let backoff = Duration::from_millis(100)
+                    .saturating_mul(2u32.saturating_pow(self.failures.min(16)))
+                    .min(MAX_ERROR_BACKOFF)
+                    .min(inner.config.poll_interval);
+                self.idle = Some(Idle {
+                    until: add(inner.now(), backoff),
+                    at_horizon: false,
+                    answer: None,
+                });
+                return;
+            }
+        };
+        if got >= done.asked || !self.claims.is_empty() || done.events_seen != self.events {
+            // Every task asked for came (look for more as soon as there is
+            // room), another claim is on the wire, or something happened
+            // while this one was: claim again rather than idle.
+            return;
+        }
+        // Fewer than asked for: nothing else is ready now.
+        let horizon = add(inner.now(), inner.config.poll_interval);
+        let quiet = found_nothing && self.running.is_empty();
+        let known = self.quiet_due.take();
+        let due = match known.filter(|d| quiet && d.is_none_or(|t| t > done.checked_at)) {
             Some(known) => Ok(known),
             None => {
                 inner
                     .store
-                    .next_due(&inner.env, &registration.kind, checked_at)
+                    .next_due(&inner.env, &self.registration.kind, done.checked_at)
                     .await
             }
         };
-        let (idle_until, answer) = match due {
+        let (until, answer) = match due {
             Ok(Some(due)) => (due.min(horizon), Some(Some(due))),
             Ok(None) => (horizon, Some(None)),
             Err(e) => {
-                tracing::warn!(kind = %registration.kind, error = %e, "next due time unavailable");
+                tracing::warn!(kind = %self.registration.kind, error = %e, "next due time unavailable");
                 (horizon, None)
             }
         };
-        let clock = inner.clock.clone();
-        drop(inner);
-        // A slot freeing up ends the wait too: a claim that came back short
-        // may have lost tasks to concurrent claimers (an optimistic backend
-        // cannot tell that from "nothing else is ready"), and without this
-        // the free slots would wait for a wake-up or the poll.
-        let idled = tokio::select! {
-            idled = idle(&*clock, idle_until, &mut wake, &mut phase) => idled,
-            Some(ended) = running.join_next(), if !running.is_empty() => {
-                log_abnormal_end(ended);
-                Ok(Idled::Woken)
+        self.idle = Some(Idle {
+            until,
+            at_horizon: until == horizon,
+            answer,
+        });
+    }
+
+    /// Shutdown (or the manager is gone): claims in flight are awaited,
+    /// everything waiting is handed back, and the running tasks finish, or
+    /// are interrupted and release their leases, on their own.
+    async fn stop(mut self) {
+        if let Some(inner) = self.manager.upgrade() {
+            while let Some(done) = self.claims.next().await {
+                if let Ok(Some(claim)) = done.result {
+                    self.backlog
+                        .push(claim.split(&self.registration.shape), done.outside_seen);
+                }
             }
-        };
-        match idled {
-            Err(_) => break,
-            // The poll timer ran out and nothing woke the loop: keep the answer.
-            Ok(Idled::Timer) if idle_until == horizon && running.is_empty() => quiet_due = answer,
-            Ok(_) => {}
+            self.backlog.release_all(&inner).await;
+        }
+        while let Some(ended) = self.running.join_next().await {
+            log_abnormal_end(ended);
         }
     }
-    // Shutdown (or the manager is gone): the running tasks finish, or are
-    // interrupted and release their leases, on their own.
-    while let Some(ended) = running.join_next().await {
-        log_abnormal_end(ended);
-    }
 }
 
-/// Why [`idle`] returned.
-enum Idled {
-    /// `until` was reached.
-    Timer,
-    /// A wake-up or a shutdown phase change.
-    Woken,
-}
-
-/// Sleeps until `until`, a wake-up or a shutdown phase change; `Err` when
-/// the manager is gone.
-async fn idle(
-    clock: &dyn crate::clock::Clock,
-    until: DateTime<Utc>,
-    wake: &mut watch::Receiver<u64>,
-    phase: &mut watch::Receiver<ShutdownPhase>,
-) -> Result<Idled, watch::error::RecvError> {
-    tokio::select! {
-        _ = clock.sleep_until(until) => Ok(Idled::Timer),
-        changed = wake.changed() => changed.map(|()| Idled::Woken),
-        changed = phase.changed() => changed.map(|()| Idled::Woken),
+/// Sleeps until `until` on `clock` (forever when `None`).
+async fn sleep_until(clock: &dyn crate::clock::Clock, until: Option<DateTime<Utc>>) {
+    match until {
+        Some(until) => clock.sleep_until(until).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -249,13 +408,15 @@ pub(super) struct Claim {
     pub(super) claimed_at: DateTime<Utc>,
     pub(super) tasks: Vec<Task>,
     pub(super) undecodable: Vec<Undecodable>,
+    /// It waited for a slot long enough to renew its lease before it starts.
+    pub(super) waited: bool,
 }
 
 impl Claim {
     /// The units that run in one slot each: every task of a single-task
     /// kind alone (they share the claim's lease token, which fences each
     /// task on its own), a resource-key group as a whole.
-    fn split(self, shape: &HandlerShape) -> Vec<Claim> {
+    pub(super) fn split(self, shape: &HandlerShape) -> Vec<Claim> {
         match shape {
             HandlerShape::Group(_) => vec![self],
             HandlerShape::Single(_) => {
@@ -264,6 +425,7 @@ impl Claim {
                     claimed_at,
                     tasks,
                     mut undecodable,
+                    waited,
                 } = self;
                 tasks
                     .into_iter()
@@ -272,6 +434,7 @@ impl Claim {
                         claimed_at,
                         tasks: vec![task],
                         undecodable: std::mem::take(&mut undecodable),
+                        waited,
                     })
                     .collect()
             }
@@ -338,5 +501,6 @@ async fn claim(
         claimed_at,
         tasks: claimed.tasks,
         undecodable: claimed.undecodable,
+        waited: false,
     }))
 }

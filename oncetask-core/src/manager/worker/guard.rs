@@ -48,11 +48,9 @@ impl Run<'_> {
         };
         let started = std::time::Instant::now();
         let timed = run_captured(current, work).inspect(|_| {
-            metrics::handler_duration(
-                &self.inner.env,
-                &self.registration.kind,
-                started.elapsed().as_secs_f64(),
-            );
+            let took = started.elapsed();
+            self.registration.pace.record(took);
+            metrics::handler_duration(&self.inner.env, &self.registration.kind, took.as_secs_f64());
         });
         tokio::select! {
             biased;

@@ -2,6 +2,8 @@
 //!
 //! - [`dispatch`]: the claiming loop of a kind, which hands claimed work to
 //!   worker slots;
+//! - [`backlog`]: claimed tasks waiting for a slot;
+//! - [`pace`]: how long handlers take, which sizes the claim-ahead;
 //! - [`run`]: one claim being processed (its handlers in order);
 //! - [`guard`]: one handler run under panic capture, time limit, heartbeat
 //!   and shutdown abort;
@@ -14,16 +16,19 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 
+mod backlog;
 mod dispatch;
 mod generator;
 mod guard;
 mod outcome;
+mod pace;
 mod run;
 mod shutdown;
 
 pub(crate) use dispatch::{process_next, spawn_workers};
 #[cfg(feature = "testing")]
 pub(crate) use guard::run_captured;
+pub(crate) use pace::Pace;
 pub use run::{RunOutcome, RunReport};
 pub use shutdown::ShutdownReport;
 pub(crate) use shutdown::shutdown;

@@ -69,7 +69,7 @@ pub(super) async fn run_claimed(
         registration,
         token: &token,
         claimed_at: claim.claimed_at,
-        executions: 0,
+        lease_fresh: !claim.waited,
         slot,
         report: RunReport {
             kind: registration.kind.clone(),
@@ -155,9 +155,10 @@ pub(super) struct Run<'a> {
     pub(super) registration: &'a Arc<Registration>,
     pub(super) token: &'a LeaseToken,
     pub(super) claimed_at: DateTime<Utc>,
-    /// Handler runs done so far for this claim (cancellation handlers run
-    /// before the main handler, on the same lease).
-    pub(super) executions: usize,
+    /// Whether the lease is as granted by the claim, unused: false once a
+    /// handler ran (cancellation handlers run before the main handler, on
+    /// the same lease) or the claim waited for a slot.
+    pub(super) lease_fresh: bool,
     /// The worker slot this claim runs in, until its last handler returns.
     pub(super) slot: Option<OwnedSemaphorePermit>,
     pub(super) report: RunReport,
@@ -175,16 +176,17 @@ impl Run<'_> {
         work: impl std::future::Future<Output = HandlerResult> + Send,
     ) {
         let mut anchor = self.claimed_at;
-        if self.executions > 0 {
-            // An earlier handler of this claim used part of the shared lease
-            // (Go W12): renew it, so this handler gets a whole lease and time limit.
+        if !self.lease_fresh {
+            // An earlier handler of this claim, or the wait for a slot, used
+            // part of the lease (Go W12): renew it, so this handler gets a
+            // whole lease and time limit.
             anchor = self.inner.now();
             held = self.renew(held, anchor).await;
             if held.is_empty() {
                 return;
             }
         }
-        self.executions += 1;
+        self.lease_fresh = false;
         let mut lost = Vec::new();
         let ended = self
             .guard(&mut held, &mut lost, anchor, current, work)
