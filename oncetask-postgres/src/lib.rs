@@ -75,20 +75,28 @@
 //! version B locked, which B's snapshot cannot see when the row moved on:
 //! a second guard.) Keys are never waited for except on such an insert,
 //! which waits only for another claim's statement, so claims cannot
-//! deadlock. A claim row is a small row per key; one without tasks is
-//! removed by the delete that removes the key's last task, which is safe
-//! because that delete takes the row's lock, and a claim that saw the row
-//! finds it gone while one that did not finds its insert in conflict or
-//! sees, in its snapshot, the leases committed before the row went.
+//! deadlock.
 //!
-//! A statement leaves out the second and later ready tasks of one key among
-//! its candidates; when that leaves it short of its limit, the claim runs
-//! the statement again (a few times at most), each run exact on its own.
-//! Candidates that SQL can tell are not tasks are never leased and are
-//! reported; a leased row that still fails to decode in Rust (an error
-//! time or a recurrence SQL does not check) is reported and its lease taken
-//! back at once, fenced on the claim's version and token, and the claim
-//! asks again without it (so it holds neither a slot nor its key).
+//! A claim row is a small row per key. The delete that removes a key's last
+//! task removes its row too, if the delete's snapshot shows no task of the
+//! key at all. That keeps the exclusion: the delete waits for any claim
+//! holding the row, so every lease written under the row committed first; a
+//! claim that saw the row then finds it gone when it locks it; and a claim
+//! whose snapshot has no row either meets, on insert, a row created since,
+//! or took its snapshot before the row existed, when the task it picked
+//! existed already: the delete's snapshot then showed that task (and the
+//! row stayed) unless the delete removed it (and the claim cannot lock it).
+//!
+//! Candidates that SQL can tell are not tasks (`WELL_FORMED`) are never
+//! leased and are reported; a leased row that still fails to decode in Rust
+//! (an error time or a recurrence SQL does not check) is reported and its
+//! lease taken back at once, fenced on the claim's version and token. A
+//! statement takes at most one task per key among its candidates. When it
+//! leased fewer tasks than its limit and left out tasks of a key it took, or
+//! met rows that are not tasks, the claim runs the statement again (16 times
+//! at most), leaving those rows out, so neither a key nor a run of spoiled
+//! rows at the head of the queue stops the kind. Each run is exact on its
+//! own.
 //!
 //! A resource-group claim ([`ClaimMode::ResourceGroup`]) stays a
 //! transaction (module `claim`): candidates, then the claim row of the

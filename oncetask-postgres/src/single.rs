@@ -3,11 +3,13 @@
 
 use super::*;
 
-/// At most this many claim statements per call: a statement leaves out the
-/// second and later ready tasks of one key among its candidates, and a
-/// claim that got fewer than its limit for that reason asks again; so does
-/// one that leased rows that do not decode, leaving them out.
-const ROUNDS: usize = 4;
+/// At most this many claim statements per call. A claim that got fewer
+/// tasks than its limit asks again when its statement left out the second
+/// and later ready tasks of a key among its candidates, or met candidates
+/// that are not tasks (left out of the next statement, so that a run of
+/// them at the head of the queue does not stop the kind), or leased rows
+/// that do not decode (their leases taken back and left out likewise).
+const ROUNDS: usize = 16;
 
 /// A leased row that does not decode: its lease is taken back.
 struct Unleash {
@@ -19,8 +21,7 @@ struct Unleash {
 
 impl PostgresStore {
     /// A single-mode claim of up to `limit` tasks: one statement
-    /// ([`Self::single_claim_sql`]), repeated only when its candidates held
-    /// several ready tasks of one key and it leased fewer than `limit`.
+    /// ([`Self::single_claim_sql`]), repeated only as [`ROUNDS`] says.
     pub(crate) async fn claim_single(
         &self,
         request: &ClaimRequest,
@@ -30,7 +31,8 @@ impl PostgresStore {
         let mut undecodable: Vec<Undecodable> = Vec::new();
         let sql = self.single_claim_sql();
         let token = request.grant.token.as_str();
-        let mut unleashed: Vec<String> = Vec::new();
+        // Ids the next statement leaves out: rows that are not tasks.
+        let mut skip: Vec<String> = Vec::new();
         for _ in 0..ROUNDS {
             let want = limit.saturating_sub(tasks.len());
             if want == 0 {
@@ -45,13 +47,14 @@ impl PostgresStore {
                 .bind(want.saturating_mul(2))
                 .bind(request.grant.leased_until)
                 .bind(token)
-                .bind(&unleashed)
+                .bind(&skip)
                 .fetch_all(&self.inner.pool)
                 .await
                 .map_err(db)?;
             let mut leased_now = 0;
             let mut left_out: i64 = 0;
             let mut unleash = Vec::new();
+            let mut skipped = 0;
             for r in &rows {
                 let leased: bool = r.try_get("leased").map_err(db)?;
                 left_out = r.try_get("left_out").map_err(db)?;
@@ -63,7 +66,10 @@ impl PostgresStore {
                     }
                     // A row SQL found ill-formed that still decodes: not
                     // leased, and nothing to report.
-                    (Ok(_), false) => {}
+                    (Ok(_), false) => {
+                        skipped += 1;
+                        skip.push(id);
+                    }
                     (Err(reason), leased) => {
                         if leased {
                             unleash.push(Unleash {
@@ -73,18 +79,14 @@ impl PostgresStore {
                                 prior_lease_token: r.try_get("prior_lease_token").map_err(db)?,
                             });
                         }
-                        if !undecodable.iter().any(|u| u.id == id) {
-                            undecodable.push(Undecodable { id, reason });
-                        }
+                        skipped += 1;
+                        skip.push(id.clone());
+                        undecodable.push(Undecodable { id, reason });
                     }
                 }
             }
-            let taken_back = unleash.len();
-            unleashed.extend(unleash.iter().map(|u| u.id.clone()));
             self.unleash(unleash, token).await?;
-            // Again if the statement left tasks out for their key, or leased
-            // rows that do not decode (left out from now on).
-            if taken_back == 0 && (leased_now == 0 || left_out == 0) {
+            if skipped == 0 && (leased_now == 0 || left_out == 0) {
                 break;
             }
         }

@@ -551,8 +551,10 @@ async fn swaps_notify_only_when_work_becomes_available() {
 
 /// The race a one-statement claim must win: 16 claimers on 4 pools race
 /// 200 rounds each over 4 resource keys and some keyless tasks, with 100 ms
-/// leases. Each round claims up to 2 tasks and checks that no other claimer
-/// holds a lease of the same key that is still live at this claim's `now`.
+/// leases. Each round claims up to 2 tasks and checks that no lease of the
+/// same key that has not been given back overlaps its own (from the claim's
+/// `now` to its expiry; claims whose `now`s are out of their commit order
+/// have disjoint leases).
 /// Then, in turn, it releases the tasks, or completes them and creates a new
 /// task of the same key (which goes ahead of the key's released ones, so
 /// claimers whose snapshots straddle the create disagree on the key's first
@@ -589,9 +591,9 @@ async fn one_statement_claims_never_grant_two_live_leases_in_one_key() {
     }
     stores[0].create(tasks).await.expect("create");
 
-    // Per key: the claimer holding it and its lease's end.
-    type Holders = HashMap<String, (usize, DateTime<Utc>)>;
-    let live: Arc<Mutex<Holders>> = Arc::default();
+    /// A lease granted: claimer, start (the claim's `now`), end, given back.
+    type Lease = (usize, DateTime<Utc>, DateTime<Utc>, bool);
+    let live: Arc<Mutex<HashMap<String, Vec<Lease>>>> = Arc::default();
     let keyed_leases = Arc::new(AtomicU64::new(0));
     let keyless_leases = Arc::new(AtomicU64::new(0));
     let barrier = Arc::new(tokio::sync::Barrier::new(CLAIMERS));
@@ -619,16 +621,21 @@ async fn one_statement_claims_never_grant_two_live_leases_in_one_key() {
                         continue;
                     };
                     keyed_leases.fetch_add(1, Ordering::Relaxed);
+                    let until = grant.leased_until;
                     let mut live = live.lock().expect("live map");
-                    if let Some((other, until)) = live.get(key) {
+                    let leases = live.entry(key.clone()).or_default();
+                    leases.retain(|l| l.2 > now - TimeDelta::seconds(10));
+                    // As stored: in whole microseconds.
+                    let us = |t: &DateTime<Utc>| t.timestamp_micros();
+                    for (other, from, to, given_back) in leases.iter() {
                         assert!(
-                            *until <= now,
-                            "claimer {claimer} got {} of key {key} at {now} while claimer \
-                             {other} holds a lease of it until {until}",
+                            *given_back || us(to) <= us(&now) || us(&until) <= us(from),
+                            "claimer {claimer} got {} of key {key} for {now}..{until} while \
+                             claimer {other} holds a lease of it for {from}..{to}",
                             task.id
                         );
                     }
-                    live.insert(key.clone(), (claimer, grant.leased_until));
+                    leases.push((claimer, now, until, false));
                 }
                 tokio::task::yield_now().await;
                 if round % 8 == 7 {
@@ -639,10 +646,12 @@ async fn one_statement_claims_never_grant_two_live_leases_in_one_key() {
                 let mut fresh = Vec::new();
                 for task in &claimed {
                     if let Some(key) = &task.resource_key {
+                        // Given back before the swap that frees the key.
                         let mut live = live.lock().expect("live map");
-                        // Unless the lease expired and the key moved on.
-                        if live.get(key) == Some(&(claimer, grant.leased_until)) {
-                            live.remove(key);
+                        for lease in live.get_mut(key).into_iter().flatten() {
+                            if (lease.0, lease.2) == (claimer, grant.leased_until) {
+                                lease.3 = true;
+                            }
                         }
                     }
                     let (change, next) = if finish {
@@ -899,5 +908,52 @@ async fn a_claimed_row_that_does_not_decode_is_reported_and_left_unleased() {
     .await
     .expect("read the row");
     assert_eq!((leased_until, token, attempts), (None, None, 0));
+    drop_schema(&store).await;
+}
+
+/// Ten rows that are not tasks at the head of the queue do not stop a
+/// claim of one task: it reports them and takes the task behind them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_of_rows_that_are_not_tasks_does_not_stop_a_claim() {
+    use oncetask_core::lifecycle::LeaseGrant;
+    use oncetask_core::store::{ClaimMode, ClaimRequest};
+
+    let store = store(&new_schema()).await;
+    let t = store.table();
+    let now = chrono::Utc::now();
+    let bad: Vec<Task> = (0..10)
+        .map(|i| {
+            Task::new(
+                format!("bad-{i}"),
+                KIND,
+                ENV,
+                now - chrono::TimeDelta::seconds(60),
+            )
+        })
+        .collect();
+    let good = Task::new("good", KIND, ENV, now);
+    store
+        .create(bad.into_iter().chain([good]).collect())
+        .await
+        .expect("create");
+    sqlx::query(&format!(
+        "UPDATE {t} SET data = '\"not a task\"'::jsonb WHERE id LIKE 'bad-%'"
+    ))
+    .execute(store.pool())
+    .await
+    .expect("spoil the payloads");
+    let request = ClaimRequest {
+        env: ENV.into(),
+        kind: KIND.into(),
+        now,
+        grant: LeaseGrant::new(now, Duration::from_secs(60)),
+        mode: ClaimMode::Single { limit: 1 },
+    };
+    let claimed = store.claim(&request).await.expect("claim");
+    let ids: Vec<&str> = claimed.tasks.iter().map(|t| t.id.as_str()).collect();
+    assert_eq!(ids, ["good"]);
+    let mut reported: Vec<&str> = claimed.undecodable.iter().map(|u| u.id.as_str()).collect();
+    reported.sort_unstable();
+    assert_eq!(reported.len(), 10, "{reported:?}");
     drop_schema(&store).await;
 }
