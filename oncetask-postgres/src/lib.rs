@@ -98,6 +98,12 @@
 //! rows at the head of the queue stops the kind. Each run is exact on its
 //! own.
 //!
+//! A claim statement commits on its own: when its caller dies or loses the
+//! connection after sending it, it may still lease its tasks, which then
+//! wait, unworked, for their lease to expire (a claim transaction rolled
+//! back in that case, unless the failure hit its commit). The chaos test
+//! counts these as "claims whose answer was lost".
+//!
 //! A resource-group claim ([`ClaimMode::ResourceGroup`]) stays a
 //! transaction (module `claim`): candidates, then the claim row of the
 //! first free candidate key locked and bumped in its own statement, then,
