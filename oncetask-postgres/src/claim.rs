@@ -198,11 +198,13 @@ impl PostgresStore {
     }
 
     /// The query plans (`EXPLAIN`) of the hot path's statements for
-    /// `env`/`kind` at `now`, each under a `-- <name>` line: the candidate
-    /// query and the resource-key busy check it embeds, the group query for
-    /// `key`, the lock of the chosen rows, the bulk write-back of claimed
-    /// tasks, the next due time an idle worker asks for, and a swap. A
-    /// diagnostic, used by the tests that check the indexes serve them.
+    /// `env`/`kind` at `now`, each under a `-- <name>` line: the
+    /// single-mode claim statement (`claim`); the resource-group claim's
+    /// candidate query and the resource-key busy check it embeds, the lock
+    /// of `key`'s claim row, the group query for `key`, the lock of the
+    /// chosen rows and the bulk write-back of claimed tasks; the next due
+    /// time an idle worker asks for, and a swap. A diagnostic, used by the
+    /// tests that check the indexes serve them.
     pub async fn explain_claim(
         &self,
         env: &str,
@@ -254,6 +256,25 @@ impl PostgresStore {
             .fetch_all(&mut *conn)
             .await
             .map_err(db)?;
+        let single = sqlx::query(&format!("EXPLAIN {}", self.single_claim_sql()))
+            .bind(env)
+            .bind(kind)
+            .bind(now)
+            .bind(10_i64)
+            .bind(20_i64)
+            .bind(now)
+            .bind("explain")
+            .bind(Vec::<String>::new())
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(db)?;
+        let key_lock = sqlx::query(&format!("EXPLAIN {}", self.lock_key_sql()))
+            .bind(env)
+            .bind(kind)
+            .bind(key)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(db)?;
         let swap = sqlx::query(&format!("EXPLAIN {}", self.swap_sql()))
             .bind(Json(Value::Array(vec![crate::swap::sample_change(
                 &sample,
@@ -263,7 +284,9 @@ impl PostgresStore {
             .await
             .map_err(db)?;
         for (title, rows) in [
+            ("claim", single),
             ("candidates", candidate),
+            ("key lock", key_lock),
             ("group", group),
             ("lock ready", lock),
             ("write-back", write),
@@ -279,35 +302,91 @@ impl PostgresStore {
         Ok(out)
     }
 
-    /// Tries to take the advisory locks of `keys` for this transaction;
-    /// returns the keys it got.
-    pub(crate) async fn lock_keys(
+    /// Locks the claim row of resource key `key` (env and kind of
+    /// `request`) for this transaction and bumps its claim count, or creates
+    /// it; false when another claim holds it (never waited for). Inside a
+    /// transaction, the statements after this one see every lease that
+    /// earlier claims of the key committed, and no other claim of the key
+    /// can commit until this transaction ends.
+    pub(crate) async fn lock_key(
         &self,
         conn: &mut PgConnection,
         request: &ClaimRequest,
-        keys: &[String],
-    ) -> Result<HashSet<String>, StoreError> {
-        if keys.is_empty() {
-            return Ok(HashSet::new());
-        }
-        // Unit separators keep (env, kind, key) triples from colliding by concatenation.
-        let prefix = format!(
-            "{}\u{1f}{}\u{1f}{}\u{1f}",
-            self.inner.schema, request.env, request.kind
-        );
-        let rows = sqlx::query(
-            "SELECT k FROM unnest($1::text[]) AS k \
-             WHERE pg_try_advisory_xact_lock(hashtextextended($2 || k, 0))",
+        key: &str,
+    ) -> Result<bool, StoreError> {
+        let rows = sqlx::query(&self.lock_key_sql())
+            .bind(&request.env)
+            .bind(&request.kind)
+            .bind(key)
+            .fetch_all(conn)
+            .await
+            .map_err(db)?;
+        Ok(!rows.is_empty())
+    }
+
+    /// The lock of the claim row of key `$3` (env `$1`, kind `$2`): locks
+    /// and bumps the row if this statement's snapshot has it and no one
+    /// else holds it, inserts it if the snapshot has none (an insert that
+    /// meets a row committed meanwhile does nothing); returns the key when
+    /// the row is this transaction's.
+    pub(crate) fn lock_key_sql(&self) -> String {
+        let k = &self.inner.keys;
+        format!(
+            "WITH seen AS ( \
+                 SELECT w.resource_key, r.claims FROM (SELECT $3::text AS resource_key) w \
+                 LEFT JOIN {k} r ON r.env = $1 AND r.kind = $2 AND r.resource_key = w.resource_key), \
+             locked AS ( \
+                 SELECT r.resource_key FROM {k} r \
+                 WHERE r.env = $1 AND r.kind = $2 AND r.resource_key = $3 \
+                 FOR UPDATE SKIP LOCKED), \
+             bumped AS ( \
+                 UPDATE {k} r SET claims = r.claims + 1 FROM locked l \
+                 WHERE r.env = $1 AND r.kind = $2 AND r.resource_key = l.resource_key \
+                 RETURNING r.resource_key), \
+             added AS ( \
+                 INSERT INTO {k} (env, kind, resource_key, claims) \
+                 SELECT $1, $2, s.resource_key, 1 FROM seen s WHERE s.claims IS NULL \
+                 ON CONFLICT DO NOTHING RETURNING resource_key) \
+             SELECT resource_key FROM bumped UNION ALL SELECT resource_key FROM added"
         )
-        .bind(keys)
-        .bind(prefix)
-        .fetch_all(conn)
+    }
+
+    /// Removes the claim rows of `keys` (env, kind, key) that have no task
+    /// left, after a delete: a claim row lives as long as its key has
+    /// tasks. Waits for claims that hold a row (they never wait for a
+    /// delete, so this cannot deadlock). See the crate docs for why this
+    /// keeps the exclusion exact.
+    pub(crate) async fn forget_keys(
+        &self,
+        conn: &mut PgConnection,
+        keys: BTreeSet<(String, String, String)>,
+    ) -> Result<(), StoreError> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let (t, k) = (&self.inner.table, &self.inner.keys);
+        let mut envs = Vec::with_capacity(keys.len());
+        let mut kinds = Vec::with_capacity(keys.len());
+        let mut names = Vec::with_capacity(keys.len());
+        for (env, kind, key) in keys {
+            envs.push(env);
+            kinds.push(kind);
+            names.push(key);
+        }
+        sqlx::query(&format!(
+            "DELETE FROM {k} r \
+             USING unnest($1::text[], $2::text[], $3::text[]) AS g(env, kind, resource_key) \
+             WHERE r.resource_key = g.resource_key AND r.env = g.env AND r.kind = g.kind \
+               AND NOT EXISTS (SELECT 1 FROM {t} t WHERE t.env = g.env \
+                 AND t.resource_key = g.resource_key AND t.kind = g.kind)"
+        ))
+        .bind(&envs)
+        .bind(&kinds)
+        .bind(&names)
+        .execute(conn)
         .await
         .map_err(db)?;
-        rows.iter()
-            .map(|r| r.try_get::<String, _>(0))
-            .collect::<Result<_, _>>()
-            .map_err(db)
+        Ok(())
     }
 
     /// Locks the still-ready rows among `ids` (`FOR UPDATE SKIP LOCKED`);
@@ -404,64 +483,44 @@ impl PostgresStore {
             .map_err(db)
     }
 
-    /// Chooses and locks the tasks a claim leases (inside its transaction).
-    pub(crate) async fn select_for_claim(
+    /// Chooses and locks the tasks of a resource-group claim (inside its
+    /// transaction): the first candidate in claim order decides; a keyless
+    /// one is taken alone, a keyed one with the ready tasks of its key, once
+    /// the key's claim row is this transaction's ([`Self::lock_key`]).
+    pub(crate) async fn select_group(
         &self,
         conn: &mut PgConnection,
         request: &ClaimRequest,
+        max_group: usize,
         undecodable: &mut Vec<Undecodable>,
     ) -> Result<Vec<Task>, StoreError> {
-        match request.mode {
-            ClaimMode::Single { limit } => {
-                if limit == 0 {
-                    return Ok(Vec::new());
+        if max_group == 0 {
+            return Ok(Vec::new());
+        }
+        let cap = usize::try_from(GROUP_CANDIDATES).unwrap_or(16);
+        let candidates = self.candidates(conn, request, cap, undecodable).await?;
+        for head in candidates {
+            let taken = match &head.resource_key {
+                None => {
+                    let ids = [head.id.clone()];
+                    self.lock_ready(conn, request, &ids, &[], false, undecodable)
+                        .await?
                 }
-                let candidates = self.candidates(conn, request, limit, undecodable).await?;
-                let ids: Vec<String> = candidates.iter().map(|t| t.id.clone()).collect();
-                let keys: Vec<String> = candidates
-                    .iter()
-                    .filter_map(|t| t.resource_key.clone())
-                    .collect();
-                if ids.is_empty() {
-                    return Ok(Vec::new());
-                }
-                let locked: Vec<String> = self
-                    .lock_keys(conn, request, &keys)
-                    .await?
-                    .into_iter()
-                    .collect();
-                self.lock_ready(conn, request, &ids, &locked, false, undecodable)
-                    .await
-            }
-            ClaimMode::ResourceGroup { max_group } => {
-                if max_group == 0 {
-                    return Ok(Vec::new());
-                }
-                let cap = usize::try_from(GROUP_CANDIDATES).unwrap_or(16);
-                let candidates = self.candidates(conn, request, cap, undecodable).await?;
-                for head in candidates {
-                    let taken = match &head.resource_key {
-                        None => {
-                            let ids = [head.id.clone()];
-                            self.lock_ready(conn, request, &ids, &[], false, undecodable)
-                                .await?
-                        }
-                        Some(key) => {
-                            let keys = [key.clone()];
-                            if self.lock_keys(conn, request, &keys).await?.is_empty() {
-                                continue;
-                            }
-                            let ids = self.group_ids(conn, request, key, max_group).await?;
-                            self.lock_ready(conn, request, &ids, &keys, true, undecodable)
-                                .await?
-                        }
-                    };
-                    if !taken.is_empty() {
-                        return Ok(taken);
+                Some(key) => {
+                    if !self.lock_key(conn, request, key).await? {
+                        continue;
                     }
+                    // A new statement: its snapshot is younger than the key lock.
+                    let keys = [key.clone()];
+                    let ids = self.group_ids(conn, request, key, max_group).await?;
+                    self.lock_ready(conn, request, &ids, &keys, true, undecodable)
+                        .await?
                 }
-                Ok(Vec::new())
+            };
+            if !taken.is_empty() {
+                return Ok(taken);
             }
         }
+        Ok(Vec::new())
     }
 }

@@ -31,31 +31,95 @@
 //!   resource-key group claim;
 //! * `tasks_created_idx` / `tasks_resource_key_idx`: listings.
 //!
+//! A second table, `<schema>.task_keys`, holds one *claim row* per (env,
+//! kind, resource key) whose tasks have been claimed: a counter, `claims`,
+//! that every claim leasing a task of the key bumps (see below).
+//!
 //! ## Claims and resource-key exclusion
 //!
-//! A claim is one transaction (module `claim`):
+//! A single-mode claim is one statement (module `single`), run outside any
+//! transaction. It
 //!
-//! 1. select candidates in claim order: ready tasks of the env/kind whose
-//!    resource key holds no live lease, at most one per key, as many as the
-//!    limit (three index range scans, one per part of the claim order);
-//! 2. take a transaction-scoped advisory lock per candidate resource key
-//!    with `pg_try_advisory_xact_lock(hashtextextended(schema, env, kind,
-//!    key))`; a key whose lock another claimer holds is skipped (never
-//!    waited for, so claims cannot deadlock);
-//! 3. in a *new* statement (so its snapshot sees every lease committed by
-//!    the claimer that held the lock before), lock the candidate rows with
-//!    `FOR UPDATE SKIP LOCKED`, re-checking that each is still ready and that
-//!    its key is still free;
-//! 4. apply the core's [`lifecycle::claim`] to each locked task in Rust and
-//!    write them back with one `UPDATE`.
+//! 1. selects candidates in claim order: ready tasks of the env/kind whose
+//!    resource key holds no live lease *in the statement's snapshot*, at
+//!    most one per key, as many as the limit (three index range scans, one
+//!    per part of the claim order), with the claim row of each candidate's
+//!    key as the snapshot sees it;
+//! 2. locks the candidate rows `FOR UPDATE SKIP LOCKED`, which re-checks
+//!    that each is still ready on its newest version;
+//! 3. for each keyed candidate, locks its key's claim row `FOR UPDATE SKIP
+//!    LOCKED` and bumps its count only if the newest count is the one the
+//!    snapshot saw, or inserts the row (`ON CONFLICT DO NOTHING`) if the
+//!    snapshot had none;
+//! 4. writes the lease of the candidates that are keyless or whose key row
+//!    it got, as [`lifecycle::claim`] does (the grant's `leased_until` and
+//!    token, `attempts + 1`, `cancellation_attempts + 1` when cancelled,
+//!    `version + 1`), and returns them.
 //!
-//! Why advisory locks: row locks alone cannot exclude two claimers that pick
-//! *different* rows of one key, and a lease row per key would add a second
-//! table to keep in step with every swap and delete. The advisory lock
-//! serializes exactly the claimers of one key, lives only as long as the
-//! claim's transaction, and needs no cleanup. A hash collision between two
-//! keys can only make a claimer skip a key for one claim, never break the
-//! exclusion.
+//! Why this is exact. A statement's snapshot is taken when it starts, so
+//! step 1 alone could miss a lease of the same key that another claim
+//! commits while this one runs; two claims picking *different* tasks of
+//! one key never meet on a task row. They meet on the key's claim row:
+//! every claim that leases a task of key K writes K's row in the statement
+//! that writes the lease, and holds its lock until it commits. So when a
+//! claim B gets K's row in step 3 and finds the count its snapshot saw,
+//! no claim of K committed after B's snapshot was taken (it would have
+//! bumped the count, or B's lock would have found the row gone), and none
+//! can commit before B does (it would need the row B holds). Every lease
+//! of K that another claim has committed is therefore in B's snapshot,
+//! where step 1 found none live. When the snapshot has no row for K, B's
+//! insert meets any row another claim created or holds, waits for it if
+//! it is not committed yet, and then does nothing: B leaves K alone. The
+//! count only grows, so a row seen twice with one count was not written
+//! in between. (The bump also finds the row by the location of the
+//! version B locked, which B's snapshot cannot see when the row moved on:
+//! a second guard.) Keys are never waited for except on such an insert,
+//! which waits only for another claim's statement, so claims cannot
+//! deadlock.
+//!
+//! A claim row is a small row per key. The delete that removes a key's last
+//! task removes its row too, if the delete's snapshot shows no task of the
+//! key at all. That keeps the exclusion: the delete waits for any claim
+//! holding the row, so every lease written under the row committed first; a
+//! claim that saw the row then finds it gone when it locks it; and a claim
+//! whose snapshot has no row either meets, on insert, a row created since,
+//! or took its snapshot before the row existed, when the task it picked
+//! existed already: the delete's snapshot then showed that task (and the
+//! row stayed) unless the delete removed it (and the claim cannot lock it).
+//!
+//! Candidates that SQL can tell are not tasks (`WELL_FORMED`) are never
+//! leased and are reported; a leased row that still fails to decode in Rust
+//! (an error time or a recurrence SQL does not check) is reported and its
+//! lease taken back at once, fenced on the claim's version and token. A
+//! statement takes at most one task per key among its candidates. When it
+//! leased fewer tasks than its limit and left out tasks of a key it took, or
+//! met rows that are not tasks, the claim runs the statement again (16 times
+//! at most), leaving those rows out, so neither a key nor a run of spoiled
+//! rows at the head of the queue stops the kind. Each run is exact on its
+//! own.
+//!
+//! A claim statement commits on its own: when its caller dies or loses the
+//! connection after sending it, it may still lease its tasks, which then
+//! wait, unworked, for their lease to expire (a claim transaction rolled
+//! back in that case, unless the failure hit its commit). The chaos test
+//! counts these as "claims whose answer was lost".
+//!
+//! A resource-group claim ([`ClaimMode::ResourceGroup`]) stays a
+//! transaction (module `claim`): candidates, then the claim row of the
+//! first free candidate key locked and bumped in its own statement, then,
+//! in new statements (whose snapshots see every lease committed by earlier
+//! claims of the key), the key's ready tasks locked `FOR UPDATE SKIP
+//! LOCKED` and written back with [`lifecycle::claim`] applied in Rust.
+//!
+//! Heartbeats are swaps fenced on the task's version: a heartbeat computed
+//! before its lease expired but committed after another claim took the key
+//! can still revive it. The core's rule (no heartbeat after expiry, with
+//! the caller's clock) leaves that window to clock and commit delays, as it
+//! did before the claim rows.
+//!
+//! Upgrading: older versions excluded claimers of a key with advisory locks
+//! instead of claim rows. The two do not exclude each other, so stop the
+//! workers of an older version before starting those of this one.
 //!
 //! ## Outcomes
 //!
@@ -101,6 +165,7 @@ mod inspect;
 mod notify;
 mod row;
 mod schema;
+mod single;
 mod swap;
 
 use notify::listen;
@@ -119,6 +184,8 @@ struct Inner {
     schema: String,
     /// `"schema".tasks`, quoted.
     table: String,
+    /// `"schema".task_keys`, quoted: the resource-key claim rows.
+    keys: String,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -241,6 +308,7 @@ impl PostgresStore {
                 pool,
                 schema: schema.to_owned(),
                 table: format!("\"{schema}\".tasks"),
+                keys: format!("\"{schema}\".task_keys"),
             }),
         })
     }
@@ -422,13 +490,19 @@ impl Store for PostgresStore {
         self.create_in(&mut conn, tasks).await
     }
 
-    /// One transaction; see the crate docs for the exclusion mechanism.
-    /// Undecodable candidates met on the way are reported (and skipped).
+    /// A single-mode claim is one statement (module `single`); a
+    /// resource-group claim is one transaction (module `claim`). See the
+    /// crate docs for the exclusion mechanism. Undecodable candidates met
+    /// on the way are reported (and left unleased).
     async fn claim(&self, request: &ClaimRequest) -> Result<Claimed, StoreError> {
+        let max_group = match request.mode {
+            ClaimMode::Single { limit } => return self.claim_single(request, limit).await,
+            ClaimMode::ResourceGroup { max_group } => max_group,
+        };
         let mut undecodable = Vec::new();
         let mut tx = self.inner.pool.begin().await.map_err(db)?;
         let selected = self
-            .select_for_claim(&mut tx, request, &mut undecodable)
+            .select_group(&mut tx, request, max_group, &mut undecodable)
             .await?;
         let tasks: Vec<Task> = selected
             .iter()
@@ -582,15 +656,22 @@ impl Store for PostgresStore {
         if !removed.is_empty() {
             let t = &self.inner.table;
             let gone = sqlx::query(&format!(
-                "DELETE FROM {t} WHERE id = ANY($1) RETURNING env, kind"
+                "DELETE FROM {t} WHERE id = ANY($1) RETURNING env, kind, resource_key"
             ))
             .bind(&removed)
             .fetch_all(&mut *tx)
             .await
             .map_err(db)?;
+            let mut keys = BTreeSet::new();
             for r in &gone {
-                changed.insert((r.try_get(0).map_err(db)?, r.try_get(1).map_err(db)?));
+                let (env, kind): (String, String) =
+                    (r.try_get(0).map_err(db)?, r.try_get(1).map_err(db)?);
+                if let Some(key) = r.try_get::<Option<String>, _>(2).map_err(db)? {
+                    keys.insert((env.clone(), kind.clone(), key));
+                }
+                changed.insert((env, kind));
             }
+            self.forget_keys(&mut tx, keys).await?;
         }
         self.notify(&mut tx, &changed).await?;
         tx.commit().await.map_err(db)?;

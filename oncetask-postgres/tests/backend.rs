@@ -188,8 +188,21 @@ async fn populate(store: &PostgresStore, analyze: bool) {
     .execute(store.pool())
     .await
     .expect("populate");
+    // The claim rows of every key, as if each had been claimed, and as many
+    // again of keys whose tasks are gone (the table is never tiny).
+    sqlx::query(&format!(
+        "INSERT INTO \"{}\".task_keys (env, kind, resource_key, claims) \
+         SELECT DISTINCT env, kind, resource_key, 1 FROM {t} WHERE resource_key IS NOT NULL \
+         UNION ALL \
+         SELECT 'env-' || (i % 2), 'kind-' || (i % 4), 'gone-' || i, 1 \
+         FROM generate_series(1, 100000) AS i",
+        store.schema()
+    ))
+    .execute(store.pool())
+    .await
+    .expect("populate the key rows");
     if analyze {
-        sqlx::query(&format!("ANALYZE {t}"))
+        sqlx::query(&format!("ANALYZE {t}, \"{}\".task_keys", store.schema()))
             .execute(store.pool())
             .await
             .expect("analyze");
@@ -203,6 +216,33 @@ fn plan_of<'a>(plans: &'a str, name: &str) -> &'a str {
         .unwrap_or_else(|| panic!("no plan named {name}:\n{plans}"));
     let rest = &plans[start + name.len() + 4..];
     &rest[..rest.find("-- ").unwrap_or(rest.len())]
+}
+
+/// The index scans of the task table in `plans` that read a whole index
+/// (no `Index Cond`: only the partial index's predicate picks the entries),
+/// which is a scan of the table's live rows in disguise.
+fn whole_index_scans(plans: &str) -> Vec<String> {
+    let lines: Vec<&str> = plans.lines().collect();
+    let mut found = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        let scans_tasks = [
+            "Index Scan using tasks_",
+            "Index Only Scan using tasks_",
+            "Bitmap Index Scan on tasks_",
+        ]
+        .iter()
+        .any(|scan| line.contains(scan));
+        if !scans_tasks {
+            continue;
+        }
+        let details = lines[i + 1..]
+            .iter()
+            .take_while(|l| !l.contains("->") && !l.starts_with("-- ") && l.starts_with(' '));
+        if !details.clone().any(|l| l.contains("Index Cond:")) {
+            found.push((*line).trim().to_owned());
+        }
+    }
+    found
 }
 
 /// On 100k rows (most done or waiting, keys shared), the claim's candidate
@@ -249,7 +289,12 @@ async fn the_hot_path_scans_no_table_without_fresh_statistics() {
         !plans.contains("Seq Scan on tasks"),
         "a hot-path statement scans the table:\n{plans}"
     );
-    for name in ["write-back", "swap"] {
+    let whole = whole_index_scans(&plans);
+    assert!(
+        whole.is_empty(),
+        "a hot-path statement reads a whole index: {whole:?}\n{plans}"
+    );
+    for name in ["claim", "write-back", "swap"] {
         let plan = plan_of(&plans, name);
         assert!(
             plan.contains("tasks_pkey"),
@@ -501,5 +546,414 @@ async fn swaps_notify_only_when_work_becomes_available() {
         1,
         "{heard:?}"
     );
+    drop_schema(&store).await;
+}
+
+/// The race a one-statement claim must win: 16 claimers on 4 pools race
+/// 200 rounds each over 4 resource keys and some keyless tasks, with 100 ms
+/// leases. Each round claims up to 2 tasks and checks that no lease of the
+/// same key that has not been given back overlaps its own (from the claim's
+/// `now` to its expiry; claims whose `now`s are out of their commit order
+/// have disjoint leases).
+/// Then, in turn, it releases the tasks, or completes them and creates a new
+/// task of the same key (which goes ahead of the key's released ones, so
+/// claimers whose snapshots straddle the create disagree on the key's first
+/// task), or (one round in 8) abandons them to expire. Afterwards every
+/// keyed lease is counted in its key's claim row: each was granted by a
+/// statement that bumped or created that row, which in single mode only the
+/// one-statement claim does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_statement_claims_never_grant_two_live_leases_in_one_key() {
+    use chrono::{DateTime, TimeDelta, Utc};
+    use oncetask_core::lifecycle::{self, LeaseGrant};
+    use oncetask_core::store::{Change, ClaimMode, ClaimRequest, Swap, SwapOutcome};
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    const CLAIMERS: usize = 16;
+    const ROUNDS: usize = 200;
+    const KEYS: usize = 4;
+    let lease = Duration::from_millis(100);
+    let schema = new_schema();
+    let stores: Vec<PostgresStore> =
+        futures::future::join_all((0..4).map(|_| store(&schema))).await;
+    let start = Utc::now();
+    let mut tasks = Vec::new();
+    for k in 0..KEYS {
+        for i in 0..5 {
+            let mut task = Task::new(format!("k{k}-{i}"), KIND, ENV, start);
+            task.resource_key = Some(format!("K{k}"));
+            task.wait_until = Some(start - TimeDelta::seconds(1));
+            tasks.push(task);
+        }
+    }
+    for i in 0..8 {
+        tasks.push(Task::new(format!("n-{i}"), KIND, ENV, start));
+    }
+    stores[0].create(tasks).await.expect("create");
+
+    /// A lease granted: claimer, start (the claim's `now`), end, given back.
+    type Lease = (usize, DateTime<Utc>, DateTime<Utc>, bool);
+    let live: Arc<Mutex<HashMap<String, Vec<Lease>>>> = Arc::default();
+    let keyed_leases = Arc::new(AtomicU64::new(0));
+    let keyless_leases = Arc::new(AtomicU64::new(0));
+    let barrier = Arc::new(tokio::sync::Barrier::new(CLAIMERS));
+    let mut handles = Vec::new();
+    for claimer in 0..CLAIMERS {
+        let store = stores[claimer % stores.len()].clone();
+        let (live, barrier) = (live.clone(), barrier.clone());
+        let (keyed_leases, keyless_leases) = (keyed_leases.clone(), keyless_leases.clone());
+        handles.push(tokio::spawn(async move {
+            barrier.wait().await;
+            for round in 0..ROUNDS {
+                let now = Utc::now();
+                let grant = LeaseGrant::new(now, lease);
+                let request = ClaimRequest {
+                    env: ENV.into(),
+                    kind: KIND.into(),
+                    now,
+                    grant: grant.clone(),
+                    mode: ClaimMode::Single { limit: 2 },
+                };
+                let claimed = store.claim(&request).await.expect("claim").tasks;
+                for task in &claimed {
+                    let Some(key) = &task.resource_key else {
+                        keyless_leases.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    };
+                    keyed_leases.fetch_add(1, Ordering::Relaxed);
+                    let until = grant.leased_until;
+                    let mut live = live.lock().expect("live map");
+                    let leases = live.entry(key.clone()).or_default();
+                    leases.retain(|l| l.2 > now - TimeDelta::seconds(10));
+                    // As stored: in whole microseconds.
+                    let us = |t: &DateTime<Utc>| t.timestamp_micros();
+                    for (other, from, to, given_back) in leases.iter() {
+                        assert!(
+                            *given_back || us(to) <= us(&now) || us(&until) <= us(from),
+                            "claimer {claimer} got {} of key {key} for {now}..{until} while \
+                             claimer {other} holds a lease of it for {from}..{to}",
+                            task.id
+                        );
+                    }
+                    leases.push((claimer, now, until, false));
+                }
+                tokio::task::yield_now().await;
+                if round % 8 == 7 {
+                    continue; // abandoned: the leases expire
+                }
+                let finish = round % 2 == 1;
+                let mut swaps = Vec::new();
+                let mut fresh = Vec::new();
+                for task in &claimed {
+                    if let Some(key) = &task.resource_key {
+                        // Given back before the swap that frees the key.
+                        let mut live = live.lock().expect("live map");
+                        for lease in live.get_mut(key).into_iter().flatten() {
+                            if (lease.0, lease.2) == (claimer, grant.leased_until) {
+                                lease.3 = true;
+                            }
+                        }
+                    }
+                    let (change, next) = if finish {
+                        let mut new = Task::new(
+                            format!("{}+{claimer}.{round}", task.id),
+                            KIND,
+                            ENV,
+                            Utc::now(),
+                        );
+                        new.resource_key.clone_from(&task.resource_key);
+                        fresh.push(new);
+                        let done = lifecycle::succeed(task, &grant.token, Utc::now(), None);
+                        (Change::Outcome, done.expect("held"))
+                    } else {
+                        let released = lifecycle::release(task, &grant.token);
+                        (Change::Release, released.expect("held"))
+                    };
+                    swaps.push(Swap::new(task, change, &next));
+                }
+                if !swaps.is_empty() {
+                    for outcome in store.swap(swaps).await.expect("swap") {
+                        // A claim whose `now` was taken long before its
+                        // statement ran may get a lease that expires at once,
+                        // and another claimer may take the task over.
+                        assert!(
+                            matches!(outcome, SwapOutcome::Applied { .. })
+                                || Utc::now() >= grant.leased_until,
+                            "a release of a live lease failed: {outcome:?}"
+                        );
+                    }
+                }
+                if !fresh.is_empty() {
+                    store.create(fresh).await.expect("create");
+                }
+            }
+        }));
+    }
+    for handle in handles {
+        handle.await.expect("a claimer panicked");
+    }
+    let keyed = keyed_leases.load(Ordering::Relaxed);
+    let keyless = keyless_leases.load(Ordering::Relaxed);
+    eprintln!("leases granted: {keyed} keyed, {keyless} keyless");
+    assert!(
+        keyed > 200 && keyless > 200,
+        "the race hardly ran: {keyed} keyed and {keyless} keyless leases"
+    );
+    let counted: i64 = sqlx::query_scalar(&format!(
+        "SELECT coalesce(sum(claims), 0)::bigint FROM \"{schema}\".task_keys"
+    ))
+    .fetch_one(stores[0].pool())
+    .await
+    .expect("sum the key claims");
+    assert_eq!(
+        u64::try_from(counted).expect("a count"),
+        keyed,
+        "every keyed lease went through its key's claim row"
+    );
+    drop_schema(&stores[0]).await;
+}
+
+/// The stale snapshot, made to happen: claim B's statement takes its
+/// snapshot, then spends a while checking a huge error history of a keyless
+/// candidate. Meanwhile a new task of key K is created and claim A (whose
+/// `now` leaves the huge row out) leases it. B's candidate of K is an older
+/// task, still ready in B's snapshot, which shows K free: B must see that
+/// K's claim row moved on since its snapshot and leave K alone, leasing
+/// only the keyless task.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_claim_whose_snapshot_missed_a_lease_of_its_key_leaves_the_key_alone() {
+    use chrono::{TimeDelta, Utc};
+    use oncetask_core::lifecycle::LeaseGrant;
+    use oncetask_core::store::{ClaimMode, ClaimRequest};
+
+    let store = store(&new_schema()).await;
+    let t = store.table();
+    let now = Utc::now();
+    let secs = TimeDelta::seconds;
+    let mut old = Task::new("old", KIND, ENV, now - secs(60));
+    old.resource_key = Some("K".into());
+    old.wait_until = Some(now - secs(10));
+    let mut heavy = Task::new("heavy", KIND, ENV, now - secs(60));
+    heavy.wait_until = Some(now);
+    store.create(vec![old, heavy]).await.expect("create");
+    sqlx::query(&format!(
+        "UPDATE {t} SET errors = (SELECT jsonb_agg(jsonb_build_object( \
+           'at', '2020-01-01T00:00:00Z', 'error', 'slow to check')) \
+         FROM generate_series(1, 400000)) WHERE id = 'heavy'"
+    ))
+    .execute(store.pool())
+    .await
+    .expect("a huge error history");
+    // K has been claimed before: its claim row exists, among many others
+    // (so the claim finds it by a TID scan, as on a real table).
+    sqlx::query(&format!(
+        "INSERT INTO \"{}\".task_keys (env, kind, resource_key, claims) \
+         SELECT $1, $2, 'K', 1 UNION ALL \
+         SELECT $1, $2, 'gone-' || i, 1 FROM generate_series(1, 100000) AS i",
+        store.schema()
+    ))
+    .bind(ENV)
+    .bind(KIND)
+    .execute(store.pool())
+    .await
+    .expect("the key's claim row");
+    let request = |at, limit| ClaimRequest {
+        env: ENV.into(),
+        kind: KIND.into(),
+        now: at,
+        grant: LeaseGrant::new(at, Duration::from_secs(600)),
+        mode: ClaimMode::Single { limit },
+    };
+    let slow = {
+        let (store, request) = (store.clone(), request(now + secs(1), 2));
+        tokio::spawn(async move { store.claim(&request).await.expect("claim B") })
+    };
+    // B's statement is running (its snapshot taken) once the server says so.
+    wait_for(
+        "claim B's statement to run",
+        Duration::from_secs(10),
+        async || {
+            sqlx::query_scalar::<_, bool>(
+                "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE state = 'active' \
+                 AND pid <> pg_backend_pid() AND query LIKE 'WITH pool AS%')",
+            )
+            .fetch_one(store.pool())
+            .await
+            .expect("pg_stat_activity")
+        },
+    )
+    .await;
+    let mut new = Task::new("new", KIND, ENV, now);
+    new.resource_key = Some("K".into());
+    store.create(vec![new]).await.expect("create the new task");
+    let fast = store
+        .claim(&request(now - secs(1), 1))
+        .await
+        .expect("claim A");
+    let slow = slow.await.expect("claim B panicked");
+    let ids = |c: &oncetask_core::store::Claimed| -> Vec<String> {
+        c.tasks.iter().map(|t| t.id.clone()).collect()
+    };
+    eprintln!("A leased {:?}; B leased {:?}", ids(&fast), ids(&slow));
+    assert_eq!(ids(&fast), ["new"], "A takes the new task of K");
+    assert_eq!(
+        ids(&slow),
+        ["heavy"],
+        "B must not lease a second task of K while A holds one"
+    );
+    drop_schema(&store).await;
+}
+
+/// The claim rows of a schema: (key, claims), by key.
+async fn claim_rows(store: &PostgresStore) -> Vec<(String, i64)> {
+    sqlx::query_as(&format!(
+        "SELECT resource_key, claims FROM \"{}\".task_keys ORDER BY resource_key",
+        store.schema()
+    ))
+    .fetch_all(store.pool())
+    .await
+    .expect("read the claim rows")
+}
+
+/// A claim creates its key's claim row and later claims bump it; a delete
+/// removes the row with the key's last task, not before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_claim_row_lives_as_long_as_the_key_has_tasks() {
+    use oncetask_core::lifecycle::LeaseGrant;
+    use oncetask_core::store::{ClaimMode, ClaimRequest, Delete};
+
+    let store = store(&new_schema()).await;
+    let now = chrono::Utc::now();
+    let keyed = |id: &str, key: &str| {
+        let mut task = Task::new(id, KIND, ENV, now);
+        task.resource_key = Some(key.into());
+        task
+    };
+    store
+        .create(vec![keyed("a1", "A"), keyed("a2", "A"), keyed("b1", "B")])
+        .await
+        .expect("create");
+    let claim = |at| ClaimRequest {
+        env: ENV.into(),
+        kind: KIND.into(),
+        now: at,
+        grant: LeaseGrant::new(at, Duration::from_secs(1)),
+        mode: ClaimMode::Single { limit: 10 },
+    };
+    let first = store.claim(&claim(now)).await.expect("claim").tasks;
+    assert_eq!(first.len(), 2, "one task of each key");
+    assert_eq!(claim_rows(&store).await, [("A".into(), 1), ("B".into(), 1)]);
+    let later = now + chrono::TimeDelta::seconds(2);
+    let second = store.claim(&claim(later)).await.expect("claim").tasks;
+    assert_eq!(second.len(), 2, "the expired leases free both keys");
+    assert_eq!(claim_rows(&store).await, [("A".into(), 2), ("B".into(), 2)]);
+    store
+        .delete(&[Delete::any("a1"), Delete::any("b1")])
+        .await
+        .expect("delete");
+    assert_eq!(
+        claim_rows(&store).await,
+        [("A".into(), 2)],
+        "B lost its last task, A still has one"
+    );
+    store.delete(&[Delete::any("a2")]).await.expect("delete");
+    assert!(claim_rows(&store).await.is_empty());
+    drop_schema(&store).await;
+}
+
+/// A row that SQL takes for a task but that does not decode (an error time
+/// that is not a time) is reported by the claim and its lease taken back at
+/// once: it holds neither a lease nor its key (whose next task the claim
+/// takes instead), and its counters are as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claimed_row_that_does_not_decode_is_reported_and_left_unleased() {
+    use oncetask_core::lifecycle::LeaseGrant;
+    use oncetask_core::store::{ClaimMode, ClaimRequest};
+
+    let store = store(&new_schema()).await;
+    let t = store.table();
+    let now = chrono::Utc::now();
+    let mut odd = Task::new("odd", KIND, ENV, now - chrono::TimeDelta::seconds(10));
+    odd.resource_key = Some("K".into());
+    let mut next = Task::new("next", KIND, ENV, now);
+    next.resource_key = Some("K".into());
+    store.create(vec![odd, next]).await.expect("create");
+    sqlx::query(&format!(
+        "UPDATE {t} SET errors = '[{{\"at\": \"not a time\", \"error\": \"x\"}}]'::jsonb \
+         WHERE id = 'odd'"
+    ))
+    .execute(store.pool())
+    .await
+    .expect("break the error time");
+    let request = ClaimRequest {
+        env: ENV.into(),
+        kind: KIND.into(),
+        now,
+        grant: LeaseGrant::new(now, Duration::from_secs(600)),
+        mode: ClaimMode::Single { limit: 1 },
+    };
+    let claimed = store.claim(&request).await.expect("claim");
+    let ids: Vec<&str> = claimed.tasks.iter().map(|t| t.id.as_str()).collect();
+    assert_eq!(ids, ["next"], "the key's next task is claimed instead");
+    let reported: Vec<&str> = claimed.undecodable.iter().map(|u| u.id.as_str()).collect();
+    assert_eq!(reported, ["odd"]);
+    let (leased_until, token, attempts): (
+        Option<chrono::DateTime<chrono::Utc>>,
+        Option<String>,
+        i32,
+    ) = sqlx::query_as(&format!(
+        "SELECT leased_until, lease_token, attempts FROM {t} WHERE id = 'odd'"
+    ))
+    .fetch_one(store.pool())
+    .await
+    .expect("read the row");
+    assert_eq!((leased_until, token, attempts), (None, None, 0));
+    drop_schema(&store).await;
+}
+
+/// Ten rows that are not tasks at the head of the queue do not stop a
+/// claim of one task: it reports them and takes the task behind them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_of_rows_that_are_not_tasks_does_not_stop_a_claim() {
+    use oncetask_core::lifecycle::LeaseGrant;
+    use oncetask_core::store::{ClaimMode, ClaimRequest};
+
+    let store = store(&new_schema()).await;
+    let t = store.table();
+    let now = chrono::Utc::now();
+    let bad: Vec<Task> = (0..10)
+        .map(|i| {
+            Task::new(
+                format!("bad-{i}"),
+                KIND,
+                ENV,
+                now - chrono::TimeDelta::seconds(60),
+            )
+        })
+        .collect();
+    let good = Task::new("good", KIND, ENV, now);
+    store
+        .create(bad.into_iter().chain([good]).collect())
+        .await
+        .expect("create");
+    sqlx::query(&format!(
+        "UPDATE {t} SET data = '\"not a task\"'::jsonb WHERE id LIKE 'bad-%'"
+    ))
+    .execute(store.pool())
+    .await
+    .expect("spoil the payloads");
+    let request = ClaimRequest {
+        env: ENV.into(),
+        kind: KIND.into(),
+        now,
+        grant: LeaseGrant::new(now, Duration::from_secs(60)),
+        mode: ClaimMode::Single { limit: 1 },
+    };
+    let claimed = store.claim(&request).await.expect("claim");
+    let ids: Vec<&str> = claimed.tasks.iter().map(|t| t.id.as_str()).collect();
+    assert_eq!(ids, ["good"]);
+    let mut reported: Vec<&str> = claimed.undecodable.iter().map(|u| u.id.as_str()).collect();
+    reported.sort_unstable();
+    assert_eq!(reported.len(), 10, "{reported:?}");
     drop_schema(&store).await;
 }

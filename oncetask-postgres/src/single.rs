@@ -1,0 +1,269 @@
+//! Single-mode claims in one statement: choose, lock, check the resource
+//! keys and write the lease (see the crate docs for why it is exact).
+
+use super::*;
+
+/// At most this many claim statements per call. A claim that got fewer
+/// tasks than its limit asks again when its statement left out the second
+/// and later ready tasks of a key among its candidates, or met candidates
+/// that are not tasks (left out of the next statement, so that a run of
+/// them at the head of the queue does not stop the kind), or leased rows
+/// that do not decode (their leases taken back and left out likewise).
+const ROUNDS: usize = 16;
+
+/// A leased row that does not decode: its lease is taken back.
+struct Unleash {
+    id: String,
+    version: i64,
+    prior_leased_until: Option<String>,
+    prior_lease_token: Option<String>,
+}
+
+impl PostgresStore {
+    /// A single-mode claim of up to `limit` tasks: one statement
+    /// ([`Self::single_claim_sql`]), repeated only as [`ROUNDS`] says.
+    pub(crate) async fn claim_single(
+        &self,
+        request: &ClaimRequest,
+        limit: usize,
+    ) -> Result<Claimed, StoreError> {
+        let mut tasks: Vec<Task> = Vec::new();
+        let mut undecodable: Vec<Undecodable> = Vec::new();
+        let sql = self.single_claim_sql();
+        let token = request.grant.token.as_str();
+        // Ids the next statement leaves out: rows that are not tasks.
+        let mut skip: Vec<String> = Vec::new();
+        for _ in 0..ROUNDS {
+            let want = limit.saturating_sub(tasks.len());
+            if want == 0 {
+                break;
+            }
+            let want = i64::try_from(want).unwrap_or(i64::MAX);
+            let rows = sqlx::query(&sql)
+                .bind(&request.env)
+                .bind(&request.kind)
+                .bind(request.now)
+                .bind(want)
+                .bind(want.saturating_mul(2))
+                .bind(request.grant.leased_until)
+                .bind(token)
+                .bind(&skip)
+                .fetch_all(&self.inner.pool)
+                .await
+                .map_err(db)?;
+            let mut leased_now = 0;
+            let mut left_out: i64 = 0;
+            let mut unleash = Vec::new();
+            let mut skipped = 0;
+            for r in &rows {
+                let leased: bool = r.try_get("leased").map_err(db)?;
+                left_out = r.try_get("left_out").map_err(db)?;
+                let Decoded { id, task } = row::decode(r).map_err(db)?;
+                match (task, leased) {
+                    (Ok(task), true) => {
+                        leased_now += 1;
+                        tasks.push(task);
+                    }
+                    // A row SQL found ill-formed that still decodes: not
+                    // leased, and nothing to report.
+                    (Ok(_), false) => {
+                        skipped += 1;
+                        skip.push(id);
+                    }
+                    (Err(reason), leased) => {
+                        if leased {
+                            unleash.push(Unleash {
+                                id: id.clone(),
+                                version: r.try_get("version").map_err(db)?,
+                                prior_leased_until: r.try_get("prior_leased_until").map_err(db)?,
+                                prior_lease_token: r.try_get("prior_lease_token").map_err(db)?,
+                            });
+                        }
+                        skipped += 1;
+                        skip.push(id.clone());
+                        undecodable.push(Undecodable { id, reason });
+                    }
+                }
+            }
+            self.unleash(unleash, token).await?;
+            if skipped == 0 && (leased_now == 0 || left_out == 0) {
+                break;
+            }
+        }
+        Ok(Claimed { tasks, undecodable })
+    }
+
+    /// Takes back the leases of rows that SQL found well formed but that do
+    /// not decode (an error time or a recurrence SQL does not check): their
+    /// lease, token and counters as before the claim, fenced on the claim's
+    /// version and token, so that they do not hold their key.
+    async fn unleash(&self, rows: Vec<Unleash>, token: &str) -> Result<(), StoreError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<String> = rows.iter().map(|u| u.id.clone()).collect();
+        let values: Vec<Value> = rows
+            .into_iter()
+            .map(|u| {
+                serde_json::json!({
+                    "id": u.id,
+                    "version": u.version,
+                    "prior_leased_until": u.prior_leased_until,
+                    "prior_lease_token": u.prior_lease_token,
+                })
+            })
+            .collect();
+        let t = &self.inner.table;
+        sqlx::query(&format!(
+            "UPDATE {t} SET leased_until = x.prior_leased_until::timestamptz, \
+               lease_token = x.prior_lease_token, attempts = {t}.attempts - 1, \
+               cancellation_attempts = {t}.cancellation_attempts \
+                 - CASE WHEN {t}.is_cancelled THEN 1 ELSE 0 END, \
+               version = {t}.version + 1 \
+             FROM jsonb_to_recordset($1) AS x(id text, version bigint, \
+               prior_leased_until text, prior_lease_token text) \
+             WHERE {t}.id = ANY($2) AND {t}.id = x.id AND {t}.version = x.version \
+               AND {t}.lease_token = $3"
+        ))
+        .bind(Json(Value::Array(values)))
+        .bind(&ids)
+        .bind(token)
+        .execute(&self.inner.pool)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    /// The single-mode claim statement: env `$1`, kind `$2`, at `$3`, up to
+    /// `$4` tasks, reading up to `$5` candidates per part of the claim
+    /// order, leasing until `$6` with token `$7`, leaving out the ids `$8`.
+    ///
+    /// * `pool`: the candidate query's three index ranges of
+    ///   `tasks_ready_idx` (as in [`Self::candidate_sql`]): ready tasks whose
+    ///   key holds no live lease in this statement's snapshot, each marked
+    ///   well formed or not ([`WELL_FORMED`]);
+    /// * `ranked`, `picked`: the first `$4` well-formed ones in claim order,
+    ///   at most one per key, each with its key's claim row as the snapshot
+    ///   sees it (count and location; none when the key has no row yet);
+    /// * `locked`: those rows locked `FOR UPDATE SKIP LOCKED`, which
+    ///   re-checks their readiness on their newest version;
+    /// * `key_locked`, `key_bumped`, `key_added`: the claim rows of their
+    ///   keys, locked `FOR UPDATE SKIP LOCKED` and bumped only if the newest
+    ///   count is the one the snapshot saw (no claim of the key committed
+    ///   since the snapshot was taken), or inserted if the snapshot had none
+    ///   (`ON CONFLICT DO NOTHING`: a row another claim inserted meanwhile
+    ///   wins);
+    /// * `leased`: the lease of the locked rows that are keyless or whose
+    ///   key row this statement holds, as [`lifecycle::claim`] writes it
+    ///   (`version + 1`, `attempts + 1`, `cancellation_attempts + 1` when
+    ///   cancelled), with the lease and token they had before.
+    ///
+    /// Returns the leased rows in claim order (`leased` true) and the
+    /// ill-formed candidates (`leased` false), each with `left_out`: how
+    /// many candidates were left out as the second or later of their key.
+    ///
+    /// Tasks are found by id through the primary key (a join from a small
+    /// CTE, or `= ANY(ARRAY(..))` next to the join), never next to env and
+    /// kind conditions, so stale statistics cannot turn the lookup into a
+    /// walk over a whole index of the kind. Claim rows are found once by
+    /// key (primary key, led by the key) and then by the location of the
+    /// version read or locked (a TID scan), which no statistics can turn
+    /// into a scan of the table once it is larger than a few pages.
+    pub(crate) fn single_claim_sql(&self) -> String {
+        let t = &self.inner.table;
+        let k = &self.inner.keys;
+        let order = "t.leased_until NULLS FIRST, t.wait_until NULLS FIRST, t.created_at, t.id";
+        let pool_order =
+            "c.part, c.leased_until NULLS FIRST, c.wait_until NULLS FIRST, c.created_at, c.id";
+        let returned = COLUMNS
+            .split(',')
+            .map(|c| format!("p.{}", c.trim()))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let part = |n: u8, cond: &str| {
+            format!(
+                "(SELECT t.id, t.resource_key, t.leased_until, t.wait_until, t.created_at, \
+                         {n} AS part, {WELL_FORMED} AS well_formed \
+                  FROM {t} t \
+                  WHERE t.env = $1 AND t.kind = $2 AND t.done_at IS NULL AND {cond} \
+                    AND t.id <> ALL($8) \
+                    AND (t.resource_key IS NULL OR NOT EXISTS ( \
+                      SELECT 1 FROM {t} b WHERE b.env = t.env AND b.kind = t.kind \
+                        AND b.resource_key = t.resource_key AND b.done_at IS NULL \
+                        AND b.leased_until > $3 AND b.id <> t.id)) \
+                  ORDER BY {order} LIMIT $5)"
+            )
+        };
+        format!(
+            "WITH pool AS ( \
+                 SELECT * FROM ({} UNION ALL {} UNION ALL {}) c), \
+             ranked AS ( \
+                 SELECT c.*, row_number() OVER (PARTITION BY c.resource_key ORDER BY {pool_order}) \
+                          AS nth \
+                 FROM pool c WHERE c.well_formed), \
+             picked AS ( \
+                 SELECT c.id, c.resource_key, c.part, c.leased_until, c.wait_until, \
+                        c.created_at, r.claims AS seen_claims, r.ctid AS key_row \
+                 FROM (SELECT * FROM ranked c WHERE c.resource_key IS NULL OR c.nth = 1 \
+                       ORDER BY {pool_order} LIMIT $4) c \
+                 LEFT JOIN {k} r ON r.env = $1 AND r.kind = $2 AND r.resource_key = c.resource_key), \
+             locked AS ( \
+                 SELECT t.id, t.resource_key, t.leased_until::text AS prior_leased_until, \
+                        t.lease_token AS prior_lease_token \
+                 FROM picked p JOIN {t} t ON t.id = p.id \
+                 WHERE t.done_at IS NULL \
+                   AND (t.wait_until IS NULL OR t.wait_until <= $3) \
+                   AND (t.leased_until IS NULL OR t.leased_until <= $3) \
+                 FOR UPDATE OF t SKIP LOCKED), \
+             key_locked AS ( \
+                 SELECT r.ctid AS key_row, r.resource_key, r.claims FROM {k} r \
+                 WHERE r.ctid = ANY(ARRAY( \
+                   SELECT p.key_row FROM picked p JOIN locked l ON l.id = p.id \
+                   WHERE p.key_row IS NOT NULL)) \
+                 FOR UPDATE OF r SKIP LOCKED), \
+             key_bumped AS ( \
+                 UPDATE {k} r SET claims = r.claims + 1 \
+                 WHERE r.ctid = ANY(ARRAY( \
+                   SELECT l.key_row FROM key_locked l JOIN picked p \
+                     ON p.resource_key = l.resource_key AND p.seen_claims = l.claims)) \
+                 RETURNING r.resource_key), \
+             key_added AS ( \
+                 INSERT INTO {k} (env, kind, resource_key, claims) \
+                 SELECT $1, $2, p.resource_key, 1 FROM picked p JOIN locked l ON l.id = p.id \
+                 WHERE p.resource_key IS NOT NULL AND p.seen_claims IS NULL \
+                 ORDER BY p.resource_key \
+                 ON CONFLICT DO NOTHING RETURNING resource_key), \
+             leased AS ( \
+                 UPDATE {t} t SET leased_until = $6, lease_token = $7, \
+                   attempts = t.attempts + 1, \
+                   cancellation_attempts = t.cancellation_attempts \
+                     + CASE WHEN t.is_cancelled THEN 1 ELSE 0 END, \
+                   version = t.version + 1 \
+                 FROM locked l \
+                 WHERE t.id = ANY(ARRAY(SELECT id FROM locked)) AND t.id = l.id \
+                   AND (l.resource_key IS NULL \
+                        OR l.resource_key IN (SELECT resource_key FROM key_bumped) \
+                        OR l.resource_key IN (SELECT resource_key FROM key_added)) \
+                 RETURNING t.*, l.prior_leased_until, l.prior_lease_token), \
+             left_out AS ( \
+                 SELECT count(*) AS n FROM ranked WHERE resource_key IS NOT NULL AND nth > 1) \
+             SELECT o.*, left_out.n AS left_out FROM ( \
+                 SELECT {returned}, true AS leased, p.prior_leased_until, p.prior_lease_token, \
+                        0 AS part, l.leased_until AS was_leased_until, \
+                        l.wait_until AS was_wait_until, l.created_at AS was_created_at, \
+                        l.part AS was_part \
+                 FROM leased p JOIN picked l USING (id) \
+                 UNION ALL \
+                 SELECT {COLUMNS}, false, NULL, NULL, 1, NULL, NULL, NULL, NULL FROM {t} \
+                 WHERE id = ANY(ARRAY(SELECT id FROM pool WHERE NOT well_formed))) o, left_out \
+             ORDER BY o.part, o.was_part, o.was_leased_until NULLS FIRST, \
+                      o.was_wait_until NULLS FIRST, o.was_created_at, o.id",
+            part(0, "t.leased_until IS NULL AND t.wait_until IS NULL"),
+            part(1, "t.leased_until IS NULL AND t.wait_until <= $3"),
+            part(
+                2,
+                "t.leased_until <= $3 AND (t.wait_until IS NULL OR t.wait_until <= $3)"
+            ),
+        )
+    }
+}
