@@ -1,5 +1,6 @@
-//! Claims: candidate selection, per-key advisory locks, row locks and the
-//! bulk write-back (see the crate docs for the protocol).
+//! Resource-group claims (a transaction: candidates, the key's claim row,
+//! row locks and the bulk write-back) and the candidate query shared with
+//! the one-statement claim (see the crate docs for the protocol).
 
 use super::*;
 
