@@ -158,6 +158,10 @@ impl Store for RecordingStore {
         self.inner.concurrent_claims()
     }
 
+    fn claims_ahead(&self) -> bool {
+        self.inner.claims_ahead()
+    }
+
     fn subscribe(&self, env: &str) -> Option<BoxStream<'static, Notification>> {
         self.inner.subscribe(env)
     }

@@ -126,6 +126,16 @@ pub trait Store: Send + Sync + 'static {
         1
     }
 
+    /// Whether managers claim tasks ahead of their free worker slots by
+    /// default ([`crate::manager::HandlerOptions::claim_ahead`] overrides
+    /// it). Worth it where a claim that takes a few more tasks costs no
+    /// more and races no one; an optimistic backend's claims of several
+    /// managers would collide on the same tasks more often, so the default
+    /// is false.
+    fn claims_ahead(&self) -> bool {
+        false
+    }
+
     /// An optional stream of change notices for `env`, so workers in other
     /// processes wake without polling. `None` when the backend has none.
     ///

@@ -346,6 +346,10 @@ impl Store for MemoryStore {
         2
     }
 
+    fn claims_ahead(&self) -> bool {
+        true
+    }
+
     /// Notices are sent after every create, swap and delete (once per kind
     /// and call); claims send none, since they only make tasks busy.
     fn subscribe(&self, env: &str) -> Option<BoxStream<'static, Notification>> {

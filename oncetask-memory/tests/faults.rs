@@ -132,6 +132,10 @@ impl Store for Faulty {
         self.inner.concurrent_claims()
     }
 
+    fn claims_ahead(&self) -> bool {
+        self.inner.claims_ahead()
+    }
+
     fn subscribe(
         &self,
         env: &str,

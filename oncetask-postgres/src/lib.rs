@@ -714,6 +714,10 @@ impl Store for PostgresStore {
         2
     }
 
+    fn claims_ahead(&self) -> bool {
+        true
+    }
+
     /// A stream fed by a `PgListener` on this env's channel (one connection
     /// per subscriber, reconnecting after errors). `None` outside a tokio
     /// runtime.

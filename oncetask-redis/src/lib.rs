@@ -840,6 +840,10 @@ impl Store for RedisStore {
         2
     }
 
+    fn claims_ahead(&self) -> bool {
+        true
+    }
+
     /// A stream fed by a pub/sub connection of its own on the env's channel,
     /// reconnecting (every 500 ms) after errors; after a reconnect every
     /// kind of the env is announced once. `None` outside a tokio runtime or

@@ -84,7 +84,7 @@ impl std::fmt::Debug for HandlerOptions {
             .field("timeout", &self.timeout)
             .field("heartbeat", &self.heartbeat)
             .field("max_group_size", &self.max_group_size)
-            .field("claim_ahead", &self.ahead())
+            .field("claim_ahead", &self.claim_ahead)
             .finish()
     }
 }
@@ -123,10 +123,14 @@ impl HandlerOptions {
     }
 
     /// Most tasks claimed ahead of free slots (see
-    /// [`HandlerOptions::claim_ahead`]).
-    pub(crate) fn ahead(&self) -> usize {
-        self.claim_ahead
-            .unwrap_or_else(|| self.concurrency.max(DEFAULT_MIN_CLAIM_AHEAD))
+    /// [`HandlerOptions::claim_ahead`]) against a store that does
+    /// ([`crate::Store::claims_ahead`]) or does not claim ahead by default.
+    pub(crate) fn ahead(&self, store_claims_ahead: bool) -> usize {
+        match self.claim_ahead {
+            Some(tasks) => tasks,
+            None if store_claims_ahead => self.concurrency.max(DEFAULT_MIN_CLAIM_AHEAD),
+            None => 0,
+        }
     }
 
     /// How long a claim holds a task.

@@ -34,12 +34,14 @@ pub(crate) fn spawn_workers(inner: &Arc<Inner>, registration: Arc<Registration>)
     let wake = inner.wake_receiver(&registration.kind);
     let phase = inner.shutdown.subscribe();
     let concurrent_claims = inner.store.concurrent_claims().max(1);
+    let ahead = registration.options.ahead(inner.store.claims_ahead());
     workers.push(tokio::spawn(
         Dispatcher {
             manager: Arc::downgrade(inner),
             slots: Arc::new(Semaphore::new(registration.options.concurrency)),
             registration,
             concurrent_claims,
+            ahead,
             running: JoinSet::new(),
             backlog: Backlog::default(),
             claims: FuturesUnordered::new(),
@@ -102,6 +104,8 @@ struct Dispatcher {
     registration: Arc<Registration>,
     slots: Arc<Semaphore>,
     concurrent_claims: usize,
+    /// Most tasks claimed ahead of free slots (before pacing).
+    ahead: usize,
     running: JoinSet<()>,
     backlog: Backlog,
     claims: FuturesUnordered<BoxFuture<'static, ClaimDone>>,
@@ -211,11 +215,10 @@ impl Dispatcher {
         let options = &self.registration.options;
         match self.registration.shape {
             HandlerShape::Single(_) => {
-                let ahead = self.registration.pace.ahead(
-                    options.ahead(),
-                    options.concurrency,
-                    RENEW_AFTER / 2,
-                );
+                let ahead =
+                    self.registration
+                        .pace
+                        .ahead(self.ahead, options.concurrency, RENEW_AFTER / 2);
                 let pending = self.backlog.tasks() + self.asked;
                 let room = (free + ahead).saturating_sub(pending);
                 let starving = free > 0 && pending == 0;
