@@ -112,9 +112,10 @@ struct Dispatcher {
     /// Tasks (or groups) asked for by the claims in flight.
     asked: usize,
     idle: Option<Idle>,
-    /// Wake-ups, freed slots and ended runs so far: a claim that came back
-    /// short after one of them may have looked before the change it
-    /// announces, so the loop claims again instead of idling.
+    /// Wake-ups, freed slots, ended runs and claims that brought tasks so
+    /// far: a claim that came back short after one of them may have looked
+    /// before the change it announces (or skipped rows another claim of
+    /// this loop held), so the loop claims again instead of idling.
     events: u64,
     failures: u32,
     /// The last next-due answer, kept while nothing happened: after an idle
@@ -338,10 +339,17 @@ impl Dispatcher {
                 return;
             }
         };
-        if got >= done.asked || !self.claims.is_empty() || done.events_seen != self.events {
+        let raced = done.events_seen != self.events;
+        if got > 0 {
+            // A concurrent claim that comes back short may have skipped
+            // the rows this one held while both were on the wire.
+            self.events = self.events.wrapping_add(1);
+        }
+        if got >= done.asked || !self.claims.is_empty() || raced {
             // Every task asked for came (look for more as soon as there is
             // room), another claim is on the wire, or something happened
-            // while this one was: claim again rather than idle.
+            // while this one was (a wake-up, a freed slot, an ended run,
+            // another claim's tasks): claim again rather than idle.
             return;
         }
         // Fewer than asked for: nothing else is ready now.
