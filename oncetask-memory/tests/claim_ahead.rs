@@ -62,7 +62,10 @@ fn manager(
                     .or_default()
                     .push(task);
                 if id == "a" || id == "b" {
-                    let _ = gate.acquire().await;
+                    // Each held task uses up a permit of its own.
+                    if let Ok(permit) = gate.acquire().await {
+                        permit.forget();
+                    }
                 }
                 Ok::<_, std::io::Error>(())
             }

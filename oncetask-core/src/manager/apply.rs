@@ -98,6 +98,7 @@ where
 {
     let mut results: Vec<Option<Applied>> = (0..tasks.len()).map(|_| None).collect();
     let changes: Vec<Change> = tasks.iter().map(|(_, change)| *change).collect();
+    let change_of = |index: usize| changes.get(index).copied().unwrap_or(Change::Outcome);
     let mut pending: Vec<Pending> = tasks
         .into_iter()
         .enumerate()
@@ -119,7 +120,7 @@ where
             };
             match next {
                 Ok(next) => {
-                    swaps.push(Swap::new(&current, changes[index], &next));
+                    swaps.push(Swap::new(&current, change_of(index), &next));
                     swapped.push((index, current, refused));
                 }
                 Err(rejection) => results[index] = Some(Applied::Rejected(rejection)),
@@ -410,6 +411,10 @@ impl Committer {
     }
 }
 
+/// The transition of a task that has none (never met: every queued task
+/// comes with its own).
+static NOT_APPLICABLE: fn(&Task) -> Result<Task, Rejection> = |_| Err(Rejection::NotApplicable);
+
 /// Writes the queued tasks of several callers in one batch and answers each.
 async fn write_batch(store: &dyn Store, batch: Vec<Queued>) {
     let mut tasks = Vec::new();
@@ -422,9 +427,12 @@ async fn write_batch(store: &dyn Store, batch: Vec<Queued>) {
             transitions.push(transition);
         }
     }
-    let mut results = apply_each(store, tasks, |i| transitions[i].as_ref())
-        .await
-        .into_iter();
+    let mut results = apply_each(store, tasks, |i| match transitions.get(i) {
+        Some(transition) => transition.as_ref(),
+        None => &NOT_APPLICABLE,
+    })
+    .await
+    .into_iter();
     for (reply, n) in replies {
         // A caller that went away no longer needs its results.
         let _ = reply.send(results.by_ref().take(n).collect());
