@@ -92,7 +92,9 @@ pub(crate) struct Inner {
     config: ManagerConfig,
     registry: RwLock<HashMap<String, Arc<Registration>>>,
     declared_kinds: HashSet<String>,
-    wakeups: Mutex<HashMap<String, watch::Sender<Wakeups>>>,
+    /// Per kind: wakes its loops on every send; the value counts the
+    /// wake-ups for changes its own workers did not make.
+    wakeups: Mutex<HashMap<String, watch::Sender<u64>>>,
     shutdown: watch::Sender<ShutdownPhase>,
     workers: Mutex<Vec<JoinHandle<()>>>,
     /// Outcomes of concurrent runs, written in shared batches.
@@ -103,26 +105,6 @@ pub(crate) struct Inner {
     stopped: tokio::sync::OnceCell<ShutdownReport>,
     /// Undecodable documents already logged (they are met on every claim).
     reported_undecodable: Mutex<HashSet<String>>,
-}
-
-/// The wake-ups of a kind's loops so far.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) struct Wakeups {
-    /// Every wake-up.
-    pub(crate) all: u64,
-    /// Wake-ups for changes the kind's own workers did not make.
-    pub(crate) outside: u64,
-}
-
-impl Wakeups {
-    fn own(&mut self) {
-        self.all = self.all.wrapping_add(1);
-    }
-
-    fn outside(&mut self) {
-        self.own();
-        self.outside = self.outside.wrapping_add(1);
-    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -768,7 +750,7 @@ impl Inner {
     pub(crate) fn wake(&self, kind: &str) {
         let wakeups = self.wakeups.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(tx) = wakeups.get(kind) {
-            tx.send_modify(Wakeups::own);
+            tx.send_modify(|_| {});
         }
     }
 
@@ -778,7 +760,7 @@ impl Inner {
     pub(crate) fn wake_outside(&self, kind: &str) {
         let wakeups = self.wakeups.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(tx) = wakeups.get(kind) {
-            tx.send_modify(Wakeups::outside);
+            tx.send_modify(|outside| *outside = outside.wrapping_add(1));
         }
     }
 
@@ -787,15 +769,15 @@ impl Inner {
     pub(crate) fn wake_all(&self) {
         let wakeups = self.wakeups.lock().unwrap_or_else(PoisonError::into_inner);
         for tx in wakeups.values() {
-            tx.send_modify(Wakeups::outside);
+            tx.send_modify(|outside| *outside = outside.wrapping_add(1));
         }
     }
 
-    pub(crate) fn wake_receiver(&self, kind: &str) -> watch::Receiver<Wakeups> {
+    pub(crate) fn wake_receiver(&self, kind: &str) -> watch::Receiver<u64> {
         let mut wakeups = self.wakeups.lock().unwrap_or_else(PoisonError::into_inner);
         wakeups
             .entry(kind.to_owned())
-            .or_insert_with(|| watch::channel(Wakeups::default()).0)
+            .or_insert_with(|| watch::channel(0).0)
             .subscribe()
     }
 

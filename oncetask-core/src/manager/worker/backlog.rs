@@ -20,7 +20,7 @@ use crate::store::{Change, Fetched};
 pub(super) const RENEW_AFTER: Duration = Duration::from_secs(1);
 
 /// Claimed units in claim order, each with the count of outside wake-ups
-/// ([`crate::manager::Wakeups::outside`]) it is known to be current for.
+/// (the value of the kind's wake-up channel) it is known to be current for.
 #[derive(Default)]
 pub(super) struct Backlog {
     units: VecDeque<(Claim, u64)>,

@@ -21,7 +21,7 @@ use super::guard::panic_message;
 use super::run::{RunReport, run_claimed};
 use crate::error::Error;
 use crate::lifecycle::LeaseGrant;
-use crate::manager::{HandlerShape, Inner, Registration, ShutdownPhase, Wakeups};
+use crate::manager::{HandlerShape, Inner, Registration, ShutdownPhase};
 use crate::metrics;
 use crate::store::{ClaimMode, ClaimRequest, Undecodable};
 use crate::task::{LeaseToken, Task};
@@ -132,7 +132,7 @@ struct Dispatcher {
 impl Dispatcher {
     async fn run(
         mut self,
-        mut wake: watch::Receiver<Wakeups>,
+        mut wake: watch::Receiver<u64>,
         mut phase: watch::Receiver<ShutdownPhase>,
     ) {
         loop {
@@ -145,12 +145,12 @@ impl Dispatcher {
             let Some(inner) = self.manager.upgrade() else {
                 break;
             };
-            let outside = wake.borrow().outside;
+            let outside = *wake.borrow();
             self.start_waiting(&inner, outside).await;
             let room = self.room();
             if room > 0 && self.idle.is_none() && self.claims.len() < self.concurrent_claims {
                 wake.borrow_and_update();
-                let outside_seen = wake.borrow().outside;
+                let outside_seen = *wake.borrow();
                 self.issue_claim(inner, room, outside_seen);
                 continue;
             }
