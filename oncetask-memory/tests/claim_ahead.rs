@@ -6,30 +6,13 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
 use oncetask_core::manager::{HandlerOptions, Manager, handler_fn};
-use oncetask_core::{ManualClock, Outcome, Task, TaskData, TaskStatus};
+use oncetask_core::{ManualClock, Outcome, Task, TaskStatus};
 use oncetask_memory::MemoryStore;
 use tokio::sync::Semaphore;
 
-#[derive(serde::Serialize)]
-struct Job {
-    id: &'static str,
-}
-
-impl TaskData for Job {
-    type Kind = &'static str;
-    fn kind(&self) -> &'static str {
-        "job"
-    }
-    fn idempotent_id(&self) -> String {
-        self.id.to_owned()
-    }
-}
-
-fn start() -> DateTime<Utc> {
-    "2025-01-06T09:00:00Z".parse().expect("a time")
-}
+mod support;
+use support::{Job, eventually, start};
 
 const LEASE: Duration = Duration::from_secs(60);
 
@@ -88,17 +71,6 @@ fn ran(runs: &Runs, id: &str) -> usize {
 
 async fn task(m: &Manager, id: &str) -> Task {
     m.get_task(id).await.expect("get").expect("stored")
-}
-
-async fn eventually<F: std::future::Future<Output = bool>>(what: &str, mut f: impl FnMut() -> F) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !f().await {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "timed out waiting until {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
 }
 
 /// With `a` running in the only slot, `b` and `c` are leased ahead.

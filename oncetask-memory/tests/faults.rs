@@ -13,9 +13,12 @@ use oncetask_core::store::{
     ClaimRequest, Claimed, CreateOutcome, Delete, DeleteOutcome, Fetched, StatusCounts, Swap,
     SwapOutcome, TaskFilter,
 };
-use oncetask_core::{ManualClock, Store, StoreError, Task, TaskData, TaskStatus};
+use oncetask_core::{ManualClock, Store, StoreError, Task, TaskStatus};
 use oncetask_memory::MemoryStore;
 use tokio::sync::Notify;
+
+mod support;
+use support::{Job, eventually, start};
 
 /// A MemoryStore whose swaps can be made to fail or to hang.
 #[derive(Clone, Default)]
@@ -148,25 +151,6 @@ impl Store for Faulty {
     }
 }
 
-#[derive(serde::Serialize)]
-struct Job {
-    id: &'static str,
-}
-
-impl TaskData for Job {
-    type Kind = &'static str;
-    fn kind(&self) -> &'static str {
-        "job"
-    }
-    fn idempotent_id(&self) -> String {
-        self.id.to_owned()
-    }
-}
-
-fn start() -> DateTime<Utc> {
-    "2025-01-06T09:00:00Z".parse().expect("a time")
-}
-
 fn manager(store: &Faulty, clock: &ManualClock, workers: bool) -> Manager {
     Manager::builder(Arc::new(store.clone()))
         .clock(Arc::new(clock.clone()))
@@ -199,17 +183,6 @@ fn register_counting_with(m: &Manager, options: HandlerOptions) -> Arc<AtomicU32
     )
     .expect("register");
     runs
-}
-
-async fn eventually<F: std::future::Future<Output = bool>>(what: &str, mut f: impl FnMut() -> F) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !f().await {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "timed out waiting until {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
 }
 
 /// An idle kind polls with one claim per poll interval; the next due time
