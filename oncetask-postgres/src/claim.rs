@@ -4,6 +4,10 @@
 
 use super::*;
 
+/// The claim order over a task row `t`.
+pub(crate) const CLAIM_ORDER: &str =
+    "t.leased_until NULLS FIRST, t.wait_until NULLS FIRST, t.created_at, t.id";
+
 /// How many candidates a resource-group claim considers before giving up
 /// (only contention with other claimers makes it look past the first).
 pub(crate) const GROUP_CANDIDATES: i64 = 16;
@@ -118,23 +122,41 @@ impl PostgresStore {
     /// anyway: a ready task holds no live lease) keeps the planner from
     /// turning it into a hash of every live lease built by a sequential scan.
     pub(crate) fn candidate_sql(&self) -> String {
+        format!(
+            "SELECT {COLUMNS} FROM ({}) t ORDER BY t.part, {CLAIM_ORDER} LIMIT $4",
+            self.ready_parts("t.*", "$6", "t.resource_key <> ALL($5) AND", "$4")
+        )
+    }
+
+    /// The three index ranges of the claim order (see
+    /// [`Self::candidate_sql`]) as a `UNION ALL` of subqueries, each
+    /// selecting `select` and its part number (`part`) from ready tasks of
+    /// env `$1` / kind `$2` at `$3` whose id is not in `skip_ids` and whose
+    /// resource key is free (and meets `key_cond`, an SQL prefix ending in
+    /// `AND`, or empty), each stopped after `limit` rows. Shared by the
+    /// candidate query and the one-statement claim.
+    pub(crate) fn ready_parts(
+        &self,
+        select: &str,
+        skip_ids: &str,
+        key_cond: &str,
+        limit: &str,
+    ) -> String {
         let t = &self.inner.table;
-        let order = "t.leased_until NULLS FIRST, t.wait_until NULLS FIRST, t.created_at, t.id";
         let part = |n: u8, cond: &str| {
             format!(
-                "(SELECT t.*, {n} AS part FROM {t} t \
+                "(SELECT {select}, {n} AS part FROM {t} t \
                  WHERE t.env = $1 AND t.kind = $2 AND t.done_at IS NULL AND {cond} \
-                   AND t.id <> ALL($6) \
-                   AND (t.resource_key IS NULL OR (t.resource_key <> ALL($5) AND NOT EXISTS ( \
+                   AND t.id <> ALL({skip_ids}) \
+                   AND (t.resource_key IS NULL OR ({key_cond} NOT EXISTS ( \
                      SELECT 1 FROM {t} b WHERE b.env = t.env AND b.kind = t.kind \
                        AND b.resource_key = t.resource_key AND b.done_at IS NULL \
                        AND b.leased_until > $3 AND b.id <> t.id))) \
-                 ORDER BY {order} LIMIT $4)"
+                 ORDER BY {CLAIM_ORDER} LIMIT {limit})"
             )
         };
         format!(
-            "SELECT {COLUMNS} FROM ({} UNION ALL {} UNION ALL {}) t \
-             ORDER BY t.part, {order} LIMIT $4",
+            "{} UNION ALL {} UNION ALL {}",
             part(0, "t.leased_until IS NULL AND t.wait_until IS NULL"),
             part(1, "t.leased_until IS NULL AND t.wait_until <= $3"),
             part(
@@ -433,7 +455,7 @@ impl PostgresStore {
         let order = if group {
             "t.wait_until NULLS FIRST, t.created_at, t.id"
         } else {
-            "t.leased_until NULLS FIRST, t.wait_until NULLS FIRST, t.created_at, t.id"
+            CLAIM_ORDER
         };
         format!(
             "SELECT {COLUMNS} FROM unnest($4::text[]) AS c(wanted) JOIN {t} t ON t.id = c.wanted \

@@ -172,7 +172,6 @@ impl PostgresStore {
     pub(crate) fn single_claim_sql(&self) -> String {
         let t = &self.inner.table;
         let k = &self.inner.keys;
-        let order = "t.leased_until NULLS FIRST, t.wait_until NULLS FIRST, t.created_at, t.id";
         let pool_order =
             "c.part, c.leased_until NULLS FIRST, c.wait_until NULLS FIRST, c.created_at, c.id";
         let returned = COLUMNS
@@ -180,23 +179,17 @@ impl PostgresStore {
             .map(|c| format!("p.{}", c.trim()))
             .collect::<Vec<_>>()
             .join(", ");
-        let part = |n: u8, cond: &str| {
-            format!(
-                "(SELECT t.id, t.resource_key, t.leased_until, t.wait_until, t.created_at, \
-                         {n} AS part, {WELL_FORMED} AS well_formed \
-                  FROM {t} t \
-                  WHERE t.env = $1 AND t.kind = $2 AND t.done_at IS NULL AND {cond} \
-                    AND t.id <> ALL($8) \
-                    AND (t.resource_key IS NULL OR NOT EXISTS ( \
-                      SELECT 1 FROM {t} b WHERE b.env = t.env AND b.kind = t.kind \
-                        AND b.resource_key = t.resource_key AND b.done_at IS NULL \
-                        AND b.leased_until > $3 AND b.id <> t.id)) \
-                  ORDER BY {order} LIMIT $5)"
-            )
-        };
+        let parts = self.ready_parts(
+            &format!(
+                "t.id, t.resource_key, t.leased_until, t.wait_until, t.created_at, \
+                 {WELL_FORMED} AS well_formed"
+            ),
+            "$8",
+            "",
+            "$5",
+        );
         format!(
-            "WITH pool AS ( \
-                 SELECT * FROM ({} UNION ALL {} UNION ALL {}) c), \
+            "WITH pool AS (SELECT * FROM ({parts}) c), \
              ranked AS ( \
                  SELECT c.*, row_number() OVER (PARTITION BY c.resource_key ORDER BY {pool_order}) \
                           AS nth \
@@ -257,13 +250,7 @@ impl PostgresStore {
                  SELECT {COLUMNS}, false, NULL, NULL, 1, NULL, NULL, NULL, NULL FROM {t} \
                  WHERE id = ANY(ARRAY(SELECT id FROM pool WHERE NOT well_formed))) o, left_out \
              ORDER BY o.part, o.was_part, o.was_leased_until NULLS FIRST, \
-                      o.was_wait_until NULLS FIRST, o.was_created_at, o.id",
-            part(0, "t.leased_until IS NULL AND t.wait_until IS NULL"),
-            part(1, "t.leased_until IS NULL AND t.wait_until <= $3"),
-            part(
-                2,
-                "t.leased_until <= $3 AND (t.wait_until IS NULL OR t.wait_until <= $3)"
-            ),
+                      o.was_wait_until NULLS FIRST, o.was_created_at, o.id"
         )
     }
 }
