@@ -7,21 +7,27 @@ use std::time::Duration;
 use conformance_tests::fleet::drain_time;
 use oncetask_postgres::PostgresStore;
 
+/// A migrated store in a schema of its own, and the schema's name.
+async fn fresh_store() -> (PostgresStore, String) {
+    let url = std::env::var("ONCETASK_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+    let schema = format!(
+        "oncetask_test_{}_{}",
+        chrono::Utc::now().timestamp(),
+        uuid::Uuid::new_v4().simple()
+    );
+    let store = PostgresStore::connect(&url, &schema)
+        .await
+        .unwrap_or_else(|e| panic!("cannot reach PostgreSQL at {url} ({e}): run scripts/test"));
+    store.migrate().await.expect("migrate");
+    (store, schema)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a measurement: run on demand"]
 async fn drain_no_op_tasks() {
-    let url = std::env::var("ONCETASK_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
     for concurrency in [8, 64] {
-        let schema = format!(
-            "oncetask_test_{}_{}",
-            chrono::Utc::now().timestamp(),
-            uuid::Uuid::new_v4().simple()
-        );
-        let store = PostgresStore::connect(&url, &schema)
-            .await
-            .unwrap_or_else(|e| panic!("cannot reach PostgreSQL at {url} ({e}): run scripts/test"));
-        store.migrate().await.expect("migrate");
+        let (store, schema) = fresh_store().await;
         drain_time(
             Arc::new(store.clone()),
             "bench",
@@ -54,19 +60,9 @@ async fn claim_cycles() {
     use oncetask_core::{Store, Task};
 
     const TASKS: usize = 4000;
-    let url = std::env::var("ONCETASK_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
     for keyed in [false, true] {
         for claimers in [8, 32] {
-            let schema = format!(
-                "oncetask_test_{}_{}",
-                chrono::Utc::now().timestamp(),
-                uuid::Uuid::new_v4().simple()
-            );
-            let store = PostgresStore::connect(&url, &schema)
-                .await
-                .unwrap_or_else(|e| panic!("cannot reach PostgreSQL at {url} ({e})"));
-            store.migrate().await.expect("migrate");
+            let (store, schema) = fresh_store().await;
             let now = Utc::now();
             let tasks: Vec<Task> = (0..TASKS)
                 .map(|i| {
