@@ -50,9 +50,22 @@ pub struct HandlerOptions {
     pub(crate) claim_ahead: Option<usize>,
 }
 
-/// Default claim-ahead of a kind with fewer slots than this: one claim
-/// then serves several short tasks even on a single slot.
-const DEFAULT_MIN_CLAIM_AHEAD: usize = 16;
+/// Default claim-ahead of a kind with fewer slots than this, once its
+/// handlers are timed: one claim then serves many short tasks even on a
+/// single slot (measured on PostgreSQL, BENCHMARKS.md "Postgres
+/// statements": 1 slot drained 5.4-5.9k tasks/s at 16, 8.6-9.5k at 64).
+const DEFAULT_MIN_CLAIM_AHEAD: usize = 64;
+
+/// How far a kind's loop claims ahead of its free slots, before pacing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ClaimAhead {
+    /// Once a run has been timed.
+    pub(crate) timed: usize,
+    /// Before the first run is timed: the default claims no further ahead
+    /// than the kind has slots, so a kind with long handlers does not lease
+    /// a large batch it then holds for many handler runs.
+    pub(crate) untimed: usize,
+}
 
 impl Default for HandlerOptions {
     /// Concurrency 1, lease 10 min, exponential retry (3 / 1 s / 5 min / x2),
@@ -99,8 +112,9 @@ impl HandlerOptions {
 
     /// Most tasks a single-task kind's loop claims ahead of its free worker
     /// slots, to hand to a slot the moment it frees up (default: the
-    /// concurrency, at least 16; 0 claims only for free slots). Group kinds
-    /// claim one group per free slot and ignore it.
+    /// concurrency, at least 64, and no more than the concurrency until the
+    /// first run is timed; 0 claims only for free slots). Group kinds claim
+    /// one group per free slot and ignore it.
     ///
     /// Claiming ahead saves claim round trips when handlers are short: one
     /// claim serves many tasks even on one slot. The loop claims ahead
@@ -125,12 +139,16 @@ impl HandlerOptions {
     /// Most tasks claimed ahead of free slots (see
     /// [`HandlerOptions::claim_ahead`]) against a store that does
     /// ([`crate::Store::claims_ahead`]) or does not claim ahead by default.
-    pub(crate) fn ahead(&self, store_claims_ahead: bool) -> usize {
-        match self.claim_ahead {
-            Some(tasks) => tasks,
-            None if store_claims_ahead => self.concurrency.max(DEFAULT_MIN_CLAIM_AHEAD),
-            None => 0,
-        }
+    pub(crate) fn ahead(&self, store_claims_ahead: bool) -> ClaimAhead {
+        let (timed, untimed) = match self.claim_ahead {
+            Some(tasks) => (tasks, tasks),
+            None if store_claims_ahead => (
+                self.concurrency.max(DEFAULT_MIN_CLAIM_AHEAD),
+                self.concurrency,
+            ),
+            None => (0, 0),
+        };
+        ClaimAhead { timed, untimed }
     }
 
     /// How long a claim holds a task.
@@ -319,5 +337,36 @@ mod tests {
             lease(60).heartbeat(Duration::from_secs(20)).time_limit(),
             None
         );
+    }
+
+    #[test]
+    fn the_default_claim_ahead_waits_for_a_timed_run_and_explicit_values_do_not() {
+        let default = HandlerOptions::default().concurrency(8);
+        assert_eq!(
+            default.ahead(true),
+            ClaimAhead {
+                timed: 64,
+                untimed: 8
+            }
+        );
+        let wide = HandlerOptions::default().concurrency(100);
+        assert_eq!(wide.ahead(true).timed, 100);
+        assert_eq!(
+            default.ahead(false),
+            ClaimAhead {
+                timed: 0,
+                untimed: 0
+            }
+        );
+        let explicit = HandlerOptions::default().claim_ahead(5);
+        for store_claims_ahead in [true, false] {
+            assert_eq!(
+                explicit.ahead(store_claims_ahead),
+                ClaimAhead {
+                    timed: 5,
+                    untimed: 5
+                }
+            );
+        }
     }
 }

@@ -21,6 +21,7 @@ use super::guard::panic_message;
 use super::run::{RunReport, run_claimed};
 use crate::error::Error;
 use crate::lifecycle::LeaseGrant;
+use crate::manager::options::ClaimAhead;
 use crate::manager::{HandlerShape, Inner, Registration, ShutdownPhase};
 use crate::metrics;
 use crate::store::{ClaimMode, ClaimRequest, Undecodable};
@@ -105,7 +106,7 @@ struct Dispatcher {
     slots: Arc<Semaphore>,
     concurrent_claims: usize,
     /// Most tasks claimed ahead of free slots (before pacing).
-    ahead: usize,
+    ahead: ClaimAhead,
     running: JoinSet<()>,
     backlog: Backlog,
     claims: FuturesUnordered<BoxFuture<'static, ClaimDone>>,
@@ -216,10 +217,13 @@ impl Dispatcher {
         let options = &self.registration.options;
         match self.registration.shape {
             HandlerShape::Single(_) => {
-                let ahead =
-                    self.registration
-                        .pace
-                        .ahead(self.ahead, options.concurrency, RENEW_AFTER / 2);
+                let pace = &self.registration.pace;
+                let configured = if pace.mean().is_zero() {
+                    self.ahead.untimed
+                } else {
+                    self.ahead.timed
+                };
+                let ahead = pace.ahead(configured, options.concurrency, RENEW_AFTER / 2);
                 let pending = self.backlog.tasks() + self.asked;
                 let room = (free + ahead).saturating_sub(pending);
                 let starving = free > 0 && pending == 0;
