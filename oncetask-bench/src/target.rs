@@ -241,7 +241,7 @@ impl Namespace {
     }
 
     async fn open_postgres(&self, url: &str) -> Result<Arc<dyn Store>, BenchError> {
-        let pool = sqlx::postgres::PgPoolOptions::new()
+        let pool = oncetask::postgres::PostgresStore::pool_options()
             .max_connections(self.pg_pool_size)
             .connect(url)
             .await

@@ -291,7 +291,7 @@ mod postgres {
     use super::*;
     use oncetask::postgres::PostgresStore;
     use sqlx::ConnectOptions;
-    use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+    use sqlx::postgres::PgConnectOptions;
 
     /// Connects once to report an unreachable server at once (the pool
     /// would retry a refused connection until its timeout), checks that
@@ -327,7 +327,7 @@ mod postgres {
                  (PostgresStore::migrate)"
             )));
         }
-        let pool = PgPoolOptions::new()
+        let pool = PostgresStore::pool_options()
             .max_connections(2)
             .acquire_timeout(timeout)
             .connect_lazy_with(options);

@@ -129,12 +129,8 @@ impl PostgresStore {
     }
 
     /// The three index ranges of the claim order (see
-    /// [`Self::candidate_sql`]) as a `UNION ALL` of subqueries, each
-    /// selecting `select` and its part number (`part`) from ready tasks of
-    /// env `$1` / kind `$2` at `$3` whose id is not in `skip_ids` and whose
-    /// resource key is free (and meets `key_cond`, an SQL prefix ending in
-    /// `AND`, or empty), each stopped after `limit` rows. Shared by the
-    /// candidate query and the one-statement claim.
+    /// [`Self::candidate_sql`]) as a `UNION ALL` of subqueries: see
+    /// [`Self::ready_part_list`].
     pub(crate) fn ready_parts(
         &self,
         select: &str,
@@ -142,6 +138,25 @@ impl PostgresStore {
         key_cond: &str,
         limit: &str,
     ) -> String {
+        self.ready_part_list(select, skip_ids, key_cond, limit, "")
+            .join(" UNION ALL ")
+    }
+
+    /// The three index ranges of the claim order, each a query selecting
+    /// `select` and its part number (`part`) from ready tasks of env `$1` /
+    /// kind `$2` at `$3` whose id is not in `skip_ids` and whose resource
+    /// key is free (and meets `key_cond`, an SQL prefix ending in `AND`, or
+    /// empty), stopped after `limit` rows that pass `lock` (a locking clause
+    /// such as `FOR UPDATE OF t SKIP LOCKED`, or empty). Shared by the
+    /// candidate query and the one-statement claim.
+    pub(crate) fn ready_part_list(
+        &self,
+        select: &str,
+        skip_ids: &str,
+        key_cond: &str,
+        limit: &str,
+        lock: &str,
+    ) -> [String; 3] {
         let t = &self.inner.table;
         let part = |n: u8, cond: &str| {
             format!(
@@ -152,18 +167,17 @@ impl PostgresStore {
                      SELECT 1 FROM {t} b WHERE b.env = t.env AND b.kind = t.kind \
                        AND b.resource_key = t.resource_key AND b.done_at IS NULL \
                        AND b.leased_until > $3 AND b.id <> t.id))) \
-                 ORDER BY {CLAIM_ORDER} LIMIT {limit})"
+                 ORDER BY {CLAIM_ORDER} LIMIT {limit} {lock})"
             )
         };
-        format!(
-            "{} UNION ALL {} UNION ALL {}",
+        [
             part(0, "t.leased_until IS NULL AND t.wait_until IS NULL"),
             part(1, "t.leased_until IS NULL AND t.wait_until <= $3"),
             part(
                 2,
-                "t.leased_until <= $3 AND (t.wait_until IS NULL OR t.wait_until <= $3)"
+                "t.leased_until <= $3 AND (t.wait_until IS NULL OR t.wait_until <= $3)",
             ),
-        )
+        ]
     }
 
     /// Ready candidates of the env/kind in claim order whose key is free, at
@@ -220,92 +234,31 @@ impl PostgresStore {
         Ok(picked)
     }
 
-    /// The query plans (`EXPLAIN`) of the hot path's statements for
-    /// `env`/`kind` at `now`, each under a `-- <name>` line: the
-    /// single-mode claim statement (`claim`); the resource-group claim's
-    /// candidate query and the resource-key busy check it embeds, the lock
-    /// of `key`'s claim row, the group query for `key`, the lock of the
-    /// chosen rows and the bulk write-back of claimed tasks; the next due
-    /// time an idle worker asks for, and a swap. A diagnostic, used by the
-    /// tests that check the indexes serve them.
-    pub async fn explain_claim(
-        &self,
-        env: &str,
-        kind: &str,
-        key: &str,
-        now: DateTime<Utc>,
-    ) -> Result<String, StoreError> {
+    /// The query plans (`EXPLAIN`) of the hot path's statements, each under
+    /// a `-- <name>` line: the single-mode claim statement (`claim`); the
+    /// resource-group claim's candidate query and the resource-key busy
+    /// check it embeds, the lock of a key's claim row, the group query for
+    /// a key, the lock of the chosen rows and the bulk write-back of claimed
+    /// tasks; the next due time an idle worker asks for, and a swap. Each is
+    /// the generic plan of the prepared statement, the one the store's
+    /// connections run whatever the parameters (see
+    /// [`PostgresStore::pool_options`]). A diagnostic, used by the tests
+    /// that check the indexes serve them.
+    pub async fn explain_claim(&self) -> Result<String, StoreError> {
         let mut conn = self.inner.pool.acquire().await.map_err(db)?;
+        sqlx::raw_sql("SET plan_cache_mode = force_generic_plan")
+            .execute(&mut *conn)
+            .await
+            .map_err(db)?;
         let mut out = String::new();
-        let candidate = sqlx::query(&format!("EXPLAIN {}", self.candidate_sql()))
-            .bind(env)
-            .bind(kind)
-            .bind(now)
-            .bind(10_i64)
-            .bind(Vec::<String>::new())
-            .bind(Vec::<String>::new())
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(db)?;
-        let group = sqlx::query(&format!("EXPLAIN {}", self.group_sql()))
-            .bind(env)
-            .bind(kind)
-            .bind(now)
-            .bind(key)
-            .bind(10_i64)
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(db)?;
-        let due = sqlx::query(&format!("EXPLAIN {}", self.next_due_sql()))
-            .bind(env)
-            .bind(kind)
-            .bind(now)
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(db)?;
-        let sample = Task::new("explain", kind, env, now);
-        let row = row::encode(&sample).map_err(StoreError::backend)?;
-        let write = sqlx::query(&format!("EXPLAIN {}", self.write_sql()))
-            .bind(Json(Value::Array(vec![row])))
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(db)?;
-        let lock = sqlx::query(&format!("EXPLAIN {}", self.lock_ready_sql(false)))
-            .bind(env)
-            .bind(kind)
-            .bind(now)
-            .bind(vec![sample.id.clone()])
-            .bind(vec![key.to_owned()])
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(db)?;
-        let single = sqlx::query(&format!("EXPLAIN {}", self.single_claim_sql()))
-            .bind(env)
-            .bind(kind)
-            .bind(now)
-            .bind(10_i64)
-            .bind(20_i64)
-            .bind(now)
-            .bind("explain")
-            .bind(Vec::<String>::new())
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(db)?;
-        let key_lock = sqlx::query(&format!("EXPLAIN {}", self.lock_key_sql()))
-            .bind(env)
-            .bind(kind)
-            .bind(key)
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(db)?;
-        let swap = sqlx::query(&format!("EXPLAIN {}", self.swap_sql()))
-            .bind(Json(Value::Array(vec![crate::swap::sample_change(
-                &sample,
-            )?])))
-            .bind(vec![sample.id.clone()])
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(db)?;
+        let candidate = generic(&mut conn, "candidate", &self.candidate_sql(), 6).await?;
+        let group = generic(&mut conn, "group", &self.group_sql(), 5).await?;
+        let due = generic(&mut conn, "due", &self.next_due_sql(), 3).await?;
+        let write = generic(&mut conn, "write", &self.write_sql(), 1).await?;
+        let lock = generic(&mut conn, "lock", &self.lock_ready_sql(false), 5).await?;
+        let single = generic(&mut conn, "single", &self.single_claim_sql(), 8).await?;
+        let key_lock = generic(&mut conn, "key_lock", &self.lock_key_sql(), 3).await?;
+        let swap = generic(&mut conn, "swap", &self.swap_sql(), 2).await?;
         for (title, rows) in [
             ("claim", single),
             ("candidates", candidate),
@@ -546,4 +499,38 @@ impl PostgresStore {
         }
         Ok(Vec::new())
     }
+}
+
+/// The generic plan of `sql` (with `params` parameters): prepared as
+/// `oncetask_explain_{name}` on `conn` (replacing an earlier one), which
+/// plans generically, and explained with every parameter null (a generic
+/// plan does not depend on them).
+async fn generic(
+    conn: &mut PgConnection,
+    name: &str,
+    sql: &str,
+    params: usize,
+) -> Result<Vec<sqlx::postgres::PgRow>, StoreError> {
+    let name = format!("oncetask_explain_{name}");
+    let earlier: Option<String> =
+        sqlx::query_scalar("SELECT name FROM pg_prepared_statements WHERE name = $1")
+            .bind(&name)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(db)?;
+    if earlier.is_some() {
+        sqlx::raw_sql(&format!("DEALLOCATE {name}"))
+            .execute(&mut *conn)
+            .await
+            .map_err(db)?;
+    }
+    sqlx::raw_sql(&format!("PREPARE {name} AS {sql}"))
+        .execute(&mut *conn)
+        .await
+        .map_err(db)?;
+    let nulls = vec!["NULL"; params].join(", ");
+    sqlx::query(&format!("EXPLAIN EXECUTE {name}({nulls})"))
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(db)
 }

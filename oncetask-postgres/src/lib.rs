@@ -173,6 +173,10 @@ use schema::check_schema;
 
 use row::{COLUMNS, Decoded, RECORD, RECORD_VALUES};
 
+/// How long a pooled connection may sit idle before it is pinged again
+/// before use (see [`PostgresStore::pool_options`]).
+pub const PING_IDLE_AFTER: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// A PostgreSQL [`Store`]. Cloning is cheap and clones share the pool.
 #[derive(Clone)]
 pub struct PostgresStore {
@@ -291,11 +295,67 @@ impl PostgresStore {
         let options: PgConnectOptions = url
             .parse()
             .map_err(|e: sqlx::Error| StoreError::Unavailable(e.to_string()))?;
-        let pool = PgPoolOptions::new()
+        let pool = Self::pool_options()
             .connect_with(options)
             .await
             .map_err(db)?;
         Self::from_pool(pool, schema)
+    }
+
+    /// The pool settings [`PostgresStore::connect`] uses: sqlx's defaults,
+    /// except two, both measured (BENCHMARKS.md, "Postgres statements"):
+    ///
+    /// * A connection is pinged before use only when it has sat idle in the
+    ///   pool for [`PING_IDLE_AFTER`] or longer. sqlx pings every connection
+    ///   it hands out by default: one more round trip for every statement.
+    ///   A connection the server dropped while in steady use fails its next
+    ///   statement with [`StoreError::Unavailable`] and sqlx discards it (the
+    ///   worker loops retry).
+    /// * Each connection runs with `plan_cache_mode = force_generic_plan`:
+    ///   the store's prepared statements are planned once per connection
+    ///   instead of on every call (PostgreSQL's default re-plans a statement
+    ///   whose generic plan looks dearer than the custom ones, which the
+    ///   claim statement's always does; planning was ~10 % of the server's
+    ///   CPU per task, and draining ran 20-25 % faster without it). Every
+    ///   hot-path statement reaches tasks through their primary key or the
+    ///   ready index whatever the parameters, which the plan tests check
+    ///   on these settings. Your own statements on this pool are planned
+    ///   generically too: set `plan_cache_mode` back on a connection, or use
+    ///   a pool of your own, if one of them needs custom plans.
+    ///
+    /// Start from these options to build a pool of your own for
+    /// [`PostgresStore::from_pool`].
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// use oncetask_postgres::PostgresStore;
+    ///
+    /// let pool = PostgresStore::pool_options()
+    ///     .max_connections(20)
+    ///     .connect("postgres://postgres@127.0.0.1:5432/test")
+    ///     .await?;
+    /// let store = PostgresStore::from_pool(pool, "oncetask")?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn pool_options() -> PgPoolOptions {
+        PgPoolOptions::new()
+            .after_connect(|conn, _| {
+                Box::pin(async move {
+                    sqlx::Executor::execute(&mut *conn, "SET plan_cache_mode = force_generic_plan")
+                        .await?;
+                    Ok(())
+                })
+            })
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for >= PING_IDLE_AFTER {
+                        sqlx::Connection::ping(conn).await?;
+                    }
+                    Ok(true)
+                })
+            })
     }
 
     /// Uses an existing pool and the tables in `schema`.

@@ -17,8 +17,8 @@
 use std::collections::HashSet;
 
 use chrono::Utc;
-use oncetask_core::store::{Change, Fetched, Swap, SwapOutcome};
-use oncetask_core::{Store, StoreError, Task};
+use oncetask_core::store::{Fetched, Swap, SwapOutcome};
+use oncetask_core::{Store, StoreError};
 use serde_json::Value;
 use sqlx::types::Json;
 
@@ -128,12 +128,6 @@ impl PostgresStore {
              SELECT written.id FROM written, notices"
         )
     }
-}
-
-/// An encoded outcome of `task` (for showing the swap's plan).
-pub(crate) fn sample_change(task: &Task) -> Result<Value, StoreError> {
-    let swap = Swap::new(task, Change::Release, task);
-    encode_change(&swap, "sample", false).map_err(StoreError::backend)
 }
 
 fn fetched_id(fetched: &Fetched) -> &str {

@@ -252,10 +252,7 @@ fn whole_index_scans(plans: &str) -> Vec<String> {
 async fn claim_queries_use_the_indexes_on_100k_rows() {
     let store = store(&new_schema()).await;
     populate(&store, true).await;
-    let plan = store
-        .explain_claim("env-1", "kind-1", "key-1", chrono::Utc::now())
-        .await
-        .expect("explain");
+    let plan = store.explain_claim().await.expect("explain");
     eprintln!("{plan}");
     assert!(
         !plan.contains("Seq Scan"),
@@ -280,10 +277,7 @@ async fn claim_queries_use_the_indexes_on_100k_rows() {
 async fn the_hot_path_scans_no_table_without_fresh_statistics() {
     let store = store(&new_schema()).await;
     populate(&store, false).await;
-    let plans = store
-        .explain_claim("env-1", "kind-1", "key-1", chrono::Utc::now())
-        .await
-        .expect("explain");
+    let plans = store.explain_claim().await.expect("explain");
     eprintln!("{plans}");
     assert!(
         !plans.contains("Seq Scan on tasks"),
@@ -775,7 +769,7 @@ async fn a_claim_whose_snapshot_missed_a_lease_of_its_key_leaves_the_key_alone()
         async || {
             sqlx::query_scalar::<_, bool>(
                 "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE state = 'active' \
-                 AND pid <> pg_backend_pid() AND query LIKE 'WITH pool AS%')",
+                 AND pid <> pg_backend_pid() AND query LIKE 'WITH part0 AS%')",
             )
             .fetch_one(store.pool())
             .await

@@ -23,6 +23,7 @@ pub async fn run(ctx: &Ctx<'_>) -> Result<Vec<Row>, BenchError> {
             if !ctx.args.no_analyze {
                 ctx.ns.analyze().await?;
             }
+            ctx.say(&format!("work: draining with {config}"));
             let row =
                 match workload::drain(ctx.ns, &env, tasks, managers, concurrency, ctx.timeout())
                     .await
