@@ -246,18 +246,18 @@ pub(crate) fn encode(task: &Task) -> Result<Value, String> {
         text(task.parent_recurrence_id.as_deref()),
     );
     put("occurrence_timestamp", time(task.occurrence_timestamp));
-    put_changeable(task, "", &mut row)?;
+    put_changeable(task, &mut row)?;
     Ok(Value::Object(row))
 }
 
 /// The columns a swap may change ([`oncetask_core::store::Field`], plus
-/// the version), each under `prefix` + its column name.
-fn put_changeable(task: &Task, prefix: &str, row: &mut Map<String, Value>) -> Result<(), String> {
-    let version =
-        i64::try_from(task.version).map_err(|_| format!("version {} too large", task.version))?;
-    let count = |n: u32, what: &str| {
-        i32::try_from(n).map_err(|_| format!("{what} {n} too large for an integer column"))
-    };
+/// the version), each under its column name.
+fn put_changeable(task: &Task, row: &mut Map<String, Value>) -> Result<(), String> {
+    let Counters {
+        attempts,
+        cancellation_attempts,
+        version,
+    } = counters(task)?;
     let outcome = match task.outcome {
         Some(o) => match serde_json::to_value(o).map_err(|e| e.to_string())? {
             Value::String(s) => Value::String(s),
@@ -266,16 +266,13 @@ fn put_changeable(task: &Task, prefix: &str, row: &mut Map<String, Value>) -> Re
         None => Value::Null,
     };
     let mut put = |k: &str, v: Value| {
-        row.insert(format!("{prefix}{k}"), v);
+        row.insert(k.to_owned(), v);
     };
     put("wait_until", time(task.wait_until));
     put("leased_until", time(task.leased_until));
     put("done_at", time(task.done_at));
-    put("attempts", Value::from(count(task.attempts, "attempts")?));
-    put(
-        "cancellation_attempts",
-        Value::from(count(task.cancellation_attempts, "cancellation_attempts")?),
-    );
+    put("attempts", Value::from(attempts));
+    put("cancellation_attempts", Value::from(cancellation_attempts));
     put("errors", Value::String(to_text(&task.errors)?));
     put(
         "result",
@@ -318,18 +315,94 @@ pub(crate) const CHANGE_SETS: &str = "wait_until = x.n_wait_until, \
 /// the notice `channel` to send when `notify`. Every writer of the table
 /// bumps the version, so a holding fence means the columns outside the
 /// swap's change are written with the values they already have.
-pub(crate) fn encode_change(swap: &Swap, channel: &str, notify: bool) -> Result<Value, String> {
+///
+/// Serialized straight into the statement's parameter (no JSON tree in
+/// between: on the hot path that tree was a map insert and an allocation
+/// per field).
+#[derive(serde::Serialize)]
+pub(crate) struct ChangeRow<'a> {
+    n_id: &'a str,
+    n_expected: i64,
+    n_channel: String,
+    n_notify: bool,
+    #[serde(serialize_with = "micros")]
+    n_wait_until: Option<DateTime<Utc>>,
+    #[serde(serialize_with = "micros")]
+    n_leased_until: Option<DateTime<Utc>>,
+    #[serde(serialize_with = "micros")]
+    n_done_at: Option<DateTime<Utc>>,
+    n_attempts: i32,
+    n_cancellation_attempts: i32,
+    n_errors: String,
+    n_result: Option<String>,
+    n_is_cancelled: bool,
+    #[serde(serialize_with = "micros")]
+    n_cancelled_at: Option<DateTime<Utc>>,
+    n_lease_token: Option<&'a str>,
+    n_version: i64,
+    n_outcome: Option<Outcome>,
+}
+
+/// The swap's change as a [`ChangeRow`], or why it cannot be stored.
+pub(crate) fn encode_change(
+    swap: &Swap,
+    channel: String,
+    notify: bool,
+) -> Result<ChangeRow<'_>, String> {
     let task = swap.task();
     refuse_nul_in_outcome(task)?;
-    let expected = i64::try_from(swap.fence().version())
+    let n_expected = i64::try_from(swap.fence().version())
         .map_err(|_| format!("version {} too large", swap.fence().version()))?;
-    let mut row = Map::new();
-    row.insert("n_id".into(), Value::String(task.id.clone()));
-    row.insert("n_expected".into(), Value::from(expected));
-    row.insert("n_channel".into(), Value::String(channel.to_owned()));
-    row.insert("n_notify".into(), Value::Bool(notify));
-    put_changeable(task, "n_", &mut row)?;
-    Ok(Value::Object(row))
+    let Counters {
+        attempts,
+        cancellation_attempts,
+        version,
+    } = counters(task)?;
+    Ok(ChangeRow {
+        n_id: &task.id,
+        n_expected,
+        n_channel: channel,
+        n_notify: notify,
+        n_wait_until: task.wait_until,
+        n_leased_until: task.leased_until,
+        n_done_at: task.done_at,
+        n_attempts: attempts,
+        n_cancellation_attempts: cancellation_attempts,
+        n_errors: to_text(&task.errors)?,
+        n_result: task.result.as_ref().map(to_text).transpose()?,
+        n_is_cancelled: task.is_cancelled,
+        n_cancelled_at: task.cancelled_at,
+        n_lease_token: task.lease_token.as_ref().map(LeaseToken::as_str),
+        n_version: version,
+        n_outcome: task.outcome,
+    })
+}
+
+/// A time as the statement's JSON carries it (see [`time`]).
+fn micros<S: serde::Serializer>(t: &Option<DateTime<Utc>>, s: S) -> Result<S::Ok, S::Error> {
+    match t {
+        Some(t) => s.collect_str(&t.to_rfc3339_opts(SecondsFormat::Micros, true)),
+        None => s.serialize_none(),
+    }
+}
+
+/// A task's counters and version as their SQL integer types.
+struct Counters {
+    attempts: i32,
+    cancellation_attempts: i32,
+    version: i64,
+}
+
+fn counters(task: &Task) -> Result<Counters, String> {
+    let count = |n: u32, what: &str| {
+        i32::try_from(n).map_err(|_| format!("{what} {n} too large for an integer column"))
+    };
+    Ok(Counters {
+        attempts: count(task.attempts, "attempts")?,
+        cancellation_attempts: count(task.cancellation_attempts, "cancellation_attempts")?,
+        version: i64::try_from(task.version)
+            .map_err(|_| format!("version {} too large", task.version))?,
+    })
 }
 
 fn to_text<T: serde::Serialize>(value: &T) -> Result<String, String> {

@@ -138,20 +138,15 @@ impl PostgresStore {
     /// `$4` tasks, reading up to `$5` candidates per part of the claim
     /// order, leasing until `$6` with token `$7`, leaving out the ids `$8`.
     ///
-    /// * `part0`..`part2`, `pool`: the candidate query's three index ranges
-    ///   of `tasks_ready_idx` (as in [`Self::candidate_sql`]): ready tasks
-    ///   whose key holds no live lease in this statement's snapshot, each
-    ///   marked well formed or not ([`WELL_FORMED`]), locked
-    ///   `FOR UPDATE SKIP LOCKED` as the index is read, so rows a concurrent
-    ///   claim holds are passed over and do not count against the limit
-    ///   (locking only the rows picked below made two claims in flight pick
-    ///   the same rows, and the second came back empty); the rows locked but
-    ///   not leased are free again when the statement commits;
+    /// * `pool`: the candidate query's three index ranges of
+    ///   `tasks_ready_idx` (as in [`Self::candidate_sql`]): ready tasks whose
+    ///   key holds no live lease in this statement's snapshot, each marked
+    ///   well formed or not ([`WELL_FORMED`]);
     /// * `ranked`, `picked`: the first `$4` well-formed ones in claim order,
     ///   at most one per key, each with its key's claim row as the snapshot
     ///   sees it (count and location; none when the key has no row yet);
-    /// * `locked`: those rows, re-checked for readiness on their newest
-    ///   version (this statement already holds their locks);
+    /// * `locked`: those rows locked `FOR UPDATE SKIP LOCKED`, which
+    ///   re-checks their readiness on their newest version;
     /// * `key_locked`, `key_bumped`, `key_added`: the claim rows of their
     ///   keys, locked `FOR UPDATE SKIP LOCKED` and bumped only if the newest
     ///   count is the one the snapshot saw (no claim of the key committed
@@ -184,7 +179,7 @@ impl PostgresStore {
             .map(|c| format!("p.{}", c.trim()))
             .collect::<Vec<_>>()
             .join(", ");
-        let [part0, part1, part2] = self.ready_part_list(
+        let parts = self.ready_parts(
             &format!(
                 "t.id, t.resource_key, t.leased_until, t.wait_until, t.created_at, \
                  {WELL_FORMED} AS well_formed"
@@ -192,12 +187,9 @@ impl PostgresStore {
             "$8",
             "",
             "$5",
-            "FOR UPDATE OF t SKIP LOCKED",
         );
         format!(
-            "WITH part0 AS {part0}, part1 AS {part1}, part2 AS {part2}, \
-             pool AS (SELECT * FROM part0 UNION ALL SELECT * FROM part1 \
-                      UNION ALL SELECT * FROM part2), \
+            "WITH pool AS (SELECT * FROM ({parts}) c), \
              ranked AS ( \
                  SELECT c.*, row_number() OVER (PARTITION BY c.resource_key ORDER BY {pool_order}) \
                           AS nth \

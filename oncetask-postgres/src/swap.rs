@@ -19,7 +19,6 @@ use std::collections::HashSet;
 use chrono::Utc;
 use oncetask_core::store::{Fetched, Swap, SwapOutcome};
 use oncetask_core::{Store, StoreError};
-use serde_json::Value;
 use sqlx::types::Json;
 
 use super::{PostgresStore, WELL_FORMED, db};
@@ -45,7 +44,7 @@ impl PostgresStore {
             for i in round {
                 let swap = &swaps[i];
                 let channel = self.channel(&swap.task().env);
-                match encode_change(swap, &channel, swap.announces_work(now)) {
+                match encode_change(swap, channel, swap.announces_work(now)) {
                     Ok(row) => {
                         rows.push(row);
                         ids.push(swap.id().to_owned());
@@ -64,7 +63,7 @@ impl PostgresStore {
                 continue;
             }
             let written: HashSet<String> = sqlx::query_scalar(&self.swap_sql())
-                .bind(Json(Value::Array(rows)))
+                .bind(Json(&rows))
                 .bind(&ids)
                 .fetch_all(&self.inner.pool)
                 .await
