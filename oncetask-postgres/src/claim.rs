@@ -129,8 +129,12 @@ impl PostgresStore {
     }
 
     /// The three index ranges of the claim order (see
-    /// [`Self::candidate_sql`]) as a `UNION ALL` of subqueries: see
-    /// [`Self::ready_part_list`].
+    /// [`Self::candidate_sql`]) as a `UNION ALL` of subqueries, each
+    /// selecting `select` and its part number (`part`) from ready tasks of
+    /// env `$1` / kind `$2` at `$3` whose id is not in `skip_ids` and whose
+    /// resource key is free (and meets `key_cond`, an SQL prefix ending in
+    /// `AND`, or empty), each stopped after `limit` rows. Shared by the
+    /// candidate query and the one-statement claim.
     pub(crate) fn ready_parts(
         &self,
         select: &str,
@@ -138,25 +142,6 @@ impl PostgresStore {
         key_cond: &str,
         limit: &str,
     ) -> String {
-        self.ready_part_list(select, skip_ids, key_cond, limit, "")
-            .join(" UNION ALL ")
-    }
-
-    /// The three index ranges of the claim order, each a query selecting
-    /// `select` and its part number (`part`) from ready tasks of env `$1` /
-    /// kind `$2` at `$3` whose id is not in `skip_ids` and whose resource
-    /// key is free (and meets `key_cond`, an SQL prefix ending in `AND`, or
-    /// empty), stopped after `limit` rows that pass `lock` (a locking clause
-    /// such as `FOR UPDATE OF t SKIP LOCKED`, or empty). Shared by the
-    /// candidate query and the one-statement claim.
-    pub(crate) fn ready_part_list(
-        &self,
-        select: &str,
-        skip_ids: &str,
-        key_cond: &str,
-        limit: &str,
-        lock: &str,
-    ) -> [String; 3] {
         let t = &self.inner.table;
         let part = |n: u8, cond: &str| {
             format!(
@@ -167,17 +152,18 @@ impl PostgresStore {
                      SELECT 1 FROM {t} b WHERE b.env = t.env AND b.kind = t.kind \
                        AND b.resource_key = t.resource_key AND b.done_at IS NULL \
                        AND b.leased_until > $3 AND b.id <> t.id))) \
-                 ORDER BY {CLAIM_ORDER} LIMIT {limit} {lock})"
+                 ORDER BY {CLAIM_ORDER} LIMIT {limit})"
             )
         };
-        [
+        format!(
+            "{} UNION ALL {} UNION ALL {}",
             part(0, "t.leased_until IS NULL AND t.wait_until IS NULL"),
             part(1, "t.leased_until IS NULL AND t.wait_until <= $3"),
             part(
                 2,
-                "t.leased_until <= $3 AND (t.wait_until IS NULL OR t.wait_until <= $3)",
+                "t.leased_until <= $3 AND (t.wait_until IS NULL OR t.wait_until <= $3)"
             ),
-        ]
+        )
     }
 
     /// Ready candidates of the env/kind in claim order whose key is free, at

@@ -15,7 +15,7 @@ impl PostgresStore {
             "SELECT DISTINCT kind FROM {t} WHERE env = $1 AND {WELL_FORMED} ORDER BY kind"
         ))
         .bind(env)
-        .fetch_all(&self.inner.pool)
+        .fetch_all(self.query_pool().await)
         .await
         .map_err(db)
     }
@@ -31,7 +31,7 @@ impl PostgresStore {
         let t = &self.inner.table;
         let status = status_sql("$2");
         let counted_as = status_or_undecodable_sql("$2");
-        let mut tx = self.inner.pool.begin().await.map_err(db)?;
+        let mut tx = self.query_pool().await.begin().await.map_err(db)?;
         sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             .execute(&mut *tx)
             .await

@@ -185,6 +185,9 @@ pub struct PostgresStore {
 
 struct Inner {
     pool: PgPool,
+    /// Operator queries' own small pool, on first use: see
+    /// [`PostgresStore::query_pool`].
+    query_pool: tokio::sync::OnceCell<PgPool>,
     schema: String,
     /// `"schema".tasks`, quoted.
     table: String,
@@ -319,9 +322,11 @@ impl PostgresStore {
     ///   CPU per task, and draining ran 20-25 % faster without it). Every
     ///   hot-path statement reaches tasks through their primary key or the
     ///   ready index whatever the parameters, which the plan tests check
-    ///   on these settings. Your own statements on this pool are planned
-    ///   generically too: set `plan_cache_mode` back on a connection, or use
-    ///   a pool of your own, if one of them needs custom plans.
+    ///   on these settings. The store's operator queries, whose optional
+    ///   filters need custom plans, run on a small pool of their own. Your
+    ///   own statements on this pool are planned generically too: set
+    ///   `plan_cache_mode` back on a connection, or use a pool of your own,
+    ///   if one of them needs custom plans.
     ///
     /// Start from these options to build a pool of your own for
     /// [`PostgresStore::from_pool`].
@@ -366,6 +371,7 @@ impl PostgresStore {
         Ok(Self {
             inner: Arc::new(Inner {
                 pool,
+                query_pool: tokio::sync::OnceCell::new(),
                 schema: schema.to_owned(),
                 table: format!("\"{schema}\".tasks"),
                 keys: format!("\"{schema}\".task_keys"),
@@ -376,6 +382,22 @@ impl PostgresStore {
     /// The pool this store uses.
     pub fn pool(&self) -> &PgPool {
         &self.inner.pool
+    }
+
+    /// The pool of the operator queries (`find`, counts, `inspect`, kinds),
+    /// opened on first use: at most two connections to the same server
+    /// with PostgreSQL's default planning. Their optional filters
+    /// (`$2 IS NULL OR kind = $2`) need custom plans to use an index, which
+    /// [`PostgresStore::pool_options`]' generic plans would not give them.
+    async fn query_pool(&self) -> &PgPool {
+        self.inner
+            .query_pool
+            .get_or_init(|| async {
+                PgPoolOptions::new()
+                    .max_connections(2)
+                    .connect_lazy_with((*self.inner.pool.connect_options()).clone())
+            })
+            .await
     }
 
     /// The schema holding this store's table.
@@ -641,7 +663,7 @@ impl Store for PostgresStore {
         .bind(filter.limit.map(|l| i64::try_from(l).unwrap_or(i64::MAX)))
         .bind(filter.after.as_ref().map(|c| c.created_at))
         .bind(filter.after.as_ref().map(|c| c.id.as_str()))
-        .fetch_all(&self.inner.pool)
+        .fetch_all(self.query_pool().await)
         .await
         .map_err(db)?;
         let mut tasks = Vec::with_capacity(rows.len());
@@ -669,7 +691,7 @@ impl Store for PostgresStore {
         .bind(env)
         .bind(kind)
         .bind(now)
-        .fetch_all(&self.inner.pool)
+        .fetch_all(self.query_pool().await)
         .await
         .map_err(db)?;
         let mut counts = StatusCounts::new();
@@ -768,10 +790,16 @@ impl Store for PostgresStore {
     ) -> Result<oncetask_core::QueueStats, StoreError> {
         self.inspect_env(env, now).await
     }
-    /// Claims lock their rows `FOR UPDATE SKIP LOCKED`: a second claim in
-    /// flight passes over the first one's rows instead of racing for them.
+    /// One: the claim statement picks its rows before it locks them
+    /// (`FOR UPDATE SKIP LOCKED`), so a second claim in flight picks the
+    /// same rows, skips them as locked and mostly comes back empty. With
+    /// one claim in flight a no-op handler drained 18-30 % faster at 1, 8
+    /// and 64 slots (BENCHMARKS.md, "Postgres statements"). Locking the
+    /// rows as the index is read instead made claims collide less but, in
+    /// the chaos run, re-ran tasks whose lease was live (fenced, yet run
+    /// twice): not used.
     fn concurrent_claims(&self) -> usize {
-        2
+        1
     }
 
     fn claims_ahead(&self) -> bool {

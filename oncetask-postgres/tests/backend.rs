@@ -769,7 +769,7 @@ async fn a_claim_whose_snapshot_missed_a_lease_of_its_key_leaves_the_key_alone()
         async || {
             sqlx::query_scalar::<_, bool>(
                 "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE state = 'active' \
-                 AND pid <> pg_backend_pid() AND query LIKE 'WITH part0 AS%')",
+                 AND pid <> pg_backend_pid() AND query LIKE 'WITH pool AS%')",
             )
             .fetch_one(store.pool())
             .await

@@ -36,9 +36,11 @@ pub async fn run(ctx: &Ctx<'_>) -> Result<Vec<Row>, BenchError> {
         "CREATE INDEX raw_jobs_ready ON {table} (kind, run_at, id) WHERE done_at IS NULL"
     ))
     .await?;
-    // The store's pool settings (no ping before every statement), so the
-    // raw rows and the store's rows pay the same round trips per statement.
-    let pool = oncetask::postgres::PostgresStore::pool_options()
+    // No ping before every statement, as in the store's pool, so both pay
+    // the same round trips per statement; custom plans (PostgreSQL's
+    // default), which these simple statements plan best with.
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .test_before_acquire(false)
         .max_connections(u32::try_from(args.raw_concurrency).unwrap_or(u32::MAX))
         .connect(url)
         .await
