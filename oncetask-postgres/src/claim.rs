@@ -231,20 +231,25 @@ impl PostgresStore {
     /// [`PostgresStore::pool_options`]). A diagnostic, used by the tests
     /// that check the indexes serve them.
     pub async fn explain_claim(&self) -> Result<String, StoreError> {
-        let mut conn = self.inner.pool.acquire().await.map_err(db)?;
-        sqlx::raw_sql("SET plan_cache_mode = force_generic_plan")
-            .execute(&mut *conn)
+        // In a transaction, so the setting does not outlive this call on a
+        // pool that does not use it (the transaction is rolled back; the
+        // prepared statements stay on the connection and are replaced by
+        // the next call).
+        let mut tx = self.inner.pool.begin().await.map_err(db)?;
+        sqlx::raw_sql("SET LOCAL plan_cache_mode = force_generic_plan")
+            .execute(&mut *tx)
             .await
             .map_err(db)?;
+        let conn: &mut PgConnection = &mut tx;
         let mut out = String::new();
-        let candidate = generic(&mut conn, "candidate", &self.candidate_sql(), 6).await?;
-        let group = generic(&mut conn, "group", &self.group_sql(), 5).await?;
-        let due = generic(&mut conn, "due", &self.next_due_sql(), 3).await?;
-        let write = generic(&mut conn, "write", &self.write_sql(), 1).await?;
-        let lock = generic(&mut conn, "lock", &self.lock_ready_sql(false), 5).await?;
-        let single = generic(&mut conn, "single", &self.single_claim_sql(), 8).await?;
-        let key_lock = generic(&mut conn, "key_lock", &self.lock_key_sql(), 3).await?;
-        let swap = generic(&mut conn, "swap", &self.swap_sql(), 2).await?;
+        let candidate = generic(conn, "candidate", &self.candidate_sql(), 6).await?;
+        let group = generic(conn, "group", &self.group_sql(), 5).await?;
+        let due = generic(conn, "due", &self.next_due_sql(), 3).await?;
+        let write = generic(conn, "write", &self.write_sql(), 1).await?;
+        let lock = generic(conn, "lock", &self.lock_ready_sql(false), 5).await?;
+        let single = generic(conn, "single", &self.single_claim_sql(), 8).await?;
+        let key_lock = generic(conn, "key_lock", &self.lock_key_sql(), 3).await?;
+        let swap = generic(conn, "swap", &self.swap_sql(), 2).await?;
         for (title, rows) in [
             ("claim", single),
             ("candidates", candidate),

@@ -280,6 +280,10 @@ async fn the_hot_path_scans_no_table_without_fresh_statistics() {
     let plans = store.explain_claim().await.expect("explain");
     eprintln!("{plans}");
     assert!(
+        plan_of(&plans, "claim").contains("(env = $1)"),
+        "not the generic plan the store's connections run:\n{plans}"
+    );
+    assert!(
         !plans.contains("Seq Scan on tasks"),
         "a hot-path statement scans the table:\n{plans}"
     );
