@@ -82,14 +82,8 @@ impl Run<'_> {
         let now = self.inner.now();
         let result = Arc::new(result);
         let ids: Vec<String> = held.iter().map(|t| t.id.clone()).collect();
-        let span = tracing::debug_span!(
-            "oncetask.outcome",
-            env = %self.inner.env,
-            kind = %self.registration.kind,
-            tasks = ids.len(),
-            path = ?path,
-            ok = result.is_ok(),
-        );
+        let span = self.outcome_span(ids.len(), path);
+        span.record("ok", result.is_ok());
         let items = held
             .into_iter()
             .map(|task| {

@@ -237,20 +237,28 @@ impl Run<'_> {
         kept
     }
 
+    /// The span of one write of a run's tasks (an outcome or a release):
+    /// its `ok` or `released` field is recorded by the caller.
+    pub(super) fn outcome_span(&self, tasks: usize, path: HandlerPath) -> tracing::Span {
+        tracing::debug_span!(
+            "oncetask.outcome",
+            env = %self.inner.env,
+            kind = %self.registration.kind,
+            tasks,
+            path = ?path,
+            ok = tracing::field::Empty,
+            released = tracing::field::Empty,
+        )
+    }
+
     /// Gives the leases of `held` back without an outcome (shutdown, or a
     /// lease that could not be kept): the tasks are ready again at once.
     async fn release(&mut self, held: Vec<Task>, path: HandlerPath, why: &str) {
         let now = self.inner.now();
         let token = self.token;
         let ids: Vec<String> = held.iter().map(|t| t.id.clone()).collect();
-        let span = tracing::debug_span!(
-            "oncetask.outcome",
-            env = %self.inner.env,
-            kind = %self.registration.kind,
-            tasks = ids.len(),
-            path = ?path,
-            released = why,
-        );
+        let span = self.outcome_span(ids.len(), path);
+        span.record("released", why);
         let results = apply_many(self.inner.store.as_ref(), held, Change::Release, |t| {
             lifecycle::release(t, token)
         })
