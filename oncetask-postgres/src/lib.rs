@@ -795,9 +795,9 @@ impl Store for PostgresStore {
     /// same rows, skips them as locked and mostly comes back empty. With
     /// one claim in flight a no-op handler drained 18-30 % faster at 1, 8
     /// and 64 slots (BENCHMARKS.md, "Postgres statements"). Locking the
-    /// rows as the index is read instead made claims collide less but, in
-    /// the chaos run, re-ran tasks whose lease was live (fenced, yet run
-    /// twice): not used.
+    /// rows as the index is read instead made claims collide less, but in
+    /// the chaos run tasks then ran two to six times as often (every extra
+    /// outcome fenced off; cause not yet known, RELIABILITY.md): not used.
     fn concurrent_claims(&self) -> usize {
         1
     }
