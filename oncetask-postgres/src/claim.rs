@@ -225,7 +225,8 @@ impl PostgresStore {
     /// resource-group claim's candidate query and the resource-key busy
     /// check it embeds, the lock of a key's claim row, the group query for
     /// a key, the lock of the chosen rows and the bulk write-back of claimed
-    /// tasks; the next due time an idle worker asks for, and a swap. Each is
+    /// tasks; the next due time an idle worker asks for, a swap, and the
+    /// create of one task. Each is
     /// the generic plan of the prepared statement, the one the store's
     /// connections run whatever the parameters (see
     /// [`PostgresStore::pool_options`]). A diagnostic, used by the tests
@@ -250,6 +251,13 @@ impl PostgresStore {
         let single = generic(conn, "single", &self.single_claim_sql(), 8).await?;
         let key_lock = generic(conn, "key_lock", &self.lock_key_sql(), 3).await?;
         let swap = generic(conn, "swap", &self.swap_sql(), 2).await?;
+        let create = generic(
+            conn,
+            "create",
+            &crate::create::create_one_sql(&self.inner.table),
+            22,
+        )
+        .await?;
         for (title, rows) in [
             ("claim", single),
             ("candidates", candidate),
@@ -259,6 +267,7 @@ impl PostgresStore {
             ("write-back", write),
             ("next due", due),
             ("swap", swap),
+            ("create", create),
         ] {
             out.push_str(&format!("-- {title}\n"));
             for r in &rows {

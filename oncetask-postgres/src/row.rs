@@ -250,6 +250,67 @@ pub(crate) fn encode(task: &Task) -> Result<Value, String> {
     Ok(Value::Object(row))
 }
 
+/// One task's column values as typed bind parameters, for the single-row
+/// create (`$1`..`$21` in [`COLUMNS`] order): no JSON array to build on the
+/// client and none to expand on the server.
+pub(crate) struct NewRow<'a> {
+    task: &'a Task,
+    counters: Counters,
+    outcome: Option<String>,
+}
+
+impl<'a> NewRow<'a> {
+    /// The task's values, or why it cannot be stored (as [`encode`]).
+    pub(crate) fn new(task: &'a Task) -> Result<Self, String> {
+        refuse_nul(task)?;
+        let outcome = match task.outcome {
+            Some(o) => match serde_json::to_value(o).map_err(|e| e.to_string())? {
+                Value::String(s) => Some(s),
+                other => return Err(format!("outcome encodes as {other}")),
+            },
+            None => None,
+        };
+        Ok(Self {
+            task,
+            counters: counters(task)?,
+            outcome,
+        })
+    }
+
+    /// Binds the 21 column values to `query`, in [`COLUMNS`] order. JSON
+    /// columns go as `jsonb`, so a `null` result stays JSON `null`, apart
+    /// from SQL `NULL` ("no result").
+    pub(crate) fn bind(
+        self,
+        query: sqlx::query::Query<'a, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    ) -> sqlx::query::Query<'a, sqlx::Postgres, sqlx::postgres::PgArguments> {
+        use sqlx::types::Json;
+        let t = self.task;
+        query
+            .bind(&t.id)
+            .bind(&t.kind)
+            .bind(&t.env)
+            .bind(Json(&t.data))
+            .bind(t.resource_key.as_deref())
+            .bind(t.wait_until)
+            .bind(t.leased_until)
+            .bind(t.created_at)
+            .bind(t.done_at)
+            .bind(self.counters.attempts)
+            .bind(self.counters.cancellation_attempts)
+            .bind(Json(&t.errors))
+            .bind(t.result.as_ref().map(Json))
+            .bind(t.recurrence.as_ref().map(Json))
+            .bind(t.parent_recurrence_id.as_deref())
+            .bind(t.occurrence_timestamp)
+            .bind(t.is_cancelled)
+            .bind(t.cancelled_at)
+            .bind(t.lease_token.as_ref().map(LeaseToken::as_str))
+            .bind(self.counters.version)
+            .bind(self.outcome)
+    }
+}
+
 /// The columns a swap may change ([`oncetask_core::store::Field`], plus
 /// the version), each under its column name.
 fn put_changeable(task: &Task, row: &mut Map<String, Value>) -> Result<(), String> {

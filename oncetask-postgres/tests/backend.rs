@@ -292,7 +292,7 @@ async fn the_hot_path_scans_no_table_without_fresh_statistics() {
         whole.is_empty(),
         "a hot-path statement reads a whole index: {whole:?}\n{plans}"
     );
-    for name in ["claim", "write-back", "swap"] {
+    for name in ["claim", "write-back", "swap", "create"] {
         let plan = plan_of(&plans, name);
         assert!(
             plan.contains("tasks_pkey"),
