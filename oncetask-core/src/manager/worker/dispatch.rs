@@ -18,6 +18,7 @@ use tracing::Instrument;
 use super::add;
 use super::backlog::{Backlog, RENEW_AFTER};
 use super::guard::panic_message;
+use super::pace::Pace;
 use super::run::{RunReport, run_claimed};
 use crate::error::Error;
 use crate::lifecycle::LeaseGrant;
@@ -51,6 +52,7 @@ pub(crate) fn spawn_workers(inner: &Arc<Inner>, registration: Arc<Registration>)
             events: 0,
             failures: 0,
             quiet_due: None,
+            claim_time: Pace::default(),
         }
         .run(wake, phase),
     ));
@@ -68,6 +70,8 @@ struct ClaimDone {
     outside_seen: u64,
     /// [`Dispatcher::events`] when it was issued.
     events_seen: u64,
+    /// When it was issued, to time its round trip.
+    issued: std::time::Instant,
     result: Result<Option<Claim>, Error>,
 }
 
@@ -128,6 +132,8 @@ struct Dispatcher {
     /// notifications, a task scheduled meanwhile by another process is found
     /// by the claim of the first poll after it is due.
     quiet_due: Option<Option<DateTime<Utc>>>,
+    /// How long this loop's claims take to come back.
+    claim_time: Pace,
 }
 
 impl Dispatcher {
@@ -203,7 +209,11 @@ impl Dispatcher {
 
     /// What the next claim asks for (0: no claim now): free slots plus
     /// the claim-ahead room, less what is waiting or asked for, in tasks
-    /// for a single-task kind, in groups for a group kind.
+    /// for a single-task kind, in groups for a group kind. For a
+    /// single-task kind, "free" and "waiting" are as expected when the
+    /// claim comes back: the runs the slots finish during one claim round
+    /// trip (at the mean run time) have freed their slots and used up
+    /// that much of the waiting tasks.
     ///
     /// Tasks are claimed ahead only as far as slots work through them
     /// within half of [`RENEW_AFTER`] at the handlers' mean run time, so a
@@ -223,15 +233,14 @@ impl Dispatcher {
                 } else {
                     self.ahead.timed
                 };
-                let ahead = pace.ahead(configured, options.concurrency, RENEW_AFTER / 2);
-                let pending = self.backlog.tasks() + self.asked;
-                let room = (free + ahead).saturating_sub(pending);
-                let starving = free > 0 && pending == 0;
-                if starving || room >= (ahead / 2).max(1) {
-                    room
-                } else {
-                    0
-                }
+                task_room(Holding {
+                    slots: options.concurrency,
+                    free,
+                    ahead: pace.ahead(configured, options.concurrency, RENEW_AFTER / 2),
+                    waiting: self.backlog.tasks(),
+                    asked: self.asked,
+                    drained: pace.runs_within(options.concurrency, self.claim_time.mean()),
+                })
             }
             HandlerShape::Group(_) => free.saturating_sub(self.backlog.units() + self.asked),
         }
@@ -285,6 +294,7 @@ impl Dispatcher {
         self.asked += asked;
         let checked_at = inner.now();
         let events_seen = self.events;
+        let issued = std::time::Instant::now();
         self.claims.push(
             async move {
                 let attempt = AssertUnwindSafe(claim(&inner, &registration, mode)).catch_unwind();
@@ -299,6 +309,7 @@ impl Dispatcher {
                     checked_at,
                     outside_seen,
                     events_seen,
+                    issued,
                     result,
                 }
             }
@@ -316,6 +327,7 @@ impl Dispatcher {
         let (got, found_nothing) = match done.result {
             Ok(Some(claim)) => {
                 self.failures = 0;
+                self.claim_time.record(done.issued.elapsed());
                 let units = claim.split(&self.registration.shape);
                 let got = match self.registration.shape {
                     HandlerShape::Single(_) => units.iter().map(|u| u.tasks.len()).sum(),
@@ -400,6 +412,47 @@ impl Dispatcher {
         while let Some(ended) = self.running.join_next().await {
             log_abnormal_end(ended);
         }
+    }
+}
+
+/// What a single-task kind's loop holds when it may claim.
+#[derive(Debug, Clone, Copy)]
+struct Holding {
+    /// The kind's worker slots, and how many of them are free now.
+    slots: usize,
+    free: usize,
+    /// How many tasks it may hold beyond its slots (after pacing).
+    ahead: usize,
+    /// Tasks waiting for a slot, and asked for by the claims in flight.
+    waiting: usize,
+    asked: usize,
+    /// Runs the slots are expected to finish during one claim round trip.
+    drained: usize,
+}
+
+/// How many tasks a single-task kind's next claim asks for (0: no claim
+/// now); see [`Dispatcher::room`].
+///
+/// What the slots work through while the claim is on the wire is gone by
+/// the time it returns: counting it as still waiting would halve every
+/// claim of short tasks, and one claim in flight could not keep the slots
+/// busy. That credit is capped at the slots plus the claim-ahead, so when
+/// the guess is wrong (a handler stalls) the loop holds at most twice
+/// that many tasks.
+fn task_room(h: Holding) -> usize {
+    let drained = h.drained.min(h.slots + h.ahead);
+    let free_then = if drained > h.waiting {
+        h.free.saturating_add(drained - h.waiting).min(h.slots)
+    } else {
+        h.free
+    };
+    let waiting_then = h.waiting.saturating_sub(drained);
+    let room = (free_then + h.ahead).saturating_sub(waiting_then + h.asked);
+    let starving = h.free > 0 && h.waiting + h.asked == 0;
+    if starving || room >= (h.ahead / 2).max(1) {
+        room
+    } else {
+        0
     }
 }
 
@@ -518,4 +571,74 @@ async fn claim(
         undecodable: claimed.undecodable,
         waited: false,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EIGHT_SLOTS: Holding = Holding {
+        slots: 8,
+        free: 0,
+        ahead: 16,
+        waiting: 0,
+        asked: 0,
+        drained: 0,
+    };
+
+    #[test]
+    fn without_a_drain_estimate_the_room_is_free_slots_and_claim_ahead_less_what_is_held() {
+        let idle = Holding {
+            free: 8,
+            ..EIGHT_SLOTS
+        };
+        assert_eq!(task_room(idle), 24);
+        let full = Holding {
+            waiting: 16,
+            ..EIGHT_SLOTS
+        };
+        assert_eq!(task_room(full), 0);
+        let half = Holding {
+            waiting: 9,
+            ..EIGHT_SLOTS
+        };
+        assert_eq!(task_room(half), 0, "less than half the claim-ahead waits");
+        let starving = Holding {
+            free: 1,
+            ahead: 0,
+            ..EIGHT_SLOTS
+        };
+        assert_eq!(task_room(starving), 1, "a free slot is always claimed for");
+    }
+
+    #[test]
+    fn what_the_slots_finish_during_the_claim_is_asked_for_again() {
+        let busy = Holding {
+            waiting: 16,
+            drained: 1_000,
+            ..EIGHT_SLOTS
+        };
+        assert_eq!(task_room(busy), 24, "every slot and the claim-ahead");
+        let partly = Holding {
+            waiting: 16,
+            drained: 10,
+            ..EIGHT_SLOTS
+        };
+        assert_eq!(task_room(partly), 10, "6 still waiting, no slot freed");
+    }
+
+    #[test]
+    fn a_wrong_drain_estimate_holds_at_most_twice_the_slots_and_claim_ahead() {
+        // Nothing runs, but the estimate says everything drains: claim
+        // whenever there is room and keep every task.
+        let mut held = Holding {
+            drained: usize::MAX,
+            ..EIGHT_SLOTS
+        };
+        for _ in 0..100 {
+            held.waiting += task_room(held);
+        }
+        assert!(held.waiting > 24, "the estimate is used");
+        assert!(held.waiting <= 2 * (8 + 16), "held {}", held.waiting);
+    }
 }

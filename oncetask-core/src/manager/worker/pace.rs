@@ -3,8 +3,9 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-/// A moving average of a kind's handler run times (wall clock), shared by
-/// its runs, which record, and its claiming loop, which reads.
+/// A moving average of durations (wall clock): a kind's handler run times,
+/// shared by its runs, which record, and its claiming loop, which reads;
+/// and the round trips of that loop's claims.
 #[derive(Debug, Default)]
 pub(crate) struct Pace {
     /// Mean in nanoseconds as `f64` bits; 0 until the first run.
@@ -32,6 +33,21 @@ impl Pace {
     pub(crate) fn mean(&self) -> Duration {
         let nanos = f64::from_bits(self.mean_nanos.load(Ordering::Relaxed));
         Duration::from_nanos(nanos.max(0.0) as u64)
+    }
+
+    /// About how many runs `slots` worker slots finish within `within` at
+    /// the mean run time (0 before the first run is timed).
+    pub(crate) fn runs_within(&self, slots: usize, within: Duration) -> usize {
+        let mean = self.mean();
+        if mean.is_zero() {
+            return 0;
+        }
+        let runs = within.as_secs_f64() / mean.as_secs_f64() * slots as f64;
+        if runs >= usize::MAX as f64 {
+            usize::MAX
+        } else {
+            runs as usize
+        }
     }
 
     /// How many of `wanted` tasks `slots` worker slots can be handed ahead
@@ -66,5 +82,17 @@ mod tests {
         slow.record(Duration::from_secs(2));
         assert_eq!(slow.mean(), Duration::from_secs(2));
         assert_eq!(slow.ahead(64, 64, wait), 16, "64 slots share the wait");
+    }
+
+    #[test]
+    fn runs_within_counts_what_the_slots_finish_in_that_time() {
+        let pace = Pace::default();
+        let claim = Duration::from_millis(2);
+        assert_eq!(pace.runs_within(8, claim), 0, "untimed: nothing counted");
+        pace.record(Duration::from_millis(1));
+        assert_eq!(pace.runs_within(8, claim), 16);
+        assert_eq!(pace.runs_within(1, Duration::from_micros(500)), 0);
+        pace.record(Duration::from_nanos(1));
+        assert_eq!(pace.runs_within(usize::MAX, Duration::MAX), usize::MAX);
     }
 }
