@@ -307,7 +307,7 @@ impl PostgresStore {
     }
 
     /// The pool settings [`PostgresStore::connect`] uses: sqlx's defaults,
-    /// except two, both measured (BENCHMARKS.md, "Postgres statements"):
+    /// except three, each measured (BENCHMARKS.md, "Postgres statements"):
     ///
     /// * A connection is pinged before use only when it has sat idle in the
     ///   pool for [`PING_IDLE_AFTER`] or longer. sqlx pings every connection
@@ -328,6 +328,12 @@ impl PostgresStore {
     ///   own statements on this pool are planned generically too: set
     ///   `plan_cache_mode` back on a connection, or use a pool of your own,
     ///   if one of them needs custom plans.
+    /// * Each connection runs with `jit = off`. Once the table holds some
+    ///   100k tasks and its statistics say so, the claim statement's
+    ///   estimated cost passes `jit_above_cost` and PostgreSQL compiled it
+    ///   on every call: ~150 ms per claim (a no-op drain of 100k tasks at
+    ///   64 slots ran at 440-820 tasks/s). Statements that touch a few
+    ///   dozen rows through indexes never repay compilation.
     ///
     /// Start from these options to build a pool of your own for
     /// [`PostgresStore::from_pool`].
@@ -348,8 +354,11 @@ impl PostgresStore {
         PgPoolOptions::new()
             .after_connect(|conn, _| {
                 Box::pin(async move {
-                    sqlx::Executor::execute(&mut *conn, "SET plan_cache_mode = force_generic_plan")
-                        .await?;
+                    sqlx::Executor::execute(
+                        &mut *conn,
+                        "SET plan_cache_mode = force_generic_plan; SET jit = off",
+                    )
+                    .await?;
                     Ok(())
                 })
             })

@@ -270,6 +270,29 @@ async fn claim_queries_use_the_indexes_on_100k_rows() {
     drop_schema(&store).await;
 }
 
+/// The store's connections never compile a statement (JIT): even with
+/// `jit_above_cost` at 0, no hot-path plan is compiled. (With statistics of
+/// 100k ready tasks the claim's estimated cost passes the default
+/// threshold, and compiling it took ~150 ms per claim.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_connections_never_jit_compile() {
+    let schema = new_schema();
+    store(&schema).await;
+    let pool = PostgresStore::pool_options()
+        .max_connections(1)
+        .connect(&url())
+        .await
+        .expect("connect");
+    sqlx::query("SET jit_above_cost = 0")
+        .execute(&pool)
+        .await
+        .expect("lower the threshold");
+    let store = PostgresStore::from_pool(pool, &schema).expect("store");
+    let plans = store.explain_claim().await.expect("explain");
+    assert!(!plans.contains("JIT:"), "compiled:\n{plans}");
+    drop_schema(&store).await;
+}
+
 /// After a bulk load with no `ANALYZE` (autovacuum may be off), no
 /// statement of the hot path scans the task table, and the writes by id
 /// (the claim's write-back and the swap) go through the primary key.
