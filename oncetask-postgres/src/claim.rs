@@ -93,7 +93,13 @@ impl PostgresStore {
             .map(|(c, v)| format!("{c} = {v}"))
             .collect::<Vec<_>>()
             .join(", ");
-        format!("UPDATE {t} SET {sets} FROM jsonb_to_recordset($1) AS {RECORD} WHERE {t}.id = x.id")
+        // The ids again as an array next to the join, so the rows are found
+        // through the primary key even in a plan made on a tiny table.
+        format!(
+            "UPDATE {t} SET {sets} FROM jsonb_to_recordset($1) AS {RECORD} \
+             WHERE {t}.id = x.id \
+               AND {t}.id = ANY(ARRAY(SELECT e ->> 'id' FROM jsonb_array_elements($1) AS e))"
+        )
     }
 
     /// The next due time of env `$1` / kind `$2` after `$3`: its `min` is
@@ -226,7 +232,7 @@ impl PostgresStore {
     /// check it embeds, the lock of a key's claim row, the group query for
     /// a key, the lock of the chosen rows and the bulk write-back of claimed
     /// tasks; the next due time an idle worker asks for, a swap, and the
-    /// create of one task. Each is
+    /// creates of one task and of a batch. Each is
     /// the generic plan of the prepared statement, the one the store's
     /// connections run whatever the parameters (see
     /// [`PostgresStore::pool_options`]). A diagnostic, used by the tests
@@ -251,6 +257,13 @@ impl PostgresStore {
         let single = generic(conn, "single", &self.single_claim_sql(), 8).await?;
         let key_lock = generic(conn, "key_lock", &self.lock_key_sql(), 3).await?;
         let swap = generic(conn, "swap", &self.swap_sql(), 2).await?;
+        let create_batch = generic(
+            conn,
+            "create_batch",
+            &crate::create::create_batch_sql(&self.inner.table),
+            4,
+        )
+        .await?;
         let create = generic(
             conn,
             "create",
@@ -268,6 +281,7 @@ impl PostgresStore {
             ("next due", due),
             ("swap", swap),
             ("create", create),
+            ("create batch", create_batch),
         ] {
             out.push_str(&format!("-- {title}\n"));
             for r in &rows {

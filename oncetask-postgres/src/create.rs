@@ -76,7 +76,7 @@ impl PostgresStore {
             envs.sort_unstable();
             envs.dedup();
             let channels: Vec<String> = envs.iter().map(|env| self.channel(env)).collect();
-            let found = sqlx::query(&self.create_sql())
+            let found = sqlx::query(&create_batch_sql(&self.inner.table))
                 .bind(Json(Value::Array(rows)))
                 .bind(&envs)
                 .bind(&channels)
@@ -145,30 +145,6 @@ impl PostgresStore {
         Ok(outcomes)
     }
 
-    /// The create statement: insert every row of the JSON array `$1` (see
-    /// `row::encode`) whose id is free; notify each env/kind that got a task
-    /// (`$2` envs, `$3` their channels); return `(true, id, env)` for each
-    /// row inserted and `(false, id, env)` for each id of `$4` stored before
-    /// the statement began.
-    fn create_sql(&self) -> String {
-        let t = &self.inner.table;
-        format!(
-            "WITH inserted AS ( \
-                 INSERT INTO {t} ({COLUMNS}) SELECT {RECORD_VALUES} \
-                 FROM jsonb_to_recordset($1) AS {RECORD} \
-                 ON CONFLICT (id) DO NOTHING RETURNING id, env, kind), \
-             notices AS ( \
-                 SELECT count(pg_notify(c.channel, n.kind)) AS sent \
-                 FROM (SELECT DISTINCT env, kind FROM inserted) AS n \
-                 JOIN unnest($2::text[], $3::text[]) AS c(env, channel) ON c.env = n.env), \
-             found AS ( \
-                 SELECT true AS created, id, env FROM inserted \
-                 UNION ALL \
-                 SELECT false, id, env FROM {t} WHERE id = ANY($4)) \
-             SELECT found.created, found.id, found.env FROM found, notices"
-        )
-    }
-
     /// One task, one statement with typed parameters (the common call:
     /// `Manager::create`): [`create_one_sql`] with no JSON array to build
     /// or expand; outcomes as in [`Store::create`](oncetask_core::Store::create).
@@ -235,5 +211,28 @@ pub(crate) fn create_one_sql(table: &str) -> String {
          FROM (SELECT count(pg_notify($22, kind)) AS sent FROM inserted) AS n WHERE n.sent > 0 \
          UNION ALL \
          SELECT false, env FROM {table} WHERE id = $1"
+    )
+}
+
+/// The create statement: insert every row of the JSON array `$1` (see
+/// `row::encode`) whose id is free; notify each env/kind that got a task
+/// (`$2` envs, `$3` their channels); return `(true, id, env)` for each
+/// row inserted and `(false, id, env)` for each id of `$4` stored before
+/// the statement began.
+pub(crate) fn create_batch_sql(t: &str) -> String {
+    format!(
+        "WITH inserted AS ( \
+             INSERT INTO {t} ({COLUMNS}) SELECT {RECORD_VALUES} \
+             FROM jsonb_to_recordset($1) AS {RECORD} \
+             ON CONFLICT (id) DO NOTHING RETURNING id, env, kind), \
+         notices AS ( \
+             SELECT count(pg_notify(c.channel, n.kind)) AS sent \
+             FROM (SELECT DISTINCT env, kind FROM inserted) AS n \
+             JOIN unnest($2::text[], $3::text[]) AS c(env, channel) ON c.env = n.env), \
+         found AS ( \
+             SELECT true AS created, id, env FROM inserted \
+             UNION ALL \
+             SELECT false, id, env FROM {t} WHERE id = ANY($4)) \
+         SELECT found.created, found.id, found.env FROM found, notices"
     )
 }

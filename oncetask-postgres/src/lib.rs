@@ -307,7 +307,7 @@ impl PostgresStore {
     }
 
     /// The pool settings [`PostgresStore::connect`] uses: sqlx's defaults,
-    /// except three, each measured (BENCHMARKS.md, "Postgres statements"):
+    /// except four, each measured (BENCHMARKS.md, "Postgres statements"):
     ///
     /// * A connection is pinged before use only when it has sat idle in the
     ///   pool for [`PING_IDLE_AFTER`] or longer. sqlx pings every connection
@@ -334,6 +334,15 @@ impl PostgresStore {
     ///   on every call: ~150 ms per claim (a no-op drain of 100k tasks at
     ///   64 slots ran at 440-820 tasks/s). Statements that touch a few
     ///   dozen rows through indexes never repay compilation.
+    /// * Each connection runs with `enable_seqscan = off`. A connection
+    ///   plans each statement once, often while the table is still empty
+    ///   (a fresh deploy), and keeps that plan as the table grows; on an
+    ///   empty table a sequential scan looks cheapest, and the batch create
+    ///   then compared every stored row with every id of the batch (seeding
+    ///   100k tasks took seconds per 1,000-task call by the end). With it off,
+    ///   and the hot-path statements written so that only the primary key
+    ///   can serve their lookups by id, a plan made on an empty table reads
+    ///   by index too (a test checks it).
     ///
     /// Start from these options to build a pool of your own for
     /// [`PostgresStore::from_pool`].
@@ -356,7 +365,7 @@ impl PostgresStore {
                 Box::pin(async move {
                     sqlx::Executor::execute(
                         &mut *conn,
-                        "SET plan_cache_mode = force_generic_plan; SET jit = off",
+                        "SET plan_cache_mode = force_generic_plan; SET jit = off; SET enable_seqscan = off",
                     )
                     .await?;
                     Ok(())

@@ -145,8 +145,11 @@ impl PostgresStore {
     /// * `ranked`, `picked`: the first `$4` well-formed ones in claim order,
     ///   at most one per key, each with its key's claim row as the snapshot
     ///   sees it (count and location; none when the key has no row yet);
-    /// * `locked`: those rows locked `FOR UPDATE SKIP LOCKED`, which
-    ///   re-checks their readiness on their newest version;
+    /// * `lock_picked`, `locked`: those rows locked `FOR UPDATE SKIP
+    ///   LOCKED` by id alone (so that no plan, even one made on an empty
+    ///   table, reaches them through a partial index whose predicate the
+    ///   readiness conditions would imply), then the ones still ready in
+    ///   their newest version, which a locking read returns;
     /// * `key_locked`, `key_bumped`, `key_added`: the claim rows of their
     ///   keys, locked `FOR UPDATE SKIP LOCKED` and bumped only if the newest
     ///   count is the one the snapshot saw (no claim of the key committed
@@ -199,15 +202,22 @@ impl PostgresStore {
                         c.created_at, r.claims AS seen_claims, r.ctid AS key_row \
                  FROM (SELECT * FROM ranked c WHERE c.resource_key IS NULL OR c.nth = 1 \
                        ORDER BY {pool_order} LIMIT $4) c \
-                 LEFT JOIN {k} r ON r.env = $1 AND r.kind = $2 AND r.resource_key = c.resource_key), \
-             locked AS ( \
-                 SELECT t.id, t.resource_key, t.leased_until::text AS prior_leased_until, \
-                        t.lease_token AS prior_lease_token \
-                 FROM picked p JOIN {t} t ON t.id = p.id \
-                 WHERE t.done_at IS NULL \
-                   AND (t.wait_until IS NULL OR t.wait_until <= $3) \
-                   AND (t.leased_until IS NULL OR t.leased_until <= $3) \
+                 LEFT JOIN LATERAL ( \
+                     SELECT r.claims, r.ctid FROM {k} r \
+                     WHERE r.resource_key = c.resource_key AND r.env = $1 AND r.kind = $2 \
+                     OFFSET 0) r ON true), \
+             lock_picked AS ( \
+                 SELECT t.id, t.resource_key, t.done_at, t.wait_until, t.leased_until, \
+                        t.lease_token \
+                 FROM {t} t WHERE t.id = ANY(ARRAY(SELECT id FROM picked)) \
                  FOR UPDATE OF t SKIP LOCKED), \
+             locked AS ( \
+                 SELECT l.id, l.resource_key, l.leased_until::text AS prior_leased_until, \
+                        l.lease_token AS prior_lease_token \
+                 FROM lock_picked l \
+                 WHERE l.done_at IS NULL \
+                   AND (l.wait_until IS NULL OR l.wait_until <= $3) \
+                   AND (l.leased_until IS NULL OR l.leased_until <= $3)), \
              key_locked AS ( \
                  SELECT r.ctid AS key_row, r.resource_key, r.claims FROM {k} r \
                  WHERE r.ctid = ANY(ARRAY( \
