@@ -45,8 +45,9 @@
 //!    most one per key, as many as the limit (three index range scans, one
 //!    per part of the claim order), with the claim row of each candidate's
 //!    key as the snapshot sees it;
-//! 2. locks the candidate rows `FOR UPDATE SKIP LOCKED`, which re-checks
-//!    that each is still ready on its newest version;
+//! 2. locks the candidate rows `FOR UPDATE SKIP LOCKED` by id and keeps
+//!    those still ready in their newest version (a locking read returns
+//!    it);
 //! 3. for each keyed candidate, locks its key's claim row `FOR UPDATE SKIP
 //!    LOCKED` and bumps its count only if the newest count is the one the
 //!    snapshot saw, or inserts the row (`ON CONFLICT DO NOTHING`) if the

@@ -218,6 +218,19 @@ fn plan_of<'a>(plans: &'a str, name: &str) -> &'a str {
     &rest[..rest.find("-- ").unwrap_or(rest.len())]
 }
 
+/// The hot-path statements that look tasks up by id (the claim's lease,
+/// the write-back, the swap and both creates) reach them through the
+/// primary key.
+fn assert_writes_by_primary_key(plans: &str) {
+    for name in ["claim", "write-back", "swap", "create", "create batch"] {
+        let plan = plan_of(plans, name);
+        assert!(
+            plan.contains("tasks_pkey"),
+            "{name} skips the primary key:\n{plan}"
+        );
+    }
+}
+
 /// The index scans of the task and key tables in `plans` that read a whole index
 /// (no `Index Cond`: only the partial index's predicate picks the entries),
 /// which is a scan of the table's live rows in disguise.
@@ -304,13 +317,7 @@ async fn plans_made_on_an_empty_table_scan_no_table() {
     assert!(!plans.contains("Seq Scan"), "a table scan:\n{plans}");
     let whole = whole_index_scans(&plans);
     assert!(whole.is_empty(), "whole-index scans {whole:?}:\n{plans}");
-    for name in ["claim", "write-back", "swap", "create", "create batch"] {
-        let plan = plan_of(&plans, name);
-        assert!(
-            plan.contains("tasks_pkey"),
-            "{name} skips the primary key:\n{plan}"
-        );
-    }
+    assert_writes_by_primary_key(&plans);
     drop_schema(&store).await;
 }
 
@@ -336,13 +343,7 @@ async fn the_hot_path_scans_no_table_without_fresh_statistics() {
         whole.is_empty(),
         "a hot-path statement reads a whole index: {whole:?}\n{plans}"
     );
-    for name in ["claim", "write-back", "swap", "create", "create batch"] {
-        let plan = plan_of(&plans, name);
-        assert!(
-            plan.contains("tasks_pkey"),
-            "{name} skips the primary key:\n{plan}"
-        );
-    }
+    assert_writes_by_primary_key(&plans);
     drop_schema(&store).await;
 }
 
