@@ -325,15 +325,12 @@ impl PostgresStore {
     ///   hot-path statement reaches tasks through their primary key or the
     ///   ready index whatever the parameters, which the plan tests check
     ///   on these settings. The store's operator queries, whose optional
-    ///   filters need custom plans, run on a small pool of their own. Your
-    ///   own statements on this pool are planned generically too: set
-    ///   `plan_cache_mode` back on a connection, or use a pool of your own,
-    ///   if one of them needs custom plans.
+    ///   filters need custom plans, run on a small pool of their own.
     /// * Each connection runs with `jit = off`. Once the table holds some
     ///   100k tasks and its statistics say so, the claim statement's
     ///   estimated cost passes `jit_above_cost` and PostgreSQL compiled it
     ///   on every call: ~150 ms per claim (a no-op drain of 100k tasks at
-    ///   64 slots ran at 440-820 tasks/s). Statements that touch a few
+    ///   64 slots ran at 390-820 tasks/s). Statements that touch a few
     ///   dozen rows through indexes never repay compilation.
     /// * Each connection runs with `enable_seqscan = off`. A connection
     ///   plans each statement once, often while the table is still empty
@@ -344,6 +341,11 @@ impl PostgresStore {
     ///   and the hot-path statements written so that only the primary key
     ///   can serve their lookups by id, a plan made on an empty table reads
     ///   by index too (a test checks it).
+    ///
+    /// Your own statements on this pool run under the same settings: set
+    /// them back on a connection (`SET plan_cache_mode = auto`, `SET jit =
+    /// on`, `SET enable_seqscan = on`), or use a pool of your own, if one of
+    /// them needs custom plans or scans a table.
     ///
     /// Start from these options to build a pool of your own for
     /// [`PostgresStore::from_pool`].
