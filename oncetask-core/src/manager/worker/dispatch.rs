@@ -438,9 +438,15 @@ struct Holding {
 /// claim of short tasks, and one claim in flight could not keep the slots
 /// busy. That credit is capped at the slots plus the claim-ahead, so when
 /// the guess is wrong (a handler stalls) the loop holds at most twice
-/// that many tasks.
+/// that many tasks, and there is none without claim-ahead.
 fn task_room(h: Holding) -> usize {
-    let drained = h.drained.min(h.slots + h.ahead);
+    // No claim-ahead (set so, or paced down for long handlers) means no
+    // task waits for a slot: nothing is claimed for a slot before it frees.
+    let drained = if h.ahead == 0 {
+        0
+    } else {
+        h.drained.min(h.slots + h.ahead)
+    };
     let free_then = if drained > h.waiting {
         h.free.saturating_add(drained - h.waiting).min(h.slots)
     } else {
@@ -602,7 +608,11 @@ mod tests {
             waiting: 9,
             ..EIGHT_SLOTS
         };
-        assert_eq!(task_room(half), 0, "less than half the claim-ahead waits");
+        assert_eq!(
+            task_room(half),
+            0,
+            "room for less than half the claim-ahead"
+        );
         let starving = Holding {
             free: 1,
             ahead: 0,
@@ -625,6 +635,13 @@ mod tests {
             ..EIGHT_SLOTS
         };
         assert_eq!(task_room(partly), 10, "6 still waiting, no slot freed");
+        let none_ahead = Holding {
+            free: 2,
+            ahead: 0,
+            drained: 1_000,
+            ..EIGHT_SLOTS
+        };
+        assert_eq!(task_room(none_ahead), 2, "only the free slots");
     }
 
     #[test]
