@@ -264,13 +264,7 @@ impl PostgresStore {
             4,
         )
         .await?;
-        let create = generic(
-            conn,
-            "create",
-            &crate::create::create_one_sql(&self.inner.table),
-            22,
-        )
-        .await?;
+        let create = generic(conn, "create", &self.inner.create_one, 22).await?;
         for (title, rows) in [
             ("claim", single),
             ("candidates", candidate),

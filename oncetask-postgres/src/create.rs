@@ -39,7 +39,6 @@ impl PostgresStore {
         if let [task] = tasks.as_slice() {
             return Ok(vec![self.create_one(conn, task).await?]);
         }
-        let t = &self.inner.table;
         let mut outcomes: Vec<Option<CreateOutcome>> = Vec::with_capacity(tasks.len());
         let mut rows = Vec::new();
         let mut first_of: HashMap<&str, usize> = HashMap::new();
@@ -107,14 +106,7 @@ impl PostgresStore {
             .map(|(t, _)| t.id.clone())
             .collect();
         if !unseen.is_empty() {
-            let rows = sqlx::query(&format!("SELECT id, env FROM {t} WHERE id = ANY($1)"))
-                .bind(&unseen)
-                .fetch_all(&mut *conn)
-                .await
-                .map_err(db)?;
-            for r in &rows {
-                existing.insert(r.try_get(0).map_err(db)?, r.try_get(1).map_err(db)?);
-            }
+            existing.extend(self.stored_envs(conn, &unseen).await?);
         }
         let outcomes: Vec<CreateOutcome> = tasks
             .iter()
@@ -136,10 +128,7 @@ impl PostgresStore {
                 } else {
                     existing.get(&task.id).cloned()
                 };
-                match stored_env {
-                    Some(env) if env != task.env => CreateOutcome::ExistsInOtherEnv { env },
-                    _ => CreateOutcome::AlreadyExists,
-                }
+                already_stored(task, stored_env)
             })
             .collect();
         Ok(outcomes)
@@ -162,9 +151,8 @@ impl PostgresStore {
                 }));
             }
         };
-        let sql = create_one_sql(&self.inner.table);
         let found = row
-            .bind(sqlx::query(&sql))
+            .bind(sqlx::query(&self.inner.create_one))
             .bind(self.channel(&task.env))
             .fetch_optional(&mut *conn)
             .await
@@ -178,23 +166,45 @@ impl PostgresStore {
             }
             // Stored by another transaction after this statement's snapshot
             // was taken: ask again (rare).
-            None => sqlx::query_scalar(&format!(
-                "SELECT env FROM {} WHERE id = $1",
-                self.inner.table
-            ))
-            .bind(&task.id)
-            .fetch_optional(&mut *conn)
-            .await
-            .map_err(db)?,
+            None => self
+                .stored_envs(conn, std::slice::from_ref(&task.id))
+                .await?
+                .remove(&task.id),
         };
-        Ok(match stored_env {
-            Some(env) if env != task.env => CreateOutcome::ExistsInOtherEnv { env },
-            _ => CreateOutcome::AlreadyExists,
-        })
+        Ok(already_stored(task, stored_env))
+    }
+
+    /// The envs of those of `ids` that are stored, by id: for ids a create
+    /// statement's snapshot did not see (stored by another transaction
+    /// meanwhile).
+    async fn stored_envs(
+        &self,
+        conn: &mut PgConnection,
+        ids: &[String],
+    ) -> Result<HashMap<String, String>, StoreError> {
+        let t = &self.inner.table;
+        let rows = sqlx::query(&format!("SELECT id, env FROM {t} WHERE id = ANY($1)"))
+            .bind(ids)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(db)?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0).map_err(db)?, r.try_get(1).map_err(db)?)))
+            .collect()
     }
 }
 
-/// The single-row create: insert `$1`..`$21` (see [`NewRow`]) unless the
+/// The outcome of creating `task` when its id was taken: stored in `env`
+/// (`None`: gone again by the time it was looked up).
+fn already_stored(task: &Task, env: Option<String>) -> CreateOutcome {
+    match env {
+        Some(env) if env != task.env => CreateOutcome::ExistsInOtherEnv { env },
+        _ => CreateOutcome::AlreadyExists,
+    }
+}
+
+/// The single-row create (built once per store: it runs once per created
+/// task): insert `$1`..`$21` (see [`NewRow`]) unless the
 /// id is taken, notify channel `$22` with the kind when inserted; return
 /// `(true, env)` when inserted, `(false, env)` when the id was stored
 /// before the statement began, no row when it was stored after.

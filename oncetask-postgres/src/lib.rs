@@ -195,6 +195,8 @@ struct Inner {
     table: String,
     /// `"schema".task_keys`, quoted: the resource-key claim rows.
     keys: String,
+    /// The single-row create statement (`create::create_one_sql`).
+    create_one: String,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -390,12 +392,14 @@ impl PostgresStore {
     /// `schema` must match `[A-Za-z_][A-Za-z0-9_]*` (at most 63 bytes).
     pub fn from_pool(pool: PgPool, schema: &str) -> Result<Self, StoreError> {
         check_schema(schema)?;
+        let table = format!("\"{schema}\".tasks");
         Ok(Self {
             inner: Arc::new(Inner {
                 pool,
                 query_pool: tokio::sync::OnceCell::new(),
                 schema: schema.to_owned(),
-                table: format!("\"{schema}\".tasks"),
+                create_one: create::create_one_sql(&table),
+                table,
                 keys: format!("\"{schema}\".task_keys"),
             }),
         })

@@ -263,17 +263,10 @@ impl<'a> NewRow<'a> {
     /// The task's values, or why it cannot be stored (as [`encode`]).
     pub(crate) fn new(task: &'a Task) -> Result<Self, String> {
         refuse_nul(task)?;
-        let outcome = match task.outcome {
-            Some(o) => match serde_json::to_value(o).map_err(|e| e.to_string())? {
-                Value::String(s) => Some(s),
-                other => return Err(format!("outcome encodes as {other}")),
-            },
-            None => None,
-        };
         Ok(Self {
             task,
             counters: counters(task)?,
-            outcome,
+            outcome: outcome_name(task)?,
         })
     }
 
@@ -319,13 +312,7 @@ fn put_changeable(task: &Task, row: &mut Map<String, Value>) -> Result<(), Strin
         cancellation_attempts,
         version,
     } = counters(task)?;
-    let outcome = match task.outcome {
-        Some(o) => match serde_json::to_value(o).map_err(|e| e.to_string())? {
-            Value::String(s) => Value::String(s),
-            other => return Err(format!("outcome encodes as {other}")),
-        },
-        None => Value::Null,
-    };
+    let outcome = outcome_name(task)?.map_or(Value::Null, Value::String);
     let mut put = |k: &str, v: Value| {
         row.insert(k.to_owned(), v);
     };
@@ -444,6 +431,17 @@ fn micros<S: serde::Serializer>(t: &Option<DateTime<Utc>>, s: S) -> Result<S::Ok
     match t {
         Some(t) => s.collect_str(&t.to_rfc3339_opts(SecondsFormat::Micros, true)),
         None => s.serialize_none(),
+    }
+}
+
+/// The task's outcome as the `outcome` column stores it (its serde name).
+fn outcome_name(task: &Task) -> Result<Option<String>, String> {
+    match task.outcome {
+        Some(o) => match serde_json::to_value(o).map_err(|e| e.to_string())? {
+            Value::String(s) => Ok(Some(s)),
+            other => Err(format!("outcome encodes as {other}")),
+        },
+        None => Ok(None),
     }
 }
 
