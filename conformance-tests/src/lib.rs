@@ -220,6 +220,7 @@ macro_rules! __conformance_list {
                 group_claim_includes_expired_leases_and_cancelled_tasks_of_the_key,
                 group_claim_leaves_other_kinds_sharing_the_key_out,
                 a_heartbeat_after_expiry_cannot_revive_a_lease_whose_key_moved_on,
+                a_finished_member_whose_lease_was_extended_does_not_hold_its_key,
             }
             async outcome {
                 success_swapped_with_the_claim_version_completes_the_task,

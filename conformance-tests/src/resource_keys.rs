@@ -355,3 +355,44 @@ pub async fn a_heartbeat_after_expiry_cannot_revive_a_lease_whose_key_moved_on(
         "an expired lease was extended while its key was held by another task"
     );
 }
+
+/// A group's key is free once every lease of the group ended or ran out,
+/// even when a member that already finished had its lease extended far
+/// beyond the others'. (Found by the model test on Firestore, whose store
+/// remembered only the latest lease end of a group it claimed.)
+pub async fn a_finished_member_whose_lease_was_extended_does_not_hold_its_key(
+    factory: &impl StoreFactory,
+) {
+    let store = factory.new_store().await;
+    seed(
+        &store,
+        vec![
+            TaskBuilder::new("k1").key("K").created_at(at(-3)).build(),
+            TaskBuilder::new("k2").key("K").created_at(at(-2)).build(),
+            TaskBuilder::new("k3").key("K").created_at(at(-1)).build(),
+        ],
+    )
+    .await;
+    let group = claim_group(&store, at(0), 2).await;
+    assert_eq!(ids(&group), vec!["k1", "k2"]);
+    let long = lifecycle::extend_lease(&group[0], &token(&group[0]), at(1), at(3600))
+        .expect("the holder extends its lease");
+    assert_eq!(
+        swap(&store, &group[0], long.clone()).await,
+        Swapped::Applied
+    );
+    complete(&store, &long, at(2), result(1))
+        .await
+        .expect("the holder completes");
+    // k2's lease ran out, k1 is done: nothing holds K.
+    let expiry = after(at(0), LEASE);
+    let next = claim(&store, expiry, 10).await;
+    assert_eq!(
+        next.iter()
+            .map(|t| t.resource_key.as_deref())
+            .collect::<Vec<_>>(),
+        vec![Some("K")],
+        "K is free once k2's lease ran out; got {:?}",
+        ids(&next)
+    );
+}

@@ -37,7 +37,7 @@
 //! its clock, then asks for live leases first. Clocks of the processes
 //! sharing a kind must agree to within a second.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use chrono::{DateTime, TimeDelta, Utc};
@@ -170,7 +170,7 @@ impl Book {
         let Some(held) = self.held.get_mut(&id) else {
             return;
         };
-        if !held.ids.remove(task_id) || !held.ids.is_empty() {
+        if held.leases.remove(task_id).is_none() || !held.leases.is_empty() {
             return;
         }
         let Some(held) = self.held.remove(&id) else {
@@ -192,11 +192,19 @@ fn key_id(env: &str, kind: &str, key: &str) -> KeyId {
 
 struct Held {
     token: String,
-    /// Tasks leased under `token` whose lease has not ended.
-    ids: HashSet<String>,
-    /// The latest end of those leases: past it, the key is no longer known
-    /// to be held (a lease that ran out, or ended by another process).
-    until: DateTime<Utc>,
+    /// Tasks leased under `token` whose lease has not ended, with the end
+    /// of each lease. Per task: a heartbeat that extended one lease must not
+    /// keep the key held once that task ended and only shorter leases are left.
+    leases: HashMap<String, DateTime<Utc>>,
+}
+
+impl Held {
+    /// Whether a lease this store wrote may still run at `now`: past the
+    /// latest end of those not seen ending, the key is no longer known to
+    /// be held (a lease that ran out, or ended by another process).
+    fn live_at(&self, now: DateTime<Utc>) -> bool {
+        self.leases.values().any(|until| *until > now)
+    }
 }
 
 impl KeyBook {
@@ -291,11 +299,6 @@ impl KeyBook {
         kept_until: Option<DateTime<Utc>>,
     ) {
         let Some(first) = tasks.first() else { return };
-        let until = tasks
-            .iter()
-            .filter_map(|t| t.leased_until)
-            .max()
-            .unwrap_or_else(Utc::now);
         let id = (first.env.clone(), first.kind.clone(), key.to_owned());
         let mut book = self.book();
         book.freed.remove(&id);
@@ -314,8 +317,10 @@ impl KeyBook {
             id,
             Held {
                 token: token.to_owned(),
-                ids: tasks.iter().map(|t| t.id.clone()).collect(),
-                until,
+                leases: tasks
+                    .iter()
+                    .map(|t| (t.id.clone(), t.leased_until.unwrap_or_else(Utc::now)))
+                    .collect(),
             },
         );
     }
@@ -338,8 +343,8 @@ impl KeyBook {
             return;
         }
         match (book.held.get_mut(&id), task.leased_until) {
-            (Some(held), Some(until)) if held.ids.contains(&task.id) => {
-                held.until = held.until.max(until);
+            (Some(held), Some(until)) if held.leases.contains_key(&task.id) => {
+                held.leases.insert(task.id.clone(), until);
             }
             // A lease this store's claims did not write (a swap built
             // elsewhere): the key is no longer known free.
@@ -373,7 +378,7 @@ impl KeyBook {
     pub(super) fn busy(&self, env: &str, kind: &str, key: &str, now: DateTime<Utc>) -> bool {
         let id = key_id(env, kind, key);
         let book = self.book();
-        book.held.get(&id).is_some_and(|h| h.until > now)
+        book.held.get(&id).is_some_and(|h| h.live_at(now))
             || book.elsewhere.get(&id).is_some_and(|u| *u > now)
     }
 
@@ -391,7 +396,7 @@ impl KeyBook {
         let mut keys: Vec<String> = book
             .held
             .iter()
-            .filter(|(id, h)| mine(id) && h.until > now)
+            .filter(|(id, h)| mine(id) && h.live_at(now))
             .map(|(id, _)| id.2.clone())
             .chain(
                 book.elsewhere
@@ -481,6 +486,22 @@ mod tests {
         t.leased_until = None;
         t.lease_token = None;
         t
+    }
+
+    #[test]
+    fn an_extended_lease_holds_the_key_only_while_its_task_runs() {
+        let now = Utc::now();
+        let book = KeyBook::default();
+        let soon = now + TimeDelta::minutes(1);
+        let group = [leased("a", "r", soon), leased("b", "r", soon)];
+        book.leased("r", "tok", &group, None);
+        let mut extended = group[0].clone();
+        extended.leased_until = Some(now + TimeDelta::hours(1));
+        book.swapped(&extended);
+        assert!(book.busy("E", "k", "r", soon), "a's lease runs on");
+        book.swapped(&ended(&extended));
+        assert!(book.busy("E", "k", "r", now), "b still runs");
+        assert!(!book.busy("E", "k", "r", soon), "b's lease ran out");
     }
 
     #[test]
