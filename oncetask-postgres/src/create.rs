@@ -136,7 +136,8 @@ impl PostgresStore {
 
     /// One task, one statement with typed parameters (the common call:
     /// `Manager::create`): [`create_one_sql`] with no JSON array to build
-    /// or expand; outcomes as in [`Store::create`](oncetask_core::Store::create).
+    /// or expand, and a lookup of the stored env only when the id was
+    /// taken; outcomes as in [`Store::create`](oncetask_core::Store::create).
     async fn create_one(
         &self,
         conn: &mut PgConnection,
@@ -151,26 +152,21 @@ impl PostgresStore {
                 }));
             }
         };
-        let found = row
+        let inserted = row
             .bind(sqlx::query(&self.inner.create_one))
             .bind(self.channel(&task.env))
             .fetch_optional(&mut *conn)
             .await
-            .map_err(db)?;
-        let stored_env: Option<String> = match found {
-            Some(r) => {
-                if r.try_get::<bool, _>(0).map_err(db)? {
-                    return Ok(CreateOutcome::Created);
-                }
-                Some(r.try_get(1).map_err(db)?)
-            }
-            // Stored by another transaction after this statement's snapshot
-            // was taken: ask again (rare).
-            None => self
-                .stored_envs(conn, std::slice::from_ref(&task.id))
-                .await?
-                .remove(&task.id),
-        };
+            .map_err(db)?
+            .is_some();
+        if inserted {
+            return Ok(CreateOutcome::Created);
+        }
+        // Taken: by whom (gone again by now if nothing is found).
+        let stored_env = self
+            .stored_envs(conn, std::slice::from_ref(&task.id))
+            .await?
+            .remove(&task.id);
         Ok(already_stored(task, stored_env))
     }
 
@@ -204,23 +200,20 @@ fn already_stored(task: &Task, env: Option<String>) -> CreateOutcome {
 }
 
 /// The single-row create (built once per store: it runs once per created
-/// task): insert `$1`..`$21` (see [`NewRow`]) unless the
-/// id is taken, notify channel `$22` with the kind when inserted; return
-/// `(true, env)` when inserted, `(false, env)` when the id was stored
-/// before the statement began, no row when it was stored after.
+/// task): insert `$1`..`$21` (see [`NewRow`]) unless the id is taken, and
+/// notify channel `$22` with the kind when inserted; one row when inserted,
+/// none when the id was taken. Nothing more: a CTE that also returned the
+/// stored env of a taken id made every create ~25 % slower on the server
+/// (BENCHMARKS.md, "Postgres, session 12"), while a taken id is the rare
+/// case and costs one more lookup.
 pub(crate) fn create_one_sql(table: &str) -> String {
     let params = (1..=21)
         .map(|n| format!("${n}"))
         .collect::<Vec<_>>()
         .join(", ");
     format!(
-        "WITH inserted AS ( \
-             INSERT INTO {table} ({COLUMNS}) VALUES ({params}) \
-             ON CONFLICT (id) DO NOTHING RETURNING kind) \
-         SELECT true AS created, $3 AS env \
-         FROM (SELECT count(pg_notify($22, kind)) AS sent FROM inserted) AS n WHERE n.sent > 0 \
-         UNION ALL \
-         SELECT false, env FROM {table} WHERE id = $1"
+        "INSERT INTO {table} ({COLUMNS}) VALUES ({params}) \
+         ON CONFLICT (id) DO NOTHING RETURNING pg_notify($22, kind)"
     )
 }
 

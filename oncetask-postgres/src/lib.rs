@@ -165,6 +165,7 @@ mod claim;
 mod create;
 mod inspect;
 mod notify;
+mod reuse;
 mod row;
 mod schema;
 mod single;
@@ -197,6 +198,8 @@ struct Inner {
     keys: String,
     /// The single-row create statement (`create::create_one_sql`).
     create_one: String,
+    /// The hot path's connections, kept between statements (module `reuse`).
+    reuse: reuse::Reuse,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -390,11 +393,21 @@ impl PostgresStore {
     /// Uses an existing pool and the tables in `schema`.
     ///
     /// `schema` must match `[A-Za-z_][A-Za-z0-9_]*` (at most 63 bytes).
+    ///
+    /// The store's hot-path statements (creates, claims, outcomes) run on
+    /// connections it takes out of `pool` and keeps between statements,
+    /// because sqlx's pool spends a round trip on every connection given
+    /// back to it. Up to the pool's `max_connections` of them exist beside
+    /// the pool's own, so the store may open twice that many connections to
+    /// the server; one unused for [`PING_IDLE_AFTER`] is closed, and none is
+    /// used once the pool is closed.
     pub fn from_pool(pool: PgPool, schema: &str) -> Result<Self, StoreError> {
         check_schema(schema)?;
         let table = format!("\"{schema}\".tasks");
+        let reuse = reuse::Reuse::new(pool.options().get_max_connections() as usize);
         Ok(Self {
             inner: Arc::new(Inner {
+                reuse,
                 pool,
                 query_pool: tokio::sync::OnceCell::new(),
                 schema: schema.to_owned(),
@@ -435,6 +448,12 @@ impl PostgresStore {
     pub fn table(&self) -> &str {
         &self.inner.table
     }
+
+    /// A connection for one hot-path statement (module `reuse`): give it
+    /// back once the statement completed.
+    async fn lend(&self) -> Result<reuse::Lent<'_>, StoreError> {
+        self.inner.reuse.lend(&self.inner.pool).await.map_err(db)
+    }
 }
 
 #[async_trait]
@@ -444,8 +463,10 @@ impl Store for PostgresStore {
     /// [`PostgresStore::create_in`]); a repeated id within one call is
     /// created once and reported as existing afterwards.
     async fn create(&self, tasks: Vec<Task>) -> Result<Vec<CreateOutcome>, StoreError> {
-        let mut conn = self.inner.pool.acquire().await.map_err(db)?;
-        self.create_in(&mut conn, tasks).await
+        let mut lent = self.lend().await?;
+        let outcomes = self.create_in(lent.conn().map_err(db)?, tasks).await?;
+        lent.give_back();
+        Ok(outcomes)
     }
 
     /// A single-mode claim is one statement (module `single`); a
@@ -458,7 +479,10 @@ impl Store for PostgresStore {
             ClaimMode::ResourceGroup { max_group } => max_group,
         };
         let mut undecodable = Vec::new();
-        let mut tx = self.inner.pool.begin().await.map_err(db)?;
+        let mut lent = self.lend().await?;
+        let mut tx = sqlx::Connection::begin(lent.conn().map_err(db)?)
+            .await
+            .map_err(db)?;
         let selected = self
             .select_group(&mut tx, request, max_group, &mut undecodable)
             .await?;
@@ -469,6 +493,7 @@ impl Store for PostgresStore {
         self.write_back(&mut tx, &tasks.iter().collect::<Vec<_>>())
             .await?;
         tx.commit().await.map_err(db)?;
+        lent.give_back();
         Ok(Claimed { tasks, undecodable })
     }
 

@@ -39,6 +39,7 @@ impl PostgresStore {
                 break;
             }
             let want = i64::try_from(want).unwrap_or(i64::MAX);
+            let mut lent = self.lend().await?;
             let rows = sqlx::query(&sql)
                 .bind(&request.env)
                 .bind(&request.kind)
@@ -48,9 +49,10 @@ impl PostgresStore {
                 .bind(request.grant.leased_until)
                 .bind(token)
                 .bind(&skip)
-                .fetch_all(&self.inner.pool)
+                .fetch_all(lent.conn().map_err(db)?)
                 .await
                 .map_err(db)?;
+            lent.give_back();
             let mut leased_now = 0;
             let mut left_out: i64 = 0;
             let mut unleash = Vec::new();

@@ -62,14 +62,16 @@ impl PostgresStore {
             if rows.is_empty() {
                 continue;
             }
+            let mut lent = self.lend().await?;
             let written: HashSet<String> = sqlx::query_scalar(&self.swap_sql())
                 .bind(Json(&rows))
                 .bind(&ids)
-                .fetch_all(&self.inner.pool)
+                .fetch_all(lent.conn().map_err(db)?)
                 .await
                 .map_err(db)?
                 .into_iter()
                 .collect();
+            lent.give_back();
             for i in sent {
                 if written.contains(swaps[i].id()) {
                     outcomes[i] = Some(SwapOutcome::Applied { revision: None });

@@ -1008,3 +1008,61 @@ async fn a_run_of_rows_that_are_not_tasks_does_not_stop_a_claim() {
     assert_eq!(reported.len(), 10, "{reported:?}");
     drop_schema(&store).await;
 }
+
+/// The hot path keeps connections between its statements, detached from
+/// the pool (module `reuse`): far more concurrent statements than the
+/// pool's size all complete; the store holds at most twice the pool's size
+/// of server connections; closing the pool does not wait for the kept
+/// connections, and the store's statements then fail as unavailable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kept_connections_neither_outnumber_nor_outlive_the_pool() {
+    use oncetask_core::StoreError;
+    use oncetask_core::store::CreateOutcome;
+    use sqlx::postgres::PgConnectOptions;
+
+    let schema = new_schema();
+    let options: PgConnectOptions = url().parse().expect("a PostgreSQL URL");
+    let pool = PostgresStore::pool_options()
+        .max_connections(2)
+        .connect_with(options.application_name(&schema))
+        .await
+        .expect("connect");
+    let store = PostgresStore::from_pool(pool, &schema).expect("store");
+    store.migrate().await.expect("migrate");
+    let now = chrono::Utc::now();
+    let creates = (0..32).map(|i| {
+        let store = store.clone();
+        async move {
+            store
+                .create(vec![Task::new(format!("t{i}"), "bench", ENV, now)])
+                .await
+        }
+    });
+    for outcome in futures::future::join_all(creates).await {
+        let outcome = outcome.expect("a create while 31 others run");
+        assert!(matches!(outcome.as_slice(), [CreateOutcome::Created]));
+    }
+    let observer = self::store(&new_schema()).await;
+    let connections: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE application_name = $1")
+            .bind(&schema)
+            .fetch_one(observer.pool())
+            .await
+            .expect("count the connections");
+    assert!(
+        (1..=4).contains(&connections),
+        "{connections} connections for a pool of 2"
+    );
+    drop_schema(&store).await;
+    drop_schema(&observer).await;
+    tokio::time::timeout(Duration::from_secs(10), store.pool().close())
+        .await
+        .expect("closing the pool waits for no kept connection");
+    let after = store
+        .create(vec![Task::new("late", "bench", ENV, now)])
+        .await;
+    assert!(
+        matches!(after, Err(StoreError::Unavailable(_))),
+        "a create after the pool closed: {after:?}"
+    );
+}
