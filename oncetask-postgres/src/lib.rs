@@ -464,7 +464,7 @@ impl Store for PostgresStore {
     /// created once and reported as existing afterwards.
     async fn create(&self, tasks: Vec<Task>) -> Result<Vec<CreateOutcome>, StoreError> {
         let mut lent = self.lend().await?;
-        let outcomes = self.create_in(lent.conn().map_err(db)?, tasks).await?;
+        let outcomes = self.create_in(lent.conn(), tasks).await?;
         lent.give_back();
         Ok(outcomes)
     }
@@ -480,9 +480,7 @@ impl Store for PostgresStore {
         };
         let mut undecodable = Vec::new();
         let mut lent = self.lend().await?;
-        let mut tx = sqlx::Connection::begin(lent.conn().map_err(db)?)
-            .await
-            .map_err(db)?;
+        let mut tx = sqlx::Connection::begin(lent.conn()).await.map_err(db)?;
         let selected = self
             .select_group(&mut tx, request, max_group, &mut undecodable)
             .await?;

@@ -14,7 +14,8 @@
 //!
 //! * a statement that completed hands its connection back for the next
 //!   one; one that failed or was cancelled (the future dropped mid-way)
-//!   closes it, as its state on the wire is unknown;
+//!   drops it, which closes its socket, as its state on the wire is
+//!   unknown;
 //! * the connections are *detached* from the pool: the pool neither counts
 //!   them against its size nor waits for them when it is closed. At most
 //!   the pool's `max_connections` of them exist at once, so a store opens
@@ -47,9 +48,9 @@ pub(crate) struct Reuse {
 }
 
 /// A connection lent to one statement: [`Lent::give_back`] after it
-/// completed; dropped otherwise, which closes it.
+/// completed; dropped otherwise, which closes its socket.
 pub(crate) struct Lent<'a> {
-    kept: Option<Kept>,
+    kept: Kept,
     home: &'a Reuse,
     /// Released after the connection went back to the idle list (or away).
     _permit: SemaphorePermit<'a>,
@@ -85,7 +86,7 @@ impl Reuse {
             },
         };
         Ok(Lent {
-            kept: Some(kept),
+            kept,
             home: self,
             _permit: permit,
         })
@@ -114,39 +115,29 @@ impl Reuse {
 }
 
 impl Lent<'_> {
-    /// The connection, for one statement (or one transaction). (`kept` is
-    /// `None` only once `give_back` or `drop` took it, so this never fails.)
-    pub(crate) fn conn(&mut self) -> Result<&mut PgConnection, sqlx::Error> {
-        self.kept
-            .as_mut()
-            .map(|kept| &mut kept.conn)
-            .ok_or(sqlx::Error::PoolClosed)
+    /// The connection, for one statement (or one transaction).
+    pub(crate) fn conn(&mut self) -> &mut PgConnection {
+        &mut self.kept.conn
     }
 
     /// The statement completed: the connection serves the next one.
-    pub(crate) fn give_back(mut self) {
-        if let Some(mut kept) = self.kept.take() {
-            kept.since = Instant::now();
-            self.home
-                .idle
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .push(kept);
-        }
+    pub(crate) fn give_back(self) {
+        let Self {
+            mut kept,
+            home,
+            _permit,
+        } = self;
+        kept.since = Instant::now();
+        home.idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(kept);
     }
 }
 
-impl Drop for Lent<'_> {
-    /// Not given back: the statement failed or was cancelled.
-    fn drop(&mut self) {
-        if let Some(kept) = self.kept.take() {
-            close(kept);
-        }
-    }
-}
-
-/// Closes a connection politely (a `Terminate` message) in the background
-/// when a runtime is at hand; otherwise dropping it closes the socket.
+/// Closes an idle connection politely (a `Terminate` message) in the
+/// background when a runtime is at hand; otherwise dropping it closes the
+/// socket.
 fn close(kept: Kept) {
     if let Ok(runtime) = tokio::runtime::Handle::try_current() {
         runtime.spawn(async move {

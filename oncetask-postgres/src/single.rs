@@ -49,7 +49,7 @@ impl PostgresStore {
                 .bind(request.grant.leased_until)
                 .bind(token)
                 .bind(&skip)
-                .fetch_all(lent.conn().map_err(db)?)
+                .fetch_all(lent.conn())
                 .await
                 .map_err(db)?;
             lent.give_back();

@@ -66,7 +66,7 @@ impl PostgresStore {
             let written: HashSet<String> = sqlx::query_scalar(&self.swap_sql())
                 .bind(Json(&rows))
                 .bind(&ids)
-                .fetch_all(lent.conn().map_err(db)?)
+                .fetch_all(lent.conn())
                 .await
                 .map_err(db)?
                 .into_iter()

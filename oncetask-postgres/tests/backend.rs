@@ -41,15 +41,18 @@ async fn store(schema: &str) -> PostgresStore {
     let url = url();
     let store = PostgresStore::connect(&url, schema)
         .await
-        .unwrap_or_else(|e| {
-            panic!(
-                "cannot reach PostgreSQL at {url} ({e}). Start it (on this machine: \
-                 `pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start`, \
-                 or run `scripts/test`), or set ONCETASK_POSTGRES_URL."
-            )
-        });
+        .unwrap_or_else(|e| unreachable_server(&url, e));
     store.migrate().await.expect("migrate");
     store
+}
+
+/// Fails the test, saying what to start.
+fn unreachable_server(url: &str, e: impl std::fmt::Display) -> ! {
+    panic!(
+        "cannot reach PostgreSQL at {url} ({e}). Start it (on this machine: \
+         `pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start`, \
+         or run `scripts/test`), or set ONCETASK_POSTGRES_URL."
+    )
 }
 
 async fn drop_schema(store: &PostgresStore) {
@@ -465,7 +468,7 @@ async fn concurrent_migrations_of_one_schema_all_succeed() {
         stores.push(
             PostgresStore::connect(&url, &schema)
                 .await
-                .unwrap_or_else(|e| panic!("cannot reach PostgreSQL at {url}: {e}")),
+                .unwrap_or_else(|e| unreachable_server(&url, e)),
         );
     }
     let results =
@@ -1021,12 +1024,13 @@ async fn kept_connections_neither_outnumber_nor_outlive_the_pool() {
     use sqlx::postgres::PgConnectOptions;
 
     let schema = new_schema();
-    let options: PgConnectOptions = url().parse().expect("a PostgreSQL URL");
+    let url = url();
+    let options: PgConnectOptions = url.parse().expect("a PostgreSQL URL");
     let pool = PostgresStore::pool_options()
         .max_connections(2)
         .connect_with(options.application_name(&schema))
         .await
-        .expect("connect");
+        .unwrap_or_else(|e| unreachable_server(&url, e));
     let store = PostgresStore::from_pool(pool, &schema).expect("store");
     store.migrate().await.expect("migrate");
     let now = chrono::Utc::now();
