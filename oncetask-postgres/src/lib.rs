@@ -693,7 +693,10 @@ impl Store for PostgresStore {
     /// (`FOR UPDATE SKIP LOCKED`), so a second claim in flight picks the
     /// same rows, skips them as locked and mostly comes back empty. With
     /// one claim in flight a no-op handler drained 18-30 % faster at 1, 8
-    /// and 64 slots (BENCHMARKS.md, "Postgres statements"). Locking the
+    /// and 64 slots (BENCHMARKS.md, "Postgres statements"); two claims
+    /// that read past each other's rows were slower still (session 13:
+    /// the server is busy enough that a second claim only splits the
+    /// first one's room). Locking the
     /// rows as the index is read instead made claims collide less, but in
     /// the chaos run tasks then ran two to six times as often (every extra
     /// outcome fenced off; cause not yet known, RELIABILITY.md): not used.
