@@ -84,7 +84,8 @@ async fn postgres() {
             ("work", 4),
             ("latency", 2),
             ("lateness", 1),
-            ("raw", 3),
+            // single, batch, batch on the store's table, insert
+            ("raw", 4),
             ("scale", 2),
         ],
     );
