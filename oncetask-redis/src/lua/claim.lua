@@ -40,7 +40,7 @@ local function candidate(zkey, m)
   if seen[id] then return nil end
   seen[id] = true
   local h = redis.call('HMGET', task_key(id), 'fmt', 'bad', 'rk', 'wait', 'lease', 'done',
-    'att', 'catt', 'ver')
+    'att', 'catt', 'ver', 'canc', 'ord')
   if not h[1] and not h[2] then
     stale[#stale + 1] = { zkey, m }
     return nil
@@ -55,7 +55,12 @@ local function candidate(zkey, m)
     return nil
   end
   if h[6] or (h[4] and tonumber(h[4]) > now) or (h[5] and tonumber(h[5]) > now) then return nil end
-  return { id = id, rk = h[3] or nil }
+  -- What the lease changes (the state entries of lib.lua and the counters)
+  -- is decided on these fields alone: no whole-task read.
+  return {
+    id = id, rk = h[3] or nil, wait = h[4] or nil, lease = h[5] or nil, att = h[7],
+    catt = h[8], ver = h[9], canc = h[10], ord = h[11], kenc = k,
+  }
 end
 
 -- The ready tasks of free key r in group order (wait, created, id), up to n.
@@ -65,7 +70,7 @@ local function take_group(r)
     local batch = redis.call('ZRANGEBYSCORE', zkey, '-inf', now_s, 'LIMIT', offset, 64)
     for _, m in ipairs(batch) do
       local c = candidate(zkey, m)
-      if c and #picked < n then picked[#picked + 1] = c.id end
+      if c and #picked < n then picked[#picked + 1] = c end
     end
     if #batch < 64 then return end
     offset = offset + #batch
@@ -86,14 +91,14 @@ local function visit(zkey, m)
     taken[r] = true
   end
   if mode == 's' then
-    picked[#picked + 1] = c.id
+    picked[#picked + 1] = c
     return #picked >= n
   end
   if r then
     seen[c.id] = nil
     take_group(r)
   else
-    picked[1] = c.id
+    picked[1] = c
   end
   return true
 end
@@ -117,24 +122,21 @@ if not walk(per_kind('wf', k)) then walk(per_kind('wl', k)) end
 -- 3. Apply: lease (exactly the fields lifecycle::claim changes), park the
 -- keys now busy, set undecodable documents aside.
 local leased = {}
-for i, id in ipairs(picked) do
-  local key = task_key(id)
-  local old = to_table(redis.call('HGETALL', key))
+for i, old in ipairs(picked) do
+  local key = task_key(old.id)
   local f = {}
   for name, value in pairs(old) do f[name] = value end
-  f.ver = next_version(f.ver)
+  f.ver = next_version(old.ver)
   f.lease = until_ms
-  f.token = token
-  f.att = next_count(f.att)
-  local fields = { 'ver', f.ver, 'lease', f.lease, 'token', f.token, 'att', f.att }
-  if f.canc == '1' then
-    f.catt = next_count(f.catt)
+  f.att = next_count(old.att)
+  local fields = { 'ver', f.ver, 'lease', f.lease, 'token', token, 'att', f.att }
+  if old.canc == '1' then
     fields[#fields + 1] = 'catt'
-    fields[#fields + 1] = f.catt
+    fields[#fields + 1] = next_count(old.catt)
   end
   redis.call('HSET', key, unpack(fields))
-  index_state(old, -1)
-  index_state(f, 1)
+  restate(old, f)
+  -- The whole task goes back once: the handler needs its payload.
   leased[i] = redis.call('HGETALL', key)
 end
 for r, _ in pairs(taken) do park_key(k, r) end

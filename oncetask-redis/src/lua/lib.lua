@@ -78,40 +78,64 @@ local function unmark_bad(k, id)
   if redis.call('HDEL', per_kind('bad', k), id) == 1 then decrement(B .. 'badkinds', k) end
 end
 
--- Adds (sign 1) or removes (sign -1) the entries of a decodable task
--- (fields f) that depend on its state: everything but the listings, which
--- depend only on kind, key, creation time and id.
-local function index_state(f, sign)
+-- The entries of a decodable task (fields f) that depend on its state
+-- (everything but the listings, which depend only on kind, key, creation
+-- time and id): the field of cnt:k it counts in, and zset key -> score for
+-- the zsets that hold its member f.ord.
+local function state_entries(f)
   local k = f.kenc
-  local cnt = per_kind('cnt', k)
-  local function count(field)
-    if sign > 0 then redis.call('HINCRBY', cnt, field, 1) else decrement(cnt, field) end
-  end
-  local function put(key, score, member)
-    if sign > 0 then redis.call('ZADD', key, score, member) else redis.call('ZREM', key, member) end
-  end
-  if f.done then
-    count(f.dst)
-    return
-  end
+  local z = {}
+  if f.done then return f.dst, z end
+  local counter = 'open'
   if f.canc == '1' then
-    count('cancellationPending')
+    counter = 'cancellationPending'
   else
-    count('open')
-    if f.lease then put(per_kind('sl', k), f.lease, f.ord) end
-    if f.wait then put(per_kind('sw', k), f.wait, f.ord) end
+    if f.lease then z[per_kind('sl', k)] = f.lease end
+    if f.wait then z[per_kind('sw', k)] = f.wait end
   end
-  put(per_kind('due', k), due_score(f), f.ord)
+  z[per_kind('due', k)] = due_score(f)
   local wait = f.wait or '-inf'
   if f.lease then
-    put(per_kind('wl', k), f.lease, f.ord)
-    if f.rk then put(per_key('kl', k, f.rk), f.lease, f.ord) end
+    z[per_kind('wl', k)] = f.lease
+    if f.rk then z[per_key('kl', k, f.rk)] = f.lease end
   elseif f.rk then
-    put(per_key('kf', k, f.rk), wait, f.ord)
+    z[per_key('kf', k, f.rk)] = wait
   else
-    put(per_kind('wf', k), wait, f.ord)
+    z[per_kind('wf', k)] = wait
   end
-  if f.rk then put(per_key('kg', k, f.rk), wait, f.ord) end
+  if f.rk then z[per_key('kg', k, f.rk)] = wait end
+  return counter, z
+end
+
+-- Adds (sign 1) or removes (sign -1) the state entries of a decodable task
+-- (fields f).
+local function index_state(f, sign)
+  local counter, z = state_entries(f)
+  local cnt = per_kind('cnt', f.kenc)
+  if sign > 0 then redis.call('HINCRBY', cnt, counter, 1) else decrement(cnt, counter) end
+  for key, score in pairs(z) do
+    if sign > 0 then redis.call('ZADD', key, score, f.ord) else redis.call('ZREM', key, f.ord) end
+  end
+end
+
+-- Moves a task of kind kenc from its old state entries (fields old) to its
+-- new ones (fields new), touching only the entries that differ: a claim
+-- or an outcome changes a few scores, not every index.
+local function restate(old, new)
+  local old_counter, old_z = state_entries(old)
+  local new_counter, new_z = state_entries(new)
+  if old_counter ~= new_counter then
+    local cnt = per_kind('cnt', new.kenc)
+    decrement(cnt, old_counter)
+    redis.call('HINCRBY', cnt, new_counter, 1)
+  end
+  local same_member = old.ord == new.ord
+  for key, _ in pairs(old_z) do
+    if not (same_member and new_z[key]) then redis.call('ZREM', key, old.ord) end
+  end
+  for key, score in pairs(new_z) do
+    if not (same_member and old_z[key] == score) then redis.call('ZADD', key, score, new.ord) end
+  end
 end
 
 -- Adds a decodable task (fields f) to every index. Callers then call
@@ -139,8 +163,7 @@ end
 -- leaving the listings alone when they do not change.
 local function reindex(old, new)
   if old.kenc == new.kenc and old.rk == new.rk and old.cord == new.cord then
-    index_state(old, -1)
-    index_state(new, 1)
+    restate(old, new)
   else
     unindex(old)
     index(new)
