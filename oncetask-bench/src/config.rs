@@ -19,7 +19,8 @@ pub enum Scenario {
     Latency,
     /// Scheduled lateness: handler start minus due time.
     Lateness,
-    /// Hand-written claim+complete cycles (Postgres SQL, Redis Lua).
+    /// Hand-written claim+complete cycles (Postgres SQL, Redis Lua, a
+    /// mutex-guarded queue in memory).
     Raw,
     /// Work throughput with many pending tasks already stored.
     Scale,
@@ -171,11 +172,11 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 8, value_name = "N")]
     pub scale_concurrency: usize,
 
-    /// Raw: rows (Postgres) or jobs (Redis) per hand-written cycle
+    /// Raw: rows (Postgres) or jobs (Redis, memory) per hand-written cycle
     #[arg(long, default_value_t = 100_000, value_name = "N")]
     pub raw_tasks: u64,
 
-    /// Raw: concurrent connections (Postgres) or callers (Redis)
+    /// Raw: concurrent connections (Postgres) or callers (Redis, memory)
     #[arg(long, default_value_t = 8, value_name = "N")]
     pub raw_concurrency: usize,
 

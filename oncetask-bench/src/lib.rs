@@ -119,6 +119,7 @@ async fn run_scenario(ctx: &Ctx<'_>, scenario: Scenario) -> Result<Vec<Row>, Ben
         Scenario::Raw => {
             let mut rows = scenarios::raw_postgres::run(ctx).await?;
             rows.extend(scenarios::raw_redis::run(ctx).await?);
+            rows.extend(scenarios::raw_memory::run(ctx).await?);
             Ok(rows)
         }
         Scenario::Scale => scenarios::scale::run(ctx).await,

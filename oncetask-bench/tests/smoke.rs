@@ -63,7 +63,7 @@ async fn memory() {
             ("work", 4),
             ("latency", 2),
             ("lateness", 1),
-            ("raw", 0),
+            ("raw", 2),
             ("scale", 2),
         ],
     );

@@ -4,6 +4,7 @@
 pub mod insert;
 pub mod latency;
 pub mod lateness;
+pub mod raw_memory;
 pub mod raw_postgres;
 pub mod raw_redis;
 pub mod resources;
