@@ -494,3 +494,48 @@ async fn a_full_batch_does_not_wait_for_the_delay() {
     assert_eq!(sizes, vec![1]);
     assert!(took >= delay, "waited {took:?}");
 }
+
+/// Two claims on the wire that both come back empty leave the loop idle:
+/// neither makes the loop issue another claim beside the other for ever.
+/// (On the memory store, whose claims never wait, that ping-pong also kept
+/// the loop's worker thread so busy that the run it had just spawned never
+/// started: a 100k-task drain at 64 slots stalled on its last task in
+/// about one run in eight.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claims_that_come_back_empty_together_let_the_loop_idle() {
+    const TASKS: u32 = 2000;
+    let jobs: Vec<Job> = (0..TASKS)
+        .map(|i| Job {
+            id: Box::leak(format!("t{i}").into_boxed_str()),
+        })
+        .collect();
+    // Each round ends with both claims of a 64-slot loop in flight often
+    // enough that a few rounds meet the case.
+    for _ in 0..10 {
+        let store = Faulty::default();
+        assert!(
+            store.concurrent_claims() > 1,
+            "two claims may be on the wire"
+        );
+        let clock = ManualClock::new(start());
+        let setup = manager(&store, &clock, false);
+        register_counting(&setup);
+        setup.create_many(&jobs).await.expect("create");
+        let m = manager(&store, &clock, true);
+        let runs = register_counting_with(&m, HandlerOptions::default().concurrency(64));
+        eventually("every task ran", || async {
+            runs.load(Ordering::SeqCst) == TASKS
+        })
+        .await;
+        // The loop looks the next due time up only once a claim came back
+        // short with no other claim on the wire; the clock does not move,
+        // so it then waits (no poll timer ends).
+        eventually("the loop idles", || async {
+            store.next_dues.load(Ordering::SeqCst) > 0
+        })
+        .await;
+        let claims = store.claims.load(Ordering::SeqCst);
+        assert!(claims < 200, "{claims} claims for {TASKS} tasks");
+        m.shutdown(Duration::from_secs(1)).await;
+    }
+}

@@ -50,6 +50,7 @@ pub(crate) fn spawn_workers(inner: &Arc<Inner>, registration: Arc<Registration>)
             asked: 0,
             idle: None,
             events: 0,
+            short_at: None,
             failures: 0,
             quiet_due: None,
             claim_time: Pace::default(),
@@ -122,6 +123,15 @@ struct Dispatcher {
     /// before the change it announces (or skipped rows another claim of
     /// this loop held), so the loop claims again instead of idling.
     events: u64,
+    /// Set (to `events` then) when a claim came back short while another
+    /// claim was on the wire and nothing had happened since it was issued:
+    /// no further claim goes out beside the one in flight until something
+    /// happens or it returns. Without this, two claims that both find
+    /// nothing keep re-issuing each other ("another claim is on the wire:
+    /// claim again") and the loop never idles, and a store whose claims
+    /// complete without waiting (memory) keeps the loop's worker thread
+    /// so busy that a run it just spawned never starts.
+    short_at: Option<u64>,
     failures: u32,
     /// The last next-due answer, kept while nothing happened: after an idle
     /// period that ended on the poll timer with no wake-up and no task of
@@ -143,6 +153,10 @@ impl Dispatcher {
         mut phase: watch::Receiver<ShutdownPhase>,
     ) {
         loop {
+            // A store whose calls complete without waiting would let this
+            // loop run without ever giving its worker thread back, and a run
+            // it just spawned (kept for this thread) would not start.
+            tokio::task::coop::consume_budget().await;
             while let Some(ended) = self.running.try_join_next() {
                 log_abnormal_end(ended);
             }
@@ -155,7 +169,7 @@ impl Dispatcher {
             let outside = *wake.borrow();
             self.start_waiting(&inner, outside).await;
             let room = self.room();
-            if room > 0 && self.idle.is_none() && self.claims.len() < self.concurrent_claims {
+            if room > 0 && self.idle.is_none() && self.may_claim() {
                 wake.borrow_and_update();
                 let outside_seen = *wake.borrow();
                 self.issue_claim(inner, room, outside_seen);
@@ -205,6 +219,14 @@ impl Dispatcher {
             }
         }
         self.stop().await;
+    }
+
+    /// Whether another claim may go out now: fewer than the store's
+    /// concurrent claims are on the wire, and, if one of them is, no claim
+    /// came back short since the last event (`short_at`).
+    fn may_claim(&self) -> bool {
+        self.claims.is_empty()
+            || (self.claims.len() < self.concurrent_claims && self.short_at != Some(self.events))
     }
 
     /// What the next claim asks for (0: no claim now): free slots plus
@@ -360,6 +382,12 @@ impl Dispatcher {
             // A concurrent claim that comes back short may have skipped
             // the rows this one held while both were on the wire.
             self.events = self.events.wrapping_add(1);
+        }
+        if got < done.asked && !raced && !self.claims.is_empty() {
+            // Nothing else was ready when this claim looked: leave the
+            // next look to the claim on the wire (see `short_at`).
+            self.short_at = Some(self.events);
+            return;
         }
         if got >= done.asked || !self.claims.is_empty() || raced {
             // Every task asked for came (look for more as soon as there is
