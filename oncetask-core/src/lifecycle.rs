@@ -100,14 +100,35 @@ fn check_lease(task: &Task, token: &LeaseToken) -> Result<(), Rejection> {
 /// Backends call this inside their atomic claim on each task they select;
 /// they must select only tasks for which [`Task::is_ready_at`] holds.
 pub fn claim(task: &Task, grant: &LeaseGrant) -> Task {
-    let mut next = next_version(task);
-    next.leased_until = Some(grant.leased_until);
-    next.lease_token = Some(grant.token.clone());
-    next.attempts = task.attempts.saturating_add(1);
-    if task.is_cancelled {
-        next.cancellation_attempts = task.cancellation_attempts.saturating_add(1);
-    }
+    let mut next = task.clone();
+    claim_in_place(&mut next, grant);
     next
+}
+
+/// [`claim`] written onto the task itself, for a backend that holds the
+/// stored task and would otherwise copy it only to replace it.
+///
+/// ```
+/// use std::time::Duration;
+/// use chrono::Utc;
+/// use oncetask_core::Task;
+/// use oncetask_core::lifecycle::{self, LeaseGrant};
+///
+/// let now = Utc::now();
+/// let grant = LeaseGrant::new(now, Duration::from_secs(60));
+/// let task = Task::new("a", "k", "E", now);
+/// let mut stored = task.clone();
+/// lifecycle::claim_in_place(&mut stored, &grant);
+/// assert_eq!(stored, lifecycle::claim(&task, &grant));
+/// ```
+pub fn claim_in_place(task: &mut Task, grant: &LeaseGrant) {
+    task.version = task.version.wrapping_add(1);
+    task.leased_until = Some(grant.leased_until);
+    task.lease_token = Some(grant.token.clone());
+    task.attempts = task.attempts.saturating_add(1);
+    if task.is_cancelled {
+        task.cancellation_attempts = task.cancellation_attempts.saturating_add(1);
+    }
 }
 
 fn finish(next: &mut Task, now: DateTime<Utc>, outcome: Outcome) {

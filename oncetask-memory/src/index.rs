@@ -92,6 +92,53 @@ fn done_status(task: &Task) -> TaskStatus {
     task.status(DateTime::<Utc>::MIN_UTC)
 }
 
+/// Adds the state-dependent entries of `task` to `envs`.
+fn index_state(envs: &mut HashMap<String, EnvIndex>, task: &Task) {
+    // Allocates the env and kind names only for the first task of a kind.
+    if !envs
+        .get(&task.env)
+        .is_some_and(|e| e.kinds.contains_key(&task.kind))
+    {
+        envs.entry(task.env.clone())
+            .or_default()
+            .kinds
+            .entry(task.kind.clone())
+            .or_default();
+    }
+    let Some(kind_index) = envs
+        .get_mut(&task.env)
+        .and_then(|e| e.kinds.get_mut(&task.kind))
+    else {
+        return;
+    };
+    if task.is_done() {
+        *kind_index.done.entry(done_status(task)).or_insert(0) += 1;
+    } else {
+        kind_index.ready.add_open(task);
+    }
+}
+
+/// Removes the state-dependent entries of `task` from `envs`.
+fn unindex_state(envs: &mut HashMap<String, EnvIndex>, task: &Task) {
+    let Some(kind_index) = envs
+        .get_mut(&task.env)
+        .and_then(|e| e.kinds.get_mut(&task.kind))
+    else {
+        return;
+    };
+    if !task.is_done() {
+        kind_index.ready.remove_open(task);
+        return;
+    }
+    if let btree_map::Entry::Occupied(mut e) = kind_index.done.entry(done_status(task)) {
+        if *e.get() <= 1 {
+            e.remove();
+        } else {
+            *e.get_mut() -= 1;
+        }
+    }
+}
+
 impl State {
     fn kind_index(&self, env: &str, kind: &str) -> Option<&KindIndex> {
         self.envs.get(env).and_then(|e| e.kinds.get(kind))
@@ -146,33 +193,25 @@ impl State {
     /// Adds the state-dependent entries of `task`: the claim index while it
     /// is not done, its status count once it is.
     fn index_state(&mut self, task: &Task) {
-        let kind_index = self.kind_index_mut(&task.env, &task.kind);
-        if task.is_done() {
-            *kind_index.done.entry(done_status(task)).or_insert(0) += 1;
-        } else {
-            kind_index.ready.add_open(task);
-        }
+        index_state(&mut self.envs, task);
     }
 
     fn unindex_state(&mut self, task: &Task) {
-        let Some(kind_index) = self
-            .envs
-            .get_mut(&task.env)
-            .and_then(|e| e.kinds.get_mut(&task.kind))
-        else {
-            return;
+        unindex_state(&mut self.envs, task);
+    }
+
+    /// Changes the stored task `id` in place with `change`, which may
+    /// change only what claims and swaps change (never the env, kind,
+    /// creation time or id), moving its state entries; `change`'s answer,
+    /// or `None` when `id` is not a task. No copy of the task is made.
+    pub(crate) fn update<R>(&mut self, id: &str, change: impl FnOnce(&mut Task) -> R) -> Option<R> {
+        let Some(Entry::Task(task)) = self.docs.get_mut(id) else {
+            return None;
         };
-        if !task.is_done() {
-            kind_index.ready.remove_open(task);
-            return;
-        }
-        if let btree_map::Entry::Occupied(mut e) = kind_index.done.entry(done_status(task)) {
-            if *e.get() <= 1 {
-                e.remove();
-            } else {
-                *e.get_mut() -= 1;
-            }
-        }
+        unindex_state(&mut self.envs, task);
+        let answer = change(task);
+        index_state(&mut self.envs, task);
+        Some(answer)
     }
 
     /// Stores a new document under `id` (which must be absent).
@@ -211,21 +250,6 @@ impl State {
         }
         self.prune(entry.env(), entry.kind());
         Some(entry)
-    }
-
-    /// Replaces the stored task `old` (still in `docs`) by `new` (same id).
-    pub(crate) fn replace(&mut self, old: &Task, new: Task) {
-        let moved = old.env != new.env || old.kind != new.kind || old.created_at != new.created_at;
-        self.unindex_state(old);
-        if moved {
-            self.unindex_catalog(old);
-            self.index_catalog(&new);
-        }
-        self.index_state(&new);
-        if moved {
-            self.prune(&old.env, &old.kind);
-        }
-        self.docs.insert(new.id.clone(), Entry::Task(new));
     }
 
     /// Undecodable documents of an env/kind, by id.

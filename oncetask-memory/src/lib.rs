@@ -135,7 +135,13 @@ impl std::fmt::Debug for MemoryStore {
 type Changed = BTreeSet<(String, String)>;
 
 fn mark(changed: &mut Changed, task: &Task) {
-    changed.insert((task.env.clone(), task.kind.clone()));
+    // Most calls touch one env/kind: look before allocating its key.
+    if !changed
+        .iter()
+        .any(|(env, kind)| *env == task.env && *kind == task.kind)
+    {
+        changed.insert((task.env.clone(), task.kind.clone()));
+    }
 }
 
 impl MemoryStore {
@@ -212,13 +218,11 @@ impl Store for MemoryStore {
         let picked = state.select(&request.env, &request.kind, request.now, request.mode);
         let mut tasks = Vec::with_capacity(picked.len());
         for id in picked {
-            let Some(Entry::Task(old)) = state.docs.get(&id) else {
-                continue;
-            };
-            let old = old.clone();
-            let leased = lifecycle::claim(&old, &request.grant);
-            state.replace(&old, leased.clone());
-            tasks.push(leased);
+            let leased = state.update(&id, |task| {
+                lifecycle::claim_in_place(task, &request.grant);
+                task.clone()
+            });
+            tasks.extend(leased);
         }
         Ok(Claimed { tasks, undecodable })
     }
@@ -234,7 +238,7 @@ impl Store for MemoryStore {
             swaps
                 .into_iter()
                 .map(|swap| {
-                    let old = match state.docs.get(swap.id()) {
+                    match state.docs.get(swap.id()) {
                         None => return SwapOutcome::NotFound,
                         Some(Entry::Raw(raw)) => {
                             return SwapOutcome::Failed(StoreError::Undecodable {
@@ -245,13 +249,13 @@ impl Store for MemoryStore {
                         Some(Entry::Task(old)) if old.version != swap.fence().version() => {
                             return SwapOutcome::Conflict;
                         }
-                        Some(Entry::Task(old)) => old.clone(),
-                    };
-                    let mut task = old.clone();
-                    swap.apply_to(&mut task);
-                    mark(&mut changed, &old);
-                    mark(&mut changed, &task);
-                    state.replace(&old, task);
+                        Some(Entry::Task(_)) => {}
+                    }
+                    // A swap never changes the env or kind (Change::fields).
+                    state.update(swap.id(), |task| {
+                        swap.apply_to(task);
+                        mark(&mut changed, task);
+                    });
                     SwapOutcome::Applied { revision: None }
                 })
                 .collect()
