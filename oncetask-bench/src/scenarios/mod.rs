@@ -13,6 +13,10 @@ pub mod work;
 
 use std::time::Duration;
 
+use tokio::task::JoinSet;
+
+use crate::error::BenchError;
+
 use crate::config::BenchArgs;
 use crate::target::{Backend, Namespace};
 
@@ -51,4 +55,27 @@ impl Ctx<'_> {
     pub fn say(&self, what: &str) {
         (self.progress)(&format!("[{}] {what}", self.backend()));
     }
+}
+
+/// The config of a raw cycle row: `limit` tasks per claim and per
+/// complete call, by `callers` concurrent callers (`unit` names them).
+pub(crate) fn raw_cycle_config(limit: usize, callers: usize, unit: &str) -> String {
+    if limit == 1 {
+        format!("single: claim 1 + complete 1, {callers} {unit}")
+    } else {
+        format!("batch of {limit}: claim + complete, {callers} {unit}")
+    }
+}
+
+/// Waits for every caller of a raw cycle: the tasks they completed.
+pub(crate) async fn join_callers<E: std::fmt::Display + 'static>(
+    mut callers: JoinSet<Result<u64, E>>,
+) -> Result<u64, BenchError> {
+    let mut total = 0;
+    while let Some(joined) = callers.join_next().await {
+        total += joined
+            .map_err(|e| BenchError::Raw(e.to_string()))?
+            .map_err(|e| BenchError::Raw(e.to_string()))?;
+    }
+    Ok(total)
 }

@@ -47,17 +47,7 @@ pub async fn run(ctx: &Ctx<'_>) -> Result<Vec<Row>, BenchError> {
         .map_err(|e| BenchError::Unavailable(format!("cannot reach PostgreSQL: {e}")))?;
     let mut rows = Vec::new();
     for (label, limit) in [("single", 1), ("batch", args.raw_batch)] {
-        let config = if limit == 1 {
-            format!(
-                "single: claim 1 + complete 1, {} conns",
-                args.raw_concurrency
-            )
-        } else {
-            format!(
-                "batch of {limit}: claim + complete, {} conns",
-                args.raw_concurrency
-            )
-        };
+        let config = super::raw_cycle_config(limit, args.raw_concurrency, "conns");
         ctx.say(&format!("raw: {} rows, {label} cycle", args.raw_tasks));
         sql(format!("TRUNCATE {table}")).await?;
         sql(format!(
@@ -97,12 +87,7 @@ pub async fn run(ctx: &Ctx<'_>) -> Result<Vec<Row>, BenchError> {
                 }
             });
         }
-        let mut total = 0;
-        while let Some(joined) = workers.join_next().await {
-            total += joined
-                .map_err(|e| BenchError::Raw(e.to_string()))?
-                .map_err(|e| BenchError::Raw(e.to_string()))?;
-        }
+        let total = super::join_callers(workers).await?;
         let seconds = started.elapsed().as_secs_f64();
         rows.push(
             Row::new(ctx.backend(), "raw", config)
@@ -188,20 +173,15 @@ async fn raw_on_store_table(
             }
         });
     }
-    let mut total = 0;
-    while let Some(joined) = workers.join_next().await {
-        total += joined
-            .map_err(|e| BenchError::Raw(e.to_string()))?
-            .map_err(|e| BenchError::Raw(e.to_string()))?;
-    }
+    let total = super::join_callers(workers).await?;
     let seconds = started.elapsed().as_secs_f64();
     sql(format!("DELETE FROM {table} WHERE env = '{env}'")).await?;
     Ok(Row::new(
         ctx.backend(),
         "raw",
         format!(
-            "store table, batch of {}: claim + complete, {} conns",
-            args.raw_batch, args.raw_concurrency
+            "store table, {}",
+            super::raw_cycle_config(args.raw_batch, args.raw_concurrency, "conns")
         ),
     )
     .throughput(total, seconds)

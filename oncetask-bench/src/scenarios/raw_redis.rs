@@ -61,17 +61,7 @@ pub async fn run(ctx: &Ctx<'_>) -> Result<Vec<Row>, BenchError> {
     let complete = redis::Script::new(COMPLETE);
     let mut rows = Vec::new();
     for (label, limit) in [("single", 1), ("batch", args.raw_batch)] {
-        let config = if limit == 1 {
-            format!(
-                "single: claim 1 + complete 1, {} callers",
-                args.raw_concurrency
-            )
-        } else {
-            format!(
-                "batch of {limit}: claim + complete, {} callers",
-                args.raw_concurrency
-            )
-        };
+        let config = super::raw_cycle_config(limit, args.raw_concurrency, "callers");
         ctx.say(&format!("raw: {} jobs, {label} Lua cycle", args.raw_tasks));
         let now_ms = chrono::Utc::now().timestamp_millis();
         let mut c = conn.clone();
@@ -125,12 +115,7 @@ pub async fn run(ctx: &Ctx<'_>) -> Result<Vec<Row>, BenchError> {
                 }
             });
         }
-        let mut total = 0;
-        while let Some(joined) = workers.join_next().await {
-            total += joined
-                .map_err(|e| BenchError::Raw(e.to_string()))?
-                .map_err(err)?;
-        }
+        let total = super::join_callers(workers).await?;
         let seconds = started.elapsed().as_secs_f64();
         rows.push(
             Row::new(ctx.backend(), "raw", config)
