@@ -173,3 +173,47 @@ mod tests {
         assert!(load_average().is_some());
     }
 }
+
+/// The CPU time the Redis server at `url` has used so far (`INFO cpu`:
+/// `used_cpu_sys` plus `used_cpu_user`, its main thread and children).
+/// `None` when it cannot be read.
+#[cfg(feature = "redis")]
+pub async fn redis_server_cpu(url: &str) -> Option<Duration> {
+    let client = redis::Client::open(url).ok()?;
+    let mut conn = client.get_multiplexed_async_connection().await.ok()?;
+    let info: String = redis::cmd("INFO")
+        .arg("cpu")
+        .query_async(&mut conn)
+        .await
+        .ok()?;
+    server_cpu_of(&info)
+}
+
+/// The sum of `used_cpu_sys` and `used_cpu_user` in an `INFO cpu` reply.
+#[cfg(feature = "redis")]
+fn server_cpu_of(info: &str) -> Option<Duration> {
+    let mut seconds = None;
+    for line in info.lines() {
+        if let Some(v) = line
+            .strip_prefix("used_cpu_sys:")
+            .or_else(|| line.strip_prefix("used_cpu_user:"))
+        {
+            let v: f64 = v.trim().parse().ok()?;
+            seconds = Some(seconds.unwrap_or(0.0) + v);
+        }
+    }
+    seconds.and_then(|s| Duration::try_from_secs_f64(s).ok())
+}
+
+#[cfg(all(test, feature = "redis"))]
+mod redis_cpu_tests {
+    use super::*;
+
+    #[test]
+    fn the_server_cpu_is_system_plus_user_time() {
+        let info = "# CPU\r\nused_cpu_sys:1.500000\r\nused_cpu_user:2.250000\r\n\
+                    used_cpu_sys_children:9.0\r\nused_cpu_sys_main_thread:1.4\r\n";
+        assert_eq!(server_cpu_of(info), Some(Duration::from_millis(3750)));
+        assert_eq!(server_cpu_of("# CPU\r\n"), None);
+    }
+}

@@ -33,6 +33,10 @@ pub struct Row {
     /// This process's CPU time per task, microseconds (client side: for
     /// Postgres and Redis the server's own CPU is not included).
     pub cpu_us_per_task: Option<f64>,
+    /// The Redis server's CPU time per task, microseconds (`INFO cpu`
+    /// deltas around a Redis drain; other clients of the server count too,
+    /// so read it with nothing else running).
+    pub server_cpu_us_per_task: Option<f64>,
     /// Resident memory per stored task (resources rows).
     pub bytes_per_task: Option<f64>,
     /// Store calls per task and their durations (rows that drain tasks).
@@ -55,6 +59,7 @@ impl Row {
             ratio: None,
             ratio_of: None,
             cpu_us_per_task: None,
+            server_cpu_us_per_task: None,
             bytes_per_task: None,
             calls: None,
             note: String::new(),

@@ -24,6 +24,7 @@ pub async fn run(ctx: &Ctx<'_>) -> Result<Vec<Row>, BenchError> {
                 ctx.ns.analyze().await?;
             }
             ctx.say(&format!("work: draining with {config}"));
+            let server_before = server_cpu(ctx).await;
             let row =
                 match workload::drain(ctx.ns, &env, tasks, managers, concurrency, ctx.timeout())
                     .await
@@ -34,6 +35,13 @@ pub async fn run(ctx: &Ctx<'_>) -> Result<Vec<Row>, BenchError> {
                         row.cpu_us_per_task = drained.cpu_us_per_task;
                         row.calls = Some(drained.calls);
                         row.note = drained.calls.summary();
+                        let server_after = server_cpu(ctx).await;
+                        if let (Some(before), Some(after)) = (server_before, server_after) {
+                            let us = after.saturating_sub(before).as_secs_f64() * 1e6
+                                / tasks.max(1) as f64;
+                            row.server_cpu_us_per_task = Some(us);
+                            row.note = format!("{}; redis-server {us:.1} us/task", row.note);
+                        }
                         row
                     }
                     Err(e) => Row::new(ctx.backend(), "work", &config).note(format!("error: {e}")),
@@ -42,4 +50,13 @@ pub async fn run(ctx: &Ctx<'_>) -> Result<Vec<Row>, BenchError> {
         }
     }
     Ok(rows)
+}
+
+/// The Redis server's CPU time so far, on Redis (`None` elsewhere).
+async fn server_cpu(ctx: &Ctx<'_>) -> Option<std::time::Duration> {
+    match ctx.ns.backend() {
+        #[cfg(feature = "redis")]
+        crate::target::Backend::Redis { url } => crate::measure::redis_server_cpu(url).await,
+        _ => None,
+    }
 }
