@@ -68,27 +68,8 @@ pub async fn run(ctx: &Ctx<'_>) -> Result<Vec<Row>, BenchError> {
         );
         let complete =
             format!("UPDATE {table} SET done_at = now(), leased_until = NULL WHERE id = ANY($1)");
-        let started = std::time::Instant::now();
-        let mut workers = tokio::task::JoinSet::new();
-        for _ in 0..args.raw_concurrency {
-            let (pool, claim, complete) = (pool.clone(), claim.clone(), complete.clone());
-            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-            workers.spawn(async move {
-                let mut done: u64 = 0;
-                loop {
-                    let claimed: Vec<(i64, String)> =
-                        sqlx::query_as(&claim).bind(limit).fetch_all(&pool).await?;
-                    if claimed.is_empty() {
-                        return Ok::<u64, sqlx::Error>(done);
-                    }
-                    let ids: Vec<i64> = claimed.iter().map(|(id, _)| *id).collect();
-                    sqlx::query(&complete).bind(&ids).execute(&pool).await?;
-                    done += ids.len() as u64;
-                }
-            });
-        }
-        let total = super::join_callers(workers).await?;
-        let seconds = started.elapsed().as_secs_f64();
+        let (total, seconds) =
+            sql_cycle::<i64>(&pool, &claim, &complete, limit, args.raw_concurrency).await?;
         rows.push(
             Row::new(ctx.backend(), "raw", config)
                 .throughput(total, seconds)
@@ -100,6 +81,50 @@ pub async fn run(ctx: &Ctx<'_>) -> Result<Vec<Row>, BenchError> {
     pool.close().await;
     sql(format!("DROP TABLE {table}")).await?;
     Ok(rows)
+}
+
+/// Runs a claim + complete cycle on `callers` connections until every
+/// claim comes back empty: the tasks completed and the seconds it took.
+/// `claim` takes the limit as `$1` and returns `(id, payload)` rows;
+/// `complete` takes the claimed ids as `$1`.
+#[cfg(feature = "postgres")]
+async fn sql_cycle<I>(
+    pool: &sqlx::PgPool,
+    claim: &str,
+    complete: &str,
+    limit: usize,
+    callers: usize,
+) -> Result<(u64, f64), BenchError>
+where
+    I: for<'r> sqlx::Decode<'r, sqlx::Postgres>
+        + sqlx::Type<sqlx::Postgres>
+        + sqlx::postgres::PgHasArrayType
+        + for<'q> sqlx::Encode<'q, sqlx::Postgres>
+        + Send
+        + Unpin
+        + 'static,
+{
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let started = std::time::Instant::now();
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..callers {
+        let (pool, claim, complete) = (pool.clone(), claim.to_owned(), complete.to_owned());
+        workers.spawn(async move {
+            let mut done: u64 = 0;
+            loop {
+                let claimed: Vec<(I, String)> =
+                    sqlx::query_as(&claim).bind(limit).fetch_all(&pool).await?;
+                if claimed.is_empty() {
+                    return Ok::<u64, sqlx::Error>(done);
+                }
+                let ids: Vec<I> = claimed.into_iter().map(|(id, _)| id).collect();
+                done += ids.len() as u64;
+                sqlx::query(&complete).bind(ids).execute(&pool).await?;
+            }
+        });
+    }
+    let total = super::join_callers(workers).await?;
+    Ok((total, started.elapsed().as_secs_f64()))
 }
 
 /// The batch cycle of [`run`] on the store's own table (`table`: its
@@ -140,7 +165,7 @@ async fn raw_on_store_table(
     let claim = format!(
         "UPDATE {table} SET leased_until = now() + interval '10 minutes', \
          attempts = attempts + 1, version = version + 1, lease_token = 'raw' \
-         WHERE id IN (SELECT id FROM {table} WHERE env = $2 AND kind = 'raw' \
+         WHERE id IN (SELECT id FROM {table} WHERE env = '{env}' AND kind = 'raw' \
            AND done_at IS NULL AND leased_until IS NULL AND wait_until IS NULL \
            ORDER BY leased_until NULLS FIRST, wait_until NULLS FIRST, created_at, id \
            LIMIT $1 FOR UPDATE SKIP LOCKED) \
@@ -150,31 +175,14 @@ async fn raw_on_store_table(
         "UPDATE {table} SET done_at = now(), leased_until = NULL, lease_token = NULL, \
          version = version + 1, outcome = 'completed' WHERE id = ANY($1)"
     );
-    let limit = i64::try_from(args.raw_batch).unwrap_or(i64::MAX);
-    let started = std::time::Instant::now();
-    let mut workers = tokio::task::JoinSet::new();
-    for _ in 0..args.raw_concurrency {
-        let (pool, claim, complete, env) =
-            (pool.clone(), claim.clone(), complete.clone(), env.clone());
-        workers.spawn(async move {
-            let mut done: u64 = 0;
-            loop {
-                let claimed: Vec<(String, String)> = sqlx::query_as(&claim)
-                    .bind(limit)
-                    .bind(&env)
-                    .fetch_all(&pool)
-                    .await?;
-                if claimed.is_empty() {
-                    return Ok::<u64, sqlx::Error>(done);
-                }
-                let ids: Vec<String> = claimed.into_iter().map(|(id, _)| id).collect();
-                sqlx::query(&complete).bind(&ids).execute(&pool).await?;
-                done += ids.len() as u64;
-            }
-        });
-    }
-    let total = super::join_callers(workers).await?;
-    let seconds = started.elapsed().as_secs_f64();
+    let (total, seconds) = sql_cycle::<String>(
+        pool,
+        &claim,
+        &complete,
+        args.raw_batch,
+        args.raw_concurrency,
+    )
+    .await?;
     sql(format!("DELETE FROM {table} WHERE env = '{env}'")).await?;
     Ok(Row::new(
         ctx.backend(),
