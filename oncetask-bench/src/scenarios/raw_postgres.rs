@@ -20,12 +20,7 @@ pub async fn run(ctx: &Ctx<'_>) -> Result<Vec<Row>, BenchError> {
     let schema = ctx.ns.name();
     let args = ctx.args;
     let table = format!("\"{schema}\".raw_jobs");
-    let sql = |q: String| async move {
-        sqlx::query(&q)
-            .execute(admin)
-            .await
-            .map_err(|e| BenchError::Raw(format!("{q}: {e}")))
-    };
+    let sql = |q: String| execute(admin, q);
     sql(format!(
         "CREATE TABLE {table} (id bigint PRIMARY KEY, kind text NOT NULL, \
          run_at timestamptz NOT NULL, leased_until timestamptz, done_at timestamptz, \
@@ -81,6 +76,16 @@ pub async fn run(ctx: &Ctx<'_>) -> Result<Vec<Row>, BenchError> {
     pool.close().await;
     sql(format!("DROP TABLE {table}")).await?;
     Ok(rows)
+}
+
+/// Runs one set-up statement, naming it in the error.
+#[cfg(feature = "postgres")]
+async fn execute(pool: &sqlx::PgPool, q: String) -> Result<(), BenchError> {
+    sqlx::query(&q)
+        .execute(pool)
+        .await
+        .map(|_| ())
+        .map_err(|e| BenchError::Raw(format!("{q}: {e}")))
 }
 
 /// Runs a claim + complete cycle on `callers` connections until every
@@ -144,12 +149,7 @@ async fn raw_on_store_table(
         "raw: {} rows, batch cycle on the store's table",
         args.raw_tasks
     ));
-    let sql = |q: String| async move {
-        sqlx::query(&q)
-            .execute(pool)
-            .await
-            .map_err(|e| BenchError::Raw(format!("{q}: {e}")))
-    };
+    let sql = |q: String| execute(pool, q);
     sql(format!(
         "INSERT INTO {table} (id, kind, env, data, created_at, attempts, \
            cancellation_attempts, errors, is_cancelled, version) \
