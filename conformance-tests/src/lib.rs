@@ -323,6 +323,7 @@ macro_rules! __conformance_list {
             }
             async notify {
                 a_subscriber_hears_about_new_tasks_of_its_env,
+                an_operators_change_is_announced_as_touching_held_tasks,
             }
             async corruption {
                 a_corrupted_record_is_reported_by_id_and_not_listed,

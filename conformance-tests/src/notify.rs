@@ -4,7 +4,10 @@
 use std::time::Duration;
 
 use futures::StreamExt;
+use futures::stream::BoxStream;
 use oncetask_core::Store;
+use oncetask_core::lifecycle;
+use oncetask_core::store::{Change, Notification, Swap};
 
 use crate::StoreFactory;
 use crate::support::*;
@@ -34,4 +37,65 @@ pub async fn a_subscriber_hears_about_new_tasks_of_its_env(factory: &impl StoreF
             Err(_) => panic!("no notification for kind {KIND} within {DELIVERY:?}"),
         }
     }
+}
+
+/// Creates tasks until the subscriber hears of one, so that it is surely
+/// listening; returns how many were created.
+async fn until_listening<S: Store>(
+    store: &S,
+    notices: &mut BoxStream<'static, Notification>,
+) -> usize {
+    let deadline = tokio::time::Instant::now() + DELIVERY;
+    let mut n = 0;
+    loop {
+        seed(store, vec![TaskBuilder::new(&format!("w{n}")).build()]).await;
+        n += 1;
+        match tokio::time::timeout(Duration::from_millis(200), notices.next()).await {
+            Ok(Some(notice)) if notice.kind == KIND => return n,
+            Ok(Some(_)) => continue,
+            Ok(None) => panic!("the notification stream ended"),
+            Err(_) if tokio::time::Instant::now() < deadline => continue,
+            Err(_) => panic!("no notification for kind {KIND} within {DELIVERY:?}"),
+        }
+    }
+}
+
+/// Waits for a notice of `KIND` that says it may have touched held tasks.
+async fn touching_notice(notices: &mut BoxStream<'static, Notification>, what: &str) {
+    let deadline = tokio::time::Instant::now() + DELIVERY;
+    loop {
+        match tokio::time::timeout_at(deadline, notices.next()).await {
+            Ok(Some(notice)) if notice.kind == KIND && notice.may_touch_claimed => return,
+            Ok(Some(_)) => continue,
+            Ok(None) => panic!("the notification stream ended"),
+            Err(_) => {
+                panic!("no notice of {what} marked as touching held tasks within {DELIVERY:?}")
+            }
+        }
+    }
+}
+
+/// An operator's cancel and a delete may change a task some worker holds:
+/// their notices say so, so that workers re-read the tasks they claimed
+/// ahead (notices of new work need not).
+pub async fn an_operators_change_is_announced_as_touching_held_tasks(factory: &impl StoreFactory) {
+    let store = factory.new_store().await;
+    let Some(mut notices) = store.subscribe(ENV) else {
+        eprintln!("note: backend offers no notifications; test skipped");
+        return;
+    };
+    until_listening(&store, &mut notices).await;
+    let task = get_existing(&store, "w0").await;
+    let cancelled = lifecycle::cancel(&task, at(1)).expect("a pending task can be cancelled");
+    let swapped = store
+        .swap(vec![Swap::new(&task, Change::Cancel, &cancelled)])
+        .await
+        .expect("swap");
+    assert!(matches!(
+        swapped.as_slice(),
+        [oncetask_core::store::SwapOutcome::Applied { .. }]
+    ));
+    touching_notice(&mut notices, "a cancel").await;
+    delete(&store, &["w0"]).await;
+    touching_notice(&mut notices, "a delete").await;
 }

@@ -565,8 +565,53 @@ impl<'a> IntoIterator for &'a StatusCounts {
 }
 
 /// "Something changed for this kind": wake its workers.
+///
+/// ```
+/// use oncetask_core::store::{Change, Notification};
+///
+/// // An outcome only frees work: workers claim again, nothing more.
+/// let done = Notification::of_change("send_email", Change::Outcome);
+/// assert!(!done.may_touch_claimed);
+/// // A cancel may hit a task a worker claimed ahead: it re-reads those.
+/// assert!(Notification::of_change("send_email", Change::Cancel).may_touch_claimed);
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Notification {
     /// The kind whose tasks changed.
     pub kind: String,
+    /// True when the write may have changed a task that a worker already
+    /// holds: an operator's cancel, reset or delete, or a write the backend
+    /// cannot tell apart. Workers then re-read the tasks they claimed ahead
+    /// before starting them. False for writes that only add or free work
+    /// (creates, and the heartbeats, releases and outcomes that only a lease
+    /// holder writes): re-reading on those would cost a read per waiting
+    /// task on every outcome.
+    pub may_touch_claimed: bool,
+}
+
+impl Notification {
+    /// A notice of new or freed work only (a create).
+    pub fn work(kind: impl Into<String>) -> Self {
+        Self {
+            kind: kind.into(),
+            may_touch_claimed: false,
+        }
+    }
+
+    /// A notice of a write that may have changed tasks a worker holds (a
+    /// delete, or a write of unknown origin).
+    pub fn touching_claimed(kind: impl Into<String>) -> Self {
+        Self {
+            kind: kind.into(),
+            may_touch_claimed: true,
+        }
+    }
+
+    /// The notice of an applied swap writing `change`.
+    pub fn of_change(kind: impl Into<String>, change: Change) -> Self {
+        Self {
+            kind: kind.into(),
+            may_touch_claimed: change.by_operator(),
+        }
+    }
 }

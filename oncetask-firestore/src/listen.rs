@@ -124,7 +124,7 @@ pub(crate) fn subscribe(
     };
     futures::stream::unfold(listener, |mut l| async move {
         let kind = l.next_kind().await;
-        Some((Notification { kind }, l))
+        Some((Notification::touching_claimed(kind), l))
     })
     .boxed()
 }

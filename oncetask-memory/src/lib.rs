@@ -86,7 +86,7 @@
 //! is the trait's default (a count and a due time per kind, and one listing
 //! of the pending tasks).
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use async_trait::async_trait;
@@ -131,16 +131,21 @@ impl std::fmt::Debug for MemoryStore {
     }
 }
 
-/// Env/kind pairs changed by one call, notified once the lock is released.
-type Changed = BTreeSet<(String, String)>;
+/// Env/kind pairs changed by one call, notified once the lock is released,
+/// each with whether a change may have touched a task a worker holds
+/// ([`Notification::may_touch_claimed`]).
+type Changed = BTreeMap<(String, String), bool>;
 
-fn mark(changed: &mut Changed, task: &Task) {
+fn mark(changed: &mut Changed, task: &Task, touches_claimed: bool) {
     // Most calls touch one env/kind: look before allocating its key.
-    if !changed
-        .iter()
-        .any(|(env, kind)| *env == task.env && *kind == task.kind)
+    match changed
+        .iter_mut()
+        .find(|((env, kind), _)| *env == task.env && *kind == task.kind)
     {
-        changed.insert((task.env.clone(), task.kind.clone()));
+        Some((_, touches)) => *touches |= touches_claimed,
+        None => {
+            changed.insert((task.env.clone(), task.kind.clone()), touches_claimed);
+        }
     }
 }
 
@@ -178,7 +183,7 @@ impl MemoryStore {
         }
         self.shared
             .hub
-            .publish(Changed::from([(env.to_owned(), kind.to_owned())]));
+            .publish(Changed::from([((env.to_owned(), kind.to_owned()), true)]));
     }
 }
 
@@ -198,7 +203,7 @@ impl Store for MemoryStore {
                         env: existing.env().to_owned(),
                     },
                     None => {
-                        mark(&mut changed, &task);
+                        mark(&mut changed, &task, false);
                         state.insert(task.id.clone(), Entry::Task(task));
                         CreateOutcome::Created
                     }
@@ -232,6 +237,9 @@ impl Store for MemoryStore {
     /// every backend). Swapping over an undecodable document fails with
     /// [`StoreError::Undecodable`].
     async fn swap(&self, swaps: Vec<Swap>) -> Result<Vec<SwapOutcome>, StoreError> {
+        // Wall time, as on the other backends: it only decides whether a
+        // write is announced.
+        let now = Utc::now();
         let mut changed = Changed::new();
         let outcomes = {
             let mut state = self.lock();
@@ -252,9 +260,15 @@ impl Store for MemoryStore {
                         Some(Entry::Task(_)) => {}
                     }
                     // A swap never changes the env or kind (Change::fields).
+                    // Like the other backends, it announces only what frees
+                    // work or may touch a held task.
+                    let by_operator = swap.change().by_operator();
+                    let notice = by_operator || swap.announces_work(now);
                     state.update(swap.id(), |task| {
                         swap.apply_to(task);
-                        mark(&mut changed, task);
+                        if notice {
+                            mark(&mut changed, task, by_operator);
+                        }
                     });
                     SwapOutcome::Applied { revision: None }
                 })
@@ -324,7 +338,7 @@ impl Store for MemoryStore {
                     }
                     match state.remove(&delete.id) {
                         Some(entry) => {
-                            changed.insert((entry.env().to_owned(), entry.kind().to_owned()));
+                            changed.insert((entry.env().to_owned(), entry.kind().to_owned()), true);
                             DeleteOutcome::Deleted
                         }
                         None => DeleteOutcome::NotFound,

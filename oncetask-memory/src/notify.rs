@@ -1,6 +1,6 @@
 //! Change notices: one broadcast channel per environment.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use futures::StreamExt;
@@ -27,16 +27,20 @@ impl Hub {
         self.channels.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Sends one notice per `(env, kind)`.
-    pub(crate) fn publish(&self, changed: BTreeSet<(String, String)>) {
+    /// Sends one notice per `(env, kind)`, saying whether its changes may
+    /// have touched a task a worker holds.
+    pub(crate) fn publish(&self, changed: BTreeMap<(String, String), bool>) {
         if changed.is_empty() {
             return;
         }
         let channels = self.channels();
-        for (env, kind) in changed {
+        for ((env, kind), may_touch_claimed) in changed {
             if let Some(sender) = channels.get(&env) {
                 // An error only means nobody listens right now.
-                let _ = sender.send(Notification { kind });
+                let _ = sender.send(Notification {
+                    kind,
+                    may_touch_claimed,
+                });
             }
         }
     }

@@ -7,8 +7,8 @@ use chrono::{DateTime, TimeDelta, TimeZone, Utc};
 use futures::StreamExt;
 use oncetask_core::lifecycle::{self, LeaseGrant};
 use oncetask_core::store::{
-    Change, ClaimMode, ClaimRequest, CreateOutcome, Delete, DeleteOutcome, Fetched, Swap,
-    SwapOutcome, TaskFilter,
+    Change, ClaimMode, ClaimRequest, CreateOutcome, Delete, DeleteOutcome, Fetched, Notification,
+    Swap, SwapOutcome, TaskFilter,
 };
 use oncetask_core::{Store, Task, TaskStatus};
 use proptest::prelude::*;
@@ -464,11 +464,32 @@ async fn writes_notify_subscribers_of_their_env() {
     };
     let mut other = task("elsewhere", None, 0);
     other.env = "prod".to_owned();
-    let _ = store.create(vec![other, task("a", None, 0)]).await;
-    let notice = notices.next().await.map(|n| n.kind);
-    assert_eq!(notice.as_deref(), Some(KIND));
+    let _ = store
+        .create(vec![other, task("a", None, 0), task("b", None, 0)])
+        .await;
+    let notice = |kind: &str, may_touch_claimed| Notification {
+        kind: kind.to_owned(),
+        may_touch_claimed,
+    };
+    // New work touches no held task.
+    assert_eq!(notices.next().await, Some(notice(KIND, false)));
+    // Finishing a task without a key frees no work: no notice.
+    let request = request(1, single(1));
+    let claimed = store.claim(&request).await.unwrap_or_default().tasks;
+    let [a] = claimed.as_slice() else {
+        panic!("one task claimed: {claimed:?}");
+    };
+    let done = lifecycle::succeed(a, &request.grant.token, at(2), None).expect("holds the lease");
+    let _ = store.swap(vec![Swap::new(a, Change::Outcome, &done)]).await;
+    // An operator's cancel and a delete may touch held tasks.
+    let b = task("b", None, 0);
+    let cancelled = lifecycle::cancel(&b, at(3)).expect("not done");
+    let _ = store
+        .swap(vec![Swap::new(&b, Change::Cancel, &cancelled)])
+        .await;
+    assert_eq!(notices.next().await, Some(notice(KIND, true)));
     let _ = store.delete(&[Delete::any("a")]).await;
-    assert_eq!(notices.next().await.map(|n| n.kind).as_deref(), Some(KIND));
+    assert_eq!(notices.next().await, Some(notice(KIND, true)));
 }
 
 #[tokio::test]

@@ -132,8 +132,11 @@
 //! ## Wake-ups
 //!
 //! Creates and deletes send `pg_notify(channel, kind)` in their
-//! transaction, on one channel per schema and env; swaps only when the
-//! write can make work available ([`oncetask_core::store::Swap::announces_work`]:
+//! transaction, on two channels per schema and env: one for new or freed
+//! work, one for changes that may have touched a task a worker holds
+//! (deletes, and an operator's cancel or reset: see
+//! [`oncetask_core::store::Change::by_operator`]). Swaps notify only when
+//! the write can make work available ([`oncetask_core::store::Swap::announces_work`]:
 //! not for a heartbeat or the end of a task without a resource key). [`Store::subscribe`]
 //! returns a stream fed by a `PgListener` that reconnects after the server
 //! restarts (notices sent while it is away are lost; workers still wake at
@@ -654,7 +657,7 @@ impl Store for PostgresStore {
             }
             self.forget_keys(&mut tx, keys).await?;
         }
-        self.notify(&mut tx, &changed).await?;
+        self.notify_changes(&mut tx, &changed).await?;
         tx.commit().await.map_err(db)?;
         Ok(outcomes)
     }
@@ -715,8 +718,8 @@ impl Store for PostgresStore {
         let handle = tokio::runtime::Handle::try_current().ok()?;
         let (tx, rx) = tokio::sync::mpsc::channel::<Notification>(256);
         let pool = self.inner.pool.clone();
-        let channel = self.channel(env);
-        handle.spawn(listen(pool, channel, tx));
+        let (channel, changes) = (self.channel(env), self.changes_channel(env));
+        handle.spawn(listen(pool, channel, changes, tx));
         Some(
             futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|n| (n, rx)) })
                 .boxed(),

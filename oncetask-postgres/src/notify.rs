@@ -3,8 +3,10 @@
 use super::*;
 
 impl PostgresStore {
-    /// Sends one notice per changed env/kind (delivered at commit).
-    pub(crate) async fn notify(
+    /// Sends one notice per changed env/kind (delivered at commit) on the
+    /// env's changes channel: the one caller is delete, which may remove a
+    /// task a worker holds.
+    pub(crate) async fn notify_changes(
         &self,
         conn: &mut PgConnection,
         changed: &Changed,
@@ -14,7 +16,7 @@ impl PostgresStore {
         }
         let (channels, kinds): (Vec<String>, Vec<String>) = changed
             .iter()
-            .map(|(env, kind)| (self.channel(env), kind.clone()))
+            .map(|(env, kind)| (self.changes_channel(env), kind.clone()))
             .unzip();
         sqlx::query("SELECT pg_notify(c, k) FROM unnest($1::text[], $2::text[]) AS n(c, k)")
             .bind(&channels)
@@ -30,6 +32,13 @@ impl PostgresStore {
     pub(crate) fn channel(&self, env: &str) -> String {
         format!("oncetask_{:016x}", fnv1a(&[&self.inner.schema, env]))
     }
+
+    /// The channel of `env` for changes that may have touched a task a
+    /// worker holds (cancel, reset, delete): listeners re-read the tasks
+    /// they claimed ahead. New or freed work goes on [`Self::channel`].
+    pub(crate) fn changes_channel(&self, env: &str) -> String {
+        format!("{}_changes", self.channel(env))
+    }
 }
 
 /// 64-bit FNV-1a: a stable channel name per schema and env.
@@ -44,11 +53,13 @@ pub(crate) fn fnv1a(parts: &[&str]) -> u64 {
     hash
 }
 
-/// Forwards notices of `channel` to `tx` until the subscriber goes away,
-/// reconnecting (with a pause) whenever the connection fails.
+/// Forwards notices of `channel` (work) and `changes` (changes that may
+/// touch held tasks) to `tx` until the subscriber goes away, reconnecting
+/// (with a pause) whenever the connection fails.
 pub(crate) async fn listen(
     pool: PgPool,
     channel: String,
+    changes: String,
     tx: tokio::sync::mpsc::Sender<Notification>,
 ) {
     let pause = std::time::Duration::from_millis(500);
@@ -65,7 +76,11 @@ pub(crate) async fn listen(
                 continue;
             }
         };
-        if listener.listen(&channel).await.is_err() {
+        if listener
+            .listen_all([channel.as_str(), changes.as_str()])
+            .await
+            .is_err()
+        {
             tokio::time::sleep(pause).await;
             continue;
         }
@@ -76,10 +91,13 @@ pub(crate) async fn listen(
             };
             match received {
                 Ok(Some(notice)) => {
-                    let kind = notice.payload().to_owned();
+                    let notice = Notification {
+                        kind: notice.payload().to_owned(),
+                        may_touch_claimed: notice.channel() == changes,
+                    };
                     // A full buffer drops the notice: notices may be lost.
                     if let Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) =
-                        tx.try_send(Notification { kind })
+                        tx.try_send(notice)
                     {
                         return;
                     }

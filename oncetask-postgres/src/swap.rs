@@ -43,7 +43,12 @@ impl PostgresStore {
             let mut sent = Vec::with_capacity(round.len());
             for i in round {
                 let swap = &swaps[i];
-                let channel = self.channel(&swap.task().env);
+                let env = &swap.task().env;
+                let channel = if swap.change().by_operator() {
+                    self.changes_channel(env)
+                } else {
+                    self.channel(env)
+                };
                 match encode_change(swap, channel, swap.announces_work(now)) {
                     Ok(row) => {
                         rows.push(row);

@@ -10,12 +10,20 @@
 //! result stays distinct from "no result"), so payloads keep every number
 //! and every field exactly: no script ever decodes or re-encodes them.
 //!
+//! `body` is written once, at create. A swap writes only the hash fields of
+//! its change ([`encode_change`]); the three body parts a swap may change
+//! (errors, outcome, cancellation time) then live in fields of their own
+//! (`errs`, `out`, `cat`, JSON), which take precedence over the body's
+//! copies when present. So an outcome never sends the payload again, and a
+//! hash written before these fields existed still decodes.
+//!
 //! Stored times have millisecond precision, like every time the core
 //! produces (see [`oncetask_core::task::truncate_to_millis`]).
 
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
+use oncetask_core::store::{Field, Swap};
 use oncetask_core::{AttemptError, JsonObject, LeaseToken, Outcome, Recurrence, Task};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -45,6 +53,26 @@ struct Body {
 
 fn ms(t: DateTime<Utc>) -> String {
     t.timestamp_millis().to_string()
+}
+
+/// The `ord` member of `task`: wait, creation time, id.
+fn order_member(task: &Task) -> String {
+    format!(
+        "{}{}{}",
+        order_hex(task.wait_until),
+        order_hex(Some(task.created_at)),
+        task.id
+    )
+}
+
+/// The `dst` field: the status of a done task (absent while not done).
+fn done_status(task: &Task) -> Option<String> {
+    task.done_at
+        .map(|_| task.status(DateTime::<Utc>::MIN_UTC).as_str().to_owned())
+}
+
+fn json<T: Serialize>(value: &T) -> Result<String, String> {
+    serde_json::to_string(value).map_err(|e| e.to_string())
 }
 
 fn order_hex(t: Option<DateTime<Utc>>) -> String {
@@ -81,15 +109,7 @@ pub(crate) fn encode_task(task: &Task) -> Result<Vec<(&'static str, String)>, St
         ("catt", task.cancellation_attempts.to_string()),
         ("canc", if task.is_cancelled { "1" } else { "0" }.to_owned()),
         ("ver", task.version.to_string()),
-        (
-            "ord",
-            format!(
-                "{}{}{}",
-                order_hex(task.wait_until),
-                order_hex(Some(task.created_at)),
-                task.id
-            ),
-        ),
+        ("ord", order_member(task)),
         (
             "cord",
             format!("{}{}", order_hex(Some(task.created_at)), task.id),
@@ -105,18 +125,8 @@ pub(crate) fn encode_task(task: &Task) -> Result<Vec<(&'static str, String)>, St
             "token",
             task.lease_token.as_ref().map(|t| t.as_str().to_owned()),
         ),
-        (
-            "dst",
-            task.done_at
-                .map(|_| task.status(DateTime::<Utc>::MIN_UTC).as_str().to_owned()),
-        ),
-        (
-            "result",
-            match &task.result {
-                Some(v) => Some(serde_json::to_string(v).map_err(|e| e.to_string())?),
-                None => None,
-            },
-        ),
+        ("dst", done_status(task)),
+        ("result", task.result.as_ref().map(json).transpose()?),
     ];
     fields.extend(
         optional
@@ -124,6 +134,61 @@ pub(crate) fn encode_task(task: &Task) -> Result<Vec<(&'static str, String)>, St
             .filter_map(|(name, value)| value.map(|v| (name, v))),
     );
     Ok(fields)
+}
+
+/// What a swap writes: hash fields to set (always the version and the
+/// done status's field, `dst`, set or deleted) and optional fields to delete.
+#[derive(Debug, Default, PartialEq)]
+pub(crate) struct Written {
+    /// `(field, value)` pairs to set.
+    pub(crate) set: Vec<(&'static str, String)>,
+    /// Fields to delete (optional fields the change clears).
+    pub(crate) delete: Vec<&'static str>,
+}
+
+impl Written {
+    fn put(&mut self, name: &'static str, value: Option<String>) {
+        match value {
+            Some(value) => self.set.push((name, value)),
+            None => self.delete.push(name),
+        }
+    }
+}
+
+/// The hash fields `swap` writes: its change's fields only, never the
+/// payload. `Err` says why they cannot be stored.
+pub(crate) fn encode_change(swap: &Swap) -> Result<Written, String> {
+    let task = swap.task();
+    let mut out = Written::default();
+    out.put("ver", Some(task.version.to_string()));
+    out.put("dst", done_status(task));
+    for field in swap.change().fields() {
+        match field {
+            Field::LeasedUntil => out.put("lease", task.leased_until.map(ms)),
+            Field::LeaseToken => out.put(
+                "token",
+                task.lease_token.as_ref().map(|t| t.as_str().to_owned()),
+            ),
+            Field::WaitUntil => {
+                out.put("wait", task.wait_until.map(ms));
+                out.put("ord", Some(order_member(task)));
+            }
+            Field::Attempts => out.put("att", Some(task.attempts.to_string())),
+            Field::CancellationAttempts => {
+                out.put("catt", Some(task.cancellation_attempts.to_string()))
+            }
+            Field::Errors => out.put("errs", Some(json(&task.errors)?)),
+            Field::DoneAt => out.put("done", task.done_at.map(ms)),
+            Field::Outcome => out.put("out", Some(json(&task.outcome)?)),
+            Field::Result => out.put("result", task.result.as_ref().map(json).transpose()?),
+            Field::IsCancelled => out.put(
+                "canc",
+                Some(if task.is_cancelled { "1" } else { "0" }.to_owned()),
+            ),
+            Field::CancelledAt => out.put("cat", Some(json(&task.cancelled_at)?)),
+        }
+    }
+    Ok(out)
 }
 
 /// A stored hash as the scripts return it (field names and values).
@@ -193,6 +258,19 @@ fn decode_task(fields: &Fields) -> Result<Task, String> {
     }
     let body: Body =
         serde_json::from_str(required(fields, "body")?).map_err(|e| format!("field body: {e}"))?;
+    // A swap's copies of the body parts it may change win over the body's.
+    let errors = match text(fields, "errs")? {
+        Some(v) => serde_json::from_str(v).map_err(|e| format!("field errs: {e}"))?,
+        None => body.errors,
+    };
+    let outcome = match text(fields, "out")? {
+        Some(v) => serde_json::from_str(v).map_err(|e| format!("field out: {e}"))?,
+        None => body.outcome,
+    };
+    let cancelled_at = match text(fields, "cat")? {
+        Some(v) => serde_json::from_str(v).map_err(|e| format!("field cat: {e}"))?,
+        None => body.cancelled_at,
+    };
     let result: Option<Value> = text(fields, "result")?
         .map(|v| serde_json::from_str(v).map_err(|e| format!("field result: {e}")))
         .transpose()?;
@@ -213,16 +291,16 @@ fn decode_task(fields: &Fields) -> Result<Task, String> {
         done_at: time(fields, "done")?,
         attempts: number(fields, "att")?,
         cancellation_attempts: number(fields, "catt")?,
-        errors: body.errors,
+        errors,
         result,
         recurrence: body.recurrence,
         parent_recurrence_id: body.parent_recurrence_id,
         occurrence_timestamp: body.occurrence_timestamp,
         is_cancelled,
-        cancelled_at: body.cancelled_at,
+        cancelled_at,
         lease_token: text(fields, "token")?.map(LeaseToken::from_stored),
         version: number(fields, "ver")?,
-        outcome: body.outcome,
+        outcome,
         revision: None,
     })
 }
@@ -271,6 +349,55 @@ mod tests {
         match decode(&stored(&task)) {
             Decoded::Task(back) => assert_eq!(*back, task),
             Decoded::Raw { reason, .. } => panic!("{reason}"),
+        }
+    }
+
+    /// `stored` after a swap script applied `written`.
+    fn applied(mut stored: Fields, written: Written) -> Fields {
+        for (name, value) in written.set {
+            stored.insert(name.to_owned(), value.into_bytes());
+        }
+        for name in written.delete {
+            stored.remove(name);
+        }
+        stored
+    }
+
+    #[test]
+    fn a_swap_writes_its_change_and_never_the_payload() {
+        use oncetask_core::lifecycle::{self, LeaseGrant};
+        use oncetask_core::store::Change;
+        use std::time::Duration;
+
+        let now = t(1_736_150_400, 0);
+        let mut task = Task::new("a", "k", "e", now);
+        task.data.insert("n".into(), json!(1));
+        let grant = LeaseGrant::new(now, Duration::from_secs(60));
+        let claimed = lifecycle::claim(&task, &grant);
+        // A failed attempt with a retry scheduled, as lifecycle::fail writes it.
+        let mut failed = claimed.clone();
+        failed.version += 1;
+        failed.leased_until = None;
+        failed.lease_token = None;
+        failed.wait_until = Some(t(1_736_150_460, 0));
+        failed.errors.push(AttemptError {
+            at: now,
+            error: "boom".into(),
+        });
+        let cancelled = lifecycle::cancel(&failed, now).expect("not done");
+        let mut stored = stored(&claimed);
+        for (before, change, after) in [
+            (&claimed, Change::Outcome, &failed),
+            (&failed, Change::Cancel, &cancelled),
+        ] {
+            let swap = Swap::new(before, change, after);
+            let written = encode_change(&swap).expect("encodable");
+            assert!(written.set.iter().all(|(name, _)| *name != "body"));
+            stored = applied(stored, written);
+            match decode(&stored) {
+                Decoded::Task(back) => assert_eq!(*back, *swap.task()),
+                Decoded::Raw { reason, .. } => panic!("{reason}"),
+            }
         }
     }
 

@@ -101,9 +101,15 @@ impl Keys {
         format!("{}t:{id}", self.env_base(env))
     }
 
-    /// The pub/sub channel of `env`.
+    /// The pub/sub channel of `env` for new or freed work.
     pub(crate) fn channel(&self, env: &str) -> String {
         format!("{}events", self.env_base(env))
+    }
+
+    /// The pub/sub channel of `env` for changes that may have touched a
+    /// task a worker holds (cancel, reset, delete).
+    pub(crate) fn changes_channel(&self, env: &str) -> String {
+        format!("{}changes", self.env_base(env))
     }
 
     /// The sorted set of due times of `env`/`kind`.

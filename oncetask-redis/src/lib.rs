@@ -76,8 +76,11 @@
 //!
 //! ## Wake-ups
 //!
-//! Creates, swaps and deletes `PUBLISH` the changed kinds on the env's
-//! channel (`<prefix>:{e:<env>}:events`) from inside their script.
+//! Creates, swaps and deletes `PUBLISH` the changed kinds from inside their
+//! script: on `<prefix>:{e:<env>}:events` for new or freed work (creates,
+//! outcomes), on `<prefix>:{e:<env>}:changes` for writes that may have
+//! touched a task a worker holds (cancel, reset, delete), after which
+//! workers re-read the tasks they claimed ahead.
 //! [`Store::subscribe`] opens a pub/sub connection per subscriber that
 //! reconnects after the server restarts, and then announces every kind of
 //! the env once, since notices sent while it was away are lost.
@@ -112,9 +115,9 @@ mod scripts;
 pub use conn::Connection;
 pub use keys::key_slot;
 
-use doc::{Decoded, Fields, decode, encode_task};
+use doc::{Decoded, Fields, decode, encode_change, encode_task};
 use keys::{Keys, encode};
-use scripts::{SCRIPTS, array, fields, int, redis_error, string, unexpected};
+use scripts::{SCRIPTS, array, fields, int, named_fields, redis_error, string, unexpected};
 
 /// How long the store's connection waits for a reply before reporting the
 /// server unavailable (the `redis` crate's default is 500 ms).
@@ -420,6 +423,7 @@ impl RedisStore {
             .arg(mode)
             .arg(n.to_string())
             .arg(REPORT_CAP)
+            .arg(CLAIM_READ)
             .invoke_async(&mut conn)
             .await
             .map_err(redis_error)?;
@@ -430,7 +434,7 @@ impl RedisStore {
         let mut tasks = Vec::new();
         let mut set_aside = 0;
         for stored in array(leased, "claim")? {
-            let stored = fields(stored, "claim")?;
+            let stored = named_fields(CLAIM_READ, stored, "claim")?;
             if let Some(task) = self.claimed_task(&request.env, stored, undecodable).await? {
                 tasks.push(task);
             } else {
@@ -528,6 +532,15 @@ fn group_by_env<T>(items: impl IntoIterator<Item = (String, T)>) -> ByEnv<T> {
 
 /// Appends `task`'s hash fields to a script invocation: their count, then
 /// field/value pairs.
+/// The hash fields a claim reads of each candidate and returns for each
+/// leased task: first the eleven it decides on (in the order claim.lua
+/// uses them), then the rest of what [`decode`] needs. Never `gen` or the
+/// index members.
+const CLAIM_READ: &[&str] = &[
+    "fmt", "bad", "rk", "wait", "lease", "done", "att", "catt", "ver", "canc", "ord", "id", "env",
+    "kind", "created", "body", "token", "result", "errs", "out", "cat", "dst",
+];
+
 fn push_fields(args: &mut Vec<String>, task: &Task) -> Result<(), StoreError> {
     let encoded = encode_task(task).map_err(|reason| StoreError::Unencodable {
         id: task.id.clone(),
@@ -584,13 +597,16 @@ impl Store for RedisStore {
     }
 
     /// One script call per env: each item is written only if the stored
-    /// version is still the fenced one. The script writes the whole
-    /// [`Swap::task`]: every writer of a Redis store bumps the version, so a
-    /// holding fence means the fields outside the change are as stored.
+    /// version is still the fenced one. The script writes only the hash
+    /// fields of the swap's change (`doc::encode_change`: never the
+    /// payload) and moves only the index entries they change.
     /// The task is looked up in the env
     /// it names (a swap never moves a task to another env); an id found
     /// only in another env is a [`SwapOutcome::Conflict`].
     async fn swap(&self, swaps: Vec<Swap>) -> Result<Vec<SwapOutcome>, StoreError> {
+        // Wall time, like the Postgres store: it only decides whether a
+        // released or reset task is announced.
+        let now = Utc::now();
         let mut outcomes: Vec<Option<SwapOutcome>> = swaps.iter().map(|_| None).collect();
         let groups = group_by_env(
             swaps
@@ -604,13 +620,35 @@ impl Store for RedisStore {
             let mut sent = Vec::new();
             for i in items {
                 let swap = &swaps[i];
-                let mut item = vec![swap.id().to_owned(), swap.fence().version().to_string()];
-                match push_fields(&mut item, swap.task()) {
-                    Ok(()) => {
-                        args.extend(item);
+                // The notice the write sends: none when it frees no work.
+                let notice = if swap.change().by_operator() {
+                    "2"
+                } else if swap.announces_work(now) {
+                    "1"
+                } else {
+                    "0"
+                };
+                match encode_change(swap) {
+                    Ok(written) => {
+                        args.extend([
+                            swap.id().to_owned(),
+                            swap.fence().version().to_string(),
+                            notice.to_owned(),
+                            written.set.len().to_string(),
+                        ]);
+                        for (name, value) in written.set {
+                            args.extend([name.to_owned(), value]);
+                        }
+                        args.push(written.delete.len().to_string());
+                        args.extend(written.delete.into_iter().map(str::to_owned));
                         sent.push(i);
                     }
-                    Err(e) => outcomes[i] = Some(SwapOutcome::Failed(e)),
+                    Err(reason) => {
+                        outcomes[i] = Some(SwapOutcome::Failed(StoreError::Unencodable {
+                            id: swap.id().to_owned(),
+                            reason,
+                        }))
+                    }
                 }
             }
             if sent.is_empty() {

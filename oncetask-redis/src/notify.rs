@@ -20,7 +20,7 @@ use crate::keys::{Keys, decode};
 /// Pause before reconnecting after an error.
 const PAUSE: Duration = Duration::from_millis(500);
 
-/// Forwards the kinds published on `env`'s channel to `tx` until the
+/// Forwards the kinds published on `env`'s two channels to `tx` until the
 /// subscriber goes away, reconnecting whenever the connection fails (to the
 /// next of `clients` each time: on a cluster, another node may be up while
 /// this one restarts). After a reconnect, every kind of the env is announced
@@ -32,7 +32,7 @@ pub(crate) async fn listen(
     env: String,
     tx: Sender<Notification>,
 ) {
-    let channel = keys.channel(&env);
+    let channels = [keys.channel(&env), keys.changes_channel(&env)];
     let mut reconnected = false;
     let mut attempt: usize = 0;
     while !tx.is_closed() {
@@ -48,7 +48,7 @@ pub(crate) async fn listen(
                 continue;
             }
         };
-        if pubsub.subscribe(&channel).await.is_err() {
+        if pubsub.subscribe(&channels).await.is_err() {
             tokio::time::sleep(PAUSE).await;
             reconnected = true;
             continue;
@@ -64,7 +64,11 @@ pub(crate) async fn listen(
             };
             let Some(message) = message else { break };
             let kind = String::from_utf8_lossy(message.get_payload_bytes()).into_owned();
-            if let Err(TrySendError::Closed(_)) = tx.try_send(Notification { kind }) {
+            let notice = Notification {
+                kind,
+                may_touch_claimed: message.get_channel_name() == channels[1],
+            };
+            if let Err(TrySendError::Closed(_)) = tx.try_send(notice) {
                 return;
             }
             // A full buffer drops the notice: notices may be lost.
@@ -88,7 +92,8 @@ async fn announce_all(
         .await
         .unwrap_or_default();
     for kind in kinds.iter().filter_map(|k| decode(k)) {
-        if let Err(TrySendError::Closed(_)) = tx.try_send(Notification { kind }) {
+        // Missed notices may have been of any change.
+        if let Err(TrySendError::Closed(_)) = tx.try_send(Notification::touching_claimed(kind)) {
             return false;
         }
     }

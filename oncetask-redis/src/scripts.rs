@@ -121,6 +121,25 @@ pub(crate) fn fields(value: Value, what: &str) -> Result<Fields, StoreError> {
     }
 }
 
+/// The values of an `HMGET` of `names` (absent fields are nil) as a map.
+pub(crate) fn named_fields(names: &[&str], value: Value, what: &str) -> Result<Fields, StoreError> {
+    let values = array(value, what)?;
+    if values.len() != names.len() {
+        return Err(StoreError::backend(format!(
+            "unexpected reply to {what}: {} values for {} fields",
+            values.len(),
+            names.len()
+        )));
+    }
+    let mut out = Fields::with_capacity(names.len());
+    for (name, value) in names.iter().zip(values) {
+        if value != Value::Nil {
+            out.insert((*name).to_owned(), bytes(value, what)?);
+        }
+    }
+    Ok(out)
+}
+
 /// An integer reply (or a string holding one).
 pub(crate) fn int(value: Value, what: &str) -> Result<i64, StoreError> {
     match value {

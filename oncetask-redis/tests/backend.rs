@@ -97,7 +97,7 @@ async fn several_managers_run_every_task_once_and_never_overlap_a_key() {
     let base = store.env_key_base(ENV);
     let keys = all_keys(&store).await;
     for index in [
-        "wf:", "wl:", "due:", "pk:", "sl:", "sw:", "kf:", "kl:", "kg:", "kh:",
+        "wf:", "wl:", "due:", "pk:", "sw:", "kf:", "kl:", "kg:", "kh:",
     ] {
         let left: Vec<String> = keys
             .iter()

@@ -734,7 +734,13 @@ impl Manager {
                 tokio::select! {
                     notice = notices.next() => {
                         let (Some(notice), Some(inner)) = (notice, weak.upgrade()) else { break };
-                        inner.wake_outside(&notice.kind);
+                        // Only a change that may have touched held tasks
+                        // makes workers re-read the ones they claimed ahead.
+                        if notice.may_touch_claimed {
+                            inner.wake_outside(&notice.kind);
+                        } else {
+                            inner.wake(&notice.kind);
+                        }
                     }
                     changed = phase.changed() => {
                         if changed.is_err() || *phase.borrow() != ShutdownPhase::Running { break; }

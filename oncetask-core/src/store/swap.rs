@@ -112,6 +112,20 @@ impl Change {
         }
     }
 
+    /// True for the events an operator makes (cancel, reset), which may
+    /// change a task some worker holds; false for the ones only the lease
+    /// holder writes (heartbeat, release, outcome).
+    ///
+    /// ```
+    /// use oncetask_core::store::Change;
+    ///
+    /// assert!(Change::Cancel.by_operator());
+    /// assert!(!Change::Outcome.by_operator());
+    /// ```
+    pub const fn by_operator(self) -> bool {
+        matches!(self, Change::Cancel | Change::Reset)
+    }
+
     /// True when this event writes `field`.
     pub fn writes(self, field: Field) -> bool {
         self.fields().contains(&field)

@@ -1,9 +1,18 @@
 -- claim: select ready tasks of one env/kind and lease them, in one call.
 -- ARGV: base, kenc, now (ms), leased_until (ms), token, mode ('s' single |
--- 'g' group), n (limit or max_group, > 0), report cap.
--- Returns { {task hash...}, ... } and { id, reason, ... } of undecodables.
+-- 'g' group), n (limit or max_group, > 0), report cap, then the hash fields
+-- to read and return (the first eleven in the order `candidate` uses them).
+-- Returns { {values of those fields, as leased}, ... } and { id, reason,
+-- ... } of undecodables.
 local k, now_s, until_ms, token, mode = ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 local now, n, cap = tonumber(now_s), tonumber(ARGV[7]), tonumber(ARGV[8])
+-- One read per candidate gives both what the claim decides on and what
+-- goes back to the caller.
+local READ = { unpack(ARGV, 9) }
+local TOKEN = 0
+for p, name in ipairs(READ) do
+  if name == 'token' then TOKEN = p end
+end
 
 -- 1. Keys whose latest lease has expired are free again.
 local parked = per_kind('pk', k)
@@ -39,8 +48,7 @@ local function candidate(zkey, m)
   local id = string.sub(m, 33)
   if seen[id] then return nil end
   seen[id] = true
-  local h = redis.call('HMGET', task_key(id), 'fmt', 'bad', 'rk', 'wait', 'lease', 'done',
-    'att', 'catt', 'ver', 'canc', 'ord')
+  local h = redis.call('HMGET', task_key(id), unpack(READ))
   if not h[1] and not h[2] then
     stale[#stale + 1] = { zkey, m }
     return nil
@@ -59,7 +67,7 @@ local function candidate(zkey, m)
   -- is decided on these fields alone: no whole-task read.
   return {
     id = id, rk = h[3] or nil, wait = h[4] or nil, lease = h[5] or nil, att = h[7],
-    catt = h[8], ver = h[9], canc = h[10], ord = h[11], kenc = k,
+    catt = h[8], ver = h[9], canc = h[10], ord = h[11], kenc = k, read = h,
   }
 end
 
@@ -130,14 +138,18 @@ for i, old in ipairs(picked) do
   f.lease = until_ms
   f.att = next_count(old.att)
   local fields = { 'ver', f.ver, 'lease', f.lease, 'token', token, 'att', f.att }
+  local h = old.read
   if old.canc == '1' then
     fields[#fields + 1] = 'catt'
     fields[#fields + 1] = next_count(old.catt)
+    h[8] = fields[#fields]
   end
   redis.call('HSET', key, unpack(fields))
   restate(old, f)
-  -- The whole task goes back once: the handler needs its payload.
-  leased[i] = redis.call('HGETALL', key)
+  -- The task goes back as read, with what the lease wrote.
+  h[5], h[7], h[9] = f.lease, f.att, f.ver
+  if TOKEN > 0 then h[TOKEN] = token end
+  leased[i] = h
 end
 for r, _ in pairs(taken) do park_key(k, r) end
 for r, _ in pairs(to_park) do park_key(k, r) end

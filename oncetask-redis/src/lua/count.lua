@@ -30,15 +30,20 @@ for _, k in ipairs(kinds) do
     add(s, tonumber(cnt[s] or '0'))
   end
   local open = tonumber(cnt.open or '0')
-  local live = redis.call('ZRANGEBYSCORE', per_kind('sl', k), '(' .. now_s, '+inf')
-  local leased_waiting = 0
-  for _, m in ipairs(live) do
-    if string.sub(m, 1, 16) > now_hex then leased_waiting = leased_waiting + 1 end
+  -- Live leases of open tasks: wl holds every leased not-done task, so
+  -- the cancelled ones (counted above) are left out here. Live leases are
+  -- as many as the tasks in flight, so reading each one's flag is cheap.
+  local leased, leased_waiting = 0, 0
+  for _, m in ipairs(redis.call('ZRANGEBYSCORE', per_kind('wl', k), '(' .. now_s, '+inf')) do
+    if redis.call('HGET', task_key(string.sub(m, 33)), 'canc') ~= '1' then
+      leased = leased + 1
+      if string.sub(m, 1, 16) > now_hex then leased_waiting = leased_waiting + 1 end
+    end
   end
   local waiting = redis.call('ZCOUNT', per_kind('sw', k), '(' .. now_s, '+inf') - leased_waiting
-  add('leased', #live)
+  add('leased', leased)
   add('waiting', waiting)
-  add('pending', open - #live - waiting)
+  add('pending', open - leased - waiting)
   add('undecodable', redis.call('HLEN', per_kind('bad', k)))
 end
 local out = {}

@@ -17,7 +17,7 @@ for j = 1, tonumber(ARGV[2]) do
     redis.call('HSET', key, 'gen', gen, unpack(ARGV, first, first + 2 * n_fields - 1))
     index(new)
     if new.rk then refresh_key(new.kenc, new.rk) end
-    changed[new.kind] = true
+    note(changed, new.kind, false)
     out[j] = 'C'
   end
 end

@@ -17,7 +17,7 @@ for i = 2, #ARGV, 2 do
       if ok then
         unindex(f)
         if f.rk then refresh_key(f.kenc, f.rk) end
-        changed[f.kind] = true
+        note(changed, f.kind, true)
       elseif f.kenc then
         unmark_bad(f.kenc, id)
       end

@@ -10,7 +10,7 @@
 --   kinds          hash: k -> number of indexed tasks of kind k
 --   ca, ca:k, cr:r zsets (score 0, member cord): listings in creation order
 --   cnt:k          hash: done tasks per status, cancellationPending, open
---   sl:k, sw:k     zsets: lease / wait of open (not done, not cancelled) tasks
+--   sw:k           zset: wait of open (not done, not cancelled) tasks
 --   due:k          zset: due time (max of wait and lease) of not-done tasks
 --   wf:k           zset (score wait): never-leased tasks without a key, plus
 --                  the first never-leased task ("head") of every key that
@@ -89,9 +89,8 @@ local function state_entries(f)
   local counter = 'open'
   if f.canc == '1' then
     counter = 'cancellationPending'
-  else
-    if f.lease then z[per_kind('sl', k)] = f.lease end
-    if f.wait then z[per_kind('sw', k)] = f.wait end
+  elseif f.wait then
+    z[per_kind('sw', k)] = f.wait
   end
   z[per_kind('due', k)] = due_score(f)
   local wait = f.wait or '-inf'
@@ -159,17 +158,6 @@ local function unindex(f)
   index_state(f, -1)
 end
 
--- Moves a stored task (old fields) to its new fields in every index,
--- leaving the listings alone when they do not change.
-local function reindex(old, new)
-  if old.kenc == new.kenc and old.rk == new.rk and old.cord == new.cord then
-    restate(old, new)
-  else
-    unindex(old)
-    index(new)
-  end
-end
-
 -- Brings key r of kind k in line with its tasks: a parked key keeps its
 -- latest lease as score and has no head in wf:k; a free key has its first
 -- never-leased task there; a key without tasks is forgotten.
@@ -214,8 +202,18 @@ local function read_fields(i)
   return f, i + 1 + 2 * n, i + 1
 end
 
+-- Notes a change of `kind`; `touches` when it may have changed a task a
+-- worker holds (an operator's cancel, reset or delete).
+local function note(changed, kind, touches)
+  changed[kind] = changed[kind] or touches
+end
+
+-- Work notices go on `events`, notices of changes that may have touched
+-- held tasks on `changes` (workers re-read what they claimed ahead).
 local function publish(changed)
-  for kind, _ in pairs(changed) do redis.call('PUBLISH', B .. 'events', kind) end
+  for kind, touches in pairs(changed) do
+    redis.call('PUBLISH', B .. (touches and 'changes' or 'events'), kind)
+  end
 end
 
 -- True when a stored task (fields f) is one this crate can index.

@@ -1,20 +1,23 @@
--- swap: version-checked writes of whole tasks of one env.
--- ARGV: base, count, then per item: id, expected version, fields (see read_fields).
+-- swap: version-checked writes of the changed fields of tasks of one env.
+-- ARGV: base, count, then per item: id, expected version, the notice to
+-- send ('0' none, '1' work, '2' an operator's change: see lib.lua's
+-- publish), the number of fields to set, field/value pairs, the number of
+-- fields to delete, their names (doc.rs, encode_change).
 -- Returns per item: 'A' applied, 'C' conflict, 'N' not found, 'U<reason>' undecodable.
 --
 -- The stored task is read only in the fields that decide the write and its
--- index entries (never the payload); the new fields are written over the
--- hash, the optional fields the new task lacks are deleted, and only the
--- index entries that differ are touched.
+-- index entries (never the payload); only the change's fields are written,
+-- and only the index entries that differ are touched. A swap never changes
+-- the kind, the resource key or the creation time, so the listings stay.
 local READ = { 'fmt', 'bad', 'ver', 'kenc', 'kind', 'rk', 'cord', 'ord', 'done', 'dst', 'canc',
   'lease', 'wait' }
-local OPTIONAL = { 'rk', 'wait', 'lease', 'done', 'token', 'dst', 'result' }
 local out, changed, i = {}, {}, 3
 for j = 1, tonumber(ARGV[2]) do
-  local id, expected = ARGV[i], ARGV[i + 1]
-  local new, next_i, first = read_fields(i + 2)
-  local n_fields = tonumber(ARGV[i + 2])
-  i = next_i
+  local id, expected, notice = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  local first = i + 4
+  local dels = first + 2 * tonumber(ARGV[i + 3])
+  local n_dels = tonumber(ARGV[dels])
+  i = dels + 1 + n_dels
   local key = task_key(id)
   local h = redis.call('HMGET', key, unpack(READ))
   local f = {}
@@ -28,17 +31,15 @@ for j = 1, tonumber(ARGV[2]) do
   elseif f.ver ~= expected then
     out[j] = 'C'
   else
-    reindex(f, new)
-    redis.call('HSET', key, unpack(ARGV, first, first + 2 * n_fields - 1))
-    local gone = {}
-    for _, name in ipairs(OPTIONAL) do
-      if new[name] == nil then gone[#gone + 1] = name end
-    end
-    if #gone > 0 then redis.call('HDEL', key, unpack(gone)) end
+    local new = {}
+    for name, value in pairs(f) do new[name] = value end
+    for a = first, dels - 1, 2 do new[ARGV[a]] = ARGV[a + 1] end
+    for d = dels + 1, dels + n_dels do new[ARGV[d]] = nil end
+    restate(f, new)
+    redis.call('HSET', key, unpack(ARGV, first, dels - 1))
+    if n_dels > 0 then redis.call('HDEL', key, unpack(ARGV, dels + 1, dels + n_dels)) end
     if f.rk then refresh_key(f.kenc, f.rk) end
-    if new.rk and (new.rk ~= f.rk or new.kenc ~= f.kenc) then refresh_key(new.kenc, new.rk) end
-    changed[f.kind] = true
-    changed[new.kind] = true
+    if notice ~= '0' then note(changed, f.kind, notice == '2') end
     out[j] = 'A'
   end
 end
