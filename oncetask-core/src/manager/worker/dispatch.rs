@@ -292,7 +292,15 @@ impl Dispatcher {
         self.running.spawn(async move {
             // The run gives the slot back when its last handler returns,
             // before the outcome is written.
-            let run = AssertUnwindSafe(run_claimed(&inner, &registration, unit, Some(slot)));
+            // Boxed: the run's future is large, and an unboxed one would be
+            // copied whole each time the spawned task is moved (four times
+            // per run, ~7 % of a memory drain's instructions).
+            let run = AssertUnwindSafe(Box::pin(run_claimed(
+                &inner,
+                &registration,
+                unit,
+                Some(slot),
+            )));
             if let Err(panic) = run.catch_unwind().await {
                 // A bug must not silently stop the kind: log it and carry
                 // on; the task stays leased until its lease expires.
