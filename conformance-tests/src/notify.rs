@@ -24,34 +24,19 @@ pub async fn a_subscriber_hears_about_new_tasks_of_its_env(factory: &impl StoreF
         eprintln!("note: backend offers no notifications; test skipped");
         return;
     };
-    let deadline = tokio::time::Instant::now() + DELIVERY;
-    let mut n = 0;
-    loop {
-        seed(&store, vec![TaskBuilder::new(&format!("t{n}")).build()]).await;
-        n += 1;
-        match tokio::time::timeout(Duration::from_millis(200), notices.next()).await {
-            Ok(Some(notice)) if notice.kind == KIND => return,
-            Ok(Some(_)) => continue,
-            Ok(None) => panic!("the notification stream ended"),
-            Err(_) if tokio::time::Instant::now() < deadline => continue,
-            Err(_) => panic!("no notification for kind {KIND} within {DELIVERY:?}"),
-        }
-    }
+    until_listening(&store, &mut notices).await;
 }
 
-/// Creates tasks until the subscriber hears of one, so that it is surely
-/// listening; returns how many were created.
-async fn until_listening<S: Store>(
-    store: &S,
-    notices: &mut BoxStream<'static, Notification>,
-) -> usize {
+/// Creates tasks (`w0`, `w1`, …) until the subscriber hears of one of
+/// them, so that it is surely listening.
+async fn until_listening<S: Store>(store: &S, notices: &mut BoxStream<'static, Notification>) {
     let deadline = tokio::time::Instant::now() + DELIVERY;
     let mut n = 0;
     loop {
         seed(store, vec![TaskBuilder::new(&format!("w{n}")).build()]).await;
         n += 1;
         match tokio::time::timeout(Duration::from_millis(200), notices.next()).await {
-            Ok(Some(notice)) if notice.kind == KIND => return n,
+            Ok(Some(notice)) if notice.kind == KIND => return,
             Ok(Some(_)) => continue,
             Ok(None) => panic!("the notification stream ended"),
             Err(_) if tokio::time::Instant::now() < deadline => continue,
