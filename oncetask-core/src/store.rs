@@ -140,9 +140,14 @@ pub trait Store: Send + Sync + 'static {
     /// processes wake without polling. `None` when the backend has none.
     ///
     /// Backends publish on writes that can make a task ready or free a
-    /// resource key (create, swap, delete); claims need not publish. Notices
-    /// may be lost (a slow subscriber, a dropped connection): workers still
-    /// wake at due times and at the manager's poll interval.
+    /// resource key (create, swap, delete); claims need not publish. Cancels,
+    /// resets and deletes (and writes the backend cannot classify) must be
+    /// published with [`Notification::may_touch_claimed`] set: only those make
+    /// workers re-read the tasks they claimed ahead, so a backend that
+    /// leaves it unset lets a task cancelled meanwhile start its main
+    /// handler (its outcome is still written as cancelled). Notices may be
+    /// lost (a slow subscriber, a dropped connection): workers still wake at
+    /// due times and at the manager's poll interval.
     fn subscribe(&self, env: &str) -> Option<BoxStream<'static, Notification>> {
         let _ = env;
         None
@@ -576,6 +581,7 @@ impl<'a> IntoIterator for &'a StatusCounts {
 /// assert!(Notification::of_change("send_email", Change::Cancel).may_touch_claimed);
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Notification {
     /// The kind whose tasks changed.
     pub kind: String,
@@ -590,6 +596,14 @@ pub struct Notification {
 }
 
 impl Notification {
+    /// A notice of a change of `kind`; see [`Self::may_touch_claimed`].
+    pub fn new(kind: impl Into<String>, may_touch_claimed: bool) -> Self {
+        Self {
+            kind: kind.into(),
+            may_touch_claimed,
+        }
+    }
+
     /// A notice of new or freed work only (a create).
     pub fn work(kind: impl Into<String>) -> Self {
         Self {

@@ -368,8 +368,10 @@ impl Store for MemoryStore {
         true
     }
 
-    /// Notices are sent after every create, swap and delete (once per kind
-    /// and call); claims send none, since they only make tasks busy.
+    /// Notices are sent after every create and delete, and after the swaps
+    /// that free work or come from an operator (once per kind and call);
+    /// heartbeats, the end of a task without a resource key and claims send
+    /// none, since they free nothing.
     fn subscribe(&self, env: &str) -> Option<BoxStream<'static, Notification>> {
         Some(self.shared.hub.subscribe(env))
     }

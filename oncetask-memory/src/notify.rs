@@ -37,10 +37,7 @@ impl Hub {
         for ((env, kind), may_touch_claimed) in changed {
             if let Some(sender) = channels.get(&env) {
                 // An error only means nobody listens right now.
-                let _ = sender.send(Notification {
-                    kind,
-                    may_touch_claimed,
-                });
+                let _ = sender.send(Notification::new(kind, may_touch_claimed));
             }
         }
     }

@@ -467,10 +467,7 @@ async fn writes_notify_subscribers_of_their_env() {
     let _ = store
         .create(vec![other, task("a", None, 0), task("b", None, 0)])
         .await;
-    let notice = |kind: &str, may_touch_claimed| Notification {
-        kind: kind.to_owned(),
-        may_touch_claimed,
-    };
+    let notice = Notification::new;
     // New work touches no held task.
     assert_eq!(notices.next().await, Some(notice(KIND, false)));
     // Finishing a task without a key frees no work: no notice.

@@ -91,10 +91,7 @@ pub(crate) async fn listen(
             };
             match received {
                 Ok(Some(notice)) => {
-                    let notice = Notification {
-                        kind: notice.payload().to_owned(),
-                        may_touch_claimed: notice.channel() == changes,
-                    };
+                    let notice = Notification::new(notice.payload(), notice.channel() == changes);
                     // A full buffer drops the notice: notices may be lost.
                     if let Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) =
                         tx.try_send(notice)

@@ -44,12 +44,14 @@ impl PostgresStore {
             for i in round {
                 let swap = &swaps[i];
                 let env = &swap.task().env;
-                let channel = if swap.change().by_operator() {
+                let by_operator = swap.change().by_operator();
+                let channel = if by_operator {
                     self.changes_channel(env)
                 } else {
                     self.channel(env)
                 };
-                match encode_change(swap, channel, swap.announces_work(now)) {
+                let notify = by_operator || swap.announces_work(now);
+                match encode_change(swap, channel, notify) {
                     Ok(row) => {
                         rows.push(row);
                         ids.push(swap.id().to_owned());

@@ -76,9 +76,11 @@
 //!
 //! ## Wake-ups
 //!
-//! Creates, swaps and deletes `PUBLISH` the changed kinds from inside their
-//! script: on `<prefix>:{e:<env>}:events` for new or freed work (creates,
-//! outcomes), on `<prefix>:{e:<env>}:changes` for writes that may have
+//! Creates, deletes and the swaps that free work or come from an operator
+//! `PUBLISH` the changed kinds from inside their script (heartbeats and the
+//! end of a task without a resource key publish nothing): on
+//! `<prefix>:{e:<env>}:events` for new or freed work (creates, outcomes,
+//! releases), on `<prefix>:{e:<env>}:changes` for writes that may have
 //! touched a task a worker holds (cancel, reset, delete), after which
 //! workers re-read the tasks they claimed ahead.
 //! [`Store::subscribe`] opens a pub/sub connection per subscriber that
@@ -530,17 +532,32 @@ fn group_by_env<T>(items: impl IntoIterator<Item = (String, T)>) -> ByEnv<T> {
     groups
 }
 
-/// Appends `task`'s hash fields to a script invocation: their count, then
-/// field/value pairs.
 /// The hash fields a claim reads of each candidate and returns for each
 /// leased task: first the eleven it decides on (in the order claim.lua
-/// uses them), then the rest of what [`decode`] needs. Never `gen` or the
-/// index members.
+/// uses them: it reads them by position, and patches `lease`, `att`,
+/// `catt`, `ver` and `token` with what it wrote), then the rest of what
+/// [`decode`] needs. Never `gen` or the listing member `cord`.
 const CLAIM_READ: &[&str] = &[
     "fmt", "bad", "rk", "wait", "lease", "done", "att", "catt", "ver", "canc", "ord", "id", "env",
     "kind", "created", "body", "token", "result", "errs", "out", "cat", "dst",
 ];
 
+#[cfg(test)]
+#[test]
+fn claim_read_starts_with_what_claim_lua_reads_by_position() {
+    // claim.lua's `candidate` reads h[1]..h[11] by position and patches
+    // lease (5), att (7), catt (8), ver (9) and the `token` position.
+    assert_eq!(
+        &CLAIM_READ[..11],
+        &[
+            "fmt", "bad", "rk", "wait", "lease", "done", "att", "catt", "ver", "canc", "ord"
+        ]
+    );
+    assert!(CLAIM_READ.contains(&"token"));
+}
+
+/// Appends `task`'s hash fields to a script invocation: their count, then
+/// field/value pairs.
 fn push_fields(args: &mut Vec<String>, task: &Task) -> Result<(), StoreError> {
     let encoded = encode_task(task).map_err(|reason| StoreError::Unencodable {
         id: task.id.clone(),

@@ -64,10 +64,7 @@ pub(crate) async fn listen(
             };
             let Some(message) = message else { break };
             let kind = String::from_utf8_lossy(message.get_payload_bytes()).into_owned();
-            let notice = Notification {
-                kind,
-                may_touch_claimed: message.get_channel_name() == channels[1],
-            };
+            let notice = Notification::new(kind, message.get_channel_name() == channels[1]);
             if let Err(TrySendError::Closed(_)) = tx.try_send(notice) {
                 return;
             }

@@ -133,7 +133,9 @@ pub(crate) fn named_fields(names: &[&str], value: Value, what: &str) -> Result<F
     }
     let mut out = Fields::with_capacity(names.len());
     for (name, value) in names.iter().zip(values) {
-        if value != Value::Nil {
+        // A field the hash lacks is `false` inside Lua: nil over RESP2, a
+        // boolean over RESP3.
+        if !matches!(value, Value::Nil | Value::Boolean(false)) {
             out.insert((*name).to_owned(), bytes(value, what)?);
         }
     }
@@ -149,5 +151,22 @@ pub(crate) fn int(value: Value, what: &str) -> Result<i64, StoreError> {
             text.parse()
                 .map_err(|_| StoreError::backend(format!("unexpected reply to {what}: {text:?}")))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_field_is_absent_over_resp2_and_resp3() {
+        let reply = Value::Array(vec![
+            Value::BulkString(b"1".to_vec()),
+            Value::Nil,
+            Value::Boolean(false),
+        ]);
+        let fields = named_fields(&["fmt", "bad", "done"], reply, "claim").expect("decodes");
+        assert_eq!(fields.len(), 1);
+        assert_eq!(fields.get("fmt").map(Vec::as_slice), Some(&b"1"[..]));
     }
 }
