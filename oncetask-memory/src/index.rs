@@ -94,22 +94,19 @@ fn done_status(task: &Task) -> TaskStatus {
 
 /// Adds the state-dependent entries of `task` to `envs`.
 fn index_state(envs: &mut HashMap<String, EnvIndex>, task: &Task) {
-    // Allocates the env and kind names only for the first task of a kind.
-    if !envs
-        .get(&task.env)
-        .is_some_and(|e| e.kinds.contains_key(&task.kind))
+    // One lookup of each name when the kind is known (every write but the
+    // first of a kind); the names are allocated only for a new kind.
+    let kind_index = match envs
+        .get_mut(&task.env)
+        .and_then(|e| e.kinds.get_mut(&task.kind))
     {
-        envs.entry(task.env.clone())
+        Some(kind_index) => kind_index,
+        None => envs
+            .entry(task.env.clone())
             .or_default()
             .kinds
             .entry(task.kind.clone())
-            .or_default();
-    }
-    let Some(kind_index) = envs
-        .get_mut(&task.env)
-        .and_then(|e| e.kinds.get_mut(&task.kind))
-    else {
-        return;
+            .or_default(),
     };
     if task.is_done() {
         *kind_index.done.entry(done_status(task)).or_insert(0) += 1;
