@@ -4,7 +4,7 @@
 //! as the caller holds it and swap. Only when the swap loses (another write
 //! landed meanwhile) are the losers re-read and recomputed from fresh state.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
@@ -302,7 +302,7 @@ pub(crate) struct Batching {
 /// are queued. Each task keeps its own transition, so fencing (version and
 /// lease token) and conflict handling stay per task.
 pub(crate) struct Committer {
-    queue: Mutex<Vec<Queued>>,
+    queue: Mutex<Queue>,
     flush: tokio::sync::Mutex<()>,
     /// Signalled when the queue holds a full batch.
     full: tokio::sync::Notify,
@@ -312,7 +312,7 @@ pub(crate) struct Committer {
 impl Committer {
     pub(crate) fn new(batching: Batching) -> Self {
         Self {
-            queue: Mutex::new(Vec::new()),
+            queue: Mutex::new(Queue::default()),
             flush: tokio::sync::Mutex::new(()),
             full: tokio::sync::Notify::new(),
             batching: Batching {
@@ -347,7 +347,7 @@ impl Committer {
         let queued = {
             let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
             queue.push(Queued { items, reply });
-            queue.iter().map(|q| q.items.len()).sum::<usize>()
+            queue.tasks
         };
         if queued >= self.batching.max {
             self.full.notify_one();
@@ -391,23 +391,42 @@ impl Committer {
     }
 
     fn queued(&self) -> usize {
-        let queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
-        queue.iter().map(|q| q.items.len()).sum()
+        self.queue
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .tasks
     }
 
     /// The oldest queued callers, up to [`Batching::max`] tasks (at least one caller).
     fn take_batch(&self) -> Vec<Queued> {
         let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut batch = Vec::new();
         let mut tasks = 0;
-        let mut taken = 0;
-        for queued in queue.iter() {
-            if taken > 0 && tasks + queued.items.len() > self.batching.max {
+        while let Some(next) = queue.callers.front() {
+            if !batch.is_empty() && tasks + next.items.len() > self.batching.max {
                 break;
             }
-            tasks += queued.items.len();
-            taken += 1;
+            tasks += next.items.len();
+            batch.extend(queue.callers.pop_front());
         }
-        queue.drain(..taken).collect()
+        queue.tasks -= tasks;
+        batch
+    }
+}
+
+/// The callers waiting in a [`Committer`], oldest first, and how many tasks
+/// they hold together (kept as they come and go: the queue can be long
+/// while a batch is being written, and is looked at on every write).
+#[derive(Default)]
+struct Queue {
+    callers: VecDeque<Queued>,
+    tasks: usize,
+}
+
+impl Queue {
+    fn push(&mut self, queued: Queued) {
+        self.tasks += queued.items.len();
+        self.callers.push_back(queued);
     }
 }
 
