@@ -22,7 +22,7 @@ use crate::status::TaskStatus;
 use crate::task::Task;
 
 mod swap;
-pub use swap::{Change, Fence, Field, Swap, SwapOutcome};
+pub use swap::{Announce, Change, Fence, Field, Swap, SwapOutcome};
 
 /// A durable home for tasks.
 #[async_trait]
@@ -572,13 +572,12 @@ impl<'a> IntoIterator for &'a StatusCounts {
 /// "Something changed for this kind": wake its workers.
 ///
 /// ```
-/// use oncetask_core::store::{Change, Notification};
+/// use oncetask_core::store::Notification;
 ///
-/// // An outcome only frees work: workers claim again, nothing more.
-/// let done = Notification::of_change("send_email", Change::Outcome);
-/// assert!(!done.may_touch_claimed);
+/// // New or freed work: workers claim again, nothing more.
+/// assert!(!Notification::new("send_email", false).may_touch_claimed);
 /// // A cancel may hit a task a worker claimed ahead: it re-reads those.
-/// assert!(Notification::of_change("send_email", Change::Cancel).may_touch_claimed);
+/// assert!(Notification::touching_claimed("send_email").may_touch_claimed);
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -604,28 +603,12 @@ impl Notification {
         }
     }
 
-    /// A notice of new or freed work only (a create).
-    pub fn work(kind: impl Into<String>) -> Self {
-        Self {
-            kind: kind.into(),
-            may_touch_claimed: false,
-        }
-    }
-
     /// A notice of a write that may have changed tasks a worker holds (a
     /// delete, or a write of unknown origin).
     pub fn touching_claimed(kind: impl Into<String>) -> Self {
         Self {
             kind: kind.into(),
             may_touch_claimed: true,
-        }
-    }
-
-    /// The notice of an applied swap writing `change`.
-    pub fn of_change(kind: impl Into<String>, change: Change) -> Self {
-        Self {
-            kind: kind.into(),
-            may_touch_claimed: change.by_operator(),
         }
     }
 }

@@ -93,7 +93,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use futures::stream::BoxStream;
 use oncetask_core::store::{
-    ClaimRequest, Claimed, CreateOutcome, Delete, DeleteOutcome, Fetched, Notification,
+    Announce, ClaimRequest, Claimed, CreateOutcome, Delete, DeleteOutcome, Fetched, Notification,
     StatusCounts, Swap, SwapOutcome, TaskFilter, Undecodable,
 };
 use oncetask_core::{Store, StoreError, Task, lifecycle};
@@ -262,12 +262,11 @@ impl Store for MemoryStore {
                     // A swap never changes the env or kind (Change::fields).
                     // Like the other backends, it announces only what frees
                     // work or may touch a held task.
-                    let by_operator = swap.change().by_operator();
-                    let notice = by_operator || swap.announces_work(now);
+                    let announce = swap.announce(now);
                     state.update(swap.id(), |task| {
                         swap.apply_to(task);
-                        if notice {
-                            mark(&mut changed, task, by_operator);
+                        if announce != Announce::Nothing {
+                            mark(&mut changed, task, announce == Announce::TouchingClaimed);
                         }
                     });
                     SwapOutcome::Applied { revision: None }

@@ -17,7 +17,7 @@
 use std::collections::HashSet;
 
 use chrono::Utc;
-use oncetask_core::store::{Fetched, Swap, SwapOutcome};
+use oncetask_core::store::{Announce, Fetched, Swap, SwapOutcome};
 use oncetask_core::{Store, StoreError};
 use sqlx::types::Json;
 
@@ -44,14 +44,13 @@ impl PostgresStore {
             for i in round {
                 let swap = &swaps[i];
                 let env = &swap.task().env;
-                let by_operator = swap.change().by_operator();
-                let channel = if by_operator {
+                let announce = swap.announce(now);
+                let channel = if announce == Announce::TouchingClaimed {
                     self.changes_channel(env)
                 } else {
                     self.channel(env)
                 };
-                let notify = by_operator || swap.announces_work(now);
-                match encode_change(swap, channel, notify) {
+                match encode_change(swap, channel, announce != Announce::Nothing) {
                     Ok(row) => {
                         rows.push(row);
                         ids.push(swap.id().to_owned());

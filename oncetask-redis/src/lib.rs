@@ -100,8 +100,8 @@ use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use oncetask_core::store::{
-    ClaimMode, ClaimRequest, Claimed, CreateOutcome, Delete, DeleteOutcome, Fetched, Notification,
-    StatusCounts, Swap, SwapOutcome, TaskFilter, Undecodable,
+    Announce, ClaimMode, ClaimRequest, Claimed, CreateOutcome, Delete, DeleteOutcome, Fetched,
+    Notification, StatusCounts, Swap, SwapOutcome, TaskFilter, Undecodable,
 };
 use oncetask_core::{Store, StoreError, Task, TaskStatus};
 use redis::Value;
@@ -638,12 +638,10 @@ impl Store for RedisStore {
             for i in items {
                 let swap = &swaps[i];
                 // The notice the write sends: none when it frees no work.
-                let notice = if swap.change().by_operator() {
-                    "2"
-                } else if swap.announces_work(now) {
-                    "1"
-                } else {
-                    "0"
+                let notice = match swap.announce(now) {
+                    Announce::Nothing => "0",
+                    Announce::Work => "1",
+                    Announce::TouchingClaimed => "2",
                 };
                 match encode_change(swap) {
                     Ok(written) => {

@@ -300,12 +300,60 @@ impl Swap {
         task.is_cancelled || !task.is_leased_at(now)
     }
 
+    /// The notice a backend with change notices sends once this swap is
+    /// applied: one that says it may have touched held tasks for an
+    /// operator's change ([`Change::by_operator`]), a work notice when the
+    /// write [`announces work`](Self::announces_work), else none. Every
+    /// backend follows this one rule.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use chrono::Utc;
+    /// use oncetask_core::Task;
+    /// use oncetask_core::lifecycle::{self, LeaseGrant};
+    /// use oncetask_core::store::{Announce, Change, Swap};
+    ///
+    /// let now = Utc::now();
+    /// let grant = LeaseGrant::new(now, Duration::from_secs(60));
+    /// let claimed = lifecycle::claim(&Task::new("a", "k", "E", now), &grant);
+    /// let done = lifecycle::succeed(&claimed, &grant.token, now, None).unwrap();
+    /// assert_eq!(Swap::new(&claimed, Change::Outcome, &done).announce(now), Announce::Nothing);
+    /// let released = lifecycle::release(&claimed, &grant.token).unwrap();
+    /// assert_eq!(Swap::new(&claimed, Change::Release, &released).announce(now), Announce::Work);
+    /// let cancelled = lifecycle::cancel(&claimed, now).unwrap();
+    /// assert_eq!(
+    ///     Swap::new(&claimed, Change::Cancel, &cancelled).announce(now),
+    ///     Announce::TouchingClaimed
+    /// );
+    /// ```
+    pub fn announce(&self, now: DateTime<Utc>) -> Announce {
+        if self.change.by_operator() {
+            Announce::TouchingClaimed
+        } else if self.announces_work(now) {
+            Announce::Work
+        } else {
+            Announce::Nothing
+        }
+    }
+
     /// Writes the change's fields and the new version onto `stored` (a
     /// backend that holds the stored task applies the swap with this, after
     /// checking the fence), leaving every other field as stored.
     pub fn apply_to(&self, stored: &mut Task) {
         copy_fields(self.change, &self.task, stored);
     }
+}
+
+/// Which change notice an applied swap sends ([`Swap::announce`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Announce {
+    /// None: the write frees no work and is its holder's own (a
+    /// heartbeat, the end of a task without a resource key).
+    Nothing,
+    /// A notice of new or freed work.
+    Work,
+    /// A notice with [`super::Notification::may_touch_claimed`] set.
+    TouchingClaimed,
 }
 
 /// Copies `change`'s fields and the version from `from` onto `onto`.
