@@ -135,9 +135,9 @@
 //! transaction, on two channels per schema and env: one for new or freed
 //! work, one for changes that may have touched a task a worker holds
 //! (deletes, and an operator's cancel or reset: see
-//! [`oncetask_core::store::Change::by_operator`]). Swaps notify only when
-//! the write can make work available ([`oncetask_core::store::Swap::announces_work`]:
-//! not for a heartbeat or the end of a task without a resource key). [`Store::subscribe`]
+//! [`oncetask_core::store::Change::by_operator`]). Swaps notify as
+//! [`oncetask_core::store::Swap::announce`] says: not for a heartbeat or the
+//! end of a task without a resource key. [`Store::subscribe`]
 //! returns a stream fed by a `PgListener` that reconnects after the server
 //! restarts (notices sent while it is away are lost; workers still wake at
 //! due times and their poll interval).

@@ -6,8 +6,9 @@
 //! version check is the row's own `WHERE`, so a concurrent writer that got
 //! there first leaves nothing for this one to match. Only the columns a
 //! swap may change travel, never the payload. The same statement sends the
-//! notices of the writes that can make work available
-//! ([`Swap::announces_work`]); a heartbeat or a keyless completion sends none.
+//! notices the writes call for ([`Swap::announce`]: an operator's change on
+//! the changes channel, work on the other); a heartbeat or a keyless
+//! completion sends none.
 //!
 //! Items the statement did not write are read once, afterwards, to tell a
 //! conflict from a missing or undecodable row. An id named twice in one call
