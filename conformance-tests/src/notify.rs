@@ -19,12 +19,22 @@ const DELIVERY: Duration = Duration::from_secs(10);
 /// tasks created for a kind of that env. Tasks keep being created until a
 /// notice arrives, so a listener that needs a moment to connect still passes.
 pub async fn a_subscriber_hears_about_new_tasks_of_its_env(factory: &impl StoreFactory) {
+    listening(factory).await;
+}
+
+/// A new store and a subscription of `ENV` that is surely listening (see
+/// [`until_listening`]); `None`, with a note, when the backend offers no
+/// notifications.
+async fn listening<F: StoreFactory>(
+    factory: &F,
+) -> Option<(F::Store, BoxStream<'static, Notification>)> {
     let store = factory.new_store().await;
     let Some(mut notices) = store.subscribe(ENV) else {
         eprintln!("note: backend offers no notifications; test skipped");
-        return;
+        return None;
     };
     until_listening(&store, &mut notices).await;
+    Some((store, notices))
 }
 
 /// Creates tasks (`w0`, `w1`, …) until the subscriber hears of one of
@@ -64,12 +74,9 @@ async fn touching_notice(notices: &mut BoxStream<'static, Notification>, what: &
 /// their notices say so, so that workers re-read the tasks they claimed
 /// ahead (notices of new work need not).
 pub async fn an_operators_change_is_announced_as_touching_held_tasks(factory: &impl StoreFactory) {
-    let store = factory.new_store().await;
-    let Some(mut notices) = store.subscribe(ENV) else {
-        eprintln!("note: backend offers no notifications; test skipped");
+    let Some((store, mut notices)) = listening(factory).await else {
         return;
     };
-    until_listening(&store, &mut notices).await;
     let task = get_existing(&store, "w0").await;
     let cancelled = lifecycle::cancel(&task, at(1)).expect("a pending task can be cancelled");
     let swapped = store
