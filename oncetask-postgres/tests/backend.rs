@@ -568,6 +568,9 @@ async fn swaps_notify_only_when_work_becomes_available() {
             .await
             .expect("a notice within 30 s")
             .expect("the stream stays open");
+        // Creates, heartbeats, outcomes and releases are work, not changes
+        // to held tasks: none makes workers re-read what they claimed.
+        assert!(!notice.may_touch_claimed, "{notice:?}");
         let kind = notice.kind;
         if kind == "end" {
             break;

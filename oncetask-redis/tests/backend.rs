@@ -379,6 +379,107 @@ async fn a_task_with_a_corrupt_body_is_set_aside_and_reported_on_every_claim() {
     store.purge().await.expect("purge");
 }
 
+/// Which writes send which notice (`Swap::announce`): creates and a release
+/// go on the work channel, a cancel on the changes channel (workers re-read
+/// what they claimed ahead only then), and the end of a task without a
+/// resource key sends none. Notices of one connection arrive in publish
+/// order, so what is heard between the listener's first notice and a
+/// closing create says which writes sent what.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_write_sends_the_notice_its_change_calls_for() {
+    let store = common::store_on(&common::new_prefix()).await;
+    let now = Utc::now();
+    let mut notices = store.subscribe(ENV).expect("notifications");
+    // The listener connects in the background: create probes until one is heard.
+    let mut probes = 0;
+    loop {
+        probes += 1;
+        let probe = Task::new(format!("probe-{probes}"), "probe", ENV, now);
+        store.create(vec![probe]).await.expect("create a probe");
+        let heard = tokio::time::timeout(Duration::from_secs(1), notices.next()).await;
+        if matches!(heard, Ok(Some(_))) {
+            break;
+        }
+        assert!(probes < 30, "the listener never heard a create");
+    }
+    let kinds = ["finish", "release", "cancel"];
+    for kind in kinds {
+        let task = Task::new(format!("t-{kind}"), kind, ENV, now);
+        store.create(vec![task]).await.expect("create");
+    }
+    let grant = LeaseGrant::new(now, Duration::from_secs(600));
+    let mut held = Vec::new();
+    for kind in kinds {
+        let request = ClaimRequest {
+            env: ENV.into(),
+            kind: kind.into(),
+            now,
+            grant: grant.clone(),
+            mode: ClaimMode::Single { limit: 1 },
+        };
+        let mut claimed = store.claim(&request).await.expect("claim").tasks;
+        assert_eq!(claimed.len(), 1, "{kind}");
+        held.push(claimed.remove(0));
+    }
+    let token = &grant.token;
+    let writes = [
+        (
+            Change::Outcome,
+            lifecycle::succeed(&held[0], token, now, None).expect("leased"),
+        ),
+        (
+            Change::Release,
+            lifecycle::release(&held[1], token).expect("leased"),
+        ),
+        (
+            Change::Cancel,
+            lifecycle::cancel(&held[2], now).expect("not done"),
+        ),
+    ];
+    for ((change, next), before) in writes.iter().zip(&held) {
+        let outcome = store
+            .swap(vec![Swap::new(before, *change, next)])
+            .await
+            .expect("swap");
+        assert!(
+            matches!(outcome[..], [SwapOutcome::Applied { .. }]),
+            "{change:?}"
+        );
+    }
+    store
+        .create(vec![Task::new("end", "end", ENV, now)])
+        .await
+        .expect("create the closing task");
+    let mut heard = Vec::new();
+    loop {
+        let notice = tokio::time::timeout(Duration::from_secs(30), notices.next())
+            .await
+            .expect("a notice within 30 s")
+            .expect("the stream stays open");
+        if notice.kind == "end" {
+            break;
+        }
+        if notice.kind != "probe" {
+            heard.push((notice.kind, notice.may_touch_claimed));
+        }
+    }
+    let expected: Vec<(String, bool)> = [
+        ("finish", false),
+        ("release", false),
+        ("cancel", false),
+        ("release", false),
+        ("cancel", true),
+    ]
+    .iter()
+    .map(|(k, t)| ((*k).to_owned(), *t))
+    .collect();
+    assert_eq!(
+        heard, expected,
+        "creates, then the release and the cancel only"
+    );
+    store.purge().await.expect("purge");
+}
+
 /// An unreachable server is a typed `Unavailable` error, not a panic.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_server_is_reported_as_unavailable() {
