@@ -17,6 +17,9 @@
 //!   its generation (expiring after a day) unless the task appeared
 //!   meanwhile; from then on no create under that generation can land, so
 //!   the entry is released (compare-and-delete) and the creator starts over.
+//!   On a single server the create script runs the `SET` itself, so taking
+//!   the entry and creating the task are one step (one round trip); a
+//!   cluster keeps the two steps, since the entry lives in another slot.
 //! * **delete**: look the entry up, delete the task in its env's slot (the
 //!   script returns the task's generation), then compare-and-delete the
 //!   entry with that generation. A crash between the two leaves an entry
@@ -157,51 +160,88 @@ pub(crate) async fn create(
         if round > 0 {
             tokio::time::sleep(Duration::from_millis(2u64 << round.min(6))).await;
         }
-        // 1. Claim the registry entries.
-        let mut claims = Vec::with_capacity(pending.len());
         for p in &mut pending {
             p.generation = new_generation();
-            let task = &tasks[p.index];
-            let mut cmd = redis::cmd("SET");
-            cmd.arg(keys.registry(&task.id))
-                .arg(entry(&p.generation, &task.env))
-                .arg("NX")
-                .arg("GET");
-            claims.push(cmd);
         }
         let mut conn = store.conn();
-        let replies = conn.query_each(claims).await.map_err(redis_error)?;
-        let mut owned = Vec::new();
         let mut held = Vec::new();
-        for (p, reply) in std::mem::take(&mut pending).into_iter().zip(replies) {
-            match opt_string(reply, "registry")? {
-                None => owned.push(p),
-                Some(value) => held.push((p, value)),
+        // On one server the create script takes the registry entries
+        // itself (one round trip); on a cluster the entries live in other
+        // slots, so they are taken first, then the tasks created.
+        let registry_prefix = if conn.is_cluster() {
+            let mut claims = Vec::with_capacity(pending.len());
+            for p in &pending {
+                let task = &tasks[p.index];
+                let mut cmd = redis::cmd("SET");
+                cmd.arg(keys.registry(&task.id))
+                    .arg(entry(&p.generation, &task.env))
+                    .arg("NX")
+                    .arg("GET");
+                claims.push(cmd);
             }
-        }
-        // 2. Create the tasks whose entry this call set, per env.
-        let groups = group_by_env(owned.into_iter().map(|p| (tasks[p.index].env.clone(), p)));
-        for (env, group) in groups {
-            let mut args = vec![group.len().to_string()];
-            for p in &group {
+            let replies = conn.query_each(claims).await.map_err(redis_error)?;
+            let mut owned = Vec::new();
+            for (p, reply) in std::mem::take(&mut pending).into_iter().zip(replies) {
+                match opt_string(reply, "registry")? {
+                    None => owned.push(p),
+                    Some(value) => held.push((p, value)),
+                }
+            }
+            pending = owned;
+            String::new()
+        } else {
+            keys.registry("")
+        };
+        // 2. Create the tasks, one script call per env (and batch); the
+        // calls go out together on the connection.
+        let groups = group_by_env(
+            std::mem::take(&mut pending)
+                .into_iter()
+                .map(|p| (tasks[p.index].env.clone(), p)),
+        );
+        let calls = groups.iter().map(|(env, group)| {
+            let mut args = vec![
+                group.len().to_string(),
+                registry_prefix.clone(),
+                if registry_prefix.is_empty() {
+                    String::new()
+                } else {
+                    env.clone()
+                },
+            ];
+            for p in group {
                 args.push(tasks[p.index].id.clone());
                 args.push(p.generation.clone());
                 args.extend(p.fields.iter().cloned());
             }
-            let reply: Value = SCRIPTS
-                .create
-                .key(keys.env_route(&env))
-                .arg(keys.env_base(&env))
-                .arg(&args)
-                .invoke_async(&mut conn)
-                .await
-                .map_err(redis_error)?;
-            let results = array(reply, "create")?;
+            let mut conn = conn.clone();
+            async move {
+                let reply: Value = SCRIPTS
+                    .create
+                    .key(keys.env_route(env))
+                    .arg(keys.env_base(env))
+                    .arg(&args)
+                    .invoke_async(&mut conn)
+                    .await
+                    .map_err(redis_error)?;
+                array(reply, "create")
+            }
+        });
+        let replies = futures::future::try_join_all(calls).await?;
+        for ((_, group), results) in groups.into_iter().zip(replies) {
+            if results.len() != group.len() {
+                return Err(StoreError::backend("create: one result per item expected"));
+            }
             for (p, result) in group.into_iter().zip(results) {
-                match string(result, "create")?.as_str() {
+                let result = string(result, "create")?;
+                match result.as_str() {
                     "C" => outcomes[p.index] = Some(CreateOutcome::Created),
                     "X" => outcomes[p.index] = Some(CreateOutcome::AlreadyExists),
-                    _ => pending.push(p),
+                    "F" => pending.push(p),
+                    other => match other.strip_prefix('H') {
+                        Some(value) => held.push((p, value.to_owned())),
+                        None => return Err(StoreError::backend(format!("create: {other:?}"))),
+                    },
                 }
             }
         }
@@ -448,7 +488,14 @@ mod tests {
         // A creator that wakes up late with a fenced generation cannot land.
         let mut fields = Vec::new();
         push_fields(&mut fields, &task("x", "prod")).expect("encode");
-        let mut args = vec!["1".to_owned(), "x".to_owned(), "dead1".to_owned()];
+        // The cluster's two-step form: the caller holds the entry already.
+        let mut args = vec![
+            "1".to_owned(),
+            String::new(),
+            String::new(),
+            "x".to_owned(),
+            "dead1".to_owned(),
+        ];
         args.extend(fields);
         let mut conn = store.conn();
         let reply: Vec<String> = SCRIPTS
