@@ -14,8 +14,12 @@ use crate::doc::Fields;
 
 const LIB: &str = include_str!("lua/lib.lua");
 
+/// A script: the shared helpers, then `body` run as a function, then the
+/// index writes the body deferred (`flush` in lib.lua).
 fn with_lib(body: &str) -> Script {
-    Script::new(&format!("{LIB}\n{body}"))
+    Script::new(&format!(
+        "{LIB}\nlocal function body()\n{body}\nend\nlocal result = body()\nflush()\nreturn result\n"
+    ))
 }
 
 /// All scripts, compiled (hashed) once.

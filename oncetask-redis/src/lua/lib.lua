@@ -78,14 +78,67 @@ local function unmark_bad(k, id)
   if redis.call('HDEL', per_kind('bad', k), id) == 1 then decrement(B .. 'badkinds', k) end
 end
 
+-- Writes to the per-kind and per-env index sets and counters wait until
+-- the script's body has run (`flush`, called after every script): one
+-- ZADD, ZREM or HINCRBY per key and call instead of one per task. No
+-- script reads those sets after writing them. The per-key sets (kf, kl,
+-- kg), which refresh_key and a claim read, are written at once.
+local later_z, later_n = {}, {}
+
+-- Member m of zset key gets score (false: leaves it) when the script ends;
+-- the last intent for a member wins.
+local function z_later(key, m, score)
+  local t = later_z[key]
+  if not t then
+    t = {}
+    later_z[key] = t
+  end
+  t[m] = score
+end
+
+-- Counter field of hash key moves by d when the script ends; a counter
+-- that reaches zero is removed.
+local function n_later(key, field, d)
+  local t = later_n[key]
+  if not t then
+    t = {}
+    later_n[key] = t
+  end
+  t[field] = (t[field] or 0) + d
+end
+
+local function flush()
+  for key, members in pairs(later_z) do
+    local add, rem = {}, {}
+    for m, score in pairs(members) do
+      if score then
+        add[#add + 1] = score
+        add[#add + 1] = m
+      else
+        rem[#rem + 1] = m
+      end
+    end
+    -- unpack is bounded by Lua's C stack: at most 500 members a call.
+    for i = 1, #rem, 500 do redis.call('ZREM', key, unpack(rem, i, math.min(i + 499, #rem))) end
+    for i = 1, #add, 1000 do redis.call('ZADD', key, unpack(add, i, math.min(i + 999, #add))) end
+  end
+  for key, fields in pairs(later_n) do
+    for field, d in pairs(fields) do
+      if d ~= 0 and redis.call('HINCRBY', key, field, d) <= 0 then redis.call('HDEL', key, field) end
+    end
+  end
+  later_z, later_n = {}, {}
+end
+
 -- The entries of a decodable task (fields f) that depend on its state
 -- (everything but the listings, which depend only on kind, key, creation
 -- time and id): the field of cnt:k it counts in, and zset key -> score for
--- the zsets that hold its member f.ord.
+-- the zsets that hold its member f.ord: the per-kind ones (written when
+-- the script ends) and the per-key ones (written at once).
 local function state_entries(f)
   local k = f.kenc
-  local z = {}
-  if f.done then return f.dst, z end
+  local z, zr = {}, {}
+  if f.done then return f.dst, z, zr end
   local counter = 'open'
   if f.canc == '1' then
     counter = 'cancellationPending'
@@ -96,65 +149,77 @@ local function state_entries(f)
   local wait = f.wait or '-inf'
   if f.lease then
     z[per_kind('wl', k)] = f.lease
-    if f.rk then z[per_key('kl', k, f.rk)] = f.lease end
+    if f.rk then zr[per_key('kl', k, f.rk)] = f.lease end
   elseif f.rk then
-    z[per_key('kf', k, f.rk)] = wait
+    zr[per_key('kf', k, f.rk)] = wait
   else
     z[per_kind('wf', k)] = wait
   end
-  if f.rk then z[per_key('kg', k, f.rk)] = wait end
-  return counter, z
+  if f.rk then zr[per_key('kg', k, f.rk)] = wait end
+  return counter, z, zr
 end
 
 -- Adds (sign 1) or removes (sign -1) the state entries of a decodable task
 -- (fields f).
 local function index_state(f, sign)
-  local counter, z = state_entries(f)
-  local cnt = per_kind('cnt', f.kenc)
-  if sign > 0 then redis.call('HINCRBY', cnt, counter, 1) else decrement(cnt, counter) end
-  for key, score in pairs(z) do
+  local counter, z, zr = state_entries(f)
+  n_later(per_kind('cnt', f.kenc), counter, sign)
+  for key, score in pairs(z) do z_later(key, f.ord, sign > 0 and score) end
+  for key, score in pairs(zr) do
     if sign > 0 then redis.call('ZADD', key, score, f.ord) else redis.call('ZREM', key, f.ord) end
   end
 end
 
--- Moves a task of kind kenc from its old state entries (fields old) to its
--- new ones (fields new), touching only the entries that differ: a claim
--- or an outcome changes a few scores, not every index.
-local function restate(old, new)
-  local old_counter, old_z = state_entries(old)
-  local new_counter, new_z = state_entries(new)
-  if old_counter ~= new_counter then
-    local cnt = per_kind('cnt', new.kenc)
-    decrement(cnt, old_counter)
-    redis.call('HINCRBY', cnt, new_counter, 1)
-  end
-  local same_member = old.ord == new.ord
+-- Moves one kind of zset entries of a task from old_z (member old_m) to
+-- new_z (member new_m), touching only the entries that differ; `put`
+-- writes one entry (score false: removes it).
+local function move(old_z, old_m, new_z, new_m, put)
+  local same_member = old_m == new_m
   for key, _ in pairs(old_z) do
-    if not (same_member and new_z[key]) then redis.call('ZREM', key, old.ord) end
+    if not (same_member and new_z[key]) then put(key, old_m, false) end
   end
   for key, score in pairs(new_z) do
-    if not (same_member and old_z[key] == score) then redis.call('ZADD', key, score, new.ord) end
+    if not (same_member and old_z[key] == score) then put(key, new_m, score) end
   end
+end
+
+local function put_now(key, m, score)
+  if score then redis.call('ZADD', key, score, m) else redis.call('ZREM', key, m) end
+end
+
+-- Moves a task from its old state entries (fields old) to its new ones
+-- (fields new), touching only the entries that differ: a claim or an
+-- outcome changes a few scores, not every index.
+local function restate(old, new)
+  local old_counter, old_z, old_zr = state_entries(old)
+  local new_counter, new_z, new_zr = state_entries(new)
+  if old_counter ~= new_counter then
+    local cnt = per_kind('cnt', new.kenc)
+    n_later(cnt, old_counter, -1)
+    n_later(cnt, new_counter, 1)
+  end
+  move(old_z, old.ord, new_z, new.ord, z_later)
+  move(old_zr, old.ord, new_zr, new.ord, put_now)
 end
 
 -- Adds a decodable task (fields f) to every index. Callers then call
 -- refresh_key for its resource key.
 local function index(f)
   local k = f.kenc
-  redis.call('ZADD', B .. 'ca', 0, f.cord)
-  redis.call('ZADD', per_kind('ca', k), 0, f.cord)
-  if f.rk then redis.call('ZADD', B .. 'cr:' .. f.rk, 0, f.cord) end
-  redis.call('HINCRBY', B .. 'kinds', k, 1)
+  z_later(B .. 'ca', f.cord, '0')
+  z_later(per_kind('ca', k), f.cord, '0')
+  if f.rk then z_later(B .. 'cr:' .. f.rk, f.cord, '0') end
+  n_later(B .. 'kinds', k, 1)
   index_state(f, 1)
 end
 
 -- Removes a decodable task (fields f, as stored) from every index.
 local function unindex(f)
   local k = f.kenc
-  redis.call('ZREM', B .. 'ca', f.cord)
-  redis.call('ZREM', per_kind('ca', k), f.cord)
-  if f.rk then redis.call('ZREM', B .. 'cr:' .. f.rk, f.cord) end
-  decrement(B .. 'kinds', k)
+  z_later(B .. 'ca', f.cord, false)
+  z_later(per_kind('ca', k), f.cord, false)
+  if f.rk then z_later(B .. 'cr:' .. f.rk, f.cord, false) end
+  n_later(B .. 'kinds', k, -1)
   index_state(f, -1)
 end
 
