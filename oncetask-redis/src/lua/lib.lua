@@ -34,7 +34,22 @@ local function to_table(flat)
   return t
 end
 
-local function per_kind(what, k) return B .. what .. ':' .. k end
+-- Key names are built once per script call: in Redis' Lua every new
+-- string and table costs far more than a lookup.
+local kind_keys = {}
+local function per_kind(what, k)
+  local t = kind_keys[what]
+  if not t then
+    t = {}
+    kind_keys[what] = t
+  end
+  local key = t[k]
+  if not key then
+    key = B .. what .. ':' .. k
+    t[k] = key
+  end
+  return key
+end
 local function per_key(what, k, r) return B .. what .. ':' .. k .. ':' .. r end
 local function task_key(id) return B .. 't:' .. id end
 
@@ -132,74 +147,91 @@ end
 
 -- The entries of a decodable task (fields f) that depend on its state
 -- (everything but the listings, which depend only on kind, key, creation
--- time and id): the field of cnt:k it counts in, and zset key -> score for
--- the zsets that hold its member f.ord: the per-kind ones (written when
--- the script ends) and the per-key ones (written at once).
+-- time and id): the field of cnt:k it counts in, then the task's score in
+-- each zset that holds its member f.ord, nil where it has none: per kind
+-- sw, due, wl, wf (written when the script ends), per key kl, kf, kg
+-- (written at once). Plain values, not tables: see per_kind.
 local function state_entries(f)
-  local k = f.kenc
-  local z, zr = {}, {}
-  if f.done then return f.dst, z, zr end
-  local counter = 'open'
+  if f.done then return f.dst end
+  local counter, sw = 'open', nil
   if f.canc == '1' then
     counter = 'cancellationPending'
   elseif f.wait then
-    z[per_kind('sw', k)] = f.wait
+    sw = f.wait
   end
-  z[per_kind('due', k)] = due_score(f)
   local wait = f.wait or '-inf'
+  local wl, wf, kl, kf, kg
   if f.lease then
-    z[per_kind('wl', k)] = f.lease
-    if f.rk then zr[per_key('kl', k, f.rk)] = f.lease end
+    wl = f.lease
+    if f.rk then kl = f.lease end
   elseif f.rk then
-    zr[per_key('kf', k, f.rk)] = wait
+    kf = wait
   else
-    z[per_kind('wf', k)] = wait
+    wf = wait
   end
-  if f.rk then zr[per_key('kg', k, f.rk)] = wait end
-  return counter, z, zr
-end
-
--- Adds (sign 1) or removes (sign -1) the state entries of a decodable task
--- (fields f).
-local function index_state(f, sign)
-  local counter, z, zr = state_entries(f)
-  n_later(per_kind('cnt', f.kenc), counter, sign)
-  for key, score in pairs(z) do z_later(key, f.ord, sign > 0 and score) end
-  for key, score in pairs(zr) do
-    if sign > 0 then redis.call('ZADD', key, score, f.ord) else redis.call('ZREM', key, f.ord) end
-  end
-end
-
--- Moves one kind of zset entries of a task from old_z (member old_m) to
--- new_z (member new_m), touching only the entries that differ; `put`
--- writes one entry (score false: removes it).
-local function move(old_z, old_m, new_z, new_m, put)
-  local same_member = old_m == new_m
-  for key, _ in pairs(old_z) do
-    if not (same_member and new_z[key]) then put(key, old_m, false) end
-  end
-  for key, score in pairs(new_z) do
-    if not (same_member and old_z[key] == score) then put(key, new_m, score) end
-  end
+  if f.rk then kg = wait end
+  return counter, sw, due_score(f), wl, wf, kl, kf, kg
 end
 
 local function put_now(key, m, score)
   if score then redis.call('ZADD', key, score, m) else redis.call('ZREM', key, m) end
 end
 
+-- Moves a task's entry in one per-kind zset from (old_m, old_s) to
+-- (new_m, new_s), nil scores meaning "not in the set"; writes nothing when
+-- they are the same.
+local function shift_kind(what, k, old_m, old_s, new_m, new_s)
+  local same = old_m == new_m
+  if old_s and not (same and new_s) then z_later(per_kind(what, k), old_m, false) end
+  if new_s and not (same and old_s == new_s) then z_later(per_kind(what, k), new_m, new_s) end
+end
+
+-- The same for a per-key zset (resource key r).
+local function shift_key(what, k, r, old_m, old_s, new_m, new_s)
+  local same = old_m == new_m
+  if old_s and not (same and new_s) then put_now(per_key(what, k, r), old_m, false) end
+  if new_s and not (same and old_s == new_s) then put_now(per_key(what, k, r), new_m, new_s) end
+end
+
 -- Moves a task from its old state entries (fields old) to its new ones
 -- (fields new), touching only the entries that differ: a claim or an
--- outcome changes a few scores, not every index.
+-- outcome changes a few scores, not every index. The kind and resource
+-- key never change.
 local function restate(old, new)
-  local old_counter, old_z, old_zr = state_entries(old)
-  local new_counter, new_z, new_zr = state_entries(new)
-  if old_counter ~= new_counter then
-    local cnt = per_kind('cnt', new.kenc)
-    n_later(cnt, old_counter, -1)
-    n_later(cnt, new_counter, 1)
+  local oc, osw, odue, owl, owf, okl, okf, okg = state_entries(old)
+  local nc, nsw, ndue, nwl, nwf, nkl, nkf, nkg = state_entries(new)
+  local k, om, nm = new.kenc, old.ord, new.ord
+  if oc ~= nc then
+    local cnt = per_kind('cnt', k)
+    n_later(cnt, oc, -1)
+    n_later(cnt, nc, 1)
   end
-  move(old_z, old.ord, new_z, new.ord, z_later)
-  move(old_zr, old.ord, new_zr, new.ord, put_now)
+  shift_kind('sw', k, om, osw, nm, nsw)
+  shift_kind('due', k, om, odue, nm, ndue)
+  shift_kind('wl', k, om, owl, nm, nwl)
+  shift_kind('wf', k, om, owf, nm, nwf)
+  local r = new.rk
+  if r then
+    shift_key('kl', k, r, om, okl, nm, nkl)
+    shift_key('kf', k, r, om, okf, nm, nkf)
+    shift_key('kg', k, r, om, okg, nm, nkg)
+  end
+end
+
+-- Adds (sign 1) or removes (sign -1) the state entries of a decodable task
+-- (fields f).
+local function index_state(f, sign)
+  local counter, sw, due, wl, wf, kl, kf, kg = state_entries(f)
+  local k, m, r = f.kenc, f.ord, f.rk
+  n_later(per_kind('cnt', k), counter, sign)
+  local add = sign > 0
+  if sw then z_later(per_kind('sw', k), m, add and sw) end
+  if due then z_later(per_kind('due', k), m, add and due) end
+  if wl then z_later(per_kind('wl', k), m, add and wl) end
+  if wf then z_later(per_kind('wf', k), m, add and wf) end
+  if kl then put_now(per_key('kl', k, r), m, add and kl) end
+  if kf then put_now(per_key('kf', k, r), m, add and kf) end
+  if kg then put_now(per_key('kg', k, r), m, add and kg) end
 end
 
 -- Adds a decodable task (fields f) to every index. Callers then call
