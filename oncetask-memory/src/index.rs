@@ -6,7 +6,8 @@
 //! from it, and an [`Entry::Raw`] only in its kind's `undecodable` map.
 
 use std::collections::btree_map;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use oncetask_core::Task;
@@ -15,8 +16,17 @@ use oncetask_core::store::{ClaimMode, StatusCounts, TaskCursor, Undecodable};
 
 use crate::ready::ReadyIndex;
 
+/// A task id as the store keeps it: one allocation per task, shared by the
+/// document map and every index entry (an index move clones a pointer).
+pub(crate) type Id = Arc<str>;
+
+/// The store's hash maps: hashbrown's default hasher (foldhash) costs a
+/// fraction of std's SipHash on the short ids, envs and kinds looked up on
+/// every write, and still seeds each map at random.
+pub(crate) type HashMap<K, V> = hashbrown::HashMap<K, V>;
+
 /// Creation order used by listings: `(created_at, id)`.
-type CreatedKey = (DateTime<Utc>, String);
+type CreatedKey = (DateTime<Utc>, Id);
 
 /// One stored document.
 #[derive(Debug)]
@@ -56,7 +66,7 @@ impl Entry {
 #[derive(Debug, Default)]
 pub(crate) struct State {
     /// Every document by id (ids are global across environments).
-    pub(crate) docs: HashMap<String, Entry>,
+    pub(crate) docs: HashMap<Id, Entry>,
     /// Indexes per environment.
     envs: HashMap<String, EnvIndex>,
 }
@@ -93,7 +103,7 @@ fn done_status(task: &Task) -> TaskStatus {
 }
 
 /// Adds the state-dependent entries of `task` to `envs`.
-fn index_state(envs: &mut HashMap<String, EnvIndex>, task: &Task) {
+fn index_state(envs: &mut HashMap<String, EnvIndex>, id: &Id, task: &Task) {
     // One lookup of each name when the kind is known (every write but the
     // first of a kind); the names are allocated only for a new kind.
     let kind_index = match envs
@@ -111,12 +121,12 @@ fn index_state(envs: &mut HashMap<String, EnvIndex>, task: &Task) {
     if task.is_done() {
         *kind_index.done.entry(done_status(task)).or_insert(0) += 1;
     } else {
-        kind_index.ready.add_open(task);
+        kind_index.ready.add_open(id, task);
     }
 }
 
 /// Removes the state-dependent entries of `task` from `envs`.
-fn unindex_state(envs: &mut HashMap<String, EnvIndex>, task: &Task) {
+fn unindex_state(envs: &mut HashMap<String, EnvIndex>, id: &Id, task: &Task) {
     let Some(kind_index) = envs
         .get_mut(&task.env)
         .and_then(|e| e.kinds.get_mut(&task.kind))
@@ -124,7 +134,7 @@ fn unindex_state(envs: &mut HashMap<String, EnvIndex>, task: &Task) {
         return;
     };
     if !task.is_done() {
-        kind_index.ready.remove_open(task);
+        kind_index.ready.remove_open(id, task);
         return;
     }
     if let btree_map::Entry::Occupied(mut e) = kind_index.done.entry(done_status(task)) {
@@ -165,36 +175,26 @@ impl State {
 
     /// Adds the listing entries of `task` (they depend only on its env,
     /// kind, creation time and id).
-    fn index_catalog(&mut self, task: &Task) {
-        let env_index = self.envs.entry(task.env.clone()).or_default();
-        env_index.created.insert((task.created_at, task.id.clone()));
+    fn index_catalog(&mut self, id: &Id, task: &Task) {
+        let env_index = self.envs.entry_ref(task.env.as_str()).or_default();
+        env_index.created.insert((task.created_at, Arc::clone(id)));
         env_index
             .kinds
-            .entry(task.kind.clone())
+            .entry_ref(task.kind.as_str())
             .or_default()
             .created
-            .insert((task.created_at, task.id.clone()));
+            .insert((task.created_at, Arc::clone(id)));
     }
 
-    fn unindex_catalog(&mut self, task: &Task) {
-        let Some(env_index) = self.envs.get_mut(&task.env) else {
+    fn unindex_catalog(&mut self, id: &Id, task: &Task) {
+        let Some(env_index) = self.envs.get_mut(task.env.as_str()) else {
             return;
         };
-        let key = (task.created_at, task.id.clone());
+        let key = (task.created_at, Arc::clone(id));
         env_index.created.remove(&key);
-        if let Some(kind_index) = env_index.kinds.get_mut(&task.kind) {
+        if let Some(kind_index) = env_index.kinds.get_mut(task.kind.as_str()) {
             kind_index.created.remove(&key);
         }
-    }
-
-    /// Adds the state-dependent entries of `task`: the claim index while it
-    /// is not done, its status count once it is.
-    fn index_state(&mut self, task: &Task) {
-        index_state(&mut self.envs, task);
-    }
-
-    fn unindex_state(&mut self, task: &Task) {
-        unindex_state(&mut self.envs, task);
     }
 
     /// Changes the stored task `id` in place with `change`, which may
@@ -202,26 +202,26 @@ impl State {
     /// creation time or id), moving its state entries; `change`'s answer,
     /// or `None` when `id` is not a task. No copy of the task is made.
     pub(crate) fn update<R>(&mut self, id: &str, change: impl FnOnce(&mut Task) -> R) -> Option<R> {
-        let Some(Entry::Task(task)) = self.docs.get_mut(id) else {
+        let Some((id, Entry::Task(task))) = self.docs.get_key_value_mut(id) else {
             return None;
         };
-        unindex_state(&mut self.envs, task);
+        unindex_state(&mut self.envs, id, task);
         let answer = change(task);
-        index_state(&mut self.envs, task);
+        index_state(&mut self.envs, id, task);
         Some(answer)
     }
 
     /// Stores a new document under `id` (which must be absent).
-    pub(crate) fn insert(&mut self, id: String, entry: Entry) {
+    pub(crate) fn insert(&mut self, id: Id, entry: Entry) {
         match &entry {
             Entry::Task(task) => {
-                self.index_catalog(task);
-                self.index_state(task);
+                self.index_catalog(&id, task);
+                index_state(&mut self.envs, &id, task);
             }
             Entry::Raw(raw) => {
                 self.kind_index_mut(&raw.env, &raw.kind)
                     .undecodable
-                    .insert(id.clone(), raw.reason.clone());
+                    .insert(id.to_string(), raw.reason.clone());
             }
         }
         self.docs.insert(id, entry);
@@ -229,19 +229,19 @@ impl State {
 
     /// Removes the document `id`, returning it.
     pub(crate) fn remove(&mut self, id: &str) -> Option<Entry> {
-        let entry = self.docs.remove(id)?;
+        let (id, entry) = self.docs.remove_entry(id)?;
         match &entry {
             Entry::Task(task) => {
-                self.unindex_state(task);
-                self.unindex_catalog(task);
+                unindex_state(&mut self.envs, &id, task);
+                self.unindex_catalog(&id, task);
             }
             Entry::Raw(raw) => {
                 let kind_index = self
                     .envs
-                    .get_mut(&raw.env)
-                    .and_then(|e| e.kinds.get_mut(&raw.kind));
+                    .get_mut(raw.env.as_str())
+                    .and_then(|e| e.kinds.get_mut(raw.kind.as_str()));
                 if let Some(kind_index) = kind_index {
-                    kind_index.undecodable.remove(id);
+                    kind_index.undecodable.remove(&*id);
                 }
             }
         }
@@ -271,7 +271,7 @@ impl State {
         kind: &str,
         now: DateTime<Utc>,
         mode: ClaimMode,
-    ) -> Vec<String> {
+    ) -> Vec<Id> {
         let Some(kind_index) = self.envs.get_mut(env).and_then(|e| e.kinds.get_mut(kind)) else {
             return Vec::new();
         };
@@ -310,11 +310,11 @@ impl State {
         let keys: Box<dyn Iterator<Item = &CreatedKey>> = match after {
             None => Box::new(keys.iter()),
             Some(c) => Box::new(keys.range((
-                std::ops::Bound::Excluded((c.created_at, c.id.clone())),
+                std::ops::Bound::Excluded((c.created_at, Id::from(c.id.as_str()))),
                 std::ops::Bound::Unbounded,
             ))),
         };
-        Box::new(keys.filter_map(|(_, id)| match self.docs.get(id) {
+        Box::new(keys.filter_map(|(_, id)| match self.docs.get(&**id) {
             Some(Entry::Task(t)) => Some(t),
             _ => None,
         }))

@@ -102,7 +102,7 @@ mod index;
 mod notify;
 mod ready;
 
-use index::{Entry, RawDoc, State};
+use index::{Entry, Id, RawDoc, State};
 use notify::Hub;
 
 /// An in-memory [`Store`]. Cloning is cheap and clones share the same tasks.
@@ -173,7 +173,7 @@ impl MemoryStore {
             let mut state = self.lock();
             state.remove(id);
             state.insert(
-                id.to_owned(),
+                Id::from(id),
                 Entry::Raw(RawDoc {
                     env: env.to_owned(),
                     kind: kind.to_owned(),
@@ -197,14 +197,14 @@ impl Store for MemoryStore {
             let mut state = self.lock();
             tasks
                 .into_iter()
-                .map(|task| match state.docs.get(&task.id) {
+                .map(|task| match state.docs.get(task.id.as_str()) {
                     Some(existing) if existing.env() == task.env => CreateOutcome::AlreadyExists,
                     Some(existing) => CreateOutcome::ExistsInOtherEnv {
                         env: existing.env().to_owned(),
                     },
                     None => {
                         mark(&mut changed, &task, false);
-                        state.insert(task.id.clone(), Entry::Task(task));
+                        state.insert(Id::from(task.id.as_str()), Entry::Task(task));
                         CreateOutcome::Created
                     }
                 })
@@ -246,30 +246,31 @@ impl Store for MemoryStore {
             swaps
                 .into_iter()
                 .map(|swap| {
-                    match state.docs.get(swap.id()) {
-                        None => return SwapOutcome::NotFound,
-                        Some(Entry::Raw(raw)) => {
-                            return SwapOutcome::Failed(StoreError::Undecodable {
-                                id: swap.id().to_owned(),
-                                reason: raw.reason.clone(),
-                            });
-                        }
-                        Some(Entry::Task(old)) if old.version != swap.fence().version() => {
-                            return SwapOutcome::Conflict;
-                        }
-                        Some(Entry::Task(_)) => {}
-                    }
                     // A swap never changes the env or kind (Change::fields).
                     // Like the other backends, it announces only what frees
                     // work or may touch a held task.
                     let announce = swap.announce(now);
-                    state.update(swap.id(), |task| {
+                    let applied = state.update(swap.id(), |task| {
+                        if task.version != swap.fence().version() {
+                            return false;
+                        }
                         swap.apply_to(task);
                         if announce != Announce::Nothing {
                             mark(&mut changed, task, announce == Announce::TouchingClaimed);
                         }
+                        true
                     });
-                    SwapOutcome::Applied { revision: None }
+                    match applied {
+                        Some(true) => SwapOutcome::Applied { revision: None },
+                        Some(false) => SwapOutcome::Conflict,
+                        None => match state.docs.get(swap.id()) {
+                            Some(Entry::Raw(raw)) => SwapOutcome::Failed(StoreError::Undecodable {
+                                id: swap.id().to_owned(),
+                                reason: raw.reason.clone(),
+                            }),
+                            _ => SwapOutcome::NotFound,
+                        },
+                    }
                 })
                 .collect()
         };
@@ -283,7 +284,7 @@ impl Store for MemoryStore {
         Ok(ids
             .iter()
             .filter(|id| seen.insert(id.as_str()))
-            .filter_map(|id| match state.docs.get(id)? {
+            .filter_map(|id| match state.docs.get(id.as_str())? {
                 Entry::Task(task) => Some(Fetched::Task(task.clone())),
                 Entry::Raw(raw) => Some(Fetched::Undecodable(Undecodable {
                     id: id.clone(),
@@ -326,12 +327,13 @@ impl Store for MemoryStore {
             deletes
                 .iter()
                 .map(|delete| {
-                    let matches = match (state.docs.get(&delete.id), delete.expected_version) {
-                        (None, _) => return DeleteOutcome::NotFound,
-                        (Some(_), None) => true,
-                        (Some(Entry::Task(task)), Some(version)) => task.version == version,
-                        (Some(Entry::Raw(_)), Some(_)) => false,
-                    };
+                    let matches =
+                        match (state.docs.get(delete.id.as_str()), delete.expected_version) {
+                            (None, _) => return DeleteOutcome::NotFound,
+                            (Some(_), None) => true,
+                            (Some(Entry::Task(task)), Some(version)) => task.version == version,
+                            (Some(Entry::Raw(_)), Some(_)) => false,
+                        };
                     if !matches {
                         return DeleteOutcome::Conflict;
                     }

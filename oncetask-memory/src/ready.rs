@@ -30,14 +30,15 @@
 
 use std::cmp::Reverse;
 use std::collections::btree_set;
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashSet};
 use std::ops::Bound::{Excluded, Unbounded};
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use oncetask_core::Task;
 use oncetask_core::store::ClaimMode;
 
-use crate::index::Entry;
+use crate::index::{Entry, HashMap, Id};
 
 /// Owned form of [`Task::claim_order_key`]: `(leased_until, wait_until, created_at, id)`.
 ///
@@ -47,11 +48,11 @@ type OrderKey = (
     Option<DateTime<Utc>>,
     Option<DateTime<Utc>>,
     DateTime<Utc>,
-    String,
+    Id,
 );
 
 /// Order of a resource-key group: `(wait_until, created_at, id)`, `None` first.
-type GroupKey = (Option<DateTime<Utc>>, DateTime<Utc>, String);
+type GroupKey = (Option<DateTime<Utc>>, DateTime<Utc>, Id);
 
 /// A multiset of instants: instant -> number of tasks.
 type Instants = BTreeMap<DateTime<Utc>, usize>;
@@ -70,9 +71,10 @@ fn remove_instant(set: &mut Instants, at: DateTime<Utc>) {
     }
 }
 
-fn order_key(task: &Task) -> OrderKey {
-    let (leased, wait, created, id) = task.claim_order_key();
-    (leased, wait, created, id.to_owned())
+/// The claim order key of `task`, stored under `id`.
+fn order_key(id: &Id, task: &Task) -> OrderKey {
+    let (leased, wait, created, _) = task.claim_order_key();
+    (leased, wait, created, Arc::clone(id))
 }
 
 /// The smallest key of the leased part of a claim order.
@@ -81,7 +83,7 @@ fn first_leased() -> OrderKey {
         Some(DateTime::<Utc>::MIN_UTC),
         None,
         DateTime::<Utc>::MIN_UTC,
-        String::new(),
+        Id::from(""),
     )
 }
 
@@ -90,11 +92,7 @@ fn waits(key: &OrderKey, now: DateTime<Utc>) -> bool {
 }
 
 /// The task with this id if it is ready at `now`.
-fn ready_task<'a>(
-    docs: &'a HashMap<String, Entry>,
-    id: &str,
-    now: DateTime<Utc>,
-) -> Option<&'a Task> {
+fn ready_task<'a>(docs: &'a HashMap<Id, Entry>, id: &str, now: DateTime<Utc>) -> Option<&'a Task> {
     match docs.get(id) {
         Some(Entry::Task(t)) if t.is_ready_at(now) => Some(t),
         _ => None,
@@ -227,20 +225,20 @@ impl ReadyIndex {
     }
 
     /// Adds a not-done task.
-    pub(crate) fn add_open(&mut self, task: &Task) {
+    pub(crate) fn add_open(&mut self, id: &Id, task: &Task) {
         if let Some(due) = task.due_at() {
             add_instant(&mut self.due, due);
         }
         let Some(key) = task.resource_key.as_deref() else {
-            self.walk.insert(order_key(task));
+            self.walk.insert(order_key(id, task));
             return;
         };
         self.detach_key(key);
         let index = self.keys.entry(key.to_owned()).or_default();
-        index.open.insert(order_key(task));
+        index.open.insert(order_key(id, task));
         index
             .group
-            .insert((task.wait_until, task.created_at, task.id.clone()));
+            .insert((task.wait_until, task.created_at, Arc::clone(id)));
         if let Some(lease) = task.leased_until {
             add_instant(&mut index.leases, lease);
         }
@@ -248,20 +246,20 @@ impl ReadyIndex {
     }
 
     /// Removes a not-done task.
-    pub(crate) fn remove_open(&mut self, task: &Task) {
+    pub(crate) fn remove_open(&mut self, id: &Id, task: &Task) {
         if let Some(due) = task.due_at() {
             remove_instant(&mut self.due, due);
         }
         let Some(key) = task.resource_key.as_deref() else {
-            self.walk.remove(&order_key(task));
+            self.walk.remove(&order_key(id, task));
             return;
         };
         self.detach_key(key);
         if let Some(index) = self.keys.get_mut(key) {
-            index.open.remove(&order_key(task));
+            index.open.remove(&order_key(id, task));
             index
                 .group
-                .remove(&(task.wait_until, task.created_at, task.id.clone()));
+                .remove(&(task.wait_until, task.created_at, Arc::clone(id)));
             if let Some(lease) = task.leased_until {
                 remove_instant(&mut index.leases, lease);
             }
@@ -272,7 +270,7 @@ impl ReadyIndex {
     /// Every not-done task.
     pub(crate) fn open_tasks<'a>(
         &'a self,
-        docs: &'a HashMap<String, Entry>,
+        docs: &'a HashMap<Id, Entry>,
     ) -> impl Iterator<Item = &'a Task> {
         let task = |id: &str| match docs.get(id) {
             Some(Entry::Task(t)) => Some(t),
@@ -300,10 +298,10 @@ impl ReadyIndex {
     /// Call [`ReadyIndex::advance`] with `now` first.
     pub(crate) fn select(
         &self,
-        docs: &HashMap<String, Entry>,
+        docs: &HashMap<Id, Entry>,
         now: DateTime<Utc>,
         mode: ClaimMode,
-    ) -> Vec<String> {
+    ) -> Vec<Id> {
         match mode {
             ClaimMode::Single { limit } => self.select_single(docs, now, limit),
             ClaimMode::ResourceGroup { max_group } => self.select_group(docs, now, max_group),
@@ -312,23 +310,23 @@ impl ReadyIndex {
 
     fn select_single(
         &self,
-        docs: &HashMap<String, Entry>,
+        docs: &HashMap<Id, Entry>,
         now: DateTime<Utc>,
         limit: usize,
-    ) -> Vec<String> {
+    ) -> Vec<Id> {
         let mut picked = Vec::new();
         if limit == 0 {
             return picked;
         }
         let mut keys_taken: HashSet<&str> = HashSet::new();
-        for task in Walk::new(self, docs, now) {
+        for (id, task) in Walk::new(self, docs, now) {
             if let Some(key) = task.resource_key.as_deref() {
                 if keys_taken.contains(key) || self.key_is_busy(key, now) {
                     continue;
                 }
                 keys_taken.insert(key);
             }
-            picked.push(task.id.clone());
+            picked.push(Arc::clone(id));
             if picked.len() >= limit {
                 break;
             }
@@ -338,16 +336,16 @@ impl ReadyIndex {
 
     fn select_group(
         &self,
-        docs: &HashMap<String, Entry>,
+        docs: &HashMap<Id, Entry>,
         now: DateTime<Utc>,
         max_group: usize,
-    ) -> Vec<String> {
+    ) -> Vec<Id> {
         if max_group == 0 {
             return Vec::new();
         }
-        for task in Walk::new(self, docs, now) {
+        for (id, task) in Walk::new(self, docs, now) {
             match task.resource_key.as_deref() {
-                None => return vec![task.id.clone()],
+                None => return vec![Arc::clone(id)],
                 Some(key) if self.key_is_busy(key, now) => continue,
                 Some(key) => return self.ready_group(docs, key, now, max_group),
             }
@@ -361,11 +359,11 @@ impl ReadyIndex {
     /// `wait_until` has passed: the walk stops at the first later one.
     fn ready_group(
         &self,
-        docs: &HashMap<String, Entry>,
+        docs: &HashMap<Id, Entry>,
         key: &str,
         now: DateTime<Utc>,
         cap: usize,
-    ) -> Vec<String> {
+    ) -> Vec<Id> {
         let Some(index) = self.keys.get(key) else {
             return Vec::new();
         };
@@ -375,7 +373,7 @@ impl ReadyIndex {
             .take_while(|g| g.0.is_none_or(|w| w <= now))
             .filter(|g| ready_task(docs, &g.2, now).is_some())
             .take(cap)
-            .map(|g| g.2.clone())
+            .map(|g| Arc::clone(&g.2))
             .collect()
     }
 }
@@ -392,10 +390,11 @@ impl ReadyIndex {
 ///    is a free key's leased head, the key's next ready leased task (not in
 ///    `walk`) is found in the key's own order and merged in at its place.
 ///
-/// Every yielded task is checked with [`Task::is_ready_at`].
+/// Every yielded task is checked with [`Task::is_ready_at`]; it comes with
+/// the id it is stored under.
 struct Walk<'a> {
     index: &'a ReadyIndex,
-    docs: &'a HashMap<String, Entry>,
+    docs: &'a HashMap<Id, Entry>,
     now: DateTime<Utc>,
     never_leased: Option<btree_set::Iter<'a, OrderKey>>,
     leased: Option<btree_set::Range<'a, OrderKey>>,
@@ -404,7 +403,7 @@ struct Walk<'a> {
 }
 
 impl<'a> Walk<'a> {
-    fn new(index: &'a ReadyIndex, docs: &'a HashMap<String, Entry>, now: DateTime<Utc>) -> Self {
+    fn new(index: &'a ReadyIndex, docs: &'a HashMap<Id, Entry>, now: DateTime<Utc>) -> Self {
         Self {
             index,
             docs,
@@ -485,16 +484,17 @@ impl<'a> Walk<'a> {
 }
 
 impl<'a> Iterator for Walk<'a> {
-    type Item = &'a Task;
+    /// The task and the id it is stored under.
+    type Item = (&'a Id, &'a Task);
 
-    fn next(&mut self) -> Option<&'a Task> {
+    fn next(&mut self) -> Option<Self::Item> {
         loop {
             let entry = match self.next_never_leased() {
                 Some(entry) => entry,
                 None => self.next_leased()?,
             };
             if let Some(task) = ready_task(self.docs, &entry.3, self.now) {
-                return Some(task);
+                return Some((&entry.3, task));
             }
         }
     }
