@@ -20,7 +20,7 @@
 //! Stored times have millisecond precision, like every time the core
 //! produces (see [`oncetask_core::task::truncate_to_millis`]).
 
-use std::collections::HashMap;
+use std::borrow::Cow;
 
 use chrono::{DateTime, Utc};
 use oncetask_core::store::{Field, Swap};
@@ -191,8 +191,11 @@ pub(crate) fn encode_change(swap: &Swap) -> Result<Written, String> {
     Ok(out)
 }
 
-/// A stored hash as the scripts return it (field names and values).
-pub(crate) type Fields = HashMap<String, Vec<u8>>;
+/// A stored hash as the scripts return it (field names and values). A
+/// claim's fields are named by `CLAIM_READ` (borrowed: no string
+/// per field and task); a whole hash read back owns its names. foldhash:
+/// each claimed task is ~22 inserts and as many lookups.
+pub(crate) type Fields = hashbrown::HashMap<Cow<'static, str>, Vec<u8>>;
 
 /// What a stored hash holds.
 #[derive(Debug)]
@@ -315,7 +318,7 @@ mod tests {
         encode_task(task)
             .expect("encodable")
             .into_iter()
-            .map(|(k, v)| (k.to_owned(), v.into_bytes()))
+            .map(|(k, v)| (Cow::Borrowed(k), v.into_bytes()))
             .collect()
     }
 
@@ -355,7 +358,7 @@ mod tests {
     /// `stored` after a swap script applied `written`.
     fn applied(mut stored: Fields, written: Written) -> Fields {
         for (name, value) in written.set {
-            stored.insert(name.to_owned(), value.into_bytes());
+            stored.insert(Cow::Borrowed(name), value.into_bytes());
         }
         for name in written.delete {
             stored.remove(name);

@@ -148,6 +148,9 @@ struct Inner {
     /// the cluster's seed nodes (tried in turn). Empty: no wake-ups.
     pubsub: Vec<redis::Client>,
     keys: Keys,
+    /// Whether the server said it is a single standalone server (asked once,
+    /// see [`RedisStore::single_server`]).
+    standalone: tokio::sync::OnceCell<bool>,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -188,6 +191,7 @@ impl RedisStore {
                 conn: conn.into(),
                 pubsub: vec![client],
                 keys,
+                standalone: tokio::sync::OnceCell::new(),
             }),
         })
     }
@@ -202,6 +206,7 @@ impl RedisStore {
                 conn: conn.into(),
                 pubsub: Vec::new(),
                 keys: Keys::new(prefix)?,
+                standalone: tokio::sync::OnceCell::new(),
             }),
         })
     }
@@ -214,6 +219,7 @@ impl RedisStore {
                 conn: self.inner.conn.clone(),
                 pubsub: vec![client],
                 keys: self.inner.keys.clone(),
+                standalone: self.inner.standalone.clone(),
             }),
         }
     }
@@ -258,6 +264,7 @@ impl RedisStore {
                 conn: conn.into(),
                 pubsub,
                 keys,
+                standalone: tokio::sync::OnceCell::new(),
             }),
         })
     }
@@ -275,6 +282,7 @@ impl RedisStore {
                 conn: conn.into(),
                 pubsub: Vec::new(),
                 keys: Keys::new(prefix)?,
+                standalone: tokio::sync::OnceCell::new(),
             }),
         })
     }
@@ -282,6 +290,35 @@ impl RedisStore {
     /// Whether this store talks to a Redis Cluster.
     pub fn is_cluster(&self) -> bool {
         self.inner.conn.is_cluster()
+    }
+
+    /// Whether the store talks to one genuine server (`redis_mode:standalone`
+    /// in `INFO server`), where a script may touch keys of any slot: then a
+    /// create takes its registry entry inside the create script. A cluster,
+    /// a server in cluster mode, and a proxy that does not answer `INFO`
+    /// (whose shards may hold the registry entry and the task apart) get
+    /// the two-step create. Asked once; a failed `INFO` is asked again.
+    pub(crate) async fn single_server(&self) -> bool {
+        if self.inner.conn.is_cluster() {
+            return false;
+        }
+        if let Some(standalone) = self.inner.standalone.get() {
+            return *standalone;
+        }
+        let mut conn = self.conn();
+        let info: Result<String, _> = redis::cmd("INFO")
+            .arg("server")
+            .query_async(&mut conn)
+            .await;
+        let Ok(info) = info else {
+            return false;
+        };
+        let standalone = info
+            .lines()
+            .any(|line| line.trim() == "redis_mode:standalone");
+        // Another caller may have set it meanwhile, to the same answer.
+        let _ = self.inner.standalone.set(standalone);
+        standalone
     }
 
     /// The key prefix of this store.

@@ -32,6 +32,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use futures::{StreamExt, TryStreamExt};
 use oncetask_core::store::{CreateOutcome, Delete, DeleteOutcome};
 use oncetask_core::{StoreError, Task};
 use redis::Value;
@@ -45,6 +46,8 @@ const FENCE_TTL_SECS: u64 = 86_400;
 const ROUNDS: u32 = 24;
 /// Rounds a registry entry without its task is waited for before fencing.
 const PATIENCE: u32 = 3;
+/// Create script calls of one `create` sent before the first answers.
+const CREATES_IN_FLIGHT: usize = 4;
 
 /// A fresh generation.
 pub(crate) fn new_generation() -> String {
@@ -166,9 +169,10 @@ pub(crate) async fn create(
         let mut conn = store.conn();
         let mut held = Vec::new();
         // On one server the create script takes the registry entries
-        // itself (one round trip); on a cluster the entries live in other
-        // slots, so they are taken first, then the tasks created.
-        let registry_prefix = if conn.is_cluster() {
+        // itself (one round trip); on a cluster (or behind a proxy) the
+        // entries may live elsewhere, so they are taken first, then the
+        // tasks created.
+        let registry_prefix = if !store.single_server().await {
             let mut claims = Vec::with_capacity(pending.len());
             for p in &pending {
                 let task = &tasks[p.index];
@@ -199,35 +203,46 @@ pub(crate) async fn create(
                 .into_iter()
                 .map(|p| (tasks[p.index].env.clone(), p)),
         );
-        let calls = groups.iter().map(|(env, group)| {
-            let mut args = vec![
-                group.len().to_string(),
-                registry_prefix.clone(),
-                if registry_prefix.is_empty() {
-                    String::new()
-                } else {
-                    env.clone()
-                },
-            ];
-            for p in group {
-                args.push(tasks[p.index].id.clone());
-                args.push(p.generation.clone());
-                args.extend(p.fields.iter().cloned());
-            }
-            let mut conn = conn.clone();
-            async move {
-                let reply: Value = SCRIPTS
-                    .create
-                    .key(keys.env_route(env))
-                    .arg(keys.env_base(env))
-                    .arg(&args)
-                    .invoke_async(&mut conn)
-                    .await
-                    .map_err(redis_error)?;
-                array(reply, "create")
-            }
-        });
-        let replies = futures::future::try_join_all(calls).await?;
+        let calls: Vec<_> = groups
+            .iter()
+            .map(|(env, group)| {
+                let mut args = vec![
+                    group.len().to_string(),
+                    registry_prefix.clone(),
+                    if registry_prefix.is_empty() {
+                        String::new()
+                    } else {
+                        env.clone()
+                    },
+                ];
+                for p in group {
+                    args.push(tasks[p.index].id.clone());
+                    args.push(p.generation.clone());
+                    args.extend(p.fields.iter().cloned());
+                }
+                let (route, base, mut conn) =
+                    (keys.env_route(env), keys.env_base(env), conn.clone());
+                // Owns what it sends, so that the calls can be queued.
+                async move {
+                    let reply: Value = SCRIPTS
+                        .create
+                        .key(route)
+                        .arg(base)
+                        .arg(&args)
+                        .invoke_async(&mut conn)
+                        .await
+                        .map_err(redis_error)?;
+                    array(reply, "create")
+                }
+            })
+            .collect();
+        // A few calls in flight at once: each waits at most
+        // RESPONSE_TIMEOUT from when it is sent, and Redis runs them one
+        // after another.
+        let replies: Vec<Vec<Value>> = futures::stream::iter(calls)
+            .buffered(CREATES_IN_FLIGHT)
+            .try_collect()
+            .await?;
         for ((_, group), results) in groups.into_iter().zip(replies) {
             if results.len() != group.len() {
                 return Err(StoreError::backend("create: one result per item expected"));
@@ -513,6 +528,43 @@ mod tests {
             .await
             .expect("EXISTS");
         assert!(!exists, "the late create wrote nothing");
+        store.purge().await.expect("purge");
+    }
+
+    /// The test server is one standalone server: creates take their
+    /// registry entry inside the create script (one round trip), and a
+    /// task found without its entry is reported, never written over.
+    #[tokio::test]
+    async fn a_standalone_server_creates_in_one_trip_and_never_overwrites() {
+        let store = store().await;
+        assert!(store.single_server().await, "INFO server: not standalone");
+        let outcomes = store
+            .create(vec![task("lone", "test")])
+            .await
+            .expect("create");
+        assert!(matches!(outcomes[..], [CreateOutcome::Created]));
+        // Lose the entry (as a hand-made DEL or a partial restore would).
+        let mut conn = store.conn();
+        let _: () = redis::cmd("DEL")
+            .arg(store.inner.keys.registry("lone"))
+            .query_async(&mut conn)
+            .await
+            .expect("DEL");
+        let mut again = task("lone", "test");
+        again.attempts = 7;
+        let outcomes = store.create(vec![again]).await.expect("create");
+        assert!(matches!(outcomes[..], [CreateOutcome::AlreadyExists]));
+        let attempts: Option<String> = redis::cmd("HGET")
+            .arg(store.inner.keys.task("test", "lone"))
+            .arg("att")
+            .query_async(&mut conn)
+            .await
+            .expect("HGET");
+        assert_eq!(
+            attempts.as_deref(),
+            Some("0"),
+            "the stored task was not rewritten"
+        );
         store.purge().await.expect("purge");
     }
 

@@ -5,6 +5,7 @@
 //! `SCRIPT FLUSH`). Each runs atomically and touches only keys of one env's
 //! hash slot (the registry script touches its one key).
 
+use std::borrow::Cow;
 use std::sync::LazyLock;
 
 use oncetask_core::StoreError;
@@ -15,10 +16,15 @@ use crate::doc::Fields;
 const LIB: &str = include_str!("lua/lib.lua");
 
 /// A script: the shared helpers, then `body` run as a function, then the
-/// index writes the body deferred (`flush` in lib.lua).
+/// index writes the body deferred (`flush` in lib.lua). Redis does not roll
+/// back a script that fails half-way, so the deferred writes of the items
+/// done before an error are still made (as they were when every write was
+/// immediate), then the error is raised again.
 fn with_lib(body: &str) -> Script {
     Script::new(&format!(
-        "{LIB}\nlocal function body()\n{body}\nend\nlocal result = body()\nflush()\nreturn result\n"
+        "{LIB}\nlocal function body()\n{body}\nend\n\
+         local ok, result = pcall(body)\nflush()\n\
+         if not ok then error(result, 0) end\nreturn result\n"
     ))
 }
 
@@ -111,14 +117,14 @@ pub(crate) fn fields(value: Value, what: &str) -> Result<Fields, StoreError> {
     match value {
         Value::Map(pairs) => pairs
             .into_iter()
-            .map(|(k, v)| Ok((string(k, what)?, bytes(v, what)?)))
+            .map(|(k, v)| Ok((Cow::Owned(string(k, what)?), bytes(v, what)?)))
             .collect(),
         other => {
             let items = array(other, what)?;
             let mut out = Fields::with_capacity(items.len() / 2);
             let mut iter = items.into_iter();
             while let (Some(k), Some(v)) = (iter.next(), iter.next()) {
-                out.insert(string(k, what)?, bytes(v, what)?);
+                out.insert(Cow::Owned(string(k, what)?), bytes(v, what)?);
             }
             Ok(out)
         }
@@ -126,7 +132,11 @@ pub(crate) fn fields(value: Value, what: &str) -> Result<Fields, StoreError> {
 }
 
 /// The values of an `HMGET` of `names` (absent fields are nil) as a map.
-pub(crate) fn named_fields(names: &[&str], value: Value, what: &str) -> Result<Fields, StoreError> {
+pub(crate) fn named_fields(
+    names: &[&'static str],
+    value: Value,
+    what: &str,
+) -> Result<Fields, StoreError> {
     let values = array(value, what)?;
     if values.len() != names.len() {
         return Err(StoreError::backend(format!(
@@ -140,7 +150,7 @@ pub(crate) fn named_fields(names: &[&str], value: Value, what: &str) -> Result<F
         // A field the hash lacks is `false` inside Lua: nil over RESP2, a
         // boolean over RESP3.
         if !matches!(value, Value::Nil | Value::Boolean(false)) {
-            out.insert((*name).to_owned(), bytes(value, what)?);
+            out.insert(Cow::Borrowed(*name), bytes(value, what)?);
         }
     }
     Ok(out)

@@ -17,7 +17,12 @@ local out, changed, i = {}, {}, 5
 local function blocked(id, gen, key)
   if REG ~= '' then
     local held = redis.call('SET', REG .. id, gen .. ':' .. ENV, 'NX', 'GET')
-    if not held then return nil end
+    if not held then
+      -- A task without its entry breaks the registry's invariant (an entry
+      -- deleted by hand, a partial restore): never write over it.
+      if redis.call('EXISTS', key) == 1 then return 'X' end
+      return nil
+    end
     local colon = string.find(held, ':', 1, true)
     if colon and string.sub(held, colon + 1) == ENV and redis.call('EXISTS', key) == 1 then
       return 'X'
