@@ -51,10 +51,12 @@
 //! environment has its own slot. A registry entry per id
 //! (`<prefix>:id:<id>`, holding `<generation>:<env>`) says which env holds
 //! the task; it is written with `SET … NX` before the task is created in
-//! its env's slot, and released after a delete. Reads and deletes by id
-//! look the env up there first (one extra round trip). Only the creator
-//! that set an entry creates the task under it; an entry whose task does
-//! not appear (a creator that crashed between the two steps) is *fenced*: a
+//! its env's slot (in the same script on a standalone server), and released
+//! after a delete. Reads and deletes by id look the env up there first (one
+//! extra round trip). Only the creator that set an entry creates the task
+//! under it; an entry whose task does not appear (a two-step creator that
+//! crashed between its steps, or a delete that crashed before releasing the
+//! entry) is *fenced*: a
 //! tombstone for its generation in the env's slot makes any late create
 //! under it fail, and the entry is released. See module `registry`.
 //!

@@ -11,15 +11,17 @@
 //!   runs the env's create script with g; nobody else ever creates under g.
 //!   The script refuses if g has been fenced (below). A creator that finds
 //!   an entry instead checks the task in the entry's env: present means
-//!   "already exists" (or "exists in another env"); absent means a creator
-//!   is between its two steps, or crashed there. After a few short waits the
+//!   "already exists" (or "exists in another env"); absent means a two-step
+//!   creator is between its steps or crashed there, or a delete crashed
+//!   before releasing the entry. After a few short waits the
 //!   entry is *fenced*: a script in the entry's env writes a tombstone for
 //!   its generation (expiring after a day) unless the task appeared
 //!   meanwhile; from then on no create under that generation can land, so
 //!   the entry is released (compare-and-delete) and the creator starts over.
-//!   On a single server the create script runs the `SET` itself, so taking
-//!   the entry and creating the task are one step (one round trip); a
-//!   cluster keeps the two steps, since the entry lives in another slot.
+//!   On a standalone server ([`RedisStore::single_server`]) the create
+//!   script runs the `SET` itself, so taking the entry and creating the
+//!   task are one step (one round trip); a cluster, or a proxy, keeps the
+//!   two steps, since the entry may live on another node.
 //! * **delete**: look the entry up, delete the task in its env's slot (the
 //!   script returns the task's generation), then compare-and-delete the
 //!   entry with that generation. A crash between the two leaves an entry
