@@ -177,20 +177,14 @@ local function put_now(key, m, score)
   if score then redis.call('ZADD', key, score, m) else redis.call('ZREM', key, m) end
 end
 
--- Moves a task's entry in one per-kind zset from (old_m, old_s) to
--- (new_m, new_s), nil scores meaning "not in the set"; writes nothing when
--- they are the same.
-local function shift_kind(what, k, old_m, old_s, new_m, new_s)
+-- Moves a task's entry in one zset from (old_m, old_s) to (new_m, new_s),
+-- nil scores meaning "not in the set", with `put` (z_later for the
+-- per-kind sets, put_now for the per-key ones); writes nothing when they
+-- are the same.
+local function shift(put, key, old_m, old_s, new_m, new_s)
   local same = old_m == new_m
-  if old_s and not (same and new_s) then z_later(per_kind(what, k), old_m, false) end
-  if new_s and not (same and old_s == new_s) then z_later(per_kind(what, k), new_m, new_s) end
-end
-
--- The same for a per-key zset (resource key r).
-local function shift_key(what, k, r, old_m, old_s, new_m, new_s)
-  local same = old_m == new_m
-  if old_s and not (same and new_s) then put_now(per_key(what, k, r), old_m, false) end
-  if new_s and not (same and old_s == new_s) then put_now(per_key(what, k, r), new_m, new_s) end
+  if old_s and not (same and new_s) then put(key, old_m, false) end
+  if new_s and not (same and old_s == new_s) then put(key, new_m, new_s) end
 end
 
 -- Moves a task from its old state entries (fields old) to its new ones
@@ -206,15 +200,15 @@ local function restate(old, new)
     n_later(cnt, oc, -1)
     n_later(cnt, nc, 1)
   end
-  shift_kind('sw', k, om, osw, nm, nsw)
-  shift_kind('due', k, om, odue, nm, ndue)
-  shift_kind('wl', k, om, owl, nm, nwl)
-  shift_kind('wf', k, om, owf, nm, nwf)
+  shift(z_later, per_kind('sw', k), om, osw, nm, nsw)
+  shift(z_later, per_kind('due', k), om, odue, nm, ndue)
+  shift(z_later, per_kind('wl', k), om, owl, nm, nwl)
+  shift(z_later, per_kind('wf', k), om, owf, nm, nwf)
   local r = new.rk
   if r then
-    shift_key('kl', k, r, om, okl, nm, nkl)
-    shift_key('kf', k, r, om, okf, nm, nkf)
-    shift_key('kg', k, r, om, okg, nm, nkg)
+    shift(put_now, per_key('kl', k, r), om, okl, nm, nkl)
+    shift(put_now, per_key('kf', k, r), om, okf, nm, nkf)
+    shift(put_now, per_key('kg', k, r), om, okg, nm, nkg)
   end
 end
 
