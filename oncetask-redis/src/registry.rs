@@ -170,7 +170,7 @@ pub(crate) async fn create(
         }
         let mut conn = store.conn();
         let mut held = Vec::new();
-        // On one server the create script takes the registry entries
+        // 1. On one server the create script takes the registry entries
         // itself (one round trip); on a cluster (or behind a proxy) the
         // entries may live elsewhere, so they are taken first, then the
         // tasks created.
@@ -198,8 +198,8 @@ pub(crate) async fn create(
         } else {
             keys.registry("")
         };
-        // 2. Create the tasks, one script call per env (and batch); the
-        // calls go out together on the connection.
+        // 2. Create the tasks, one script call per env (and batch of
+        // SCRIPT_BATCH), CREATES_IN_FLIGHT of them on the wire at once.
         let groups = group_by_env(
             std::mem::take(&mut pending)
                 .into_iter()

@@ -34,15 +34,21 @@ local function to_table(flat)
   return t
 end
 
+-- t[k], a new empty table there if it has none.
+local function sub(t, k)
+  local s = t[k]
+  if not s then
+    s = {}
+    t[k] = s
+  end
+  return s
+end
+
 -- Key names are built once per script call: in Redis' Lua every new
 -- string and table costs far more than a lookup.
 local kind_keys = {}
 local function per_kind(what, k)
-  local t = kind_keys[what]
-  if not t then
-    t = {}
-    kind_keys[what] = t
-  end
+  local t = sub(kind_keys, what)
   local key = t[k]
   if not key then
     key = B .. what .. ':' .. k
@@ -103,22 +109,13 @@ local later_z, later_n = {}, {}
 -- Member m of zset key gets score (false: leaves it) when the script ends;
 -- the last intent for a member wins.
 local function z_later(key, m, score)
-  local t = later_z[key]
-  if not t then
-    t = {}
-    later_z[key] = t
-  end
-  t[m] = score
+  sub(later_z, key)[m] = score
 end
 
 -- Counter field of hash key moves by d when the script ends; a counter
 -- that reaches zero is removed.
 local function n_later(key, field, d)
-  local t = later_n[key]
-  if not t then
-    t = {}
-    later_n[key] = t
-  end
+  local t = sub(later_n, key)
   t[field] = (t[field] or 0) + d
 end
 
