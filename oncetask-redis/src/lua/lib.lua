@@ -34,7 +34,8 @@ local function to_table(flat)
   return t
 end
 
--- t[k], a new empty table there if it has none.
+-- t[k], a new empty table there if it has none (callers look first:
+-- `t[k] or sub(t, k)` saves a function call on the common path).
 local function sub(t, k)
   local s = t[k]
   if not s then
@@ -48,7 +49,7 @@ end
 -- string and table costs far more than a lookup.
 local kind_keys = {}
 local function per_kind(what, k)
-  local t = sub(kind_keys, what)
+  local t = kind_keys[what] or sub(kind_keys, what)
   local key = t[k]
   if not key then
     key = B .. what .. ':' .. k
@@ -109,13 +110,14 @@ local later_z, later_n = {}, {}
 -- Member m of zset key gets score (false: leaves it) when the script ends;
 -- the last intent for a member wins.
 local function z_later(key, m, score)
-  sub(later_z, key)[m] = score
+  local t = later_z[key] or sub(later_z, key)
+  t[m] = score
 end
 
 -- Counter field of hash key moves by d when the script ends; a counter
 -- that reaches zero is removed.
 local function n_later(key, field, d)
-  local t = sub(later_n, key)
+  local t = later_n[key] or sub(later_n, key)
   t[field] = (t[field] or 0) + d
 end
 
