@@ -567,6 +567,11 @@ mod tests {
             Some("0"),
             "the stored task was not rewritten"
         );
+        // The entry names the stored task's generation again, so a delete
+        // releases it.
+        let deleted = store.delete(&[Delete::any("lone")]).await.expect("delete");
+        assert!(matches!(deleted[..], [DeleteOutcome::Deleted]));
+        assert_eq!(get_entry(&store, "lone").await, None, "entry released");
         store.purge().await.expect("purge");
     }
 

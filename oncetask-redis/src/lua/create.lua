@@ -19,9 +19,12 @@ local function blocked(id, gen, key)
     local held = redis.call('SET', REG .. id, gen .. ':' .. ENV, 'NX', 'GET')
     if not held then
       -- A task without its entry breaks the registry's invariant (an entry
-      -- deleted by hand, a partial restore): never write over it.
-      if redis.call('EXISTS', key) == 1 then return 'X' end
-      return nil
+      -- deleted by hand, a partial restore): never write over it, and let
+      -- the entry name the stored task's generation again.
+      if redis.call('EXISTS', key) == 0 then return nil end
+      local stored = redis.call('HGET', key, 'gen')
+      if stored then redis.call('SET', REG .. id, stored .. ':' .. ENV) end
+      return 'X'
     end
     local colon = string.find(held, ':', 1, true)
     if colon and string.sub(held, colon + 1) == ENV and redis.call('EXISTS', key) == 1 then
