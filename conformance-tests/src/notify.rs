@@ -91,3 +91,78 @@ pub async fn an_operators_change_is_announced_as_touching_held_tasks(factory: &i
     delete(&store, &["w0"]).await;
     touching_notice(&mut notices, "a delete").await;
 }
+
+/// For a backend's own tests of which writes send which notice: subscribes
+/// to [`ENV`], waits until the subscriber hears (creating tasks until it does),
+/// creates a task `t-<kind>` of each of `kinds` (one call each) and claims each with a
+/// fresh grant at `now`, applies the swaps `writes` makes of the held tasks
+/// (each must apply), then creates a closing task of kind `end`.
+///
+/// Returns every notice heard before the closing one, in order, the
+/// listening probes' (kind [`KIND`]) included. Notices of one connection
+/// arrive in publish order, so the list says which writes sent what.
+pub async fn notices_of_writes<S: Store>(
+    store: &S,
+    now: chrono::DateTime<chrono::Utc>,
+    kinds: &[&str],
+    writes: impl FnOnce(
+        &[oncetask_core::Task],
+        &lifecycle::LeaseGrant,
+    ) -> Vec<(Change, oncetask_core::Task)>,
+) -> Vec<Notification> {
+    let mut notices = store
+        .subscribe(ENV)
+        .expect("the backend offers notifications");
+    until_listening(store, &mut notices).await;
+    // One create each: a call's notices need not come in the order of its tasks.
+    for kind in kinds {
+        let task = TaskBuilder::new(&format!("t-{kind}"))
+            .kind(kind)
+            .created_at(now)
+            .build();
+        seed(store, vec![task]).await;
+    }
+    let grant = lifecycle::LeaseGrant::new(now, Duration::from_secs(600));
+    let mut held = Vec::new();
+    for kind in kinds {
+        let request = oncetask_core::store::ClaimRequest {
+            env: ENV.into(),
+            kind: (*kind).into(),
+            now,
+            grant: grant.clone(),
+            mode: oncetask_core::store::ClaimMode::Single { limit: 1 },
+        };
+        let mut claimed = store.claim(&request).await.expect("claim").tasks;
+        assert_eq!(claimed.len(), 1, "{kind}");
+        held.push(claimed.remove(0));
+    }
+    for ((change, next), before) in writes(&held, &grant).into_iter().zip(&held) {
+        let outcome = store
+            .swap(vec![Swap::new(before, change, &next)])
+            .await
+            .expect("swap");
+        assert!(
+            matches!(
+                outcome[..],
+                [oncetask_core::store::SwapOutcome::Applied { .. }]
+            ),
+            "{change:?}"
+        );
+    }
+    seed(
+        store,
+        vec![TaskBuilder::new("end").kind("end").created_at(now).build()],
+    )
+    .await;
+    let mut heard = Vec::new();
+    loop {
+        let notice = tokio::time::timeout(Duration::from_secs(30), notices.next())
+            .await
+            .expect("a notice within 30 s")
+            .expect("the stream stays open");
+        if notice.kind == "end" {
+            return heard;
+        }
+        heard.push(notice);
+    }
+}

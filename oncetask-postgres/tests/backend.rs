@@ -493,92 +493,47 @@ async fn concurrent_migrations_of_one_schema_all_succeed() {
 /// writes sent one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn swaps_notify_only_when_work_becomes_available() {
-    use oncetask_core::lifecycle::{self, LeaseGrant};
-    use oncetask_core::store::{Change, ClaimMode, ClaimRequest, Swap, SwapOutcome};
+    use conformance_tests::notify::notices_of_writes;
+    use oncetask_core::lifecycle;
+    use oncetask_core::store::Change;
 
     let store = store(&new_schema()).await;
     let now = chrono::Utc::now();
-    let mut notices = store.subscribe(ENV).expect("notifications");
-    // The listener connects in the background: create probes until one is heard.
-    let mut probes = 0;
-    loop {
-        probes += 1;
-        let probe = Task::new(format!("probe-{probes}"), "probe", ENV, now);
-        store.create(vec![probe]).await.expect("create a probe");
-        let heard = tokio::time::timeout(Duration::from_secs(1), notices.next()).await;
-        if matches!(heard, Ok(Some(_))) {
-            break;
-        }
-        assert!(probes < 30, "the listener never heard a create");
-    }
-    let kinds = ["heartbeat", "finish", "release"];
-    let tasks: Vec<Task> = kinds
-        .iter()
-        .map(|k| Task::new(format!("t-{k}"), *k, ENV, now))
-        .collect();
-    store.create(tasks).await.expect("create");
-    let grant = LeaseGrant::new(now, Duration::from_secs(600));
-    let mut held = Vec::new();
-    for kind in kinds {
-        let request = ClaimRequest {
-            env: ENV.into(),
-            kind: kind.into(),
-            now,
-            grant: grant.clone(),
-            mode: ClaimMode::Single { limit: 1 },
-        };
-        let mut claimed = store.claim(&request).await.expect("claim").tasks;
-        assert_eq!(claimed.len(), 1, "{kind}");
-        held.push(claimed.remove(0));
-    }
-    let token = &grant.token;
     let later = now + chrono::TimeDelta::minutes(20);
-    let writes = [
-        (
-            Change::Heartbeat,
-            lifecycle::extend_lease(&held[0], token, now, later).expect("live lease"),
-        ),
-        (
-            Change::Outcome,
-            lifecycle::succeed(&held[1], token, now, None).expect("leased"),
-        ),
-        (
-            Change::Release,
-            lifecycle::release(&held[2], token).expect("leased"),
-        ),
-    ];
-    for ((change, next), before) in writes.iter().zip(&held) {
-        let outcome = store
-            .swap(vec![Swap::new(before, *change, next)])
-            .await
-            .expect("swap");
-        assert!(
-            matches!(outcome[..], [SwapOutcome::Applied { .. }]),
-            "{change:?}"
-        );
-    }
-    let end = Task::new("end", "end", ENV, now);
-    store
-        .create(vec![end])
-        .await
-        .expect("create the closing task");
-    let mut heard = Vec::new();
-    loop {
-        let notice = tokio::time::timeout(Duration::from_secs(30), notices.next())
-            .await
-            .expect("a notice within 30 s")
-            .expect("the stream stays open");
-        // Creates, heartbeats, outcomes and releases are work, not changes
-        // to held tasks: none makes workers re-read what they claimed.
+    let heard = notices_of_writes(
+        &store,
+        now,
+        &["heartbeat", "finish", "release"],
+        |held, grant| {
+            let token = &grant.token;
+            vec![
+                (
+                    Change::Heartbeat,
+                    lifecycle::extend_lease(&held[0], token, now, later).expect("live lease"),
+                ),
+                (
+                    Change::Outcome,
+                    lifecycle::succeed(&held[1], token, now, None).expect("leased"),
+                ),
+                (
+                    Change::Release,
+                    lifecycle::release(&held[2], token).expect("leased"),
+                ),
+            ]
+        },
+    )
+    .await;
+    // Creates, heartbeats, outcomes and releases are work, not changes
+    // to held tasks: none makes workers re-read what they claimed.
+    for notice in &heard {
         assert!(!notice.may_touch_claimed, "{notice:?}");
-        let kind = notice.kind;
-        if kind == "end" {
-            break;
-        }
-        if kind != "probe" {
-            heard.push(kind);
-        }
     }
+    // The listening probes are of the conformance suite's kind.
+    let heard: Vec<String> = heard
+        .into_iter()
+        .map(|n| n.kind)
+        .filter(|k| k != conformance_tests::support::KIND)
+        .collect();
     // The creates of the three tasks, then the release only.
     assert_eq!(
         heard.iter().filter(|k| *k == "release").count(),

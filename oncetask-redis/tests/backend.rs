@@ -21,6 +21,7 @@ use conformance_tests::fleet::{
     self, Fleet, Job, KIND, every_task_runs_once_across_managers, wait_for,
     wake_up_latencies_across_managers,
 };
+use conformance_tests::notify::notices_of_writes;
 use futures::StreamExt;
 use oncetask_core::lifecycle::{self, LeaseGrant};
 use oncetask_core::manager::handler_fn;
@@ -389,80 +390,35 @@ async fn a_task_with_a_corrupt_body_is_set_aside_and_reported_on_every_claim() {
 async fn each_write_sends_the_notice_its_change_calls_for() {
     let store = common::store_on(&common::new_prefix()).await;
     let now = Utc::now();
-    let mut notices = store.subscribe(ENV).expect("notifications");
-    // The listener connects in the background: create probes until one is heard.
-    let mut probes = 0;
-    loop {
-        probes += 1;
-        let probe = Task::new(format!("probe-{probes}"), "probe", ENV, now);
-        store.create(vec![probe]).await.expect("create a probe");
-        let heard = tokio::time::timeout(Duration::from_secs(1), notices.next()).await;
-        if matches!(heard, Ok(Some(_))) {
-            break;
-        }
-        assert!(probes < 30, "the listener never heard a create");
-    }
-    let kinds = ["finish", "release", "cancel"];
-    for kind in kinds {
-        let task = Task::new(format!("t-{kind}"), kind, ENV, now);
-        store.create(vec![task]).await.expect("create");
-    }
-    let grant = LeaseGrant::new(now, Duration::from_secs(600));
-    let mut held = Vec::new();
-    for kind in kinds {
-        let request = ClaimRequest {
-            env: ENV.into(),
-            kind: kind.into(),
-            now,
-            grant: grant.clone(),
-            mode: ClaimMode::Single { limit: 1 },
-        };
-        let mut claimed = store.claim(&request).await.expect("claim").tasks;
-        assert_eq!(claimed.len(), 1, "{kind}");
-        held.push(claimed.remove(0));
-    }
-    let token = &grant.token;
-    let writes = [
-        (
-            Change::Outcome,
-            lifecycle::succeed(&held[0], token, now, None).expect("leased"),
-        ),
-        (
-            Change::Release,
-            lifecycle::release(&held[1], token).expect("leased"),
-        ),
-        (
-            Change::Cancel,
-            lifecycle::cancel(&held[2], now).expect("not done"),
-        ),
-    ];
-    for ((change, next), before) in writes.iter().zip(&held) {
-        let outcome = store
-            .swap(vec![Swap::new(before, *change, next)])
-            .await
-            .expect("swap");
-        assert!(
-            matches!(outcome[..], [SwapOutcome::Applied { .. }]),
-            "{change:?}"
-        );
-    }
-    store
-        .create(vec![Task::new("end", "end", ENV, now)])
-        .await
-        .expect("create the closing task");
-    let mut heard = Vec::new();
-    loop {
-        let notice = tokio::time::timeout(Duration::from_secs(30), notices.next())
-            .await
-            .expect("a notice within 30 s")
-            .expect("the stream stays open");
-        if notice.kind == "end" {
-            break;
-        }
-        if notice.kind != "probe" {
-            heard.push((notice.kind, notice.may_touch_claimed));
-        }
-    }
+    let heard = notices_of_writes(
+        &store,
+        now,
+        &["finish", "release", "cancel"],
+        |held, grant| {
+            let token = &grant.token;
+            vec![
+                (
+                    Change::Outcome,
+                    lifecycle::succeed(&held[0], token, now, None).expect("leased"),
+                ),
+                (
+                    Change::Release,
+                    lifecycle::release(&held[1], token).expect("leased"),
+                ),
+                (
+                    Change::Cancel,
+                    lifecycle::cancel(&held[2], now).expect("not done"),
+                ),
+            ]
+        },
+    )
+    .await;
+    // The listening probes are of the conformance suite's kind.
+    let heard: Vec<(String, bool)> = heard
+        .into_iter()
+        .filter(|n| n.kind != conformance_tests::support::KIND)
+        .map(|n| (n.kind, n.may_touch_claimed))
+        .collect();
     let expected: Vec<(String, bool)> = [
         ("finish", false),
         ("release", false),
