@@ -192,5 +192,5 @@ pub async fn creating_nothing_returns_no_outcomes(factory: &impl StoreFactory) {
     assert!(create(&store, Vec::new()).await.is_empty());
     // A swap of nothing is equally a no-op.
     let none: Vec<Swap> = Vec::new();
-    assert!(store.swap(none).await.expect("empty swap").is_empty());
+    assert!(store.swap(&none).await.expect("empty swap").is_empty());
 }

@@ -235,7 +235,7 @@ async fn protocol<S: Store>(
             }
         };
         let outcomes = store
-            .swap(vec![swap_of(&current, &next)])
+            .swap(&[swap_of(&current, &next)])
             .await
             .map_err(store_err("swap"))?;
         let first = outcomes.first().ok_or("swap returned no outcome")?;
@@ -824,10 +824,10 @@ impl Store for ModelStore {
         })
     }
 
-    async fn swap(&self, swaps: Vec<Swap>) -> Result<Vec<SwapOutcome>, StoreError> {
+    async fn swap(&self, swaps: &[Swap]) -> Result<Vec<SwapOutcome>, StoreError> {
         self.with(|tasks| {
             swaps
-                .into_iter()
+                .iter()
                 .map(|swap| match tasks.get_mut(swap.id()) {
                     None => SwapOutcome::NotFound,
                     Some(stored) if stored.version != swap.fence().version() => {

@@ -80,7 +80,7 @@ pub async fn an_operators_change_is_announced_as_touching_held_tasks(factory: &i
     let task = get_existing(&store, "w0").await;
     let cancelled = lifecycle::cancel(&task, at(1)).expect("a pending task can be cancelled");
     let swapped = store
-        .swap(vec![Swap::new(&task, Change::Cancel, &cancelled)])
+        .swap(&[Swap::new(&task, Change::Cancel, &cancelled)])
         .await
         .expect("swap");
     assert!(matches!(
@@ -138,7 +138,7 @@ pub async fn notices_of_writes<S: Store>(
     }
     for ((change, next), before) in writes(&held, &grant).into_iter().zip(&held) {
         let outcome = store
-            .swap(vec![Swap::new(before, change, &next)])
+            .swap(&[Swap::new(before, change, &next)])
             .await
             .expect("swap");
         assert!(

@@ -387,7 +387,7 @@ pub async fn a_swap_onto_an_undecodable_document_fails_for_that_item_only(
     seed(&store, vec![good.clone()]).await;
     let cancel = |t: &Task| lifecycle::cancel(t, at(1)).expect("cancel a pending task");
     let outcomes = store
-        .swap(vec![
+        .swap(&[
             {
                 let bad = TaskBuilder::new("bad").build();
                 swap_of(&bad, &cancel(&bad))

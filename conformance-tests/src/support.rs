@@ -234,11 +234,11 @@ pub fn swap_of(before: &Task, after: &Task) -> Swap {
 
 /// Swaps each `(before, after)` (see [`swap_of`]) and returns the per-item outcomes.
 pub async fn swap_all<S: Store>(store: &S, swaps: Vec<(Task, Task)>) -> Vec<Swapped> {
-    let swaps = swaps
+    let swaps: Vec<Swap> = swaps
         .into_iter()
         .map(|(before, after)| swap_of(&before, &after))
         .collect();
-    let outcomes = store.swap(swaps).await.expect("store.swap failed");
+    let outcomes = store.swap(&swaps).await.expect("store.swap failed");
     outcomes.iter().map(Swapped::from).collect()
 }
 

@@ -129,7 +129,7 @@ impl Store for Counted {
         out
     }
 
-    async fn swap(&self, swaps: Vec<Swap>) -> Result<Vec<SwapOutcome>, StoreError> {
+    async fn swap(&self, swaps: &[Swap]) -> Result<Vec<SwapOutcome>, StoreError> {
         let started = Instant::now();
         let out = self.inner.swap(swaps).await;
         self.stats.swap.record(started);

@@ -80,10 +80,10 @@ impl Store for RecordingStore {
         Ok(claimed)
     }
 
-    async fn swap(&self, swaps: Vec<Swap>) -> Result<Vec<SwapOutcome>, StoreError> {
+    async fn swap(&self, swaps: &[Swap]) -> Result<Vec<SwapOutcome>, StoreError> {
         let now = Utc::now();
         let mut seqs = Vec::with_capacity(swaps.len());
-        for swap in &swaps {
+        for swap in swaps {
             let seq = self.next_write.fetch_add(1, Ordering::Relaxed);
             let status = swap.task().status(now);
             self.ledger.append(&Record::Write {

@@ -101,7 +101,7 @@ async fn the_go_writer_cancels_as_go_does_and_records_the_update_time_it_made() 
     let token = claimed.lease_token.clone().unwrap();
     let done = lifecycle::succeed(&claimed, &token, chrono::Utc::now(), None).unwrap();
     let outcome = store
-        .swap(vec![Swap::new(&claimed, Change::Outcome, &done)])
+        .swap(&[Swap::new(&claimed, Change::Outcome, &done)])
         .await
         .unwrap()
         .remove(0);

@@ -56,7 +56,9 @@ pub trait Store: Send + Sync + 'static {
     /// cannot be decoded reports [`SwapOutcome::Failed`] with
     /// [`StoreError::Undecodable`]. [`SwapOutcome::Applied`] carries the
     /// written document's new revision, for the next swap of that task.
-    async fn swap(&self, swaps: Vec<Swap>) -> Result<Vec<SwapOutcome>, StoreError>;
+    /// The swaps are borrowed: the caller keeps them to retry after a
+    /// storage error and to take the written tasks from.
+    async fn swap(&self, swaps: &[Swap]) -> Result<Vec<SwapOutcome>, StoreError>;
 
     /// Reads tasks by id, in input order; missing ids are omitted, duplicates read once.
     async fn get(&self, ids: &[String]) -> Result<Vec<Fetched>, StoreError>;

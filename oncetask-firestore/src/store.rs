@@ -1103,7 +1103,7 @@ impl Store for FirestoreStore {
         })
     }
 
-    async fn swap(&self, swaps: Vec<Swap>) -> Result<Vec<SwapOutcome>, StoreError> {
+    async fn swap(&self, swaps: &[Swap]) -> Result<Vec<SwapOutcome>, StoreError> {
         let mut writes: Vec<Result<Write, Option<StoreError>>> = swaps
             .iter()
             .map(|s| self.change_write(s).map_err(Some))
@@ -1113,7 +1113,7 @@ impl Store for FirestoreStore {
         let fenced: Vec<usize> = (0..swaps.len())
             .filter(|&i| swaps[i].fence().revision().is_some() && writes[i].is_ok())
             .collect();
-        let mut outcomes = self.swap_fenced(&swaps, &writes, &fenced).await;
+        let mut outcomes = self.swap_fenced(swaps, &writes, &fenced).await;
         // The others (built elsewhere) are read first and decided on their version.
         let rest: Vec<usize> = (0..swaps.len())
             .filter(|i| outcomes[*i].is_none())

@@ -70,7 +70,7 @@ async fn a_bulk_swap_reads_and_writes_each_item_once_and_reports_each() {
     );
     let before = store.stats();
     let outcomes = store
-        .swap(vec![
+        .swap(&[
             changed(&tasks[0], "a"),
             changed(&tasks[1], "b"),
             changed(&tasks[2], "c"),
@@ -108,7 +108,7 @@ async fn a_bulk_swap_reads_and_writes_each_item_once_and_reports_each() {
     // second (which expected the first's starting version) conflicts.
     let t0 = stored(&store, "t0").await;
     let outcomes = store
-        .swap(vec![changed(&t0, "first"), changed(&t0, "second")])
+        .swap(&[changed(&t0, "first"), changed(&t0, "second")])
         .await
         .expect("swap");
     assert!(

@@ -64,7 +64,7 @@ async fn worker(
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         }
-        let swaps = claimed
+        let swaps: Vec<Swap> = claimed
             .iter()
             .map(|t| {
                 let done = lifecycle::succeed(t, &request.grant.token, Utc::now(), None)
@@ -72,7 +72,7 @@ async fn worker(
                 Swap::new(t, Change::Outcome, &done)
             })
             .collect();
-        for outcome in store.swap(swaps).await.expect("swap") {
+        for outcome in store.swap(&swaps).await.expect("swap") {
             assert!(
                 matches!(outcome, SwapOutcome::Applied { .. }),
                 "{outcome:?}"

@@ -329,7 +329,7 @@ async fn a_store_spares_reads_on_keys_it_holds_or_freed() {
     let token = a.lease_token.clone().expect("leased");
     let done = lifecycle::succeed(a, &token, Utc::now(), None).expect("succeed");
     store
-        .swap(vec![Swap::new(a, Change::Outcome, &done)])
+        .swap(&[Swap::new(a, Change::Outcome, &done)])
         .await
         .expect("swap");
     let before = store.stats();
@@ -383,7 +383,7 @@ async fn a_busy_key_drains_under_one_lock_write_and_others_wait_for_its_hold() {
         assert_eq!(task.id, expected);
         let done = lifecycle::succeed(&task, &r.grant.token, t0, None).expect("succeed");
         holder
-            .swap(vec![Swap::new(&task, Change::Outcome, &done)])
+            .swap(&[Swap::new(&task, Change::Outcome, &done)])
             .await
             .expect("swap");
     }

@@ -146,7 +146,7 @@ async fn calls_over_a_black_holed_connection_fail_unavailable_within_the_deadlin
     let done = lifecycle::succeed(&held[0], &grant.token, now, None).unwrap();
     let swapped = answer(
         "swap",
-        store.swap(vec![Swap::new(&held[0], Change::Outcome, &done)]),
+        store.swap(&[Swap::new(&held[0], Change::Outcome, &done)]),
     )
     .await;
     match swapped.unwrap().remove(0) {

@@ -106,7 +106,7 @@ fn a_go_task_is_claimed_completed_and_stays_readable_by_go() {
         )
         .unwrap();
         let out = store
-            .swap(vec![Swap::new(task, Change::Outcome, &done)])
+            .swap(&[Swap::new(task, Change::Outcome, &done)])
             .await
             .unwrap();
         assert!(matches!(out[0], SwapOutcome::Applied { .. }));

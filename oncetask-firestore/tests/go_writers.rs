@@ -222,7 +222,7 @@ async fn complete(
 
 async fn swap(store: &FirestoreStore, from: &Task, next: Task) -> SwapOutcome {
     store
-        .swap(vec![Swap::new(
+        .swap(&[Swap::new(
             from,
             Change::between(from, &next).expect("a lifecycle step"),
             &next,

@@ -83,14 +83,14 @@ async fn a_hundred_tasks_of_300_kib_are_created_claimed_and_completed() {
         .tasks;
     assert_eq!(claimed.len(), 100);
 
-    let swaps = claimed
+    let swaps: Vec<Swap> = claimed
         .iter()
         .map(|c| {
             let done = lifecycle::succeed(c, &grant.token, now, Some(json!({"ok": c.id}))).unwrap();
             Swap::new(c, Change::Outcome, &done)
         })
         .collect();
-    let outcomes = store.swap(swaps).await.unwrap();
+    let outcomes = store.swap(&swaps).await.unwrap();
     assert!(
         outcomes
             .iter()

@@ -43,7 +43,7 @@ async fn claim(store: &FirestoreStore, kind: &str) -> Task {
 /// Swaps `from` for `next`; the written task carries its new revision.
 async fn swap(store: &FirestoreStore, from: &Task, mut next: Task) -> Task {
     let outcome = store
-        .swap(vec![Swap::new(
+        .swap(&[Swap::new(
             from,
             Change::between(from, &next).expect("a lifecycle step"),
             &next,

@@ -45,7 +45,7 @@
 //! // state it was decided on.
 //! let done = lifecycle::succeed(leased, &request.grant.token, now, None)?;
 //! let outcomes = store
-//!     .swap(vec![Swap::new(leased, Change::Outcome, &done)])
+//!     .swap(&[Swap::new(leased, Change::Outcome, &done)])
 //!     .await?;
 //! assert!(matches!(outcomes[0], SwapOutcome::Applied { .. }));
 //!
@@ -236,7 +236,7 @@ impl Store for MemoryStore {
     /// still the fenced one (only the change's fields: the reference for
     /// every backend). Swapping over an undecodable document fails with
     /// [`StoreError::Undecodable`].
-    async fn swap(&self, swaps: Vec<Swap>) -> Result<Vec<SwapOutcome>, StoreError> {
+    async fn swap(&self, swaps: &[Swap]) -> Result<Vec<SwapOutcome>, StoreError> {
         // Wall time, as on the other backends: it only decides whether a
         // write is announced.
         let now = Utc::now();
@@ -244,7 +244,7 @@ impl Store for MemoryStore {
         let outcomes = {
             let mut state = self.lock();
             swaps
-                .into_iter()
+                .iter()
                 .map(|swap| {
                     // A swap never changes the env or kind (Change::fields).
                     // Like the other backends, it announces only what frees

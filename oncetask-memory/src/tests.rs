@@ -287,7 +287,7 @@ async fn swap_compares_versions_and_reindexes() {
         panic!("succeed rejected: {done:?}");
     };
     let outcomes = store
-        .swap(vec![
+        .swap(&[
             Swap::new(
                 &Task {
                     version: held.version - 1,
@@ -477,12 +477,12 @@ async fn writes_notify_subscribers_of_their_env() {
         panic!("one task claimed: {claimed:?}");
     };
     let done = lifecycle::succeed(a, &request.grant.token, at(2), None).expect("holds the lease");
-    let _ = store.swap(vec![Swap::new(a, Change::Outcome, &done)]).await;
+    let _ = store.swap(&[Swap::new(a, Change::Outcome, &done)]).await;
     // An operator's cancel and a delete may touch held tasks.
     let b = task("b", None, 0);
     let cancelled = lifecycle::cancel(&b, at(3)).expect("not done");
     let _ = store
-        .swap(vec![Swap::new(&b, Change::Cancel, &cancelled)])
+        .swap(&[Swap::new(&b, Change::Cancel, &cancelled)])
         .await;
     assert_eq!(notices.next().await, Some(notice(KIND, true)));
     let _ = store.delete(&[Delete::any("a")]).await;
@@ -711,7 +711,7 @@ async fn check_against_full_scan(
                     let out = store
                         // A reset's change writes every field a swap can
                         // change; the shape's key, kind and creation stay.
-                        .swap(vec![Swap::new(old, Change::Reset, &new)])
+                        .swap(&[Swap::new(old, Change::Reset, &new)])
                         .await
                         .unwrap_or_default();
                     let applied = matches!(out.first(), Some(SwapOutcome::Applied { .. }));

@@ -62,7 +62,7 @@ impl Store for Faulty {
         self.claims.fetch_add(1, Ordering::SeqCst);
         claimed
     }
-    async fn swap(&self, swaps: Vec<Swap>) -> Result<Vec<SwapOutcome>, StoreError> {
+    async fn swap(&self, swaps: &[Swap]) -> Result<Vec<SwapOutcome>, StoreError> {
         self.swap_sizes
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -88,11 +88,12 @@ impl Store for Faulty {
             .iter()
             .map(|s| s.task().result.is_some().then(|| s.id().to_owned()))
             .collect();
-        let passed = swaps
-            .into_iter()
+        let passed: Vec<Swap> = swaps
+            .iter()
             .filter(|s| s.task().result.is_none())
+            .cloned()
             .collect();
-        let mut outcomes = self.inner.swap(passed).await?.into_iter();
+        let mut outcomes = self.inner.swap(&passed).await?.into_iter();
         Ok(refused
             .into_iter()
             .map(|refused| match refused {

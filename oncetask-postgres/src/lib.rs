@@ -501,7 +501,7 @@ impl Store for PostgresStore {
     /// One statement per call (see the `swap` module): the fenced `UPDATE`
     /// of the changed columns and the notices; rows it did not write are
     /// read afterwards to report why.
-    async fn swap(&self, swaps: Vec<Swap>) -> Result<Vec<SwapOutcome>, StoreError> {
+    async fn swap(&self, swaps: &[Swap]) -> Result<Vec<SwapOutcome>, StoreError> {
         self.swap_changes(swaps).await
     }
 

@@ -28,7 +28,7 @@ use crate::row::{CHANGE_RECORD, CHANGE_SETS, encode_change};
 impl PostgresStore {
     pub(crate) async fn swap_changes(
         &self,
-        swaps: Vec<Swap>,
+        swaps: &[Swap],
     ) -> Result<Vec<SwapOutcome>, StoreError> {
         let now = Utc::now();
         let mut outcomes: Vec<Option<SwapOutcome>> = swaps.iter().map(|_| None).collect();

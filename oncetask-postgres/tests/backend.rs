@@ -684,7 +684,7 @@ async fn one_statement_claims_never_grant_two_live_leases_in_one_key() {
                     swaps.push(Swap::new(task, change, &next));
                 }
                 if !swaps.is_empty() {
-                    for outcome in store.swap(swaps).await.expect("swap") {
+                    for outcome in store.swap(&swaps).await.expect("swap") {
                         // A claim whose `now` was taken long before its
                         // statement ran may get a lease that expires at once,
                         // and another claimer may take the task over.

@@ -118,7 +118,7 @@ async fn claim_cycles() {
                                 Swap::new(task, Change::Outcome, &next)
                             })
                             .collect();
-                        store.swap(swaps).await.expect("swap");
+                        store.swap(&swaps).await.expect("swap");
                         done.fetch_add(claimed.len() as u64, Ordering::Relaxed);
                     }
                 }));

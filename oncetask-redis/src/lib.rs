@@ -659,7 +659,7 @@ impl Store for RedisStore {
     /// The task is looked up in the env
     /// it names (a swap never moves a task to another env); an id found
     /// only in another env is a [`SwapOutcome::Conflict`].
-    async fn swap(&self, swaps: Vec<Swap>) -> Result<Vec<SwapOutcome>, StoreError> {
+    async fn swap(&self, swaps: &[Swap]) -> Result<Vec<SwapOutcome>, StoreError> {
         // Wall time, like the Postgres store: it only decides whether a
         // released or reset task is announced.
         let now = Utc::now();
@@ -738,7 +738,7 @@ impl Store for RedisStore {
                 });
             }
         }
-        self.settle_not_found(&swaps, &mut outcomes).await?;
+        self.settle_not_found(swaps, &mut outcomes).await?;
         outcomes
             .into_iter()
             .map(|o| o.ok_or_else(|| StoreError::backend("swap: an item got no outcome")))

@@ -366,7 +366,7 @@ async fn a_task_with_a_corrupt_body_is_set_aside_and_reported_on_every_claim() {
         [Fetched::Undecodable(_)]
     ));
     let swap = store
-        .swap(vec![Swap::new(&bad, Change::Heartbeat, &bad)])
+        .swap(&[Swap::new(&bad, Change::Heartbeat, &bad)])
         .await
         .expect("swap");
     assert!(matches!(
@@ -475,7 +475,7 @@ async fn claim_and_complete_costs_two_round_trips_per_task() {
         let task = &claimed.tasks[0];
         let done = lifecycle::succeed(task, &grant.token, now, None).expect("succeed");
         let outcome = store
-            .swap(vec![Swap::new(task, Change::Outcome, &done)])
+            .swap(&[Swap::new(task, Change::Outcome, &done)])
             .await
             .expect("swap");
         assert!(matches!(outcome[0], SwapOutcome::Applied { .. }));

@@ -233,7 +233,7 @@ async fn envs_on_different_masters_each_stay_on_their_node() {
         let claimed = store.claim(&claim_request(env, 5)).await.expect("claim");
         assert_eq!(claimed.tasks.len(), 5);
         let grant_token = claimed.tasks[0].lease_token.clone().expect("a token");
-        let swaps = claimed
+        let swaps: Vec<Swap> = claimed
             .tasks
             .iter()
             .map(|t| {
@@ -241,7 +241,7 @@ async fn envs_on_different_masters_each_stay_on_their_node() {
                 Swap::new(t, Change::Outcome, &done)
             })
             .collect();
-        let outcomes = store.swap(swaps).await.expect("swap");
+        let outcomes = store.swap(&swaps).await.expect("swap");
         assert!(
             outcomes
                 .iter()

@@ -130,7 +130,7 @@ async fn steal_lease(store: &MemoryStore, id: &str, now: DateTime<Utc>) {
     let stolen = lifecycle::claim(&held, &LeaseGrant::new(now, Duration::from_secs(600)));
     store
         // A claim is no swap; a reset's change writes every lease field.
-        .swap(vec![Swap::new(&held, Change::Reset, &stolen)])
+        .swap(&[Swap::new(&held, Change::Reset, &stolen)])
         .await
         .expect("swap");
 }

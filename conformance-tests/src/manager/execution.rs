@@ -356,7 +356,7 @@ pub async fn an_expired_lease_is_reclaimed_and_the_old_worker_is_fenced(
         Change::Release,
         &lifecycle::release(&crashed, &grant.token).expect("token of its own claim"),
     );
-    let outcome = h.store.swap(vec![blind]).await.expect("swap");
+    let outcome = h.store.swap(&[blind]).await.expect("swap");
     assert!(
         matches!(outcome.as_slice(), [SwapOutcome::Conflict]),
         "{outcome:?}"

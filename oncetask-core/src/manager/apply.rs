@@ -120,7 +120,7 @@ where
             };
             match next {
                 Ok(next) => {
-                    swaps.push(Swap::new(&current, change_of(index), &next));
+                    swaps.push(Swap::from_next(&current, change_of(index), next));
                     swapped.push((index, current, refused));
                 }
                 Err(rejection) => results[index] = Some(Applied::Rejected(rejection)),
@@ -129,8 +129,7 @@ where
         if swaps.is_empty() {
             break;
         }
-        let written: Vec<Task> = swaps.iter().map(|s| s.task().clone()).collect();
-        let outcomes = match swap_with_retries(store, swaps).await {
+        let outcomes = match swap_with_retries(store, &swaps).await {
             Ok(outcomes) => outcomes,
             Err(e) => {
                 let shared = e.to_string();
@@ -144,8 +143,10 @@ where
         };
         let mut conflicted = Vec::new();
         let mut attempted: HashMap<String, Task> = HashMap::new();
-        for (((index, current, refused), task), outcome) in
-            swapped.into_iter().zip(written).zip(outcomes)
+        for (((index, current, refused), task), outcome) in swapped
+            .into_iter()
+            .zip(swaps.into_iter().map(Swap::into_task))
+            .zip(outcomes)
         {
             results[index] = Some(match outcome {
                 SwapOutcome::Applied { revision } => {
@@ -241,12 +242,12 @@ const SWAP_TRIES: u32 = 3;
 /// the task would run again). Retrying is safe because swaps are
 /// fenced: a try that landed makes the retry conflict, and the re-read
 /// recognises the write.
-async fn swap_with_retries(store: &dyn Store, swaps: Vec<Swap>) -> Result<Vec<SwapOutcome>, Error> {
+async fn swap_with_retries(store: &dyn Store, swaps: &[Swap]) -> Result<Vec<SwapOutcome>, Error> {
     let expected = swaps.len();
     let mut tries = 0;
     loop {
         tries += 1;
-        match store.swap(swaps.clone()).await {
+        match store.swap(swaps).await {
             Ok(outcomes) => return crate::manager::admin::checked(expected, outcomes),
             Err(e) if tries >= SWAP_TRIES => return Err(e.into()),
             Err(e) => {

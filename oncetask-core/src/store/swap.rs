@@ -236,13 +236,39 @@ impl Swap {
     /// change does not write keep `before`'s values; the version becomes
     /// `after`'s.
     pub fn new(before: &Task, change: Change, after: &Task) -> Self {
-        let mut task = before.clone();
-        task.revision = None;
-        copy_fields(change, after, &mut task);
+        Self::from_next(before, change, after.clone())
+    }
+
+    /// [`Swap::new`] that takes the transition's result instead of copying
+    /// a task: `after` becomes the swap's task, with every field the change
+    /// does not write put back to `before`'s value. A field is compared
+    /// before it is copied, so for the result of a [`crate::lifecycle`]
+    /// transition (which differs from `before` only in the change's
+    /// fields) this copies nothing. The core's hot path uses it.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use chrono::Utc;
+    /// use oncetask_core::Task;
+    /// use oncetask_core::lifecycle::{self, LeaseGrant};
+    /// use oncetask_core::store::{Change, Swap};
+    ///
+    /// let now = Utc::now();
+    /// let grant = LeaseGrant::new(now, Duration::from_secs(60));
+    /// let claimed = lifecycle::claim(&Task::new("a", "k", "E", now), &grant);
+    /// let mut done = lifecycle::succeed(&claimed, &grant.token, now, None).unwrap();
+    /// let expected = done.clone();
+    /// done.kind = "not the outcome's to change".into();
+    /// let swap = Swap::from_next(&claimed, Change::Outcome, done);
+    /// assert_eq!(swap.into_task(), expected);
+    /// ```
+    pub fn from_next(before: &Task, change: Change, mut after: Task) -> Self {
+        after.revision = None;
+        keep_unwritten(change, before, &mut after);
         Self {
             change,
             fence: Fence::of(before),
-            task,
+            task: after,
         }
     }
 
@@ -268,6 +294,12 @@ impl Swap {
     /// indexes). Its `revision` is `None`.
     pub fn task(&self) -> &Task {
         &self.task
+    }
+
+    /// The task as it is stored once the swap applies ([`Swap::task`]), by
+    /// value.
+    pub fn into_task(self) -> Task {
+        self.task
     }
 
     /// Whether this write can make work available to workers of other
@@ -374,6 +406,70 @@ fn copy_fields(change: Change, from: &Task, onto: &mut Task) {
         }
     }
     onto.version = from.version;
+}
+
+/// Puts every field of `onto` that `change` does not write (the version
+/// aside) back to its value in `from`, copying only fields that differ.
+fn keep_unwritten(change: Change, from: &Task, onto: &mut Task) {
+    fn keep<T: PartialEq + Clone>(from: &T, onto: &mut T) {
+        if onto != from {
+            onto.clone_from(from);
+        }
+    }
+    // Destructured, so that a new field cannot be left out by accident.
+    let Task {
+        id,
+        kind,
+        data,
+        resource_key,
+        env,
+        wait_until,
+        leased_until,
+        created_at,
+        done_at,
+        attempts,
+        cancellation_attempts,
+        errors,
+        result,
+        recurrence,
+        parent_recurrence_id,
+        occurrence_timestamp,
+        is_cancelled,
+        cancelled_at,
+        lease_token,
+        version: _,
+        outcome,
+        revision: _,
+    } = from;
+    keep(id, &mut onto.id);
+    keep(kind, &mut onto.kind);
+    keep(data, &mut onto.data);
+    keep(resource_key, &mut onto.resource_key);
+    keep(env, &mut onto.env);
+    keep(created_at, &mut onto.created_at);
+    keep(recurrence, &mut onto.recurrence);
+    keep(parent_recurrence_id, &mut onto.parent_recurrence_id);
+    keep(occurrence_timestamp, &mut onto.occurrence_timestamp);
+    for field in Field::ALL {
+        if change.writes(field) {
+            continue;
+        }
+        match field {
+            Field::LeasedUntil => keep(leased_until, &mut onto.leased_until),
+            Field::LeaseToken => keep(lease_token, &mut onto.lease_token),
+            Field::WaitUntil => keep(wait_until, &mut onto.wait_until),
+            Field::Attempts => keep(attempts, &mut onto.attempts),
+            Field::CancellationAttempts => {
+                keep(cancellation_attempts, &mut onto.cancellation_attempts)
+            }
+            Field::Errors => keep(errors, &mut onto.errors),
+            Field::DoneAt => keep(done_at, &mut onto.done_at),
+            Field::Outcome => keep(outcome, &mut onto.outcome),
+            Field::Result => keep(result, &mut onto.result),
+            Field::IsCancelled => keep(is_cancelled, &mut onto.is_cancelled),
+            Field::CancelledAt => keep(cancelled_at, &mut onto.cancelled_at),
+        }
+    }
 }
 
 /// Result of one conditional write.
@@ -519,6 +615,54 @@ mod tests {
             );
             assert_eq!(swap.fence(), &Fence::of(&before), "{name}");
             assert_eq!(Change::between(&before, &after), Some(change), "{name}");
+        }
+    }
+
+    #[test]
+    fn a_swap_from_the_next_task_keeps_only_the_fields_of_its_change() {
+        for (name, before, change, after) in transitions() {
+            // A result that strays outside its change in every field the
+            // change does not write, and in the fixed ones.
+            let mut strayed = Task {
+                id: "other".into(),
+                kind: "other".into(),
+                env: "other".into(),
+                resource_key: Some("other".into()),
+                data: serde_json::Map::from_iter([("x".to_string(), serde_json::json!(1))]),
+                parent_recurrence_id: Some("other".into()),
+                ..after.clone()
+            };
+            for field in Field::ALL {
+                if change.writes(field) {
+                    continue;
+                }
+                match field {
+                    Field::LeasedUntil => strayed.leased_until = Some(t0()),
+                    Field::LeaseToken => strayed.lease_token = None,
+                    Field::WaitUntil => strayed.wait_until = Some(t0()),
+                    Field::Attempts => strayed.attempts = 99,
+                    Field::CancellationAttempts => strayed.cancellation_attempts = 99,
+                    Field::Errors => strayed.errors = Vec::new(),
+                    Field::DoneAt => strayed.done_at = Some(t0()),
+                    Field::Outcome => strayed.outcome = Some(crate::task::Outcome::Failed),
+                    Field::Result => strayed.result = Some(serde_json::json!("x")),
+                    Field::IsCancelled => strayed.is_cancelled = !before.is_cancelled,
+                    Field::CancelledAt => strayed.cancelled_at = Some(t0()),
+                }
+            }
+            let copied = {
+                let mut task = before.clone();
+                copy_fields(change, &strayed, &mut task);
+                task
+            };
+            let swap = Swap::from_next(&before, change, strayed);
+            assert_eq!(swap.fence(), &Fence::of(&before), "{name}");
+            assert_eq!(swap.into_task(), copied, "{name}");
+            assert_eq!(
+                Swap::from_next(&before, change, after.clone()).task(),
+                &after,
+                "{name}"
+            );
         }
     }
 
