@@ -83,8 +83,12 @@ pub struct FailurePolicy<'a> {
 
 fn next_version(task: &Task) -> Task {
     let mut next = task.clone();
-    next.version = task.version.wrapping_add(1);
+    bump_version(&mut next);
     next
+}
+
+fn bump_version(task: &mut Task) {
+    task.version = task.version.wrapping_add(1);
 }
 
 fn check_lease(task: &Task, token: &LeaseToken) -> Result<(), Rejection> {
@@ -151,10 +155,16 @@ pub fn succeed(
     result: Option<Value>,
 ) -> Result<Task, Rejection> {
     check_lease(stored, token)?;
-    let mut next = next_version(stored);
-    next.result = result;
-    finish(&mut next, now, Outcome::Completed);
+    let mut next = stored.clone();
+    succeed_leased(&mut next, now, result);
     Ok(next)
+}
+
+/// [`succeed`] on a task whose lease was checked.
+fn succeed_leased(task: &mut Task, now: DateTime<Utc>, result: Option<Value>) {
+    bump_version(task);
+    task.result = result;
+    finish(task, now, Outcome::Completed);
 }
 
 /// Records a failed run and applies the retry policy.
@@ -173,39 +183,51 @@ pub fn fail(
     policy: FailurePolicy<'_>,
 ) -> Result<Task, Rejection> {
     check_lease(stored, token)?;
-    let mut next = next_version(stored);
-    next.errors.push(AttemptError {
-        at: now,
-        error: error.message().to_owned(),
-    });
-    let overflow = next
-        .errors
-        .len()
-        .saturating_sub(policy.error_history_limit.max(1));
-    next.errors.drain(..overflow);
-    next.leased_until = None;
-    next.lease_token = None;
+    let mut next = stored.clone();
+    fail_leased(&mut next, now, error, path, policy);
+    Ok(next)
+}
 
-    let retry_after = match (path, stored.is_cancelled) {
+/// [`fail`] on a task whose lease was checked.
+fn fail_leased(
+    task: &mut Task,
+    now: DateTime<Utc>,
+    error: &HandlerError,
+    path: HandlerPath,
+    policy: FailurePolicy<'_>,
+) {
+    // Decided on the counts as stored (a failure changes neither).
+    let retry_after = match (path, task.is_cancelled) {
         (HandlerPath::Main, true) => Some(None),
-        (HandlerPath::Main, false) => decide(policy.retry, stored.attempts, error),
+        (HandlerPath::Main, false) => decide(policy.retry, task.attempts, error),
         (HandlerPath::Cancellation, _) => decide(
             policy.cancellation_retry,
-            stored.cancellation_attempts.max(1),
+            task.cancellation_attempts.max(1),
             error,
         ),
     };
+    bump_version(task);
+    task.errors.push(AttemptError {
+        at: now,
+        error: error.message().to_owned(),
+    });
+    let overflow = task
+        .errors
+        .len()
+        .saturating_sub(policy.error_history_limit.max(1));
+    task.errors.drain(..overflow);
+    task.leased_until = None;
+    task.lease_token = None;
     match retry_after {
         Some(delay) => {
             // A delay too large to represent means "not in this era", not "now".
-            next.wait_until = delay.map(|d| {
+            task.wait_until = delay.map(|d| {
                 now.checked_add_signed(d)
                     .unwrap_or(DateTime::<Utc>::MAX_UTC)
             });
         }
-        None => finish(&mut next, now, Outcome::Failed),
+        None => finish(task, now, Outcome::Failed),
     }
-    Ok(next)
 }
 
 /// A finished handler run, as [`record`] stores it.
@@ -256,14 +278,48 @@ pub fn record(
     policy: FailurePolicy<'_>,
     refused: Option<&str>,
 ) -> Result<Task, Rejection> {
+    check_lease(stored, run.token)?;
+    let mut next = stored.clone();
+    record_in_place(&mut next, run, policy, refused)?;
+    Ok(next)
+}
+
+/// [`record`] written onto the task itself: the core records outcomes
+/// this way, so that it never copies a task to replace it. On `Err` the
+/// task is unchanged.
+///
+/// ```
+/// use chrono::Utc;
+/// use oncetask_core::lifecycle::{self, FailurePolicy, Finished, HandlerPath, LeaseGrant};
+/// use oncetask_core::{NoRetry, Task};
+///
+/// let now = Utc::now();
+/// let grant = LeaseGrant::new(now, std::time::Duration::from_secs(60));
+/// let leased = lifecycle::claim(&Task::new("t1", "email", "prod", now), &grant);
+/// let result = Ok(None);
+/// let run = Finished { token: &grant.token, now, path: HandlerPath::Main, result: &result };
+/// let policy = FailurePolicy { retry: &NoRetry, cancellation_retry: &NoRetry, error_history_limit: 10 };
+///
+/// let mut task = leased.clone();
+/// lifecycle::record_in_place(&mut task, &run, policy, None).unwrap();
+/// assert_eq!(task, lifecycle::record(&leased, &run, policy, None).unwrap());
+/// ```
+pub fn record_in_place(
+    task: &mut Task,
+    run: &Finished<'_>,
+    policy: FailurePolicy<'_>,
+    refused: Option<&str>,
+) -> Result<(), Rejection> {
+    check_lease(task, run.token)?;
     match (run.result, refused) {
-        (Ok(value), None) => succeed(stored, run.token, run.now, value.clone()),
-        (Err(e), None) => fail(stored, run.token, run.now, e, run.path, policy),
+        (Ok(value), None) => succeed_leased(task, run.now, value.clone()),
+        (Err(e), None) => fail_leased(task, run.now, e, run.path, policy),
         (result, Some(reason)) => {
             let error = refused_error(result, reason);
-            fail(stored, run.token, run.now, &error, run.path, policy)
+            fail_leased(task, run.now, &error, run.path, policy)
         }
     }
+    Ok(())
 }
 
 /// The error recorded when the store refused to hold a run's outcome:

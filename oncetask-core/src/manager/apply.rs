@@ -12,8 +12,10 @@ use tokio::sync::oneshot;
 
 use crate::error::{Error, StoreError};
 use crate::lifecycle::Rejection;
-use crate::store::{Change, Fetched, Store, Swap, SwapOutcome};
-use crate::task::Task;
+use chrono::{DateTime, Utc};
+
+use crate::store::{Change, Fence, Fetched, Store, Swap, SwapOutcome};
+use crate::task::{AttemptError, LeaseToken, Outcome, Revision, Task};
 
 /// Rounds of re-read and retry before giving up on a contended task.
 const MAX_ROUNDS: usize = 8;
@@ -62,6 +64,14 @@ pub(crate) trait Transition: Send + Sync {
     /// The task as it must be stored next, or why the change does not apply.
     fn apply(&self, stored: &Task) -> Result<Task, Rejection>;
 
+    /// [`Transition::apply`] written onto the task itself (the task is
+    /// unchanged on `Err`). A transition that can avoid a copy of the task
+    /// overrides it; it must change only its change's fields.
+    fn apply_in_place(&self, task: &mut Task) -> Result<(), Rejection> {
+        *task = self.apply(task)?;
+        Ok(())
+    }
+
     /// What to write instead when the store refuses [`Transition::apply`]'s
     /// write for `reason` (it cannot hold a value); `None`: nothing, the
     /// refusal is the result.
@@ -85,6 +95,70 @@ impl<F: Fn(&Task) -> Result<Task, Rejection> + Send + Sync> Transition for F {
 /// A task to write: its input index, the task as we believe it is stored,
 /// and the store's reason if it refused the transition's write already.
 type Pending = (usize, Task, Option<String>);
+
+/// The fields a swap can write, as the task held them before its
+/// transition: the swap's fence, and what puts the task back as held when
+/// the store refuses the write (so the common path keeps no copy of the
+/// whole task).
+struct Unwritten {
+    leased_until: Option<DateTime<Utc>>,
+    lease_token: Option<LeaseToken>,
+    wait_until: Option<DateTime<Utc>>,
+    attempts: u32,
+    cancellation_attempts: u32,
+    errors: Vec<AttemptError>,
+    done_at: Option<DateTime<Utc>>,
+    outcome: Option<Outcome>,
+    result: Option<serde_json::Value>,
+    is_cancelled: bool,
+    cancelled_at: Option<DateTime<Utc>>,
+    version: u64,
+    revision: Option<Revision>,
+}
+
+impl Unwritten {
+    fn of(task: &Task) -> Self {
+        Self {
+            leased_until: task.leased_until,
+            lease_token: task.lease_token.clone(),
+            wait_until: task.wait_until,
+            attempts: task.attempts,
+            cancellation_attempts: task.cancellation_attempts,
+            errors: task.errors.clone(),
+            done_at: task.done_at,
+            outcome: task.outcome,
+            result: task.result.clone(),
+            is_cancelled: task.is_cancelled,
+            cancelled_at: task.cancelled_at,
+            version: task.version,
+            revision: task.revision,
+        }
+    }
+
+    fn fence(&self) -> Fence {
+        Fence::new(self.version, self.revision)
+    }
+
+    /// `task` (the held task with a swap's fields written) as it was held.
+    fn restore(self, mut task: Task) -> Task {
+        // Every field a swap writes (`Field::ALL`), the version and the
+        // revision; a swap writes nothing else.
+        task.leased_until = self.leased_until;
+        task.lease_token = self.lease_token;
+        task.wait_until = self.wait_until;
+        task.attempts = self.attempts;
+        task.cancellation_attempts = self.cancellation_attempts;
+        task.errors = self.errors;
+        task.done_at = self.done_at;
+        task.outcome = self.outcome;
+        task.result = self.result;
+        task.is_cancelled = self.is_cancelled;
+        task.cancelled_at = self.cancelled_at;
+        task.version = self.version;
+        task.revision = self.revision;
+        task
+    }
+}
 
 /// [`apply_many`] with a transition per task: `transition(i)` for the task
 /// at input index `i`, written as the change paired with the task.
@@ -110,18 +184,33 @@ where
         }
         let mut swaps = Vec::with_capacity(pending.len());
         let mut swapped = Vec::with_capacity(pending.len());
-        for (index, current, refused) in pending.drain(..) {
+        for (index, mut current, refused) in pending.drain(..) {
             let step = transition(index);
-            let next = match &refused {
-                None => step.apply(&current),
+            let change = change_of(index);
+            let before = Unwritten::of(&current);
+            #[cfg(debug_assertions)]
+            let held = current.clone();
+            let swap = match &refused {
+                // The common path: the transition writes onto the task as
+                // held, which becomes the swap's task (no copy).
+                None => step
+                    .apply_in_place(&mut current)
+                    .map(|()| Swap::from_applied(before.fence(), change, current)),
                 Some(reason) => step
                     .if_refused(&current, reason)
-                    .unwrap_or(Err(Rejection::NotApplicable)),
+                    .unwrap_or(Err(Rejection::NotApplicable))
+                    .map(|next| Swap::from_next(&current, change, next)),
             };
-            match next {
-                Ok(next) => {
-                    swaps.push(Swap::from_next(&current, change_of(index), next));
-                    swapped.push((index, current, refused));
+            match swap {
+                Ok(swap) => {
+                    #[cfg(debug_assertions)]
+                    debug_assert_eq!(
+                        swap.task(),
+                        Swap::from_next(&held, change, swap.task().clone()).task(),
+                        "a transition wrote outside its change"
+                    );
+                    swaps.push(swap);
+                    swapped.push((index, before, refused));
                 }
                 Err(rejection) => results[index] = Some(Applied::Rejected(rejection)),
             }
@@ -143,7 +232,7 @@ where
         };
         let mut conflicted = Vec::new();
         let mut attempted: HashMap<String, Task> = HashMap::new();
-        for (((index, current, refused), task), outcome) in swapped
+        for (((index, before, refused), task), outcome) in swapped
             .into_iter()
             .zip(swaps.into_iter().map(Swap::into_task))
             .zip(outcomes)
@@ -164,7 +253,7 @@ where
                 SwapOutcome::Failed(StoreError::Unencodable { reason, .. })
                     if refused.is_none() && transition(index).falls_back() =>
                 {
-                    pending.push((index, current, Some(reason)));
+                    pending.push((index, before.restore(task), Some(reason)));
                     continue;
                 }
                 SwapOutcome::Failed(e) => Applied::Failed(e.into()),

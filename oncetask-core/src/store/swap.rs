@@ -184,10 +184,11 @@ pub struct Fence {
 impl Fence {
     /// The fence of `task` as the caller holds it (its version and revision).
     pub fn of(task: &Task) -> Self {
-        Self {
-            version: task.version,
-            revision: task.revision,
-        }
+        Self::new(task.version, task.revision)
+    }
+
+    pub(crate) fn new(version: u64, revision: Option<Revision>) -> Self {
+        Self { version, revision }
     }
 
     /// The version the stored task must still have.
@@ -269,6 +270,19 @@ impl Swap {
             change,
             fence: Fence::of(before),
             task: after,
+        }
+    }
+
+    /// The swap of a task onto which the core's transition was written in
+    /// place, fenced on the state before it. The core's hot path, for
+    /// transitions that write only their change's fields (debug builds
+    /// check it against [`Swap::from_next`]).
+    pub(crate) fn from_applied(fence: Fence, change: Change, mut task: Task) -> Self {
+        task.revision = None;
+        Self {
+            change,
+            fence,
+            task,
         }
     }
 

@@ -32,7 +32,8 @@ pub(super) struct RecordOutcome {
 }
 
 impl RecordOutcome {
-    fn decide(&self, stored: &Task, refused: Option<&str>) -> Result<Task, Rejection> {
+    /// Writes the outcome onto `task` (unchanged on `Err`).
+    fn decide(&self, task: &mut Task, refused: Option<&str>) -> Result<(), Rejection> {
         let options = &self.registration.options;
         let retry = PanicSafe(
             self.retry_override
@@ -51,17 +52,23 @@ impl RecordOutcome {
             path: self.path,
             result: &self.result,
         };
-        lifecycle::record(stored, &run, policy, refused)
+        lifecycle::record_in_place(task, &run, policy, refused)
     }
 }
 
 impl Transition for RecordOutcome {
     fn apply(&self, stored: &Task) -> Result<Task, Rejection> {
-        self.decide(stored, None)
+        let mut next = stored.clone();
+        self.decide(&mut next, None).map(|()| next)
+    }
+
+    fn apply_in_place(&self, task: &mut Task) -> Result<(), Rejection> {
+        self.decide(task, None)
     }
 
     fn if_refused(&self, stored: &Task, reason: &str) -> Option<Result<Task, Rejection>> {
-        Some(self.decide(stored, Some(reason)))
+        let mut next = stored.clone();
+        Some(self.decide(&mut next, Some(reason)).map(|()| next))
     }
 
     fn falls_back(&self) -> bool {
