@@ -222,6 +222,7 @@ pub async fn wake_up_latencies_across_managers(
                 .create(&Job { n, key: None })
                 .await
                 .expect("create")
+                .is_created()
         );
         let started = tokio::time::timeout(Duration::from_secs(20), rx.recv())
             .await

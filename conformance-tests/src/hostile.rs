@@ -19,7 +19,8 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use oncetask_core::store::{Fetched, TaskFilter};
 use oncetask_core::{
-    Error, JsonObject, Manager, ManualClock, Recurrence, Store, StoreError, Task, TaskData,
+    CreateStatus, Error, JsonObject, Manager, ManualClock, Recurrence, Store, StoreError, Task,
+    TaskData,
 };
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
@@ -113,8 +114,8 @@ impl TaskData for Hostile {
     fn scheduled_at(&self) -> Option<DateTime<Utc>> {
         self.at
     }
-    fn recurrence(&self) -> Option<Recurrence> {
-        self.recurrence.clone()
+    fn recurrence(&self) -> Result<Option<Recurrence>, oncetask_core::RecurrenceError> {
+        Ok(self.recurrence.clone())
     }
 }
 
@@ -387,8 +388,8 @@ async fn check_case<S: Store + Clone>(
     match created {
         Err(e) if is_refusal(&e) => Ok(()),
         Err(e) => Err(format!("unexpected error {e:?} for {job:?}")),
-        Ok(false) => Err(format!("{job:?} was reported as existing")),
-        Ok(true) => {
+        Ok(CreateStatus::AlreadyExists) => Err(format!("{job:?} was reported as existing")),
+        Ok(CreateStatus::Created) => {
             let stored = manager
                 .get_task(&job.id)
                 .await

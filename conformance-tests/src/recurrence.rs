@@ -37,8 +37,8 @@ impl TaskData for WeeklyReport {
     fn idempotent_id(&self) -> String {
         format!("report-{}", self.user)
     }
-    fn recurrence(&self) -> Option<Recurrence> {
-        Some(Recurrence::new(self.rule, self.dtstart).expect("the suite's rules are valid"))
+    fn recurrence(&self) -> Result<Option<Recurrence>, oncetask_core::RecurrenceError> {
+        Recurrence::new(self.rule, self.dtstart).map(Some)
     }
 }
 

@@ -73,8 +73,8 @@ impl TaskData for ChaosJob {
         self.key.clone()
     }
 
-    fn recurrence(&self) -> Option<Recurrence> {
-        self.recurrence.clone()
+    fn recurrence(&self) -> Result<Option<Recurrence>, oncetask::RecurrenceError> {
+        Ok(self.recurrence.clone())
     }
 }
 

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use chrono::{SecondsFormat, Utc};
 use oncetask::manager::{current_task_id, group_handler_fn, handler_fn};
 use oncetask::{
-    Error, ExponentialBackoff, HandlerOptions, Manager, MemoryStore, Recurrence, Task, TaskData,
-    TaskStatus,
+    Error, ExponentialBackoff, HandlerOptions, Manager, MemoryStore, Recurrence, RecurrenceError,
+    Task, TaskData, TaskStatus,
 };
 use serde::{Deserialize, Serialize};
 
@@ -86,8 +86,8 @@ impl TaskData for Report {
     fn idempotent_id(&self) -> String {
         format!("report-{}", self.team)
     }
-    fn recurrence(&self) -> Option<Recurrence> {
-        self.schedule.clone()
+    fn recurrence(&self) -> Result<Option<Recurrence>, RecurrenceError> {
+        Ok(self.schedule.clone())
     }
 }
 
@@ -180,7 +180,7 @@ async fn run_tasks() -> Result<(), Error> {
     progress.say(format!("created {} welcome emails", report.count()));
     let again = manager.create(&welcomes[0]).await?;
     progress.say(format!(
-        "creating welcome-ada again: created = {again} (same id, no duplicate)"
+        "creating welcome-ada again: {again:?} (same id, no duplicate)"
     ));
 
     manager

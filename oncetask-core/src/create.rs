@@ -7,6 +7,31 @@ use crate::data::{TaskData, TaskKind};
 use crate::error::Error;
 use crate::task::{Task, truncate_to_millis};
 
+/// What [`Manager::create`](crate::Manager::create) did with a task: the
+/// one-task form of [`BulkReport`](crate::manager::BulkReport)'s
+/// `succeeded` and `skipped`.
+///
+/// ```
+/// use oncetask_core::CreateStatus;
+/// assert!(CreateStatus::Created.is_created());
+/// assert!(!CreateStatus::AlreadyExists.is_created());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CreateStatus {
+    /// Stored now.
+    Created,
+    /// A task with this id exists in this environment: nothing changed
+    /// (creating is idempotent).
+    AlreadyExists,
+}
+
+impl CreateStatus {
+    /// Whether this call stored the task.
+    pub fn is_created(self) -> bool {
+        self == CreateStatus::Created
+    }
+}
+
 impl Task {
     /// Builds a new pending task from `data` for environment `env`.
     ///
@@ -49,7 +74,12 @@ impl Task {
                 ),
             });
         }
-        let recurrence = data.recurrence();
+        let recurrence = data
+            .recurrence()
+            .map_err(|source| Error::InvalidRecurrence {
+                id: id.clone(),
+                source,
+            })?;
         let scheduled = data.scheduled_at();
         let wait_until = match (&recurrence, scheduled) {
             (Some(_), Some(_)) => return Err(Error::ScheduleConflict { id }),

@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::recurrence::Recurrence;
+use crate::recurrence::{Recurrence, RecurrenceError};
 
 /// A task kind: selects the handler. Implemented for strings; implement it
 /// for your own enum to get typed kinds.
@@ -80,8 +80,32 @@ pub trait TaskData: Serialize {
         None
     }
 
-    /// Makes the task a recurrence generator that spawns one occurrence per slot.
-    fn recurrence(&self) -> Option<Recurrence> {
-        None
+    /// Makes the task a recurrence generator that spawns one occurrence per
+    /// slot. A rule that does not parse is an error here, and
+    /// [`Manager::create`](crate::Manager::create) then fails with
+    /// [`Error::InvalidRecurrence`](crate::Error::InvalidRecurrence) and
+    /// stores nothing (a typo must not quietly store a task that runs once).
+    ///
+    /// ```
+    /// use oncetask_core::{Recurrence, RecurrenceError, TaskData};
+    /// use serde::Serialize;
+    ///
+    /// #[derive(Serialize)]
+    /// struct WeeklyReport { rule: String }
+    ///
+    /// impl TaskData for WeeklyReport {
+    ///     type Kind = &'static str;
+    ///     fn kind(&self) -> &'static str { "weekly_report" }
+    ///     fn idempotent_id(&self) -> String { "weekly-report".into() }
+    ///     fn recurrence(&self) -> Result<Option<Recurrence>, RecurrenceError> {
+    ///         Recurrence::new(&self.rule, "2025-01-06T09:00:00Z").map(Some)
+    ///     }
+    /// }
+    ///
+    /// let typo = WeeklyReport { rule: "FREQ=WEEKLY;BYDAY=MOO".into() };
+    /// assert!(typo.recurrence().is_err());
+    /// ```
+    fn recurrence(&self) -> Result<Option<Recurrence>, RecurrenceError> {
+        Ok(None)
     }
 }

@@ -25,7 +25,7 @@ mod test_support;
 pub mod testing;
 
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use create::MAX_DATA_DEPTH;
+pub use create::{CreateStatus, MAX_DATA_DEPTH};
 pub use data::{TaskData, TaskKind};
 pub use error::{Error, HandlerError, StoreError};
 pub use inspect::{KindStats, QueueStats};

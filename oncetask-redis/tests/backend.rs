@@ -750,7 +750,12 @@ async fn without_aof_a_restart_loses_the_tasks_and_workers_carry_on() {
         .await
         .expect("count");
     assert!(counts.is_empty(), "no task survives: {counts:?}");
-    assert!(m.create(&Job { n: 999, key: None }).await.expect("create"));
+    assert!(
+        m.create(&Job { n: 999, key: None })
+            .await
+            .expect("create")
+            .is_created()
+    );
     wait_for("the new task to run", Duration::from_secs(20), async || {
         ran.lock().expect("lock").contains(&"job-999".to_owned())
     })

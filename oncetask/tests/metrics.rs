@@ -220,6 +220,7 @@ async fn a_run_with_retries_and_a_cancellation_records_the_expected_counters() {
             .create(&job("welcome", "welcome-ada"))
             .await
             .expect("create")
+            .is_created()
     );
     manager
         .create(&job("charge", "charge-1"))

@@ -324,8 +324,8 @@ impl TaskData for Digest {
     fn idempotent_id(&self) -> String {
         "digest".into()
     }
-    fn recurrence(&self) -> Option<Recurrence> {
-        Recurrence::new("FREQ=WEEKLY;BYDAY=MO;BYHOUR=9", "2025-01-06T09:00:00Z").ok()
+    fn recurrence(&self) -> Result<Option<Recurrence>, oncetask::RecurrenceError> {
+        Recurrence::new("FREQ=WEEKLY;BYDAY=MO;BYHOUR=9", "2025-01-06T09:00:00Z").map(Some)
     }
 }
 

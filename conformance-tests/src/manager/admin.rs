@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use oncetask_core::manager::{HandlerOptions, handler_fn};
-use oncetask_core::{Error, Recurrence, Task, TaskStatus};
+use oncetask_core::{CreateStatus, Error, Recurrence, Task, TaskStatus};
 use serde::Serialize;
 
 use super::{ENV, Job, create, manual, register_ok};
@@ -12,21 +12,24 @@ use crate::StoreFactory;
 
 const KIND: &str = "invoice";
 
-/// Creating the same id twice stores one task; the second call returns false.
+/// Creating the same id twice stores one task; the second call reports it
+/// exists.
 pub async fn creating_the_same_task_twice_is_a_no_op(factory: &impl StoreFactory) {
     let h = manual(factory).await;
     register_ok(&h.manager, KIND, HandlerOptions::default());
-    assert!(
+    assert_eq!(
         h.manager
             .create(&Job::new(KIND, "i1").n(1))
             .await
-            .expect("create")
+            .expect("create"),
+        CreateStatus::Created
     );
-    assert!(
-        !h.manager
+    assert_eq!(
+        h.manager
             .create(&Job::new(KIND, "i1").n(2))
             .await
-            .expect("create")
+            .expect("create"),
+        CreateStatus::AlreadyExists
     );
     assert_eq!(
         h.task("i1").await.data.get("n"),
@@ -81,7 +84,7 @@ pub async fn invalid_tasks_are_rejected_with_typed_errors_and_nothing_is_stored(
         rrule: "FREQ=FORTNIGHTLY".into(),
         ..rule.clone()
     };
-    let cases: Vec<(&str, Result<bool, Error>)> = vec![
+    let cases: Vec<(&str, Result<CreateStatus, Error>)> = vec![
         ("empty id", h.manager.create(&Job::new(KIND, "")).await),
         (
             "unknown kind",
@@ -102,6 +105,15 @@ pub async fn invalid_tasks_are_rejected_with_typed_errors_and_nothing_is_stored(
                 .create(&Job::new(KIND, "bad-rule").recurring(bad_rule))
                 .await,
         ),
+        (
+            "a typo in a rule",
+            h.manager
+                .create(
+                    &Job::new(KIND, "typo")
+                        .recurring_by("FREQ=WEEKLY;BYDAY=MOO", "2025-01-06T09:00:00Z"),
+                )
+                .await,
+        ),
     ];
     for (name, result) in &cases {
         assert!(
@@ -114,6 +126,10 @@ pub async fn invalid_tasks_are_rejected_with_typed_errors_and_nothing_is_stored(
     assert!(matches!(cases[2].1, Err(Error::InvalidData { .. })));
     assert!(matches!(cases[3].1, Err(Error::ScheduleConflict { .. })));
     assert!(matches!(cases[4].1, Err(Error::InvalidRecurrence { .. })));
+    assert!(matches!(
+        cases[5].1,
+        Err(Error::InvalidRecurrence { ref id, .. }) if id == "typo"
+    ));
     assert!(
         h.manager
             .find(h.manager.filter())
@@ -122,6 +138,29 @@ pub async fn invalid_tasks_are_rejected_with_typed_errors_and_nothing_is_stored(
             .is_empty(),
         "nothing stored"
     );
+    // In a bulk create, the same typo fails its own item only.
+    let report = h
+        .manager
+        .create_many(&[
+            Job::new(KIND, "typo").recurring_by("FREQ=WEEKLY;BYDAY=MOO", "2025-01-06T09:00:00Z"),
+            Job::new(KIND, "fine"),
+        ])
+        .await
+        .expect("create_many");
+    assert_eq!(report.succeeded, ["fine"]);
+    assert!(matches!(
+        report.failed.as_slice(),
+        [(id, Error::InvalidRecurrence { .. })] if id == "typo"
+    ));
+    let stored: Vec<String> = h
+        .manager
+        .find(h.manager.filter())
+        .await
+        .expect("find")
+        .into_iter()
+        .map(|t| t.id)
+        .collect();
+    assert_eq!(stored, ["fine"], "the typo stored nothing");
 }
 
 /// Registering a second handler for a kind is a typed error.

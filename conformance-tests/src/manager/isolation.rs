@@ -211,8 +211,10 @@ pub async fn injection_looking_names_are_stored_verbatim_and_harm_nothing(
         let manager = recording(&h, name, name, &seen);
         let job = Job::new(name, name).key(name).n(1);
         match manager.create(&job).await {
-            Ok(true) => accepted.push((*name, manager)),
-            Ok(false) => panic!("{name:?}: reported as existing"),
+            Ok(oncetask_core::CreateStatus::Created) => accepted.push((*name, manager)),
+            Ok(oncetask_core::CreateStatus::AlreadyExists) => {
+                panic!("{name:?}: reported as existing")
+            }
             Err(Error::Store(e)) => eprintln!("note: the backend refuses {name:?}: {e}"),
             Err(Error::EmptyId) if name.trim().is_empty() => {}
             Err(e) => panic!("{name:?}: not a store refusal: {e:?}"),

@@ -162,7 +162,7 @@ pub struct Job {
     #[serde(skip)]
     at: Option<DateTime<Utc>>,
     #[serde(skip)]
-    recurrence: Option<Recurrence>,
+    recurrence: Option<Result<Recurrence, oncetask_core::RecurrenceError>>,
 }
 
 impl Job {
@@ -192,7 +192,14 @@ impl Job {
 
     /// Recurring.
     pub fn recurring(mut self, recurrence: Recurrence) -> Self {
-        self.recurrence = Some(recurrence);
+        self.recurrence = Some(Ok(recurrence));
+        self
+    }
+
+    /// Recurring by `rule` from `dtstart`, as a user's `TaskData` would
+    /// build it (a rule that does not parse is the job's error).
+    pub fn recurring_by(mut self, rule: &str, dtstart: &str) -> Self {
+        self.recurrence = Some(Recurrence::new(rule, dtstart));
         self
     }
 
@@ -217,8 +224,8 @@ impl TaskData for Job {
     fn scheduled_at(&self) -> Option<DateTime<Utc>> {
         self.at
     }
-    fn recurrence(&self) -> Option<Recurrence> {
-        self.recurrence.clone()
+    fn recurrence(&self) -> Result<Option<Recurrence>, oncetask_core::RecurrenceError> {
+        self.recurrence.clone().transpose()
     }
 }
 
@@ -236,7 +243,11 @@ pub fn register_ok(manager: &Manager, kind: &str, options: HandlerOptions) {
 /// Creates `job`, which must be new.
 pub async fn create(manager: &Manager, job: &Job) {
     let created = manager.create(job).await.expect("create");
-    assert!(created, "{job:?} should be new");
+    assert_eq!(
+        created,
+        oncetask_core::CreateStatus::Created,
+        "{job:?} should be new"
+    );
 }
 
 /// Polls `condition` (on a multi-thread runtime where workers run) until it

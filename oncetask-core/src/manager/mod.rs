@@ -4,7 +4,7 @@
 //! ```
 //! use std::sync::Arc;
 //! use oncetask_core::manager::{handler_fn, HandlerOptions, Manager};
-//! use oncetask_core::{Store, TaskData};
+//! use oncetask_core::{CreateStatus, Store, TaskData};
 //! use serde::Serialize;
 //!
 //! #[derive(Serialize)]
@@ -26,8 +26,12 @@
 //!         HandlerOptions::default().concurrency(4),
 //!     )?;
 //!     // Creating the same task twice is a no-op: the id is the idempotency key.
-//!     assert!(manager.create(&Welcome { user: "ada".into() }).await?);
-//!     assert!(!manager.create(&Welcome { user: "ada".into() }).await?);
+//!     assert_eq!(manager.create(&Welcome { user: "ada".into() }).await?, CreateStatus::Created);
+//!     // The same id again: nothing changes.
+//!     assert_eq!(
+//!         manager.create(&Welcome { user: "ada".into() }).await?,
+//!         CreateStatus::AlreadyExists
+//!     );
 //!     manager.shutdown(std::time::Duration::from_secs(30)).await;
 //!     Ok(())
 //! }
@@ -60,6 +64,7 @@ pub(crate) use worker::run_captured;
 pub use worker::{RunOutcome, RunReport, ShutdownReport};
 
 use crate::clock::{Clock, SystemClock};
+use crate::create::CreateStatus;
 use crate::data::{TaskData, TaskKind};
 use crate::error::Error;
 use crate::inspect::QueueStats;
@@ -434,10 +439,12 @@ impl Manager {
         Ok(task)
     }
 
-    /// Creates a task unless one with its id exists. Returns `true` if created,
-    /// `false` if it already existed (idempotent). An id taken in another
-    /// environment is [`Error::WrongEnvironment`].
-    pub async fn create<D: TaskData + ?Sized>(&self, data: &D) -> Result<bool, Error> {
+    /// Creates a task unless one with its id exists: [`CreateStatus::Created`],
+    /// or [`CreateStatus::AlreadyExists`] with nothing changed (idempotent).
+    /// An id taken in another environment is [`Error::WrongEnvironment`];
+    /// invalid data (an empty id, a payload that is not an object, a rule
+    /// that does not parse, an unknown kind) is an error and stores nothing.
+    pub async fn create<D: TaskData + ?Sized>(&self, data: &D) -> Result<CreateStatus, Error> {
         let task = self.new_task(data)?;
         let kind = task.kind.clone();
         let id = task.id.clone();
@@ -449,11 +456,11 @@ impl Manager {
                 metrics::count(metrics::TASKS_CREATED, &self.inner.env, &kind, 1);
                 self.inner.wake(&kind);
                 self.run_inline(&kind).await?;
-                Ok(true)
+                Ok(CreateStatus::Created)
             }
             CreateOutcome::AlreadyExists => {
                 tracing::info!(task_id = %id, kind = %kind, "task already exists");
-                Ok(false)
+                Ok(CreateStatus::AlreadyExists)
             }
             CreateOutcome::ExistsInOtherEnv { env } => Err(Error::WrongEnvironment {
                 id,
