@@ -1,15 +1,18 @@
 //! The queue inspector: what one environment's queue holds, kind by kind.
 //!
-//! [`Store::inspect`] answers with a [`QueueStats`]: for every kind that has
+//! [`Store::inspect`](crate::Store::inspect) answers with a [`QueueStats`]: for every kind that has
 //! tasks in the environment, its counts by status, when its longest-waiting
 //! pending task became ready, and when its next task becomes due. Operators
 //! read it through [`crate::Manager::inspect`] (which also refreshes the
 //! queue gauges of [`crate::metrics`]) or the `oncetask stats` command.
 //!
-//! Every backend gets [`Store::inspect`] and [`Store::kinds`] for free: their
+//! Every backend gets [`Store::inspect`](crate::Store::inspect) and [`Store::kinds`](crate::Store::kinds) for free: their
 //! default implementations, [`inspect_with_primitives`] and
 //! [`kinds_by_listing`], are built from the other store methods. Backends
 //! override them with cheaper queries where they can.
+//!
+//! [`inspect_with_primitives`]: crate::store::defaults::inspect_with_primitives
+//! [`kinds_by_listing`]: crate::store::defaults::kinds_by_listing
 //!
 //! ```
 //! # use oncetask_core::{Manager, TaskStatus};
@@ -23,15 +26,13 @@
 //! # }
 //! ```
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::error::StoreError;
-use crate::status::TaskStatus;
-use crate::store::{StatusCounts, Store, TaskFilter};
+use crate::status::{StatusCounts, TaskStatus};
 use crate::task::Task;
 
 /// A snapshot of one environment's queue at [`QueueStats::now`].
@@ -43,7 +44,7 @@ pub struct QueueStats {
     /// The time statuses were derived at.
     pub now: DateTime<Utc>,
     /// Every kind with at least one task in the environment, by name
-    /// ([`Store::kinds`]: a kind whose documents all fail to decode is not
+    /// ([`Store::kinds`](crate::Store::kinds): a kind whose documents all fail to decode is not
     /// listed).
     pub kinds: BTreeMap<String, KindStats>,
 }
@@ -54,14 +55,14 @@ pub struct QueueStats {
 pub struct KindStats {
     /// Tasks by status at [`QueueStats::now`] (statuses with no task are
     /// absent), and the kind's undecodable documents apart
-    /// ([`StatusCounts::undecodable`]), as [`Store::count_by_status`].
+    /// ([`StatusCounts::undecodable`]), as [`Store::count_by_status`](crate::Store::count_by_status).
     pub counts: StatusCounts,
     /// When the pending task that has waited longest became ready
     /// ([`Task::ready_since`]); `None` when no task is pending.
     pub oldest_pending_since: Option<DateTime<Utc>>,
     /// The earliest instant after [`QueueStats::now`] at which a not-done task
     /// becomes due: a scheduled time, a backoff's end or a lease expiry
-    /// ([`Store::next_due`]). `None` when nothing is scheduled.
+    /// ([`Store::next_due`](crate::Store::next_due)). `None` when nothing is scheduled.
     pub next_due: Option<DateTime<Utc>>,
 }
 
@@ -142,69 +143,6 @@ impl Task {
             .flatten()
             .fold(self.created_at, DateTime::max)
     }
-}
-
-/// [`Store::kinds`] from a listing: one [`Store::find`] over every task of
-/// `env`, keeping the distinct kinds. Reads every task of the environment,
-/// so backends that can ask for distinct kinds directly override it.
-pub async fn kinds_by_listing<S: Store + ?Sized>(
-    store: &S,
-    env: &str,
-) -> Result<Vec<String>, StoreError> {
-    // No status filter, so the filter's time is never read.
-    let all = TaskFilter::env(env, DateTime::<Utc>::UNIX_EPOCH);
-    let kinds: BTreeSet<String> = store
-        .find(&all)
-        .await?
-        .into_iter()
-        .map(|t| t.kind)
-        .collect();
-    Ok(kinds.into_iter().collect())
-}
-
-/// [`Store::inspect`] from the other store methods: [`Store::kinds`], then
-/// per kind [`Store::count_by_status`] and [`Store::next_due`], and one
-/// [`Store::find`] of the pending tasks of `env` for the oldest-pending
-/// times.
-///
-/// Cost: 2 calls per kind plus 2, and the find returns every pending task
-/// (a long backlog is read whole). Each figure is read on its own, so under
-/// concurrent writes they are not one consistent snapshot (a task claimed
-/// between two reads can show in neither or both); each is exact on its own.
-pub async fn inspect_with_primitives<S: Store + ?Sized>(
-    store: &S,
-    env: &str,
-    now: DateTime<Utc>,
-) -> Result<QueueStats, StoreError> {
-    let mut kinds: BTreeMap<String, KindStats> = BTreeMap::new();
-    for kind in store.kinds(env).await? {
-        let counts = store.count_by_status(env, Some(&kind), now).await?;
-        let next_due = store.next_due(env, &kind, now).await?;
-        kinds.insert(
-            kind,
-            KindStats {
-                counts,
-                oldest_pending_since: None,
-                next_due,
-            },
-        );
-    }
-    let mut pending = TaskFilter::env(env, now);
-    pending.not_done = true;
-    pending.statuses = vec![TaskStatus::Pending];
-    for task in store.find(&pending).await? {
-        let since = task.ready_since();
-        let stats = kinds.entry(task.kind).or_default();
-        stats.oldest_pending_since = Some(match stats.oldest_pending_since {
-            Some(oldest) => oldest.min(since),
-            None => since,
-        });
-    }
-    Ok(QueueStats {
-        env: env.to_owned(),
-        now,
-        kinds,
-    })
 }
 
 #[cfg(test)]

@@ -9,8 +9,6 @@
 //! Reading this file tells you the whole contract; the `conformance-tests`
 //! crate checks it.
 
-use std::collections::BTreeMap;
-
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use futures::stream::BoxStream;
@@ -18,9 +16,11 @@ use futures::stream::BoxStream;
 use crate::error::StoreError;
 use crate::inspect::QueueStats;
 use crate::lifecycle::LeaseGrant;
+pub use crate::status::StatusCounts;
 use crate::status::TaskStatus;
 use crate::task::Task;
 
+pub mod defaults;
 mod swap;
 pub use swap::{Announce, Change, Fence, Field, Swap, SwapOutcome};
 
@@ -99,10 +99,10 @@ pub trait Store: Send + Sync + 'static {
     /// The kinds of the tasks of `env`, sorted, each once; documents that
     /// cannot be decoded are not tasks and do not count.
     ///
-    /// The default lists every task of `env` ([`crate::inspect::kinds_by_listing`]);
+    /// The default lists every task of `env` ([`defaults::kinds_by_listing`]);
     /// backends that can ask for distinct kinds override it.
     async fn kinds(&self, env: &str) -> Result<Vec<String>, StoreError> {
-        crate::inspect::kinds_by_listing(self, env).await
+        defaults::kinds_by_listing(self, env).await
     }
 
     /// The queue inspector: for each kind of `env` ([`Store::kinds`]), its
@@ -111,10 +111,10 @@ pub trait Store: Send + Sync + 'static {
     /// the tasks whose status at `now` is pending), and its next due time
     /// after `now` (as [`Store::next_due`]).
     ///
-    /// The default ([`crate::inspect::inspect_with_primitives`]) is built
+    /// The default ([`defaults::inspect_with_primitives`]) is built
     /// from those methods; backends may override it with fewer round trips.
     async fn inspect(&self, env: &str, now: DateTime<Utc>) -> Result<QueueStats, StoreError> {
-        crate::inspect::inspect_with_primitives(self, env, now).await
+        defaults::inspect_with_primitives(self, env, now).await
     }
 
     /// How many claims of one kind a manager may have in flight against
@@ -454,120 +454,6 @@ impl TaskFilter {
     /// True when `task` is past [`TaskFilter::after`] (always, without a cursor).
     pub fn is_after_cursor(&self, task: &Task) -> bool {
         self.after.as_ref().is_none_or(|c| c.precedes(task))
-    }
-}
-
-/// What [`Store::count_by_status`] counts: tasks per status (statuses with
-/// no task are absent) and, apart from them, documents that cannot be
-/// decoded into a task.
-///
-/// It dereferences to the per-status map, so `counts.get(&status)`,
-/// iteration and `counts.values().sum()` (tasks only) work as on a map.
-///
-/// ```
-/// # use oncetask_core::{TaskStatus, store::StatusCounts};
-/// let mut counts = StatusCounts::from([(TaskStatus::Pending, 2)]);
-/// counts.undecodable = 1;
-/// assert_eq!(counts.count(TaskStatus::Pending), 2);
-/// assert_eq!(counts.tasks(), 2);
-/// assert_eq!(counts.documents(), 3);
-/// ```
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct StatusCounts {
-    /// Tasks per status; statuses with no task are absent.
-    pub by_status: BTreeMap<TaskStatus, u64>,
-    /// Stored documents that cannot be decoded into a task (see
-    /// [`Fetched::Undecodable`]): they have no status, so they are in no
-    /// entry of `by_status`.
-    pub undecodable: u64,
-}
-
-impl StatusCounts {
-    /// No task, no undecodable document.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Number of tasks with `status`.
-    pub fn count(&self, status: TaskStatus) -> u64 {
-        self.by_status.get(&status).copied().unwrap_or(0)
-    }
-
-    /// Adds `n` tasks of `status` (a zero adds no entry).
-    pub fn add(&mut self, status: TaskStatus, n: u64) {
-        if n > 0 {
-            *self.by_status.entry(status).or_insert(0) += n;
-        }
-    }
-
-    /// Number of tasks, whatever their status (undecodable documents excluded).
-    pub fn tasks(&self) -> u64 {
-        self.by_status.values().sum()
-    }
-
-    /// Number of stored documents counted: tasks plus undecodable ones.
-    pub fn documents(&self) -> u64 {
-        self.tasks() + self.undecodable
-    }
-
-    /// Adds every count of `other` to these.
-    pub fn merge(&mut self, other: &StatusCounts) {
-        for (status, n) in &other.by_status {
-            self.add(*status, *n);
-        }
-        self.undecodable += other.undecodable;
-    }
-}
-
-impl std::ops::Deref for StatusCounts {
-    type Target = BTreeMap<TaskStatus, u64>;
-
-    fn deref(&self) -> &Self::Target {
-        &self.by_status
-    }
-}
-
-impl std::ops::DerefMut for StatusCounts {
-    fn deref_mut(&mut self) -> &mut Self::Target {
-        &mut self.by_status
-    }
-}
-
-impl<const N: usize> From<[(TaskStatus, u64); N]> for StatusCounts {
-    /// Tasks per status, no undecodable document.
-    fn from(counts: [(TaskStatus, u64); N]) -> Self {
-        counts.into_iter().collect()
-    }
-}
-
-impl FromIterator<(TaskStatus, u64)> for StatusCounts {
-    /// Tasks per status (repeated statuses add up), no undecodable document.
-    fn from_iter<I: IntoIterator<Item = (TaskStatus, u64)>>(iter: I) -> Self {
-        let mut counts = StatusCounts::new();
-        for (status, n) in iter {
-            counts.add(status, n);
-        }
-        counts
-    }
-}
-
-impl IntoIterator for StatusCounts {
-    type Item = (TaskStatus, u64);
-    type IntoIter = std::collections::btree_map::IntoIter<TaskStatus, u64>;
-
-    /// The per-status counts (the undecodable count is not a status).
-    fn into_iter(self) -> Self::IntoIter {
-        self.by_status.into_iter()
-    }
-}
-
-impl<'a> IntoIterator for &'a StatusCounts {
-    type Item = (&'a TaskStatus, &'a u64);
-    type IntoIter = std::collections::btree_map::Iter<'a, TaskStatus, u64>;
-
-    fn into_iter(self) -> Self::IntoIter {
-        self.by_status.iter()
     }
 }
 

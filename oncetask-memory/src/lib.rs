@@ -98,11 +98,13 @@ use oncetask_core::store::{
 };
 use oncetask_core::{Store, StoreError, Task, lifecycle};
 
+mod doc;
 mod index;
 mod notify;
 mod ready;
 
-use index::{Entry, Id, RawDoc, State};
+use doc::{Entry, Id, RawDoc};
+use index::State;
 use notify::Hub;
 
 /// An in-memory [`Store`]. Cloning is cheap and clones share the same tasks.

@@ -38,7 +38,7 @@ use chrono::{DateTime, Utc};
 use oncetask_core::Task;
 use oncetask_core::store::ClaimMode;
 
-use crate::index::{Entry, HashMap, Id};
+use crate::doc::{Entry, HashMap, Id};
 
 /// Owned form of [`Task::claim_order_key`]: `(leased_until, wait_until, created_at, id)`.
 ///

@@ -10,6 +10,7 @@ use crate::data::TaskKind;
 use crate::error::{Error, StoreError};
 use crate::lifecycle::{self, Rejection};
 use crate::manager::Manager;
+use crate::manager::answer::checked;
 use crate::manager::apply::{Applied, apply_many};
 use crate::store::{Change, Delete, DeleteOutcome, Fetched};
 use crate::task::Task;
@@ -43,18 +44,6 @@ impl BulkReport {
 
 /// Rounds of re-reading tasks that changed between the read and the delete.
 const MAX_DELETE_ROUNDS: usize = 5;
-
-/// Checks that a backend answered a bulk call with one outcome per item.
-pub(crate) fn checked<T>(expected: usize, outcomes: Vec<T>) -> Result<Vec<T>, Error> {
-    if outcomes.len() == expected {
-        Ok(outcomes)
-    } else {
-        Err(Error::Internal(format!(
-            "backend returned {} outcomes for {expected} items",
-            outcomes.len()
-        )))
-    }
-}
 
 /// Which operator action to apply.
 #[derive(Debug, Clone, Copy)]

@@ -14,6 +14,7 @@ use crate::error::{Error, StoreError};
 use crate::lifecycle::Rejection;
 use chrono::{DateTime, Utc};
 
+use crate::manager::answer::checked;
 use crate::store::{Change, Fence, Fetched, Store, Swap, SwapOutcome};
 use crate::task::{AttemptError, LeaseToken, Outcome, Revision, Task};
 
@@ -337,7 +338,7 @@ async fn swap_with_retries(store: &dyn Store, swaps: &[Swap]) -> Result<Vec<Swap
     loop {
         tries += 1;
         match store.swap(swaps).await {
-            Ok(outcomes) => return crate::manager::admin::checked(expected, outcomes),
+            Ok(outcomes) => return checked(expected, outcomes),
             Err(e) if tries >= SWAP_TRIES => return Err(e.into()),
             Err(e) => {
                 tracing::warn!(error = %e, "swap failed; retrying");

@@ -38,6 +38,7 @@
 //! ```
 
 mod admin;
+mod answer;
 mod apply;
 mod context;
 mod handler;
@@ -448,7 +449,7 @@ impl Manager {
         let task = self.new_task(data)?;
         let kind = task.kind.clone();
         let id = task.id.clone();
-        let outcome = admin::checked(1, self.inner.store.create(vec![task]).await?)?
+        let outcome = answer::checked(1, self.inner.store.create(vec![task]).await?)?
             .pop()
             .ok_or_else(|| Error::Internal("backend returned no create outcome".into()))?;
         match outcome {
@@ -504,7 +505,7 @@ impl Manager {
             .iter()
             .map(|t| (t.id.clone(), t.kind.clone()))
             .collect();
-        let outcomes = admin::checked(tasks.len(), self.inner.store.create(tasks).await?)?;
+        let outcomes = answer::checked(tasks.len(), self.inner.store.create(tasks).await?)?;
         let mut created: HashMap<String, usize> = HashMap::new();
         for ((id, kind), outcome) in keys.into_iter().zip(outcomes) {
             match outcome {
