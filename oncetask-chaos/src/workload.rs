@@ -32,7 +32,7 @@ pub struct ChaosJob {
     pub key: Option<String>,
     /// Makes it a generator.
     #[serde(skip)]
-    pub recurrence: Option<Recurrence>,
+    pub recurrence: Option<Result<Recurrence, oncetask::RecurrenceError>>,
     /// How long the handler works, in ms.
     pub sleep_ms: u64,
     /// Attempts that fail before one succeeds (≥ [`MAX_ATTEMPTS`]: always fails).
@@ -74,7 +74,7 @@ impl TaskData for ChaosJob {
     }
 
     fn recurrence(&self) -> Result<Option<Recurrence>, oncetask::RecurrenceError> {
-        Ok(self.recurrence.clone())
+        self.recurrence.clone().transpose()
     }
 }
 
@@ -112,7 +112,7 @@ pub fn jobs(
                 10..=13 => job.fail_first = MAX_ATTEMPTS,
                 14..=17 => job.slow_first_ms = overrun,
                 18..=27 => job.sleep_ms = rng.u64(100..400),
-                28..=29 => job.recurrence = recurring(start, n),
+                28..=29 => job.recurrence = Some(recurring(start, n)),
                 _ => {}
             }
             job
@@ -121,10 +121,12 @@ pub fn jobs(
 }
 
 /// Three occurrences, one second apart, starting a moment after `start`.
-fn recurring(start: DateTime<Utc>, n: usize) -> Option<Recurrence> {
+fn recurring(start: DateTime<Utc>, n: usize) -> Result<Recurrence, oncetask::RecurrenceError> {
     let offset = i64::try_from(n % 7).unwrap_or(0) + 1;
     let dtstart = (start + chrono::TimeDelta::seconds(offset)).to_rfc3339();
-    Recurrence::new("FREQ=SECONDLY;INTERVAL=1;COUNT=3", &dtstart).ok()
+    // A rule that does not parse fails the job's create (a typed refusal
+    // the run reports), never a quietly non-recurring task.
+    Recurrence::new("FREQ=SECONDLY;INTERVAL=1;COUNT=3", &dtstart)
 }
 
 /// The handler of a worker: records the start, works as the task's data

@@ -530,6 +530,61 @@ mod tests {
         }
     }
 
+    /// In place or on a copy, recording decides the same task; a lost lease
+    /// leaves the task as it was.
+    #[test]
+    fn record_in_place_writes_what_record_returns_and_nothing_on_a_lost_lease() {
+        let g = grant();
+        let mut leased = claim(&task("a"), &g);
+        // A history and a value already there, which the outcome must
+        // extend or replace exactly as `record` does.
+        leased.errors.push(AttemptError {
+            at: t0(),
+            error: "earlier".into(),
+        });
+        leased.result = Some(serde_json::json!("stale"));
+        let retry = FixedDelay {
+            max_attempts: 0,
+            delay: Duration::from_secs(5),
+        };
+        let ok: Result<Option<Value>, HandlerError> = Ok(Some(serde_json::json!(1)));
+        let err: Result<Option<Value>, HandlerError> = Err(HandlerError::msg("boom"));
+        for (name, result, retry, refused) in [
+            ("success", &ok, &retry as &dyn RetryPolicy, None),
+            ("retried failure", &err, &retry, None),
+            ("final failure", &err, &NoRetry, None),
+            ("refused result", &ok, &retry, Some("too large")),
+        ] {
+            let run = Finished {
+                token: &g.token,
+                now: t0(),
+                path: HandlerPath::Main,
+                result,
+            };
+            let policy = policy(retry, &NoRetry);
+            let mut in_place = leased.clone();
+            record_in_place(&mut in_place, &run, policy, refused).expect(name);
+            assert_eq!(
+                Ok(in_place),
+                record(&leased, &run, policy, refused),
+                "{name}"
+            );
+        }
+        let other = LeaseToken::generate();
+        let run = Finished {
+            token: &other,
+            now: t0(),
+            path: HandlerPath::Main,
+            result: &ok,
+        };
+        let mut held = leased.clone();
+        assert_eq!(
+            record_in_place(&mut held, &run, policy(&NoRetry, &NoRetry), None),
+            Err(Rejection::LeaseLost)
+        );
+        assert_eq!(held, leased, "a rejected outcome changed the task");
+    }
+
     #[test]
     fn claim_leases_counts_the_attempt_and_bumps_the_version() {
         let g = grant();

@@ -66,11 +66,13 @@ pub(crate) trait Transition: Send + Sync {
     fn apply(&self, stored: &Task) -> Result<Task, Rejection>;
 
     /// [`Transition::apply`] written onto the task itself (the task is
-    /// unchanged on `Err`). A transition that can avoid a copy of the task
-    /// overrides it; it must change only its change's fields.
-    fn apply_in_place(&self, task: &mut Task) -> Result<(), Rejection> {
-        *task = self.apply(task)?;
-        Ok(())
+    /// unchanged on `Err`), for a transition that can change a task without
+    /// copying it; `None` (the default) when it cannot. One that does must
+    /// change only its change's fields and the version: its swap is not
+    /// cleaned up by [`Swap::from_next`] (debug builds check it).
+    fn apply_in_place(&self, task: &mut Task) -> Option<Result<(), Rejection>> {
+        let _ = task;
+        None
     }
 
     /// What to write instead when the store refuses [`Transition::apply`]'s
@@ -98,8 +100,8 @@ impl<F: Fn(&Task) -> Result<Task, Rejection> + Send + Sync> Transition for F {
 type Pending = (usize, Task, Option<String>);
 
 /// The fields a swap can write, as the task held them before its
-/// transition: the swap's fence, and what puts the task back as held when
-/// the store refuses the write (so the common path keeps no copy of the
+/// transition: what puts the task back as held when the store refuses the
+/// write and the transition falls back (so that path keeps no copy of the
 /// whole task).
 struct Unwritten {
     leased_until: Option<DateTime<Utc>>,
@@ -119,25 +121,47 @@ struct Unwritten {
 
 impl Unwritten {
     fn of(task: &Task) -> Self {
+        // Destructured, so that a new field cannot be left out by accident:
+        // every field but the fixed ones (never written by a swap) is kept.
+        let Task {
+            id: _,
+            kind: _,
+            data: _,
+            resource_key: _,
+            env: _,
+            created_at: _,
+            recurrence: _,
+            parent_recurrence_id: _,
+            occurrence_timestamp: _,
+            wait_until,
+            leased_until,
+            done_at,
+            attempts,
+            cancellation_attempts,
+            errors,
+            result,
+            is_cancelled,
+            cancelled_at,
+            lease_token,
+            version,
+            outcome,
+            revision,
+        } = task;
         Self {
-            leased_until: task.leased_until,
-            lease_token: task.lease_token.clone(),
-            wait_until: task.wait_until,
-            attempts: task.attempts,
-            cancellation_attempts: task.cancellation_attempts,
-            errors: task.errors.clone(),
-            done_at: task.done_at,
-            outcome: task.outcome,
-            result: task.result.clone(),
-            is_cancelled: task.is_cancelled,
-            cancelled_at: task.cancelled_at,
-            version: task.version,
-            revision: task.revision,
+            leased_until: *leased_until,
+            lease_token: lease_token.clone(),
+            wait_until: *wait_until,
+            attempts: *attempts,
+            cancellation_attempts: *cancellation_attempts,
+            errors: errors.clone(),
+            done_at: *done_at,
+            outcome: *outcome,
+            result: result.clone(),
+            is_cancelled: *is_cancelled,
+            cancelled_at: *cancelled_at,
+            version: *version,
+            revision: *revision,
         }
-    }
-
-    fn fence(&self) -> Fence {
-        Fence::new(self.version, self.revision)
     }
 
     /// `task` (the held task with a swap's fields written) as it was held.
@@ -188,15 +212,32 @@ where
         for (index, mut current, refused) in pending.drain(..) {
             let step = transition(index);
             let change = change_of(index);
-            let before = Unwritten::of(&current);
+            let fence = Fence::of(&current);
+            let before = (refused.is_none() && step.falls_back()).then(|| Unwritten::of(&current));
             #[cfg(debug_assertions)]
             let held = current.clone();
             let swap = match &refused {
-                // The common path: the transition writes onto the task as
-                // held, which becomes the swap's task (no copy).
-                None => step
-                    .apply_in_place(&mut current)
-                    .map(|()| Swap::from_applied(before.fence(), change, current)),
+                None => match step.apply_in_place(&mut current) {
+                    // The common path: the transition wrote onto the task
+                    // as held, which becomes the swap's task (no copy).
+                    Some(applied) => applied.map(|()| {
+                        let swap = Swap::from_applied(fence, change, current);
+                        #[cfg(debug_assertions)]
+                        {
+                            let cleaned = Swap::from_next(&held, change, swap.task().clone());
+                            debug_assert_eq!(
+                                swap.task(),
+                                cleaned.task(),
+                                "a transition wrote outside its change"
+                            );
+                            debug_assert_eq!(swap.task().version, held.version.wrapping_add(1));
+                        }
+                        swap
+                    }),
+                    None => step
+                        .apply(&current)
+                        .map(|next| Swap::from_next(&current, change, next)),
+                },
                 Some(reason) => step
                     .if_refused(&current, reason)
                     .unwrap_or(Err(Rejection::NotApplicable))
@@ -204,12 +245,6 @@ where
             };
             match swap {
                 Ok(swap) => {
-                    #[cfg(debug_assertions)]
-                    debug_assert_eq!(
-                        swap.task(),
-                        Swap::from_next(&held, change, swap.task().clone()).task(),
-                        "a transition wrote outside its change"
-                    );
                     swaps.push(swap);
                     swapped.push((index, before, refused));
                 }
@@ -251,10 +286,10 @@ where
                 SwapOutcome::NotFound => Applied::Missing,
                 // Refused: the stored task is unchanged, so the fallback
                 // is computed from the task as held, in the next round.
-                SwapOutcome::Failed(StoreError::Unencodable { reason, .. })
-                    if refused.is_none() && transition(index).falls_back() =>
-                {
-                    pending.push((index, before.restore(task), Some(reason)));
+                SwapOutcome::Failed(StoreError::Unencodable { reason, .. }) if before.is_some() => {
+                    if let Some(before) = before {
+                        pending.push((index, before.restore(task), Some(reason)));
+                    }
                     continue;
                 }
                 SwapOutcome::Failed(e) => Applied::Failed(e.into()),
@@ -546,5 +581,53 @@ async fn write_batch(store: &dyn Store, batch: Vec<Queued>) {
     for (reply, n) in replies {
         // A caller that went away no longer needs its results.
         let _ = reply.send(results.by_ref().take(n).collect());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::error::HandlerError;
+    use crate::lifecycle::{self, FailurePolicy, Finished, HandlerPath, LeaseGrant};
+    use crate::retry::NoRetry;
+    use crate::test_support::{t0, task};
+
+    /// What the fallback starts from after a refused write is the task as
+    /// held, whatever the outcome wrote onto it.
+    #[test]
+    fn a_refused_outcome_puts_the_task_back_as_held() {
+        let grant = LeaseGrant::new(t0(), Duration::from_secs(60));
+        let mut held = lifecycle::claim(&task("a"), &grant);
+        held.errors.push(AttemptError {
+            at: t0(),
+            error: "earlier".into(),
+        });
+        held.result = Some(serde_json::json!("stale"));
+        held.revision = Some(Revision::from_raw(7));
+        let policy = FailurePolicy {
+            retry: &NoRetry,
+            cancellation_retry: &NoRetry,
+            error_history_limit: 3,
+        };
+        let err: Result<Option<serde_json::Value>, HandlerError> = Err(HandlerError::msg("boom"));
+        let ok: Result<Option<serde_json::Value>, HandlerError> = Ok(Some(serde_json::json!(1)));
+        for result in [&err, &ok] {
+            let run = Finished {
+                token: &grant.token,
+                now: t0(),
+                path: HandlerPath::Main,
+                result,
+            };
+            let before = Unwritten::of(&held);
+            let mut task = held.clone();
+            lifecycle::record_in_place(&mut task, &run, policy, None).expect("leased");
+            let swap = Swap::from_applied(Fence::of(&held), Change::Outcome, task);
+            assert_ne!(swap.task(), &held);
+            let restored = before.restore(swap.into_task());
+            assert_eq!(restored, held);
+            assert_eq!(restored.revision, held.revision);
+        }
     }
 }

@@ -56,19 +56,25 @@ impl RecordOutcome {
     }
 }
 
+impl RecordOutcome {
+    /// [`RecordOutcome::decide`] onto a copy of `stored`.
+    fn decided(&self, stored: &Task, refused: Option<&str>) -> Result<Task, Rejection> {
+        let mut next = stored.clone();
+        self.decide(&mut next, refused).map(|()| next)
+    }
+}
+
 impl Transition for RecordOutcome {
     fn apply(&self, stored: &Task) -> Result<Task, Rejection> {
-        let mut next = stored.clone();
-        self.decide(&mut next, None).map(|()| next)
+        self.decided(stored, None)
     }
 
-    fn apply_in_place(&self, task: &mut Task) -> Result<(), Rejection> {
-        self.decide(task, None)
+    fn apply_in_place(&self, task: &mut Task) -> Option<Result<(), Rejection>> {
+        Some(self.decide(task, None))
     }
 
     fn if_refused(&self, stored: &Task, reason: &str) -> Option<Result<Task, Rejection>> {
-        let mut next = stored.clone();
-        Some(self.decide(&mut next, Some(reason)).map(|()| next))
+        Some(self.decided(stored, Some(reason)))
     }
 
     fn falls_back(&self) -> bool {
