@@ -8,12 +8,11 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use futures::stream::BoxStream;
 use oncetask::store::{
-    ClaimRequest, Claimed, CreateOutcome, Delete, DeleteOutcome, Fetched, Notification,
-    StatusCounts, Swap, SwapOutcome, TaskFilter,
+    ClaimRequest, Claimed, CreateOutcome, Delete, DeleteOutcome, Fetched, Forward, StatusCounts,
+    Swap, SwapOutcome, TaskFilter,
 };
-use oncetask::{QueueStats, Store, StoreError, Task};
+use oncetask::{Store, StoreError, Task};
 use serde::Serialize;
 
 /// Calls and time of one store method.
@@ -111,7 +110,11 @@ impl Counted {
 }
 
 #[async_trait]
-impl Store for Counted {
+impl Forward for Counted {
+    fn inner(&self) -> &dyn Store {
+        &*self.inner
+    }
+
     async fn create(&self, tasks: Vec<Task>) -> Result<Vec<CreateOutcome>, StoreError> {
         let started = Instant::now();
         let out = self.inner.create(tasks).await;
@@ -179,24 +182,5 @@ impl Store for Counted {
         let out = self.inner.next_due(env, kind, after).await;
         self.stats.next_due.record(started);
         out
-    }
-
-    async fn kinds(&self, env: &str) -> Result<Vec<String>, StoreError> {
-        self.inner.kinds(env).await
-    }
-
-    async fn inspect(&self, env: &str, now: DateTime<Utc>) -> Result<QueueStats, StoreError> {
-        self.inner.inspect(env, now).await
-    }
-    fn concurrent_claims(&self) -> usize {
-        self.inner.concurrent_claims()
-    }
-
-    fn claims_ahead(&self) -> bool {
-        self.inner.claims_ahead()
-    }
-
-    fn subscribe(&self, env: &str) -> Option<BoxStream<'static, Notification>> {
-        self.inner.subscribe(env)
     }
 }

@@ -14,16 +14,12 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use chrono::{DateTime, Utc};
-use futures::stream::BoxStream;
+use chrono::Utc;
 use metrics::{
     Counter, CounterFn, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit,
 };
-use oncetask::store::{
-    ClaimRequest, Claimed, CreateOutcome, Delete, DeleteOutcome, Fetched, Notification,
-    StatusCounts, Swap, SwapOutcome, TaskFilter,
-};
-use oncetask::{QueueStats, Store, StoreError, Task};
+use oncetask::store::{ClaimRequest, Claimed, CreateOutcome, Forward, Swap, SwapOutcome};
+use oncetask::{Store, StoreError, Task};
 
 use crate::ledger::{LedgerWriter, Record, now_micros};
 
@@ -54,7 +50,11 @@ impl RecordingStore {
 }
 
 #[async_trait::async_trait]
-impl Store for RecordingStore {
+impl Forward for RecordingStore {
+    fn inner(&self) -> &dyn Store {
+        &*self.inner
+    }
+
     async fn create(&self, tasks: Vec<Task>) -> Result<Vec<CreateOutcome>, StoreError> {
         for task in &tasks {
             self.ledger.append(&Record::Create {
@@ -115,55 +115,6 @@ impl Store for RecordingStore {
             });
         }
         Ok(outcomes)
-    }
-
-    async fn get(&self, ids: &[String]) -> Result<Vec<Fetched>, StoreError> {
-        self.inner.get(ids).await
-    }
-
-    async fn find(&self, filter: &TaskFilter) -> Result<Vec<Task>, StoreError> {
-        self.inner.find(filter).await
-    }
-
-    async fn count_by_status(
-        &self,
-        env: &str,
-        kind: Option<&str>,
-        now: DateTime<Utc>,
-    ) -> Result<StatusCounts, StoreError> {
-        self.inner.count_by_status(env, kind, now).await
-    }
-
-    async fn delete(&self, deletes: &[Delete]) -> Result<Vec<DeleteOutcome>, StoreError> {
-        self.inner.delete(deletes).await
-    }
-
-    async fn next_due(
-        &self,
-        env: &str,
-        kind: &str,
-        after: DateTime<Utc>,
-    ) -> Result<Option<DateTime<Utc>>, StoreError> {
-        self.inner.next_due(env, kind, after).await
-    }
-
-    async fn kinds(&self, env: &str) -> Result<Vec<String>, StoreError> {
-        self.inner.kinds(env).await
-    }
-
-    async fn inspect(&self, env: &str, now: DateTime<Utc>) -> Result<QueueStats, StoreError> {
-        self.inner.inspect(env, now).await
-    }
-    fn concurrent_claims(&self) -> usize {
-        self.inner.concurrent_claims()
-    }
-
-    fn claims_ahead(&self) -> bool {
-        self.inner.claims_ahead()
-    }
-
-    fn subscribe(&self, env: &str) -> Option<BoxStream<'static, Notification>> {
-        self.inner.subscribe(env)
     }
 }
 

@@ -21,7 +21,9 @@ use crate::status::TaskStatus;
 use crate::task::Task;
 
 pub mod defaults;
+mod forward;
 mod swap;
+pub use forward::Forward;
 pub use swap::{Announce, Change, Fence, Field, Swap, SwapOutcome};
 
 /// A durable home for tasks.

@@ -783,3 +783,34 @@ proptest! {
         runtime.block_on(check_against_full_scan(initial, steps))?;
     }
 }
+
+/// A wrapper that overrides nothing answers every call as the store it
+/// wraps, the provided methods included (not with `Store`'s defaults).
+#[tokio::test]
+async fn a_forwarding_wrapper_answers_as_the_store_it_wraps() {
+    struct Plain(MemoryStore);
+    impl oncetask_core::store::Forward for Plain {
+        fn inner(&self) -> &dyn Store {
+            &self.0
+        }
+    }
+    let inner = MemoryStore::new();
+    let wrapped: Box<dyn Store> = Box::new(Plain(inner.clone()));
+    wrapped
+        .create(vec![Task::new("a", "k", "E", t0())])
+        .await
+        .expect("create");
+    assert_eq!(wrapped.concurrent_claims(), inner.concurrent_claims());
+    assert_eq!(wrapped.claims_ahead(), inner.claims_ahead());
+    assert!(inner.claims_ahead(), "a default would answer false");
+    assert!(
+        wrapped.subscribe("E").is_some(),
+        "a default would answer None"
+    );
+    assert_eq!(wrapped.kinds("E").await.expect("kinds"), ["k"]);
+    assert_eq!(
+        wrapped.inspect("E", t0()).await.expect("inspect"),
+        inner.inspect("E", t0()).await.expect("inspect")
+    );
+    assert_eq!(wrapped.get(&["a".to_owned()]).await.expect("get").len(), 1);
+}

@@ -9,10 +9,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use oncetask_core::manager::{HandlerOptions, Manager, handler_fn};
-use oncetask_core::store::{
-    ClaimRequest, Claimed, CreateOutcome, Delete, DeleteOutcome, Fetched, StatusCounts, Swap,
-    SwapOutcome, TaskFilter,
-};
+use oncetask_core::store::{ClaimRequest, Claimed, Fetched, Forward, Swap, SwapOutcome};
 use oncetask_core::{ManualClock, Store, StoreError, Task, TaskStatus};
 use oncetask_memory::MemoryStore;
 use tokio::sync::Notify;
@@ -49,10 +46,11 @@ struct Faulty {
 }
 
 #[async_trait]
-impl Store for Faulty {
-    async fn create(&self, tasks: Vec<Task>) -> Result<Vec<CreateOutcome>, StoreError> {
-        self.inner.create(tasks).await
+impl Forward for Faulty {
+    fn inner(&self) -> &dyn Store {
+        &self.inner
     }
+
     async fn claim(&self, request: &ClaimRequest) -> Result<Claimed, StoreError> {
         let mut request = request.clone();
         if self.short_claims.load(Ordering::SeqCst) {
@@ -109,20 +107,6 @@ impl Store for Faulty {
         self.gets.fetch_add(1, Ordering::SeqCst);
         self.inner.get(ids).await
     }
-    async fn find(&self, filter: &TaskFilter) -> Result<Vec<Task>, StoreError> {
-        self.inner.find(filter).await
-    }
-    async fn count_by_status(
-        &self,
-        env: &str,
-        kind: Option<&str>,
-        now: DateTime<Utc>,
-    ) -> Result<StatusCounts, StoreError> {
-        self.inner.count_by_status(env, kind, now).await
-    }
-    async fn delete(&self, deletes: &[Delete]) -> Result<Vec<DeleteOutcome>, StoreError> {
-        self.inner.delete(deletes).await
-    }
     async fn next_due(
         &self,
         env: &str,
@@ -132,14 +116,6 @@ impl Store for Faulty {
         self.next_dues.fetch_add(1, Ordering::SeqCst);
         self.inner.next_due(env, kind, after).await
     }
-    fn concurrent_claims(&self) -> usize {
-        self.inner.concurrent_claims()
-    }
-
-    fn claims_ahead(&self) -> bool {
-        self.inner.claims_ahead()
-    }
-
     fn subscribe(
         &self,
         env: &str,
@@ -213,7 +189,7 @@ async fn an_idle_poll_is_one_claim_and_a_scheduled_task_still_runs_on_time() {
     let task = m.new_task(&Job { id: "later" }).expect("task");
     let mut task = task;
     task.wait_until = Some(when);
-    store.create(vec![task]).await.expect("create");
+    Store::create(&store, vec![task]).await.expect("create");
     eventually("the due time was looked up", || async {
         store.next_dues.load(Ordering::SeqCst) > dues_at_start + dues
     })
@@ -515,7 +491,7 @@ async fn claims_that_come_back_empty_together_let_the_loop_idle() {
     for _ in 0..10 {
         let store = Faulty::default();
         assert!(
-            store.concurrent_claims() > 1,
+            Store::concurrent_claims(&store) > 1,
             "two claims may be on the wire"
         );
         let clock = ManualClock::new(start());
