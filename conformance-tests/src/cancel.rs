@@ -1,5 +1,5 @@
 //! Cancellation at store level: `lifecycle::cancel` + version-checked swap,
-//! re-read on conflict (behavior.md §8; W19, W23).
+//! re-read on conflict (docs/semantics.md S8; W19, W23).
 
 use oncetask_core::lifecycle::{self, HandlerPath, Rejection};
 use oncetask_core::{HandlerError, Outcome, TaskStatus};
@@ -107,7 +107,7 @@ pub async fn cancelled_task_finished_by_its_cancellation_handler_is_cancelled(
     assert!(claim(&store, at(86_400), 10).await.is_empty());
 }
 
-/// §8.6: a task cancelled while its main handler runs ends cancelled when
+/// S8.6: a task cancelled while its main handler runs ends cancelled when
 /// that handler succeeds, keeping the result. The worker's first swap
 /// conflicts (the cancel moved the version), it re-reads and re-applies.
 pub async fn success_of_a_task_cancelled_while_running_ends_cancelled_with_its_result(

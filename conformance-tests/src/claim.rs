@@ -1,5 +1,5 @@
 //! `Store::claim` in single mode: the ready predicate, the order, the lease
-//! it writes, and what it must never take (behavior.md §7.3-§7.5; W7).
+//! it writes, and what it must never take (docs/semantics.md S7.3-S7.5; W7).
 
 use std::collections::HashSet;
 use std::time::Duration;

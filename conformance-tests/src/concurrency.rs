@@ -1,5 +1,5 @@
 //! Concurrent callers on a multi-thread runtime: claims, creates and swaps
-//! must stay exclusive under contention (behavior.md §2.6, §7.12; W15).
+//! must stay exclusive under contention (docs/semantics.md S2.6, S7.12; W15).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -1,5 +1,5 @@
-//! `Store::create`: create-if-absent with one outcome per item (behavior.md
-//! §2.4, §6.3, §6.4; W13, W30).
+//! `Store::create`: create-if-absent with one outcome per item (docs/semantics.md
+//! S2.4, S6.3, S6.4; W13, W30).
 
 use chrono::TimeDelta;
 use oncetask_core::store::Swap;

@@ -1,4 +1,4 @@
-//! `Store::delete`: per-item removal, no tombstones (behavior.md §11; W11, W21).
+//! `Store::delete`: per-item removal, no tombstones (docs/semantics.md S11; W11, W21).
 
 use oncetask_core::lifecycle;
 use oncetask_core::store::TaskFilter;

@@ -1,5 +1,5 @@
 //! Environments: every query is scoped to one env; ids are global
-//! (behavior.md §2.4, §2.5; W13, W14).
+//! (docs/semantics.md S2.4, S2.5; W13, W14).
 
 use oncetask_core::store::{ClaimMode, StatusCounts, TaskFilter};
 use oncetask_core::{Store, TaskStatus};
@@ -128,7 +128,7 @@ pub async fn find_count_and_next_due_see_only_their_env(factory: &impl StoreFact
 }
 
 /// `get` by id is not env-scoped: it returns the task with its env, so the
-/// manager can report "task is in a different environment" (§12).
+/// manager can report "task is in a different environment" (S12).
 pub async fn get_returns_a_task_whatever_its_env(factory: &impl StoreFactory) {
     let store = factory.new_store().await;
     let prod = TaskBuilder::new("prod").env(OTHER_ENV).build();

@@ -8,7 +8,7 @@
 //! `kinds` and `inspect` must do, with every state change computed by the
 //! pure functions of [`oncetask_core::lifecycle`] — exactly as the manager
 //! uses them. Each rule
-//! of `behavior.md`, and each fix of a Go weakness (W1, W4, W6, W7, ...), has
+//! of `docs/semantics.md`, and each fix of a Go weakness (W1, W4, W6, W7, ...), has
 //! its own test whose name states the rule.
 //!
 //! ## Plugging a backend in

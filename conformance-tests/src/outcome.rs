@@ -1,6 +1,6 @@
 //! Outcomes written with version-checked swaps: success, failure, release,
-//! lease extension, and the fence against stale workers (behavior.md §5.6,
-//! §7.10, §7.11; W1, W4, W11).
+//! lease extension, and the fence against stale workers (docs/semantics.md S5.6,
+//! S7.10, S7.11; W1, W4, W11).
 
 use oncetask_core::lifecycle::{self, HandlerPath, Rejection};
 use oncetask_core::{HandlerError, Outcome, Task, TaskStatus};

@@ -1,5 +1,5 @@
-//! Reads: `get`, `find`, `count_by_status`, `next_due` (behavior.md §6.5,
-//! §6.6; W5, W17).
+//! Reads: `get`, `find`, `count_by_status`, `next_due` (docs/semantics.md S6.5,
+//! S6.6; W5, W17).
 
 use oncetask_core::lifecycle;
 use oncetask_core::store::{Fetched, StatusCounts, TaskCursor, TaskFilter};

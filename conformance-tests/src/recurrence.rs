@@ -1,6 +1,6 @@
 //! Recurrence through the store: a claimed generator is advanced by
 //! `lifecycle::advance_generator`, its occurrence is created (idempotent id)
-//! and the generator swapped (behavior.md §9; W10, W26).
+//! and the generator swapped (docs/semantics.md S9; W10, W26).
 //!
 //! These tests state correct RRULE semantics (python-dateutil style: DTSTART
 //! counts only if it matches the rule); they depend on the real
@@ -163,7 +163,7 @@ pub async fn advancing_a_claimed_generator_stores_its_occurrence_and_moves_to_th
     assert_eq!(stored.status(now), TaskStatus::Waiting);
 }
 
-/// §9.7: a generator whose bookkeeping died after creating the occurrence is
+/// S9.7: a generator whose bookkeeping died after creating the occurrence is
 /// re-claimed after its lease and spawns the same id again: the create says
 /// "already exists" and no duplicate appears.
 pub async fn spawning_the_same_slot_twice_creates_no_duplicate_occurrence(
@@ -258,7 +258,7 @@ pub async fn an_exhausted_generator_completes_after_spawning_its_last_occurrence
     );
 }
 
-/// §8.5: a cancelled generator is finished (cancelled) when claimed, and
+/// S8.5: a cancelled generator is finished (cancelled) when claimed, and
 /// spawns nothing.
 pub async fn a_cancelled_generator_finishes_without_spawning(factory: &impl StoreFactory) {
     let store = factory.new_store().await;

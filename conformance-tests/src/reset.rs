@@ -1,5 +1,5 @@
 //! Reset at store level: `lifecycle::reset` + version-checked swap
-//! (behavior.md §10; W1).
+//! (docs/semantics.md S10; W1).
 
 use oncetask_core::lifecycle::{self, HandlerPath, Rejection};
 use oncetask_core::{HandlerError, Outcome, Store, Task, TaskStatus};

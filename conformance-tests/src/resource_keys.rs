@@ -1,5 +1,5 @@
 //! Resource keys: mutual exclusion per (env, kind, key) in single mode, and
-//! resource-group claims (behavior.md §7.5, §7.6; W6, W29).
+//! resource-group claims (docs/semantics.md S7.5, S7.6; W6, W29).
 
 use oncetask_core::lifecycle;
 use oncetask_core::store::ClaimMode;

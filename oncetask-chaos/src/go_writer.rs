@@ -1,6 +1,6 @@
 //! A Go-shaped writer: while the fleet runs, it cancels and resets tasks
 //! by writing their Firestore documents directly, the way the Go package's
-//! `CancelTask` and `ResetTask` do (behavior.md §8.1 and §10): read the
+//! `CancelTask` and `ResetTask` do (docs/semantics.md S8.1 and S10): read the
 //! document, decide by Go's rules, then a field-masked update of only the
 //! fields Go changes, conditional only on the document existing (Go's
 //! BulkWriter `Update`). It never touches the Rust-only fields (`version`,
@@ -75,7 +75,7 @@ fn boolean(b: bool) -> Value {
     }
 }
 
-/// The fields Go's `CancelTask` writes (§8.1): `isCancelled`, `cancelledAt`
+/// The fields Go's `CancelTask` writes (S8.1): `isCancelled`, `cancelledAt`
 /// (`at`) and `waitUntil`; the lease is left alone.
 pub fn cancel_fields(at: &str) -> Vec<(&'static str, Value)> {
     vec![
@@ -85,7 +85,7 @@ pub fn cancel_fields(at: &str) -> Vec<(&'static str, Value)> {
     ]
 }
 
-/// The fields Go's `ResetTask` writes (§10), with their exact values.
+/// The fields Go's `ResetTask` writes (S10), with their exact values.
 pub fn reset_fields() -> Vec<(&'static str, Value)> {
     vec![
         (
@@ -175,8 +175,8 @@ fn read_of(doc: &Document) -> Read {
 }
 
 /// Whether Go's rules write anything for `op` on a task read as `read` in
-/// env `env`: a cancel only a task neither done nor cancelled (§8.1), a
-/// reset only a done one (§10); a task of another env is an error to Go,
+/// env `env`: a cancel only a task neither done nor cancelled (S8.1), a
+/// reset only a done one (S10); a task of another env is an error to Go,
 /// so nothing is written either.
 fn go_writes(op: GoOp, read: &Read, env: &str) -> bool {
     if read.env.as_deref() != Some(env) {

@@ -168,9 +168,9 @@ pub enum Record {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum GoOp {
-    /// Go's `CancelTask` (behavior.md §8.1).
+    /// Go's `CancelTask` (docs/semantics.md S8.1).
     Cancel,
-    /// Go's `ResetTask` (behavior.md §10).
+    /// Go's `ResetTask` (docs/semantics.md S10).
     Reset,
 }
 

@@ -1,4 +1,4 @@
-//! Building a new task from user data (behavior.md §3.3), with validation.
+//! Building a new task from user data (docs/semantics.md S3.3), with validation.
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;

@@ -147,7 +147,7 @@ fn finish(next: &mut Task, now: DateTime<Utc>, outcome: Outcome) {
 }
 
 /// Records a successful run. A task cancelled while its main handler ran
-/// ends as cancelled, keeping the result (behavior.md §8.6).
+/// ends as cancelled, keeping the result (docs/semantics.md S8.6).
 pub fn succeed(
     stored: &Task,
     token: &LeaseToken,

@@ -1,4 +1,4 @@
-//! Recurrence: RFC 5545 RRULE schedules for generator tasks (behavior.md §9).
+//! Recurrence: RFC 5545 RRULE schedules for generator tasks (docs/semantics.md S9).
 //!
 //! A [`Recurrence`] is the stored description (rule, DTSTART, EXDATEs and an
 //! optional IANA zone); [`Recurrence::schedule`] validates it into a
@@ -18,7 +18,7 @@
 //! * **Anchor.** The rule is anchored at `dtstart` truncated to whole seconds
 //!   (as Go does), but the slot set only holds instants `>= dtstart` at full
 //!   precision, so a `dtstart` of `09:00:00.750` skips the `09:00:00` slot
-//!   (behavior.md §9.3).
+//!   (docs/semantics.md S9.3).
 //! * **DTSTART is a slot only if it matches the rule** (dateutil behaviour):
 //!   DTSTART on a Wednesday with `FREQ=WEEKLY;BYDAY=MO` starts on the
 //!   following Monday.
@@ -974,7 +974,7 @@ mod tests {
 
     #[test]
     fn fractional_dtstart_skips_the_truncated_slot() {
-        // Anchor 09:00:00, but no slot precedes DTSTART (behavior.md §9.3).
+        // Anchor 09:00:00, but no slot precedes DTSTART (docs/semantics.md S9.3).
         let s = sched("FREQ=DAILY", "2025-01-01T09:00:00.750Z");
         assert_eq!(s.first(), Some(utc("2025-01-02T09:00:00Z")));
         assert_eq!(

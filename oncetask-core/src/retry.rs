@@ -1,5 +1,5 @@
 //! Retry policies: how long to wait after a failure, and when to give up
-//! (behavior.md §5).
+//! (docs/semantics.md S5).
 //!
 //! `attempts` is the task's attempt count after the current claim: 1 on the
 //! first execution, 2 on the first retry, and so on.

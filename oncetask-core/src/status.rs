@@ -1,4 +1,4 @@
-//! Status derivation: the seven statuses and their precedence (behavior.md §4).
+//! Status derivation: the seven statuses and their precedence (docs/semantics.md S4).
 
 use std::collections::BTreeMap;
 
@@ -117,9 +117,9 @@ impl Task {
     }
 }
 
-/// What [`Store::count_by_status`](crate::Store::count_by_status) counts: tasks per status (statuses with
-/// no task are absent) and, apart from them, documents that cannot be
-/// decoded into a task.
+/// What [`Store::count_by_status`](crate::Store::count_by_status) counts:
+/// tasks per status (statuses with no task are absent) and, apart from
+/// them, documents that cannot be decoded into a task.
 ///
 /// It dereferences to the per-status map, so `counts.get(&status)`,
 /// iteration and `counts.values().sum()` (tasks only) work as on a map.

@@ -243,7 +243,7 @@ impl Task {
     }
 
     /// Sort key for claims: never-leased tasks first, then expired leases oldest
-    /// first; within each, earliest `wait_until` first (behavior.md §7.3), then
+    /// first; within each, earliest `wait_until` first (docs/semantics.md S7.3), then
     /// creation time and id so that backends break ties the same way (one
     /// may put the resource key before the id, see [`crate::Store::claim`]).
     pub fn claim_order_key(&self) -> ClaimOrderKey<'_> {

@@ -3,7 +3,7 @@
 //! # Layout
 //!
 //! Field names and value types are those the Go `oncetask` package writes
-//! (behavior.md §2.1), so Go and Rust services can share one collection:
+//! (docs/semantics.md S2.1), so Go and Rust services can share one collection:
 //!
 //! | Field | Firestore type | Unset |
 //! |---|---|---|

@@ -1,6 +1,6 @@
 //! A Go service and a Rust service on one collection: the Go package's
 //! field-masked writes (cancel, reset, a re-lease after expiry, exactly as
-//! behavior.md §7.5, §8.1 and §10 describe them) land while a Rust worker
+//! docs/semantics.md S7.5, S8.1 and S10 describe them) land while a Rust worker
 //! holds a task, and no later Rust write erases them.
 //!
 //! Needs the emulator: `scripts/test -p oncetask-firestore --test go_writers`.
@@ -110,7 +110,7 @@ async fn go_update(
     commit(db, write).await;
 }
 
-/// Go's `CancelTask` (§8.1): `isCancelled`, `cancelledAt`, `waitUntil`;
+/// Go's `CancelTask` (S8.1): `isCancelled`, `cancelledAt`, `waitUntil`;
 /// the lease is left alone.
 async fn go_cancel(db: &FirestoreDb, store: &FirestoreStore, at: &str) {
     let fields = vec![
@@ -121,13 +121,13 @@ async fn go_cancel(db: &FirestoreDb, store: &FirestoreStore, at: &str) {
     go_update(db, store, fields, false).await;
 }
 
-/// Go's claim of a task whose lease expired (§7.5): `leasedUntil` and a
+/// Go's claim of a task whose lease expired (S7.5): `leasedUntil` and a
 /// server-side `attempts + 1`.
 async fn go_release(db: &FirestoreDb, store: &FirestoreStore, until: &str) {
     go_update(db, store, vec![("leasedUntil", s(until))], true).await;
 }
 
-/// Go's `ResetTask` (§10) of a finished task.
+/// Go's `ResetTask` (S10) of a finished task.
 async fn go_reset(db: &FirestoreDb, store: &FirestoreStore) {
     let null = Value {
         value_type: Some(ValueType::NullValue(0)),

@@ -1,4 +1,4 @@
-//! Cancellation at manager level (behavior.md §8).
+//! Cancellation at manager level (docs/semantics.md S8).
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};

@@ -1,4 +1,4 @@
-//! Recurring tasks at manager level (behavior.md §9).
+//! Recurring tasks at manager level (docs/semantics.md S9).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -78,7 +78,7 @@ pub async fn a_weekly_rule_over_three_weeks_gives_one_generator_and_three_occurr
 }
 
 /// A generator that was down for weeks spawns only the stale slot, then
-/// jumps to the first slot after now (no backfill, behavior.md §9.5).
+/// jumps to the first slot after now (no backfill, docs/semantics.md S9.5).
 pub async fn a_late_generator_spawns_one_occurrence_and_skips_missed_slots(
     factory: &impl StoreFactory,
 ) {
