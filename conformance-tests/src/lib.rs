@@ -366,6 +366,7 @@ macro_rules! __conformance_list {
                     a_handler_outliving_its_lease_is_timed_out,
                     a_heartbeat_keeps_a_long_handler_leased,
                     an_expired_lease_is_reclaimed_and_the_old_worker_is_fenced,
+                    a_run_report_says_why_an_outcome_was_not_stored,
                     handlers_see_their_task_id_and_resource_key,
                     an_explicit_timeout_overrides_the_lease_derived_one,
                     a_sub_second_backoff_is_kept_to_the_millisecond,

@@ -20,7 +20,7 @@ use firestore::gcloud_sdk::google::firestore::v1::{
 };
 use firestore::gcloud_sdk::tonic::Request;
 use oncetask_core::lifecycle::{self, LeaseGrant, Rejection};
-use oncetask_core::manager::handler_fn;
+use oncetask_core::manager::{NotStored, handler_fn};
 use oncetask_core::store::{Change, ClaimMode, ClaimRequest, Fetched, Swap, SwapOutcome};
 use oncetask_core::{HandlerOptions, Manager, ManualClock, Store, Task, TaskStatus};
 use oncetask_firestore::FirestoreStore;
@@ -282,7 +282,7 @@ fn a_manager_reports_a_go_cancel_that_landed_while_its_handler_ran() {
         go_cancel(&db, &store, "2026-01-01T00:00:02Z").await;
         let report = run.finish().await;
         assert_eq!(report.outcomes.len(), 1);
-        assert_eq!(report.outcomes[0].status, Some(TaskStatus::Cancelled));
+        assert_eq!(report.outcomes[0].status, Ok(TaskStatus::Cancelled));
         let task = manager.get_task(ID).await.unwrap().unwrap();
         assert_eq!(task.status(clock.now()), TaskStatus::Cancelled);
         assert_eq!(task.result, Some(serde_json::json!("sent")), "§8.6: kept");
@@ -342,7 +342,11 @@ fn a_manager_run_whose_lease_a_go_worker_took_over_stores_nothing() {
         let run = Running::start(&store).await;
         go_release(&db, &store, "2026-01-02T00:00:00Z").await;
         let report = run.finish().await;
-        assert_eq!(report.outcomes[0].status, None, "fenced off: {report:?}");
+        assert_eq!(
+            report.outcomes[0].status,
+            Err(NotStored::LeaseLost),
+            "fenced off: {report:?}"
+        );
         let fields = raw(&db, &store).await;
         assert_eq!(string_of(&fields, "leasedUntil"), "2026-01-02T00:00:00Z");
         assert_eq!(string_of(&fields, "doneAt"), "");

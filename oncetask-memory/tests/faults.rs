@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use oncetask_core::manager::{HandlerOptions, Manager, handler_fn};
+use oncetask_core::manager::{HandlerOptions, Manager, NotStored, handler_fn};
 use oncetask_core::store::{ClaimRequest, Claimed, Fetched, Forward, Swap, SwapOutcome};
 use oncetask_core::{ManualClock, Store, StoreError, Task, TaskStatus};
 use oncetask_memory::MemoryStore;
@@ -273,7 +273,7 @@ async fn a_storage_blip_does_not_lose_a_success() {
     m.create(&Job { id: "j1" }).await.expect("create");
     store.failing_swaps.store(2, Ordering::SeqCst);
     let report = m.process_next("job").await.expect("run").expect("claimed");
-    assert_eq!(report.outcomes[0].status, Some(TaskStatus::Completed));
+    assert_eq!(report.outcomes[0].status, Ok(TaskStatus::Completed));
     assert_eq!(status(&m, "j1", &clock).await, Some(TaskStatus::Completed));
     assert_eq!(runs.load(Ordering::SeqCst), 1);
 }
@@ -296,7 +296,7 @@ async fn a_result_the_store_refuses_fails_the_attempt() {
     m.create(&Job { id: "j1" }).await.expect("create");
     store.refuse_results.store(true, Ordering::SeqCst);
     let report = m.process_next("job").await.expect("run").expect("claimed");
-    assert_eq!(report.outcomes[0].status, Some(TaskStatus::Failed));
+    assert_eq!(report.outcomes[0].status, Ok(TaskStatus::Failed));
     assert_eq!(
         report.outcomes[0].error.as_deref(),
         Some("result cannot be stored: injected refusal")
@@ -356,6 +356,10 @@ async fn a_handler_whose_lease_cannot_be_extended_is_stopped_before_it_ends() {
     assert_eq!(
         report.outcomes[0].error.as_deref(),
         Some("lease could not be extended")
+    );
+    assert_eq!(
+        report.outcomes[0].status,
+        Err(NotStored::Released("lease could not be extended".into()))
     );
     store.swaps_down.store(false, Ordering::SeqCst);
     clock.advance(Duration::from_secs(1));

@@ -262,7 +262,7 @@ pub async fn a_running_task_cannot_be_deleted(factory: &impl StoreFactory) {
         .await
         .expect("run")
         .expect("claimed");
-    assert_eq!(report.outcomes[0].status, Some(TaskStatus::Completed));
+    assert_eq!(report.outcomes[0].status, Ok(TaskStatus::Completed));
     h.manager
         .delete("i1")
         .await

@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use oncetask_core::lifecycle::{self, LeaseGrant};
 use oncetask_core::manager::{
-    HandlerOptions, HandlerTimeout, current_resource_key, current_task_id, handler_fn,
+    HandlerOptions, HandlerTimeout, NotStored, current_resource_key, current_task_id, handler_fn,
 };
-use oncetask_core::store::{Change, ClaimMode, ClaimRequest, Swap, SwapOutcome};
+use oncetask_core::store::{Change, ClaimMode, ClaimRequest, Delete, Swap, SwapOutcome};
 use oncetask_core::{Outcome, Store, Task, TaskStatus};
 use tokio::sync::Notify;
 
@@ -55,7 +55,7 @@ pub async fn failed_attempts_follow_the_default_backoff_schedule(factory: &impl 
         report.outcomes[0].error.as_deref(),
         Some("gateway timeout #1")
     );
-    assert_eq!(report.outcomes[0].status, Some(TaskStatus::Waiting));
+    assert_eq!(report.outcomes[0].status, Ok(TaskStatus::Waiting));
     assert!(
         h.manager.process_next(KIND).await.expect("run").is_none(),
         "backing off"
@@ -301,7 +301,7 @@ pub async fn a_heartbeat_keeps_a_long_handler_leased(factory: &impl StoreFactory
     }
     release.notify_one();
     let report = run.await.expect("join").expect("run").expect("claimed");
-    assert_eq!(report.outcomes[0].status, Some(TaskStatus::Completed));
+    assert_eq!(report.outcomes[0].status, Ok(TaskStatus::Completed));
     assert_eq!(h.task("long").await.attempts, 1);
 }
 
@@ -362,6 +362,60 @@ pub async fn an_expired_lease_is_reclaimed_and_the_old_worker_is_fenced(
         "{outcome:?}"
     );
     assert_eq!(h.task("c1").await, task, "nothing changed");
+}
+
+/// A run whose task was deleted, or taken over by another worker, while
+/// its handler ran reports why its outcome was not stored.
+pub async fn a_run_report_says_why_an_outcome_was_not_stored(factory: &impl StoreFactory) {
+    let h = manual(factory).await;
+    let store: Arc<dyn Store> = Arc::new(h.store.clone());
+    let clock = h.clock.clone();
+    h.manager
+        .register(
+            KIND,
+            handler_fn(move |task: Task| {
+                let (store, clock) = (store.clone(), clock.clone());
+                async move {
+                    if task.id == "deleted" {
+                        store.delete(&[Delete::any(task.id.clone())]).await?;
+                    } else {
+                        // Another worker, after this run's lease expired.
+                        let later = clock.now() + chrono::TimeDelta::seconds(61);
+                        let taken = store
+                            .claim(&ClaimRequest {
+                                env: ENV.into(),
+                                kind: KIND.into(),
+                                now: later,
+                                grant: LeaseGrant::new(later, Duration::from_secs(60)),
+                                mode: ClaimMode::Single { limit: 1 },
+                            })
+                            .await?;
+                        assert_eq!(taken.tasks.len(), 1, "the other worker took the task");
+                    }
+                    Ok::<_, oncetask_core::StoreError>(())
+                }
+            }),
+            HandlerOptions::default().lease_duration(Duration::from_secs(60)),
+        )
+        .expect("register");
+    for (id, why) in [
+        ("deleted", NotStored::Deleted),
+        ("taken", NotStored::LeaseLost),
+    ] {
+        create(&h.manager, &Job::new(KIND, id)).await;
+        let report = h
+            .manager
+            .process_next(KIND)
+            .await
+            .expect("run")
+            .expect("claimed");
+        assert_eq!(report.outcomes.len(), 1, "{report:?}");
+        assert_eq!(report.outcomes[0].status, Err(why), "{id}: {report:?}");
+    }
+    assert!(h.manager.get_task("deleted").await.expect("get").is_none());
+    let taken = h.task("taken").await;
+    assert_eq!(taken.attempts, 2, "the other worker's claim stands");
+    assert!(!taken.is_done(), "the fenced-off outcome wrote nothing");
 }
 
 /// Handler code sees its task id and resource key.
@@ -530,7 +584,7 @@ pub async fn a_panicking_retry_policy_still_records_the_failure(factory: &impl S
         .await
         .expect("run")
         .expect("claimed");
-    assert_eq!(report.outcomes[0].status, Some(TaskStatus::Waiting));
+    assert_eq!(report.outcomes[0].status, Ok(TaskStatus::Waiting));
     let task = h.task("c1").await;
     assert_eq!(task.errors.len(), 1);
     assert!(task.leased_until.is_none(), "the lease was released");
@@ -596,8 +650,8 @@ pub async fn a_slow_cancellation_handler_does_not_starve_the_rest_of_its_group(
     assert_eq!(*ran.lock().expect("lock"), ["normal"]);
     let normal = report.outcomes.iter().find(|o| o.task_id == "normal");
     assert_eq!(
-        normal.and_then(|o| o.status),
-        Some(TaskStatus::Completed),
+        normal.map(|o| o.status.clone()),
+        Some(Ok(TaskStatus::Completed)),
         "{report:?}"
     );
     assert_eq!(h.status("doomed").await, TaskStatus::Cancelled);

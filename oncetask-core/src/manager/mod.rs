@@ -62,7 +62,7 @@ pub use handler::{
 pub use options::{HandlerOptions, HandlerTimeout};
 #[cfg(feature = "testing")]
 pub(crate) use worker::run_captured;
-pub use worker::{RunOutcome, RunReport, ShutdownReport};
+pub use worker::{NotStored, RunOutcome, RunReport, ShutdownReport};
 
 use crate::clock::{Clock, SystemClock};
 use crate::create::CreateStatus;

@@ -126,7 +126,7 @@ impl DrainReport {
     /// Ids of the tasks whose outcome was stored with `status`, in order.
     pub fn with_status(&self, status: TaskStatus) -> Vec<&str> {
         self.outcomes()
-            .filter(|o| o.status == Some(status))
+            .filter(|o| o.status == Ok(status))
             .map(|o| o.task_id.as_str())
             .collect()
     }

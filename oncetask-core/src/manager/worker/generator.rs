@@ -87,7 +87,7 @@ impl Run<'_> {
         })
         .await;
         let status = self.written(&id, applied, now);
-        if let Some(status) = status {
+        if let Ok(status) = status {
             // Only a generator's end counts: advancing to its next slot is bookkeeping.
             metrics::outcome(&self.inner.env, &self.registration.kind, status, false);
         }

@@ -29,7 +29,7 @@ pub(crate) use dispatch::{process_next, spawn_workers};
 #[cfg(feature = "testing")]
 pub(crate) use guard::run_captured;
 pub(crate) use pace::Pace;
-pub use run::{RunOutcome, RunReport};
+pub use run::{NotStored, RunOutcome, RunReport};
 pub use shutdown::ShutdownReport;
 pub(crate) use shutdown::shutdown;
 

@@ -132,7 +132,7 @@ impl Run<'_> {
                 other => (other, error.clone()),
             };
             let status = self.written(&id, applied, now);
-            if let Some(status) = status {
+            if let Ok(status) = status {
                 metrics::outcome(
                     &self.inner.env,
                     &self.registration.kind,

@@ -46,9 +46,40 @@ pub struct RunOutcome {
     pub path: HandlerPath,
     /// The handler's error message, if it failed.
     pub error: Option<String>,
-    /// Status after the outcome was stored; `None` if it was not stored
-    /// (lease lost, task deleted, storage failure, shutdown interruption).
-    pub status: Option<TaskStatus>,
+    /// The task's status once the outcome was stored, or why it was not.
+    pub status: Result<TaskStatus, NotStored>,
+}
+
+/// Why a run's outcome was not stored ([`RunOutcome::status`]).
+///
+/// ```
+/// use oncetask_core::manager::NotStored;
+/// let why = NotStored::LeaseLost;
+/// assert_eq!(why.to_string(), "the lease was lost: another worker holds the task");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum NotStored {
+    /// The run's lease is gone (it expired and another worker claimed the
+    /// task, or an operator reset it): the write was fenced off, and the
+    /// newer holder's state stands.
+    #[error("the lease was lost: another worker holds the task")]
+    LeaseLost,
+    /// The stored task no longer takes this write (it is done already).
+    #[error("the task no longer takes this outcome")]
+    NotApplicable,
+    /// The task was deleted while it ran.
+    #[error("the task was deleted")]
+    Deleted,
+    /// The store failed to write it; the task runs again when its lease
+    /// expires.
+    #[error("storage failed: {0}")]
+    StorageFailed(String),
+    /// No outcome was recorded and the lease was given back, so the task is
+    /// ready again: the manager shut down, or the lease could not be
+    /// extended.
+    #[error("released: {0}")]
+    Released(String),
 }
 
 /// Runs the handlers of a claim's tasks and stores their outcomes. The
@@ -202,7 +233,12 @@ impl Run<'_> {
         );
         for id in lost {
             tracing::warn!(task_id = %id, "lease lost while running; outcome discarded");
-            self.note(id, path, Some("lease lost".into()), None);
+            self.note(
+                id,
+                path,
+                Some("lease lost".into()),
+                Err(NotStored::LeaseLost),
+            );
         }
         match ended {
             Ended::Finished(result) => self.record(held, path, result, None).await,
@@ -229,8 +265,10 @@ impl Run<'_> {
             match applied {
                 Applied::Written(task) => kept.push(task),
                 other => {
-                    self.written(&id, other, now);
-                    self.note(id, HandlerPath::Main, Some("lease lost".into()), None);
+                    // A heartbeat that was not written: the lease is gone.
+                    let why = self.written(&id, other, now).err();
+                    let why = why.unwrap_or(NotStored::LeaseLost);
+                    self.note(id, HandlerPath::Main, Some("lease lost".into()), Err(why));
                 }
             }
         }
@@ -265,7 +303,11 @@ impl Run<'_> {
         .instrument(span)
         .await;
         for (id, applied) in ids.into_iter().zip(results) {
-            self.written(&id, applied, now);
+            let reason = match self.written(&id, applied, now) {
+                // Gone or taken over: that, not the release, is the news.
+                Err(lost @ (NotStored::LeaseLost | NotStored::Deleted)) => lost,
+                _ => NotStored::Released(why.to_owned()),
+            };
             if *self.inner.shutdown.borrow() == ShutdownPhase::Aborting {
                 self.inner
                     .interrupted
@@ -273,7 +315,7 @@ impl Run<'_> {
                     .unwrap_or_else(PoisonError::into_inner)
                     .push(id.clone());
             }
-            self.note(id, path, Some(why.to_owned()), None);
+            self.note(id, path, Some(why.to_owned()), Err(reason));
         }
     }
 
@@ -284,7 +326,7 @@ impl Run<'_> {
         id: &str,
         applied: Applied,
         now: DateTime<Utc>,
-    ) -> Option<TaskStatus> {
+    ) -> Result<TaskStatus, NotStored> {
         match applied {
             Applied::Written(task) | Applied::WrittenInstead { task, .. } => {
                 // Other idle loops only have new work if a resource key was
@@ -293,7 +335,7 @@ impl Run<'_> {
                 if task.resource_key.is_some() || task.is_ready_at(now) {
                     self.inner.wake(&task.kind);
                 }
-                Some(task.status(now))
+                Ok(task.status(now))
             }
             Applied::Rejected(Rejection::LeaseLost) => {
                 metrics::count(
@@ -303,16 +345,16 @@ impl Run<'_> {
                     1,
                 );
                 tracing::warn!(task_id = %id, "lease lost before the outcome was stored; outcome discarded");
-                None
+                Err(NotStored::LeaseLost)
             }
-            Applied::Rejected(Rejection::NotApplicable) => None,
+            Applied::Rejected(Rejection::NotApplicable) => Err(NotStored::NotApplicable),
             Applied::Missing => {
                 tracing::info!(task_id = %id, "task deleted while running; outcome discarded");
-                None
+                Err(NotStored::Deleted)
             }
             Applied::Failed(e) => {
                 tracing::error!(task_id = %id, error = %e, "failed to store task outcome");
-                None
+                Err(NotStored::StorageFailed(e.to_string()))
             }
         }
     }
@@ -322,7 +364,7 @@ impl Run<'_> {
         task_id: String,
         path: HandlerPath,
         error: Option<String>,
-        status: Option<TaskStatus>,
+        status: Result<TaskStatus, NotStored>,
     ) {
         self.report.outcomes.push(RunOutcome {
             task_id,
