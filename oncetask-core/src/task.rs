@@ -46,7 +46,8 @@ pub struct Task {
     pub created_at: DateTime<Utc>,
     /// Set when the task reached a terminal state.
     pub done_at: Option<DateTime<Utc>>,
-    /// Number of claims, whatever their outcome. Only a reset lowers it (to 0).
+    /// Number of claims, whatever their outcome. Only a reset (to 0) and the
+    /// hand-back of a task claimed ahead that never started lower it.
     pub attempts: u32,
     /// Claims made after the task was cancelled: the count the cancellation
     /// retry policy sees (Go shared `attempts` between both paths, W23).

@@ -9,7 +9,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use oncetask_core::manager::{HandlerOptions, Manager, NotStored, handler_fn};
-use oncetask_core::store::{ClaimRequest, Claimed, Fetched, Forward, Swap, SwapOutcome};
+use oncetask_core::store::{ClaimRequest, Claimed, Delete, Fetched, Forward, Swap, SwapOutcome};
 use oncetask_core::{ManualClock, Store, StoreError, Task, TaskStatus};
 use oncetask_memory::MemoryStore;
 use tokio::sync::Notify;
@@ -315,6 +315,48 @@ async fn a_result_the_store_refuses_fails_the_attempt() {
     );
 }
 
+/// A task deleted while its handler runs is found by the next heartbeat:
+/// the run reports it deleted (not a lost lease), and stops the handler.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_deleted_under_a_running_handler_is_reported_deleted() {
+    let store = Faulty::default();
+    let clock = ManualClock::new(start());
+    let m = manager(&store, &clock, false);
+    let deleter = store.inner.clone();
+    m.register(
+        "job",
+        handler_fn(move |t: Task| {
+            let deleter = deleter.clone();
+            async move {
+                deleter.delete(&[Delete::any(t.id.clone())]).await?;
+                // Runs until the run stops it.
+                std::future::pending::<()>().await;
+                Ok::<_, StoreError>(())
+            }
+        }),
+        HandlerOptions::default()
+            .lease_duration(Duration::from_secs(10))
+            .heartbeat(Duration::from_secs(3)),
+    )
+    .expect("register");
+    m.create(&Job { id: "j1" }).await.expect("create");
+    let runner = m.clone();
+    let run = tokio::spawn(async move { runner.process_next("job").await });
+    eventually("j1 is deleted", || async {
+        m.get_task("j1").await.expect("get").is_none()
+    })
+    .await;
+    clock.advance(Duration::from_secs(3));
+    let report = tokio::time::timeout(Duration::from_secs(10), run)
+        .await
+        .expect("the handler was not stopped")
+        .expect("join")
+        .expect("run")
+        .expect("claimed");
+    assert_eq!(report.outcomes.len(), 1, "{report:?}");
+    assert_eq!(report.outcomes[0].status, Err(NotStored::Deleted));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_handler_whose_lease_cannot_be_extended_is_stopped_before_it_ends() {
     let store = Faulty::default();
@@ -357,9 +399,11 @@ async fn a_handler_whose_lease_cannot_be_extended_is_stopped_before_it_ends() {
         report.outcomes[0].error.as_deref(),
         Some("lease could not be extended")
     );
-    assert_eq!(
-        report.outcomes[0].status,
-        Err(NotStored::Released("lease could not be extended".into()))
+    // Storage is down, so the hand-back failed too: the task stays leased
+    // until its lease expires.
+    assert!(
+        matches!(report.outcomes[0].status, Err(NotStored::StorageFailed(_))),
+        "{report:?}"
     );
     store.swaps_down.store(false, Ordering::SeqCst);
     clock.advance(Duration::from_secs(1));

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::run::Run;
+use super::run::{NotStored, Run};
 use crate::error::HandlerError;
 use crate::lifecycle::{self, GeneratorError, HandlerPath, Rejection};
 use crate::manager::apply::apply_one;
@@ -37,6 +37,16 @@ impl Run<'_> {
             }
             Err(e) => {
                 tracing::warn!(task_id = %generator.id, error = %e, "generator not advanced");
+                let why = match &e {
+                    GeneratorError::Rejected(Rejection::LeaseLost) => NotStored::LeaseLost,
+                    _ => NotStored::NotApplicable,
+                };
+                self.note(
+                    generator.id,
+                    HandlerPath::Main,
+                    Some(e.to_string()),
+                    Err(why),
+                );
                 return;
             }
         };

@@ -8,7 +8,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use futures::FutureExt;
 
 use super::add;
-use super::run::{Ended, Run};
+use super::run::{Ended, NotStored, Run};
 use crate::error::HandlerError;
 use crate::lifecycle;
 use crate::manager::ShutdownPhase;
@@ -27,7 +27,7 @@ impl Run<'_> {
     pub(super) async fn guard(
         &self,
         held: &mut Vec<Task>,
-        lost: &mut Vec<String>,
+        lost: &mut Vec<(String, NotStored)>,
         anchor: DateTime<Utc>,
         current: CurrentTask,
         work: impl std::future::Future<Output = HandlerResult> + Send,
@@ -69,7 +69,12 @@ impl Run<'_> {
     /// or when extensions kept failing until the last confirmed lease is
     /// about to end, so the handler never outlives its lease. Never returns
     /// when heartbeats are off.
-    async fn heartbeat(&self, held: &mut Vec<Task>, lost: &mut Vec<String>, anchor: DateTime<Utc>) {
+    async fn heartbeat(
+        &self,
+        held: &mut Vec<Task>,
+        lost: &mut Vec<(String, NotStored)>,
+        anchor: DateTime<Utc>,
+    ) {
         let options = &self.registration.options;
         let Some(interval) = options.heartbeat else {
             return std::future::pending().await;
@@ -106,7 +111,8 @@ impl Run<'_> {
                     Applied::Written(extended) | Applied::WrittenInstead { task: extended, .. } => {
                         kept.push(extended)
                     }
-                    Applied::Rejected(_) | Applied::Missing => lost.push(task.id),
+                    Applied::Missing => lost.push((task.id, NotStored::Deleted)),
+                    Applied::Rejected(_) => lost.push((task.id, NotStored::LeaseLost)),
                     Applied::Failed(e) => {
                         tracing::warn!(task_id = %task.id, error = %e, "lease extension failed");
                         kept.push(task);

@@ -61,11 +61,13 @@ pub struct RunOutcome {
 #[non_exhaustive]
 pub enum NotStored {
     /// The run's lease is gone (it expired and another worker claimed the
-    /// task, or an operator reset it): the write was fenced off, and the
-    /// newer holder's state stands.
+    /// task, or finished it): the write was fenced off, and the newer
+    /// holder's state stands.
     #[error("the lease was lost: another worker holds the task")]
     LeaseLost,
-    /// The stored task no longer takes this write (it is done already).
+    /// The write does not apply to the task as stored, and nothing was
+    /// written instead (a store that refused a value with no fallback, a
+    /// generator whose rule failed on a re-read).
     #[error("the task no longer takes this outcome")]
     NotApplicable,
     /// The task was deleted while it ran.
@@ -77,7 +79,9 @@ pub enum NotStored {
     StorageFailed(String),
     /// No outcome was recorded and the lease was given back, so the task is
     /// ready again: the manager shut down, or the lease could not be
-    /// extended.
+    /// extended. (A hand-back that could not be written is reported as
+    /// what stopped it, e.g. [`NotStored::StorageFailed`]: that task stays
+    /// leased until its lease expires.)
     #[error("released: {0}")]
     Released(String),
 }
@@ -212,7 +216,7 @@ impl Run<'_> {
             // part of the lease (Go W12): renew it, so this handler gets a
             // whole lease and time limit.
             anchor = self.inner.now();
-            held = self.renew(held, anchor).await;
+            held = self.renew(held, anchor, path).await;
             if held.is_empty() {
                 return;
             }
@@ -225,20 +229,19 @@ impl Run<'_> {
         if last {
             self.slot = None;
         }
+        let fenced = lost
+            .iter()
+            .filter(|(_, why)| *why == NotStored::LeaseLost)
+            .count();
         metrics::count(
             metrics::TASKS_FENCED_OFF,
             &self.inner.env,
             &self.registration.kind,
-            lost.len(),
+            fenced,
         );
-        for id in lost {
-            tracing::warn!(task_id = %id, "lease lost while running; outcome discarded");
-            self.note(
-                id,
-                path,
-                Some("lease lost".into()),
-                Err(NotStored::LeaseLost),
-            );
+        for (id, why) in lost {
+            tracing::warn!(task_id = %id, reason = %why, "task lost while running; outcome discarded");
+            self.note(id, path, Some(why.to_string()), Err(why));
         }
         match ended {
             Ended::Finished(result) => self.record(held, path, result, None).await,
@@ -252,7 +255,7 @@ impl Run<'_> {
 
     /// Extends the leases of `held` from `now`; tasks whose lease was lost are
     /// noted and dropped.
-    async fn renew(&mut self, held: Vec<Task>, now: DateTime<Utc>) -> Vec<Task> {
+    async fn renew(&mut self, held: Vec<Task>, now: DateTime<Utc>, path: HandlerPath) -> Vec<Task> {
         let until = add(now, self.registration.options.lease_duration);
         let token = self.token;
         let ids: Vec<String> = held.iter().map(|t| t.id.clone()).collect();
@@ -265,10 +268,10 @@ impl Run<'_> {
             match applied {
                 Applied::Written(task) => kept.push(task),
                 other => {
-                    // A heartbeat that was not written: the lease is gone.
+                    // A heartbeat that was not written: the run cannot start.
                     let why = self.written(&id, other, now).err();
                     let why = why.unwrap_or(NotStored::LeaseLost);
-                    self.note(id, HandlerPath::Main, Some("lease lost".into()), Err(why));
+                    self.note(id, path, Some(why.to_string()), Err(why));
                 }
             }
         }
@@ -304,9 +307,10 @@ impl Run<'_> {
         .await;
         for (id, applied) in ids.into_iter().zip(results) {
             let reason = match self.written(&id, applied, now) {
-                // Gone or taken over: that, not the release, is the news.
-                Err(lost @ (NotStored::LeaseLost | NotStored::Deleted)) => lost,
-                _ => NotStored::Released(why.to_owned()),
+                Ok(_) => NotStored::Released(why.to_owned()),
+                // Not given back (taken over, deleted, or the write failed
+                // and the task stays leased until its lease expires).
+                Err(not_released) => not_released,
             };
             if *self.inner.shutdown.borrow() == ShutdownPhase::Aborting {
                 self.inner
