@@ -27,6 +27,11 @@ pub use forward::Forward;
 pub use swap::{Announce, Change, Fence, Field, Swap, SwapOutcome};
 
 /// A durable home for tasks.
+///
+/// A wrapper around another store implements [`Forward`] instead, which
+/// forwards every method, the provided ones included. (A provided method
+/// added here needs a forwarding default in [`Forward`] too, or wrappers
+/// would answer with this trait's generic default.)
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Inserts each task unless its id exists (in any environment).
