@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use oncetask_core::manager::{HandlerOptions, Manager, NotStored, handler_fn};
+use oncetask_core::manager::{HandlerOptions, Manager, NotStored, RunReport, handler_fn};
 use oncetask_core::store::{ClaimRequest, Claimed, Delete, Fetched, Forward, Swap, SwapOutcome};
-use oncetask_core::{ManualClock, Store, StoreError, Task, TaskStatus};
+use oncetask_core::{Error, ManualClock, Store, StoreError, Task, TaskStatus};
 use oncetask_memory::MemoryStore;
 use tokio::sync::Notify;
 
@@ -315,6 +315,20 @@ async fn a_result_the_store_refuses_fails_the_attempt() {
     );
 }
 
+/// The heartbeat tests' options: a 10 s lease, renewed every 3 s.
+fn heartbeat_options() -> HandlerOptions {
+    HandlerOptions::default()
+        .lease_duration(Duration::from_secs(10))
+        .heartbeat(Duration::from_secs(3))
+}
+
+/// Creates task `j1` of kind `job` and processes it in the background.
+async fn run_j1(m: &Manager) -> tokio::task::JoinHandle<Result<Option<RunReport>, Error>> {
+    m.create(&Job { id: "j1" }).await.expect("create");
+    let runner = m.clone();
+    tokio::spawn(async move { runner.process_next("job").await })
+}
+
 /// A task deleted while its handler runs is found by the next heartbeat:
 /// the run reports it deleted (not a lost lease), and stops the handler.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -334,14 +348,10 @@ async fn a_task_deleted_under_a_running_handler_is_reported_deleted() {
                 Ok::<_, StoreError>(())
             }
         }),
-        HandlerOptions::default()
-            .lease_duration(Duration::from_secs(10))
-            .heartbeat(Duration::from_secs(3)),
+        heartbeat_options(),
     )
     .expect("register");
-    m.create(&Job { id: "j1" }).await.expect("create");
-    let runner = m.clone();
-    let run = tokio::spawn(async move { runner.process_next("job").await });
+    let run = run_j1(&m).await;
     eventually("j1 is deleted", || async {
         m.get_task("j1").await.expect("get").is_none()
     })
@@ -373,14 +383,10 @@ async fn a_handler_whose_lease_cannot_be_extended_is_stopped_before_it_ends() {
                 Ok::<_, std::io::Error>(())
             }
         }),
-        HandlerOptions::default()
-            .lease_duration(Duration::from_secs(10))
-            .heartbeat(Duration::from_secs(3)),
+        heartbeat_options(),
     )
     .expect("register");
-    m.create(&Job { id: "j1" }).await.expect("create");
-    let runner = m.clone();
-    let run = tokio::spawn(async move { runner.process_next("job").await });
+    let run = run_j1(&m).await;
     eventually("j1 is leased", || async {
         status(&m, "j1", &clock).await == Some(TaskStatus::Leased)
     })

@@ -184,11 +184,10 @@ pub struct Fence {
 impl Fence {
     /// The fence of `task` as the caller holds it (its version and revision).
     pub fn of(task: &Task) -> Self {
-        Self::new(task.version, task.revision)
-    }
-
-    pub(crate) fn new(version: u64, revision: Option<Revision>) -> Self {
-        Self { version, revision }
+        Self {
+            version: task.version,
+            revision: task.revision,
+        }
     }
 
     /// The version the stored task must still have.
