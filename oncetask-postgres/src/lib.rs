@@ -37,8 +37,8 @@
 //!
 //! ## Claims and resource-key exclusion
 //!
-//! A single-mode claim is one statement (module `single`), run outside any
-//! transaction. It
+//! A single-mode claim is one statement (module `claim::single`), run
+//! outside any transaction. It
 //!
 //! 1. selects candidates in claim order: ready tasks of the env/kind whose
 //!    resource key holds no live lease *in the statement's snapshot*, at
@@ -106,7 +106,7 @@
 //! counts these as "claims whose answer was lost".
 //!
 //! A resource-group claim ([`ClaimMode::ResourceGroup`]) stays a
-//! transaction (module `claim`): candidates, then the claim row of the
+//! transaction (module `claim::group`): candidates, then the claim row of the
 //! first free candidate key locked and bumped in its own statement, then,
 //! in new statements (whose snapshots see every lease committed by earlier
 //! claims of the key), the key's ready tasks locked `FOR UPDATE SKIP
@@ -166,12 +166,13 @@ use sqlx::{PgConnection, PgPool, Row};
 
 mod claim;
 mod create;
+mod delete;
+mod explain;
 mod inspect;
 mod notify;
 mod reuse;
 mod row;
 mod schema;
-mod single;
 mod swap;
 
 use notify::listen;
@@ -291,13 +292,6 @@ fn add_count(counts: &mut StatusCounts, name: &str, n: u64) -> Result<(), StoreE
 
 /// Env/kind pairs a write changed.
 type Changed = BTreeSet<(String, String)>;
-
-/// A stored row as a delete sees it.
-#[allow(clippy::large_enum_variant)] // short-lived, and tasks are the common case
-enum Stored {
-    Task(Task),
-    Raw,
-}
 
 impl PostgresStore {
     /// Connects a pool to `url` and uses the tables in `schema`.
@@ -457,6 +451,18 @@ impl PostgresStore {
     async fn lend(&self) -> Result<reuse::Lent<'_>, StoreError> {
         self.inner.reuse.lend(&self.inner.pool).await.map_err(db)
     }
+
+    /// The next due time of env `$1` / kind `$2` after `$3`: its `min` is
+    /// served by `tasks_due_idx`, whose expression this repeats verbatim.
+    pub(crate) fn next_due_sql(&self) -> String {
+        let t = &self.inner.table;
+        let due = "greatest(coalesce(wait_until, '-infinity'::timestamptz), \
+                   coalesce(leased_until, '-infinity'::timestamptz))";
+        format!(
+            "SELECT min({due}) FROM {t} \
+             WHERE env = $1 AND kind = $2 AND done_at IS NULL AND {TASK_LIKE} AND {due} > $3"
+        )
+    }
 }
 
 #[async_trait]
@@ -472,30 +478,15 @@ impl Store for PostgresStore {
         Ok(outcomes)
     }
 
-    /// A single-mode claim is one statement (module `single`); a
-    /// resource-group claim is one transaction (module `claim`). See the
-    /// crate docs for the exclusion mechanism. Undecodable candidates met
-    /// on the way are reported (and left unleased).
+    /// A single-mode claim is one statement (module `claim::single`); a
+    /// resource-group claim is one transaction (module `claim::group`). See
+    /// the crate docs for the exclusion mechanism. Undecodable candidates
+    /// met on the way are reported (and left unleased).
     async fn claim(&self, request: &ClaimRequest) -> Result<Claimed, StoreError> {
-        let max_group = match request.mode {
-            ClaimMode::Single { limit } => return self.claim_single(request, limit).await,
-            ClaimMode::ResourceGroup { max_group } => max_group,
-        };
-        let mut undecodable = Vec::new();
-        let mut lent = self.lend().await?;
-        let mut tx = sqlx::Connection::begin(lent.conn()).await.map_err(db)?;
-        let selected = self
-            .select_group(&mut tx, request, max_group, &mut undecodable)
-            .await?;
-        let tasks: Vec<Task> = selected
-            .iter()
-            .map(|task| lifecycle::claim(task, &request.grant))
-            .collect();
-        self.write_back(&mut tx, &tasks.iter().collect::<Vec<_>>())
-            .await?;
-        tx.commit().await.map_err(db)?;
-        lent.give_back();
-        Ok(Claimed { tasks, undecodable })
+        match request.mode {
+            ClaimMode::Single { limit } => self.claim_single(request, limit).await,
+            ClaimMode::ResourceGroup { max_group } => self.claim_group(request, max_group).await,
+        }
     }
 
     /// One statement per call (see the `swap` module): the fenced `UPDATE`
@@ -606,60 +597,9 @@ impl Store for PostgresStore {
     }
 
     /// Locks the rows, checks expected versions in Rust, deletes with one
-    /// statement, in one transaction.
+    /// statement, in one transaction (see the `delete` module).
     async fn delete(&self, deletes: &[Delete]) -> Result<Vec<DeleteOutcome>, StoreError> {
-        if deletes.is_empty() {
-            return Ok(Vec::new());
-        }
-        let ids: Vec<String> = deletes.iter().map(|d| d.id.clone()).collect();
-        let mut tx = self.inner.pool.begin().await.map_err(db)?;
-        let mut stored = self.lock_rows(&mut tx, &ids).await?;
-        let mut changed = Changed::new();
-        let mut removed = Vec::new();
-        let mut outcomes = Vec::with_capacity(deletes.len());
-        for delete in deletes {
-            let matches = match (stored.get(&delete.id), delete.expected_version) {
-                (None, _) => {
-                    outcomes.push(DeleteOutcome::NotFound);
-                    continue;
-                }
-                (Some(_), None) => true,
-                (Some(Stored::Task(task)), Some(version)) => task.version == version,
-                (Some(Stored::Raw), Some(_)) => false,
-            };
-            if !matches {
-                outcomes.push(DeleteOutcome::Conflict);
-                continue;
-            }
-            if let Some(Stored::Task(task)) = stored.remove(&delete.id) {
-                changed.insert((task.env, task.kind));
-            }
-            removed.push(delete.id.clone());
-            outcomes.push(DeleteOutcome::Deleted);
-        }
-        if !removed.is_empty() {
-            let t = &self.inner.table;
-            let gone = sqlx::query(&format!(
-                "DELETE FROM {t} WHERE id = ANY($1) RETURNING env, kind, resource_key"
-            ))
-            .bind(&removed)
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(db)?;
-            let mut keys = BTreeSet::new();
-            for r in &gone {
-                let (env, kind): (String, String) =
-                    (r.try_get(0).map_err(db)?, r.try_get(1).map_err(db)?);
-                if let Some(key) = r.try_get::<Option<String>, _>(2).map_err(db)? {
-                    keys.insert((env.clone(), kind.clone(), key));
-                }
-                changed.insert((env, kind));
-            }
-            self.forget_keys(&mut tx, keys).await?;
-        }
-        self.notify_changes(&mut tx, &changed).await?;
-        tx.commit().await.map_err(db)?;
-        Ok(outcomes)
+        self.delete_tasks(deletes).await
     }
 
     async fn next_due(

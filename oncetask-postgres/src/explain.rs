@@ -1,0 +1,100 @@
+//! Query plans of the hot path's statements ([`PostgresStore::explain_claim`]):
+//! a diagnostic the plan tests read, apart from the statements it plans.
+
+use super::*;
+
+impl PostgresStore {
+    /// The query plans (`EXPLAIN`) of the hot path's statements, each under
+    /// a `-- <name>` line: the single-mode claim statement (`claim`); the
+    /// resource-group claim's candidate query and the resource-key busy
+    /// check it embeds, the lock of a key's claim row, the group query for
+    /// a key, the lock of the chosen rows and the bulk write-back of claimed
+    /// tasks; the next due time an idle worker asks for, a swap, and the
+    /// creates of one task and of a batch. Each is
+    /// the generic plan of the prepared statement, the one the store's
+    /// connections run whatever the parameters (see
+    /// [`PostgresStore::pool_options`]). A diagnostic, used by the tests
+    /// that check the indexes serve them.
+    pub async fn explain_claim(&self) -> Result<String, StoreError> {
+        // In a transaction, so the setting does not outlive this call on a
+        // pool that does not use it (the transaction is rolled back; the
+        // prepared statements stay on the connection and are replaced by
+        // the next call).
+        let mut tx = self.inner.pool.begin().await.map_err(db)?;
+        sqlx::raw_sql("SET LOCAL plan_cache_mode = force_generic_plan")
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        let conn: &mut PgConnection = &mut tx;
+        let mut out = String::new();
+        let candidate = generic(conn, "candidate", &self.candidate_sql(), 6).await?;
+        let group = generic(conn, "group", &self.group_sql(), 5).await?;
+        let due = generic(conn, "due", &self.next_due_sql(), 3).await?;
+        let write = generic(conn, "write", &self.write_sql(), 1).await?;
+        let lock = generic(conn, "lock", &self.lock_ready_sql(false), 5).await?;
+        let single = generic(conn, "single", &self.single_claim_sql(), 8).await?;
+        let key_lock = generic(conn, "key_lock", &self.lock_key_sql(), 3).await?;
+        let swap = generic(conn, "swap", &self.swap_sql(), 2).await?;
+        let create_batch = generic(
+            conn,
+            "create_batch",
+            &crate::create::create_batch_sql(&self.inner.table),
+            4,
+        )
+        .await?;
+        let create = generic(conn, "create", &self.inner.create_one, 22).await?;
+        for (title, rows) in [
+            ("claim", single),
+            ("candidates", candidate),
+            ("key lock", key_lock),
+            ("group", group),
+            ("lock ready", lock),
+            ("write-back", write),
+            ("next due", due),
+            ("swap", swap),
+            ("create", create),
+            ("create batch", create_batch),
+        ] {
+            out.push_str(&format!("-- {title}\n"));
+            for r in &rows {
+                out.push_str(&r.try_get::<String, _>(0).map_err(db)?);
+                out.push('\n');
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// The generic plan of `sql` (with `params` parameters): prepared as
+/// `oncetask_explain_{name}` on `conn` (replacing an earlier one), which
+/// plans generically, and explained with every parameter null (a generic
+/// plan does not depend on them).
+async fn generic(
+    conn: &mut PgConnection,
+    name: &str,
+    sql: &str,
+    params: usize,
+) -> Result<Vec<sqlx::postgres::PgRow>, StoreError> {
+    let name = format!("oncetask_explain_{name}");
+    let earlier: Option<String> =
+        sqlx::query_scalar("SELECT name FROM pg_prepared_statements WHERE name = $1")
+            .bind(&name)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(db)?;
+    if earlier.is_some() {
+        sqlx::raw_sql(&format!("DEALLOCATE {name}"))
+            .execute(&mut *conn)
+            .await
+            .map_err(db)?;
+    }
+    sqlx::raw_sql(&format!("PREPARE {name} AS {sql}"))
+        .execute(&mut *conn)
+        .await
+        .map_err(db)?;
+    let nulls = vec!["NULL"; params].join(", ");
+    sqlx::query(&format!("EXPLAIN EXECUTE {name}({nulls})"))
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(db)
+}
