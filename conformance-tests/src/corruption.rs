@@ -156,7 +156,7 @@ pub async fn a_corrupted_record_does_not_stop_its_kind(factory: &impl StoreFacto
         let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let log = seen.clone();
         h.manager
-            .register(
+            .register_dyn(
                 KIND,
                 oncetask_core::manager::handler_fn(move |task: Task| {
                     let log = log.clone();

@@ -103,7 +103,7 @@ pub async fn every_task_runs_once_across_managers(
         .collect();
     for m in &managers {
         let seen = seen.clone();
-        m.register(
+        m.register_dyn(
             KIND,
             handler_fn(move |task: Task| {
                 let seen = seen.clone();
@@ -200,7 +200,7 @@ pub async fn wake_up_latencies_across_managers(
     let worker = manager(worker, env, Duration::from_secs(60));
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Instant>();
     worker
-        .register(
+        .register_dyn(
             KIND,
             handler_fn(move |_task: Task| {
                 let tx = tx.clone();
@@ -267,7 +267,7 @@ pub async fn drain_time(
     let started = Instant::now();
     let counter = done.clone();
     manager
-        .register(
+        .register_dyn(
             KIND,
             handler_fn(move |_task: Task| {
                 let counter = counter.clone();

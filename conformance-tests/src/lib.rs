@@ -1,4 +1,4 @@
-//! # conformance-tests
+//! # oncetask-conformance
 //!
 //! The one test suite every oncetask storage backend runs, unchanged. A
 //! backend is done when this suite passes against its real server.
@@ -7,54 +7,82 @@
 //! `claim`, `swap`, `get`, `find`, `count_by_status`, `delete`, `next_due`,
 //! `kinds` and `inspect` must do, with every state change computed by the
 //! pure functions of [`oncetask_core::lifecycle`] — exactly as the manager
-//! uses them. Each rule
-//! of `docs/semantics.md`, and each fix of a Go weakness (W1, W4, W6, W7, ...), has
-//! its own test whose name states the rule.
+//! uses them — and, in [`manager`], the manager itself run on the backend.
+//! Each rule of `docs/semantics.md`, and each fix of a Go weakness (W1, W4,
+//! W6, W7, ...), has its own test whose name states the rule.
+//!
+//! The four in-tree backends (`oncetask-memory`, `oncetask-postgres`,
+//! `oncetask-redis`, `oncetask-firestore`) run the suite exactly the way a
+//! third-party backend does: a [`StoreFactory`] in their own test file and
+//! one [`store_conformance_suite!`] call, nothing else — no private items,
+//! no included source files. The guide to writing a backend is
+//! [`docs/writing-a-backend.md`](https://github.com/oncetask/oncetask/blob/main/docs/writing-a-backend.md).
 //!
 //! ## Plugging a backend in
 //!
+//! Add this crate as a dev-dependency of the backend crate (it re-exports
+//! [`async_trait`](macro@async_trait), so nothing else is needed):
+//!
+//! ```toml
+//! [dev-dependencies]
+//! oncetask-conformance = "0.1"
+//! ```
+//!
 //! Implement [`StoreFactory`] (a source of *isolated* stores: a fresh schema,
 //! key prefix or collection per call), then invoke the suite from one
-//! integration-test file of the backend crate, e.g. `tests/conformance.rs`:
+//! integration-test file of the backend crate, e.g. `tests/conformance.rs`.
+//! Here the crate's own reference model, [`model::ModelStore`], stands in
+//! for the backend's store:
 //!
-//! ```ignore
-//! use conformance_tests::{StoreFactory, async_trait, store_conformance_suite};
-//! use oncetask_memory::MemoryStore;
+//! ```
+//! use oncetask_conformance::model::ModelStore;
+//! use oncetask_conformance::{StoreFactory, async_trait, store_conformance_suite};
 //!
-//! struct MemoryFactory;
+//! struct MyFactory;
 //!
 //! #[async_trait]
-//! impl StoreFactory for MemoryFactory {
-//!     type Store = MemoryStore;
-//!     async fn new_store(&self) -> MemoryStore {
-//!         MemoryStore::new()
+//! impl StoreFactory for MyFactory {
+//!     type Store = ModelStore; // the backend's store
+//!
+//!     async fn new_store(&self) -> ModelStore {
+//!         ModelStore::default() // a fresh, empty, isolated store
 //!     }
-//!     async fn insert_undecodable(&self, store: &MemoryStore, id: &str, env: &str, kind: &str) -> bool {
-//!         store.insert_undecodable(id, env, kind, "not a task");
-//!         true
+//!
+//!     async fn insert_undecodable(&self, _: &ModelStore, _: &str, _: &str, _: &str) -> bool {
+//!         false // the model cannot hold a document that is not a task
 //!     }
 //! }
 //!
-//! store_conformance_suite!(MemoryFactory);
+//! store_conformance_suite!(MyFactory);
+//! # fn main() {}
 //! ```
 //!
+//! A real backend also writes undecodable and corrupted records in
+//! [`StoreFactory::insert_undecodable`] and [`StoreFactory::insert_corrupted`]
+//! (past its own encoder), and declares its tie order in
+//! [`StoreFactory::claim_ties`] if it is not by id; `oncetask-memory`'s
+//! `tests/conformance.rs` is the shortest complete example.
+//!
 //! The macro expands to one `#[test]` per suite function, grouped in modules
-//! named after the suite's modules (`create::…`, `claim::…`, …), so
-//! `cargo test --test conformance claim::` runs one concern. Async tests run
-//! on a multi-thread runtime with 4 workers ([`support::run_multi_thread`]);
-//! the property-based [`model`] test drives the store from a current-thread
-//! runtime of its own. The backend crate needs `conformance-tests` as a
-//! dev-dependency, nothing else (`async_trait` is re-exported here).
+//! named after the suite's modules (`create::…`, `claim::…`,
+//! `manager::admin::…`), so `cargo test --test conformance claim::` runs one
+//! concern. Those modules are declared where the macro is invoked and
+//! `use super::*`, so the factory expression may name anything in scope
+//! there; invoke it in a file (or module) of its own so that the names
+//! `create`, `claim`, `model`, `manager`, ... are free. Async tests run on a
+//! multi-thread runtime with 4 workers ([`support::run_multi_thread`]); the
+//! property-based [`model`] test drives the store from a current-thread
+//! runtime of its own.
 //!
 //! ## Writing a suite test
 //!
 //! A test is a `pub async fn <rule_as_a_sentence>(factory: &impl StoreFactory)`
 //! in the module of its concern (or a plain `pub fn` for synchronous ones),
-//! and must be listed in [`__conformance_list!`](crate::__conformance_list)
-//! — the one list the macro expands. A unit test of this crate fails when a
-//! suite function is missing from that list. Tests take every time from
-//! [`support::base_time`] and pass `now` explicitly; they never sleep to let
-//! task time pass.
+//! and must be listed in the registry macro `__conformance_list!` (in
+//! `src/lib.rs`) — the one list the macro expands. A unit test of this
+//! crate fails when a suite function is missing from that list. Tests take
+//! every time from [`support::base_time`] and pass `now` explicitly; they
+//! never sleep to let task time pass.
 
 /// Re-exported so that backends can implement [`StoreFactory`] without
 /// depending on `async-trait` themselves.
@@ -147,10 +175,23 @@ pub use oncetask_core::store::ClaimTies;
 /// Expands the whole conformance suite into `#[test]` functions for a backend.
 ///
 /// `$factory` is an expression building a [`StoreFactory`]; it is evaluated
-/// once per test. See the [crate docs](crate) for a full example.
+/// once per test, inside the generated modules (which `use super::*`). See
+/// the [crate docs](crate) for a full example.
 ///
-/// ```ignore
-/// conformance_tests::store_conformance_suite!(MemoryFactory);
+/// ```
+/// # use oncetask_conformance::model::ModelStore;
+/// # use oncetask_conformance::{StoreFactory, async_trait};
+/// # struct MyFactory;
+/// # #[async_trait]
+/// # impl StoreFactory for MyFactory {
+/// #     type Store = ModelStore;
+/// #     async fn new_store(&self) -> ModelStore { ModelStore::default() }
+/// #     async fn insert_undecodable(&self, _: &ModelStore, _: &str, _: &str, _: &str) -> bool {
+/// #         false
+/// #     }
+/// # }
+/// oncetask_conformance::store_conformance_suite!(MyFactory);
+/// # fn main() {}
 /// ```
 #[macro_export]
 macro_rules! store_conformance_suite {
@@ -398,6 +439,13 @@ macro_rules! __conformance_list {
                 async shutdown {
                     shutdown_under_load_leaves_no_lease_and_runs_nothing_twice,
                     repeated_and_concurrent_shutdowns_are_harmless,
+                }
+                async typed {
+                    a_typed_handler_gets_its_payload_and_context,
+                    a_payload_that_does_not_decode_fails_at_once_naming_the_type,
+                    a_permanent_handler_error_fails_at_once,
+                    a_typed_cancellation_handler_gets_the_payload,
+                    a_typed_group_handler_gets_the_whole_group,
                 }
                 async runtime {
                     a_create_wakes_idle_workers_at_once,

@@ -82,7 +82,7 @@ pub fn worker(
 ) -> Result<Manager, BenchError> {
     let manager = Manager::builder(store).env(env).build();
     let handler = Arc::new(handler);
-    manager.register(
+    manager.register_dyn(
         KIND,
         handler_fn(move |task: Task| {
             handler(task);

@@ -57,7 +57,7 @@ pub async fn run(
             delay: RETRY_DELAY,
         });
     manager
-        .register(
+        .register_dyn(
             KIND,
             oncetask::manager::handler_fn(move |task| {
                 let handler = handler.clone();

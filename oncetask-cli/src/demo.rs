@@ -249,7 +249,7 @@ async fn run_tasks() -> Result<(), Error> {
 
 fn register_handlers(manager: &Manager, progress: &Progress) -> Result<(), Error> {
     let p = progress.clone();
-    manager.register(
+    manager.register_dyn(
         WELCOME,
         handler_fn(move |task: Task| {
             let p = p.clone();
@@ -265,7 +265,7 @@ fn register_handlers(manager: &Manager, progress: &Progress) -> Result<(), Error
 
     let p = progress.clone();
     let calls = Arc::new(AtomicU32::new(0));
-    manager.register(
+    manager.register_dyn(
         CHARGE,
         handler_fn(move |task: Task| {
             let p = p.clone();
@@ -295,7 +295,7 @@ fn register_handlers(manager: &Manager, progress: &Progress) -> Result<(), Error
     )?;
 
     let p = progress.clone();
-    manager.register_group(
+    manager.register_dyn_group(
         SYNC,
         group_handler_fn(move |tasks: Vec<Task>| {
             let p = p.clone();
@@ -315,7 +315,7 @@ fn register_handlers(manager: &Manager, progress: &Progress) -> Result<(), Error
     )?;
 
     let p = progress.clone();
-    manager.register(
+    manager.register_dyn(
         REPORT,
         handler_fn(move |task: Task| {
             let p = p.clone();
@@ -333,7 +333,7 @@ fn register_handlers(manager: &Manager, progress: &Progress) -> Result<(), Error
 
     let p = progress.clone();
     let cleanup = progress.clone();
-    manager.register(
+    manager.register_dyn(
         REMINDER,
         handler_fn(move |task: Task| {
             let p = p.clone();
@@ -355,7 +355,7 @@ fn register_handlers(manager: &Manager, progress: &Progress) -> Result<(), Error
     )?;
 
     let p = progress.clone();
-    manager.register(
+    manager.register_dyn(
         IMPORT,
         handler_fn(move |task: Task| {
             let p = p.clone();

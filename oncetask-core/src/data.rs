@@ -3,6 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 use crate::recurrence::{Recurrence, RecurrenceError};
 
@@ -107,5 +108,76 @@ pub trait TaskData: Serialize {
     /// ```
     fn recurrence(&self) -> Result<Option<Recurrence>, RecurrenceError> {
         Ok(None)
+    }
+}
+
+/// A task type bound to one kind: the kind is a constant of the type, and a
+/// handler registered with [`Manager::register`](crate::Manager::register)
+/// receives the payload decoded as this type (River's `JobArgs`).
+///
+/// Every `TaskArgs` type is a [`TaskData`], so it is created the same way.
+/// Implement [`TaskData`] instead only when the kind is chosen at run time.
+///
+/// ```
+/// use oncetask_core::{TaskArgs, TaskData};
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Serialize, Deserialize)]
+/// struct SendEmail { to: String }
+///
+/// impl TaskArgs for SendEmail {
+///     const KIND: &'static str = "send_email";
+///     fn idempotent_id(&self) -> String { format!("email-{}", self.to) }
+/// }
+///
+/// let email = SendEmail { to: "ada@example.com".into() };
+/// assert_eq!(email.kind(), "send_email");
+/// ```
+pub trait TaskArgs: Serialize + DeserializeOwned + Send + 'static {
+    /// The stored name of the kind.
+    const KIND: &'static str;
+
+    /// A deterministic id built from the task's natural key
+    /// ([`TaskData::idempotent_id`]).
+    fn idempotent_id(&self) -> String;
+
+    /// See [`TaskData::resource_key`].
+    fn resource_key(&self) -> Option<String> {
+        None
+    }
+
+    /// See [`TaskData::scheduled_at`].
+    fn scheduled_at(&self) -> Option<DateTime<Utc>> {
+        None
+    }
+
+    /// See [`TaskData::recurrence`]: a rule that does not parse is an error
+    /// at create, and nothing is stored.
+    fn recurrence(&self) -> Result<Option<Recurrence>, RecurrenceError> {
+        Ok(None)
+    }
+}
+
+impl<T: TaskArgs> TaskData for T {
+    type Kind = &'static str;
+
+    fn kind(&self) -> &'static str {
+        T::KIND
+    }
+
+    fn idempotent_id(&self) -> String {
+        TaskArgs::idempotent_id(self)
+    }
+
+    fn resource_key(&self) -> Option<String> {
+        TaskArgs::resource_key(self)
+    }
+
+    fn scheduled_at(&self) -> Option<DateTime<Utc>> {
+        TaskArgs::scheduled_at(self)
+    }
+
+    fn recurrence(&self) -> Result<Option<Recurrence>, RecurrenceError> {
+        TaskArgs::recurrence(self)
     }
 }

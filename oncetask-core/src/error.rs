@@ -103,6 +103,11 @@ pub enum StoreError {
     /// The backend cannot be reached.
     #[error("storage backend unreachable: {0}")]
     Unavailable(String),
+    /// The backend's configuration is invalid: a malformed URL, or a schema,
+    /// prefix or other setting it cannot use. Reported at once, before
+    /// anything is sent; retrying cannot help.
+    #[error("invalid store configuration: {0}")]
+    InvalidConfig(String),
     /// A stored document cannot be decoded into a task.
     #[error("task {id}: stored document cannot be decoded: {reason}")]
     Undecodable {
@@ -152,11 +157,14 @@ impl StoreError {
 /// The error a handler returned (or its panic, or its timeout).
 ///
 /// Retry policies receive it, so a custom policy can look at the message or
-/// downcast the source to the handler's own error type.
+/// downcast the source to the handler's own error type. An error made with
+/// [`HandlerError::permanent`] ends the task `failed` at once, whatever the
+/// retry policy (River's `JobCancel`, BullMQ's `UnrecoverableError`).
 #[derive(Debug)]
 pub struct HandlerError {
     message: String,
     source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    permanent: bool,
 }
 
 impl HandlerError {
@@ -165,16 +173,43 @@ impl HandlerError {
         Self {
             message: message.into(),
             source: None,
+            permanent: false,
         }
     }
 
     /// Wraps an error value, keeping it for [`HandlerError::downcast_ref`].
+    /// A `HandlerError` passed in is kept as it is (permanent or not).
     pub fn new(source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
         let source = source.into();
-        Self {
-            message: source.to_string(),
-            source: Some(source),
+        match source.downcast::<HandlerError>() {
+            Ok(already) => *already,
+            Err(source) => Self {
+                message: source.to_string(),
+                source: Some(source),
+                permanent: false,
+            },
         }
+    }
+
+    /// An error that fails the task at once: no retry, whatever the policy.
+    /// From a cancellation handler, the task ends `cancelled` at once.
+    ///
+    /// ```
+    /// # use oncetask_core::HandlerError;
+    /// let err = HandlerError::permanent("the account was closed");
+    /// assert!(err.is_permanent());
+    /// assert_eq!(err.message(), "the account was closed");
+    /// ```
+    pub fn permanent(source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        Self {
+            permanent: true,
+            ..Self::new(source)
+        }
+    }
+
+    /// Whether the error ends the task without a retry.
+    pub fn is_permanent(&self) -> bool {
+        self.permanent
     }
 
     /// The text recorded in the task's error history.
@@ -195,6 +230,20 @@ impl HandlerError {
     pub fn downcast_ref<T: std::error::Error + 'static>(&self) -> Option<&T> {
         self.source.as_deref().and_then(|s| s.downcast_ref::<T>())
     }
+}
+
+/// A stored payload that does not decode as the handler's argument type.
+/// The task fails permanently with it: a retry would decode the same bytes.
+#[derive(Debug, thiserror::Error)]
+#[error("task {id}: payload does not decode as {type_name}: {reason}")]
+#[non_exhaustive]
+pub struct PayloadError {
+    /// The task id.
+    pub id: String,
+    /// The Rust type the handler expects.
+    pub type_name: &'static str,
+    /// What the decoder said.
+    pub reason: String,
 }
 
 impl std::fmt::Display for HandlerError {

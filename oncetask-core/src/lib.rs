@@ -24,12 +24,18 @@ mod test_support;
 #[cfg(feature = "testing")]
 pub mod testing;
 
+/// Re-exported so that handler structs can implement
+/// [`Handler`](manager::Handler) without depending on `async-trait`.
+pub use async_trait::async_trait;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use create::{CreateStatus, MAX_DATA_DEPTH};
-pub use data::{TaskData, TaskKind};
-pub use error::{Error, HandlerError, StoreError};
+pub use data::{TaskArgs, TaskData, TaskKind};
+pub use error::{Error, HandlerError, PayloadError, StoreError};
 pub use inspect::{KindStats, QueueStats};
-pub use manager::{HandlerOptions, Manager};
+pub use manager::{
+    GroupHandler, Handler, HandlerOptions, HandlerOutcome, IntoOutcome, Manager, TaskContext,
+    group_handler_fn, handler_fn,
+};
 pub use recurrence::{Recurrence, RecurrenceError, Schedule};
 pub use retry::{CustomRetry, ExponentialBackoff, FixedDelay, NoRetry, RetryPolicy};
 pub use status::TaskStatus;

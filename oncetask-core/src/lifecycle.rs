@@ -173,7 +173,9 @@ fn succeed_leased(task: &mut Task, now: DateTime<Utc>, result: Option<Value>) {
 /// * cancellation-handler failure: `policy.cancellation_retry` with
 ///   `cancellation_attempts` (its own counter, W23);
 /// * main-handler failure on a task cancelled meanwhile: no policy; the
-///   cancellation path is due at once.
+///   cancellation path is due at once;
+/// * otherwise a [permanent](HandlerError::permanent) error ends the task
+///   without asking the policy.
 pub fn fail(
     stored: &Task,
     token: &LeaseToken,
@@ -199,6 +201,8 @@ fn fail_leased(
     // Decided on the counts as stored (a failure changes neither).
     let retry_after = match (path, task.is_cancelled) {
         (HandlerPath::Main, true) => Some(None),
+        // A permanent error ends the task whatever the policy says.
+        (_, _) if error.is_permanent() => None,
         (HandlerPath::Main, false) => decide(policy.retry, task.attempts, error),
         (HandlerPath::Cancellation, _) => decide(
             policy.cancellation_retry,
@@ -681,6 +685,59 @@ mod tests {
         assert_eq!(t.attempts, 3);
         assert_eq!(t.errors.len(), 3);
         assert_eq!(t.errors[0].error, "boom");
+    }
+
+    #[test]
+    fn a_permanent_error_fails_at_once_whatever_the_policy() {
+        let g = grant();
+        let retry = FixedDelay {
+            max_attempts: 0,
+            delay: Duration::ZERO,
+        };
+        let cancel = ExponentialBackoff::cancellation_default();
+        let err = HandlerError::permanent("account closed");
+        let failed = fail(
+            &claim(&task("a"), &g),
+            &g.token,
+            t0(),
+            &err,
+            HandlerPath::Main,
+            policy(&retry, &cancel),
+        )
+        .expect("token matches");
+        assert_eq!(failed.outcome, Some(Outcome::Failed));
+        assert_eq!(failed.attempts, 1);
+        assert_eq!(failed.errors[0].error, "account closed");
+
+        // From the cancellation handler: the task ends cancelled at once.
+        let cancelled = Task {
+            is_cancelled: true,
+            ..task("b")
+        };
+        let leased = claim(&cancelled, &g);
+        let ended = fail(
+            &leased,
+            &g.token,
+            t0(),
+            &err,
+            HandlerPath::Cancellation,
+            policy(&retry, &cancel),
+        )
+        .expect("token matches");
+        assert_eq!(ended.outcome, Some(Outcome::Cancelled));
+
+        // A main-handler failure after a cancel still hands over to the
+        // cancellation path instead of ending the task.
+        let handed_over = fail(
+            &claim(&cancelled, &g),
+            &g.token,
+            t0(),
+            &err,
+            HandlerPath::Main,
+            policy(&retry, &cancel),
+        )
+        .expect("token matches");
+        assert!(handed_over.done_at.is_none());
     }
 
     #[test]

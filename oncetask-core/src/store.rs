@@ -6,7 +6,7 @@
 //! tests can move time. Bulk methods report one outcome per item, in input
 //! order, and never fail as a whole for one bad item.
 //!
-//! Reading this file tells you the whole contract; the `conformance-tests`
+//! Reading this file tells you the whole contract; the `oncetask-conformance`
 //! crate checks it.
 
 use async_trait::async_trait;
@@ -20,9 +20,11 @@ pub use crate::status::StatusCounts;
 use crate::status::TaskStatus;
 use crate::task::Task;
 
+pub mod connect;
 pub mod defaults;
 mod forward;
 mod swap;
+pub use connect::{ConnectOptions, redact_password};
 pub use forward::Forward;
 pub use swap::{Announce, Change, Fence, Field, Swap, SwapOutcome};
 

@@ -7,14 +7,14 @@
 //! concern. Every test gets its own collection. The proptest model runs its
 //! default 64 cases (`PROPTEST_CASES` overrides).
 
-use conformance_tests::{
-    ClaimTies, Corruption, StoreFactory, async_trait, store_conformance_suite,
-};
 use firestore::gcloud_sdk::google::firestore::v1::value::ValueType;
 use firestore::gcloud_sdk::google::firestore::v1::{
     CommitRequest, Document, DocumentMask, Value, Write, write,
 };
 use firestore::gcloud_sdk::tonic::Request;
+use oncetask_conformance::{
+    ClaimTies, Corruption, StoreFactory, async_trait, store_conformance_suite,
+};
 use oncetask_core::Store;
 use oncetask_firestore::FirestoreStore;
 
@@ -97,7 +97,7 @@ impl StoreFactory for EmulatorFactory {
         kind: &str,
         corruption: Corruption,
     ) -> bool {
-        let original = conformance_tests::corruption::original(id, env, kind);
+        let original = oncetask_conformance::corruption::original(id, env, kind);
         store
             .create(vec![original])
             .await

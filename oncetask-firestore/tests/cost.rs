@@ -73,7 +73,7 @@ async fn fleet(
             .poll_interval(poll)
             .build();
         manager
-            .register(
+            .register_dyn(
                 KIND,
                 handler_fn(|_task: Task| async { Ok::<_, std::io::Error>(()) }),
                 HandlerOptions::default().concurrency(4),

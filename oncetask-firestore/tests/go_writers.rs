@@ -626,7 +626,7 @@ impl Running {
         let release = Arc::new(Notify::new());
         let (s, r) = (started.clone(), release.clone());
         manager
-            .register(
+            .register_dyn(
                 "send_email",
                 handler_fn(move |_task: Task| {
                     let (s, r) = (s.clone(), r.clone());

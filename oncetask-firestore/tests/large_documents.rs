@@ -142,7 +142,7 @@ async fn a_2_mib_result_or_error_is_shortened_and_the_outcome_stored() {
         .start_workers(false)
         .build();
     manager
-        .register(
+        .register_dyn(
             KIND,
             handler_fn(|task: Task| async move {
                 let big = "r".repeat(2 << 20);

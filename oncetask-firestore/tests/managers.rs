@@ -9,7 +9,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use conformance_tests::fleet::{
+use oncetask_conformance::fleet::{
     Fleet, every_task_runs_once_across_managers, wake_up_latencies_across_managers,
 };
 use oncetask_core::Store;

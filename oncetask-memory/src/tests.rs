@@ -1,5 +1,5 @@
 //! Unit tests of the index logic. The shared behaviour suite lives in the
-//! `conformance-tests` crate.
+//! `oncetask-conformance` crate (folder `conformance-tests`).
 
 use std::time::Duration;
 

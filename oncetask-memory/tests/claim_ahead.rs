@@ -33,7 +33,7 @@ fn manager(
     let runs: Runs = Arc::default();
     let gate = Arc::new(Semaphore::new(0));
     let (r, g) = (runs.clone(), gate.clone());
-    m.register(
+    m.register_dyn(
         "job",
         handler_fn(move |task: Task| {
             let (runs, gate) = (r.clone(), g.clone());

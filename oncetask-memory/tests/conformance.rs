@@ -3,7 +3,7 @@
 //! Every test gets its own store; `cargo test -p oncetask-memory --test
 //! conformance claim::` runs one concern of the suite.
 
-use conformance_tests::{Corruption, StoreFactory, async_trait, store_conformance_suite};
+use oncetask_conformance::{Corruption, StoreFactory, async_trait, store_conformance_suite};
 use oncetask_memory::MemoryStore;
 
 /// Hands out a fresh, empty [`MemoryStore`] per test.

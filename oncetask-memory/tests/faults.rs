@@ -150,7 +150,7 @@ fn register_counting(m: &Manager) -> Arc<AtomicU32> {
 fn register_counting_with(m: &Manager, options: HandlerOptions) -> Arc<AtomicU32> {
     let runs = Arc::new(AtomicU32::new(0));
     let r = runs.clone();
-    m.register(
+    m.register_dyn(
         "job",
         handler_fn(move |_t: Task| {
             r.fetch_add(1, Ordering::SeqCst);
@@ -287,7 +287,7 @@ async fn a_result_the_store_refuses_fails_the_attempt() {
     let store = Faulty::default();
     let clock = ManualClock::new(start());
     let m = manager(&store, &clock, false);
-    m.register(
+    m.register_dyn(
         "job",
         handler_fn(|_t: Task| async { Ok::<_, std::io::Error>("a result") }),
         HandlerOptions::default().no_retry(),
@@ -337,7 +337,7 @@ async fn a_task_deleted_under_a_running_handler_is_reported_deleted() {
     let clock = ManualClock::new(start());
     let m = manager(&store, &clock, false);
     let deleter = store.inner.clone();
-    m.register(
+    m.register_dyn(
         "job",
         handler_fn(move |t: Task| {
             let deleter = deleter.clone();
@@ -374,7 +374,7 @@ async fn a_handler_whose_lease_cannot_be_extended_is_stopped_before_it_ends() {
     let m = manager(&store, &clock, false);
     let gate = Arc::new(Notify::new());
     let g = gate.clone();
-    m.register(
+    m.register_dyn(
         "job",
         handler_fn(move |_t: Task| {
             let g = g.clone();
@@ -429,7 +429,7 @@ async fn shutdown_returns_even_when_the_store_hangs() {
     let m = manager(&store, &clock, true);
     let started = Arc::new(Notify::new());
     let s = started.clone();
-    m.register(
+    m.register_dyn(
         "job",
         handler_fn(move |_t: Task| {
             let s = s.clone();

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use conformance_tests::fleet::drain_time;
+use oncetask_conformance::fleet::drain_time;
 use oncetask_memory::MemoryStore;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -10,11 +10,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use conformance_tests::fleet::{
+use futures::StreamExt;
+use oncetask_conformance::fleet::{
     self, Fleet, Job, KIND, every_task_runs_once_across_managers, wait_for,
     wake_up_latencies_across_managers,
 };
-use futures::StreamExt;
 use oncetask_core::manager::handler_fn;
 use oncetask_core::{HandlerOptions, Manager, Store, Task, TaskStatus};
 use oncetask_postgres::PostgresStore;
@@ -142,7 +142,7 @@ async fn transactional_enqueue_creates_tasks_only_when_the_transaction_commits()
 
     let ran = Arc::new(Mutex::new(Vec::new()));
     let r = ran.clone();
-    m.register(
+    m.register_dyn(
         KIND,
         handler_fn(move |task: Task| {
             let r = r.clone();
@@ -369,7 +369,7 @@ async fn restarting_postgres_while_workers_run_loses_no_task() {
         .collect();
     for m in &managers {
         let runs = runs.clone();
-        m.register(
+        m.register_dyn(
             KIND,
             handler_fn(move |task: Task| {
                 let runs = runs.clone();
@@ -493,7 +493,7 @@ async fn concurrent_migrations_of_one_schema_all_succeed() {
 /// writes sent one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn swaps_notify_only_when_work_becomes_available() {
-    use conformance_tests::notify::notices_of_writes;
+    use oncetask_conformance::notify::notices_of_writes;
     use oncetask_core::lifecycle;
     use oncetask_core::store::Change;
 
@@ -532,7 +532,7 @@ async fn swaps_notify_only_when_work_becomes_available() {
     let heard: Vec<String> = heard
         .into_iter()
         .map(|n| n.kind)
-        .filter(|k| k != conformance_tests::support::KIND)
+        .filter(|k| k != oncetask_conformance::support::KIND)
         .collect();
     // The creates of the three tasks, then the release only.
     assert_eq!(

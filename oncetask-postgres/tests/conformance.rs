@@ -8,7 +8,7 @@
 //! drops the test schemas older than an hour (left by earlier runs). `scripts/test` starts a local server
 //! when none answers; an unreachable server fails the tests, never skips them.
 
-use conformance_tests::{Corruption, StoreFactory, async_trait, store_conformance_suite};
+use oncetask_conformance::{Corruption, StoreFactory, async_trait, store_conformance_suite};
 use oncetask_core::Store;
 use oncetask_postgres::PostgresStore;
 use sqlx::postgres::PgPoolOptions;
@@ -114,7 +114,7 @@ impl StoreFactory for PostgresFactory {
         kind: &str,
         corruption: Corruption,
     ) -> bool {
-        let original = conformance_tests::corruption::original(id, env, kind);
+        let original = oncetask_conformance::corruption::original(id, env, kind);
         store
             .create(vec![original])
             .await

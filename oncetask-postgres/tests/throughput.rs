@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use conformance_tests::fleet::drain_time;
+use oncetask_conformance::fleet::drain_time;
 use oncetask_postgres::PostgresStore;
 
 /// A migrated store in a schema of its own, and the schema's name.

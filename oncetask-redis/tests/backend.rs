@@ -1,5 +1,5 @@
 //! Tests beyond the shared conformance suite: the shared multi-manager
-//! scenarios of `conformance_tests::fleet` (several managers on separate
+//! scenarios of `oncetask_conformance::fleet` (several managers on separate
 //! connections, as separate processes would have; wake-ups across
 //! managers), then Redis-specific ones: hostile names, undecodable
 //! payloads, round-trip cost, and what a server restart does with and
@@ -17,12 +17,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeZone, Utc};
-use conformance_tests::fleet::{
+use futures::StreamExt;
+use oncetask_conformance::fleet::{
     self, Fleet, Job, KIND, every_task_runs_once_across_managers, wait_for,
     wake_up_latencies_across_managers,
 };
-use conformance_tests::notify::notices_of_writes;
-use futures::StreamExt;
+use oncetask_conformance::notify::notices_of_writes;
 use oncetask_core::lifecycle::{self, LeaseGrant};
 use oncetask_core::manager::handler_fn;
 use oncetask_core::store::{
@@ -416,7 +416,7 @@ async fn each_write_sends_the_notice_its_change_calls_for() {
     // The listening probes are of the conformance suite's kind.
     let heard: Vec<(String, bool)> = heard
         .into_iter()
-        .filter(|n| n.kind != conformance_tests::support::KIND)
+        .filter(|n| n.kind != oncetask_conformance::support::KIND)
         .map(|n| (n.kind, n.may_touch_claimed))
         .collect();
     let expected: Vec<(String, bool)> = [
@@ -641,7 +641,7 @@ async fn with_aof_a_crash_loses_no_task_and_workers_resume() {
         .collect();
     for m in &managers {
         let runs = runs.clone();
-        m.register(
+        m.register_dyn(
             KIND,
             handler_fn(move |task: Task| {
                 let runs = runs.clone();
@@ -726,7 +726,7 @@ async fn without_aof_a_restart_loses_the_tasks_and_workers_carry_on() {
     server.crash_and_restart();
     let ran = Arc::new(Mutex::new(Vec::<String>::new()));
     let r = ran.clone();
-    m.register(
+    m.register_dyn(
         KIND,
         handler_fn(move |task: Task| {
             let r = r.clone();

@@ -16,10 +16,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use conformance_tests::fleet::{
+use futures::StreamExt;
+use oncetask_conformance::fleet::{
     Fleet, every_task_runs_once_across_managers, wait_for, wake_up_latencies_across_managers,
 };
-use futures::StreamExt;
 use oncetask_core::lifecycle::{self, LeaseGrant};
 use oncetask_core::store::{
     Change, ClaimMode, ClaimRequest, CreateOutcome, Delete, DeleteOutcome, Fetched, Swap,

@@ -13,4 +13,4 @@ mod common;
 
 mod factory;
 
-conformance_tests::store_conformance_suite!(factory::RedisFactory { cluster: true });
+oncetask_conformance::store_conformance_suite!(factory::RedisFactory { cluster: true });

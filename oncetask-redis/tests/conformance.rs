@@ -12,4 +12,4 @@ mod common;
 
 mod factory;
 
-conformance_tests::store_conformance_suite!(factory::RedisFactory { cluster: false });
+oncetask_conformance::store_conformance_suite!(factory::RedisFactory { cluster: false });

@@ -6,7 +6,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use conformance_tests::fleet::drain_time;
+use oncetask_conformance::fleet::drain_time;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a measurement: run on demand"]

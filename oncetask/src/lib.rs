@@ -49,3 +49,29 @@ pub use oncetask_core::testing;
 #[cfg(all(doctest, feature = "memory", feature = "testing"))]
 #[doc = include_str!("../../README.md")]
 mod readme {}
+
+// The guides' examples (docs/*.md), compiled and run as doc-tests like the
+// README's. Blocks that need a backend feature are marked `ignore` there.
+#[cfg(all(doctest, feature = "memory", feature = "testing"))]
+#[doc = include_str!("../../docs/operating.md")]
+mod guide_operating {}
+
+#[cfg(all(doctest, feature = "memory", feature = "testing"))]
+#[doc = include_str!("../../docs/testing.md")]
+mod guide_testing {}
+
+#[cfg(all(doctest, feature = "memory", feature = "testing"))]
+#[doc = include_str!("../../docs/postgres.md")]
+mod guide_postgres {}
+
+#[cfg(all(doctest, feature = "memory", feature = "testing"))]
+#[doc = include_str!("../../docs/redis.md")]
+mod guide_redis {}
+
+#[cfg(all(doctest, feature = "memory", feature = "testing"))]
+#[doc = include_str!("../../docs/firestore.md")]
+mod guide_firestore {}
+
+#[cfg(all(doctest, feature = "memory", feature = "testing"))]
+#[doc = include_str!("../../docs/writing-a-backend.md")]
+mod guide_writing_a_backend {}

@@ -145,11 +145,11 @@ fn register_kinds(kit: &TestKit, store: &MemoryStore) {
     let manager = kit.manager();
     let ok = || handler_fn(|_t: Task| async { Ok::<_, std::io::Error>(()) });
     manager
-        .register("welcome", ok(), HandlerOptions::default())
+        .register_dyn("welcome", ok(), HandlerOptions::default())
         .expect("register welcome");
     let calls = Arc::new(AtomicU32::new(0));
     manager
-        .register(
+        .register_dyn(
             "charge",
             handler_fn(move |_t: Task| {
                 let call = calls.fetch_add(1, Ordering::SeqCst) + 1;
@@ -165,14 +165,14 @@ fn register_kinds(kit: &TestKit, store: &MemoryStore) {
         )
         .expect("register charge");
     manager
-        .register(
+        .register_dyn(
             "import",
             handler_fn(|_t: Task| async { Err::<(), _>("corrupt file") }),
             HandlerOptions::default().no_retry(),
         )
         .expect("register import");
     manager
-        .register(
+        .register_dyn(
             "reminder",
             ok(),
             HandlerOptions::default().cancellation_handler(ok()),
@@ -181,7 +181,7 @@ fn register_kinds(kit: &TestKit, store: &MemoryStore) {
     let store = store.clone();
     let clock = kit.clock().clone();
     manager
-        .register(
+        .register_dyn(
             "slow",
             handler_fn(move |task: Task| {
                 let store = store.clone();
@@ -349,7 +349,7 @@ async fn the_queue_metrics_interval_refreshes_the_pending_gauge_of_registered_ki
     // The first task of key K never finishes, so the others stay pending
     // behind it (pending: ready and not leased; their key is busy).
     manager
-        .register(
+        .register_dyn(
             "sync",
             handler_fn(|_t: Task| std::future::pending::<Result<(), std::io::Error>>()),
             HandlerOptions::default().concurrency(1),

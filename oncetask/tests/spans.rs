@@ -61,7 +61,7 @@ async fn claim_handler_and_outcome_each_run_in_a_span() {
         .start_at(start())
         .build();
     kit.manager()
-        .register(
+        .register_dyn(
             "welcome",
             handler_fn(|_t: Task| async { Ok::<_, std::io::Error>(()) }),
             HandlerOptions::default(),

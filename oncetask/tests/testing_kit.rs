@@ -52,7 +52,7 @@ fn register_flaky(kit: &TestKit, failures: u32) -> Arc<AtomicU32> {
     let calls = Arc::new(AtomicU32::new(0));
     let seen = calls.clone();
     kit.manager()
-        .register(
+        .register_dyn(
             "email",
             handler_fn(move |_t: Task| {
                 let n = seen.fetch_add(1, Ordering::SeqCst) + 1;
@@ -97,7 +97,7 @@ async fn run_until_idle_stops_at_its_safety_limit() {
         .max_runs(5)
         .build();
     kit.manager()
-        .register(
+        .register_dyn(
             "email",
             handler_fn(|_t: Task| async { Err::<(), _>("always") }),
             HandlerOptions::default().retry_policy(oncetask::FixedDelay {
@@ -164,7 +164,7 @@ async fn assert_enqueued_finds_matching_tasks_and_explains_misses() {
 async fn status_assertions_show_attempts_and_errors() {
     let kit = kit();
     kit.manager()
-        .register(
+        .register_dyn(
             "email",
             handler_fn(|_t: Task| async { Err::<(), _>("mailbox full") }),
             HandlerOptions::default().no_retry(),
@@ -333,7 +333,7 @@ impl TaskData for Digest {
 async fn run_for_steps_through_weeks_of_a_recurrence() {
     let kit = kit();
     kit.manager()
-        .register(
+        .register_dyn(
             "digest",
             handler_fn(|_t: Task| async { Ok::<_, std::io::Error>(()) }),
             HandlerOptions::default(),

@@ -56,7 +56,7 @@ impl TaskData for Invoice {
 async fn enum_kinds_select_handlers_and_read_into_checks_the_kind() {
     let kit = TestKit::new(Arc::new(MemoryStore::new()));
     kit.manager()
-        .register(
+        .register_dyn(
             Kind::Welcome,
             handler_fn(|task: Task| async move {
                 let welcome: Welcome = task.read_into()?;

@@ -167,7 +167,7 @@ pub async fn invalid_tasks_are_rejected_with_typed_errors_and_nothing_is_stored(
 pub async fn a_second_handler_for_a_kind_is_rejected(factory: &impl StoreFactory) {
     let h = manual(factory).await;
     register_ok(&h.manager, KIND, HandlerOptions::default());
-    let again = h.manager.register(
+    let again = h.manager.register_dyn(
         KIND,
         handler_fn(|_t: Task| async { Ok::<_, std::io::Error>(()) }),
         HandlerOptions::default(),
@@ -176,7 +176,7 @@ pub async fn a_second_handler_for_a_kind_is_rejected(factory: &impl StoreFactory
         matches!(again, Err(Error::HandlerAlreadyExists { .. })),
         "{again:?}"
     );
-    let invalid = h.manager.register(
+    let invalid = h.manager.register_dyn(
         "other",
         handler_fn(|_t: Task| async { Ok::<_, std::io::Error>(()) }),
         HandlerOptions::default().concurrency(0),
@@ -193,7 +193,7 @@ pub async fn a_reset_failed_task_runs_again_and_completes(factory: &impl StoreFa
     let fail = Arc::new(std::sync::atomic::AtomicBool::new(true));
     let flag = fail.clone();
     h.manager
-        .register(
+        .register_dyn(
             KIND,
             handler_fn(move |_t: Task| {
                 let flag = flag.clone();
@@ -239,7 +239,7 @@ pub async fn a_running_task_cannot_be_deleted(factory: &impl StoreFactory) {
     let h = manual(factory).await;
     let manager = h.manager.clone();
     h.manager
-        .register(
+        .register_dyn(
             KIND,
             handler_fn(move |task: Task| {
                 let manager = manager.clone();

@@ -13,7 +13,10 @@ use crate::StoreFactory;
 
 const KIND: &str = "reminder";
 
-fn counting() -> (Arc<AtomicU32>, impl oncetask_core::manager::TaskHandler) {
+fn counting() -> (
+    Arc<AtomicU32>,
+    impl oncetask_core::manager::Handler<oncetask_core::Task>,
+) {
     let calls = Arc::new(AtomicU32::new(0));
     let seen = calls.clone();
     let handler = handler_fn(move |_t: Task| {
@@ -34,7 +37,7 @@ pub async fn a_cancelled_task_without_a_cancellation_handler_is_finished_without
     let h = manual(factory).await;
     let (main_calls, main) = counting();
     h.manager
-        .register(KIND, main, HandlerOptions::default())
+        .register_dyn(KIND, main, HandlerOptions::default())
         .expect("register");
     create(
         &h.manager,
@@ -58,7 +61,7 @@ pub async fn a_cancellation_handler_runs_and_is_retried_by_its_own_policy(
     let cleanups = Arc::new(AtomicU32::new(0));
     let seen = cleanups.clone();
     h.manager
-        .register(
+        .register_dyn(
             KIND,
             main,
             HandlerOptions::default()
@@ -102,7 +105,7 @@ pub async fn cancelling_a_running_task_lets_it_finish_and_ends_it_cancelled(
     let gate = Arc::new(Notify::new());
     let g = gate.clone();
     h.manager
-        .register(
+        .register_dyn(
             KIND,
             handler_fn(move |_t: Task| {
                 let g = g.clone();
@@ -137,7 +140,7 @@ pub async fn cancel_by_resource_key_cancels_only_that_key(factory: &impl StoreFa
     let groups = Arc::new(Mutex::new(Vec::new()));
     let sink = groups.clone();
     h.manager
-        .register_group(
+        .register_dyn_group(
             KIND,
             group_handler_fn(move |tasks: Vec<Task>| {
                 let sink = sink.clone();
@@ -176,7 +179,7 @@ pub async fn cancel_skips_done_cancelled_and_missing_tasks(factory: &impl StoreF
     let h = manual(factory).await;
     let (_, main) = counting();
     h.manager
-        .register(KIND, main, HandlerOptions::default())
+        .register_dyn(KIND, main, HandlerOptions::default())
         .expect("register");
     create(&h.manager, &Job::new(KIND, "done")).await;
     h.drain(KIND).await;

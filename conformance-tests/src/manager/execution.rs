@@ -19,7 +19,12 @@ use crate::StoreFactory;
 const KIND: &str = "charge";
 
 /// Fails the first `failures` calls, then succeeds with the call number.
-fn flaky(failures: u32) -> (Arc<AtomicU32>, impl oncetask_core::manager::TaskHandler) {
+fn flaky(
+    failures: u32,
+) -> (
+    Arc<AtomicU32>,
+    impl oncetask_core::manager::Handler<oncetask_core::Task>,
+) {
     let calls = Arc::new(AtomicU32::new(0));
     let seen = calls.clone();
     let handler = handler_fn(move |_task: Task| {
@@ -41,7 +46,7 @@ pub async fn failed_attempts_follow_the_default_backoff_schedule(factory: &impl 
     let h = manual(factory).await;
     let (calls, handler) = flaky(2);
     h.manager
-        .register(KIND, handler, HandlerOptions::default())
+        .register_dyn(KIND, handler, HandlerOptions::default())
         .expect("register");
     create(&h.manager, &Job::new(KIND, "c1")).await;
 
@@ -89,7 +94,7 @@ pub async fn a_task_fails_permanently_after_max_attempts(factory: &impl StoreFac
     let h = manual(factory).await;
     let (calls, handler) = flaky(u32::MAX);
     h.manager
-        .register(KIND, handler, HandlerOptions::default())
+        .register_dyn(KIND, handler, HandlerOptions::default())
         .expect("register");
     create(&h.manager, &Job::new(KIND, "c1")).await;
     h.kit.run_for(5, Duration::from_secs(60)).await;
@@ -112,7 +117,7 @@ pub async fn no_retry_fails_on_the_first_error(factory: &impl StoreFactory) {
     let h = manual(factory).await;
     let (_, handler) = flaky(u32::MAX);
     h.manager
-        .register(KIND, handler, HandlerOptions::default().no_retry())
+        .register_dyn(KIND, handler, HandlerOptions::default().no_retry())
         .expect("register");
     create(&h.manager, &Job::new(KIND, "c1")).await;
     h.drain(KIND).await;
@@ -123,7 +128,7 @@ pub async fn no_retry_fails_on_the_first_error(factory: &impl StoreFactory) {
 pub async fn a_panicking_handler_becomes_a_task_error(factory: &impl StoreFactory) {
     let h = manual(factory).await;
     h.manager
-        .register(
+        .register_dyn(
             KIND,
             handler_fn(|task: Task| async move {
                 if task.id == "boom" {
@@ -151,7 +156,7 @@ pub async fn a_panicking_handler_becomes_a_task_error(factory: &impl StoreFactor
 pub async fn a_result_too_deep_to_read_back_fails_the_attempt(factory: &impl StoreFactory) {
     let h = manual(factory).await;
     h.manager
-        .register(
+        .register_dyn(
             KIND,
             handler_fn(|task: Task| async move {
                 if task.id == "nul" {
@@ -209,7 +214,7 @@ pub async fn an_error_message_the_store_cannot_hold_still_fails_the_task(
 ) {
     let h = manual(factory).await;
     h.manager
-        .register(
+        .register_dyn(
             KIND,
             handler_fn(|_task: Task| async move { Err::<(), _>("card\u{0}declined".to_owned()) }),
             HandlerOptions::default().no_retry(),
@@ -231,7 +236,7 @@ pub async fn an_error_message_the_store_cannot_hold_still_fails_the_task(
 pub async fn a_handler_outliving_its_lease_is_timed_out(factory: &impl StoreFactory) {
     let h = manual(factory).await;
     h.manager
-        .register(
+        .register_dyn(
             KIND,
             handler_fn(|_task: Task| async move {
                 std::future::pending::<()>().await;
@@ -263,7 +268,7 @@ pub async fn a_heartbeat_keeps_a_long_handler_leased(factory: &impl StoreFactory
     let release = Arc::new(Notify::new());
     let gate = release.clone();
     h.manager
-        .register(
+        .register_dyn(
             KIND,
             handler_fn(move |_task: Task| {
                 let gate = gate.clone();
@@ -281,7 +286,7 @@ pub async fn a_heartbeat_keeps_a_long_handler_leased(factory: &impl StoreFactory
     let run = h.start_running(KIND, "long").await;
     let other = h.peer(ENV, false);
     other
-        .register(
+        .register_dyn(
             KIND,
             handler_fn(|_t: Task| async { Ok::<_, std::io::Error>(()) }),
             HandlerOptions::default(),
@@ -314,7 +319,7 @@ pub async fn an_expired_lease_is_reclaimed_and_the_old_worker_is_fenced(
     let h = manual(factory).await;
     let (calls, handler) = flaky(0);
     h.manager
-        .register(
+        .register_dyn(
             KIND,
             handler,
             HandlerOptions::default().lease_duration(Duration::from_secs(60)),
@@ -371,7 +376,7 @@ pub async fn a_run_report_says_why_an_outcome_was_not_stored(factory: &impl Stor
     let store: Arc<dyn Store> = Arc::new(h.store.clone());
     let clock = h.clock.clone();
     h.manager
-        .register(
+        .register_dyn(
             KIND,
             handler_fn(move |task: Task| {
                 let (store, clock) = (store.clone(), clock.clone());
@@ -424,7 +429,7 @@ pub async fn handlers_see_their_task_id_and_resource_key(factory: &impl StoreFac
     let seen = Arc::new(Mutex::new(Vec::new()));
     let sink = seen.clone();
     h.manager
-        .register(
+        .register_dyn(
             KIND,
             handler_fn(move |_task: Task| {
                 let sink = sink.clone();
@@ -457,7 +462,7 @@ pub async fn handlers_see_their_task_id_and_resource_key(factory: &impl StoreFac
 pub async fn an_explicit_timeout_overrides_the_lease_derived_one(factory: &impl StoreFactory) {
     let h = manual(factory).await;
     h.manager
-        .register(
+        .register_dyn(
             KIND,
             handler_fn(|_task: Task| async move {
                 std::future::pending::<()>().await;
@@ -484,7 +489,7 @@ pub async fn a_sub_second_backoff_is_kept_to_the_millisecond(factory: &impl Stor
     let h = manual(factory).await;
     let (calls, handler) = flaky(1);
     h.manager
-        .register(
+        .register_dyn(
             KIND,
             handler,
             HandlerOptions::default().retry_policy(oncetask_core::FixedDelay {
@@ -513,7 +518,7 @@ pub async fn the_error_history_is_capped(factory: &impl StoreFactory) {
     let h = super::manual_with(factory, |b| b.error_history_limit(2)).await;
     let (_, handler) = flaky(u32::MAX);
     h.manager
-        .register(
+        .register_dyn(
             KIND,
             handler,
             HandlerOptions::default().retry_policy(oncetask_core::FixedDelay {
@@ -537,7 +542,7 @@ pub async fn an_undecodable_task_does_not_stop_its_kind(factory: &impl StoreFact
     let h = manual(factory).await;
     let (calls, handler) = flaky(0);
     h.manager
-        .register(KIND, handler, HandlerOptions::default())
+        .register_dyn(KIND, handler, HandlerOptions::default())
         .expect("register");
     if !factory
         .insert_undecodable(&h.store, "poison", ENV, KIND)
@@ -568,7 +573,7 @@ pub async fn a_panicking_retry_policy_still_records_the_failure(factory: &impl S
     let h = manual(factory).await;
     let (_, handler) = flaky(u32::MAX);
     h.manager
-        .register(
+        .register_dyn(
             KIND,
             handler,
             HandlerOptions::default().retry_policy(oncetask_core::CustomRetry::new(|_, _| {
@@ -603,7 +608,7 @@ pub async fn a_slow_cancellation_handler_does_not_starve_the_rest_of_its_group(
     let sink = ran.clone();
     let clock = h.clock.clone();
     h.manager
-        .register_group(
+        .register_dyn_group(
             KIND,
             oncetask_core::manager::group_handler_fn(move |tasks: Vec<Task>| {
                 let (sink, clock) = (sink.clone(), clock.clone());

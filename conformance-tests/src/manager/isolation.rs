@@ -167,7 +167,7 @@ fn recording(h: &Harness<impl Store + Clone>, env: &str, kind: &str, seen: &Seen
     let manager = h.peer(env, false);
     let log = seen.clone();
     manager
-        .register(
+        .register_dyn(
             kind.to_owned(),
             handler_fn(move |task: Task| {
                 let log = log.clone();

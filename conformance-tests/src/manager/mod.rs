@@ -13,6 +13,7 @@ pub mod recurrence;
 pub mod resource_keys;
 pub mod runtime;
 pub mod shutdown;
+pub mod typed;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -232,7 +233,7 @@ impl TaskData for Job {
 /// Registers a handler on `kind` that always succeeds.
 pub fn register_ok(manager: &Manager, kind: &str, options: HandlerOptions) {
     manager
-        .register(
+        .register_dyn(
             kind.to_owned(),
             handler_fn(|_task: Task| async { Ok::<_, std::io::Error>(()) }),
             options,

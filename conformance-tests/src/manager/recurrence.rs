@@ -21,7 +21,7 @@ fn recorder<S>(h: &Harness<S>) -> Arc<Mutex<Vec<String>>> {
     let ran = Arc::new(Mutex::new(Vec::new()));
     let sink = ran.clone();
     h.manager
-        .register(
+        .register_dyn(
             KIND,
             handler_fn(move |task: Task| {
                 let sink = sink.clone();

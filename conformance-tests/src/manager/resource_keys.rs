@@ -36,7 +36,7 @@ pub async fn eight_workers_never_run_two_tasks_of_one_resource_key_at_once(
     let running_now = Arc::new(Mutex::new(0u32));
     let (o, p, r) = (overlap.clone(), parallel.clone(), running_now.clone());
     h.manager
-        .register(
+        .register_dyn(
             KIND,
             handler_fn(move |task: Task| {
                 let (o, p, r) = (o.clone(), p.clone(), r.clone());
@@ -112,7 +112,7 @@ pub async fn a_group_handler_receives_the_ready_tasks_of_a_key_in_wait_until_ord
     let calls = Arc::new(Mutex::new(Vec::new()));
     let sink = calls.clone();
     h.manager
-        .register_group(
+        .register_dyn_group(
             KIND,
             group_handler_fn(move |tasks: Vec<Task>| {
                 let sink = sink.clone();
@@ -160,7 +160,7 @@ pub async fn a_group_handler_receives_the_ready_tasks_of_a_key_in_wait_until_ord
 pub async fn a_failing_group_fails_every_task_of_the_group(factory: &impl StoreFactory) {
     let h = manual(factory).await;
     h.manager
-        .register_group(
+        .register_dyn_group(
             KIND,
             group_handler_fn(|_tasks: Vec<Task>| async move { Err::<(), _>("calendar API down") }),
             HandlerOptions::default().no_retry(),
@@ -188,7 +188,7 @@ pub async fn a_group_larger_than_the_cap_is_split(factory: &impl StoreFactory) {
     let sizes = Arc::new(Mutex::new(Vec::new()));
     let sink = sizes.clone();
     h.manager
-        .register_group(
+        .register_dyn_group(
             KIND,
             group_handler_fn(move |tasks: Vec<Task>| {
                 let sink = sink.clone();

@@ -53,7 +53,7 @@ pub async fn a_backoff_retry_runs_when_the_clock_passes_it(factory: &impl StoreF
     let calls = Arc::new(std::sync::atomic::AtomicU32::new(0));
     let seen = calls.clone();
     h.manager
-        .register(
+        .register_dyn(
             KIND,
             handler_fn(move |_t: Task| {
                 let seen = seen.clone();
@@ -90,7 +90,7 @@ pub async fn shutdown_drains_running_handlers_and_records_their_outcomes(
     let finish = Arc::new(Notify::new());
     let (s, f) = (started.clone(), finish.clone());
     h.manager
-        .register(
+        .register_dyn(
             KIND,
             handler_fn(move |_t: Task| {
                 let (s, f) = (s.clone(), f.clone());
@@ -138,7 +138,7 @@ pub async fn shutdown_releases_handlers_that_outlive_the_grace_period(factory: &
     let started = Arc::new(Notify::new());
     let s = started.clone();
     h.manager
-        .register(
+        .register_dyn(
             KIND,
             handler_fn(move |_t: Task| {
                 let s = s.clone();

@@ -24,7 +24,7 @@ type Runs = Arc<Mutex<BTreeMap<String, u32>>>;
 fn register_counting(manager: &Manager, runs: &Runs, work: Duration) {
     let runs = runs.clone();
     manager
-        .register(
+        .register_dyn(
             KIND,
             handler_fn(move |task: Task| {
                 let runs = runs.clone();

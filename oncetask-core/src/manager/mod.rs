@@ -3,26 +3,24 @@
 //!
 //! ```
 //! use std::sync::Arc;
-//! use oncetask_core::manager::{handler_fn, HandlerOptions, Manager};
-//! use oncetask_core::{CreateStatus, Store, TaskData};
-//! use serde::Serialize;
+//! use oncetask_core::manager::{HandlerOptions, Manager, TaskContext};
+//! use oncetask_core::{CreateStatus, Store, TaskArgs};
+//! use serde::{Deserialize, Serialize};
 //!
-//! #[derive(Serialize)]
+//! #[derive(Serialize, Deserialize)]
 //! struct Welcome { user: String }
-//! impl TaskData for Welcome {
-//!     type Kind = &'static str;
-//!     fn kind(&self) -> &'static str { "welcome_email" }
+//! impl TaskArgs for Welcome {
+//!     const KIND: &'static str = "welcome_email";
 //!     fn idempotent_id(&self) -> String { format!("welcome-{}", self.user) }
 //! }
 //!
 //! async fn run(store: Arc<dyn Store>) -> Result<(), oncetask_core::Error> {
 //!     let manager = Manager::builder(store).env("prod").build();
 //!     manager.register(
-//!         "welcome_email",
-//!         handler_fn(|task: oncetask_core::Task| async move {
-//!             println!("sending {}", task.id);
+//!         |welcome: Welcome, cx: TaskContext| async move {
+//!             println!("welcoming {} ({})", welcome.user, cx.id);
 //!             Ok::<_, std::io::Error>(())
-//!         }),
+//!         },
 //!         HandlerOptions::default().concurrency(4),
 //!     )?;
 //!     // Creating the same task twice is a no-op: the id is the idempotency key.
@@ -41,8 +39,10 @@ mod admin;
 mod answer;
 mod apply;
 mod context;
+mod erased;
 mod handler;
 mod options;
+mod task_context;
 mod worker;
 
 use std::collections::{HashMap, HashSet};
@@ -57,16 +57,18 @@ use tokio::task::JoinHandle;
 pub use admin::BulkReport;
 pub use context::{CurrentTask, current_resource_key, current_task_id};
 pub use handler::{
-    FnHandler, GroupHandler, HandlerResult, TaskHandler, group_handler_fn, handler_fn,
+    FromTask, GroupHandler, Handler, HandlerOutcome, HandlerResult, IntoOutcome, group_handler_fn,
+    handler_fn,
 };
 pub use options::{HandlerOptions, HandlerTimeout};
+pub use task_context::TaskContext;
 #[cfg(feature = "testing")]
 pub(crate) use worker::run_captured;
 pub use worker::{NotStored, RunOutcome, RunReport, ShutdownReport};
 
 use crate::clock::{Clock, SystemClock};
 use crate::create::CreateStatus;
-use crate::data::{TaskData, TaskKind};
+use crate::data::{TaskArgs, TaskData, TaskKind};
 use crate::error::Error;
 use crate::inspect::QueueStats;
 use crate::metrics;
@@ -139,8 +141,8 @@ struct ManagerConfig {
 }
 
 pub(crate) enum HandlerShape {
-    Single(Arc<dyn TaskHandler>),
-    Group(Arc<dyn GroupHandler>),
+    Single(erased::Erased),
+    Group(erased::Erased),
 }
 
 pub(crate) struct Registration {
@@ -339,35 +341,92 @@ impl Manager {
         &self.inner.store
     }
 
-    /// Registers a single-task handler for `kind` and starts its workers.
+    /// Registers the handler of the task type `A` (its kind is
+    /// [`A::KIND`](TaskArgs::KIND)) and starts its workers. The handler
+    /// receives each task's payload decoded as `A` and its [`TaskContext`];
+    /// a payload that does not decode fails its task permanently with a
+    /// [`PayloadError`](crate::error::PayloadError) naming the type.
     ///
     /// Tasks with a resource key still run one at a time per key.
     /// A second registration for a kind fails with [`Error::HandlerAlreadyExists`].
-    pub fn register(
+    ///
+    /// ```
+    /// use oncetask_core::manager::{HandlerOptions, Manager, TaskContext};
+    /// use oncetask_core::TaskArgs;
+    /// use serde::{Deserialize, Serialize};
+    ///
+    /// #[derive(Serialize, Deserialize)]
+    /// struct SendEmail { to: String }
+    /// impl TaskArgs for SendEmail {
+    ///     const KIND: &'static str = "send_email";
+    ///     fn idempotent_id(&self) -> String { format!("email-{}", self.to) }
+    /// }
+    ///
+    /// # fn demo(manager: &Manager) -> Result<(), oncetask_core::Error> {
+    /// manager.register(
+    ///     |email: SendEmail, cx: TaskContext| async move {
+    ///         println!("to {} (attempt {})", email.to, cx.attempt);
+    ///         Ok::<_, std::io::Error>(())
+    ///     },
+    ///     HandlerOptions::default(),
+    /// )?;
+    /// # Ok(()) }
+    /// ```
+    pub fn register<A, H>(&self, handler: H, options: HandlerOptions) -> Result<(), Error>
+    where
+        A: TaskArgs,
+        H: Handler<A>,
+    {
+        self.register_dyn(A::KIND, handler, options)
+    }
+
+    /// Registers a group handler of the task type `A`: all ready tasks of one
+    /// resource key are claimed and handled together (in one call, one
+    /// outcome). Tasks without a key are handled one by one through the same
+    /// handler. A payload that does not decode fails the whole group
+    /// permanently.
+    pub fn register_group<A, H>(&self, handler: H, options: HandlerOptions) -> Result<(), Error>
+    where
+        A: TaskArgs,
+        H: GroupHandler<A>,
+    {
+        self.register_dyn_group(A::KIND, handler, options)
+    }
+
+    /// [`Manager::register`] for a kind named at run time. The handler takes
+    /// the raw [`Task`] (see [`handler_fn`]) or any [`FromTask`] type.
+    pub fn register_dyn<A, H>(
         &self,
         kind: impl TaskKind,
-        handler: impl TaskHandler,
+        handler: H,
         options: HandlerOptions,
-    ) -> Result<(), Error> {
+    ) -> Result<(), Error>
+    where
+        A: FromTask,
+        H: Handler<A>,
+    {
         self.add_registration(
             kind.as_str(),
-            HandlerShape::Single(Arc::new(handler)),
+            HandlerShape::Single(Arc::new(erased::One::new(handler))),
             options,
         )
     }
 
-    /// Registers a group handler for `kind`: all ready tasks of one resource
-    /// key are claimed and handled together. Tasks without a key are handled
-    /// one by one through the same handler.
-    pub fn register_group(
+    /// [`Manager::register_group`] for a kind named at run time (see
+    /// [`group_handler_fn`]).
+    pub fn register_dyn_group<A, H>(
         &self,
         kind: impl TaskKind,
-        handler: impl GroupHandler,
+        handler: H,
         options: HandlerOptions,
-    ) -> Result<(), Error> {
+    ) -> Result<(), Error>
+    where
+        A: FromTask,
+        H: GroupHandler<A>,
+    {
         self.add_registration(
             kind.as_str(),
-            HandlerShape::Group(Arc::new(handler)),
+            HandlerShape::Group(Arc::new(erased::Group::new(handler))),
             options,
         )
     }

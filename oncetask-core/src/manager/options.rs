@@ -4,7 +4,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::Error;
-use crate::manager::handler::TaskHandler;
+use crate::manager::erased::{self, Erased};
+use crate::manager::handler::{FromTask, Handler};
 use crate::retry::{ExponentialBackoff, NoRetry, RetryPolicy};
 
 /// How long a handler may run before its attempt fails.
@@ -41,7 +42,7 @@ pub struct HandlerOptions {
     pub(crate) concurrency: usize,
     pub(crate) lease_duration: Duration,
     pub(crate) retry: Arc<dyn RetryPolicy>,
-    pub(crate) cancellation_handler: Option<Arc<dyn TaskHandler>>,
+    pub(crate) cancellation_handler: Option<Erased>,
     pub(crate) cancellation_retry: Arc<dyn RetryPolicy>,
     pub(crate) timeout: HandlerTimeout,
     pub(crate) heartbeat: Option<Duration>,
@@ -170,10 +171,18 @@ impl HandlerOptions {
         self.retry_policy(NoRetry)
     }
 
-    /// A cleanup handler for cancelled tasks. Without one, a cancelled task
-    /// is marked done at once. It runs once per cancelled task, even for group kinds.
-    pub fn cancellation_handler(mut self, handler: impl TaskHandler) -> Self {
-        self.cancellation_handler = Some(Arc::new(handler));
+    /// A cleanup handler for cancelled tasks, of the same argument type as
+    /// the kind's handler (or [`Task`](crate::Task), see
+    /// [`handler_fn`](crate::manager::handler_fn)). It runs once per
+    /// cancelled task, even for group kinds. Without one, the next worker of
+    /// the kind to claim a cancelled task marks it cancelled without running
+    /// anything.
+    pub fn cancellation_handler<A, H>(mut self, handler: H) -> Self
+    where
+        A: FromTask,
+        H: Handler<A>,
+    {
+        self.cancellation_handler = Some(Arc::new(erased::One::new(handler)));
         self
     }
 

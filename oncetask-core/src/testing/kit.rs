@@ -11,7 +11,8 @@ use crate::data::TaskData;
 use crate::error::{Error, HandlerError};
 use crate::lifecycle::{self, FailurePolicy, HandlerPath, LeaseGrant};
 use crate::manager::{
-    CurrentTask, HandlerOptions, Manager, ManagerBuilder, RunOutcome, RunReport, TaskHandler,
+    CurrentTask, FromTask, Handler, HandlerOptions, Manager, ManagerBuilder, RunOutcome, RunReport,
+    TaskContext,
 };
 use crate::status::TaskStatus;
 use crate::store::Store;
@@ -259,23 +260,32 @@ impl TestKit {
     /// Runs `handler` once on a task built from `data`, in isolation: no
     /// store, no manager loop (River's worker helper, Oban's `perform_job`).
     /// Returns what the manager would record with `options`' retry policy.
-    pub async fn perform<D: TaskData + ?Sized>(
+    pub async fn perform<A, H, D>(
         &self,
-        handler: &dyn TaskHandler,
+        handler: &H,
         data: &D,
         options: &HandlerOptions,
-    ) -> Result<Performed, Error> {
+    ) -> Result<Performed, Error>
+    where
+        A: FromTask,
+        H: Handler<A>,
+        D: TaskData + ?Sized,
+    {
         let task = Task::from_data(data, self.manager.env(), self.now())?;
         Ok(self.perform_task(handler, task, options).await)
     }
 
     /// [`TestKit::perform`] on a task as given (e.g. with earlier attempts).
-    pub async fn perform_task(
+    pub async fn perform_task<A, H>(
         &self,
-        handler: &dyn TaskHandler,
+        handler: &H,
         task: Task,
         options: &HandlerOptions,
-    ) -> Performed {
+    ) -> Performed
+    where
+        A: FromTask,
+        H: Handler<A>,
+    {
         let now = self.now();
         let grant = LeaseGrant::new(now, options.lease_duration);
         let claimed = lifecycle::claim(&task, &grant);
@@ -284,9 +294,14 @@ impl TestKit {
             resource_key: claimed.resource_key.clone(),
             kind: claimed.kind.clone(),
         };
-        let input = claimed.clone();
-        let result =
-            crate::manager::run_captured(current, async move { handler.handle(input).await }).await;
+        let work = async {
+            let args = A::from_task(&claimed)?;
+            handler
+                .handle(args, TaskContext::of(&claimed))
+                .await
+                .into_result()
+        };
+        let result = crate::manager::run_captured(current, work).await;
         let policy = FailurePolicy {
             retry: options.retry.as_ref(),
             cancellation_retry: options.cancellation_retry.as_ref(),

@@ -5,21 +5,21 @@
 //! ```
 //! use std::sync::Arc;
 //! use std::time::Duration;
-//! use oncetask_core::manager::handler_fn;
 //! use oncetask_core::testing::TestKit;
-//! use oncetask_core::{HandlerOptions, Store, Task, TaskData};
+//! use oncetask_core::{HandlerOptions, Store, TaskArgs, TaskContext};
 //! # #[derive(serde::Serialize, serde::Deserialize)]
 //! # struct Ping { n: u32 }
-//! # impl TaskData for Ping {
-//! #     type Kind = &'static str;
-//! #     fn kind(&self) -> &'static str { "ping" }
+//! # impl TaskArgs for Ping {
+//! #     const KIND: &'static str = "ping";
 //! #     fn idempotent_id(&self) -> String { format!("ping-{}", self.n) }
 //! # }
 //! # async fn demo(store: Arc<dyn Store>) {
 //! let kit = TestKit::new(store);
 //! kit.manager()
-//!     .register("ping", handler_fn(|_t: Task| async { Ok::<_, std::io::Error>(()) }),
-//!         HandlerOptions::default())
+//!     .register(
+//!         |_ping: Ping, _cx: TaskContext| async { Ok::<_, std::io::Error>(()) },
+//!         HandlerOptions::default(),
+//!     )
 //!     .unwrap();
 //! kit.manager().create(&Ping { n: 1 }).await.unwrap();
 //! kit.assert_enqueued::<Ping>("ping", |p| p.n == 1).await;

@@ -2,7 +2,7 @@
 //! single-server run (`conformance.rs`) and the cluster run
 //! (`cluster_conformance.rs`), so both write the same corrupted records.
 
-use conformance_tests::{Corruption, StoreFactory, async_trait};
+use oncetask_conformance::{Corruption, StoreFactory, async_trait};
 use oncetask_core::Store;
 use oncetask_redis::RedisStore;
 
@@ -53,7 +53,7 @@ impl StoreFactory for RedisFactory {
         kind: &str,
         corruption: Corruption,
     ) -> bool {
-        let original = conformance_tests::corruption::original(id, env, kind);
+        let original = oncetask_conformance::corruption::original(id, env, kind);
         store
             .create(vec![original])
             .await

@@ -4,18 +4,16 @@
 use std::sync::{Arc, PoisonError};
 
 use chrono::{DateTime, Utc};
-use futures::FutureExt;
-use futures::future::BoxFuture;
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::Instrument;
 
 use super::add;
 use super::dispatch::Claim;
-use crate::error::HandlerError;
 use crate::lifecycle::{self, HandlerPath, Rejection};
 use crate::manager::apply::{Applied, apply_many};
 use crate::manager::context::CurrentTask;
-use crate::manager::handler::{HandlerResult, NoopCancellation, TaskHandler};
+use crate::manager::erased::{Noop, Start};
+use crate::manager::handler::HandlerResult;
 use crate::manager::{HandlerShape, Inner, Registration, ShutdownPhase};
 use crate::metrics;
 use crate::status::TaskStatus;
@@ -122,24 +120,23 @@ pub(super) async fn run_claimed(
     let (cancelled, normal): (Vec<Task>, Vec<Task>) =
         rest.into_iter().partition(|t| t.is_cancelled);
     let handlers = cancelled.len() + usize::from(!normal.is_empty());
+    let cancellation: &dyn Start = match &options.cancellation_handler {
+        Some(handler) => handler.as_ref(),
+        None => &Noop,
+    };
     for (i, task) in cancelled.into_iter().enumerate() {
         let last = i + 1 == handlers;
-        let handler: Arc<dyn TaskHandler> = options
-            .cancellation_handler
-            .clone()
-            .unwrap_or_else(|| Arc::new(NoopCancellation));
         let current = CurrentTask {
             task_id: Some(task.id.clone()),
             resource_key: task.resource_key.clone(),
             kind: registration.kind.clone(),
         };
-        let input = task.clone();
         run.execute(
             vec![task],
             HandlerPath::Cancellation,
             current,
             last,
-            async move { handler.handle(input).await },
+            cancellation,
         )
         .await;
     }
@@ -149,27 +146,10 @@ pub(super) async fn run_claimed(
             resource_key: normal[0].resource_key.clone(),
             kind: registration.kind.clone(),
         };
-        let input = normal.clone();
-        let work: BoxFuture<'static, HandlerResult> = match &registration.shape {
-            HandlerShape::Single(handler) => {
-                let handler = handler.clone();
-                async move {
-                    match <[Task; 1]>::try_from(input) {
-                        Ok([task]) => handler.handle(task).await,
-                        Err(tasks) => Err(HandlerError::msg(format!(
-                            "expected 1 task, got {}",
-                            tasks.len()
-                        ))),
-                    }
-                }
-                .boxed()
-            }
-            HandlerShape::Group(handler) => {
-                let handler = handler.clone();
-                async move { handler.handle(input).await }.boxed()
-            }
+        let handler: &dyn Start = match &registration.shape {
+            HandlerShape::Single(handler) | HandlerShape::Group(handler) => handler.as_ref(),
         };
-        run.execute(normal, HandlerPath::Main, current, true, work)
+        run.execute(normal, HandlerPath::Main, current, true, handler)
             .await;
     }
     run.report
@@ -200,15 +180,15 @@ pub(super) struct Run<'a> {
 }
 
 impl Run<'_> {
-    /// Runs `work` for `held` and records the outcome on every task of `held`;
-    /// `last`: the claim's last handler, whose return frees the slot.
+    /// Runs `handler` on `held` and records the outcome on every task of
+    /// `held`; `last`: the claim's last handler, whose return frees the slot.
     pub(super) async fn execute(
         &mut self,
         mut held: Vec<Task>,
         path: HandlerPath,
         current: CurrentTask,
         last: bool,
-        work: impl std::future::Future<Output = HandlerResult> + Send,
+        handler: &dyn Start,
     ) {
         let mut anchor = self.claimed_at;
         if !self.lease_fresh {
@@ -222,6 +202,9 @@ impl Run<'_> {
             }
         }
         self.lease_fresh = false;
+        // Started on the tasks as held now: after a renewal, the handler
+        // sees its new lease and none of the tasks the renewal lost.
+        let work = handler.start(&held);
         let mut lost = Vec::new();
         let ended = self
             .guard(&mut held, &mut lost, anchor, current, work)

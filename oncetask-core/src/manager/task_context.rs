@@ -1,0 +1,68 @@
+//! What a handler knows about the task it runs, besides its payload.
+
+use chrono::{DateTime, Utc};
+
+use crate::task::Task;
+
+/// The facts of the claimed task a handler runs: its identity, attempt and
+/// lease. Handed to every [`Handler`](crate::manager::Handler) next to the
+/// decoded payload. Fields will be added (it is `#[non_exhaustive]`); build
+/// one for a unit test with [`TaskContext::of`].
+///
+/// ```
+/// use chrono::Utc;
+/// use oncetask_core::manager::TaskContext;
+/// use oncetask_core::Task;
+///
+/// let task = Task::new("email-ada", "send_email", "prod", Utc::now());
+/// let cx = TaskContext::of(&task);
+/// assert_eq!(cx.id, "email-ada");
+/// assert_eq!(cx.attempt, 0);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TaskContext {
+    /// The task id.
+    pub id: String,
+    /// The task kind.
+    pub kind: String,
+    /// The environment the task belongs to.
+    pub env: String,
+    /// Tasks of one kind and env sharing this key never run concurrently.
+    pub resource_key: Option<String>,
+    /// Runs of this task so far, this one included (1 on the first run).
+    pub attempt: u32,
+    /// Whether the task was cancelled: true in a cancellation handler, and
+    /// in a main handler whose task was cancelled before it started.
+    pub is_cancelled: bool,
+    /// When the task was created.
+    pub created_at: DateTime<Utc>,
+    /// When the lease of this run ends unless a heartbeat extends it.
+    pub leased_until: Option<DateTime<Utc>>,
+    /// For an occurrence of a recurring task: its generator's id.
+    pub parent_recurrence_id: Option<String>,
+    /// For an occurrence of a recurring task: the slot it was spawned for.
+    pub occurrence_timestamp: Option<DateTime<Utc>>,
+}
+
+impl TaskContext {
+    /// The context of `task` as stored.
+    pub fn of(task: &Task) -> Self {
+        Self {
+            id: task.id.clone(),
+            kind: task.kind.clone(),
+            env: task.env.clone(),
+            resource_key: task.resource_key.clone(),
+            attempt: if task.is_cancelled {
+                task.cancellation_attempts
+            } else {
+                task.attempts
+            },
+            is_cancelled: task.is_cancelled,
+            created_at: task.created_at,
+            leased_until: task.leased_until,
+            parent_recurrence_id: task.parent_recurrence_id.clone(),
+            occurrence_timestamp: task.occurrence_timestamp,
+        }
+    }
+}
