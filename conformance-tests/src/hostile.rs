@@ -19,8 +19,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use oncetask_core::store::{Fetched, TaskFilter};
 use oncetask_core::{
-    CreateStatus, Error, JsonObject, Manager, ManualClock, Recurrence, Store, StoreError, Task,
-    TaskData,
+    Error, JsonObject, Manager, ManualClock, Recurrence, Store, StoreError, Task, TaskData,
 };
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
@@ -388,8 +387,8 @@ async fn check_case<S: Store + Clone>(
     match created {
         Err(e) if is_refusal(&e) => Ok(()),
         Err(e) => Err(format!("unexpected error {e:?} for {job:?}")),
-        Ok(CreateStatus::AlreadyExists) => Err(format!("{job:?} was reported as existing")),
-        Ok(CreateStatus::Created) => {
+        Ok(status) if !status.is_created() => Err(format!("{job:?} was reported as {status:?}")),
+        Ok(_) => {
             let stored = manager
                 .get_task(&job.id)
                 .await

@@ -413,6 +413,7 @@ macro_rules! __conformance_list {
                     a_sub_second_backoff_is_kept_to_the_millisecond,
                     the_error_history_is_capped,
                     an_undecodable_task_does_not_stop_its_kind,
+                    an_undecodable_document_alone_is_reported_once,
                     a_panicking_retry_policy_still_records_the_failure,
                     a_slow_cancellation_handler_does_not_starve_the_rest_of_its_group,
                 }
@@ -446,6 +447,7 @@ macro_rules! __conformance_list {
                     a_permanent_handler_error_fails_at_once,
                     a_typed_cancellation_handler_gets_the_payload,
                     a_typed_group_handler_gets_the_whole_group,
+                    a_producer_declares_the_types_it_creates,
                 }
                 async runtime {
                     a_create_wakes_idle_workers_at_once,

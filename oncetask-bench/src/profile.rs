@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use oncetask::store::{
+use oncetask::backend::{
     ClaimRequest, Claimed, CreateOutcome, Delete, DeleteOutcome, Fetched, Forward, StatusCounts,
     Swap, SwapOutcome, TaskFilter,
 };

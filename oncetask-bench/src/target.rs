@@ -204,12 +204,12 @@ impl Namespace {
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
         for env in envs {
-            let filter = oncetask::store::TaskFilter::env(env, chrono::Utc::now());
-            let deletes: Vec<oncetask::store::Delete> = store
+            let filter = oncetask::backend::TaskFilter::env(env, chrono::Utc::now());
+            let deletes: Vec<oncetask::backend::Delete> = store
                 .find(&filter)
                 .await?
                 .iter()
-                .map(|t| oncetask::store::Delete::any(t.id.clone()))
+                .map(|t| oncetask::backend::Delete::any(t.id.clone()))
                 .collect();
             for chunk in deletes.chunks(500) {
                 store.delete(chunk).await?;

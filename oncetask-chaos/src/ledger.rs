@@ -96,7 +96,7 @@ pub enum Record {
         status: String,
         /// Whether that status is final (completed, failed, cancelled).
         finishes: bool,
-        /// The revision the write is conditional on ([`oncetask::Revision`]'s
+        /// The revision the write is conditional on ([`oncetask::backend::Revision`]'s
         /// raw value in decimal), on backends with revisions (Firestore):
         /// the stored state the write was decided on.
         #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -18,7 +18,7 @@ use chrono::Utc;
 use metrics::{
     Counter, CounterFn, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit,
 };
-use oncetask::store::{ClaimRequest, Claimed, CreateOutcome, Forward, Swap, SwapOutcome};
+use oncetask::backend::{ClaimRequest, Claimed, CreateOutcome, Forward, Swap, SwapOutcome};
 use oncetask::{Store, StoreError, Task};
 
 use crate::ledger::{LedgerWriter, Record, now_micros};

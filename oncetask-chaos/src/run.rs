@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use oncetask::store::TaskFilter;
+use oncetask::backend::TaskFilter;
 use oncetask::{Manager, MemoryStore, Store, TaskStatus};
 
 use crate::ChaosError;

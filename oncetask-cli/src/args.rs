@@ -3,7 +3,7 @@
 
 use clap::{Args, Parser, Subcommand};
 use oncetask::TaskStatus;
-use oncetask::store::TaskCursor;
+use oncetask::backend::TaskCursor;
 
 use crate::error::EXIT_CODES_HELP;
 use crate::store_url::StoreUrl;
@@ -46,6 +46,7 @@ pub struct GlobalArgs {
         env = "ONCETASK_STORE",
         hide_env_values = true,
         value_name = "URL",
+        value_parser = crate::store_url::StoreUrlParser,
         help_heading = "Global options"
     )]
     pub store: Option<StoreUrl>,

@@ -3,34 +3,22 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::{SecondsFormat, Utc};
-use oncetask::manager::{current_task_id, group_handler_fn, handler_fn};
 use oncetask::{
-    Error, ExponentialBackoff, HandlerOptions, Manager, MemoryStore, Recurrence, RecurrenceError,
-    Task, TaskData, TaskStatus,
+    Error, ExponentialBackoff, HandlerError, HandlerOptions, Manager, MemoryStore, Recurrence,
+    RecurrenceError, TaskArgs, TaskContext, TaskStatus,
 };
 use serde::{Deserialize, Serialize};
-
-const WELCOME: &str = "welcome_email";
-const CHARGE: &str = "charge_card";
-const SYNC: &str = "sync_calendar";
-const REPORT: &str = "weekly_report";
-const REMINDER: &str = "send_reminder";
-const IMPORT: &str = "import_file";
 
 #[derive(Serialize, Deserialize)]
 struct Welcome {
     user: String,
 }
 
-impl TaskData for Welcome {
-    type Kind = &'static str;
-    fn kind(&self) -> &'static str {
-        WELCOME
-    }
+impl TaskArgs for Welcome {
+    const KIND: &'static str = "welcome_email";
     fn idempotent_id(&self) -> String {
         format!("welcome-{}", self.user)
     }
@@ -42,11 +30,8 @@ struct Charge {
     cents: u64,
 }
 
-impl TaskData for Charge {
-    type Kind = &'static str;
-    fn kind(&self) -> &'static str {
-        CHARGE
-    }
+impl TaskArgs for Charge {
+    const KIND: &'static str = "charge_card";
     fn idempotent_id(&self) -> String {
         format!("charge-order-{}", self.order)
     }
@@ -58,11 +43,8 @@ struct CalendarChange {
     change: u32,
 }
 
-impl TaskData for CalendarChange {
-    type Kind = &'static str;
-    fn kind(&self) -> &'static str {
-        SYNC
-    }
+impl TaskArgs for CalendarChange {
+    const KIND: &'static str = "sync_calendar";
     fn idempotent_id(&self) -> String {
         format!("sync-{}-{}", self.calendar, self.change)
     }
@@ -74,15 +56,13 @@ impl TaskData for CalendarChange {
 #[derive(Serialize, Deserialize)]
 struct Report {
     team: String,
+    /// Read only when the task is created, so not stored in the payload.
     #[serde(skip)]
     schedule: Option<Recurrence>,
 }
 
-impl TaskData for Report {
-    type Kind = &'static str;
-    fn kind(&self) -> &'static str {
-        REPORT
-    }
+impl TaskArgs for Report {
+    const KIND: &'static str = "weekly_report";
     fn idempotent_id(&self) -> String {
         format!("report-{}", self.team)
     }
@@ -97,11 +77,8 @@ struct Reminder {
     at: chrono::DateTime<Utc>,
 }
 
-impl TaskData for Reminder {
-    type Kind = &'static str;
-    fn kind(&self) -> &'static str {
-        REMINDER
-    }
+impl TaskArgs for Reminder {
+    const KIND: &'static str = "send_reminder";
     fn idempotent_id(&self) -> String {
         format!("reminder-{}", self.user)
     }
@@ -115,18 +92,15 @@ struct Import {
     file: String,
 }
 
-impl TaskData for Import {
-    type Kind = &'static str;
-    fn kind(&self) -> &'static str {
-        IMPORT
-    }
+impl TaskArgs for Import {
+    const KIND: &'static str = "import_file";
     fn idempotent_id(&self) -> String {
         format!("import-{}", self.file)
     }
 }
 
 /// Prints a progress line prefixed with the seconds since the demo started.
-#[derive(Clone)]
+#[derive(Clone, Copy)]
 struct Progress(Instant);
 
 impl Progress {
@@ -134,18 +108,6 @@ impl Progress {
         println!("[{:>5.1}s] {line}", self.0.elapsed().as_secs_f64());
     }
 }
-
-/// The demo's handlers failed on purpose.
-#[derive(Debug)]
-struct DemoError(String);
-
-impl std::fmt::Display for DemoError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for DemoError {}
 
 /// Runs the demo, printing progress and a summary by status; with
 /// `metrics`, also the run's metrics in the Prometheus text format.
@@ -168,7 +130,7 @@ async fn run_tasks() -> Result<(), Error> {
     let manager = Manager::builder(Arc::new(MemoryStore::new()))
         .env("demo")
         .build();
-    register_handlers(&manager, &progress)?;
+    register_handlers(&manager, progress)?;
 
     println!("oncetask demo: in-memory backend, environment \"demo\"\n");
     let users = ["ada", "grace", "linus", "margaret", "ken"];
@@ -247,46 +209,31 @@ async fn run_tasks() -> Result<(), Error> {
     print_summary(&manager).await
 }
 
-fn register_handlers(manager: &Manager, progress: &Progress) -> Result<(), Error> {
-    let p = progress.clone();
-    manager.register_dyn(
-        WELCOME,
-        handler_fn(move |task: Task| {
-            let p = p.clone();
-            async move {
-                let welcome: Welcome = task.read_into()?;
-                tokio::time::sleep(Duration::from_millis(150)).await;
-                p.say(format!("{WELCOME}: sent to {}", welcome.user));
-                Ok::<_, Error>(serde_json::json!({ "delivered": true }))
-            }
-        }),
+fn register_handlers(manager: &Manager, p: Progress) -> Result<(), Error> {
+    manager.register(
+        move |welcome: Welcome, cx: TaskContext| async move {
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            p.say(format!("{}: sent to {}", cx.kind, welcome.user));
+            Ok::<_, HandlerError>(serde_json::json!({ "delivered": true }))
+        },
         HandlerOptions::default().concurrency(3),
     )?;
 
-    let p = progress.clone();
-    let calls = Arc::new(AtomicU32::new(0));
-    manager.register_dyn(
-        CHARGE,
-        handler_fn(move |task: Task| {
-            let p = p.clone();
-            let calls = calls.clone();
-            async move {
-                let charge: Charge = task.read_into().map_err(|e| DemoError(e.to_string()))?;
-                let call = calls.fetch_add(1, Ordering::SeqCst) + 1;
-                let id = current_task_id().unwrap_or_default();
-                if call < 3 {
-                    p.say(format!(
-                        "{id}: attempt {call} failed: gateway timeout (will back off)"
-                    ));
-                    return Err(DemoError("gateway timeout".into()));
-                }
+    manager.register(
+        move |charge: Charge, cx: TaskContext| async move {
+            if cx.attempt < 3 {
                 p.say(format!(
-                    "{id}: attempt {call} charged {} cents",
-                    charge.cents
+                    "{}: attempt {} failed: gateway timeout (will back off)",
+                    cx.id, cx.attempt
                 ));
-                Ok(serde_json::json!({ "receipt": format!("rcpt-{}", charge.order) }))
+                return Err(HandlerError::msg("gateway timeout"));
             }
-        }),
+            p.say(format!(
+                "{}: attempt {} charged {} cents",
+                cx.id, cx.attempt, charge.cents
+            ));
+            Ok(serde_json::json!({ "receipt": format!("rcpt-{}", charge.order) }))
+        },
         HandlerOptions::default().retry_policy(ExponentialBackoff {
             max_attempts: 5,
             base_delay: Duration::from_millis(500),
@@ -294,77 +241,56 @@ fn register_handlers(manager: &Manager, progress: &Progress) -> Result<(), Error
         }),
     )?;
 
-    let p = progress.clone();
-    manager.register_dyn_group(
-        SYNC,
-        group_handler_fn(move |tasks: Vec<Task>| {
-            let p = p.clone();
-            async move {
-                let calendar = tasks
-                    .first()
-                    .and_then(|t| t.resource_key.clone())
-                    .unwrap_or_default();
-                p.say(format!(
-                    "{SYNC}: {calendar}: applied {} changes in one batch",
-                    tasks.len()
-                ));
-                Ok::<_, Error>(())
-            }
-        }),
+    // One call per calendar: every ready change of one resource key at once.
+    manager.register_group(
+        move |changes: Vec<(CalendarChange, TaskContext)>| async move {
+            let (first, cx) = &changes[0];
+            p.say(format!(
+                "{}: {}: applied {} changes in one batch",
+                cx.kind,
+                first.calendar,
+                changes.len()
+            ));
+            Ok::<_, HandlerError>(())
+        },
         HandlerOptions::default().concurrency(2),
     )?;
 
-    let p = progress.clone();
-    manager.register_dyn(
-        REPORT,
-        handler_fn(move |task: Task| {
-            let p = p.clone();
-            async move {
-                let slot = task
-                    .occurrence_timestamp
-                    .map(|t| t.format("%H:%M:%S").to_string())
-                    .unwrap_or_default();
-                p.say(format!("{REPORT}: built report for slot {slot}"));
-                Ok::<_, Error>(())
-            }
-        }),
+    manager.register(
+        move |_: Report, cx: TaskContext| async move {
+            let slot = cx
+                .occurrence_timestamp
+                .map(|t| t.format("%H:%M:%S").to_string())
+                .unwrap_or_default();
+            p.say(format!("{}: built report for slot {slot}", cx.kind));
+            Ok::<_, HandlerError>(())
+        },
         HandlerOptions::default(),
     )?;
 
-    let p = progress.clone();
-    let cleanup = progress.clone();
-    manager.register_dyn(
-        REMINDER,
-        handler_fn(move |task: Task| {
-            let p = p.clone();
-            async move {
-                p.say(format!("{REMINDER}: {} sent", task.id));
-                Ok::<_, Error>(())
-            }
-        }),
-        HandlerOptions::default().cancellation_handler(handler_fn(move |task: Task| {
-            let p = cleanup.clone();
-            async move {
+    manager.register(
+        move |_: Reminder, cx: TaskContext| async move {
+            p.say(format!("{}: {} sent", cx.kind, cx.id));
+            Ok::<_, HandlerError>(())
+        },
+        HandlerOptions::default().cancellation_handler(
+            move |_: Reminder, cx: TaskContext| async move {
                 p.say(format!(
-                    "{REMINDER}: {} cancelled, removed from outbox",
-                    task.id
+                    "{}: {} cancelled, removed from outbox",
+                    cx.kind, cx.id
                 ));
-                Ok::<_, Error>(())
-            }
-        })),
+                Ok::<_, HandlerError>(())
+            },
+        ),
     )?;
 
-    let p = progress.clone();
-    manager.register_dyn(
-        IMPORT,
-        handler_fn(move |task: Task| {
-            let p = p.clone();
-            async move {
-                p.say(format!("{IMPORT}: {}: corrupt file, giving up", task.id));
-                Err::<(), _>(DemoError("line 1: invalid UTF-8".into()))
-            }
-        }),
-        HandlerOptions::default().no_retry(),
+    manager.register(
+        move |_: Import, cx: TaskContext| async move {
+            p.say(format!("{}: {}: corrupt file, giving up", cx.kind, cx.id));
+            // Permanent: retrying would read the same corrupt bytes.
+            Err::<(), _>(HandlerError::permanent("line 1: invalid UTF-8"))
+        },
+        HandlerOptions::default(),
     )?;
     Ok(())
 }

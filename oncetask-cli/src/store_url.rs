@@ -15,7 +15,8 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use oncetask::{MemoryStore, Store};
+use oncetask::backend::redact_password;
+use oncetask::{MemoryStore, Store, StoreError};
 
 use crate::error::CliError;
 
@@ -89,6 +90,42 @@ impl FromStr for StoreUrl {
                 "unknown store scheme {other:?}: expected postgres, firestore, redis or memory"
             )),
         }
+    }
+}
+
+/// The clap parser of `--store`: [`StoreUrl::from_str`], with an error that
+/// shows the URL with its password masked (clap's own error for a
+/// `FromStr` type repeats the value as given).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StoreUrlParser;
+
+impl clap::builder::TypedValueParser for StoreUrlParser {
+    type Value = StoreUrl;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<StoreUrl, clap::Error> {
+        let arg = arg.map_or_else(|| "--store <URL>".to_owned(), ToString::to_string);
+        let Some(text) = value.to_str() else {
+            return Err(clap::Error::raw(
+                clap::error::ErrorKind::InvalidUtf8,
+                format!("the value of '{arg}' is not valid UTF-8\n"),
+            )
+            .with_cmd(cmd));
+        };
+        text.parse().map_err(|e: String| {
+            clap::Error::raw(
+                clap::error::ErrorKind::ValueValidation,
+                format!(
+                    "invalid value '{}' for '{arg}': {e}\n",
+                    redact_password(text)
+                ),
+            )
+            .with_cmd(cmd)
+        })
     }
 }
 
@@ -270,69 +307,55 @@ fn cluster_seeds(url: &str) -> Option<Vec<String>> {
     )
 }
 
-/// `scheme://user:password@host` → `scheme://user:***@host`.
-fn redact_password(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => match userinfo.split_once(':') {
-            Some((user, _)) => format!("{scheme}://{user}:***@{host}{tail}"),
-            None => url.to_owned(),
-        },
-        None => url.to_owned(),
+/// The CLI error of a backend's failed `connect_with`: a configuration
+/// error is bad input (exit 2), anything else a store error (exit 3). The
+/// backends' messages name the URL (password masked) and what to check.
+#[cfg_attr(
+    not(any(feature = "postgres", feature = "redis", feature = "firestore")),
+    allow(dead_code)
+)]
+fn connect_error(e: StoreError) -> CliError {
+    match e {
+        StoreError::InvalidConfig(message) => CliError::usage(message),
+        StoreError::Unavailable(message) => CliError::store(message),
+        other => CliError::store(other.to_string()),
     }
 }
 
 #[cfg(feature = "postgres")]
 mod postgres {
     use super::*;
+    use oncetask::ConnectOptions;
     use oncetask::postgres::PostgresStore;
-    use sqlx::ConnectOptions;
-    use sqlx::postgres::PgConnectOptions;
 
-    /// Connects once to report an unreachable server at once (the pool
-    /// would retry a refused connection until its timeout), checks that
-    /// the schema has a task table, then hands a small pool to the store.
+    /// Connects a pool of two (failing within `timeout`: the store's
+    /// `connect_with`), then checks that the schema has a task table.
     pub(super) async fn open(
         url: &str,
         schema: &str,
         timeout: Duration,
     ) -> Result<Arc<dyn Store>, CliError> {
-        let options: PgConnectOptions = url
-            .parse()
-            .map_err(|e| CliError::usage(format!("invalid PostgreSQL URL: {e}")))?;
-        let where_ = redact_password(url);
-        let mut probe = tokio::time::timeout(timeout, options.connect())
+        let options = ConnectOptions::default()
+            .connect_timeout(timeout)
+            .pool_size(2);
+        let store = PostgresStore::connect_with(url, schema, &options)
             .await
-            .map_err(|_| {
-                CliError::store(format!(
-                    "cannot reach PostgreSQL at {where_}: no answer within {timeout:?}"
-                ))
-            })?
-            .map_err(|e| CliError::store(format!("cannot reach PostgreSQL at {where_}: {e}")))?;
+            .map_err(connect_error)?;
+        let where_ = redact_password(url);
         let table = format!("\"{schema}\".tasks");
         let exists: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
             .bind(&table)
-            .fetch_one(&mut probe)
+            .fetch_one(store.pool())
             .await
             .map_err(|e| CliError::store(format!("PostgreSQL at {where_}: {e}")))?;
-        let _ = sqlx::Connection::close(probe).await;
         if !exists {
+            store.pool().close().await;
             return Err(CliError::store(format!(
                 "PostgreSQL at {where_} has no oncetask table {table}: check ?schema=NAME in the \
                  store URL (default {DEFAULT_SCHEMA}), or let a service migrate it \
                  (PostgresStore::migrate)"
             )));
         }
-        let pool = PostgresStore::pool_options()
-            .max_connections(2)
-            .acquire_timeout(timeout)
-            .connect_lazy_with(options);
-        let store =
-            PostgresStore::from_pool(pool, schema).map_err(|e| CliError::usage(e.to_string()))?;
         Ok(Arc::new(store))
     }
 }
@@ -351,7 +374,8 @@ mod postgres {
 #[cfg(feature = "firestore")]
 mod firestore {
     use super::*;
-    use ::firestore::{FirestoreDb, FirestoreDbOptions};
+    use ::firestore::FirestoreDbOptions;
+    use oncetask::ConnectOptions;
     use oncetask::firestore::FirestoreStore;
 
     pub(super) async fn open(
@@ -368,31 +392,22 @@ mod firestore {
     /// Builds the client (the emulator when `FIRESTORE_EMULATOR_HOST` is
     /// set, otherwise Application Default Credentials: a service-account key
     /// file named by `GOOGLE_APPLICATION_CREDENTIALS`, `gcloud auth
-    /// application-default login`, or the metadata server).
+    /// application-default login`, or the metadata server), failing within
+    /// `timeout` (the store's `connect_with`).
     pub(crate) async fn open_store(
         project: &str,
         collection: &str,
         database: Option<&str>,
         timeout: Duration,
     ) -> Result<FirestoreStore, CliError> {
-        let db_name = database.unwrap_or("(default)");
-        let target = match std::env::var("FIRESTORE_EMULATOR_HOST") {
-            Ok(host) if !host.is_empty() => format!("the Firestore emulator at {host}"),
-            _ => format!("Firestore project {project} (database {db_name})"),
-        };
-        let mut options = FirestoreDbOptions::new(project.to_owned());
+        let mut db = FirestoreDbOptions::new(project.to_owned());
         if let Some(database) = database {
-            options = options.with_database_id(database.to_owned());
+            db = db.with_database_id(database.to_owned());
         }
-        let db = tokio::time::timeout(timeout, FirestoreDb::with_options(options))
+        let options = ConnectOptions::default().connect_timeout(timeout);
+        FirestoreStore::connect_with(db, collection, &options)
             .await
-            .map_err(|_| {
-                CliError::store(format!(
-                    "cannot reach {target}: no answer within {timeout:?}"
-                ))
-            })?
-            .map_err(|e| CliError::store(format!("cannot reach {target}: {e}")))?;
-        Ok(FirestoreStore::with_collection(db, collection))
+            .map_err(connect_error)
     }
 }
 
@@ -418,33 +433,22 @@ mod firestore {
 #[cfg(feature = "redis")]
 mod redis {
     use super::*;
-    use oncetask::StoreError;
+    use oncetask::ConnectOptions;
     use oncetask::redis::RedisStore;
 
+    /// Connects to the server, or to the cluster through the seed nodes of
+    /// a `redis+cluster://` URL, failing within `timeout`.
     pub(super) async fn open(
         url: &str,
         prefix: &str,
         timeout: Duration,
     ) -> Result<Arc<dyn Store>, CliError> {
-        let where_ = redact_password(url);
-        let connect = async {
-            match cluster_seeds(url) {
-                Some(seeds) => RedisStore::connect_cluster(&seeds, prefix).await,
-                None => RedisStore::connect(url, prefix).await,
-            }
+        let options = ConnectOptions::default().connect_timeout(timeout);
+        let store = match cluster_seeds(url) {
+            Some(seeds) => RedisStore::connect_cluster_with(&seeds, prefix, &options).await,
+            None => RedisStore::connect_with(url, prefix, &options).await,
         };
-        match tokio::time::timeout(timeout, connect).await {
-            Err(_) => Err(CliError::store(format!(
-                "cannot reach Redis at {where_}: no answer within {timeout:?}"
-            ))),
-            Ok(Err(StoreError::Unavailable(e))) => Err(CliError::store(format!(
-                "cannot reach Redis at {where_}: {e}"
-            ))),
-            Ok(Err(e)) => Err(CliError::usage(format!(
-                "invalid Redis store {where_}: {e}"
-            ))),
-            Ok(Ok(store)) => Ok(Arc::new(store)),
-        }
+        Ok(Arc::new(store.map_err(connect_error)?))
     }
 }
 
@@ -599,7 +603,11 @@ mod tests {
             .await
             .err()
             .expect("unreachable");
-        assert!(err.to_string().contains("cannot reach Redis"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("cannot reach Redis at redis://127.0.0.1:1"),
+            "{err}"
+        );
         assert_eq!(err.exit_status(), crate::error::EXIT_STORE);
         let cluster = parse("redis+cluster://127.0.0.1:1,127.0.0.1:2?prefix=p").expect("a URL");
         let err = cluster
@@ -607,8 +615,33 @@ mod tests {
             .await
             .err()
             .expect("unreachable");
-        assert!(err.to_string().contains("cannot reach Redis"), "{err}");
+        assert!(
+            err.to_string().contains(
+                "cannot reach the Redis Cluster at redis://127.0.0.1:1, redis://127.0.0.1:2"
+            ),
+            "{err}"
+        );
         assert_eq!(err.exit_status(), crate::error::EXIT_STORE);
+    }
+
+    #[test]
+    fn a_store_url_clap_refuses_shows_no_password() {
+        use clap::builder::TypedValueParser;
+        let cmd = clap::Command::new("oncetask");
+        let err = StoreUrlParser
+            .parse_ref(
+                &cmd,
+                None,
+                std::ffi::OsStr::new("postgres://app:s3cret@db/app?schema=no;such"),
+            )
+            .expect_err("an invalid schema");
+        let text = err.to_string();
+        assert!(!text.contains("s3cret"), "{text}");
+        assert!(
+            text.contains("postgres://app:***@db/app?schema=no;such"),
+            "{text}"
+        );
+        assert!(text.contains("invalid schema"), "{text}");
     }
 
     /// Service-account keys sign their tokens in this build: without a

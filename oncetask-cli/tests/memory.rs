@@ -5,7 +5,8 @@ use std::sync::Arc;
 use chrono::{DateTime, TimeDelta, Utc};
 use clap::Parser;
 use clap::error::ErrorKind;
-use oncetask::{AttemptError, LeaseToken, MemoryStore, Outcome, Store, Task, TaskStatus};
+use oncetask::backend::LeaseToken;
+use oncetask::{AttemptError, MemoryStore, Outcome, Store, Task, TaskStatus};
 use oncetask_cli::error::{EXIT_FAILED, EXIT_STORE, EXIT_USAGE};
 use oncetask_cli::{Cli, CliError, Io, execute, run};
 use serde_json::Value;
@@ -80,7 +81,7 @@ async fn seeded() -> (MemoryStore, DateTime<Utc>) {
     let store = MemoryStore::new();
     // Whole milliseconds, like the CLI's clock: otherwise a command run in
     // the same millisecond reads "now" as before the seeding.
-    let now = oncetask::task::truncate_to_millis(Utc::now());
+    let now = oncetask::backend::task::truncate_to_millis(Utc::now());
     let min = TimeDelta::minutes(1);
     let mut tasks = vec![
         task("email-1", "email", now - min * 5),
@@ -139,7 +140,7 @@ async fn seeded() -> (MemoryStore, DateTime<Utc>) {
 async fn status_of(store: &MemoryStore, id: &str) -> Option<TaskStatus> {
     let now = Utc::now();
     match store.get(&[id.to_owned()]).await.expect("get").pop() {
-        Some(oncetask::store::Fetched::Task(t)) => Some(t.status(now)),
+        Some(oncetask::backend::Fetched::Task(t)) => Some(t.status(now)),
         _ => None,
     }
 }
@@ -607,7 +608,8 @@ async fn actions_by_resource_key_pick_the_tasks_they_apply_to() {
         ran.err
     );
     assert!(
-        ran.out.contains("cancelled 3: sync-1, sync-2, sync-3"),
+        ran.out
+            .contains("marked for cancellation 3: sync-1, sync-2, sync-3"),
         "{}",
         ran.out
     );

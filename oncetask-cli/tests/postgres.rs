@@ -9,8 +9,8 @@
 use std::process::{Command, Output, Stdio};
 
 use chrono::{DateTime, TimeDelta, Utc};
+use oncetask::backend::Fetched;
 use oncetask::postgres::PostgresStore;
-use oncetask::store::Fetched;
 use oncetask::{AttemptError, Outcome, Store, Task, TaskStatus};
 use serde_json::Value;
 use sqlx::postgres::PgPoolOptions;

@@ -17,6 +17,7 @@ use crate::task::{Task, truncate_to_millis};
 /// assert!(!CreateStatus::AlreadyExists.is_created());
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum CreateStatus {
     /// Stored now.
     Created,

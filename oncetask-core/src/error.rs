@@ -51,6 +51,15 @@ pub enum Error {
         /// Env of this manager.
         expected_env: String,
     },
+    /// A listing asked a manager for another environment's tasks (build
+    /// filters with [`Manager::filter`](crate::Manager::filter)).
+    #[error("the filter is for environment {filter_env:?}, this manager serves {manager_env:?}")]
+    FilterEnvironment {
+        /// Env of the filter.
+        filter_env: String,
+        /// Env of this manager.
+        manager_env: String,
+    },
     /// The task is leased by a running handler; the operation would break
     /// its resource key's exclusion. Cancel it, or retry once it finished.
     #[error("task {id} is running; cancel it or retry when it has finished")]

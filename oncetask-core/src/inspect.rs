@@ -38,6 +38,7 @@ use crate::task::Task;
 /// A snapshot of one environment's queue at [`QueueStats::now`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
+#[non_exhaustive]
 pub struct QueueStats {
     /// The environment inspected.
     pub env: String,
@@ -52,6 +53,7 @@ pub struct QueueStats {
 /// What the queue holds of one kind.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
+#[non_exhaustive]
 pub struct KindStats {
     /// Tasks by status at [`QueueStats::now`] (statuses with no task are
     /// absent), and the kind's undecodable documents apart
@@ -66,7 +68,37 @@ pub struct KindStats {
     pub next_due: Option<DateTime<Utc>>,
 }
 
+impl QueueStats {
+    /// A snapshot of `env` at `now` (backends build one in
+    /// [`Store::inspect`](crate::Store::inspect)).
+    pub fn new(
+        env: impl Into<String>,
+        now: DateTime<Utc>,
+        kinds: BTreeMap<String, KindStats>,
+    ) -> Self {
+        Self {
+            env: env.into(),
+            now,
+            kinds,
+        }
+    }
+}
+
 impl KindStats {
+    /// What the queue holds of one kind (backends build one in
+    /// [`Store::inspect`](crate::Store::inspect)).
+    pub fn new(
+        counts: StatusCounts,
+        oldest_pending_since: Option<DateTime<Utc>>,
+        next_due: Option<DateTime<Utc>>,
+    ) -> Self {
+        Self {
+            counts,
+            oldest_pending_since,
+            next_due,
+        }
+    }
+
     /// Number of tasks with `status`.
     pub fn count(&self, status: TaskStatus) -> u64 {
         self.counts.get(&status).copied().unwrap_or(0)

@@ -25,7 +25,7 @@ mod test_support;
 pub mod testing;
 
 /// Re-exported so that handler structs can implement
-/// [`Handler`](manager::Handler) without depending on `async-trait`.
+/// [`Handler`] without depending on `async-trait`.
 pub use async_trait::async_trait;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use create::{CreateStatus, MAX_DATA_DEPTH};

@@ -10,6 +10,7 @@ use crate::task::{Outcome, Task};
 /// The execution status of a task, derived from its fields at a given time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
+#[non_exhaustive]
 pub enum TaskStatus {
     /// Scheduled for later, or backing off after a failure.
     Waiting,
@@ -134,6 +135,7 @@ impl Task {
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
+#[non_exhaustive]
 pub struct StatusCounts {
     /// Tasks per status; statuses with no task are absent.
     pub by_status: BTreeMap<TaskStatus, u64>,

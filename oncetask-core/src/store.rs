@@ -341,13 +341,13 @@ pub enum DeleteOutcome {
 /// # use oncetask_core::{Store, StoreError, Task};
 /// # use oncetask_core::store::{TaskCursor, TaskFilter};
 /// # async fn demo(store: &dyn Store) -> Result<(), StoreError> {
-/// let mut filter = TaskFilter::env("prod", chrono::Utc::now());
-/// filter.limit = Some(100);
+/// let first = TaskFilter::env("prod", chrono::Utc::now()).kind("send_email").limit(100);
+/// let mut filter = first.clone();
 /// loop {
 ///     let page = store.find(&filter).await?;
 ///     for task in &page { println!("{}", task.id); }
 ///     match page.last() {
-///         Some(last) if page.len() == 100 => filter.after = Some(TaskCursor::of(last)),
+///         Some(last) if page.len() == 100 => filter = first.clone().after(TaskCursor::of(last)),
 ///         _ => break,
 ///     }
 /// }
@@ -355,6 +355,7 @@ pub enum DeleteOutcome {
 /// # }
 /// ```
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct TaskFilter {
     /// Environment (always required).
     pub env: String,
@@ -446,6 +447,49 @@ impl TaskFilter {
             offset: 0,
             limit: None,
         }
+    }
+
+    /// Only tasks of `kind`.
+    pub fn kind(mut self, kind: impl Into<String>) -> Self {
+        self.kind = Some(kind.into());
+        self
+    }
+
+    /// Only tasks with this resource key.
+    pub fn resource_key(mut self, key: impl Into<String>) -> Self {
+        self.resource_key = Some(key.into());
+        self
+    }
+
+    /// Only tasks with `status` (at [`TaskFilter::now`]); call again to
+    /// allow several.
+    pub fn status(mut self, status: TaskStatus) -> Self {
+        self.statuses.push(status);
+        self
+    }
+
+    /// Only tasks that are not done.
+    pub fn not_done(mut self) -> Self {
+        self.not_done = true;
+        self
+    }
+
+    /// Only tasks past `cursor` in listing order (the next page).
+    pub fn after(mut self, cursor: TaskCursor) -> Self {
+        self.after = Some(cursor);
+        self
+    }
+
+    /// Skip this many matches.
+    pub fn offset(mut self, offset: usize) -> Self {
+        self.offset = offset;
+        self
+    }
+
+    /// At most this many.
+    pub fn limit(mut self, limit: usize) -> Self {
+        self.limit = Some(limit);
+        self
     }
 
     /// True when `task` passes every criterion except paging.

@@ -38,6 +38,15 @@
 //! # }
 //! ```
 //!
+//! [`FirestoreStore::connect_with`] builds the client and the store in one
+//! call, with [`ConnectOptions`](oncetask_core::store::ConnectOptions)
+//! (connect timeout, default 5 s): a malformed project, database,
+//! collection or `FIRESTORE_EMULATOR_HOST` fails at once with
+//! [`StoreError::InvalidConfig`](oncetask_core::StoreError::InvalidConfig),
+//! an endpoint that does not answer a first read within the timeout with
+//! [`StoreError::Unavailable`](oncetask_core::StoreError::Unavailable),
+//! naming it and what to check.
+//!
 //! * [`doctor`]: [`FirestoreStore::doctor`] and the [`CostModel`].
 //! * Deploying (indexes, index exemptions, TTL policy), authentication,
 //!   limits and costs: the repository README's Firestore section.
@@ -53,6 +62,7 @@
 //! runs the workspace's tests, this crate's conformance suite included,
 //! against it.
 
+mod connect;
 pub mod doctor;
 pub mod document;
 pub mod limits;
@@ -66,3 +76,7 @@ pub mod store;
 pub use doctor::{CostModel, DoctorReport};
 pub use document::{DecodeError, EncodeError, decode_task, encode_task};
 pub use store::{DEFAULT_COLLECTION, DEFAULT_SIGNAL_INTERVAL, FirestoreStore, StoreStats, Wakeups};
+
+/// The `firestore` crate this backend is built on: build the
+/// `FirestoreDb` a [`FirestoreStore`] wraps with the same version.
+pub use firestore;

@@ -369,26 +369,13 @@ async fn find_orders_by_creation_then_id_and_pages() {
     };
     let all = TaskFilter::env(ENV, at(10));
     assert_eq!(ids(all.clone()).await, ["a", "b", "y-other", "c", "d"]);
-    let kind = TaskFilter {
-        kind: Some(KIND.to_owned()),
-        ..all.clone()
-    };
+    let kind = all.clone().kind(KIND);
     assert_eq!(ids(kind.clone()).await, ["a", "b", "c", "d"]);
-    let paged = TaskFilter {
-        offset: 1,
-        limit: Some(2),
-        ..kind.clone()
-    };
+    let paged = kind.clone().offset(1).limit(2);
     assert_eq!(ids(paged).await, ["b", "c"]);
-    let keyed = TaskFilter {
-        resource_key: Some("k".to_owned()),
-        ..kind.clone()
-    };
+    let keyed = kind.clone().resource_key("k");
     assert_eq!(ids(keyed).await, ["a", "c"]);
-    let waiting_only = TaskFilter {
-        statuses: vec![TaskStatus::Waiting],
-        ..kind
-    };
+    let waiting_only = kind.status(TaskStatus::Waiting);
     assert_eq!(ids(waiting_only).await, ["d"]);
 }
 

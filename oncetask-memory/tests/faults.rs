@@ -565,8 +565,12 @@ async fn claims_that_come_back_empty_together_let_the_loop_idle() {
             store.next_dues.load(Ordering::SeqCst) > 0
         })
         .await;
+        // With the ping-pong the loop never idles (the wait above times out)
+        // and claims without end; a healthy loop needs about one claim per
+        // claim-ahead batch, more on a loaded machine (293 seen while other
+        // builds ran), so the bound is loose on purpose.
         let claims = store.claims.load(Ordering::SeqCst);
-        assert!(claims < 200, "{claims} claims for {TASKS} tasks");
+        assert!(claims < 1000, "{claims} claims for {TASKS} tasks");
         m.shutdown(Duration::from_secs(1)).await;
     }
 }

@@ -79,10 +79,6 @@ impl PostgresStore {
             stats.oldest_pending_since = row::time_column(r, 1).map_err(StoreError::backend)?;
             stats.next_due = row::time_column(r, 2).map_err(StoreError::backend)?;
         }
-        Ok(QueueStats {
-            env: env.to_owned(),
-            now,
-            kinds,
-        })
+        Ok(QueueStats::new(env, now, kinds))
     }
 }

@@ -13,6 +13,13 @@
 //! # }
 //! ```
 //!
+//! [`PostgresStore::connect_with`] takes
+//! [`ConnectOptions`](oncetask_core::store::ConnectOptions) (connect
+//! timeout, default 5 s; pool size): a malformed URL fails at once with
+//! [`StoreError::InvalidConfig`], an unreachable server within the timeout
+//! with [`StoreError::Unavailable`], naming the URL (password masked) and
+//! what to check. [`PostgresStore::from_pool`] takes a pool of your own.
+//!
 //! ## Layout
 //!
 //! All tasks live in one table, `<schema>.tasks`, with one column per task
@@ -165,6 +172,7 @@ use sqlx::types::Json;
 use sqlx::{PgConnection, PgPool, Row};
 
 mod claim;
+mod connect;
 mod create;
 mod delete;
 mod explain;
@@ -177,6 +185,10 @@ mod swap;
 
 use notify::listen;
 use schema::check_schema;
+
+/// The `sqlx` crate this backend is built on: transactional enqueue
+/// ([`PostgresStore::create_in`]) takes a transaction of this version.
+pub use sqlx;
 
 use row::{COLUMNS, Decoded, RECORD, RECORD_VALUES};
 
@@ -294,23 +306,11 @@ fn add_count(counts: &mut StatusCounts, name: &str, n: u64) -> Result<(), StoreE
 type Changed = BTreeSet<(String, String)>;
 
 impl PostgresStore {
-    /// Connects a pool to `url` and uses the tables in `schema`.
-    ///
-    /// Call [`PostgresStore::migrate`] once (at deploy or start-up) before use.
-    pub async fn connect(url: &str, schema: &str) -> Result<Self, StoreError> {
-        check_schema(schema)?;
-        let options: PgConnectOptions = url
-            .parse()
-            .map_err(|e: sqlx::Error| StoreError::Unavailable(e.to_string()))?;
-        let pool = Self::pool_options()
-            .connect_with(options)
-            .await
-            .map_err(db)?;
-        Self::from_pool(pool, schema)
-    }
-
     /// The pool settings [`PostgresStore::connect`] uses: sqlx's defaults,
-    /// except four, each measured (BENCHMARKS.md, "Postgres statements"):
+    /// except four, each measured (BENCHMARKS.md, "Postgres statements"),
+    /// and the acquire timeout and pool size, which
+    /// [`PostgresStore::connect_with`] sets from its
+    /// [`ConnectOptions`](oncetask_core::store::ConnectOptions):
     ///
     /// * A connection is pinged before use only when it has sat idle in the
     ///   pool for [`PING_IDLE_AFTER`] or longer. sqlx pings every connection
@@ -422,7 +422,8 @@ impl PostgresStore {
 
     /// The pool of the operator queries (`find`, counts, `inspect`, kinds),
     /// opened on first use: at most two connections to the same server
-    /// with PostgreSQL's default planning. Their optional filters
+    /// with PostgreSQL's default planning, and the store pool's acquire
+    /// timeout. Their optional filters
     /// (`$2 IS NULL OR kind = $2`) need custom plans to use an index, which
     /// [`PostgresStore::pool_options`]' generic plans would not give them.
     async fn query_pool(&self) -> &PgPool {
@@ -431,6 +432,7 @@ impl PostgresStore {
             .get_or_init(|| async {
                 PgPoolOptions::new()
                     .max_connections(2)
+                    .acquire_timeout(self.inner.pool.options().get_acquire_timeout())
                     .connect_lazy_with((*self.inner.pool.connect_options()).clone())
             })
             .await

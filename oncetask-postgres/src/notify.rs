@@ -65,8 +65,10 @@ pub(crate) async fn listen(
     let pause = std::time::Duration::from_millis(500);
     // The listener's connection is its own, not one of the store's pool:
     // a pool connection held for good would be one fewer for claims and swaps.
+    // It waits for a connection as long as the store's pool does.
     let pool = PgPoolOptions::new()
         .max_connections(1)
+        .acquire_timeout(pool.options().get_acquire_timeout())
         .connect_lazy_with((*pool.connect_options()).clone());
     while !tx.is_closed() {
         let mut listener = match PgListener::connect_with(&pool).await {

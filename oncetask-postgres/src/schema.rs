@@ -54,7 +54,7 @@ pub(crate) fn check_schema(schema: &str) -> Result<(), StoreError> {
     if valid_identifier(schema) {
         Ok(())
     } else {
-        Err(StoreError::backend(format!(
+        Err(StoreError::InvalidConfig(format!(
             "invalid schema name {schema:?}: use letters, digits and _ (not first), at most 63 bytes"
         )))
     }

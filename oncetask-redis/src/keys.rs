@@ -53,7 +53,7 @@ pub(crate) fn decode(encoded: &str) -> Option<String> {
 /// would move the hash tag and scatter an environment over many slots).
 pub(crate) fn check_prefix(prefix: &str) -> Result<(), StoreError> {
     if prefix.contains(['{', '}']) {
-        return Err(StoreError::backend(format!(
+        return Err(StoreError::InvalidConfig(format!(
             "invalid key prefix {prefix:?}: it must not contain '{{' or '}}' \
              (they would change the keys' hash slot)"
         )));

@@ -45,6 +45,13 @@
 //! ([`RedisStore::connect_cluster`]) with the same scripts and keys: each
 //! script and command goes to the node owning its keys.
 //!
+//! [`RedisStore::connect_with`] (and `connect_cluster_with`) take
+//! [`ConnectOptions`](oncetask_core::store::ConnectOptions) (connect
+//! timeout, default 5 s): a malformed URL fails at once with
+//! [`StoreError::InvalidConfig`], an unreachable server within the timeout
+//! with [`StoreError::Unavailable`], naming the URL (password masked) and
+//! what to check.
+//!
 //! ## Ids are global: the id registry
 //!
 //! The contract makes an id unique across environments, but each
@@ -110,6 +117,7 @@ use redis::Value;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 mod conn;
+mod connect;
 mod doc;
 mod keys;
 mod notify;
@@ -118,6 +126,10 @@ mod scripts;
 
 pub use conn::Connection;
 pub use keys::key_slot;
+
+/// The `redis` crate this backend is built on, for the caller's own
+/// commands on [`RedisStore::connection`] with the same version.
+pub use redis;
 
 use doc::{Decoded, Fields, decode, encode_change, encode_task};
 use keys::{Keys, encode};
@@ -166,18 +178,6 @@ impl std::fmt::Debug for RedisStore {
 }
 
 impl RedisStore {
-    /// Connects to the server at `url` (`redis://[user:password@]host:port[/db]`,
-    /// or `rediss://` with a TLS-enabled `redis` crate) and stores tasks
-    /// under keys starting with `prefix`.
-    ///
-    /// Fails with [`StoreError::Unavailable`] if the server cannot be
-    /// reached, and with [`StoreError::Backend`] for a malformed URL or a
-    /// prefix containing `{` or `}`.
-    pub async fn connect(url: &str, prefix: &str) -> Result<Self, StoreError> {
-        let client = redis::Client::open(url).map_err(StoreError::backend)?;
-        Self::from_client(client, prefix).await
-    }
-
     /// Uses `client` for a [`ConnectionManager`] (the store's multiplexed,
     /// self-reconnecting connection, waiting at most [`RESPONSE_TIMEOUT`] for
     /// a reply) and for the pub/sub connections of [`Store::subscribe`].
@@ -224,51 +224,6 @@ impl RedisStore {
                 standalone: self.inner.standalone.clone(),
             }),
         }
-    }
-
-    /// Connects to the Redis Cluster reachable through the seed nodes `urls`
-    /// (`redis://host:port` each; any subset of the masters will do, the rest
-    /// of the cluster is discovered) and stores tasks under keys starting
-    /// with `prefix`.
-    ///
-    /// Every script and command goes to the node owning its keys' slot, and
-    /// follows `MOVED`/`ASK` redirections while slots migrate. Wake-ups use
-    /// classic pub/sub, which a cluster delivers on every node: a subscriber
-    /// listens on one seed node and moves to the next when it fails.
-    ///
-    /// Fails with [`StoreError::Unavailable`] if no seed node answers, and
-    /// with [`StoreError::Backend`] for no or malformed URLs or a prefix
-    /// containing `{` or `}`.
-    #[cfg(feature = "cluster")]
-    pub async fn connect_cluster<S: AsRef<str>>(
-        urls: &[S],
-        prefix: &str,
-    ) -> Result<Self, StoreError> {
-        if urls.is_empty() {
-            return Err(StoreError::backend(
-                "connect_cluster: at least one seed node URL is needed",
-            ));
-        }
-        let keys = Keys::new(prefix)?;
-        let urls: Vec<&str> = urls.iter().map(AsRef::as_ref).collect();
-        let pubsub = urls
-            .iter()
-            .map(|url| redis::Client::open(*url))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(StoreError::backend)?;
-        let client = redis::cluster::ClusterClient::builder(urls)
-            .response_timeout(RESPONSE_TIMEOUT)
-            .build()
-            .map_err(StoreError::backend)?;
-        let conn = client.get_async_connection().await.map_err(redis_error)?;
-        Ok(Self {
-            inner: Arc::new(Inner {
-                conn: conn.into(),
-                pubsub,
-                keys,
-                standalone: tokio::sync::OnceCell::new(),
-            }),
-        })
     }
 
     /// Uses an existing cluster connection. Like

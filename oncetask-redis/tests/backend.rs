@@ -446,7 +446,10 @@ async fn an_unreachable_server_is_reported_as_unavailable() {
         "{result:?}"
     );
     let result = RedisStore::connect("redis://127.0.0.1:6379", "bad{prefix}").await;
-    assert!(matches!(result, Err(StoreError::Backend(_))), "{result:?}");
+    assert!(
+        matches!(result, Err(StoreError::InvalidConfig(_))),
+        "{result:?}"
+    );
 }
 
 /// Claiming and completing one task at a time with one store: the round

@@ -11,13 +11,13 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
-use oncetask::lifecycle::{self, LeaseGrant};
+use oncetask::backend::lifecycle::{self, LeaseGrant};
+use oncetask::backend::{Change, Fetched, Swap};
 use oncetask::manager::handler_fn;
 use oncetask::metrics::{
     ENQUEUE_TO_START, HANDLER_DURATION, OLDEST_PENDING_AGE, TASKS_CANCELLED, TASKS_CLAIMED,
     TASKS_CREATED, TASKS_FAILED, TASKS_FENCED_OFF, TASKS_PENDING, TASKS_RETRIED, TASKS_SUCCEEDED,
 };
-use oncetask::store::{Change, Fetched, Swap};
 use oncetask::testing::TestKit;
 use oncetask::{HandlerOptions, MemoryStore, Store, Task, TaskData, TaskStatus};
 use serde::Serialize;

@@ -327,7 +327,7 @@ pub async fn environments_are_isolated(factory: &impl StoreFactory) {
             .is_empty()
     );
     for result in [
-        h.manager.cancel("s1").await,
+        h.manager.cancel("s1").await.map(|_| ()),
         h.manager.reset("s1").await,
         h.manager.delete("s1").await,
     ] {

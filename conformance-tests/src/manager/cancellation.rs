@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use oncetask_core::manager::{HandlerOptions, group_handler_fn, handler_fn};
+use oncetask_core::manager::{CancelStatus, HandlerOptions, group_handler_fn, handler_fn};
 use oncetask_core::{FixedDelay, Task, TaskStatus};
 use tokio::sync::Notify;
 
@@ -195,4 +195,25 @@ pub async fn cancel_skips_done_cancelled_and_missing_tasks(factory: &impl StoreF
     let again = h.manager.cancel_many(&ids[1..2]).await.expect("cancel");
     assert_eq!(again.skipped, ["live"]);
     assert_eq!(h.status("done").await, TaskStatus::Completed);
+
+    // One at a time, the answer says which happened.
+    create(&h.manager, &Job::new(KIND, "fresh")).await;
+    let cancel = |id: &'static str| h.manager.cancel(id);
+    assert_eq!(
+        cancel("fresh").await.expect("cancel"),
+        CancelStatus::Pending
+    );
+    assert_eq!(h.status("fresh").await, TaskStatus::CancellationPending);
+    assert_eq!(
+        cancel("fresh").await.expect("cancel"),
+        CancelStatus::NotApplicable
+    );
+    assert_eq!(
+        cancel("done").await.expect("cancel"),
+        CancelStatus::NotApplicable
+    );
+    assert_eq!(
+        cancel("missing").await.expect("cancel"),
+        CancelStatus::NotFound
+    );
 }

@@ -567,6 +567,36 @@ pub async fn an_undecodable_task_does_not_stop_its_kind(factory: &impl StoreFact
     );
 }
 
+/// A claim that meets only an undecodable document still reports it, once:
+/// the next call says nothing is ready, so a loop until `None` ends.
+pub async fn an_undecodable_document_alone_is_reported_once(factory: &impl StoreFactory) {
+    let h = manual(factory).await;
+    let (calls, handler) = flaky(0);
+    h.manager
+        .register_dyn(KIND, handler, HandlerOptions::default())
+        .expect("register");
+    if !factory
+        .insert_undecodable(&h.store, "poison", ENV, KIND)
+        .await
+    {
+        eprintln!("note: backend cannot store undecodable documents; test skipped");
+        return;
+    }
+    let report = h
+        .manager
+        .process_next(KIND)
+        .await
+        .expect("run")
+        .expect("the bad document is reported");
+    assert!(report.claimed.is_empty(), "{report:?}");
+    let ids: Vec<&str> = report.undecodable.iter().map(|u| u.id.as_str()).collect();
+    assert_eq!(ids, ["poison"]);
+    assert!(!report.undecodable[0].reason.is_empty());
+    let again = h.manager.process_next(KIND).await.expect("run");
+    assert!(again.is_none(), "reported once: {again:?}");
+    assert_eq!(calls.load(Ordering::SeqCst), 0);
+}
+
 /// A retry policy that panics does not take the worker down: the failure is
 /// recorded and the task retried later.
 pub async fn a_panicking_retry_policy_still_records_the_failure(factory: &impl StoreFactory) {

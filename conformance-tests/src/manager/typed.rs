@@ -215,3 +215,33 @@ async fn create_invoice(manager: &oncetask_core::Manager, number: u32) {
     let created = manager.create(&invoice(number)).await.expect("create");
     assert!(created.is_created(), "invoice-{number} should be new");
 }
+
+/// A producer declares the task type it creates without handling it; an
+/// undeclared kind is refused and nothing is stored.
+pub async fn a_producer_declares_the_types_it_creates(factory: &impl StoreFactory) {
+    let h = manual(factory).await;
+    let builder = || {
+        oncetask_core::Manager::builder(Arc::new(h.store.clone()))
+            .env(ENV)
+            .clock(Arc::new(h.clock.clone()))
+            .start_workers(false)
+    };
+    let undeclared = builder().build();
+    let refused = undeclared.create(&invoice(5)).await;
+    assert!(
+        matches!(&refused, Err(oncetask_core::Error::UnknownKind { kind }) if kind == Invoice::KIND),
+        "{refused:?}"
+    );
+    assert!(
+        h.manager
+            .get_task("invoice-5")
+            .await
+            .expect("get")
+            .is_none()
+    );
+
+    let producer = builder().declare::<Invoice>().build();
+    let created = producer.create(&invoice(5)).await.expect("create");
+    assert!(created.is_created());
+    assert_eq!(h.status("invoice-5").await, TaskStatus::Pending);
+}

@@ -35,7 +35,8 @@ impl Action {
 
     fn past(self) -> &'static str {
         match self {
-            Action::Cancel => "cancelled",
+            // Finished by the kind's cancellation path, not by this write.
+            Action::Cancel => "marked for cancellation",
             Action::Reset => "reset",
             Action::Delete => "deleted",
         }

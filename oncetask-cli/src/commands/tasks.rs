@@ -1,7 +1,7 @@
 //! `tasks list` and `tasks show`.
 
 use chrono::{DateTime, Utc};
-use oncetask::store::{Fetched, TaskCursor};
+use oncetask::backend::{Fetched, TaskCursor};
 use oncetask::{Task, TaskStatus};
 use serde_json::{Value, json};
 
@@ -39,7 +39,8 @@ fn when(task: &Task, status: TaskStatus, now: DateTime<Utc>) -> String {
             .cancelled_at
             .map(|t| format!("cancelled {}", relative(t, now)))
             .unwrap_or_default(),
-        TaskStatus::Completed | TaskStatus::Failed | TaskStatus::Cancelled => task
+        // Done, and any status a later version adds.
+        _ => task
             .done_at
             .map(|t| format!("done {}", relative(t, now)))
             .unwrap_or_default(),

@@ -18,6 +18,7 @@ use crate::task::Task;
 /// Per-item result of a bulk call. Nothing is all-or-nothing: each id
 /// succeeds, is skipped, or fails on its own.
 #[derive(Debug, Default)]
+#[non_exhaustive]
 pub struct BulkReport {
     /// Ids changed (created, cancelled, reset or deleted).
     pub succeeded: Vec<String>,
@@ -42,6 +43,24 @@ impl BulkReport {
     }
 }
 
+/// What [`Manager::cancel`] did to one task.
+///
+/// A cancel never ends a task by itself: the task is `cancellationPending`
+/// until a worker of its kind runs its cancellation path (the kind's
+/// cancellation handler, or nothing when it has none) and it ends
+/// `cancelled`. A task whose handler is running keeps its lease, and its
+/// resource key, until that handler returns (docs/semantics.md S8).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CancelStatus {
+    /// Marked cancelled; its cancellation path finishes it.
+    Pending,
+    /// Already finished or already cancelled: nothing changed.
+    NotApplicable,
+    /// No task with this id.
+    NotFound,
+}
+
 /// Rounds of re-reading tasks that changed between the read and the delete.
 const MAX_DELETE_ROUNDS: usize = 5;
 
@@ -53,14 +72,36 @@ enum Action {
 }
 
 impl Manager {
-    /// Cancels one task. A no-op for done or already cancelled tasks and for
-    /// missing ids; an error for a task of another environment.
-    pub async fn cancel(&self, id: &str) -> Result<(), Error> {
-        single(self.cancel_many(&[id.to_owned()]).await?)
+    /// Cancels one task and says what that did ([`CancelStatus`]): done
+    /// and already cancelled tasks, and missing ids, are left alone; a task
+    /// of another environment is an error.
+    ///
+    /// ```
+    /// # use oncetask_core::Manager;
+    /// # use oncetask_core::manager::CancelStatus;
+    /// # async fn demo(manager: &Manager) -> Result<(), oncetask_core::Error> {
+    /// match manager.cancel("charge-3").await? {
+    ///     CancelStatus::Pending => println!("its cancellation path will finish it"),
+    ///     CancelStatus::NotApplicable => println!("already finished or cancelled"),
+    ///     CancelStatus::NotFound => println!("no such task"),
+    ///     _ => {}
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn cancel(&self, id: &str) -> Result<CancelStatus, Error> {
+        let report = self.cancel_many(&[id.to_owned()]).await?;
+        let status = if !report.succeeded.is_empty() {
+            CancelStatus::Pending
+        } else if !report.not_found.is_empty() {
+            CancelStatus::NotFound
+        } else {
+            CancelStatus::NotApplicable
+        };
+        single(report).map(|()| status)
     }
 
-    /// Cancels tasks by id. A running task keeps its lease: when its handler
-    /// ends, the cancellation path runs.
+    /// Cancels tasks by id ([`Manager::cancel`] for each). A running task
+    /// keeps its lease: when its handler ends, the cancellation path runs.
     pub async fn cancel_many(&self, ids: &[String]) -> Result<BulkReport, Error> {
         self.act_on_ids(ids, Action::Cancel).await
     }

@@ -54,7 +54,7 @@ use futures::StreamExt;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-pub use admin::BulkReport;
+pub use admin::{BulkReport, CancelStatus};
 pub use context::{CurrentTask, current_resource_key, current_task_id};
 pub use handler::{
     FromTask, GroupHandler, Handler, HandlerOutcome, HandlerResult, IntoOutcome, group_handler_fn,
@@ -196,6 +196,29 @@ impl ManagerBuilder {
         self.declared_kinds
             .extend(kinds.into_iter().map(|k| k.as_str().to_owned()));
         self
+    }
+
+    /// Declares the kind of the task type `A`, for a manager that creates
+    /// such tasks without handling them (a producer): without a handler or a
+    /// declaration, `create` refuses a kind with [`Error::UnknownKind`], so a
+    /// typo in a kind name cannot store tasks nobody runs.
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use oncetask_core::{Manager, Store, TaskArgs};
+    /// # #[derive(serde::Serialize, serde::Deserialize)]
+    /// # struct SendEmail { to: String }
+    /// # impl TaskArgs for SendEmail {
+    /// #     const KIND: &'static str = "send_email";
+    /// #     fn idempotent_id(&self) -> String { format!("email-{}", self.to) }
+    /// # }
+    /// # fn demo(store: Arc<dyn Store>) {
+    /// let producer = Manager::builder(store).declare::<SendEmail>().build();
+    /// # let _ = producer;
+    /// # }
+    /// ```
+    pub fn declare<A: TaskArgs>(self) -> Self {
+        self.declare_kinds([A::KIND])
     }
 
     /// Accept tasks of any kind on create, registered or not.
@@ -625,14 +648,32 @@ impl Manager {
         self.find(filter).await
     }
 
-    /// A filter over this environment at the current time, to refine and pass to [`Manager::find`].
+    /// A filter over this environment at the current time, to refine with
+    /// its builder methods and pass to [`Manager::find`].
+    ///
+    /// ```
+    /// # use oncetask_core::{Manager, TaskStatus};
+    /// # async fn demo(manager: &Manager) -> Result<(), oncetask_core::Error> {
+    /// let failed = manager
+    ///     .find(manager.filter().kind("send_email").status(TaskStatus::Failed).limit(100))
+    ///     .await?;
+    /// # let _ = failed;
+    /// # Ok(()) }
+    /// ```
     pub fn filter(&self) -> TaskFilter {
         TaskFilter::env(self.inner.env.clone(), self.inner.clock.now())
     }
 
-    /// Lists tasks; the filter's environment is forced to this manager's.
-    pub async fn find(&self, mut filter: TaskFilter) -> Result<Vec<Task>, Error> {
-        filter.env = self.inner.env.clone();
+    /// Lists tasks, oldest first. A filter of another environment than this
+    /// manager's is [`Error::FilterEnvironment`] (start from
+    /// [`Manager::filter`]).
+    pub async fn find(&self, filter: TaskFilter) -> Result<Vec<Task>, Error> {
+        if filter.env != self.inner.env {
+            return Err(Error::FilterEnvironment {
+                filter_env: filter.env,
+                manager_env: self.inner.env.clone(),
+            });
+        }
         Ok(self.inner.store.find(&filter).await?)
     }
 
@@ -691,8 +732,11 @@ impl Manager {
     }
 
     /// Claims and processes one claim of `kind` now, in the caller's task, and
-    /// reports what ran. `Ok(None)` when nothing was ready. For tests and tools;
-    /// the worker loops call the same code.
+    /// reports what ran. `Ok(None)` when nothing was ready. A document of the
+    /// kind that cannot be decoded is reported in
+    /// [`RunReport::undecodable`] the first time this manager meets it, in a
+    /// report of its own when nothing else was claimed (so a loop until
+    /// `None` ends). For tests and tools; the worker loops call the same code.
     pub async fn process_next(&self, kind: impl TaskKind) -> Result<Option<RunReport>, Error> {
         let registration = self
             .registration(kind.as_str())

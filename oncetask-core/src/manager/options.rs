@@ -10,6 +10,7 @@ use crate::retry::{ExponentialBackoff, NoRetry, RetryPolicy};
 
 /// How long a handler may run before its attempt fails.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum HandlerTimeout {
     /// Stop the handler shortly before its lease expires (lease minus a
     /// margin of a tenth of the lease, between 1 s and 30 s), counted from the

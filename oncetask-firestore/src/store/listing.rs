@@ -351,19 +351,8 @@ impl FirestoreStore {
             } else {
                 None
             };
-            kinds.insert(
-                kind,
-                KindStats {
-                    counts,
-                    oldest_pending_since,
-                    next_due,
-                },
-            );
+            kinds.insert(kind, KindStats::new(counts, oldest_pending_since, next_due));
         }
-        Ok(QueueStats {
-            env: env.to_owned(),
-            now,
-            kinds,
-        })
+        Ok(QueueStats::new(env, now, kinds))
     }
 }

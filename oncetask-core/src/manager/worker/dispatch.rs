@@ -328,6 +328,9 @@ impl Dispatcher {
         self.claims.push(
             async move {
                 let attempt = AssertUnwindSafe(claim(&inner, &registration, mode)).catch_unwind();
+                // Undecodable documents are logged by `claim`; the loop only
+                // needs what it leased.
+                let attempt = attempt.map(|r| r.map(|claimed| claimed.map(Met::into_claim)));
                 let result = attempt.await.unwrap_or_else(|panic| {
                     Err(Error::Internal(format!(
                         "claim panicked: {}",
@@ -563,17 +566,43 @@ pub(crate) async fn process_next(
         },
     };
     match claim(inner, registration, mode).await? {
-        Some(claim) => Ok(Some(run_claimed(inner, registration, claim, None).await)),
-        None => Ok(None),
+        Met::Leased(claim) => Ok(Some(run_claimed(inner, registration, claim, None).await)),
+        // Nothing ran, but a document of the kind cannot be decoded: say so
+        // once (it is met again on every claim, and a caller looping until
+        // `None` must not spin on it).
+        Met::OnlyUndecodable(undecodable) if !undecodable.is_empty() => Ok(Some(RunReport {
+            kind: registration.kind.clone(),
+            undecodable,
+            ..RunReport::default()
+        })),
+        Met::OnlyUndecodable(_) => Ok(None),
     }
 }
 
-/// Claims ready tasks of the registration's kind; `None` when none was ready.
+/// What one claim met.
+enum Met {
+    /// Tasks it leased (with any undecodable documents met beside them).
+    Leased(Claim),
+    /// Nothing leased; the undecodable documents met for the first time by
+    /// this manager.
+    OnlyUndecodable(Vec<Undecodable>),
+}
+
+impl Met {
+    fn into_claim(self) -> Option<Claim> {
+        match self {
+            Met::Leased(claim) => Some(claim),
+            Met::OnlyUndecodable(_) => None,
+        }
+    }
+}
+
+/// Claims ready tasks of the registration's kind.
 async fn claim(
     inner: &Arc<Inner>,
     registration: &Registration,
     mode: ClaimMode,
-) -> Result<Option<Claim>, Error> {
+) -> Result<Met, Error> {
     let claimed_at = inner.now();
     let grant = LeaseGrant::new(claimed_at, registration.options.lease_duration);
     let request = ClaimRequest {
@@ -592,6 +621,7 @@ async fn claim(
     let claimed = inner.store.claim(&request).instrument(span.clone()).await?;
     span.record("claimed", claimed.tasks.len());
     metrics::claimed(&inner.env, &registration.kind, &claimed.tasks, claimed_at);
+    let mut first_met = Vec::new();
     for bad in &claimed.undecodable {
         let first_time = inner
             .reported_undecodable
@@ -601,12 +631,13 @@ async fn claim(
         if first_time {
             tracing::error!(task_id = %bad.id, kind = %registration.kind, reason = %bad.reason,
                 "skipping a task that cannot be decoded");
+            first_met.push(bad.clone());
         }
     }
     if claimed.tasks.is_empty() {
-        return Ok(None);
+        return Ok(Met::OnlyUndecodable(first_met));
     }
-    Ok(Some(Claim {
+    Ok(Met::Leased(Claim {
         token: request.grant.token,
         claimed_at,
         tasks: claimed.tasks,

@@ -22,6 +22,7 @@ use crate::task::{LeaseToken, Task};
 
 /// What one [`crate::manager::Manager::process_next`] call did.
 #[derive(Debug, Clone, Default)]
+#[non_exhaustive]
 pub struct RunReport {
     /// The kind processed.
     pub kind: String,
@@ -37,6 +38,7 @@ pub struct RunReport {
 
 /// How one task of a run ended.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct RunOutcome {
     /// Task id.
     pub task_id: String,

@@ -18,6 +18,7 @@ const MIN_RELEASE_WAIT: Duration = Duration::from_secs(2);
 
 /// What [`crate::manager::Manager::shutdown`] did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ShutdownReport {
     /// True when every running handler finished within the grace period.
     pub drained: bool,
