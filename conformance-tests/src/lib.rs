@@ -416,6 +416,8 @@ macro_rules! __conformance_list {
                     an_undecodable_document_alone_is_reported_once,
                     a_panicking_retry_policy_still_records_the_failure,
                     a_slow_cancellation_handler_does_not_starve_the_rest_of_its_group,
+                    a_permanent_error_fails_at_once_under_every_retry_policy,
+                    a_permanent_error_of_a_cancellation_handler_ends_the_task_at_once,
                 }
                 async recurrence {
                     a_weekly_rule_over_three_weeks_gives_one_generator_and_three_occurrences,

@@ -691,3 +691,97 @@ pub async fn a_slow_cancellation_handler_does_not_starve_the_rest_of_its_group(
     );
     assert_eq!(h.status("doomed").await, TaskStatus::Cancelled);
 }
+
+/// A permanent error fails the task on its first attempt under every
+/// built-in retry policy, even ones that would retry for ever, and even a
+/// custom policy that always says "retry at once".
+pub async fn a_permanent_error_fails_at_once_under_every_retry_policy(factory: &impl StoreFactory) {
+    let policies: Vec<(&str, HandlerOptions)> = vec![
+        ("default backoff", HandlerOptions::default()),
+        (
+            "unlimited backoff",
+            HandlerOptions::default().retry_policy(oncetask_core::ExponentialBackoff {
+                max_attempts: 0,
+                ..oncetask_core::ExponentialBackoff::default()
+            }),
+        ),
+        (
+            "fixed delay",
+            HandlerOptions::default().retry_policy(oncetask_core::FixedDelay {
+                max_attempts: 10,
+                delay: Duration::ZERO,
+            }),
+        ),
+        ("no retry", HandlerOptions::default().no_retry()),
+        (
+            "custom, always at once",
+            HandlerOptions::default()
+                .retry_policy(oncetask_core::CustomRetry::new(|_, _| Some(Duration::ZERO))),
+        ),
+    ];
+    for (name, options) in policies {
+        let h = manual(factory).await;
+        let calls = Arc::new(AtomicU32::new(0));
+        let seen = calls.clone();
+        h.manager
+            .register_dyn(
+                KIND,
+                handler_fn(move |_task: Task| {
+                    seen.fetch_add(1, Ordering::SeqCst);
+                    async {
+                        Err::<(), _>(oncetask_core::HandlerError::permanent(
+                            "the card was reported stolen",
+                        ))
+                    }
+                }),
+                options,
+            )
+            .expect("register");
+        create(&h.manager, &Job::new(KIND, "c1")).await;
+        h.kit.run_for(3, Duration::from_secs(3600)).await;
+        assert_eq!(calls.load(Ordering::SeqCst), 1, "{name}: one attempt");
+        let task = h.kit.assert_failed("c1").await;
+        assert_eq!(task.outcome, Some(Outcome::Failed), "{name}");
+        assert_eq!(
+            task.errors
+                .iter()
+                .map(|e| e.error.as_str())
+                .collect::<Vec<_>>(),
+            ["the card was reported stolen"],
+            "{name}"
+        );
+    }
+}
+
+/// A cancellation handler's permanent error ends the task cancelled at
+/// once, whatever the cancellation retry policy.
+pub async fn a_permanent_error_of_a_cancellation_handler_ends_the_task_at_once(
+    factory: &impl StoreFactory,
+) {
+    let h = manual(factory).await;
+    let cleanups = Arc::new(AtomicU32::new(0));
+    let seen = cleanups.clone();
+    let (_, main) = flaky(0);
+    h.manager
+        .register_dyn(
+            KIND,
+            main,
+            HandlerOptions::default()
+                .cancellation_handler(handler_fn(move |_task: Task| {
+                    seen.fetch_add(1, Ordering::SeqCst);
+                    async { Err::<(), _>(oncetask_core::HandlerError::permanent("outbox gone")) }
+                }))
+                .cancellation_retry_policy(oncetask_core::FixedDelay {
+                    max_attempts: 0,
+                    delay: Duration::ZERO,
+                }),
+        )
+        .expect("register");
+    create(&h.manager, &Job::new(KIND, "c1")).await;
+    h.manager.cancel("c1").await.expect("cancel");
+    h.kit.run_for(3, Duration::from_secs(60)).await;
+    assert_eq!(cleanups.load(Ordering::SeqCst), 1);
+    let task = h.kit.assert_cancelled("c1").await;
+    assert_eq!(task.errors.len(), 1);
+    assert_eq!(task.errors[0].error, "outbox gone");
+}

@@ -79,34 +79,35 @@ impl TaskArgs for WeeklyDigest {
     }
 }
 
-/// Opens the store a URL names.
+/// Opens the store a URL names, its tasks kept under `namespace` (the
+/// PostgreSQL schema, the Redis key prefix or the Firestore collection;
+/// ignored by `memory`). Task ids are unique per store, across
+/// environments, so separate namespaces keep separate deployments apart.
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-/// let store = oncetask_example_service::connect("memory").await?;
+/// let store = oncetask_example_service::connect("memory", "oncetask").await?;
 /// # let _ = store;
 /// # Ok(()) }
 /// ```
 pub async fn connect(
     url: &str,
+    namespace: &str,
 ) -> Result<Arc<dyn Store>, Box<dyn std::error::Error + Send + Sync>> {
     let scheme = url.split_once("://").map_or(url, |(scheme, _)| scheme);
     Ok(match scheme {
         "memory" => Arc::new(MemoryStore::new()),
         "postgres" | "postgresql" => {
-            let store = oncetask::postgres::PostgresStore::connect(url, "oncetask").await?;
+            let store = oncetask::postgres::PostgresStore::connect(url, namespace).await?;
             // Creates or upgrades the schema; a no-op when it is current.
             store.migrate().await?;
             Arc::new(store)
         }
-        "redis" | "rediss" => {
-            Arc::new(oncetask::redis::RedisStore::connect(url, "oncetask").await?)
-        }
+        "redis" | "rediss" => Arc::new(oncetask::redis::RedisStore::connect(url, namespace).await?),
         "firestore" => {
             let project = url.trim_start_matches("firestore://");
-            let collection = oncetask::firestore::DEFAULT_COLLECTION;
-            Arc::new(oncetask::firestore::FirestoreStore::connect(project, collection).await?)
+            Arc::new(oncetask::firestore::FirestoreStore::connect(project, namespace).await?)
         }
         other => return Err(format!("unknown store scheme {other:?} in {url:?}").into()),
     })

@@ -14,18 +14,21 @@ fn env_or_fail(var: &str, what: &str) -> String {
     })
 }
 
-/// A fresh environment per run, so runs on a shared server never meet.
-fn fresh_env(backend: &str) -> String {
+/// A fresh namespace (schema, key prefix or collection) per run: task ids
+/// are unique per store, so runs on a shared server must not meet.
+fn fresh_namespace(backend: &str) -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos())
         .unwrap_or_default();
-    format!("example-{backend}-{}-{nanos}", std::process::id())
+    format!("example_{backend}_{}_{nanos}", std::process::id())
 }
 
 async fn run_on(url: &str, backend: &str) -> Summary {
-    let store = connect(url).await.expect("connect");
-    run(store, &fresh_env(backend), Duration::from_secs(60))
+    let store = connect(url, &fresh_namespace(backend))
+        .await
+        .expect("connect");
+    run(store, "example", Duration::from_secs(60))
         .await
         .expect("run")
 }
