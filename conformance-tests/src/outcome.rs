@@ -3,6 +3,7 @@
 //! S7.10, S7.11; W1, W4, W11).
 
 use oncetask_core::lifecycle::{self, HandlerPath, Rejection};
+use oncetask_core::task::TaskParts;
 use oncetask_core::{HandlerError, Outcome, Task, TaskStatus};
 
 use crate::StoreFactory;
@@ -276,10 +277,11 @@ pub async fn bulk_swap_reports_one_outcome_per_item_in_input_order(factory: &imp
         vec![
             (a.clone(), done(&a)),
             (
-                Task {
+                TaskParts {
                     version: b.version + 5,
-                    ..b.clone()
-                },
+                    ..b.clone().into_parts()
+                }
+                .into(),
                 done(&b),
             ),
             {

@@ -74,13 +74,10 @@ impl TaskBuilder {
     pub fn new(id: &str) -> Self {
         let mut data = JsonObject::new();
         data.insert("id".to_owned(), Value::String(id.to_owned()));
-        Self {
-            task: Task {
-                data,
-                version: 0,
-                ..Task::new(id, KIND, ENV, base_time())
-            },
-        }
+        let mut task = Task::new(id, KIND, ENV, base_time());
+        task.data = data;
+        task.version = 0;
+        Self { task }
     }
 
     /// Sets the kind.

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use chrono::{DateTime, TimeDelta, Utc};
 use clap::Parser;
 use clap::error::ErrorKind;
-use oncetask::backend::LeaseToken;
+use oncetask::backend::{LeaseToken, TaskParts};
 use oncetask::{AttemptError, MemoryStore, Outcome, Store, Task, TaskStatus};
 use oncetask_cli::error::{EXIT_FAILED, EXIT_STORE, EXIT_USAGE};
 use oncetask_cli::{Cli, CliError, Io, execute, run};
@@ -85,18 +85,20 @@ async fn seeded() -> (MemoryStore, DateTime<Utc>) {
     let min = TimeDelta::minutes(1);
     let mut tasks = vec![
         task("email-1", "email", now - min * 5),
-        Task {
+        TaskParts {
             wait_until: Some(now + min * 60),
-            ..task("email-2", "email", now - min * 4)
-        },
+            ..task("email-2", "email", now - min * 4).into_parts()
+        }
+        .into(),
         finished(
-            Task {
+            TaskParts {
                 errors: vec![AttemptError {
                     at: now - min,
                     error: "smtp down".into(),
                 }],
-                ..task("email-3", "email", now - min * 3)
-            },
+                ..task("email-3", "email", now - min * 3).into_parts()
+            }
+            .into(),
             Outcome::Failed,
             now - min,
         ),
@@ -105,22 +107,25 @@ async fn seeded() -> (MemoryStore, DateTime<Utc>) {
             Outcome::Completed,
             now,
         ),
-        Task {
+        TaskParts {
             resource_key: Some("cal-7".into()),
-            ..task("sync-1", "sync", now - min * 10)
-        },
-        Task {
+            ..task("sync-1", "sync", now - min * 10).into_parts()
+        }
+        .into(),
+        TaskParts {
             resource_key: Some("cal-7".into()),
             leased_until: Some(now + min * 5),
             lease_token: Some(LeaseToken::generate()),
             attempts: 1,
-            ..task("sync-2", "sync", now - min * 9)
-        },
+            ..task("sync-2", "sync", now - min * 9).into_parts()
+        }
+        .into(),
         finished(
-            Task {
+            TaskParts {
                 resource_key: Some("cal-7".into()),
-                ..task("sync-3", "sync", now - min * 8)
-            },
+                ..task("sync-3", "sync", now - min * 8).into_parts()
+            }
+            .into(),
             Outcome::Completed,
             now - min,
         ),

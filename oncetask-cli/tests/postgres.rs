@@ -9,7 +9,7 @@
 use std::process::{Command, Output, Stdio};
 
 use chrono::{DateTime, TimeDelta, Utc};
-use oncetask::backend::Fetched;
+use oncetask::backend::{Fetched, TaskParts};
 use oncetask::postgres::PostgresStore;
 use oncetask::{AttemptError, Outcome, Store, Task, TaskStatus};
 use serde_json::Value;
@@ -160,15 +160,17 @@ async fn seed(schema: &Schema) -> DateTime<Utc> {
     synced.outcome = Some(Outcome::Completed);
     let tasks = vec![
         task("email-1", "email", now - min * 5),
-        Task {
+        TaskParts {
             wait_until: Some(now + min * 60),
-            ..task("email-2", "email", now - min * 4)
-        },
+            ..task("email-2", "email", now - min * 4).into_parts()
+        }
+        .into(),
         failed,
-        Task {
+        TaskParts {
             resource_key: Some("cal-7".into()),
-            ..task("sync-1", "sync", now - min * 10)
-        },
+            ..task("sync-1", "sync", now - min * 10).into_parts()
+        }
+        .into(),
         synced,
         Task::new("other-1", "email", "staging", now - min),
     ];

@@ -25,8 +25,15 @@ pub type JsonObject = Map<String, Value>;
 ///
 /// Equality compares the task's value: it ignores [`Task::revision`], which
 /// says where a copy came from, not what the task is.
+///
+/// The struct is `#[non_exhaustive]`, so that a new field does not break
+/// applications: outside this crate, a task is built with [`Task::from_data`]
+/// or [`Task::new`] and its fields changed in place, or it goes through
+/// [`TaskParts`], its exhaustive form (`Task::from(parts)`,
+/// [`Task::into_parts`]).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
+#[non_exhaustive]
 pub struct Task {
     /// Task identity and idempotency key.
     pub id: String,
@@ -137,6 +144,131 @@ impl PartialEq for Task {
     }
 }
 
+/// Every field of a [`Task`], in a struct that is not `#[non_exhaustive]`:
+/// the exhaustive form of a task, for backends and tests.
+///
+/// [`Task`] is `#[non_exhaustive]` so that a new field does not break
+/// applications. Backends, which must store every field, build the tasks
+/// they decode from parts, naming every field (no `..base`):
+/// `Task::from(TaskParts { id, kind, data, /* … */ })`. A new `Task` field
+/// is a new `TaskParts` field, so such a backend fails to compile until it
+/// stores it. Tests change a few fields of a task with
+/// `TaskParts { attempts: 2, ..task.into_parts() }.into()`.
+///
+/// The fields and their meaning are those of [`Task`]. Unlike `Task`'s,
+/// the equality of parts compares every field, `revision` included.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskParts {
+    /// Task identity and idempotency key.
+    pub id: String,
+    /// The task kind; selects the handler.
+    pub kind: String,
+    /// The payload, always a JSON object.
+    pub data: JsonObject,
+    /// Serialization / grouping key; tasks of one kind and env that share it never run at once.
+    pub resource_key: Option<String>,
+    /// Logical environment (e.g. `prod`, `staging`).
+    pub env: String,
+    /// Earliest execution time; `None` means "as soon as possible".
+    pub wait_until: Option<DateTime<Utc>>,
+    /// Lease expiry while a worker holds the task.
+    pub leased_until: Option<DateTime<Utc>>,
+    /// Creation time (audit).
+    pub created_at: DateTime<Utc>,
+    /// Set when the task reached a terminal state.
+    pub done_at: Option<DateTime<Utc>>,
+    /// Number of claims, whatever their outcome. Only a reset (to 0) and the
+    /// hand-back of a task claimed ahead that never started lower it.
+    pub attempts: u32,
+    /// Claims made after the task was cancelled: the count the cancellation
+    /// retry policy sees (Go shared `attempts` between both paths, W23).
+    pub cancellation_attempts: u32,
+    /// Failure history, oldest first, capped by the manager's error-history limit.
+    pub errors: Vec<AttemptError>,
+    /// Handler output of the successful run.
+    pub result: Option<Value>,
+    /// Present on recurrence generators only.
+    pub recurrence: Option<Recurrence>,
+    /// On occurrences: the generator's id.
+    pub parent_recurrence_id: Option<String>,
+    /// On occurrences: the slot this occurrence stands for.
+    pub occurrence_timestamp: Option<DateTime<Utc>>,
+    /// Cancellation flag.
+    pub is_cancelled: bool,
+    /// When the task was cancelled (audit).
+    pub cancelled_at: Option<DateTime<Utc>>,
+    /// The token of the claim that holds (or last held) the lease; outcome writes must present it.
+    pub lease_token: Option<LeaseToken>,
+    /// Changes on every write; conditional writes compare it. Starts at a
+    /// random value ([`initial_version`]).
+    pub version: u64,
+    /// How a terminal task ended. `None` while the task is not done.
+    pub outcome: Option<Outcome>,
+    /// The stored revision this copy was read from or written as, for
+    /// backends whose documents other writers may change without touching
+    /// `version` (Firestore, shared with the Go package). `None` for tasks
+    /// built in memory and on backends that need none. Never serialized.
+    ///
+    /// With the version, it is the fence of the next swap decided on this
+    /// copy ([`crate::store::Fence::of`]).
+    pub revision: Option<Revision>,
+}
+
+impl From<TaskParts> for Task {
+    fn from(parts: TaskParts) -> Task {
+        // Destructured, so that a field of one struct missing in the other
+        // fails to compile.
+        let TaskParts {
+            id,
+            kind,
+            data,
+            resource_key,
+            env,
+            wait_until,
+            leased_until,
+            created_at,
+            done_at,
+            attempts,
+            cancellation_attempts,
+            errors,
+            result,
+            recurrence,
+            parent_recurrence_id,
+            occurrence_timestamp,
+            is_cancelled,
+            cancelled_at,
+            lease_token,
+            version,
+            outcome,
+            revision,
+        } = parts;
+        Task {
+            id,
+            kind,
+            data,
+            resource_key,
+            env,
+            wait_until,
+            leased_until,
+            created_at,
+            done_at,
+            attempts,
+            cancellation_attempts,
+            errors,
+            result,
+            recurrence,
+            parent_recurrence_id,
+            occurrence_timestamp,
+            is_cancelled,
+            cancelled_at,
+            lease_token,
+            version,
+            outcome,
+            revision,
+        }
+    }
+}
+
 impl Task {
     /// A pending task with an empty payload, ready at once, starting at a
     /// fresh [`initial_version`]. Most code builds tasks with
@@ -170,6 +302,59 @@ impl Task {
             version: initial_version(),
             outcome: None,
             revision: None,
+        }
+    }
+
+    /// Takes the task apart into its exhaustive form, the inverse of
+    /// `Task::from(parts)`.
+    pub fn into_parts(self) -> TaskParts {
+        let Task {
+            id,
+            kind,
+            data,
+            resource_key,
+            env,
+            wait_until,
+            leased_until,
+            created_at,
+            done_at,
+            attempts,
+            cancellation_attempts,
+            errors,
+            result,
+            recurrence,
+            parent_recurrence_id,
+            occurrence_timestamp,
+            is_cancelled,
+            cancelled_at,
+            lease_token,
+            version,
+            outcome,
+            revision,
+        } = self;
+        TaskParts {
+            id,
+            kind,
+            data,
+            resource_key,
+            env,
+            wait_until,
+            leased_until,
+            created_at,
+            done_at,
+            attempts,
+            cancellation_attempts,
+            errors,
+            result,
+            recurrence,
+            parent_recurrence_id,
+            occurrence_timestamp,
+            is_cancelled,
+            cancelled_at,
+            lease_token,
+            version,
+            outcome,
+            revision,
         }
     }
 

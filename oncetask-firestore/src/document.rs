@@ -112,6 +112,7 @@ use chrono::{DateTime, DurationRound, FixedOffset, SecondsFormat, TimeDelta, Tim
 use firestore::gcloud_sdk::google::firestore::v1::value::ValueType;
 use firestore::gcloud_sdk::google::firestore::v1::{ArrayValue, MapValue, Value};
 use oncetask_core::store::{Change, Field};
+use oncetask_core::task::TaskParts;
 use oncetask_core::{AttemptError, JsonObject, LeaseToken, Outcome, Recurrence, Task};
 use serde_json::Value as Json;
 
@@ -602,7 +603,7 @@ pub fn decode_task(fields: &Fields) -> Result<Task, DecodeError> {
         .opt_string("leaseToken")?
         .filter(|_| lease_attempt.is_none_or(|a| a == i64::from(attempts)))
         .map(LeaseToken::from_stored);
-    Ok(Task {
+    Ok(TaskParts {
         id: d.string("id")?,
         kind: d.string("type")?,
         data,
@@ -631,7 +632,8 @@ pub fn decode_task(fields: &Fields) -> Result<Task, DecodeError> {
         version,
         outcome,
         revision: None,
-    })
+    }
+    .into())
 }
 
 /// Seconds of Go's zero time (`0001-01-01T00:00:00Z`) since the Unix epoch.

@@ -659,9 +659,10 @@ impl FirestoreStore {
             .filter(|_| task.lease_token.is_some() && task.done_at.is_none())
             .and_then(round_up_to_second)
             .filter(|up| Some(*up) != task.leased_until)
-            .map(|up| Task {
-                leased_until: Some(up),
-                ..task.clone()
+            .map(|up| {
+                let mut rounded = task.clone();
+                rounded.leased_until = Some(up);
+                rounded
             });
         let task = rounded.as_ref().unwrap_or(task);
         let mut fields = encode_changes(task).map_err(unencodable)?;

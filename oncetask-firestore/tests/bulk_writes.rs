@@ -16,6 +16,7 @@ use oncetask_core::store::{
     Change, ClaimMode, ClaimRequest, CreateOutcome, Delete, DeleteOutcome, Fetched, Swap,
     SwapOutcome,
 };
+use oncetask_core::task::TaskParts;
 use oncetask_core::{Store, StoreError, Task};
 use oncetask_firestore::{FirestoreStore, StoreStats};
 
@@ -55,17 +56,19 @@ async fn a_bulk_swap_reads_and_writes_each_item_once_and_reports_each() {
     store.create(tasks.clone()).await.expect("create");
 
     let stale = changed(
-        &Task {
+        &TaskParts {
             version: tasks[3].version + 7,
-            ..tasks[3].clone()
-        },
+            ..tasks[3].clone().into_parts()
+        }
+        .into(),
         "stale",
     );
     let missing = changed(
-        &Task {
+        &TaskParts {
             id: "nope".into(),
-            ..tasks[0].clone()
-        },
+            ..tasks[0].clone().into_parts()
+        }
+        .into(),
         "missing",
     );
     let before = store.stats();

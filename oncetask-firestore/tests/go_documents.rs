@@ -11,6 +11,7 @@ use std::path::Path;
 use chrono::{DateTime, FixedOffset, TimeDelta, TimeZone, Utc};
 use firestore::gcloud_sdk::google::firestore::v1::value::ValueType;
 use firestore::gcloud_sdk::google::firestore::v1::{MapValue, Value};
+use oncetask_core::task::TaskParts;
 use oncetask_core::{AttemptError, LeaseToken, Outcome, Recurrence, Task, TaskStatus};
 use oncetask_firestore::document::{
     DecodeError, Fields, NO_WAIT, decode_task, encode_task, format_time, parse_time,
@@ -30,7 +31,7 @@ use common::{fixture, t, tag};
 
 /// The task a Go fixture shows before its state-specific fields.
 fn go_task(id: &str) -> Task {
-    Task {
+    TaskParts {
         id: id.into(),
         kind: "send_email".into(),
         data: json!({"to": "user@example.com", "retries": 3})
@@ -57,6 +58,7 @@ fn go_task(id: &str) -> Task {
         outcome: None,
         revision: None,
     }
+    .into()
 }
 
 fn err(at: &str, msg: &str) -> AttemptError {
@@ -68,10 +70,10 @@ fn err(at: &str, msg: &str) -> AttemptError {
 
 /// (file, expected task, now, status at now)
 fn expectations() -> Vec<(&'static str, Task, &'static str, TaskStatus)> {
-    let report = |id: &str| Task {
+    let report = |id: &str| TaskParts {
         kind: "weekly_report".into(),
         data: json!({"userId": "u1"}).as_object().unwrap().clone(),
-        ..go_task(id)
+        ..go_task(id).into_parts()
     };
     vec![
         (
@@ -82,54 +84,58 @@ fn expectations() -> Vec<(&'static str, Task, &'static str, TaskStatus)> {
         ),
         (
             "pending-resource-key.json",
-            Task {
+            TaskParts {
                 kind: "sync_calendar".into(),
                 data: json!({"calendarId": "calendar-42"})
                     .as_object()
                     .unwrap()
                     .clone(),
                 resource_key: Some("calendar-42".into()),
-                ..go_task("sync-cal-42-a")
-            },
+                ..go_task("sync-cal-42-a").into_parts()
+            }
+            .into(),
             "2026-01-01T00:00:01Z",
             TaskStatus::Pending,
         ),
         (
             "retry-backoff.json",
-            Task {
+            TaskParts {
                 wait_until: Some(t("2026-01-01T00:00:02Z")),
                 attempts: 1,
                 errors: vec![err("2026-01-01T00:00:01Z", "smtp: connection refused")],
-                ..go_task("email-u2")
-            },
+                ..go_task("email-u2").into_parts()
+            }
+            .into(),
             "2026-01-01T00:00:01Z",
             TaskStatus::Waiting,
         ),
         (
             "expired-lease.json",
-            Task {
+            TaskParts {
                 leased_until: Some(t("2026-01-01T00:10:00Z")),
                 attempts: 1,
-                ..go_task("email-u3")
-            },
+                ..go_task("email-u3").into_parts()
+            }
+            .into(),
             "2026-01-01T00:10:01Z",
             TaskStatus::Pending,
         ),
         (
             "completed.json",
-            Task {
+            TaskParts {
                 done_at: Some(t("2026-01-01T00:00:03Z")),
                 attempts: 2,
                 errors: vec![err("2026-01-01T00:00:01Z", "smtp: timeout")],
                 result: Some(json!({"messageId": "m-123"})),
-                ..go_task("email-u4")
-            },
+                ..go_task("email-u4").into_parts()
+            }
+            .into(),
             "2026-01-01T00:00:04Z",
             TaskStatus::Completed,
         ),
         (
             "failed.json",
-            Task {
+            TaskParts {
                 done_at: Some(t("2026-01-01T00:00:07Z")),
                 attempts: 3,
                 errors: vec![
@@ -137,36 +143,39 @@ fn expectations() -> Vec<(&'static str, Task, &'static str, TaskStatus)> {
                     err("2026-01-01T00:00:03Z", "bad address"),
                     err("2026-01-01T00:00:07Z", "bad address"),
                 ],
-                ..go_task("email-u5")
-            },
+                ..go_task("email-u5").into_parts()
+            }
+            .into(),
             "2026-01-01T00:00:08Z",
             TaskStatus::Failed,
         ),
         (
             "cancellation-pending.json",
-            Task {
+            TaskParts {
                 is_cancelled: true,
                 cancelled_at: Some(t("2026-01-01T00:00:05Z")),
-                ..go_task("email-u6")
-            },
+                ..go_task("email-u6").into_parts()
+            }
+            .into(),
             "2026-01-01T00:00:06Z",
             TaskStatus::CancellationPending,
         ),
         (
             "cancelled.json",
-            Task {
+            TaskParts {
                 attempts: 1,
                 done_at: Some(t("2026-01-01T00:00:06Z")),
                 is_cancelled: true,
                 cancelled_at: Some(t("2026-01-01T00:00:05Z")),
-                ..go_task("email-u7")
-            },
+                ..go_task("email-u7").into_parts()
+            }
+            .into(),
             "2026-01-01T00:00:07Z",
             TaskStatus::Cancelled,
         ),
         (
             "generator.json",
-            Task {
+            TaskParts {
                 wait_until: Some(t("2026-01-05T09:00:00Z")),
                 recurrence: Some(Recurrence {
                     rrule: "FREQ=WEEKLY;BYDAY=MO".into(),
@@ -175,28 +184,31 @@ fn expectations() -> Vec<(&'static str, Task, &'static str, TaskStatus)> {
                     timezone: None,
                 }),
                 ..report("report-u1")
-            },
+            }
+            .into(),
             "2026-01-01T00:00:01Z",
             TaskStatus::Waiting,
         ),
         (
             "occurrence.json",
-            Task {
+            TaskParts {
                 wait_until: Some(t("2026-01-05T09:00:00Z")),
                 created_at: t("2026-01-05T09:00:01Z"),
                 parent_recurrence_id: Some("report-u1".into()),
                 occurrence_timestamp: Some(t("2026-01-05T09:00:00Z")),
                 ..report("report-u1_occ_2026-01-05T09:00:00Z")
-            },
+            }
+            .into(),
             "2026-01-05T09:00:01Z",
             TaskStatus::Pending,
         ),
         (
             "other-env.json",
-            Task {
+            TaskParts {
                 env: "staging".into(),
-                ..go_task("email-u8")
-            },
+                ..go_task("email-u8").into_parts()
+            }
+            .into(),
             "2026-01-01T00:00:01Z",
             TaskStatus::Pending,
         ),
@@ -254,7 +266,7 @@ fn go_payload_doubles_read_into_integer_fields() {
 /// A task using every field, with millisecond times.
 fn rich_task() -> Task {
     let base = t("2026-03-01T10:00:00.250Z");
-    Task {
+    TaskParts {
         id: "rich-1".into(),
         kind: "send_email".into(),
         data: json!({"to": "a@b.c", "n": 3, "ratio": 0.5, "big": i64::MAX, "exact": 1u64 << 53, "nested": {"list": [1, "x", null, true]}})
@@ -291,7 +303,7 @@ fn rich_task() -> Task {
         version: 42,
         outcome: Some(Outcome::Failed),
         revision: None,
-    }
+    }.into()
 }
 
 #[test]

@@ -10,6 +10,7 @@ use oncetask_core::store::{
     Change, ClaimMode, ClaimRequest, CreateOutcome, Delete, DeleteOutcome, Fetched, Notification,
     Swap, SwapOutcome, TaskFilter,
 };
+use oncetask_core::task::TaskParts;
 use oncetask_core::{Store, Task, TaskStatus};
 use proptest::prelude::*;
 
@@ -30,11 +31,10 @@ fn at(secs: i64) -> DateTime<Utc> {
 
 /// A pending task created `created` seconds after t0.
 fn task(id: &str, key: Option<&str>, created: i64) -> Task {
-    Task {
-        resource_key: key.map(str::to_owned),
-        version: 0,
-        ..Task::new(id, KIND, ENV, at(created))
-    }
+    let mut t = Task::new(id, KIND, ENV, at(created));
+    t.resource_key = key.map(str::to_owned);
+    t.version = 0;
+    t
 }
 
 fn waiting(mut t: Task, until: i64) -> Task {
@@ -289,10 +289,11 @@ async fn swap_compares_versions_and_reindexes() {
     let outcomes = store
         .swap(&[
             Swap::new(
-                &Task {
+                &TaskParts {
                     version: held.version - 1,
-                    ..held.clone()
-                },
+                    ..held.clone().into_parts()
+                }
+                .into(),
                 Change::Outcome,
                 &done,
             ),

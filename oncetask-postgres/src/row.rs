@@ -11,6 +11,7 @@
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use oncetask_core::store::Swap;
+use oncetask_core::task::TaskParts;
 use oncetask_core::{AttemptError, LeaseToken, Outcome, Recurrence, Task};
 use serde_json::{Map, Value};
 use sqlx::postgres::{PgRow, PgValueFormat};
@@ -124,7 +125,7 @@ fn decode_task(row: &PgRow, id: &str) -> Result<Task, String> {
         Some(text) => Some(json(Value::String(text), "outcome")?),
         None => None,
     };
-    Ok(Task {
+    Ok(TaskParts {
         id: id.to_owned(),
         kind: get(row, "kind")?,
         data,
@@ -147,7 +148,8 @@ fn decode_task(row: &PgRow, id: &str) -> Result<Task, String> {
         version,
         outcome,
         revision: None,
-    })
+    }
+    .into())
 }
 
 fn kind_of(value: &Value) -> &'static str {

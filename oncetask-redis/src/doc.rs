@@ -24,6 +24,7 @@ use std::borrow::Cow;
 
 use chrono::{DateTime, Utc};
 use oncetask_core::store::{Field, Swap};
+use oncetask_core::task::TaskParts;
 use oncetask_core::{AttemptError, JsonObject, LeaseToken, Outcome, Recurrence, Task};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -282,7 +283,7 @@ fn decode_task(fields: &Fields) -> Result<Task, String> {
         "0" => false,
         other => return Err(format!("field canc: {other:?} is not 0 or 1")),
     };
-    Ok(Task {
+    Ok(TaskParts {
         id: required(fields, "id")?.to_owned(),
         kind: required(fields, "kind")?.to_owned(),
         data: body.data,
@@ -305,7 +306,8 @@ fn decode_task(fields: &Fields) -> Result<Task, String> {
         version: number(fields, "ver")?,
         outcome,
         revision: None,
-    })
+    }
+    .into())
 }
 
 #[cfg(test)]
@@ -343,12 +345,9 @@ mod tests {
         task.lease_token = Some(LeaseToken::from_stored("tok"));
         task.version = u64::MAX;
         task.outcome = Some(Outcome::Failed);
-        let task = Task {
-            leased_until: task
-                .leased_until
-                .map(|l| DateTime::<Utc>::from_timestamp_millis(l.timestamp_millis()).expect("ms")),
-            ..task
-        };
+        task.leased_until = task
+            .leased_until
+            .map(|l| DateTime::<Utc>::from_timestamp_millis(l.timestamp_millis()).expect("ms"));
         match decode(&stored(&task)) {
             Decoded::Task(back) => assert_eq!(*back, task),
             Decoded::Raw { reason, .. } => panic!("{reason}"),
@@ -406,18 +405,11 @@ mod tests {
 
     #[test]
     fn order_members_sort_like_the_claim_order() {
-        let a = Task {
-            wait_until: None,
-            ..Task::new("b", "k", "e", t(10, 0))
-        };
-        let b = Task {
-            wait_until: Some(DateTime::<Utc>::MIN_UTC),
-            ..Task::new("a", "k", "e", t(0, 0))
-        };
-        let c = Task {
-            wait_until: Some(t(-1, 0)),
-            ..Task::new("a", "k", "e", t(0, 0))
-        };
+        let a = Task::new("b", "k", "e", t(10, 0));
+        let mut b = Task::new("a", "k", "e", t(0, 0));
+        b.wait_until = Some(DateTime::<Utc>::MIN_UTC);
+        let mut c = Task::new("a", "k", "e", t(0, 0));
+        c.wait_until = Some(t(-1, 0));
         let ord = |task: &Task| {
             stored(task)
                 .get("ord")

@@ -99,6 +99,7 @@ pub mod backend {
     pub use oncetask_core::recurrence;
     pub use oncetask_core::store::*;
     pub use oncetask_core::task;
+    pub use oncetask_core::task::TaskParts;
     pub use oncetask_core::{Clock, JsonObject, LeaseToken, Revision, Store, Task};
 }
 

@@ -260,10 +260,8 @@ async fn perform_runs_one_handler_in_isolation() {
         Some(start() + chrono::TimeDelta::seconds(1))
     );
 
-    let last = Task {
-        attempts: 2,
-        ..failed.task.clone()
-    };
+    let mut last = failed.task.clone();
+    last.attempts = 2;
     let last = kit.perform_task(&handler, last, &options).await;
     assert_eq!(last.status, TaskStatus::Failed, "third attempt of three");
     // Nothing was stored.
