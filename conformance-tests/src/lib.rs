@@ -90,6 +90,8 @@ pub use async_trait::async_trait;
 
 pub mod support;
 
+pub mod connect;
+
 pub mod cancel;
 pub mod claim;
 pub mod concurrency;
@@ -450,6 +452,7 @@ macro_rules! __conformance_list {
                     a_typed_cancellation_handler_gets_the_payload,
                     a_typed_group_handler_gets_the_whole_group,
                     a_producer_declares_the_types_it_creates,
+                    a_malformed_task_fails_alone_and_its_group_runs,
                 }
                 async runtime {
                     a_create_wakes_idle_workers_at_once,

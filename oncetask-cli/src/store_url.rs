@@ -20,7 +20,7 @@ use oncetask::{MemoryStore, Store, StoreError};
 
 use crate::error::CliError;
 
-/// The PostgreSQL schema used when the URL names none (the README's).
+/// The PostgreSQL schema used when the URL names none (as in `docs/postgres.md`).
 pub const DEFAULT_SCHEMA: &str = "oncetask";
 
 /// The Firestore collection used when the URL names none (the Go package's).
@@ -75,9 +75,16 @@ impl FromStr for StoreUrl {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let Some((scheme, rest)) = s.split_once("://") else {
+            // Without a scheme there is no telling where a password ends:
+            // show nothing of a value that may hold one.
+            let shown = if s.contains('@') {
+                "the value given (not shown: it may hold a password)".to_owned()
+            } else {
+                format!("{s:?}")
+            };
             return Err(format!(
-                "{s:?} is not a store URL: expected postgres://…, firestore://PROJECT[/COLLECTION], \
-                 redis://… or memory://"
+                "{shown} is not a store URL: expected postgres://…, \
+                 firestore://PROJECT[/COLLECTION], redis://… or memory://"
             ));
         };
         match scheme.to_ascii_lowercase().as_str() {

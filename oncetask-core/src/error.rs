@@ -112,9 +112,11 @@ pub enum StoreError {
     /// The backend cannot be reached.
     #[error("storage backend unreachable: {0}")]
     Unavailable(String),
-    /// The backend's configuration is invalid: a malformed URL, or a schema,
-    /// prefix or other setting it cannot use. Reported at once, before
-    /// anything is sent; retrying cannot help.
+    /// The backend's configuration is invalid: a malformed URL, a schema,
+    /// prefix or other setting it cannot use (reported at once, before
+    /// anything is sent), or credentials or a database the server refuses
+    /// (reported by the server). Retrying with the same settings does not
+    /// help, unless the database or its permissions are still being set up.
     #[error("invalid store configuration: {0}")]
     InvalidConfig(String),
     /// A stored document cannot be decoded into a task.
@@ -253,6 +255,18 @@ pub struct PayloadError {
     pub type_name: &'static str,
     /// What the decoder said.
     pub reason: String,
+}
+
+impl PayloadError {
+    /// The payload of task `id` does not decode as `T` (for a
+    /// [`FromTask`](crate::manager::FromTask) of your own).
+    pub fn new<T: ?Sized>(id: impl Into<String>, reason: impl std::fmt::Display) -> Self {
+        Self {
+            id: id.into(),
+            type_name: std::any::type_name::<T>(),
+            reason: reason.to_string(),
+        }
+    }
 }
 
 impl std::fmt::Display for HandlerError {

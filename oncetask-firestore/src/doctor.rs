@@ -407,7 +407,7 @@ impl FirestoreStore {
 
 /// Reads, writes and listener deliveries as Firestore bills them, for a
 /// number of managers (processes) and kinds, from the figures measured on
-/// the emulator and given in the README ("Cost per task"). An estimate:
+/// the emulator and given in `docs/firestore.md` ("Cost per task"). An estimate:
 /// real traffic adds retries and reconnects.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct CostModel {

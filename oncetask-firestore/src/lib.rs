@@ -49,7 +49,7 @@
 //!
 //! * [`doctor`]: [`FirestoreStore::doctor`] and the [`CostModel`].
 //! * Deploying (indexes, index exemptions, TTL policy), authentication,
-//!   limits and costs: the repository README's Firestore section.
+//!   limits and costs: the repository's `docs/firestore.md`.
 //!
 //! The `firestore` dependency has its default features off. This crate's
 //! default feature `tls-webpki-roots` picks TLS roots (`gcloud-sdk` does not

@@ -9,34 +9,11 @@
 //! cargo test -p oncetask-firestore --test connect`, or `scripts/test`) and
 //! fails without it.
 
-use std::time::Duration;
-
 use firestore::FirestoreDbOptions;
+use oncetask_conformance::connect::{PASSWORD, closed_port, quick, silent_listener};
 use oncetask_core::store::ConnectOptions;
 use oncetask_core::{Store, StoreError};
 use oncetask_firestore::FirestoreStore;
-
-const PASSWORD: &str = "s3cret-pw";
-
-/// A loopback port nothing listens on (bound, then released).
-fn closed_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
-/// A loopback listener that never accepts: connections to it complete (in
-/// the kernel's backlog) and then hear nothing. Keep it while connecting.
-fn silent_listener() -> (std::net::TcpListener, u16) {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a listener");
-    let port = listener.local_addr().expect("its address").port();
-    (listener, port)
-}
-
-fn quick() -> ConnectOptions {
-    ConnectOptions::default().connect_timeout(Duration::from_secs(1))
-}
 
 fn at(url: &str) -> FirestoreDbOptions {
     FirestoreDbOptions::new("demo-oncetask".to_owned()).with_firebase_api_url(url.to_owned())

@@ -34,10 +34,10 @@ impl PostgresStore {
     ///   answers. One attempt is made: a service that may start before its
     ///   database retries `connect_with` on `Unavailable`.
     ///
-    /// The pool then waits at most the connect timeout for a connection on
-    /// each call (its acquire timeout; sqlx's default is 30 s), so calls
-    /// fail as fast when the server goes away later; so do the operator
-    /// queries' pool and each [`Store::subscribe`] listener.
+    /// The timeout bounds connecting only. A call that later waits for a
+    /// free pool connection waits up to the pool's acquire timeout (sqlx's
+    /// 30 s): under load that wait is normal, and failing it would leave an
+    /// outcome unwritten and its task to run again after its lease.
     /// [`ConnectOptions::pool_size`] sets `max_connections` (sqlx's
     /// default: 10).
     ///
@@ -85,14 +85,17 @@ impl PostgresStore {
             Ok(Ok(conn)) => conn,
         };
         let _ = tokio::time::timeout(timeout, sqlx::Connection::close(probe)).await;
-        let mut pool_options = Self::pool_options().acquire_timeout(timeout);
+        let mut pool_options = Self::pool_options();
         if let Some(size) = options.pool_size {
             pool_options = pool_options.max_connections(size);
         }
-        let pool = pool_options
-            .connect_with(connect_options)
-            .await
-            .map_err(|e| connect_error(url, options, e))?;
+        let pool =
+            match tokio::time::timeout(timeout, pool_options.connect_with(connect_options)).await {
+                Err(_) => {
+                    return Err(options.unreachable("PostgreSQL", url, "no answer", CHECK_SERVER));
+                }
+                Ok(result) => result.map_err(|e| connect_error(url, options, e))?,
+            };
         Self::from_pool(pool, schema)
     }
 }

@@ -32,7 +32,7 @@
 //! and listing indexes in creation order; per resource key: its leases (the
 //! *per-key lease*: the key is busy while the latest one is in the future),
 //! its never-leased tasks and its whole ready group. The Lua header
-//! `src/lua/lib.lua` lists every key; the README has the table.
+//! `src/lua/lib.lua` lists every key; `docs/redis.md` has the table.
 //!
 //! Names users supply (env, kind, id, resource key) may contain anything:
 //! env and kind are percent-encoded inside key names, and ids and resource
@@ -99,7 +99,7 @@
 //! ## Durability
 //!
 //! Redis keeps data in memory. With `appendonly yes` (AOF) tasks survive a
-//! restart; without persistence a restart loses every task. See the README.
+//! restart; without persistence a restart loses every task. See `docs/redis.md`.
 
 use std::collections::HashSet;
 use std::sync::Arc;

@@ -7,49 +7,13 @@
 //! `ONCETASK_REDIS_URL` (default `redis://127.0.0.1:6379`) and fails when it
 //! cannot be reached.
 
-use std::time::Duration;
-
-use oncetask_core::store::ConnectOptions;
-use oncetask_core::{Store, StoreError};
+use oncetask_conformance::connect::{
+    PASSWORD, closed_port, invalid_config, quick, silent_listener, unavailable,
+};
+use oncetask_core::Store;
 use oncetask_redis::RedisStore;
 
 mod common;
-
-const PASSWORD: &str = "s3cret-pw";
-
-/// A loopback port nothing listens on (bound, then released).
-fn closed_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
-/// A loopback listener that never accepts: connections to it complete (in
-/// the kernel's backlog) and then hear nothing. Keep it while connecting.
-fn silent_listener() -> (std::net::TcpListener, u16) {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a listener");
-    let port = listener.local_addr().expect("its address").port();
-    (listener, port)
-}
-
-fn quick() -> ConnectOptions {
-    ConnectOptions::default().connect_timeout(Duration::from_secs(1))
-}
-
-fn unavailable(err: &StoreError) -> &str {
-    match err {
-        StoreError::Unavailable(message) => message,
-        other => panic!("expected Unavailable, got {other:?}"),
-    }
-}
-
-fn invalid_config(err: &StoreError) -> &str {
-    match err {
-        StoreError::InvalidConfig(message) => message,
-        other => panic!("expected InvalidConfig, got {other:?}"),
-    }
-}
 
 #[tokio::test]
 async fn a_closed_port_is_unavailable_naming_the_masked_url_and_what_to_check() {

@@ -71,7 +71,7 @@ pub use oncetask_core::manager::{
 pub use oncetask_core::{CustomRetry, ExponentialBackoff, FixedDelay, NoRetry, RetryPolicy};
 
 // Tasks as stored, and what inspecting them returns.
-pub use oncetask_core::store::{StatusCounts, TaskCursor, TaskFilter};
+pub use oncetask_core::store::{StatusCounts, TaskCursor, TaskFilter, Undecodable};
 pub use oncetask_core::{
     AttemptError, CreateStatus, KindStats, Outcome, QueueStats, Task, TaskStatus,
 };

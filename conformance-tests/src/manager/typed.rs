@@ -245,3 +245,47 @@ pub async fn a_producer_declares_the_types_it_creates(factory: &impl StoreFactor
     assert!(created.is_created());
     assert_eq!(h.status("invoice-5").await, TaskStatus::Pending);
 }
+
+/// A task of a group whose payload does not decode fails on its own; the
+/// group handler gets the rest of the group.
+pub async fn a_malformed_task_fails_alone_and_its_group_runs(factory: &impl StoreFactory) {
+    let h = manual(factory).await;
+    let calls = Arc::new(Mutex::new(Vec::<Vec<u32>>::new()));
+    let log = calls.clone();
+    h.manager
+        .register_group(
+            move |items: Vec<(Invoice, TaskContext)>| {
+                let log = log.clone();
+                async move {
+                    let numbers = items.iter().map(|(invoice, _)| invoice.number).collect();
+                    log.lock().expect("log").push(numbers);
+                    Ok::<_, std::io::Error>(())
+                }
+            },
+            HandlerOptions::default(),
+        )
+        .expect("register");
+    create_invoice(&h.manager, 1).await;
+    h.advance(std::time::Duration::from_millis(1));
+    // Same kind and key (customer "ada"), another shape.
+    create(
+        &h.manager,
+        &Job::new(Invoice::KIND, "stray").key("ada").n(3),
+    )
+    .await;
+    h.advance(std::time::Duration::from_millis(1));
+    create_invoice(&h.manager, 2).await;
+
+    h.drain(Invoice::KIND).await;
+    let calls = calls.lock().expect("log").clone();
+    assert_eq!(calls, [vec![1, 2]]);
+    let stray = h.kit.assert_failed("stray").await;
+    assert_eq!(stray.attempts, 1);
+    assert!(
+        stray.errors[0].error.contains("payload does not decode"),
+        "{:?}",
+        stray.errors
+    );
+    h.kit.assert_completed("invoice-1").await;
+    h.kit.assert_completed("invoice-2").await;
+}

@@ -109,7 +109,7 @@ pub async fn connect(
             let project = url.trim_start_matches("firestore://");
             Arc::new(oncetask::firestore::FirestoreStore::connect(project, namespace).await?)
         }
-        other => return Err(format!("unknown store scheme {other:?} in {url:?}").into()),
+        other => return Err(format!("unknown store scheme {other:?}").into()),
     })
 }
 

@@ -12,6 +12,7 @@ tokio::task_local! {
 
 /// Identity of the task (or group) a handler is processing.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct CurrentTask {
     /// The task id; for a group handler only when the group has one task.
     pub task_id: Option<String>,

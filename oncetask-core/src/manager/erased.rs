@@ -13,48 +13,83 @@ use futures::future::BoxFuture;
 use crate::error::HandlerError;
 use crate::manager::TaskContext;
 use crate::manager::handler::{FromTask, GroupHandler, Handler, HandlerResult};
+use crate::manager::worker::panic_message;
 use crate::task::Task;
 
 /// Starts a handler on the tasks of one run.
 pub(crate) trait Start: Send + Sync {
-    /// The handler's future; decoding failures become its error.
-    fn start(&self, tasks: &[Task]) -> BoxFuture<'static, HandlerResult>;
+    /// The handler's future on the tasks whose arguments could be built.
+    fn start(&self, tasks: &[Task]) -> Started;
 }
 
-/// A [`Handler`] of one task.
+/// A started handler, and the tasks it was not given.
+pub(crate) struct Started {
+    /// The handler's future; `None` when no task could be handed to it.
+    pub(crate) work: Option<BoxFuture<'static, HandlerResult>>,
+    /// Tasks (by ascending index into the tasks given) whose payload does
+    /// not decode, with the error each fails with. A group runs without
+    /// them, so one malformed task does not fail its siblings.
+    pub(crate) rejected: Vec<(usize, HandlerError)>,
+}
+
+impl Started {
+    fn run(work: impl std::future::Future<Output = HandlerResult> + Send + 'static) -> Self {
+        Self {
+            work: Some(work.boxed()),
+            rejected: Vec::new(),
+        }
+    }
+}
+
+/// A [`Handler`] of one task: a kind's main handler or its cancellation
+/// handler (whose context counts the cancellation path's attempts).
 pub(crate) struct One<A, H> {
     handler: Arc<H>,
+    cancellation: bool,
     args: PhantomData<fn() -> A>,
 }
 
 impl<A, H> One<A, H> {
+    /// A main handler.
     pub(crate) fn new(handler: H) -> Self {
         Self {
             handler: Arc::new(handler),
+            cancellation: false,
             args: PhantomData,
+        }
+    }
+
+    /// A cancellation handler.
+    pub(crate) fn cancellation(handler: H) -> Self {
+        Self {
+            cancellation: true,
+            ..Self::new(handler)
         }
     }
 }
 
 impl<A: FromTask, H: Handler<A>> Start for One<A, H> {
-    fn start(&self, tasks: &[Task]) -> BoxFuture<'static, HandlerResult> {
+    fn start(&self, tasks: &[Task]) -> Started {
         let [task] = tasks else {
             let error = HandlerError::msg(format!("expected 1 task, got {}", tasks.len()));
-            return futures::future::ready(Err(error)).boxed();
+            return Started::run(futures::future::ready(Err(error)));
         };
         match decode::<A>(task) {
             Ok(args) => {
-                let cx = TaskContext::of(task);
+                let cx = TaskContext::of_run(task, self.cancellation);
                 let handler = self.handler.clone();
-                async move { handler.handle(args, cx).await.into_result() }.boxed()
+                Started::run(async move { handler.handle(args, cx).await.into_result() })
             }
-            Err(error) => futures::future::ready(Err(error)).boxed(),
+            Err(error) => Started {
+                work: None,
+                rejected: vec![(0, error)],
+            },
         }
     }
 }
 
-/// A [`GroupHandler`]: the whole group, or its first undecodable task's
-/// error for all of them (one outcome covers the group).
+/// A [`GroupHandler`]: the group's tasks that decode, in one call (one
+/// outcome covers them); the others are rejected on their own.
 pub(crate) struct Group<A, H> {
     handler: Arc<H>,
     args: PhantomData<fn() -> A>,
@@ -70,18 +105,20 @@ impl<A, H> Group<A, H> {
 }
 
 impl<A: FromTask, H: GroupHandler<A>> Start for Group<A, H> {
-    fn start(&self, tasks: &[Task]) -> BoxFuture<'static, HandlerResult> {
-        let items: Result<Vec<(A, TaskContext)>, HandlerError> = tasks
-            .iter()
-            .map(|task| Ok((decode::<A>(task)?, TaskContext::of(task))))
-            .collect();
-        match items {
-            Ok(items) => {
-                let handler = self.handler.clone();
-                async move { handler.handle(items).await.into_result() }.boxed()
+    fn start(&self, tasks: &[Task]) -> Started {
+        let mut items = Vec::with_capacity(tasks.len());
+        let mut rejected = Vec::new();
+        for (i, task) in tasks.iter().enumerate() {
+            match decode::<A>(task) {
+                Ok(args) => items.push((args, TaskContext::of_run(task, false))),
+                Err(error) => rejected.push((i, error)),
             }
-            Err(error) => futures::future::ready(Err(error)).boxed(),
         }
+        let work = (!items.is_empty()).then(|| {
+            let handler = self.handler.clone();
+            async move { handler.handle(items).await.into_result() }.boxed()
+        });
+        Started { work, rejected }
     }
 }
 
@@ -90,19 +127,20 @@ impl<A: FromTask, H: GroupHandler<A>> Start for Group<A, H> {
 pub(crate) struct Noop;
 
 impl Start for Noop {
-    fn start(&self, _tasks: &[Task]) -> BoxFuture<'static, HandlerResult> {
-        futures::future::ready(Ok(None)).boxed()
+    fn start(&self, _tasks: &[Task]) -> Started {
+        Started::run(futures::future::ready(Ok(None)))
     }
 }
 
 /// [`FromTask::from_task`], with a panic in the payload's own decoding
 /// turned into a permanent error like any other undecodable payload.
-fn decode<A: FromTask>(task: &Task) -> Result<A, HandlerError> {
-    std::panic::catch_unwind(AssertUnwindSafe(|| A::from_task(task))).unwrap_or_else(|_| {
+pub(crate) fn decode<A: FromTask>(task: &Task) -> Result<A, HandlerError> {
+    std::panic::catch_unwind(AssertUnwindSafe(|| A::from_task(task))).unwrap_or_else(|panic| {
         Err(HandlerError::permanent(format!(
-            "task {}: decoding its payload as {} panicked",
+            "task {}: decoding its payload as {} panicked: {}",
             task.id,
-            std::any::type_name::<A>()
+            std::any::type_name::<A>(),
+            panic_message(panic.as_ref())
         )))
     })
 }

@@ -129,13 +129,7 @@ impl<T: TaskArgs> FromTask for T {
                 Err(e)
             }
         });
-        decoded.map_err(|e| {
-            HandlerError::permanent(PayloadError {
-                id: task.id.clone(),
-                type_name: std::any::type_name::<T>(),
-                reason: e.to_string(),
-            })
-        })
+        decoded.map_err(|e| HandlerError::permanent(PayloadError::new::<T>(task.id.clone(), e)))
     }
 }
 

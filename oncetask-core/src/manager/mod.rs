@@ -56,6 +56,8 @@ use tokio::task::JoinHandle;
 
 pub use admin::{BulkReport, CancelStatus};
 pub use context::{CurrentTask, current_resource_key, current_task_id};
+#[cfg(feature = "testing")]
+pub(crate) use erased::decode as decode_args;
 pub use handler::{
     FromTask, GroupHandler, Handler, HandlerOutcome, HandlerResult, IntoOutcome, group_handler_fn,
     handler_fn,
@@ -406,8 +408,8 @@ impl Manager {
     /// Registers a group handler of the task type `A`: all ready tasks of one
     /// resource key are claimed and handled together (in one call, one
     /// outcome). Tasks without a key are handled one by one through the same
-    /// handler. A payload that does not decode fails the whole group
-    /// permanently.
+    /// handler. A task whose payload does not decode fails permanently on
+    /// its own; the group runs without it.
     pub fn register_group<A, H>(&self, handler: H, options: HandlerOptions) -> Result<(), Error>
     where
         A: TaskArgs,

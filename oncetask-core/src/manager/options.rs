@@ -183,7 +183,7 @@ impl HandlerOptions {
         A: FromTask,
         H: Handler<A>,
     {
-        self.cancellation_handler = Some(Arc::new(erased::One::new(handler)));
+        self.cancellation_handler = Some(Arc::new(erased::One::cancellation(handler)));
         self
     }
 

@@ -30,7 +30,9 @@ pub struct TaskContext {
     pub env: String,
     /// Tasks of one kind and env sharing this key never run concurrently.
     pub resource_key: Option<String>,
-    /// Runs of this task so far, this one included (1 on the first run).
+    /// Runs of this handler on this task so far, this one included (1 on
+    /// the first run): the main handler's attempts, or in a cancellation
+    /// handler the cancellation path's own count.
     pub attempt: u32,
     /// Whether the task was cancelled: true in a cancellation handler, and
     /// in a main handler whose task was cancelled before it started.
@@ -46,14 +48,22 @@ pub struct TaskContext {
 }
 
 impl TaskContext {
-    /// The context of `task` as stored.
+    /// The context of `task` as stored, for the path its cancel flag
+    /// selects (the cancellation handler's for a cancelled task).
     pub fn of(task: &Task) -> Self {
+        Self::of_run(task, task.is_cancelled)
+    }
+
+    /// The context of a run of `task` by its cancellation handler
+    /// (`cancellation`) or its main handler, whose attempt counts differ: a
+    /// task cancelled after its claim may still reach its main handler.
+    pub(crate) fn of_run(task: &Task, cancellation: bool) -> Self {
         Self {
             id: task.id.clone(),
             kind: task.kind.clone(),
             env: task.env.clone(),
             resource_key: task.resource_key.clone(),
-            attempt: if task.is_cancelled {
+            attempt: if cancellation {
                 task.cancellation_attempts
             } else {
                 task.attempts

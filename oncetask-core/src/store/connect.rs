@@ -39,10 +39,9 @@ use crate::error::StoreError;
 #[non_exhaustive]
 pub struct ConnectOptions {
     /// How long connecting may take before it fails with
-    /// [`StoreError::Unavailable`]. Backends with a pool also wait at most
-    /// this long for a connection on each later call (PostgreSQL: the pool's
-    /// acquire timeout), so a server that goes away fails calls just as
-    /// fast.
+    /// [`StoreError::Unavailable`]. It bounds connecting only, not a later
+    /// call's wait for a free pooled connection (under load that wait is
+    /// normal).
     pub connect_timeout: Duration,
     /// Most connections a backend with a pool keeps (PostgreSQL's
     /// `max_connections`); `None`: the backend's default. Backends on one
@@ -122,8 +121,9 @@ impl Default for ConnectOptions {
 /// `scheme://user:***@host…`) and a `password=` query parameter. A URL
 /// without a password, or that is not `scheme://…`, is returned as it is.
 ///
-/// A password written with a raw `@` or `/` is masked too: the user info is
-/// taken to run to the last `@` before the query.
+/// A password written with a raw `@`, `/`, `?` or `#` is masked too: the
+/// user info is taken to run to the last `@` before the query, or of the
+/// whole URL when no `@` comes before the query.
 ///
 /// ```
 /// use oncetask_core::store::redact_password;
@@ -137,6 +137,11 @@ impl Default for ConnectOptions {
 ///     "postgres://app@db/app?password=***"
 /// );
 /// assert_eq!(redact_password("redis://:pw@h/0"), "redis://:***@h/0");
+/// // A raw `#` or `?` in the password.
+/// assert_eq!(redact_password("redis://:p#w@h:6379"), "redis://:***@h:6379");
+/// assert_eq!(redact_password("postgres://u:p?w@h/db"), "postgres://u:***@h/db");
+/// // An `@` in the query is not user info.
+/// assert_eq!(redact_password("postgres://h/db?email=a:b@c"), "postgres://h/db?email=a:b@c");
 /// assert_eq!(redact_password("redis://h/0"), "redis://h/0");
 /// ```
 pub fn redact_password(url: &str) -> String {
@@ -145,6 +150,15 @@ pub fn redact_password(url: &str) -> String {
     };
     let query_start = rest.find(['?', '#']).unwrap_or(rest.len());
     let (before_query, query) = rest.split_at(query_start);
+    if !before_query.contains('@') {
+        // A raw `?` or `#` in a password starts the "query" before the `@`:
+        // the user info then runs to the last `@` of the whole URL.
+        if let Some((user, after)) = userinfo_to_last_at(rest) {
+            let tail_query = after.find(['?', '#']).unwrap_or(after.len());
+            let (host, query) = after.split_at(tail_query);
+            return format!("{scheme}://{user}:***@{host}{}", redact_query(query));
+        }
+    }
     let before_query = match before_query.rsplit_once('@') {
         Some((userinfo, host)) => match userinfo.split_once(':') {
             Some((user, _)) => format!("{user}:***@{host}"),
@@ -153,6 +167,14 @@ pub fn redact_password(url: &str) -> String {
         None => before_query.to_owned(),
     };
     format!("{scheme}://{before_query}{}", redact_query(query))
+}
+
+/// `user` and what follows the last `@` of `rest`, when `rest` starts with
+/// `user:` (a user name holds no `/`, `?` or `#`).
+fn userinfo_to_last_at(rest: &str) -> Option<(&str, &str)> {
+    let (userinfo, after) = rest.rsplit_once('@')?;
+    let (user, _) = userinfo.split_once(':')?;
+    (!user.contains(['/', '?', '#'])).then_some((user, after))
 }
 
 /// `?a=b&password=…#f` with the password parameter's value masked.

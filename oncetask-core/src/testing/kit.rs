@@ -295,7 +295,8 @@ impl TestKit {
             kind: claimed.kind.clone(),
         };
         let work = async {
-            let args = A::from_task(&claimed)?;
+            // Decoded as a worker decodes it (a panic included).
+            let args = crate::manager::decode_args::<A>(&claimed)?;
             handler
                 .handle(args, TaskContext::of(&claimed))
                 .await

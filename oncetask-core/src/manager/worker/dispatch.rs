@@ -641,7 +641,7 @@ async fn claim(
         token: request.grant.token,
         claimed_at,
         tasks: claimed.tasks,
-        undecodable: claimed.undecodable,
+        undecodable: first_met,
         waited: false,
     }))
 }

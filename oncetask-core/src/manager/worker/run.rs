@@ -12,7 +12,7 @@ use super::dispatch::Claim;
 use crate::lifecycle::{self, HandlerPath, Rejection};
 use crate::manager::apply::{Applied, apply_many};
 use crate::manager::context::CurrentTask;
-use crate::manager::erased::{Noop, Start};
+use crate::manager::erased::{Noop, Start, Started};
 use crate::manager::handler::HandlerResult;
 use crate::manager::{HandlerShape, Inner, Registration, ShutdownPhase};
 use crate::metrics;
@@ -32,7 +32,8 @@ pub struct RunReport {
     pub spawned: Vec<String>,
     /// One entry per task that went through a handler (or generator bookkeeping).
     pub outcomes: Vec<RunOutcome>,
-    /// Documents the claim skipped because they cannot be decoded.
+    /// Documents the claim skipped because they cannot be decoded, the
+    /// first time this manager met each (they are met on every claim).
     pub undecodable: Vec<Undecodable>,
 }
 
@@ -206,7 +207,24 @@ impl Run<'_> {
         self.lease_fresh = false;
         // Started on the tasks as held now: after a renewal, the handler
         // sees its new lease and none of the tasks the renewal lost.
-        let work = handler.start(&held);
+        let Started { work, rejected } = handler.start(&held);
+        // Tasks whose payload does not decode fail on their own (rejected
+        // indexes ascend, so removing from the back keeps the rest valid).
+        let mut refused = Vec::with_capacity(rejected.len());
+        for (i, error) in rejected.into_iter().rev() {
+            if i < held.len() {
+                refused.push((held.remove(i), error));
+            }
+        }
+        for (task, error) in refused.into_iter().rev() {
+            self.record(vec![task], path, Err(error), None).await;
+        }
+        let Some(work) = work else {
+            if last {
+                self.slot = None;
+            }
+            return;
+        };
         let mut lost = Vec::new();
         let ended = self
             .guard(&mut held, &mut lost, anchor, current, work)
