@@ -26,8 +26,9 @@ mod run;
 mod shutdown;
 
 pub(crate) use dispatch::{process_next, spawn_workers};
+pub(crate) use guard::panic_message;
 #[cfg(feature = "testing")]
-pub(crate) use guard::{panic_message, run_captured};
+pub(crate) use guard::run_captured;
 pub(crate) use pace::Pace;
 pub use run::{NotStored, RunOutcome, RunReport};
 pub use shutdown::ShutdownReport;
