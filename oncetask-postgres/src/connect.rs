@@ -74,23 +74,28 @@ impl PostgresStore {
             ));
         }
         let timeout = options.connect_timeout;
+        // One deadline for the probe and the pool: connecting takes at most
+        // the timeout in all.
+        let deadline = tokio::time::Instant::now() + timeout;
         // One connection on its own first: the pool retries a refused
         // connection until its acquire timeout and then reports only that
         // it timed out; this one fails at once, with its cause.
-        let probe = match tokio::time::timeout(timeout, connect_options.connect()).await {
+        let probe = match tokio::time::timeout_at(deadline, connect_options.connect()).await {
             Err(_) => {
                 return Err(options.unreachable("PostgreSQL", url, "no answer", CHECK_SERVER));
             }
             Ok(Err(e)) => return Err(connect_error(url, options, e)),
             Ok(Ok(conn)) => conn,
         };
-        let _ = tokio::time::timeout(timeout, sqlx::Connection::close(probe)).await;
+        let _ = tokio::time::timeout_at(deadline, sqlx::Connection::close(probe)).await;
         let mut pool_options = Self::pool_options();
         if let Some(size) = options.pool_size {
             pool_options = pool_options.max_connections(size);
         }
         let pool =
-            match tokio::time::timeout(timeout, pool_options.connect_with(connect_options)).await {
+            match tokio::time::timeout_at(deadline, pool_options.connect_with(connect_options))
+                .await
+            {
                 Err(_) => {
                     return Err(options.unreachable("PostgreSQL", url, "no answer", CHECK_SERVER));
                 }

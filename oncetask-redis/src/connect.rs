@@ -62,6 +62,9 @@ impl RedisStore {
         let keys = Keys::new(prefix)?;
         let client = redis::Client::open(url).map_err(|e| invalid_url(url, &e))?;
         let timeout = options.connect_timeout;
+        // One deadline for the probe and the manager: connecting takes at
+        // most the timeout in all.
+        let deadline = tokio::time::Instant::now() + timeout;
         let what = format!("Redis at {}", redact_password(url));
         let no_answer = || unreachable(&what, options, "no answer", CHECK_SERVER);
         // One plain connection first: the connection manager retries a
@@ -70,8 +73,8 @@ impl RedisStore {
         let probe = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(timeout))
             .set_response_timeout(Some(timeout));
-        match tokio::time::timeout(
-            timeout,
+        match tokio::time::timeout_at(
+            deadline,
             client.get_multiplexed_async_connection_with_config(&probe),
         )
         .await
@@ -83,10 +86,11 @@ impl RedisStore {
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(timeout))
             .set_response_timeout(Some(RESPONSE_TIMEOUT));
-        let conn = tokio::time::timeout(timeout, client.get_connection_manager_with_config(config))
-            .await
-            .map_err(|_| no_answer())?
-            .map_err(|e| connect_error(&what, CHECK_SERVER, options, e))?;
+        let conn =
+            tokio::time::timeout_at(deadline, client.get_connection_manager_with_config(config))
+                .await
+                .map_err(|_| no_answer())?
+                .map_err(|e| connect_error(&what, CHECK_SERVER, options, e))?;
         Ok(Self {
             inner: Arc::new(Inner {
                 conn: conn.into(),

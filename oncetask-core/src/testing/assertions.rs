@@ -118,6 +118,33 @@ impl TestKit {
         }
     }
 
+    /// [`TestKit::assert_enqueued`] for a [`TaskArgs`](crate::TaskArgs)
+    /// type: the kind is `A::KIND`.
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use oncetask_core::testing::TestKit;
+    /// # use oncetask_core::{Store, TaskArgs};
+    /// #[derive(serde::Serialize, serde::Deserialize)]
+    /// struct Receipt { order: u64 }
+    /// impl TaskArgs for Receipt {
+    ///     const KIND: &'static str = "send_receipt";
+    ///     fn idempotent_id(&self) -> String { format!("receipt-{}", self.order) }
+    /// }
+    /// # async fn demo(store: Arc<dyn Store>) {
+    /// let kit = TestKit::builder(store).configure(|b| b.declare::<Receipt>()).build();
+    /// kit.manager().create(&Receipt { order: 42 }).await.unwrap();
+    /// let task = kit.assert_enqueued_args(|r: &Receipt| r.order == 42).await;
+    /// assert_eq!(task.id, "receipt-42");
+    /// # }
+    /// ```
+    pub async fn assert_enqueued_args<A: crate::TaskArgs>(
+        &self,
+        matches: impl Fn(&A) -> bool,
+    ) -> Task {
+        self.assert_enqueued(A::KIND, matches).await
+    }
+
     /// Asserts exactly `n` tasks of `kind` with matching data were enqueued.
     pub async fn assert_enqueued_times<T: DeserializeOwned>(
         &self,
