@@ -165,7 +165,7 @@ fn check_ids(db: &FirestoreDbOptions, collection: &str) -> Result<(), StoreError
              or spaces"
         )));
     }
-    if !valid_database_id(&db.database_id) {
+    if !is_valid_database_id(&db.database_id) {
         return Err(StoreError::InvalidConfig(format!(
             "invalid Firestore database id {:?}: use lowercase letters, digits and -, starting \
              with a letter, 4 to 63 characters (or (default))",
@@ -192,7 +192,13 @@ fn check_ids(db: &FirestoreDbOptions, collection: &str) -> Result<(), StoreError
 /// Firestore's rule for a database id: `(default)`, or 4 to 63 lowercase
 /// letters, digits and hyphens, starting with a letter and not ending with
 /// a hyphen.
-fn valid_database_id(id: &str) -> bool {
+///
+/// ```
+/// assert!(oncetask_firestore::is_valid_database_id("(default)"));
+/// assert!(oncetask_firestore::is_valid_database_id("tasks-eu"));
+/// assert!(!oncetask_firestore::is_valid_database_id("Tasks"));
+/// ```
+pub fn is_valid_database_id(id: &str) -> bool {
     if id == firestore::FIREBASE_DEFAULT_DATABASE_ID {
         return true;
     }
@@ -327,10 +333,10 @@ mod tests {
     #[test]
     fn database_ids_follow_firestores_rule() {
         for good in ["(default)", "tasks-eu", "abcd"] {
-            assert!(valid_database_id(good), "{good}");
+            assert!(is_valid_database_id(good), "{good}");
         }
         for bad in ["Tasks", "a", "9lives", "tasks-", "tasks_eu", ""] {
-            assert!(!valid_database_id(bad), "{bad}");
+            assert!(!is_valid_database_id(bad), "{bad}");
         }
     }
 

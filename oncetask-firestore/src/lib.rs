@@ -73,6 +73,7 @@ mod signal;
 mod status;
 pub mod store;
 
+pub use connect::is_valid_database_id;
 pub use doctor::{CostModel, DoctorReport};
 pub use document::{DecodeError, EncodeError, decode_task, encode_task};
 pub use store::{DEFAULT_COLLECTION, DEFAULT_SIGNAL_INTERVAL, FirestoreStore, StoreStats, Wakeups};

@@ -66,7 +66,7 @@ impl RedisStore {
         // most the timeout in all.
         let deadline = tokio::time::Instant::now() + timeout;
         let what = format!("Redis at {}", redact_password(url));
-        let no_answer = || unreachable(&what, options, "no answer", CHECK_SERVER);
+        let no_answer = || options.unreachable_target(&what, "no answer", CHECK_SERVER);
         // One plain connection first: the connection manager retries a
         // refused connection several times before it gives up; this one
         // fails at once, with its cause.
@@ -91,14 +91,7 @@ impl RedisStore {
                 .await
                 .map_err(|_| no_answer())?
                 .map_err(|e| connect_error(&what, CHECK_SERVER, options, e))?;
-        Ok(Self {
-            inner: Arc::new(Inner {
-                conn: conn.into(),
-                pubsub: vec![client],
-                keys,
-                standalone: tokio::sync::OnceCell::new(),
-            }),
-        })
+        Ok(Self::from_manager(conn, client, keys))
     }
 
     /// Connects to the Redis Cluster reachable through the seed nodes `urls`
@@ -158,7 +151,7 @@ impl RedisStore {
         let what = format!("the Redis Cluster at {urls_masked}");
         let conn = tokio::time::timeout(timeout, client.get_async_connection())
             .await
-            .map_err(|_| unreachable(&what, options, "no seed node answered", CHECK_SEEDS))?
+            .map_err(|_| options.unreachable_target(&what, "no seed node answered", CHECK_SEEDS))?
             .map_err(|e| connect_error(&what, CHECK_SEEDS, options, e))?;
         Ok(Self {
             inner: Arc::new(Inner {
@@ -179,20 +172,6 @@ fn invalid_url(url: &str, e: &RedisError) -> StoreError {
     ))
 }
 
-/// The server (or no seed node) cannot be reached: `what` names it, with
-/// its URLs' passwords masked.
-fn unreachable(
-    what: &str,
-    options: &ConnectOptions,
-    cause: impl std::fmt::Display,
-    check: &str,
-) -> StoreError {
-    StoreError::Unavailable(format!(
-        "cannot reach {what} (connect timeout {:?}): {cause}; {check}",
-        options.connect_timeout
-    ))
-}
-
 /// The error of a failed connect to `what` (masked URLs); `check` says
 /// what to check when it cannot be reached.
 fn connect_error(what: &str, check: &str, options: &ConnectOptions, e: RedisError) -> StoreError {
@@ -204,14 +183,14 @@ fn connect_error(what: &str, check: &str, options: &ConnectOptions, e: RedisErro
             StoreError::InvalidConfig(format!("{what}: invalid configuration: {e}"))
         }
         ErrorKind::Io | ErrorKind::ClusterConnectionNotFound => {
-            unreachable(what, options, e, check)
+            options.unreachable_target(what, e, check)
         }
         _ if e.is_connection_refusal()
             || e.is_connection_dropped()
             || e.is_timeout()
             || e.is_unrecoverable_error() =>
         {
-            unreachable(what, options, e, check)
+            options.unreachable_target(what, e, check)
         }
         _ => StoreError::backend(format!("{what}: {e}")),
     }

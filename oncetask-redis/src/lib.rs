@@ -188,14 +188,20 @@ impl RedisStore {
             .get_connection_manager_with_config(config)
             .await
             .map_err(redis_error)?;
-        Ok(Self {
+        Ok(Self::from_manager(conn, client, keys))
+    }
+
+    /// A store on a standalone server's connection manager; `client` also
+    /// opens the pub/sub connections.
+    fn from_manager(conn: ConnectionManager, client: redis::Client, keys: Keys) -> Self {
+        Self {
             inner: Arc::new(Inner {
                 conn: conn.into(),
                 pubsub: vec![client],
                 keys,
                 standalone: tokio::sync::OnceCell::new(),
             }),
-        })
+        }
     }
 
     /// Uses an existing [`ConnectionManager`]. Without a client the store

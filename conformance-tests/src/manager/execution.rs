@@ -544,11 +544,7 @@ pub async fn an_undecodable_task_does_not_stop_its_kind(factory: &impl StoreFact
     h.manager
         .register_dyn(KIND, handler, HandlerOptions::default())
         .expect("register");
-    if !factory
-        .insert_undecodable(&h.store, "poison", ENV, KIND)
-        .await
-    {
-        eprintln!("note: backend cannot store undecodable documents; test skipped");
+    if !h.insert_undecodable(factory, "poison", KIND).await {
         return;
     }
     create(&h.manager, &Job::new(KIND, "good")).await;
@@ -575,11 +571,7 @@ pub async fn an_undecodable_document_alone_is_reported_once(factory: &impl Store
     h.manager
         .register_dyn(KIND, handler, HandlerOptions::default())
         .expect("register");
-    if !factory
-        .insert_undecodable(&h.store, "poison", ENV, KIND)
-        .await
-    {
-        eprintln!("note: backend cannot store undecodable documents; test skipped");
+    if !h.insert_undecodable(factory, "poison", KIND).await {
         return;
     }
     let report = h

@@ -73,6 +73,22 @@ impl<S: Store + Clone> Harness<S> {
         self.task(id).await.status(self.clock.now())
     }
 
+    /// Stores a document that is not a task under `id` (`kind`, this
+    /// harness's env). False, with a note, for a backend that cannot store
+    /// one: the caller then skips its test.
+    pub async fn insert_undecodable<F: StoreFactory<Store = S>>(
+        &self,
+        factory: &F,
+        id: &str,
+        kind: &str,
+    ) -> bool {
+        let stored = factory.insert_undecodable(&self.store, id, ENV, kind).await;
+        if !stored {
+            eprintln!("note: backend cannot store undecodable documents; test skipped");
+        }
+        stored
+    }
+
     /// Moves the clock.
     pub fn advance(&self, by: Duration) {
         self.clock.advance(by);

@@ -99,9 +99,16 @@ impl ConnectOptions {
         cause: impl Display,
         check: &str,
     ) -> StoreError {
+        let target = format!("{backend} at {}", redact_password(url));
+        self.unreachable_target(&target, cause, check)
+    }
+
+    /// [`ConnectOptions::unreachable`] for a target named by the caller,
+    /// whose URLs it already masked (e.g. a cluster reached through several
+    /// seed nodes).
+    pub fn unreachable_target(&self, target: &str, cause: impl Display, check: &str) -> StoreError {
         StoreError::Unavailable(format!(
-            "cannot reach {backend} at {} (connect timeout {:?}): {cause}; {check}",
-            redact_password(url),
+            "cannot reach {target} (connect timeout {:?}): {cause}; {check}",
             self.connect_timeout
         ))
     }
