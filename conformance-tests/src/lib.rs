@@ -317,6 +317,7 @@ macro_rules! __conformance_list {
                 find_filters_by_kind,
                 find_filters_by_resource_key_across_kinds,
                 find_filters_by_status_at_now,
+                find_filters_by_priority,
                 find_not_done_excludes_terminal_tasks,
                 find_orders_by_created_at_then_id,
                 find_pages_with_offset_and_limit,
@@ -453,6 +454,27 @@ macro_rules! __conformance_list {
                     a_typed_group_handler_gets_the_whole_group,
                     a_producer_declares_the_types_it_creates,
                     a_malformed_task_fails_alone_and_its_group_runs,
+                }
+                async snooze {
+                    a_snoozed_task_runs_again_later_without_counting_an_attempt,
+                    a_snooze_leaves_the_retry_backoff_alone,
+                    a_snooze_frees_the_resource_key_at_once,
+                    a_group_handler_snoozes_its_whole_group,
+                    a_snooze_to_the_past_runs_at_once_and_one_beyond_ten_years_fails,
+                    a_snooze_returned_as_an_error_is_a_snooze,
+                    a_snooze_after_a_cancel_ends_the_task_cancelled,
+                }
+                async cancel_running {
+                    cancelling_a_running_task_signals_its_handler,
+                    a_cancel_from_another_process_reaches_the_running_handler,
+                    a_heartbeat_brings_a_cancel_made_elsewhere,
+                    a_handler_that_ignores_the_cancel_still_ends_cancelled,
+                    a_task_cancelled_after_its_claim_never_starts_its_main_handler,
+                }
+                async task_options {
+                    a_tasks_own_max_attempts_overrides_the_handlers_policy,
+                    bad_task_options_are_typed_errors_that_store_nothing,
+                    task_options_are_stored_and_an_operator_can_reprioritize,
                 }
                 async runtime {
                     a_create_wakes_idle_workers_at_once,

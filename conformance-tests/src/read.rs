@@ -142,6 +142,32 @@ pub async fn find_filters_by_kind(factory: &impl StoreFactory) {
     assert_eq!(find_ids(&store, &filter).await, vec!["s1"]);
 }
 
+/// `find` with a priority lists only tasks of that priority, oldest first.
+pub async fn find_filters_by_priority(factory: &impl StoreFactory) {
+    let store = factory.new_store().await;
+    seed(
+        &store,
+        vec![
+            TaskBuilder::new("high-1").priority(5).build(),
+            TaskBuilder::new("plain").build(),
+            TaskBuilder::new("low").priority(-3).build(),
+            TaskBuilder::new("high-2")
+                .priority(5)
+                .created_at(at(1))
+                .build(),
+        ],
+    )
+    .await;
+    let mut filter = TaskFilter::env(ENV, at(0)).priority(5);
+    assert_eq!(find_ids(&store, &filter).await, vec!["high-1", "high-2"]);
+    filter.priority = Some(0);
+    assert_eq!(find_ids(&store, &filter).await, vec!["plain"]);
+    filter.priority = Some(-3);
+    assert_eq!(find_ids(&store, &filter).await, vec!["low"]);
+    filter.priority = Some(10);
+    assert!(find_ids(&store, &filter).await.is_empty());
+}
+
 /// `find` by resource key lists that key's tasks of every kind and status,
 /// oldest first (W17: Go claimed this order but did not sort).
 pub async fn find_filters_by_resource_key_across_kinds(factory: &impl StoreFactory) {

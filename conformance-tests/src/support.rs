@@ -110,6 +110,12 @@ impl TaskBuilder {
         self
     }
 
+    /// Sets the claim priority.
+    pub fn priority(mut self, priority: i8) -> Self {
+        self.task.priority = priority;
+        self
+    }
+
     /// Puts one more field into the payload.
     pub fn data(mut self, field: &str, value: Value) -> Self {
         self.task.data.insert(field.to_owned(), value);

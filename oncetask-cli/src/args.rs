@@ -92,6 +92,8 @@ pub enum Command {
     Reset(ActionArgs),
     /// Delete tasks for good (refused for a task whose handler is running)
     Delete(ActionArgs),
+    /// Set the claim priority of tasks that are not done (-10..=10, higher first)
+    Reprioritize(ReprioritizeArgs),
     /// Run a mix of tasks on the in-memory backend and print a summary (no store needed)
     Demo(DemoArgs),
     /// Benchmark backends: throughput, latency, lateness, scale, next to hand-written raw limits
@@ -160,6 +162,9 @@ pub struct ListArgs {
     /// Only tasks with this resource key
     #[arg(long, value_name = "KEY")]
     pub resource_key: Option<String>,
+    /// Only tasks with this priority (-10..=10)
+    #[arg(long, allow_hyphen_values = true, value_parser = clap::value_parser!(i8).range(-10..=10))]
+    pub priority: Option<i8>,
     /// Tasks per page
     #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..=10_000))]
     pub limit: u64,
@@ -212,6 +217,17 @@ pub struct ActionArgs {
     /// Do not ask for confirmation (needed when stdin is not a terminal)
     #[arg(long, short = 'y')]
     pub yes: bool,
+}
+
+/// `oncetask reprioritize`.
+#[derive(Debug, Clone, Args)]
+pub struct ReprioritizeArgs {
+    /// The new priority, -10..=10 (higher is claimed first; 0 is the default)
+    #[arg(long, allow_hyphen_values = true, value_parser = clap::value_parser!(i8).range(-10..=10))]
+    pub priority: i8,
+    /// The tasks, as for cancel and reset.
+    #[command(flatten)]
+    pub target: ActionArgs,
 }
 
 /// `oncetask demo`.

@@ -572,6 +572,116 @@ async fn reset_puts_finished_tasks_back_and_skips_the_rest() {
 }
 
 #[tokio::test]
+async fn snoozes_priority_and_max_attempts_are_shown_filtered_and_reprioritized() {
+    let (store, now) = seeded().await;
+    let tuned: Task = TaskParts {
+        snoozes: 3,
+        priority: 7,
+        max_attempts: Some(4),
+        attempts: 1,
+        wait_until: Some(now + TimeDelta::minutes(5)),
+        ..task("tuned-1", "email", now - TimeDelta::minutes(1)).into_parts()
+    }
+    .into();
+    store.create(vec![tuned]).await.expect("create");
+
+    let ran = cli(&store, &["--env", "prod", "tasks", "show", "tuned-1"], None).await;
+    ran.ok();
+    let lines: Vec<String> = ran
+        .out
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect();
+    for line in [
+        "attempts: 1 of at most 4 (the task's own limit)",
+        "snoozes: 3",
+        "priority: 7",
+    ] {
+        assert!(lines.iter().any(|l| l == line), "{line:?} in\n{}", ran.out);
+    }
+    let json = cli(
+        &store,
+        &["--env", "prod", "--json", "tasks", "show", "tuned-1"],
+        None,
+    )
+    .await;
+    let shown = json.ok().json();
+    assert_eq!(
+        (&shown["snoozes"], &shown["priority"], &shown["maxAttempts"]),
+        (&Value::from(3), &Value::from(7), &Value::from(4))
+    );
+
+    let list = cli(
+        &store,
+        &[
+            "--env",
+            "prod",
+            "--json",
+            "tasks",
+            "list",
+            "--priority",
+            "7",
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(ids(&list.ok().json()), ["tuned-1"]);
+
+    let ran = cli(
+        &store,
+        &[
+            "--env",
+            "prod",
+            "reprioritize",
+            "--priority",
+            "-2",
+            "-y",
+            "tuned-1",
+            "email-4",
+        ],
+        None,
+    )
+    .await;
+    ran.ok();
+    assert!(ran.out.contains("reprioritized 1: tuned-1"), "{}", ran.out);
+    assert!(
+        ran.out
+            .contains("skipped (already finished, or repeated) 1: email-4"),
+        "{}",
+        ran.out
+    );
+    let list = cli(
+        &store,
+        &[
+            "--env",
+            "prod",
+            "--json",
+            "tasks",
+            "list",
+            "--priority",
+            "-2",
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(ids(&list.ok().json()), ["tuned-1"]);
+
+    // Out of range: a usage error before anything is read or written.
+    let argv = [
+        "oncetask",
+        "--env",
+        "prod",
+        "reprioritize",
+        "--priority",
+        "11",
+        "-y",
+        "tuned-1",
+    ];
+    let refused = Cli::try_parse_from(argv).expect_err("out of range");
+    assert_eq!(refused.kind(), ErrorKind::ValueValidation);
+}
+
+#[tokio::test]
 async fn actions_by_resource_key_pick_the_tasks_they_apply_to() {
     let (store, _) = seeded().await;
     // reset: only the finished task of the key.

@@ -38,7 +38,9 @@ impl Task {
     ///
     /// Fails, with nothing stored, on an empty id, data that is not a JSON
     /// object (a unit struct counts as the empty object), an invalid
-    /// recurrence, or a recurrence combined with a scheduled time.
+    /// recurrence, a recurrence combined with a scheduled time, a priority
+    /// outside [`PRIORITY_RANGE`](crate::PRIORITY_RANGE), or max attempts
+    /// of 0.
     /// A generator's first `wait_until` is its first slot at or after DTSTART.
     pub fn from_data<D: TaskData + ?Sized>(
         data: &D,
@@ -75,6 +77,14 @@ impl Task {
                 ),
             });
         }
+        let priority = data.priority();
+        if !crate::task::PRIORITY_RANGE.contains(&priority) {
+            return Err(Error::InvalidPriority { id, priority });
+        }
+        let max_attempts = data.max_attempts();
+        if max_attempts == Some(0) {
+            return Err(Error::InvalidMaxAttempts { id });
+        }
         let recurrence = data
             .recurrence()
             .map_err(|source| Error::InvalidRecurrence {
@@ -104,6 +114,8 @@ impl Task {
             resource_key: data.resource_key().filter(|k| !k.is_empty()),
             wait_until,
             recurrence,
+            priority,
+            max_attempts,
             ..Task::new(id, kind, env, now)
         })
     }

@@ -109,6 +109,23 @@ pub trait TaskData: Serialize {
     fn recurrence(&self) -> Result<Option<Recurrence>, RecurrenceError> {
         Ok(None)
     }
+
+    /// Claim priority within the kind, higher first, in
+    /// [`PRIORITY_RANGE`](crate::PRIORITY_RANGE); 0 by default (stored and
+    /// shown; claims do not order by it yet). A value
+    /// outside the range is refused at create
+    /// ([`Error::InvalidPriority`](crate::Error::InvalidPriority)).
+    fn priority(&self) -> i8 {
+        0
+    }
+
+    /// Claims this task may take before a failure is final, overriding the
+    /// retry policy's own limit (the policy still sets the delays); `None`
+    /// (the default) leaves it to the policy. `Some(0)` is refused at create
+    /// ([`Error::InvalidMaxAttempts`](crate::Error::InvalidMaxAttempts)).
+    fn max_attempts(&self) -> Option<u32> {
+        None
+    }
 }
 
 /// A task type bound to one kind: the kind is a constant of the type, and a
@@ -156,6 +173,16 @@ pub trait TaskArgs: Serialize + DeserializeOwned + Send + 'static {
     fn recurrence(&self) -> Result<Option<Recurrence>, RecurrenceError> {
         Ok(None)
     }
+
+    /// See [`TaskData::priority`].
+    fn priority(&self) -> i8 {
+        0
+    }
+
+    /// See [`TaskData::max_attempts`].
+    fn max_attempts(&self) -> Option<u32> {
+        None
+    }
 }
 
 impl<T: TaskArgs> TaskData for T {
@@ -179,5 +206,13 @@ impl<T: TaskArgs> TaskData for T {
 
     fn recurrence(&self) -> Result<Option<Recurrence>, RecurrenceError> {
         TaskArgs::recurrence(self)
+    }
+
+    fn priority(&self) -> i8 {
+        TaskArgs::priority(self)
+    }
+
+    fn max_attempts(&self) -> Option<u32> {
+        TaskArgs::max_attempts(self)
     }
 }

@@ -35,6 +35,20 @@ pub enum Error {
         /// Task id.
         id: String,
     },
+    /// The task's priority is outside [`PRIORITY_RANGE`](crate::PRIORITY_RANGE).
+    #[error("task {id}: priority {priority} is outside {min}..={max}", min = crate::PRIORITY_RANGE.start(), max = crate::PRIORITY_RANGE.end())]
+    InvalidPriority {
+        /// Task id.
+        id: String,
+        /// The priority asked for.
+        priority: i8,
+    },
+    /// The task's own attempt limit is 0: it could never run.
+    #[error("task {id}: max attempts must be at least 1")]
+    InvalidMaxAttempts {
+        /// Task id.
+        id: String,
+    },
     /// No handler is registered (or kind declared) for this kind in this manager.
     #[error("unknown task kind {kind:?}: register a handler or declare the kind first")]
     UnknownKind {

@@ -16,6 +16,7 @@ pub mod manager;
 pub mod metrics;
 pub mod recurrence;
 pub mod retry;
+mod snooze;
 pub mod status;
 pub mod store;
 pub mod task;
@@ -38,6 +39,7 @@ pub use manager::{
 };
 pub use recurrence::{Recurrence, RecurrenceError, Schedule};
 pub use retry::{CustomRetry, ExponentialBackoff, FixedDelay, NoRetry, RetryPolicy};
+pub use snooze::{MAX_SNOOZE, Snooze, SnoozeTooFar};
 pub use status::TaskStatus;
 pub use store::Store;
-pub use task::{AttemptError, JsonObject, LeaseToken, Outcome, Revision, Task};
+pub use task::{AttemptError, JsonObject, LeaseToken, Outcome, PRIORITY_RANGE, Revision, Task};

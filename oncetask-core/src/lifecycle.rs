@@ -10,12 +10,14 @@
 //! | [`claim`] | ready task | lease + token, `attempts + 1` |
 //! | [`succeed`] | task leased with this token | done, outcome completed (or cancelled) |
 //! | [`fail`] | task leased with this token | backoff, or done with outcome failed / cancelled |
-//! | [`record`] | task leased with this token | [`succeed`] or [`fail`] for a finished run, or its fallback |
+//! | [`record`] | task leased with this token | [`succeed`], [`fail`] or [`snooze`] for a finished run, or its fallback |
+//! | [`snooze`] | task leased with this token | lease dropped, ready at the given time, the attempt not counted |
 //! | [`release`] | task leased with this token | lease dropped, ready at once (shutdown) |
 //! | [`unclaim`] | task leased with this token, never started | as release, the claim's attempt taken back |
 //! | [`extend_lease`] | task leased with this token | later `leased_until` |
 //! | [`cancel`] | not done, not cancelled | cancellation pending, ready at once |
 //! | [`reset`] | done | pending, history cleared |
+//! | [`reprioritize`] | not done | new priority |
 //! | [`advance_generator`] | generator leased with this token | occurrence + next slot, or done |
 
 use chrono::{DateTime, TimeDelta, Utc};
@@ -169,7 +171,9 @@ fn succeed_leased(task: &mut Task, now: DateTime<Utc>, result: Option<Value>) {
 
 /// Records a failed run and applies the retry policy.
 ///
-/// * main-handler failure on a live task: `policy.retry` with `attempts`;
+/// * main-handler failure on a live task: `policy.retry` with `attempts`,
+///   except that a task with its own [`Task::max_attempts`] retries (after
+///   the policy's delay) exactly while `attempts < max_attempts`;
 /// * cancellation-handler failure: `policy.cancellation_retry` with
 ///   `cancellation_attempts` (its own counter, W23);
 /// * main-handler failure on a task cancelled meanwhile: no policy; the
@@ -203,7 +207,11 @@ fn fail_leased(
         (HandlerPath::Main, true) => Some(None),
         // A permanent error ends the task whatever the policy says.
         (_, _) if error.is_permanent() => None,
-        (HandlerPath::Main, false) => decide(policy.retry, task.attempts, error),
+        (HandlerPath::Main, false) => match task.max_attempts {
+            Some(max) if task.attempts >= max => None,
+            Some(_) => Some(Some(delay(policy.retry, task.attempts, error))),
+            None => decide(policy.retry, task.attempts, error),
+        },
         (HandlerPath::Cancellation, _) => decide(
             policy.cancellation_retry,
             task.cancellation_attempts.max(1),
@@ -234,6 +242,79 @@ fn fail_leased(
     }
 }
 
+/// How a handler run ended, as the state machine records it.
+#[derive(Debug)]
+pub enum RunResult {
+    /// Done, with an optional result.
+    Completed(Option<Value>),
+    /// The attempt failed.
+    Failed(HandlerError),
+    /// Put off until this time (see [`snooze`]).
+    Snoozed(DateTime<Utc>),
+}
+
+impl RunResult {
+    /// True for [`RunResult::Failed`].
+    pub fn is_failure(&self) -> bool {
+        matches!(self, RunResult::Failed(_))
+    }
+}
+
+/// Records a snoozed run: the lease is given back, the task is ready again
+/// at `until` (at once if that is not after `now`), the claim's attempt is
+/// taken back (and the cancellation counter's, on the cancellation path),
+/// and [`Task::snoozes`] goes up. No error is recorded and nothing the retry
+/// policy reads changes.
+///
+/// A task cancelled while its main handler ran is not snoozed: its
+/// cancellation path is due at once, as after a failure, with no error
+/// recorded and the attempt counted.
+///
+/// ```
+/// use chrono::{TimeDelta, Utc};
+/// use oncetask_core::lifecycle::{self, HandlerPath, LeaseGrant};
+/// use oncetask_core::Task;
+///
+/// let now = Utc::now();
+/// let grant = LeaseGrant::new(now, std::time::Duration::from_secs(60));
+/// let leased = lifecycle::claim(&Task::new("t1", "poll", "prod", now), &grant);
+/// let later = now + TimeDelta::minutes(5);
+/// let snoozed = lifecycle::snooze(&leased, &grant.token, now, later, HandlerPath::Main).unwrap();
+/// assert_eq!((snoozed.attempts, snoozed.snoozes), (0, 1));
+/// assert_eq!(snoozed.wait_until, Some(later));
+/// assert!(snoozed.lease_token.is_none() && snoozed.errors.is_empty());
+/// ```
+pub fn snooze(
+    stored: &Task,
+    token: &LeaseToken,
+    now: DateTime<Utc>,
+    until: DateTime<Utc>,
+    path: HandlerPath,
+) -> Result<Task, Rejection> {
+    check_lease(stored, token)?;
+    let mut next = stored.clone();
+    snooze_leased(&mut next, now, until, path);
+    Ok(next)
+}
+
+/// [`snooze`] on a task whose lease was checked.
+fn snooze_leased(task: &mut Task, now: DateTime<Utc>, until: DateTime<Utc>, path: HandlerPath) {
+    bump_version(task);
+    task.leased_until = None;
+    task.lease_token = None;
+    if path == HandlerPath::Main && task.is_cancelled {
+        // Cancelled meanwhile: the cancellation path takes over at once.
+        task.wait_until = None;
+        return;
+    }
+    task.attempts = task.attempts.saturating_sub(1);
+    if task.is_cancelled {
+        task.cancellation_attempts = task.cancellation_attempts.saturating_sub(1);
+    }
+    task.snoozes = task.snoozes.saturating_add(1);
+    task.wait_until = Some(until.max(now));
+}
+
 /// A finished handler run, as [`record`] stores it.
 #[derive(Debug, Clone, Copy)]
 pub struct Finished<'a> {
@@ -244,11 +325,11 @@ pub struct Finished<'a> {
     /// Which handler ran.
     pub path: HandlerPath,
     /// What the handler returned.
-    pub result: &'a Result<Option<Value>, HandlerError>,
+    pub result: &'a RunResult,
 }
 
-/// The outcome decision of a finished run: [`succeed`] or [`fail`] under
-/// `policy`.
+/// The outcome decision of a finished run: [`succeed`], [`fail`] under
+/// `policy`, or [`snooze`].
 ///
 /// With `refused: Some(reason)` it is the fallback for a store that refused
 /// to hold that write (a result or error message too large, or a value the
@@ -259,13 +340,13 @@ pub struct Finished<'a> {
 ///
 /// ```
 /// use chrono::Utc;
-/// use oncetask_core::lifecycle::{self, FailurePolicy, Finished, HandlerPath, LeaseGrant};
+/// use oncetask_core::lifecycle::{self, FailurePolicy, Finished, HandlerPath, LeaseGrant, RunResult};
 /// use oncetask_core::{NoRetry, Outcome, Task};
 ///
 /// let now = Utc::now();
 /// let grant = LeaseGrant::new(now, std::time::Duration::from_secs(60));
 /// let leased = lifecycle::claim(&Task::new("t1", "email", "prod", now), &grant);
-/// let result = Ok(Some(serde_json::json!({ "big": "..." })));
+/// let result = RunResult::Completed(Some(serde_json::json!({ "big": "..." })));
 /// let run = Finished { token: &grant.token, now, path: HandlerPath::Main, result: &result };
 /// let policy = FailurePolicy { retry: &NoRetry, cancellation_retry: &NoRetry, error_history_limit: 10 };
 ///
@@ -294,13 +375,13 @@ pub fn record(
 ///
 /// ```
 /// use chrono::Utc;
-/// use oncetask_core::lifecycle::{self, FailurePolicy, Finished, HandlerPath, LeaseGrant};
+/// use oncetask_core::lifecycle::{self, FailurePolicy, Finished, HandlerPath, LeaseGrant, RunResult};
 /// use oncetask_core::{NoRetry, Task};
 ///
 /// let now = Utc::now();
 /// let grant = LeaseGrant::new(now, std::time::Duration::from_secs(60));
 /// let leased = lifecycle::claim(&Task::new("t1", "email", "prod", now), &grant);
-/// let result = Ok(None);
+/// let result = RunResult::Completed(None);
 /// let run = Finished { token: &grant.token, now, path: HandlerPath::Main, result: &result };
 /// let policy = FailurePolicy { retry: &NoRetry, cancellation_retry: &NoRetry, error_history_limit: 10 };
 ///
@@ -316,8 +397,9 @@ pub fn record_in_place(
 ) -> Result<(), Rejection> {
     check_lease(task, run.token)?;
     match (run.result, refused) {
-        (Ok(value), None) => succeed_leased(task, run.now, value.clone()),
-        (Err(e), None) => fail_leased(task, run.now, e, run.path, policy),
+        (RunResult::Completed(value), None) => succeed_leased(task, run.now, value.clone()),
+        (RunResult::Failed(e), None) => fail_leased(task, run.now, e, run.path, policy),
+        (RunResult::Snoozed(until), None) => snooze_leased(task, run.now, *until, run.path),
         (result, Some(reason)) => {
             let error = refused_error(result, reason);
             fail_leased(task, run.now, &error, run.path, policy)
@@ -328,8 +410,12 @@ pub fn record_in_place(
 
 /// The error recorded when the store refused to hold a run's outcome:
 /// `"result cannot be stored: <reason>"` (or `"error …"` for a failed run).
-pub fn refused_error(result: &Result<Option<Value>, HandlerError>, reason: &str) -> HandlerError {
-    let what = if result.is_ok() { "result" } else { "error" };
+pub fn refused_error(result: &RunResult, reason: &str) -> HandlerError {
+    let what = if result.is_failure() {
+        "error"
+    } else {
+        "result"
+    };
     HandlerError::msg(format!("{what} cannot be stored: {reason}"))
 }
 
@@ -342,8 +428,12 @@ fn decide(
     if !policy.should_retry(attempts, error) {
         return None;
     }
-    let delay = policy.next_retry_delay(attempts, error);
-    Some(Some(TimeDelta::from_std(delay).unwrap_or(TimeDelta::MAX)))
+    Some(Some(delay(policy, attempts, error)))
+}
+
+/// The policy's delay before the next attempt.
+fn delay(policy: &dyn RetryPolicy, attempts: u32, error: &HandlerError) -> TimeDelta {
+    TimeDelta::from_std(policy.next_retry_delay(attempts, error)).unwrap_or(TimeDelta::MAX)
 }
 
 /// Gives a lease back without an outcome (graceful shutdown past its deadline):
@@ -422,6 +512,20 @@ pub fn reset(stored: &Task) -> Result<Task, Rejection> {
     next.cancelled_at = None;
     next.result = None;
     next.outcome = None;
+    next.snoozes = 0;
+    Ok(next)
+}
+
+/// Sets the priority of a task that is not done (an operator's change; a
+/// leased task keeps running and is claimed with the new priority if it
+/// runs again). The caller checks `priority` against
+/// [`PRIORITY_RANGE`](crate::PRIORITY_RANGE).
+pub fn reprioritize(stored: &Task, priority: i8) -> Result<Task, Rejection> {
+    if stored.is_done() {
+        return Err(Rejection::NotApplicable);
+    }
+    let mut next = next_version(stored);
+    next.priority = priority;
     Ok(next)
 }
 
@@ -551,13 +655,15 @@ mod tests {
             max_attempts: 0,
             delay: Duration::from_secs(5),
         };
-        let ok: Result<Option<Value>, HandlerError> = Ok(Some(serde_json::json!(1)));
-        let err: Result<Option<Value>, HandlerError> = Err(HandlerError::msg("boom"));
+        let ok = RunResult::Completed(Some(serde_json::json!(1)));
+        let err = RunResult::Failed(HandlerError::msg("boom"));
+        let snoozed = RunResult::Snoozed(t0() + TimeDelta::minutes(1));
         for (name, result, retry, refused) in [
             ("success", &ok, &retry as &dyn RetryPolicy, None),
             ("retried failure", &err, &retry, None),
             ("final failure", &err, &NoRetry, None),
             ("refused result", &ok, &retry, Some("too large")),
+            ("snooze", &snoozed, &retry, None),
         ] {
             let run = Finished {
                 token: &g.token,
@@ -934,5 +1040,148 @@ mod tests {
         let step = advance_generator(&claim(&generator, &g), &g.token, t0()).expect("ok");
         assert!(step.occurrence.is_none());
         assert_eq!(step.generator.status(t0()), TaskStatus::Cancelled);
+    }
+
+    #[test]
+    fn a_snooze_gives_the_attempt_back_and_records_nothing_the_policy_reads() {
+        let g = grant();
+        let mut leased = claim(&task("a"), &g);
+        leased.errors.push(AttemptError {
+            at: t0(),
+            error: "earlier".into(),
+        });
+        let later = t0() + TimeDelta::minutes(10);
+        let snoozed = snooze(&leased, &g.token, t0(), later, HandlerPath::Main).expect("leased");
+        assert_eq!(snoozed.attempts, 0, "the attempt does not count");
+        assert_eq!(snoozed.snoozes, 1);
+        assert_eq!(snoozed.wait_until, Some(later));
+        assert_eq!(snoozed.errors, leased.errors, "no error recorded");
+        assert_eq!(
+            (snoozed.leased_until, snoozed.lease_token.clone()),
+            (None, None)
+        );
+        assert_eq!(snoozed.outcome, None);
+        assert_eq!(snoozed.version, leased.version + 1);
+        // Snoozing to the past means now.
+        let past = snooze(
+            &leased,
+            &g.token,
+            t0(),
+            t0() - TimeDelta::hours(1),
+            HandlerPath::Main,
+        )
+        .expect("leased");
+        assert_eq!(past.wait_until, Some(t0()));
+        assert!(past.is_ready_at(t0()));
+        // Only the lease holder snoozes.
+        assert_eq!(
+            snooze(
+                &leased,
+                &LeaseToken::generate(),
+                t0(),
+                later,
+                HandlerPath::Main
+            ),
+            Err(Rejection::LeaseLost)
+        );
+    }
+
+    #[test]
+    fn a_snooze_of_a_task_cancelled_meanwhile_runs_its_cancellation_path_at_once() {
+        let g = grant();
+        let leased = claim(&task("a"), &g);
+        let cancelled = cancel(&leased, t0()).expect("not done");
+        let later = t0() + TimeDelta::minutes(10);
+        let next = snooze(&cancelled, &g.token, t0(), later, HandlerPath::Main).expect("leased");
+        assert_eq!(next.wait_until, None);
+        assert_eq!((next.attempts, next.snoozes), (1, 0));
+        assert!(next.errors.is_empty());
+        assert_eq!(next.status(t0()), TaskStatus::CancellationPending);
+        // The cancellation handler's own snooze gives both counts back.
+        let g2 = LeaseGrant::new(t0(), Duration::from_secs(60));
+        let again = claim(&next, &g2);
+        assert_eq!((again.attempts, again.cancellation_attempts), (2, 1));
+        let put_off =
+            snooze(&again, &g2.token, t0(), later, HandlerPath::Cancellation).expect("leased");
+        assert_eq!((put_off.attempts, put_off.cancellation_attempts), (1, 0));
+        assert_eq!((put_off.snoozes, put_off.wait_until), (1, Some(later)));
+        assert!(put_off.is_cancelled && !put_off.is_done());
+    }
+
+    #[test]
+    fn a_task_of_its_own_max_attempts_overrides_the_policy_limit_but_keeps_its_delay() {
+        let error = HandlerError::msg("boom");
+        let retry = FixedDelay {
+            max_attempts: 10,
+            delay: Duration::from_secs(7),
+        };
+        let mut limited = task("a");
+        limited.max_attempts = Some(2);
+        let g = grant();
+        let first = fail(
+            &claim(&limited, &g),
+            &g.token,
+            t0(),
+            &error,
+            HandlerPath::Main,
+            policy(&retry, &NoRetry),
+        )
+        .expect("leased");
+        assert_eq!(first.wait_until, Some(t0() + TimeDelta::seconds(7)));
+        assert!(!first.is_done());
+        let second = fail(
+            &claim(&first, &g),
+            &g.token,
+            t0(),
+            &error,
+            HandlerPath::Main,
+            policy(&retry, &NoRetry),
+        )
+        .expect("leased");
+        assert_eq!(
+            second.outcome,
+            Some(Outcome::Failed),
+            "2 of 2 attempts used"
+        );
+        // More attempts than the policy allows, too.
+        let mut generous = task("b");
+        generous.max_attempts = Some(3);
+        generous.attempts = 1;
+        let retried = fail(
+            &claim(&generous, &g),
+            &g.token,
+            t0(),
+            &error,
+            HandlerPath::Main,
+            policy(&NoRetry, &NoRetry),
+        )
+        .expect("leased");
+        assert!(!retried.is_done(), "attempt 2 of 3 retries under NoRetry");
+        // A permanent error still ends it at once.
+        let permanent = fail(
+            &claim(&generous, &g),
+            &g.token,
+            t0(),
+            &HandlerError::permanent("gone"),
+            HandlerPath::Main,
+            policy(&retry, &NoRetry),
+        )
+        .expect("leased");
+        assert_eq!(permanent.outcome, Some(Outcome::Failed));
+    }
+
+    #[test]
+    fn reprioritize_applies_to_tasks_not_done_and_a_reset_keeps_it_but_clears_snoozes() {
+        let pending = task("a");
+        let high = reprioritize(&pending, 5).expect("not done");
+        assert_eq!((high.priority, high.version), (5, pending.version + 1));
+        let g = grant();
+        let leased = claim(&high, &g);
+        let snoozed = snooze(&leased, &g.token, t0(), t0(), HandlerPath::Main).expect("leased");
+        let again = claim(&snoozed, &g);
+        let done = succeed(&again, &g.token, t0(), None).expect("leased");
+        assert_eq!(reprioritize(&done, 1), Err(Rejection::NotApplicable));
+        let reset_task = reset(&done).expect("done");
+        assert_eq!((reset_task.priority, reset_task.snoozes), (5, 0));
     }
 }

@@ -365,6 +365,8 @@ pub struct TaskFilter {
     pub resource_key: Option<String>,
     /// Only these statuses (at `now`); empty means all.
     pub statuses: Vec<TaskStatus>,
+    /// Only tasks with this priority.
+    pub priority: Option<i8>,
     /// Only tasks that are not done.
     pub not_done: bool,
     /// Time used for status filtering.
@@ -441,6 +443,7 @@ impl TaskFilter {
             kind: None,
             resource_key: None,
             statuses: Vec::new(),
+            priority: None,
             not_done: false,
             now,
             after: None,
@@ -465,6 +468,12 @@ impl TaskFilter {
     /// allow several.
     pub fn status(mut self, status: TaskStatus) -> Self {
         self.statuses.push(status);
+        self
+    }
+
+    /// Only tasks with this priority.
+    pub fn priority(mut self, priority: i8) -> Self {
+        self.priority = Some(priority);
         self
     }
 
@@ -500,6 +509,7 @@ impl TaskFilter {
                 .resource_key
                 .as_ref()
                 .is_none_or(|k| task.resource_key.as_ref() == Some(k))
+            && self.priority.is_none_or(|p| p == task.priority)
             && (!self.not_done || !task.is_done())
             && (self.statuses.is_empty() || self.statuses.contains(&task.status(self.now)))
     }

@@ -18,6 +18,17 @@ use crate::recurrence::Recurrence;
 /// A JSON object: the payload of a task.
 pub type JsonObject = Map<String, Value>;
 
+/// The priorities a task may have ([`Task::priority`]): higher is to be
+/// claimed first within a kind (stored now; claims do not order by it
+/// yet); 0 is the default. A priority outside the range is
+/// refused at create ([`Error::InvalidPriority`]).
+///
+/// ```
+/// assert!(oncetask_core::PRIORITY_RANGE.contains(&0));
+/// assert!(!oncetask_core::PRIORITY_RANGE.contains(&11));
+/// ```
+pub const PRIORITY_RANGE: std::ops::RangeInclusive<i8> = -10..=10;
+
 /// One task, as stored by every backend.
 ///
 /// Tasks are created from a [`TaskData`] value (see [`Task::from_data`]) and
@@ -82,6 +93,20 @@ pub struct Task {
     pub version: u64,
     /// How a terminal task ended. `None` while the task is not done.
     pub outcome: Option<Outcome>,
+    /// Times a handler snoozed the task ([`crate::manager::HandlerOutcome::Snoozed`]):
+    /// runs put off without counting as attempts. A reset clears it.
+    #[serde(default)]
+    pub snoozes: u32,
+    /// Claim priority within the kind: higher first, in
+    /// [`PRIORITY_RANGE`] (default 0). Set at create; an operator may change
+    /// it while the task is not done.
+    #[serde(default)]
+    pub priority: i8,
+    /// Claims the task may take before a failure is final, overriding the
+    /// handler's retry policy's own limit; `None` leaves the policy to
+    /// decide. Fixed at create.
+    #[serde(default)]
+    pub max_attempts: Option<u32>,
     /// The stored revision this copy was read from or written as, for
     /// backends whose documents other writers may change without touching
     /// `version` (Firestore, shared with the Go package). `None` for tasks
@@ -118,6 +143,9 @@ impl PartialEq for Task {
             lease_token,
             version,
             outcome,
+            snoozes,
+            priority,
+            max_attempts,
             revision: _,
         } = self;
         *id == other.id
@@ -141,6 +169,9 @@ impl PartialEq for Task {
             && *lease_token == other.lease_token
             && *version == other.version
             && *outcome == other.outcome
+            && *snoozes == other.snoozes
+            && *priority == other.priority
+            && *max_attempts == other.max_attempts
     }
 }
 
@@ -204,6 +235,12 @@ pub struct TaskParts {
     pub version: u64,
     /// How a terminal task ended. `None` while the task is not done.
     pub outcome: Option<Outcome>,
+    /// Times a handler snoozed the task.
+    pub snoozes: u32,
+    /// Claim priority within the kind.
+    pub priority: i8,
+    /// Per-task attempt limit, overriding the retry policy's.
+    pub max_attempts: Option<u32>,
     /// The stored revision this copy was read from or written as, for
     /// backends whose documents other writers may change without touching
     /// `version` (Firestore, shared with the Go package). `None` for tasks
@@ -240,6 +277,9 @@ impl From<TaskParts> for Task {
             lease_token,
             version,
             outcome,
+            snoozes,
+            priority,
+            max_attempts,
             revision,
         } = parts;
         Task {
@@ -264,6 +304,9 @@ impl From<TaskParts> for Task {
             lease_token,
             version,
             outcome,
+            snoozes,
+            priority,
+            max_attempts,
             revision,
         }
     }
@@ -301,6 +344,9 @@ impl Task {
             lease_token: None,
             version: initial_version(),
             outcome: None,
+            snoozes: 0,
+            priority: 0,
+            max_attempts: None,
             revision: None,
         }
     }
@@ -330,6 +376,9 @@ impl Task {
             lease_token,
             version,
             outcome,
+            snoozes,
+            priority,
+            max_attempts,
             revision,
         } = self;
         TaskParts {
@@ -354,6 +403,9 @@ impl Task {
             lease_token,
             version,
             outcome,
+            snoozes,
+            priority,
+            max_attempts,
             revision,
         }
     }

@@ -31,6 +31,22 @@
 //! | `cancellationAttempts` | integer | 0 |
 //! | `leaseAttempt` | integer: the `attempts` value the `leaseToken` was granted at; absent without a token | the token (if any) holds |
 //! | `waitUntilExact` | time string: the exact wait when `waitUntil` was rounded up to a whole second; absent otherwise | `waitUntil` is exact |
+//! | `snoozes` | integer ≥ 1; absent at 0 | 0 |
+//! | `priority` | integer in [`PRIORITY_RANGE`] (-10..=10) other than 0; absent at 0 | 0 |
+//! | `maxAttempts` | integer ≥ 1; absent without a per-task limit | no per-task limit (the retry policy decides) |
+//!
+//! The last three are written only when they differ from their default, so
+//! the default has one spelling, the one every Go document has: absence. A
+//! swap that sets one back to its default names it in its update mask and
+//! leaves it out of the fields, which removes it (a reset clears `snoozes`
+//! that way). A Firestore query that filters or orders on a field leaves
+//! out every document without it, so no query may use these three: an
+//! order by priority would skip every default-priority task, Go's and
+//! Rust's alike. Go ignores them: a Go worker claims in its own order,
+//! applies its own retry limit, and a Go reset leaves `snoozes` as it was.
+//! Reads also take null for absent, and refuse a value out of range (a
+//! priority outside [`PRIORITY_RANGE`], a negative count, a `maxAttempts`
+//! of 0) or of another type, as an undecodable document.
 //!
 //! # Sharing documents with Go writers
 //!
@@ -113,7 +129,9 @@ use firestore::gcloud_sdk::google::firestore::v1::value::ValueType;
 use firestore::gcloud_sdk::google::firestore::v1::{ArrayValue, MapValue, Value};
 use oncetask_core::store::{Change, Field};
 use oncetask_core::task::TaskParts;
-use oncetask_core::{AttemptError, JsonObject, LeaseToken, Outcome, Recurrence, Task};
+use oncetask_core::{
+    AttemptError, JsonObject, LeaseToken, Outcome, PRIORITY_RANGE, Recurrence, Task,
+};
 use serde_json::Value as Json;
 
 /// Document fields, as the Firestore API carries them.
@@ -282,10 +300,18 @@ pub const MAX_NAME_BYTES: usize = 1500;
 /// `__…__`, over [`MAX_NAME_BYTES`]); an env, kind or resource key over
 /// [`MAX_NAME_BYTES`] (claims filter on them); a payload integer above
 /// `i64::MAX` (it would come back as a rounded double); a schedule or
-/// creation time outside the years 0..=9999 of the stored time format.
+/// creation time outside the years 0..=9999 of the stored time format; a
+/// priority outside [`PRIORITY_RANGE`] or a `max_attempts` of 0 (reads
+/// refuse both).
 pub fn encode_task(task: &Task) -> Result<Fields, EncodeError> {
     check_names(task)?;
     check_integers(&task.data)?;
+    if task.max_attempts == Some(0) {
+        return Err(EncodeError {
+            field: MAX_ATTEMPTS.into(),
+            reason: "0: a task may take at least one attempt".into(),
+        });
+    }
     // A time the stored format cannot express (a year beyond 0..=9999)
     // would be written, then never read back: refuse it instead.
     for (field, time) in [
@@ -337,8 +363,22 @@ pub fn fixed_fields(task: &Task) -> Fields {
         opt_string(task.parent_recurrence_id.as_deref()),
     );
     put("occurrenceTimestamp", opt_time(task.occurrence_timestamp));
+    // Absent without a per-task limit (see the module docs).
+    if let Some(max) = task.max_attempts {
+        put(MAX_ATTEMPTS, integer(i64::from(max)));
+    }
     f
 }
+
+/// How often a handler snoozed the task (Rust-only; absent at 0).
+pub const SNOOZES: &str = "snoozes";
+
+/// The claim priority within the kind (Rust-only; absent at 0).
+pub const PRIORITY: &str = "priority";
+
+/// The per-task attempt limit (Rust-only, fixed at create; absent without
+/// one).
+pub const MAX_ATTEMPTS: &str = "maxAttempts";
 
 /// The fields a swap may change ([`oncetask_core::Store::swap`] never changes
 /// a task's identity, payload, resource key, schedule or lineage): the
@@ -346,8 +386,9 @@ pub fn fixed_fields(task: &Task) -> Fields {
 /// fields, under an update mask, so it leaves the payload exactly as stored
 /// (a Go document's doubles stay doubles) and its request stays small
 /// whatever the payload's size. `leaseAttempt` is absent when there is no
-/// lease token: a masked write of an absent field removes it.
-pub const CHANGEABLE_FIELDS: [&str; 15] = [
+/// lease token, and `snoozes` and `priority` at 0: a masked write of an
+/// absent field removes it.
+pub const CHANGEABLE_FIELDS: [&str; 17] = [
     "waitUntil",
     WAIT_EXACT,
     "leasedUntil",
@@ -363,6 +404,8 @@ pub const CHANGEABLE_FIELDS: [&str; 15] = [
     "version",
     "outcome",
     "outcomeAt",
+    SNOOZES,
+    PRIORITY,
 ];
 
 /// The document fields a swap of `change` writes (a subset of
@@ -386,6 +429,8 @@ pub fn change_mask(change: Change) -> Vec<&'static str> {
             Field::Result => &["result"],
             Field::IsCancelled => &["isCancelled"],
             Field::CancelledAt => &["cancelledAt"],
+            Field::Snoozes => &[SNOOZES],
+            Field::Priority => &[PRIORITY],
         };
         for name in names {
             if !mask.contains(name) {
@@ -436,8 +481,21 @@ pub fn lease_fields(task: &Task) -> Result<Fields, EncodeError> {
     Ok(f)
 }
 
-/// Encodes the [`CHANGEABLE_FIELDS`] of a task.
+/// Encodes the [`CHANGEABLE_FIELDS`] of a task. Fails like
+/// [`encode_task`] for a `waitUntil` beyond the stored format, and for a
+/// priority outside [`PRIORITY_RANGE`] (reads would refuse the document).
 pub fn encode_changes(task: &Task) -> Result<Fields, EncodeError> {
+    if !PRIORITY_RANGE.contains(&task.priority) {
+        return Err(EncodeError {
+            field: PRIORITY.into(),
+            reason: format!(
+                "{} is outside {}..={}",
+                task.priority,
+                PRIORITY_RANGE.start(),
+                PRIORITY_RANGE.end()
+            ),
+        });
+    }
     // A backoff too long for the stored format (beyond the year 9999) would
     // be written, then never read back: refuse it instead.
     if let Some(t) = task.wait_until
@@ -496,6 +554,17 @@ pub fn encode_changes(task: &Task) -> Result<Fields, EncodeError> {
             None => string(""),
         },
     );
+    // Written only when not 0, so that a default has one spelling, the
+    // absence every Go document shows, and no query can be written that
+    // seems to work on Rust documents while it skips Go's (a filter or an
+    // order on a field leaves out documents without it). A masked write
+    // of the default removes the field (a reset's `snoozes`).
+    if task.snoozes != 0 {
+        put(SNOOZES, integer(i64::from(task.snoozes)));
+    }
+    if task.priority != 0 {
+        put(PRIORITY, integer(i64::from(task.priority)));
+    }
     Ok(f)
 }
 
@@ -631,6 +700,36 @@ pub fn decode_task(fields: &Fields) -> Result<Task, DecodeError> {
         lease_token,
         version,
         outcome,
+        snoozes: match d.opt_integer(SNOOZES)? {
+            None => 0,
+            Some(n) => u32::try_from(n)
+                .map_err(|_| DecodeError::new(SNOOZES, format!("{n} is not a count")))?,
+        },
+        priority: match d.opt_integer(PRIORITY)? {
+            None => 0,
+            Some(n) => i8::try_from(n)
+                .ok()
+                .filter(|p| PRIORITY_RANGE.contains(p))
+                .ok_or_else(|| {
+                    DecodeError::new(
+                        PRIORITY,
+                        format!(
+                            "{n} is outside {}..={}",
+                            PRIORITY_RANGE.start(),
+                            PRIORITY_RANGE.end()
+                        ),
+                    )
+                })?,
+        },
+        max_attempts: match d.opt_integer(MAX_ATTEMPTS)? {
+            None => None,
+            Some(n) => Some(u32::try_from(n).ok().filter(|m| *m >= 1).ok_or_else(|| {
+                DecodeError::new(
+                    MAX_ATTEMPTS,
+                    format!("{n} is not an attempt limit (at least 1)"),
+                )
+            })?),
+        },
         revision: None,
     }
     .into())
@@ -745,6 +844,20 @@ impl Reader<'_> {
                     .map(Some)
                     .map_err(|e| DecodeError::new(name, format!("{s:?}: {e}"))),
             },
+        }
+    }
+
+    /// A Rust-only integer written only when not its default: `None` when
+    /// missing or null. A double holding an integer is taken, as for counts.
+    fn opt_integer(&self, name: &str) -> Result<Option<i64>, DecodeError> {
+        match self.0.get(name) {
+            None
+            | Some(Value {
+                value_type: None | Some(ValueType::NullValue(_)),
+            }) => Ok(None),
+            Some(v) => as_integer(v)
+                .map(Some)
+                .ok_or_else(|| DecodeError::new(name, "not an integer")),
         }
     }
 
@@ -919,12 +1032,14 @@ pub fn value_to_json(v: &Value, path: &str) -> Result<Json, DecodeError> {
 mod tests {
     use super::*;
 
-    const CHANGES: [Change; 5] = [
+    const CHANGES: [Change; 7] = [
         Change::Heartbeat,
         Change::Release,
         Change::Outcome,
         Change::Cancel,
         Change::Reset,
+        Change::Snooze,
+        Change::Reprioritize,
     ];
 
     #[test]
@@ -933,17 +1048,85 @@ mod tests {
     }
 
     #[test]
-    fn every_mask_is_within_the_changeable_fields_and_a_reset_writes_them_all() {
+    fn every_mask_is_within_the_changeable_fields_and_a_reset_writes_all_but_the_priority() {
+        let mut union = Vec::new();
         for change in CHANGES {
             for name in change_mask(change) {
                 assert!(CHANGEABLE_FIELDS.contains(&name), "{change:?}: {name}");
+                if !union.contains(&name) {
+                    union.push(name);
+                }
             }
         }
-        let mut reset = change_mask(Change::Reset);
-        reset.sort_unstable();
+        // Every changeable field is some change's to write.
+        union.sort_unstable();
         let mut all = CHANGEABLE_FIELDS.to_vec();
         all.sort_unstable();
-        assert_eq!(reset, all);
+        assert_eq!(union, all);
+        let mut reset = change_mask(Change::Reset);
+        reset.sort_unstable();
+        all.retain(|name| *name != PRIORITY);
+        assert_eq!(reset, all, "a reset clears the history, not the priority");
+    }
+
+    #[test]
+    fn a_reprioritize_writes_only_the_priority_and_the_version() {
+        assert_eq!(change_mask(Change::Reprioritize), ["version", PRIORITY]);
+    }
+
+    #[test]
+    fn a_snooze_writes_the_lease_the_wait_the_counts_and_the_snoozes_only() {
+        let mut mask = change_mask(Change::Snooze);
+        mask.sort_unstable();
+        let mut expected = vec![
+            "version",
+            "leasedUntil",
+            "leaseToken",
+            "leaseAttempt",
+            "waitUntil",
+            WAIT_EXACT,
+            "attempts",
+            "cancellationAttempts",
+            SNOOZES,
+        ];
+        expected.sort_unstable();
+        assert_eq!(mask, expected);
+    }
+
+    #[test]
+    fn snoozes_and_priority_are_written_only_when_not_0() {
+        let mut task = Task::new("t", "k", "e", Utc::now());
+        let plain = encode_task(&task).expect("encodes");
+        for name in [SNOOZES, PRIORITY, MAX_ATTEMPTS] {
+            assert!(!plain.contains_key(name), "{name} is absent at its default");
+        }
+        task.snoozes = 2;
+        task.priority = -3;
+        task.max_attempts = Some(4);
+        let set = encode_task(&task).expect("encodes");
+        assert_eq!(set[SNOOZES], integer(2));
+        assert_eq!(set[PRIORITY], integer(-3));
+        assert_eq!(set[MAX_ATTEMPTS], integer(4));
+        assert_eq!(decode_task(&set).expect("decodes"), task);
+        // A swap's fields leave out a default, so its mask removes it.
+        task.snoozes = 0;
+        task.priority = 0;
+        let changes = encode_changes(&task).expect("encodes");
+        assert!(!changes.contains_key(SNOOZES) && !changes.contains_key(PRIORITY));
+    }
+
+    #[test]
+    fn what_reads_would_refuse_is_not_written() {
+        let mut task = Task::new("t", "k", "e", Utc::now());
+        task.priority = 11;
+        assert_eq!(encode_task(&task).expect_err("priority").field, PRIORITY);
+        assert_eq!(encode_changes(&task).expect_err("priority").field, PRIORITY);
+        task.priority = 0;
+        task.max_attempts = Some(0);
+        assert_eq!(
+            encode_task(&task).expect_err("max attempts").field,
+            MAX_ATTEMPTS
+        );
     }
 
     #[test]

@@ -6,7 +6,12 @@
 //!
 //! * [`document`]: how a [`oncetask_core::Task`] is stored as a Firestore
 //!   document in the Go package's layout, and how documents Go wrote are
-//!   read back (field names, empty strings, time-string ordering).
+//!   read back (field names, empty strings, time-string ordering). The
+//!   fields only Rust writes are listed there, among them `snoozes`,
+//!   `priority` and `maxAttempts`, which are written only when they differ
+//!   from their default (0, 0, no limit), so that a Go document, which has
+//!   none of them, reads as the default; no query filters or orders on
+//!   them, as that would leave out every document without them.
 //! * [`FirestoreStore`]: the `Store`, built from your own
 //!   [`firestore::FirestoreDb`] (the [`store`] module docs say how each
 //!   operation works and what it costs in reads and writes).

@@ -53,7 +53,10 @@
 //!   resource keys or undecodable documents keep the claim short; exact
 //!   times are checked on what it read. Exact ties of the three times are
 //!   broken by resource key before id (the order a `not-in` query can
-//!   serve). Resource keys are taken with lock documents (see the `keys`
+//!   serve). The ready query never filters or orders on `priority`,
+//!   `snoozes` or `maxAttempts`: Firestore would leave out every document
+//!   without the field (all of Go's, and Rust's at the default; see
+//!   [`crate::document`]). Resource keys are taken with lock documents (see the `keys`
 //!   module of `store`: a store drains a busy key under one lock write
 //!   while its hold lasts). Every lease write
 //!   carries the candidate's `updateTime` as a precondition, so a task

@@ -56,6 +56,10 @@ fn go_task(id: &str) -> Task {
         lease_token: None,
         version: 0,
         outcome: None,
+        // Go writes none of these: the defaults.
+        snoozes: 0,
+        priority: 0,
+        max_attempts: None,
         revision: None,
     }
     .into()
@@ -239,6 +243,15 @@ fn go_documents_decode_to_the_expected_task_and_status() {
         let task = decode_task(&fields).unwrap_or_else(|e| panic!("{file}: {e}"));
         assert_eq!(task, expected, "{file}");
         assert_eq!(task.status(t(now)), status, "{file}");
+        // Go knows no snoozes, priorities or per-task limits.
+        for name in ["snoozes", "priority", "maxAttempts"] {
+            assert!(!fields.contains_key(name), "{file}: {name}");
+        }
+        assert_eq!(
+            (task.snoozes, task.priority, task.max_attempts),
+            (0, 0, None),
+            "{file}"
+        );
         // The document key is the id (the fixtures' README).
         assert_eq!(fields["id"], sv(&task.id), "{file}");
     }
@@ -302,6 +315,9 @@ fn rich_task() -> Task {
         lease_token: Some(LeaseToken::from_stored("tok-1")),
         version: 42,
         outcome: Some(Outcome::Failed),
+        snoozes: 2,
+        priority: 7,
+        max_attempts: Some(3),
         revision: None,
     }.into()
 }
@@ -371,6 +387,16 @@ fn encoding_writes_strings_for_times_and_empty_strings_for_unset() {
         !plain.contains_key("waitUntilExact"),
         "no exact time without a wait"
     );
+    // Snoozes, priority and a per-task limit: integers, absent at their
+    // default (as in every Go document).
+    for (name, value) in [("snoozes", 2), ("priority", 7), ("maxAttempts", 3)] {
+        assert!(!plain.contains_key(name), "{name}");
+        assert_eq!(
+            rich[name].value_type,
+            Some(ValueType::IntegerValue(value)),
+            "{name}"
+        );
+    }
     assert_eq!(s(&rich, "leasedUntil"), "2026-03-01T10:00:30.250Z");
     assert_eq!(s(&rich, "outcome"), "failed");
     assert_eq!(s(&rich, "leaseToken"), "tok-1");
@@ -489,6 +515,50 @@ fn broken(edit: impl FnOnce(&mut Fields)) -> Result<Task, DecodeError> {
     let (_, mut fields) = fixture("completed.json");
     edit(&mut fields);
     decode_task(&fields)
+}
+
+fn set_int(f: &mut Fields, name: &str, n: i64) {
+    f.insert(
+        name.into(),
+        Value {
+            value_type: Some(ValueType::IntegerValue(n)),
+        },
+    );
+}
+
+fn bool_value(b: bool) -> Value {
+    Value {
+        value_type: Some(ValueType::BooleanValue(b)),
+    }
+}
+
+/// The Rust-only fields written only when not their default read null as
+/// absent, and an integral double as its integer (as counts do).
+#[test]
+fn snoozes_priority_and_max_attempts_read_null_as_absent_and_integral_doubles() {
+    let (_, mut f) = fixture("pending.json");
+    let null = Value {
+        value_type: Some(ValueType::NullValue(0)),
+    };
+    for name in ["snoozes", "priority", "maxAttempts"] {
+        f.insert(name.into(), null.clone());
+    }
+    let task = decode_task(&f).unwrap();
+    assert_eq!(
+        (task.snoozes, task.priority, task.max_attempts),
+        (0, 0, None)
+    );
+    let double = |d: f64| Value {
+        value_type: Some(ValueType::DoubleValue(d)),
+    };
+    f.insert("snoozes".into(), double(4.0));
+    f.insert("priority".into(), double(-10.0));
+    f.insert("maxAttempts".into(), double(2.0));
+    let task = decode_task(&f).unwrap();
+    assert_eq!(
+        (task.snoozes, task.priority, task.max_attempts),
+        (4, -10, Some(2))
+    );
 }
 
 fn sv(s: &str) -> Value {
@@ -634,11 +704,51 @@ fn malformed_documents_are_errors() {
                 f.insert("isCancelled".into(), sv("true"));
             }),
         ),
+        // An i8, but outside PRIORITY_RANGE.
+        ("priority", Box::new(|f| set_int(f, "priority", 99))),
+        ("priority", Box::new(|f| set_int(f, "priority", -11))),
+        ("priority", Box::new(|f| set_int(f, "priority", 1 << 40))),
+        (
+            "priority",
+            Box::new(|f| {
+                f.insert("priority".into(), sv("7"));
+            }),
+        ),
+        (
+            "priority",
+            Box::new(|f| {
+                f.insert(
+                    "priority".into(),
+                    Value {
+                        value_type: Some(ValueType::DoubleValue(1.5)),
+                    },
+                );
+            }),
+        ),
+        ("snoozes", Box::new(|f| set_int(f, "snoozes", -1))),
+        ("snoozes", Box::new(|f| set_int(f, "snoozes", 1 << 32))),
+        (
+            "snoozes",
+            Box::new(|f| {
+                f.insert("snoozes".into(), bool_value(true));
+            }),
+        ),
+        ("maxAttempts", Box::new(|f| set_int(f, "maxAttempts", -1))),
+        ("maxAttempts", Box::new(|f| set_int(f, "maxAttempts", 0))),
+        (
+            "maxAttempts",
+            Box::new(|f| {
+                f.insert("maxAttempts".into(), sv("3"));
+            }),
+        ),
     ];
     for (field, edit) in cases {
         let e = broken(edit).expect_err(field);
         assert_eq!(e.field, field, "{e}");
+        assert!(!e.reason.is_empty(), "{e}");
     }
+    let e = broken(|f| set_int(f, "priority", 99)).unwrap_err();
+    assert_eq!(e.to_string(), "field `priority`: 99 is outside -10..=10");
     // An empty document and a value without a type do not panic either.
     assert!(decode_task(&Fields::new()).is_err());
     let mut f = fixture("pending.json").1;

@@ -12,15 +12,17 @@ use firestore::FirestoreDb;
 use firestore::gcloud_sdk::google::firestore::v1::value::ValueType;
 use firestore::gcloud_sdk::google::firestore::v1::{CommitRequest, Document, Write, write};
 use firestore::gcloud_sdk::tonic::Request;
-use oncetask_core::lifecycle::{self, LeaseGrant};
-use oncetask_core::store::{Change, ClaimMode, ClaimRequest, Swap, SwapOutcome};
-use oncetask_core::{Store, TaskStatus};
+use oncetask_core::lifecycle::{self, HandlerPath, LeaseGrant};
+use oncetask_core::store::{
+    Change, ClaimMode, ClaimRequest, CreateOutcome, Fetched, Swap, SwapOutcome,
+};
+use oncetask_core::{Store, Task, TaskStatus};
 use oncetask_firestore::FirestoreStore;
 use oncetask_firestore::document::Fields;
 use serde_json::json;
 
 mod common;
-use common::{db, t, tag};
+use common::{assert_go_readable, db, t, tag};
 
 /// The fields of a fixture.
 fn fixture(name: &str) -> Fields {
@@ -29,14 +31,18 @@ fn fixture(name: &str) -> Fields {
 
 /// A fresh collection holding the given Go fixtures, as Go wrote them.
 async fn seeded(files: &[&str]) -> (FirestoreDb, FirestoreStore) {
+    seeded_with(files.iter().map(|f| fixture(f)).collect()).await
+}
+
+/// A fresh collection holding the given documents.
+async fn seeded_with(documents: Vec<Fields>) -> (FirestoreDb, FirestoreStore) {
     let db = db().await;
     let collection = format!("go-{}", uuid::Uuid::new_v4().simple());
-    let writes = files
-        .iter()
-        .map(|f| {
-            let fields = fixture(f);
+    let writes = documents
+        .into_iter()
+        .map(|fields| {
             let Some(ValueType::StringValue(id)) = fields["id"].value_type.clone() else {
-                panic!("{f}: no id");
+                panic!("no id: {fields:?}");
             };
             Write {
                 operation: Some(write::Operation::Update(Document {
@@ -97,6 +103,11 @@ fn a_go_task_is_claimed_completed_and_stays_readable_by_go() {
         assert_eq!(ids, ["email-u1"], "other env and done tasks stay out");
         let task = &claimed.tasks[0];
         assert_eq!(task.attempts, 1);
+        // Go writes no snoozes, priority or attempt limit: the defaults.
+        assert_eq!(
+            (task.snoozes, task.priority, task.max_attempts),
+            (0, 0, None)
+        );
         let token = task.lease_token.clone().unwrap();
         let done = lifecycle::succeed(
             task,
@@ -112,24 +123,11 @@ fn a_go_task_is_claimed_completed_and_stays_readable_by_go() {
         assert!(matches!(out[0], SwapOutcome::Applied { .. }));
         let fields = raw(&db, &store, "email-u1").await;
         // Go's types for every Go field, and values Go parses.
-        for (name, ty) in [
-            ("id", "stringValue"),
-            ("type", "stringValue"),
-            ("data", "mapValue"),
-            ("resourceKey", "stringValue"),
-            ("env", "stringValue"),
-            ("waitUntil", "stringValue"),
-            ("leasedUntil", "stringValue"),
-            ("createdAt", "stringValue"),
-            ("doneAt", "stringValue"),
-            ("attempts", "integerValue"),
-            ("result", "mapValue"),
-            ("parentRecurrenceId", "stringValue"),
-            ("occurrenceTimestamp", "stringValue"),
-            ("isCancelled", "booleanValue"),
-            ("cancelledAt", "stringValue"),
-        ] {
-            assert_eq!(tag(&fields[name]), ty, "{name}");
+        assert_go_readable(&fields);
+        assert_eq!(tag(&fields["result"]), "mapValue");
+        // The defaults are not written (see `document`'s docs).
+        for name in ["snoozes", "priority", "maxAttempts"] {
+            assert!(!fields.contains_key(name), "{name}");
         }
         let s = |n: &str| match fields[n].value_type.clone() {
             Some(ValueType::StringValue(s)) => s,
@@ -149,6 +147,192 @@ fn a_go_task_is_claimed_completed_and_stays_readable_by_go() {
             back.status(t("2026-01-01T00:00:03Z")),
             TaskStatus::Completed
         );
+        assert_eq!(
+            (back.snoozes, back.priority, back.max_attempts),
+            (0, 0, None)
+        );
+    });
+}
+
+/// The task of `id` as the store reads it (with the revision to swap on).
+async fn stored(store: &FirestoreStore, id: &str) -> Task {
+    match store.get(&[id.to_owned()]).await.unwrap().pop() {
+        Some(Fetched::Task(task)) => task,
+        other => panic!("{id}: {other:?}"),
+    }
+}
+
+/// Swaps `next` onto `from` with `change`, which must apply.
+async fn apply(store: &FirestoreStore, from: &Task, change: Change, next: &Task) {
+    let out = store.swap(&[Swap::new(from, change, next)]).await.unwrap();
+    assert!(
+        matches!(out[0], SwapOutcome::Applied { .. }),
+        "{change:?}: {:?}",
+        out[0]
+    );
+}
+
+fn integer_field(fields: &Fields, name: &str) -> Option<i64> {
+    fields.get(name).map(|v| match v.value_type {
+        Some(ValueType::IntegerValue(n)) => n,
+        ref other => panic!("{name}: {other:?}"),
+    })
+}
+
+/// A Rust task's priority and attempt limit are stored as integers, read
+/// back, and kept by a claim; the document stays one Go reads.
+#[test]
+fn a_rust_task_with_a_priority_and_an_attempt_limit_round_trips() {
+    run(async {
+        let (db, store) = seeded(&[]).await;
+        let mut task = Task::new("prio-1", "send_email", "DEFAULT", t("2026-01-01T00:00:00Z"));
+        task.priority = 7;
+        task.max_attempts = Some(3);
+        let out = store.create(vec![task.clone()]).await.unwrap();
+        assert!(matches!(out[0], CreateOutcome::Created), "{:?}", out[0]);
+        let fields = raw(&db, &store, "prio-1").await;
+        assert_eq!(integer_field(&fields, "priority"), Some(7));
+        assert_eq!(integer_field(&fields, "maxAttempts"), Some(3));
+        assert_eq!(integer_field(&fields, "snoozes"), None, "0 is not written");
+        assert_go_readable(&fields);
+        assert_eq!(stored(&store, "prio-1").await, task);
+        let claimed = store
+            .claim(&claim_at("2026-01-01T00:00:01Z"))
+            .await
+            .unwrap();
+        assert_eq!(claimed.tasks.len(), 1);
+        let claimed = &claimed.tasks[0];
+        assert_eq!((claimed.priority, claimed.max_attempts), (7, Some(3)));
+        assert_eq!(stored(&store, "prio-1").await, *claimed);
+    });
+}
+
+/// A snooze of a Go task stores its count and leaves the document one Go
+/// reads; an operator's priority is stored; a reset clears the snoozes and
+/// keeps the priority; a priority set back to 0 leaves no field behind.
+#[test]
+fn snoozes_and_priorities_of_a_go_task_are_stored_and_reset() {
+    run(async {
+        let (db, store) = seeded(&["pending.json"]).await;
+        let id = "email-u1";
+        let claimed = store
+            .claim(&claim_at("2026-01-01T00:00:01Z"))
+            .await
+            .unwrap()
+            .tasks
+            .remove(0);
+        assert_eq!(claimed.attempts, 1);
+        let token = claimed.lease_token.clone().unwrap();
+        let later = t("2026-01-01T00:00:30Z");
+        let snoozed = lifecycle::snooze(
+            &claimed,
+            &token,
+            t("2026-01-01T00:00:02Z"),
+            later,
+            HandlerPath::Main,
+        )
+        .unwrap();
+        apply(&store, &claimed, Change::Snooze, &snoozed).await;
+        let fields = raw(&db, &store, id).await;
+        assert_eq!(integer_field(&fields, "snoozes"), Some(1));
+        assert_eq!(
+            integer_field(&fields, "attempts"),
+            Some(0),
+            "not an attempt"
+        );
+        assert_go_readable(&fields);
+        let back = stored(&store, id).await;
+        assert_eq!(back, snoozed);
+        assert_eq!((back.snoozes, back.attempts), (1, 0));
+        assert_eq!(back.wait_until, Some(later));
+        assert!(
+            store
+                .claim(&claim_at("2026-01-01T00:00:29Z"))
+                .await
+                .unwrap()
+                .tasks
+                .is_empty()
+        );
+
+        let raised = lifecycle::reprioritize(&back, 5).unwrap();
+        apply(&store, &back, Change::Reprioritize, &raised).await;
+        let fields = raw(&db, &store, id).await;
+        assert_eq!(integer_field(&fields, "priority"), Some(5));
+        assert_eq!(integer_field(&fields, "snoozes"), Some(1));
+        assert_go_readable(&fields);
+        assert_eq!(stored(&store, id).await, raised);
+
+        // Run again when the snooze is over, and finish.
+        let again = store
+            .claim(&claim_at("2026-01-01T00:00:30Z"))
+            .await
+            .unwrap()
+            .tasks
+            .remove(0);
+        assert_eq!((again.snoozes, again.priority, again.attempts), (1, 5, 1));
+        let token = again.lease_token.clone().unwrap();
+        let done = lifecycle::succeed(&again, &token, t("2026-01-01T00:00:31Z"), None).unwrap();
+        apply(&store, &again, Change::Outcome, &done).await;
+        let done = stored(&store, id).await;
+        assert_eq!(
+            done.status(t("2026-01-01T00:00:32Z")),
+            TaskStatus::Completed
+        );
+
+        // A reset clears the snoozes (the field goes), not the priority.
+        let reset = lifecycle::reset(&done).unwrap();
+        apply(&store, &done, Change::Reset, &reset).await;
+        let fields = raw(&db, &store, id).await;
+        assert_eq!(integer_field(&fields, "snoozes"), None);
+        assert_eq!(integer_field(&fields, "priority"), Some(5));
+        assert_go_readable(&fields);
+        let back = stored(&store, id).await;
+        assert_eq!((back.snoozes, back.priority, back.attempts), (0, 5, 0));
+
+        // The default priority is no field, as in a Go document.
+        let lowered = lifecycle::reprioritize(&back, 0).unwrap();
+        apply(&store, &back, Change::Reprioritize, &lowered).await;
+        let fields = raw(&db, &store, id).await;
+        for name in ["snoozes", "priority", "maxAttempts"] {
+            assert!(!fields.contains_key(name), "{name}");
+        }
+        assert_go_readable(&fields);
+        assert_eq!(stored(&store, id).await.priority, 0);
+    });
+}
+
+/// A priority outside the range (99 fits an i8, but no oncetask writes it)
+/// makes the document undecodable, with the reason: reads report it, and a
+/// claim reports it and leases the other tasks.
+#[test]
+fn a_document_with_an_out_of_range_priority_is_undecodable() {
+    run(async {
+        let mut bad = fixture("pending.json");
+        bad.insert(
+            "priority".into(),
+            firestore::gcloud_sdk::google::firestore::v1::Value {
+                value_type: Some(ValueType::IntegerValue(99)),
+            },
+        );
+        let (_db, store) = seeded_with(vec![bad, fixture("expired-lease.json")]).await;
+        let got = store.get(&["email-u1".to_owned()]).await.unwrap();
+        let [Fetched::Undecodable(u)] = &got[..] else {
+            panic!("undecodable: {got:?}");
+        };
+        assert_eq!(u.id, "email-u1");
+        assert!(
+            u.reason.contains("priority") && u.reason.contains("99"),
+            "{}",
+            u.reason
+        );
+        let claimed = store
+            .claim(&claim_at("2026-01-01T00:10:01Z"))
+            .await
+            .unwrap();
+        let ids: Vec<&str> = claimed.tasks.iter().map(|t| t.id.as_str()).collect();
+        assert_eq!(ids, ["email-u3"]);
+        let reported: Vec<&str> = claimed.undecodable.iter().map(|u| u.id.as_str()).collect();
+        assert_eq!(reported, ["email-u1"]);
     });
 }
 

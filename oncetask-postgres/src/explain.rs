@@ -42,7 +42,7 @@ impl PostgresStore {
             4,
         )
         .await?;
-        let create = generic(conn, "create", &self.inner.create_one, 22).await?;
+        let create = generic(conn, "create", &self.inner.create_one, 25).await?;
         for (title, rows) in [
             ("claim", single),
             ("candidates", candidate),

@@ -24,8 +24,12 @@
 //!
 //! All tasks live in one table, `<schema>.tasks`, with one column per task
 //! field in native types (`timestamptz`, `jsonb`, `integer`, `boolean`,
-//! `bigint` for the version) and the task id as primary key, so ids are
-//! unique across environments as the core requires. The schema name is
+//! `bigint` for the version, `smallint` for the priority) and the task id
+//! as primary key, so ids are unique across environments as the core
+//! requires. Among them, `snoozes` (`integer`, 0 by default), `priority`
+//! (`smallint`, 0 by default) and `max_attempts` (`integer`, `NULL` for no
+//! limit of the task's own) came with migration `0004`, which adds them to
+//! an existing table without rewriting it. The schema name is
 //! checked against `[A-Za-z_][A-Za-z0-9_]{0,62}` and always quoted; every
 //! value is a bound parameter. See the `migrations/` directory for the
 //! table and its partial indexes:
@@ -141,7 +145,7 @@
 //! Creates and deletes send `pg_notify(channel, kind)` in their
 //! transaction, on two channels per schema and env: one for new or freed
 //! work, one for changes that may have touched a task a worker holds
-//! (deletes, and an operator's cancel or reset: see
+//! (deletes, and an operator's cancel, reset or reprioritize: see
 //! [`oncetask_core::store::Change::by_operator`]). Swaps notify as
 //! [`oncetask_core::store::Swap::announce`] says: not for a heartbeat or the
 //! end of a task without a resource key. [`Store::subscribe`]
@@ -259,14 +263,15 @@ fn status_sql(now: &str) -> String {
 const TASK_LIKE: &str = "jsonb_typeof(data) = 'object'";
 
 /// Rows that decode, as far as SQL can tell: [`TASK_LIKE`], every counter
-/// non-negative, every time finite and within chrono's range (PostgreSQL's
-/// earliest time, 4713 BC, is within it), the outcome
-/// one oncetask writes, the error history an array of `{at, error}`
-/// objects with string values and the recurrence an object. Listings,
-/// `kinds`, counts and the inspector count the other rows as undecodable
-/// ([`StatusCounts::undecodable`]). What SQL does not check (an `at` that
-/// is not an RFC 3339 time, a recurrence whose rule does not parse) still
-/// counts by status; `get` and claims decode every row and report those.
+/// and the attempt limit non-negative, the priority an `i8`, every time
+/// finite and within chrono's range (PostgreSQL's earliest time, 4713 BC,
+/// is within it), the outcome one oncetask writes, the error history an
+/// array of `{at, error}` objects with string values and the recurrence an
+/// object. Listings, `kinds`, counts and the inspector count the other
+/// rows as undecodable ([`StatusCounts::undecodable`]). What SQL does not
+/// check (an `at` that is not an RFC 3339 time, a recurrence whose rule
+/// does not parse) still counts by status; `get` and claims decode every
+/// row and report those.
 const WELL_FORMED: &str = "(jsonb_typeof(data) = 'object' \
     AND jsonb_typeof(errors) = 'array' \
     AND NOT jsonb_path_exists(errors, 'lax $[*] ? (@.type() != \"object\" \
@@ -274,6 +279,8 @@ const WELL_FORMED: &str = "(jsonb_typeof(data) = 'object' \
         || !(exists(@.error ? (@.type() == \"string\"))))') \
     AND (recurrence IS NULL OR jsonb_typeof(recurrence) = 'object') \
     AND attempts >= 0 AND cancellation_attempts >= 0 AND version >= 0 \
+    AND snoozes >= 0 AND (max_attempts IS NULL OR max_attempts >= 0) \
+    AND priority BETWEEN -128 AND 127 \
     AND (outcome IS NULL OR outcome IN ('completed', 'failed', 'cancelled')) \
     AND isfinite(created_at) AND created_at < '262143-01-01Z' \
     AND (wait_until IS NULL OR (isfinite(wait_until) AND wait_until < '262143-01-01Z')) \
@@ -546,6 +553,7 @@ impl Store for PostgresStore {
                AND (NOT $4 OR done_at IS NULL) \
                AND (cardinality($6::text[]) = 0 OR ({status}) = ANY($6)) \
                AND ($9::timestamptz IS NULL OR (created_at, id) > ($9, $10)) \
+               AND ($11::smallint IS NULL OR priority = $11) \
              ORDER BY created_at, id OFFSET $7 LIMIT $8"
         ))
         .bind(&filter.env)
@@ -558,6 +566,7 @@ impl Store for PostgresStore {
         .bind(filter.limit.map(|l| i64::try_from(l).unwrap_or(i64::MAX)))
         .bind(filter.after.as_ref().map(|c| c.created_at))
         .bind(filter.after.as_ref().map(|c| c.id.as_str()))
+        .bind(filter.priority.map(i16::from))
         .fetch_all(self.query_pool().await)
         .await
         .map_err(db)?;

@@ -21,7 +21,7 @@ use sqlx::{Row, ValueRef};
 pub(crate) const COLUMNS: &str = "id, kind, env, data, resource_key, wait_until, leased_until, \
     created_at, done_at, attempts, cancellation_attempts, errors, result, recurrence, \
     parent_recurrence_id, occurrence_timestamp, is_cancelled, cancelled_at, lease_token, \
-    version, outcome";
+    version, outcome, snoozes, priority, max_attempts";
 
 /// The record type of one encoded row, for `jsonb_to_recordset(...) AS x(...)`.
 pub(crate) const RECORD: &str = "x(id text, kind text, env text, data text, resource_key text, \
@@ -29,14 +29,14 @@ pub(crate) const RECORD: &str = "x(id text, kind text, env text, data text, reso
     done_at timestamptz, attempts integer, cancellation_attempts integer, errors text, \
     result text, recurrence text, parent_recurrence_id text, occurrence_timestamp timestamptz, \
     is_cancelled boolean, cancelled_at timestamptz, lease_token text, version bigint, \
-    outcome text)";
+    outcome text, snoozes integer, priority smallint, max_attempts integer)";
 
 /// The values of [`RECORD`] as stored column values, in [`COLUMNS`] order.
 pub(crate) const RECORD_VALUES: &str = "x.id, x.kind, x.env, x.data::jsonb, x.resource_key, \
     x.wait_until, x.leased_until, x.created_at, x.done_at, x.attempts, \
     x.cancellation_attempts, x.errors::jsonb, x.result::jsonb, x.recurrence::jsonb, \
     x.parent_recurrence_id, x.occurrence_timestamp, x.is_cancelled, x.cancelled_at, \
-    x.lease_token, x.version, x.outcome";
+    x.lease_token, x.version, x.outcome, x.snoozes, x.priority, x.max_attempts";
 
 /// A row read from the table: a task, or the reason it is not one.
 pub(crate) struct Decoded {
@@ -113,6 +113,15 @@ fn decode_task(row: &PgRow, id: &str) -> Result<Task, String> {
         let n: i32 = get(row, column)?;
         u32::try_from(n).map_err(|_| format!("column {column}: negative count {n}"))
     };
+    let priority: i16 = get(row, "priority")?;
+    let priority = i8::try_from(priority)
+        .map_err(|_| format!("column priority: {priority} is outside -128..=127"))?;
+    let max_attempts = match get::<Option<i32>>(row, "max_attempts")? {
+        Some(n) => {
+            Some(u32::try_from(n).map_err(|_| format!("column max_attempts: negative limit {n}"))?)
+        }
+        None => None,
+    };
     let version: i64 = get(row, "version")?;
     let version =
         u64::try_from(version).map_err(|_| format!("column version: negative {version}"))?;
@@ -147,6 +156,9 @@ fn decode_task(row: &PgRow, id: &str) -> Result<Task, String> {
         lease_token: get::<Option<String>>(row, "lease_token")?.map(LeaseToken::from_stored),
         version,
         outcome,
+        snoozes: count("snoozes")?,
+        priority,
+        max_attempts,
         revision: None,
     }
     .into())
@@ -226,6 +238,8 @@ fn has_nul(value: &Value) -> bool {
 /// why the task cannot be stored.
 pub(crate) fn encode(task: &Task) -> Result<Value, String> {
     refuse_nul(task)?;
+    let counters = counters(task)?;
+    let max_attempts = max_attempts(task)?;
     let mut row = Map::new();
     let mut put = |k: &str, v: Value| {
         row.insert(k.to_owned(), v);
@@ -248,16 +262,21 @@ pub(crate) fn encode(task: &Task) -> Result<Value, String> {
         text(task.parent_recurrence_id.as_deref()),
     );
     put("occurrence_timestamp", time(task.occurrence_timestamp));
-    put_changeable(task, &mut row)?;
+    put(
+        "max_attempts",
+        max_attempts.map_or(Value::Null, Value::from),
+    );
+    put_changeable(task, &counters, &mut row)?;
     Ok(Value::Object(row))
 }
 
 /// One task's column values as typed bind parameters, for the single-row
-/// create (`$1`..`$21` in [`COLUMNS`] order): no JSON array to build on the
+/// create (`$1`..`$24` in [`COLUMNS`] order): no JSON array to build on the
 /// client and none to expand on the server.
 pub(crate) struct NewRow<'a> {
     task: &'a Task,
     counters: Counters,
+    max_attempts: Option<i32>,
     outcome: Option<String>,
 }
 
@@ -268,11 +287,12 @@ impl<'a> NewRow<'a> {
         Ok(Self {
             task,
             counters: counters(task)?,
+            max_attempts: max_attempts(task)?,
             outcome: outcome_name(task)?,
         })
     }
 
-    /// Binds the 21 column values to `query`, in [`COLUMNS`] order. JSON
+    /// Binds the 24 column values to `query`, in [`COLUMNS`] order. JSON
     /// columns go as `jsonb`, so a `null` result stays JSON `null`, apart
     /// from SQL `NULL` ("no result").
     pub(crate) fn bind(
@@ -303,17 +323,25 @@ impl<'a> NewRow<'a> {
             .bind(t.lease_token.as_ref().map(LeaseToken::as_str))
             .bind(self.counters.version)
             .bind(self.outcome)
+            .bind(self.counters.snoozes)
+            .bind(i16::from(t.priority))
+            .bind(self.max_attempts)
     }
 }
 
 /// The columns a swap may change ([`oncetask_core::store::Field`], plus
-/// the version), each under its column name.
-fn put_changeable(task: &Task, row: &mut Map<String, Value>) -> Result<(), String> {
-    let Counters {
+/// the version), each under its column name; `counters` are the task's.
+fn put_changeable(
+    task: &Task,
+    counters: &Counters,
+    row: &mut Map<String, Value>,
+) -> Result<(), String> {
+    let &Counters {
         attempts,
         cancellation_attempts,
         version,
-    } = counters(task)?;
+        snoozes,
+    } = counters;
     let outcome = outcome_name(task)?.map_or(Value::Null, Value::String);
     let mut put = |k: &str, v: Value| {
         row.insert(k.to_owned(), v);
@@ -339,6 +367,8 @@ fn put_changeable(task: &Task, row: &mut Map<String, Value>) -> Result<(), Strin
     );
     put("version", Value::from(version));
     put("outcome", outcome);
+    put("snoozes", Value::from(snoozes));
+    put("priority", Value::from(task.priority));
     Ok(())
 }
 
@@ -350,7 +380,8 @@ pub(crate) const CHANGE_RECORD: &str = "x(n_id text, n_expected bigint, n_channe
     n_notify boolean, n_wait_until timestamptz, n_leased_until timestamptz, \
     n_done_at timestamptz, n_attempts integer, n_cancellation_attempts integer, \
     n_errors text, n_result text, n_is_cancelled boolean, n_cancelled_at timestamptz, \
-    n_lease_token text, n_version bigint, n_outcome text)";
+    n_lease_token text, n_version bigint, n_outcome text, n_snoozes integer, \
+    n_priority smallint)";
 
 /// The assignments that write a [`CHANGE_RECORD`] over its row.
 pub(crate) const CHANGE_SETS: &str = "wait_until = x.n_wait_until, \
@@ -358,7 +389,7 @@ pub(crate) const CHANGE_SETS: &str = "wait_until = x.n_wait_until, \
     cancellation_attempts = x.n_cancellation_attempts, errors = x.n_errors::jsonb, \
     result = x.n_result::jsonb, is_cancelled = x.n_is_cancelled, \
     cancelled_at = x.n_cancelled_at, lease_token = x.n_lease_token, version = x.n_version, \
-    outcome = x.n_outcome";
+    outcome = x.n_outcome, snoozes = x.n_snoozes, priority = x.n_priority";
 
 /// One swap as an element of the JSON array read by [`CHANGE_RECORD`]: the
 /// columns a swap may change (never the payload), the fence's version, and
@@ -391,6 +422,8 @@ pub(crate) struct ChangeRow<'a> {
     n_lease_token: Option<&'a str>,
     n_version: i64,
     n_outcome: Option<Outcome>,
+    n_snoozes: i32,
+    n_priority: i8,
 }
 
 /// The swap's change as a [`ChangeRow`], or why it cannot be stored.
@@ -407,6 +440,7 @@ pub(crate) fn encode_change(
         attempts,
         cancellation_attempts,
         version,
+        snoozes,
     } = counters(task)?;
     Ok(ChangeRow {
         n_id: &task.id,
@@ -425,6 +459,8 @@ pub(crate) fn encode_change(
         n_lease_token: task.lease_token.as_ref().map(LeaseToken::as_str),
         n_version: version,
         n_outcome: task.outcome,
+        n_snoozes: snoozes,
+        n_priority: task.priority,
     })
 }
 
@@ -452,6 +488,7 @@ struct Counters {
     attempts: i32,
     cancellation_attempts: i32,
     version: i64,
+    snoozes: i32,
 }
 
 fn counters(task: &Task) -> Result<Counters, String> {
@@ -463,7 +500,19 @@ fn counters(task: &Task) -> Result<Counters, String> {
         cancellation_attempts: count(task.cancellation_attempts, "cancellation_attempts")?,
         version: i64::try_from(task.version)
             .map_err(|_| format!("version {} too large", task.version))?,
+        snoozes: count(task.snoozes, "snoozes")?,
     })
+}
+
+/// A task's attempt limit as its SQL integer type (fixed at create: swaps
+/// never write it).
+fn max_attempts(task: &Task) -> Result<Option<i32>, String> {
+    task.max_attempts
+        .map(|n| {
+            i32::try_from(n)
+                .map_err(|_| format!("max_attempts {n} too large for an integer column"))
+        })
+        .transpose()
 }
 
 fn to_text<T: serde::Serialize>(value: &T) -> Result<String, String> {

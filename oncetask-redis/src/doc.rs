@@ -17,6 +17,16 @@
 //! copies when present. So an outcome never sends the payload again, and a
 //! hash written before these fields existed still decodes.
 //!
+//! Three fields are written only when they differ from their default, to
+//! keep hashes small: `snz` (snoozes, a decimal `u32`, absent at 0), `pri`
+//! (priority, a decimal `i8`, absent at 0) and `maxa` (max attempts, a
+//! decimal `u32`, absent for `None`, written once at create). A missing
+//! field reads as the default, so a hash written before they existed still
+//! decodes; a swap that puts snoozes or priority back to 0 (a reset clears
+//! the snoozes) deletes the field. A value that does not parse as its type
+//! (a negative count, a priority outside `i8`) makes the document
+//! undecodable.
+//!
 //! Stored times have millisecond precision, like every time the core
 //! produces (see [`oncetask_core::task::truncate_to_millis`]).
 
@@ -70,6 +80,16 @@ fn order_member(task: &Task) -> String {
 fn done_status(task: &Task) -> Option<String> {
     task.done_at
         .map(|_| task.status(DateTime::<Utc>::MIN_UTC).as_str().to_owned())
+}
+
+/// The `snz` field: the snooze count, absent at 0.
+fn snoozes(task: &Task) -> Option<String> {
+    (task.snoozes != 0).then(|| task.snoozes.to_string())
+}
+
+/// The `pri` field: the priority, absent at the default 0.
+fn priority(task: &Task) -> Option<String> {
+    (task.priority != 0).then(|| task.priority.to_string())
 }
 
 fn json<T: Serialize>(value: &T) -> Result<String, String> {
@@ -128,6 +148,9 @@ pub(crate) fn encode_task(task: &Task) -> Result<Vec<(&'static str, String)>, St
         ),
         ("dst", done_status(task)),
         ("result", task.result.as_ref().map(json).transpose()?),
+        ("snz", snoozes(task)),
+        ("pri", priority(task)),
+        ("maxa", task.max_attempts.map(|n| n.to_string())),
     ];
     fields.extend(
         optional
@@ -187,6 +210,9 @@ pub(crate) fn encode_change(swap: &Swap) -> Result<Written, String> {
                 Some(if task.is_cancelled { "1" } else { "0" }.to_owned()),
             ),
             Field::CancelledAt => out.put("cat", Some(json(&task.cancelled_at)?)),
+            // Back at the default (a reset's 0 snoozes), the field goes.
+            Field::Snoozes => out.put("snz", snoozes(task)),
+            Field::Priority => out.put("pri", priority(task)),
         }
     }
     Ok(out)
@@ -195,7 +221,7 @@ pub(crate) fn encode_change(swap: &Swap) -> Result<Written, String> {
 /// A stored hash as the scripts return it (field names and values). A
 /// claim's fields are named by `CLAIM_READ` (borrowed: no string
 /// per field and task); a whole hash read back owns its names. foldhash:
-/// each claimed task is ~22 inserts and as many lookups.
+/// each claimed task is up to 25 inserts and as many lookups.
 pub(crate) type Fields = hashbrown::HashMap<Cow<'static, str>, Vec<u8>>;
 
 /// What a stored hash holds.
@@ -235,7 +261,16 @@ fn time(fields: &Fields, name: &str) -> Result<Option<DateTime<Utc>>, String> {
 }
 
 fn number<T: std::str::FromStr>(fields: &Fields, name: &str) -> Result<T, String> {
-    let v = required(fields, name)?;
+    parse(name, required(fields, name)?)
+}
+
+/// An optional number field: `None` when absent.
+fn optional_number<T: std::str::FromStr>(fields: &Fields, name: &str) -> Result<Option<T>, String> {
+    text(fields, name)?.map(|v| parse(name, v)).transpose()
+}
+
+/// A decimal integer of type `T` (out of `T`'s range is an error).
+fn parse<T: std::str::FromStr>(name: &str, v: &str) -> Result<T, String> {
     v.parse()
         .map_err(|_| format!("field {name}: {v:?} is not a valid number"))
 }
@@ -305,6 +340,11 @@ fn decode_task(fields: &Fields) -> Result<Task, String> {
         lease_token: text(fields, "token")?.map(LeaseToken::from_stored),
         version: number(fields, "ver")?,
         outcome,
+        // Absent in hashes written before these fields existed, and
+        // whenever they hold their default.
+        snoozes: optional_number(fields, "snz")?.unwrap_or(0),
+        priority: optional_number(fields, "pri")?.unwrap_or(0),
+        max_attempts: optional_number(fields, "maxa")?,
         revision: None,
     }
     .into())
@@ -345,6 +385,9 @@ mod tests {
         task.lease_token = Some(LeaseToken::from_stored("tok"));
         task.version = u64::MAX;
         task.outcome = Some(Outcome::Failed);
+        task.snoozes = u32::MAX;
+        task.priority = i8::MIN;
+        task.max_attempts = Some(u32::MAX);
         task.leased_until = task
             .leased_until
             .map(|l| DateTime::<Utc>::from_timestamp_millis(l.timestamp_millis()).expect("ms"));
@@ -401,6 +444,162 @@ mod tests {
                 Decoded::Raw { reason, .. } => panic!("{reason}"),
             }
         }
+    }
+
+    #[test]
+    fn default_snoozes_priority_and_max_attempts_are_not_stored() {
+        let task = Task::new("a", "k", "e", t(0, 0));
+        let fields = stored(&task);
+        for name in ["snz", "pri", "maxa"] {
+            assert!(!fields.contains_key(name), "{name} stored at its default");
+        }
+        let task: Task = TaskParts {
+            snoozes: 2,
+            priority: -10,
+            max_attempts: Some(1),
+            ..task.into_parts()
+        }
+        .into();
+        let fields = stored(&task);
+        let field = |name: &str| {
+            fields
+                .get(name)
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+        };
+        assert_eq!(field("snz").as_deref(), Some("2"));
+        assert_eq!(field("pri").as_deref(), Some("-10"));
+        assert_eq!(field("maxa").as_deref(), Some("1"));
+        match decode(&fields) {
+            Decoded::Task(back) => assert_eq!(*back, task),
+            Decoded::Raw { reason, .. } => panic!("{reason}"),
+        }
+    }
+
+    #[test]
+    fn a_hash_written_before_snoozes_priority_and_max_attempts_decodes_with_defaults() {
+        let task: Task = TaskParts {
+            snoozes: 4,
+            priority: 7,
+            max_attempts: Some(3),
+            ..Task::new("a", "k", "e", t(0, 0)).into_parts()
+        }
+        .into();
+        let mut fields = stored(&task);
+        for name in ["snz", "pri", "maxa"] {
+            fields.remove(name);
+        }
+        match decode(&fields) {
+            Decoded::Task(back) => {
+                assert_eq!(
+                    (back.snoozes, back.priority, back.max_attempts),
+                    (0, 0, None)
+                );
+            }
+            Decoded::Raw { reason, .. } => panic!("{reason}"),
+        }
+    }
+
+    #[test]
+    fn a_bad_snooze_count_priority_or_max_attempts_is_raw() {
+        for (name, value) in [
+            ("pri", "128"),
+            ("pri", "-129"),
+            ("pri", "high"),
+            ("pri", "1.5"),
+            ("pri", ""),
+            ("snz", "-1"),
+            ("snz", "4294967296"),
+            ("snz", "x"),
+            ("maxa", "-3"),
+            ("maxa", "three"),
+        ] {
+            let mut fields = stored(&Task::new("x", "k", "e", t(0, 0)));
+            fields.insert(Cow::Borrowed(name), value.as_bytes().to_vec());
+            match decode(&fields) {
+                Decoded::Raw { id, reason } => {
+                    assert_eq!(id.as_deref(), Some("x"));
+                    assert!(reason.contains(name), "{name}={value:?}: {reason}");
+                }
+                Decoded::Task(task) => panic!("{name}={value:?} decoded as {task:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn snooze_reprioritize_and_reset_write_their_fields_and_clear_defaults() {
+        use oncetask_core::lifecycle::{self, HandlerPath, LeaseGrant};
+        use oncetask_core::store::Change;
+        use std::time::Duration;
+
+        let now = t(1_736_150_400, 0);
+        let later = t(1_736_150_700, 0);
+        let task: Task = TaskParts {
+            priority: 3,
+            max_attempts: Some(5),
+            ..Task::new("a", "k", "e", now).into_parts()
+        }
+        .into();
+        let grant = LeaseGrant::new(now, Duration::from_secs(60));
+        let claimed = lifecycle::claim(&task, &grant);
+        let snoozed = lifecycle::snooze(&claimed, &grant.token, now, later, HandlerPath::Main)
+            .expect("leased");
+        let reprioritized = lifecycle::reprioritize(&snoozed, 0).expect("not done");
+        let grant = LeaseGrant::new(later, Duration::from_secs(60));
+        let again = lifecycle::claim(&reprioritized, &grant);
+        let done = lifecycle::succeed(&again, &grant.token, later, None).expect("leased");
+        let reset = lifecycle::reset(&done).expect("done");
+        let mut hash = stored(&claimed);
+        for (before, change, after, set, deleted) in [
+            (
+                &claimed,
+                Change::Snooze,
+                &snoozed,
+                &["snz", "wait", "ord"][..],
+                &["lease", "token"][..],
+            ),
+            (
+                &snoozed,
+                Change::Reprioritize,
+                &reprioritized,
+                &[][..],
+                &["pri"][..],
+            ),
+            (
+                &done,
+                Change::Reset,
+                &reset,
+                &["att"][..],
+                &["snz", "done"][..],
+            ),
+        ] {
+            if change == Change::Reset {
+                // The claim and the outcome in between, as stored.
+                hash = stored(before);
+            }
+            let swap = Swap::new(before, change, after);
+            let written = encode_change(&swap).expect("encodable");
+            for name in set {
+                assert!(
+                    written.set.iter().any(|(n, _)| n == name),
+                    "{change:?} sets {name}"
+                );
+            }
+            for name in deleted {
+                assert!(written.delete.contains(name), "{change:?} deletes {name}");
+            }
+            assert!(
+                written.set.iter().all(|(n, _)| *n != "maxa") && !written.delete.contains(&"maxa"),
+                "max attempts are fixed at create"
+            );
+            hash = applied(hash, written);
+            match decode(&hash) {
+                Decoded::Task(back) => assert_eq!(*back, *swap.task(), "{change:?}"),
+                Decoded::Raw { reason, .. } => panic!("{reason}"),
+            }
+        }
+        assert_eq!(snoozed.snoozes, 1);
+        assert_eq!(reset.snoozes, 0);
+        assert_eq!(reset.max_attempts, Some(5));
     }
 
     #[test]

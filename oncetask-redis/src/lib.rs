@@ -26,10 +26,13 @@
 //! (times in milliseconds, counters, flags, token, version, resource key)
 //! are separate fields the scripts read and write, and whose payload,
 //! errors, recurrence and result are JSON that only Rust reads (module
-//! `doc`). Next to it, per kind: sorted sets of never-leased tasks by
-//! `wait_until` and of leased tasks by lease expiry (the two parts of the
-//! claim order), of due times (for [`Store::next_due`]), counters per status
-//! and listing indexes in creation order; per resource key: its leases (the
+//! `doc`). Snoozes, priority and max attempts are fields of their own
+//! (`snz`, `pri`, `maxa`), stored only when they differ from their default
+//! (0, 0, none), so a hash without them reads as the default. Next to it,
+//! per kind: sorted sets of never-leased tasks by `wait_until` and of
+//! leased tasks by lease expiry (the two parts of the claim order), of due
+//! times (for [`Store::next_due`]), counters per status and listing
+//! indexes in creation order; per resource key: its leases (the
 //! *per-key lease*: the key is busy while the latest one is in the future),
 //! its never-leased tasks and its whole ready group. The Lua header
 //! `src/lua/lib.lua` lists every key; `docs/redis.md` has the table.
@@ -79,9 +82,10 @@
 //! tasks leave the walk until a claim at or after that lease, so a claim
 //! never wades through the backlog of busy keys.
 //!
-//! Outcomes, cancels, resets and extensions are [`Store::swap`]s: the core
-//! computes the new task (checking the lease token), the script writes it
-//! only if the stored version is still the expected one.
+//! Outcomes, snoozes, cancels, resets, priority changes and extensions are
+//! [`Store::swap`]s: the core computes the new task (checking the lease
+//! token), the script writes it only if the stored version is still the
+//! expected one.
 //!
 //! ## Wake-ups
 //!
@@ -90,8 +94,8 @@
 //! end of a task without a resource key publish nothing): on
 //! `<prefix>:{e:<env>}:events` for new or freed work (creates, outcomes,
 //! releases), on `<prefix>:{e:<env>}:changes` for writes that may have
-//! touched a task a worker holds (cancel, reset, delete), after which
-//! workers re-read the tasks they claimed ahead.
+//! touched a task a worker holds (cancel, reset, priority change, delete),
+//! after which workers re-read the tasks they claimed ahead.
 //! [`Store::subscribe`] opens a pub/sub connection per subscriber that
 //! reconnects after the server restarts, and then announces every kind of
 //! the env once, since notices sent while it was away are lost.
@@ -539,7 +543,8 @@ fn group_by_env<T>(items: impl IntoIterator<Item = (String, T)>) -> ByEnv<T> {
 /// [`decode`] needs. Never `gen` or the listing member `cord`.
 const CLAIM_READ: &[&str] = &[
     "fmt", "bad", "rk", "wait", "lease", "done", "att", "catt", "ver", "canc", "ord", "id", "env",
-    "kind", "created", "body", "token", "result", "errs", "out", "cat", "dst",
+    "kind", "created", "body", "token", "result", "errs", "out", "cat", "dst", "snz", "pri",
+    "maxa",
 ];
 
 #[cfg(test)]
@@ -554,6 +559,41 @@ fn claim_read_starts_with_what_claim_lua_reads_by_position() {
         ]
     );
     assert!(CLAIM_READ.contains(&"token"));
+}
+
+#[cfg(test)]
+#[test]
+fn claim_read_names_every_field_a_task_hash_may_hold() {
+    use oncetask_core::task::TaskParts;
+
+    // Every optional field set, so that encode_task writes them all.
+    let now = Utc::now();
+    let task: Task = TaskParts {
+        resource_key: Some("r".into()),
+        wait_until: Some(now),
+        leased_until: Some(now),
+        done_at: Some(now),
+        result: Some(serde_json::json!(1)),
+        lease_token: Some(oncetask_core::LeaseToken::from_stored("t")),
+        outcome: Some(oncetask_core::Outcome::Completed),
+        snoozes: 1,
+        priority: 1,
+        max_attempts: Some(1),
+        ..Task::new("a", "k", "e", now).into_parts()
+    }
+    .into();
+    let written = encode_task(&task).expect("encodable");
+    for (name, _) in written {
+        // The listing member and the encoded kind: decode never reads them.
+        assert!(
+            ["cord", "kenc"].contains(&name) || CLAIM_READ.contains(&name),
+            "a claimed task would lose field {name}"
+        );
+    }
+    // The body parts a swap writes.
+    for name in ["errs", "out", "cat"] {
+        assert!(CLAIM_READ.contains(&name), "{name}");
+    }
 }
 
 /// Appends `task`'s hash fields to a script invocation: their count, then

@@ -766,3 +766,313 @@ async fn without_aof_a_restart_loses_the_tasks_and_workers_carry_on() {
     assert_eq!(*ran.lock().expect("lock"), vec!["job-999".to_owned()]);
     m.shutdown(Duration::from_secs(5)).await;
 }
+
+/// A claim of `kind` in [`ENV`] at `now` (single mode, up to 10 tasks).
+fn claim_at(kind: &str, now: DateTime<Utc>) -> ClaimRequest {
+    ClaimRequest {
+        env: ENV.to_owned(),
+        kind: kind.to_owned(),
+        now,
+        grant: LeaseGrant::new(now, Duration::from_secs(60)),
+        mode: ClaimMode::Single { limit: 10 },
+    }
+}
+
+/// The one task `get` returns for `id`.
+async fn get_one(store: &RedisStore, id: &str) -> Task {
+    match store.get(&[id.to_owned()]).await.expect("get").as_slice() {
+        [Fetched::Task(task)] => task.clone(),
+        other => panic!("{id}: {other:?}"),
+    }
+}
+
+/// A field of the stored hash of `id` (in [`ENV`]), as `HGET` returns it.
+async fn hash_field(store: &RedisStore, id: &str, field: &str) -> Option<String> {
+    redis::cmd("HGET")
+        .arg(store.task_key(ENV, id))
+        .arg(field)
+        .query_async(&mut store.connection())
+        .await
+        .expect("HGET")
+}
+
+/// Applies one swap and expects it written.
+async fn apply(store: &RedisStore, before: &Task, change: Change, after: &Task) {
+    let outcome = store
+        .swap(&[Swap::new(before, change, after)])
+        .await
+        .expect("swap");
+    assert!(
+        matches!(outcome.as_slice(), [SwapOutcome::Applied { .. }]),
+        "{change:?}: {outcome:?}"
+    );
+}
+
+/// A task's priority and max attempts round-trip through create, get, find
+/// and a claim; defaults are not stored at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn priority_and_max_attempts_round_trip() {
+    use oncetask_core::task::TaskParts;
+
+    let store = common::store_on(&common::new_prefix()).await;
+    let now = base_time();
+    let task: Task = TaskParts {
+        priority: 7,
+        max_attempts: Some(3),
+        ..Task::new("p", "prio", ENV, now).into_parts()
+    }
+    .into();
+    let plain = Task::new("plain", "prio", ENV, now + chrono::TimeDelta::seconds(1));
+    store
+        .create(vec![task.clone(), plain.clone()])
+        .await
+        .expect("create");
+    let back = get_one(&store, "p").await;
+    assert_eq!(back, task);
+    assert_eq!((back.priority, back.max_attempts), (7, Some(3)));
+    assert_eq!(get_one(&store, "plain").await, plain);
+    assert_eq!(hash_field(&store, "p", "pri").await.as_deref(), Some("7"));
+    assert_eq!(hash_field(&store, "p", "maxa").await.as_deref(), Some("3"));
+    for field in ["snz", "pri", "maxa"] {
+        assert_eq!(
+            hash_field(&store, "plain", field).await,
+            None,
+            "{field} stored at its default"
+        );
+    }
+    let mut filter = TaskFilter::env(ENV, now);
+    filter.kind = Some("prio".to_owned());
+    let found = store.find(&filter).await.expect("find");
+    assert_eq!(found, vec![task.clone(), plain.clone()]);
+    let request = claim_at("prio", now + chrono::TimeDelta::seconds(5));
+    let claimed = store.claim(&request).await.expect("claim");
+    assert_eq!(claimed.tasks.len(), 2);
+    for leased in &claimed.tasks {
+        let original = if leased.id == "p" { &task } else { &plain };
+        assert_eq!(*leased, lifecycle::claim(original, &request.grant));
+    }
+    store.purge().await.expect("purge");
+}
+
+/// A snooze gives the lease back and counts a snooze, not an attempt; the
+/// task is not claimable before its new wait and is once due, with or
+/// without a resource key; its due time is the snooze's end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snoozed_task_is_claimable_once_due_and_not_before() {
+    use oncetask_core::lifecycle::HandlerPath;
+
+    let store = common::store_on(&common::new_prefix()).await;
+    let now = base_time();
+    let later = now + chrono::TimeDelta::minutes(5);
+    let mut keyed = Task::new("keyed", "snooze", ENV, now);
+    keyed.resource_key = Some("r".into());
+    let loose = Task::new("loose", "snooze", ENV, now);
+    store
+        .create(vec![keyed.clone(), loose.clone()])
+        .await
+        .expect("create");
+    let first = claim_at("snooze", now);
+    let claimed = store.claim(&first).await.expect("claim").tasks;
+    assert_eq!(claimed.len(), 2);
+    for held in &claimed {
+        let snoozed = lifecycle::snooze(held, &first.grant.token, now, later, HandlerPath::Main)
+            .expect("leased");
+        apply(&store, held, Change::Snooze, &snoozed).await;
+        let back = get_one(&store, &held.id).await;
+        assert_eq!(back, snoozed);
+        assert_eq!((back.snoozes, back.attempts), (1, 0));
+        assert_eq!(back.wait_until, Some(later));
+        assert!(back.leased_until.is_none() && back.lease_token.is_none());
+        assert_eq!(
+            hash_field(&store, &held.id, "snz").await.as_deref(),
+            Some("1")
+        );
+    }
+    assert_eq!(
+        store.next_due(ENV, "snooze", now).await.expect("next_due"),
+        Some(later)
+    );
+    let counts = store
+        .count_by_status(ENV, Some("snooze"), now)
+        .await
+        .expect("count");
+    assert_eq!(
+        counts.into_iter().collect::<Vec<_>>(),
+        vec![(TaskStatus::Waiting, 2)]
+    );
+    for at in [now, later - chrono::TimeDelta::milliseconds(1)] {
+        let early = store.claim(&claim_at("snooze", at)).await.expect("claim");
+        assert!(early.tasks.is_empty(), "claimed before due at {at}");
+        assert!(early.undecodable.is_empty());
+    }
+    let due = claim_at("snooze", later);
+    let mut again = store.claim(&due).await.expect("claim").tasks;
+    again.sort_by(|a, b| a.id.cmp(&b.id));
+    assert_eq!(
+        again
+            .iter()
+            .map(|t| (t.id.as_str(), t.snoozes, t.attempts))
+            .collect::<Vec<_>>(),
+        vec![("keyed", 1, 1), ("loose", 1, 1)]
+    );
+    store.purge().await.expect("purge");
+}
+
+/// An operator's priority change is stored and leaves the task where it
+/// was in the claim order: a ready task stays claimable, a leased one
+/// stays leased. Back at 0, the field is removed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_priority_change_is_stored_and_keeps_the_task_where_it_was() {
+    let store = common::store_on(&common::new_prefix()).await;
+    let now = base_time();
+    let mut ready = Task::new("ready", "reprio", ENV, now);
+    ready.resource_key = Some("r".into());
+    let held = Task::new("held", "reprio", ENV, now - chrono::TimeDelta::seconds(1));
+    store
+        .create(vec![ready.clone(), held.clone()])
+        .await
+        .expect("create");
+    let grant = LeaseGrant::new(now, Duration::from_secs(60));
+    let request = ClaimRequest {
+        mode: ClaimMode::Single { limit: 1 },
+        grant: grant.clone(),
+        ..claim_at("reprio", now)
+    };
+    let leased = store.claim(&request).await.expect("claim").tasks;
+    assert_eq!(leased.len(), 1);
+    assert_eq!(leased[0].id, "held");
+    let counts_before = store
+        .count_by_status(ENV, Some("reprio"), now)
+        .await
+        .expect("count");
+    for (before, priority) in [(&leased[0], -3), (&ready, 9)] {
+        let after = lifecycle::reprioritize(before, priority).expect("not done");
+        apply(&store, before, Change::Reprioritize, &after).await;
+        let back = get_one(&store, &before.id).await;
+        assert_eq!(back, after);
+        assert_eq!(back.priority, priority);
+        assert_eq!(
+            hash_field(&store, &before.id, "pri").await,
+            Some(priority.to_string())
+        );
+    }
+    assert_eq!(
+        store
+            .count_by_status(ENV, Some("reprio"), now)
+            .await
+            .expect("count"),
+        counts_before
+    );
+    let next = store.claim(&claim_at("reprio", now)).await.expect("claim");
+    assert_eq!(
+        next.tasks
+            .iter()
+            .map(|t| (t.id.as_str(), t.priority))
+            .collect::<Vec<_>>(),
+        vec![("ready", 9)],
+        "the leased task stays leased, the ready one stays claimable"
+    );
+    // Back to the default: the field goes, the task reads 0.
+    let current = get_one(&store, "held").await;
+    let zero = lifecycle::reprioritize(&current, 0).expect("not done");
+    apply(&store, &current, Change::Reprioritize, &zero).await;
+    assert_eq!(hash_field(&store, "held", "pri").await, None);
+    assert_eq!(get_one(&store, "held").await.priority, 0);
+    // The lease still fences the holder's outcome.
+    let done = lifecycle::succeed(&zero, &grant.token, now, None).expect("leased");
+    apply(&store, &zero, Change::Outcome, &done).await;
+    store.purge().await.expect("purge");
+}
+
+/// A reset clears the snooze count (the stored field goes) and keeps the
+/// priority and max attempts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reset_clears_the_snoozes_and_keeps_the_priority() {
+    use oncetask_core::lifecycle::HandlerPath;
+    use oncetask_core::task::TaskParts;
+
+    let store = common::store_on(&common::new_prefix()).await;
+    let now = base_time();
+    let task: Task = TaskParts {
+        priority: -4,
+        max_attempts: Some(2),
+        ..Task::new("r", "reset", ENV, now).into_parts()
+    }
+    .into();
+    store.create(vec![task]).await.expect("create");
+    let first = claim_at("reset", now);
+    let held = store.claim(&first).await.expect("claim").tasks.remove(0);
+    let snoozed =
+        lifecycle::snooze(&held, &first.grant.token, now, now, HandlerPath::Main).expect("leased");
+    apply(&store, &held, Change::Snooze, &snoozed).await;
+    let second = claim_at("reset", now);
+    let held = store.claim(&second).await.expect("claim").tasks.remove(0);
+    assert_eq!(held.snoozes, 1);
+    let done = lifecycle::succeed(&held, &second.grant.token, now, None).expect("leased");
+    apply(&store, &held, Change::Outcome, &done).await;
+    assert_eq!(get_one(&store, "r").await.snoozes, 1);
+    let reset = lifecycle::reset(&done).expect("done");
+    apply(&store, &done, Change::Reset, &reset).await;
+    let back = get_one(&store, "r").await;
+    assert_eq!(back, reset);
+    assert_eq!(
+        (
+            back.snoozes,
+            back.attempts,
+            back.priority,
+            back.max_attempts
+        ),
+        (0, 0, -4, Some(2))
+    );
+    assert_eq!(hash_field(&store, "r", "snz").await, None);
+    // Pending again: claimable at once.
+    let again = store.claim(&claim_at("reset", now)).await.expect("claim");
+    assert_eq!(again.tasks.len(), 1);
+    store.purge().await.expect("purge");
+}
+
+/// A stored priority outside `i8` (or not a number) makes the hash
+/// undecodable: `get` reports it, a claim sets it aside and reports it,
+/// nothing panics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hash_with_a_bad_priority_is_undecodable() {
+    let store = common::store_on(&common::new_prefix()).await;
+    let now = base_time();
+    let tasks: Vec<Task> = ["big", "word", "negative-snoozes"]
+        .iter()
+        .map(|id| Task::new(*id, "badprio", ENV, now))
+        .collect();
+    store.create(tasks).await.expect("create");
+    let mut conn = store.connection();
+    for (id, field, value) in [
+        ("big", "pri", "300"),
+        ("word", "pri", "urgent"),
+        ("negative-snoozes", "snz", "-1"),
+    ] {
+        redis::cmd("HSET")
+            .arg(store.task_key(ENV, id))
+            .arg(field)
+            .arg(value)
+            .query_async::<()>(&mut conn)
+            .await
+            .expect("corrupt the hash");
+        match store.get(&[id.to_owned()]).await.expect("get").as_slice() {
+            [Fetched::Undecodable(u)] => {
+                assert_eq!(u.id, id);
+                assert!(u.reason.contains(field), "{id}: {}", u.reason);
+            }
+            other => panic!("{id}: {other:?}"),
+        }
+    }
+    let claimed = store.claim(&claim_at("badprio", now)).await.expect("claim");
+    assert!(claimed.tasks.is_empty());
+    let mut reported: Vec<&str> = claimed.undecodable.iter().map(|u| u.id.as_str()).collect();
+    reported.sort_unstable();
+    assert_eq!(reported, vec!["big", "negative-snoozes", "word"]);
+    let counts = store
+        .count_by_status(ENV, Some("badprio"), now)
+        .await
+        .expect("count");
+    assert_eq!(counts.undecodable, 3);
+    store.purge().await.expect("purge");
+}

@@ -69,6 +69,7 @@ pub use oncetask_core::manager::{
     ShutdownReport, TaskContext, group_handler_fn, handler_fn,
 };
 pub use oncetask_core::{CustomRetry, ExponentialBackoff, FixedDelay, NoRetry, RetryPolicy};
+pub use oncetask_core::{MAX_SNOOZE, PRIORITY_RANGE, Snooze, SnoozeTooFar};
 
 // Tasks as stored, and what inspecting them returns.
 pub use oncetask_core::store::{StatusCounts, TaskCursor, TaskFilter, Undecodable};

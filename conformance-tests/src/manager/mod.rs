@@ -6,6 +6,7 @@
 //! about concurrency, wake-ups and shutdown run the real worker loops.
 
 pub mod admin;
+pub mod cancel_running;
 pub mod cancellation;
 pub mod execution;
 pub mod isolation;
@@ -13,6 +14,8 @@ pub mod recurrence;
 pub mod resource_keys;
 pub mod runtime;
 pub mod shutdown;
+pub mod snooze;
+pub mod task_options;
 pub mod typed;
 
 use std::sync::Arc;
@@ -180,6 +183,10 @@ pub struct Job {
     at: Option<DateTime<Utc>>,
     #[serde(skip)]
     recurrence: Option<Result<Recurrence, oncetask_core::RecurrenceError>>,
+    #[serde(skip)]
+    priority: i8,
+    #[serde(skip)]
+    max_attempts: Option<u32>,
 }
 
 impl Job {
@@ -192,7 +199,21 @@ impl Job {
             key: None,
             at: None,
             recurrence: None,
+            priority: 0,
+            max_attempts: None,
         }
+    }
+
+    /// With a claim priority.
+    pub fn priority(mut self, priority: i8) -> Self {
+        self.priority = priority;
+        self
+    }
+
+    /// With its own attempt limit.
+    pub fn max_attempts(mut self, max: u32) -> Self {
+        self.max_attempts = Some(max);
+        self
     }
 
     /// With a resource key.
@@ -243,6 +264,12 @@ impl TaskData for Job {
     }
     fn recurrence(&self) -> Result<Option<Recurrence>, oncetask_core::RecurrenceError> {
         self.recurrence.clone().transpose()
+    }
+    fn priority(&self) -> i8 {
+        self.priority
+    }
+    fn max_attempts(&self) -> Option<u32> {
+        self.max_attempts
     }
 }
 

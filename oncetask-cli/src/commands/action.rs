@@ -1,4 +1,4 @@
-//! `cancel`, `reset` and `delete`: pick the tasks, confirm, then call the
+//! `cancel`, `reset`, `delete` and `reprioritize`: pick the tasks, confirm, then call the
 //! manager's bulk operator action and report each id.
 
 use std::collections::HashSet;
@@ -21,6 +21,8 @@ pub enum Action {
     Reset,
     /// [`oncetask::Manager::delete_many`].
     Delete,
+    /// [`oncetask::Manager::reprioritize_many`] to this priority.
+    Reprioritize(i8),
 }
 
 impl Action {
@@ -30,6 +32,7 @@ impl Action {
             Action::Cancel => "cancel",
             Action::Reset => "reset",
             Action::Delete => "delete",
+            Action::Reprioritize(_) => "reprioritize",
         }
     }
 
@@ -39,6 +42,7 @@ impl Action {
             Action::Cancel => "marked for cancellation",
             Action::Reset => "reset",
             Action::Delete => "deleted",
+            Action::Reprioritize(_) => "reprioritized",
         }
     }
 
@@ -48,6 +52,7 @@ impl Action {
             Action::Cancel => "already finished or cancelled, or repeated",
             Action::Reset => "not finished, or repeated",
             Action::Delete => "repeated",
+            Action::Reprioritize(_) => "already finished, or repeated",
         }
     }
 }
@@ -83,6 +88,7 @@ pub(crate) async fn act(
                         Action::Cancel => "is open and not cancelled yet",
                         Action::Reset => "is finished",
                         Action::Delete => "exists",
+                        Action::Reprioritize(_) => "is open",
                     }
                 );
                 return report(ctx, action, &BulkReport::default(), Some(&message));
@@ -109,6 +115,9 @@ pub(crate) async fn act(
         capitalized(action),
         ctx.env()
     );
+    if let Action::Reprioritize(priority) = action {
+        question.push_str(&format!(" to priority {priority}"));
+    }
     if ids.len() > 1 {
         let shown: Vec<&str> = ids.iter().take(PROMPT_IDS).map(String::as_str).collect();
         let more = ids.len().saturating_sub(PROMPT_IDS);
@@ -124,6 +133,7 @@ pub(crate) async fn act(
         Action::Cancel => ctx.manager.cancel_many(&ids).await?,
         Action::Reset => ctx.manager.reset_many(&ids).await?,
         Action::Delete => ctx.manager.delete_many(&ids).await?,
+        Action::Reprioritize(priority) => ctx.manager.reprioritize_many(&ids, priority).await?,
     };
     report(ctx, action, &report_, None)
 }
@@ -139,7 +149,7 @@ async fn by_resource_key(
     filter.resource_key = Some(key.to_owned());
     filter.kind = kind.map(str::to_owned);
     match action {
-        Action::Cancel => filter.not_done = true,
+        Action::Cancel | Action::Reprioritize(_) => filter.not_done = true,
         Action::Reset => {
             filter.statuses = vec![
                 TaskStatus::Completed,
@@ -262,5 +272,6 @@ fn capitalized(action: Action) -> &'static str {
         Action::Cancel => "Cancel",
         Action::Reset => "Reset",
         Action::Delete => "Delete",
+        Action::Reprioritize(_) => "Reprioritize",
     }
 }

@@ -4,7 +4,7 @@
 //! Reads go through the manager's inspection API ([`Manager::find`],
 //! [`Manager::inspect`], ...) and changes through its operator actions
 //! ([`Manager::cancel_many`], [`Manager::reset_many`],
-//! [`Manager::delete_many`]), so the CLI decides nothing the library would
+//! [`Manager::delete_many`], [`Manager::reprioritize_many`]), so the CLI decides nothing the library would
 //! decide differently.
 
 mod action;
@@ -54,6 +54,9 @@ pub async fn dispatch(ctx: &mut Ctx<'_, '_>, command: &Command) -> Result<(), Cl
         Command::Cancel(args) => action::act(ctx, Action::Cancel, args).await,
         Command::Reset(args) => action::act(ctx, Action::Reset, args).await,
         Command::Delete(args) => action::act(ctx, Action::Delete, args).await,
+        Command::Reprioritize(args) => {
+            action::act(ctx, Action::Reprioritize(args.priority), &args.target).await
+        }
         Command::Demo(_) => Err(CliError::usage(
             "the demo brings its own store: run it with `oncetask demo`",
         )),

@@ -56,6 +56,7 @@ pub(crate) async fn list(ctx: &mut Ctx<'_, '_>, args: &ListArgs) -> Result<(), C
     filter.kind = args.kind.clone();
     filter.resource_key = args.resource_key.clone();
     filter.statuses = args.status.clone();
+    filter.priority = args.priority;
     filter.after = args.after.clone();
     filter.offset = offset;
     // One more than asked, to know whether another page follows.
@@ -188,7 +189,15 @@ pub(crate) async fn show(ctx: &mut Ctx<'_, '_>, id: &str) -> Result<(), CliError
         ("wait until", opt_time(task.wait_until)),
         ("leased until", opt_time(task.leased_until)),
         ("done", opt_time(task.done_at)),
-        ("attempts", task.attempts.to_string()),
+        (
+            "attempts",
+            match task.max_attempts {
+                Some(max) => format!("{} of at most {max} (the task's own limit)", task.attempts),
+                None => task.attempts.to_string(),
+            },
+        ),
+        ("snoozes", task.snoozes.to_string()),
+        ("priority", task.priority.to_string()),
         (
             "cancelled",
             match task.cancelled_at {

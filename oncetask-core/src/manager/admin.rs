@@ -1,4 +1,5 @@
-//! Operator actions: cancel, reset and delete, by ids or by resource key.
+//! Operator actions: cancel, reset, reprioritize and delete, by ids or by
+//! resource key.
 //!
 //! Each is a read followed by version-checked swaps, so a task that changes
 //! between the read and the write is re-read and re-decided instead of being
@@ -69,6 +70,7 @@ const MAX_DELETE_ROUNDS: usize = 5;
 enum Action {
     Cancel,
     Reset,
+    Reprioritize(i8),
 }
 
 impl Manager {
@@ -131,6 +133,34 @@ impl Manager {
     /// Resets terminal tasks by id.
     pub async fn reset_many(&self, ids: &[String]) -> Result<BulkReport, Error> {
         self.act_on_ids(ids, Action::Reset).await
+    }
+
+    /// Sets the claim priority of tasks that are not done (higher is
+    /// claimed first within the kind; see
+    /// [`PRIORITY_RANGE`](crate::PRIORITY_RANGE)). Done tasks are skipped;
+    /// a running task keeps running and takes the new priority if it runs
+    /// again. A priority outside the range is
+    /// [`Error::InvalidPriority`] and changes nothing.
+    ///
+    /// ```
+    /// # use oncetask_core::Manager;
+    /// # async fn demo(manager: &Manager) -> Result<(), oncetask_core::Error> {
+    /// let report = manager.reprioritize_many(&["report-7".to_owned()], 5).await?;
+    /// println!("{} task(s) now at priority 5", report.count());
+    /// # Ok(()) }
+    /// ```
+    pub async fn reprioritize_many(
+        &self,
+        ids: &[String],
+        priority: i8,
+    ) -> Result<BulkReport, Error> {
+        if !crate::task::PRIORITY_RANGE.contains(&priority) {
+            return Err(Error::InvalidPriority {
+                id: ids.first().cloned().unwrap_or_default(),
+                priority,
+            });
+        }
+        self.act_on_ids(ids, Action::Reprioritize(priority)).await
     }
 
     /// Deletes one task whatever its status, except while a handler runs it
@@ -266,16 +296,20 @@ impl Manager {
         let change = match action {
             Action::Cancel => Change::Cancel,
             Action::Reset => Change::Reset,
+            Action::Reprioritize(_) => Change::Reprioritize,
         };
         let results = apply_many(self.inner.store.as_ref(), tasks, change, |t| match action {
             Action::Cancel => lifecycle::cancel(t, now),
             Action::Reset => lifecycle::reset(t),
+            Action::Reprioritize(priority) => lifecycle::reprioritize(t, priority),
         })
         .await;
         for (id, applied) in ids.into_iter().zip(results) {
             match applied {
                 Applied::Written(task) | Applied::WrittenInstead { task, .. } => {
                     self.inner.wake_outside(&task.kind);
+                    // A handler of this process running it hears at once.
+                    self.inner.running.observe(&task);
                     report.succeeded.push(id);
                 }
                 Applied::Rejected(Rejection::NotApplicable | Rejection::LeaseLost) => {

@@ -115,6 +115,8 @@ struct Unwritten {
     result: Option<serde_json::Value>,
     is_cancelled: bool,
     cancelled_at: Option<DateTime<Utc>>,
+    snoozes: u32,
+    priority: i8,
     version: u64,
     revision: Option<Revision>,
 }
@@ -133,6 +135,7 @@ impl Unwritten {
             recurrence: _,
             parent_recurrence_id: _,
             occurrence_timestamp: _,
+            max_attempts: _,
             wait_until,
             leased_until,
             done_at,
@@ -145,6 +148,8 @@ impl Unwritten {
             lease_token,
             version,
             outcome,
+            snoozes,
+            priority,
             revision,
         } = task;
         Self {
@@ -159,6 +164,8 @@ impl Unwritten {
             result: result.clone(),
             is_cancelled: *is_cancelled,
             cancelled_at: *cancelled_at,
+            snoozes: *snoozes,
+            priority: *priority,
             version: *version,
             revision: *revision,
         }
@@ -179,6 +186,8 @@ impl Unwritten {
         task.result = self.result;
         task.is_cancelled = self.is_cancelled;
         task.cancelled_at = self.cancelled_at;
+        task.snoozes = self.snoozes;
+        task.priority = self.priority;
         task.version = self.version;
         task.revision = self.revision;
         task
@@ -590,7 +599,7 @@ mod tests {
 
     use super::*;
     use crate::error::HandlerError;
-    use crate::lifecycle::{self, FailurePolicy, Finished, HandlerPath, LeaseGrant};
+    use crate::lifecycle::{self, FailurePolicy, Finished, HandlerPath, LeaseGrant, RunResult};
     use crate::retry::NoRetry;
     use crate::test_support::{t0, task};
 
@@ -611,8 +620,8 @@ mod tests {
             cancellation_retry: &NoRetry,
             error_history_limit: 3,
         };
-        let err: Result<Option<serde_json::Value>, HandlerError> = Err(HandlerError::msg("boom"));
-        let ok: Result<Option<serde_json::Value>, HandlerError> = Ok(Some(serde_json::json!(1)));
+        let err = RunResult::Failed(HandlerError::msg("boom"));
+        let ok = RunResult::Completed(Some(serde_json::json!(1)));
         for result in [&err, &ok] {
             let run = Finished {
                 token: &grant.token,

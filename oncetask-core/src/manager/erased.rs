@@ -12,20 +12,23 @@ use futures::future::BoxFuture;
 
 use crate::error::HandlerError;
 use crate::manager::TaskContext;
-use crate::manager::handler::{FromTask, GroupHandler, Handler, HandlerResult};
+use crate::manager::handler::{FromTask, GroupHandler, Handler, HandlerOutcome, IntoOutcome};
+use crate::manager::running::CancelSignal;
 use crate::manager::worker::panic_message;
 use crate::task::Task;
 
 /// Starts a handler on the tasks of one run.
 pub(crate) trait Start: Send + Sync {
-    /// The handler's future on the tasks whose arguments could be built.
-    fn start(&self, tasks: &[Task]) -> Started;
+    /// The handler's future on the tasks whose arguments could be built;
+    /// `signals[i]` tells the handler of `tasks[i]` of a cancel (missing
+    /// for a path that cannot be cancelled).
+    fn start(&self, tasks: &[Task], signals: &[CancelSignal]) -> Started;
 }
 
 /// A started handler, and the tasks it was not given.
 pub(crate) struct Started {
     /// The handler's future; `None` when no task could be handed to it.
-    pub(crate) work: Option<BoxFuture<'static, HandlerResult>>,
+    pub(crate) work: Option<BoxFuture<'static, HandlerOutcome>>,
     /// Tasks (by ascending index into the tasks given) whose payload does
     /// not decode, with the error each fails with. A group runs without
     /// them, so one malformed task does not fail its siblings.
@@ -33,7 +36,7 @@ pub(crate) struct Started {
 }
 
 impl Started {
-    fn run(work: impl std::future::Future<Output = HandlerResult> + Send + 'static) -> Self {
+    fn run(work: impl std::future::Future<Output = HandlerOutcome> + Send + 'static) -> Self {
         Self {
             work: Some(work.boxed()),
             rejected: Vec::new(),
@@ -69,16 +72,17 @@ impl<A, H> One<A, H> {
 }
 
 impl<A: FromTask, H: Handler<A>> Start for One<A, H> {
-    fn start(&self, tasks: &[Task]) -> Started {
+    fn start(&self, tasks: &[Task], signals: &[CancelSignal]) -> Started {
         let [task] = tasks else {
             let error = HandlerError::msg(format!("expected 1 task, got {}", tasks.len()));
-            return Started::run(futures::future::ready(Err(error)));
+            return Started::run(futures::future::ready(HandlerOutcome::Failed(error)));
         };
         match decode::<A>(task) {
             Ok(args) => {
-                let cx = TaskContext::of_run(task, self.cancellation);
+                let signal = signals.first().cloned().unwrap_or_default();
+                let cx = TaskContext::of_run(task, self.cancellation, signal);
                 let handler = self.handler.clone();
-                Started::run(async move { handler.handle(args, cx).await.into_result() })
+                Started::run(async move { handler.handle(args, cx).await.into_outcome() })
             }
             Err(error) => Started {
                 work: None,
@@ -105,18 +109,21 @@ impl<A, H> Group<A, H> {
 }
 
 impl<A: FromTask, H: GroupHandler<A>> Start for Group<A, H> {
-    fn start(&self, tasks: &[Task]) -> Started {
+    fn start(&self, tasks: &[Task], signals: &[CancelSignal]) -> Started {
         let mut items = Vec::with_capacity(tasks.len());
         let mut rejected = Vec::new();
         for (i, task) in tasks.iter().enumerate() {
             match decode::<A>(task) {
-                Ok(args) => items.push((args, TaskContext::of_run(task, false))),
+                Ok(args) => {
+                    let signal = signals.get(i).cloned().unwrap_or_default();
+                    items.push((args, TaskContext::of_run(task, false, signal)))
+                }
                 Err(error) => rejected.push((i, error)),
             }
         }
         let work = (!items.is_empty()).then(|| {
             let handler = self.handler.clone();
-            async move { handler.handle(items).await.into_result() }.boxed()
+            async move { handler.handle(items).await.into_outcome() }.boxed()
         });
         Started { work, rejected }
     }
@@ -127,8 +134,8 @@ impl<A: FromTask, H: GroupHandler<A>> Start for Group<A, H> {
 pub(crate) struct Noop;
 
 impl Start for Noop {
-    fn start(&self, _tasks: &[Task]) -> Started {
-        Started::run(futures::future::ready(Ok(None)))
+    fn start(&self, _tasks: &[Task], _signals: &[CancelSignal]) -> Started {
+        Started::run(futures::future::ready(HandlerOutcome::Completed(None)))
     }
 }
 

@@ -10,28 +10,27 @@ use serde_json::Value;
 
 use crate::data::TaskArgs;
 use crate::error::{HandlerError, PayloadError};
+use crate::lifecycle::RunResult;
 use crate::manager::TaskContext;
+use crate::snooze::Snooze;
 use crate::task::Task;
-
-/// What the core records for a finished handler: an optional JSON result on
-/// success. [`HandlerOutcome`] is what handlers return; this is what it
-/// decides.
-pub type HandlerResult = Result<Option<Value>, HandlerError>;
 
 /// How a handler's run ended.
 ///
 /// Closure handlers return a `Result<R, E>` (any serializable `R`, any
 /// error `E`) and never name this type; a handler written as a struct
 /// returns it, usually through [`IntoOutcome::into_outcome`]. New ways to
-/// end a run (e.g. snooze) will be new variants, so it is
-/// `#[non_exhaustive]`.
+/// end a run may be new variants, so it is `#[non_exhaustive]`.
 ///
 /// ```
+/// use std::time::Duration;
 /// use oncetask_core::manager::{HandlerOutcome, IntoOutcome};
 /// let done = Ok::<_, std::io::Error>(42).into_outcome();
 /// assert!(matches!(done, HandlerOutcome::Completed(Some(_))));
 /// let failed = HandlerOutcome::failed_permanently("the account was closed");
 /// assert!(matches!(failed, HandlerOutcome::Failed(e) if e.is_permanent()));
+/// let later = HandlerOutcome::snooze(Duration::from_secs(60));
+/// assert!(matches!(later, HandlerOutcome::Snoozed(_)));
 /// ```
 #[derive(Debug)]
 #[non_exhaustive]
@@ -41,6 +40,12 @@ pub enum HandlerOutcome {
     /// The attempt failed: the retry policy decides what follows, unless
     /// the error is [permanent](HandlerError::permanent).
     Failed(HandlerError),
+    /// Run the task again later: the lease is given back, the attempt is
+    /// not counted, no error is recorded and the backoff is unchanged; the
+    /// task's [`snoozes`](Task::snoozes) count goes up. For a group
+    /// handler, the whole group is snoozed. A task cancelled while the
+    /// handler ran takes its cancellation path at once instead.
+    Snoozed(Snooze),
 }
 
 impl HandlerOutcome {
@@ -59,11 +64,29 @@ impl HandlerOutcome {
         Self::Failed(HandlerError::permanent(error))
     }
 
-    /// What the core records.
-    pub(crate) fn into_result(self) -> HandlerResult {
+    /// Run the task again `delay` after this run ends, without counting
+    /// the attempt ([`HandlerOutcome::Snoozed`]).
+    pub fn snooze(delay: std::time::Duration) -> Self {
+        Self::Snoozed(Snooze::after(delay))
+    }
+
+    /// Run the task again at `at` (at once if it is not in the future),
+    /// without counting the attempt ([`HandlerOutcome::Snoozed`]).
+    pub fn snooze_until(at: chrono::DateTime<chrono::Utc>) -> Self {
+        Self::Snoozed(Snooze::until(at))
+    }
+
+    /// What the core records for a run that ended at `now`: a snooze
+    /// beyond [`MAX_SNOOZE`](crate::MAX_SNOOZE) becomes a failed attempt
+    /// with a [`SnoozeTooFar`](crate::SnoozeTooFar) error.
+    pub(crate) fn into_run(self, now: chrono::DateTime<chrono::Utc>) -> RunResult {
         match self {
-            Self::Completed(value) => Ok(value),
-            Self::Failed(error) => Err(error),
+            Self::Completed(value) => RunResult::Completed(value),
+            Self::Failed(error) => RunResult::Failed(error),
+            Self::Snoozed(snooze) => match snooze.resolve(now) {
+                Ok(at) => RunResult::Snoozed(at),
+                Err(too_far) => RunResult::Failed(HandlerError::new(too_far)),
+            },
         }
     }
 }
@@ -71,7 +94,8 @@ impl HandlerOutcome {
 /// Anything a handler may return: a [`HandlerOutcome`], or a `Result<R, E>`
 /// whose `R` is stored as the task's result (`()` stores none) and whose
 /// `E` fails the attempt (a [`HandlerError`] is kept as is, so
-/// `Err(HandlerError::permanent(..))` fails the task at once).
+/// `Err(HandlerError::permanent(..))` fails the task at once; an `E` that
+/// is a [`Snooze`] snoozes the task instead).
 pub trait IntoOutcome {
     /// Converts into the outcome the core records.
     fn into_outcome(self) -> HandlerOutcome;
@@ -97,7 +121,10 @@ where
             Ok(Err(e)) => HandlerOutcome::Failed(HandlerError::msg(format!(
                 "handler result cannot be encoded as JSON: {e}"
             ))),
-            Err(e) => HandlerOutcome::failed(e),
+            Err(e) => match e.into().downcast::<Snooze>() {
+                Ok(snooze) => HandlerOutcome::Snoozed(*snooze),
+                Err(e) => HandlerOutcome::failed(e),
+            },
         }
     }
 }

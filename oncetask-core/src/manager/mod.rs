@@ -42,6 +42,7 @@ mod context;
 mod erased;
 mod handler;
 mod options;
+mod running;
 mod task_context;
 mod worker;
 
@@ -59,8 +60,7 @@ pub use context::{CurrentTask, current_resource_key, current_task_id};
 #[cfg(feature = "testing")]
 pub(crate) use erased::decode as decode_args;
 pub use handler::{
-    FromTask, GroupHandler, Handler, HandlerOutcome, HandlerResult, IntoOutcome, group_handler_fn,
-    handler_fn,
+    FromTask, GroupHandler, Handler, HandlerOutcome, IntoOutcome, group_handler_fn, handler_fn,
 };
 pub use options::{HandlerOptions, HandlerTimeout};
 pub use task_context::TaskContext;
@@ -115,6 +115,8 @@ pub(crate) struct Inner {
     stopped: tokio::sync::OnceCell<ShutdownReport>,
     /// Undecodable documents already logged (they are met on every claim).
     reported_undecodable: Mutex<HashSet<String>>,
+    /// Tasks this process's main handlers run, with their cancel signals.
+    running: running::Running,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -305,6 +307,7 @@ impl ManagerBuilder {
                 interrupted: Mutex::new(Vec::new()),
                 stopped: tokio::sync::OnceCell::new(),
                 reported_undecodable: Mutex::new(HashSet::new()),
+                running: running::Running::default(),
             }),
         };
         if manager.inner.config.start_workers {
@@ -851,6 +854,7 @@ impl Manager {
                         // makes workers re-read the ones they claimed ahead.
                         if notice.may_touch_claimed {
                             inner.wake_outside(&notice.kind);
+                            inner.recheck_running(&notice.kind);
                         } else {
                             inner.wake(&notice.kind);
                         }
@@ -890,6 +894,32 @@ impl Inner {
         for tx in wakeups.values() {
             tx.send_modify(|outside| *outside = outside.wrapping_add(1));
         }
+    }
+
+    /// Re-reads the tasks of `kind` this process is running (an operator's
+    /// change may have cancelled one) and raises the signal of each one
+    /// found cancelled. In the background: a notice never waits on a read.
+    pub(crate) fn recheck_running(self: &Arc<Self>, kind: &str) {
+        let ids = self.running.unsignalled(kind);
+        if ids.is_empty() {
+            return;
+        }
+        let inner = Arc::clone(self);
+        tokio::spawn(async move {
+            match inner.store.get(&ids).await {
+                Ok(fetched) => {
+                    for found in fetched {
+                        if let Fetched::Task(task) = found {
+                            inner.running.observe(&task);
+                        }
+                    }
+                }
+                // The next heartbeat reads the task anyway.
+                Err(e) => {
+                    tracing::warn!(error = %e, "re-reading running tasks after a change notice failed")
+                }
+            }
+        });
     }
 
     pub(crate) fn wake_receiver(&self, kind: &str) -> watch::Receiver<u64> {

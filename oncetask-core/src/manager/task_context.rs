@@ -2,12 +2,15 @@
 
 use chrono::{DateTime, Utc};
 
+use crate::manager::running::CancelSignal;
 use crate::task::Task;
 
 /// The facts of the claimed task a handler runs: its identity, attempt and
-/// lease. Handed to every [`Handler`](crate::manager::Handler) next to the
-/// decoded payload. Fields will be added (it is `#[non_exhaustive]`); build
-/// one for a unit test with [`TaskContext::of`].
+/// lease, and whether it has been cancelled since it started
+/// ([`TaskContext::cancelled`]). Handed to every
+/// [`Handler`](crate::manager::Handler) next to the decoded payload. Fields
+/// will be added (it is `#[non_exhaustive]`); build one for a unit test
+/// with [`TaskContext::of`].
 ///
 /// ```
 /// use chrono::Utc;
@@ -34,8 +37,10 @@ pub struct TaskContext {
     /// the first run): the main handler's attempts, or in a cancellation
     /// handler the cancellation path's own count.
     pub attempt: u32,
-    /// Whether the task was cancelled: true in a cancellation handler, and
-    /// in a main handler whose task was cancelled before it started.
+    /// Whether the task was cancelled when this run started: true in a
+    /// cancellation handler. A main handler never starts on a cancelled
+    /// task; a cancel during its run arrives through
+    /// [`TaskContext::cancelled`].
     pub is_cancelled: bool,
     /// When the task was created.
     pub created_at: DateTime<Utc>,
@@ -45,19 +50,63 @@ pub struct TaskContext {
     pub parent_recurrence_id: Option<String>,
     /// For an occurrence of a recurring task: the slot it was spawned for.
     pub occurrence_timestamp: Option<DateTime<Utc>>,
+    /// Times the task was snoozed so far.
+    pub snoozes: u32,
+    /// The task's claim priority.
+    pub priority: i8,
+    /// Raised when the task is cancelled while this run goes on.
+    cancel: CancelSignal,
 }
 
 impl TaskContext {
     /// The context of `task` as stored, for the path its cancel flag
     /// selects (the cancellation handler's for a cancelled task).
     pub fn of(task: &Task) -> Self {
-        Self::of_run(task, task.is_cancelled)
+        Self::of_run(task, task.is_cancelled, CancelSignal::default())
+    }
+
+    /// Resolves when the task is cancelled while this main handler runs
+    /// (from any process sharing the store): a handler that can stop early
+    /// selects on it and returns, and its outcome is recorded as
+    /// cancelled whatever it returns (an error runs the cancellation path,
+    /// a success ends the task cancelled with its result kept). A handler
+    /// that ignores it runs to its end, with the same outcome. Never
+    /// resolves in a cancellation handler, or for a context built with
+    /// [`TaskContext::of`].
+    ///
+    /// The signal comes from the manager's own cancel at once, from the
+    /// store's change notices (about 100 ms on Postgres, Redis and memory),
+    /// or at the latest from the next heartbeat.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use oncetask_core::manager::TaskContext;
+    ///
+    /// async fn export(cx: TaskContext) -> Result<(), &'static str> {
+    ///     for _chunk in 0..1_000 {
+    ///         tokio::select! {
+    ///             _ = cx.cancelled() => return Err("cancelled: stopped early"),
+    ///             _ = tokio::time::sleep(Duration::from_millis(10)) => {}
+    ///         }
+    ///     }
+    ///     Ok(())
+    /// }
+    /// ```
+    pub async fn cancelled(&self) {
+        self.cancel.raised().await
+    }
+
+    /// Whether the task has been cancelled while this main handler runs
+    /// (see [`TaskContext::cancelled`]), for a handler that checks between
+    /// steps instead of awaiting.
+    pub fn is_cancel_requested(&self) -> bool {
+        self.cancel.is_raised()
     }
 
     /// The context of a run of `task` by its cancellation handler
     /// (`cancellation`) or its main handler, whose attempt counts differ: a
     /// task cancelled after its claim may still reach its main handler.
-    pub(crate) fn of_run(task: &Task, cancellation: bool) -> Self {
+    pub(crate) fn of_run(task: &Task, cancellation: bool, cancel: CancelSignal) -> Self {
         Self {
             id: task.id.clone(),
             kind: task.kind.clone(),
@@ -73,6 +122,9 @@ impl TaskContext {
             leased_until: task.leased_until,
             parent_recurrence_id: task.parent_recurrence_id.clone(),
             occurrence_timestamp: task.occurrence_timestamp,
+            snoozes: task.snoozes,
+            priority: task.priority,
+            cancel,
         }
     }
 }

@@ -41,11 +41,15 @@ pub enum Field {
     IsCancelled,
     /// [`Task::cancelled_at`].
     CancelledAt,
+    /// [`Task::snoozes`].
+    Snoozes,
+    /// [`Task::priority`].
+    Priority,
 }
 
 impl Field {
     /// Every field a swap may change.
-    pub const ALL: [Field; 11] = [
+    pub const ALL: [Field; 13] = [
         Field::LeasedUntil,
         Field::LeaseToken,
         Field::WaitUntil,
@@ -57,6 +61,8 @@ impl Field {
         Field::Result,
         Field::IsCancelled,
         Field::CancelledAt,
+        Field::Snoozes,
+        Field::Priority,
     ];
 }
 
@@ -87,6 +93,12 @@ pub enum Change {
     Cancel,
     /// A finished task put back to pending ([`crate::lifecycle::reset`]).
     Reset,
+    /// A run put off by its handler, its lease given back and its attempt
+    /// not counted ([`crate::lifecycle::snooze`]).
+    Snooze,
+    /// An operator's new priority for a task not done
+    /// ([`crate::lifecycle::reprioritize`]).
+    Reprioritize,
 }
 
 impl Change {
@@ -107,12 +119,34 @@ impl Change {
                 Result,
             ],
             Change::Cancel => &[IsCancelled, CancelledAt, WaitUntil],
-            // A reset clears the whole history.
-            Change::Reset => &Field::ALL,
+            // A reset clears the whole history; the priority is not history.
+            Change::Reset => &[
+                LeasedUntil,
+                LeaseToken,
+                WaitUntil,
+                Attempts,
+                CancellationAttempts,
+                Errors,
+                DoneAt,
+                Outcome,
+                Result,
+                IsCancelled,
+                CancelledAt,
+                Snoozes,
+            ],
+            Change::Snooze => &[
+                LeasedUntil,
+                LeaseToken,
+                WaitUntil,
+                Attempts,
+                CancellationAttempts,
+                Snoozes,
+            ],
+            Change::Reprioritize => &[Priority],
         }
     }
 
-    /// True for the events an operator makes (cancel, reset), which may
+    /// True for the events an operator makes (cancel, reset, reprioritize), which may
     /// change a task some worker holds; false for the ones only the lease
     /// holder writes (heartbeat, release, outcome).
     ///
@@ -123,7 +157,7 @@ impl Change {
     /// assert!(!Change::Outcome.by_operator());
     /// ```
     pub const fn by_operator(self) -> bool {
-        matches!(self, Change::Cancel | Change::Reset)
+        matches!(self, Change::Cancel | Change::Reset | Change::Reprioritize)
     }
 
     /// True when this event writes `field`.
@@ -132,8 +166,8 @@ impl Change {
     }
 
     /// The narrowest event that writes every field in which `after`
-    /// differs from `before` (tried in the order heartbeat, release,
-    /// cancel, outcome, reset); `None` when none does (a field a swap can
+    /// differs from `before` (tried in the order heartbeat, reprioritize,
+    /// release, cancel, outcome, snooze, reset); `None` when none does (a field a swap can
     /// never change differs). For callers that hold two states rather than
     /// the event (tests, tools); the manager always names its event.
     ///
@@ -151,11 +185,13 @@ impl Change {
     /// assert_eq!(Change::between(&claimed, &released), Some(Change::Release));
     /// ```
     pub fn between(before: &Task, after: &Task) -> Option<Change> {
-        const NARROWEST_FIRST: [Change; 5] = [
+        const NARROWEST_FIRST: [Change; 7] = [
             Change::Heartbeat,
+            Change::Reprioritize,
             Change::Release,
             Change::Cancel,
             Change::Outcome,
+            Change::Snooze,
             Change::Reset,
         ];
         NARROWEST_FIRST.into_iter().find(|change| {
@@ -416,6 +452,8 @@ fn copy_fields(change: Change, from: &Task, onto: &mut Task) {
             Field::Result => onto.result = from.result.clone(),
             Field::IsCancelled => onto.is_cancelled = from.is_cancelled,
             Field::CancelledAt => onto.cancelled_at = from.cancelled_at,
+            Field::Snoozes => onto.snoozes = from.snoozes,
+            Field::Priority => onto.priority = from.priority,
         }
     }
     onto.version = from.version;
@@ -452,6 +490,9 @@ fn keep_unwritten(change: Change, from: &Task, onto: &mut Task) {
         lease_token,
         version: _,
         outcome,
+        snoozes,
+        priority,
+        max_attempts,
         revision: _,
     } = from;
     keep(id, &mut onto.id);
@@ -463,6 +504,7 @@ fn keep_unwritten(change: Change, from: &Task, onto: &mut Task) {
     keep(recurrence, &mut onto.recurrence);
     keep(parent_recurrence_id, &mut onto.parent_recurrence_id);
     keep(occurrence_timestamp, &mut onto.occurrence_timestamp);
+    keep(max_attempts, &mut onto.max_attempts);
     for field in Field::ALL {
         if change.writes(field) {
             continue;
@@ -481,6 +523,8 @@ fn keep_unwritten(change: Change, from: &Task, onto: &mut Task) {
             Field::Result => keep(result, &mut onto.result),
             Field::IsCancelled => keep(is_cancelled, &mut onto.is_cancelled),
             Field::CancelledAt => keep(cancelled_at, &mut onto.cancelled_at),
+            Field::Snoozes => keep(snoozes, &mut onto.snoozes),
+            Field::Priority => keep(priority, &mut onto.priority),
         }
     }
 }
@@ -595,6 +639,25 @@ mod tests {
             ),
             ("cancel", claimed.clone(), Change::Cancel, cancelled.clone()),
         ];
+        list.push((
+            "snooze",
+            claimed.clone(),
+            Change::Snooze,
+            lifecycle::snooze(
+                &claimed,
+                token,
+                now,
+                now + TimeDelta::minutes(1),
+                HandlerPath::Main,
+            )
+            .expect("leased"),
+        ));
+        list.push((
+            "reprioritize",
+            claimed.clone(),
+            Change::Reprioritize,
+            lifecycle::reprioritize(&claimed, 3).expect("not done"),
+        ));
         let done =
             lifecycle::succeed(&cancelled, token, now, Some(serde_json::json!(2))).expect("leased");
         list.push((
@@ -661,6 +724,8 @@ mod tests {
                     Field::Result => strayed.result = Some(serde_json::json!("x")),
                     Field::IsCancelled => strayed.is_cancelled = !before.is_cancelled,
                     Field::CancelledAt => strayed.cancelled_at = Some(t0()),
+                    Field::Snoozes => strayed.snoozes = 99,
+                    Field::Priority => strayed.priority = 9,
                 }
             }
             let copied = {
@@ -700,6 +765,8 @@ mod tests {
                 ("retry", true),
                 ("failure", false),
                 ("cancel", true),
+                ("snooze", true),
+                ("reprioritize", false),
                 ("reset", true),
                 ("generator step", true),
             ]

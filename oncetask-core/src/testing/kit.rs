@@ -8,11 +8,11 @@ use serde_json::Value;
 
 use crate::clock::ManualClock;
 use crate::data::TaskData;
-use crate::error::{Error, HandlerError};
-use crate::lifecycle::{self, FailurePolicy, HandlerPath, LeaseGrant};
+use crate::error::Error;
+use crate::lifecycle::{self, FailurePolicy, Finished, HandlerPath, LeaseGrant, RunResult};
 use crate::manager::{
-    CurrentTask, FromTask, Handler, HandlerOptions, Manager, ManagerBuilder, RunOutcome, RunReport,
-    TaskContext,
+    CurrentTask, FromTask, Handler, HandlerOptions, HandlerOutcome, IntoOutcome, Manager,
+    ManagerBuilder, RunOutcome, RunReport, TaskContext,
 };
 use crate::status::TaskStatus;
 use crate::store::Store;
@@ -145,7 +145,8 @@ impl DrainReport {
 /// task as the manager would store it after this attempt.
 #[derive(Debug, Clone)]
 pub struct Performed {
-    /// The handler's result, or its error message.
+    /// The handler's result, or its error message (`Ok(None)` for a snooze,
+    /// which shows in the task's [`snoozes`](Task::snoozes) and status).
     pub result: Result<Option<Value>, String>,
     /// The task after the attempt (completed, failed, or waiting for a retry).
     pub task: Task,
@@ -296,27 +297,37 @@ impl TestKit {
         };
         let work = async {
             // Decoded as a worker decodes it (a panic included).
-            let args = crate::manager::decode_args::<A>(&claimed)?;
-            handler
-                .handle(args, TaskContext::of(&claimed))
-                .await
-                .into_result()
+            match crate::manager::decode_args::<A>(&claimed) {
+                Ok(args) => handler
+                    .handle(args, TaskContext::of(&claimed))
+                    .await
+                    .into_outcome(),
+                Err(error) => HandlerOutcome::Failed(error),
+            }
         };
-        let result = crate::manager::run_captured(current, work).await;
+        let result = crate::manager::run_captured(current, work)
+            .await
+            .into_run(now);
         let policy = FailurePolicy {
             retry: options.retry.as_ref(),
             cancellation_retry: options.cancellation_retry.as_ref(),
             error_history_limit: usize::MAX,
         };
-        let after = match &result {
-            Ok(value) => lifecycle::succeed(&claimed, &grant.token, now, value.clone()),
-            Err(e) => lifecycle::fail(&claimed, &grant.token, now, e, HandlerPath::Main, policy),
+        let run = Finished {
+            token: &grant.token,
+            now,
+            path: HandlerPath::Main,
+            result: &result,
         };
         // The claim above was ours, so the fence cannot refuse.
-        let task = after.unwrap_or(claimed);
+        let task = lifecycle::record(&claimed, &run, policy, None).unwrap_or(claimed);
         Performed {
             status: task.status(now),
-            result: result.map_err(|e: HandlerError| e.message().to_owned()),
+            result: match result {
+                RunResult::Completed(value) => Ok(value),
+                RunResult::Failed(e) => Err(e.message().to_owned()),
+                RunResult::Snoozed(_) => Ok(None),
+            },
             task,
         }
     }

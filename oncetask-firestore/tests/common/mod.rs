@@ -65,6 +65,82 @@ pub fn tag(v: &Value) -> &'static str {
     }
 }
 
+/// The fields of the Go package's task struct, each with the Firestore types
+/// Go writes for it and decodes into it (`errors`, `result` and `recurrence`
+/// may be null; `result` is Go's `any`, so any type).
+pub const GO_FIELDS: [(&str, &[&str]); 17] = [
+    ("id", &["stringValue"]),
+    ("type", &["stringValue"]),
+    ("data", &["mapValue"]),
+    ("resourceKey", &["stringValue"]),
+    ("env", &["stringValue"]),
+    ("waitUntil", &["stringValue"]),
+    ("leasedUntil", &["stringValue"]),
+    ("createdAt", &["stringValue"]),
+    ("doneAt", &["stringValue"]),
+    ("attempts", &["integerValue"]),
+    ("errors", &["arrayValue", "nullValue"]),
+    (
+        "result",
+        &[
+            "nullValue",
+            "booleanValue",
+            "integerValue",
+            "doubleValue",
+            "stringValue",
+            "arrayValue",
+            "mapValue",
+        ],
+    ),
+    ("recurrence", &["mapValue", "nullValue"]),
+    ("parentRecurrenceId", &["stringValue"]),
+    ("occurrenceTimestamp", &["stringValue"]),
+    ("isCancelled", &["booleanValue"]),
+    ("cancelledAt", &["stringValue"]),
+];
+
+/// Asserts that the Go package reads `fields` as a task: every field of its
+/// struct is there with a type Go decodes into it, its time strings are
+/// `""` or RFC 3339 (what Go parses), and since Go ignores every other
+/// field (the Rust-only ones), the document cut down to Go's fields is a
+/// valid task on its own.
+pub fn assert_go_readable(fields: &Fields) {
+    for (name, types) in GO_FIELDS {
+        let value = fields
+            .get(name)
+            .unwrap_or_else(|| panic!("`{name}` is missing: Go writes and reads every field"));
+        assert!(
+            types.contains(&tag(value)),
+            "`{name}` is {}, Go reads {types:?}",
+            tag(value)
+        );
+    }
+    for name in [
+        "waitUntil",
+        "leasedUntil",
+        "createdAt",
+        "doneAt",
+        "cancelledAt",
+        "occurrenceTimestamp",
+    ] {
+        let Some(ValueType::StringValue(s)) = &fields[name].value_type else {
+            unreachable!("checked above");
+        };
+        assert!(
+            s.is_empty() || DateTime::parse_from_rfc3339(s).is_ok(),
+            "`{name}` = {s:?} is no RFC 3339 time"
+        );
+    }
+    let go_view: Fields = fields
+        .iter()
+        .filter(|(name, _)| GO_FIELDS.iter().any(|(go, _)| go == name))
+        .map(|(name, value)| (name.clone(), value.clone()))
+        .collect();
+    if let Err(e) = oncetask_firestore::decode_task(&go_view) {
+        panic!("Go's fields alone are no task: {e}");
+    }
+}
+
 /// A fixture of `tests/fixtures`: the raw JSON and its fields.
 pub fn fixture(name: &str) -> (Json, Fields) {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))

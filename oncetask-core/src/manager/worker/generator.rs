@@ -6,6 +6,7 @@ use std::time::Duration;
 use super::run::{NotStored, Run};
 use crate::error::HandlerError;
 use crate::lifecycle::{self, GeneratorError, HandlerPath, Rejection};
+use crate::manager::HandlerOutcome;
 use crate::manager::apply::apply_one;
 use crate::metrics;
 use crate::retry::{FixedDelay, NoRetry};
@@ -30,7 +31,7 @@ impl Run<'_> {
                     .record(
                         vec![generator],
                         HandlerPath::Main,
-                        Err(error),
+                        HandlerOutcome::Failed(error),
                         Some(Arc::new(NoRetry)),
                     )
                     .await;
@@ -80,7 +81,7 @@ impl Run<'_> {
                     .record(
                         vec![generator],
                         HandlerPath::Main,
-                        Err(error),
+                        HandlerOutcome::Failed(error),
                         Some(Arc::new(retry)),
                     )
                     .await;

@@ -14,7 +14,7 @@ use crate::lifecycle;
 use crate::manager::ShutdownPhase;
 use crate::manager::apply::{Applied, apply_many};
 use crate::manager::context::{self, CurrentTask};
-use crate::manager::handler::HandlerResult;
+use crate::manager::handler::HandlerOutcome;
 use crate::metrics;
 use crate::retry::RetryPolicy;
 use crate::store::Change;
@@ -30,7 +30,7 @@ impl Run<'_> {
         lost: &mut Vec<(String, NotStored)>,
         anchor: DateTime<Utc>,
         current: CurrentTask,
-        work: impl std::future::Future<Output = HandlerResult> + Send,
+        work: impl std::future::Future<Output = HandlerOutcome> + Send,
     ) -> Ended {
         let options = &self.registration.options;
         let limit = options.time_limit();
@@ -55,7 +55,7 @@ impl Run<'_> {
         tokio::select! {
             biased;
             result = timed => Ended::Finished(result),
-            _ = timeout => Ended::Finished(Err(HandlerError::msg(format!(
+            _ = timeout => Ended::Finished(HandlerOutcome::Failed(HandlerError::msg(format!(
                 "handler timed out after {:?}",
                 limit.unwrap_or_default()
             )))),
@@ -109,6 +109,9 @@ impl Run<'_> {
             for (task, applied) in held.drain(..).zip(results) {
                 match applied {
                     Applied::Written(extended) | Applied::WrittenInstead { task: extended, .. } => {
+                        // Decided on the task as stored: a cancel made
+                        // elsewhere shows here at the latest.
+                        self.inner.running.observe(&extended);
                         kept.push(extended)
                     }
                     Applied::Missing => lost.push((task.id, NotStored::Deleted)),
@@ -132,25 +135,25 @@ impl Run<'_> {
 /// into an error (stored, it would make the completed task unreadable).
 pub(crate) async fn run_captured(
     current: CurrentTask,
-    work: impl std::future::Future<Output = HandlerResult> + Send,
-) -> HandlerResult {
+    work: impl std::future::Future<Output = HandlerOutcome> + Send,
+) -> HandlerOutcome {
     let kind = current.kind.clone();
     match AssertUnwindSafe(context::scope(current, work))
         .catch_unwind()
         .await
     {
-        Ok(Ok(Some(value))) => match crate::create::value_too_deep(&value) {
-            Some(depth) => Err(HandlerError::msg(format!(
+        Ok(HandlerOutcome::Completed(Some(value))) => match crate::create::value_too_deep(&value) {
+            Some(depth) => HandlerOutcome::Failed(HandlerError::msg(format!(
                 "result nested {depth} levels deep; at most {} can be read back",
                 crate::create::MAX_DATA_DEPTH
             ))),
-            None => Ok(Some(value)),
+            None => HandlerOutcome::Completed(Some(value)),
         },
-        Ok(result) => result,
+        Ok(outcome) => outcome,
         Err(panic) => {
             let message = panic_message(panic.as_ref());
             tracing::error!(kind = %kind, panic = %message, "handler panicked");
-            Err(HandlerError::msg(format!("panic: {message}")))
+            HandlerOutcome::Failed(HandlerError::msg(format!("panic: {message}")))
         }
     }
 }

@@ -9,10 +9,10 @@ use tracing::Instrument;
 
 use super::guard::PanicSafe;
 use super::run::Run;
-use crate::lifecycle::{self, FailurePolicy, Finished, HandlerPath, Rejection};
+use crate::lifecycle::{self, FailurePolicy, Finished, HandlerPath, Rejection, RunResult};
 use crate::manager::Registration;
 use crate::manager::apply::{Applied, Transition};
-use crate::manager::handler::HandlerResult;
+use crate::manager::handler::HandlerOutcome;
 use crate::metrics;
 use crate::retry::RetryPolicy;
 use crate::store::Change;
@@ -21,7 +21,7 @@ use crate::task::{LeaseToken, Task};
 /// The outcome of a finished run on one task, with the kind's retry
 /// policies: owned, as the batch that writes it may be another run's.
 pub(super) struct RecordOutcome {
-    result: Arc<HandlerResult>,
+    result: Arc<RunResult>,
     token: LeaseToken,
     now: DateTime<Utc>,
     path: HandlerPath,
@@ -78,7 +78,9 @@ impl Transition for RecordOutcome {
     }
 
     fn falls_back(&self) -> bool {
-        true
+        // A snooze stores no value a store could refuse, and its fallback
+        // (a failure) would write fields a snooze does not own.
+        !matches!(*self.result, RunResult::Snoozed(_))
     }
 }
 
@@ -89,14 +91,19 @@ impl Run<'_> {
         &mut self,
         held: Vec<Task>,
         path: HandlerPath,
-        result: HandlerResult,
+        outcome: HandlerOutcome,
         retry_override: Option<Arc<dyn RetryPolicy>>,
     ) {
         let now = self.inner.now();
-        let result = Arc::new(result);
+        let result = Arc::new(outcome.into_run(now));
+        // A snooze writes the attempt counters an outcome does not own.
+        let change = match *result {
+            RunResult::Snoozed(_) => Change::Snooze,
+            _ => Change::Outcome,
+        };
         let ids: Vec<String> = held.iter().map(|t| t.id.clone()).collect();
         let span = self.outcome_span(ids.len(), path);
-        span.record("ok", result.is_ok());
+        span.record("ok", !matches!(*result, RunResult::Failed(_)));
         let items = held
             .into_iter()
             .map(|task| {
@@ -109,7 +116,7 @@ impl Run<'_> {
                     retry_override: retry_override.clone(),
                     error_history_limit: self.inner.config.error_history_limit,
                 });
-                (task, Change::Outcome, transition)
+                (task, change, transition)
             })
             .collect();
         let results = self
@@ -118,11 +125,10 @@ impl Run<'_> {
             .apply(self.inner.store.as_ref(), items)
             .instrument(span)
             .await;
-        let error = result
-            .as_ref()
-            .as_ref()
-            .err()
-            .map(|e| e.message().to_owned());
+        let error = match result.as_ref() {
+            RunResult::Failed(e) => Some(e.message().to_owned()),
+            _ => None,
+        };
         for (id, applied) in ids.into_iter().zip(results) {
             let (applied, error) = match applied {
                 Applied::WrittenInstead { task, reason } => {

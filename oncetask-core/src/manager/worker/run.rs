@@ -13,7 +13,7 @@ use crate::lifecycle::{self, HandlerPath, Rejection};
 use crate::manager::apply::{Applied, apply_many};
 use crate::manager::context::CurrentTask;
 use crate::manager::erased::{Noop, Start, Started};
-use crate::manager::handler::HandlerResult;
+use crate::manager::handler::HandlerOutcome;
 use crate::manager::{HandlerShape, Inner, Registration, ShutdownPhase};
 use crate::metrics;
 use crate::status::TaskStatus;
@@ -160,7 +160,7 @@ pub(super) async fn run_claimed(
 
 /// How a guarded handler run ended.
 pub(super) enum Ended {
-    Finished(HandlerResult),
+    Finished(HandlerOutcome),
     /// Shutdown grace period over: leases must be released.
     Interrupted,
     /// A heartbeat found the lease taken over: nothing may be written.
@@ -205,9 +205,35 @@ impl Run<'_> {
             }
         }
         self.lease_fresh = false;
+        if path == HandlerPath::Main {
+            // Cancelled since the claim (seen by the renewal or a re-read
+            // while it waited for a slot): its main handler never starts.
+            let (cancelled, live): (Vec<Task>, Vec<Task>) =
+                held.into_iter().partition(|t| t.is_cancelled);
+            held = live;
+            if !cancelled.is_empty() {
+                self.hand_back_unstarted(cancelled, path).await;
+            }
+            if held.is_empty() {
+                if last {
+                    self.slot = None;
+                }
+                return;
+            }
+        }
+        // The registry entry lives as long as the run; a cancellation
+        // handler cannot be cancelled.
+        let inner = self.inner;
+        let (_running, signals) = match path {
+            HandlerPath::Main => {
+                let (entered, signals) = inner.running.enter(&held, self.token);
+                (Some(entered), signals)
+            }
+            HandlerPath::Cancellation => (None, Vec::new()),
+        };
         // Started on the tasks as held now: after a renewal, the handler
         // sees its new lease and none of the tasks the renewal lost.
-        let Started { work, rejected } = handler.start(&held);
+        let Started { work, rejected } = handler.start(&held, &signals);
         // Tasks whose payload does not decode fail on their own (rejected
         // indexes ascend, so removing from the back keeps the rest valid).
         let mut refused = Vec::with_capacity(rejected.len());
@@ -217,7 +243,8 @@ impl Run<'_> {
             }
         }
         for (task, error) in refused.into_iter().rev() {
-            self.record(vec![task], path, Err(error), None).await;
+            self.record(vec![task], path, HandlerOutcome::Failed(error), None)
+                .await;
         }
         let Some(work) = work else {
             if last {
@@ -279,6 +306,26 @@ impl Run<'_> {
             }
         }
         kept
+    }
+
+    /// Gives back, unrun and with the claim's attempt taken back, tasks
+    /// cancelled between their claim and their main handler's start: the
+    /// next claim runs their cancellation path.
+    async fn hand_back_unstarted(&mut self, tasks: Vec<Task>, path: HandlerPath) {
+        let now = self.inner.now();
+        let token = self.token;
+        let ids: Vec<String> = tasks.iter().map(|t| t.id.clone()).collect();
+        let results = apply_many(self.inner.store.as_ref(), tasks, Change::Release, |t| {
+            lifecycle::unclaim(t, token)
+        })
+        .await;
+        let why = "cancelled before its handler started";
+        for (id, applied) in ids.into_iter().zip(results) {
+            let status = self
+                .written(&id, applied, now)
+                .and_then(|_| Err(NotStored::Released(why.to_owned())));
+            self.note(id, path, Some(why.to_owned()), status);
+        }
     }
 
     /// The span of one write of a run's tasks (an outcome or a release):
