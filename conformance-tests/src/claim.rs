@@ -357,6 +357,7 @@ pub async fn claim_skips_an_undecodable_document_reports_it_and_takes_the_next_t
             now: at(0),
             grant: LeaseGrant::new(at(0), Duration::from_secs(60)),
             mode: ClaimMode::Single { limit: 1 },
+            order: oncetask_core::store::ClaimOrder::Priority,
         };
         let claimed = store
             .claim(&request)

@@ -94,6 +94,7 @@ pub mod connect;
 
 pub mod cancel;
 pub mod claim;
+pub mod claim_priority;
 pub mod concurrency;
 pub mod corruption;
 pub mod create;
@@ -247,6 +248,13 @@ macro_rules! __conformance_list {
                 claim_leaves_other_kinds_and_envs_untouched,
                 claim_of_an_empty_store_returns_nothing,
                 claim_skips_an_undecodable_document_reports_it_and_takes_the_next_task,
+            }
+            async claim_priority {
+                a_claim_takes_higher_priorities_first_then_claim_order,
+                an_oldest_claim_ignores_priority,
+                a_high_priority_task_that_is_not_ready_does_not_hold_back_lower_ones,
+                a_resource_key_is_exclusive_across_priorities,
+                a_group_claim_picks_the_key_of_the_first_candidate_in_its_order,
             }
             async resource_keys {
                 claim_skips_a_busy_resource_key_and_takes_the_next_ready_task,
@@ -475,6 +483,8 @@ macro_rules! __conformance_list {
                     a_tasks_own_max_attempts_overrides_the_handlers_policy,
                     bad_task_options_are_typed_errors_that_store_nothing,
                     task_options_are_stored_and_an_operator_can_reprioritize,
+                    higher_priority_tasks_run_first,
+                    a_low_priority_task_starts_within_n_claims_under_a_high_priority_stream,
                 }
                 async runtime {
                     a_create_wakes_idle_workers_at_once,

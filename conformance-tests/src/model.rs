@@ -27,8 +27,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
 use oncetask_core::lifecycle::{self, HandlerPath, LeaseGrant, Rejection};
 use oncetask_core::store::{
-    ClaimMode, ClaimRequest, Claimed, CreateOutcome, Delete, DeleteOutcome, Fetched, StatusCounts,
-    Swap, SwapOutcome, TaskFilter,
+    ClaimMode, ClaimOrder, ClaimRequest, Claimed, CreateOutcome, Delete, DeleteOutcome, Fetched,
+    StatusCounts, Swap, SwapOutcome, TaskFilter,
 };
 use oncetask_core::{HandlerError, LeaseToken, Store, StoreError, Task};
 use proptest::prelude::*;
@@ -375,6 +375,7 @@ impl<S: Store> Side<S> {
                     now,
                     grant: grant.clone(),
                     mode,
+                    order: oncetask_core::store::ClaimOrder::Priority,
                 };
                 let claimed = self
                     .store
@@ -749,7 +750,10 @@ fn model_claim(
         .filter(mine)
         .filter(|t| t.is_ready_at(now))
         .collect();
-    ready.sort_by(|a, b| ties.order(a, b));
+    ready.sort_by(|a, b| match request.order {
+        ClaimOrder::Oldest => ties.order(a, b),
+        _ => b.priority.cmp(&a.priority).then_with(|| ties.order(a, b)),
+    });
     let mut chosen: Vec<String> = Vec::new();
     match request.mode {
         ClaimMode::Single { limit } => {

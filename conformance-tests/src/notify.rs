@@ -131,6 +131,7 @@ pub async fn notices_of_writes<S: Store>(
             now,
             grant: grant.clone(),
             mode: oncetask_core::store::ClaimMode::Single { limit: 1 },
+            order: oncetask_core::store::ClaimOrder::Priority,
         };
         let mut claimed = store.claim(&request).await.expect("claim").tasks;
         assert_eq!(claimed.len(), 1, "{kind}");

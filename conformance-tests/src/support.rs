@@ -14,8 +14,8 @@ pub use oncetask_core::Store;
 use oncetask_core::lifecycle::{self, FailurePolicy, LeaseGrant};
 use oncetask_core::retry::{ExponentialBackoff, FixedDelay, NoRetry, RetryPolicy};
 use oncetask_core::store::{
-    Change, ClaimMode, ClaimRequest, Claimed, CreateOutcome, Delete, DeleteOutcome, Fetched, Swap,
-    SwapOutcome,
+    Change, ClaimMode, ClaimOrder, ClaimRequest, Claimed, CreateOutcome, Delete, DeleteOutcome,
+    Fetched, Swap, SwapOutcome,
 };
 use oncetask_core::{JsonObject, LeaseToken, Task};
 use serde_json::{Value, json};
@@ -293,13 +293,26 @@ pub async fn get_existing<S: Store>(store: &S, id: &str) -> Task {
         .unwrap_or_else(|| panic!("task {id} should exist"))
 }
 
-/// Claims with a fresh grant of `lease` at `now`.
+/// Claims with a fresh grant of `lease` at `now`, in priority order.
 pub async fn claim_with<S: Store>(
     store: &S,
     env: &str,
     kind: &str,
     now: DateTime<Utc>,
     mode: ClaimMode,
+    lease: Duration,
+) -> (LeaseGrant, Claimed) {
+    claim_ordered(store, env, kind, now, mode, ClaimOrder::Priority, lease).await
+}
+
+/// Claims with a fresh grant of `lease` at `now`, in `order`.
+pub async fn claim_ordered<S: Store>(
+    store: &S,
+    env: &str,
+    kind: &str,
+    now: DateTime<Utc>,
+    mode: ClaimMode,
+    order: ClaimOrder,
     lease: Duration,
 ) -> (LeaseGrant, Claimed) {
     let grant = LeaseGrant::new(now, lease);
@@ -309,6 +322,7 @@ pub async fn claim_with<S: Store>(
         now,
         grant: grant.clone(),
         mode,
+        order,
     };
     let claimed = store.claim(&request).await.expect("store.claim failed");
     (grant, claimed)

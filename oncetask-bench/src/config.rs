@@ -19,6 +19,8 @@ pub enum Scenario {
     Latency,
     /// Scheduled lateness: handler start minus due time.
     Lateness,
+    /// Cancel-to-handler-notified delay of a running task, same and second manager.
+    Cancel,
     /// Hand-written claim+complete cycles (Postgres SQL, Redis Lua, a
     /// mutex-guarded queue in memory).
     Raw,
@@ -28,12 +30,13 @@ pub enum Scenario {
 
 impl Scenario {
     /// Every scenario, in run order.
-    pub const ALL: [Scenario; 7] = [
+    pub const ALL: [Scenario; 8] = [
         Scenario::Resources,
         Scenario::Insert,
         Scenario::Work,
         Scenario::Latency,
         Scenario::Lateness,
+        Scenario::Cancel,
         Scenario::Raw,
         Scenario::Scale,
     ];
@@ -46,6 +49,7 @@ impl Scenario {
             Scenario::Work => "work",
             Scenario::Latency => "latency",
             Scenario::Lateness => "lateness",
+            Scenario::Cancel => "cancel",
             Scenario::Raw => "raw",
             Scenario::Scale => "scale",
         }
@@ -155,6 +159,23 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 5000, value_name = "MS")]
     pub lateness_spread_ms: u64,
 
+    /// Cancel: running tasks cancelled per path (same manager, second
+    /// manager), one at a time (default: 100, 20 on Firestore)
+    #[arg(long, value_name = "N")]
+    pub cancel_tasks: Option<u64>,
+
+    /// Cancel: a heartbeat of this many milliseconds on the handler (the
+    /// signal then arrives at the latest with the next heartbeat; default:
+    /// none, so the figure is the cancel call or the store's notice alone)
+    #[arg(long, value_name = "MS")]
+    pub cancel_heartbeat_ms: Option<u64>,
+
+    /// Cancel: a pause of this many milliseconds after each sample, before
+    /// the next task is created (e.g. past Firestore's 1 s wake-up signal
+    /// interval, so that each cancel is the first signal after a quiet gap)
+    #[arg(long, default_value_t = 0, value_name = "MS")]
+    pub cancel_pause_ms: u64,
+
     /// Scale: pending tasks (due in 2100) stored before each row; the first is the baseline
     #[arg(
         long,
@@ -233,6 +254,7 @@ impl BenchArgs {
             latency_concurrency: 4,
             lateness_tasks: 20,
             lateness_spread_ms: 200,
+            cancel_tasks: Some(5),
             scale_pending: vec![100, 1000],
             scale_tasks: 200,
             scale_concurrency: 4,
@@ -270,6 +292,9 @@ impl BenchArgs {
         }
         if !(self.latency_rate > 0.0 && self.latency_rate.is_finite()) {
             return usage("--latency-rate must be a positive number");
+        }
+        if self.cancel_tasks == Some(0) || self.cancel_heartbeat_ms == Some(0) {
+            return usage("--cancel-tasks and --cancel-heartbeat-ms must be at least 1");
         }
         if self.pg_pool_size == 0 {
             return usage("--pg-pool-size must be at least 1");

@@ -10,10 +10,13 @@
 //! 3. **latency**: enqueue-to-handler-start at a steady rate, created by
 //!    the handling manager and by a second manager on its own connection;
 //! 4. **lateness**: handler start minus due time of scheduled tasks;
-//! 5. **scale**: work throughput with 1k, 100k and 1M pending tasks stored;
-//! 6. **raw**: hand-written claim+complete cycles (SQL with
+//! 5. **cancel**: cancel call to the running handler's
+//!    `TaskContext::cancelled`, through the handling manager and through a
+//!    second manager on its own connection;
+//! 6. **scale**: work throughput with 1k, 100k and 1M pending tasks stored;
+//! 7. **raw**: hand-written claim+complete cycles (SQL with
 //!    `FOR UPDATE SKIP LOCKED`, Lua), the limit each backend is compared to;
-//! 7. **resources**: memory backend bytes per stored task; CPU per task.
+//! 8. **resources**: memory backend bytes per stored task; CPU per task.
 //!
 //! Timings are reported, never asserted.
 //!
@@ -116,6 +119,7 @@ async fn run_scenario(ctx: &Ctx<'_>, scenario: Scenario) -> Result<Vec<Row>, Ben
         Scenario::Work => scenarios::work::run(ctx).await,
         Scenario::Latency => scenarios::latency::run(ctx).await,
         Scenario::Lateness => scenarios::lateness::run(ctx).await,
+        Scenario::Cancel => scenarios::cancel::run(ctx).await,
         Scenario::Raw => {
             let mut rows = scenarios::raw_postgres::run(ctx).await?;
             rows.extend(scenarios::raw_redis::run(ctx).await?);

@@ -63,6 +63,7 @@ async fn memory() {
             ("work", 4),
             ("latency", 2),
             ("lateness", 1),
+            ("cancel", 2),
             ("raw", 2),
             ("scale", 2),
         ],
@@ -84,6 +85,7 @@ async fn postgres() {
             ("work", 4),
             ("latency", 2),
             ("lateness", 1),
+            ("cancel", 2),
             // single, batch, batch on the store's table, insert
             ("raw", 4),
             ("scale", 2),
@@ -105,6 +107,7 @@ async fn redis() {
             ("work", 4),
             ("latency", 2),
             ("lateness", 1),
+            ("cancel", 2),
             ("raw", 2),
             ("scale", 2),
         ],

@@ -55,6 +55,7 @@ async fn the_go_writer_cancels_as_go_does_and_records_the_update_time_it_made() 
             now,
             grant: LeaseGrant::new(now, Duration::from_secs(60)),
             mode: ClaimMode::Single { limit: 1 },
+            order: oncetask::backend::ClaimOrder::Priority,
         })
         .await
         .expect("claim")

@@ -96,7 +96,7 @@ pub enum Command {
     Reprioritize(ReprioritizeArgs),
     /// Run a mix of tasks on the in-memory backend and print a summary (no store needed)
     Demo(DemoArgs),
-    /// Benchmark backends: throughput, latency, lateness, scale, next to hand-written raw limits
+    /// Benchmark backends: throughput, latency, lateness, cancel delay, scale, next to hand-written raw limits
     ///
     /// Runs on --backends (through ONCETASK_POSTGRES_URL, ONCETASK_REDIS_URL,
     /// FIRESTORE_EMULATOR_HOST) and/or the server of --store, each in a fresh

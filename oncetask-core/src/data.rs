@@ -111,8 +111,8 @@ pub trait TaskData: Serialize {
     }
 
     /// Claim priority within the kind, higher first, in
-    /// [`PRIORITY_RANGE`](crate::PRIORITY_RANGE); 0 by default (stored and
-    /// shown; claims do not order by it yet). A value
+    /// [`PRIORITY_RANGE`](crate::PRIORITY_RANGE); 0 by default (see
+    /// [`ClaimOrder`](crate::store::ClaimOrder) for how claims use it). A value
     /// outside the range is refused at create
     /// ([`Error::InvalidPriority`](crate::Error::InvalidPriority)).
     fn priority(&self) -> i8 {

@@ -194,6 +194,28 @@ pub struct ClaimRequest {
     pub grant: LeaseGrant,
     /// Single tasks or one resource-key group.
     pub mode: ClaimMode,
+    /// Which ready tasks come first.
+    pub order: ClaimOrder,
+}
+
+/// The order in which a claim takes ready tasks.
+///
+/// Both orders end in the claim order of [`Task::claim_order_key`] (never
+/// leased before expired leases, then `wait_until`, `created_at`, and the
+/// backend's [`ClaimTies`]); resource-key exclusion and the group rules of
+/// [`ClaimMode`] are the same in both.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ClaimOrder {
+    /// Higher [`Task::priority`] first, then the claim order. (Firestore,
+    /// which cannot query by a field the Go package does not write, ranks
+    /// by priority within the page of ready tasks it reads in claim order.)
+    #[default]
+    Priority,
+    /// The claim order alone, whatever the priorities: the manager makes
+    /// every n-th claim of a kind in this order
+    /// ([`HandlerOptions::oldest_claim_every`](crate::HandlerOptions::oldest_claim_every)),
+    /// so a stream of high-priority tasks cannot starve the others.
+    Oldest,
 }
 
 /// How many tasks a claim takes.

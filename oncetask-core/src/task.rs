@@ -18,9 +18,8 @@ use crate::recurrence::Recurrence;
 /// A JSON object: the payload of a task.
 pub type JsonObject = Map<String, Value>;
 
-/// The priorities a task may have ([`Task::priority`]): higher is to be
-/// claimed first within a kind (stored now; claims do not order by it
-/// yet); 0 is the default. A priority outside the range is
+/// The priorities a task may have ([`Task::priority`]): higher is claimed
+/// first within a kind ([`crate::store::ClaimOrder`]); 0 is the default. A priority outside the range is
 /// refused at create ([`Error::InvalidPriority`]).
 ///
 /// ```

@@ -442,6 +442,12 @@ impl CostModel {
     /// The most wake-up signal writes a store writes per env and hour (one
     /// a second); every listening manager reads each one.
     pub const MAX_SIGNAL_WRITES_PER_HOUR: u64 = 3600;
+    /// Most documents a claim by priority reads while its kind is known to
+    /// hold prioritized tasks: the window of the oldest ready tasks it ranks
+    /// ([`crate::DEFAULT_PRIORITY_WINDOW`], unless the store sets another
+    /// with [`crate::FirestoreStore::with_priority_window`]), instead of its
+    /// limit. A kind whose tasks are all at priority 0 never pays it.
+    pub const PRIORITY_WINDOW_READS_PER_CLAIM: usize = crate::DEFAULT_PRIORITY_WINDOW;
     /// Reads per hour an idle manager pays per kind: one empty claim per
     /// 60 s poll (the next due time is looked up again only after a change).
     pub const IDLE_READS_PER_HOUR_PER_KIND: u64 = 60;
@@ -499,6 +505,14 @@ impl std::fmt::Display for CostModel {
              listener reads/hour in all",
             Self::MAX_SIGNAL_WRITES_PER_HOUR,
             self.max_signal_reads_per_hour()
+        )?;
+        writeln!(
+            f,
+            "  priorities:    while a kind holds prioritized tasks, a claim by priority reads \
+             up to {} ready tasks (the window it ranks): up to {} reads per task at one task \
+             per claim; nothing more while every task is at priority 0",
+            Self::PRIORITY_WINDOW_READS_PER_CLAIM,
+            Self::PRIORITY_WINDOW_READS_PER_CLAIM
         )?;
         let idle = self.idle_reads_per_hour();
         writeln!(
@@ -633,6 +647,10 @@ mod tests {
         assert!(text.contains("x 2 other manager(s)"), "{text}");
         assert!(text.contains("= 1.40 reads, 3 writes"), "{text}");
         assert!(text.contains("at most 32400 listener reads/hour"), "{text}");
+        assert!(
+            text.contains("reads up to 50 ready tasks (the window it ranks)"),
+            "{text}"
+        );
         assert!(
             text.contains("at 1000 tasks/hour: keyless about 1400 reads + 3000 writes"),
             "{text}"

@@ -12,6 +12,13 @@
 //!   from their default (0, 0, no limit), so that a Go document, which has
 //!   none of them, reads as the default; no query filters or orders on
 //!   them, as that would leave out every document without them.
+//! * [`priority`]: how claims honour task priorities without a query on
+//!   `priority`: a claim by priority ranks the window of the oldest ready
+//!   tasks ([`DEFAULT_PRIORITY_WINDOW`], 50) on the client, and only while
+//!   the kind is known to hold prioritized tasks (a kind whose tasks are
+//!   all at priority 0 is claimed at the same cost as before); a task
+//!   beyond the window waits until it enters it. Go workers ignore
+//!   priority.
 //! * [`FirestoreStore`]: the `Store`, built from your own
 //!   [`firestore::FirestoreDb`] (the [`store`] module docs say how each
 //!   operation works and what it costs in reads and writes).
@@ -72,6 +79,7 @@ pub mod doctor;
 pub mod document;
 pub mod limits;
 mod listen;
+pub mod priority;
 mod queries;
 mod routing;
 mod signal;
@@ -81,7 +89,10 @@ pub mod store;
 pub use connect::is_valid_database_id;
 pub use doctor::{CostModel, DoctorReport};
 pub use document::{DecodeError, EncodeError, decode_task, encode_task};
-pub use store::{DEFAULT_COLLECTION, DEFAULT_SIGNAL_INTERVAL, FirestoreStore, StoreStats, Wakeups};
+pub use store::{
+    DEFAULT_COLLECTION, DEFAULT_PRIORITY_WINDOW, DEFAULT_SIGNAL_INTERVAL, FirestoreStore,
+    StoreStats, Wakeups,
+};
 
 /// The `firestore` crate this backend is built on: build the
 /// `FirestoreDb` a [`FirestoreStore`] wraps with the same version.

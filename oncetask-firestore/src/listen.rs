@@ -18,6 +18,7 @@ use futures::StreamExt;
 use futures::stream::BoxStream;
 use oncetask_core::store::Notification;
 
+use crate::priority::Priorities;
 use crate::queries;
 use crate::store::Counters;
 
@@ -68,6 +69,8 @@ struct Listener {
     db: FirestoreDb,
     /// The store's billing counters.
     counters: Arc<Counters>,
+    /// Where the store notes kinds that hold prioritized tasks.
+    priorities: Arc<Priorities>,
     source: Source,
     env: String,
     /// Where to resume after a reconnect (empty: from a fresh snapshot).
@@ -106,10 +109,12 @@ pub(crate) fn subscribe(
     source: Source,
     env: String,
     counters: Arc<Counters>,
+    priorities: Arc<Priorities>,
 ) -> BoxStream<'static, Notification> {
     let listener = Listener {
         db,
         counters,
+        priorities,
         source,
         env,
         resume_token: Vec::new(),
@@ -277,6 +282,7 @@ impl Listener {
                 if let Some(resent) = self.resent.as_mut() {
                     resent.insert(doc.name.clone());
                 }
+                self.note_priorities(&doc.fields, &said);
                 let leased =
                     matches!(self.source, Source::Tasks(_)) && holds_live_lease(&doc.fields);
                 let before = self.seen.insert(doc.name, (said.clone(), doc.update_time));
@@ -313,6 +319,32 @@ impl Listener {
             ResponseType::DocumentDelete(delete) => self.removed(&delete.document),
             ResponseType::DocumentRemove(remove) => self.removed(&remove.document),
             ResponseType::Filter(_) => None,
+        }
+    }
+
+    /// Notes in the store the kinds a delivered document says hold
+    /// prioritized tasks: a signal's `prioritized` map, or a not-done task
+    /// (of kind `said`) with a priority other than 0.
+    fn note_priorities(&self, fields: &crate::document::Fields, said: &BTreeMap<String, i64>) {
+        match self.source {
+            Source::Signals(_) => {
+                for (kind, at) in crate::signal::prioritized_of(fields) {
+                    self.priorities.seen_at(&self.env, &kind, at);
+                }
+            }
+            Source::Tasks(_) => {
+                let prioritized = matches!(
+                    fields
+                        .get(crate::document::PRIORITY)
+                        .and_then(|v| v.value_type.as_ref()),
+                    Some(ValueType::IntegerValue(p)) if *p != 0
+                );
+                if prioritized {
+                    for kind in said.keys() {
+                        self.priorities.seen(&self.env, kind);
+                    }
+                }
+            }
         }
     }
 

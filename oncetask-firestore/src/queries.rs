@@ -815,7 +815,7 @@ mod tests {
             );
         }
         // Signals are listened to by `env`; their other fields are exempted.
-        for field in ["instance", "kinds", "expireAt"] {
+        for field in ["instance", "kinds", crate::signal::PRIORITIZED, "expireAt"] {
             assert!(seen.contains(&(signal_group(), field.to_owned())));
         }
         assert!(!seen.contains(&(signal_group(), "env".to_owned())));

@@ -168,6 +168,7 @@ mod tests {
             crate::listen::Source::Signals("onceTasks-wakeups".into()),
             "prod".into(),
             std::sync::Arc::default(),
+            std::sync::Arc::default(),
         );
         let listen = tokio::spawn(async move { notices.next().await });
         assert_eq!(

@@ -3,8 +3,12 @@
 //!
 //! Each [`FirestoreStore`] (with its clones) owns one small document per env
 //! in the side collection `<collection>-wakeups`: `env`, the store's
-//! `instance` id, a map `kinds` from kind to a sequence number, and
-//! `expireAt` for a TTL policy. A write that
+//! `instance` id, a map `kinds` from kind to a sequence number,
+//! `expireAt` for a TTL policy, and, only once the store wrote a not-done
+//! task with a priority other than 0, a map `prioritized` from each such
+//! kind to when it last did (for 10 minutes): listeners note it, so their
+//! store's claims of the kind rank by priority over the window of the
+//! oldest ready tasks (see [`crate::priority`]). A write that
 //! can make work available for a kind (a create, a swap that leaves a task
 //! waiting or releases a resource key, a cancel, a delete) bumps that kind's
 //! number. The document is written at most once per interval
@@ -26,11 +30,12 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
-use chrono::{TimeDelta, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use firestore::gcloud_sdk::google::firestore::v1::{MapValue, Value, value::ValueType};
 use tokio::time::Instant;
 
 use crate::document::Fields;
+use crate::priority::PRIORITY_MEMORY;
 
 /// The default shortest time between two signal writes of one store:
 /// Firestore sustains about one write per second on one document.
@@ -67,6 +72,8 @@ struct State {
 struct EnvSignal {
     doc_id: String,
     kinds: BTreeMap<String, i64>,
+    /// When this instance last wrote a prioritized task of each kind.
+    prioritized: BTreeMap<String, DateTime<Utc>>,
 }
 
 /// What a caller of [`Signals::raise`] does next.
@@ -102,14 +109,7 @@ impl Signals {
         let mut any = false;
         for (env, kind) in changed {
             any = true;
-            let n = state.envs.len();
-            let signal = state
-                .envs
-                .entry(env.to_owned())
-                .or_insert_with(|| EnvSignal {
-                    doc_id: format!("{}-{n}", self.instance),
-                    kinds: BTreeMap::new(),
-                });
+            let signal = state.env(&self.instance, env);
             *signal.kinds.entry(kind.to_owned()).or_insert(0) += 1;
             state.pending.insert(env.to_owned());
         }
@@ -124,6 +124,17 @@ impl Signals {
             }
             _ => Raised::Now(state.take(&self.instance, now)),
         }
+    }
+
+    /// Records that this instance wrote a not-done task of (`env`,
+    /// `kind`) with a priority other than 0: its signal documents of `env`
+    /// say so ([`PRIORITIZED`]) for [`PRIORITY_MEMORY`], so that other
+    /// processes' claims of the kind rank their priority window (see
+    /// [`crate::priority`]). Written with the next signal of the env.
+    pub(crate) fn prioritized(&self, env: &str, kind: &str) {
+        let mut state = self.state();
+        let signal = state.env(&self.instance, env);
+        signal.prioritized.insert(kind.to_owned(), Utc::now());
     }
 
     /// The shortest time between two writes.
@@ -144,6 +155,18 @@ impl Signals {
 }
 
 impl State {
+    /// The signal of `env`, created with this instance's next document id.
+    fn env(&mut self, instance: &str, env: &str) -> &mut EnvSignal {
+        let n = self.envs.len();
+        self.envs
+            .entry(env.to_owned())
+            .or_insert_with(|| EnvSignal {
+                doc_id: format!("{instance}-{n}"),
+                kinds: BTreeMap::new(),
+                prioritized: BTreeMap::new(),
+            })
+    }
+
     /// The pending envs' documents, as written at `now`.
     fn take(&mut self, instance: &str, now: Instant) -> Vec<(String, Fields)> {
         self.last_write = Some(now);
@@ -151,28 +174,26 @@ impl State {
         std::mem::take(&mut self.pending)
             .into_iter()
             .filter_map(|env| {
-                let signal = self.envs.get(&env)?;
-                let fields = fields(&env, instance, &signal.kinds, expire);
+                let signal = self.envs.get_mut(&env)?;
+                let recent = Utc::now() - PRIORITY_MEMORY;
+                signal.prioritized.retain(|_, at| *at > recent);
+                let fields = fields(&env, instance, signal, expire);
                 Some((signal.doc_id.clone(), fields))
             })
             .collect()
     }
 }
 
-fn fields(
-    env: &str,
-    instance: &str,
-    kinds: &BTreeMap<String, i64>,
-    expire: chrono::DateTime<Utc>,
-) -> Fields {
+fn fields(env: &str, instance: &str, signal: &EnvSignal, expire: DateTime<Utc>) -> Fields {
     let value = |v: ValueType| Value {
         value_type: Some(v),
     };
-    let kinds = kinds
+    let kinds = signal
+        .kinds
         .iter()
         .map(|(k, n)| (k.clone(), value(ValueType::IntegerValue(*n))))
         .collect();
-    Fields::from([
+    let mut fields = Fields::from([
         (
             "env".to_owned(),
             value(ValueType::StringValue(env.to_owned())),
@@ -187,14 +208,55 @@ fn fields(
         ),
         (
             "expireAt".to_owned(),
-            value(ValueType::TimestampValue(
-                firestore::gcloud_sdk::prost_types::Timestamp {
-                    seconds: expire.timestamp(),
-                    nanos: i32::try_from(expire.timestamp_subsec_nanos()).unwrap_or(0),
-                },
-            )),
+            value(ValueType::TimestampValue(timestamp(expire))),
         ),
-    ])
+    ]);
+    // Written only when there is something to say: a kind whose tasks are
+    // all at priority 0 costs nothing more.
+    if !signal.prioritized.is_empty() {
+        let prioritized = signal
+            .prioritized
+            .iter()
+            .map(|(k, at)| (k.clone(), value(ValueType::TimestampValue(timestamp(*at)))))
+            .collect();
+        fields.insert(
+            PRIORITIZED.to_owned(),
+            value(ValueType::MapValue(MapValue {
+                fields: prioritized,
+            })),
+        );
+    }
+    fields
+}
+
+fn timestamp(t: DateTime<Utc>) -> firestore::gcloud_sdk::prost_types::Timestamp {
+    firestore::gcloud_sdk::prost_types::Timestamp {
+        seconds: t.timestamp(),
+        nanos: i32::try_from(t.timestamp_subsec_nanos()).unwrap_or(0),
+    }
+}
+
+/// The field of a signal document that maps each kind this instance wrote
+/// prioritized tasks of (within [`PRIORITY_MEMORY`]) to when it last did.
+pub(crate) const PRIORITIZED: &str = "prioritized";
+
+/// The kinds a signal document as delivered to a listener says were given
+/// prioritized tasks lately, with when.
+pub(crate) fn prioritized_of(fields: &Fields) -> Vec<(String, DateTime<Utc>)> {
+    match fields.get(PRIORITIZED).and_then(|v| v.value_type.as_ref()) {
+        Some(ValueType::MapValue(map)) => map
+            .fields
+            .iter()
+            .filter_map(|(kind, v)| match &v.value_type {
+                Some(ValueType::TimestampValue(t)) => {
+                    let nanos = u32::try_from(t.nanos).ok()?;
+                    Some((kind.clone(), DateTime::from_timestamp(t.seconds, nanos)?))
+                }
+                _ => None,
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
 }
 
 /// The kind-to-number map of a signal document as delivered to a listener.
@@ -250,5 +312,34 @@ mod tests {
         assert!(signals.due().is_none());
         tokio::time::sleep(GAP).await;
         assert!(matches!(signals.raise([("E", "c")]), Raised::Now(_)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn signals_name_the_kinds_given_prioritized_tasks_and_only_then() {
+        let signals = Signals::new(Duration::ZERO);
+        let Raised::Now(docs) = signals.raise([("E", "a")]) else {
+            panic!("written at once");
+        };
+        assert!(
+            !docs[0].1.contains_key(PRIORITIZED),
+            "no field while every task is at priority 0"
+        );
+        assert!(prioritized_of(&docs[0].1).is_empty());
+        let before = Utc::now();
+        signals.prioritized("E", "b");
+        signals.prioritized("F", "c");
+        let Raised::Now(docs) = signals.raise([("E", "b")]) else {
+            panic!("written at once");
+        };
+        assert_eq!(docs.len(), 1, "only the env raised");
+        let said = prioritized_of(&docs[0].1);
+        let kinds: Vec<&str> = said.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(kinds, ["b"]);
+        assert!(said[0].1 >= before - TimeDelta::milliseconds(1));
+        // Later writes of the env keep saying it (for the memory).
+        let Raised::Now(docs) = signals.raise([("E", "a")]) else {
+            panic!("written at once");
+        };
+        assert_eq!(prioritized_of(&docs[0].1).len(), 1);
     }
 }

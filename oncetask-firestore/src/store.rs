@@ -56,9 +56,13 @@
 //!   serve). The ready query never filters or orders on `priority`,
 //!   `snoozes` or `maxAttempts`: Firestore would leave out every document
 //!   without the field (all of Go's, and Rust's at the default; see
-//!   [`crate::document`]). Resource keys are taken with lock documents (see the `keys`
-//!   module of `store`: a store drains a busy key under one lock write
-//!   while its hold lasts). Every lease write
+//!   [`crate::document`]). A claim by priority ranks what it read on the
+//!   client instead: while the kind is known to hold prioritized tasks, its
+//!   first page is the window of the oldest ready tasks
+//!   ([`DEFAULT_PRIORITY_WINDOW`], 50), and priority holds within that
+//!   window ([`crate::priority`] gives the rule). Resource keys are taken
+//!   with lock documents (see the `keys` module of `store`: a store drains
+//!   a busy key under one lock write while its hold lasts). Every lease write
 //!   carries the candidate's `updateTime` as a precondition, so a task
 //!   taken meanwhile is not leased twice. Leases of tasks without a resource
 //!   key go in one BatchWrite, each standing alone: a lease another claim
@@ -71,8 +75,9 @@
 //!   race the store's claims start at a random candidate for a while, so
 //!   concurrent claimers rarely meet at the head; uncontended claims keep
 //!   the exact claim order. A keyless claim costs `limit` reads (one if the
-//!   queue is empty) plus one write per task; [`FirestoreStore::stats`]
-//!   counts reads, writes and lost races.
+//!   queue is empty; up to the priority window for a claim by priority of
+//!   a kind known to hold prioritized tasks) plus one write per task;
+//!   [`FirestoreStore::stats`] counts reads, writes and lost races.
 //! * **Wake-up signals**: after a create, a swap that leaves a task waiting
 //!   (a retry, a release, a reset), cancels a leased task or finishes a task
 //!   with a resource key, and a delete of a not-done task, the store bumps
@@ -81,7 +86,10 @@
 //!   env), written at most once per [`FirestoreStore::with_signal_interval`]
 //!   (one second by default; signals in between go out together at its
 //!   end). Leases, heartbeats and the end of a keyless task signal nothing.
-//!   Counted in [`StoreStats::signal_writes`].
+//!   Counted in [`StoreStats::signal_writes`]. A store that wrote a
+//!   not-done task with a priority other than 0 also names its kind in the
+//!   document (`prioritized`, for 10 minutes), so that listening stores
+//!   rank the kind's priority window (see [`crate::priority`]).
 //! * **subscribe** opens a Firestore Listen when the stream is first polled,
 //!   by default on the env's signal documents (`env ==`), and yields a
 //!   notice for each kind whose number moved; with
@@ -138,6 +146,8 @@ use crate::document::{
 };
 use crate::limits;
 use crate::listen::Source;
+pub use crate::priority::DEFAULT_PRIORITY_WINDOW;
+use crate::priority::Priorities;
 use crate::queries::{self, CountOf, str_value};
 pub use crate::signal::DEFAULT_SIGNAL_INTERVAL;
 use crate::signal::{self, Raised, Signals};
@@ -195,6 +205,10 @@ pub struct FirestoreStore {
     signals: Arc<Signals>,
     wakeups: Wakeups,
     keys: Arc<keys::KeyBook>,
+    /// When this store last saw prioritized tasks of each kind.
+    priorities: Arc<Priorities>,
+    /// How many ready tasks a priority claim ranks (see [`crate::priority`]).
+    priority_window: usize,
 }
 
 /// What [`Store::subscribe`] listens to, so that workers in other processes
@@ -355,6 +369,50 @@ impl FirestoreStore {
             signals: Arc::new(Signals::new(signal::DEFAULT_SIGNAL_INTERVAL)),
             wakeups: Wakeups::default(),
             keys: Arc::default(),
+            priorities: Arc::default(),
+            priority_window: DEFAULT_PRIORITY_WINDOW,
+        }
+    }
+
+    /// Sets how many of the oldest ready tasks a claim by priority ranks
+    /// while the kind is known to hold prioritized tasks (default
+    /// [`DEFAULT_PRIORITY_WINDOW`], 50): priority holds within this window
+    /// of the claim order, and a task beyond it waits until it enters it.
+    /// Firestore cannot query by priority without leaving out every task
+    /// at priority 0 (every Go task among them), so a claim reads the
+    /// window and ranks it; each document read is billed, so such a claim
+    /// costs up to `window` reads instead of its limit. 0 (or a window no
+    /// larger than a claim's limit) ranks only the tasks a claim would read
+    /// anyway. A kind whose tasks are all at priority 0 never reads the
+    /// window. The [`crate::priority`] notes give the exact rule.
+    ///
+    /// ```no_run
+    /// # async fn run(db: firestore::FirestoreDb) {
+    /// // Rank the 200 oldest ready tasks, at up to 200 reads per claim.
+    /// let store = oncetask_firestore::FirestoreStore::new(db).with_priority_window(200);
+    /// # let _ = store;
+    /// # }
+    /// ```
+    pub fn with_priority_window(mut self, window: usize) -> Self {
+        self.priority_window = window;
+        self
+    }
+
+    /// How many ready tasks a priority claim ranks
+    /// ([`FirestoreStore::with_priority_window`]).
+    pub fn priority_window(&self) -> usize {
+        self.priority_window
+    }
+
+    /// Notes the not-done tasks of a priority other than 0 among `tasks`,
+    /// which this store just wrote: its claims of their kinds rank the
+    /// window, and its wake-up signals tell other processes' claims to.
+    fn wrote_priorities<'a>(&self, tasks: impl IntoIterator<Item = &'a Task>) {
+        for task in tasks {
+            if task.priority != 0 && !task.is_done() {
+                self.priorities.seen(&task.env, &task.kind);
+                self.signals.prioritized(&task.env, &task.kind);
+            }
         }
     }
 
@@ -1059,6 +1117,13 @@ impl Store for FirestoreStore {
                 self.keys.created(task);
             }
         }
+        self.wrote_priorities(
+            tasks
+                .iter()
+                .zip(&outcomes)
+                .filter(|(_, o)| matches!(o, CreateOutcome::Created))
+                .map(|(t, _)| t),
+        );
         self.signal(
             tasks
                 .iter()
@@ -1186,6 +1251,13 @@ impl Store for FirestoreStore {
                 self.keys.swapped(s.task());
             }
         }
+        self.wrote_priorities(
+            swaps
+                .iter()
+                .zip(&outcomes)
+                .filter(|(_, o)| matches!(o, SwapOutcome::Applied { .. }))
+                .map(|(s, _)| s.task()),
+        );
         self.signal(
             swaps
                 .iter()
@@ -1353,6 +1425,7 @@ impl Store for FirestoreStore {
             source,
             env.to_owned(),
             self.counters.clone(),
+            self.priorities.clone(),
         ))
     }
 

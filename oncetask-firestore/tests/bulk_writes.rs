@@ -190,6 +190,7 @@ async fn key_locks_carry_an_expiry_for_a_ttl_policy() {
             now,
             grant: grant.clone(),
             mode: ClaimMode::Single { limit: 1 },
+            order: oncetask_core::store::ClaimOrder::Priority,
         })
         .await
         .expect("claim");
@@ -274,6 +275,7 @@ async fn a_long_resource_key_still_locks_and_one_firestore_cannot_query_is_refus
         now,
         grant: LeaseGrant::new(now, Duration::from_secs(60)),
         mode: ClaimMode::Single { limit: 2 },
+        order: oncetask_core::store::ClaimOrder::Priority,
     };
     let first = store.claim(&claim()).await.expect("claim");
     assert_eq!(first.tasks.len(), 1, "one task per key");

@@ -58,6 +58,7 @@ async fn worker(
             now,
             grant: LeaseGrant::new(now, Duration::from_secs(60)),
             mode: ClaimMode::Single { limit },
+            order: oncetask_core::store::ClaimOrder::Priority,
         };
         let claimed = store.claim(&request).await.expect("claim").tasks;
         if claimed.is_empty() {
@@ -168,6 +169,7 @@ async fn claims_page_past_busy_keys() {
         now,
         grant: LeaseGrant::new(now, Duration::from_secs(60)),
         mode: ClaimMode::Single { limit: 1 },
+        order: oncetask_core::store::ClaimOrder::Priority,
     };
     let first = store.claim(&claim(Utc::now())).await.expect("claim").tasks;
     let ids: Vec<&str> = first.iter().map(|t| t.id.as_str()).collect();
@@ -220,6 +222,7 @@ async fn claims_page_past_more_busy_keys_than_a_query_can_exclude() {
             now,
             grant: LeaseGrant::new(now, Duration::from_secs(60)),
             mode: ClaimMode::Single { limit },
+            order: oncetask_core::store::ClaimOrder::Priority,
         }
     };
     let first = store.claim(&claim(keys)).await.expect("claim").tasks;

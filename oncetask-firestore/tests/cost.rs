@@ -250,6 +250,7 @@ async fn a_keyed_claim_reads_a_few_documents_whatever_the_keys_backlog() {
             now,
             grant: LeaseGrant::new(now, Duration::from_secs(60)),
             mode: ClaimMode::Single { limit: 1 },
+            order: oncetask_core::store::ClaimOrder::Priority,
         };
         let before = store.stats();
         let claimed = store.claim(&request).await.expect("claim").tasks.len();
@@ -311,6 +312,7 @@ async fn a_store_spares_reads_on_keys_it_holds_or_freed() {
             now: Utc::now(),
             grant: LeaseGrant::new(Utc::now(), Duration::from_secs(60)),
             mode: ClaimMode::Single { limit: 1 },
+            order: oncetask_core::store::ClaimOrder::Priority,
         };
         let before = store.stats();
         let tasks = store.claim(&request).await.expect("claim").tasks;
@@ -375,6 +377,7 @@ async fn a_busy_key_drains_under_one_lock_write_and_others_wait_for_its_hold() {
         now,
         grant: LeaseGrant::new(now, Duration::from_secs(60)),
         mode: ClaimMode::Single { limit: 1 },
+        order: oncetask_core::store::ClaimOrder::Priority,
     };
     let before = holder.stats();
     for expected in ["t0", "t1", "t2"] {
@@ -464,6 +467,7 @@ async fn a_claim_reads_past_more_busy_keys_than_a_not_in_names() {
         now: t0,
         grant: LeaseGrant::new(t0, Duration::from_secs(60)),
         mode: ClaimMode::Single { limit },
+        order: oncetask_core::store::ClaimOrder::Priority,
     };
     let held = holder.claim(&request(12)).await.expect("claim").tasks;
     let mut keys: Vec<String> = held.iter().filter_map(|t| t.resource_key.clone()).collect();

@@ -121,6 +121,7 @@ async fn calls_over_a_black_holed_connection_fail_unavailable_within_the_deadlin
         now,
         grant: grant.clone(),
         mode: ClaimMode::Single { limit: 1 },
+        order: oncetask_core::store::ClaimOrder::Priority,
     };
     let held = store.claim(&claim).await.unwrap().tasks;
     assert_eq!(held.len(), 1);

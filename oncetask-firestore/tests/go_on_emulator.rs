@@ -79,6 +79,7 @@ fn claim_at(now: &str) -> ClaimRequest {
         now,
         grant: LeaseGrant::new(now, Duration::from_secs(60)),
         mode: ClaimMode::Single { limit: 10 },
+        order: oncetask_core::store::ClaimOrder::Priority,
     }
 }
 
@@ -333,6 +334,105 @@ fn a_document_with_an_out_of_range_priority_is_undecodable() {
         assert_eq!(ids, ["email-u3"]);
         let reported: Vec<&str> = claimed.undecodable.iter().map(|u| u.id.as_str()).collect();
         assert_eq!(reported, ["email-u1"]);
+    });
+}
+
+/// A Go task (Go writes no `priority`: it reads as 0) is claimed while a
+/// stream of prioritized Rust tasks is pending. The claims of a manager take
+/// the prioritized tasks first, but every 10th
+/// ([`oncetask_core::manager::DEFAULT_OLDEST_CLAIM_EVERY`]) takes the oldest ready
+/// task whatever its priority, so the Go task waits at most 10 claims: a
+/// claim query ordered or filtered by `priority` would never find it.
+#[test]
+fn a_go_task_is_claimed_while_a_stream_of_prioritized_rust_tasks_is_pending() {
+    use std::sync::{Arc, Mutex};
+
+    use oncetask_core::manager::handler_fn;
+    use oncetask_core::{HandlerOptions, Manager, ManualClock};
+
+    run(async {
+        let (db, store) = seeded(&["pending.json"]).await;
+        assert!(!raw(&db, &store, "email-u1").await.contains_key("priority"));
+        // Created in the seconds after the Go task's (a Go whole-second
+        // time sorts after the Rust times of its own second, see
+        // `oncetask_firestore::document`).
+        let created = t("2026-01-01T00:00:01Z");
+        let urgent = |id: String, after_ms: i64| {
+            let mut task = Task::new(
+                id,
+                "send_email",
+                "DEFAULT",
+                created + chrono::TimeDelta::milliseconds(after_ms),
+            );
+            task.priority = 5;
+            task
+        };
+        // A backlog of prioritized tasks, all newer than the Go task.
+        let backlog: Vec<Task> = (0..20)
+            .map(|i| urgent(format!("urgent-{i:02}"), 10 * (i + 1)))
+            .collect();
+        for outcome in store.create(backlog).await.unwrap() {
+            assert!(matches!(outcome, CreateOutcome::Created), "{outcome:?}");
+        }
+        let manager = Manager::builder(Arc::new(store.clone()))
+            .env("DEFAULT")
+            .clock(Arc::new(ManualClock::new(t("2026-01-01T00:00:05Z"))))
+            .start_workers(false)
+            .build();
+        let ran = Arc::new(Mutex::new(Vec::<(String, i8)>::new()));
+        let log = ran.clone();
+        manager
+            .register_dyn(
+                "send_email",
+                handler_fn(move |task: Task| {
+                    log.lock().unwrap().push((task.id, task.priority));
+                    async { Ok::<_, std::io::Error>(()) }
+                }),
+                HandlerOptions::default().claim_ahead(0),
+            )
+            .unwrap();
+        let every = oncetask_core::manager::DEFAULT_OLDEST_CLAIM_EVERY as usize;
+        let mut started_at = None;
+        for claim in 1..=2 * every {
+            // The stream: one more prioritized task before every claim.
+            let more = urgent(format!("stream-{claim:02}"), 500 + claim as i64);
+            store.create(vec![more]).await.unwrap();
+            let report = manager.process_next("send_email").await.unwrap();
+            assert!(report.is_some(), "claim {claim} ran a task");
+            if ran.lock().unwrap().iter().any(|(id, _)| id == "email-u1") {
+                started_at = Some(claim);
+                break;
+            }
+        }
+        let ran = ran.lock().unwrap().clone();
+        let started_at = started_at.unwrap_or_else(|| panic!("the Go task never ran: {ran:?}"));
+        assert!(
+            (2..=every).contains(&started_at),
+            "the Go task ran at claim {started_at}: {ran:?}"
+        );
+        // Before it, only prioritized tasks, the oldest first.
+        let before: Vec<&str> = ran[..started_at - 1]
+            .iter()
+            .map(|(id, priority)| {
+                assert_eq!(*priority, 5, "{id}");
+                id.as_str()
+            })
+            .collect();
+        let expected: Vec<String> = (0..started_at - 1)
+            .map(|i| format!("urgent-{i:02}"))
+            .collect();
+        assert_eq!(before, expected);
+        assert_eq!(ran[started_at - 1], ("email-u1".to_owned(), 0));
+        // Finished, and still a document Go reads, with no priority field.
+        let fields = raw(&db, &store, "email-u1").await;
+        assert_go_readable(&fields);
+        assert!(!fields.contains_key("priority"));
+        assert_eq!(
+            stored(&store, "email-u1")
+                .await
+                .status(t("2026-01-01T00:00:06Z")),
+            TaskStatus::Completed
+        );
     });
 }
 

@@ -201,6 +201,7 @@ async fn claim(store: &FirestoreStore, now: &str) -> Task {
             now,
             grant: LeaseGrant::new(now, Duration::from_secs(60)),
             mode: ClaimMode::Single { limit: 1 },
+            order: oncetask_core::store::ClaimOrder::Priority,
         })
         .await
         .unwrap()
@@ -553,6 +554,7 @@ fn a_rust_wait_never_reads_as_due_to_go_early_and_stays_exact_for_rust() {
             now: t(now),
             grant: LeaseGrant::new(t(now), Duration::from_secs(60)),
             mode: ClaimMode::Single { limit: 1 },
+            order: oncetask_core::store::ClaimOrder::Priority,
         };
         let early = store
             .claim(&request("2026-01-01T00:00:02.300Z"))

@@ -77,6 +77,7 @@ async fn a_hundred_tasks_of_300_kib_are_created_claimed_and_completed() {
             now,
             grant: grant.clone(),
             mode: ClaimMode::Single { limit: 100 },
+            order: oncetask_core::store::ClaimOrder::Priority,
         })
         .await
         .unwrap()

@@ -34,6 +34,7 @@ async fn claim(store: &FirestoreStore, kind: &str) -> Task {
         now,
         grant: LeaseGrant::new(now, Duration::from_secs(60)),
         mode: ClaimMode::Single { limit: 1 },
+        order: oncetask_core::store::ClaimOrder::Priority,
     };
     let mut claimed = store.claim(&request).await.expect("claim").tasks;
     assert_eq!(claimed.len(), 1, "one {kind} task claimed");

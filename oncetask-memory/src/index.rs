@@ -12,10 +12,10 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use oncetask_core::Task;
 use oncetask_core::TaskStatus;
-use oncetask_core::store::{ClaimMode, StatusCounts, TaskCursor, Undecodable};
+use oncetask_core::store::{ClaimMode, ClaimOrder, StatusCounts, TaskCursor, Undecodable};
 
+use crate::bands::Bands;
 use crate::doc::{Entry, HashMap, Id};
-use crate::ready::ReadyIndex;
 
 /// Creation order used by listings: `(created_at, id)`.
 type CreatedKey = (DateTime<Utc>, Id);
@@ -42,7 +42,7 @@ struct KindIndex {
     /// Every task of the env/kind, for listings with a kind.
     created: BTreeSet<CreatedKey>,
     /// Not-done tasks, for claims and `next_due`.
-    ready: ReadyIndex,
+    ready: Bands,
     /// Done tasks per status (a done task's status does not depend on `now`).
     done: BTreeMap<TaskStatus, u64>,
     /// Undecodable documents: id -> reason.
@@ -229,12 +229,13 @@ impl State {
         kind: &str,
         now: DateTime<Utc>,
         mode: ClaimMode,
+        order: ClaimOrder,
     ) -> Vec<Id> {
         let Some(kind_index) = self.envs.get_mut(env).and_then(|e| e.kinds.get_mut(kind)) else {
             return Vec::new();
         };
         kind_index.ready.advance(now);
-        kind_index.ready.select(&self.docs, now, mode)
+        kind_index.ready.select(&self.docs, now, mode, order)
     }
 
     /// The earliest `due_at()` strictly after `after` among not-done tasks of env/kind.

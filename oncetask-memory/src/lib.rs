@@ -7,7 +7,7 @@
 //!
 //! ```
 //! use oncetask_core::lifecycle::{self, LeaseGrant};
-//! use oncetask_core::store::{Change, ClaimMode, ClaimRequest, Swap, SwapOutcome};
+//! use oncetask_core::store::{Change, ClaimMode, ClaimOrder, ClaimRequest, Swap, SwapOutcome};
 //! use oncetask_core::{Store, Task, TaskData, TaskStatus};
 //! use oncetask_memory::MemoryStore;
 //!
@@ -36,6 +36,7 @@
 //!     now,
 //!     grant: LeaseGrant::new(now, std::time::Duration::from_secs(30)),
 //!     mode: ClaimMode::Single { limit: 10 },
+//!     order: ClaimOrder::Priority,
 //! };
 //! let claimed = store.claim(&request).await?;
 //! let leased = &claimed.tasks[0];
@@ -58,7 +59,8 @@
 //! ## Indexes and cost
 //!
 //! All documents live in one map keyed by id, behind one mutex. Next to it,
-//! per environment and kind, the store keeps (n = tasks of that env/kind):
+//! per environment, kind and priority present (a *band*), the store keeps
+//! (n = tasks of that env/kind):
 //!
 //! * a claim walk in [`Task::claim_order_key`] order holding the not-done
 //!   tasks without a resource key and, per resource key, only its first
@@ -78,7 +80,12 @@
 //! claimed, p keys whose lease expired since the previous claim, u
 //! undecodable documents of the kind, and s skipped entries, which only
 //! arise when claims' clocks disagree or a task is both leased and waiting.
-//! Tasks waiting behind a busy key cost nothing. [`Store::next_due`] is
+//! Tasks waiting behind a busy key cost nothing. A claim in priority order
+//! walks the bands from the highest priority down; one in the oldest order
+//! merges their walks; a key's lease in one band blocks its tasks in every
+//! band (a head of such a key in another band is one more skipped entry).
+//! With every task at one priority there is one band, and a claim is the
+//! same as before bands existed. [`Store::next_due`] is
 //! O(log n). [`Store::find`] walks the creation order from its cursor
 //! ([`TaskFilter::after`], a range of the index) and stops after
 //! `offset + limit` matches; [`Store::count_by_status`] visits only not-done
@@ -98,6 +105,7 @@ use oncetask_core::store::{
 };
 use oncetask_core::{Store, StoreError, Task, lifecycle};
 
+mod bands;
 mod doc;
 mod index;
 mod notify;
@@ -222,7 +230,13 @@ impl Store for MemoryStore {
     async fn claim(&self, request: &ClaimRequest) -> Result<Claimed, StoreError> {
         let mut state = self.lock();
         let undecodable = state.undecodable(&request.env, &request.kind);
-        let picked = state.select(&request.env, &request.kind, request.now, request.mode);
+        let picked = state.select(
+            &request.env,
+            &request.kind,
+            request.now,
+            request.mode,
+            request.order,
+        );
         let mut tasks = Vec::with_capacity(picked.len());
         for id in picked {
             let leased = state.update(&id, |task| {

@@ -52,7 +52,7 @@ type OrderKey = (
 );
 
 /// Order of a resource-key group: `(wait_until, created_at, id)`, `None` first.
-type GroupKey = (Option<DateTime<Utc>>, DateTime<Utc>, Id);
+pub(crate) type GroupKey = (Option<DateTime<Utc>>, DateTime<Utc>, Id);
 
 /// A multiset of instants: instant -> number of tasks.
 type Instants = BTreeMap<DateTime<Utc>, usize>;
@@ -224,6 +224,12 @@ impl ReadyIndex {
         }
     }
 
+    /// True when no not-done task is indexed.
+    pub(crate) fn is_empty(&self) -> bool {
+        // Keyless tasks are in `walk`; keyed ones in `keys` (parked or not).
+        self.walk.is_empty() && self.keys.is_empty()
+    }
+
     /// Adds a not-done task.
     pub(crate) fn add_open(&mut self, id: &Id, task: &Task) {
         if let Some(due) = task.due_at() {
@@ -290,7 +296,7 @@ impl ReadyIndex {
         keyless.chain(keyed)
     }
 
-    fn key_is_busy(&self, key: &str, now: DateTime<Utc>) -> bool {
+    pub(crate) fn key_is_busy(&self, key: &str, now: DateTime<Utc>) -> bool {
         self.keys.get(key).is_some_and(|k| k.is_busy_at(now))
     }
 
@@ -351,6 +357,36 @@ impl ReadyIndex {
             }
         }
         Vec::new()
+    }
+
+    /// The ready tasks of this index in claim order, keys not checked (see
+    /// [`Walk`]). Call [`ReadyIndex::advance`] with `now` first.
+    pub(crate) fn walk<'a>(
+        &'a self,
+        docs: &'a HashMap<Id, Entry>,
+        now: DateTime<Utc>,
+    ) -> impl Iterator<Item = (&'a Id, &'a Task)> {
+        Walk::new(self, docs, now)
+    }
+
+    /// [`ReadyIndex::ready_group`]'s entries, with their group order keys.
+    pub(crate) fn ready_group_keys<'a>(
+        &'a self,
+        docs: &'a HashMap<Id, Entry>,
+        key: &str,
+        now: DateTime<Utc>,
+        cap: usize,
+    ) -> Vec<&'a GroupKey> {
+        let Some(index) = self.keys.get(key) else {
+            return Vec::new();
+        };
+        index
+            .group
+            .iter()
+            .take_while(|g| g.0.is_none_or(|w| w <= now))
+            .filter(|g| ready_task(docs, &g.2, now).is_some())
+            .take(cap)
+            .collect()
     }
 
     /// The ready tasks of one free key, in group order, at most `cap`.

@@ -7,8 +7,8 @@ use chrono::{DateTime, TimeDelta, TimeZone, Utc};
 use futures::StreamExt;
 use oncetask_core::lifecycle::{self, LeaseGrant};
 use oncetask_core::store::{
-    Change, ClaimMode, ClaimRequest, CreateOutcome, Delete, DeleteOutcome, Fetched, Notification,
-    Swap, SwapOutcome, TaskFilter,
+    Change, ClaimMode, ClaimOrder, ClaimRequest, CreateOutcome, Delete, DeleteOutcome, Fetched,
+    Notification, Swap, SwapOutcome, TaskFilter,
 };
 use oncetask_core::task::TaskParts;
 use oncetask_core::{Store, Task, TaskStatus};
@@ -54,6 +54,7 @@ fn request(now: i64, mode: ClaimMode) -> ClaimRequest {
         now: at(now),
         grant: LeaseGrant::new(at(now), Duration::from_secs(60)),
         mode,
+        order: oncetask_core::store::ClaimOrder::Priority,
     }
 }
 
@@ -523,14 +524,23 @@ async fn concurrent_claims_never_share_a_key() {
 // ---- Model check: the index walk against a brute-force selection. ----
 
 /// The contract's selection computed from a full scan.
-fn reference_select(tasks: &[Task], now: DateTime<Utc>, mode: ClaimMode) -> Vec<String> {
+fn reference_select(
+    tasks: &[Task],
+    now: DateTime<Utc>,
+    mode: ClaimMode,
+    order: ClaimOrder,
+) -> Vec<String> {
     let live_key = |key: &str| {
         tasks
             .iter()
             .any(|t| t.resource_key.as_deref() == Some(key) && t.is_leased_at(now))
     };
     let mut ready: Vec<&Task> = tasks.iter().filter(|t| t.is_ready_at(now)).collect();
-    ready.sort_by(|a, b| a.claim_order_key().cmp(&b.claim_order_key()));
+    ready.sort_by(|a, b| match order {
+        ClaimOrder::Oldest => a.claim_order_key().cmp(&b.claim_order_key()),
+        _ => (std::cmp::Reverse(a.priority), a.claim_order_key())
+            .cmp(&(std::cmp::Reverse(b.priority), b.claim_order_key())),
+    });
     match mode {
         ClaimMode::Single { limit } => {
             let mut taken: Vec<&str> = Vec::new();
@@ -591,6 +601,7 @@ struct Shape {
     created: i64,
     done: bool,
     other_kind: bool,
+    priority: i8,
 }
 
 fn arb_shape() -> impl Strategy<Value = Shape> {
@@ -601,15 +612,19 @@ fn arb_shape() -> impl Strategy<Value = Shape> {
         0i64..5,
         prop::bool::weighted(0.15),
         prop::bool::weighted(0.1),
+        prop_oneof![4 => Just(0i8), 1 => Just(-2i8), 1 => Just(3i8)],
     )
-        .prop_map(|(key, wait, lease, created, done, other_kind)| Shape {
-            key,
-            wait,
-            lease,
-            created,
-            done,
-            other_kind,
-        })
+        .prop_map(
+            |(key, wait, lease, created, done, other_kind, priority)| Shape {
+                key,
+                wait,
+                lease,
+                created,
+                done,
+                other_kind,
+                priority,
+            },
+        )
 }
 
 fn shaped(id: &str, shape: &Shape) -> Task {
@@ -624,6 +639,7 @@ fn shaped(id: &str, shape: &Shape) -> Task {
     if shape.other_kind {
         t.kind = "elsewhere".to_owned();
     }
+    t.priority = shape.priority;
     t
 }
 
@@ -633,7 +649,9 @@ fn arb_mode() -> impl Strategy<Value = ClaimMode> {
 
 #[derive(Debug, Clone)]
 enum Step {
-    Claim(i64, ClaimMode),
+    Claim(i64, ClaimMode, ClaimOrder),
+    /// Give the n-th stored task (modulo) a new priority.
+    Reprioritize(usize, i8),
     /// Swap the n-th stored task (modulo) into a new shape.
     Rewrite(usize, Shape, i64),
     Delete(usize, i64),
@@ -642,7 +660,10 @@ enum Step {
 
 fn arb_step() -> impl Strategy<Value = Step> {
     prop_oneof![
-        3 => (0i64..25, arb_mode()).prop_map(|(now, mode)| Step::Claim(now, mode)),
+        3 => (0i64..25, arb_mode(), prop_oneof![3 => Just(ClaimOrder::Priority), 1 => Just(ClaimOrder::Oldest)])
+            .prop_map(|(now, mode, order)| Step::Claim(now, mode, order)),
+        1 => (any::<usize>(), prop_oneof![Just(0i8), Just(-2i8), Just(3i8)])
+            .prop_map(|(n, p)| Step::Reprioritize(n, p)),
         2 => (any::<usize>(), arb_shape(), 0i64..25).prop_map(|(n, s, now)| Step::Rewrite(n, s, now)),
         1 => (any::<usize>(), 0i64..25).prop_map(|(n, now)| Step::Delete(n, now)),
         1 => (arb_shape(), 0i64..25).prop_map(|(s, now)| Step::Create(s, now)),
@@ -677,11 +698,12 @@ async fn check_against_full_scan(
     for (n, step) in steps.into_iter().enumerate() {
         let current = stored_tasks(&store, &ids).await;
         let now = match step {
-            Step::Claim(now, mode) => {
+            Step::Claim(now, mode, order) => {
                 let mine: Vec<Task> = current.iter().filter(|t| t.kind == KIND).cloned().collect();
-                let expected = reference_select(&mine, at(now), mode);
+                let expected = reference_select(&mine, at(now), mode, order);
                 let req = ClaimRequest {
                     grant: LeaseGrant::new(at(now), Duration::from_secs(3)),
+                    order,
                     ..request(now, mode)
                 };
                 let claimed: Vec<String> = store
@@ -706,6 +728,19 @@ async fn check_against_full_scan(
                     prop_assert!(applied);
                 }
                 now
+            }
+            Step::Reprioritize(pick, priority) => {
+                if let Some(old) = current.get(pick % current.len().max(1))
+                    && let Ok(new) = lifecycle::reprioritize(old, priority)
+                {
+                    let out = store
+                        .swap(&[Swap::new(old, Change::Reprioritize, &new)])
+                        .await
+                        .unwrap_or_default();
+                    let applied = matches!(out.first(), Some(SwapOutcome::Applied { .. }));
+                    prop_assert!(applied);
+                }
+                0
             }
             Step::Delete(pick, now) => {
                 if let Some(old) = current.get(pick % current.len().max(1)) {

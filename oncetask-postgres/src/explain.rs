@@ -5,9 +5,11 @@ use super::*;
 
 impl PostgresStore {
     /// The query plans (`EXPLAIN`) of the hot path's statements, each under
-    /// a `-- <name>` line: the single-mode claim statement (`claim`); the
-    /// resource-group claim's candidate query and the resource-key busy
-    /// check it embeds, the lock of a key's claim row, the group query for
+    /// a `-- <name>` line: the single-mode claim statement in priority order
+    /// (`claim`, the band walk over `tasks_priority_idx`) and in the oldest
+    /// order (`claim oldest`, over `tasks_ready_idx`); the resource-group
+    /// claim's candidate query in both orders (`candidates`, `candidates
+    /// oldest`) and the resource-key busy check it embeds, the lock of a key's claim row, the group query for
     /// a key, the lock of the chosen rows and the bulk write-back of claimed
     /// tasks; the next due time an idle worker asks for, a swap, and the
     /// creates of one task and of a batch. Each is
@@ -27,12 +29,38 @@ impl PostgresStore {
             .map_err(db)?;
         let conn: &mut PgConnection = &mut tx;
         let mut out = String::new();
-        let candidate = generic(conn, "candidate", &self.candidate_sql(), 6).await?;
+        let candidate = generic(
+            conn,
+            "candidate",
+            &self.candidate_sql(ClaimOrder::Priority),
+            6,
+        )
+        .await?;
+        let candidate_oldest = generic(
+            conn,
+            "candidate_oldest",
+            &self.candidate_sql(ClaimOrder::Oldest),
+            6,
+        )
+        .await?;
         let group = generic(conn, "group", &self.group_sql(), 5).await?;
         let due = generic(conn, "due", &self.next_due_sql(), 3).await?;
         let write = generic(conn, "write", &self.write_sql(), 1).await?;
         let lock = generic(conn, "lock", &self.lock_ready_sql(false), 5).await?;
-        let single = generic(conn, "single", &self.single_claim_sql(), 8).await?;
+        let single = generic(
+            conn,
+            "single",
+            &self.single_claim_sql(ClaimOrder::Priority),
+            8,
+        )
+        .await?;
+        let single_oldest = generic(
+            conn,
+            "single_oldest",
+            &self.single_claim_sql(ClaimOrder::Oldest),
+            8,
+        )
+        .await?;
         let key_lock = generic(conn, "key_lock", &self.lock_key_sql(), 3).await?;
         let swap = generic(conn, "swap", &self.swap_sql(), 2).await?;
         let create_batch = generic(
@@ -45,7 +73,9 @@ impl PostgresStore {
         let create = generic(conn, "create", &self.inner.create_one, 25).await?;
         for (title, rows) in [
             ("claim", single),
+            ("claim oldest", single_oldest),
             ("candidates", candidate),
+            ("candidates oldest", candidate_oldest),
             ("key lock", key_lock),
             ("group", group),
             ("lock ready", lock),

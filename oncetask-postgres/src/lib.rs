@@ -35,7 +35,14 @@
 //! table and its partial indexes:
 //!
 //! * `tasks_ready_idx`: not-done tasks by `(env, kind, leased_until NULLS
-//!   FIRST, wait_until NULLS FIRST, created_at, id)`, the claim order;
+//!   FIRST, wait_until NULLS FIRST, created_at, id)`, the claim order
+//!   (claims in [`ClaimOrder::Oldest`]);
+//! * `tasks_priority_idx` (migration `0005`): not-done tasks by `(env,
+//!   kind, priority, leased_until NULLS FIRST, wait_until NULLS FIRST,
+//!   created_at, id)`, the claim order within each priority (claims in
+//!   [`ClaimOrder::Priority`], see below); its predicate adds `priority >=
+//!   -32768`, true of every row, so that only the claim's walk, which
+//!   states it, can use it;
 //! * `tasks_key_lease_idx`: not-done keyed tasks by `(env, kind,
 //!   resource_key, leased_until)`, for "does this key hold a live lease";
 //! * `tasks_key_group_idx`: not-done keyed tasks in group order, for the
@@ -51,11 +58,13 @@
 //! A single-mode claim is one statement (module `claim::single`), run
 //! outside any transaction. It
 //!
-//! 1. selects candidates in claim order: ready tasks of the env/kind whose
-//!    resource key holds no live lease *in the statement's snapshot*, at
-//!    most one per key, as many as the limit (three index range scans, one
-//!    per part of the claim order), with the claim row of each candidate's
-//!    key as the snapshot sees it;
+//! 1. selects candidates in the claim's order (see "Claim order and
+//!    priority" below): ready tasks of the env/kind whose resource key
+//!    holds no live lease *in the statement's snapshot* (a lease of any of
+//!    the key's tasks, whatever its priority), at most one per key, as many
+//!    as the limit (index range scans, one per part of the claim order, and
+//!    in priority order per priority present), with the claim row of each
+//!    candidate's key as the snapshot sees it;
 //! 2. locks the candidate rows `FOR UPDATE SKIP LOCKED` by id and keeps
 //!    those still ready in their newest version (a locking read returns
 //!    it);
@@ -133,6 +142,50 @@
 //! instead of claim rows. The two do not exclude each other, so stop the
 //! workers of an older version before starting those of this one.
 //!
+//! ### Claim order and priority
+//!
+//! A claim takes ready tasks in [`ClaimRequest::order`]:
+//! [`ClaimOrder::Priority`] (higher [`Task::priority`] first, then the
+//! claim order) or [`ClaimOrder::Oldest`] (the claim order alone, which the
+//! manager uses for every n-th claim of a kind). The claim order is never
+//! leased before expired leases, then `wait_until`, `created_at` and the
+//! id; its three parts (never leased and never waiting, never leased and
+//! waited until now or earlier, expired leases) are three ranges of an
+//! index, each read by a range scan stopped at the limit, so tasks
+//! scheduled for later (which, never leased, sort between the ready ones
+//! and the expired leases) are never walked.
+//!
+//! * The oldest order reads the three ranges of `tasks_ready_idx`, as
+//!   claims did before priorities (the statement and its plan are
+//!   unchanged).
+//! * The priority order walks the priorities present, highest first: a
+//!   recursive query finds each with one probe of `tasks_priority_idx`
+//!   (the highest priority below the last one found), and for each reads
+//!   the same three ranges within that priority; the rows stream out in
+//!   priority order and a `LIMIT` stops the walk in the priority, and the
+//!   part, where it has enough (PostgreSQL evaluates a recursive query and
+//!   the inner side of a nested loop only as far as they are read). With
+//!   every task at priority 0, the usual case, that is one probe more than
+//!   the oldest order, and a range fewer when never-leased tasks fill the
+//!   claim; a priority whose tasks all wait for later costs four probes.
+//!   Plan tests check that the walk keeps this shape and reads its own
+//!   index whatever the statistics (the priority range is also stated as
+//!   an inequality pair, whose selectivity the planner estimates at 0.5 %
+//!   whatever it knows, so a plan never reads a priority from
+//!   `tasks_ready_idx` with the priority as a filter). Its candidates are
+//!   exactly the first ones in priority order (twice the limit), where the
+//!   oldest order takes twice the limit from each range. The index costs
+//!   an entry per create and per claim (BENCHMARKS.md, "Postgres claims by
+//!   priority").
+//!
+//! Nothing in the exclusion above depends on the order: the busy-key
+//! check, the claim rows and the lease are the same in both, so the
+//! argument holds for both statements and for claims of both orders
+//! racing. A resource-group claim reads its candidates in the claim's
+//! order (the first decides) and then the chosen key's ready tasks in
+//! group order (`wait_until`, `created_at`, id) whatever their
+//! priorities.
+//!
 //! ## Outcomes
 //!
 //! A swap call is one statement: an `UPDATE … FROM jsonb_to_recordset`
@@ -166,8 +219,8 @@ use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use oncetask_core::store::{
-    ClaimMode, ClaimRequest, Claimed, CreateOutcome, Delete, DeleteOutcome, Fetched, Notification,
-    StatusCounts, Swap, SwapOutcome, TaskFilter, Undecodable,
+    ClaimMode, ClaimOrder, ClaimRequest, Claimed, CreateOutcome, Delete, DeleteOutcome, Fetched,
+    Notification, StatusCounts, Swap, SwapOutcome, TaskFilter, Undecodable,
 };
 use oncetask_core::{Store, StoreError, Task, lifecycle};
 use serde_json::Value;

@@ -171,21 +171,23 @@ async fn transactional_enqueue_creates_tasks_only_when_the_transaction_commits()
     drop_schema(&store).await;
 }
 
-/// 100k rows in `store` (most done or waiting, keys shared), in one
-/// statement; `analyze`: statistics taken afterwards.
+/// 100k rows in `store` (most done or waiting, keys shared, most at
+/// priority 0 and one in 11 at another of the 21), in one statement;
+/// `analyze`: statistics taken afterwards.
 async fn populate(store: &PostgresStore, analyze: bool) {
     let t = store.table();
     sqlx::query(&format!(
         "INSERT INTO {t} (id, kind, env, data, resource_key, wait_until, leased_until, \
            created_at, done_at, attempts, cancellation_attempts, errors, is_cancelled, version, \
-           outcome) \
+           outcome, priority) \
          SELECT 'task-' || i, 'kind-' || (i % 4), 'env-' || (i % 2), '{{}}'::jsonb, \
            CASE WHEN i % 3 = 0 THEN NULL ELSE 'key-' || (i % 500) END, \
            CASE WHEN i % 5 = 0 THEN now() + interval '1 day' END, \
            CASE WHEN i % 7 = 0 THEN now() + interval '1 minute' END, \
            now() - (i || ' seconds')::interval, \
            CASE WHEN i % 10 < 8 THEN now() END, 1, 0, '[]'::jsonb, false, i, \
-           CASE WHEN i % 10 < 8 THEN 'completed' END \
+           CASE WHEN i % 10 < 8 THEN 'completed' END, \
+           CASE WHEN i % 11 = 0 THEN i % 21 - 10 ELSE 0 END \
          FROM generate_series(1, 100000) AS i"
     ))
     .execute(store.pool())
@@ -221,11 +223,18 @@ fn plan_of<'a>(plans: &'a str, name: &str) -> &'a str {
     &rest[..rest.find("-- ").unwrap_or(rest.len())]
 }
 
-/// The hot-path statements that look tasks up by id (the claim's lease,
-/// the write-back, the swap and both creates) reach them through the
-/// primary key.
+/// The hot-path statements that look tasks up by id (the claim's lease in
+/// either order, the write-back, the swap and both creates) reach them
+/// through the primary key.
 fn assert_writes_by_primary_key(plans: &str) {
-    for name in ["claim", "write-back", "swap", "create", "create batch"] {
+    for name in [
+        "claim",
+        "claim oldest",
+        "write-back",
+        "swap",
+        "create",
+        "create batch",
+    ] {
         let plan = plan_of(plans, name);
         assert!(
             plan.contains("tasks_pkey"),
@@ -261,9 +270,88 @@ fn whole_index_scans(plans: &str) -> Vec<String> {
     found
 }
 
+/// The band walk of the priority-order statement `name` in `plans` keeps
+/// its shape: the `CTE Scan on band` (the priorities present, in the order
+/// the recursion finds them) is the outer side of a `Nested Loop` right
+/// under a `Limit`. So rows leave in priority order and the walk stops at
+/// the limit; a sort, hash or materialization in between would read every
+/// priority's ranges, and a `LIMIT` over a reordered stream could keep
+/// the wrong rows.
+fn assert_band_walk(plans: &str, name: &str) {
+    let plan = plan_of(plans, name);
+    let lines: Vec<&str> = plan.lines().collect();
+    let indent = |line: &str| line.len() - line.trim_start().len();
+    let node = |i: usize| lines[i].trim_start().trim_start_matches("->").trim_start();
+    // The node a node line belongs under: the nearest node line above it
+    // that is indented less (detail and `CTE`/`InitPlan` lines have no
+    // arrow; the first line is the root).
+    let parent = |i: usize| {
+        (0..i)
+            .rev()
+            .find(|&j| {
+                (j == 0 || lines[j].trim_start().starts_with("->"))
+                    && indent(lines[j]) < indent(lines[i])
+            })
+            .unwrap_or_else(|| panic!("{name}: no parent of {}:\n{plan}", lines[i]))
+    };
+    let scan = lines
+        .iter()
+        .position(|l| l.contains("CTE Scan on band"))
+        .unwrap_or_else(|| panic!("{name}: no band walk:\n{plan}"));
+    let nested = parent(scan);
+    assert!(
+        node(nested).starts_with("Nested Loop"),
+        "{name}: the band walk is not a nested loop over the bands:\n{plan}"
+    );
+    let first_child = (nested + 1..lines.len())
+        .find(|&j| lines[j].trim_start().starts_with("->"))
+        .expect("a child");
+    assert_eq!(
+        first_child, scan,
+        "{name}: the bands are not the outer side:\n{plan}"
+    );
+    assert!(
+        node(parent(nested)).starts_with("Limit"),
+        "{name}: the band walk is not cut by its limit:\n{plan}"
+    );
+}
+
+/// Each claim order reads its own index: the priority order (`claim`,
+/// `candidates`) walks `tasks_priority_idx` by band, in the shape
+/// [`assert_band_walk`] checks, and never `tasks_ready_idx` (whose ranges
+/// would hold every priority, so a filter on one would walk the others);
+/// the oldest order reads `tasks_ready_idx` alone, as before priorities,
+/// and no other statement reads `tasks_priority_idx`.
+fn assert_claim_orders(plans: &str) {
+    for section in plans.split("-- ").filter(|s| !s.is_empty()) {
+        let name = section.lines().next().unwrap_or_default();
+        if !["claim", "candidates"].contains(&name) {
+            assert!(
+                !section.contains("tasks_priority_idx"),
+                "{name} reads tasks_priority_idx:\n{section}"
+            );
+        }
+    }
+    for (name, uses, not) in [
+        ("claim", "tasks_priority_idx", "tasks_ready_idx"),
+        ("candidates", "tasks_priority_idx", "tasks_ready_idx"),
+        ("claim oldest", "tasks_ready_idx", "tasks_priority_idx"),
+        ("candidates oldest", "tasks_ready_idx", "tasks_priority_idx"),
+    ] {
+        let plan = plan_of(plans, name);
+        assert!(
+            plan.contains(uses) && !plan.contains(not),
+            "{name} should read {uses}, not {not}:\n{plan}"
+        );
+    }
+    assert_band_walk(plans, "claim");
+    assert_band_walk(plans, "candidates");
+}
+
 /// On 100k rows (most done or waiting, keys shared), the claim's candidate
 /// query, its busy-key check, the group query, the lock of the chosen rows,
-/// the bulk write-back and the swap are index scans.
+/// the bulk write-back and the swap are index scans, and each claim order
+/// reads its own index ([`assert_claim_orders`]).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn claim_queries_use_the_indexes_on_100k_rows() {
     let store = store(&new_schema()).await;
@@ -276,6 +364,7 @@ async fn claim_queries_use_the_indexes_on_100k_rows() {
     );
     for index in [
         "tasks_ready_idx",
+        "tasks_priority_idx",
         "tasks_key_lease_idx",
         "tasks_key_group_idx",
         "tasks_due_idx",
@@ -283,6 +372,66 @@ async fn claim_queries_use_the_indexes_on_100k_rows() {
     ] {
         assert!(plan.contains(index), "{index} unused:\n{plan}");
     }
+    assert_claim_orders(&plan);
+    drop_schema(&store).await;
+}
+
+/// The band walk reads `tasks_priority_idx` even when statistics give the
+/// planner no reason to prefer it: every task at priority 0 (so a band is
+/// the whole kind) and the index twice the size of `tasks_ready_idx`
+/// (churned, then the ready index rebuilt). A plan reading a band from
+/// `tasks_ready_idx` with the priority as a filter would be as good for
+/// this data, and would walk every other band's tasks once there are
+/// several; a connection keeps its plan as the data changes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_band_walk_reads_its_index_when_it_is_the_larger_one() {
+    let store = store(&new_schema()).await;
+    let t = store.table();
+    let schema = store.schema().to_owned();
+    for sql in [
+        format!(
+            "INSERT INTO {t} (id, kind, env, data, created_at, attempts, \
+               cancellation_attempts, errors, is_cancelled, version) \
+             SELECT 'task-' || i, 'kind', 'env', '{{}}'::jsonb, \
+               now() - (i || ' seconds')::interval, 0, 0, '[]'::jsonb, false, 0 \
+             FROM generate_series(1, 60000) AS i"
+        ),
+        format!("UPDATE {t} SET version = version + 1"),
+        format!("UPDATE {t} SET version = version + 1"),
+        format!("UPDATE {t} SET version = version + 1"),
+        format!("UPDATE {t} SET version = version + 1"),
+        format!("VACUUM {t}"),
+        format!("REINDEX INDEX \"{schema}\".tasks_ready_idx"),
+        format!("ANALYZE {t}"),
+    ] {
+        sqlx::raw_sql(&sql)
+            .execute(store.pool())
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+    let size = |index: &'static str| {
+        let (store, schema) = (store.clone(), schema.clone());
+        async move {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT pg_relation_size(format('%I.%I', $1::text, $2::text))",
+            )
+            .bind(schema)
+            .bind(index)
+            .fetch_one(store.pool())
+            .await
+            .expect("index size")
+        }
+    };
+    let (priority, ready) = (
+        size("tasks_priority_idx").await,
+        size("tasks_ready_idx").await,
+    );
+    assert!(
+        priority >= ready * 3 / 2,
+        "the priority index ({priority} bytes) is not the larger ({ready} bytes)"
+    );
+    let plans = store.explain_claim().await.expect("explain");
+    assert_claim_orders(&plans);
     drop_schema(&store).await;
 }
 
@@ -312,7 +461,8 @@ async fn the_store_connections_never_jit_compile() {
 /// A connection plans each statement once, often while the table is still
 /// empty (a fresh deploy), and keeps that plan as the table grows: on an
 /// empty table no hot-path statement may scan a table or a whole index, or
-/// every later call would read all of it.
+/// every later call would read all of it; each claim order reads its own
+/// index ([`assert_claim_orders`]).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plans_made_on_an_empty_table_scan_no_table() {
     let store = store(&new_schema()).await;
@@ -321,12 +471,14 @@ async fn plans_made_on_an_empty_table_scan_no_table() {
     let whole = whole_index_scans(&plans);
     assert!(whole.is_empty(), "whole-index scans {whole:?}:\n{plans}");
     assert_writes_by_primary_key(&plans);
+    assert_claim_orders(&plans);
     drop_schema(&store).await;
 }
 
 /// After a bulk load with no `ANALYZE` (autovacuum may be off), no
-/// statement of the hot path scans the task table, and the writes by id
-/// (the claim's write-back and the swap) go through the primary key.
+/// statement of the hot path scans the task table, the writes by id (the
+/// claim's write-back and the swap) go through the primary key, and each
+/// claim order reads its own index ([`assert_claim_orders`]).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_hot_path_scans_no_table_without_fresh_statistics() {
     let store = store(&new_schema()).await;
@@ -347,6 +499,7 @@ async fn the_hot_path_scans_no_table_without_fresh_statistics() {
         "a hot-path statement reads a whole index: {whole:?}\n{plans}"
     );
     assert_writes_by_primary_key(&plans);
+    assert_claim_orders(&plans);
     drop_schema(&store).await;
 }
 
@@ -560,9 +713,12 @@ async fn swaps_notify_only_when_work_becomes_available() {
 /// `now` to its expiry; claims whose `now`s are out of their commit order
 /// have disjoint leases).
 /// Then, in turn, it releases the tasks, or completes them and creates a new
-/// task of the same key (which goes ahead of the key's released ones, so
-/// claimers whose snapshots straddle the create disagree on the key's first
-/// task), or (one round in 8) abandons them to expire. Afterwards every
+/// task of the same key and priority (which goes ahead of the key's
+/// released ones of that priority, so claimers whose snapshots straddle the
+/// create disagree on the key's first task), or (one round in 8) abandons
+/// them to expire. A key's tasks have several priorities and every tenth
+/// claim is in the oldest order, so both claim statements race and a key's
+/// tasks lie in several bands of the priority walk. Afterwards every
 /// keyed lease is counted in its key's claim row: each was granted by a
 /// statement that bumped or created that row, which in single mode only the
 /// one-statement claim does.
@@ -592,11 +748,15 @@ async fn one_statement_claims_never_grant_two_live_leases_in_one_key() {
             let mut task = Task::new(format!("k{k}-{i}"), KIND, ENV, start);
             task.resource_key = Some(format!("K{k}"));
             task.wait_until = Some(start - TimeDelta::seconds(1));
+            // A key's tasks over several priorities: exclusion spans them.
+            task.priority = i8::try_from(i).expect("small") * 3 - 6;
             tasks.push(task);
         }
     }
     for i in 0..8 {
-        tasks.push(Task::new(format!("n-{i}"), KIND, ENV, start));
+        let mut task = Task::new(format!("n-{i}"), KIND, ENV, start);
+        task.priority = i8::try_from(i % 3).expect("small") - 1;
+        tasks.push(task);
     }
     stores[0].create(tasks).await.expect("create");
 
@@ -625,6 +785,12 @@ async fn one_statement_claims_never_grant_two_live_leases_in_one_key() {
                     now,
                     grant: grant.clone(),
                     mode: ClaimMode::Single { limit: 2 },
+                    // Both statements race: every tenth claim in the oldest order.
+                    order: if (round + claimer) % 10 == 0 {
+                        oncetask_core::store::ClaimOrder::Oldest
+                    } else {
+                        oncetask_core::store::ClaimOrder::Priority
+                    },
                 };
                 let claimed = store.claim(&request).await.expect("claim").tasks;
                 for task in &claimed {
@@ -674,6 +840,7 @@ async fn one_statement_claims_never_grant_two_live_leases_in_one_key() {
                             Utc::now(),
                         );
                         new.resource_key.clone_from(&task.resource_key);
+                        new.priority = task.priority;
                         fresh.push(new);
                         let done = lifecycle::succeed(task, &grant.token, Utc::now(), None);
                         (Change::Outcome, done.expect("held"))
@@ -775,6 +942,7 @@ async fn a_claim_whose_snapshot_missed_a_lease_of_its_key_leaves_the_key_alone()
         now: at,
         grant: LeaseGrant::new(at, Duration::from_secs(600)),
         mode: ClaimMode::Single { limit },
+        order: oncetask_core::store::ClaimOrder::Priority,
     };
     let slow = {
         let (store, request) = (store.clone(), request(now + secs(1), 2));
@@ -851,6 +1019,7 @@ async fn a_key_claim_row_lives_as_long_as_the_key_has_tasks() {
         now: at,
         grant: LeaseGrant::new(at, Duration::from_secs(1)),
         mode: ClaimMode::Single { limit: 10 },
+        order: oncetask_core::store::ClaimOrder::Priority,
     };
     let first = store.claim(&claim(now)).await.expect("claim").tasks;
     assert_eq!(first.len(), 2, "one task of each key");
@@ -903,6 +1072,7 @@ async fn a_claimed_row_that_does_not_decode_is_reported_and_left_unleased() {
         now,
         grant: LeaseGrant::new(now, Duration::from_secs(600)),
         mode: ClaimMode::Single { limit: 1 },
+        order: oncetask_core::store::ClaimOrder::Priority,
     };
     let claimed = store.claim(&request).await.expect("claim");
     let ids: Vec<&str> = claimed.tasks.iter().map(|t| t.id.as_str()).collect();
@@ -960,6 +1130,7 @@ async fn a_run_of_rows_that_are_not_tasks_does_not_stop_a_claim() {
         now,
         grant: LeaseGrant::new(now, Duration::from_secs(60)),
         mode: ClaimMode::Single { limit: 1 },
+        order: oncetask_core::store::ClaimOrder::Priority,
     };
     let claimed = store.claim(&request).await.expect("claim");
     let ids: Vec<&str> = claimed.tasks.iter().map(|t| t.id.as_str()).collect();
@@ -1101,9 +1272,11 @@ async fn snoozes_priority_and_max_attempts_round_trip() {
             now: at,
             grant: grant.clone(),
             mode,
+            // The oldest order: `one`, created first, heads the queue for
+            // the group claim (in priority order `b2` would); the single
+            // claim (after the snooze) takes the batch too.
+            order: oncetask_core::store::ClaimOrder::Oldest,
         };
-        // `one`, created first, heads the queue for the group claim; the
-        // single claim (after the snooze) takes the batch too.
         let claimed = store.claim(&request).await.expect("claim");
         for task in &claimed.tasks {
             if let Some(created) = batch.iter().find(|b| b.id == task.id) {
@@ -1266,6 +1439,7 @@ async fn rows_with_out_of_range_snoozes_priority_or_max_attempts_are_undecodable
         now,
         grant: LeaseGrant::new(now, Duration::from_secs(60)),
         mode: ClaimMode::Single { limit: 5 },
+        order: oncetask_core::store::ClaimOrder::Priority,
     };
     let claimed = store.claim(&request).await.expect("claim");
     let ids: Vec<&str> = claimed.tasks.iter().map(|t| t.id.as_str()).collect();
@@ -1341,6 +1515,206 @@ async fn a_schema_of_migration_0003_is_migrated_forward() {
     assert!(
         matches!(fetched.as_slice(), [Fetched::Task(task)] if *task == new),
         "{fetched:?}"
+    );
+    drop_schema(&store).await;
+}
+
+/// What a claim at `now` in `order` takes from `tasks` (the rows as stored
+/// before it), in the order it returns them: the ready tasks by priority
+/// (highest first, in [`ClaimOrder::Priority`]) and claim order, leaving out
+/// keys with a live lease; single mode takes up to `limit`, one per key; a
+/// group claim is decided by the first candidate (alone when keyless, else
+/// the key's ready tasks in group order, up to `max_group`).
+fn reference_claim(
+    tasks: &[Task],
+    now: chrono::DateTime<chrono::Utc>,
+    mode: oncetask_core::store::ClaimMode,
+    order: oncetask_core::store::ClaimOrder,
+) -> Vec<String> {
+    use oncetask_core::store::{ClaimMode, ClaimOrder};
+    use std::collections::HashSet;
+
+    let busy: HashSet<&str> = tasks
+        .iter()
+        .filter(|t| t.is_leased_at(now))
+        .filter_map(|t| t.resource_key.as_deref())
+        .collect();
+    let mut ready: Vec<&Task> = tasks
+        .iter()
+        .filter(|t| t.is_ready_at(now))
+        .filter(|t| t.resource_key.as_deref().is_none_or(|k| !busy.contains(k)))
+        .collect();
+    ready.sort_by(|a, b| {
+        let oldest = a.claim_order_key().cmp(&b.claim_order_key());
+        match order {
+            ClaimOrder::Oldest => oldest,
+            ClaimOrder::Priority => b.priority.cmp(&a.priority).then(oldest),
+        }
+    });
+    match mode {
+        ClaimMode::Single { limit } => {
+            let mut keys = HashSet::new();
+            ready
+                .iter()
+                .filter(|t| t.resource_key.as_deref().is_none_or(|k| keys.insert(k)))
+                .take(limit)
+                .map(|t| t.id.clone())
+                .collect()
+        }
+        ClaimMode::ResourceGroup { max_group } => match ready.first() {
+            None => Vec::new(),
+            Some(head) if head.resource_key.is_none() => vec![head.id.clone()],
+            Some(head) => {
+                let mut group: Vec<&&Task> = ready
+                    .iter()
+                    .filter(|t| t.resource_key == head.resource_key)
+                    .collect();
+                group.sort_by_key(|t| (t.wait_until, t.created_at, t.id.clone()));
+                group
+                    .into_iter()
+                    .take(max_group)
+                    .map(|t| t.id.clone())
+                    .collect()
+            }
+        },
+    }
+}
+
+/// Claims over every priority against [`reference_claim`]: 400 tasks over
+/// the 21 priorities (the two highest holding only tasks that wait for
+/// later, so the walk steps over them), on keys shared across priorities,
+/// with waits past and future, expired and live leases and done tasks.
+/// Every claim, single (limits 1, 2, 5) or group, in the priority order
+/// and every third in the oldest, takes exactly what the reference picks
+/// from the rows as stored before it, in its order, until nothing is left
+/// (every other claim's tasks are then marked done, freeing their keys):
+/// the band walk's cut (at twice the limit) keeps the first tasks of the
+/// priority order, and the busy-key check spans the priorities.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claims_by_priority_take_what_a_reference_picks() {
+    use chrono::{DateTime, TimeDelta};
+    use oncetask_core::lifecycle::LeaseGrant;
+    use oncetask_core::store::{ClaimMode, ClaimOrder, ClaimRequest, Fetched};
+
+    const TASKS: i64 = 400;
+    let store = store(&new_schema()).await;
+    let now = DateTime::from_timestamp(1_900_000_000, 0).expect("a time");
+    // xorshift64: the same tasks on every run.
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut draw = move |n: u64| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        i64::try_from(state % n).expect("small")
+    };
+    let mut tasks = Vec::new();
+    let (mut expired, mut live, mut done) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..TASKS {
+        let created = now - TimeDelta::milliseconds(draw(3_600_000)) - TimeDelta::microseconds(i);
+        let mut task = Task::new(format!("t{i:03}"), KIND, ENV, created);
+        task.priority = i8::try_from(draw(21) - 10).expect("a priority");
+        if draw(5) >= 2 {
+            task.resource_key = Some(format!("K{}", draw(40)));
+        }
+        task.wait_until = match draw(4) {
+            0 => Some(now - TimeDelta::seconds(draw(600) + 1)),
+            1 => Some(now + TimeDelta::seconds(draw(600) + 1)),
+            _ => None,
+        };
+        if task.priority >= 9 {
+            task.wait_until = Some(now + TimeDelta::days(1));
+        }
+        match draw(20) {
+            0..=1 => expired.push(task.id.clone()),
+            2 => live.push(task.id.clone()),
+            3 => done.push(task.id.clone()),
+            _ => {}
+        }
+        tasks.push(task);
+    }
+    store.create(tasks).await.expect("create");
+    let table = store.table();
+    for (ids, set) in [
+        (
+            &expired,
+            "leased_until = $2 - interval '5 seconds', lease_token = 'old', attempts = 1",
+        ),
+        (
+            &live,
+            "leased_until = $2 + interval '1 hour', lease_token = 'live', attempts = 1",
+        ),
+        (
+            &done,
+            "done_at = $2 - interval '1 second', outcome = 'completed', attempts = 1",
+        ),
+    ] {
+        sqlx::query(&format!("UPDATE {table} SET {set} WHERE id = ANY($1)"))
+            .bind(ids)
+            .bind(now)
+            .execute(store.pool())
+            .await
+            .expect("set leases and outcomes");
+    }
+    let all: Vec<String> = (0..TASKS).map(|i| format!("t{i:03}")).collect();
+    let modes = [
+        ClaimMode::Single { limit: 1 },
+        ClaimMode::Single { limit: 2 },
+        ClaimMode::ResourceGroup { max_group: 3 },
+        ClaimMode::Single { limit: 5 },
+    ];
+    let (mut claims, mut taken) = (0, 0);
+    for round in 0.. {
+        let stored: Vec<Task> = store
+            .get(&all)
+            .await
+            .expect("get")
+            .into_iter()
+            .map(|f| match f {
+                Fetched::Task(task) => task,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        let mode = modes[round % modes.len()];
+        let order = if round % 3 == 2 {
+            ClaimOrder::Oldest
+        } else {
+            ClaimOrder::Priority
+        };
+        let expected = reference_claim(&stored, now, mode, order);
+        let request = ClaimRequest {
+            env: ENV.into(),
+            kind: KIND.into(),
+            now,
+            grant: LeaseGrant::new(now, Duration::from_secs(600)),
+            mode,
+            order,
+        };
+        let claimed = store.claim(&request).await.expect("claim");
+        assert!(claimed.undecodable.is_empty(), "{:?}", claimed.undecodable);
+        let got: Vec<String> = claimed.tasks.iter().map(|t| t.id.clone()).collect();
+        assert_eq!(got, expected, "round {round}: {mode:?} in {order:?}");
+        if got.is_empty() {
+            let ready = stored.iter().filter(|t| t.is_ready_at(now)).count();
+            eprintln!("{claims} claims took {taken} tasks; {ready} ready tasks left (keys busy)");
+            break;
+        }
+        claims += 1;
+        taken += got.len();
+        if round % 2 == 1 {
+            // Done: their keys are free again.
+            sqlx::query(&format!(
+                "UPDATE {table} SET done_at = $2, outcome = 'completed' WHERE id = ANY($1)"
+            ))
+            .bind(&got)
+            .bind(now)
+            .execute(store.pool())
+            .await
+            .expect("finish the claimed tasks");
+        }
+    }
+    assert!(
+        claims > 60 && taken > 150,
+        "{claims} claims took only {taken} tasks"
     );
     drop_schema(&store).await;
 }

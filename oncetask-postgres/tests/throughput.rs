@@ -98,6 +98,7 @@ async fn claim_cycles() {
                             now,
                             grant: grant.clone(),
                             mode: ClaimMode::Single { limit: 4 },
+                            order: oncetask_core::store::ClaimOrder::Priority,
                         };
                         let t0 = std::time::Instant::now();
                         let claimed = store.claim(&request).await.expect("claim").tasks;

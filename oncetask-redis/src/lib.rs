@@ -82,6 +82,15 @@
 //! tasks leave the walk until a claim at or after that lease, so a claim
 //! never wades through the backlog of busy keys.
 //!
+//! The walk's indexes are split into *priority bands*, one per
+//! [`Task::priority`] with not-done tasks (band 0 keeps the key names of a
+//! store without priorities, and a per-kind hash lists the other bands in
+//! use). A claim in [`ClaimOrder::Priority`] walks the bands from the
+//! highest down, one in [`ClaimOrder::Oldest`] merges their walks by claim
+//! order; with band 0 alone both are the single walk above. A resource
+//! key's lease, its group and its parking span the bands, so a busy key
+//! blocks its tasks of every priority.
+//!
 //! Outcomes, snoozes, cancels, resets, priority changes and extensions are
 //! [`Store::swap`]s: the core computes the new task (checking the lease
 //! token), the script writes it only if the stored version is still the
@@ -113,8 +122,8 @@ use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use oncetask_core::store::{
-    Announce, ClaimMode, ClaimRequest, Claimed, CreateOutcome, Delete, DeleteOutcome, Fetched,
-    Notification, StatusCounts, Swap, SwapOutcome, TaskFilter, Undecodable,
+    Announce, ClaimMode, ClaimOrder, ClaimRequest, Claimed, CreateOutcome, Delete, DeleteOutcome,
+    Fetched, Notification, StatusCounts, Swap, SwapOutcome, TaskFilter, Undecodable,
 };
 use oncetask_core::{Store, StoreError, Task, TaskStatus};
 use redis::Value;
@@ -540,7 +549,8 @@ fn group_by_env<T>(items: impl IntoIterator<Item = (String, T)>) -> ByEnv<T> {
 /// leased task: first the eleven it decides on (in the order claim.lua
 /// uses them: it reads them by position, and patches `lease`, `att`,
 /// `catt`, `ver` and `token` with what it wrote), then the rest of what
-/// [`decode`] needs. Never `gen` or the listing member `cord`.
+/// [`decode`] needs (claim.lua finds `token` and `pri`, the task's
+/// priority band, by name). Never `gen` or the listing member `cord`.
 const CLAIM_READ: &[&str] = &[
     "fmt", "bad", "rk", "wait", "lease", "done", "att", "catt", "ver", "canc", "ord", "id", "env",
     "kind", "created", "body", "token", "result", "errs", "out", "cat", "dst", "snz", "pri",
@@ -559,6 +569,7 @@ fn claim_read_starts_with_what_claim_lua_reads_by_position() {
         ]
     );
     assert!(CLAIM_READ.contains(&"token"));
+    assert!(CLAIM_READ.contains(&"pri"));
 }
 
 #[cfg(test)]
@@ -629,9 +640,12 @@ impl Store for RedisStore {
     /// reported; set-aside documents of the kind are reported on every
     /// claim (at most 100 per claim).
     async fn claim(&self, request: &ClaimRequest) -> Result<Claimed, StoreError> {
-        let (mode, n) = match request.mode {
-            ClaimMode::Single { limit } => ("s", limit),
-            ClaimMode::ResourceGroup { max_group } => ("g", max_group),
+        // The mode's letter, then `o` for the oldest order.
+        let (mode, n) = match (request.mode, request.order) {
+            (ClaimMode::Single { limit }, ClaimOrder::Priority) => ("s", limit),
+            (ClaimMode::Single { limit }, ClaimOrder::Oldest) => ("so", limit),
+            (ClaimMode::ResourceGroup { max_group }, ClaimOrder::Priority) => ("g", max_group),
+            (ClaimMode::ResourceGroup { max_group }, ClaimOrder::Oldest) => ("go", max_group),
         };
         if n == 0 {
             return Ok(Claimed::default());

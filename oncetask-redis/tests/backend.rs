@@ -97,8 +97,9 @@ async fn several_managers_run_every_task_once_and_never_overlap_a_key() {
     let store = common::store_on(&prefix).await;
     let base = store.env_key_base(ENV);
     let keys = all_keys(&store).await;
+    // "wf", "wl", "kf" and "kh" with every priority band ("wf:", "wf+5:").
     for index in [
-        "wf:", "wl:", "due:", "pk:", "sw:", "kf:", "kl:", "kg:", "kh:",
+        "wf", "wl", "due:", "pk:", "sw:", "kf", "kl:", "kg:", "kh", "pb:",
     ] {
         let left: Vec<String> = keys
             .iter()
@@ -214,6 +215,7 @@ async fn hostile_names_never_collide_and_stay_in_their_env_slot() {
                 now,
                 grant: LeaseGrant::new(now, Duration::from_secs(60)),
                 mode: ClaimMode::Single { limit: 100 },
+                order: oncetask_core::store::ClaimOrder::Priority,
             };
             let claimed = store.claim(&request).await.expect("claim");
             assert_eq!(claimed.tasks.len(), keys.len(), "env {env:?} kind {kind:?}");
@@ -329,6 +331,7 @@ async fn a_task_with_a_corrupt_body_is_set_aside_and_reported_on_every_claim() {
         now,
         grant: LeaseGrant::new(now, Duration::from_secs(60)),
         mode: ClaimMode::Single { limit },
+        order: oncetask_core::store::ClaimOrder::Priority,
     };
     // The corrupt task comes first; set aside, it no longer holds "shared",
     // so the same claim goes on and takes "good".
@@ -473,6 +476,7 @@ async fn claim_and_complete_costs_two_round_trips_per_task() {
             now,
             grant: grant.clone(),
             mode: ClaimMode::Single { limit: 1 },
+            order: oncetask_core::store::ClaimOrder::Priority,
         };
         let claimed = store.claim(&request).await.expect("claim");
         let task = &claimed.tasks[0];
@@ -512,6 +516,7 @@ async fn claim_and_complete_costs_two_round_trips_per_task() {
         now,
         grant: LeaseGrant::new(now, Duration::from_secs(600)),
         mode: ClaimMode::Single { limit },
+        order: oncetask_core::store::ClaimOrder::Priority,
     };
     let first = store.claim(&group(50)).await.expect("claim");
     assert_eq!(first.tasks.len(), 50, "one task per key");
@@ -775,6 +780,7 @@ fn claim_at(kind: &str, now: DateTime<Utc>) -> ClaimRequest {
         now,
         grant: LeaseGrant::new(now, Duration::from_secs(60)),
         mode: ClaimMode::Single { limit: 10 },
+        order: oncetask_core::store::ClaimOrder::Priority,
     }
 }
 

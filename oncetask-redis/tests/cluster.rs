@@ -125,6 +125,7 @@ fn claim_request(env: &str, limit: usize) -> ClaimRequest {
         now,
         grant: LeaseGrant::new(now, Duration::from_secs(60)),
         mode: ClaimMode::Single { limit },
+        order: oncetask_core::store::ClaimOrder::Priority,
     }
 }
 

@@ -337,6 +337,7 @@ pub async fn an_expired_lease_is_reclaimed_and_the_old_worker_is_fenced(
             now,
             grant: grant.clone(),
             mode: ClaimMode::Single { limit: 1 },
+            order: oncetask_core::store::ClaimOrder::Priority,
         })
         .await
         .expect("claim")
@@ -393,6 +394,7 @@ pub async fn a_run_report_says_why_an_outcome_was_not_stored(factory: &impl Stor
                                 now: later,
                                 grant: LeaseGrant::new(later, Duration::from_secs(60)),
                                 mode: ClaimMode::Single { limit: 1 },
+                                order: oncetask_core::store::ClaimOrder::Priority,
                             })
                             .await?;
                         assert_eq!(taken.tasks.len(), 1, "the other worker took the task");

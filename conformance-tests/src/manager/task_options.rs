@@ -1,8 +1,9 @@
 //! Options a task carries itself, set at create: its own attempt limit and
-//! its claim priority (which an operator may change while it is not done).
+//! its claim priority (which an operator may change while it is not done),
+//! and the manager's rule that keeps low priorities from starving.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use oncetask_core::manager::{HandlerOptions, handler_fn};
@@ -146,4 +147,81 @@ pub async fn task_options_are_stored_and_an_operator_can_reprioritize(factory: &
         .expect("reprioritize");
     assert_eq!(report.skipped, ["plain"], "a done task keeps its priority");
     assert_eq!(h.task("plain").await.priority, 0);
+}
+
+/// Registers a handler of [`KIND`] (one task per claim) that logs the ids
+/// it runs.
+fn logging(manager: &oncetask_core::Manager, options: HandlerOptions) -> Arc<Mutex<Vec<String>>> {
+    let ran = Arc::new(Mutex::new(Vec::new()));
+    let log = ran.clone();
+    manager
+        .register_dyn(
+            KIND,
+            handler_fn(move |task: Task| {
+                log.lock().expect("log").push(task.id);
+                async { Ok::<_, std::io::Error>(()) }
+            }),
+            options.claim_ahead(0),
+        )
+        .expect("register");
+    ran
+}
+
+/// The manager runs higher priorities first.
+pub async fn higher_priority_tasks_run_first(factory: &impl StoreFactory) {
+    let h = manual(factory).await;
+    let ran = logging(&h.manager, HandlerOptions::default());
+    create(&h.manager, &Job::new(KIND, "plain")).await;
+    h.advance(Duration::from_millis(1));
+    create(&h.manager, &Job::new(KIND, "low").priority(-5)).await;
+    h.advance(Duration::from_millis(1));
+    create(&h.manager, &Job::new(KIND, "urgent").priority(8)).await;
+    h.drain(KIND).await;
+    assert_eq!(*ran.lock().expect("log"), ["urgent", "plain", "low"]);
+}
+
+/// Under a stream of high-priority tasks that never lets up, a priority-0
+/// task still starts within 10 claims (the default
+/// `oldest_claim_every`); with `oldest_claim_every(0)` it waits for the
+/// stream to end.
+pub async fn a_low_priority_task_starts_within_n_claims_under_a_high_priority_stream(
+    factory: &impl StoreFactory,
+) {
+    for (every, starts_by) in [(None, Some(10)), (Some(3), Some(3)), (Some(0), None)] {
+        let h = manual(factory).await;
+        let options = match every {
+            Some(n) => HandlerOptions::default().oldest_claim_every(n),
+            None => HandlerOptions::default(),
+        };
+        let ran = logging(&h.manager, options);
+        create(&h.manager, &Job::new(KIND, "patient")).await;
+        let mut started_at = None;
+        for claim in 1..=20 {
+            // Always a newer high-priority task ready than the claim takes.
+            h.advance(Duration::from_millis(1));
+            create(
+                &h.manager,
+                &Job::new(KIND, &format!("urgent-{claim}")).priority(5),
+            )
+            .await;
+            h.manager.process_next(KIND).await.expect("run");
+            if ran.lock().expect("log").iter().any(|id| id == "patient") {
+                started_at = Some(claim);
+                break;
+            }
+        }
+        let ran = ran.lock().expect("log").clone();
+        assert_ne!(
+            ran.first().map(String::as_str),
+            Some("patient"),
+            "{every:?}: {ran:?}"
+        );
+        match starts_by {
+            Some(n) => assert!(
+                started_at.is_some_and(|at| at <= n),
+                "{every:?}: started at claim {started_at:?}, not within {n}: {ran:?}"
+            ),
+            None => assert_eq!(started_at, None, "{every:?}: strict priority: {ran:?}"),
+        }
+    }
 }

@@ -1,6 +1,7 @@
 //! The scenarios of issue 7, one module each. Each returns its rows; a
 //! scenario that does not apply to a backend returns none.
 
+pub mod cancel;
 pub mod insert;
 pub mod latency;
 pub mod lateness;
@@ -49,6 +50,14 @@ impl Ctx<'_> {
             Backend::Redis { .. } => self.args.redis_tasks.unwrap_or(self.args.tasks),
             Backend::Memory => self.args.tasks,
         }
+    }
+
+    /// Running tasks cancelled per cancel row on this backend.
+    pub fn cancel_tasks(&self) -> u64 {
+        self.args.cancel_tasks.unwrap_or(match self.ns.backend() {
+            Backend::Firestore { .. } => 20,
+            _ => 100,
+        })
     }
 
     /// Says what is about to run.

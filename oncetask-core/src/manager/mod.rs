@@ -62,7 +62,7 @@ pub(crate) use erased::decode as decode_args;
 pub use handler::{
     FromTask, GroupHandler, Handler, HandlerOutcome, IntoOutcome, group_handler_fn, handler_fn,
 };
-pub use options::{HandlerOptions, HandlerTimeout};
+pub use options::{DEFAULT_OLDEST_CLAIM_EVERY, HandlerOptions, HandlerTimeout};
 pub use task_context::TaskContext;
 #[cfg(feature = "testing")]
 pub(crate) use worker::run_captured;
@@ -75,7 +75,7 @@ use crate::error::Error;
 use crate::inspect::QueueStats;
 use crate::metrics;
 use crate::status::TaskStatus;
-use crate::store::{CreateOutcome, Fetched, StatusCounts, Store, TaskFilter};
+use crate::store::{ClaimOrder, CreateOutcome, Fetched, StatusCounts, Store, TaskFilter};
 use crate::task::Task;
 
 /// Environment variable selecting the logical environment.
@@ -155,6 +155,24 @@ pub(crate) struct Registration {
     options: HandlerOptions,
     /// How long the kind's handlers take (sizes the claim-ahead).
     pace: worker::Pace,
+    /// Claims made so far (every n-th is in the oldest order).
+    claims: std::sync::atomic::AtomicU64,
+}
+
+impl Registration {
+    /// The order of the kind's next claim: every
+    /// [`HandlerOptions::oldest_claim_every`]-th is [`ClaimOrder::Oldest`].
+    fn next_claim_order(&self) -> ClaimOrder {
+        let n = self
+            .claims
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let every = u64::from(self.options.oldest_claim_every);
+        if every > 0 && n % every == every - 1 {
+            ClaimOrder::Oldest
+        } else {
+            ClaimOrder::Priority
+        }
+    }
 }
 
 /// Builds a [`Manager`]; see [`Manager::builder`].
@@ -488,6 +506,7 @@ impl Manager {
                 shape,
                 options,
                 pace: worker::Pace::default(),
+                claims: std::sync::atomic::AtomicU64::new(0),
             });
             registry.insert(kind.to_owned(), registration.clone());
             registration

@@ -50,7 +50,12 @@ pub struct HandlerOptions {
     pub(crate) max_group_size: usize,
     /// `None`: as many as `concurrency`.
     pub(crate) claim_ahead: Option<usize>,
+    /// Every n-th claim ignores priority (0: none).
+    pub(crate) oldest_claim_every: u32,
 }
+
+/// Default [`HandlerOptions::oldest_claim_every`].
+pub const DEFAULT_OLDEST_CLAIM_EVERY: u32 = 10;
 
 /// Default claim-ahead of a kind with fewer slots than this, once its
 /// handlers are timed: one claim then serves several short tasks even on a
@@ -74,7 +79,8 @@ pub(crate) struct ClaimAhead {
 impl Default for HandlerOptions {
     /// Concurrency 1, lease 10 min, exponential retry (3 / 1 s / 5 min / x2),
     /// no cancellation handler, cancellation retry (5 / 1 s / 10 min / x2),
-    /// timeout from the lease, no heartbeat, groups of at most 100 tasks.
+    /// timeout from the lease, no heartbeat, groups of at most 100 tasks,
+    /// every 10th claim in the oldest order.
     fn default() -> Self {
         Self {
             concurrency: 1,
@@ -86,6 +92,7 @@ impl Default for HandlerOptions {
             heartbeat: None,
             max_group_size: 100,
             claim_ahead: None,
+            oldest_claim_every: DEFAULT_OLDEST_CLAIM_EVERY,
         }
     }
 }
@@ -102,6 +109,7 @@ impl std::fmt::Debug for HandlerOptions {
             .field("heartbeat", &self.heartbeat)
             .field("max_group_size", &self.max_group_size)
             .field("claim_ahead", &self.claim_ahead)
+            .field("oldest_claim_every", &self.oldest_claim_every)
             .finish()
     }
 }
@@ -203,6 +211,20 @@ impl HandlerOptions {
     /// handlers keep their task. `interval` must be shorter than the lease.
     pub fn heartbeat(mut self, interval: Duration) -> Self {
         self.heartbeat = Some(interval);
+        self
+    }
+
+    /// Every `n`-th claim of the kind (by this manager) takes the oldest
+    /// ready tasks whatever their priority ([`ClaimOrder::Oldest`]); the
+    /// others take higher priorities first. So under a stream of
+    /// high-priority tasks that never lets up, a lower-priority task still
+    /// starts within `n` claims of becoming the oldest ready one (default
+    /// 10). 1 ignores priority altogether; 0 never does (strict priority:
+    /// low priorities may starve).
+    ///
+    /// [`ClaimOrder::Oldest`]: crate::store::ClaimOrder::Oldest
+    pub fn oldest_claim_every(mut self, n: u32) -> Self {
+        self.oldest_claim_every = n;
         self
     }
 

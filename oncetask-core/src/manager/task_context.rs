@@ -74,9 +74,14 @@ impl TaskContext {
     /// resolves in a cancellation handler, or for a context built with
     /// [`TaskContext::of`].
     ///
-    /// The signal comes from the manager's own cancel at once, from the
-    /// store's change notices (about 100 ms on Postgres, Redis and memory),
-    /// or at the latest from the next heartbeat.
+    /// The signal comes from the manager's own cancel at once, from another
+    /// process through the store's change notices (in the bench about 1 ms
+    /// on Postgres, Redis and memory; on Firestore up to about 1 s, as a
+    /// store writes its wake-up signal at most once a second), or at the
+    /// latest from the next heartbeat. A manager forwards notices only
+    /// while it runs worker loops; without them (and without a heartbeat)
+    /// a cancel made elsewhere is seen when the handler's outcome is
+    /// written, which then records it as cancelled.
     ///
     /// ```
     /// use std::time::Duration;

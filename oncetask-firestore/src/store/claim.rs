@@ -4,7 +4,7 @@
 use super::keys::{self, Kept};
 use super::*;
 use crate::document::{LEASE_FIELDS, due_bound, lease_fields, parse_time};
-use oncetask_core::store::ClaimTies;
+use oncetask_core::store::{ClaimOrder, ClaimTies};
 
 /// How often a single-task claim that lost some leases to another claim
 /// reads again for the slots it lost.
@@ -15,21 +15,24 @@ impl FirestoreStore {
     /// failed or Firestore aborted the commit) and should be retried.
     ///
     /// Candidates come from the ready query: a first page of `limit`
-    /// documents, then, only while busy keys or undecodable documents keep
-    /// the claim short of its limit, pages of what it still lacks, each
-    /// after the last document read (pages are smaller while the kind's
-    /// pages lately held runs of one key's backlog, see
-    /// [`keys::KeyBook::page_window`]). Every page leaves out (`not-in`)
-    /// up to 10 keys whose tasks the claim cannot take: the keys it met,
-    /// the last read first, then those the store knows are busy. Each
+    /// documents (of the priority window, for a priority claim of a kind
+    /// known to hold prioritized tasks: see [`crate::priority`]; each page
+    /// is then ranked by priority), then, only while busy keys or
+    /// undecodable documents keep the claim short of its limit, pages of
+    /// what it still lacks, each after the last document read (pages are
+    /// smaller while the kind's pages lately held runs of one key's
+    /// backlog, see [`keys::KeyBook::page_window`]). Every page leaves out
+    /// (`not-in`) up to 10 keys whose tasks the claim cannot take: the keys
+    /// it met, the last read first, then those the store knows are busy. Each
     /// lease write carries an `updateTime` precondition, so a task another
     /// claimer took meanwhile fails the commit instead of being leased
     /// twice; a key's lock and leases are one atomic commit.
     ///
     /// A claim reads `limit` documents from the head of the claim order.
     /// After a lost race (`spread`, see [`SPREAD_CLAIMS`]) it starts at a
-    /// random one of them, so concurrent claimers rarely pick the same
-    /// document first.
+    /// random one of them (of the first `limit` in ranked order, when it
+    /// read the priority window), so concurrent claimers rarely pick the
+    /// same document first.
     ///
     /// While claims of the kind meet other processes' claims, each waits a
     /// random moment first ([`keys::Pace`]), and a single-task claim that
@@ -124,31 +127,46 @@ impl FirestoreStore {
         // Later pages go on in claim order after the last document read:
         // every document before it was read, or belongs to a key left out.
         let mut cursor: Option<Cursor> = None;
+        // A priority claim's first page reads the priority window while the
+        // kind is known to hold prioritized tasks (see `crate::priority`).
+        let ranked = request.order == ClaimOrder::Priority;
+        let wide = if ranked { self.priority_window } else { 0 };
         for page in 0..MAX_PAGES {
             if taken.len() >= limit {
                 break;
             }
             let excluded = excluded_keys(&recent, &busy, &keys_seen);
-            let mut ready = if excluded.is_empty() {
-                queries::ready_query(&self.collection, &request.env, &request.kind, &now_s)
-            } else {
-                queries::ready_query_excluding(
-                    &self.collection,
-                    &request.env,
-                    &request.kind,
-                    &now_s,
-                    &excluded,
-                )
-            };
-            ready.start_at = cursor.take();
             // A page reads what the claim still lacks, fewer while this
             // kind's pages lately held runs of one key's backlog (a claim
             // takes one task of a key): each document read is billed.
-            let window = self
+            let narrow = self
                 .keys
                 .page_window(&request.env, &request.kind, limit - taken.len());
-            ready.limit = Some(i32::try_from(window).unwrap_or(i32::MAX));
-            let docs = self.query(ready, None, |_| true).await?;
+            let first_wide = page == 0 && wide > narrow;
+            let mut window = if first_wide && self.priorities.known(&request.env, &request.kind) {
+                wide
+            } else {
+                narrow
+            };
+            let mut docs = self
+                .ready_page(request, &now_s, &excluded, cursor.take(), window)
+                .await?;
+            if first_wide && window < wide && docs.len() >= window && shows_priority(request, &docs)
+            {
+                // A prioritized task at the head of a kind not known to
+                // hold any: read on to the window before ranking.
+                let after = docs.last().and_then(|last| ready_cursor(&last.doc));
+                if after.is_some() {
+                    let more = self
+                        .ready_page(request, &now_s, &excluded, after, wide - docs.len())
+                        .await?;
+                    docs.extend(more);
+                    window = wide;
+                }
+            }
+            if shows_priority(request, &docs) {
+                self.priorities.seen(&request.env, &request.kind);
+            }
             let full = docs.len() >= window;
             cursor = docs.last().and_then(|last| ready_cursor(&last.doc));
             let mut page_keys: HashSet<&str> = HashSet::new();
@@ -189,9 +207,16 @@ impl FirestoreStore {
             // Waits are stored rounded up to the second: order the page
             // by the exact times (ties as the query orders them).
             candidates.sort_by(|(a, _), (b, _)| ClaimTies::ResourceKeyThenId.order(a, b));
-            if spread && page == 0 && candidates.len() > 1 {
-                let start = random_below(candidates.len());
-                candidates.rotate_left(start);
+            if ranked {
+                crate::priority::rank(&mut candidates, |(t, _)| t.priority);
+            }
+            // Spread over the head the claim would have read without the
+            // window (all of a page without one), so a wide window keeps
+            // its ranking.
+            let head = candidates.len().min(narrow);
+            if spread && page == 0 && head > 1 {
+                let start = random_below(head);
+                candidates[..head].rotate_left(start);
             }
             let (more_taken, more_writes) = self
                 .select(
@@ -275,6 +300,20 @@ impl FirestoreStore {
             None if leased.is_empty() => Ok((None, lost)),
             None => Ok((Some(leased), lost)),
         }
+    }
+
+    /// One page of the ready query: at most `n` documents after `cursor`
+    /// (from the head without one), leaving out the keys in `excluded`.
+    async fn ready_page(
+        &self,
+        request: &ClaimRequest,
+        now_s: &str,
+        excluded: &[String],
+        cursor: Option<Cursor>,
+        n: usize,
+    ) -> Result<Vec<Stored>, StoreError> {
+        let ready = ready_page_query(&self.collection, request, now_s, excluded, cursor, n);
+        self.query(ready, None, |_| true).await
     }
 
     /// The name of the lock document of (`env`, `kind`, `key`).
@@ -875,6 +914,38 @@ pub(super) fn ready_cursor(doc: &Document) -> Option<Cursor> {
     })
 }
 
+/// The query of one ready page of a claim (see
+/// [`FirestoreStore::ready_page`]). It never names `priority`, whatever the
+/// claim's order: Firestore would leave out every document without the
+/// field (see [`crate::priority`]).
+fn ready_page_query(
+    collection: &str,
+    request: &ClaimRequest,
+    now_s: &str,
+    excluded: &[String],
+    cursor: Option<Cursor>,
+    n: usize,
+) -> StructuredQuery {
+    let mut ready = if excluded.is_empty() {
+        queries::ready_query(collection, &request.env, &request.kind, now_s)
+    } else {
+        queries::ready_query_excluding(collection, &request.env, &request.kind, now_s, excluded)
+    };
+    ready.start_at = cursor;
+    ready.limit = Some(i32::try_from(n).unwrap_or(i32::MAX));
+    ready
+}
+
+/// Whether `docs` hold a task of the claim's env and kind with a priority
+/// other than 0 (read, so not done).
+fn shows_priority(request: &ClaimRequest, docs: &[Stored]) -> bool {
+    docs.iter().any(|s| {
+        s.task
+            .as_ref()
+            .is_ok_and(|t| t.priority != 0 && t.env == request.env && t.kind == request.kind)
+    })
+}
+
 /// A random number below `n` (0 when `n` is 0).
 fn random_below_u64(n: u64) -> u64 {
     let r = uuid::Uuid::new_v4().as_u128();
@@ -885,4 +956,74 @@ fn random_below_u64(n: u64) -> u64 {
 pub(super) fn random_below(n: usize) -> usize {
     let r = uuid::Uuid::new_v4().as_u128();
     usize::try_from(r % (n.max(1) as u128)).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use oncetask_core::lifecycle::LeaseGrant;
+
+    /// Every query a claim sends, in either order, with a cursor taken from
+    /// a prioritized document: none names `priority` (a query on it would
+    /// leave out every Go document and every task at priority 0).
+    #[test]
+    fn no_claim_query_mentions_priority() {
+        let now = chrono::Utc::now();
+        let mut task = Task::new("t", "k", "E", now);
+        task.priority = 7;
+        task.resource_key = Some("r".to_owned());
+        let doc = Document {
+            name: "projects/p/databases/(default)/documents/onceTasks/t".to_owned(),
+            fields: crate::encode_task(&task).expect("encodes"),
+            ..Default::default()
+        };
+        assert!(doc.fields.contains_key(crate::document::PRIORITY));
+        let cursor = ready_cursor(&doc).expect("a cursor");
+        let now_s = due_bound(now);
+        for order in [ClaimOrder::Priority, ClaimOrder::Oldest] {
+            let request = ClaimRequest {
+                env: "E".into(),
+                kind: "k".into(),
+                now,
+                grant: LeaseGrant::new(now, Duration::from_secs(60)),
+                mode: ClaimMode::Single { limit: 1 },
+                order,
+            };
+            let excluded = ["r".to_owned()];
+            let mut sent = Vec::new();
+            for excluded in [&[][..], &excluded[..]] {
+                for cursor in [None, Some(cursor.clone())] {
+                    for n in [1, crate::DEFAULT_PRIORITY_WINDOW] {
+                        sent.push(ready_page_query(
+                            DEFAULT_COLLECTION,
+                            &request,
+                            &now_s,
+                            excluded,
+                            cursor.clone(),
+                            n,
+                        ));
+                    }
+                }
+            }
+            let t = format_time(now);
+            sent.push(queries::key_live_query(
+                DEFAULT_COLLECTION,
+                "E",
+                "k",
+                "r",
+                &t,
+            ));
+            sent.push(queries::key_ready_query(
+                DEFAULT_COLLECTION,
+                "E",
+                "k",
+                "r",
+                &now_s,
+            ));
+            for q in sent {
+                let text = format!("{q:?}");
+                assert!(!text.contains("priority"), "{order:?}: {text}");
+            }
+        }
+    }
 }

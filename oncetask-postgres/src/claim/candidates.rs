@@ -1,28 +1,50 @@
-//! The candidate query: ready tasks in claim order whose resource key is
-//! free, read as three index ranges. Apart from `group`, which pages through
-//! it, because the single-mode statement embeds the same ranges.
+//! The candidate query: ready tasks in the claim's order whose resource key
+//! is free, read as index ranges — three of `tasks_ready_idx` in the oldest
+//! order, three per priority present of `tasks_priority_idx` in priority
+//! order. Apart from `group`, which pages through it, because the
+//! single-mode statement embeds the same ranges.
 
 use super::*;
 
+/// True of every row (`priority` is a `smallint`), and the part of
+/// `tasks_priority_idx`'s predicate besides `done_at IS NULL`: only a
+/// query that states it may read that index, so the band walk's queries
+/// state it and no other statement's plan can change for the index (the
+/// busy-key check, the group query and the oldest order keep the plans
+/// they had before it, even plans made on an empty table).
+const EVERY_PRIORITY: &str = "t.priority >= -32768";
+
 impl PostgresStore {
-    /// The candidate query: up to `$4` ready tasks of env `$1` / kind `$2` at
-    /// `$3`, in claim order, whose resource key is free and not in `$5`, and
-    /// whose id is not in `$6`.
+    /// The candidate query in `order`: up to `$4` ready tasks of env `$1` /
+    /// kind `$2` at `$3`, in the claim's order, whose resource key is free
+    /// and not in `$5`, and whose id is not in `$6`.
     ///
-    /// The claim order is split into its three index ranges of
-    /// `tasks_ready_idx` — never leased and never waiting (by `created_at`,
-    /// id), never leased with `wait_until <= now`, and expired leases — each
-    /// an index range scan stopped by its own `LIMIT`; the union (at most
-    /// 3 × `$4` rows) is put back in claim order. So a claim reads a few index
-    /// entries however many tasks wait for later. The busy-key check is a
-    /// correlated lookup in `tasks_key_lease_idx`; its `b.id <> t.id` (true
-    /// anyway: a ready task holds no live lease) keeps the planner from
-    /// turning it into a hash of every live lease built by a sequential scan.
-    pub(crate) fn candidate_sql(&self) -> String {
-        format!(
-            "SELECT {COLUMNS} FROM ({}) t ORDER BY t.part, {CLAIM_ORDER} LIMIT $4",
-            self.ready_parts("t.*", "$6", "t.resource_key <> ALL($5) AND", "$4")
-        )
+    /// [`ClaimOrder::Oldest`]: the claim order is split into its three
+    /// index ranges of `tasks_ready_idx` — never leased and never waiting
+    /// (by `created_at`, id), never leased with `wait_until <= now`, and
+    /// expired leases — each an index range scan stopped by its own
+    /// `LIMIT`; the union (at most 3 × `$4` rows) is put back in claim
+    /// order. So a claim reads a few index entries however many tasks wait
+    /// for later. The busy-key check is a correlated lookup in
+    /// `tasks_key_lease_idx`; its `b.id <> t.id` (true anyway: a ready task
+    /// holds no live lease) keeps the planner from turning it into a hash of
+    /// every live lease built by a sequential scan.
+    ///
+    /// [`ClaimOrder::Priority`]: the same three ranges within each priority
+    /// present, highest first ([`Self::band_walk`]), cut at `$4` rows and
+    /// put back in priority order.
+    pub(crate) fn candidate_sql(&self, order: ClaimOrder) -> String {
+        match order {
+            ClaimOrder::Oldest => format!(
+                "SELECT {COLUMNS} FROM ({}) t ORDER BY t.part, {CLAIM_ORDER} LIMIT $4",
+                self.ready_parts("t.*", "$6", "t.resource_key <> ALL($5) AND", "$4", None)
+            ),
+            ClaimOrder::Priority => format!(
+                "SELECT {COLUMNS} FROM ({}) t ORDER BY t.priority DESC, t.part, {CLAIM_ORDER} \
+                 LIMIT $4",
+                self.band_walk("t.*", "$6", "t.resource_key <> ALL($5) AND", "$4")
+            ),
+        }
     }
 
     /// The three index ranges of the claim order (see
@@ -30,20 +52,37 @@ impl PostgresStore {
     /// selecting `select` and its part number (`part`) from ready tasks of
     /// env `$1` / kind `$2` at `$3` whose id is not in `skip_ids` and whose
     /// resource key is free (and meets `key_cond`, an SQL prefix ending in
-    /// `AND`, or empty), each stopped after `limit` rows. Shared by the
-    /// candidate query and the one-statement claim.
+    /// `AND`, or empty), each stopped after `limit` rows. With `band` (an
+    /// SQL expression), only tasks of that priority: the three ranges of
+    /// `tasks_priority_idx` within it. Shared by the candidate query and
+    /// the one-statement claim; the busy-key check looks at the key's tasks
+    /// of every priority.
     pub(super) fn ready_parts(
         &self,
         select: &str,
         skip_ids: &str,
         key_cond: &str,
         limit: &str,
+        band: Option<&str>,
     ) -> String {
         let t = &self.inner.table;
+        // The band's priority, stated three times: as an equality (the
+        // index range) and as a range, whose selectivity PostgreSQL
+        // estimates at 0.5 % whatever the statistics say, so that no plan
+        // reads the band from `tasks_ready_idx` with the priority as a
+        // filter (which would walk every other band's tasks) even when
+        // every task is at one priority or `tasks_priority_idx` is the
+        // larger of the two. The B-tree scan keeps the equality alone.
+        let band = band.map_or(String::new(), |b| {
+            format!(
+                "t.priority = {b} AND t.priority >= {b} AND t.priority <= {b} \
+                 AND {EVERY_PRIORITY} AND "
+            )
+        });
         let part = |n: u8, cond: &str| {
             format!(
                 "(SELECT {select}, {n} AS part FROM {t} t \
-                 WHERE t.env = $1 AND t.kind = $2 AND t.done_at IS NULL AND {cond} \
+                 WHERE t.env = $1 AND t.kind = $2 AND {band}t.done_at IS NULL AND {cond} \
                    AND t.id <> ALL({skip_ids}) \
                    AND (t.resource_key IS NULL OR ({key_cond} NOT EXISTS ( \
                      SELECT 1 FROM {t} b WHERE b.env = t.env AND b.kind = t.kind \
@@ -63,6 +102,64 @@ impl PostgresStore {
         )
     }
 
+    /// The ready tasks in priority order (the *band walk*), as a query
+    /// selecting what [`Self::ready_parts`] selects: its first `limit` rows
+    /// in the order `priority DESC`, `part`, [`CLAIM_ORDER`], ready and
+    /// free as there.
+    ///
+    /// A recursive `band` finds the priorities present among the kind's
+    /// not-done tasks, highest first, one probe of `tasks_priority_idx`
+    /// each (the highest priority below the last; a last row of `NULL`
+    /// ends it); for each, a lateral [`Self::ready_parts`] reads that
+    /// priority's three ranges, each stopped after `limit` rows. So a
+    /// priority whose tasks all wait for later costs four index probes, not
+    /// a walk over its waiting tasks (which, never leased, sort between its
+    /// ready ones and its expired leases). The index holds priorities in
+    /// ascending order, so each probe scans backward and lands on the end
+    /// of a priority's range (its latest leases or waits) rather than its
+    /// head, where the entries of the tasks the last claims took lie dead
+    /// until vacuum: the range of never-leased tasks steps over those
+    /// anyway, and a probe there would step over them a second time.
+    ///
+    /// The rows leave the nested loop in priority order (the bands in the
+    /// order the recursion finds them; within one, the parts in turn, each
+    /// in index order), and the `LIMIT` cuts that stream: PostgreSQL
+    /// evaluates a recursive `WITH`, and a nested loop's inner side, only as
+    /// far as the rows read, so the walk stops in the band, even the part,
+    /// where the limit is reached. With one priority present (every task at
+    /// 0, the usual case) that is one probe more than [`ClaimOrder::Oldest`]
+    /// reads, and a part fewer when the never-leased tasks fill the limit.
+    /// The plan tests check that the plan keeps this shape (no sort under
+    /// the `LIMIT`) and reads this index; callers sort what it returns by
+    /// the order above. The first `limit` rows of the stream are exactly
+    /// the first `limit` ready tasks in priority order: a part is cut only
+    /// after `limit` rows of it.
+    pub(super) fn band_walk(
+        &self,
+        select: &str,
+        skip_ids: &str,
+        key_cond: &str,
+        limit: &str,
+    ) -> String {
+        let t = &self.inner.table;
+        let next = |below: &str| {
+            format!(
+                "(SELECT t.priority FROM {t} t \
+                 WHERE t.env = $1 AND t.kind = $2 AND t.done_at IS NULL \
+                   AND {EVERY_PRIORITY}{below} \
+                 ORDER BY t.priority DESC LIMIT 1)"
+            )
+        };
+        format!(
+            "WITH RECURSIVE band (p) AS ( \
+                 SELECT {} UNION ALL SELECT {} FROM band r WHERE r.p IS NOT NULL) \
+             SELECT c.* FROM band g CROSS JOIN LATERAL ({}) c LIMIT {limit}",
+            next(""),
+            next(" AND t.priority < r.p"),
+            self.ready_parts(select, skip_ids, key_cond, limit, Some("g.p")),
+        )
+    }
+
     /// Ready candidates of the env/kind in claim order whose key is free, at
     /// most one per key, up to `limit` that decode (undecodable ones met on
     /// the way are collected in `undecodable`). Pages through the claim
@@ -74,7 +171,7 @@ impl PostgresStore {
         limit: usize,
         undecodable: &mut Vec<Undecodable>,
     ) -> Result<Vec<Task>, StoreError> {
-        let sql = self.candidate_sql();
+        let sql = self.candidate_sql(request.order);
         let mut picked: Vec<Task> = Vec::new();
         let mut seen_ids: Vec<String> = Vec::new();
         let mut taken_keys: Vec<String> = Vec::new();

@@ -10,6 +10,8 @@ mod group;
 mod single;
 mod write_back;
 
-/// The claim order over a task row `t`.
+/// The claim order over a task row `t` ([`Task::claim_order_key`]): all of
+/// [`ClaimOrder::Oldest`]; [`ClaimOrder::Priority`] puts `t.priority DESC`
+/// before it (see `candidates`).
 const CLAIM_ORDER: &str =
     "t.leased_until NULLS FIRST, t.wait_until NULLS FIRST, t.created_at, t.id";

@@ -29,7 +29,7 @@ impl PostgresStore {
     ) -> Result<Claimed, StoreError> {
         let mut tasks: Vec<Task> = Vec::new();
         let mut undecodable: Vec<Undecodable> = Vec::new();
-        let sql = self.single_claim_sql();
+        let sql = self.single_claim_sql(request.order);
         let token = request.grant.token.as_str();
         // Ids the next statement leaves out: rows that are not tasks.
         let mut skip: Vec<String> = Vec::new();
@@ -137,16 +137,21 @@ impl PostgresStore {
     }
 
     /// The single-mode claim statement: env `$1`, kind `$2`, at `$3`, up to
-    /// `$4` tasks, reading up to `$5` candidates per part of the claim
-    /// order, leasing until `$6` with token `$7`, leaving out the ids `$8`.
+    /// `$4` tasks in `order`, reading up to `$5` candidates per index range
+    /// (and, in priority order, `$5` in all), leasing until `$6` with token
+    /// `$7`, leaving out the ids `$8`.
     ///
-    /// * `pool`: the candidate query's three index ranges of
-    ///   `tasks_ready_idx` (as in [`Self::candidate_sql`]): ready tasks whose
-    ///   key holds no live lease in this statement's snapshot, each marked
-    ///   well formed or not ([`WELL_FORMED`]);
-    /// * `ranked`, `picked`: the first `$4` well-formed ones in claim order,
-    ///   at most one per key, each with its key's claim row as the snapshot
-    ///   sees it (count and location; none when the key has no row yet);
+    /// * `pool`: the candidate query's index ranges in `order` (as in
+    ///   [`Self::candidate_sql`]: the three ranges of `tasks_ready_idx` in
+    ///   the oldest order; the band walk over `tasks_priority_idx`, cut at
+    ///   `$5` rows, in priority order): ready tasks whose key holds no live
+    ///   lease in this statement's snapshot, each marked well formed or not
+    ///   ([`WELL_FORMED`]);
+    /// * `ranked`, `picked`: the first `$4` well-formed ones in the claim's
+    ///   order (`priority DESC` first in priority order), at most one per
+    ///   key (whatever the priorities of its tasks), each with its key's
+    ///   claim row as the snapshot sees it (count and location; none when
+    ///   the key has no row yet);
     /// * `lock_picked`, `locked`: those rows locked `FOR UPDATE SKIP
     ///   LOCKED` by id alone (so that no plan, even one made on an empty
     ///   table, reaches them through a partial index whose predicate the
@@ -162,12 +167,13 @@ impl PostgresStore {
     ///   key row this statement holds, as [`lifecycle::claim`] writes it
     ///   (`version + 1`, `attempts + 1`, `cancellation_attempts + 1` when
     ///   cancelled), with the lease and token they had before. The lease
-    ///   end before, `wait_until`, `created_at` and the id give back the
-    ///   claim order (never leased first, by wait time; then expired leases),
+    ///   end before, `wait_until`, `created_at` and the id (after the
+    ///   priority, in priority order) give back the claim's order (never
+    ///   leased first, by wait time; then expired leases),
     ///   so the rows need no join back to `picked` (a join the planner makes
     ///   a nested loop over both CTEs: 1.4 ms of a 128-task claim).
     ///
-    /// Returns the leased rows in claim order (`leased` true) and the
+    /// Returns the leased rows in the claim's order (`leased` true) and the
     /// ill-formed candidates (`leased` false), each with `left_out`: how
     /// many candidates were left out as the second or later of their key.
     ///
@@ -180,25 +186,36 @@ impl PostgresStore {
     /// key (primary key, led by the key) and then by the location of the
     /// version read or locked (a TID scan), which no statistics can turn
     /// into a scan of the table once it is larger than a few pages.
-    pub(crate) fn single_claim_sql(&self) -> String {
+    pub(crate) fn single_claim_sql(&self, order: ClaimOrder) -> String {
         let t = &self.inner.table;
         let k = &self.inner.keys;
-        let pool_order =
+        // The claim order of a pool row `c`, and the returned rows' order
+        // after their `part` (leased rows first).
+        let oldest =
             "c.part, c.leased_until NULLS FIRST, c.wait_until NULLS FIRST, c.created_at, c.id";
+        let (pool_order, out_order) = match order {
+            ClaimOrder::Oldest => (oldest.to_owned(), "o.part, "),
+            ClaimOrder::Priority => (
+                format!("c.priority DESC, {oldest}"),
+                "o.part, o.priority DESC, ",
+            ),
+        };
+        let pool_order = pool_order.as_str();
         let returned = COLUMNS
             .split(',')
             .map(|c| format!("p.{}", c.trim()))
             .collect::<Vec<_>>()
             .join(", ");
-        let parts = self.ready_parts(
-            &format!(
-                "t.id, t.resource_key, t.leased_until, t.wait_until, t.created_at, \
-                 {WELL_FORMED} AS well_formed"
-            ),
-            "$8",
-            "",
-            "$5",
+        let select = format!(
+            "t.id, t.resource_key, t.leased_until, t.wait_until, t.created_at, \
+             {WELL_FORMED} AS well_formed"
         );
+        let parts = match order {
+            ClaimOrder::Oldest => self.ready_parts(&select, "$8", "", "$5", None),
+            ClaimOrder::Priority => {
+                self.band_walk(&format!("{select}, t.priority"), "$8", "", "$5")
+            }
+        };
         format!(
             "WITH pool AS (SELECT * FROM ({parts}) c), \
              ranked AS ( \
@@ -267,7 +284,7 @@ impl PostgresStore {
                  UNION ALL \
                  SELECT {COLUMNS}, false, NULL, NULL, 1, NULL FROM {t} \
                  WHERE id = ANY(ARRAY(SELECT id FROM pool WHERE NOT well_formed))) o, left_out \
-             ORDER BY o.part, o.was_leased_until NULLS FIRST, o.wait_until NULLS FIRST, \
+             ORDER BY {out_order}o.was_leased_until NULLS FIRST, o.wait_until NULLS FIRST, \
                       o.created_at, o.id"
         )
     }

@@ -33,11 +33,16 @@ for _, k in ipairs(kinds) do
   -- Live leases of open tasks: wl holds every leased not-done task, so
   -- the cancelled ones (counted above) are left out here. Live leases are
   -- as many as the tasks in flight, so reading each one's flag is cheap.
+  -- Every band's (band 0 and those of pb:k).
   local leased, leased_waiting = 0, 0
-  for _, m in ipairs(redis.call('ZRANGEBYSCORE', per_kind('wl', k), '(' .. now_s, '+inf')) do
-    if redis.call('HGET', task_key(string.sub(m, 33)), 'canc') ~= '1' then
-      leased = leased + 1
-      if string.sub(m, 1, 16) > now_hex then leased_waiting = leased_waiting + 1 end
+  local tags = redis.call('HKEYS', per_kind('pb', k))
+  tags[#tags + 1] = ''
+  for _, tag in ipairs(tags) do
+    for _, m in ipairs(redis.call('ZRANGEBYSCORE', per_band('wl', tag, k), '(' .. now_s, '+inf')) do
+      if redis.call('HGET', task_key(string.sub(m, 33)), 'canc') ~= '1' then
+        leased = leased + 1
+        if string.sub(m, 1, 16) > now_hex then leased_waiting = leased_waiting + 1 end
+      end
     end
   end
   local waiting = redis.call('ZCOUNT', per_kind('sw', k), '(' .. now_s, '+inf') - leased_waiting

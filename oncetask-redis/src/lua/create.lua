@@ -51,7 +51,7 @@ for j = 1, tonumber(ARGV[2]) do
   else
     redis.call('HSET', key, 'gen', gen, unpack(ARGV, first, first + 2 * n_fields - 1))
     index(new)
-    if new.rk then refresh_key(new.kenc, new.rk) end
+    if new.rk then refresh_key(new.kenc, new.rk, band(new.pri)) end
     note(changed, new.kind, false)
     out[j] = 'C'
   end

@@ -16,7 +16,7 @@ for i = 2, #ARGV, 2 do
     else
       if ok then
         unindex(f)
-        if f.rk then refresh_key(f.kenc, f.rk) end
+        if f.rk then refresh_key(f.kenc, f.rk, band(f.pri)) end
         note(changed, f.kind, true)
       elseif f.kenc then
         unmark_bad(f.kenc, id)

@@ -21,6 +21,13 @@
 --   kg:k:r         zset (score wait): every not-done task of r (group order)
 --   kh:k           hash: r -> the head of r currently in wf:k
 --   pk:k           zset: parked (busy) keys, score = their latest lease
+--   wf<b>:k, wl<b>:k, kf<b>:k:r, kh<b>:k
+--                  the same for the not-done tasks of priority band b
+--                  ('+5', '-3': the priority with its sign); wf:k, wl:k,
+--                  kf:k:r and kh:k are band 0's, so a store whose tasks are
+--                  all at priority 0 has only the keys above
+--   pb:k           hash: band b (not 0) -> number of not-done tasks in it,
+--                  the bands a claim visits besides band 0
 --   bad:k          hash: id -> reason, undecodable documents of kind k
 --   badkinds       hash: k -> number of entries of bad:k (count_by_status
 --                  of every kind finds the undecodable documents of a kind
@@ -58,6 +65,38 @@ local function per_kind(what, k)
   return key
 end
 local function per_key(what, k, r) return B .. what .. ':' .. k .. ':' .. r end
+
+-- Priority bands. A not-done task is in the claim indexes (wf, wl, kf, kh)
+-- of its priority's band, named by a tag in the key: '' for priority 0
+-- (the keys of stores written before bands existed), '+5' or '-3' else.
+-- The per-key lease (kl), the group (kg), the parked keys (pk) and every
+-- other index span the bands.
+local band_tags = {}
+local function band(pri)
+  if not pri or pri == '0' then return '' end
+  local tag = band_tags[pri]
+  if not tag then
+    local n = tonumber(pri)
+    tag = (n and n ~= 0) and string.format('%+d', n) or ''
+    band_tags[pri] = tag
+  end
+  return tag
+end
+
+-- The per-kind key `what` of band tag (per_kind's for band 0), built once
+-- per script call like per_kind's.
+local band_keys = {}
+local function per_band(what, tag, k)
+  if tag == '' then return per_kind(what, k) end
+  local t = band_keys[tag] or sub(band_keys, tag)
+  local u = t[what] or sub(t, what)
+  local key = u[k]
+  if not key then
+    key = B .. what .. tag .. ':' .. k
+    u[k] = key
+  end
+  return key
+end
 local function task_key(id) return B .. 't:' .. id end
 
 -- The version after `v` (a decimal u64), wrapping like u64::wrapping_add.
@@ -149,7 +188,8 @@ end
 -- time and id): the field of cnt:k it counts in, then the task's score in
 -- each zset that holds its member f.ord, nil where it has none: per kind
 -- sw, due, wl, wf (written when the script ends), per key kl, kf, kg
--- (written at once). Plain values, not tables: see per_kind.
+-- (written at once); last the band tag of its wl, wf and kf entries (nil
+-- for a done task, which has none). Plain values, not tables: see per_kind.
 local function state_entries(f)
   if f.done then return f.dst end
   local counter, sw = 'open', nil
@@ -169,7 +209,7 @@ local function state_entries(f)
     wf = wait
   end
   if f.rk then kg = wait end
-  return counter, sw, due_score(f), wl, wf, kl, kf, kg
+  return counter, sw, due_score(f), wl, wf, kl, kf, kg, band(f.pri)
 end
 
 local function put_now(key, m, score)
@@ -188,11 +228,11 @@ end
 
 -- Moves a task from its old state entries (fields old) to its new ones
 -- (fields new), touching only the entries that differ: a claim or an
--- outcome changes a few scores, not every index. The kind and resource
--- key never change.
+-- outcome changes a few scores, not every index; a new priority moves the
+-- banded entries to the new band. The kind and resource key never change.
 local function restate(old, new)
-  local oc, osw, odue, owl, owf, okl, okf, okg = state_entries(old)
-  local nc, nsw, ndue, nwl, nwf, nkl, nkf, nkg = state_entries(new)
+  local oc, osw, odue, owl, owf, okl, okf, okg, ob = state_entries(old)
+  local nc, nsw, ndue, nwl, nwf, nkl, nkf, nkg, nb = state_entries(new)
   local k, om, nm = new.kenc, old.ord, new.ord
   if oc ~= nc then
     local cnt = per_kind('cnt', k)
@@ -201,12 +241,39 @@ local function restate(old, new)
   end
   shift(z_later, per_kind('sw', k), om, osw, nm, nsw)
   shift(z_later, per_kind('due', k), om, odue, nm, ndue)
-  shift(z_later, per_kind('wl', k), om, owl, nm, nwl)
-  shift(z_later, per_kind('wf', k), om, owf, nm, nwf)
   local r = new.rk
+  if ob == nb or not ob or not nb then
+    -- One band (or none: a done task has no banded entry).
+    local b = ob or nb
+    if b == '' then
+      shift(z_later, per_kind('wl', k), om, owl, nm, nwl)
+      shift(z_later, per_kind('wf', k), om, owf, nm, nwf)
+      if r then shift(put_now, per_key('kf', k, r), om, okf, nm, nkf) end
+    elseif b then
+      shift(z_later, per_band('wl', b, k), om, owl, nm, nwl)
+      shift(z_later, per_band('wf', b, k), om, owf, nm, nwf)
+      if r then shift(put_now, per_key('kf' .. b, k, r), om, okf, nm, nkf) end
+    end
+  else
+    local pb = per_kind('pb', k)
+    if ob ~= '' then n_later(pb, ob, -1) end
+    if nb ~= '' then n_later(pb, nb, 1) end
+    shift(z_later, per_band('wl', ob, k), om, owl, nm, nil)
+    shift(z_later, per_band('wl', nb, k), om, nil, nm, nwl)
+    shift(z_later, per_band('wf', ob, k), om, owf, nm, nil)
+    shift(z_later, per_band('wf', nb, k), om, nil, nm, nwf)
+    if r then
+      shift(put_now, per_key('kf' .. ob, k, r), om, okf, nm, nil)
+      shift(put_now, per_key('kf' .. nb, k, r), om, nil, nm, nkf)
+    end
+  end
+  -- Entering or leaving the not-done tasks (a done task has no band).
+  if not ob ~= not nb then
+    local b, d = nb or ob, nb and 1 or -1
+    if b ~= '' then n_later(per_kind('pb', k), b, d) end
+  end
   if r then
     shift(put_now, per_key('kl', k, r), om, okl, nm, nkl)
-    shift(put_now, per_key('kf', k, r), om, okf, nm, nkf)
     shift(put_now, per_key('kg', k, r), om, okg, nm, nkg)
   end
 end
@@ -214,16 +281,19 @@ end
 -- Adds (sign 1) or removes (sign -1) the state entries of a decodable task
 -- (fields f).
 local function index_state(f, sign)
-  local counter, sw, due, wl, wf, kl, kf, kg = state_entries(f)
+  local counter, sw, due, wl, wf, kl, kf, kg, b = state_entries(f)
   local k, m, r = f.kenc, f.ord, f.rk
   n_later(per_kind('cnt', k), counter, sign)
   local add = sign > 0
   if sw then z_later(per_kind('sw', k), m, add and sw) end
   if due then z_later(per_kind('due', k), m, add and due) end
-  if wl then z_later(per_kind('wl', k), m, add and wl) end
-  if wf then z_later(per_kind('wf', k), m, add and wf) end
+  if b then
+    if b ~= '' then n_later(per_kind('pb', k), b, sign) end
+    if wl then z_later(per_band('wl', b, k), m, add and wl) end
+    if wf then z_later(per_band('wf', b, k), m, add and wf) end
+    if kf then put_now(per_key('kf' .. b, k, r), m, add and kf) end
+  end
   if kl then put_now(per_key('kl', k, r), m, add and kl) end
-  if kf then put_now(per_key('kf', k, r), m, add and kf) end
   if kg then put_now(per_key('kg', k, r), m, add and kg) end
 end
 
@@ -248,23 +318,34 @@ local function unindex(f)
   index_state(f, -1)
 end
 
--- Brings key r of kind k in line with its tasks: a parked key keeps its
--- latest lease as score and has no head in wf:k; a free key has its first
--- never-leased task there; a key without tasks is forgotten.
-local function refresh_key(k, r)
-  local heads, parked, walk = per_kind('kh', k), per_kind('pk', k), per_kind('wf', k)
-  local current = redis.call('HGET', heads, r)
-  local want, want_score = false, nil
+-- Whether key r of kind k is free (not parked), after bringing its
+-- parking in line with its tasks: a parked key keeps its latest lease as
+-- score; a key without tasks is forgotten.
+local function key_is_free(k, r)
+  local parked = per_kind('pk', k)
   if redis.call('EXISTS', per_key('kg', k, r)) == 0 then
     redis.call('ZREM', parked, r)
   elseif redis.call('ZSCORE', parked, r) then
     local last = redis.call('ZRANGE', per_key('kl', k, r), -1, -1, 'WITHSCORES')
     redis.call('ZADD', parked, last[2] or '-inf', r)
   else
-    local first = redis.call('ZRANGE', per_key('kf', k, r), 0, 0, 'WITHSCORES')
+    return true
+  end
+  return false
+end
+
+-- Puts the head of key r in band tag's wf in line: the first never-leased
+-- task of the band when the key is free, none when it is not.
+local function set_head(k, r, free, tag)
+  local heads = per_band('kh', tag, k)
+  local current = redis.call('HGET', heads, r)
+  local want, want_score = false, nil
+  if free then
+    local first = redis.call('ZRANGE', per_key('kf' .. tag, k, r), 0, 0, 'WITHSCORES')
     if first[1] then want, want_score = first[1], first[2] end
   end
   if current ~= want then
+    local walk = per_band('wf', tag, k)
     if current then redis.call('ZREM', walk, current) end
     if want then
       redis.call('ZADD', walk, want_score, want)
@@ -275,12 +356,28 @@ local function refresh_key(k, r)
   end
 end
 
--- Parks key r of kind k (busy until its latest lease): its head leaves wf:k
--- until a claim at or after that lease unparks it.
-local function park_key(k, r)
+-- Brings key r of kind k in line with its tasks in band tag, and in band
+-- other if given: the bands whose kf a write changed (a task's band, or
+-- the two bands of a new priority). The other bands' heads do not change.
+local function refresh_key(k, r, tag, other)
+  local free = key_is_free(k, r)
+  set_head(k, r, free, tag)
+  if other and other ~= tag then set_head(k, r, free, other) end
+end
+
+-- refresh_key in every band of the list tags.
+local function refresh_key_in(k, r, tags)
+  local free = key_is_free(k, r)
+  for _, tag in ipairs(tags) do set_head(k, r, free, tag) end
+end
+
+-- Parks key r of kind k (busy until its latest lease; it has tasks): its
+-- heads leave the wf of every band of tags until a claim at or after that
+-- lease unparks it.
+local function park_key(k, r, tags)
   local last = redis.call('ZRANGE', per_key('kl', k, r), -1, -1, 'WITHSCORES')
   redis.call('ZADD', per_kind('pk', k), last[2] or '-inf', r)
-  refresh_key(k, r)
+  for _, tag in ipairs(tags) do set_head(k, r, false, tag) end
 end
 
 -- Reads the hash fields of a script argument list: ARGV[i] is the number of

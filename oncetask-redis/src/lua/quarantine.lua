@@ -6,7 +6,7 @@ local key = task_key(id)
 local f = to_table(redis.call('HGETALL', key))
 if not indexable(f) or f.ver ~= version then return 0 end
 unindex(f)
-if f.rk then refresh_key(f.kenc, f.rk) end
+if f.rk then refresh_key(f.kenc, f.rk, band(f.pri)) end
 redis.call('HSET', key, 'bad', reason)
 mark_bad(f.kenc, id, reason)
 return 1

@@ -8,9 +8,10 @@
 -- The stored task is read only in the fields that decide the write and its
 -- index entries (never the payload); only the change's fields are written,
 -- and only the index entries that differ are touched. A swap never changes
--- the kind, the resource key or the creation time, so the listings stay.
+-- the kind, the resource key or the creation time, so the listings stay;
+-- a new priority moves the task's claim entries to its new band.
 local READ = { 'fmt', 'bad', 'ver', 'kenc', 'kind', 'rk', 'ord', 'done', 'dst', 'canc',
-  'lease', 'wait' }
+  'lease', 'wait', 'pri' }
 local out, changed, i = {}, {}, 3
 for j = 1, tonumber(ARGV[2]) do
   local id, expected, notice = ARGV[i], ARGV[i + 1], ARGV[i + 2]
@@ -26,6 +27,7 @@ for j = 1, tonumber(ARGV[2]) do
     fmt = h[1] or nil, bad = h[2] or nil, ver = h[3] or nil, kenc = h[4] or nil,
     kind = h[5] or nil, rk = h[6] or nil, ord = h[7] or nil, done = h[8] or nil,
     dst = h[9] or nil, canc = h[10] or nil, lease = h[11] or nil, wait = h[12] or nil,
+    pri = h[13] or nil,
   }
   if not f.fmt and not f.bad and redis.call('EXISTS', key) == 0 then
     out[j] = 'N'
@@ -36,14 +38,14 @@ for j = 1, tonumber(ARGV[2]) do
   else
     local new = {
       kenc = f.kenc, rk = f.rk, ord = f.ord, done = f.done, dst = f.dst, canc = f.canc,
-      lease = f.lease, wait = f.wait,
+      lease = f.lease, wait = f.wait, pri = f.pri,
     }
     for a = first, dels - 1, 2 do new[ARGV[a]] = ARGV[a + 1] end
     for d = dels + 1, dels + n_dels do new[ARGV[d]] = nil end
     restate(f, new)
     redis.call('HSET', key, unpack(ARGV, first, dels - 1))
     if n_dels > 0 then redis.call('HDEL', key, unpack(ARGV, dels + 1, dels + n_dels)) end
-    if f.rk then refresh_key(f.kenc, f.rk) end
+    if f.rk then refresh_key(f.kenc, f.rk, band(f.pri), band(new.pri)) end
     if notice ~= '0' then note(changed, f.kind, notice == '2') end
     out[j] = 'A'
   end

@@ -611,6 +611,7 @@ async fn claim(
         now: claimed_at,
         grant,
         mode,
+        order: registration.next_claim_order(),
     };
     let span = tracing::debug_span!(
         "oncetask.claim",
