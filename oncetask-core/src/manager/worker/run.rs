@@ -158,6 +158,13 @@ pub(super) async fn run_claimed(
     run.report
 }
 
+/// Whether tasks given back never started (their attempt is taken back).
+#[derive(Clone, Copy)]
+enum Unstarted {
+    Yes,
+    No,
+}
+
 /// How a guarded handler run ended.
 pub(super) enum Ended {
     Finished(HandlerOutcome),
@@ -212,7 +219,10 @@ impl Run<'_> {
                 held.into_iter().partition(|t| t.is_cancelled);
             held = live;
             if !cancelled.is_empty() {
-                self.hand_back_unstarted(cancelled, path).await;
+                // Handed back unrun, the attempt taken back: the next
+                // claim runs its cancellation path.
+                let why = "cancelled before its handler started";
+                self.give_back(cancelled, path, Unstarted::Yes, why).await;
             }
             if held.is_empty() {
                 if last {
@@ -275,9 +285,12 @@ impl Run<'_> {
         }
         match ended {
             Ended::Finished(result) => self.record(held, path, result, None).await,
-            Ended::Interrupted => self.release(held, path, "interrupted by shutdown").await,
+            Ended::Interrupted => {
+                let why = "interrupted by shutdown";
+                self.give_back(held, path, Unstarted::No, why).await
+            }
             Ended::LeaseLost => {
-                self.release(held, path, "lease could not be extended")
+                self.give_back(held, path, Unstarted::No, "lease could not be extended")
                     .await
             }
         }
@@ -308,26 +321,6 @@ impl Run<'_> {
         kept
     }
 
-    /// Gives back, unrun and with the claim's attempt taken back, tasks
-    /// cancelled between their claim and their main handler's start: the
-    /// next claim runs their cancellation path.
-    async fn hand_back_unstarted(&mut self, tasks: Vec<Task>, path: HandlerPath) {
-        let now = self.inner.now();
-        let token = self.token;
-        let ids: Vec<String> = tasks.iter().map(|t| t.id.clone()).collect();
-        let results = apply_many(self.inner.store.as_ref(), tasks, Change::Release, |t| {
-            lifecycle::unclaim(t, token)
-        })
-        .await;
-        let why = "cancelled before its handler started";
-        for (id, applied) in ids.into_iter().zip(results) {
-            let status = self
-                .written(&id, applied, now)
-                .and_then(|_| Err(NotStored::Released(why.to_owned())));
-            self.note(id, path, Some(why.to_owned()), status);
-        }
-    }
-
     /// The span of one write of a run's tasks (an outcome or a release):
     /// its `ok` or `released` field is recorded by the caller.
     pub(super) fn outcome_span(&self, tasks: usize, path: HandlerPath) -> tracing::Span {
@@ -342,19 +335,34 @@ impl Run<'_> {
         )
     }
 
-    /// Gives the leases of `held` back without an outcome (shutdown, or a
-    /// lease that could not be kept): the tasks are ready again at once.
-    async fn release(&mut self, held: Vec<Task>, path: HandlerPath, why: &str) {
+    /// Gives the leases of `held` back without an outcome (shutdown, a
+    /// lease that could not be kept, or a task cancelled before its handler
+    /// started, which also takes the claim's attempt back): the tasks are
+    /// ready again at once.
+    async fn give_back(
+        &mut self,
+        held: Vec<Task>,
+        path: HandlerPath,
+        unstarted: Unstarted,
+        why: &str,
+    ) {
         let now = self.inner.now();
         let token = self.token;
         let ids: Vec<String> = held.iter().map(|t| t.id.clone()).collect();
         let span = self.outcome_span(ids.len(), path);
         span.record("released", why);
-        let results = apply_many(self.inner.store.as_ref(), held, Change::Release, |t| {
-            lifecycle::release(t, token)
-        })
-        .instrument(span)
-        .await;
+        let results =
+            apply_many(
+                self.inner.store.as_ref(),
+                held,
+                Change::Release,
+                |t| match unstarted {
+                    Unstarted::Yes => lifecycle::unclaim(t, token),
+                    Unstarted::No => lifecycle::release(t, token),
+                },
+            )
+            .instrument(span)
+            .await;
         for (id, applied) in ids.into_iter().zip(results) {
             let reason = match self.written(&id, applied, now) {
                 Ok(_) => NotStored::Released(why.to_owned()),
