@@ -167,6 +167,7 @@ pub async fn only_an_unversioned_delete_removes_an_undecodable_document(
     let versioned = oncetask_core::store::Delete {
         id: "bad".into(),
         expected_version: Some(0),
+        expected_revision: None,
     };
     assert_eq!(
         delete_all(&store, &[versioned]).await,

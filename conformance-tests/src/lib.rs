@@ -100,6 +100,7 @@ pub mod corruption;
 pub mod create;
 pub mod delete;
 pub mod env_isolation;
+pub mod finished;
 pub mod fleet;
 pub mod hostile;
 pub mod inspect;
@@ -107,10 +108,13 @@ pub mod manager;
 pub mod model;
 pub mod notify;
 pub mod outcome;
+pub mod pause;
 pub mod read;
 pub mod recurrence;
 pub mod reset;
 pub mod resource_keys;
+pub mod starts;
+pub mod storage;
 
 /// A source of isolated stores for the suite.
 ///
@@ -248,6 +252,24 @@ macro_rules! __conformance_list {
                 claim_leaves_other_kinds_and_envs_untouched,
                 claim_of_an_empty_store_returns_nothing,
                 claim_skips_an_undecodable_document_reports_it_and_takes_the_next_task,
+            }
+            async finished {
+                find_finished_selects_one_status_up_to_the_cutoff_in_finish_order,
+                find_finished_pages_by_cursor_with_ties_by_id,
+                a_tombstone_is_found_apart_and_still_holds_its_id,
+            }
+            async pause {
+                pauses_are_stored_per_env_and_kind_and_report_changes,
+                pausing_a_kind_with_odd_characters_pauses_only_it,
+                a_pause_is_announced_as_a_change_touching_claimed_tasks,
+            }
+            async starts {
+                starts_are_granted_up_to_the_limit_of_each_window,
+                limiters_are_separate_per_env_kind_and_key,
+                concurrent_takers_never_exceed_the_limit,
+            }
+            async storage {
+                storage_stats_count_documents_per_status_with_tombstones_apart,
             }
             async claim_priority {
                 a_claim_takes_higher_priorities_first_then_claim_order,
@@ -485,6 +507,26 @@ macro_rules! __conformance_list {
                     task_options_are_stored_and_an_operator_can_reprioritize,
                     higher_priority_tasks_run_first,
                     a_low_priority_task_starts_within_n_claims_under_a_high_priority_stream,
+                }
+                async retention {
+                    a_pruned_task_keeps_its_id_and_refuses_cancel_and_reset,
+                    each_status_has_its_period_and_unfinished_tasks_stay,
+                    a_dry_run_counts_and_changes_nothing,
+                    concurrent_pruners_never_delete_twice_nor_touch_unfinished_tasks,
+                    a_task_reset_after_the_pruner_read_it_is_left_alone,
+                }
+                async pause {
+                    a_paused_kind_claims_nothing_in_any_manager_until_resumed,
+                    a_resume_from_another_process_wakes_workers_at_once,
+                    pausing_hands_back_tasks_claimed_ahead,
+                }
+                async rate_limit {
+                    a_kind_rate_limit_holds_exactly_across_managers,
+                    a_resource_key_limit_defers_the_extra_tasks_without_counting_attempts,
+                    rate_limited_workers_start_each_window_as_it_opens,
+                }
+                async bulk {
+                    failed_tasks_of_a_kind_or_key_are_counted_redriven_and_deleted,
                 }
                 async runtime {
                     a_create_wakes_idle_workers_at_once,

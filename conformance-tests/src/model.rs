@@ -28,7 +28,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use oncetask_core::lifecycle::{self, HandlerPath, LeaseGrant, Rejection};
 use oncetask_core::store::{
     ClaimMode, ClaimOrder, ClaimRequest, Claimed, CreateOutcome, Delete, DeleteOutcome, Fetched,
-    StatusCounts, Swap, SwapOutcome, TaskFilter,
+    FinishedQuery, StartsRequest, StatusCounts, Swap, SwapOutcome, TaskFilter,
 };
 use oncetask_core::{HandlerError, LeaseToken, Store, StoreError, Task};
 use proptest::prelude::*;
@@ -711,7 +711,13 @@ pub fn model_matches_store(factory: &impl StoreFactory) {
 pub struct ModelStore {
     tasks: Arc<Mutex<BTreeMap<String, Task>>>,
     ties: ClaimTies,
+    /// Paused `(env, kind)` pairs.
+    paused: Arc<Mutex<BTreeSet<(String, String)>>>,
+    /// Rate limiters: `(env, kind, key)` to `(window start, taken)`.
+    limiters: Arc<Mutex<Limiters>>,
 }
+
+type Limiters = BTreeMap<(String, String, Option<String>), (DateTime<Utc>, u32)>;
 
 impl ModelStore {
     /// A model whose claims break exact ties as `ties` says (the backend
@@ -921,5 +927,76 @@ impl Store for ModelStore {
                 .filter(|due| *due > after)
                 .min()
         })
+    }
+
+    /// A full scan, filtered by the query's own rule and sorted.
+    async fn find_finished(&self, query: &FinishedQuery) -> Result<Vec<Task>, StoreError> {
+        self.with(|tasks| {
+            let mut found: Vec<Task> = tasks
+                .values()
+                .filter(|t| query.matches(t))
+                .cloned()
+                .collect();
+            found.sort_by(|a, b| (a.done_at, &a.id).cmp(&(b.done_at, &b.id)));
+            found.truncate(query.limit);
+            found
+        })
+    }
+
+    async fn set_paused(&self, env: &str, kind: &str, paused: bool) -> Result<bool, StoreError> {
+        let mut set = self
+            .paused
+            .lock()
+            .map_err(|_| StoreError::backend("model lock poisoned"))?;
+        let key = (env.to_owned(), kind.to_owned());
+        Ok(if paused {
+            set.insert(key)
+        } else {
+            set.remove(&key)
+        })
+    }
+
+    async fn paused_kinds(&self, env: &str) -> Result<Vec<String>, StoreError> {
+        let set = self
+            .paused
+            .lock()
+            .map_err(|_| StoreError::backend("model lock poisoned"))?;
+        Ok(set
+            .iter()
+            .filter(|(e, _)| e == env)
+            .map(|(_, k)| k.clone())
+            .collect())
+    }
+
+    async fn take_starts(&self, requests: &[StartsRequest]) -> Result<Vec<u32>, StoreError> {
+        let mut limiters = self
+            .limiters
+            .lock()
+            .map_err(|_| StoreError::backend("model lock poisoned"))?;
+        Ok(requests
+            .iter()
+            .map(|r| {
+                let key = (r.env.clone(), r.kind.clone(), r.resource_key.clone());
+                let (granted, next) = r.grant(limiters.get(&key).copied());
+                if let Some(next) = next {
+                    limiters.insert(key, next);
+                }
+                granted
+            })
+            .collect())
+    }
+
+    async fn return_starts(&self, requests: &[StartsRequest]) -> Result<(), StoreError> {
+        let mut limiters = self
+            .limiters
+            .lock()
+            .map_err(|_| StoreError::backend("model lock poisoned"))?;
+        for r in requests {
+            let key = (r.env.clone(), r.kind.clone(), r.resource_key.clone());
+            if let Some(next) = r.give_back(limiters.get(&key).copied()) {
+                limiters.insert(key, next);
+            }
+        }
+        Ok(())
     }
 }

@@ -17,7 +17,7 @@ use oncetask_core::store::{
     Change, ClaimMode, ClaimOrder, ClaimRequest, Claimed, CreateOutcome, Delete, DeleteOutcome,
     Fetched, Swap, SwapOutcome,
 };
-use oncetask_core::{JsonObject, LeaseToken, Task};
+use oncetask_core::{AttemptError, JsonObject, LeaseToken, Outcome, Task, TaskStatus};
 use serde_json::{Value, json};
 
 /// Environment most tests run in.
@@ -129,6 +129,34 @@ impl TaskBuilder {
         self.task.leased_until = Some(until);
         self.task.lease_token = Some(LeaseToken::generate());
         self.task.attempts += 1;
+        self
+    }
+
+    /// Makes the task finished at `at` with `status` (completed, failed or
+    /// cancelled), as a run would have left it: one attempt, an error for
+    /// a failure, the cancel flag for a cancel.
+    pub fn finished(mut self, status: TaskStatus, at: DateTime<Utc>) -> Self {
+        let task = &mut self.task;
+        task.done_at = Some(at);
+        task.attempts = 1;
+        match status {
+            TaskStatus::Completed => {
+                task.outcome = Some(Outcome::Completed);
+                task.result = Some(Value::String("done".into()));
+            }
+            TaskStatus::Failed => {
+                task.outcome = Some(Outcome::Failed);
+                task.errors = vec![AttemptError {
+                    at,
+                    error: "boom".into(),
+                }];
+            }
+            _ => {
+                task.outcome = Some(Outcome::Cancelled);
+                task.is_cancelled = true;
+                task.cancelled_at = Some(at);
+            }
+        }
         self
     }
 

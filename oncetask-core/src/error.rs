@@ -81,6 +81,16 @@ pub enum Error {
         /// Task id.
         id: String,
     },
+    /// The task was pruned to a tombstone ([`crate::Task::is_tombstone`]):
+    /// its payload is gone, so it can be neither cancelled nor reset. It
+    /// can still be deleted (which also drops its idempotency).
+    #[error(
+        "task {id} was pruned to a tombstone: its payload is gone, so it cannot be cancelled or reset (delete it to create it again)"
+    )]
+    Pruned {
+        /// Task id.
+        id: String,
+    },
     /// A handler is already registered for this kind.
     #[error("handler for this task kind already exists: task kind {kind}")]
     HandlerAlreadyExists {

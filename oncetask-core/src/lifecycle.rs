@@ -26,6 +26,7 @@ use serde_json::Value;
 use crate::error::HandlerError;
 use crate::recurrence::RecurrenceError;
 use crate::retry::RetryPolicy;
+use crate::status::TaskStatus;
 use crate::task::{AttemptError, LeaseToken, Outcome, Task, format_timestamp};
 
 /// The lease a claim hands out: one fresh token for every task of the claim.
@@ -463,6 +464,31 @@ pub fn unclaim(stored: &Task, token: &LeaseToken) -> Result<Task, Rejection> {
     Ok(next)
 }
 
+/// Gives back the lease of a task that may not start yet (its resource
+/// key's rate limit is spent): like [`unclaim`] (the attempt is taken back),
+/// and the task waits until `until`, when the limit's next window opens.
+/// Written as a [`Change::Snooze`](crate::store::Change::Snooze) that counts
+/// no snooze.
+///
+/// ```
+/// use chrono::{TimeDelta, Utc};
+/// use oncetask_core::lifecycle::{self, LeaseGrant};
+/// use oncetask_core::Task;
+///
+/// let now = Utc::now();
+/// let grant = LeaseGrant::new(now, std::time::Duration::from_secs(60));
+/// let leased = lifecycle::claim(&Task::new("t1", "sync", "prod", now), &grant);
+/// let next_window = now + TimeDelta::seconds(1);
+/// let deferred = lifecycle::defer(&leased, &grant.token, next_window).unwrap();
+/// assert_eq!((deferred.attempts, deferred.snoozes), (0, 0));
+/// assert_eq!(deferred.wait_until, Some(next_window));
+/// ```
+pub fn defer(stored: &Task, token: &LeaseToken, until: DateTime<Utc>) -> Result<Task, Rejection> {
+    let mut next = unclaim(stored, token)?;
+    next.wait_until = Some(until);
+    Ok(next)
+}
+
 /// Extends a live lease (heartbeat). Fails if the lease was lost, including
 /// when it already expired at `now`: by then another task of its resource key
 /// may hold the key, and reviving the lease would give the key two holders.
@@ -497,7 +523,8 @@ pub fn cancel(stored: &Task, now: DateTime<Utc>) -> Result<Task, Rejection> {
 /// Puts a terminal task back to pending with its execution history cleared.
 /// A reset generator resumes from the first slot after the reset (W26).
 pub fn reset(stored: &Task) -> Result<Task, Rejection> {
-    if !stored.is_done() {
+    // A tombstone has lost its payload: running it again would run nothing.
+    if !stored.is_done() || stored.is_tombstone() {
         return Err(Rejection::NotApplicable);
     }
     let mut next = next_version(stored);
@@ -513,6 +540,52 @@ pub fn reset(stored: &Task) -> Result<Task, Rejection> {
     next.result = None;
     next.outcome = None;
     next.snoozes = 0;
+    Ok(next)
+}
+
+/// Turns a finished task into a tombstone (a pruner's change): the
+/// payload, result and error history are emptied and [`Task::pruned_at`]
+/// set to `now`; identity, kind, env, resource key, lineage, status and
+/// finish time stay, so a create of the same id still answers "already
+/// exists".
+///
+/// The attempt count is rewritten so that readers without the explicit
+/// [`Task::outcome`] (the Go package, which tells completed from failed by
+/// "more attempts than errors") derive the same status from the tombstone:
+/// at least 1 for a completed task, 0 for a failed one; a cancelled task
+/// keeps its count (its cancel flag decides).
+///
+/// ```
+/// use chrono::Utc;
+/// use oncetask_core::{Task, TaskStatus};
+/// use oncetask_core::lifecycle;
+///
+/// let now = Utc::now();
+/// let mut task = Task::new("a", "k", "E", now);
+/// assert!(lifecycle::prune(&task, now).is_err(), "not finished");
+/// task.done_at = Some(now);
+/// task.outcome = Some(oncetask_core::Outcome::Failed);
+/// task.attempts = 3;
+/// let tombstone = lifecycle::prune(&task, now).unwrap();
+/// assert!(tombstone.is_tombstone());
+/// assert_eq!(tombstone.status(now), TaskStatus::Failed);
+/// assert!(lifecycle::prune(&tombstone, now).is_err(), "already a tombstone");
+/// ```
+pub fn prune(stored: &Task, now: DateTime<Utc>) -> Result<Task, Rejection> {
+    if !stored.is_done() || stored.is_tombstone() {
+        return Err(Rejection::NotApplicable);
+    }
+    let status = stored.status(now);
+    let mut next = next_version(stored);
+    next.data = crate::task::JsonObject::new();
+    next.result = None;
+    next.errors = Vec::new();
+    next.attempts = match status {
+        TaskStatus::Completed => stored.attempts.max(1),
+        TaskStatus::Failed => 0,
+        _ => stored.attempts,
+    };
+    next.pruned_at = Some(now);
     Ok(next)
 }
 

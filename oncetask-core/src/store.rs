@@ -22,10 +22,16 @@ use crate::task::Task;
 
 pub mod connect;
 pub mod defaults;
+mod finished;
 mod forward;
+mod rate;
+mod storage;
 mod swap;
 pub use connect::{ConnectOptions, redact_password};
+pub use finished::{DEFAULT_FINISHED_PAGE, FinishedQuery};
 pub use forward::Forward;
+pub use rate::{StartsRequest, window_start};
+pub use storage::{StorageFigure, StorageStats, StoredSize};
 pub use swap::{Announce, Change, Fence, Field, Swap, SwapOutcome};
 
 /// A durable home for tasks.
@@ -126,6 +132,51 @@ pub trait Store: Send + Sync + 'static {
         defaults::inspect_with_primitives(self, env, now).await
     }
 
+    /// Finished tasks for a pruner ([`FinishedQuery::matches`]), in
+    /// `(done_at, id)` order, at most `query.limit`. Documents that cannot
+    /// be decoded are not listed.
+    ///
+    /// The default pages through [`Store::find`] (every task of the kind
+    /// with that status is read); backends override it with a query on
+    /// the finish time.
+    async fn find_finished(&self, query: &FinishedQuery) -> Result<Vec<Task>, StoreError> {
+        defaults::finished_by_listing(self, query).await
+    }
+
+    /// Pauses (`paused`) or resumes a kind of `env` for every process
+    /// sharing the store: stored, so it outlives the processes. Returns
+    /// whether the state changed. A change publishes a notice for the kind
+    /// with [`Notification::may_touch_claimed`] set, so that managers
+    /// re-read the paused kinds ([`Store::paused_kinds`]) at once.
+    async fn set_paused(&self, env: &str, kind: &str, paused: bool) -> Result<bool, StoreError>;
+
+    /// The paused kinds of `env`, sorted.
+    async fn paused_kinds(&self, env: &str) -> Result<Vec<String>, StoreError>;
+
+    /// Takes starts from rate limiters, one answer per request in input
+    /// order: how many starts each granted ([`StartsRequest`] has the rule).
+    /// Each request is atomic across processes; the batch as a whole need
+    /// not be. A limiter may be forgotten once its window has ended.
+    async fn take_starts(&self, requests: &[StartsRequest]) -> Result<Vec<u32>, StoreError>;
+
+    /// Gives starts taken but not used back to their limiters' windows
+    /// ([`StartsRequest::give_back`]).
+    async fn return_starts(&self, requests: &[StartsRequest]) -> Result<(), StoreError>;
+
+    /// What the tasks of `env` take up: documents and bytes per status,
+    /// tombstones apart, and the backend's own figures, each labelled with
+    /// how it was obtained ([`StorageStats`]).
+    ///
+    /// The default lists every task of `env` and counts them, with no
+    /// sizes ([`defaults::storage_by_listing`]).
+    async fn storage_stats(
+        &self,
+        env: &str,
+        now: DateTime<Utc>,
+    ) -> Result<StorageStats, StoreError> {
+        defaults::storage_by_listing(self, env, now).await
+    }
+
     /// How many claims of one kind a manager may have in flight against
     /// this store at once. Backends whose claims pass over the rows other
     /// claimers hold (SQL `SKIP LOCKED`, a server-side script, a lock)
@@ -152,8 +203,10 @@ pub trait Store: Send + Sync + 'static {
     ///
     /// Backends publish on writes that can make a task ready or free a
     /// resource key (create, swap, delete); claims need not publish. Cancels,
-    /// resets and deletes (and writes the backend cannot classify) must be
-    /// published with [`Notification::may_touch_claimed`] set: only those make
+    /// resets, pauses and resumes, deletes of tasks that are not done (and
+    /// writes the backend cannot classify) must be published with
+    /// [`Notification::may_touch_claimed`] set (deleting a finished task
+    /// frees nothing and need not be published at all): only those make
     /// workers re-read the tasks they claimed ahead, so a backend that
     /// leaves it unset lets a task cancelled meanwhile start its main
     /// handler (its outcome is still written as cancelled). Notices may be
@@ -319,6 +372,12 @@ pub struct Delete {
     /// Remove only if the stored task still has this version. `None` removes
     /// whatever is stored (also a document that cannot be decoded).
     pub expected_version: Option<u64>,
+    /// With an expected version, on a backend with revisions
+    /// ([`Task::revision`]): remove only if the stored document is still at
+    /// this revision too, so a write by a writer that does not bump the
+    /// version (the Go package on a shared Firestore collection) also makes
+    /// the delete conflict. Ignored by backends without revisions.
+    pub expected_revision: Option<crate::task::Revision>,
 }
 
 impl Delete {
@@ -327,14 +386,17 @@ impl Delete {
         Self {
             id: id.into(),
             expected_version: None,
+            expected_revision: None,
         }
     }
 
-    /// Removes `task` only if it is still stored at its version.
+    /// Removes `task` only if it is still stored at its version (and, on a
+    /// backend with revisions, at the revision it was read at).
     pub fn exact(task: &Task) -> Self {
         Self {
             id: task.id.clone(),
             expected_version: Some(task.version),
+            expected_revision: task.revision,
         }
     }
 }

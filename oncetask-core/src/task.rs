@@ -106,6 +106,11 @@ pub struct Task {
     /// decide. Fixed at create.
     #[serde(default)]
     pub max_attempts: Option<u32>,
+    /// Set when a pruner turned the finished task into a tombstone
+    /// ([`crate::lifecycle::prune`]): its payload, result and errors are
+    /// gone; its id still answers "already exists" to a create.
+    #[serde(default)]
+    pub pruned_at: Option<DateTime<Utc>>,
     /// The stored revision this copy was read from or written as, for
     /// backends whose documents other writers may change without touching
     /// `version` (Firestore, shared with the Go package). `None` for tasks
@@ -145,6 +150,7 @@ impl PartialEq for Task {
             snoozes,
             priority,
             max_attempts,
+            pruned_at,
             revision: _,
         } = self;
         *id == other.id
@@ -171,6 +177,7 @@ impl PartialEq for Task {
             && *snoozes == other.snoozes
             && *priority == other.priority
             && *max_attempts == other.max_attempts
+            && *pruned_at == other.pruned_at
     }
 }
 
@@ -240,6 +247,8 @@ pub struct TaskParts {
     pub priority: i8,
     /// Per-task attempt limit, overriding the retry policy's.
     pub max_attempts: Option<u32>,
+    /// When the task became a tombstone.
+    pub pruned_at: Option<DateTime<Utc>>,
     /// The stored revision this copy was read from or written as, for
     /// backends whose documents other writers may change without touching
     /// `version` (Firestore, shared with the Go package). `None` for tasks
@@ -279,6 +288,7 @@ impl From<TaskParts> for Task {
             snoozes,
             priority,
             max_attempts,
+            pruned_at,
             revision,
         } = parts;
         Task {
@@ -306,6 +316,7 @@ impl From<TaskParts> for Task {
             snoozes,
             priority,
             max_attempts,
+            pruned_at,
             revision,
         }
     }
@@ -346,6 +357,7 @@ impl Task {
             snoozes: 0,
             priority: 0,
             max_attempts: None,
+            pruned_at: None,
             revision: None,
         }
     }
@@ -378,6 +390,7 @@ impl Task {
             snoozes,
             priority,
             max_attempts,
+            pruned_at,
             revision,
         } = self;
         TaskParts {
@@ -405,6 +418,7 @@ impl Task {
             snoozes,
             priority,
             max_attempts,
+            pruned_at,
             revision,
         }
     }
@@ -453,6 +467,12 @@ impl Task {
     /// True once the task reached a terminal state.
     pub fn is_done(&self) -> bool {
         self.done_at.is_some()
+    }
+
+    /// True when a pruner turned the task into a tombstone
+    /// ([`Task::pruned_at`]): only its identity, status and finish time remain.
+    pub fn is_tombstone(&self) -> bool {
+        self.pruned_at.is_some()
     }
 
     /// True when the task holds a lease that has not expired at `now`.

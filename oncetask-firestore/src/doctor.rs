@@ -279,6 +279,21 @@ pub(crate) fn query_shapes(
         "kinds: a kind's tasks".to_owned(),
         queries::scan_query(collection, env, Some(kind), None, false),
     ));
+    out.push((
+        "find_finished: a kind's finished tasks by finish time".to_owned(),
+        queries::finished_query(collection, env, kind, now),
+    ));
+    out.push((
+        "find_finished: a kind's tasks finished in one whole second".to_owned(),
+        queries::finished_at_query(collection, env, kind, "2026-01-01T00:00:00Z"),
+    ));
+    for (what, q) in queries::tombstone_count_queries(collection, env) {
+        out.push((format!("storage_stats: tombstones, {what:?}"), q));
+    }
+    out.push((
+        "storage_stats: tombstones of Go-finished tasks".to_owned(),
+        queries::tombstones_not_cancelled_query(collection, env),
+    ));
     for below in [None, Some(now)] {
         let step = if below.is_some() { "next" } else { "first" };
         out.push((
@@ -328,7 +343,7 @@ impl FirestoreStore {
     /// first one (the shapes are the same for every kind; none given uses a
     /// placeholder). The COUNT shapes of `count_by_status` run as plain
     /// queries: an aggregation needs the index its query needs. Costs one
-    /// read per shape (about 30), one document read, one write and one
+    /// read per shape (about 40), one document read, one write and one
     /// delete.
     ///
     /// A missing index or a refused permission is a failed check of the

@@ -34,15 +34,28 @@
 //! | `snoozes` | integer ≥ 1; absent at 0 | 0 |
 //! | `priority` | integer in [`PRIORITY_RANGE`] (-10..=10) other than 0; absent at 0 | 0 |
 //! | `maxAttempts` | integer ≥ 1; absent without a per-task limit | no per-task limit (the retry policy decides) |
+//! | `prunedAt` | time string: when a pruner turned the finished task into a tombstone; absent otherwise | not a tombstone |
 //!
-//! The last three are written only when they differ from their default, so
+//! The last four are written only when they differ from their default, so
 //! the default has one spelling, the one every Go document has: absence. A
 //! swap that sets one back to its default names it in its update mask and
 //! leaves it out of the fields, which removes it (a reset clears `snoozes`
 //! that way). A Firestore query that filters or orders on a field leaves
-//! out every document without it, so no query may use these three: an
+//! out every document without it, so no query may use the first three: an
 //! order by priority would skip every default-priority task, Go's and
-//! Rust's alike. Go ignores them: a Go worker claims in its own order,
+//! Rust's alike. Queries name `prunedAt` only to select tombstones (every
+//! tombstone is a Rust write, so all of them have it); full documents are
+//! told from tombstones on the client.
+//!
+//! # Tombstones
+//!
+//! A prune ([`oncetask_core::lifecycle::prune`]) rewrites `data` to `{}`,
+//! `errors` to `[]`, `result` to null and `attempts` so that Go's count
+//! rule (completed when `attempts` exceeds the number of errors) gives the
+//! status the task had, and sets `prunedAt`. Every Go field stays, with the
+//! type Go reads, so the Go package decodes a tombstone as a finished task
+//! with an empty payload and the same status, and its `create` of the id
+//! still finds the document. Go ignores them: a Go worker claims in its own order,
 //! applies its own retry limit, and a Go reset leaves `snoozes` as it was.
 //! Reads also take null for absent, and refuse a value out of range (a
 //! priority outside [`PRIORITY_RANGE`], a negative count, a `maxAttempts`
@@ -329,15 +342,7 @@ pub fn encode_task(task: &Task) -> Result<Fields, EncodeError> {
     }
     let mut f = encode_changes(task)?;
     f.extend(fixed_fields(task));
-    f.insert(
-        "data".to_owned(),
-        map_value(
-            task.data
-                .iter()
-                .map(|(k, v)| (k.clone(), payload_value(v)))
-                .collect(),
-        ),
-    );
+    f.insert(DATA.to_owned(), data_value(task));
     Ok(f)
 }
 
@@ -380,15 +385,23 @@ pub const PRIORITY: &str = "priority";
 /// one).
 pub const MAX_ATTEMPTS: &str = "maxAttempts";
 
+/// When a pruner turned the task into a tombstone (Rust-only; absent on a
+/// full document).
+pub const PRUNED_AT: &str = "prunedAt";
+
+/// The payload field, which only a prune writes (it empties it).
+pub const DATA: &str = "data";
+
 /// The fields a swap may change ([`oncetask_core::Store::swap`] never changes
-/// a task's identity, payload, resource key, schedule or lineage): the
-/// union of every change's [`change_mask`]. A swap writes only its change's
-/// fields, under an update mask, so it leaves the payload exactly as stored
+/// a task's identity, resource key, schedule or lineage, and the payload
+/// only to empty it in a prune): the union of every change's
+/// [`change_mask`]. A swap writes only its change's fields, under an update
+/// mask, so every change but a prune leaves the payload exactly as stored
 /// (a Go document's doubles stay doubles) and its request stays small
 /// whatever the payload's size. `leaseAttempt` is absent when there is no
-/// lease token, and `snoozes` and `priority` at 0: a masked write of an
-/// absent field removes it.
-pub const CHANGEABLE_FIELDS: [&str; 17] = [
+/// lease token, `snoozes` and `priority` at 0, and `prunedAt` on a full
+/// document: a masked write of an absent field removes it.
+pub const CHANGEABLE_FIELDS: [&str; 19] = [
     "waitUntil",
     WAIT_EXACT,
     "leasedUntil",
@@ -406,6 +419,8 @@ pub const CHANGEABLE_FIELDS: [&str; 17] = [
     "outcomeAt",
     SNOOZES,
     PRIORITY,
+    DATA,
+    PRUNED_AT,
 ];
 
 /// The document fields a swap of `change` writes (a subset of
@@ -431,6 +446,8 @@ pub fn change_mask(change: Change) -> Vec<&'static str> {
             Field::CancelledAt => &["cancelledAt"],
             Field::Snoozes => &[SNOOZES],
             Field::Priority => &[PRIORITY],
+            Field::Data => &[DATA],
+            Field::PrunedAt => &[PRUNED_AT],
         };
         for name in names {
             if !mask.contains(name) {
@@ -481,7 +498,8 @@ pub fn lease_fields(task: &Task) -> Result<Fields, EncodeError> {
     Ok(f)
 }
 
-/// Encodes the [`CHANGEABLE_FIELDS`] of a task. Fails like
+/// Encodes the [`CHANGEABLE_FIELDS`] of a task but the payload ([`DATA`],
+/// [`data_value`]: only a prune writes it). Fails like
 /// [`encode_task`] for a `waitUntil` beyond the stored format, and for a
 /// priority outside [`PRIORITY_RANGE`] (reads would refuse the document).
 pub fn encode_changes(task: &Task) -> Result<Fields, EncodeError> {
@@ -565,7 +583,22 @@ pub fn encode_changes(task: &Task) -> Result<Fields, EncodeError> {
     if task.priority != 0 {
         put(PRIORITY, integer(i64::from(task.priority)));
     }
+    // Absent on a full document (the one spelling Go documents have).
+    if let Some(pruned) = task.pruned_at {
+        put(PRUNED_AT, string(&format_time(pruned)));
+    }
     Ok(f)
+}
+
+/// The stored payload of `task` (`data`): a map whose numbers are doubles,
+/// as the Go package writes them (see "Numbers in `data`").
+pub fn data_value(task: &Task) -> Value {
+    map_value(
+        task.data
+            .iter()
+            .map(|(k, v)| (k.clone(), payload_value(v)))
+            .collect(),
+    )
 }
 
 fn encode_recurrence(r: &Recurrence) -> Value {
@@ -730,6 +763,7 @@ pub fn decode_task(fields: &Fields) -> Result<Task, DecodeError> {
                 )
             })?),
         },
+        pruned_at: d.opt_time(PRUNED_AT)?,
         revision: None,
     }
     .into())
@@ -1032,7 +1066,7 @@ pub fn value_to_json(v: &Value, path: &str) -> Result<Json, DecodeError> {
 mod tests {
     use super::*;
 
-    const CHANGES: [Change; 7] = [
+    const CHANGES: [Change; 8] = [
         Change::Heartbeat,
         Change::Release,
         Change::Outcome,
@@ -1040,6 +1074,7 @@ mod tests {
         Change::Reset,
         Change::Snooze,
         Change::Reprioritize,
+        Change::Prune,
     ];
 
     #[test]
@@ -1048,7 +1083,8 @@ mod tests {
     }
 
     #[test]
-    fn every_mask_is_within_the_changeable_fields_and_a_reset_writes_all_but_the_priority() {
+    fn every_mask_is_within_the_changeable_fields_and_a_reset_writes_all_but_priority_and_pruning()
+    {
         let mut union = Vec::new();
         for change in CHANGES {
             for name in change_mask(change) {
@@ -1065,8 +1101,38 @@ mod tests {
         assert_eq!(union, all);
         let mut reset = change_mask(Change::Reset);
         reset.sort_unstable();
-        all.retain(|name| *name != PRIORITY);
-        assert_eq!(reset, all, "a reset clears the history, not the priority");
+        all.retain(|name| ![PRIORITY, DATA, PRUNED_AT].contains(name));
+        assert_eq!(
+            reset, all,
+            "a reset clears the history, not the priority (tombstones are never reset)"
+        );
+    }
+
+    #[test]
+    fn a_prune_writes_the_payload_the_history_the_attempts_and_the_pruning_time_only() {
+        let mut mask = change_mask(Change::Prune);
+        mask.sort_unstable();
+        let mut expected = vec!["version", DATA, "errors", "result", "attempts", PRUNED_AT];
+        expected.sort_unstable();
+        assert_eq!(mask, expected);
+    }
+
+    #[test]
+    fn pruned_at_is_written_only_on_a_tombstone_and_reads_back() {
+        let now = oncetask_core::task::truncate_to_millis(Utc::now());
+        let mut task = Task::new("t", "k", "e", now);
+        assert!(!encode_task(&task).expect("encodes").contains_key(PRUNED_AT));
+        task.done_at = Some(now);
+        task.outcome = Some(Outcome::Completed);
+        task.attempts = 1;
+        task.data = serde_json::Map::from_iter([("to".to_owned(), Json::from("a"))]);
+        let tombstone = oncetask_core::lifecycle::prune(&task, now).expect("finished");
+        let fields = encode_task(&tombstone).expect("encodes");
+        assert_eq!(fields[PRUNED_AT], string(&format_time(now)));
+        let mut back = decode_task(&fields).expect("decodes");
+        back.revision = None;
+        assert_eq!(back, tombstone);
+        assert!(back.is_tombstone());
     }
 
     #[test]

@@ -419,6 +419,131 @@ pub(crate) fn oldest_pending_query(
     )
 }
 
+/// Finished tasks of `env`/`kind` whose stored `doneAt` is at most
+/// `upper` (an RFC 3339 string), in `doneAt` order, then id: what a pruner
+/// reads ([`oncetask_core::Store::find_finished`]), from a cursor. Status
+/// and tombstones are told apart on the client: Go documents carry no
+/// `outcome` and full documents no `prunedAt`, and a filter on a field
+/// leaves out every document without it.
+pub(crate) fn finished_query(
+    collection: &str,
+    env: &str,
+    kind: &str,
+    upper: &str,
+) -> StructuredQuery {
+    use sq::field_filter::Operator::{GreaterThan, LessThanOrEqual};
+    base_query(
+        collection,
+        vec![
+            eq("env", str_value(env)),
+            eq("type", str_value(kind)),
+            field_filter("doneAt", GreaterThan, str_value("")),
+            cmp("doneAt", LessThanOrEqual, upper),
+        ],
+        &["doneAt", "__name__"],
+    )
+}
+
+/// Finished tasks of `env`/`kind` whose stored `doneAt` is exactly `done`
+/// (a whole second in the Go package's spelling, `…:05Z`, which sorts
+/// after every Rust time of its second): equality filters only.
+pub(crate) fn finished_at_query(
+    collection: &str,
+    env: &str,
+    kind: &str,
+    done: &str,
+) -> StructuredQuery {
+    base_query(
+        collection,
+        vec![
+            eq("env", str_value(env)),
+            eq("type", str_value(kind)),
+            eq("doneAt", str_value(done)),
+        ],
+        &[],
+    )
+}
+
+/// What one COUNT query of [`tombstone_count_queries`] counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum TombstonesOf {
+    /// Every tombstone of the env.
+    All,
+    /// Cancelled (`isCancelled`).
+    Cancelled,
+    /// Not cancelled, outcome `completed`.
+    Completed,
+    /// Not cancelled, outcome `failed`.
+    Failed,
+    /// Not cancelled, outcome `cancelled`.
+    CancelledOutcome,
+}
+
+/// The COUNT queries of the tombstones of `env` (documents with a
+/// `prunedAt`: every tombstone is a Rust write, so every one has it), per
+/// status where a filter expresses it: tombstones of tasks the Go package
+/// finished carry no outcome and are the rest.
+pub(crate) fn tombstone_count_queries(
+    collection: &str,
+    env: &str,
+) -> Vec<(TombstonesOf, StructuredQuery)> {
+    let pruned = || {
+        field_filter(
+            PRUNED,
+            sq::field_filter::Operator::GreaterThan,
+            str_value(""),
+        )
+    };
+    let with = |extra: Vec<sq::Filter>| {
+        let mut f = vec![eq("env", str_value(env))];
+        f.extend(extra);
+        f.push(pruned());
+        base_query(collection, f, &[])
+    };
+    let not_cancelled = || eq("isCancelled", bool_value(false));
+    let outcome = |o: &str| eq("outcome", str_value(o));
+    vec![
+        (TombstonesOf::All, with(vec![])),
+        (
+            TombstonesOf::Cancelled,
+            with(vec![eq("isCancelled", bool_value(true))]),
+        ),
+        (
+            TombstonesOf::Completed,
+            with(vec![not_cancelled(), outcome("completed")]),
+        ),
+        (
+            TombstonesOf::Failed,
+            with(vec![not_cancelled(), outcome("failed")]),
+        ),
+        (
+            TombstonesOf::CancelledOutcome,
+            with(vec![not_cancelled(), outcome("cancelled")]),
+        ),
+    ]
+}
+
+/// The not-cancelled tombstones of `env` in `prunedAt` order: read
+/// (bounded) to classify those of tasks the Go package finished.
+pub(crate) fn tombstones_not_cancelled_query(collection: &str, env: &str) -> StructuredQuery {
+    base_query(
+        collection,
+        vec![
+            eq("env", str_value(env)),
+            eq("isCancelled", bool_value(false)),
+            field_filter(
+                PRUNED,
+                sq::field_filter::Operator::GreaterThan,
+                str_value(""),
+            ),
+        ],
+        &[PRUNED, "__name__"],
+    )
+}
+
+/// The tombstone field (see [`crate::document::PRUNED_AT`]).
+const PRUNED: &str = crate::document::PRUNED_AT;
+
 fn bool_value(b: bool) -> Value {
     Value {
         value_type: Some(ValueType::BooleanValue(b)),
@@ -588,6 +713,18 @@ mod tests {
             "kind's tasks".to_owned(),
             scan_query(c, "e", Some("k"), None, false),
         ));
+        out.push(("finished".to_owned(), finished_query(c, "e", "k", t)));
+        out.push((
+            "finished in a Go second".to_owned(),
+            finished_at_query(c, "e", "k", "2026-01-01T00:00:00Z"),
+        ));
+        for (what, q) in tombstone_count_queries(c, "e") {
+            out.push((format!("count tombstones {what:?}"), q));
+        }
+        out.push((
+            "tombstones not cancelled".to_owned(),
+            tombstones_not_cancelled_query(c, "e"),
+        ));
         for below in [None, Some(t)] {
             out.push((
                 format!("oldest pending {below:?}"),
@@ -704,6 +841,14 @@ mod tests {
         )
     }
 
+    /// The side collections read by id only (never queried): paused
+    /// kinds, rate limiters, pruning positions.
+    fn by_id_groups() -> [String; 3] {
+        use crate::store::side::{CONTROLS_SUFFIX, LIMITERS_SUFFIX, PRUNING_SUFFIX};
+        [CONTROLS_SUFFIX, LIMITERS_SUFFIX, PRUNING_SUFFIX]
+            .map(|suffix| format!("{}{suffix}", crate::DEFAULT_COLLECTION))
+    }
+
     /// The fields the store writes on a lock document.
     const LOCK_FIELDS: [&str; 8] = [
         "env",
@@ -735,12 +880,15 @@ mod tests {
                 }
             }
         }
-        // No query reads the lock collection: each of its fields may go.
-        assert!(
-            queries
-                .iter()
-                .all(|(_, q)| q.from[0].collection_id != lock_group())
-        );
+        // No query reads the lock, controls, limiter or pruning
+        // collections (read by id only): each of their fields may go.
+        for group in [lock_group()].into_iter().chain(by_id_groups()) {
+            assert!(
+                queries
+                    .iter()
+                    .all(|(_, q)| q.from[0].collection_id != group)
+            );
+        }
     }
 
     #[test]
@@ -755,7 +903,8 @@ mod tests {
             assert!(
                 group == crate::DEFAULT_COLLECTION
                     || *group == lock_group()
-                    || *group == signal_group(),
+                    || *group == signal_group()
+                    || by_id_groups().contains(group),
                 "unknown collection group {group}"
             );
             assert_eq!(
@@ -769,7 +918,10 @@ mod tests {
                 .keys()
                 .map(String::as_str)
                 .collect();
-            let ttl = (*group == lock_group() || *group == signal_group()) && path == "expireAt";
+            let ttl = (*group == lock_group()
+                || *group == signal_group()
+                || (by_id_groups().contains(group) && !group.ends_with("-controls")))
+                && path == "expireAt";
             let expected: BTreeSet<&str> = if ttl {
                 ["collectionGroup", "fieldPath", "indexes", "ttl"].into()
             } else {
@@ -792,6 +944,7 @@ mod tests {
         task.snoozes = 1;
         task.priority = 1;
         task.max_attempts = Some(1);
+        task.pruned_at = Some(chrono::Utc::now());
         let mut fields: BTreeSet<String> = crate::encode_task(&task)
             .expect("encodes")
             .into_keys()
@@ -814,6 +967,30 @@ mod tests {
                 "lock field {field} is not exempted"
             );
         }
+        // Paused kinds, limiters and pruning positions are read by id.
+        let [controls, limiters, pruning] = by_id_groups();
+        for field in ["env", crate::store::side::PAUSED] {
+            assert!(seen.contains(&(controls.clone(), field.to_owned())));
+        }
+        for field in [
+            "env",
+            "type",
+            "resourceKey",
+            "windowStart",
+            "taken",
+            "expireAt",
+        ] {
+            assert!(seen.contains(&(limiters.clone(), field.to_owned())));
+        }
+        for field in ["env", "type", "expireAt"]
+            .into_iter()
+            .chain(crate::store::side::POSITION_FIELDS)
+        {
+            assert!(
+                seen.contains(&(pruning.clone(), field.to_owned())),
+                "pruning field {field}"
+            );
+        }
         // Signals are listened to by `env`; their other fields are exempted.
         for field in ["instance", "kinds", crate::signal::PRIORITIZED, "expireAt"] {
             assert!(seen.contains(&(signal_group(), field.to_owned())));
@@ -824,14 +1001,22 @@ mod tests {
     /// A filter or an order on a field leaves out every document without
     /// it. Documents the Go package writes lack the Rust-only fields, and
     /// Rust leaves these out at their default: a query on one of them
-    /// (say, claims ordered by priority) would skip every such task.
+    /// (say, claims ordered by priority) would skip every such task. The
+    /// one exception: `prunedAt`, in queries meant to select tombstones
+    /// only (every tombstone is a Rust write and has it).
     #[test]
     fn no_query_uses_a_field_documents_may_lack() {
-        use crate::document::{MAX_ATTEMPTS, PRIORITY, SNOOZES, WAIT_EXACT};
+        use crate::document::{MAX_ATTEMPTS, PRIORITY, PRUNED_AT, SNOOZES, WAIT_EXACT};
         for (name, q) in all_queries(crate::DEFAULT_COLLECTION) {
             let fields = queried_fields(&q);
             for absent in [SNOOZES, PRIORITY, MAX_ATTEMPTS, WAIT_EXACT, "leaseAttempt"] {
                 assert!(!fields.contains(absent), "the {name} query uses {absent}");
+            }
+            if fields.contains(PRUNED_AT) {
+                assert!(
+                    name.contains("tombstones"),
+                    "the {name} query uses {PRUNED_AT}"
+                );
             }
         }
     }

@@ -101,6 +101,16 @@
 //!   failures are logged with their cause). Cost: one read per document of
 //!   the initial snapshot, then one per change, counted in
 //!   [`StoreStats::listen_reads`].
+//! * **Retention, pause, rate limits, storage**: a prune is a fenced swap
+//!   that empties `data`, `errors` and `result` and sets `prunedAt` (see
+//!   [`crate::document`]); `find_finished` reads the kind's finished tasks
+//!   in `doneAt` order from a scan position kept per query (the `pruning`
+//!   module: a pass does not read every tombstone again); paused kinds and
+//!   rate limiters are side documents read by id and rewritten
+//!   conditionally (the `controls` module: 1 read per `paused_kinds`, 1
+//!   read and at most 1 write per limiter and `take_starts` call);
+//!   `storage_stats` counts with COUNT aggregations and sizes a sample (the
+//!   `storage` module).
 //! * **Resource keys**: each (env, kind, key) has a lock document in the
 //!   side collection `<collection>-resourceKeys`. A claim reads the lock,
 //!   then asks for one not-done task of the key with a live lease (limit 1:
@@ -135,14 +145,14 @@ use futures::stream::BoxStream;
 use oncetask_core::lifecycle;
 use oncetask_core::store::Notification;
 use oncetask_core::store::{
-    ClaimMode, ClaimRequest, Claimed, CreateOutcome, Delete, DeleteOutcome, Fetched, StatusCounts,
-    Swap, SwapOutcome, TaskFilter, Undecodable,
+    ClaimMode, ClaimRequest, Claimed, CreateOutcome, Delete, DeleteOutcome, Fetched, FinishedQuery,
+    StartsRequest, StatusCounts, StorageStats, Swap, SwapOutcome, TaskFilter, Undecodable,
 };
 use oncetask_core::{Revision, Store, StoreError, Task, TaskStatus};
 
 use crate::document::{
-    Fields, change_mask, decode_task, encode_changes, encode_task, fixed_fields, format_time,
-    round_up_to_second,
+    DATA, Fields, change_mask, data_value, decode_task, encode_changes, encode_task, fixed_fields,
+    format_time, round_up_to_second,
 };
 use crate::limits;
 use crate::listen::Source;
@@ -155,8 +165,18 @@ use crate::status::{is_exists, item_error, status_error};
 
 mod claim;
 mod conditional;
+mod controls;
 mod keys;
 mod listing;
+mod pruning;
+mod storage;
+
+/// The side collections' names and fields, for the index file's tests.
+#[cfg(test)]
+pub(crate) mod side {
+    pub(crate) use super::controls::{CONTROLS_SUFFIX, LIMITERS_SUFFIX, PAUSED};
+    pub(crate) use super::pruning::{POSITION_FIELDS, PRUNING_SUFFIX};
+}
 
 use conditional::Decision;
 
@@ -755,6 +775,11 @@ impl FirestoreStore {
         // they are as stored (the fence holds, or nothing is written).
         let mask = change_mask(swap.change());
         fields.retain(|name, _| mask.contains(&name.as_str()));
+        // Only a prune writes the payload (it empties it): encoded here, so
+        // that other swaps never walk it.
+        if swap.change().writes(oncetask_core::store::Field::Data) {
+            fields.insert(DATA.to_owned(), data_value(task));
+        }
         Ok(self.masked_write(&task.id, fields, &mask))
     }
 
@@ -1117,6 +1142,17 @@ impl Store for FirestoreStore {
                 self.keys.created(task);
             }
         }
+        // A task stored already finished may sort before a pruning scan
+        // position of its kind (see the `store::pruning` module).
+        let finished: Vec<(&str, &str)> = tasks
+            .iter()
+            .zip(&outcomes)
+            .filter(|(t, o)| matches!(o, CreateOutcome::Created) && t.is_done())
+            .map(|(t, _)| (t.env.as_str(), t.kind.as_str()))
+            .collect();
+        if !finished.is_empty() {
+            self.forget_positions(finished).await;
+        }
         self.wrote_priorities(
             tasks
                 .iter()
@@ -1325,8 +1361,13 @@ impl Store for FirestoreStore {
                         return Decision::Done(DeleteOutcome::NotFound);
                     };
                     if let Some(expected) = deletes[i].expected_version {
+                        // The revision too, when the caller read one: a Go
+                        // writer changes a task without bumping its version.
+                        let revision = deletes[i].expected_revision;
                         match &stored.task {
-                            Ok(t) if t.version == expected => {}
+                            Ok(t)
+                                if t.version == expected
+                                    && revision.is_none_or(|r| t.revision == Some(r)) => {}
                             _ => return Decision::Done(DeleteOutcome::Conflict),
                         }
                     }
@@ -1411,6 +1452,43 @@ impl Store for FirestoreStore {
             kinds.push(kind.clone());
             after = Some(kind);
         }
+    }
+
+    /// Pages of the kind's finished tasks in `doneAt` order, from a scan
+    /// position kept per query: see the `store::pruning` module.
+    async fn find_finished(&self, query: &FinishedQuery) -> Result<Vec<Task>, StoreError> {
+        self.finished_page(query).await
+    }
+
+    /// One conditional rewrite of the env's controls document, then a
+    /// wake-up signal: see the `store::controls` module.
+    async fn set_paused(&self, env: &str, kind: &str, paused: bool) -> Result<bool, StoreError> {
+        self.set_kind_paused(env, kind, paused).await
+    }
+
+    /// One read: see the `store::controls` module.
+    async fn paused_kinds(&self, env: &str) -> Result<Vec<String>, StoreError> {
+        self.read_paused_kinds(env).await
+    }
+
+    /// A read and a conditional write per limiter document: see the
+    /// `store::controls` module.
+    async fn take_starts(&self, requests: &[StartsRequest]) -> Result<Vec<u32>, StoreError> {
+        self.draw_starts(requests, true).await
+    }
+
+    async fn return_starts(&self, requests: &[StartsRequest]) -> Result<(), StoreError> {
+        self.draw_starts(requests, false).await.map(drop)
+    }
+
+    /// COUNT aggregations and a sample sized by Firestore's rules: see the
+    /// `store::storage` module.
+    async fn storage_stats(
+        &self,
+        env: &str,
+        now: DateTime<Utc>,
+    ) -> Result<StorageStats, StoreError> {
+        self.storage_of(env, now).await
     }
 
     /// A Firestore listener on the env's not-done tasks: see the module docs.

@@ -143,6 +143,7 @@ async fn a_bulk_delete_checks_versions_per_item() {
             Delete {
                 id: "d1".into(),
                 expected_version: Some(tasks[1].version + 1),
+                expected_revision: None,
             },
             Delete::any("d2"),
             Delete::any("d2"),

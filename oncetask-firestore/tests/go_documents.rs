@@ -60,6 +60,7 @@ fn go_task(id: &str) -> Task {
         snoozes: 0,
         priority: 0,
         max_attempts: None,
+        pruned_at: None,
         revision: None,
     }
     .into()
@@ -318,6 +319,7 @@ fn rich_task() -> Task {
         snoozes: 2,
         priority: 7,
         max_attempts: Some(3),
+        pruned_at: None,
         revision: None,
     }.into()
 }

@@ -428,6 +428,46 @@ fn a_go_reset_survives_a_stale_rust_write_and_the_task_runs_again() {
     });
 }
 
+/// A Go reset lands between a pruner's read and its writes: Go does not
+/// bump the version, but the pruner's tombstone swap and its delete are
+/// fenced on the revision it read too, so neither touches the reset task.
+#[test]
+fn a_go_reset_after_a_pruner_read_stops_its_tombstone_and_its_delete() {
+    run(async {
+        let (db, store) = seeded().await;
+        let claimed = claim(&store, "2026-01-01T00:00:01Z").await;
+        let token = claimed.lease_token.clone().unwrap();
+        complete(&store, &claimed, &token, "2026-01-01T00:00:02Z").await;
+        let query = oncetask_core::store::FinishedQuery::new(
+            "DEFAULT",
+            "send_email",
+            TaskStatus::Completed,
+            t("2026-01-02T00:00:00Z"),
+        );
+        let read = store.find_finished(&query).await.unwrap();
+        assert_eq!(read.len(), 1, "the pruner reads the finished task");
+        let finished = read[0].clone();
+        go_reset(&db, &store).await;
+
+        let tombstone = lifecycle::prune(&finished, t("2026-01-02T00:00:00Z")).unwrap();
+        assert!(matches!(
+            swap(&store, &finished, tombstone).await,
+            SwapOutcome::Conflict
+        ));
+        let deleted = store
+            .delete(&[oncetask_core::store::Delete::exact(&finished)])
+            .await
+            .unwrap();
+        assert!(
+            matches!(deleted.as_slice(), [oncetask_core::store::DeleteOutcome::Conflict]),
+            "{deleted:?}"
+        );
+        let fresh = stored(&store).await;
+        assert_eq!(fresh.status(t("2026-01-02T00:00:00Z")), TaskStatus::Pending);
+        assert!(!fresh.is_tombstone());
+    });
+}
+
 /// A Go reset leaves the Rust-only `outcome` in place; when a Go worker then
 /// runs the task and it fails for good, the stale "completed" must not
 /// decide its status: Go's count rule does (failed: done with errors).

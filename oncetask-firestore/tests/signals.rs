@@ -131,6 +131,7 @@ async fn writes_that_make_work_available_signal_and_leases_do_not() {
         .delete(&[oncetask_core::store::Delete {
             id: "stop".into(),
             expected_version: None,
+            expected_revision: None,
         }])
         .await
         .expect("delete");

@@ -51,6 +51,7 @@ async fn a_task_created_by_another_instance_is_noticed() {
         .delete(&[oncetask_core::store::Delete {
             id: "old".into(),
             expected_version: None,
+            expected_revision: None,
         }])
         .await
         .expect("delete");

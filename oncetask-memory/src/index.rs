@@ -12,13 +12,19 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use oncetask_core::Task;
 use oncetask_core::TaskStatus;
-use oncetask_core::store::{ClaimMode, ClaimOrder, StatusCounts, TaskCursor, Undecodable};
+use oncetask_core::store::{
+    ClaimMode, ClaimOrder, FinishedQuery, StatusCounts, TaskCursor, Undecodable,
+};
 
 use crate::bands::Bands;
 use crate::doc::{Entry, HashMap, Id};
 
 /// Creation order used by listings: `(created_at, id)`.
 type CreatedKey = (DateTime<Utc>, Id);
+
+/// Finish order used by pruners: status, tombstone or not, then
+/// `(done_at, id)` ([`oncetask_core::store::FinishedQuery`]).
+type FinishedKey = (TaskStatus, bool, DateTime<Utc>, Id);
 
 /// All documents plus their indexes.
 #[derive(Debug, Default)]
@@ -45,6 +51,8 @@ struct KindIndex {
     ready: Bands,
     /// Done tasks per status (a done task's status does not depend on `now`).
     done: BTreeMap<TaskStatus, u64>,
+    /// Done tasks in finish order, for pruners.
+    finished: BTreeSet<FinishedKey>,
     /// Undecodable documents: id -> reason.
     undecodable: BTreeMap<String, String>,
 }
@@ -76,8 +84,12 @@ fn index_state(envs: &mut HashMap<String, EnvIndex>, id: &Id, task: &Task) {
             .entry(task.kind.clone())
             .or_default(),
     };
-    if task.is_done() {
-        *kind_index.done.entry(done_status(task)).or_insert(0) += 1;
+    if let Some(done_at) = task.done_at {
+        let status = done_status(task);
+        *kind_index.done.entry(status).or_insert(0) += 1;
+        kind_index
+            .finished
+            .insert((status, task.is_tombstone(), done_at, Arc::clone(id)));
     } else {
         kind_index.ready.add_open(id, task);
     }
@@ -91,11 +103,15 @@ fn unindex_state(envs: &mut HashMap<String, EnvIndex>, id: &Id, task: &Task) {
     else {
         return;
     };
-    if !task.is_done() {
+    let Some(done_at) = task.done_at else {
         kind_index.ready.remove_open(id, task);
         return;
-    }
-    if let btree_map::Entry::Occupied(mut e) = kind_index.done.entry(done_status(task)) {
+    };
+    let status = done_status(task);
+    kind_index
+        .finished
+        .remove(&(status, task.is_tombstone(), done_at, Arc::clone(id)));
+    if let btree_map::Entry::Occupied(mut e) = kind_index.done.entry(status) {
         if *e.get() <= 1 {
             e.remove();
         } else {
@@ -277,6 +293,49 @@ impl State {
             Some(Entry::Task(t)) => Some(t),
             _ => None,
         }))
+    }
+
+    /// Finished tasks for a pruner: a range of the kind's finish-order index.
+    pub(crate) fn finished(&self, query: &FinishedQuery) -> Vec<Task> {
+        let Some(index) = self.kind_index(&query.env, &query.kind) else {
+            return Vec::new();
+        };
+        let (status, tombstones) = (query.status, query.tombstones);
+        let start = match &query.after {
+            Some((at, id)) => {
+                std::ops::Bound::Excluded((status, tombstones, *at, Id::from(id.as_str())))
+            }
+            None => std::ops::Bound::Included((
+                status,
+                tombstones,
+                DateTime::<Utc>::MIN_UTC,
+                Id::from(""),
+            )),
+        };
+        index
+            .finished
+            .range((start, std::ops::Bound::Unbounded))
+            .take_while(|(s, t, done_at, _)| {
+                *s == status && *t == tombstones && *done_at <= query.finished_by
+            })
+            .filter_map(|(_, _, _, id)| match self.docs.get(&**id) {
+                Some(Entry::Task(task)) => Some(task.clone()),
+                _ => None,
+            })
+            .take(query.limit)
+            .collect()
+    }
+
+    /// Every task of `env`, in no order.
+    pub(crate) fn tasks_of(&self, env: &str) -> impl Iterator<Item = &Task> {
+        self.envs
+            .get(env)
+            .into_iter()
+            .flat_map(|e| e.created.iter())
+            .filter_map(|(_, id)| match self.docs.get(&**id) {
+                Some(Entry::Task(task)) => Some(task),
+                _ => None,
+            })
     }
 
     /// The kinds with at least one task in `env`, sorted.

@@ -100,12 +100,14 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use futures::stream::BoxStream;
 use oncetask_core::store::{
-    Announce, ClaimRequest, Claimed, CreateOutcome, Delete, DeleteOutcome, Fetched, Notification,
-    StatusCounts, Swap, SwapOutcome, TaskFilter, Undecodable,
+    Announce, ClaimRequest, Claimed, CreateOutcome, Delete, DeleteOutcome, Fetched, FinishedQuery,
+    Notification, StartsRequest, StatusCounts, StorageStats, Swap, SwapOutcome, TaskFilter,
+    Undecodable,
 };
 use oncetask_core::{Store, StoreError, Task, lifecycle};
 
 mod bands;
+mod controls;
 mod doc;
 mod index;
 mod notify;
@@ -130,6 +132,8 @@ struct Shared {
     // under it, so a panic there is a bug, and keeping the store usable is
     // more helpful to the tests it serves than failing every later call.
     state: Mutex<State>,
+    /// Paused kinds and rate limiters.
+    controls: Mutex<controls::Controls>,
     hub: Hub,
 }
 
@@ -168,6 +172,13 @@ impl MemoryStore {
     fn lock(&self) -> MutexGuard<'_, State> {
         self.shared
             .state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn controls(&self) -> MutexGuard<'_, controls::Controls> {
+        self.shared
+            .controls
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
     }
@@ -375,6 +386,65 @@ impl Store for MemoryStore {
     ) -> Result<Option<DateTime<Utc>>, StoreError> {
         Ok(self.lock().next_due(env, kind, after))
     }
+
+    /// A range of the kind's finish-order index: O(log n + limit).
+    async fn find_finished(&self, query: &FinishedQuery) -> Result<Vec<Task>, StoreError> {
+        Ok(self.lock().finished(query))
+    }
+
+    async fn set_paused(&self, env: &str, kind: &str, paused: bool) -> Result<bool, StoreError> {
+        let changed = self.controls().set_paused(env, kind, paused);
+        if changed {
+            self.shared
+                .hub
+                .publish(Changed::from([((env.to_owned(), kind.to_owned()), true)]));
+        }
+        Ok(changed)
+    }
+
+    async fn paused_kinds(&self, env: &str) -> Result<Vec<String>, StoreError> {
+        Ok(self.controls().paused_kinds(env))
+    }
+
+    async fn take_starts(&self, requests: &[StartsRequest]) -> Result<Vec<u32>, StoreError> {
+        let mut controls = self.controls();
+        Ok(requests.iter().map(|r| controls.take(r)).collect())
+    }
+
+    async fn return_starts(&self, requests: &[StartsRequest]) -> Result<(), StoreError> {
+        let mut controls = self.controls();
+        for request in requests {
+            controls.give_back(request);
+        }
+        Ok(())
+    }
+
+    /// A heap estimate per task: the size of the task value plus the
+    /// length of its strings, payload, result and errors as JSON (what the
+    /// heap holds, give or take the allocator's rounding and the indexes).
+    async fn storage_stats(
+        &self,
+        env: &str,
+        now: DateTime<Utc>,
+    ) -> Result<StorageStats, StoreError> {
+        let state = self.lock();
+        let mut stats = StorageStats::new(
+            "every task counted; bytes: heap estimate (task struct size plus its fields as JSON)",
+        );
+        for task in state.tasks_of(env) {
+            let bytes = heap_estimate(task);
+            if task.is_tombstone() {
+                stats.tombstones.add(Some(bytes));
+            } else {
+                stats
+                    .by_status
+                    .entry(task.status(now))
+                    .or_default()
+                    .add(Some(bytes));
+            }
+        }
+        Ok(stats)
+    }
     /// Claims take the store's lock: a second claim in flight waits for
     /// it, never races it.
     fn concurrent_claims(&self) -> usize {
@@ -392,6 +462,12 @@ impl Store for MemoryStore {
     fn subscribe(&self, env: &str) -> Option<BoxStream<'static, Notification>> {
         Some(self.shared.hub.subscribe(env))
     }
+}
+
+/// What a task takes on the heap, roughly: its struct plus its fields as JSON.
+fn heap_estimate(task: &Task) -> u64 {
+    let json = serde_json::to_vec(task).map(|v| v.len()).unwrap_or(0);
+    u64::try_from(std::mem::size_of::<Task>() + json).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]

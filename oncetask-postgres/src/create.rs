@@ -200,20 +200,20 @@ fn already_stored(task: &Task, env: Option<String>) -> CreateOutcome {
 }
 
 /// The single-row create (built once per store: it runs once per created
-/// task): insert `$1`..`$24` (see [`NewRow`]) unless the id is taken, and
-/// notify channel `$25` with the kind when inserted; one row when inserted,
+/// task): insert `$1`..`$25` (see [`NewRow`]) unless the id is taken, and
+/// notify channel `$26` with the kind when inserted; one row when inserted,
 /// none when the id was taken. Nothing more: a CTE that also returned the
 /// stored env of a taken id made every create ~25 % slower on the server
 /// (BENCHMARKS.md, "Postgres, session 12"), while a taken id is the rare
 /// case and costs one more lookup.
 pub(crate) fn create_one_sql(table: &str) -> String {
-    let params = (1..=24)
+    let params = (1..=25)
         .map(|n| format!("${n}"))
         .collect::<Vec<_>>()
         .join(", ");
     format!(
         "INSERT INTO {table} ({COLUMNS}) VALUES ({params}) \
-         ON CONFLICT (id) DO NOTHING RETURNING pg_notify($25, kind)"
+         ON CONFLICT (id) DO NOTHING RETURNING pg_notify($26, kind)"
     )
 }
 

@@ -1,6 +1,11 @@
 //! Deletes: one transaction that locks the rows, checks the expected
 //! versions in Rust, deletes, removes the claim rows left without tasks and
-//! notifies.
+//! notifies. Whatever the batch size (a pruner's are up to 500), that is
+//! one statement for each step, never one per id; a delete with an
+//! expected version removes the row only if the version, read under the
+//! row's lock, still matches. Only deletes of unfinished rows notify: a
+//! finished task is held by no worker and frees no resource key, so a
+//! pruner's batches wake no one.
 
 use super::*;
 
@@ -43,7 +48,11 @@ impl PostgresStore {
                 outcomes.push(DeleteOutcome::Conflict);
                 continue;
             }
-            if let Some(Stored::Task(task)) = stored.remove(&delete.id) {
+            // A finished task is held by no worker and frees nothing: its
+            // delete (a pruner's, most often) needs no notice.
+            if let Some(Stored::Task(task)) = stored.remove(&delete.id)
+                && !task.is_done()
+            {
                 changed.insert((task.env, task.kind));
             }
             removed.push(delete.id.clone());
@@ -52,7 +61,8 @@ impl PostgresStore {
         if !removed.is_empty() {
             let t = &self.inner.table;
             let gone = sqlx::query(&format!(
-                "DELETE FROM {t} WHERE id = ANY($1) RETURNING env, kind, resource_key"
+                "DELETE FROM {t} WHERE id = ANY($1) \
+                 RETURNING env, kind, resource_key, done_at IS NOT NULL"
             ))
             .bind(&removed)
             .fetch_all(&mut *tx)
@@ -65,7 +75,9 @@ impl PostgresStore {
                 if let Some(key) = r.try_get::<Option<String>, _>(2).map_err(db)? {
                     keys.insert((env.clone(), kind.clone(), key));
                 }
-                changed.insert((env, kind));
+                if !r.try_get::<bool, _>(3).map_err(db)? {
+                    changed.insert((env, kind));
+                }
             }
             self.forget_keys(&mut tx, keys).await?;
         }

@@ -11,8 +11,10 @@ impl PostgresStore {
     /// claim's candidate query in both orders (`candidates`, `candidates
     /// oldest`) and the resource-key busy check it embeds, the lock of a key's claim row, the group query for
     /// a key, the lock of the chosen rows and the bulk write-back of claimed
-    /// tasks; the next due time an idle worker asks for, a swap, and the
-    /// creates of one task and of a batch. Each is
+    /// tasks; the next due time an idle worker asks for, a swap, the
+    /// creates of one task and of a batch, and a pruner's page of finished
+    /// tasks, first and next (`find finished`, `find finished after`, over
+    /// `tasks_finished_idx`). Each is
     /// the generic plan of the prepared statement, the one the store's
     /// connections run whatever the parameters (see
     /// [`PostgresStore::pool_options`]). A diagnostic, used by the tests
@@ -70,7 +72,10 @@ impl PostgresStore {
             4,
         )
         .await?;
-        let create = generic(conn, "create", &self.inner.create_one, 25).await?;
+        let create = generic(conn, "create", &self.inner.create_one, 26).await?;
+        let finished = generic(conn, "finished", &self.find_finished_sql(false), 6).await?;
+        let finished_after =
+            generic(conn, "finished_after", &self.find_finished_sql(true), 8).await?;
         for (title, rows) in [
             ("claim", single),
             ("claim oldest", single_oldest),
@@ -84,6 +89,8 @@ impl PostgresStore {
             ("swap", swap),
             ("create", create),
             ("create batch", create_batch),
+            ("find finished", finished),
+            ("find finished after", finished_after),
         ] {
             out.push_str(&format!("-- {title}\n"));
             for r in &rows {

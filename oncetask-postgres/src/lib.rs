@@ -29,7 +29,9 @@
 //! requires. Among them, `snoozes` (`integer`, 0 by default), `priority`
 //! (`smallint`, 0 by default) and `max_attempts` (`integer`, `NULL` for no
 //! limit of the task's own) came with migration `0004`, which adds them to
-//! an existing table without rewriting it. The schema name is
+//! an existing table without rewriting it; `pruned_at` (`timestamptz`,
+//! `NULL` for a full document) came the same way with migration `0006`.
+//! The schema name is
 //! checked against `[A-Za-z_][A-Za-z0-9_]{0,62}` and always quoted; every
 //! value is a bound parameter. See the `migrations/` directory for the
 //! table and its partial indexes:
@@ -47,11 +49,21 @@
 //!   resource_key, leased_until)`, for "does this key hold a live lease";
 //! * `tasks_key_group_idx`: not-done keyed tasks in group order, for the
 //!   resource-key group claim;
-//! * `tasks_created_idx` / `tasks_resource_key_idx`: listings.
+//! * `tasks_created_idx` / `tasks_resource_key_idx`: listings;
+//! * `tasks_finished_idx` (migration `0006`): finished tasks by `(env,
+//!   kind, status, pruned_at IS NOT NULL, done_at, id)`, the status being
+//!   the finished branch of the store's status expression, for pruners
+//!   ([`Store::find_finished`]: a page of one status, full documents or
+//!   tombstones, is one range of it; module `finished`).
 //!
 //! A second table, `<schema>.task_keys`, holds one *claim row* per (env,
 //! kind, resource key) whose tasks have been claimed: a counter, `claims`,
 //! that every claim leasing a task of the key bumps (see below).
+//! `<schema>.paused_kinds` holds a row per paused env/kind (module
+//! `pause`), and `<schema>.rate_limits` a row per rate limiter (env, kind,
+//! resource key or none) with its window and the starts taken in it
+//! (module `rate`: a batch of takes is one `INSERT … ON CONFLICT DO
+//! UPDATE` that computes each grant on the limiter's locked row).
 //!
 //! ## Claims and resource-key exclusion
 //!
@@ -189,17 +201,19 @@
 //! ## Outcomes
 //!
 //! A swap call is one statement: an `UPDATE … FROM jsonb_to_recordset`
-//! of the columns a swap may change (never the payload), each row only if
-//! it still has the fence's version, with no `SELECT … FOR UPDATE` first
-//! (see the `swap` module).
+//! of the columns a swap may change (the payload only in a prune, which
+//! empties it), each row only if it still has the fence's version, with
+//! no `SELECT … FOR UPDATE` first (see the `swap` module).
 //!
 //! ## Wake-ups
 //!
 //! Creates and deletes send `pg_notify(channel, kind)` in their
 //! transaction, on two channels per schema and env: one for new or freed
 //! work, one for changes that may have touched a task a worker holds
-//! (deletes, and an operator's cancel, reset or reprioritize: see
-//! [`oncetask_core::store::Change::by_operator`]). Swaps notify as
+//! (deletes of unfinished tasks, pausing and resuming a kind, and an
+//! operator's cancel, reset or reprioritize: see
+//! [`oncetask_core::store::Change::by_operator`]; deleting a finished task,
+//! as pruners do, sends nothing: no worker holds it). Swaps notify as
 //! [`oncetask_core::store::Swap::announce`] says: not for a heartbeat or the
 //! end of a task without a resource key. [`Store::subscribe`]
 //! returns a stream fed by a `PgListener` that reconnects after the server
@@ -220,7 +234,8 @@ use futures::StreamExt;
 use futures::stream::BoxStream;
 use oncetask_core::store::{
     ClaimMode, ClaimOrder, ClaimRequest, Claimed, CreateOutcome, Delete, DeleteOutcome, Fetched,
-    Notification, StatusCounts, Swap, SwapOutcome, TaskFilter, Undecodable,
+    FinishedQuery, Notification, StartsRequest, StatusCounts, StorageStats, Swap, SwapOutcome,
+    TaskFilter, Undecodable,
 };
 use oncetask_core::{Store, StoreError, Task, lifecycle};
 use serde_json::Value;
@@ -233,11 +248,15 @@ mod connect;
 mod create;
 mod delete;
 mod explain;
+mod finished;
 mod inspect;
 mod notify;
+mod pause;
+mod rate;
 mod reuse;
 mod row;
 mod schema;
+mod storage;
 mod swap;
 
 use notify::listen;
@@ -273,6 +292,13 @@ struct Inner {
     create_one: String,
     /// The hot path's connections, kept between statements (module `reuse`).
     reuse: reuse::Reuse,
+    /// `"schema".paused_kinds`, quoted (module `pause`).
+    paused: String,
+    /// `"schema".rate_limits`, quoted (module `rate`).
+    limiters: String,
+    /// When (ms since the epoch, by the callers' clock) stale limiter rows
+    /// were last swept (module `rate`).
+    limiters_swept_at: std::sync::atomic::AtomicI64,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -293,17 +319,23 @@ fn db(e: sqlx::Error) -> StoreError {
     }
 }
 
+/// The status of a finished row, as [`Task::status`] has it: also the
+/// expression `tasks_finished_idx` (migration 0006) indexes, so
+/// [`Store::find_finished`] repeats it as it stands. (A `CASE` keeps
+/// `jsonb_array_length` from ever seeing an `errors` that is not an
+/// array, which an `AND` does not promise.)
+const FINISHED_STATUS: &str = "CASE WHEN is_cancelled THEN 'cancelled' \
+    WHEN outcome = 'completed' THEN 'completed' \
+    WHEN outcome = 'failed' THEN 'failed' \
+    WHEN outcome = 'cancelled' THEN 'cancelled' \
+    WHEN jsonb_typeof(errors) <> 'array' THEN 'failed' \
+    WHEN attempts > jsonb_array_length(errors) THEN 'completed' \
+    ELSE 'failed' END";
+
 /// The SQL status of a row at bind parameter `$now`, exactly as [`Task::status`].
 fn status_sql(now: &str) -> String {
     format!(
-        "CASE WHEN done_at IS NOT NULL THEN \
-            CASE WHEN is_cancelled THEN 'cancelled' \
-                 WHEN outcome = 'completed' THEN 'completed' \
-                 WHEN outcome = 'failed' THEN 'failed' \
-                 WHEN outcome = 'cancelled' THEN 'cancelled' \
-                 WHEN jsonb_typeof(errors) = 'array' AND attempts > jsonb_array_length(errors) \
-                      THEN 'completed' \
-                 ELSE 'failed' END \
+        "CASE WHEN done_at IS NOT NULL THEN ({FINISHED_STATUS}) \
          WHEN is_cancelled THEN 'cancellationPending' \
          WHEN leased_until > {now} THEN 'leased' \
          WHEN wait_until > {now} THEN 'waiting' \
@@ -341,7 +373,8 @@ const WELL_FORMED: &str = "(jsonb_typeof(data) = 'object' \
     AND (done_at IS NULL OR (isfinite(done_at) AND done_at < '262143-01-01Z')) \
     AND (cancelled_at IS NULL OR (isfinite(cancelled_at) AND cancelled_at < '262143-01-01Z')) \
     AND (occurrence_timestamp IS NULL \
-         OR (isfinite(occurrence_timestamp) AND occurrence_timestamp < '262143-01-01Z')))";
+         OR (isfinite(occurrence_timestamp) AND occurrence_timestamp < '262143-01-01Z')) \
+    AND (pruned_at IS NULL OR (isfinite(pruned_at) AND pruned_at < '262143-01-01Z')))";
 
 /// The SQL status of a row at `$now`, or `undecodable` for a row that is
 /// not [`WELL_FORMED`].
@@ -471,6 +504,9 @@ impl PostgresStore {
                 create_one: create::create_one_sql(&table),
                 table,
                 keys: format!("\"{schema}\".task_keys"),
+                paused: format!("\"{schema}\".paused_kinds"),
+                limiters: format!("\"{schema}\".rate_limits"),
+                limiters_swept_at: std::sync::atomic::AtomicI64::new(i64::MIN),
             }),
         })
     }
@@ -695,6 +731,47 @@ impl Store for PostgresStore {
         now: DateTime<Utc>,
     ) -> Result<oncetask_core::QueueStats, StoreError> {
         self.inspect_env(env, now).await
+    }
+
+    /// One statement: a range of `tasks_finished_idx`, which keys finished
+    /// tasks by env, kind, status, tombstone or not, `done_at` and id, so a
+    /// page reads only its own entries (see the `finished` module).
+    async fn find_finished(&self, query: &FinishedQuery) -> Result<Vec<Task>, StoreError> {
+        self.finished_tasks(query).await
+    }
+
+    /// A row of `paused_kinds` inserted or deleted, and the notice on the
+    /// env's changes channel, in one statement (see the `pause` module).
+    async fn set_paused(&self, env: &str, kind: &str, paused: bool) -> Result<bool, StoreError> {
+        self.pause_kind(env, kind, paused).await
+    }
+
+    async fn paused_kinds(&self, env: &str) -> Result<Vec<String>, StoreError> {
+        self.list_paused(env).await
+    }
+
+    /// One `INSERT … ON CONFLICT DO UPDATE` for the batch, which computes
+    /// each grant on the limiter's locked row (see the `rate` module); a
+    /// limiter named twice in one call goes in a later statement.
+    async fn take_starts(&self, requests: &[StartsRequest]) -> Result<Vec<u32>, StoreError> {
+        self.take(requests).await
+    }
+
+    /// One statement: the limiter rows locked in a fixed order and their
+    /// counts lowered (see the `rate` module).
+    async fn return_starts(&self, requests: &[StartsRequest]) -> Result<(), StoreError> {
+        self.give_back(requests).await
+    }
+
+    /// Rows counted and sized per status (`sum(pg_column_size(row))`) in
+    /// one aggregate, and the relation sizes of the store's tables (see the
+    /// `storage` module).
+    async fn storage_stats(
+        &self,
+        env: &str,
+        now: DateTime<Utc>,
+    ) -> Result<StorageStats, StoreError> {
+        self.measure(env, now).await
     }
     /// One: the claim statement picks its rows before it locks them
     /// (`FOR UPDATE SKIP LOCKED`), so a second claim in flight picks the

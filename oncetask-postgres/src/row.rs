@@ -10,7 +10,7 @@
 //! result" and "the result `null`".
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use oncetask_core::store::Swap;
+use oncetask_core::store::{Field, Swap};
 use oncetask_core::task::TaskParts;
 use oncetask_core::{AttemptError, LeaseToken, Outcome, Recurrence, Task};
 use serde_json::{Map, Value};
@@ -21,7 +21,7 @@ use sqlx::{Row, ValueRef};
 pub(crate) const COLUMNS: &str = "id, kind, env, data, resource_key, wait_until, leased_until, \
     created_at, done_at, attempts, cancellation_attempts, errors, result, recurrence, \
     parent_recurrence_id, occurrence_timestamp, is_cancelled, cancelled_at, lease_token, \
-    version, outcome, snoozes, priority, max_attempts";
+    version, outcome, snoozes, priority, max_attempts, pruned_at";
 
 /// The record type of one encoded row, for `jsonb_to_recordset(...) AS x(...)`.
 pub(crate) const RECORD: &str = "x(id text, kind text, env text, data text, resource_key text, \
@@ -29,14 +29,15 @@ pub(crate) const RECORD: &str = "x(id text, kind text, env text, data text, reso
     done_at timestamptz, attempts integer, cancellation_attempts integer, errors text, \
     result text, recurrence text, parent_recurrence_id text, occurrence_timestamp timestamptz, \
     is_cancelled boolean, cancelled_at timestamptz, lease_token text, version bigint, \
-    outcome text, snoozes integer, priority smallint, max_attempts integer)";
+    outcome text, snoozes integer, priority smallint, max_attempts integer, \
+    pruned_at timestamptz)";
 
 /// The values of [`RECORD`] as stored column values, in [`COLUMNS`] order.
 pub(crate) const RECORD_VALUES: &str = "x.id, x.kind, x.env, x.data::jsonb, x.resource_key, \
     x.wait_until, x.leased_until, x.created_at, x.done_at, x.attempts, \
     x.cancellation_attempts, x.errors::jsonb, x.result::jsonb, x.recurrence::jsonb, \
     x.parent_recurrence_id, x.occurrence_timestamp, x.is_cancelled, x.cancelled_at, \
-    x.lease_token, x.version, x.outcome, x.snoozes, x.priority, x.max_attempts";
+    x.lease_token, x.version, x.outcome, x.snoozes, x.priority, x.max_attempts, x.pruned_at";
 
 /// A row read from the table: a task, or the reason it is not one.
 pub(crate) struct Decoded {
@@ -159,6 +160,7 @@ fn decode_task(row: &PgRow, id: &str) -> Result<Task, String> {
         snoozes: count("snoozes")?,
         priority,
         max_attempts,
+        pruned_at: time_column(row, "pruned_at")?,
         revision: None,
     }
     .into())
@@ -271,8 +273,8 @@ pub(crate) fn encode(task: &Task) -> Result<Value, String> {
 }
 
 /// One task's column values as typed bind parameters, for the single-row
-/// create (`$1`..`$24` in [`COLUMNS`] order): no JSON array to build on the
-/// client and none to expand on the server.
+/// create (`$1`..`$25` in [`COLUMNS`] order): no JSON array to build on the
+/// client and none to expand on the server (`$1`..`$25` since `pruned_at`).
 pub(crate) struct NewRow<'a> {
     task: &'a Task,
     counters: Counters,
@@ -292,7 +294,7 @@ impl<'a> NewRow<'a> {
         })
     }
 
-    /// Binds the 24 column values to `query`, in [`COLUMNS`] order. JSON
+    /// Binds the 25 column values to `query`, in [`COLUMNS`] order. JSON
     /// columns go as `jsonb`, so a `null` result stays JSON `null`, apart
     /// from SQL `NULL` ("no result").
     pub(crate) fn bind(
@@ -326,6 +328,7 @@ impl<'a> NewRow<'a> {
             .bind(self.counters.snoozes)
             .bind(i16::from(t.priority))
             .bind(self.max_attempts)
+            .bind(t.pruned_at)
     }
 }
 
@@ -369,6 +372,7 @@ fn put_changeable(
     put("outcome", outcome);
     put("snoozes", Value::from(snoozes));
     put("priority", Value::from(task.priority));
+    put("pruned_at", time(task.pruned_at));
     Ok(())
 }
 
@@ -381,7 +385,7 @@ pub(crate) const CHANGE_RECORD: &str = "x(n_id text, n_expected bigint, n_channe
     n_done_at timestamptz, n_attempts integer, n_cancellation_attempts integer, \
     n_errors text, n_result text, n_is_cancelled boolean, n_cancelled_at timestamptz, \
     n_lease_token text, n_version bigint, n_outcome text, n_snoozes integer, \
-    n_priority smallint)";
+    n_priority smallint, n_data text, n_pruned_at timestamptz)";
 
 /// The assignments that write a [`CHANGE_RECORD`] over its row.
 pub(crate) const CHANGE_SETS: &str = "wait_until = x.n_wait_until, \
@@ -389,10 +393,13 @@ pub(crate) const CHANGE_SETS: &str = "wait_until = x.n_wait_until, \
     cancellation_attempts = x.n_cancellation_attempts, errors = x.n_errors::jsonb, \
     result = x.n_result::jsonb, is_cancelled = x.n_is_cancelled, \
     cancelled_at = x.n_cancelled_at, lease_token = x.n_lease_token, version = x.n_version, \
-    outcome = x.n_outcome, snoozes = x.n_snoozes, priority = x.n_priority";
+    outcome = x.n_outcome, snoozes = x.n_snoozes, priority = x.n_priority, \
+    data = coalesce(x.n_data::jsonb, data), pruned_at = x.n_pruned_at";
 
 /// One swap as an element of the JSON array read by [`CHANGE_RECORD`]: the
-/// columns a swap may change (never the payload), the fence's version, and
+/// columns a swap may change (the payload only for a change that writes
+/// it, a prune: `n_data` is `NULL` otherwise and the stored payload stays,
+/// so the hot path never carries it), the fence's version, and
 /// the notice `channel` to send when `notify`. Every writer of the table
 /// bumps the version, so a holding fence means the columns outside the
 /// swap's change are written with the values they already have.
@@ -424,6 +431,9 @@ pub(crate) struct ChangeRow<'a> {
     n_outcome: Option<Outcome>,
     n_snoozes: i32,
     n_priority: i8,
+    n_data: Option<String>,
+    #[serde(serialize_with = "micros")]
+    n_pruned_at: Option<DateTime<Utc>>,
 }
 
 /// The swap's change as a [`ChangeRow`], or why it cannot be stored.
@@ -434,6 +444,14 @@ pub(crate) fn encode_change(
 ) -> Result<ChangeRow<'_>, String> {
     let task = swap.task();
     refuse_nul_in_outcome(task)?;
+    let n_data = if swap.change().writes(Field::Data) {
+        if task.data.keys().any(|k| k.contains('\0')) || task.data.values().any(has_nul) {
+            return Err("data contains NUL, which PostgreSQL jsonb cannot hold".into());
+        }
+        Some(to_text(&task.data)?)
+    } else {
+        None
+    };
     let n_expected = i64::try_from(swap.fence().version())
         .map_err(|_| format!("version {} too large", swap.fence().version()))?;
     let Counters {
@@ -461,6 +479,8 @@ pub(crate) fn encode_change(
         n_outcome: task.outcome,
         n_snoozes: snoozes,
         n_priority: task.priority,
+        n_data,
+        n_pruned_at: task.pruned_at,
     })
 }
 

@@ -1519,6 +1519,137 @@ async fn a_schema_of_migration_0003_is_migrated_forward() {
     drop_schema(&store).await;
 }
 
+/// A schema of migration 0005 (the version before retention) is migrated
+/// forward by `migrate()`: its rows read as full documents (no
+/// `pruned_at`), can be pruned and found by a pruner, and the pause and
+/// rate-limiter tables work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schema_of_migration_0005_is_migrated_forward() {
+    use oncetask_core::lifecycle;
+    use oncetask_core::store::{Change, Fetched, FinishedQuery, StartsRequest, Swap};
+
+    let schema = new_schema();
+    let url = url();
+    let store = PostgresStore::connect(&url, &schema)
+        .await
+        .unwrap_or_else(|e| unreachable_server(&url, e));
+    {
+        let mut old = sqlx::migrate!("./migrations");
+        old.migrations = old
+            .migrations
+            .iter()
+            .filter(|m| m.version <= 5)
+            .cloned()
+            .collect::<Vec<_>>()
+            .into();
+        assert_eq!(old.migrations.len(), 5);
+        let mut conn = store.pool().acquire().await.expect("connection").detach();
+        sqlx::raw_sql(&format!(
+            "CREATE SCHEMA \"{schema}\"; SET search_path TO \"{schema}\""
+        ))
+        .execute(&mut conn)
+        .await
+        .expect("schema");
+        old.run_direct(&mut conn)
+            .await
+            .expect("migrations 0001-0005");
+        // A finished row as the previous version writes it: its 24 columns.
+        sqlx::raw_sql(
+            "INSERT INTO tasks (id, kind, env, data, created_at, done_at, attempts, \
+             cancellation_attempts, errors, result, is_cancelled, version, outcome, snoozes, \
+             priority, max_attempts) \
+             VALUES ('old', 'k', 'test', '{\"to\": 1}'::jsonb, now() - interval '2 days', \
+                     now() - interval '1 day', 1, 0, '[]'::jsonb, '\"ok\"'::jsonb, false, 3, \
+                     'completed', 0, 0, NULL)",
+        )
+        .execute(&mut conn)
+        .await
+        .expect("an old row");
+        sqlx::Connection::close(conn).await.expect("close");
+    }
+    store.migrate().await.expect("migrate forward");
+    store.migrate().await.expect("migrate again: a no-op");
+    let fetched = store.get(&["old".to_owned()]).await.expect("get");
+    let old = match fetched.as_slice() {
+        [Fetched::Task(task)] => task.clone(),
+        other => panic!("{other:?}"),
+    };
+    assert!(
+        !old.is_tombstone() && old.data.contains_key("to"),
+        "{old:?}"
+    );
+    // Microseconds, as PostgreSQL stores times.
+    let now = chrono::DateTime::from_timestamp_micros(chrono::Utc::now().timestamp_micros())
+        .expect("a time");
+    let query = FinishedQuery::new(ENV, "k", TaskStatus::Completed, now);
+    let page = store.find_finished(&query).await.expect("find_finished");
+    assert_eq!(page, std::slice::from_ref(&old));
+    let pruned = lifecycle::prune(&old, now).expect("finished");
+    store
+        .swap(&[Swap::new(&old, Change::Prune, &pruned)])
+        .await
+        .expect("prune");
+    assert!(store.find_finished(&query).await.expect("full").is_empty());
+    let tombstones = store
+        .find_finished(&query.clone().tombstones())
+        .await
+        .expect("tombstones");
+    assert_eq!(tombstones, [pruned]);
+    assert!(store.set_paused(ENV, "k", true).await.expect("pause"));
+    assert_eq!(store.paused_kinds(ENV).await.expect("paused"), ["k"]);
+    let request = StartsRequest::new(ENV, "k", None, now, 1_000, 5, 9);
+    assert_eq!(store.take_starts(&[request]).await.expect("take"), [5]);
+    drop_schema(&store).await;
+}
+
+/// A pruner's pages (first and next) read `tasks_finished_idx` on 100k
+/// rows: every condition is part of the index range (no filter walks
+/// entries of other statuses, tombstones or earlier pages) and the rows
+/// come out in `(done_at, id)` order with no sort; and a page holds what
+/// it should.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pruner_pages_read_the_finished_index_on_100k_rows() {
+    use oncetask_core::store::FinishedQuery;
+
+    let store = store(&new_schema()).await;
+    populate(&store, true).await;
+    let plans = store.explain_claim().await.expect("explain");
+    for name in ["find finished", "find finished after"] {
+        let plan = plan_of(&plans, name);
+        eprintln!("-- {name}\n{plan}");
+        assert!(
+            plan.contains("Index Scan using tasks_finished_idx"),
+            "{name} skips tasks_finished_idx:\n{plan}"
+        );
+        assert!(!plan.contains("Sort"), "{name} sorts:\n{plan}");
+        let cond = plan
+            .lines()
+            .find(|l| l.contains("Index Cond:"))
+            .unwrap_or_else(|| panic!("{name}: no index condition:\n{plan}"));
+        for part in ["env = $1", "kind = $2", "= $3", "= $4", "done_at <= $5"] {
+            assert!(cond.contains(part), "{name}: {part} not in {cond}");
+        }
+        if name.ends_with("after") {
+            assert!(
+                cond.contains("ROW(done_at, id) > ROW($7, $8)"),
+                "{name}: the cursor is not in the range: {cond}"
+            );
+        }
+    }
+    let query =
+        FinishedQuery::new("env-0", "kind-0", TaskStatus::Completed, chrono::Utc::now()).limit(50);
+    let page = store.find_finished(&query).await.expect("a page");
+    assert_eq!(page.len(), 50);
+    assert!(page.iter().all(|t| query.matches(t)));
+    let next = store
+        .find_finished(&query.clone().after_task(&page[49]))
+        .await
+        .expect("the next page");
+    assert_eq!(next.len(), 50);
+    assert!((page[49].done_at, &page[49].id) < (next[0].done_at, &next[0].id));
+    drop_schema(&store).await;
+}
+
 /// What a claim at `now` in `order` takes from `tasks` (the rows as stored
 /// before it), in the order it returns them: the ready tasks by priority
 /// (highest first, in [`ClaimOrder::Priority`]) and claim order, leaving out

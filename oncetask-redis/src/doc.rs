@@ -27,6 +27,11 @@
 //! (a negative count, a priority outside `i8`) makes the document
 //! undecodable.
 //!
+//! `prn` (the time a pruner made the task a tombstone, milliseconds) is
+//! absent until then. A prune (the one change that writes the payload)
+//! writes `body` again, emptied, and drops `errs`, `out` and `cat`, whose
+//! current values the new body holds.
+//!
 //! Stored times have millisecond precision, like every time the core
 //! produces (see [`oncetask_core::task::truncate_to_millis`]).
 
@@ -101,15 +106,20 @@ fn order_hex(t: Option<DateTime<Utc>>) -> String {
     format!("{n:016x}")
 }
 
+/// `ms` milliseconds since the epoch in the encoding of [`order_time`]
+/// (the `<done hex>` of a finished-index member).
+pub(crate) fn order_millis(ms: i64) -> String {
+    format!("{:016x}", ms.saturating_add(ORDER_OFFSET))
+}
+
 /// `now` in the encoding of the first 16 characters of an `ord` member.
 pub(crate) fn order_time(now: DateTime<Utc>) -> String {
     order_hex(Some(now))
 }
 
-/// The hash fields of `task`, as `(field, value)` pairs. `Err` says why the
-/// task cannot be stored.
-pub(crate) fn encode_task(task: &Task) -> Result<Vec<(&'static str, String)>, String> {
-    let body = Body {
+/// The `body` field of `task`: every part only Rust reads, as JSON.
+fn body(task: &Task) -> Result<String, String> {
+    json(&Body {
         data: task.data.clone(),
         errors: task.errors.clone(),
         recurrence: task.recurrence.clone(),
@@ -117,8 +127,13 @@ pub(crate) fn encode_task(task: &Task) -> Result<Vec<(&'static str, String)>, St
         occurrence_timestamp: task.occurrence_timestamp,
         cancelled_at: task.cancelled_at,
         outcome: task.outcome,
-    };
-    let body = serde_json::to_string(&body).map_err(|e| e.to_string())?;
+    })
+}
+
+/// The hash fields of `task`, as `(field, value)` pairs. `Err` says why the
+/// task cannot be stored.
+pub(crate) fn encode_task(task: &Task) -> Result<Vec<(&'static str, String)>, String> {
+    let body = body(task)?;
     let mut fields: Vec<(&'static str, String)> = vec![
         ("fmt", FORMAT.to_owned()),
         ("id", task.id.clone()),
@@ -151,6 +166,7 @@ pub(crate) fn encode_task(task: &Task) -> Result<Vec<(&'static str, String)>, St
         ("snz", snoozes(task)),
         ("pri", priority(task)),
         ("maxa", task.max_attempts.map(|n| n.to_string())),
+        ("prn", task.pruned_at.map(ms)),
     ];
     fields.extend(
         optional
@@ -186,6 +202,17 @@ pub(crate) fn encode_change(swap: &Swap) -> Result<Written, String> {
     let mut out = Written::default();
     out.put("ver", Some(task.version.to_string()));
     out.put("dst", done_status(task));
+    // A change of the payload (a prune) writes the whole body again, from
+    // the swapped task: the fence guarantees that the body parts outside
+    // the change are as stored (every writer of this crate bumps the
+    // version). The body then holds the current errors, outcome and
+    // cancellation time, so their override fields go: a tombstone keeps
+    // no copy of what it dropped.
+    let rewrites_body = swap.change().writes(Field::Data);
+    if rewrites_body {
+        out.put("body", Some(body(task)?));
+        out.delete.extend(["errs", "out", "cat"]);
+    }
     for field in swap.change().fields() {
         match field {
             Field::LeasedUntil => out.put("lease", task.leased_until.map(ms)),
@@ -201,6 +228,8 @@ pub(crate) fn encode_change(swap: &Swap) -> Result<Written, String> {
             Field::CancellationAttempts => {
                 out.put("catt", Some(task.cancellation_attempts.to_string()))
             }
+            // In the rewritten body already.
+            Field::Errors | Field::Outcome | Field::CancelledAt | Field::Data if rewrites_body => {}
             Field::Errors => out.put("errs", Some(json(&task.errors)?)),
             Field::DoneAt => out.put("done", task.done_at.map(ms)),
             Field::Outcome => out.put("out", Some(json(&task.outcome)?)),
@@ -213,6 +242,8 @@ pub(crate) fn encode_change(swap: &Swap) -> Result<Written, String> {
             // Back at the default (a reset's 0 snoozes), the field goes.
             Field::Snoozes => out.put("snz", snoozes(task)),
             Field::Priority => out.put("pri", priority(task)),
+            Field::PrunedAt => out.put("prn", task.pruned_at.map(ms)),
+            Field::Data => {}
         }
     }
     Ok(out)
@@ -345,6 +376,7 @@ fn decode_task(fields: &Fields) -> Result<Task, String> {
         snoozes: optional_number(fields, "snz")?.unwrap_or(0),
         priority: optional_number(fields, "pri")?.unwrap_or(0),
         max_attempts: optional_number(fields, "maxa")?,
+        pruned_at: time(fields, "prn")?,
         revision: None,
     }
     .into())
@@ -388,6 +420,7 @@ mod tests {
         task.snoozes = u32::MAX;
         task.priority = i8::MIN;
         task.max_attempts = Some(u32::MAX);
+        task.pruned_at = Some(t(200, 7));
         task.leased_until = task
             .leased_until
             .map(|l| DateTime::<Utc>::from_timestamp_millis(l.timestamp_millis()).expect("ms"));
@@ -443,6 +476,60 @@ mod tests {
                 Decoded::Task(back) => assert_eq!(*back, *swap.task()),
                 Decoded::Raw { reason, .. } => panic!("{reason}"),
             }
+        }
+    }
+
+    #[test]
+    fn a_prune_rewrites_the_body_and_drops_what_the_tombstone_no_longer_holds() {
+        use oncetask_core::lifecycle;
+        use oncetask_core::store::Change;
+
+        let now = t(1_736_150_400, 0);
+        let mut task = Task::new("a", "k", "e", now);
+        task.data.insert("n".into(), json!("payload"));
+        task.done_at = Some(now);
+        task.outcome = Some(Outcome::Failed);
+        task.attempts = 2;
+        task.result = Some(json!({"r": 1}));
+        task.errors.push(AttemptError {
+            at: now,
+            error: "boom".into(),
+        });
+        // As a swap left it: the body's copies overridden.
+        let mut without_errors = task.clone();
+        without_errors.errors.clear();
+        let mut hash = stored(&without_errors);
+        hash.insert(
+            "errs".into(),
+            json(&task.errors).expect("json").into_bytes(),
+        );
+        hash.insert("out".into(), b"\"failed\"".to_vec());
+        assert!(!hash.contains_key("prn"));
+        let pruned = lifecycle::prune(&task, now).expect("finished");
+        let swap = Swap::new(&task, Change::Prune, &pruned);
+        let written = encode_change(&swap).expect("encodable");
+        for name in ["errs", "out", "cat", "result"] {
+            assert!(written.delete.contains(&name), "{name}");
+        }
+        let body = written
+            .set
+            .iter()
+            .find(|(n, _)| *n == "body")
+            .map(|(_, v)| v.clone())
+            .expect("the body is written");
+        assert!(
+            !body.contains("payload") && !body.contains("boom"),
+            "{body}"
+        );
+        let hash = applied(hash, written);
+        assert!(hash.contains_key("prn"));
+        match decode(&hash) {
+            Decoded::Task(back) => {
+                assert_eq!(*back, pruned);
+                assert!(back.is_tombstone());
+                assert_eq!(back.status(now), oncetask_core::TaskStatus::Failed);
+            }
+            Decoded::Raw { reason, .. } => panic!("{reason}"),
         }
     }
 

@@ -117,6 +117,28 @@ impl Keys {
         format!("{}due:{}", self.env_base(env), encode(kind))
     }
 
+    /// The finished index of `env`/`kind` for the terminal status named
+    /// `status` (`completed`, `failed`, `cancelled`): full documents
+    /// (`fin:<status>:<kind>`) or tombstones (`pr:<status>:<kind>`).
+    pub(crate) fn finished(&self, env: &str, kind: &str, status: &str, tombstones: bool) -> String {
+        let what = if tombstones { "pr" } else { "fin" };
+        format!("{}{what}:{status}:{}", self.env_base(env), encode(kind))
+    }
+
+    /// The set of paused kinds of `env`.
+    pub(crate) fn paused(&self, env: &str) -> String {
+        format!("{}paused", self.env_base(env))
+    }
+
+    /// The rate limiter of `kind` (`rl:<kind>`), or of one of its resource
+    /// keys (`rlk:<kind>:<key>`), without the env base the scripts prepend.
+    pub(crate) fn limiter_suffix(kind: &str, resource_key: Option<&str>) -> String {
+        match resource_key {
+            None => format!("rl:{}", encode(kind)),
+            Some(key) => format!("rlk:{}:{key}", encode(kind)),
+        }
+    }
+
     /// The listing index (creation order) a filter reads: the resource
     /// key's, else the kind's, else the env's.
     pub(crate) fn listing(&self, env: &str, kind: Option<&str>, key: Option<&str>) -> String {
@@ -196,6 +218,13 @@ mod tests {
                 keys.due(env, "{kind}"),
                 keys.listing(env, Some("k{"), None),
                 keys.listing(env, None, Some("{rk}")),
+                keys.finished(env, "{k}", "completed", true),
+                keys.paused(env),
+                format!(
+                    "{}{}",
+                    keys.env_base(env),
+                    Keys::limiter_suffix("k}", Some("{r"))
+                ),
             ] {
                 assert_eq!(key_slot(other.as_bytes()), slot, "{other}");
             }

@@ -96,6 +96,17 @@
 //! token), the script writes it only if the stored version is still the
 //! expected one.
 //!
+//! ## Retention, pause and rate limits
+//!
+//! Finished tasks are indexed by finish time per kind and terminal status
+//! (`fin:<status>:<kind>`, and `pr:<status>:<kind>` for tombstones), kept in
+//! line by the same scripts that finish, reset, prune and delete them, so
+//! [`Store::find_finished`] is a range read; a kind stored before the
+//! index existed is backfilled once ([`RedisStore::backfill_finished`]). A
+//! prune writes the payload away (`body` rewritten, `prn` set). Paused
+//! kinds are a set per env; rate limiters are one expiring hash per kind
+//! (and resource key), updated by a script per call. See `docs/redis.md`.
+//!
 //! ## Wake-ups
 //!
 //! Creates, deletes and the swaps that free work or come from an operator
@@ -123,7 +134,8 @@ use futures::StreamExt;
 use futures::stream::BoxStream;
 use oncetask_core::store::{
     Announce, ClaimMode, ClaimOrder, ClaimRequest, Claimed, CreateOutcome, Delete, DeleteOutcome,
-    Fetched, Notification, StatusCounts, Swap, SwapOutcome, TaskFilter, Undecodable,
+    Fetched, FinishedQuery, Notification, StartsRequest, StatusCounts, StorageStats, Swap,
+    SwapOutcome, TaskFilter, Undecodable,
 };
 use oncetask_core::{Store, StoreError, Task, TaskStatus};
 use redis::Value;
@@ -135,10 +147,12 @@ mod doc;
 mod keys;
 mod notify;
 mod registry;
+mod retention;
 mod scripts;
 
 pub use conn::Connection;
 pub use keys::key_slot;
+pub use retention::STATS_SAMPLE;
 
 /// The `redis` crate this backend is built on, for the caller's own
 /// commands on [`RedisStore::connection`] with the same version.
@@ -554,7 +568,7 @@ fn group_by_env<T>(items: impl IntoIterator<Item = (String, T)>) -> ByEnv<T> {
 const CLAIM_READ: &[&str] = &[
     "fmt", "bad", "rk", "wait", "lease", "done", "att", "catt", "ver", "canc", "ord", "id", "env",
     "kind", "created", "body", "token", "result", "errs", "out", "cat", "dst", "snz", "pri",
-    "maxa",
+    "maxa", "prn",
 ];
 
 #[cfg(test)]
@@ -590,6 +604,7 @@ fn claim_read_names_every_field_a_task_hash_may_hold() {
         snoozes: 1,
         priority: 1,
         max_attempts: Some(1),
+        pruned_at: Some(now),
         ..Task::new("a", "k", "e", now).into_parts()
     }
     .into();
@@ -941,6 +956,50 @@ impl Store for RedisStore {
         let ms = score as i64;
         Ok(DateTime::<Utc>::from_timestamp_millis(ms))
     }
+    /// Lex ranges of the status's finished index (`fin:<status>:<kind>`,
+    /// or `pr:<status>:<kind>` for tombstones: members `<done hex><id>`),
+    /// from the cursor to `finished_by`, one script call per 500 entries.
+    /// On a kind that had tasks before the index existed, the first call
+    /// builds it ([`RedisStore::backfill_finished`]).
+    async fn find_finished(&self, query: &FinishedQuery) -> Result<Vec<Task>, StoreError> {
+        self.finished(query).await
+    }
+
+    /// One script: `SADD`/`SREM` on the env's `paused` set and, on a
+    /// change, a notice on the `changes` channel.
+    async fn set_paused(&self, env: &str, kind: &str, paused: bool) -> Result<bool, StoreError> {
+        self.pause(env, kind, paused).await
+    }
+
+    /// `SMEMBERS` of the env's `paused` set.
+    async fn paused_kinds(&self, env: &str) -> Result<Vec<String>, StoreError> {
+        self.paused(env).await
+    }
+
+    /// One script call per env (and 200 requests): each limiter is a hash
+    /// (`rl:<kind>`, `rlk:<kind>:<key>`) of its window and starts taken,
+    /// updated by the script, and expires two periods after its last take.
+    async fn take_starts(&self, requests: &[StartsRequest]) -> Result<Vec<u32>, StoreError> {
+        self.starts(requests, true).await
+    }
+
+    /// As [`Store::take_starts`], lowering the count of the window.
+    async fn return_starts(&self, requests: &[StartsRequest]) -> Result<(), StoreError> {
+        self.starts(requests, false).await.map(drop)
+    }
+
+    /// Per kind: the counts of [`Store::count_by_status`] (tombstones, from
+    /// the pruned-task index, apart), and bytes from `MEMORY USAGE` of up
+    /// to [`STATS_SAMPLE`] random task hashes per status, extrapolated;
+    /// plus `INFO memory` figures of the whole server.
+    async fn storage_stats(
+        &self,
+        env: &str,
+        now: DateTime<Utc>,
+    ) -> Result<StorageStats, StoreError> {
+        self.storage(env, now).await
+    }
+
     /// A claim is one server-side script, run one at a time: a second
     /// claim in flight never races the first.
     fn concurrent_claims(&self) -> usize {

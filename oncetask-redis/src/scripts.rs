@@ -39,6 +39,11 @@ pub(crate) struct Scripts {
     pub(crate) insert_raw: Script,
     pub(crate) count: Script,
     pub(crate) list: Script,
+    pub(crate) backfill: Script,
+    pub(crate) finished: Script,
+    pub(crate) pause: Script,
+    pub(crate) rate: Script,
+    pub(crate) stats: Script,
 }
 
 /// Deletes a registry entry only if it still holds the given value. Sent
@@ -56,6 +61,11 @@ pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     insert_raw: with_lib(include_str!("lua/insert_raw.lua")),
     count: with_lib(include_str!("lua/count.lua")),
     list: with_lib(include_str!("lua/list.lua")),
+    backfill: with_lib(include_str!("lua/backfill.lua")),
+    finished: with_lib(include_str!("lua/finished.lua")),
+    pause: with_lib(include_str!("lua/pause.lua")),
+    rate: with_lib(include_str!("lua/rate.lua")),
+    stats: with_lib(include_str!("lua/stats.lua")),
 });
 
 /// Maps a client error to the store's error type: connection problems are

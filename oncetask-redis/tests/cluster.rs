@@ -22,8 +22,8 @@ use oncetask_conformance::fleet::{
 };
 use oncetask_core::lifecycle::{self, LeaseGrant};
 use oncetask_core::store::{
-    Change, ClaimMode, ClaimRequest, CreateOutcome, Delete, DeleteOutcome, Fetched, Swap,
-    SwapOutcome, TaskFilter,
+    Change, ClaimMode, ClaimRequest, CreateOutcome, Delete, DeleteOutcome, Fetched, FinishedQuery,
+    StartsRequest, Swap, SwapOutcome, TaskFilter,
 };
 use oncetask_core::{Store, Task, TaskStatus};
 use oncetask_redis::{RedisStore, key_slot};
@@ -419,5 +419,97 @@ async fn the_subscriber_reconnects_after_its_connection_is_cut() {
         .expect("create");
     let heard = next(&mut stream).await;
     assert_eq!(heard.kind, KIND, "a notice after the reconnect");
+    store.purge().await.expect("purge");
+}
+
+/// Retention, pause, rate limits and storage figures in one env per
+/// master: the finished index, the tombstone a prune writes, a pruner's
+/// exact deletes, the paused set, a rate limiter batch spanning the envs
+/// (so nodes), and `storage_stats` with the memory of the cluster; every
+/// key stays on the env's node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_pause_and_rate_limits_work_on_every_master() {
+    let prefix = common::new_prefix();
+    let store = common::cluster_store_on(&prefix).await;
+    let masters = masters(&store).await;
+    let envs = env_per_master(&store, &masters);
+    // Stored times have millisecond precision.
+    let now = oncetask_core::task::truncate_to_millis(Utc::now());
+    for env in &envs {
+        let tasks: Vec<Task> = (0..5)
+            .map(|i| {
+                let mut task = Task::new(format!("{env}-{i}"), KIND, env, now);
+                task.done_at = Some(now);
+                task.attempts = 1;
+                task.outcome = Some(oncetask_core::Outcome::Completed);
+                task
+            })
+            .collect();
+        store.create(tasks).await.expect("create");
+        let query = FinishedQuery::new(env, KIND, TaskStatus::Completed, now);
+        let found = store.find_finished(&query).await.expect("find_finished");
+        assert_eq!(found.len(), 5, "{env}");
+        let tomb = lifecycle::prune(&found[0], now).expect("finished");
+        let swapped = store
+            .swap(&[Swap::new(&found[0], Change::Prune, &tomb)])
+            .await
+            .expect("swap");
+        assert!(matches!(swapped[..], [SwapOutcome::Applied { .. }]));
+        let tombs = store
+            .find_finished(&query.clone().tombstones())
+            .await
+            .expect("find_finished");
+        assert_eq!(tombs, std::slice::from_ref(&tomb));
+        let stats = store.storage_stats(env, now).await.expect("stats");
+        assert_eq!(stats.by_status[&TaskStatus::Completed].documents, 4);
+        assert_eq!(stats.tombstones.documents, 1);
+        assert!(stats.tombstones.bytes.is_some());
+        assert!(
+            stats
+                .figures
+                .iter()
+                .any(|f| f.label.contains("cluster") && f.bytes > 0),
+            "{:?}",
+            stats.figures
+        );
+        let deleted = store
+            .delete(&[Delete::exact(&tomb), Delete::exact(&found[1])])
+            .await
+            .expect("delete");
+        assert!(matches!(
+            deleted[..],
+            [DeleteOutcome::Deleted, DeleteOutcome::Deleted]
+        ));
+        assert!(store.set_paused(env, KIND, true).await.expect("pause"));
+        assert_eq!(store.paused_kinds(env).await.expect("paused"), [KIND]);
+    }
+    let requests: Vec<StartsRequest> = envs
+        .iter()
+        .flat_map(|env| {
+            [None, Some("r".to_owned())]
+                .into_iter()
+                .map(move |key| StartsRequest::new(env, KIND, key, now, 1_000, 3, 5))
+        })
+        .collect();
+    assert_eq!(
+        store.take_starts(&requests).await.expect("take"),
+        vec![3; requests.len()]
+    );
+    assert_eq!(
+        store.take_starts(&requests).await.expect("take"),
+        vec![0; requests.len()]
+    );
+    for (env, master) in envs.iter().zip(&masters) {
+        let base = store.env_key_base(env);
+        for other in &masters {
+            let keys = keys_on(other, &prefix).await;
+            let here = keys.iter().filter(|k| k.starts_with(&base)).count();
+            if other.addr == master.addr {
+                assert!(here > 0, "{env}'s keys on its master");
+            } else {
+                assert_eq!(here, 0, "{env}'s keys on another master: {keys:?}");
+            }
+        }
+    }
     store.purge().await.expect("purge");
 }

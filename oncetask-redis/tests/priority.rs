@@ -472,7 +472,8 @@ async fn priority_zero_tasks_use_only_the_unbanded_keys() {
         assert!(
             [
                 "t", "kinds", "ca", "cr", "cnt", "sw", "due", "wf", "wl", "kf", "kl", "kg", "kh",
-                "pk"
+                "pk", // The finished index's marker, written by the first create of a kind.
+                "finb"
             ]
             .contains(&what),
             "unexpected key {key}"

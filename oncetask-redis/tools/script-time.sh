@@ -83,7 +83,7 @@ swap_args() {
       errs '[]' done 1796610030000 out '"completed"' 4 lease token wait result
   done
 }
-READ="fmt bad rk wait lease done att catt ver canc ord id env kind created body token result errs out cat dst snz pri maxa"
+READ="fmt bad rk wait lease done att catt ver canc ord id env kind created body token result errs out cat dst snz pri maxa prn"
 usec() { cli info commandstats | tr -d '\r' | awk -F'[=,]' '/^cmdstat_evalsha:/ { print $4 } END {}'; }
 failed() { cli info commandstats | tr -d '\r' | awk -F'[=,]' '/^cmdstat_evalsha:/ { print $10 }'; }
 for ((f = 1; f <= 2000; f += 100)); do create_args $f >"$WORK/c$f"; swap_args $f >"$WORK/s$f"; done

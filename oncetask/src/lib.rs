@@ -71,8 +71,13 @@ pub use oncetask_core::manager::{
 pub use oncetask_core::{CustomRetry, ExponentialBackoff, FixedDelay, NoRetry, RetryPolicy};
 pub use oncetask_core::{MAX_SNOOZE, PRIORITY_RANGE, Snooze, SnoozeTooFar};
 
+// Operating a queue: retention, rate limits.
+pub use oncetask_core::manager::{PruneCounts, PrunePlan, PruneReport, RateLimit, Retention};
+
 // Tasks as stored, and what inspecting them returns.
-pub use oncetask_core::store::{StatusCounts, TaskCursor, TaskFilter, Undecodable};
+pub use oncetask_core::store::{
+    StatusCounts, StorageStats, StoredSize, TaskCursor, TaskFilter, Undecodable,
+};
 pub use oncetask_core::{
     AttemptError, CreateStatus, KindStats, Outcome, QueueStats, Task, TaskStatus,
 };

@@ -6,12 +6,16 @@
 //! about concurrency, wake-ups and shutdown run the real worker loops.
 
 pub mod admin;
+pub mod bulk;
 pub mod cancel_running;
 pub mod cancellation;
 pub mod execution;
 pub mod isolation;
+pub mod pause;
+pub mod rate_limit;
 pub mod recurrence;
 pub mod resource_keys;
+pub mod retention;
 pub mod runtime;
 pub mod shutdown;
 pub mod snooze;

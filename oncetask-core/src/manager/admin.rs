@@ -13,7 +13,7 @@ use crate::lifecycle::{self, Rejection};
 use crate::manager::Manager;
 use crate::manager::answer::checked;
 use crate::manager::apply::{Applied, apply_many};
-use crate::store::{Change, Delete, DeleteOutcome, Fetched};
+use crate::store::{Change, Delete, DeleteOutcome, Fetched, TaskCursor, TaskFilter};
 use crate::task::Task;
 
 /// Per-item result of a bulk call. Nothing is all-or-nothing: each id
@@ -61,6 +61,10 @@ pub enum CancelStatus {
     /// No task with this id.
     NotFound,
 }
+
+/// Tasks per batch of [`Manager::reset_matching`] and
+/// [`Manager::delete_matching`].
+pub const BULK_BATCH: usize = 500;
 
 /// Rounds of re-reading tasks that changed between the read and the delete.
 const MAX_DELETE_ROUNDS: usize = 5;
@@ -224,6 +228,101 @@ impl Manager {
         Ok(report)
     }
 
+    /// Resets (redrives) every finished task `filter` selects, e.g. every
+    /// failed task of a kind or of a resource key after an incident, in
+    /// batches of [`BULK_BATCH`] (one listing and one write per batch).
+    /// Tasks that are not finished are skipped; see [`Manager::reset`].
+    /// Count first with [`Manager::count_matching`] (a dry run).
+    ///
+    /// ```
+    /// # use oncetask_core::{Manager, TaskStatus};
+    /// # async fn demo(manager: &Manager) -> Result<(), oncetask_core::Error> {
+    /// let failed = manager.filter().kind("sync_calendar").status(TaskStatus::Failed);
+    /// println!("{} failed tasks", manager.count_matching(&failed).await?);
+    /// let report = manager.reset_matching(failed).await?;
+    /// println!("{} redriven", report.count());
+    /// # Ok(()) }
+    /// ```
+    pub async fn reset_matching(&self, filter: TaskFilter) -> Result<BulkReport, Error> {
+        self.each_batch(filter, |manager, ids| async move {
+            manager.reset_many(&ids).await
+        })
+        .await
+    }
+
+    /// Deletes every task `filter` selects (see [`Manager::delete`]: a
+    /// running task is refused), in batches of [`BULK_BATCH`]. Deleting a
+    /// task drops its idempotency: creating its id again runs it again.
+    pub async fn delete_matching(&self, filter: TaskFilter) -> Result<BulkReport, Error> {
+        self.each_batch(filter, |manager, ids| async move {
+            manager.delete_many(&ids).await
+        })
+        .await
+    }
+
+    /// How many tasks `filter` selects (what [`Manager::reset_matching`] or
+    /// [`Manager::delete_matching`] would act on now), counted by listing
+    /// them in batches.
+    pub async fn count_matching(&self, filter: &TaskFilter) -> Result<u64, Error> {
+        let mut count = 0u64;
+        let mut page = self.first_batch(filter.clone())?;
+        loop {
+            let tasks = self.inner.store.find(&page).await?;
+            count += tasks.len() as u64;
+            match tasks.last() {
+                Some(last) if tasks.len() >= BULK_BATCH => {
+                    page = page.after(TaskCursor::of(last));
+                }
+                _ => return Ok(count),
+            }
+        }
+    }
+
+    /// The first batch of a bulk action over `filter` (paged by cursor).
+    fn first_batch(&self, mut filter: TaskFilter) -> Result<TaskFilter, Error> {
+        if filter.env != self.inner.env {
+            return Err(Error::FilterEnvironment {
+                filter_env: filter.env,
+                manager_env: self.inner.env.clone(),
+            });
+        }
+        filter.offset = 0;
+        filter.limit = Some(BULK_BATCH);
+        Ok(filter)
+    }
+
+    /// Lists `filter` batch by batch (by cursor, so tasks the action left
+    /// alone are not met again) and runs `act` on each batch's ids.
+    async fn each_batch<'m, F, Fut>(
+        &'m self,
+        filter: TaskFilter,
+        act: F,
+    ) -> Result<BulkReport, Error>
+    where
+        F: Fn(&'m Manager, Vec<String>) -> Fut,
+        Fut: std::future::Future<Output = Result<BulkReport, Error>>,
+    {
+        let mut page = self.first_batch(filter)?;
+        let mut report = BulkReport::default();
+        loop {
+            let tasks = self.inner.store.find(&page).await?;
+            let Some(last) = tasks.last() else {
+                return Ok(report);
+            };
+            let next = page.clone().after(TaskCursor::of(last));
+            let full = tasks.len() >= BULK_BATCH;
+            let done = act(self, tasks.into_iter().map(|t| t.id).collect()).await?;
+            report.succeeded.extend(done.succeeded);
+            report.skipped.extend(done.skipped);
+            report.not_found.extend(done.not_found);
+            report.failed.extend(done.failed);
+            if !full {
+                return Ok(report);
+            }
+            page = next;
+        }
+    }
+
     async fn act_on_ids(&self, ids: &[String], action: Action) -> Result<BulkReport, Error> {
         let mut report = BulkReport::default();
         let mut tasks = Vec::new();
@@ -290,8 +389,18 @@ impl Manager {
         Ok(tasks)
     }
 
-    async fn act(&self, tasks: Vec<Task>, action: Action, report: &mut BulkReport) {
+    async fn act(&self, mut tasks: Vec<Task>, action: Action, report: &mut BulkReport) {
         let now = self.inner.now();
+        if matches!(action, Action::Cancel | Action::Reset) {
+            // A tombstone has no payload to run: a typed error, not a skip.
+            tasks.retain(|task| {
+                if task.is_tombstone() {
+                    let id = task.id.clone();
+                    report.failed.push((id.clone(), Error::Pruned { id }));
+                }
+                !task.is_tombstone()
+            });
+        }
         let ids: Vec<String> = tasks.iter().map(|t| t.id.clone()).collect();
         let change = match action {
             Action::Cancel => Change::Cancel,

@@ -117,6 +117,7 @@ struct Unwritten {
     cancelled_at: Option<DateTime<Utc>>,
     snoozes: u32,
     priority: i8,
+    pruned_at: Option<DateTime<Utc>>,
     version: u64,
     revision: Option<Revision>,
 }
@@ -125,6 +126,8 @@ impl Unwritten {
     fn of(task: &Task) -> Self {
         // Destructured, so that a new field cannot be left out by accident:
         // every field but the fixed ones (never written by a swap) is kept.
+        // The payload is written only by a prune, which has no fallback and
+        // so never needs restoring (copying it here would cost every outcome).
         let Task {
             id: _,
             kind: _,
@@ -150,6 +153,7 @@ impl Unwritten {
             outcome,
             snoozes,
             priority,
+            pruned_at,
             revision,
         } = task;
         Self {
@@ -166,6 +170,7 @@ impl Unwritten {
             cancelled_at: *cancelled_at,
             snoozes: *snoozes,
             priority: *priority,
+            pruned_at: *pruned_at,
             version: *version,
             revision: *revision,
         }
@@ -188,6 +193,7 @@ impl Unwritten {
         task.cancelled_at = self.cancelled_at;
         task.snoozes = self.snoozes;
         task.priority = self.priority;
+        task.pruned_at = self.pruned_at;
         task.version = self.version;
         task.revision = self.revision;
         task
@@ -263,8 +269,8 @@ where
         if swaps.is_empty() {
             break;
         }
-        let outcomes = match swap_with_retries(store, &swaps).await {
-            Ok(outcomes) => outcomes,
+        let (outcomes, retried) = match swap_with_retries(store, &swaps).await {
+            Ok(answer) => answer,
             Err(e) => {
                 let shared = e.to_string();
                 for (index, _, _) in swapped {
@@ -304,7 +310,13 @@ where
                 SwapOutcome::Failed(e) => Applied::Failed(e.into()),
                 SwapOutcome::Conflict => {
                     conflicted.push((index, task.id.clone(), refused));
-                    attempted.insert(task.id.clone(), task);
+                    // Only a swap tried again after a storage error may
+                    // have landed on its first try: a conflict on the
+                    // first try is another writer's (which may have
+                    // written the very same state, e.g. two pruners).
+                    if retried {
+                        attempted.insert(task.id.clone(), task);
+                    }
                     continue;
                 }
             });
@@ -375,14 +387,17 @@ const SWAP_TRIES: u32 = 3;
 /// A swap, retried after storage errors (a blip must not lose an outcome:
 /// the task would run again). Retrying is safe because swaps are
 /// fenced: a try that landed makes the retry conflict, and the re-read
-/// recognises the write.
-async fn swap_with_retries(store: &dyn Store, swaps: &[Swap]) -> Result<Vec<SwapOutcome>, Error> {
+/// recognises the write. Also says whether the answer is a retry's.
+async fn swap_with_retries(
+    store: &dyn Store,
+    swaps: &[Swap],
+) -> Result<(Vec<SwapOutcome>, bool), Error> {
     let expected = swaps.len();
     let mut tries = 0;
     loop {
         tries += 1;
         match store.swap(swaps).await {
-            Ok(outcomes) => return checked(expected, outcomes),
+            Ok(outcomes) => return checked(expected, outcomes).map(|o| (o, tries > 1)),
             Err(e) if tries >= SWAP_TRIES => return Err(e.into()),
             Err(e) => {
                 tracing::warn!(error = %e, "swap failed; retrying");

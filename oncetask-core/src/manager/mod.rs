@@ -42,6 +42,10 @@ mod context;
 mod erased;
 mod handler;
 mod options;
+mod pause;
+mod prune;
+mod rate_limit;
+mod retention;
 mod running;
 mod task_context;
 mod worker;
@@ -55,7 +59,7 @@ use futures::StreamExt;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-pub use admin::{BulkReport, CancelStatus};
+pub use admin::{BULK_BATCH, BulkReport, CancelStatus};
 pub use context::{CurrentTask, current_resource_key, current_task_id};
 #[cfg(feature = "testing")]
 pub(crate) use erased::decode as decode_args;
@@ -63,6 +67,9 @@ pub use handler::{
     FromTask, GroupHandler, Handler, HandlerOutcome, IntoOutcome, group_handler_fn, handler_fn,
 };
 pub use options::{DEFAULT_OLDEST_CLAIM_EVERY, HandlerOptions, HandlerTimeout};
+pub use prune::{DEFAULT_PRUNE_BATCH, PruneCounts, PrunePlan, PruneReport};
+pub use rate_limit::RateLimit;
+pub use retention::Retention;
 pub use task_context::TaskContext;
 #[cfg(feature = "testing")]
 pub(crate) use worker::run_captured;
@@ -75,7 +82,9 @@ use crate::error::Error;
 use crate::inspect::QueueStats;
 use crate::metrics;
 use crate::status::TaskStatus;
-use crate::store::{ClaimOrder, CreateOutcome, Fetched, StatusCounts, Store, TaskFilter};
+use crate::store::{
+    ClaimOrder, CreateOutcome, Fetched, StatusCounts, StorageStats, Store, TaskFilter,
+};
 use crate::task::Task;
 
 /// Environment variable selecting the logical environment.
@@ -117,6 +126,8 @@ pub(crate) struct Inner {
     reported_undecodable: Mutex<HashSet<String>>,
     /// Tasks this process's main handlers run, with their cancel signals.
     running: running::Running,
+    /// The paused kinds of the environment, as last read.
+    paused: pause::PausedView,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -127,6 +138,9 @@ pub(crate) enum ShutdownPhase {
     /// Grace period over: interrupt handlers and release their leases.
     Aborting,
 }
+
+/// Default [`ManagerBuilder::prune_interval`].
+pub const DEFAULT_PRUNE_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Default [`ManagerBuilder::outcome_batching`] delay.
 const DEFAULT_OUTCOME_BATCH_DELAY: Duration = Duration::from_millis(2);
@@ -142,6 +156,10 @@ struct ManagerConfig {
     inline: bool,
     queue_metrics_interval: Option<Duration>,
     outcome_batching: apply::Batching,
+    /// Default retention of every kind.
+    retention: Retention,
+    /// How often the background pruner runs (`None`: never).
+    prune_interval: Option<Duration>,
 }
 
 pub(crate) enum HandlerShape {
@@ -157,6 +175,8 @@ pub(crate) struct Registration {
     pace: worker::Pace,
     /// Claims made so far (every n-th is in the oldest order).
     claims: std::sync::atomic::AtomicU64,
+    /// Until when the kind's rate limit window is spent.
+    spent: rate_limit::Spent,
 }
 
 impl Registration {
@@ -304,6 +324,26 @@ impl ManagerBuilder {
         self
     }
 
+    /// The retention of every kind without its own
+    /// ([`HandlerOptions::retention`]); default: keep everything. Kinds
+    /// declared with [`ManagerBuilder::declare_kinds`] are pruned with it
+    /// too. Registration of an invalid retention fails; see
+    /// [`Retention::validate`].
+    pub fn retention(mut self, retention: Retention) -> Self {
+        self.config.retention = retention;
+        self
+    }
+
+    /// How often the background pruner runs a pass over the kinds with a
+    /// retention ([`Manager::prune`] with [`PrunePlan::configured`]);
+    /// default [`DEFAULT_PRUNE_INTERVAL`]. `None` runs none (prune from a
+    /// job of your own, or from one process only). Any number of processes
+    /// may prune the same store: their writes are fenced.
+    pub fn prune_interval(mut self, interval: Option<Duration>) -> Self {
+        self.config.prune_interval = interval;
+        self
+    }
+
     /// Builds the manager. With workers enabled and a store that publishes
     /// change notices, this subscribes to them (needs a tokio runtime).
     pub fn build(self) -> Manager {
@@ -326,12 +366,16 @@ impl ManagerBuilder {
                 stopped: tokio::sync::OnceCell::new(),
                 reported_undecodable: Mutex::new(HashSet::new()),
                 running: running::Running::default(),
+                paused: pause::PausedView::default(),
             }),
         };
         if manager.inner.config.start_workers {
             manager.forward_store_notifications();
             if let Some(interval) = manager.inner.config.queue_metrics_interval {
                 manager.refresh_queue_metrics(interval);
+            }
+            if let Some(interval) = manager.inner.config.prune_interval {
+                prune::spawn_pruner(&manager.inner, interval);
             }
         }
         manager
@@ -368,6 +412,8 @@ impl Manager {
                     delay: DEFAULT_OUTCOME_BATCH_DELAY,
                     max: DEFAULT_OUTCOME_BATCH_MAX,
                 },
+                retention: Retention::default(),
+                prune_interval: Some(DEFAULT_PRUNE_INTERVAL),
             },
         }
     }
@@ -507,6 +553,7 @@ impl Manager {
                 options,
                 pace: worker::Pace::default(),
                 claims: std::sync::atomic::AtomicU64::new(0),
+                spent: rate_limit::Spent::default(),
             });
             registry.insert(kind.to_owned(), registration.clone());
             registration
@@ -744,6 +791,14 @@ impl Manager {
         Ok(stats)
     }
 
+    /// What this environment's tasks take up in the store: documents and
+    /// bytes per status, tombstones apart, and the backend's own figures,
+    /// each labelled with how it was obtained ([`StorageStats`]).
+    pub async fn storage_stats(&self) -> Result<StorageStats, Error> {
+        let now = self.inner.clock.now();
+        Ok(self.inner.store.storage_stats(&self.inner.env, now).await?)
+    }
+
     /// Queue depth of a kind: pending tasks plus cancelled tasks whose
     /// cancellation path has not finished (close to Go's `GetPendingCount`).
     /// [`Manager::count_by_status`] gives the exact breakdown.
@@ -874,6 +929,14 @@ impl Manager {
                         if notice.may_touch_claimed {
                             inner.wake_outside(&notice.kind);
                             inner.recheck_running(&notice.kind);
+                            // It may be a pause or a resume: re-read them,
+                            // then wake the kind again to act on it.
+                            inner.paused.mark_stale();
+                            let inner = inner.clone();
+                            tokio::spawn(async move {
+                                inner.refresh_paused(true).await;
+                                inner.wake_outside(&notice.kind);
+                            });
                         } else {
                             inner.wake(&notice.kind);
                         }

@@ -6,6 +6,8 @@ use std::time::Duration;
 use crate::error::Error;
 use crate::manager::erased::{self, Erased};
 use crate::manager::handler::{FromTask, Handler};
+use crate::manager::rate_limit::RateLimit;
+use crate::manager::retention::Retention;
 use crate::retry::{ExponentialBackoff, NoRetry, RetryPolicy};
 
 /// How long a handler may run before its attempt fails.
@@ -52,6 +54,12 @@ pub struct HandlerOptions {
     pub(crate) claim_ahead: Option<usize>,
     /// Every n-th claim ignores priority (0: none).
     pub(crate) oldest_claim_every: u32,
+    /// Starts of the kind per period, across every process.
+    pub(crate) rate_limit: Option<RateLimit>,
+    /// Starts per resource key of the kind per period.
+    pub(crate) key_rate_limit: Option<RateLimit>,
+    /// `None`: the manager's default.
+    pub(crate) retention: Option<Retention>,
 }
 
 /// Default [`HandlerOptions::oldest_claim_every`].
@@ -93,6 +101,9 @@ impl Default for HandlerOptions {
             max_group_size: 100,
             claim_ahead: None,
             oldest_claim_every: DEFAULT_OLDEST_CLAIM_EVERY,
+            rate_limit: None,
+            key_rate_limit: None,
+            retention: None,
         }
     }
 }
@@ -110,6 +121,9 @@ impl std::fmt::Debug for HandlerOptions {
             .field("max_group_size", &self.max_group_size)
             .field("claim_ahead", &self.claim_ahead)
             .field("oldest_claim_every", &self.oldest_claim_every)
+            .field("rate_limit", &self.rate_limit)
+            .field("key_rate_limit", &self.key_rate_limit)
+            .field("retention", &self.retention)
             .finish()
     }
 }
@@ -228,6 +242,33 @@ impl HandlerOptions {
         self
     }
 
+    /// At most `limit` starts of this kind per period, across every
+    /// process sharing the store ([`RateLimit`] says what counts as a
+    /// start and how windows work). Tasks over the limit stay pending,
+    /// with no attempt counted, and start when the next window opens. The
+    /// claiming loop asks for no more tasks than the window has left.
+    pub fn rate_limit(mut self, limit: RateLimit) -> Self {
+        self.rate_limit = Some(limit);
+        self
+    }
+
+    /// At most `limit` starts per resource key of this kind per period,
+    /// across every process (tasks without a resource key are not limited
+    /// by it). A claimed task over its key's limit is handed back with its
+    /// attempt not counted, and waits until the key's next window opens.
+    pub fn rate_limit_per_resource_key(mut self, limit: RateLimit) -> Self {
+        self.key_rate_limit = Some(limit);
+        self
+    }
+
+    /// How long this kind's finished tasks are kept ([`Retention`]);
+    /// default: the manager's
+    /// ([`ManagerBuilder::retention`](crate::manager::ManagerBuilder::retention)).
+    pub fn retention(mut self, retention: Retention) -> Self {
+        self.retention = Some(retention);
+        self
+    }
+
     /// Largest group a group handler receives (at least 1).
     pub fn max_group_size(mut self, size: usize) -> Self {
         self.max_group_size = size;
@@ -249,6 +290,15 @@ impl HandlerOptions {
             return Err(Error::InvalidConfig(
                 "max group size must be at least 1".into(),
             ));
+        }
+        if let Some(limit) = &self.rate_limit {
+            limit.validate("a rate limit")?;
+        }
+        if let Some(limit) = &self.key_rate_limit {
+            limit.validate("a per-resource-key rate limit")?;
+        }
+        if let Some(retention) = &self.retention {
+            retention.validate()?;
         }
         let lease_bound = self.lease_duration.saturating_sub(self.lease_margin());
         if self

@@ -1,15 +1,17 @@
-//! The default implementations of [`Store::kinds`] and [`Store::inspect`],
-//! built from the other store methods; a backend that can answer either
-//! with a cheaper query overrides it.
+//! The default implementations of [`Store::kinds`], [`Store::inspect`],
+//! [`Store::find_finished`] and [`Store::storage_stats`], built from the
+//! other store methods; a backend that can answer one with a cheaper query
+//! overrides it.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
 
-use super::{Store, TaskFilter};
+use super::{FinishedQuery, StorageStats, Store, TaskFilter};
 use crate::error::StoreError;
 use crate::inspect::{KindStats, QueueStats};
 use crate::status::TaskStatus;
+use crate::task::Task;
 
 /// [`Store::kinds`] from a listing: one [`Store::find`] over every task of
 /// `env`, keeping the distinct kinds. Reads every task of the environment,
@@ -72,4 +74,48 @@ pub async fn inspect_with_primitives<S: Store + ?Sized>(
         now,
         kinds,
     })
+}
+
+/// [`Store::find_finished`] from a listing: one [`Store::find`] of every
+/// task of the kind with the query's status, filtered and sorted here.
+/// Reads every such task, so backends override it with a query on the
+/// finish time.
+pub async fn finished_by_listing<S: Store + ?Sized>(
+    store: &S,
+    query: &FinishedQuery,
+) -> Result<Vec<Task>, StoreError> {
+    let filter = TaskFilter::env(&query.env, query.finished_by)
+        .kind(&query.kind)
+        .status(query.status);
+    let mut tasks: Vec<Task> = store
+        .find(&filter)
+        .await?
+        .into_iter()
+        .filter(|t| query.matches(t))
+        .collect();
+    tasks.sort_by(|a, b| (a.done_at, &a.id).cmp(&(b.done_at, &b.id)));
+    tasks.truncate(query.limit);
+    Ok(tasks)
+}
+
+/// [`Store::storage_stats`] from a listing: every task of `env` is read
+/// and counted by status (tombstones apart), with no sizes.
+pub async fn storage_by_listing<S: Store + ?Sized>(
+    store: &S,
+    env: &str,
+    now: DateTime<Utc>,
+) -> Result<StorageStats, StoreError> {
+    let mut stats = StorageStats::new("documents counted by listing every task; no sizes");
+    for task in store.find(&TaskFilter::env(env, now)).await? {
+        if task.is_tombstone() {
+            stats.tombstones.add(None);
+        } else {
+            stats
+                .by_status
+                .entry(task.status(now))
+                .or_default()
+                .add(None);
+        }
+    }
+    Ok(stats)
 }

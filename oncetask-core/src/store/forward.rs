@@ -4,6 +4,7 @@
 //! Implement [`Forward`] (name the wrapped store, override the calls to
 //! intercept) and the type is a [`Store`]. Every method forwards by
 //! default, the provided ones too ([`Store::kinds`], [`Store::inspect`],
+//! [`Store::find_finished`], [`Store::storage_stats`],
 //! [`Store::concurrent_claims`], [`Store::claims_ahead`],
 //! [`Store::subscribe`]), so a wrapper never silently answers with the
 //! [`Store`] trait's generic defaults instead of the wrapped backend's own.
@@ -46,8 +47,8 @@ use chrono::{DateTime, Utc};
 use futures::stream::BoxStream;
 
 use super::{
-    ClaimRequest, Claimed, CreateOutcome, Delete, DeleteOutcome, Fetched, Notification, Store,
-    Swap, SwapOutcome, TaskFilter,
+    ClaimRequest, Claimed, CreateOutcome, Delete, DeleteOutcome, Fetched, FinishedQuery,
+    Notification, StartsRequest, StorageStats, Store, Swap, SwapOutcome, TaskFilter,
 };
 use crate::error::StoreError;
 use crate::inspect::QueueStats;
@@ -121,6 +122,40 @@ pub trait Forward: Send + Sync + 'static {
         self.inner().inspect(env, now).await
     }
 
+    /// [`Store::find_finished`].
+    async fn find_finished(&self, query: &FinishedQuery) -> Result<Vec<Task>, StoreError> {
+        self.inner().find_finished(query).await
+    }
+
+    /// [`Store::set_paused`].
+    async fn set_paused(&self, env: &str, kind: &str, paused: bool) -> Result<bool, StoreError> {
+        self.inner().set_paused(env, kind, paused).await
+    }
+
+    /// [`Store::paused_kinds`].
+    async fn paused_kinds(&self, env: &str) -> Result<Vec<String>, StoreError> {
+        self.inner().paused_kinds(env).await
+    }
+
+    /// [`Store::take_starts`].
+    async fn take_starts(&self, requests: &[StartsRequest]) -> Result<Vec<u32>, StoreError> {
+        self.inner().take_starts(requests).await
+    }
+
+    /// [`Store::return_starts`].
+    async fn return_starts(&self, requests: &[StartsRequest]) -> Result<(), StoreError> {
+        self.inner().return_starts(requests).await
+    }
+
+    /// [`Store::storage_stats`].
+    async fn storage_stats(
+        &self,
+        env: &str,
+        now: DateTime<Utc>,
+    ) -> Result<StorageStats, StoreError> {
+        self.inner().storage_stats(env, now).await
+    }
+
     /// [`Store::concurrent_claims`].
     fn concurrent_claims(&self) -> usize {
         self.inner().concurrent_claims()
@@ -187,6 +222,34 @@ impl<F: Forward> Store for F {
 
     async fn inspect(&self, env: &str, now: DateTime<Utc>) -> Result<QueueStats, StoreError> {
         Forward::inspect(self, env, now).await
+    }
+
+    async fn find_finished(&self, query: &FinishedQuery) -> Result<Vec<Task>, StoreError> {
+        Forward::find_finished(self, query).await
+    }
+
+    async fn set_paused(&self, env: &str, kind: &str, paused: bool) -> Result<bool, StoreError> {
+        Forward::set_paused(self, env, kind, paused).await
+    }
+
+    async fn paused_kinds(&self, env: &str) -> Result<Vec<String>, StoreError> {
+        Forward::paused_kinds(self, env).await
+    }
+
+    async fn take_starts(&self, requests: &[StartsRequest]) -> Result<Vec<u32>, StoreError> {
+        Forward::take_starts(self, requests).await
+    }
+
+    async fn return_starts(&self, requests: &[StartsRequest]) -> Result<(), StoreError> {
+        Forward::return_starts(self, requests).await
+    }
+
+    async fn storage_stats(
+        &self,
+        env: &str,
+        now: DateTime<Utc>,
+    ) -> Result<StorageStats, StoreError> {
+        Forward::storage_stats(self, env, now).await
     }
 
     fn concurrent_claims(&self) -> usize {

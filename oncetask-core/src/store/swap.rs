@@ -15,8 +15,8 @@ use chrono::{DateTime, Utc};
 use crate::task::{Revision, Task};
 
 /// A task field that a swap may change. Everything else (id, env, kind,
-/// payload, resource key, creation time, schedule, lineage) is fixed at
-/// create.
+/// resource key, creation time, schedule, lineage) is fixed at create; the
+/// payload changes only when a pruner empties it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Field {
     /// [`Task::leased_until`].
@@ -45,11 +45,15 @@ pub enum Field {
     Snoozes,
     /// [`Task::priority`].
     Priority,
+    /// [`Task::data`] (only a prune changes the payload: it empties it).
+    Data,
+    /// [`Task::pruned_at`].
+    PrunedAt,
 }
 
 impl Field {
     /// Every field a swap may change.
-    pub const ALL: [Field; 13] = [
+    pub const ALL: [Field; 15] = [
         Field::LeasedUntil,
         Field::LeaseToken,
         Field::WaitUntil,
@@ -63,6 +67,8 @@ impl Field {
         Field::CancelledAt,
         Field::Snoozes,
         Field::Priority,
+        Field::Data,
+        Field::PrunedAt,
     ];
 }
 
@@ -99,6 +105,9 @@ pub enum Change {
     /// An operator's new priority for a task not done
     /// ([`crate::lifecycle::reprioritize`]).
     Reprioritize,
+    /// A finished task turned into a tombstone by a pruner: payload,
+    /// result and errors emptied ([`crate::lifecycle::prune`]).
+    Prune,
 }
 
 impl Change {
@@ -143,6 +152,7 @@ impl Change {
                 Snoozes,
             ],
             Change::Reprioritize => &[Priority],
+            Change::Prune => &[Data, Errors, Result, Attempts, PrunedAt],
         }
     }
 
@@ -167,7 +177,7 @@ impl Change {
 
     /// The narrowest event that writes every field in which `after`
     /// differs from `before` (tried in the order heartbeat, reprioritize,
-    /// release, cancel, outcome, snooze, reset); `None` when none does (a field a swap can
+    /// release, cancel, outcome, snooze, reset, prune); `None` when none does (a field a swap can
     /// never change differs). For callers that hold two states rather than
     /// the event (tests, tools); the manager always names its event.
     ///
@@ -185,7 +195,7 @@ impl Change {
     /// assert_eq!(Change::between(&claimed, &released), Some(Change::Release));
     /// ```
     pub fn between(before: &Task, after: &Task) -> Option<Change> {
-        const NARROWEST_FIRST: [Change; 7] = [
+        const NARROWEST_FIRST: [Change; 8] = [
             Change::Heartbeat,
             Change::Reprioritize,
             Change::Release,
@@ -193,6 +203,7 @@ impl Change {
             Change::Outcome,
             Change::Snooze,
             Change::Reset,
+            Change::Prune,
         ];
         NARROWEST_FIRST.into_iter().find(|change| {
             let mut applied = before.clone();
@@ -375,6 +386,10 @@ impl Swap {
     /// ```
     pub fn announces_work(&self, now: DateTime<Utc>) -> bool {
         let task = &self.task;
+        if self.change == Change::Prune {
+            // A finished task losing its payload frees nothing.
+            return false;
+        }
         if task.is_done() {
             return task.resource_key.is_some();
         }
@@ -454,6 +469,8 @@ fn copy_fields(change: Change, from: &Task, onto: &mut Task) {
             Field::CancelledAt => onto.cancelled_at = from.cancelled_at,
             Field::Snoozes => onto.snoozes = from.snoozes,
             Field::Priority => onto.priority = from.priority,
+            Field::Data => onto.data = from.data.clone(),
+            Field::PrunedAt => onto.pruned_at = from.pruned_at,
         }
     }
     onto.version = from.version;
@@ -493,11 +510,11 @@ fn keep_unwritten(change: Change, from: &Task, onto: &mut Task) {
         snoozes,
         priority,
         max_attempts,
+        pruned_at,
         revision: _,
     } = from;
     keep(id, &mut onto.id);
     keep(kind, &mut onto.kind);
-    keep(data, &mut onto.data);
     keep(resource_key, &mut onto.resource_key);
     keep(env, &mut onto.env);
     keep(created_at, &mut onto.created_at);
@@ -525,6 +542,8 @@ fn keep_unwritten(change: Change, from: &Task, onto: &mut Task) {
             Field::CancelledAt => keep(cancelled_at, &mut onto.cancelled_at),
             Field::Snoozes => keep(snoozes, &mut onto.snoozes),
             Field::Priority => keep(priority, &mut onto.priority),
+            Field::Data => keep(data, &mut onto.data),
+            Field::PrunedAt => keep(pruned_at, &mut onto.pruned_at),
         }
     }
 }
@@ -666,6 +685,15 @@ mod tests {
             Change::Reset,
             lifecycle::reset(&done).expect("done"),
         ));
+        let mut with_payload = done.clone();
+        with_payload.data =
+            serde_json::Map::from_iter([("to".to_string(), serde_json::json!("a"))]);
+        list.push((
+            "prune",
+            with_payload.clone(),
+            Change::Prune,
+            lifecycle::prune(&with_payload, now).expect("done"),
+        ));
         let generator = Task {
             recurrence: Some(
                 Recurrence::new("FREQ=DAILY", "2025-01-06T09:00:00Z").expect("valid rule"),
@@ -726,6 +754,8 @@ mod tests {
                     Field::CancelledAt => strayed.cancelled_at = Some(t0()),
                     Field::Snoozes => strayed.snoozes = 99,
                     Field::Priority => strayed.priority = 9,
+                    Field::Data => strayed.data = serde_json::Map::new(),
+                    Field::PrunedAt => strayed.pruned_at = Some(t0()),
                 }
             }
             let copied = {
@@ -768,6 +798,7 @@ mod tests {
                 ("snooze", true),
                 ("reprioritize", false),
                 ("reset", true),
+                ("prune", false),
                 ("generator step", true),
             ]
         );

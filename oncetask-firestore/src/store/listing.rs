@@ -40,7 +40,7 @@ const FILTERED_PAGE: usize = 100;
 /// Largest page of one query (Firestore's limit is an `i32`).
 const MAX_PAGE: usize = 10_000;
 
-fn reference(name: &str) -> Value {
+pub(super) fn reference(name: &str) -> Value {
     Value {
         value_type: Some(ValueType::ReferenceValue(name.to_owned())),
     }
@@ -48,7 +48,7 @@ fn reference(name: &str) -> Value {
 
 /// A cursor just after `doc` in an order on `fields` then `__name__`, from
 /// its stored values; `None` if one is missing.
-fn cursor_after(doc: &Document, fields: &[&str]) -> Option<Cursor> {
+pub(super) fn cursor_after(doc: &Document, fields: &[&str]) -> Option<Cursor> {
     let mut values = Vec::with_capacity(fields.len() + 1);
     for field in fields {
         values.push(doc.fields.get(*field)?.clone());
@@ -60,7 +60,7 @@ fn cursor_after(doc: &Document, fields: &[&str]) -> Option<Cursor> {
     })
 }
 
-fn page_limit(n: usize) -> i32 {
+pub(super) fn page_limit(n: usize) -> i32 {
     i32::try_from(n.clamp(1, MAX_PAGE)).unwrap_or(i32::MAX)
 }
 

@@ -39,6 +39,18 @@ local function blocked(id, gen, key)
   return nil
 end
 
+-- The first task of a kind with no task at all: its finished index has
+-- nothing to backfill (see backfill.lua), so it is marked built.
+local seen = {}
+local function mark_new_kind(k)
+  if seen[k] then return end
+  seen[k] = true
+  local built = per_kind('finb', k)
+  if redis.call('EXISTS', built) == 0 and redis.call('EXISTS', per_kind('ca', k)) == 0 then
+    redis.call('SET', built, '+')
+  end
+end
+
 for j = 1, tonumber(ARGV[2]) do
   local id, gen = ARGV[i], ARGV[i + 1]
   local new, next_i, first = read_fields(i + 2)
@@ -49,6 +61,7 @@ for j = 1, tonumber(ARGV[2]) do
   if why then
     out[j] = why
   else
+    mark_new_kind(new.kenc)
     redis.call('HSET', key, 'gen', gen, unpack(ARGV, first, first + 2 * n_fields - 1))
     index(new)
     if new.rk then refresh_key(new.kenc, new.rk, band(new.pri)) end

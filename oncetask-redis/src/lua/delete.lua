@@ -2,6 +2,9 @@
 -- ARGV: base, then pairs of id, expected version ('' for any).
 -- Returns per item: 'D<generation>' deleted, 'N' not found, 'C' conflict.
 local out, changed, j = {}, {}, 1
+-- Indexed tasks removed per kind: a kind left without any drops its
+-- finished-index marker (finb:k), so no key outlives the kind's tasks.
+local removed = {}
 for i = 2, #ARGV, 2 do
   local id, expected = ARGV[i], ARGV[i + 1]
   local key = task_key(id)
@@ -16,6 +19,7 @@ for i = 2, #ARGV, 2 do
     else
       if ok then
         unindex(f)
+        removed[f.kenc] = (removed[f.kenc] or 0) + 1
         if f.rk then refresh_key(f.kenc, f.rk, band(f.pri)) end
         note(changed, f.kind, true)
       elseif f.kenc then
@@ -26,6 +30,10 @@ for i = 2, #ARGV, 2 do
     end
   end
   j = j + 1
+end
+-- The listings' removals wait for flush: ca:k still counts them here.
+for k, n in pairs(removed) do
+  if redis.call('ZCARD', per_kind('ca', k)) <= n then redis.call('DEL', per_kind('finb', k)) end
 end
 publish(changed)
 return out

@@ -33,6 +33,16 @@
 --                  of every kind finds the undecodable documents of a kind
 --                  that has no task)
 --   tomb:<id>      string: a fenced registry generation (see registry.rs)
+--   fin:<s>:k      zset (score 0, member "<done hex><id>"): finished tasks
+--                  of status s (completed, failed, cancelled) that keep
+--                  their full document, in (done_at, id) order (pruners)
+--   pr:<s>:k       the same for tombstones (pruned tasks)
+--   finb:k         string: '+' once fin:*:k holds every finished task of k
+--                  (a store older than the index is backfilled; see
+--                  backfill.lua), else the backfill's last listing member
+--   paused         set: the paused kinds (names as given)
+--   rl:k, rlk:k:r  hash (w: window start ms, n: starts taken): the rate
+--                  limiter of kind k, and of its resource key r
 local B = ARGV[1]
 
 local function to_table(flat)
@@ -212,6 +222,35 @@ local function state_entries(f)
   return counter, sw, due_score(f), wl, wf, kl, kf, kg, band(f.pri)
 end
 
+-- `ms` (a decimal integer of milliseconds) as doc.rs's order_hex: ms +
+-- 2^53 in 16 hex digits, built from two halves so that every step stays
+-- exact in Lua's doubles.
+local function order_hex(ms)
+  local n = tonumber(ms)
+  local hi = math.floor(n / 4294967296)
+  local lo = n - hi * 4294967296
+  return string.format('%08x%08x', hi + 2097152, lo)
+end
+
+-- The finished-index entry of a decodable task (fields f): its key and
+-- member, nil while it is not done. A tombstone's is in pr:, a full
+-- document's in fin:.
+local function finished_entry(f)
+  if not f.done or not f.dst then return nil end
+  local what = (f.prn and 'pr:' or 'fin:') .. f.dst
+  return per_kind(what, f.kenc), order_hex(f.done) .. string.sub(f.ord, 33)
+end
+
+-- Moves a task's finished-index entry from its old state to its new one.
+local function restate_finished(old, new)
+  if not old.done and not new.done then return end
+  local ok, om = finished_entry(old)
+  local nk, nm = finished_entry(new)
+  if ok == nk and om == nm then return end
+  if ok then z_later(ok, om, false) end
+  if nk then z_later(nk, nm, '0') end
+end
+
 local function put_now(key, m, score)
   if score then redis.call('ZADD', key, score, m) else redis.call('ZREM', key, m) end
 end
@@ -234,6 +273,7 @@ local function restate(old, new)
   local oc, osw, odue, owl, owf, okl, okf, okg, ob = state_entries(old)
   local nc, nsw, ndue, nwl, nwf, nkl, nkf, nkg, nb = state_entries(new)
   local k, om, nm = new.kenc, old.ord, new.ord
+  restate_finished(old, new)
   if oc ~= nc then
     local cnt = per_kind('cnt', k)
     n_later(cnt, oc, -1)
@@ -284,6 +324,10 @@ local function index_state(f, sign)
   local counter, sw, due, wl, wf, kl, kf, kg, b = state_entries(f)
   local k, m, r = f.kenc, f.ord, f.rk
   n_later(per_kind('cnt', k), counter, sign)
+  if f.done then
+    local fk, fm = finished_entry(f)
+    z_later(fk, fm, sign > 0 and '0')
+  end
   local add = sign > 0
   if sw then z_later(per_kind('sw', k), m, add and sw) end
   if due then z_later(per_kind('due', k), m, add and due) end

@@ -9,9 +9,10 @@
 -- index entries (never the payload); only the change's fields are written,
 -- and only the index entries that differ are touched. A swap never changes
 -- the kind, the resource key or the creation time, so the listings stay;
--- a new priority moves the task's claim entries to its new band.
+-- a new priority moves the task's claim entries to its new band. A
+-- finish, reset or prune moves its finished-index entry (fin:, pr:).
 local READ = { 'fmt', 'bad', 'ver', 'kenc', 'kind', 'rk', 'ord', 'done', 'dst', 'canc',
-  'lease', 'wait', 'pri' }
+  'lease', 'wait', 'pri', 'prn' }
 local out, changed, i = {}, {}, 3
 for j = 1, tonumber(ARGV[2]) do
   local id, expected, notice = ARGV[i], ARGV[i + 1], ARGV[i + 2]
@@ -27,7 +28,7 @@ for j = 1, tonumber(ARGV[2]) do
     fmt = h[1] or nil, bad = h[2] or nil, ver = h[3] or nil, kenc = h[4] or nil,
     kind = h[5] or nil, rk = h[6] or nil, ord = h[7] or nil, done = h[8] or nil,
     dst = h[9] or nil, canc = h[10] or nil, lease = h[11] or nil, wait = h[12] or nil,
-    pri = h[13] or nil,
+    pri = h[13] or nil, prn = h[14] or nil,
   }
   if not f.fmt and not f.bad and redis.call('EXISTS', key) == 0 then
     out[j] = 'N'
@@ -38,7 +39,7 @@ for j = 1, tonumber(ARGV[2]) do
   else
     local new = {
       kenc = f.kenc, rk = f.rk, ord = f.ord, done = f.done, dst = f.dst, canc = f.canc,
-      lease = f.lease, wait = f.wait, pri = f.pri,
+      lease = f.lease, wait = f.wait, pri = f.pri, prn = f.prn,
     }
     for a = first, dels - 1, 2 do new[ARGV[a]] = ARGV[a + 1] end
     for d = dels + 1, dels + n_dels do new[ARGV[d]] = nil end

@@ -19,6 +19,7 @@ use super::add;
 use super::backlog::{Backlog, RENEW_AFTER};
 use super::guard::panic_message;
 use super::pace::Pace;
+use super::rate;
 use super::run::{RunReport, run_claimed};
 use crate::error::Error;
 use crate::lifecycle::LeaseGrant;
@@ -27,6 +28,10 @@ use crate::manager::{HandlerShape, Inner, Registration, ShutdownPhase};
 use crate::metrics;
 use crate::store::{ClaimMode, ClaimRequest, Undecodable};
 use crate::task::{LeaseToken, Task};
+
+/// Most claims one `process_next` makes past claims whose every task was
+/// deferred by its resource key's rate limit.
+const MAX_DEFERRED_CLAIMS: usize = 100;
 
 /// Longest back-off of a loop whose claims keep failing (store unreachable).
 const MAX_ERROR_BACKOFF: Duration = Duration::from_secs(30);
@@ -73,7 +78,18 @@ struct ClaimDone {
     events_seen: u64,
     /// When it was issued, to time its round trip.
     issued: std::time::Instant,
-    result: Result<Option<Claim>, Error>,
+    result: Result<Take, Error>,
+}
+
+/// What the claiming loop takes from one claim.
+enum Take {
+    /// Leased tasks (`None`: nothing was ready), and how many more it
+    /// claimed but deferred to a later window of their resource key's
+    /// rate limit (they count as received: other tasks may be ready).
+    Claimed(Option<Claim>, usize),
+    /// The kind claims nothing until `until` (`None`: until a wake-up or
+    /// the poll interval): it is paused, or its rate limit is spent.
+    Held(Option<DateTime<Utc>>),
 }
 
 /// What ended the loop's wait.
@@ -271,7 +287,15 @@ impl Dispatcher {
     /// Starts waiting units on the free slots, after re-reading them if an
     /// outside change (count `outside`) may have touched them.
     async fn start_waiting(&mut self, inner: &Arc<Inner>, outside: u64) {
-        if self.backlog.is_empty() || self.slots.available_permits() == 0 {
+        if self.backlog.is_empty() {
+            return;
+        }
+        if inner.paused.is_paused(&self.registration.kind) {
+            // Paused: what was claimed ahead goes back, unstarted.
+            self.backlog.release_all(inner).await;
+            return;
+        }
+        if self.slots.available_permits() == 0 {
             return;
         }
         self.backlog.refresh(inner, outside).await;
@@ -327,10 +351,11 @@ impl Dispatcher {
         let issued = std::time::Instant::now();
         self.claims.push(
             async move {
-                let attempt = AssertUnwindSafe(claim(&inner, &registration, mode)).catch_unwind();
+                let attempt =
+                    AssertUnwindSafe(claim(&inner, &registration, mode, false)).catch_unwind();
                 // Undecodable documents are logged by `claim`; the loop only
                 // needs what it leased.
-                let attempt = attempt.map(|r| r.map(|claimed| claimed.map(Met::into_claim)));
+                let attempt = attempt.map(|r| r.map(|claimed| claimed.map(Met::into_take)));
                 let result = attempt.await.unwrap_or_else(|panic| {
                     Err(Error::Internal(format!(
                         "claim panicked: {}",
@@ -358,7 +383,7 @@ impl Dispatcher {
             return;
         };
         let (got, found_nothing) = match done.result {
-            Ok(Some(claim)) => {
+            Ok(Take::Claimed(Some(claim), deferred)) => {
                 self.failures = 0;
                 self.claim_time.record(done.issued.elapsed());
                 let units = claim.split(&self.registration.shape);
@@ -367,11 +392,24 @@ impl Dispatcher {
                     HandlerShape::Group(_) => units.len(),
                 };
                 self.backlog.push(units, done.outside_seen);
-                (got, false)
+                (got + deferred, false)
             }
-            Ok(None) => {
+            Ok(Take::Claimed(None, deferred)) => {
                 self.failures = 0;
-                (0, true)
+                (deferred, deferred == 0)
+            }
+            Ok(Take::Held(until)) => {
+                // Paused (a wake-up or the poll re-reads it) or the rate
+                // limit's window is spent (claim when the next one opens).
+                self.failures = 0;
+                let horizon = add(inner.now(), inner.config.poll_interval);
+                let until = until.map_or(horizon, |u| u.min(horizon));
+                self.idle = Some(Idle {
+                    until,
+                    at_horizon: false,
+                    answer: None,
+                });
+                return;
             }
             Err(e) => {
                 self.failures = self.failures.saturating_add(1);
@@ -441,7 +479,7 @@ impl Dispatcher {
     async fn stop(mut self) {
         if let Some(inner) = self.manager.upgrade() {
             while let Some(done) = self.claims.next().await {
-                if let Ok(Some(claim)) = done.result {
+                if let Ok(Take::Claimed(Some(claim), _)) = done.result {
                     self.backlog
                         .push(claim.split(&self.registration.shape), done.outside_seen);
                 }
@@ -565,40 +603,81 @@ pub(crate) async fn process_next(
             max_group: registration.options.max_group_size,
         },
     };
-    match claim(inner, registration, mode).await? {
-        Met::Leased(claim) => Ok(Some(run_claimed(inner, registration, claim, None).await)),
+    // A claim whose tasks were all deferred by their resource key's rate
+    // limit ran nothing, but other tasks may be ready: claim again (the
+    // deferred ones now wait, so this ends).
+    let mut met = claim(inner, registration, mode, true).await?;
+    for _ in 0..MAX_DEFERRED_CLAIMS {
+        match met {
+            Met::OnlyUndecodable(ref undecodable, deferred)
+                if deferred > 0 && undecodable.is_empty() =>
+            {
+                met = claim(inner, registration, mode, false).await?;
+            }
+            _ => break,
+        }
+    }
+    match met {
+        Met::Leased(claim, _) => Ok(Some(run_claimed(inner, registration, claim, None).await)),
+        Met::Held(_) => Ok(None),
         // Nothing ran, but a document of the kind cannot be decoded: say so
         // once (it is met again on every claim, and a caller looping until
         // `None` must not spin on it).
-        Met::OnlyUndecodable(undecodable) if !undecodable.is_empty() => Ok(Some(RunReport {
+        Met::OnlyUndecodable(undecodable, _) if !undecodable.is_empty() => Ok(Some(RunReport {
             kind: registration.kind.clone(),
             undecodable,
             ..RunReport::default()
         })),
-        Met::OnlyUndecodable(_) => Ok(None),
+        Met::OnlyUndecodable(_, _) => Ok(None),
     }
 }
 
 /// What one claim met.
-enum Met {
-    /// Tasks it leased (with any undecodable documents met beside them).
-    Leased(Claim),
-    /// Nothing leased; the undecodable documents met for the first time by
-    /// this manager.
-    OnlyUndecodable(Vec<Undecodable>),
+pub(super) enum Met {
+    /// Tasks it leased (with any undecodable documents met beside them),
+    /// and how many it deferred (a resource key's rate limit).
+    Leased(Claim, usize),
+    /// Nothing leased (but `usize` deferred); the undecodable documents met
+    /// for the first time by this manager.
+    OnlyUndecodable(Vec<Undecodable>, usize),
+    /// Nothing claimed: the kind is paused (`None`) or its rate limit is
+    /// spent until the given time.
+    Held(Option<DateTime<Utc>>),
 }
 
 impl Met {
-    fn into_claim(self) -> Option<Claim> {
+    fn into_take(self) -> Take {
         match self {
-            Met::Leased(claim) => Some(claim),
-            Met::OnlyUndecodable(_) => None,
+            Met::Leased(claim, deferred) => Take::Claimed(Some(claim), deferred),
+            Met::OnlyUndecodable(_, deferred) => Take::Claimed(None, deferred),
+            Met::Held(until) => Take::Held(until),
         }
     }
 }
 
-/// Claims ready tasks of the registration's kind.
+/// Claims ready tasks of the registration's kind, unless it is paused
+/// (re-read first when the view is due, or always with `fresh`) or its
+/// rate limit is spent; see [`crate::manager::RateLimit`].
 async fn claim(
+    inner: &Arc<Inner>,
+    registration: &Registration,
+    mode: ClaimMode,
+    fresh: bool,
+) -> Result<Met, Error> {
+    inner.refresh_paused(fresh).await;
+    if inner.paused.is_paused(&registration.kind) {
+        return Ok(Met::Held(None));
+    }
+    let (mode, kind_starts) = match rate::take_kind_starts(inner, registration, mode).await? {
+        rate::KindTake::Claim(mode, starts) => (mode, starts),
+        rate::KindTake::Spent(until) => return Ok(Met::Held(Some(until))),
+    };
+    let met = claim_unlimited(inner, registration, mode).await;
+    rate::settle(inner, registration, kind_starts, met).await
+}
+
+/// Claims ready tasks of the registration's kind.
+async fn claim_unlimited(
     inner: &Arc<Inner>,
     registration: &Registration,
     mode: ClaimMode,
@@ -636,15 +715,18 @@ async fn claim(
         }
     }
     if claimed.tasks.is_empty() {
-        return Ok(Met::OnlyUndecodable(first_met));
+        return Ok(Met::OnlyUndecodable(first_met, 0));
     }
-    Ok(Met::Leased(Claim {
-        token: request.grant.token,
-        claimed_at,
-        tasks: claimed.tasks,
-        undecodable: first_met,
-        waited: false,
-    }))
+    Ok(Met::Leased(
+        Claim {
+            token: request.grant.token,
+            claimed_at,
+            tasks: claimed.tasks,
+            undecodable: first_met,
+            waited: false,
+        },
+        0,
+    ))
 }
 
 #[cfg(test)]

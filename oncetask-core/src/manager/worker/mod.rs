@@ -4,6 +4,7 @@
 //!   worker slots;
 //! - [`backlog`]: claimed tasks waiting for a slot;
 //! - [`pace`]: how long handlers take, which sizes the claim-ahead;
+//! - [`rate`]: a claim under the kind's rate limits;
 //! - [`run`]: one claim being processed (its handlers in order);
 //! - [`guard`]: one handler run under panic capture, time limit, heartbeat
 //!   and shutdown abort;
@@ -22,6 +23,7 @@ mod generator;
 mod guard;
 mod outcome;
 mod pace;
+mod rate;
 mod run;
 mod shutdown;
 
