@@ -94,6 +94,20 @@ pub enum Command {
     Delete(ActionArgs),
     /// Set the claim priority of tasks that are not done (-10..=10, higher first)
     Reprioritize(ReprioritizeArgs),
+    /// Prune finished tasks of a kind past a retention: they become
+    /// tombstones (payload, result and errors dropped; the id still answers
+    /// "already exists"), and tombstones past theirs are deleted
+    ///
+    /// Example: `oncetask prune --kind send_email --completed 7d --failed 30d
+    /// --tombstones 90d --dry-run`. Safe beside the services' own pruners:
+    /// every write is fenced on the task as read.
+    Prune(PruneArgs),
+    /// Pause a kind for every process sharing the store: its workers claim
+    /// nothing (running handlers finish; creates still store tasks). With no
+    /// kind: list the paused kinds
+    Pause(PauseArgs),
+    /// Resume a paused kind: every process's workers claim it again at once
+    Resume(ResumeArgs),
     /// Run a mix of tasks on the in-memory backend and print a summary (no store needed)
     Demo(DemoArgs),
     /// Benchmark backends: throughput, latency, lateness, cancel delay, scale, next to hand-written raw limits
@@ -194,8 +208,87 @@ pub struct ShowArgs {
 #[derive(Debug, Clone, Args)]
 pub struct StatsArgs {
     /// Only this kind
-    #[arg(long, value_name = "KIND")]
+    #[arg(long, value_name = "KIND", conflicts_with = "storage")]
     pub kind: Option<String>,
+    /// What the environment's tasks take up in the store: documents and
+    /// bytes per status, tombstones apart, and the backend's own figures,
+    /// each saying how it was obtained
+    #[arg(long)]
+    pub storage: bool,
+}
+
+/// `oncetask prune`.
+#[derive(Debug, Clone, Args)]
+pub struct PruneArgs {
+    /// The kind to prune
+    #[arg(long, value_name = "KIND")]
+    pub kind: String,
+    /// Keep completed tasks whole this long after they finished (e.g. 12h, 7d)
+    #[arg(long, value_name = "PERIOD", value_parser = parse_period)]
+    pub completed: Option<std::time::Duration>,
+    /// Keep failed tasks whole this long after they finished
+    #[arg(long, value_name = "PERIOD", value_parser = parse_period)]
+    pub failed: Option<std::time::Duration>,
+    /// Keep cancelled tasks whole this long after they finished
+    #[arg(long, value_name = "PERIOD", value_parser = parse_period)]
+    pub cancelled: Option<std::time::Duration>,
+    /// Keep every finished task whole this long (the three above, unless set)
+    #[arg(long, value_name = "PERIOD", value_parser = parse_period)]
+    pub finished: Option<std::time::Duration>,
+    /// Delete tombstones this long after their task finished (default: keep them)
+    #[arg(long, value_name = "PERIOD", value_parser = parse_period, conflicts_with = "no_tombstones")]
+    pub tombstones: Option<std::time::Duration>,
+    /// Delete tasks whole, leaving no tombstone: creating the same id again
+    /// then runs it again
+    #[arg(long)]
+    pub no_tombstones: bool,
+    /// Tasks per read and per write
+    #[arg(long, default_value_t = oncetask::manager::DEFAULT_PRUNE_BATCH as u64,
+          value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub batch: u64,
+    /// Count what would be pruned and change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Do not ask for confirmation (needed when stdin is not a terminal)
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+}
+
+/// `oncetask pause`.
+#[derive(Debug, Clone, Args)]
+pub struct PauseArgs {
+    /// The kind to pause (none: list the paused kinds)
+    #[arg(value_name = "KIND")]
+    pub kind: Option<String>,
+}
+
+/// `oncetask resume`.
+#[derive(Debug, Clone, Args)]
+pub struct ResumeArgs {
+    /// The kind to resume
+    #[arg(value_name = "KIND")]
+    pub kind: String,
+}
+
+/// A period as a number and a unit: `90s`, `15m`, `12h`, `7d` (or a bare
+/// number of seconds).
+pub fn parse_period(s: &str) -> Result<std::time::Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{s:?}: expected a number and a unit, e.g. 30s, 15m, 12h or 7d"))?;
+    let seconds = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3_600,
+        "d" => 86_400,
+        other => return Err(format!("{s:?}: unknown unit {other:?} (use s, m, h or d)")),
+    };
+    n.checked_mul(seconds)
+        .map(std::time::Duration::from_secs)
+        .ok_or_else(|| format!("{s:?}: too long"))
 }
 
 /// The tasks a `cancel`, `reset` or `delete` acts on, and its confirmation.
@@ -204,16 +297,25 @@ pub struct ActionArgs {
     /// Task ids
     #[arg(
         value_name = "ID",
-        required_unless_present = "resource_key",
-        conflicts_with = "resource_key"
+        required_unless_present_any = ["resource_key", "kind", "status"],
+        conflicts_with_all = ["resource_key", "kind", "status"]
     )]
     pub ids: Vec<String>,
     /// Instead of ids: every task with this resource key (of every kind, unless --kind)
     #[arg(long, value_name = "KEY")]
     pub resource_key: Option<String>,
-    /// With --resource-key: only tasks of this kind
-    #[arg(long, value_name = "KIND", requires = "resource_key")]
+    /// Instead of ids: every task of this kind (with --resource-key or
+    /// --status: only those)
+    #[arg(long, value_name = "KIND")]
     pub kind: Option<String>,
+    /// Instead of ids: only tasks with this status (repeat or separate with
+    /// commas); e.g. `reset --kind sync --status failed` redrives every
+    /// failed task of a kind. Without it, the tasks the action applies to
+    #[arg(long, value_name = "STATUS", value_parser = parse_status, value_delimiter = ',')]
+    pub status: Vec<TaskStatus>,
+    /// Count the tasks the action would touch and change nothing
+    #[arg(long)]
+    pub dry_run: bool,
     /// Do not ask for confirmation (needed when stdin is not a terminal)
     #[arg(long, short = 'y')]
     pub yes: bool,
@@ -270,5 +372,19 @@ mod tests {
         );
         let err = parse_status("done").expect_err("not a status");
         assert!(err.contains("waiting, pending, leased"), "{err}");
+    }
+
+    #[test]
+    fn periods_take_a_unit_and_refuse_others() {
+        use std::time::Duration;
+        assert_eq!(parse_period("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_period("15m"), Ok(Duration::from_secs(900)));
+        assert_eq!(parse_period("7d"), Ok(Duration::from_secs(7 * 86_400)));
+        assert!(
+            parse_period("7w")
+                .expect_err("unit")
+                .contains("unknown unit")
+        );
+        assert!(parse_period("d").is_err());
     }
 }

@@ -851,3 +851,216 @@ async fn run_needs_a_store_and_knows_which_backends_it_has() {
     let stats: Value = serde_json::from_slice(&out).expect("JSON");
     assert_eq!(stats["total"], 0);
 }
+
+#[tokio::test]
+async fn bulk_actions_select_by_kind_and_status_count_first_and_act() {
+    let (store, _) = seeded().await;
+    let dry = cli(
+        &store,
+        &[
+            "--env",
+            "prod",
+            "reset",
+            "--kind",
+            "email",
+            "--status",
+            "failed",
+            "--dry-run",
+        ],
+        None,
+    )
+    .await;
+    dry.ok();
+    assert!(
+        dry.out
+            .contains("would reset 1 task with status failed of kind \"email\""),
+        "{}",
+        dry.out
+    );
+    assert_eq!(
+        status_of(&store, "email-3").await,
+        Some(TaskStatus::Failed),
+        "dry run"
+    );
+
+    let json = cli(
+        &store,
+        &[
+            "--env",
+            "prod",
+            "--json",
+            "delete",
+            "--kind",
+            "bulk",
+            "--dry-run",
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(json.ok().json()["count"], 55);
+
+    let redrive = cli(
+        &store,
+        &[
+            "--env", "prod", "reset", "--kind", "email", "--status", "failed",
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(
+        redrive.exit_status(),
+        EXIT_USAGE,
+        "needs --yes without a terminal"
+    );
+    let redrive = cli(
+        &store,
+        &[
+            "--env", "prod", "reset", "--kind", "email", "--status", "failed", "--yes",
+        ],
+        None,
+    )
+    .await;
+    assert!(
+        redrive.ok().out.contains("reset 1: email-3"),
+        "{}",
+        redrive.out
+    );
+    assert_eq!(
+        status_of(&store, "email-3").await,
+        Some(TaskStatus::Pending)
+    );
+
+    let deleted = cli(
+        &store,
+        &["--env", "prod", "delete", "--kind", "bulk", "--yes"],
+        None,
+    )
+    .await;
+    assert!(
+        deleted.ok().out.contains("deleted 55: bulk-00"),
+        "{}",
+        deleted.out
+    );
+    assert_eq!(status_of(&store, "bulk-54").await, None);
+}
+
+#[tokio::test]
+async fn prune_counts_confirms_and_leaves_tombstones() {
+    let (store, _) = seeded().await;
+    let refused = cli(&store, &["--env", "prod", "prune", "--kind", "email"], None).await;
+    assert_eq!(refused.exit_status(), EXIT_USAGE, "a period is needed");
+    let bad = cli(
+        &store,
+        &[
+            "--env",
+            "prod",
+            "prune",
+            "--kind",
+            "email",
+            "--completed",
+            "2d",
+            "--tombstones",
+            "1d",
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(bad.exit_status(), EXIT_USAGE, "{}", bad.err);
+
+    let dry = cli(
+        &store,
+        &[
+            "--env",
+            "prod",
+            "prune",
+            "--kind",
+            "email",
+            "--finished",
+            "0s",
+            "--dry-run",
+        ],
+        None,
+    )
+    .await;
+    assert!(dry.ok().out.contains("would turn 2 task(s)"), "{}", dry.out);
+    assert!(!store.get(&["email-4".to_owned()]).await.is_err());
+
+    let pruned = cli(
+        &store,
+        &[
+            "--env",
+            "prod",
+            "--json",
+            "prune",
+            "--kind",
+            "email",
+            "--finished",
+            "0s",
+            "--yes",
+        ],
+        None,
+    )
+    .await;
+    let report = pruned.ok().json();
+    assert_eq!(
+        (report["tombstoned"].as_u64(), report["dryRun"].as_bool()),
+        (Some(2), Some(false))
+    );
+    let shown = cli(
+        &store,
+        &["--env", "prod", "--json", "tasks", "show", "email-4"],
+        None,
+    )
+    .await;
+    assert!(shown.ok().json()["prunedAt"].is_string(), "{}", shown.out);
+    let reset = cli(
+        &store,
+        &["--env", "prod", "reset", "email-4", "--yes"],
+        None,
+    )
+    .await;
+    assert_eq!(reset.exit_status(), EXIT_FAILED);
+    assert!(reset.out.contains("pruned to a tombstone"), "{}", reset.out);
+
+    let storage = cli(
+        &store,
+        &["--env", "prod", "--json", "stats", "--storage"],
+        None,
+    )
+    .await;
+    let storage = storage.ok().json();
+    assert_eq!(storage["tombstones"]["documents"], 2, "{storage}");
+    assert!(
+        storage["method"]
+            .as_str()
+            .is_some_and(|m| m.contains("heap estimate"))
+    );
+}
+
+#[tokio::test]
+async fn pause_and_resume_a_kind_and_list_the_paused_ones() {
+    let (store, _) = seeded().await;
+    let none = cli(&store, &["--env", "prod", "pause"], None).await;
+    assert!(none.ok().out.contains("no kind is paused"), "{}", none.out);
+    let paused = cli(&store, &["--env", "prod", "pause", "sync"], None).await;
+    assert!(
+        paused.ok().out.contains("paused kind \"sync\""),
+        "{}",
+        paused.out
+    );
+    let again = cli(&store, &["--env", "prod", "pause", "sync"], None).await;
+    assert!(again.ok().out.contains("(it already was)"), "{}", again.out);
+    let listed = cli(&store, &["--env", "prod", "--json", "pause"], None).await;
+    assert_eq!(listed.ok().json()["paused"], serde_json::json!(["sync"]));
+    assert_eq!(
+        store.paused_kinds("staging").await.expect("read"),
+        Vec::<String>::new()
+    );
+    let resumed = cli(&store, &["--env", "prod", "resume", "sync"], None).await;
+    assert!(
+        resumed.ok().out.contains("resumed kind \"sync\""),
+        "{}",
+        resumed.out
+    );
+    assert!(store.paused_kinds("prod").await.expect("read").is_empty());
+}

@@ -1,11 +1,13 @@
-//! `cancel`, `reset`, `delete` and `reprioritize`: pick the tasks, confirm, then call the
-//! manager's bulk operator action and report each id.
+//! `cancel`, `reset`, `delete` and `reprioritize`: pick the tasks (by id,
+//! or by resource key, kind and status), confirm (or only count, with
+//! `--dry-run`), then call the manager's bulk operator action and report
+//! each id.
 
 use std::collections::HashSet;
 use std::io::Write;
 
-use oncetask::TaskStatus;
 use oncetask::manager::BulkReport;
+use oncetask::{TaskFilter, TaskStatus};
 use serde_json::json;
 
 use super::Ctx;
@@ -60,56 +62,34 @@ impl Action {
 /// Ids listed in a confirmation prompt before it says "and N more".
 const PROMPT_IDS: usize = 10;
 
-/// Runs `action` on the tasks `args` selects.
+/// Ids listed per line of a report (a bulk action may touch thousands;
+/// `--json` lists them all).
+const REPORT_IDS: usize = 50;
+
+/// Runs `action` on the tasks `args` selects: ids, or a selection by
+/// resource key, kind and status (each optional), acted on in batches.
 pub(crate) async fn act(
     ctx: &mut Ctx<'_, '_>,
     action: Action,
     args: &ActionArgs,
 ) -> Result<(), CliError> {
-    let (ids, what) = match &args.resource_key {
-        Some(key) => {
-            let ids = by_resource_key(ctx, action, key, args.kind.as_deref()).await?;
-            let kind = args
-                .kind
-                .as_ref()
-                .map(|k| format!(" of kind {k:?}"))
-                .unwrap_or_default();
-            let what = format!(
-                "{} task{} with resource key {key:?}{kind}",
-                ids.len(),
-                plural(ids.len())
-            );
-            if ids.is_empty() {
-                let message = format!(
-                    "nothing to {}: no task with resource key {key:?}{kind} in environment {:?} {}",
-                    action.name(),
-                    ctx.env(),
-                    match action {
-                        Action::Cancel => "is open and not cancelled yet",
-                        Action::Reset => "is finished",
-                        Action::Delete => "exists",
-                        Action::Reprioritize(_) => "is open",
-                    }
-                );
-                return report(ctx, action, &BulkReport::default(), Some(&message));
-            }
-            (ids, what)
-        }
-        None => {
-            let mut seen = HashSet::new();
-            let ids: Vec<String> = args
-                .ids
-                .iter()
-                .filter(|id| seen.insert(id.as_str()))
-                .cloned()
-                .collect();
-            let what = match ids.as_slice() {
-                [one] => format!("task {one:?}"),
-                many => format!("{} tasks", many.len()),
-            };
-            (ids, what)
-        }
+    if args.ids.is_empty() {
+        return act_on_selection(ctx, action, args).await;
+    }
+    let mut seen = HashSet::new();
+    let ids: Vec<String> = args
+        .ids
+        .iter()
+        .filter(|id| seen.insert(id.as_str()))
+        .cloned()
+        .collect();
+    let what = match ids.as_slice() {
+        [one] => format!("task {one:?}"),
+        many => format!("{} tasks", many.len()),
     };
+    if args.dry_run {
+        return dry_run(ctx, action, ids.len() as u64, &what);
+    }
     let mut question = format!(
         "{} {what} in environment {:?}",
         capitalized(action),
@@ -119,13 +99,7 @@ pub(crate) async fn act(
         question.push_str(&format!(" to priority {priority}"));
     }
     if ids.len() > 1 {
-        let shown: Vec<&str> = ids.iter().take(PROMPT_IDS).map(String::as_str).collect();
-        let more = ids.len().saturating_sub(PROMPT_IDS);
-        question.push_str(&format!(" ({}", shown.join(", ")));
-        if more > 0 {
-            question.push_str(&format!(" and {more} more"));
-        }
-        question.push(')');
+        question.push_str(&format!(" ({})", shown(&ids)));
     }
     question.push('?');
     confirm(ctx, &question, args.yes)?;
@@ -138,37 +112,143 @@ pub(crate) async fn act(
     report(ctx, action, &report_, None)
 }
 
-/// The ids of the tasks with `key` that `action` applies to.
-async fn by_resource_key(
-    ctx: &Ctx<'_, '_>,
-    action: Action,
-    key: &str,
-    kind: Option<&str>,
-) -> Result<Vec<String>, CliError> {
+/// The selection's filter: what `args` names, narrowed to the tasks
+/// `action` applies to when no status is named.
+fn selection(ctx: &Ctx<'_, '_>, action: Action, args: &ActionArgs) -> TaskFilter {
     let mut filter = ctx.manager.filter();
-    filter.resource_key = Some(key.to_owned());
-    filter.kind = kind.map(str::to_owned);
-    match action {
-        Action::Cancel | Action::Reprioritize(_) => filter.not_done = true,
-        Action::Reset => {
-            filter.statuses = vec![
-                TaskStatus::Completed,
-                TaskStatus::Failed,
-                TaskStatus::Cancelled,
-            ]
+    filter.resource_key = args.resource_key.clone();
+    filter.kind = args.kind.clone();
+    filter.statuses = args.status.clone();
+    if filter.statuses.is_empty() {
+        match action {
+            // Open and not cancelled yet.
+            Action::Cancel => {
+                filter.statuses = vec![TaskStatus::Waiting, TaskStatus::Pending, TaskStatus::Leased]
+            }
+            Action::Reprioritize(_) => filter.not_done = true,
+            Action::Reset => {
+                filter.statuses = vec![
+                    TaskStatus::Completed,
+                    TaskStatus::Failed,
+                    TaskStatus::Cancelled,
+                ]
+            }
+            Action::Delete => {}
         }
-        Action::Delete => {}
     }
-    let tasks = ctx.manager.find(filter).await?;
-    Ok(tasks
-        .into_iter()
-        .filter(|t| action != Action::Cancel || !t.is_cancelled)
-        .map(|t| t.id)
-        .collect())
+    filter
+}
+
+/// Says what a selection is, for prompts and notes.
+fn describe(args: &ActionArgs) -> String {
+    let mut parts = Vec::new();
+    if !args.status.is_empty() {
+        let names: Vec<&str> = args.status.iter().map(|s| s.as_str()).collect();
+        parts.push(format!("with status {}", names.join(" or ")));
+    }
+    if let Some(key) = &args.resource_key {
+        parts.push(format!("with resource key {key:?}"));
+    }
+    if let Some(kind) = &args.kind {
+        parts.push(format!("of kind {kind:?}"));
+    }
+    parts.join(" ")
+}
+
+/// `action` on every task a selection picks: counted first (the dry run
+/// stops there), confirmed with that count, then done in batches.
+async fn act_on_selection(
+    ctx: &mut Ctx<'_, '_>,
+    action: Action,
+    args: &ActionArgs,
+) -> Result<(), CliError> {
+    let filter = selection(ctx, action, args);
+    let selected = describe(args);
+    let count = ctx.manager.count_matching(&filter).await?;
+    let what = format!("{count} task{} {selected}", plural(count as usize));
+    if args.dry_run {
+        return dry_run(ctx, action, count, &what);
+    }
+    if count == 0 {
+        let message = format!(
+            "nothing to {}: no task {selected} in environment {:?} {}",
+            action.name(),
+            ctx.env(),
+            match action {
+                Action::Cancel => "is open and not cancelled yet",
+                Action::Reset => "is finished",
+                Action::Delete => "exists",
+                Action::Reprioritize(_) => "is open",
+            }
+        );
+        return report(ctx, action, &BulkReport::default(), Some(&message));
+    }
+    let mut question = format!(
+        "{} {what} in environment {:?}",
+        capitalized(action),
+        ctx.env()
+    );
+    if let Action::Reprioritize(priority) = action {
+        question.push_str(&format!(" to priority {priority}"));
+    }
+    question.push('?');
+    confirm(ctx, &question, args.yes)?;
+    let report_ = match action {
+        Action::Reset => ctx.manager.reset_matching(filter).await?,
+        Action::Delete => ctx.manager.delete_matching(filter).await?,
+        Action::Cancel | Action::Reprioritize(_) => {
+            let ids: Vec<String> = ctx
+                .manager
+                .find(filter)
+                .await?
+                .into_iter()
+                .filter(|t| action != Action::Cancel || !t.is_cancelled)
+                .map(|t| t.id)
+                .collect();
+            match action {
+                Action::Reprioritize(priority) => {
+                    ctx.manager.reprioritize_many(&ids, priority).await?
+                }
+                _ => ctx.manager.cancel_many(&ids).await?,
+            }
+        }
+    };
+    report(ctx, action, &report_, None)
+}
+
+/// Prints what `action` would touch and changes nothing.
+fn dry_run(ctx: &mut Ctx<'_, '_>, action: Action, count: u64, what: &str) -> Result<(), CliError> {
+    if ctx.json {
+        let value = json!({
+            "action": action.name(),
+            "env": ctx.env(),
+            "dryRun": true,
+            "count": count,
+        });
+        return ctx.print_json(&value);
+    }
+    let env = ctx.env().to_owned();
+    writeln!(
+        ctx.io.out,
+        "dry run: would {} {what} in environment {env:?}; nothing was changed",
+        action.name(),
+    )?;
+    Ok(())
+}
+
+/// The first ids of a list, and how many more there are.
+fn shown(ids: &[String]) -> String {
+    let first: Vec<&str> = ids.iter().take(PROMPT_IDS).map(String::as_str).collect();
+    let more = ids.len().saturating_sub(PROMPT_IDS);
+    if more > 0 {
+        format!("{} and {more} more", first.join(", "))
+    } else {
+        first.join(", ")
+    }
 }
 
 /// Asks `question` unless `yes`; refuses when there is no terminal to ask.
-fn confirm(ctx: &mut Ctx<'_, '_>, question: &str, yes: bool) -> Result<(), CliError> {
+pub(super) fn confirm(ctx: &mut Ctx<'_, '_>, question: &str, yes: bool) -> Result<(), CliError> {
     if yes {
         return Ok(());
     }
@@ -215,7 +295,10 @@ fn report(
             writeln!(out, "{note}")?;
         }
         let line = |out: &mut dyn Write, label: String, ids: &[String]| -> std::io::Result<()> {
-            if !ids.is_empty() {
+            if ids.len() > REPORT_IDS {
+                let first: Vec<&str> = ids.iter().take(REPORT_IDS).map(String::as_str).collect();
+                writeln!(out, "{label} {}: {}, …", ids.len(), first.join(", "))?;
+            } else if !ids.is_empty() {
                 writeln!(out, "{label} {}: {}", ids.len(), ids.join(", "))?;
             }
             Ok(())

@@ -4,11 +4,13 @@
 //! Reads go through the manager's inspection API ([`Manager::find`],
 //! [`Manager::inspect`], ...) and changes through its operator actions
 //! ([`Manager::cancel_many`], [`Manager::reset_many`],
-//! [`Manager::delete_many`], [`Manager::reprioritize_many`]), so the CLI decides nothing the library would
-//! decide differently.
+//! [`Manager::delete_many`], [`Manager::reprioritize_many`],
+//! [`Manager::reset_matching`], [`Manager::prune`], [`Manager::pause`]),
+//! so the CLI decides nothing the library would decide differently.
 
 mod action;
 pub mod doctor;
+mod operate;
 mod stats;
 mod tasks;
 
@@ -57,6 +59,9 @@ pub async fn dispatch(ctx: &mut Ctx<'_, '_>, command: &Command) -> Result<(), Cl
         Command::Reprioritize(args) => {
             action::act(ctx, Action::Reprioritize(args.priority), &args.target).await
         }
+        Command::Prune(args) => operate::prune(ctx, args).await,
+        Command::Pause(args) => operate::pause(ctx, args).await,
+        Command::Resume(args) => operate::resume(ctx, args).await,
         Command::Demo(_) => Err(CliError::usage(
             "the demo brings its own store: run it with `oncetask demo`",
         )),

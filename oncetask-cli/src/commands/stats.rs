@@ -38,6 +38,9 @@ fn kind_json(stats: &QueueStats, k: &KindStats) -> Value {
 /// `stats`: counts by kind and status (undecodable documents apart),
 /// oldest pending age, next due time.
 pub(crate) async fn stats(ctx: &mut Ctx<'_, '_>, args: &StatsArgs) -> Result<(), CliError> {
+    if args.storage {
+        return storage(ctx).await;
+    }
     let mut stats = ctx.manager.inspect().await?;
     if let Some(kind) = &args.kind {
         if !stats.kinds.contains_key(kind) {
@@ -132,5 +135,64 @@ pub(crate) async fn stats(ctx: &mut Ctx<'_, '_>, args: &StatsArgs) -> Result<(),
         stats.env,
         crate::render::time(now)
     )?;
+    Ok(())
+}
+
+/// `stats --storage`: documents and bytes per status, tombstones apart,
+/// the backend's figures, and how each was obtained.
+async fn storage(ctx: &mut Ctx<'_, '_>) -> Result<(), CliError> {
+    let stats = ctx.manager.storage_stats().await?;
+    if ctx.json {
+        let by_status: Map<String, Value> = stats
+            .by_status
+            .iter()
+            .map(|(s, size)| {
+                (
+                    s.as_str().to_owned(),
+                    json!({ "documents": size.documents, "bytes": size.bytes }),
+                )
+            })
+            .collect();
+        let value = json!({
+            "env": ctx.env(),
+            "byStatus": by_status,
+            "tombstones": { "documents": stats.tombstones.documents, "bytes": stats.tombstones.bytes },
+            "documents": stats.documents(),
+            "bytes": stats.bytes(),
+            "method": stats.method,
+            "figures": stats
+                .figures
+                .iter()
+                .map(|f| json!({ "label": f.label, "bytes": f.bytes }))
+                .collect::<Vec<_>>(),
+        });
+        return ctx.print_json(&value);
+    }
+    let bytes = |b: Option<u64>| b.map_or_else(|| "-".to_owned(), |b| b.to_string());
+    let mut table = Table::new(&["STATUS", ">DOCUMENTS", ">BYTES"]);
+    for (status, size) in &stats.by_status {
+        table.row(vec![
+            status.as_str().to_owned(),
+            size.documents.to_string(),
+            bytes(size.bytes),
+        ]);
+    }
+    table.row(vec![
+        "(tombstones)".to_owned(),
+        stats.tombstones.documents.to_string(),
+        bytes(stats.tombstones.bytes),
+    ]);
+    table.row(vec![
+        "(all)".to_owned(),
+        stats.documents().to_string(),
+        bytes(stats.bytes()),
+    ]);
+    table.write(ctx.io.out)?;
+    writeln!(ctx.io.out, "\nper status: {}", stats.method)?;
+    for figure in &stats.figures {
+        writeln!(ctx.io.out, "{}: {} bytes", figure.label, figure.bytes)?;
+    }
+    let env = ctx.env().to_owned();
+    writeln!(ctx.io.out, "environment {env:?}")?;
     Ok(())
 }
