@@ -795,10 +795,26 @@ impl FirestoreStore {
             .filter(|id| seen.insert(id.as_str()))
             .map(|id| self.doc_name(id))
             .collect();
+        let found = self.get_documents(names, transaction).await?;
+        Ok(found
+            .into_iter()
+            .map(|doc| {
+                let stored = Self::stored(doc);
+                (stored.id.clone(), stored)
+            })
+            .collect())
+    }
+
+    /// Reads documents by full name, optionally in a transaction: the ones
+    /// found. Firestore bills a read per document asked for, found or not.
+    pub(crate) async fn get_documents(
+        &self,
+        names: Vec<String>,
+        transaction: Option<&[u8]>,
+    ) -> Result<Vec<Document>, StoreError> {
         if names.is_empty() {
-            return Ok(HashMap::new());
+            return Ok(Vec::new());
         }
-        // Firestore bills a read per document asked for, found or not.
         Counters::add(&self.counters.reads, names.len());
         let request = BatchGetDocumentsRequest {
             database: self.database(),
@@ -808,7 +824,7 @@ impl FirestoreStore {
             ..Default::default()
         };
         self.retrying("BatchGetDocuments", || async {
-            let mut found = HashMap::new();
+            let mut found = Vec::new();
             let mut stream = self
                 .db
                 .client()
@@ -818,8 +834,7 @@ impl FirestoreStore {
                 .into_inner();
             while let Some(response) = stream.message().await? {
                 if let Some(batch_get_documents_response::Result::Found(doc)) = response.result {
-                    let stored = Self::stored(doc);
-                    found.insert(stored.id.clone(), stored);
+                    found.push(doc);
                 }
             }
             Ok(found)

@@ -459,7 +459,10 @@ fn a_go_reset_after_a_pruner_read_stops_its_tombstone_and_its_delete() {
             .await
             .unwrap();
         assert!(
-            matches!(deleted.as_slice(), [oncetask_core::store::DeleteOutcome::Conflict]),
+            matches!(
+                deleted.as_slice(),
+                [oncetask_core::store::DeleteOutcome::Conflict]
+            ),
             "{deleted:?}"
         );
         let fresh = stored(&store).await;

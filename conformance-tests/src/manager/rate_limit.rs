@@ -20,10 +20,7 @@ const KIND: &str = "call_partner_api";
 type Starts = Arc<Mutex<Vec<(String, DateTime<Utc>)>>>;
 
 /// Records the clock's time at each start.
-fn recording(
-    clock: ManualClock,
-    starts: Starts,
-) -> impl oncetask_core::manager::Handler<Task> {
+fn recording(clock: ManualClock, starts: Starts) -> impl oncetask_core::manager::Handler<Task> {
     handler_fn(move |task: Task| {
         starts
             .lock()

@@ -47,7 +47,8 @@ fn retention(args: &PruneArgs) -> Result<Retention, CliError> {
 pub(crate) async fn prune(ctx: &mut Ctx<'_, '_>, args: &PruneArgs) -> Result<(), CliError> {
     let retention = retention(args)?;
     let plan = PrunePlan::kind(args.kind.as_str(), retention)
-        .batch_size(usize::try_from(args.batch).unwrap_or(usize::MAX));
+        .batch_size(usize::try_from(args.batch).unwrap_or(usize::MAX))
+        .rest(args.rest);
     let counted = ctx.manager.prune(plan.clone().dry_run()).await?;
     let would = counted.total();
     if args.dry_run || would.tombstoned + would.deleted == 0 {

@@ -67,7 +67,7 @@ pub use handler::{
     FromTask, GroupHandler, Handler, HandlerOutcome, IntoOutcome, group_handler_fn, handler_fn,
 };
 pub use options::{DEFAULT_OLDEST_CLAIM_EVERY, HandlerOptions, HandlerTimeout};
-pub use prune::{DEFAULT_PRUNE_BATCH, PruneCounts, PrunePlan, PruneReport};
+pub use prune::{DEFAULT_PRUNE_BATCH, DEFAULT_PRUNE_REST, PruneCounts, PrunePlan, PruneReport};
 pub use rate_limit::RateLimit;
 pub use retention::Retention;
 pub use task_context::TaskContext;

@@ -3,9 +3,9 @@
 //! The store keeps which kinds are paused ([`Store::set_paused`]), so a
 //! pause outlives the processes. Each manager keeps a view of it: read
 //! before its first claim, again when a store notice may come from an
-//! operator (pauses and resumes send one), and at least every poll
-//! interval, so a pause made by another process whose notice was lost is
-//! seen within one poll interval. While a kind is paused its loops claim
+//! operator (pauses and resumes send one), and at least every 10 poll
+//! intervals, so a pause made by another process whose notice was lost is
+//! seen within 10 poll intervals. While a kind is paused its loops claim
 //! nothing and hand back what they claimed ahead; handlers already
 //! running finish; creates still store tasks.
 //!
@@ -19,6 +19,12 @@ use chrono::{DateTime, Utc};
 use super::{Inner, Manager, worker};
 use crate::data::TaskKind;
 use crate::error::Error;
+
+/// Poll intervals between re-reads of the paused kinds when no notice
+/// asked for one: notices bring pauses at once, this bounds how late a
+/// pause whose notice was lost is seen, at a tenth of a read per idle
+/// poll (an idle Firestore manager's poll costs one read).
+const PAUSE_REREAD_POLLS: u32 = 10;
 
 /// This manager's view of the paused kinds of its environment.
 #[derive(Debug, Default)]
@@ -70,7 +76,8 @@ impl Inner {
     /// the claim that follows anyway.
     pub(crate) async fn refresh_paused(&self, fresh: bool) {
         let now = self.now();
-        if !fresh && !self.paused.is_due(now, self.config.poll_interval) {
+        let max_age = self.config.poll_interval.saturating_mul(PAUSE_REREAD_POLLS);
+        if !fresh && !self.paused.is_due(now, max_age) {
             return;
         }
         match self.store.paused_kinds(&self.env).await {
@@ -93,8 +100,8 @@ impl Manager {
     /// Returns whether the kind was running before.
     ///
     /// Managers in other processes stop claiming when the store's notice
-    /// reaches them (at once on backends with notices), at the latest
-    /// within their poll interval.
+    /// reaches them (at once on every backend), or, if it is lost, within
+    /// 10 of their poll intervals.
     ///
     /// ```
     /// # use oncetask_core::Manager;
@@ -109,7 +116,8 @@ impl Manager {
     }
 
     /// Resumes a paused kind: every manager's loops for it claim again at
-    /// once (on backends with notices; else within their poll interval).
+    /// once (through the store's notices; if one is lost, within 10 poll
+    /// intervals).
     /// Returns whether it was paused.
     pub async fn resume(&self, kind: impl TaskKind) -> Result<bool, Error> {
         self.set_paused(kind.as_str(), false).await

@@ -54,7 +54,12 @@ pub struct PrunePlan {
     kinds: Option<Vec<(String, Retention)>>,
     dry_run: bool,
     batch: usize,
+    rest: f64,
 }
+
+/// Default [`PrunePlan::rest`]: after each batch the pruner rests as long
+/// as the batch took, so it works at most half the time.
+pub const DEFAULT_PRUNE_REST: f64 = 1.0;
 
 impl PrunePlan {
     /// Every kind this manager handles or declares, with the retention
@@ -64,6 +69,7 @@ impl PrunePlan {
             kinds: None,
             dry_run: false,
             batch: DEFAULT_PRUNE_BATCH,
+            rest: DEFAULT_PRUNE_REST,
         }
     }
 
@@ -79,6 +85,20 @@ impl PrunePlan {
     /// Counts what would be pruned and writes nothing.
     pub fn dry_run(mut self) -> Self {
         self.dry_run = true;
+        self
+    }
+
+    /// How long the pass rests after each batch, as a multiple of the
+    /// time the batch took (default [`DEFAULT_PRUNE_REST`]: it works at most
+    /// half the time, so the work sharing the store keeps most of its
+    /// throughput; 0 prunes flat out, e.g. an operator's catch-up in a quiet
+    /// hour). A dry run never rests.
+    pub fn rest(mut self, factor: f64) -> Self {
+        self.rest = if factor.is_finite() {
+            factor.max(0.0)
+        } else {
+            0.0
+        };
         self
     }
 
@@ -165,6 +185,7 @@ impl Manager {
                 now: self.inner.now(),
                 dry_run: plan.dry_run,
                 batch: plan.batch,
+                rest: if plan.dry_run { 0.0 } else { plan.rest },
             };
             let result = pass.run(&mut counts, &mut report.failed).await;
             report.kinds.insert(kind, counts);
@@ -205,6 +226,7 @@ struct Pass<'a> {
     now: DateTime<Utc>,
     dry_run: bool,
     batch: usize,
+    rest: f64,
 }
 
 impl Pass<'_> {
@@ -275,6 +297,7 @@ impl Pass<'_> {
     {
         query.limit = self.batch;
         loop {
+            let started = std::time::Instant::now();
             let page = self.inner.store.find_finished(&query).await?;
             let Some(last) = page.last() else {
                 return Ok(());
@@ -290,9 +313,16 @@ impl Pass<'_> {
                 return Ok(());
             }
             query = next;
-            // A long prune yields between batches, so it never starves
-            // the claiming loops sharing this runtime.
-            tokio::task::yield_now().await;
+            // A long prune rests between batches, as long as the batch took
+            // times the plan's rest factor, so it takes at most its share
+            // of the store and of this process (the claiming loops run
+            // meanwhile); wall time, not the manager's clock: it paces work.
+            let rest = started.elapsed().mul_f64(self.rest);
+            if rest.is_zero() {
+                tokio::task::yield_now().await;
+            } else {
+                tokio::time::sleep(rest).await;
+            }
         }
     }
 

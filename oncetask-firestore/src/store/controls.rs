@@ -155,33 +155,11 @@ impl FirestoreStore {
         &self,
         names: &[String],
     ) -> Result<HashMap<String, Document>, StoreError> {
-        if names.is_empty() {
-            return Ok(HashMap::new());
-        }
-        Counters::add(&self.counters.reads, names.len());
-        let request = BatchGetDocumentsRequest {
-            database: self.database(),
-            documents: names.to_vec(),
-            ..Default::default()
-        };
-        self.retrying("BatchGetDocuments", || async {
-            let mut found = HashMap::new();
-            let mut stream = self
-                .db
-                .client()
-                .get()
-                .batch_get_documents(self.request(request.clone()))
-                .await?
-                .into_inner();
-            while let Some(response) = stream.message().await? {
-                if let Some(batch_get_documents_response::Result::Found(doc)) = response.result {
-                    found.insert(doc.name.clone(), doc);
-                }
-            }
-            Ok(found)
-        })
-        .await
-        .map_err(status_error)
+        let found = self.get_documents(names.to_vec(), None).await?;
+        Ok(found
+            .into_iter()
+            .map(|doc| (doc.name.clone(), doc))
+            .collect())
     }
 
     fn controls_name(&self, env: &str) -> String {
