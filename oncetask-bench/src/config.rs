@@ -26,11 +26,16 @@ pub enum Scenario {
     Raw,
     /// Work throughput with many pending tasks already stored.
     Scale,
+    /// Work throughput while a pruner tombstones, then deletes, many
+    /// finished tasks; time to prune and what the store takes up.
+    Prune,
+    /// Starts per second of a rate-limited kind under several managers.
+    Rate,
 }
 
 impl Scenario {
     /// Every scenario, in run order.
-    pub const ALL: [Scenario; 8] = [
+    pub const ALL: [Scenario; 10] = [
         Scenario::Resources,
         Scenario::Insert,
         Scenario::Work,
@@ -39,6 +44,8 @@ impl Scenario {
         Scenario::Cancel,
         Scenario::Raw,
         Scenario::Scale,
+        Scenario::Prune,
+        Scenario::Rate,
     ];
 
     /// The scenario's name in tables and JSON.
@@ -52,6 +59,8 @@ impl Scenario {
             Scenario::Cancel => "cancel",
             Scenario::Raw => "raw",
             Scenario::Scale => "scale",
+            Scenario::Prune => "prune",
+            Scenario::Rate => "rate",
         }
     }
 }
@@ -205,6 +214,65 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 100, value_name = "N")]
     pub raw_batch: usize,
 
+    /// Prune: finished tasks seeded (done two days ago) and pruned, on
+    /// memory, Postgres and Redis
+    #[arg(long, default_value_t = 1_000_000, value_name = "N")]
+    pub prune_tasks: u64,
+
+    /// Prune: finished tasks seeded and pruned on Firestore
+    #[arg(long, default_value_t = 20_000, value_name = "N")]
+    pub prune_firestore_tasks: u64,
+
+    /// Prune: pending tasks drained by the work measured alone and during
+    /// each prune pass (default: the work scenario's tasks per row; 1000 on
+    /// Firestore)
+    #[arg(long, value_name = "N")]
+    pub prune_work_tasks: Option<u64>,
+
+    /// Prune: worker loops of the work (one manager)
+    #[arg(long, default_value_t = 8, value_name = "N")]
+    pub prune_concurrency: usize,
+
+    /// Prune: the pruner's rest factors (PrunePlan::rest), one round each
+    /// (seed, work alone, both passes): e.g. `0,1` compares flat out with
+    /// the default in one run
+    #[arg(
+        long,
+        value_name = "FACTOR",
+        value_delimiter = ',',
+        default_value = "1"
+    )]
+    pub prune_rest: Vec<f64>,
+
+    /// Rate: starts allowed per period (the kind's limit)
+    #[arg(long, default_value_t = 100, value_name = "N")]
+    pub rate_limit: u32,
+
+    /// Rate: the limit's period, milliseconds
+    #[arg(long, default_value_t = 1000, value_name = "MS")]
+    pub rate_period_ms: u64,
+
+    /// Rate: managers sharing the kind (each on its own store connection)
+    #[arg(long, default_value_t = 3, value_name = "N")]
+    pub rate_managers: usize,
+
+    /// Rate: worker loops per manager
+    #[arg(long, default_value_t = 8, value_name = "N")]
+    pub rate_concurrency: usize,
+
+    /// Rate: ready tasks stored before the managers start (the backlog)
+    #[arg(long, default_value_t = 10_000, value_name = "N")]
+    pub rate_tasks: u64,
+
+    /// Rate: whole periods measured (after one period of warm-up)
+    #[arg(long, default_value_t = 60, value_name = "N")]
+    pub rate_seconds: u64,
+
+    /// Rate: resource keys of the per-key row (limit / keys starts per
+    /// period each, so the same total); 0 skips the row
+    #[arg(long, default_value_t = 10, value_name = "N")]
+    pub rate_keys: u32,
+
     /// Resources: tasks stored in a fresh memory backend to measure bytes per task
     #[arg(long, default_value_t = 1_000_000, value_name = "N")]
     pub memory_tasks: u64,
@@ -262,6 +330,18 @@ impl BenchArgs {
             raw_concurrency: 4,
             raw_batch: 50,
             memory_tasks: 2000,
+            prune_tasks: 1000,
+            prune_firestore_tasks: 200,
+            prune_work_tasks: Some(300),
+            prune_concurrency: 4,
+            prune_rest: vec![oncetask::manager::DEFAULT_PRUNE_REST],
+            rate_limit: 50,
+            rate_period_ms: 500,
+            rate_managers: 2,
+            rate_concurrency: 4,
+            rate_tasks: 400,
+            rate_seconds: 2,
+            rate_keys: 5,
             ..Self::defaults()
         }
     }
@@ -295,6 +375,23 @@ impl BenchArgs {
         }
         if self.cancel_tasks == Some(0) || self.cancel_heartbeat_ms == Some(0) {
             return usage("--cancel-tasks and --cancel-heartbeat-ms must be at least 1");
+        }
+        if self.prune_concurrency == 0 || self.prune_work_tasks == Some(0) {
+            return usage("--prune-concurrency and --prune-work-tasks must be at least 1");
+        }
+        if self.rate_limit == 0
+            || self.rate_period_ms == 0
+            || self.rate_managers == 0
+            || self.rate_concurrency == 0
+            || self.rate_seconds == 0
+        {
+            return usage(
+                "--rate-limit, --rate-period-ms, --rate-managers, --rate-concurrency and \
+                 --rate-seconds must be at least 1",
+            );
+        }
+        if self.rate_keys > self.rate_limit {
+            return usage("--rate-keys must be at most --rate-limit (each key needs a start)");
         }
         if self.pg_pool_size == 0 {
             return usage("--pg-pool-size must be at least 1");

@@ -16,7 +16,12 @@
 //! 6. **scale**: work throughput with 1k, 100k and 1M pending tasks stored;
 //! 7. **raw**: hand-written claim+complete cycles (SQL with
 //!    `FOR UPDATE SKIP LOCKED`, Lua), the limit each backend is compared to;
-//! 8. **resources**: memory backend bytes per stored task; CPU per task.
+//! 8. **resources**: memory backend bytes per stored task; CPU per task;
+//! 9. **prune**: work throughput alone and while a pruner tombstones, then
+//!    deletes, many finished tasks; time to prune, what the store takes up
+//!    before and after, Firestore reads and writes per pruned task;
+//! 10. **rate**: a rate-limited kind under several managers: starts per
+//!     second against the limit, and the most starts in any aligned window.
 //!
 //! Timings are reported, never asserted.
 //!
@@ -127,6 +132,8 @@ async fn run_scenario(ctx: &Ctx<'_>, scenario: Scenario) -> Result<Vec<Row>, Ben
             Ok(rows)
         }
         Scenario::Scale => scenarios::scale::run(ctx).await,
+        Scenario::Prune => scenarios::prune::run(ctx).await,
+        Scenario::Rate => scenarios::rate::run(ctx).await,
     }
 }
 

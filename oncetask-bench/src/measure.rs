@@ -68,6 +68,11 @@ impl Counter {
         }
     }
 
+    /// The number [`Counter::wait`] waits for.
+    pub fn target(&self) -> u64 {
+        self.target.load(Ordering::Acquire)
+    }
+
     /// Increments so far.
     pub fn get(&self) -> u64 {
         self.count.load(Ordering::Acquire)

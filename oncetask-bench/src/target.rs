@@ -328,6 +328,25 @@ impl Namespace {
 #[cfg(feature = "firestore")]
 impl Namespace {
     async fn open_firestore(&self, project: &str) -> Result<Arc<dyn Store>, BenchError> {
+        Ok(Arc::new(self.connect_firestore(project).await?))
+    }
+
+    /// A new Firestore store of this namespace, as its own type (for its
+    /// billed-operation counts, [`oncetask::firestore::FirestoreStore::stats`]);
+    /// `None` on other backends.
+    pub async fn firestore_store(
+        &self,
+    ) -> Result<Option<oncetask::firestore::FirestoreStore>, BenchError> {
+        match &self.backend {
+            Backend::Firestore { project } => Ok(Some(self.connect_firestore(project).await?)),
+            _ => Ok(None),
+        }
+    }
+
+    async fn connect_firestore(
+        &self,
+        project: &str,
+    ) -> Result<oncetask::firestore::FirestoreStore, BenchError> {
         let db = tokio::time::timeout(
             std::time::Duration::from_secs(10),
             firestore::FirestoreDb::new(project),
@@ -341,8 +360,9 @@ impl Namespace {
                  `scripts/firestore-emulator oncetask bench …` sets it)"
             ))
         })?;
-        Ok(Arc::new(
-            oncetask::firestore::FirestoreStore::with_collection(db, self.name()),
+        Ok(oncetask::firestore::FirestoreStore::with_collection(
+            db,
+            self.name(),
         ))
     }
 }

@@ -157,12 +157,25 @@ pub async fn drain(
     concurrency: usize,
     timeout: Duration,
 ) -> Result<Drained, BenchError> {
+    drain_counted(ns, env, Counter::new(tasks), managers, concurrency, timeout).await
+}
+
+/// [`drain`] counting handler runs into `counter` (whose target is the
+/// number of tasks), so that others can watch the drain's progress.
+pub async fn drain_counted(
+    ns: &Namespace,
+    env: &str,
+    counter: Arc<Counter>,
+    managers: usize,
+    concurrency: usize,
+    timeout: Duration,
+) -> Result<Drained, BenchError> {
+    let tasks = counter.target();
     let stats = CallStats::new();
     let mut stores = Vec::with_capacity(managers);
     for _ in 0..managers {
         stores.push(Counted::wrap(ns.store().await?, stats.clone()));
     }
-    let counter = Counter::new(tasks);
     let cpu = measure::process_cpu();
     let started = Instant::now();
     let mut running = Vec::with_capacity(managers);

@@ -66,6 +66,10 @@ async fn memory() {
             ("cancel", 2),
             ("raw", 2),
             ("scale", 2),
+            // seeding, alone, and per pass the pass and the work beside it
+            ("prune", 6),
+            // the kind limit, per resource key
+            ("rate", 2),
         ],
     );
     let summary = &report.summaries[0];
@@ -89,6 +93,10 @@ async fn postgres() {
             // single, batch, batch on the store's table, insert
             ("raw", 4),
             ("scale", 2),
+            // seeding, alone, and per pass the pass and the work beside it
+            ("prune", 6),
+            // the kind limit, per resource key
+            ("rate", 2),
         ],
     );
     let summary = &report.summaries[0];
@@ -110,6 +118,10 @@ async fn redis() {
             ("cancel", 2),
             ("raw", 2),
             ("scale", 2),
+            // seeding, alone, and per pass the pass and the work beside it
+            ("prune", 6),
+            // the kind limit, per resource key
+            ("rate", 2),
         ],
     );
     let summary = &report.summaries[0];

@@ -5,6 +5,8 @@ pub mod cancel;
 pub mod insert;
 pub mod latency;
 pub mod lateness;
+pub mod prune;
+pub mod rate;
 pub mod raw_memory;
 pub mod raw_postgres;
 pub mod raw_redis;
@@ -50,6 +52,24 @@ impl Ctx<'_> {
             Backend::Redis { .. } => self.args.redis_tasks.unwrap_or(self.args.tasks),
             Backend::Memory => self.args.tasks,
         }
+    }
+
+    /// Finished tasks seeded and pruned by the prune rows on this backend.
+    pub fn prune_tasks(&self) -> u64 {
+        match self.ns.backend() {
+            Backend::Firestore { .. } => self.args.prune_firestore_tasks,
+            _ => self.args.prune_tasks,
+        }
+    }
+
+    /// Pending tasks drained by each work row of the prune scenario.
+    pub fn prune_work_tasks(&self) -> u64 {
+        self.args
+            .prune_work_tasks
+            .unwrap_or(match self.ns.backend() {
+                Backend::Firestore { .. } => 1000,
+                _ => self.work_tasks(),
+            })
     }
 
     /// Running tasks cancelled per cancel row on this backend.
