@@ -244,6 +244,11 @@ pub struct BenchArgs {
     )]
     pub prune_rest: Vec<f64>,
 
+    /// Prune: the pruner's batch sizes (PrunePlan::batch_size), a round
+    /// each for every rest factor: e.g. `500,100`
+    #[arg(long, value_name = "N", value_delimiter = ',', default_value = "500")]
+    pub prune_batch: Vec<usize>,
+
     /// Rate: starts allowed per period (the kind's limit)
     #[arg(long, default_value_t = 100, value_name = "N")]
     pub rate_limit: u32,
@@ -335,6 +340,7 @@ impl BenchArgs {
             prune_work_tasks: Some(300),
             prune_concurrency: 4,
             prune_rest: vec![oncetask::manager::DEFAULT_PRUNE_REST],
+            prune_batch: vec![oncetask::manager::DEFAULT_PRUNE_BATCH],
             rate_limit: 50,
             rate_period_ms: 500,
             rate_managers: 2,
@@ -376,8 +382,13 @@ impl BenchArgs {
         if self.cancel_tasks == Some(0) || self.cancel_heartbeat_ms == Some(0) {
             return usage("--cancel-tasks and --cancel-heartbeat-ms must be at least 1");
         }
-        if self.prune_concurrency == 0 || self.prune_work_tasks == Some(0) {
-            return usage("--prune-concurrency and --prune-work-tasks must be at least 1");
+        if self.prune_concurrency == 0
+            || self.prune_work_tasks == Some(0)
+            || self.prune_batch.contains(&0)
+        {
+            return usage(
+                "--prune-concurrency, --prune-work-tasks and --prune-batch must be at least 1",
+            );
         }
         if self.rate_limit == 0
             || self.rate_period_ms == 0

@@ -366,7 +366,15 @@ impl Store for MemoryStore {
                     }
                     match state.remove(&delete.id) {
                         Some(entry) => {
-                            changed.insert((entry.env().to_owned(), entry.kind().to_owned()), true);
+                            // A finished task is held by no worker and frees
+                            // no key: a pruner's deletes wake no one.
+                            let finished = matches!(&entry, Entry::Task(t) if t.done_at.is_some());
+                            if !finished {
+                                changed.insert(
+                                    (entry.env().to_owned(), entry.kind().to_owned()),
+                                    true,
+                                );
+                            }
                             DeleteOutcome::Deleted
                         }
                         None => DeleteOutcome::NotFound,

@@ -474,7 +474,12 @@ async fn writes_notify_subscribers_of_their_env() {
         .swap(&[Swap::new(&b, Change::Cancel, &cancelled)])
         .await;
     assert_eq!(notices.next().await, Some(notice(KIND, true)));
+    // Deleting a finished task wakes no one (a pruner's batches); deleting
+    // an unfinished one may free a key or drop a task held ahead.
     let _ = store.delete(&[Delete::any("a")]).await;
+    let _ = store.create(vec![task("c", None, 0)]).await;
+    assert_eq!(notices.next().await, Some(notice(KIND, false)));
+    let _ = store.delete(&[Delete::any("c")]).await;
     assert_eq!(notices.next().await, Some(notice(KIND, true)));
 }
 

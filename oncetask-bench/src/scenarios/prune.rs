@@ -87,7 +87,18 @@ pub async fn run(ctx: &Ctx<'_>) -> Result<Vec<Row>, BenchError> {
     let work = ctx.prune_work_tasks();
     let slots = ctx.args.prune_concurrency;
     let mut rows = Vec::new();
-    for (round, &rest) in ctx.args.prune_rest.iter().enumerate() {
+    let settings: Vec<Settings> = ctx
+        .args
+        .prune_rest
+        .iter()
+        .flat_map(|&rest| {
+            ctx.args
+                .prune_batch
+                .iter()
+                .map(move |&batch| Settings { rest, batch })
+        })
+        .collect();
+    for (round, settings) in settings.into_iter().enumerate() {
         ctx.ns.reset_memory();
         let env = ctx.ns.env(&format!("prune{round}"));
         let work_env = ctx.ns.env(&format!("prunework{round}"));
@@ -112,7 +123,7 @@ pub async fn run(ctx: &Ctx<'_>) -> Result<Vec<Row>, BenchError> {
         rows.push(storage_row(ctx, &probe, "after seeding").await);
 
         let config =
-            |what: &str| format!("work 1 manager x {slots} slots, {what}, pruner rest {rest}");
+            |what: &str| format!("work 1 manager x {slots} slots, {what}, pruner {settings}");
         ctx.say(&format!("prune: work alone ({work} tasks)"));
         let alone = work_run(ctx, &work_env, 0, work, None).await?;
         let mut row = Row::new(ctx.backend(), "prune", config("alone"))
@@ -130,14 +141,15 @@ pub async fn run(ctx: &Ctx<'_>) -> Result<Vec<Row>, BenchError> {
                 pass.name()
             ));
             let start = (i as u64 + 1) * work;
-            let during = work_run(ctx, &work_env, start, work, Some((&env, pass, rest))).await?;
+            let during =
+                work_run(ctx, &work_env, start, work, Some((&env, pass, settings))).await?;
             let Some(pruned) = during.pruned else {
                 return Err(BenchError::Raw("the prune pass did not report".to_owned()));
             };
             let total = pruned.report.total();
             let done = total.tombstoned + total.deleted;
             let mut note = format!(
-                "{} tombstoned, {} deleted, {} skipped, {} failed; PrunePlan::kind, batches of 500, own store connection",
+                "{} tombstoned, {} deleted, {} skipped, {} failed; PrunePlan::kind, own store connection",
                 total.tombstoned,
                 total.deleted,
                 total.skipped,
@@ -155,7 +167,7 @@ pub async fn run(ctx: &Ctx<'_>) -> Result<Vec<Row>, BenchError> {
                 Row::new(
                     ctx.backend(),
                     "prune",
-                    format!("{} (rest {rest})", pass.name()),
+                    format!("{} ({settings})", pass.name()),
                 )
                 .throughput(done, pruned.seconds)
                 .note(note),
@@ -200,6 +212,19 @@ pub async fn run(ctx: &Ctx<'_>) -> Result<Vec<Row>, BenchError> {
         probe.shutdown(workload::SHUTDOWN_GRACE).await;
     }
     Ok(rows)
+}
+
+/// One round's pruner settings (`--prune-rest` x `--prune-batch`).
+#[derive(Debug, Clone, Copy)]
+struct Settings {
+    rest: f64,
+    batch: usize,
+}
+
+impl std::fmt::Display for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "rest {}, batch {}", self.rest, self.batch)
+    }
 }
 
 /// A finished task `n` of `env` as a run would have left it: mostly
@@ -301,7 +326,7 @@ async fn work_run(
     work_env: &str,
     start: u64,
     count: u64,
-    prune: Option<(&str, Pass, f64)>,
+    prune: Option<(&str, Pass, Settings)>,
 ) -> Result<WorkRun, BenchError> {
     let creator = workload::creator(ctx.ns.store().await?, work_env);
     workload::seed(
@@ -317,7 +342,7 @@ async fn work_run(
         ctx.ns.analyze().await?;
     }
     let pruner = match prune {
-        Some((env, pass, rest)) => Some((Pruner::open(ctx, env).await?, pass, rest)),
+        Some((env, pass, settings)) => Some((Pruner::open(ctx, env).await?, pass, settings)),
         None => None,
     };
 
@@ -325,11 +350,13 @@ async fn work_run(
     let samples = Arc::new(Mutex::new(Vec::new()));
     let started = Instant::now();
     let sampler = tokio::spawn(sample(counter.clone(), started, samples.clone()));
-    let pass = pruner.map(|(pruner, pass, rest)| {
+    let pass = pruner.map(|(pruner, pass, settings)| {
         let timeout = ctx.timeout();
         tokio::spawn(async move {
             let billed_before = pruner.billed();
-            let plan = PrunePlan::kind(KIND, pass.retention()).rest(rest);
+            let plan = PrunePlan::kind(KIND, pass.retention())
+                .rest(settings.rest)
+                .batch_size(settings.batch);
             let report = tokio::time::timeout(timeout, pruner.manager.prune(plan)).await;
             let seconds = started.elapsed().as_secs_f64();
             let billed = pruner

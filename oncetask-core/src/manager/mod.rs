@@ -816,13 +816,26 @@ impl Manager {
     /// [`RunReport::undecodable`] the first time this manager meets it, in a
     /// report of its own when nothing else was claimed (so a loop until
     /// `None` ends). For tests and tools; the worker loops call the same code.
+    ///
+    /// A manager without worker loops hears no store notices, so it reads
+    /// the paused kinds before each call (one small read) to see a pause made
+    /// elsewhere; one with loops keeps its notice-driven view.
     pub async fn process_next(&self, kind: impl TaskKind) -> Result<Option<RunReport>, Error> {
-        let registration = self
-            .registration(kind.as_str())
-            .ok_or_else(|| Error::UnknownKind {
-                kind: kind.as_str().to_owned(),
-            })?;
-        worker::process_next(&self.inner, &registration).await
+        self.process_next_with(kind.as_str(), !self.inner.config.start_workers)
+            .await
+    }
+
+    /// [`Manager::process_next`], reading the paused kinds first only with
+    /// `fresh_pauses` (or when the view is due anyway).
+    pub(crate) async fn process_next_with(
+        &self,
+        kind: &str,
+        fresh_pauses: bool,
+    ) -> Result<Option<RunReport>, Error> {
+        let registration = self.registration(kind).ok_or_else(|| Error::UnknownKind {
+            kind: kind.to_owned(),
+        })?;
+        worker::process_next(&self.inner, &registration, fresh_pauses).await
     }
 
     /// True once [`Manager::shutdown`] was called: workers claim nothing more

@@ -230,6 +230,9 @@ impl TestKit {
 
     async fn drain_kinds(&self, kinds: &[String]) -> DrainReport {
         let mut report = DrainReport::default();
+        // One read of the paused kinds per drain, not one per claim: a pause
+        // made during a drain is seen by the next one.
+        let mut fresh_pauses = true;
         loop {
             let mut progressed = false;
             for kind in kinds {
@@ -239,7 +242,9 @@ impl TestKit {
                         report.limit_reached = true;
                         return report;
                     }
-                    match self.manager.process_next(kind.as_str()).await {
+                    let next = self.manager.process_next_with(kind, fresh_pauses).await;
+                    fresh_pauses = false;
+                    match next {
                         Ok(Some(run)) => {
                             progressed = true;
                             report.runs.push(run);

@@ -596,6 +596,7 @@ impl Claim {
 pub(crate) async fn process_next(
     inner: &Arc<Inner>,
     registration: &Arc<Registration>,
+    fresh_pauses: bool,
 ) -> Result<Option<RunReport>, Error> {
     let mode = match registration.shape {
         HandlerShape::Single(_) => ClaimMode::Single { limit: 1 },
@@ -606,7 +607,7 @@ pub(crate) async fn process_next(
     // A claim whose tasks were all deferred by their resource key's rate
     // limit ran nothing, but other tasks may be ready: claim again (the
     // deferred ones now wait, so this ends).
-    let mut met = claim(inner, registration, mode, true).await?;
+    let mut met = claim(inner, registration, mode, fresh_pauses).await?;
     for _ in 0..MAX_DEFERRED_CLAIMS {
         match met {
             Met::OnlyUndecodable(ref undecodable, deferred)
