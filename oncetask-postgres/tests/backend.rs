@@ -19,48 +19,9 @@ use oncetask_core::manager::handler_fn;
 use oncetask_core::{HandlerOptions, Manager, Store, Task, TaskStatus};
 use oncetask_postgres::PostgresStore;
 
-const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
-const ENV: &str = "test";
+mod common;
 
-fn url() -> String {
-    std::env::var("ONCETASK_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_URL.to_owned())
-}
-
-fn new_schema() -> String {
-    // The conformance test's clean-up drops these after an hour if a failing
-    // test left one behind.
-    format!(
-        "oncetask_test_{}_{}",
-        chrono::Utc::now().timestamp(),
-        uuid::Uuid::new_v4().simple()
-    )
-}
-
-/// A store with its own pool on `schema` (migrated).
-async fn store(schema: &str) -> PostgresStore {
-    let url = url();
-    let store = PostgresStore::connect(&url, schema)
-        .await
-        .unwrap_or_else(|e| unreachable_server(&url, e));
-    store.migrate().await.expect("migrate");
-    store
-}
-
-/// Fails the test, saying what to start.
-fn unreachable_server(url: &str, e: impl std::fmt::Display) -> ! {
-    panic!(
-        "cannot reach PostgreSQL at {url} ({e}). Start it (on this machine: \
-         `pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start`, \
-         or run `scripts/test`), or set ONCETASK_POSTGRES_URL."
-    )
-}
-
-async fn drop_schema(store: &PostgresStore) {
-    sqlx::query(&format!("DROP SCHEMA \"{}\" CASCADE", store.schema()))
-        .execute(store.pool())
-        .await
-        .expect("drop the test schema");
-}
+use common::{ENV, drop_schema, new_schema, store, unreachable_server, url};
 
 fn manager(store: &PostgresStore, poll: Duration) -> Manager {
     fleet::manager(Arc::new(store.clone()), ENV, poll)
@@ -270,6 +231,25 @@ fn whole_index_scans(plans: &str) -> Vec<String> {
     found
 }
 
+/// The `Index Cond` of each scan of `index` in `plan` (empty when a scan
+/// has none).
+fn index_scans(plan: &str, index: &str) -> Vec<String> {
+    let lines: Vec<&str> = plan.lines().collect();
+    let mut found = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        if !line.contains(&format!("using {index} ")) {
+            continue;
+        }
+        let cond = lines[i + 1..]
+            .iter()
+            .take_while(|l| !l.contains("->") && !l.starts_with("-- ") && l.starts_with(' '))
+            .find(|l| l.contains("Index Cond:"))
+            .map_or(String::new(), |l| l.trim().to_owned());
+        found.push(cond);
+    }
+    found
+}
+
 /// The band walk of the priority-order statement `name` in `plans` keeps
 /// its shape: the `CTE Scan on band` (the priorities present, in the order
 /// the recursion finds them) is the outer side of a `Nested Loop` right
@@ -339,8 +319,13 @@ fn assert_claim_orders(plans: &str) {
         ("candidates oldest", "tasks_ready_idx", "tasks_priority_idx"),
     ] {
         let plan = plan_of(plans, name);
+        // The set of busy keys reads the live leases, the end of
+        // `tasks_ready_idx`'s range, in both orders: no band is read there.
+        let reads_not = index_scans(plan, not)
+            .iter()
+            .any(|cond| !cond.contains("(leased_until > $3)"));
         assert!(
-            plan.contains(uses) && !plan.contains(not),
+            plan.contains(uses) && !reads_not,
             "{name} should read {uses}, not {not}:\n{plan}"
         );
     }
@@ -1848,4 +1833,92 @@ async fn claims_by_priority_take_what_a_reference_picks() {
         "{claims} claims took only {taken} tasks"
     );
     drop_schema(&store).await;
+}
+
+/// The busy-key check reads the statement's set of busy keys when few keys
+/// hold a live lease and looks each candidate's key up when many do (more
+/// than the 32 live keyed leases the set holds): both leave every busy
+/// key's tasks alone, in both claim orders and in the group claim's
+/// candidates, and take the free key's head and the keyless task behind
+/// the busy keys' backlog.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claims_skip_the_backlog_of_busy_keys_whether_few_or_many_are_busy() {
+    use chrono::{TimeDelta, Utc};
+    use oncetask_core::lifecycle::LeaseGrant;
+    use oncetask_core::store::{ClaimMode, ClaimOrder, ClaimRequest};
+
+    for busy in [3usize, 40] {
+        let store = store(&new_schema()).await;
+        let start = Utc::now() - TimeDelta::minutes(10);
+        let at = |n: usize| start + TimeDelta::milliseconds(i64::try_from(n).expect("small"));
+        // The busy keys' backlog first in claim order (10 tasks each,
+        // interleaved), then the free key's tasks, then a keyless one.
+        let mut tasks = Vec::new();
+        for i in 0..10 {
+            for k in 0..busy {
+                let mut task = Task::new(format!("b{k}-{i}"), "k", ENV, at(i * busy + k));
+                task.resource_key = Some(format!("B{k}"));
+                tasks.push(task);
+            }
+        }
+        for i in 0..3 {
+            let mut task = Task::new(format!("free-{i}"), "k", ENV, at(10 * busy + i));
+            task.resource_key = Some("F".to_owned());
+            tasks.push(task);
+        }
+        tasks.push(Task::new("keyless", "k", ENV, at(10 * busy + 3)));
+        store.create(tasks).await.expect("create");
+        let request = |mode, order| {
+            let now = Utc::now();
+            ClaimRequest {
+                env: ENV.to_owned(),
+                kind: "k".to_owned(),
+                now,
+                grant: LeaseGrant::new(now, Duration::from_secs(600)),
+                mode,
+                order,
+            }
+        };
+        // Every busy key's first task leased: one per key.
+        let first = store
+            .claim(&request(
+                ClaimMode::Single { limit: busy },
+                ClaimOrder::Oldest,
+            ))
+            .await
+            .expect("claim");
+        let mut keys: Vec<String> = first
+            .tasks
+            .iter()
+            .filter_map(|t| t.resource_key.clone())
+            .collect();
+        keys.sort();
+        keys.dedup();
+        assert_eq!(keys.len(), busy, "{busy} busy keys: {keys:?}");
+        assert!(keys.iter().all(|k| k.starts_with('B')), "{keys:?}");
+
+        // Behind their backlog: the free key, taken as a group; then the
+        // keyless task; then nothing, every key being busy.
+        let group = store
+            .claim(&request(
+                ClaimMode::ResourceGroup { max_group: 10 },
+                ClaimOrder::Priority,
+            ))
+            .await
+            .expect("group claim");
+        let ids: Vec<&str> = group.tasks.iter().map(|t| t.id.as_str()).collect();
+        assert_eq!(ids, ["free-0", "free-1", "free-2"], "{busy} busy keys");
+        for (order, expected) in [
+            (ClaimOrder::Priority, vec!["keyless"]),
+            (ClaimOrder::Oldest, vec![]),
+        ] {
+            let got = store
+                .claim(&request(ClaimMode::Single { limit: 100 }, order))
+                .await
+                .expect("claim");
+            let ids: Vec<&str> = got.tasks.iter().map(|t| t.id.as_str()).collect();
+            assert_eq!(ids, expected, "{busy} busy keys, {order:?}");
+        }
+        drop_schema(&store).await;
+    }
 }

@@ -18,45 +18,9 @@ use oncetask_core::store::{Change, Fetched, FinishedQuery, StartsRequest, Swap, 
 use oncetask_core::{AttemptError, Outcome, Store, Task, TaskStatus};
 use oncetask_postgres::PostgresStore;
 
-const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
-const ENV: &str = "test";
+mod common;
 
-fn url() -> String {
-    std::env::var("ONCETASK_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_URL.to_owned())
-}
-
-fn new_schema() -> String {
-    // The conformance test's clean-up drops these after an hour if a failing
-    // test left one behind.
-    format!(
-        "oncetask_test_{}_{}",
-        Utc::now().timestamp(),
-        uuid::Uuid::new_v4().simple()
-    )
-}
-
-/// A store with its own pool on `schema`, migrated.
-async fn store(schema: &str) -> PostgresStore {
-    let url = url();
-    let store = PostgresStore::connect(&url, schema)
-        .await
-        .unwrap_or_else(|e| {
-            panic!(
-                "cannot reach PostgreSQL at {url} ({e}). Start it (on this machine: \
-                 `pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start`, \
-                 or run `scripts/test`), or set ONCETASK_POSTGRES_URL."
-            )
-        });
-    store.migrate().await.expect("migrate");
-    store
-}
-
-async fn drop_schema(store: &PostgresStore) {
-    sqlx::query(&format!("DROP SCHEMA \"{}\" CASCADE", store.schema()))
-        .execute(store.pool())
-        .await
-        .expect("drop the test schema");
-}
+use common::{ENV, drop_schema, new_schema, store};
 
 fn at(secs: i64) -> DateTime<Utc> {
     Utc.timestamp_opt(1_800_000_000 + secs, 0).unwrap()

@@ -14,6 +14,11 @@ use super::*;
 /// they had before it, even plans made on an empty table).
 const EVERY_PRIORITY: &str = "t.priority >= -32768";
 
+/// Most live leases of keyed tasks a claim statement gathers as its set of
+/// busy keys ([`PostgresStore::busy_keys`]); with more, each candidate's key
+/// is looked up in `tasks_key_lease_idx` instead.
+const BUSY_KEYS: usize = 32;
+
 impl PostgresStore {
     /// The candidate query in `order`: up to `$4` ready tasks of env `$1` /
     /// kind `$2` at `$3`, in the claim's order, whose resource key is free
@@ -25,10 +30,11 @@ impl PostgresStore {
     /// expired leases — each an index range scan stopped by its own
     /// `LIMIT`; the union (at most 3 × `$4` rows) is put back in claim
     /// order. So a claim reads a few index entries however many tasks wait
-    /// for later. The busy-key check is a correlated lookup in
-    /// `tasks_key_lease_idx`; its `b.id <> t.id` (true anyway: a ready task
-    /// holds no live lease) keeps the planner from turning it into a hash of
-    /// every live lease built by a sequential scan.
+    /// for later. The busy-key check is the statement's set of busy keys
+    /// when it is small ([`Self::busy_keys`]), else a correlated lookup in
+    /// `tasks_key_lease_idx`, whose `b.id <> t.id` (true anyway: a ready
+    /// task holds no live lease) keeps the planner from turning it into a
+    /// hash of every live lease built by a sequential scan.
     ///
     /// [`ClaimOrder::Priority`]: the same three ranges within each priority
     /// present, highest first ([`Self::band_walk`]), cut at `$4` rows and
@@ -73,6 +79,7 @@ impl PostgresStore {
         // filter (which would walk every other band's tasks) even when
         // every task is at one priority or `tasks_priority_idx` is the
         // larger of the two. The B-tree scan keeps the equality alone.
+        let busy = self.busy_keys();
         let band = band.map_or(String::new(), |b| {
             format!(
                 "t.priority = {b} AND t.priority >= {b} AND t.priority <= {b} \
@@ -84,10 +91,11 @@ impl PostgresStore {
                 "(SELECT {select}, {n} AS part FROM {t} t \
                  WHERE t.env = $1 AND t.kind = $2 AND {band}t.done_at IS NULL AND {cond} \
                    AND t.id <> ALL({skip_ids}) \
-                   AND (t.resource_key IS NULL OR ({key_cond} NOT EXISTS ( \
+                   AND (t.resource_key IS NULL OR ({key_cond} coalesce( \
+                     t.resource_key <> ALL(CAST({busy} AS text[])), NOT EXISTS ( \
                      SELECT 1 FROM {t} b WHERE b.env = t.env AND b.kind = t.kind \
                        AND b.resource_key = t.resource_key AND b.done_at IS NULL \
-                       AND b.leased_until > $3 AND b.id <> t.id))) \
+                       AND b.leased_until > $3 AND b.id <> t.id)))) \
                  ORDER BY {CLAIM_ORDER} LIMIT {limit})"
             )
         };
@@ -99,6 +107,42 @@ impl PostgresStore {
                 2,
                 "t.leased_until <= $3 AND (t.wait_until IS NULL OR t.wait_until <= $3)"
             ),
+        )
+    }
+
+    /// The busy keys of env `$1` / kind `$2` at `$3`, as an SQL expression:
+    /// the keys of the keyed tasks holding a live lease in the statement's
+    /// snapshot (a key once per lease), or `NULL` when there are more than
+    /// [`BUSY_KEYS`] such leases. An uncorrelated subquery, so PostgreSQL
+    /// runs it once per statement (an init plan) and not per candidate: it
+    /// reads the live leases, the end of `tasks_ready_idx`'s range for the
+    /// env and kind (`leased_until > $3`, in index order, stopped after
+    /// [`BUSY_KEYS`] + 1 keyed ones).
+    ///
+    /// `t.resource_key <> ALL(busy)` is then the busy-key check at a few
+    /// comparisons a candidate, where the correlated lookup costs an index
+    /// descent and a heap fetch for each. That matters when a few keys with
+    /// many ready tasks each are busy: every claim steps over all of those
+    /// keys' ready tasks (none of which it may take) to find the free ones,
+    /// and a claim that finds every key busy reads the kind's whole
+    /// backlog; with the lookup, a claim over 10,000 ready tasks on 10 busy
+    /// keys took 30-45 ms on the 2-core test machine, the 10 per-key rate
+    /// limiters of the bench's per-key row got half their starts
+    /// (BENCHMARKS.md). With more live leases, the set is `NULL` and the
+    /// lookup decides (`coalesce`), as before. The answer is the same
+    /// either way: both read the statement's snapshot, and a ready task
+    /// holds no live lease itself. (The subquery steps over keyless live
+    /// leases too: at most the kind's running and claimed-ahead tasks.)
+    fn busy_keys(&self) -> String {
+        let t = &self.inner.table;
+        let cap = BUSY_KEYS + 1;
+        format!(
+            "(SELECT k.keys FROM ( \
+                 SELECT ARRAY(SELECT b.resource_key FROM {t} b \
+                   WHERE b.env = $1 AND b.kind = $2 AND b.done_at IS NULL \
+                     AND b.leased_until > $3 AND b.resource_key IS NOT NULL \
+                   ORDER BY b.leased_until NULLS FIRST LIMIT {cap}) AS keys OFFSET 0) k \
+               WHERE cardinality(k.keys) <= {BUSY_KEYS})"
         )
     }
 
