@@ -37,8 +37,11 @@
 //!   reports a conflict and the core decides again on a fresh read (a Go
 //!   cancel turns an outcome into "cancelled"; a Go claim voids the lease
 //!   token, see [`crate::document`]). Swaps write only the fields a swap can
-//!   change (an update mask), never the payload. Swaps of tasks without a
-//!   revision (built elsewhere) and deletes read first: one BatchGet, the
+//!   change (an update mask), never the payload. A delete of a finished task
+//!   `find_finished` just returned, at its revision, is likewise written at
+//!   once with that update time as precondition (a pruner's delete: no
+//!   read). Swaps of tasks without a revision (built elsewhere) and other
+//!   deletes read first: one BatchGet, the
 //!   versions are compared, and one BatchWrite writes them all, each with an
 //!   `updateTime` precondition; the items whose precondition failed are read
 //!   and decided again, up to 5 rounds.
@@ -104,11 +107,13 @@
 //! * **Retention, pause, rate limits, storage**: a prune is a fenced swap
 //!   that empties `data`, `errors` and `result` and sets `prunedAt` (see
 //!   [`crate::document`]); `find_finished` reads the kind's finished tasks
-//!   in `doneAt` order from a scan position kept per query (the `pruning`
-//!   module: a pass does not read every tombstone again); paused kinds and
-//!   rate limiters are side documents read by id and rewritten
-//!   conditionally (the `controls` module: 1 read per `paused_kinds`, 1
-//!   read and at most 1 write per limiter and `take_starts` call);
+//!   in `doneAt` order from a scan position kept per query, and the
+//!   queries of one pass share one scan (the `pruning` module: a pass
+//!   reads each task about once, not every tombstone again); paused kinds
+//!   and rate limiters are side documents read by id and rewritten
+//!   conditionally (the `controls` module: 1 read per `paused_kinds`; a
+//!   `take_starts` is served from the store's reserve of starts, and reads
+//!   and writes a limiter only to take a chunk of about a second's worth);
 //!   `storage_stats` counts with COUNT aggregations and sizes a sample (the
 //!   `storage` module).
 //! * **Resource keys**: each (env, kind, key) has a lock document in the
@@ -229,6 +234,10 @@ pub struct FirestoreStore {
     priorities: Arc<Priorities>,
     /// How many ready tasks a priority claim ranks (see [`crate::priority`]).
     priority_window: usize,
+    /// What a prune pass's reads left for its next calls (see `store::pruning`).
+    prune_memory: Arc<pruning::PruneMemory>,
+    /// Rate-limit starts taken from limiter documents and not handed out yet.
+    reserves: Arc<controls::Reserves>,
 }
 
 /// What [`Store::subscribe`] listens to, so that workers in other processes
@@ -391,6 +400,8 @@ impl FirestoreStore {
             keys: Arc::default(),
             priorities: Arc::default(),
             priority_window: DEFAULT_PRIORITY_WINDOW,
+            prune_memory: Arc::default(),
+            reserves: Arc::default(),
         }
     }
 
@@ -1364,14 +1375,24 @@ impl Store for FirestoreStore {
     }
 
     async fn delete(&self, deletes: &[Delete]) -> Result<Vec<DeleteOutcome>, StoreError> {
-        let ids: Vec<&str> = deletes.iter().map(|d| d.id.as_str()).collect();
         // Each task being deleted: deleting a not-done one may free its
         // resource key.
         let mut targets: Vec<Option<Task>> = vec![None; deletes.len()];
-        let outcomes = self
+        // Finished tasks a pruner was just given, deleted at the revision
+        // they were read at: written at once, without a read.
+        let mut outcomes: Vec<Option<DeleteOutcome>> = deletes.iter().map(|_| None).collect();
+        self.delete_returned(deletes, &mut targets, &mut outcomes)
+            .await;
+        let rest: Vec<usize> = (0..deletes.len())
+            .filter(|&i| outcomes[i].is_none())
+            .collect();
+        let ids: Vec<&str> = rest.iter().map(|&i| deletes[i].id.as_str()).collect();
+        let mut rest_targets: Vec<Option<Task>> = vec![None; rest.len()];
+        let decided = self
             .write_each_if_unchanged(
                 &ids,
-                |i, stored| {
+                |j, stored| {
+                    let i = rest[j];
                     let Some(stored) = stored else {
                         return Decision::Done(DeleteOutcome::NotFound);
                     };
@@ -1386,7 +1407,7 @@ impl Store for FirestoreStore {
                             _ => return Decision::Done(DeleteOutcome::Conflict),
                         }
                     }
-                    targets[i] = stored.task.as_ref().ok().cloned();
+                    rest_targets[j] = stored.task.as_ref().ok().cloned();
                     Decision::Write(
                         Write {
                             operation: Some(Operation::Delete(self.doc_name(&stored.id))),
@@ -1404,6 +1425,18 @@ impl Store for FirestoreStore {
                 },
             )
             .await;
+        for ((i, outcome), target) in rest.into_iter().zip(decided).zip(rest_targets) {
+            outcomes[i] = Some(outcome);
+            targets[i] = target;
+        }
+        let outcomes: Vec<DeleteOutcome> = outcomes
+            .into_iter()
+            .map(|o| {
+                o.unwrap_or_else(|| {
+                    DeleteOutcome::Failed(StoreError::Unavailable("no delete outcome".into()))
+                })
+            })
+            .collect();
         let deleted: Vec<&Task> = targets
             .iter()
             .zip(&outcomes)
@@ -1489,11 +1522,12 @@ impl Store for FirestoreStore {
     /// A read and a conditional write per limiter document: see the
     /// `store::controls` module.
     async fn take_starts(&self, requests: &[StartsRequest]) -> Result<Vec<u32>, StoreError> {
-        self.draw_starts(requests, true).await
+        self.take_reserved(requests).await
     }
 
     async fn return_starts(&self, requests: &[StartsRequest]) -> Result<(), StoreError> {
-        self.draw_starts(requests, false).await.map(drop)
+        self.return_reserved(requests);
+        Ok(())
     }
 
     /// COUNT aggregations and a sample sized by Firestore's rules: see the

@@ -10,8 +10,6 @@ use std::time::Duration;
 
 use firestore::FirestoreDb;
 use firestore::gcloud_sdk::google::firestore::v1::value::ValueType;
-use firestore::gcloud_sdk::google::firestore::v1::{CommitRequest, Document, Write, write};
-use firestore::gcloud_sdk::tonic::Request;
 use oncetask_core::lifecycle::{self, HandlerPath, LeaseGrant};
 use oncetask_core::store::{
     Change, ClaimMode, ClaimRequest, CreateOutcome, Fetched, Swap, SwapOutcome,
@@ -22,7 +20,7 @@ use oncetask_firestore::document::Fields;
 use serde_json::json;
 
 mod common;
-use common::{assert_go_readable, db, t, tag};
+use common::{assert_go_readable, t, tag};
 
 /// The fields of a fixture.
 fn fixture(name: &str) -> Fields {
@@ -31,40 +29,12 @@ fn fixture(name: &str) -> Fields {
 
 /// A fresh collection holding the given Go fixtures, as Go wrote them.
 async fn seeded(files: &[&str]) -> (FirestoreDb, FirestoreStore) {
-    seeded_with(files.iter().map(|f| fixture(f)).collect()).await
+    common::seeded("go", files).await
 }
 
 /// A fresh collection holding the given documents.
 async fn seeded_with(documents: Vec<Fields>) -> (FirestoreDb, FirestoreStore) {
-    let db = db().await;
-    let collection = format!("go-{}", uuid::Uuid::new_v4().simple());
-    let writes = documents
-        .into_iter()
-        .map(|fields| {
-            let Some(ValueType::StringValue(id)) = fields["id"].value_type.clone() else {
-                panic!("no id: {fields:?}");
-            };
-            Write {
-                operation: Some(write::Operation::Update(Document {
-                    name: format!("{}/{collection}/{id}", db.get_documents_path()),
-                    fields,
-                    ..Default::default()
-                })),
-                ..Default::default()
-            }
-        })
-        .collect();
-    db.client()
-        .get()
-        .commit(Request::new(CommitRequest {
-            database: db.get_database_path().clone(),
-            writes,
-            ..Default::default()
-        }))
-        .await
-        .expect("seed");
-    let store = FirestoreStore::with_collection(db.clone(), collection);
-    (db, store)
+    common::seeded_with("go", documents).await
 }
 
 async fn raw(db: &FirestoreDb, store: &FirestoreStore, id: &str) -> Fields {

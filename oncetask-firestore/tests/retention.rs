@@ -13,8 +13,6 @@ use std::time::Duration;
 use chrono::{DateTime, TimeDelta, Utc};
 use firestore::FirestoreDb;
 use firestore::gcloud_sdk::google::firestore::v1::value::ValueType;
-use firestore::gcloud_sdk::google::firestore::v1::{CommitRequest, Document, Write, write};
-use firestore::gcloud_sdk::tonic::Request;
 use futures::StreamExt;
 use oncetask_core::lifecycle::{self, LeaseGrant};
 use oncetask_core::store::{
@@ -31,38 +29,7 @@ use common::{GO_FIELDS, assert_go_readable, db, t, tag};
 
 /// A fresh collection holding the given Go fixtures, as Go wrote them.
 async fn seeded(files: &[&str]) -> (FirestoreDb, FirestoreStore) {
-    let db = db().await;
-    let collection = format!("retention-{}", uuid::Uuid::new_v4().simple());
-    let writes: Vec<Write> = files
-        .iter()
-        .map(|f| {
-            let fields = common::fixture(f).1;
-            let Some(ValueType::StringValue(id)) = fields["id"].value_type.clone() else {
-                panic!("no id in {f}");
-            };
-            Write {
-                operation: Some(write::Operation::Update(Document {
-                    name: format!("{}/{collection}/{id}", db.get_documents_path()),
-                    fields,
-                    ..Default::default()
-                })),
-                ..Default::default()
-            }
-        })
-        .collect();
-    if !writes.is_empty() {
-        db.client()
-            .get()
-            .commit(Request::new(CommitRequest {
-                database: db.get_database_path().clone(),
-                writes,
-                ..Default::default()
-            }))
-            .await
-            .expect("seed");
-    }
-    let store = FirestoreStore::with_collection(db.clone(), collection);
-    (db, store)
+    common::seeded("retention", files).await
 }
 
 /// A task of `kind` in `env` that ended with `status` at `done`.
@@ -541,4 +508,165 @@ async fn storage_stats_count_statuses_and_tombstones_and_estimate_bytes() {
     );
     assert!(stats.bytes().is_some());
     assert!(stats.method.contains("COUNT"), "{}", stats.method);
+}
+
+/// A manager's prune passes over finished tasks of every status: about
+/// one read and one write per task per pass (the statuses' queries share
+/// one scan, the deletes read nothing).
+#[tokio::test]
+async fn a_prune_pass_costs_about_one_read_and_one_write_per_task() {
+    use oncetask_core::manager::{PrunePlan, Retention};
+    let (_db, store) = seeded(&[]).await;
+    let env = "E";
+    let base = Utc::now() - TimeDelta::days(2);
+    // More than a call reads without a match (2,500): the delete pass's
+    // queries of full documents stop there, and the tombstone queries
+    // still read each tombstone once.
+    let n: u64 = 3_000;
+    let tasks: Vec<Task> = (0..n)
+        .map(|i| {
+            let status = match i % 20 {
+                0 => TaskStatus::Failed,
+                1 => TaskStatus::Cancelled,
+                _ => TaskStatus::Completed,
+            };
+            let done = base - TimeDelta::milliseconds(i as i64 * 7);
+            finished(&format!("t-{i:05}"), "k", env, done, status)
+        })
+        .collect();
+    for chunk in tasks.chunks(400) {
+        create(&store, chunk.to_vec()).await;
+    }
+    let manager = oncetask_core::Manager::builder(std::sync::Arc::new(store.clone()))
+        .env(env)
+        .start_workers(false)
+        .declare_kinds(["k"])
+        .build();
+    let keep = Duration::from_secs(3_600);
+    let passes = [
+        ("tombstone", Retention::default().finished(keep)),
+        (
+            "delete",
+            Retention::default()
+                .finished(keep)
+                .tombstones_for(Duration::from_secs(86_400)),
+        ),
+    ];
+    let mut costs = Vec::new();
+    for (name, retention) in passes {
+        let before = store.stats();
+        let report = manager
+            .prune(PrunePlan::kind("k", retention).rest(0.0))
+            .await
+            .unwrap();
+        let cost = store.stats().since(&before);
+        let total = report.total();
+        println!(
+            "{name}: {total:?}, {} reads, {} writes",
+            cost.reads, cost.writes
+        );
+        assert!(report.failed.is_empty(), "{:?}", report.failed);
+        costs.push((total, cost));
+    }
+    let (tombstoned, cost) = &costs[0];
+    assert_eq!(tombstoned.tombstoned, n);
+    assert!(
+        cost.reads <= n + n / 10,
+        "{} reads for {n} tasks",
+        cost.reads
+    );
+    assert!(cost.writes <= n + 20, "{} writes", cost.writes);
+    let (deleted, cost) = &costs[1];
+    assert_eq!(deleted.deleted, n);
+    assert!(
+        cost.reads <= n + n / 10,
+        "{} reads for {n} tasks",
+        cost.reads
+    );
+    assert!(cost.writes <= n + 20, "{} writes", cost.writes);
+    manager.shutdown(Duration::from_secs(5)).await;
+}
+
+/// A time at least 6 s before the end of its `period_ms` window.
+async fn early_in_window(period_ms: u64) -> DateTime<Utc> {
+    let now = Utc::now();
+    let end = StartsRequest::new("E", "k", None, now, period_ms, 1, 1).window_end();
+    if end - now < TimeDelta::seconds(6) {
+        tokio::time::sleep((end - now).to_std().unwrap() + Duration::from_millis(50)).await;
+    }
+    Utc::now()
+}
+
+/// Starts are taken from the limiter document in chunks (a second's worth
+/// at the limit's rate) and handed out from the store's reserve: one
+/// document write per chunk, exactly the limit granted, and starts given
+/// back stay in the reserve for the window (no write).
+#[tokio::test]
+async fn a_store_takes_starts_in_chunks_and_hands_them_out_from_its_reserve() {
+    let collection = format!("limits-{}", uuid::Uuid::new_v4().simple());
+    let store = FirestoreStore::with_collection(db().await, &collection);
+    let now = early_in_window(10_000).await;
+    // 100 per 10 s: chunks of 10.
+    let one = StartsRequest::new("E", "k", None, now, 10_000, 100, 1);
+    let before = store.stats();
+    let mut total = 0;
+    loop {
+        let got = store.take_starts(std::slice::from_ref(&one)).await.unwrap()[0];
+        if got == 0 {
+            break;
+        }
+        total += got;
+    }
+    let cost = store.stats().since(&before);
+    assert_eq!(total, 100);
+    assert_eq!(cost.writes, 10, "one write per chunk of 10: {cost:?}");
+    let mut back = one.clone();
+    back.count = 3;
+    store.return_starts(&[back]).await.unwrap();
+    let mut five = one.clone();
+    five.count = 5;
+    let writes = store.stats().writes;
+    assert_eq!(store.take_starts(&[five]).await.unwrap(), [3]);
+    assert_eq!(store.stats().writes, writes, "the document stays full");
+}
+
+/// Several stores (processes) drawing from one limiter at once in small
+/// takes: never more than the limit in the window, and, since each draws
+/// until it is refused, exactly the limit; the document is written about
+/// once per chunk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn stores_sharing_a_limiter_never_grant_more_than_its_limit() {
+    let collection = format!("limits-{}", uuid::Uuid::new_v4().simple());
+    let mut stores = Vec::new();
+    for _ in 0..4 {
+        stores.push(FirestoreStore::with_collection(db().await, &collection));
+    }
+    let now = early_in_window(10_000).await;
+    // 200 per 10 s: chunks of 20.
+    let request = StartsRequest::new("E", "k", None, now, 10_000, 200, 1);
+    let draws = stores.iter().flat_map(|store| {
+        let request = request.clone();
+        (1..=3u32).map(move |count| {
+            let mut request = request.clone();
+            request.count = count;
+            async move {
+                let mut total = 0;
+                loop {
+                    let got = store
+                        .take_starts(std::slice::from_ref(&request))
+                        .await
+                        .unwrap()[0];
+                    if got == 0 {
+                        return total;
+                    }
+                    total += got;
+                }
+            }
+        })
+    });
+    let granted: Vec<u32> = futures::future::join_all(draws).await;
+    let writes: u64 = stores.iter().map(|s| s.stats().writes).sum();
+    println!("granted {granted:?}, {writes} limiter writes");
+    assert_eq!(granted.iter().sum::<u32>(), 200, "{granted:?}");
+    assert!(writes <= 200 / 20 + 4, "{writes} writes");
 }

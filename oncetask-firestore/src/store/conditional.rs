@@ -7,7 +7,12 @@
 //! document from a conflict. Any write in between (another oncetask
 //! process, or a Go service that never bumps `version`) fails the condition.
 //!
-//! Other items (deletes, and swaps of tasks built elsewhere) read every
+//! Deletes of finished tasks this store just returned from
+//! [`oncetask_core::Store::find_finished`] (a pruner's), at the revision
+//! they were returned at, are written the same way: a delete conditional
+//! on that update time, with no read ([`FirestoreStore::delete_returned`]).
+//!
+//! Other items (other deletes, and swaps of tasks built elsewhere) read every
 //! document with one BatchGet, decide per document, then write all of them
 //! with one BatchWrite, each write guarded by the update time it was
 //! decided on.
@@ -23,13 +28,14 @@
 
 use std::collections::HashSet;
 
+use firestore::gcloud_sdk::google::firestore::v1::write::Operation;
 use firestore::gcloud_sdk::google::firestore::v1::{
     Precondition, Write, precondition::ConditionType,
 };
 use firestore::gcloud_sdk::prost_types::Timestamp;
 use firestore::gcloud_sdk::tonic::Code;
-use oncetask_core::StoreError;
-use oncetask_core::store::{Swap, SwapOutcome};
+use oncetask_core::store::{Delete, DeleteOutcome, Swap, SwapOutcome};
+use oncetask_core::{StoreError, Task};
 
 use super::claim::lost_race;
 use super::{FirestoreStore, SWAP_ATTEMPTS, Stored, fence_of, item_error, revision_of};
@@ -132,6 +138,88 @@ impl FirestoreStore {
             }
         }
         outcomes
+    }
+
+    /// Deletes the items of `deletes` naming a finished task this store
+    /// returned from `find_finished` at the delete's expected revision,
+    /// each conditional on that revision's update time (no read; a write
+    /// whose condition fails is read to tell a conflict from a missing
+    /// document). Sets their outcomes and, when deleted, their targets;
+    /// leaves the other items alone. An id named twice is left to the
+    /// reading path.
+    pub(super) async fn delete_returned(
+        &self,
+        deletes: &[Delete],
+        targets: &mut [Option<Task>],
+        outcomes: &mut [Option<DeleteOutcome>],
+    ) {
+        let mut count: std::collections::HashMap<&str, usize> = Default::default();
+        for d in deletes {
+            *count.entry(d.id.as_str()).or_default() += 1;
+        }
+        let mut batch = Vec::new();
+        let mut sent = Vec::new();
+        for (i, d) in deletes.iter().enumerate() {
+            let (Some(version), Some(revision)) = (d.expected_version, d.expected_revision) else {
+                continue;
+            };
+            if count.get(d.id.as_str()) != Some(&1) {
+                continue;
+            }
+            let (update_time, stored_version) = fence_of(revision);
+            if stored_version != version {
+                continue;
+            }
+            let Some(task) = self.prune_memory.take_returned(&d.id, revision) else {
+                continue;
+            };
+            batch.push(Write {
+                operation: Some(Operation::Delete(self.doc_name(&d.id))),
+                current_document: Some(Precondition {
+                    condition_type: Some(ConditionType::UpdateTime(update_time)),
+                }),
+                ..Default::default()
+            });
+            sent.push((i, task));
+        }
+        if batch.is_empty() {
+            return;
+        }
+        let results = self.batch_write(batch).await;
+        let mut lost = Vec::new();
+        for ((i, task), result) in sent.into_iter().zip(results) {
+            match result {
+                Ok(_) => {
+                    outcomes[i] = Some(DeleteOutcome::Deleted);
+                    targets[i] = Some(task);
+                }
+                Err(s) if lost_race(&s) || s.code() == Code::NotFound => lost.push(i),
+                Err(s) => outcomes[i] = Some(DeleteOutcome::Failed(item_error(&deletes[i].id, &s))),
+            }
+        }
+        if lost.is_empty() {
+            return;
+        }
+        let ids: Vec<String> = lost.iter().map(|&i| deletes[i].id.clone()).collect();
+        match self.batch_get(&ids, None).await {
+            Ok(found) => {
+                for i in lost {
+                    outcomes[i] = Some(if found.contains_key(&deletes[i].id) {
+                        DeleteOutcome::Conflict
+                    } else {
+                        DeleteOutcome::NotFound
+                    });
+                }
+            }
+            Err(e) => {
+                let message = e.to_string();
+                for i in lost {
+                    outcomes[i] = Some(DeleteOutcome::Failed(StoreError::Unavailable(
+                        message.clone(),
+                    )));
+                }
+            }
+        }
     }
 
     /// Applies `decide` to each id's stored document and performs the

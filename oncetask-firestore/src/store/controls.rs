@@ -17,28 +17,35 @@
 //!   in `<collection>-limiters`: `env`, `type`, `resourceKey` (`""` for the
 //!   kind's own limiter), `windowStart` (timestamp), `taken` (integer) and
 //!   `expireAt` (the window's end + 1 day, for a TTL policy: a limiter may
-//!   be forgotten once its window has ended). A request is a
-//!   read-modify-write of its document: one BatchGet reads the limiters of
-//!   every request of a call, [`StartsRequest::grant`] decides, and one
-//!   BatchWrite writes each changed limiter conditional on the update time
-//!   read, so two processes never both take the same starts; a request
-//!   whose write lost its precondition is read and decided again (up to
+//!   be forgotten once its window has ended). Taking from the document is
+//!   a read-modify-write: one BatchGet reads the limiters of every request
+//!   of a call, [`StartsRequest::grant`] decides, and one BatchWrite writes
+//!   each changed limiter conditional on the update time read, so two
+//!   processes never both take the same starts; a request whose write lost
+//!   its precondition is read and decided again (up to
 //!   [`LIMITER_ATTEMPTS`] rounds, after a short random wait; one still
 //!   undecided then is granted 0, never too many). Requests of one call on
 //!   the same limiter are decided in order on one read and written once.
-//!   Cost: 1 read per limiter and call, plus 1 write when it grants
-//!   something (a full or lagging window is answered with the read alone);
-//!   [`Store::return_starts`] is the same, writing only when it lowers the
-//!   count.
 //!
-//! Firestore sustains about one write per second on one document, so a
-//! limiter document takes about one grant per second, from all processes
-//! together (short bursts above that are absorbed with latency and
-//! retries): the limit itself (starts per period) is not bounded by it,
-//! the number of grant writes is. Managers take several starts per request
-//! (a claim's worth), so a kind limited to 100 starts/s costs a few grant
-//! writes per second however many tasks start, and a per-key limiter costs
-//! at most one write per grant of that key.
+//! **Grants in chunks.** Firestore sustains about one write per second on
+//! one document, so a store does not write a limiter per claim: it takes
+//! a **chunk** of at least [`chunk`] starts (a second's worth at the
+//! limit's rate, the whole window for windows of a second or less) and
+//! keeps what the request did not need in a per-store **reserve** for that
+//! window. [`Store::take_starts`] serves from the reserve first (no read,
+//! no write) and asks the document only for what the reserve lacks (takes
+//! that go to the documents are serialized per store, so concurrent claim
+//! loops of one process share one chunk); [`Store::return_starts`] puts
+//! starts back in the reserve while their window lasts (no write). A
+//! reserve ends with its window: starts taken and not used are lost, so a
+//! window runs short, never over; across processes no more than the limit
+//! is ever granted (each start comes from the document once). So each
+//! process writes a limiter at most about once per second while it starts
+//! tasks at the limit's rate, whatever its claim size: the document sees
+//! about one write per second per process drawing from it. Fairness: with
+//! windows of a second or less, the first process to ask in a window takes
+//! all of it, and the others wait for the next window (on average each
+//! gets its share over many windows).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -246,20 +253,19 @@ impl FirestoreStore {
         Ok(kinds)
     }
 
-    /// [`Store::take_starts`] (`take`) and [`Store::return_starts`]: see
-    /// the module docs. The starts each request granted (given back: 0).
+    /// Takes starts from the limiter documents (a read and a conditional
+    /// write per limiter): the starts each request was granted.
     pub(super) async fn draw_starts(
         &self,
         requests: &[StartsRequest],
-        take: bool,
     ) -> Result<Vec<u32>, StoreError> {
         let mut granted = vec![0u32; requests.len()];
         // The requests of each limiter, in input order.
         let mut groups: Vec<(String, Vec<usize>)> = Vec::new();
         let mut index: HashMap<String, usize> = HashMap::new();
         for (i, r) in requests.iter().enumerate() {
-            if r.count == 0 || (take && r.limit == 0) {
-                continue; // nothing to take or give: no read
+            if r.count == 0 || r.limit == 0 {
+                continue; // nothing to take: no read
             }
             let name = self.limiter_name(r);
             match index.get(&name) {
@@ -287,18 +293,13 @@ impl FirestoreStore {
                 let mut window = before;
                 let mut answers = Vec::with_capacity(members.len());
                 for &i in &members {
-                    let r = &requests[i];
-                    if take {
-                        let (n, next) = r.grant(window);
-                        // Granting nothing changes nothing that matters: an
-                        // older window counts as none anyway.
-                        if n > 0 {
-                            window = next;
-                        }
-                        answers.push((i, n));
-                    } else {
-                        window = r.give_back(window);
+                    let (n, next) = requests[i].grant(window);
+                    // Granting nothing changes nothing that matters: an
+                    // older window counts as none anyway.
+                    if n > 0 {
+                        window = next;
                     }
+                    answers.push((i, n));
                 }
                 if window == before {
                     continue; // a full or lagging window: answered by the read
@@ -361,6 +362,144 @@ impl FirestoreStore {
     }
 }
 
+/// Starts this store took from limiter documents and has not handed out
+/// yet, per limiter, for one window (see the module docs).
+#[derive(Default)]
+pub(crate) struct Reserves {
+    /// Serializes the takes that ask a limiter document, so concurrent
+    /// callers of one process share one grant instead of writing each.
+    gate: tokio::sync::Mutex<()>,
+    /// Per limiter document: its window's start and end, and the starts left.
+    left: std::sync::Mutex<HashMap<String, Reserve>>,
+}
+
+/// Most limiters a store keeps reserves for (past it, those of the oldest
+/// windows are forgotten; a reserve is otherwise replaced by its
+/// limiter's next window).
+const MAX_RESERVES: usize = 10_000;
+
+/// One limiter's reserve: its window's start and end, and the starts left.
+type Reserve = (DateTime<Utc>, DateTime<Utc>, u32);
+
+/// How many starts a take asks a limiter document for at least: a
+/// second's worth at the limit's rate (the whole window for windows of a
+/// second or less), so one process writes the document about once per
+/// second however many starts it hands out.
+pub(crate) fn chunk(r: &StartsRequest) -> u32 {
+    let per_second = (u64::from(r.limit) * 1_000).div_ceil(r.period_ms.max(1));
+    u32::try_from(per_second)
+        .unwrap_or(u32::MAX)
+        .clamp(1, r.limit.max(1))
+}
+
+impl FirestoreStore {
+    /// [`Store::take_starts`]: from this store's reserve first; what it
+    /// lacks is asked of the limiter documents in chunks of at least
+    /// [`chunk`], and the rest of a chunk is kept in the reserve for the
+    /// window.
+    pub(super) async fn take_reserved(
+        &self,
+        requests: &[StartsRequest],
+    ) -> Result<Vec<u32>, StoreError> {
+        let _gate = self.reserves.gate.lock().await;
+        let mut granted = vec![0u32; requests.len()];
+        // Per limiter lacking starts: the requests and what each lacks.
+        let mut lacking: Vec<(String, Vec<(usize, u32)>)> = Vec::new();
+        {
+            let mut left = self
+                .reserves
+                .left
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if left.len() > MAX_RESERVES {
+                // Forget the limiters of the oldest windows.
+                let mut ends: Vec<DateTime<Utc>> = left.values().map(|(_, end, _)| *end).collect();
+                ends.sort_unstable();
+                let cut = ends[ends.len() - MAX_RESERVES / 2];
+                left.retain(|_, (_, end, _)| *end >= cut);
+            }
+            for (i, r) in requests.iter().enumerate() {
+                if r.count == 0 || r.limit == 0 {
+                    continue;
+                }
+                let name = self.limiter_name(r);
+                let mut need = r.count;
+                match left.get_mut(&name) {
+                    Some((start, _, n)) if *start == r.window_start => {
+                        let g = need.min(*n);
+                        *n -= g;
+                        granted[i] = g;
+                        need -= g;
+                    }
+                    // A window this store has seen end: nothing.
+                    Some((start, _, _)) if *start > r.window_start => need = 0,
+                    _ => {}
+                }
+                if need > 0 {
+                    match lacking.iter_mut().find(|(n, _)| *n == name) {
+                        Some((_, members)) => members.push((i, need)),
+                        None => lacking.push((name, vec![(i, need)])),
+                    }
+                }
+            }
+        }
+        if lacking.is_empty() {
+            return Ok(granted);
+        }
+        let asks: Vec<StartsRequest> = lacking
+            .iter()
+            .map(|(_, members)| {
+                let mut ask = requests[members[0].0].clone();
+                let total = members
+                    .iter()
+                    .map(|(_, n)| *n)
+                    .fold(0u32, u32::saturating_add);
+                ask.count = total.max(chunk(&ask));
+                ask
+            })
+            .collect();
+        let got = self.draw_starts(&asks).await?;
+        let mut left = self
+            .reserves
+            .left
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for (((name, members), ask), mut g) in lacking.into_iter().zip(&asks).zip(got) {
+            for (i, need) in members {
+                let give = need.min(g);
+                granted[i] += give;
+                g -= give;
+            }
+            let entry = left
+                .entry(name)
+                .or_insert((ask.window_start, ask.window_end(), 0));
+            if entry.0 != ask.window_start {
+                *entry = (ask.window_start, ask.window_end(), 0);
+            }
+            entry.2 = entry.2.saturating_add(g);
+        }
+        Ok(granted)
+    }
+
+    /// [`Store::return_starts`]: starts given back while their window
+    /// lasts go back to this store's reserve (no write); others are gone
+    /// with their window.
+    pub(super) fn return_reserved(&self, requests: &[StartsRequest]) {
+        let mut left = self
+            .reserves
+            .left
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for r in requests.iter().filter(|r| r.count > 0) {
+            if let Some((start, _, n)) = left.get_mut(&self.limiter_name(r))
+                && *start == r.window_start
+            {
+                *n = n.saturating_add(r.count);
+            }
+        }
+    }
+}
+
 /// The `paused` map of a controls document (empty without one).
 fn paused_map(doc: Option<&Document>) -> Fields {
     match doc
@@ -375,6 +514,21 @@ fn paused_map(doc: Option<&Document>) -> Fields {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_chunk_is_a_seconds_worth_of_starts_and_at_most_the_limit() {
+        let now = Utc::now();
+        let chunk_of = |period_ms, limit| {
+            chunk(&StartsRequest::new(
+                "E", "k", None, now, period_ms, limit, 1,
+            ))
+        };
+        assert_eq!(chunk_of(1_000, 100), 100, "a 1 s window: all of it");
+        assert_eq!(chunk_of(100, 5), 5, "a shorter window: all of it");
+        assert_eq!(chunk_of(60_000, 600), 10, "a minute: 10 a second");
+        assert_eq!(chunk_of(60_000, 30), 1, "at least 1");
+        assert_eq!(chunk_of(10_000, 100), 10);
+    }
 
     #[test]
     fn side_ids_tell_a_missing_part_from_an_empty_one_and_stay_short() {

@@ -11,6 +11,7 @@ use chrono::{DateTime, Utc};
 use firestore::FirestoreDb;
 use firestore::gcloud_sdk::google::firestore::v1::value::ValueType;
 use firestore::gcloud_sdk::google::firestore::v1::{ArrayValue, MapValue, Value};
+use oncetask_firestore::FirestoreStore;
 use oncetask_firestore::document::Fields;
 use serde_json::{Value as Json, json};
 
@@ -205,4 +206,47 @@ pub async fn db() -> FirestoreDb {
     FirestoreDb::new(PROJECT)
         .await
         .unwrap_or_else(|e| panic!("cannot connect to the Firestore emulator: {e}"))
+}
+
+/// A fresh collection (named `prefix` and a random suffix) holding the
+/// given Go fixtures of `tests/fixtures`, as Go wrote them.
+pub async fn seeded(prefix: &str, files: &[&str]) -> (FirestoreDb, FirestoreStore) {
+    seeded_with(prefix, files.iter().map(|f| fixture(f).1).collect()).await
+}
+
+/// A fresh collection (named `prefix` and a random suffix) holding the
+/// given documents, written directly (keyed by their `id` field).
+pub async fn seeded_with(prefix: &str, documents: Vec<Fields>) -> (FirestoreDb, FirestoreStore) {
+    use firestore::gcloud_sdk::google::firestore::v1::{CommitRequest, Document, Write, write};
+    let db = db().await;
+    let collection = format!("{prefix}-{}", uuid::Uuid::new_v4().simple());
+    let writes: Vec<Write> = documents
+        .into_iter()
+        .map(|fields| {
+            let Some(ValueType::StringValue(id)) = fields["id"].value_type.clone() else {
+                panic!("no id: {fields:?}");
+            };
+            Write {
+                operation: Some(write::Operation::Update(Document {
+                    name: format!("{}/{collection}/{id}", db.get_documents_path()),
+                    fields,
+                    ..Default::default()
+                })),
+                ..Default::default()
+            }
+        })
+        .collect();
+    if !writes.is_empty() {
+        db.client()
+            .get()
+            .commit(firestore::gcloud_sdk::tonic::Request::new(CommitRequest {
+                database: db.get_database_path().clone(),
+                writes,
+                ..Default::default()
+            }))
+            .await
+            .expect("seed");
+    }
+    let store = FirestoreStore::with_collection(db.clone(), collection);
+    (db, store)
 }
