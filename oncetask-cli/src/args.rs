@@ -247,8 +247,8 @@ pub struct PruneArgs {
           value_parser = clap::value_parser!(u64).range(1..=10_000))]
     pub batch: u64,
     /// After each batch, rest this many times as long as the batch took
-    /// (1: prune at most half the time, so the services keep most of their
-    /// throughput; 0: flat out)
+    /// (the default 3: prune at most a quarter of the time, so the services
+    /// keep most of their throughput; 0: flat out)
     #[arg(long, default_value_t = oncetask::manager::DEFAULT_PRUNE_REST, value_name = "FACTOR")]
     pub rest: f64,
     /// Count what would be pruned and change nothing

@@ -57,9 +57,11 @@ pub struct PrunePlan {
     rest: f64,
 }
 
-/// Default [`PrunePlan::rest`]: after each batch the pruner rests as long
-/// as the batch took, so it works at most half the time.
-pub const DEFAULT_PRUNE_REST: f64 = 1.0;
+/// Default [`PrunePlan::rest`]: after each batch the pruner rests three
+/// times as long as the batch took, so it works at most a quarter of the
+/// time (at 1, the work sharing a Redis or PostgreSQL store kept only
+/// 56-83 % of its throughput in the bench; see BENCHMARKS.md).
+pub const DEFAULT_PRUNE_REST: f64 = 3.0;
 
 impl PrunePlan {
     /// Every kind this manager handles or declares, with the retention
@@ -90,9 +92,9 @@ impl PrunePlan {
 
     /// How long the pass rests after each batch, as a multiple of the
     /// time the batch took (default [`DEFAULT_PRUNE_REST`]: it works at most
-    /// half the time, so the work sharing the store keeps most of its
-    /// throughput; 0 prunes flat out, e.g. an operator's catch-up in a quiet
-    /// hour). A dry run never rests.
+    /// a quarter of the time, so the work sharing the store keeps most of
+    /// its throughput; 0 prunes flat out, e.g. an operator's catch-up in a
+    /// quiet hour). A dry run never rests.
     pub fn rest(mut self, factor: f64) -> Self {
         self.rest = if factor.is_finite() {
             factor.max(0.0)
@@ -313,7 +315,7 @@ impl Pass<'_> {
                 return Ok(());
             }
             query = next;
-            // A long prune rests between batches, as long as the batch took
+            // A long prune rests between batches, the time the batch took
             // times the plan's rest factor, so it takes at most its share
             // of the store and of this process (the claiming loops run
             // meanwhile); wall time, not the manager's clock: it paces work.
