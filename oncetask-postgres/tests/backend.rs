@@ -1587,6 +1587,51 @@ async fn a_schema_of_migration_0005_is_migrated_forward() {
     drop_schema(&store).await;
 }
 
+/// Finished rows that do not decode (here a payload that is not an
+/// object) are left out of a pruner's page, and the page is read on past
+/// them: it comes back short only at the end of the range, so a pass does
+/// not stop at them.
+#[tokio::test]
+async fn a_pruner_page_reads_on_past_rows_that_do_not_decode() {
+    use oncetask_core::store::FinishedQuery;
+
+    let schema = new_schema();
+    let store = store(&schema).await;
+    let mut values = Vec::new();
+    for i in 0..6 {
+        let data = if i % 2 == 1 { "'[1]'" } else { "'{}'" };
+        values.push(format!(
+            "('f{i}', 'k', '{ENV}', {data}::jsonb, now() - interval '2 days', \
+             now() - interval '1 day' + interval '{i} seconds', 1, 0, '[]'::jsonb, NULL, \
+             false, 1, 'completed', 0, 0, NULL)"
+        ));
+    }
+    sqlx::raw_sql(&format!(
+        "INSERT INTO \"{schema}\".tasks (id, kind, env, data, created_at, done_at, attempts, \
+         cancellation_attempts, errors, result, is_cancelled, version, outcome, snoozes, \
+         priority, max_attempts) VALUES {}",
+        values.join(", ")
+    ))
+    .execute(store.pool())
+    .await
+    .expect("rows");
+    let mut query = FinishedQuery::new(ENV, "k", TaskStatus::Completed, chrono::Utc::now());
+    query.limit = 2;
+    let first = store.find_finished(&query).await.expect("first page");
+    let ids: Vec<&str> = first.iter().map(|t| t.id.as_str()).collect();
+    assert_eq!(ids, ["f0", "f2"], "a full page, past f1");
+    let Some(last) = first.last() else {
+        panic!("a page")
+    };
+    let second = store
+        .find_finished(&query.clone().after_task(last))
+        .await
+        .expect("second page");
+    let ids: Vec<&str> = second.iter().map(|t| t.id.as_str()).collect();
+    assert_eq!(ids, ["f4"], "short: the end of the range");
+    drop_schema(&store).await;
+}
+
 /// A pruner's pages (first and next) read `tasks_finished_idx` on 100k
 /// rows: every condition is part of the index range (no filter walks
 /// entries of other statuses, tombstones or earlier pages) and the rows
