@@ -1435,6 +1435,45 @@ async fn rows_with_out_of_range_snoozes_priority_or_max_attempts_are_undecodable
     drop_schema(&store).await;
 }
 
+/// A store on a new schema migrated only up to `version` (as an earlier
+/// release left it), holding the rows `insert` writes; `migrate()` has not
+/// run on it yet.
+async fn store_at_migration(version: i64, insert: &str) -> PostgresStore {
+    let schema = new_schema();
+    let url = url();
+    let store = PostgresStore::connect(&url, &schema)
+        .await
+        .unwrap_or_else(|e| unreachable_server(&url, e));
+    let mut old = sqlx::migrate!("./migrations");
+    old.migrations = old
+        .migrations
+        .iter()
+        .filter(|m| m.version <= version)
+        .cloned()
+        .collect::<Vec<_>>()
+        .into();
+    assert_eq!(
+        old.migrations.len(),
+        usize::try_from(version).expect("small")
+    );
+    let mut conn = store.pool().acquire().await.expect("connection").detach();
+    sqlx::raw_sql(&format!(
+        "CREATE SCHEMA \"{schema}\"; SET search_path TO \"{schema}\""
+    ))
+    .execute(&mut conn)
+    .await
+    .expect("schema");
+    old.run_direct(&mut conn)
+        .await
+        .unwrap_or_else(|e| panic!("migrations up to {version}: {e}"));
+    sqlx::raw_sql(insert)
+        .execute(&mut conn)
+        .await
+        .expect("an old row");
+    sqlx::Connection::close(conn).await.expect("close");
+    store
+}
+
 /// A schema migrated by an earlier version (migrations 0001-0003) is
 /// migrated forward by `migrate()`: its rows read as no snoozes, priority
 /// 0 and no attempt limit, and new tasks store all three.
@@ -1442,42 +1481,14 @@ async fn rows_with_out_of_range_snoozes_priority_or_max_attempts_are_undecodable
 async fn a_schema_of_migration_0003_is_migrated_forward() {
     use oncetask_core::store::Fetched;
 
-    let schema = new_schema();
-    let url = url();
-    let store = PostgresStore::connect(&url, &schema)
-        .await
-        .unwrap_or_else(|e| unreachable_server(&url, e));
-    {
-        let mut old = sqlx::migrate!("./migrations");
-        old.migrations = old
-            .migrations
-            .iter()
-            .filter(|m| m.version <= 3)
-            .cloned()
-            .collect::<Vec<_>>()
-            .into();
-        assert_eq!(old.migrations.len(), 3);
-        let mut conn = store.pool().acquire().await.expect("connection").detach();
-        sqlx::raw_sql(&format!(
-            "CREATE SCHEMA \"{schema}\"; SET search_path TO \"{schema}\""
-        ))
-        .execute(&mut conn)
-        .await
-        .expect("schema");
-        old.run_direct(&mut conn)
-            .await
-            .expect("migrations 0001-0003");
-        // A row as an earlier version writes it: its 21 columns.
-        sqlx::raw_sql(
-            "INSERT INTO tasks (id, kind, env, data, created_at, attempts, \
-             cancellation_attempts, errors, is_cancelled, version) \
-             VALUES ('old', 'k', 'test', '{}'::jsonb, now(), 2, 0, '[]'::jsonb, false, 5)",
-        )
-        .execute(&mut conn)
-        .await
-        .expect("an old row");
-        sqlx::Connection::close(conn).await.expect("close");
-    }
+    // A row as an earlier version writes it: its 21 columns.
+    let store = store_at_migration(
+        3,
+        "INSERT INTO tasks (id, kind, env, data, created_at, attempts, \
+         cancellation_attempts, errors, is_cancelled, version) \
+         VALUES ('old', 'k', 'test', '{}'::jsonb, now(), 2, 0, '[]'::jsonb, false, 5)",
+    )
+    .await;
     store.migrate().await.expect("migrate forward");
     store.migrate().await.expect("migrate again: a no-op");
     let fetched = store.get(&["old".to_owned()]).await.expect("get");
@@ -1513,45 +1524,17 @@ async fn a_schema_of_migration_0005_is_migrated_forward() {
     use oncetask_core::lifecycle;
     use oncetask_core::store::{Change, Fetched, FinishedQuery, StartsRequest, Swap};
 
-    let schema = new_schema();
-    let url = url();
-    let store = PostgresStore::connect(&url, &schema)
-        .await
-        .unwrap_or_else(|e| unreachable_server(&url, e));
-    {
-        let mut old = sqlx::migrate!("./migrations");
-        old.migrations = old
-            .migrations
-            .iter()
-            .filter(|m| m.version <= 5)
-            .cloned()
-            .collect::<Vec<_>>()
-            .into();
-        assert_eq!(old.migrations.len(), 5);
-        let mut conn = store.pool().acquire().await.expect("connection").detach();
-        sqlx::raw_sql(&format!(
-            "CREATE SCHEMA \"{schema}\"; SET search_path TO \"{schema}\""
-        ))
-        .execute(&mut conn)
-        .await
-        .expect("schema");
-        old.run_direct(&mut conn)
-            .await
-            .expect("migrations 0001-0005");
-        // A finished row as the previous version writes it: its 24 columns.
-        sqlx::raw_sql(
-            "INSERT INTO tasks (id, kind, env, data, created_at, done_at, attempts, \
-             cancellation_attempts, errors, result, is_cancelled, version, outcome, snoozes, \
-             priority, max_attempts) \
-             VALUES ('old', 'k', 'test', '{\"to\": 1}'::jsonb, now() - interval '2 days', \
-                     now() - interval '1 day', 1, 0, '[]'::jsonb, '\"ok\"'::jsonb, false, 3, \
-                     'completed', 0, 0, NULL)",
-        )
-        .execute(&mut conn)
-        .await
-        .expect("an old row");
-        sqlx::Connection::close(conn).await.expect("close");
-    }
+    // A finished row as the previous version writes it: its 24 columns.
+    let store = store_at_migration(
+        5,
+        "INSERT INTO tasks (id, kind, env, data, created_at, done_at, attempts, \
+         cancellation_attempts, errors, result, is_cancelled, version, outcome, snoozes, \
+         priority, max_attempts) \
+         VALUES ('old', 'k', 'test', '{\"to\": 1}'::jsonb, now() - interval '2 days', \
+                 now() - interval '1 day', 1, 0, '[]'::jsonb, '\"ok\"'::jsonb, false, 3, \
+                 'completed', 0, 0, NULL)",
+    )
+    .await;
     store.migrate().await.expect("migrate forward");
     store.migrate().await.expect("migrate again: a no-op");
     let fetched = store.get(&["old".to_owned()]).await.expect("get");
