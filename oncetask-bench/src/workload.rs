@@ -104,13 +104,42 @@ pub async fn seed(
     at: Option<DateTime<Utc>>,
     batch: usize,
 ) -> Result<(), BenchError> {
+    let creator = creator.clone();
+    let env = env.to_owned();
+    in_batches(range, batch, move |part| {
+        let tasks: Vec<BenchTask> = part.map(|n| BenchTask::new(&env, n, at)).collect();
+        let manager = creator.clone();
+        async move {
+            let report = manager.create_many(&tasks).await?;
+            match report.failed.into_iter().next() {
+                Some((id, e)) => Err(BenchError::Raw(format!("seeding: {id}: {e}"))),
+                None => Ok(()),
+            }
+        }
+    })
+    .await
+}
+
+/// Runs `call` over `range` in parts of `batch`, up to
+/// `SEED_CALLS_IN_FLIGHT` at a time; the first error ends it.
+pub async fn in_batches<F, Fut>(
+    range: Range<u64>,
+    batch: usize,
+    mut call: F,
+) -> Result<(), BenchError>
+where
+    F: FnMut(Range<u64>) -> Fut,
+    Fut: std::future::Future<Output = Result<(), BenchError>> + Send + 'static,
+{
+    let settle = |done: Option<Result<Result<(), BenchError>, tokio::task::JoinError>>| match done {
+        None => Ok(()),
+        Some(done) => done.map_err(|e| BenchError::Raw(format!("seeding task failed: {e}")))?,
+    };
     let mut calls = JoinSet::new();
     let mut start = range.start;
     while start < range.end {
-        let end = range.end.min(start + batch as u64);
-        let tasks: Vec<BenchTask> = (start..end).map(|n| BenchTask::new(env, n, at)).collect();
-        let manager = creator.clone();
-        calls.spawn(async move { manager.create_many(&tasks).await });
+        let end = range.end.min(start + batch.max(1) as u64);
+        calls.spawn(call(start..end));
         if calls.len() >= SEED_CALLS_IN_FLIGHT {
             settle(calls.join_next().await)?;
         }
@@ -120,18 +149,6 @@ pub async fn seed(
         settle(Some(done))?;
     }
     Ok(())
-}
-
-type Joined =
-    Result<Result<oncetask::manager::BulkReport, oncetask::Error>, tokio::task::JoinError>;
-
-fn settle(done: Option<Joined>) -> Result<(), BenchError> {
-    let Some(done) = done else { return Ok(()) };
-    let report = done.map_err(|e| BenchError::Raw(format!("seeding task failed: {e}")))??;
-    match report.failed.into_iter().next() {
-        Some((id, e)) => Err(BenchError::Raw(format!("seeding: {id}: {e}"))),
-        None => Ok(()),
-    }
 }
 
 /// What a drain measured.

@@ -26,7 +26,6 @@ use oncetask::{
     AttemptError, Manager, Outcome, PrunePlan, PruneReport, Retention, Store, Task, TaskStatus,
 };
 use serde_json::json;
-use tokio::task::JoinSet;
 
 use crate::error::BenchError;
 use crate::measure::Counter;
@@ -49,9 +48,6 @@ const DONE_AGO: TimeDelta = TimeDelta::days(2);
 
 /// How often the work's progress is sampled.
 const SAMPLE_EVERY: Duration = Duration::from_millis(5);
-
-/// Most `create` calls one seeding keeps in flight.
-const SEED_CALLS_IN_FLIGHT: usize = 4;
 
 /// The two passes.
 #[derive(Clone, Copy)]
@@ -271,33 +267,22 @@ async fn seed_finished(
     batch: usize,
 ) -> Result<(), BenchError> {
     let base = Utc::now() - DONE_AGO;
-    let mut calls: JoinSet<Result<Vec<CreateOutcome>, oncetask::StoreError>> = JoinSet::new();
-    let mut start = 0;
-    let settle = |done: Option<Result<Result<Vec<CreateOutcome>, _>, tokio::task::JoinError>>| {
-        let Some(done) = done else { return Ok(()) };
-        let outcomes = done.map_err(|e| BenchError::Raw(format!("seeding task failed: {e}")))??;
-        match outcomes
-            .into_iter()
-            .find(|o| !matches!(o, CreateOutcome::Created))
-        {
-            Some(other) => Err(BenchError::Raw(format!("seeding: {other:?}"))),
-            None => Ok(()),
-        }
-    };
-    while start < count {
-        let end = count.min(start + batch as u64);
-        let tasks: Vec<Task> = (start..end).map(|n| finished_task(env, n, base)).collect();
+    let env = env.to_owned();
+    workload::in_batches(0..count, batch, move |part| {
+        let tasks: Vec<Task> = part.map(|n| finished_task(&env, n, base)).collect();
         let store = store.clone();
-        calls.spawn(async move { store.create(tasks).await });
-        if calls.len() >= SEED_CALLS_IN_FLIGHT {
-            settle(calls.join_next().await)?;
+        async move {
+            let outcomes = store.create(tasks).await?;
+            match outcomes
+                .into_iter()
+                .find(|o| !matches!(o, CreateOutcome::Created))
+            {
+                Some(other) => Err(BenchError::Raw(format!("seeding: {other:?}"))),
+                None => Ok(()),
+            }
         }
-        start = end;
-    }
-    while let Some(done) = calls.join_next().await {
-        settle(Some(done))?;
-    }
-    Ok(())
+    })
+    .await
 }
 
 /// What a prune pass did.
