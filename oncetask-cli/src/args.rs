@@ -110,6 +110,19 @@ pub enum Command {
     Resume(ResumeArgs),
     /// Run a mix of tasks on the in-memory backend and print a summary (no store needed)
     Demo(DemoArgs),
+    /// Serve the web dashboard: queue overview, task list and pages, actions
+    ///
+    /// Listens on --bind (default 127.0.0.1:8080) and prints the URL. Bound
+    /// to loopback, it answers only requests addressed to localhost,
+    /// 127.0.0.1 or ::1. Bound elsewhere, it needs an access token, taken
+    /// from ONCETASK_UI_TOKEN or --token-file (browsers ask for it as the
+    /// password of any user; scripts send `Authorization: Bearer TOKEN`).
+    /// Actions are POST forms with a CSRF token and a confirmation that
+    /// says how many tasks they touch; --read-only refuses them all.
+    ///
+    /// Example: `oncetask --store postgres://app@db/app --env prod ui`, or
+    /// `oncetask ui --demo` for a live in-memory queue with no services.
+    Ui(UiArgs),
     /// Benchmark backends: throughput, latency, lateness, cancel delay, scale, next to hand-written raw limits
     ///
     /// Runs on --backends (through ONCETASK_POSTGRES_URL, ONCETASK_REDIS_URL,
@@ -335,6 +348,26 @@ pub struct ReprioritizeArgs {
     /// The tasks, as for cancel and reset.
     #[command(flatten)]
     pub target: ActionArgs,
+}
+
+/// `oncetask ui`.
+#[derive(Debug, Clone, Args)]
+pub struct UiArgs {
+    /// Address and port to listen on; beyond loopback, an access token is
+    /// required (ONCETASK_UI_TOKEN or --token-file)
+    #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR:PORT")]
+    pub bind: std::net::SocketAddr,
+    /// Show an in-memory store running the demo's tasks, new ones every few
+    /// seconds (no --store needed)
+    #[arg(long)]
+    pub demo: bool,
+    /// Only show: every action is refused
+    #[arg(long)]
+    pub read_only: bool,
+    /// Read the access token from this file (its whole content, trimmed;
+    /// at least 16 bytes) instead of ONCETASK_UI_TOKEN
+    #[arg(long, value_name = "PATH")]
+    pub token_file: Option<std::path::PathBuf>,
 }
 
 /// `oncetask demo`.

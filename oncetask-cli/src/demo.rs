@@ -99,13 +99,19 @@ impl TaskArgs for Import {
     }
 }
 
-/// Prints a progress line prefixed with the seconds since the demo started.
+/// Prints a progress line prefixed with the seconds since the demo started
+/// (nothing when quiet: under `oncetask ui --demo` the dashboard shows it).
 #[derive(Clone, Copy)]
-struct Progress(Instant);
+struct Progress {
+    start: Instant,
+    quiet: bool,
+}
 
 impl Progress {
     fn say(&self, line: impl std::fmt::Display) {
-        println!("[{:>5.1}s] {line}", self.0.elapsed().as_secs_f64());
+        if !self.quiet {
+            println!("[{:>5.1}s] {line}", self.start.elapsed().as_secs_f64());
+        }
     }
 }
 
@@ -126,7 +132,10 @@ pub async fn run(metrics: bool) -> Result<(), crate::CliError> {
 }
 
 async fn run_tasks() -> Result<(), Error> {
-    let progress = Progress(Instant::now());
+    let progress = Progress {
+        start: Instant::now(),
+        quiet: false,
+    };
     let manager = Manager::builder(Arc::new(MemoryStore::new()))
         .env("demo")
         .build();
@@ -207,6 +216,101 @@ async fn run_tasks() -> Result<(), Error> {
         shutdown.drained
     ));
     print_summary(&manager).await
+}
+
+/// Seconds between the rounds of new tasks `oncetask ui --demo` creates.
+const UI_ROUND_SECS: u64 = 3;
+
+/// For `oncetask ui --demo`: a manager over a new in-memory store
+/// (environment `demo`) running the demo's handlers, with the demo's kinds
+/// of tasks created now and a new round of them every few seconds for as
+/// long as the process runs, so that the dashboard has a live queue to show
+/// (welcome emails, charges that fail twice before succeeding, calendar
+/// changes sharing resource keys, imports that fail for good, reminders
+/// scheduled a minute ahead, a report every 10 seconds). Finished tasks are
+/// pruned after 10 minutes. Prints nothing.
+pub async fn start_for_ui() -> Result<Manager, Error> {
+    let manager = Manager::builder(Arc::new(MemoryStore::new()))
+        .env("demo")
+        .retention(
+            oncetask::Retention::default()
+                .finished(Duration::from_secs(600))
+                .without_tombstones(),
+        )
+        .build();
+    let progress = Progress {
+        start: Instant::now(),
+        quiet: true,
+    };
+    register_handlers(&manager, progress)?;
+    let dtstart = Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true);
+    let schedule = Recurrence::new("FREQ=SECONDLY;INTERVAL=10", &dtstart).map_err(|source| {
+        Error::InvalidRecurrence {
+            id: "report-growth".into(),
+            source,
+        }
+    })?;
+    manager
+        .create(&Report {
+            team: "growth".into(),
+            schedule: Some(schedule),
+        })
+        .await?;
+    create_round(&manager, 0).await?;
+    let creator = manager.clone();
+    tokio::spawn(async move {
+        let mut round = 1u32;
+        loop {
+            tokio::time::sleep(Duration::from_secs(UI_ROUND_SECS)).await;
+            if creator.is_shutting_down() {
+                return;
+            }
+            // A failed round (the store is memory: it does not fail) is retried
+            // with the next one.
+            let _ = create_round(&creator, round).await;
+            round = round.wrapping_add(1);
+        }
+    });
+    Ok(manager)
+}
+
+/// One round of `oncetask ui --demo`'s tasks (ids unique per round).
+async fn create_round(manager: &Manager, round: u32) -> Result<(), Error> {
+    manager
+        .create(&Welcome {
+            user: format!("user-{round}"),
+        })
+        .await?;
+    manager
+        .create(&Charge {
+            order: 2000 + round,
+            cents: 100 + u64::from(round % 50) * 10,
+        })
+        .await?;
+    let calendar = format!("cal-{}", round % 3);
+    let changes: Vec<CalendarChange> = (0..2)
+        .map(|i| CalendarChange {
+            calendar: calendar.clone(),
+            change: round * 2 + i,
+        })
+        .collect();
+    manager.create_many(&changes).await?;
+    if round.is_multiple_of(4) {
+        manager
+            .create(&Import {
+                file: format!("batch-{round}.csv"),
+            })
+            .await?;
+    }
+    if round.is_multiple_of(5) {
+        manager
+            .create(&Reminder {
+                user: format!("user-{round}"),
+                at: Utc::now() + chrono::TimeDelta::minutes(1),
+            })
+            .await?;
+    }
+    Ok(())
 }
 
 fn register_handlers(manager: &Manager, p: Progress) -> Result<(), Error> {

@@ -12,12 +12,14 @@
 //!   demo [--metrics]
 //!   bench [--backends memory,postgres,redis,firestore] [--json] [--metrics] [sizes…]
 //!   doctor [--managers N] [--kinds K,...] [--tasks-per-hour N]   (Firestore stores)
+//!   ui [--bind ADDR:PORT] [--demo] [--read-only] [--token-file PATH]
 //! ```
 //!
 //! * [`args`]: the command line (clap);
 //! * [`store_url`]: `--store` URLs and connecting to each backend;
 //! * [`commands`]: what each command does, over a [`Manager`] of the store;
 //! * [`render`]: tables and durations for people; `--json` prints JSON instead;
+//! * [`ui`]: the web dashboard (`oncetask-ui`) over the store;
 //! * [`error`]: errors and exit codes.
 //!
 //! Run a command in-process over a store of your own (e.g. a seeded
@@ -49,6 +51,7 @@ pub mod error;
 pub mod prometheus;
 pub mod render;
 pub mod store_url;
+pub mod ui;
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::process::ExitCode;
@@ -125,6 +128,9 @@ pub async fn run(cli: Cli, io: &mut Io<'_>) -> Result<(), CliError> {
     if let Command::Doctor(args) = &cli.command {
         return commands::doctor::run(&cli.global, args, io).await;
     }
+    if let Command::Ui(args) = &cli.command {
+        return ui::run(&cli.global, args, io).await;
+    }
     let url = cli.global.store.clone().ok_or_else(|| {
         CliError::usage("no store given: pass --store URL or set ONCETASK_STORE (see --help)")
     })?;
@@ -144,20 +150,26 @@ pub async fn run(cli: Cli, io: &mut Io<'_>) -> Result<(), CliError> {
 /// own store). This is what [`run`] does once connected, and what tests call
 /// with a seeded store.
 pub async fn execute(cli: &Cli, store: Arc<dyn Store>, io: &mut Io<'_>) -> Result<(), CliError> {
-    let env = match cli.global.env.trim() {
-        "" => oncetask::manager::DEFAULT_ENV.to_owned(),
-        env => env.to_owned(),
-    };
-    // An operator's manager: no workers, any kind.
-    let manager = Manager::builder(store)
-        .env(env)
-        .start_workers(false)
-        .accept_any_kind()
-        .build();
+    let manager = operator_manager(store, &cli.global.env);
     let mut ctx = commands::Ctx {
         manager,
         json: cli.global.json,
         io,
     };
     commands::dispatch(&mut ctx, &cli.command).await
+}
+
+/// An operator's manager of `store` in environment `env` (blank: the
+/// default one): no workers, every kind accepted. The commands and the
+/// dashboard read and act through it.
+pub fn operator_manager(store: Arc<dyn Store>, env: &str) -> Manager {
+    let env = match env.trim() {
+        "" => oncetask::manager::DEFAULT_ENV.to_owned(),
+        env => env.to_owned(),
+    };
+    Manager::builder(store)
+        .env(env)
+        .start_workers(false)
+        .accept_any_kind()
+        .build()
 }

@@ -71,5 +71,8 @@ pub async fn dispatch(ctx: &mut Ctx<'_, '_>, command: &Command) -> Result<(), Cl
         Command::Doctor(_) => Err(CliError::usage(
             "the doctor connects on its own: run it with `oncetask doctor`",
         )),
+        Command::Ui(_) => Err(CliError::usage(
+            "the dashboard serves until stopped: run it with `oncetask ui`",
+        )),
     }
 }
