@@ -234,13 +234,13 @@ pub struct BenchArgs {
     pub prune_concurrency: usize,
 
     /// Prune: the pruner's rest factors (PrunePlan::rest), one round each
-    /// (seed, work alone, both passes): e.g. `0,1` compares flat out with
+    /// (seed, work alone, both passes): e.g. `0,3` compares flat out with
     /// the default in one run
     #[arg(
         long,
         value_name = "FACTOR",
         value_delimiter = ',',
-        default_value = "1"
+        default_value = "3"
     )]
     pub prune_rest: Vec<f64>,
 
@@ -416,5 +416,17 @@ impl FromStr for BackendName {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         <Self as ValueEnum>::from_str(s, true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pruner_settings_default_to_the_pruners_own_defaults() {
+        let args = BenchArgs::defaults();
+        assert_eq!(args.prune_rest, [oncetask::manager::DEFAULT_PRUNE_REST]);
+        assert_eq!(args.prune_batch, [oncetask::manager::DEFAULT_PRUNE_BATCH]);
     }
 }
