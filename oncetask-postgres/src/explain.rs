@@ -1,6 +1,8 @@
 //! Query plans of the hot path's statements ([`PostgresStore::explain_claim`]):
 //! a diagnostic the plan tests read, apart from the statements it plans.
 
+use oncetask_core::store::TaskCursor;
+
 use super::*;
 
 impl PostgresStore {
@@ -14,7 +16,8 @@ impl PostgresStore {
     /// tasks; the next due time an idle worker asks for, a swap, the
     /// creates of one task and of a batch, and a pruner's page of finished
     /// tasks, first and next (`find finished`, `find finished after`, over
-    /// `tasks_finished_idx`). Each is
+    /// `tasks_finished_idx`); a listing's page after its cursor, of a kind
+    /// (`list kind after`) and of a resource key (`list key after`). Each is
     /// the generic plan of the prepared statement, the one the store's
     /// connections run whatever the parameters (see
     /// [`PostgresStore::pool_options`]). A diagnostic, used by the tests
@@ -76,6 +79,30 @@ impl PostgresStore {
         let finished = generic(conn, "finished", &self.find_finished_sql(false), 6).await?;
         let finished_after =
             generic(conn, "finished_after", &self.find_finished_sql(true), 8).await?;
+        let listing = |kind: bool, key: bool| {
+            let mut filter = TaskFilter::env("e", chrono::Utc::now()).limit(50);
+            if kind {
+                filter = filter.kind("k");
+            }
+            if key {
+                filter = filter.resource_key("r");
+            }
+            let cursor = TaskCursor {
+                created_at: chrono::Utc::now(),
+                id: String::new(),
+            };
+            // env, kind?, key?, the cursor's two values, the limit.
+            let params = 4 + usize::from(kind) + usize::from(key);
+            let sql =
+                crate::listing::find_query(&self.inner.table, &filter, Some(&cursor), Some(50))
+                    .sql()
+                    .to_owned();
+            (sql, params)
+        };
+        let (sql, params) = listing(true, false);
+        let list_kind = generic(conn, "list_kind", &sql, params).await?;
+        let (sql, params) = listing(false, true);
+        let list_key = generic(conn, "list_key", &sql, params).await?;
         for (title, rows) in [
             ("claim", single),
             ("claim oldest", single_oldest),
@@ -91,6 +118,8 @@ impl PostgresStore {
             ("create batch", create_batch),
             ("find finished", finished),
             ("find finished after", finished_after),
+            ("list kind after", list_kind),
+            ("list key after", list_key),
         ] {
             out.push_str(&format!("-- {title}\n"));
             for r in &rows {

@@ -42,7 +42,8 @@ impl PostgresStore {
                 let decoded = row::decode(r).map_err(db)?;
                 // A time Rust cannot hold (e.g. -infinity) cannot be a
                 // cursor: the rows after it are read by the next pass.
-                let done_at: Option<DateTime<Utc>> = r.try_get("done_at").ok().flatten();
+                // (sqlx's own decoder would panic on it: `time_column`.)
+                let done_at = row::time_column(r, "done_at").ok().flatten();
                 if let Some(done_at) = done_at {
                     after = Some((done_at, decoded.id.clone()));
                 }

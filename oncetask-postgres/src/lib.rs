@@ -250,6 +250,7 @@ mod delete;
 mod explain;
 mod finished;
 mod inspect;
+mod listing;
 mod notify;
 mod pause;
 mod rate;
@@ -628,44 +629,7 @@ impl Store for PostgresStore {
     /// [`Task::status`], the cursor as a row comparison on the listing
     /// index's `(created_at, id)`); rows that do not decode are left out.
     async fn find(&self, filter: &TaskFilter) -> Result<Vec<Task>, StoreError> {
-        let t = &self.inner.table;
-        let status = status_sql("$5");
-        let statuses: Vec<String> = filter
-            .statuses
-            .iter()
-            .map(|s| s.as_str().to_owned())
-            .collect();
-        let rows = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM {t} WHERE env = $1 AND {WELL_FORMED} \
-               AND ($2::text IS NULL OR kind = $2) \
-               AND ($3::text IS NULL OR resource_key = $3) \
-               AND (NOT $4 OR done_at IS NULL) \
-               AND (cardinality($6::text[]) = 0 OR ({status}) = ANY($6)) \
-               AND ($9::timestamptz IS NULL OR (created_at, id) > ($9, $10)) \
-               AND ($11::smallint IS NULL OR priority = $11) \
-             ORDER BY created_at, id OFFSET $7 LIMIT $8"
-        ))
-        .bind(&filter.env)
-        .bind(filter.kind.as_deref())
-        .bind(filter.resource_key.as_deref())
-        .bind(filter.not_done)
-        .bind(filter.now)
-        .bind(&statuses)
-        .bind(i64::try_from(filter.offset).unwrap_or(i64::MAX))
-        .bind(filter.limit.map(|l| i64::try_from(l).unwrap_or(i64::MAX)))
-        .bind(filter.after.as_ref().map(|c| c.created_at))
-        .bind(filter.after.as_ref().map(|c| c.id.as_str()))
-        .bind(filter.priority.map(i16::from))
-        .fetch_all(self.query_pool().await)
-        .await
-        .map_err(db)?;
-        let mut tasks = Vec::with_capacity(rows.len());
-        for r in &rows {
-            if let Ok(task) = row::decode(r).map_err(db)?.task {
-                tasks.push(task);
-            }
-        }
-        Ok(tasks)
+        self.find_tasks(filter).await
     }
 
     async fn count_by_status(

@@ -16,6 +16,7 @@ use oncetask_conformance::fleet::{
     wake_up_latencies_across_managers,
 };
 use oncetask_core::manager::handler_fn;
+use oncetask_core::store::{TaskCursor, TaskFilter};
 use oncetask_core::{HandlerOptions, Manager, Store, Task, TaskStatus};
 use oncetask_postgres::PostgresStore;
 
@@ -1589,6 +1590,11 @@ async fn a_pruner_page_reads_on_past_rows_that_do_not_decode() {
              false, 1, 'completed', 0, 0, NULL)"
         ));
     }
+    // A time sqlx cannot decode (it would panic), first in the range.
+    values.push(format!(
+        "('fneg', 'k', '{ENV}', '{{}}'::jsonb, now() - interval '2 days', '-infinity', 1, 0, \
+         '[]'::jsonb, NULL, false, 1, 'completed', 0, 0, NULL)"
+    ));
     sqlx::raw_sql(&format!(
         "INSERT INTO \"{schema}\".tasks (id, kind, env, data, created_at, done_at, attempts, \
          cancellation_attempts, errors, result, is_cancelled, version, outcome, snoozes, \
@@ -1660,6 +1666,102 @@ async fn pruner_pages_read_the_finished_index_on_100k_rows() {
         .expect("the next page");
     assert_eq!(next.len(), 50);
     assert!((page[49].done_at, &page[49].id) < (next[0].done_at, &next[0].id));
+    drop_schema(&store).await;
+}
+
+/// A listing's page after its cursor (the dashboard's deep pages) starts at
+/// the cursor in an index on 100k rows, with no sort: of a kind through
+/// `tasks_created_idx`, of a resource key through `tasks_resource_key_idx`;
+/// and pages of a kind follow each other in listing order, each full.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listing_pages_start_at_their_cursor_on_100k_rows() {
+    let store = store(&new_schema()).await;
+    populate(&store, true).await;
+    let plans = store.explain_claim().await.expect("explain");
+    for (name, index) in [
+        ("list kind after", "tasks_created_idx"),
+        ("list key after", "tasks_resource_key_idx"),
+    ] {
+        let plan = plan_of(&plans, name);
+        eprintln!("-- {name}\n{plan}");
+        assert!(
+            plan.contains(&format!("Index Scan using {index}")),
+            "{name} skips {index}:\n{plan}"
+        );
+        assert!(!plan.contains("Sort"), "{name} sorts:\n{plan}");
+        let cond = plan
+            .lines()
+            .find(|l| l.contains("Index Cond:"))
+            .unwrap_or_else(|| panic!("{name}: no index condition:\n{plan}"));
+        assert!(
+            cond.contains("ROW(created_at, id) > ROW("),
+            "{name}: the cursor is not in the range: {cond}"
+        );
+    }
+    let now = chrono::Utc::now();
+    let filter = TaskFilter::env("env-0", now).kind("kind-0").limit(50);
+    let page = store.find(&filter).await.expect("a page");
+    assert_eq!(page.len(), 50);
+    assert!(page.iter().all(|t| t.env == "env-0" && t.kind == "kind-0"));
+    let next = store
+        .find(&filter.clone().after(TaskCursor::of(&page[49])))
+        .await
+        .expect("the next page");
+    assert_eq!(next.len(), 50);
+    assert!(TaskCursor::of(&page[49]) < TaskCursor::of(&next[0]));
+    drop_schema(&store).await;
+}
+
+/// A listing page reads on past rows that do not decode: a page is full
+/// while the listing goes on, and short only at its end.
+#[tokio::test]
+async fn a_listing_page_reads_on_past_rows_that_do_not_decode() {
+    let schema = new_schema();
+    let store = store(&schema).await;
+    let mut values = Vec::new();
+    for i in 0..6 {
+        let data = if i % 2 == 1 { "'[1]'" } else { "'{}'" };
+        values.push(format!(
+            "('l{i}', 'k', '{ENV}', {data}::jsonb, now() - interval '2 days' + interval '{i} seconds', \
+             NULL, 0, 0, '[]'::jsonb, NULL, false, 1, NULL, 0, 0, NULL)"
+        ));
+    }
+    // A time sqlx cannot decode (it would panic), first in the listing.
+    values.push(format!(
+        "('lneg', 'k', '{ENV}', '{{}}'::jsonb, '-infinity', NULL, 0, 0, '[]'::jsonb, NULL, \
+         false, 1, NULL, 0, 0, NULL)"
+    ));
+    sqlx::raw_sql(&format!(
+        "INSERT INTO \"{schema}\".tasks (id, kind, env, data, created_at, done_at, attempts, \
+         cancellation_attempts, errors, result, is_cancelled, version, outcome, snoozes, \
+         priority, max_attempts) VALUES {}",
+        values.join(", ")
+    ))
+    .execute(store.pool())
+    .await
+    .expect("rows");
+    let filter = TaskFilter::env(ENV, chrono::Utc::now()).kind("k").limit(2);
+    let first = store.find(&filter).await.expect("first page");
+    let ids: Vec<&str> = first.iter().map(|t| t.id.as_str()).collect();
+    assert_eq!(ids, ["l0", "l2"], "a full page, past l1");
+    let second = store
+        .find(&filter.clone().after(TaskCursor::of(&first[1])))
+        .await
+        .expect("second page");
+    let ids: Vec<&str> = second.iter().map(|t| t.id.as_str()).collect();
+    assert_eq!(ids, ["l4"], "short: the end of the listing");
+    // An offset counts only tasks that decode.
+    let offset = store
+        .find(
+            &TaskFilter::env(ENV, chrono::Utc::now())
+                .kind("k")
+                .offset(1)
+                .limit(2),
+        )
+        .await
+        .expect("offset page");
+    let ids: Vec<&str> = offset.iter().map(|t| t.id.as_str()).collect();
+    assert_eq!(ids, ["l2", "l4"]);
     drop_schema(&store).await;
 }
 
