@@ -6,15 +6,17 @@
 //! own authentication, if it has one).
 //!
 //! Pages (plain HTML from compile-time checked templates, one embedded
-//! style sheet and ~30 lines of embedded JavaScript; nothing is fetched
+//! style sheet and ~60 lines of embedded JavaScript; nothing is fetched
 //! from the network):
 //!
 //! * **overview** (`/`): per kind, the counts by status, undecodable
 //!   documents, the age of the oldest pending task, the next due time,
 //!   whether the kind is paused, and a small chart of the tasks finished
 //!   per minute over the last 10 minutes (sampled while an overview is
-//!   open), refreshed every 2 s; pause and resume a kind, redrive (reset)
-//!   its failed tasks;
+//!   open), refreshed every 2 s ([`UiConfig::refresh`]) without reloading
+//!   the page; while the store or the dashboard cannot be reached, the
+//!   retries back off (doubling up to 30 s, back to the interval after a
+//!   success); pause and resume a kind, redrive (reset) its failed tasks;
 //! * **tasks** (`/tasks`): the list, filtered by kind, status, resource
 //!   key, id prefix and creation time range, 50 a page by keyset cursor;
 //!   cancel, reset or delete the selected tasks, or every task matching
@@ -92,7 +94,10 @@
 //!   `Content-Security-Policy` allows only the dashboard's own script and
 //!   style sheet (no inline script), so markup that slipped through could
 //!   not run anyway. Responses also carry `X-Frame-Options: DENY` (no
-//!   clickjacking), `nosniff`, `no-referrer` and `Cache-Control: no-store`.
+//!   clickjacking), `nosniff`, `Referrer-Policy: same-origin` (no task ids
+//!   in other sites' logs; `no-referrer` would make browsers send
+//!   `Origin: null` with the dashboard's own forms) and
+//!   `Cache-Control: no-store`.
 //! * **What it does not do.** It has no users or roles: whoever has the
 //!   token (or a local shell) has every action, unless read-only. A
 //!   service that mounts the router behind its own authentication keeps
@@ -111,6 +116,7 @@ mod throughput;
 mod views;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::middleware::{from_fn, from_fn_with_state};
@@ -121,6 +127,15 @@ pub use security::{HostPolicy, MIN_TOKEN_LEN, TOKEN_ENV, TokenError, UiToken};
 
 /// Tasks per page of the task list.
 pub const PAGE_SIZE: usize = 50;
+
+/// How often an open overview reads the counts again, unless
+/// [`UiConfig::refresh`] says otherwise.
+pub const DEFAULT_REFRESH: Duration = Duration::from_secs(2);
+
+/// The longest wait between two reads of an overview whose reads fail (the
+/// retries double from the refresh interval up to this, or up to the
+/// interval itself when that is longer).
+pub const MAX_RETRY: Duration = Duration::from_secs(30);
 
 /// How the dashboard behaves: read-only or not, who may reach it, and what
 /// it says about the store.
@@ -140,6 +155,9 @@ pub struct UiConfig {
     /// (`/` when it is the whole application): the pages' links start with
     /// it.
     pub base_path: String,
+    /// How often an open overview reads the counts again (every read is a
+    /// [`Manager::inspect`] of the store).
+    pub refresh: Duration,
 }
 
 impl UiConfig {
@@ -152,7 +170,16 @@ impl UiConfig {
             host_policy: HostPolicy::Loopback,
             store_label: store_label.into(),
             base_path: "/".to_owned(),
+            refresh: DEFAULT_REFRESH,
         }
+    }
+
+    /// Reads an open overview's counts every `every` (at least 100 ms;
+    /// default [`DEFAULT_REFRESH`]), e.g. less often over a large store,
+    /// where each read counts its tasks.
+    pub fn refresh(mut self, every: Duration) -> Self {
+        self.refresh = every.max(Duration::from_millis(100));
+        self
     }
 
     /// Refuses every action when `read_only`.

@@ -259,14 +259,22 @@ pub(crate) async fn overview(State(state): State<AppState>) -> Response {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
+    let refresh = state.config.refresh;
     let page = OverviewPage {
         chrome: chrome(&state),
         body,
+        refresh_ms: refresh.as_millis(),
+        max_retry_ms: refresh.max(crate::MAX_RETRY).as_millis(),
+        refresh: if refresh < std::time::Duration::from_secs(1) {
+            format!("{} ms", refresh.as_millis())
+        } else {
+            duration(refresh)
+        },
     };
     html(status, &page)
 }
 
-/// `GET /live/overview`: what the page's script swaps in every 2 s.
+/// `GET /live/overview`: what the page's script swaps in at each refresh.
 pub(crate) async fn overview_fragment(State(state): State<AppState>) -> Response {
     let (body, ok) = overview_body(&state).await;
     let status = if ok {

@@ -309,7 +309,7 @@ pub(crate) fn new_csrf_secret() -> String {
 }
 
 /// Headers on every response: no scripts, styles or frames but the
-/// dashboard's own, no caching of task data, no referrer.
+/// dashboard's own, no caching of task data, no referrer to other sites.
 pub(crate) async fn response_headers(request: Request, next: Next) -> Response<Body> {
     let mut response = next.run(request).await;
     let headers = response.headers_mut();
@@ -325,9 +325,13 @@ pub(crate) async fn response_headers(request: Request, next: Next) -> Response<B
         HeaderValue::from_static("nosniff"),
     );
     headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    // `same-origin`, not `no-referrer`: under `no-referrer` browsers send
+    // `Origin: null` with the dashboard's own form posts, which the Origin
+    // check then refuses. Other sites still get no referrer (no task ids in
+    // their logs).
     headers.insert(
         header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
+        HeaderValue::from_static("same-origin"),
     );
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response

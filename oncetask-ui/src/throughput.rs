@@ -3,7 +3,7 @@
 //!
 //! No backend keeps a history of finishes that can be read cheaply, so the
 //! dashboard samples the per-kind counts of finished tasks each time it
-//! reads the overview (every 2 s while an overview page is open) and
+//! reads the overview (at each refresh while an overview page is open) and
 //! charts the increases between samples. The chart therefore covers the
 //! time a page was open; tasks pruned or reset meanwhile lower the count
 //! and are not counted as negative throughput.

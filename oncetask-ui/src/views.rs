@@ -86,6 +86,12 @@ pub(crate) struct OverviewBody {
 pub(crate) struct OverviewPage {
     pub(crate) chrome: Chrome,
     pub(crate) body: OverviewBody,
+    /// The refresh interval, for the script.
+    pub(crate) refresh_ms: u128,
+    /// The longest wait between failing reads, for the script.
+    pub(crate) max_retry_ms: u128,
+    /// The refresh interval, for people.
+    pub(crate) refresh: String,
 }
 
 /// `/live/overview`: the overview's live part alone.

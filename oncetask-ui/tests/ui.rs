@@ -873,6 +873,15 @@ async fn responses_carry_the_security_headers() {
                 .map(|v| v.as_bytes()),
             Some(&b"DENY"[..])
         );
+        // Not `no-referrer`: browsers would then send `Origin: null` with
+        // the dashboard's own form posts (tests/browser.rs posts them).
+        assert_eq!(
+            response
+                .headers()
+                .get(header::REFERRER_POLICY)
+                .map(|v| v.as_bytes()),
+            Some(&b"same-origin"[..])
+        );
     }
 }
 
@@ -1046,4 +1055,34 @@ async fn pruning_counts_with_a_dry_run_before_it_prunes() {
     )
     .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn the_overview_tells_its_script_the_refresh_interval_and_the_longest_retry() {
+    let f = Fixture::new();
+    let (_, body) = send(&f.app(), get("/")).await;
+    assert!(
+        body.contains("data-refresh-ms=\"2000\" data-max-retry-ms=\"30000\""),
+        "{body}"
+    );
+    assert!(body.contains("Refreshed every 2s."), "{body}");
+    // A slower refresh than the longest retry: failures wait the interval.
+    let app = router(
+        f.manager.clone(),
+        UiConfig::new("memory://test").refresh(std::time::Duration::from_secs(60)),
+    );
+    let (_, body) = send(&app, get("/")).await;
+    assert!(
+        body.contains("data-refresh-ms=\"60000\" data-max-retry-ms=\"60000\""),
+        "{body}"
+    );
+    assert!(body.contains("Refreshed every 1m 0s."), "{body}");
+    // Too short an interval is raised to 100 ms.
+    let app = router(
+        f.manager.clone(),
+        UiConfig::new("memory://test").refresh(std::time::Duration::from_millis(1)),
+    );
+    let (_, body) = send(&app, get("/")).await;
+    assert!(body.contains("data-refresh-ms=\"100\""), "{body}");
+    assert!(body.contains("Refreshed every 100 ms."), "{body}");
 }
