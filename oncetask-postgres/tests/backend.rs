@@ -1595,15 +1595,7 @@ async fn a_pruner_page_reads_on_past_rows_that_do_not_decode() {
         "('fneg', 'k', '{ENV}', '{{}}'::jsonb, now() - interval '2 days', '-infinity', 1, 0, \
          '[]'::jsonb, NULL, false, 1, 'completed', 0, 0, NULL)"
     ));
-    sqlx::raw_sql(&format!(
-        "INSERT INTO \"{schema}\".tasks (id, kind, env, data, created_at, done_at, attempts, \
-         cancellation_attempts, errors, result, is_cancelled, version, outcome, snoozes, \
-         priority, max_attempts) VALUES {}",
-        values.join(", ")
-    ))
-    .execute(store.pool())
-    .await
-    .expect("rows");
+    insert_rows(&store, &values).await;
     let mut query = FinishedQuery::new(ENV, "k", TaskStatus::Completed, chrono::Utc::now());
     query.limit = 2;
     let first = store.find_finished(&query).await.expect("first page");
@@ -1669,6 +1661,23 @@ async fn pruner_pages_read_the_finished_index_on_100k_rows() {
     drop_schema(&store).await;
 }
 
+/// Inserts rows written as SQL tuples of `(id, kind, env, data, created_at,
+/// done_at, attempts, cancellation_attempts, errors, result, is_cancelled,
+/// version, outcome, snoozes, priority, max_attempts)`, bypassing the store
+/// (rows it would never write, to see how it reads them).
+async fn insert_rows(store: &PostgresStore, values: &[String]) {
+    sqlx::raw_sql(&format!(
+        "INSERT INTO {} (id, kind, env, data, created_at, done_at, attempts, \
+         cancellation_attempts, errors, result, is_cancelled, version, outcome, snoozes, \
+         priority, max_attempts) VALUES {}",
+        store.table(),
+        values.join(", ")
+    ))
+    .execute(store.pool())
+    .await
+    .expect("rows");
+}
+
 /// A listing's page after its cursor (the dashboard's deep pages) starts at
 /// the cursor in an index on 100k rows, with no sort: of a kind through
 /// `tasks_created_idx`, of a resource key through `tasks_resource_key_idx`;
@@ -1731,15 +1740,7 @@ async fn a_listing_page_reads_on_past_rows_that_do_not_decode() {
         "('lneg', 'k', '{ENV}', '{{}}'::jsonb, '-infinity', NULL, 0, 0, '[]'::jsonb, NULL, \
          false, 1, NULL, 0, 0, NULL)"
     ));
-    sqlx::raw_sql(&format!(
-        "INSERT INTO \"{schema}\".tasks (id, kind, env, data, created_at, done_at, attempts, \
-         cancellation_attempts, errors, result, is_cancelled, version, outcome, snoozes, \
-         priority, max_attempts) VALUES {}",
-        values.join(", ")
-    ))
-    .execute(store.pool())
-    .await
-    .expect("rows");
+    insert_rows(&store, &values).await;
     let filter = TaskFilter::env(ENV, chrono::Utc::now()).kind("k").limit(2);
     let first = store.find(&filter).await.expect("first page");
     let ids: Vec<&str> = first.iter().map(|t| t.id.as_str()).collect();

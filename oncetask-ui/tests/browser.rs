@@ -17,20 +17,18 @@
 
 mod common;
 
+mod flaky;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
 use common::{Browser, Relay, Server, encode};
-use oncetask::backend::{Fetched, Forward};
+use flaky::Flaky;
 use oncetask::postgres::PostgresStore;
 use oncetask::postgres::sqlx;
-use oncetask::{
-    AttemptError, Manager, MemoryStore, Outcome, QueueStats, Recurrence, Store, StoreError, Task,
-    TaskData, TaskFilter,
-};
+use oncetask::{AttemptError, Manager, MemoryStore, Outcome, Recurrence, Store, Task, TaskData};
 use oncetask_ui::{UiConfig, UiToken};
 use serde_json::{Value, json};
 
@@ -655,52 +653,6 @@ async fn a_foreign_host_is_refused() {
     browser.goto(&format!("http://localhost:{port}/")).await;
     assert_eq!(browser.text_of("h1").await, "Overview");
     browser.quit().await;
-}
-
-/// A store that fails every read while `failing` is set (the database is
-/// down).
-struct Flaky {
-    inner: Arc<dyn Store>,
-    failing: AtomicBool,
-}
-
-impl Flaky {
-    fn check(&self) -> Result<(), StoreError> {
-        if self.failing.load(Ordering::SeqCst) {
-            Err(StoreError::Unavailable(
-                "connection refused (os error 111)".to_owned(),
-            ))
-        } else {
-            Ok(())
-        }
-    }
-}
-
-#[async_trait]
-impl Forward for Flaky {
-    fn inner(&self) -> &dyn Store {
-        &*self.inner
-    }
-
-    async fn get(&self, ids: &[String]) -> Result<Vec<Fetched>, StoreError> {
-        self.check()?;
-        self.inner.get(ids).await
-    }
-
-    async fn find(&self, filter: &TaskFilter) -> Result<Vec<Task>, StoreError> {
-        self.check()?;
-        self.inner.find(filter).await
-    }
-
-    async fn inspect(&self, env: &str, now: DateTime<Utc>) -> Result<QueueStats, StoreError> {
-        self.check()?;
-        self.inner.inspect(env, now).await
-    }
-
-    async fn paused_kinds(&self, env: &str) -> Result<Vec<String>, StoreError> {
-        self.check()?;
-        self.inner.paused_kinds(env).await
-    }
 }
 
 /// The wait before the overview's next read, as its script set it.

@@ -2,19 +2,17 @@
 //! through the whole router (security layers included) with
 //! `tower::ServiceExt::oneshot`.
 
+mod flaky;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use async_trait::async_trait;
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use chrono::{DateTime, TimeDelta, Utc};
-use oncetask::backend::{Fetched, Forward};
-use oncetask::{
-    AttemptError, Manager, MemoryStore, Outcome, QueueStats, Recurrence, Store, StoreError, Task,
-    TaskFilter,
-};
+use flaky::Flaky;
+use oncetask::{AttemptError, Manager, MemoryStore, Outcome, Recurrence, Store, Task};
 use oncetask_ui::{HostPolicy, UiConfig, UiToken, router};
 use tower::ServiceExt;
 
@@ -27,52 +25,6 @@ const SCRIPT: &str = "<script>alert(1)</script>";
 const SCRIPT_ESCAPED: &str = "&#60;script&#62;alert(1)&#60;/script&#62;";
 const IMG_ESCAPED: &str = "&#34;&#39;&#62;&#60;img src=x onerror=alert(1)&#62;";
 const IMG: &str = "\"'><img src=x onerror=alert(1)>";
-
-/// A store that fails every read and write while `failing` is set (the
-/// database is down).
-struct Flaky {
-    inner: Arc<dyn Store>,
-    failing: AtomicBool,
-}
-
-impl Flaky {
-    fn check(&self) -> Result<(), StoreError> {
-        if self.failing.load(Ordering::SeqCst) {
-            Err(StoreError::Unavailable(
-                "connection refused (os error 111)".to_owned(),
-            ))
-        } else {
-            Ok(())
-        }
-    }
-}
-
-#[async_trait]
-impl Forward for Flaky {
-    fn inner(&self) -> &dyn Store {
-        &*self.inner
-    }
-
-    async fn get(&self, ids: &[String]) -> Result<Vec<Fetched>, StoreError> {
-        self.check()?;
-        self.inner.get(ids).await
-    }
-
-    async fn find(&self, filter: &TaskFilter) -> Result<Vec<Task>, StoreError> {
-        self.check()?;
-        self.inner.find(filter).await
-    }
-
-    async fn inspect(&self, env: &str, now: DateTime<Utc>) -> Result<QueueStats, StoreError> {
-        self.check()?;
-        self.inner.inspect(env, now).await
-    }
-
-    async fn paused_kinds(&self, env: &str) -> Result<Vec<String>, StoreError> {
-        self.check()?;
-        self.inner.paused_kinds(env).await
-    }
-}
 
 struct Fixture {
     store: Arc<dyn Store>,
