@@ -31,11 +31,13 @@ pub enum Scenario {
     Prune,
     /// Starts per second of a rate-limited kind under several managers.
     Rate,
+    /// The dashboard's task list: deep pages of 50 among many stored tasks.
+    List,
 }
 
 impl Scenario {
     /// Every scenario, in run order.
-    pub const ALL: [Scenario; 10] = [
+    pub const ALL: [Scenario; 11] = [
         Scenario::Resources,
         Scenario::Insert,
         Scenario::Work,
@@ -46,6 +48,7 @@ impl Scenario {
         Scenario::Scale,
         Scenario::Prune,
         Scenario::Rate,
+        Scenario::List,
     ];
 
     /// The scenario's name in tables and JSON.
@@ -61,6 +64,7 @@ impl Scenario {
             Scenario::Scale => "scale",
             Scenario::Prune => "prune",
             Scenario::Rate => "rate",
+            Scenario::List => "list",
         }
     }
 }
@@ -278,6 +282,20 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 10, value_name = "N")]
     pub rate_keys: u32,
 
+    /// List: tasks stored (a mix of 4 kinds, statuses and resource keys)
+    /// before the dashboard's deep pages are timed, on memory, Postgres
+    /// and Redis
+    #[arg(long, default_value_t = 1_000_000, value_name = "N")]
+    pub list_tasks: u64,
+
+    /// List: tasks stored on Firestore
+    #[arg(long, default_value_t = 2_000, value_name = "N")]
+    pub list_firestore_tasks: u64,
+
+    /// List: timed requests per shape (after 5 warm-up requests)
+    #[arg(long, default_value_t = 200, value_name = "N")]
+    pub list_samples: usize,
+
     /// Resources: tasks stored in a fresh memory backend to measure bytes per task
     #[arg(long, default_value_t = 1_000_000, value_name = "N")]
     pub memory_tasks: u64,
@@ -348,6 +366,9 @@ impl BenchArgs {
             rate_tasks: 400,
             rate_seconds: 2,
             rate_keys: 5,
+            list_tasks: 1000,
+            list_firestore_tasks: 200,
+            list_samples: 20,
             ..Self::defaults()
         }
     }
@@ -403,6 +424,9 @@ impl BenchArgs {
         }
         if self.rate_keys > self.rate_limit {
             return usage("--rate-keys must be at most --rate-limit (each key needs a start)");
+        }
+        if self.list_samples == 0 {
+            return usage("--list-samples must be at least 1");
         }
         if self.pg_pool_size == 0 {
             return usage("--pg-pool-size must be at least 1");

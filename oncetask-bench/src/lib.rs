@@ -21,7 +21,10 @@
 //!    deletes, many finished tasks; time to prune, what the store takes up
 //!    before and after, Firestore reads and writes per pruned task;
 //! 10. **rate**: a rate-limited kind under several managers: starts per
-//!     second against the limit, and the most starts in any aligned window.
+//!     second against the limit, and the most starts in any aligned window;
+//! 11. **list**: the dashboard's task list (`oncetask_ui::router`, served
+//!     in-process): deep pages of 50 among 1M stored tasks, per filter
+//!     shape (none, kind, kind + failed, resource key), p50/p99/max.
 //!
 //! Timings are reported, never asserted.
 //!
@@ -134,6 +137,7 @@ async fn run_scenario(ctx: &Ctx<'_>, scenario: Scenario) -> Result<Vec<Row>, Ben
         Scenario::Scale => scenarios::scale::run(ctx).await,
         Scenario::Prune => scenarios::prune::run(ctx).await,
         Scenario::Rate => scenarios::rate::run(ctx).await,
+        Scenario::List => scenarios::list::run(ctx).await,
     }
 }
 

@@ -70,6 +70,8 @@ async fn memory() {
             ("prune", 6),
             // the kind limit, per resource key
             ("rate", 2),
+            // seeding, and 4 deep-page shapes
+            ("list", 5),
         ],
     );
     let summary = &report.summaries[0];
@@ -97,6 +99,8 @@ async fn postgres() {
             ("prune", 6),
             // the kind limit, per resource key
             ("rate", 2),
+            // seeding, and 4 deep-page shapes
+            ("list", 5),
         ],
     );
     let summary = &report.summaries[0];
@@ -122,6 +126,8 @@ async fn redis() {
             ("prune", 6),
             // the kind limit, per resource key
             ("rate", 2),
+            // seeding, and 4 deep-page shapes
+            ("list", 5),
         ],
     );
     let summary = &report.summaries[0];

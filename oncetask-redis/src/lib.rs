@@ -173,6 +173,10 @@ const CLAIM_ROUNDS: usize = 8;
 const REPORT_CAP: usize = 100;
 /// Tasks one listing page reads.
 const LIST_PAGE: usize = 256;
+/// Listing members one page reads when the filter wants only done
+/// statuses: the script then checks each member's `dst` field and returns
+/// only the hashes that match, so it can read further per call.
+const LIST_SCAN: usize = 1024;
 /// Most items one create, swap or delete script call handles: Redis runs
 /// one script at a time, so bulk calls are cut into short scripts.
 const SCRIPT_BATCH: usize = 200;
@@ -526,6 +530,27 @@ impl RedisStore {
     }
 }
 
+/// The listing script's status argument and members per call for
+/// `filter`: `,completed,failed,` and [`LIST_SCAN`] when it wants only
+/// done statuses (whose `dst` field the script can check exactly), else
+/// `""` (every task) and [`LIST_PAGE`].
+fn done_statuses_of(filter: &TaskFilter) -> (String, usize) {
+    let done = [
+        TaskStatus::Completed,
+        TaskStatus::Failed,
+        TaskStatus::Cancelled,
+    ];
+    if filter.statuses.is_empty() || !filter.statuses.iter().all(|s| done.contains(s)) {
+        return (String::new(), LIST_PAGE);
+    }
+    let mut wanted = String::from(",");
+    for status in &filter.statuses {
+        wanted.push_str(status.as_str());
+        wanted.push(',');
+    }
+    (wanted, LIST_SCAN)
+}
+
 /// Escapes the glob characters of `SCAN MATCH`.
 fn glob_escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
@@ -822,8 +847,11 @@ impl Store for RedisStore {
     /// env) in creation order from the filter's cursor on (a lex range of
     /// the index), 256 tasks per script call, and filters in
     /// Rust with [`TaskFilter::matches`]; stops once `offset + limit`
-    /// matches are found. Pages are read one after the other, not as one
-    /// snapshot.
+    /// matches are found. When every status the filter wants is a done
+    /// status, the script reads 1024 members per call and returns only the
+    /// tasks whose stored done status (`dst`, which is the task's status
+    /// at any time) is one of them. Pages are read one after the other,
+    /// not as one snapshot.
     async fn find(&self, filter: &TaskFilter) -> Result<Vec<Task>, StoreError> {
         let keys = &self.inner.keys;
         let listing = keys.listing(
@@ -840,6 +868,7 @@ impl Store for RedisStore {
             None => b"-".to_vec(),
             Some(c) => format!("({}{}", doc::order_time(c.created_at), c.id).into_bytes(),
         };
+        let (done_statuses, scan) = done_statuses_of(filter);
         let mut conn = self.conn();
         while matched.len() < want {
             let reply: Value = SCRIPTS
@@ -847,16 +876,18 @@ impl Store for RedisStore {
                 .key(&listing)
                 .arg(keys.env_base(&filter.env))
                 .arg(&start)
-                .arg(LIST_PAGE)
+                .arg(scan)
+                .arg(&done_statuses)
                 .invoke_async(&mut conn)
                 .await
                 .map_err(redis_error)?;
             let mut parts = array(reply, "find")?.into_iter();
-            let (Some(last), Some(page)) = (parts.next(), parts.next()) else {
+            let (Some(last), Some(page), Some(read)) = (parts.next(), parts.next(), parts.next())
+            else {
                 return Err(StoreError::backend("unexpected reply to find"));
             };
             let page = array(page, "find")?;
-            let full = page.len() == LIST_PAGE;
+            let full = usize::try_from(int(read, "find")?).unwrap_or(0) >= scan;
             for stored in page {
                 if let Decoded::Task(task) = decode(&fields(stored, "find")?)
                     && filter.matches(&task)

@@ -1082,3 +1082,91 @@ async fn a_hash_with_a_bad_priority_is_undecodable() {
     assert_eq!(counts.undecodable, 3);
     store.purge().await.expect("purge");
 }
+
+/// A listing that wants only done statuses is filtered in the script (by
+/// the `dst` field, 1024 members per call): across several calls, from a
+/// cursor, with a limit, by kind and by env, it returns exactly what the
+/// filter matches in creation order, the same as a mix with an open
+/// status (filtered in Rust only).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listing_by_done_status_matches_the_filter_across_script_calls() {
+    use oncetask_core::store::TaskCursor;
+    use oncetask_core::{AttemptError, Outcome};
+
+    let store = common::store_on(&common::new_prefix()).await;
+    let now = base_time();
+    let n = 3000i64;
+    let tasks: Vec<Task> = (0..n)
+        .map(|i| {
+            let created = now - chrono::TimeDelta::seconds(n - i);
+            let kind = if i % 3 == 0 { "a" } else { "b" };
+            let mut task = Task::new(format!("t{i:05}"), kind, ENV, created);
+            let done = created + chrono::TimeDelta::milliseconds(500);
+            match i % 10 {
+                0 => {
+                    task.done_at = Some(done);
+                    task.attempts = 1;
+                    task.outcome = Some(Outcome::Failed);
+                    task.errors = vec![AttemptError {
+                        at: done,
+                        error: "boom".into(),
+                    }];
+                }
+                1 => {
+                    task.done_at = Some(done);
+                    task.is_cancelled = true;
+                    task.cancelled_at = Some(done);
+                    task.outcome = Some(Outcome::Cancelled);
+                }
+                2 => task.wait_until = Some(now + chrono::TimeDelta::days(1)),
+                3 => {}
+                _ => {
+                    task.done_at = Some(done);
+                    task.attempts = 1;
+                    task.outcome = Some(Outcome::Completed);
+                }
+            }
+            task
+        })
+        .collect();
+    for part in tasks.chunks(500) {
+        store.create(part.to_vec()).await.expect("create");
+    }
+    let cursor_at = 1234usize;
+    for kind in [None, Some("a")] {
+        for statuses in [
+            vec![TaskStatus::Failed],
+            vec![TaskStatus::Completed, TaskStatus::Cancelled],
+            vec![TaskStatus::Failed, TaskStatus::Pending],
+            vec![TaskStatus::Waiting],
+        ] {
+            for (after, limit) in [
+                (None, None),
+                (Some(TaskCursor::of(&tasks[cursor_at])), Some(51)),
+                (Some(TaskCursor::of(&tasks[cursor_at])), None),
+            ] {
+                let mut filter = TaskFilter::env(ENV, now);
+                filter.kind = kind.map(str::to_owned);
+                filter.statuses = statuses.clone();
+                filter.after = after.clone();
+                filter.limit = limit;
+                let expected: Vec<&str> = tasks
+                    .iter()
+                    .filter(|t| filter.matches(t) && filter.is_after_cursor(t))
+                    .take(limit.unwrap_or(usize::MAX))
+                    .map(|t| t.id.as_str())
+                    .collect();
+                assert!(!expected.is_empty());
+                let found = store.find(&filter).await.expect("find");
+                let ids: Vec<&str> = found.iter().map(|t| t.id.as_str()).collect();
+                assert_eq!(ids, expected, "{kind:?} {statuses:?} {after:?} {limit:?}");
+                assert_eq!(
+                    found.first(),
+                    tasks.iter().find(|t| t.id == expected[0]),
+                    "the documents read back whole"
+                );
+            }
+        }
+    }
+    store.purge().await.expect("purge");
+}

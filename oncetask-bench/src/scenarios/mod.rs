@@ -5,6 +5,7 @@ pub mod cancel;
 pub mod insert;
 pub mod latency;
 pub mod lateness;
+pub mod list;
 pub mod prune;
 pub mod rate;
 pub mod raw_memory;
@@ -59,6 +60,14 @@ impl Ctx<'_> {
         match self.ns.backend() {
             Backend::Firestore { .. } => self.args.prune_firestore_tasks,
             _ => self.args.prune_tasks,
+        }
+    }
+
+    /// Tasks stored by the list scenario on this backend.
+    pub fn list_tasks(&self) -> u64 {
+        match self.ns.backend() {
+            Backend::Firestore { .. } => self.args.list_firestore_tasks,
+            _ => self.args.list_tasks,
         }
     }
 
