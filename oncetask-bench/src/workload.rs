@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+use oncetask::backend::CreateOutcome;
 use oncetask::manager::handler_fn;
 use oncetask::{HandlerOptions, Manager, Store, Task, TaskData};
 use serde::Serialize;
@@ -149,6 +150,36 @@ where
         settle(Some(done))?;
     }
     Ok(())
+}
+
+/// Stores the tasks `make` builds for the numbers of `range` through
+/// [`Store::create`] (bypassing the manager: tasks in any state), `batch`
+/// per call with [`in_batches`]; a task not created (say, already there)
+/// ends it with an error.
+pub async fn create_tasks<F>(
+    store: Arc<dyn Store>,
+    range: Range<u64>,
+    batch: usize,
+    make: F,
+) -> Result<(), BenchError>
+where
+    F: Fn(u64) -> Task + Clone + Send + 'static,
+{
+    in_batches(range, batch, move |part| {
+        let tasks: Vec<Task> = part.map(&make).collect();
+        let store = store.clone();
+        async move {
+            let outcomes = store.create(tasks).await?;
+            match outcomes
+                .into_iter()
+                .find(|o| !matches!(o, CreateOutcome::Created))
+            {
+                Some(other) => Err(BenchError::Raw(format!("seeding: {other:?}"))),
+                None => Ok(()),
+            }
+        }
+    })
+    .await
 }
 
 /// What a drain measured.

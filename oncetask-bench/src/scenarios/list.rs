@@ -21,7 +21,6 @@ use std::time::Instant;
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
-use oncetask::backend::CreateOutcome;
 use oncetask::backend::task::truncate_to_millis;
 use oncetask::{AttemptError, Manager, Outcome, Store, Task, TaskCursor};
 use serde_json::json;
@@ -141,21 +140,7 @@ async fn seed(
     base: DateTime<Utc>,
 ) -> Result<(), BenchError> {
     let env = env.to_owned();
-    workload::in_batches(0..count, batch, move |part| {
-        let tasks: Vec<Task> = part.map(|n| list_task(&env, n, base)).collect();
-        let store = store.clone();
-        async move {
-            let outcomes = store.create(tasks).await?;
-            match outcomes
-                .into_iter()
-                .find(|o| !matches!(o, CreateOutcome::Created))
-            {
-                Some(other) => Err(BenchError::Raw(format!("seeding: {other:?}"))),
-                None => Ok(()),
-            }
-        }
-    })
-    .await
+    workload::create_tasks(store, 0..count, batch, move |n| list_task(&env, n, base)).await
 }
 
 /// One request of a shape: its URI and how many tasks its page must hold.

@@ -20,7 +20,6 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeDelta, Utc};
-use oncetask::backend::CreateOutcome;
 use oncetask::backend::task::truncate_to_millis;
 use oncetask::{
     AttemptError, Manager, Outcome, PrunePlan, PruneReport, Retention, Store, Task, TaskStatus,
@@ -287,19 +286,8 @@ async fn seed_finished(
 ) -> Result<(), BenchError> {
     let base = Utc::now() - DONE_AGO;
     let env = env.to_owned();
-    workload::in_batches(0..count, batch, move |part| {
-        let tasks: Vec<Task> = part.map(|n| finished_task(&env, n, base)).collect();
-        let store = store.clone();
-        async move {
-            let outcomes = store.create(tasks).await?;
-            match outcomes
-                .into_iter()
-                .find(|o| !matches!(o, CreateOutcome::Created))
-            {
-                Some(other) => Err(BenchError::Raw(format!("seeding: {other:?}"))),
-                None => Ok(()),
-            }
-        }
+    workload::create_tasks(store, 0..count, batch, move |n| {
+        finished_task(&env, n, base)
     })
     .await
 }
