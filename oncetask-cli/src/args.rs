@@ -368,6 +368,15 @@ pub struct UiArgs {
     /// at least 16 bytes) instead of ONCETASK_UI_TOKEN
     #[arg(long, value_name = "PATH")]
     pub token_file: Option<std::path::PathBuf>,
+    /// Also answer requests addressed to this host name (repeatable), e.g.
+    /// the name a reverse proxy passes on; bound beyond loopback, only these
+    /// names are answered
+    #[arg(long = "allow-host", value_name = "NAME")]
+    pub allow_hosts: Vec<String>,
+    /// How often an open overview reads the counts again, e.g. 10s or 1m
+    /// (every read counts the store's tasks; default 2s)
+    #[arg(long, value_name = "PERIOD", value_parser = parse_period)]
+    pub refresh: Option<std::time::Duration>,
 }
 
 /// `oncetask demo`.

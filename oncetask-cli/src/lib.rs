@@ -12,7 +12,7 @@
 //!   demo [--metrics]
 //!   bench [--backends memory,postgres,redis,firestore] [--json] [--metrics] [sizes…]
 //!   doctor [--managers N] [--kinds K,...] [--tasks-per-hour N]   (Firestore stores)
-//!   ui [--bind ADDR:PORT] [--demo] [--read-only] [--token-file PATH]
+//!   ui [--bind ADDR:PORT] [--demo] [--read-only] [--token-file PATH] [--allow-host NAME] [--refresh PERIOD]
 //! ```
 //!
 //! * [`args`]: the command line (clap);

@@ -7,7 +7,6 @@
 //! line itself (where `ps` would show it) nor from a URL. Binding beyond
 //! loopback without one is refused.
 
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
@@ -24,15 +23,16 @@ use crate::args::{GlobalArgs, UiArgs};
 use crate::error::CliError;
 use crate::{Io, StoreUrl};
 
-/// The dashboard's configuration for a bind address and token: loopback
-/// binds answer loopback `Host`s only; any other bind needs a token (and
-/// then answers any `Host`, the token standing in for the check).
+/// The dashboard's configuration for `args` and a token: loopback binds
+/// answer loopback `Host`s (and `--allow-host` names); any other bind needs
+/// a token, and then answers the `--allow-host` names, or any `Host` when
+/// none is given (the token standing in for the check).
 pub fn config(
-    bind: SocketAddr,
+    args: &UiArgs,
     token: Option<UiToken>,
-    read_only: bool,
     store_label: String,
 ) -> Result<UiConfig, CliError> {
+    let bind = args.bind;
     let loopback = bind.ip().is_loopback();
     if !loopback && token.is_none() {
         return Err(CliError::usage(format!(
@@ -42,13 +42,24 @@ pub fn config(
             oncetask_ui::MIN_TOKEN_LEN
         )));
     }
+    let host_policy = match (loopback, args.allow_hosts.is_empty()) {
+        (true, true) => HostPolicy::Loopback,
+        (false, true) => HostPolicy::Any,
+        (true, false) => HostPolicy::Names(
+            ["localhost", "127.0.0.1", "[::1]"]
+                .into_iter()
+                .map(str::to_owned)
+                .chain(args.allow_hosts.iter().cloned())
+                .collect(),
+        ),
+        (false, false) => HostPolicy::Names(args.allow_hosts.clone()),
+    };
     let mut config = UiConfig::new(store_label)
-        .read_only(read_only)
-        .host_policy(if loopback {
-            HostPolicy::Loopback
-        } else {
-            HostPolicy::Any
-        });
+        .read_only(args.read_only)
+        .host_policy(host_policy);
+    if let Some(every) = args.refresh {
+        config = config.refresh(every);
+    }
     if let Some(token) = token {
         config = config.token(token);
     }
@@ -113,7 +124,7 @@ pub async fn run(global: &GlobalArgs, args: &UiArgs, io: &mut Io<'_>) -> Result<
         };
         (crate::operator_manager(store, &global.env), url.redacted())
     };
-    let config = config(args.bind, token, args.read_only, label.clone())?;
+    let config = config(args, token, label.clone())?;
     let listener = tokio::net::TcpListener::bind(args.bind)
         .await
         .map_err(|e| CliError::usage(format!("cannot listen on {}: {e}", args.bind)))?;
@@ -272,23 +283,39 @@ mod tests {
     fn a_bind_beyond_loopback_needs_a_token() {
         let args = ui_args(&["--bind", "0.0.0.0:9000"]);
         assert_eq!(args.bind.port(), 9000);
-        let err = config(args.bind, None, false, "memory://".into()).expect_err("no token");
+        let err = config(&args, None, "memory://".into()).expect_err("no token");
         assert!(err.to_string().contains("without an access token"), "{err}");
         let token = UiToken::new("0123456789abcdef0123").expect("token");
-        let ok = config(args.bind, Some(token), false, "memory://".into()).expect("token");
+        let ok = config(&args, Some(token.clone()), "memory://".into()).expect("token");
         assert_eq!(ok.host_policy, HostPolicy::Any);
         assert!(ok.token.is_some());
+        let named = ui_args(&["--bind", "0.0.0.0:9000", "--allow-host", "ops.example"]);
+        let ok = config(&named, Some(token), "memory://".into()).expect("token");
+        assert!(ok.host_policy.allows("ops.example:9000"));
+        assert!(!ok.host_policy.allows("evil.example"));
     }
 
     #[test]
     fn loopback_binds_check_the_host_and_default_to_8080() {
         let args = ui_args(&["--read-only"]);
         assert_eq!(args.bind.to_string(), "127.0.0.1:8080");
-        let config = config(args.bind, None, args.read_only, "x".into()).expect("loopback");
+        let config = config(&args, None, "x".into()).expect("loopback");
         assert_eq!(config.host_policy, HostPolicy::Loopback);
         assert!(config.read_only);
+        assert_eq!(config.refresh, oncetask_ui::DEFAULT_REFRESH);
         let v6 = ui_args(&["--bind", "[::1]:8081"]);
-        assert!(super::config(v6.bind, None, false, "x".into()).is_ok());
+        assert!(super::config(&v6, None, "x".into()).is_ok());
+    }
+
+    #[test]
+    fn allowed_hosts_join_the_loopback_names_and_refresh_is_set() {
+        let args = ui_args(&["--allow-host", "ops.internal", "--refresh", "10s"]);
+        let config = config(&args, None, "x".into()).expect("loopback");
+        for host in ["localhost:8080", "127.0.0.1", "[::1]:8080", "ops.internal"] {
+            assert!(config.host_policy.allows(host), "{host}");
+        }
+        assert!(!config.host_policy.allows("evil.example"));
+        assert_eq!(config.refresh, std::time::Duration::from_secs(10));
     }
 
     #[tokio::test]
