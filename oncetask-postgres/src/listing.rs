@@ -34,8 +34,9 @@ impl PostgresStore {
             let before = after.clone();
             for r in &rows {
                 let decoded = row::decode(r).map_err(db)?;
-                // A time Rust cannot hold cannot be a cursor: reading stops
-                // there (the page is short).
+                // A time Rust cannot hold cannot be a cursor: the next
+                // statement starts after the last row that has one (and
+                // reading stops if no row of this one has).
                 let created_at = row::time_column(r, "created_at").ok().flatten();
                 if let Some(created_at) = created_at {
                     after = Some(TaskCursor {
