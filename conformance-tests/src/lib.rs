@@ -107,6 +107,7 @@ pub mod inspect;
 pub mod manager;
 pub mod model;
 pub mod notify;
+pub mod operator;
 pub mod outcome;
 pub mod pause;
 pub mod read;
@@ -360,6 +361,15 @@ macro_rules! __conformance_list {
                 next_due_is_strictly_after_the_given_time,
                 next_due_uses_the_later_of_wait_and_lease,
                 next_due_ignores_done_tasks_other_kinds_and_envs,
+            }
+            async operator {
+                every_store_serves_kind_key_open_tasks_and_a_time_range,
+                a_filter_the_store_refuses_is_refused_by_find_too,
+                find_filters_by_a_creation_time_range_inclusive_at_both_ends,
+                find_filters_by_id_prefix,
+                find_generators_lists_the_envs_generators_up_to_the_limit,
+                open_resource_keys_groups_open_tasks_busiest_first,
+                find_undecodable_lists_documents_that_are_not_tasks_with_reasons,
             }
             async inspect {
                 kinds_lists_each_kind_of_the_env_once_in_order,

@@ -6,6 +6,7 @@ use oncetask_core::store::{Fetched, StatusCounts, TaskCursor, TaskFilter};
 use oncetask_core::{Outcome, Store, Task, TaskStatus};
 
 use crate::StoreFactory;
+use crate::operator::served_ids;
 use crate::support::*;
 
 async fn find<S: Store>(store: &S, filter: &TaskFilter) -> Vec<Task> {
@@ -159,7 +160,11 @@ pub async fn find_filters_by_priority(factory: &impl StoreFactory) {
     )
     .await;
     let mut filter = TaskFilter::env(ENV, at(0)).priority(5);
-    assert_eq!(find_ids(&store, &filter).await, vec!["high-1", "high-2"]);
+    // A store may refuse a priority filter (see `operator`).
+    let Some(found) = served_ids(&store, &filter).await else {
+        return;
+    };
+    assert_eq!(found, vec!["high-1", "high-2"]);
     filter.priority = Some(0);
     assert_eq!(find_ids(&store, &filter).await, vec!["plain"]);
     filter.priority = Some(-3);
@@ -202,42 +207,64 @@ pub async fn find_filters_by_resource_key_across_kinds(factory: &impl StoreFacto
     );
 }
 
-/// Status filters use the status at the filter's `now`.
+/// Status filters use the status at the filter's `now` (each filter
+/// checked where the store serves it: see `operator`).
 pub async fn find_filters_by_status_at_now(factory: &impl StoreFactory) {
     let store = factory.new_store().await;
     seed_every_status(&store, KIND).await;
+    let sorted = |found: Option<Vec<String>>| {
+        found.map(|mut ids| {
+            ids.sort();
+            ids
+        })
+    };
     let mut filter = TaskFilter::env(ENV, at(0));
     filter.statuses = vec![TaskStatus::Waiting, TaskStatus::Leased];
-    let mut found = find_ids(&store, &filter).await;
-    found.sort();
-    assert_eq!(found, vec!["email-leased", "email-waiting"]);
+    if let Some(found) = sorted(served_ids(&store, &filter).await) {
+        assert_eq!(found, vec!["email-leased", "email-waiting"]);
+    }
 
     filter.now = at(100);
     filter.statuses = vec![TaskStatus::Pending];
-    let mut found = find_ids(&store, &filter).await;
-    found.sort();
+    if let Some(found) = sorted(served_ids(&store, &filter).await) {
+        assert_eq!(
+            found,
+            vec![
+                "email-leased",
+                "email-pending",
+                "email-pending-2",
+                "email-waiting"
+            ],
+            "at 100 the wait and the lease are over"
+        );
+    }
+
+    filter.statuses = vec![TaskStatus::Completed, TaskStatus::Failed];
+    let found = sorted(served_ids(&store, &filter).await);
     assert_eq!(
         found,
-        vec![
-            "email-leased",
-            "email-pending",
-            "email-pending-2",
-            "email-waiting"
-        ],
-        "at 100 the wait and the lease are over"
+        Some(vec![
+            "email-completed".to_owned(),
+            "email-failed".to_owned()
+        ]),
+        "every store lists finished tasks by outcome"
     );
+
+    filter.statuses = vec![TaskStatus::CancellationPending];
+    let found = served_ids(&store, &filter).await;
+    assert_eq!(found, Some(vec!["email-cancelling".to_owned()]));
 
     filter.statuses = vec![
         TaskStatus::Completed,
         TaskStatus::Failed,
         TaskStatus::CancellationPending,
     ];
-    let mut found = find_ids(&store, &filter).await;
-    found.sort();
-    assert_eq!(
-        found,
-        vec!["email-cancelling", "email-completed", "email-failed"]
-    );
+    if let Some(found) = sorted(served_ids(&store, &filter).await) {
+        assert_eq!(
+            found,
+            vec!["email-cancelling", "email-completed", "email-failed"]
+        );
+    }
 }
 
 /// `not_done` leaves terminal tasks out.
@@ -367,10 +394,13 @@ pub async fn find_pages_with_a_cursor(factory: &impl StoreFactory) {
     );
     let mut pending = all.clone();
     pending.statuses = vec![TaskStatus::Pending];
-    assert_eq!(
-        page_through(&store, &pending, 2).await,
-        ["t0", "t1", "t2", "t3", "t6"]
-    );
+    // Where the store serves a pending listing (see `operator`).
+    if store.check_filter(&pending).is_ok() {
+        assert_eq!(
+            page_through(&store, &pending, 2).await,
+            ["t0", "t1", "t2", "t3", "t6"]
+        );
+    }
 
     let after = |created_at, id: &str| {
         let mut f = all.clone();

@@ -192,6 +192,18 @@ pub struct ListArgs {
     /// Only tasks with this priority (-10..=10)
     #[arg(long, allow_hyphen_values = true, value_parser = clap::value_parser!(i8).range(-10..=10))]
     pub priority: Option<i8>,
+    /// Only open (not done) tasks
+    #[arg(long)]
+    pub open: bool,
+    /// Only tasks whose id starts with this
+    #[arg(long, value_name = "PREFIX")]
+    pub id_prefix: Option<String>,
+    /// Only tasks created at or after this time (RFC 3339); --after pages on
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    pub created_from: Option<chrono::DateTime<chrono::Utc>>,
+    /// Only tasks created at or before this time (RFC 3339)
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    pub created_until: Option<chrono::DateTime<chrono::Utc>>,
     /// Tasks per page
     #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..=10_000))]
     pub limit: u64,
@@ -207,6 +219,12 @@ pub struct ListArgs {
 
 fn parse_cursor(s: &str) -> Result<TaskCursor, String> {
     s.parse()
+}
+
+fn parse_time(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    chrono::DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .map_err(|e| format!("{s:?}: {e} (expected RFC 3339, e.g. 2025-01-06T09:00:00Z)"))
 }
 
 /// `oncetask tasks show`.
@@ -288,26 +306,7 @@ pub struct ResumeArgs {
     pub kind: String,
 }
 
-/// A period as a number and a unit: `90s`, `15m`, `12h`, `7d` (or a bare
-/// number of seconds).
-pub fn parse_period(s: &str) -> Result<std::time::Duration, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (number, unit) = s.split_at(split);
-    let n: u64 = number
-        .parse()
-        .map_err(|_| format!("{s:?}: expected a number and a unit, e.g. 30s, 15m, 12h or 7d"))?;
-    let seconds = match unit {
-        "" | "s" => 1,
-        "m" => 60,
-        "h" => 3_600,
-        "d" => 86_400,
-        other => return Err(format!("{s:?}: unknown unit {other:?} (use s, m, h or d)")),
-    };
-    n.checked_mul(seconds)
-        .map(std::time::Duration::from_secs)
-        .ok_or_else(|| format!("{s:?}: too long"))
-}
+pub use oncetask::manager::parse_period;
 
 /// The tasks a `cancel`, `reset` or `delete` acts on, and its confirmation.
 #[derive(Debug, Clone, Args)]
@@ -387,17 +386,10 @@ pub struct DemoArgs {
     pub metrics: bool,
 }
 
-/// A status name, case-insensitive; `-` and `_` are ignored
-/// (`cancellation-pending` is `cancellationPending`).
+/// A status name ([`TaskStatus`]'s `FromStr`: case-insensitive, `-` and
+/// `_` ignored, so `cancellation-pending` is `cancellationPending`).
 pub fn parse_status(s: &str) -> Result<TaskStatus, String> {
-    let wanted: String = s.chars().filter(|c| *c != '-' && *c != '_').collect();
-    TaskStatus::ALL
-        .into_iter()
-        .find(|status| status.as_str().eq_ignore_ascii_case(&wanted))
-        .ok_or_else(|| {
-            let names: Vec<&str> = TaskStatus::ALL.iter().map(|s| s.as_str()).collect();
-            format!("unknown status {s:?}; expected one of {}", names.join(", "))
-        })
+    s.parse()
 }
 
 #[cfg(test)]

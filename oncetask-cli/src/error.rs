@@ -74,7 +74,9 @@ impl From<StoreError> for CliError {
             StoreError::Unavailable(reason) => {
                 CliError::Store(format!("the store is unreachable: {reason}"))
             }
-            e @ StoreError::InvalidConfig(_) => CliError::Usage(e.to_string()),
+            e @ (StoreError::InvalidConfig(_) | StoreError::Unsupported(_)) => {
+                CliError::Usage(e.to_string())
+            }
             e @ StoreError::MissingIndex { .. } => CliError::Store(format!(
                 "{e}; `oncetask doctor` lists every index the store needs that is missing"
             )),

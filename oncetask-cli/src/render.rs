@@ -1,9 +1,6 @@
 //! Human output: aligned tables, short durations and times.
 
 use std::io::Write;
-use std::time::Duration;
-
-use chrono::{DateTime, SecondsFormat, Utc};
 
 /// A plain text table: a header row, then rows, columns padded to the
 /// widest cell; numeric columns right-aligned.
@@ -90,66 +87,11 @@ pub fn truncate(s: &str, max: usize) -> String {
     cut
 }
 
-/// A duration in at most two units: `45s`, `3m 12s`, `2h 5m`, `4d 3h`,
-/// `850ms` below a second.
-pub fn duration(d: Duration) -> String {
-    let secs = d.as_secs();
-    if secs == 0 {
-        return format!("{}ms", d.subsec_millis());
-    }
-    let (days, hours, minutes, seconds) =
-        (secs / 86_400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
-    match (days, hours, minutes) {
-        (0, 0, 0) => format!("{seconds}s"),
-        (0, 0, m) => format!("{m}m {seconds}s"),
-        (0, h, m) => format!("{h}h {m}m"),
-        (d, h, _) => format!("{d}d {h}h"),
-    }
-}
-
-/// `t` relative to `now`: `in 3m 12s`, `5s ago`, `now`.
-pub fn relative(t: DateTime<Utc>, now: DateTime<Utc>) -> String {
-    if t == now {
-        return "now".to_owned();
-    }
-    match (t - now).to_std() {
-        Ok(ahead) => format!("in {}", duration(ahead)),
-        Err(_) => format!("{} ago", duration((now - t).to_std().unwrap_or_default())),
-    }
-}
-
-/// An RFC 3339 UTC time, to the millisecond when it has any.
-pub fn time(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::AutoSi, true)
-}
-
-/// An RFC 3339 time followed by its distance from `now`.
-pub fn time_and_relative(t: DateTime<Utc>, now: DateTime<Utc>) -> String {
-    format!("{} ({})", time(t), relative(t, now))
-}
+pub use oncetask::display::{duration, relative, time, time_and_relative};
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::TimeDelta;
-
-    #[test]
-    fn durations_read_at_a_glance() {
-        let s = Duration::from_secs;
-        assert_eq!(duration(Duration::from_millis(850)), "850ms");
-        assert_eq!(duration(s(45)), "45s");
-        assert_eq!(duration(s(192)), "3m 12s");
-        assert_eq!(duration(s(2 * 3600 + 300 + 7)), "2h 5m");
-        assert_eq!(duration(s(4 * 86_400 + 3 * 3600 + 60)), "4d 3h");
-    }
-
-    #[test]
-    fn relative_times() {
-        let now: DateTime<Utc> = "2025-01-06T09:00:00Z".parse().expect("a time");
-        assert_eq!(relative(now + TimeDelta::seconds(75), now), "in 1m 15s");
-        assert_eq!(relative(now - TimeDelta::seconds(5), now), "5s ago");
-        assert_eq!(relative(now, now), "now");
-    }
 
     #[test]
     fn tables_align_and_truncate() {

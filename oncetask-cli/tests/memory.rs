@@ -273,6 +273,45 @@ async fn tasks_list_filters_by_kind_status_and_resource_key() {
         ["sync-1", "sync-2", "sync-3"]
     );
     assert!(list(vec!["--kind", "nope"]).await.is_empty());
+    assert_eq!(
+        list(vec!["--kind", "email", "--open"]).await,
+        ["email-1", "email-2"]
+    );
+    assert_eq!(
+        list(vec!["--id-prefix", "sync-"]).await,
+        ["sync-1", "sync-2", "sync-3"]
+    );
+}
+
+#[tokio::test]
+async fn tasks_list_takes_a_creation_time_range() {
+    let (store, now) = seeded().await;
+    let min = TimeDelta::minutes(1);
+    let from = (now - min * 9).to_rfc3339();
+    let until = (now - min * 3).to_rfc3339();
+    let ran = cli(
+        &store,
+        &[
+            "--env",
+            "prod",
+            "--json",
+            "tasks",
+            "list",
+            "--created-from",
+            &from,
+            "--created-until",
+            &until,
+        ],
+        None,
+    )
+    .await;
+    ran.ok();
+    assert_eq!(
+        ids(&ran.json()),
+        ["sync-2", "sync-3", "email-1", "email-2", "email-3"]
+    );
+    let bad = Cli::try_parse_from(["oncetask", "tasks", "list", "--created-from", "yesterday"]);
+    assert!(bad.is_err());
 }
 
 #[tokio::test]

@@ -177,6 +177,12 @@ pub enum StoreError {
         /// The link the database gives to create the index, when it gives one.
         create_link: Option<String>,
     },
+    /// The store does not serve this request, by design (a listing no
+    /// index serves, see [`Store::check_filter`](crate::Store::check_filter));
+    /// the message says why and what it serves instead. Nothing was read
+    /// or written.
+    #[error("not served by this store: {0}")]
+    Unsupported(String),
     /// Any other backend failure.
     #[error("storage backend error: {0}")]
     Backend(#[source] Box<dyn std::error::Error + Send + Sync>),

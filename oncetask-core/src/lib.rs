@@ -9,6 +9,7 @@
 pub mod clock;
 mod create;
 pub mod data;
+pub mod display;
 pub mod error;
 pub mod inspect;
 pub mod lifecycle;

@@ -70,11 +70,26 @@ impl std::fmt::Display for TaskStatus {
 
 impl std::str::FromStr for TaskStatus {
     type Err = String;
+
+    /// A status name, case-insensitive, with `-` and `_` ignored (so
+    /// `cancellation-pending` is `cancellationPending`), as operators
+    /// type them.
+    ///
+    /// ```
+    /// use oncetask_core::TaskStatus;
+    ///
+    /// assert_eq!("cancellation-pending".parse(), Ok(TaskStatus::CancellationPending));
+    /// assert!("done".parse::<TaskStatus>().is_err());
+    /// ```
     fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let wanted: String = s.chars().filter(|c| *c != '-' && *c != '_').collect();
         TaskStatus::ALL
             .into_iter()
-            .find(|st| st.as_str().eq_ignore_ascii_case(s))
-            .ok_or_else(|| format!("unknown status {s:?}"))
+            .find(|st| st.as_str().eq_ignore_ascii_case(&wanted))
+            .ok_or_else(|| {
+                let names: Vec<&str> = TaskStatus::ALL.iter().map(|s| s.as_str()).collect();
+                format!("unknown status {s:?}; expected one of {}", names.join(", "))
+            })
     }
 }
 

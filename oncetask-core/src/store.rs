@@ -24,12 +24,14 @@ pub mod connect;
 pub mod defaults;
 mod finished;
 mod forward;
+pub mod operator;
 mod rate;
 mod storage;
 mod swap;
 pub use connect::{ConnectOptions, redact_password};
 pub use finished::{DEFAULT_FINISHED_PAGE, FinishedQuery};
 pub use forward::Forward;
+pub use operator::{KeyQueue, KeyQueues};
 pub use rate::{StartsRequest, window_start};
 pub use storage::{StorageFigure, StorageStats, StoredSize};
 pub use swap::{Announce, Change, Fence, Field, Swap, SwapOutcome};
@@ -82,7 +84,24 @@ pub trait Store: Send + Sync + 'static {
     /// with [`TaskFilter::after`], only those after that cursor in this
     /// order; then `offset` matches are skipped and at most `limit` returned.
     /// Documents that cannot be decoded are not listed.
+    ///
+    /// A filter the store cannot serve from an index
+    /// ([`Store::check_filter`]) is [`StoreError::Unsupported`], with
+    /// nothing read.
     async fn find(&self, filter: &TaskFilter) -> Result<Vec<Task>, StoreError>;
+
+    /// Whether [`Store::find`] serves `filter` without reading past tasks
+    /// that do not match: `Ok` if it does, [`StoreError::Unsupported`]
+    /// saying why not (and what would be served) if it does not. It reads
+    /// nothing, so a user interface can ask it for every choice it offers.
+    ///
+    /// Stores that filter inside their database (all but Firestore) serve
+    /// every filter: the default answers `Ok`. Firestore bills every
+    /// document a query reads, so it refuses what no composite index serves.
+    fn check_filter(&self, filter: &TaskFilter) -> Result<(), StoreError> {
+        let _ = filter;
+        Ok(())
+    }
 
     /// Counts tasks of `env` (and `kind`, if given) by their status at `now`,
     /// and, apart from them, the stored documents of `env` (and `kind`) that
@@ -141,6 +160,54 @@ pub trait Store: Send + Sync + 'static {
     /// the finish time.
     async fn find_finished(&self, query: &FinishedQuery) -> Result<Vec<Task>, StoreError> {
         defaults::finished_by_listing(self, query).await
+    }
+
+    /// The recurrence generators of `env` (tasks with a
+    /// [`Task::recurrence`]), at most `limit`, in an order of the store's
+    /// choosing; documents that cannot be decoded are not listed.
+    ///
+    /// The default reads every task of `env`
+    /// ([`operator::generators_by_listing`]); backends with an index on
+    /// recurrence override it.
+    async fn find_generators(&self, env: &str, limit: usize) -> Result<Vec<Task>, StoreError> {
+        operator::generators_by_listing(self, env, limit).await
+    }
+
+    /// The resource keys of the open tasks of `env` (and `kind`), busiest
+    /// first, at most `limit`, with their queues at `now`
+    /// ([`KeyQueues`]).
+    ///
+    /// The default groups the first [`operator::KEY_QUEUE_SCAN`] open tasks
+    /// ([`operator::key_queues_by_listing`], which says when it read only
+    /// part of them); backends that can group in their database override
+    /// it, and one that bills every document read (Firestore) refuses it
+    /// with [`StoreError::Unsupported`].
+    async fn open_resource_keys(
+        &self,
+        env: &str,
+        kind: Option<&str>,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<KeyQueues, StoreError> {
+        operator::key_queues_by_listing(self, env, kind, now, limit).await
+    }
+
+    /// The stored documents of `env` that cannot be decoded into tasks,
+    /// with the reasons, at most `limit` (what
+    /// [`StatusCounts::undecodable`] counts, as far as the backend can
+    /// select them).
+    ///
+    /// [`Store::find`] leaves such documents out, so there is no default
+    /// listing: the default is [`StoreError::Unsupported`].
+    async fn find_undecodable(
+        &self,
+        env: &str,
+        limit: usize,
+    ) -> Result<Vec<Undecodable>, StoreError> {
+        let _ = (env, limit);
+        Err(StoreError::Unsupported(
+            "this store does not list the documents it cannot decode".to_owned(),
+        ))
     }
 
     /// Pauses (`paused`) or resumes a kind of `env` for every process
@@ -453,6 +520,11 @@ pub struct TaskFilter {
     pub priority: Option<i8>,
     /// Only tasks that are not done.
     pub not_done: bool,
+    /// Only tasks whose id starts with this.
+    pub id_prefix: Option<String>,
+    /// Only tasks created at or before this time (the end of a range whose
+    /// start is a cursor: [`TaskFilter::created_from`]).
+    pub created_until: Option<DateTime<Utc>>,
     /// Time used for status filtering.
     pub now: DateTime<Utc>,
     /// Only tasks after this cursor in listing order (`created_at`, then
@@ -529,6 +601,8 @@ impl TaskFilter {
             statuses: Vec::new(),
             priority: None,
             not_done: false,
+            id_prefix: None,
+            created_until: None,
             now,
             after: None,
             offset: 0,
@@ -567,6 +641,27 @@ impl TaskFilter {
         self
     }
 
+    /// Only tasks whose id starts with `prefix`.
+    pub fn id_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.id_prefix = Some(prefix.into());
+        self
+    }
+
+    /// Only tasks created at or after `time`: a cursor before every task
+    /// created then (a later [`TaskFilter::after`] replaces it).
+    pub fn created_from(self, time: DateTime<Utc>) -> Self {
+        self.after(TaskCursor {
+            created_at: time,
+            id: String::new(),
+        })
+    }
+
+    /// Only tasks created at or before `time`.
+    pub fn created_until(mut self, time: DateTime<Utc>) -> Self {
+        self.created_until = Some(time);
+        self
+    }
+
     /// Only tasks past `cursor` in listing order (the next page).
     pub fn after(mut self, cursor: TaskCursor) -> Self {
         self.after = Some(cursor);
@@ -596,6 +691,17 @@ impl TaskFilter {
             && self.priority.is_none_or(|p| p == task.priority)
             && (!self.not_done || !task.is_done())
             && (self.statuses.is_empty() || self.statuses.contains(&task.status(self.now)))
+            && self
+                .id_prefix
+                .as_deref()
+                .is_none_or(|p| task.id.starts_with(p))
+            && !self.is_past_end(task)
+    }
+
+    /// True when `task` was created after [`TaskFilter::created_until`]:
+    /// in listing order, so is every task after it.
+    pub fn is_past_end(&self, task: &Task) -> bool {
+        self.created_until.is_some_and(|end| task.created_at > end)
     }
 
     /// True when `task` is past [`TaskFilter::after`] (always, without a cursor).

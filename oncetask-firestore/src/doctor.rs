@@ -17,7 +17,7 @@ use oncetask_core::{Store, StoreError, Task};
 
 use crate::FirestoreStore;
 use crate::document::format_time;
-use crate::queries;
+use crate::queries::{self, ListStatuses};
 
 /// The env and kind of the probe document the doctor creates and deletes:
 /// no manager of a real env sees it.
@@ -280,6 +280,10 @@ pub(crate) fn query_shapes(
         queries::scan_query(collection, env, Some(kind), None, false),
     ));
     out.push((
+        "find_generators: the recurrence generators".to_owned(),
+        queries::generators_query(collection, env),
+    ));
+    out.push((
         "find_finished: a kind's finished tasks by finish time".to_owned(),
         queries::finished_query(collection, env, kind, now),
     ));
@@ -315,15 +319,21 @@ pub(crate) fn query_shapes(
             queries::done_not_cancelled_query(collection, env, k),
         ));
         for key in [None, Some(key)] {
-            for not_done in [false, true] {
+            for (statuses, selects) in [
+                (ListStatuses::Any, ""),
+                (ListStatuses::NotDone, ", not done"),
+                (ListStatuses::CancellationPending, ", cancellation pending"),
+                (ListStatuses::Outcomes(&["failed"]), ", one finished status"),
+            ] {
                 let mut name = format!("find: {of}");
                 if key.is_some() {
                     name.push_str(", one resource key");
                 }
-                if not_done {
-                    name.push_str(", not done");
-                }
-                out.push((name, queries::list_query(collection, env, k, key, not_done)));
+                name.push_str(selects);
+                out.push((
+                    name,
+                    queries::list_query(collection, env, k, key, statuses, None),
+                ));
             }
         }
     }

@@ -1355,6 +1355,49 @@ impl Store for FirestoreStore {
         self.find_page(filter).await
     }
 
+    /// Serves what a composite index of `firestore.indexes.json` serves:
+    /// kind, resource key, a creation-time range, and statuses that
+    /// equality filters select (all open tasks, cancellation pending, or
+    /// finished tasks by outcome); refuses pending / waiting / leased
+    /// alone, a priority and an id prefix (see the `store::listing` module).
+    fn check_filter(&self, filter: &TaskFilter) -> Result<(), StoreError> {
+        listing::list_statuses(filter).map(|_| ())
+    }
+
+    /// One query on `recurrence.rrule`: see the `store::listing` module.
+    async fn find_generators(&self, env: &str, limit: usize) -> Result<Vec<Task>, StoreError> {
+        self.generators(env, limit).await
+    }
+
+    /// Refused: grouping the open tasks by key would read every one.
+    async fn open_resource_keys(
+        &self,
+        _env: &str,
+        _kind: Option<&str>,
+        _now: DateTime<Utc>,
+        _limit: usize,
+    ) -> Result<oncetask_core::store::KeyQueues, StoreError> {
+        Err(StoreError::Unsupported(
+            "Firestore has no query that groups the open tasks by resource key (it would read \
+             every open task): open a key by its name to see its queue"
+                .to_owned(),
+        ))
+    }
+
+    /// Refused: no query selects a document by a missing or mistyped field.
+    async fn find_undecodable(
+        &self,
+        _env: &str,
+        _limit: usize,
+    ) -> Result<Vec<Undecodable>, StoreError> {
+        Err(StoreError::Unsupported(
+            "Firestore cannot select the documents it cannot decode without reading every \
+             document: count_by_status counts them (COUNT queries), claims log and skip each \
+             one they meet, and a task's page shows why its document does not decode"
+                .to_owned(),
+        ))
+    }
+
     /// COUNT aggregations: see `count_statuses` in the `store::listing` module.
     async fn count_by_status(
         &self,

@@ -39,6 +39,9 @@ pub(crate) struct State {
 struct EnvIndex {
     /// Every task of the env, for listings without a kind.
     created: BTreeSet<CreatedKey>,
+    /// The tasks of each resource key (a task's key never changes), for
+    /// listings by key.
+    by_key: HashMap<String, BTreeSet<CreatedKey>>,
     /// Per kind.
     kinds: HashMap<String, KindIndex>,
 }
@@ -152,6 +155,13 @@ impl State {
     fn index_catalog(&mut self, id: &Id, task: &Task) {
         let env_index = self.envs.entry_ref(task.env.as_str()).or_default();
         env_index.created.insert((task.created_at, Arc::clone(id)));
+        if let Some(key) = &task.resource_key {
+            env_index
+                .by_key
+                .entry_ref(key.as_str())
+                .or_default()
+                .insert((task.created_at, Arc::clone(id)));
+        }
         env_index
             .kinds
             .entry_ref(task.kind.as_str())
@@ -166,6 +176,14 @@ impl State {
         };
         let key = (task.created_at, Arc::clone(id));
         env_index.created.remove(&key);
+        if let Some(resource_key) = &task.resource_key
+            && let Some(tasks) = env_index.by_key.get_mut(resource_key.as_str())
+        {
+            tasks.remove(&key);
+            if tasks.is_empty() {
+                env_index.by_key.remove(resource_key.as_str());
+            }
+        }
         if let Some(kind_index) = env_index.kinds.get_mut(task.kind.as_str()) {
             kind_index.created.remove(&key);
         }
@@ -238,6 +256,24 @@ impl State {
             .unwrap_or_default()
     }
 
+    /// The undecodable documents of `env`, by id, at most `limit`.
+    pub(crate) fn undecodable_of_env(&self, env: &str, limit: usize) -> Vec<Undecodable> {
+        let mut found: Vec<Undecodable> = self
+            .envs
+            .get(env)
+            .into_iter()
+            .flat_map(|e| e.kinds.values())
+            .flat_map(|k| k.undecodable.iter())
+            .map(|(id, reason)| Undecodable {
+                id: id.clone(),
+                reason: reason.clone(),
+            })
+            .collect();
+        found.sort_by(|a, b| a.id.cmp(&b.id));
+        found.truncate(limit);
+        found
+    }
+
     /// Ids of the tasks a claim at `now` leases, in the order it returns them.
     pub(crate) fn select(
         &mut self,
@@ -270,14 +306,21 @@ impl State {
         &'a self,
         env: &str,
         kind: Option<&str>,
+        resource_key: Option<&str>,
         after: Option<&TaskCursor>,
     ) -> Box<dyn Iterator<Item = &'a Task> + 'a> {
         let Some(env_index) = self.envs.get(env) else {
             return Box::new(std::iter::empty());
         };
-        let keys = match kind {
-            None => &env_index.created,
-            Some(kind) => match env_index.kinds.get(kind) {
+        // A key's tasks are few next to a kind's; the caller checks the
+        // kind on them.
+        let keys = match (resource_key, kind) {
+            (Some(key), _) => match env_index.by_key.get(key) {
+                Some(tasks) => tasks,
+                None => return Box::new(std::iter::empty()),
+            },
+            (None, None) => &env_index.created,
+            (None, Some(kind)) => match env_index.kinds.get(kind) {
                 Some(k) => &k.created,
                 None => return Box::new(std::iter::empty()),
             },

@@ -324,7 +324,13 @@ impl Store for MemoryStore {
     async fn find(&self, filter: &TaskFilter) -> Result<Vec<Task>, StoreError> {
         let state = self.lock();
         Ok(state
-            .by_creation(&filter.env, filter.kind.as_deref(), filter.after.as_ref())
+            .by_creation(
+                &filter.env,
+                filter.kind.as_deref(),
+                filter.resource_key.as_deref(),
+                filter.after.as_ref(),
+            )
+            .take_while(|task| !filter.is_past_end(task))
             .filter(|task| filter.matches(task))
             .skip(filter.offset)
             .take(filter.limit.unwrap_or(usize::MAX))
@@ -339,6 +345,15 @@ impl Store for MemoryStore {
         now: DateTime<Utc>,
     ) -> Result<StatusCounts, StoreError> {
         Ok(self.lock().count_by_status(env, kind, now))
+    }
+
+    /// From the per-kind maps of undecodable documents, by id.
+    async fn find_undecodable(
+        &self,
+        env: &str,
+        limit: usize,
+    ) -> Result<Vec<Undecodable>, StoreError> {
+        Ok(self.lock().undecodable_of_env(env, limit))
     }
 
     /// From the per-kind indexes: O(kinds of the env), no task is read.

@@ -234,8 +234,8 @@ use futures::StreamExt;
 use futures::stream::BoxStream;
 use oncetask_core::store::{
     ClaimMode, ClaimOrder, ClaimRequest, Claimed, CreateOutcome, Delete, DeleteOutcome, Fetched,
-    FinishedQuery, Notification, StartsRequest, StatusCounts, StorageStats, Swap, SwapOutcome,
-    TaskFilter, Undecodable,
+    FinishedQuery, KeyQueues, Notification, StartsRequest, StatusCounts, StorageStats, Swap,
+    SwapOutcome, TaskFilter, Undecodable,
 };
 use oncetask_core::{Store, StoreError, Task, lifecycle};
 use serde_json::Value;
@@ -252,6 +252,7 @@ mod finished;
 mod inspect;
 mod listing;
 mod notify;
+mod operator;
 mod pause;
 mod rate;
 mod reuse;
@@ -630,6 +631,31 @@ impl Store for PostgresStore {
     /// index's `(created_at, id)`); rows that do not decode are left out.
     async fn find(&self, filter: &TaskFilter) -> Result<Vec<Task>, StoreError> {
         self.find_tasks(filter).await
+    }
+
+    /// `tasks_generators_idx`: see the `operator` module.
+    async fn find_generators(&self, env: &str, limit: usize) -> Result<Vec<Task>, StoreError> {
+        self.generators(env, limit).await
+    }
+
+    /// One `GROUP BY`: see the `operator` module.
+    async fn open_resource_keys(
+        &self,
+        env: &str,
+        kind: Option<&str>,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<KeyQueues, StoreError> {
+        self.key_queues(env, kind, now, limit).await
+    }
+
+    /// The rows that are not well-formed: see the `operator` module.
+    async fn find_undecodable(
+        &self,
+        env: &str,
+        limit: usize,
+    ) -> Result<Vec<Undecodable>, StoreError> {
+        self.undecodable(env, limit).await
     }
 
     async fn count_by_status(

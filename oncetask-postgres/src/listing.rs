@@ -113,6 +113,14 @@ pub(crate) fn find_query<'a>(
     if let Some(priority) = filter.priority {
         q.push(" AND priority = ").push_bind(i16::from(priority));
     }
+    if let Some(prefix) = &filter.id_prefix {
+        q.push(" AND starts_with(id, ")
+            .push_bind(prefix.as_str())
+            .push(")");
+    }
+    if let Some(end) = filter.created_until {
+        q.push(" AND created_at <= ").push_bind(end);
+    }
     if let Some(cursor) = after {
         q.push(" AND (created_at, id) > (")
             .push_bind(cursor.created_at)

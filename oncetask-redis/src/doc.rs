@@ -167,6 +167,8 @@ pub(crate) fn encode_task(task: &Task) -> Result<Vec<(&'static str, String)>, St
         ("pri", priority(task)),
         ("maxa", task.max_attempts.map(|n| n.to_string())),
         ("prn", task.pruned_at.map(ms)),
+        // Marks a generator for the `gens` index (create.lua); never changes.
+        ("rec", task.recurrence.as_ref().map(|_| "1".to_owned())),
     ];
     fields.extend(
         optional

@@ -146,6 +146,7 @@ mod connect;
 mod doc;
 mod keys;
 mod notify;
+mod operator;
 mod registry;
 mod retention;
 mod scripts;
@@ -540,8 +541,15 @@ fn done_statuses_of(filter: &TaskFilter) -> (String, usize) {
         TaskStatus::Failed,
         TaskStatus::Cancelled,
     ];
+    // An id prefix is checked in the script, before a hash is read: a
+    // call may read many members and return few tasks.
+    let page = if filter.id_prefix.is_some() {
+        LIST_SCAN
+    } else {
+        LIST_PAGE
+    };
     if filter.statuses.is_empty() || !filter.statuses.iter().all(|s| done.contains(s)) {
-        return (String::new(), LIST_PAGE);
+        return (String::new(), page);
     }
     let mut wanted = String::from(",");
     for status in &filter.statuses {
@@ -850,8 +858,10 @@ impl Store for RedisStore {
     /// matches are found. When every status the filter wants is a done
     /// status, the script reads 1024 members per call and returns only the
     /// tasks whose stored done status (`dst`, which is the task's status
-    /// at any time) is one of them. Pages are read one after the other,
-    /// not as one snapshot.
+    /// at any time) is one of them. An id prefix is checked in the script
+    /// on the member, which holds the id (1024 members per call, no hash
+    /// read for the others); a creation-time end is the range's end. Pages
+    /// are read one after the other, not as one snapshot.
     async fn find(&self, filter: &TaskFilter) -> Result<Vec<Task>, StoreError> {
         let keys = &self.inner.keys;
         let listing = keys.listing(
@@ -869,6 +879,16 @@ impl Store for RedisStore {
             Some(c) => format!("({}{}", doc::order_time(c.created_at), c.id).into_bytes(),
         };
         let (done_statuses, scan) = done_statuses_of(filter);
+        // Inclusive: every member of the end time, whatever its id (no
+        // UTF-8 id holds the byte 0xff).
+        let end = match filter.created_until {
+            None => b"+".to_vec(),
+            Some(end) => {
+                let mut bound = format!("[{}", doc::order_time(end)).into_bytes();
+                bound.push(0xff);
+                bound
+            }
+        };
         let mut conn = self.conn();
         while matched.len() < want {
             let reply: Value = SCRIPTS
@@ -878,6 +898,8 @@ impl Store for RedisStore {
                 .arg(&start)
                 .arg(scan)
                 .arg(&done_statuses)
+                .arg(&end)
+                .arg(filter.id_prefix.as_deref().unwrap_or(""))
                 .invoke_async(&mut conn)
                 .await
                 .map_err(redis_error)?;
@@ -906,6 +928,20 @@ impl Store for RedisStore {
             .skip(filter.offset)
             .take(filter.limit.unwrap_or(usize::MAX))
             .collect())
+    }
+
+    /// The `gens` set: see the `operator` module.
+    async fn find_generators(&self, env: &str, limit: usize) -> Result<Vec<Task>, StoreError> {
+        self.generators(env, limit).await
+    }
+
+    /// The per-kind sets of undecodable documents: see the `operator` module.
+    async fn find_undecodable(
+        &self,
+        env: &str,
+        limit: usize,
+    ) -> Result<Vec<oncetask_core::store::Undecodable>, StoreError> {
+        self.undecodable(env, limit).await
     }
 
     /// One script call: done tasks from counters, open tasks from the

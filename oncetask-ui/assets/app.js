@@ -5,6 +5,31 @@
 // interval. No other script runs.
 (function () {
   "use strict";
+  // The page of a store that cannot be read: ask for it again with backoff
+  // (doubling up to data-max-retry-ms), reload once it answers.
+  var retry = document.getElementById("retry");
+  if (retry) {
+    var page = new URL(window.location.pathname + window.location.search, window.location.origin).href;
+    var wait = parseInt(retry.getAttribute("data-retry-ms"), 10) || 2000;
+    var cap = Math.max(parseInt(retry.getAttribute("data-max-retry-ms"), 10) || 30000, wait);
+    var again = function () {
+      fetch(page, { credentials: "same-origin", cache: "no-store" })
+        .then(function (response) {
+          if (response.ok) { window.location.reload(); return; }
+          wait = Math.min(wait * 2, cap);
+          retry.setAttribute("data-next-ms", String(wait));
+          window.setTimeout(again, wait);
+        })
+        .catch(function () {
+          wait = Math.min(wait * 2, cap);
+          retry.setAttribute("data-next-ms", String(wait));
+          window.setTimeout(again, wait);
+        });
+    };
+    retry.setAttribute("data-next-ms", String(wait));
+    window.setTimeout(again, wait);
+    return;
+  }
   var live = document.getElementById("live");
   if (!live) { return; }
   var status = document.getElementById("live-status");

@@ -22,22 +22,21 @@ use crate::views::{ConfirmPage, ResultLine, ResultPage, html};
 /// Ids listed on a confirmation or result page before "and N more".
 const SHOWN_IDS: usize = 50;
 
-/// An operator action on tasks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Action {
-    Cancel,
-    Reset,
-    Delete,
-    Reprioritize(i8),
+/// An operator action on tasks (the manager's own type).
+use oncetask::BulkAction as Action;
+
+/// How the dashboard reads and words an action.
+trait Wording: Sized {
+    /// The form's `action` (and `priority`) fields.
+    fn parse(form: &Params) -> Result<Self, String>;
+    fn capitalized(self) -> String;
+    fn past(self) -> &'static str;
+    fn consequence(self) -> &'static str;
 }
 
-impl Action {
-    /// The form's `action` (and `priority`) fields.
+impl Wording for Action {
     fn parse(form: &Params) -> Result<Self, String> {
         match form.get("action").unwrap_or_default() {
-            "cancel" => Ok(Action::Cancel),
-            "reset" => Ok(Action::Reset),
-            "delete" => Ok(Action::Delete),
             "reprioritize" => {
                 let text = form.get("priority").unwrap_or_default().trim();
                 match text.parse::<i8>() {
@@ -47,18 +46,9 @@ impl Action {
                     )),
                 }
             }
-            other => Err(format!(
-                "unknown action {other:?}: expected cancel, reset, delete or reprioritize"
-            )),
-        }
-    }
-
-    fn name(self) -> &'static str {
-        match self {
-            Action::Cancel => "cancel",
-            Action::Reset => "reset",
-            Action::Delete => "delete",
-            Action::Reprioritize(_) => "reprioritize",
+            other => other
+                .parse()
+                .map_err(|e: String| format!("{e} (or reprioritize)")),
         }
     }
 
@@ -78,15 +68,6 @@ impl Action {
             Action::Reset => "Reset to pending",
             Action::Delete => "Deleted",
             Action::Reprioritize(_) => "Reprioritized",
-        }
-    }
-
-    fn skipped_because(self) -> &'static str {
-        match self {
-            Action::Cancel => "Skipped (already finished or cancelled, or repeated)",
-            Action::Reset => "Skipped (not finished, or repeated)",
-            Action::Delete => "Skipped (repeated)",
-            Action::Reprioritize(_) => "Skipped (already finished, or repeated)",
         }
     }
 
@@ -187,12 +168,7 @@ pub(crate) async fn by_ids(State(state): State<AppState>, body: Bytes) -> Respon
         return html(StatusCode::OK, &page);
     }
     let manager = &state.manager;
-    let report = match action {
-        Action::Cancel => manager.cancel_many(&ids).await,
-        Action::Reset => manager.reset_many(&ids).await,
-        Action::Delete => manager.delete_many(&ids).await,
-        Action::Reprioritize(p) => manager.reprioritize_many(&ids, p).await,
-    };
+    let report = manager.act_many(action, &ids).await;
     match report {
         Ok(report) => result_page(&state, action, &report, back_href),
         Err(e) => store_error(&state, &e),
@@ -200,7 +176,8 @@ pub(crate) async fn by_ids(State(state): State<AppState>, body: Bytes) -> Respon
 }
 
 /// The tasks a selection picks: what the form names, narrowed to the tasks
-/// `action` applies to when it names no status (as the CLI does).
+/// `action` applies to when it names no status
+/// ([`oncetask::Manager::applicable`], as the CLI does).
 fn selection(
     state: &AppState,
     action: Action,
@@ -212,23 +189,7 @@ fn selection(
     filter.kind = kind;
     filter.resource_key = resource_key;
     filter.statuses = statuses;
-    if filter.statuses.is_empty() {
-        match action {
-            Action::Cancel => {
-                filter.statuses = vec![TaskStatus::Waiting, TaskStatus::Pending, TaskStatus::Leased]
-            }
-            Action::Reprioritize(_) => filter.not_done = true,
-            Action::Reset => {
-                filter.statuses = vec![
-                    TaskStatus::Completed,
-                    TaskStatus::Failed,
-                    TaskStatus::Cancelled,
-                ]
-            }
-            Action::Delete => {}
-        }
-    }
-    filter
+    state.manager.applicable(action, filter)
 }
 
 /// `POST /actions/matching`: an action on every task of a kind and/or a
@@ -329,38 +290,15 @@ pub(crate) async fn matching(State(state): State<AppState>, body: Bytes) -> Resp
                     "Nothing to {}: no task {described} in environment {:?} {}.",
                     action.name(),
                     state.manager.env(),
-                    match action {
-                        Action::Cancel => "is open and not cancelled yet",
-                        Action::Reset => "is finished",
-                        Action::Delete => "exists",
-                        Action::Reprioritize(_) => "is open",
-                    }
+                    action.applies_to()
                 )
             }),
         };
         return html(StatusCode::OK, &page);
     }
     let manager = &state.manager;
-    let report = async {
-        match action {
-            Action::Reset => manager.reset_matching(filter).await,
-            Action::Delete => manager.delete_matching(filter).await,
-            Action::Cancel | Action::Reprioritize(_) => {
-                let ids: Vec<String> = manager
-                    .find(filter)
-                    .await?
-                    .into_iter()
-                    .filter(|t| action != Action::Cancel || !t.is_cancelled)
-                    .map(|t| t.id)
-                    .collect();
-                match action {
-                    Action::Reprioritize(p) => manager.reprioritize_many(&ids, p).await,
-                    _ => manager.cancel_many(&ids).await,
-                }
-            }
-        }
-    };
-    match report.await {
+    let report = manager.act_matching(action, filter).await;
+    match report {
         Ok(report) => result_page(&state, action, &report, back_href),
         Err(e) => store_error(&state, &e),
     }
@@ -424,9 +362,10 @@ fn result_page(
         more: ids.len().saturating_sub(SHOWN_IDS),
     };
     let mut lines = Vec::new();
+    let skipped = format!("Skipped ({})", action.skipped_because());
     for (label, ids) in [
         (action.past(), &report.succeeded),
-        (action.skipped_because(), &report.skipped),
+        (skipped.as_str(), &report.skipped),
         ("Not found", &report.not_found),
     ] {
         if !ids.is_empty() {

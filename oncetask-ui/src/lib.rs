@@ -243,6 +243,7 @@ pub fn router(manager: Manager, config: UiConfig) -> Router {
         .route("/task", get(pages::task))
         .route("/resource-key", get(pages::resource_key))
         .route("/recurring", get(pages::recurring))
+        .route("/undecodable", get(pages::undecodable))
         .route("/actions/ids", post(actions::by_ids))
         .route("/actions/matching", post(actions::matching))
         .route("/actions/pause", post(actions::pause))

@@ -1,29 +1,25 @@
 //! The task list's filters and keyset pages.
 //!
-//! Kind, status and resource key go to the store ([`oncetask::TaskFilter`]);
-//! the creation time range becomes the first page's cursor (the listing is
-//! in creation order) and the end of the scan; the id prefix is checked on
-//! each task read. A page reads at most [`SCAN_BUDGET`] tasks: when the id
-//! prefix is rare it may hold fewer than [`PAGE_SIZE`] tasks and still have
-//! a next page.
+//! Every filter goes to the store ([`oncetask::TaskFilter`]): kind, status,
+//! resource key, id prefix, and the creation time range (its start is the
+//! first page's cursor, the listing being in creation order). A store that
+//! cannot serve a filter from an index (Firestore, see
+//! [`oncetask::Store::check_filter`]) refuses it before reading anything;
+//! the page asks the same check for each choice it offers.
 
 use chrono::{DateTime, Utc};
-use oncetask::{Error, Manager, Task, TaskCursor, TaskStatus};
+use oncetask::{Error, Manager, Task, TaskCursor, TaskFilter, TaskStatus};
 
 use crate::PAGE_SIZE;
 use crate::format::{Params, parse_status, parse_time, query, time};
-
-/// Most tasks one page reads when filtering by id prefix or end time.
-pub(crate) const SCAN_BUDGET: usize = 5_000;
-
-/// Tasks read per store call when some filters are checked here.
-const SCAN_BATCH: usize = 500;
 
 /// The list's filters, as the query string gives them.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct ListQuery {
     pub(crate) kind: Option<String>,
     pub(crate) statuses: Vec<TaskStatus>,
+    /// Only open (not done) tasks.
+    pub(crate) open: bool,
     pub(crate) resource_key: Option<String>,
     pub(crate) id_prefix: Option<String>,
     pub(crate) from: Option<DateTime<Utc>>,
@@ -40,6 +36,7 @@ impl ListQuery {
             kind: params.non_empty("kind"),
             resource_key: params.non_empty("resource_key"),
             id_prefix: params.non_empty("id_prefix"),
+            open: params.get("open") == Some("1"),
             ..ListQuery::default()
         };
         for s in params.all("status") {
@@ -80,6 +77,9 @@ impl ListQuery {
         for s in &self.statuses {
             pairs.push(("status", s.as_str().to_owned()));
         }
+        if self.open {
+            pairs.push(("open", "1".to_owned()));
+        }
         if let Some(k) = &self.resource_key {
             pairs.push(("resource_key", k.clone()));
         }
@@ -104,92 +104,48 @@ impl ListQuery {
         query(pairs.iter().map(|(k, v)| (*k, v.as_str())))
     }
 
-    /// True when some filter is checked here rather than by the store.
-    fn scans(&self) -> bool {
-        self.id_prefix.is_some() || self.to.is_some()
-    }
-
-    fn keeps(&self, task: &Task) -> bool {
-        self.id_prefix
-            .as_deref()
-            .is_none_or(|prefix| task.id.starts_with(prefix))
+    /// The store filter of this list's first page (the start time as a
+    /// cursor; a page cursor replaces it).
+    pub(crate) fn filter(&self, manager: &Manager) -> TaskFilter {
+        let mut filter = manager.filter();
+        filter.kind = self.kind.clone();
+        filter.resource_key = self.resource_key.clone();
+        filter.statuses = self.statuses.clone();
+        filter.not_done = self.open;
+        filter.id_prefix = self.id_prefix.clone();
+        filter.created_until = self.to;
+        if let Some(from) = self.from {
+            filter = filter.created_from(from);
+        }
+        if let Some(after) = &self.after {
+            filter = filter.after(after.clone());
+        }
+        filter
     }
 }
 
 /// One page of the list.
 pub(crate) struct Page {
     pub(crate) tasks: Vec<Task>,
-    /// Where the next page starts, if there may be one.
+    /// Where the next page starts, if there is one.
     pub(crate) next: Option<TaskCursor>,
-    /// The page stopped at [`SCAN_BUDGET`] tasks read.
-    pub(crate) budget_spent: bool,
     /// The time statuses were derived at.
     pub(crate) now: DateTime<Utc>,
 }
 
-/// The page of `q`: up to [`PAGE_SIZE`] matching tasks after its cursor.
+/// The page of `q`: up to [`PAGE_SIZE`] matching tasks after its cursor,
+/// in one store call.
 pub(crate) async fn page(manager: &Manager, q: &ListQuery) -> Result<Page, Error> {
-    let mut filter = manager.filter();
+    let mut filter = q.filter(manager);
     let now = filter.now;
-    filter.kind = q.kind.clone();
-    filter.resource_key = q.resource_key.clone();
-    filter.statuses = q.statuses.clone();
-    let batch = if q.scans() { SCAN_BATCH } else { PAGE_SIZE + 1 };
-    // Creation order: a start time is a cursor before every task created then.
-    let mut cursor = q.after.clone().or_else(|| {
-        q.from.map(|from| TaskCursor {
-            created_at: from,
-            id: String::new(),
-        })
-    });
-    let mut matched: Vec<Task> = Vec::new();
-    let mut scanned = 0usize;
-    loop {
-        let mut f = filter.clone();
-        f.after = cursor.clone();
-        f.limit = Some(batch);
-        let tasks = manager.find(f).await?;
-        let read = tasks.len();
-        let mut past_end = false;
-        for task in tasks {
-            scanned += 1;
-            cursor = Some(TaskCursor::of(&task));
-            if q.to.is_some_and(|to| task.created_at > to) {
-                past_end = true;
-                break;
-            }
-            if q.keeps(&task) {
-                matched.push(task);
-                if matched.len() > PAGE_SIZE {
-                    break;
-                }
-            }
-        }
-        if matched.len() > PAGE_SIZE {
-            matched.truncate(PAGE_SIZE);
-            let next = matched.last().map(TaskCursor::of);
-            return Ok(Page {
-                tasks: matched,
-                next,
-                budget_spent: false,
-                now,
-            });
-        }
-        if past_end || read < batch {
-            return Ok(Page {
-                tasks: matched,
-                next: None,
-                budget_spent: false,
-                now,
-            });
-        }
-        if scanned >= SCAN_BUDGET {
-            return Ok(Page {
-                tasks: matched,
-                next: cursor,
-                budget_spent: true,
-                now,
-            });
-        }
-    }
+    // One more than shown, to know whether a next page exists.
+    filter.limit = Some(PAGE_SIZE + 1);
+    let mut tasks = manager.find(filter).await?;
+    let next = if tasks.len() > PAGE_SIZE {
+        tasks.truncate(PAGE_SIZE);
+        tasks.last().map(TaskCursor::of)
+    } else {
+        None
+    };
+    Ok(Page { tasks, next, now })
 }

@@ -1,7 +1,5 @@
 //! The pages (GET): they read through the manager and change nothing.
 
-use std::collections::BTreeMap;
-
 use axum::extract::{RawQuery, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -11,28 +9,25 @@ use oncetask::{Error, Task, TaskStatus};
 
 use crate::AppState;
 use crate::format::{Params, duration, query, relative, time, time_and_relative, truncate};
-use crate::list::{self, ListQuery, SCAN_BUDGET};
+use crate::list::{self, ListQuery};
 use crate::throughput::Series;
 use crate::views::{
     Bar, Cell, Chrome, ErrorRow, Field, GeneratorRow, KeyRow, KindRow, OverviewBody,
     OverviewFragment, OverviewPage, PrunePage, RecurringPage, ResourceKeyPage, StatusOption,
-    StoreErrorPage, TaskPage, TaskRow, TaskView, TasksPage, html,
+    StoreErrorPage, TaskPage, TaskRow, TaskView, TasksPage, UndecodablePage, UndecodableRow, html,
 };
 
 /// Tasks a resource key page lists.
 const KEY_LIMIT: usize = 200;
 
-/// Tasks of a generator's kind read to find its occurrences.
-const OCCURRENCE_SCAN: usize = 2_000;
-
 /// Occurrences listed on a generator's page (the latest ones).
 const OCCURRENCES_SHOWN: usize = 20;
 
-/// Tasks read to find the generators of the environment.
-const GENERATOR_SCAN: usize = 5_000;
+/// Generators the recurring page lists.
+const GENERATORS_SHOWN: usize = 200;
 
-/// Tasks read per store call when scanning.
-const SCAN_BATCH: usize = 500;
+/// Undecodable documents the page of them lists.
+const UNDECODABLE_SHOWN: usize = 200;
 
 /// Next slots shown per generator.
 const NEXT_SLOTS: usize = 5;
@@ -48,11 +43,16 @@ pub(crate) fn chrome(state: &AppState) -> Chrome {
     }
 }
 
-/// The page of a store that cannot be read: 503, retried every 5 s.
+/// The page of a store that cannot be read: 503; its script asks for the
+/// page again with backoff (from the refresh interval, doubling up to
+/// [`crate::MAX_RETRY`]) and reloads it once the store answers.
 pub(crate) fn store_error(state: &AppState, e: &Error) -> Response {
+    let refresh = state.config.refresh;
     let page = StoreErrorPage {
         chrome: chrome(state),
         message: e.to_string(),
+        retry_ms: refresh.as_millis(),
+        max_retry_ms: refresh.max(crate::MAX_RETRY).as_millis(),
     };
     html(StatusCode::SERVICE_UNAVAILABLE, &page)
 }
@@ -79,32 +79,6 @@ fn resource_key_href(state: &AppState, key: &str) -> String {
     )
 }
 
-/// One line on where a task stands, beyond its status.
-fn when(task: &Task, status: TaskStatus, now: DateTime<Utc>) -> String {
-    match status {
-        TaskStatus::Waiting => task
-            .wait_until
-            .map(|t| format!("runs {}", relative(t, now)))
-            .unwrap_or_default(),
-        TaskStatus::Pending => format!(
-            "ready for {}",
-            duration((now - task.ready_since()).to_std().unwrap_or_default())
-        ),
-        TaskStatus::Leased => task
-            .leased_until
-            .map(|t| format!("lease ends {}", relative(t, now)))
-            .unwrap_or_default(),
-        TaskStatus::CancellationPending => task
-            .cancelled_at
-            .map(|t| format!("cancelled {}", relative(t, now)))
-            .unwrap_or_default(),
-        _ => task
-            .done_at
-            .map(|t| format!("done {}", relative(t, now)))
-            .unwrap_or_default(),
-    }
-}
-
 /// A task as a list shows it.
 pub(crate) fn task_row(state: &AppState, task: &Task, now: DateTime<Utc>) -> TaskRow {
     let status = task.status(now);
@@ -114,7 +88,7 @@ pub(crate) fn task_row(state: &AppState, task: &Task, now: DateTime<Utc>) -> Tas
         id: task.id.clone(),
         kind: task.kind.clone(),
         status: status.as_str(),
-        when: when(task, status, now),
+        when: oncetask::display::standing(task, now),
         attempts: task.attempts,
         priority: task.priority,
         resource_key_href: resource_key_href(state, &key),
@@ -290,34 +264,59 @@ pub(crate) async fn overview_fragment(State(state): State<AppState>) -> Response
 }
 
 /// `GET /tasks`.
+///
+/// Each filter choice is offered only if the store serves it
+/// ([`oncetask::Manager::check_filter`], which reads nothing): on
+/// Firestore, a status that no index lists in creation order is shown
+/// disabled with the reason, and a filter that names it anyway is refused
+/// with that reason instead of read.
 pub(crate) async fn tasks(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Response {
     let params = Params::parse(raw.unwrap_or_default().as_bytes());
     let q = ListQuery::parse(&params);
+    // What the store says of a choice, with the page's kind and key.
+    let refusal = |narrow: &dyn Fn(&mut ListQuery)| {
+        let mut choice = ListQuery {
+            kind: q.kind.clone(),
+            resource_key: q.resource_key.clone(),
+            ..ListQuery::default()
+        };
+        narrow(&mut choice);
+        state
+            .manager
+            .check_filter(&choice.filter(&state.manager))
+            .err()
+            .map(|e| e.to_string())
+    };
     let mut page = TasksPage {
         chrome: chrome(&state),
         kind: q.kind.clone().unwrap_or_default(),
         resource_key: q.resource_key.clone().unwrap_or_default(),
         id_prefix: q.id_prefix.clone().unwrap_or_default(),
+        id_prefix_refused: refusal(&|c| c.id_prefix = Some("x".to_owned())),
         from: q.from.map(time).unwrap_or_default(),
         to: q.to.map(time).unwrap_or_default(),
+        open: q.open,
         statuses: TaskStatus::ALL
             .iter()
             .map(|s| StatusOption {
                 name: s.as_str(),
                 checked: q.statuses.contains(s),
+                refused: refusal(&|c| c.statuses = vec![*s]),
             })
             .collect(),
+        some_refused: false,
         problems: q.problems.clone(),
+        refused: None,
         rows: Vec::new(),
         next_href: None,
         first_href: q
             .after
             .as_ref()
             .map(|_| format!("{}tasks{}", state.config.base_path, q.href_query(None))),
-        note: None,
         matching: Vec::new(),
         error: None,
     };
+    page.some_refused = page.statuses.iter().any(|s| s.refused.is_some());
     if q.kind.is_some() || q.resource_key.is_some() {
         if let Some(kind) = &q.kind {
             page.matching.push(("kind", kind.clone()));
@@ -328,6 +327,10 @@ pub(crate) async fn tasks(State(state): State<AppState>, RawQuery(raw): RawQuery
         for s in &q.statuses {
             page.matching.push(("status", s.as_str().to_owned()));
         }
+    }
+    if let Err(e) = state.manager.check_filter(&q.filter(&state.manager)) {
+        page.refused = Some(e.to_string());
+        return html(StatusCode::BAD_REQUEST, &page);
     }
     match list::page(&state.manager, &q).await {
         Ok(result) => {
@@ -343,11 +346,6 @@ pub(crate) async fn tasks(State(state): State<AppState>, RawQuery(raw): RawQuery
                     q.href_query(Some(cursor))
                 )
             });
-            if result.budget_spent {
-                page.note = Some(format!(
-                    "This page read {SCAN_BUDGET} tasks to find these; more may match further on."
-                ));
-            }
             html(StatusCode::OK, &page)
         }
         Err(e) => {
@@ -439,7 +437,11 @@ fn task_view(state: &AppState, task: &Task, now: DateTime<Utc>) -> TaskView {
         },
         Field {
             label: "status",
-            value: format!("{} ({})", status.as_str(), when(task, status, now)),
+            value: format!(
+                "{} ({})",
+                status.as_str(),
+                oncetask::display::standing(task, now)
+            ),
         },
         Field {
             label: "resource key",
@@ -554,40 +556,39 @@ fn task_view(state: &AppState, task: &Task, now: DateTime<Utc>) -> TaskView {
     }
 }
 
-/// The latest occurrences of a generator, found among the first tasks of
-/// its kind (the store has no index on the generator).
+/// The latest occurrences of a generator: its last
+/// [`OCCURRENCES_SHOWN`] slots up to `now`
+/// ([`oncetask::Schedule::slots_before`]) read by their occurrence ids
+/// (one `get`, no listing: no store has to index occurrences by
+/// generator). Slots a late generator skipped have no occurrence.
 async fn occurrences(
     state: &AppState,
     generator: &Task,
     now: DateTime<Utc>,
 ) -> Result<(Vec<TaskRow>, Option<String>), Error> {
-    let filter = state
-        .manager
-        .filter()
-        .kind(generator.kind.clone())
-        .limit(OCCURRENCE_SCAN);
-    let tasks = state.manager.find(filter).await?;
-    let scanned_all = tasks.len() < OCCURRENCE_SCAN;
-    let mut found: Vec<&Task> = tasks
+    let Some(schedule) = generator
+        .recurrence
+        .as_ref()
+        .and_then(|r| r.schedule().ok())
+    else {
+        return Ok((Vec::new(), None));
+    };
+    let slots = schedule.slots_before(now + chrono::TimeDelta::milliseconds(1), OCCURRENCES_SHOWN);
+    let ids: Vec<String> = slots
         .iter()
-        .filter(|t| t.parent_recurrence_id.as_deref() == Some(generator.id.as_str()))
+        .rev()
+        .map(|slot| oncetask::backend::lifecycle::occurrence_id(&generator.id, *slot))
         .collect();
-    let total = found.len();
-    found.reverse();
-    found.truncate(OCCURRENCES_SHOWN);
-    let rows = found.iter().map(|t| task_row(state, t, now)).collect();
-    let mut note = None;
-    if total > OCCURRENCES_SHOWN {
-        note = Some(format!(
-            "The latest {OCCURRENCES_SHOWN} of {total} occurrences."
-        ));
-    }
-    if !scanned_all {
-        note = Some(format!(
-            "Looked among the first {OCCURRENCE_SCAN} tasks of kind {:?} only.",
-            generator.kind
-        ));
-    }
+    let fetched = state.manager.store().get(&ids).await?;
+    let rows = fetched
+        .iter()
+        .filter_map(|f| match f {
+            Fetched::Task(t) => Some(task_row(state, t, now)),
+            Fetched::Undecodable(_) => None,
+        })
+        .collect();
+    let note = (slots.len() == OCCURRENCES_SHOWN)
+        .then(|| format!("The occurrences of the latest {OCCURRENCES_SHOWN} slots."));
     Ok((rows, note))
 }
 
@@ -611,32 +612,24 @@ fn next_slots(task: &Task, now: DateTime<Utc>, n: usize) -> Vec<String> {
     slots
 }
 
-/// `GET /recurring`: the recurrence generators of the environment, with
-/// their next slots (found by reading up to [`GENERATOR_SCAN`] tasks: the
-/// store has no index on recurrence).
+/// `GET /recurring`: the recurrence generators of the environment
+/// ([`oncetask::Store::find_generators`], at most [`GENERATORS_SHOWN`]),
+/// with their next slots.
 pub(crate) async fn recurring(State(state): State<AppState>) -> Response {
-    let first = state.manager.filter();
-    let now = first.now;
-    let mut generators = Vec::new();
-    let mut cursor = None;
-    let mut scanned = 0usize;
-    let mut complete = false;
-    while scanned < GENERATOR_SCAN {
-        let mut filter = first.clone().limit(SCAN_BATCH);
-        filter.after = cursor.take();
-        let tasks = match state.manager.find(filter).await {
-            Ok(tasks) => tasks,
-            Err(e) => return store_error(&state, &e),
-        };
-        scanned += tasks.len();
-        let read = tasks.len();
-        cursor = tasks.last().map(oncetask::TaskCursor::of);
-        generators.extend(tasks.into_iter().filter(Task::is_generator));
-        if read < SCAN_BATCH {
-            complete = true;
-            break;
-        }
-    }
+    let env = state.manager.env().to_owned();
+    let now = state.manager.filter().now;
+    let mut generators = match state
+        .manager
+        .store()
+        .find_generators(&env, GENERATORS_SHOWN + 1)
+        .await
+    {
+        Ok(generators) => generators,
+        Err(e) => return store_error(&state, &Error::Store(e)),
+    };
+    let more = generators.len() > GENERATORS_SHOWN;
+    generators.truncate(GENERATORS_SHOWN);
+    generators.sort_by(|a, b| a.kind.cmp(&b.kind).then_with(|| a.id.cmp(&b.id)));
     let rows = generators
         .iter()
         .map(|task| {
@@ -660,65 +653,62 @@ pub(crate) async fn recurring(State(state): State<AppState>) -> Response {
     let page = RecurringPage {
         chrome: chrome(&state),
         rows,
-        note: (!complete).then(|| {
-            format!("Looked among the first {GENERATOR_SCAN} tasks of the environment only.")
-        }),
+        note: more.then(|| format!("The first {GENERATORS_SHOWN} generators only.")),
     };
     html(StatusCode::OK, &page)
 }
 
-/// The resource keys of the open (not done) tasks, busiest first, found
-/// by reading up to [`GENERATOR_SCAN`] open tasks; and whether that read
-/// them all.
-async fn busy_keys(state: &AppState, kind: &str) -> Result<(Vec<KeyRow>, bool), Error> {
-    let mut first = state.manager.filter().not_done();
-    if !kind.is_empty() {
-        first = first.kind(kind);
-    }
-    let now = first.now;
-    let mut keys: BTreeMap<String, KeyRow> = BTreeMap::new();
-    let mut cursor = None;
-    let mut scanned = 0usize;
-    let mut complete = false;
-    while scanned < GENERATOR_SCAN {
-        let mut filter = first.clone().limit(SCAN_BATCH);
-        filter.after = cursor.take();
-        let tasks = state.manager.find(filter).await?;
-        scanned += tasks.len();
-        let read = tasks.len();
-        cursor = tasks.last().map(oncetask::TaskCursor::of);
-        for task in &tasks {
-            let Some(key) = &task.resource_key else {
-                continue;
-            };
-            let row = keys.entry(key.clone()).or_insert_with(|| KeyRow {
-                key: key.clone(),
-                href: resource_key_href(state, key),
-                open: 0,
-                leased: 0,
-                kinds: String::new(),
-                oldest: relative(task.created_at, now),
-            });
-            row.open += 1;
-            if task.status(now) == TaskStatus::Leased {
-                row.leased += 1;
+/// `GET /undecodable`: the stored documents of the environment that are
+/// not tasks, with the decoder's reasons
+/// ([`oncetask::Store::find_undecodable`]), or the store's refusal.
+pub(crate) async fn undecodable(State(state): State<AppState>) -> Response {
+    let env = state.manager.env().to_owned();
+    let mut page = UndecodablePage {
+        chrome: chrome(&state),
+        rows: Vec::new(),
+        refused: None,
+        note: None,
+    };
+    match state
+        .manager
+        .store()
+        .find_undecodable(&env, UNDECODABLE_SHOWN + 1)
+        .await
+    {
+        Ok(mut found) => {
+            if found.len() > UNDECODABLE_SHOWN {
+                found.truncate(UNDECODABLE_SHOWN);
+                page.note = Some(format!("The first {UNDECODABLE_SHOWN} only."));
             }
-            if !row.kinds.split(", ").any(|k| k == task.kind) {
-                if !row.kinds.is_empty() {
-                    row.kinds.push_str(", ");
-                }
-                row.kinds.push_str(&task.kind);
-            }
+            page.rows = found
+                .into_iter()
+                .map(|u| UndecodableRow {
+                    href: task_href(&state, &u.id),
+                    id: u.id,
+                    reason: u.reason,
+                })
+                .collect();
         }
-        if read < SCAN_BATCH {
-            complete = true;
-            break;
-        }
+        Err(oncetask::StoreError::Unsupported(why)) => page.refused = Some(why),
+        Err(e) => return store_error(&state, &Error::Store(e)),
     }
-    let mut rows: Vec<KeyRow> = keys.into_values().collect();
-    rows.sort_by(|a, b| b.open.cmp(&a.open).then_with(|| a.key.cmp(&b.key)));
-    rows.truncate(KEY_LIMIT);
-    Ok((rows, complete))
+    html(StatusCode::OK, &page)
+}
+
+/// The busiest resource keys of the open tasks
+/// ([`oncetask::Store::open_resource_keys`]), or the store's refusal.
+async fn busy_keys(
+    state: &AppState,
+    kind: &str,
+) -> Result<oncetask::backend::KeyQueues, oncetask::StoreError> {
+    let env = state.manager.env().to_owned();
+    let now = state.manager.filter().now;
+    let kind = (!kind.is_empty()).then_some(kind);
+    state
+        .manager
+        .store()
+        .open_resource_keys(&env, kind, now, KEY_LIMIT)
+        .await
 }
 
 /// `GET /resource-key?key=…[&kind=…]`: a key's queue, or (without a key)
@@ -743,19 +733,37 @@ pub(crate) async fn resource_key(
         open: 0,
         note: None,
         keys: Vec::new(),
+        keys_refused: None,
     };
     if key.is_empty() {
+        let now = state.manager.filter().now;
         return match busy_keys(&state, &kind).await {
-            Ok((keys, complete)) => {
-                page.keys = keys;
-                if !complete {
+            Ok(queues) => {
+                page.keys = queues
+                    .keys
+                    .iter()
+                    .map(|q| KeyRow {
+                        key: q.resource_key.clone(),
+                        href: resource_key_href(&state, &q.resource_key),
+                        open: q.open,
+                        leased: q.leased,
+                        kinds: q.kinds.join(", "),
+                        oldest: relative(q.oldest_created_at, now),
+                    })
+                    .collect();
+                if !queues.complete {
                     page.note = Some(format!(
-                        "Counted among the first {GENERATOR_SCAN} open tasks only."
+                        "Counted among the first {} open tasks only.",
+                        oncetask::backend::operator::KEY_QUEUE_SCAN
                     ));
                 }
                 html(StatusCode::OK, &page)
             }
-            Err(e) => store_error(&state, &e),
+            Err(oncetask::StoreError::Unsupported(why)) => {
+                page.keys_refused = Some(why);
+                html(StatusCode::OK, &page)
+            }
+            Err(e) => store_error(&state, &Error::Store(e)),
         };
     }
     let mut filter = state

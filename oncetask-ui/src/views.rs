@@ -123,6 +123,8 @@ pub(crate) struct TaskRow {
 pub(crate) struct StatusOption {
     pub(crate) name: &'static str,
     pub(crate) checked: bool,
+    /// Why the store does not list by this status (then it is not offered).
+    pub(crate) refused: Option<String>,
 }
 
 /// `/tasks`.
@@ -133,14 +135,21 @@ pub(crate) struct TasksPage {
     pub(crate) kind: String,
     pub(crate) resource_key: String,
     pub(crate) id_prefix: String,
+    /// Why the store does not list by id prefix (then it is not offered).
+    pub(crate) id_prefix_refused: Option<String>,
     pub(crate) from: String,
     pub(crate) to: String,
+    /// Only open tasks.
+    pub(crate) open: bool,
     pub(crate) statuses: Vec<StatusOption>,
+    /// Some status is not offered.
+    pub(crate) some_refused: bool,
     pub(crate) problems: Vec<String>,
+    /// Why the store refuses this page's filter, in its words.
+    pub(crate) refused: Option<String>,
     pub(crate) rows: Vec<TaskRow>,
     pub(crate) next_href: Option<String>,
     pub(crate) first_href: Option<String>,
-    pub(crate) note: Option<String>,
     /// The store-side filters, for "act on every matching task" (only
     /// offered with a kind or a resource key).
     pub(crate) matching: Vec<(&'static str, String)>,
@@ -231,6 +240,27 @@ pub(crate) struct ResourceKeyPage {
     pub(crate) list_href: String,
     /// Without a key: the keys of the open tasks.
     pub(crate) keys: Vec<KeyRow>,
+    /// Why the store does not list the keys (then only a key by name).
+    pub(crate) keys_refused: Option<String>,
+}
+
+/// `/undecodable`.
+#[derive(Template)]
+#[template(path = "undecodable.html")]
+pub(crate) struct UndecodablePage {
+    pub(crate) chrome: Chrome,
+    pub(crate) rows: Vec<UndecodableRow>,
+    /// Why the store does not list them.
+    pub(crate) refused: Option<String>,
+    pub(crate) note: Option<String>,
+}
+
+/// A stored document that is not a task.
+#[derive(Debug)]
+pub(crate) struct UndecodableRow {
+    pub(crate) id: String,
+    pub(crate) href: String,
+    pub(crate) reason: String,
 }
 
 /// A resource key with open tasks.
@@ -290,6 +320,10 @@ pub(crate) struct ResultPage {
 pub(crate) struct StoreErrorPage {
     pub(crate) chrome: Chrome,
     pub(crate) message: String,
+    /// The first retry's wait; each failure doubles it.
+    pub(crate) retry_ms: u128,
+    /// The longest wait between retries.
+    pub(crate) max_retry_ms: u128,
 }
 
 /// `/prune`.

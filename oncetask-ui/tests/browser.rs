@@ -781,6 +781,36 @@ async fn the_overview_backs_off_while_the_store_or_the_dashboard_is_down() {
         .exec("return window.oncetaskMark || null;", vec![])
         .await;
     assert_eq!(mark, json!("still here"), "the page was not reloaded");
+
+    // A whole page that cannot be read (a task's page) asks again with
+    // the same backoff, and reloads itself once the store answers.
+    flaky.failing.store(true, Ordering::SeqCst);
+    browser.goto(&relay.url("/task?id=e1")).await;
+    assert_eq!(browser.text_of("h1").await, "The store cannot be read");
+    let retry_wait = || async move {
+        b.exec(
+            "var r = document.getElementById('retry'); return r ? r.getAttribute('data-next-ms') : null;",
+            vec![],
+        )
+        .await
+        .as_str()
+        .and_then(|s| s.parse::<u64>().ok())
+    };
+    browser
+        .wait_until("the error page's waits doubling", PATIENCE, || async move {
+            retry_wait().await.is_some_and(|ms| ms >= 800)
+        })
+        .await;
+    browser.screenshot("page-store-down").await;
+    flaky.failing.store(false, Ordering::SeqCst);
+    browser
+        .wait_until(
+            "the task page after the store came back",
+            PATIENCE,
+            || async move { b.find_all("#retry").await.is_empty() },
+        )
+        .await;
+    assert!(browser.text_of("h1").await.contains("e1"));
     browser.quit().await;
 }
 

@@ -652,9 +652,14 @@ async fn an_unreachable_store_is_said_and_retried() {
     }
     let (_, page) = send(&app, get("/tasks")).await;
     assert!(!page.contains("e1"));
-    // The full error page retries by itself; the overview through its script.
+    // The full error page retries through its script, with backoff from the
+    // refresh interval up to the longest wait; the overview likewise.
     let (_, page) = send(&app, get("/task?id=e1")).await;
-    assert!(page.contains("http-equiv=\"refresh\""));
+    assert!(!page.contains("http-equiv=\"refresh\""), "no fixed reload");
+    assert!(
+        page.contains("id=\"retry\" data-retry-ms=\"2000\" data-max-retry-ms=\"30000\""),
+        "{page}"
+    );
     let (_, page) = send(&app, get("/")).await;
     assert!(page.contains("Retrying"));
     // Back up: the same pages work again.
@@ -889,9 +894,18 @@ async fn recurring_generators_show_their_rule_next_slots_and_occurrences() {
     generator.recurrence =
         Some(Recurrence::new("FREQ=HOURLY", "2025-01-06T09:00:00Z").expect("rule"));
     generator.wait_until = Some(Utc::now() + TimeDelta::minutes(30));
-    let mut occurrence = f.completed("report-weekly_occ_1", "report", 2);
+    // The occurrence of the latest hourly slot, under the id the manager
+    // gives it: the generator's page reads its slots' occurrences by id.
+    let schedule = generator
+        .recurrence
+        .as_ref()
+        .and_then(|r| r.schedule().ok())
+        .expect("schedule");
+    let slot = schedule.slots_before(Utc::now(), 1)[0];
+    let occurrence_id = oncetask::backend::lifecycle::occurrence_id("report-weekly", slot);
+    let mut occurrence = f.completed(&occurrence_id, "report", 2);
     occurrence.parent_recurrence_id = Some("report-weekly".to_owned());
-    occurrence.occurrence_timestamp = Some(f.t0);
+    occurrence.occurrence_timestamp = Some(slot);
     f.put(vec![generator, occurrence, f.task("plain", "report", 3)])
         .await;
     let app = f.app();
@@ -911,10 +925,10 @@ async fn recurring_generators_show_their_rule_next_slots_and_occurrences() {
     let (_, page) = send(&app, get("/task?id=report-weekly")).await;
     assert!(page.contains("Next slots"), "{page}");
     assert!(
-        page.contains(">report-weekly_occ_1</code>"),
+        page.contains(&format!(">{occurrence_id}</code>")),
         "the occurrence: {page}"
     );
-    let (_, occurrence) = send(&app, get("/task?id=report-weekly_occ_1")).await;
+    let (_, occurrence) = send(&app, get(&format!("/task?id={occurrence_id}"))).await;
     assert!(
         occurrence.contains("href=\"/task?id=report-weekly\""),
         "its generator"
@@ -950,7 +964,7 @@ async fn the_resource_key_page_lists_the_busy_keys_and_a_keys_queue() {
     assert!(!body.contains(">cal-9</a>"), "no open task: {body}");
     let row = body[cal1..].split("</tr>").next().expect("row");
     assert!(row.contains("<td class=\"num\">3</td>"), "{row}");
-    assert!(row.contains("sync, mail"), "{row}");
+    assert!(row.contains("mail, sync"), "{row}");
     // One kind only.
     let (_, body) = send(&app, get("/resource-key?kind=mail")).await;
     assert!(body.contains(">cal-1</a>") && !body.contains(">cal-2</a>"));
@@ -1037,4 +1051,152 @@ async fn the_overview_tells_its_script_the_refresh_interval_and_the_longest_retr
     let (_, body) = send(&app, get("/")).await;
     assert!(body.contains("data-refresh-ms=\"100\""), "{body}");
     assert!(body.contains("Refreshed every 100 ms."), "{body}");
+}
+
+/// A memory store that refuses what Firestore refuses (a listing by
+/// pending, waiting or leased alone; an id prefix; the key queues) and
+/// counts the listings it answers.
+struct IndexedOnly {
+    inner: MemoryStore,
+    finds: std::sync::atomic::AtomicUsize,
+}
+
+#[oncetask::async_trait]
+impl oncetask::backend::Forward for IndexedOnly {
+    fn inner(&self) -> &dyn Store {
+        &self.inner
+    }
+
+    fn check_filter(&self, filter: &oncetask::TaskFilter) -> Result<(), oncetask::StoreError> {
+        use oncetask::TaskStatus::{Leased, Pending, Waiting};
+        let timed = filter
+            .statuses
+            .iter()
+            .any(|s| matches!(s, Pending | Waiting | Leased));
+        if timed || filter.id_prefix.is_some() {
+            return Err(oncetask::StoreError::Unsupported(
+                "no index lists that <b>here</b>".to_owned(),
+            ));
+        }
+        Ok(())
+    }
+
+    async fn find(&self, filter: &oncetask::TaskFilter) -> Result<Vec<Task>, oncetask::StoreError> {
+        oncetask::backend::Forward::check_filter(self, filter)?;
+        self.finds.fetch_add(1, Ordering::SeqCst);
+        self.inner.find(filter).await
+    }
+
+    async fn open_resource_keys(
+        &self,
+        _env: &str,
+        _kind: Option<&str>,
+        _now: DateTime<Utc>,
+        _limit: usize,
+    ) -> Result<oncetask::backend::KeyQueues, oncetask::StoreError> {
+        Err(oncetask::StoreError::Unsupported(
+            "open a key by its name".to_owned(),
+        ))
+    }
+}
+
+#[tokio::test]
+async fn filters_the_store_does_not_serve_are_not_offered_and_refused_unread() {
+    let store = Arc::new(IndexedOnly {
+        inner: MemoryStore::new(),
+        finds: Default::default(),
+    });
+    let f = Fixture::over(store.clone());
+    f.put(vec![f.task("a", "email", 1), f.failed("b", "email", 2)])
+        .await;
+    let app = f.app();
+    let (status, body) = send(&app, get("/tasks")).await;
+    assert_eq!(status, StatusCode::OK);
+    // Refused choices are shown disabled, with the store's reason (escaped).
+    assert!(
+        body.contains(
+            "title=\"not served by this store: no index lists that &#60;b&#62;here&#60;/b&#62;\"><input type=\"checkbox\" name=\"status\" value=\"pending\" disabled>"
+        ),
+        "{body}"
+    );
+    assert!(
+        body.contains("name=\"status\" value=\"failed\">"),
+        "offered"
+    );
+    assert!(
+        body.contains("name=\"id_prefix\" value=\"\" disabled"),
+        "{body}"
+    );
+    assert!(
+        body.contains("name=\"open\" value=\"1\""),
+        "open tasks offered"
+    );
+    // A URL naming a refused filter gets the reason, and nothing is read.
+    let before = store.finds.load(Ordering::SeqCst);
+    let (status, body) = send(&app, get("/tasks?status=pending&kind=email")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        body.contains("This store does not serve that filter."),
+        "{body}"
+    );
+    assert!(body.contains("&#60;b&#62;here"), "escaped: {body}");
+    assert_eq!(store.finds.load(Ordering::SeqCst), before, "nothing read");
+    // What it serves still lists.
+    let (status, body) = send(&app, get("/tasks?status=failed")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        body.contains(">b</code>") && !body.contains(">a</code>"),
+        "{body}"
+    );
+    let (status, body) = send(&app, get("/tasks?open=1")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        body.contains(">a</code>") && !body.contains(">b</code>"),
+        "{body}"
+    );
+    // The key list says why it is not shown; a key by name still is.
+    let (status, body) = send(&app, get("/resource-key")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body.contains("This store does not list its keys: open a key by its name"));
+}
+
+#[tokio::test]
+async fn the_task_list_filters_by_id_prefix_and_creation_range_in_the_store() {
+    let f = Fixture::new();
+    f.put(vec![
+        f.task("user-1", "email", 1_000),
+        f.task("order-1", "email", 2_000),
+        f.task("user-2", "email", 3_000),
+        f.task("user-3", "email", 60_000),
+    ])
+    .await;
+    let app = f.app();
+    let (_, body) = send(&app, get("/tasks?id_prefix=user-")).await;
+    assert!(body.contains(">user-1</code>") && body.contains(">user-3</code>"));
+    assert!(!body.contains(">order-1</code>"), "{body}");
+    let to = (f.t0 + TimeDelta::seconds(10)).to_rfc3339();
+    let uri = format!(
+        "/tasks?id_prefix=user-&to={}",
+        form_urlencoded::byte_serialize(to.as_bytes()).collect::<String>()
+    );
+    let (_, body) = send(&app, get(&uri)).await;
+    assert!(body.contains(">user-1</code>") && body.contains(">user-2</code>"));
+    assert!(!body.contains(">user-3</code>"), "past the end: {body}");
+}
+
+#[tokio::test]
+async fn undecodable_documents_are_listed_with_their_reasons() {
+    let store = Arc::new(MemoryStore::new());
+    store.insert_undecodable("broken-1", ENV, "email", IMG);
+    store.insert_undecodable("broken-prod", "prod", "email", "other env");
+    let f = Fixture::over(store);
+    let app = f.app();
+    let (status, body) = send(&app, get("/undecodable")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body.contains(">broken-1</code>"), "{body}");
+    assert!(body.contains(IMG_ESCAPED), "the reason, escaped: {body}");
+    assert!(!body.contains(IMG));
+    assert!(!body.contains("broken-prod"), "other env");
+    let (_, overview) = send(&app, get("/")).await;
+    assert!(overview.contains("href=\"/undecodable\""), "linked");
 }

@@ -64,9 +64,9 @@ pub use oncetask_core::{Recurrence, RecurrenceError, Schedule, TaskArgs, TaskDat
 // Handlers and the manager.
 pub use oncetask_core::async_trait;
 pub use oncetask_core::manager::{
-    BulkReport, CancelStatus, FromTask, GroupHandler, Handler, HandlerOptions, HandlerOutcome,
-    HandlerTimeout, IntoOutcome, Manager, ManagerBuilder, NotStored, RunOutcome, RunReport,
-    ShutdownReport, TaskContext, group_handler_fn, handler_fn,
+    BulkAction, BulkReport, CancelStatus, FromTask, GroupHandler, Handler, HandlerOptions,
+    HandlerOutcome, HandlerTimeout, IntoOutcome, Manager, ManagerBuilder, NotStored, RunOutcome,
+    RunReport, ShutdownReport, TaskContext, group_handler_fn, handler_fn,
 };
 pub use oncetask_core::{CustomRetry, ExponentialBackoff, FixedDelay, NoRetry, RetryPolicy};
 pub use oncetask_core::{MAX_SNOOZE, PRIORITY_RANGE, Snooze, SnoozeTooFar};
@@ -76,7 +76,8 @@ pub use oncetask_core::manager::{PruneCounts, PrunePlan, PruneReport, RateLimit,
 
 // Tasks as stored, and what inspecting them returns.
 pub use oncetask_core::store::{
-    StatusCounts, StorageStats, StoredSize, TaskCursor, TaskFilter, Undecodable,
+    KeyQueue, KeyQueues, StatusCounts, StorageStats, StoredSize, TaskCursor, TaskFilter,
+    Undecodable,
 };
 pub use oncetask_core::{
     AttemptError, CreateStatus, KindStats, Outcome, QueueStats, Task, TaskStatus,
@@ -95,6 +96,10 @@ pub use oncetask_core::manager;
 
 /// Metric names and their descriptions (`metrics` crate).
 pub use oncetask_core::metrics;
+
+/// Times, durations and a task's standing as the CLI and the dashboard
+/// print them.
+pub use oncetask_core::display;
 
 /// For backend authors and tools that work below the [`Manager`]: the
 /// [`Store`] contract's request and answer types, the pure lifecycle that

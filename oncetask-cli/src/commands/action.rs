@@ -6,56 +6,25 @@
 use std::collections::HashSet;
 use std::io::Write;
 
+use oncetask::TaskFilter;
 use oncetask::manager::BulkReport;
-use oncetask::{TaskFilter, TaskStatus};
 use serde_json::json;
 
 use super::Ctx;
 use crate::args::ActionArgs;
 use crate::error::CliError;
 
-/// Which operator action a command runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Action {
-    /// [`oncetask::Manager::cancel_many`].
-    Cancel,
-    /// [`oncetask::Manager::reset_many`].
-    Reset,
-    /// [`oncetask::Manager::delete_many`].
-    Delete,
-    /// [`oncetask::Manager::reprioritize_many`] to this priority.
-    Reprioritize(i8),
-}
+/// Which operator action a command runs (the manager's own type).
+pub use oncetask::BulkAction as Action;
 
-impl Action {
-    /// The command's name.
-    pub fn name(self) -> &'static str {
-        match self {
-            Action::Cancel => "cancel",
-            Action::Reset => "reset",
-            Action::Delete => "delete",
-            Action::Reprioritize(_) => "reprioritize",
-        }
-    }
-
-    fn past(self) -> &'static str {
-        match self {
-            // Finished by the kind's cancellation path, not by this write.
-            Action::Cancel => "marked for cancellation",
-            Action::Reset => "reset",
-            Action::Delete => "deleted",
-            Action::Reprioritize(_) => "reprioritized",
-        }
-    }
-
-    /// Why the manager skips an id for this action.
-    fn skipped_because(self) -> &'static str {
-        match self {
-            Action::Cancel => "already finished or cancelled, or repeated",
-            Action::Reset => "not finished, or repeated",
-            Action::Delete => "repeated",
-            Action::Reprioritize(_) => "already finished, or repeated",
-        }
+/// What an action did to the tasks it changed, for the report.
+fn past(action: Action) -> &'static str {
+    match action {
+        // Finished by the kind's cancellation path, not by this write.
+        Action::Cancel => "marked for cancellation",
+        Action::Reset => "reset",
+        Action::Delete => "deleted",
+        Action::Reprioritize(_) => "reprioritized",
     }
 }
 
@@ -103,40 +72,18 @@ pub(crate) async fn act(
     }
     question.push('?');
     confirm(ctx, &question, args.yes)?;
-    let report_ = match action {
-        Action::Cancel => ctx.manager.cancel_many(&ids).await?,
-        Action::Reset => ctx.manager.reset_many(&ids).await?,
-        Action::Delete => ctx.manager.delete_many(&ids).await?,
-        Action::Reprioritize(priority) => ctx.manager.reprioritize_many(&ids, priority).await?,
-    };
+    let report_ = ctx.manager.act_many(action, &ids).await?;
     report(ctx, action, &report_, None)
 }
 
 /// The selection's filter: what `args` names, narrowed to the tasks
-/// `action` applies to when no status is named.
+/// `action` applies to when no status is named ([`oncetask::Manager::applicable`]).
 fn selection(ctx: &Ctx<'_, '_>, action: Action, args: &ActionArgs) -> TaskFilter {
     let mut filter = ctx.manager.filter();
     filter.resource_key = args.resource_key.clone();
     filter.kind = args.kind.clone();
     filter.statuses = args.status.clone();
-    if filter.statuses.is_empty() {
-        match action {
-            // Open and not cancelled yet.
-            Action::Cancel => {
-                filter.statuses = vec![TaskStatus::Waiting, TaskStatus::Pending, TaskStatus::Leased]
-            }
-            Action::Reprioritize(_) => filter.not_done = true,
-            Action::Reset => {
-                filter.statuses = vec![
-                    TaskStatus::Completed,
-                    TaskStatus::Failed,
-                    TaskStatus::Cancelled,
-                ]
-            }
-            Action::Delete => {}
-        }
-    }
-    filter
+    ctx.manager.applicable(action, filter)
 }
 
 /// Says what a selection is, for prompts and notes.
@@ -174,12 +121,7 @@ async fn act_on_selection(
             "nothing to {}: no task {selected} in environment {:?} {}",
             action.name(),
             ctx.env(),
-            match action {
-                Action::Cancel => "is open and not cancelled yet",
-                Action::Reset => "is finished",
-                Action::Delete => "exists",
-                Action::Reprioritize(_) => "is open",
-            }
+            action.applies_to()
         );
         return report(ctx, action, &BulkReport::default(), Some(&message));
     }
@@ -193,26 +135,7 @@ async fn act_on_selection(
     }
     question.push('?');
     confirm(ctx, &question, args.yes)?;
-    let report_ = match action {
-        Action::Reset => ctx.manager.reset_matching(filter).await?,
-        Action::Delete => ctx.manager.delete_matching(filter).await?,
-        Action::Cancel | Action::Reprioritize(_) => {
-            let ids: Vec<String> = ctx
-                .manager
-                .find(filter)
-                .await?
-                .into_iter()
-                .filter(|t| action != Action::Cancel || !t.is_cancelled)
-                .map(|t| t.id)
-                .collect();
-            match action {
-                Action::Reprioritize(priority) => {
-                    ctx.manager.reprioritize_many(&ids, priority).await?
-                }
-                _ => ctx.manager.cancel_many(&ids).await?,
-            }
-        }
-    };
+    let report_ = ctx.manager.act_matching(action, filter).await?;
     report(ctx, action, &report_, None)
 }
 
@@ -303,7 +226,7 @@ fn report(
             }
             Ok(())
         };
-        line(*out, action.past().to_owned(), &report.succeeded)?;
+        line(*out, past(action).to_owned(), &report.succeeded)?;
         line(
             *out,
             format!("skipped ({})", action.skipped_because()),

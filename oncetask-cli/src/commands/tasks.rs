@@ -1,14 +1,15 @@
 //! `tasks list` and `tasks show`.
 
 use chrono::{DateTime, Utc};
+use oncetask::Task;
 use oncetask::backend::{Fetched, TaskCursor};
-use oncetask::{Task, TaskStatus};
+use oncetask::display::standing;
 use serde_json::{Value, json};
 
 use super::Ctx;
 use crate::args::ListArgs;
 use crate::error::CliError;
-use crate::render::{Table, duration, relative, time, time_and_relative, truncate};
+use crate::render::{Table, relative, time, time_and_relative, truncate};
 
 /// A task as JSON: every stored field (camelCase, as the library
 /// serializes it) plus its `status` at `now`.
@@ -18,33 +19,6 @@ pub(crate) fn task_json(task: &Task, now: DateTime<Utc>) -> Value {
         map.insert("status".into(), json!(task.status(now)));
     }
     value
-}
-
-/// One line on where a task stands, beyond its status.
-fn when(task: &Task, status: TaskStatus, now: DateTime<Utc>) -> String {
-    match status {
-        TaskStatus::Waiting => task
-            .wait_until
-            .map(|t| format!("runs {}", relative(t, now)))
-            .unwrap_or_default(),
-        TaskStatus::Pending => {
-            let ready = (now - task.ready_since()).to_std().unwrap_or_default();
-            format!("ready for {}", duration(ready))
-        }
-        TaskStatus::Leased => task
-            .leased_until
-            .map(|t| format!("lease ends {}", relative(t, now)))
-            .unwrap_or_default(),
-        TaskStatus::CancellationPending => task
-            .cancelled_at
-            .map(|t| format!("cancelled {}", relative(t, now)))
-            .unwrap_or_default(),
-        // Done, and any status a later version adds.
-        _ => task
-            .done_at
-            .map(|t| format!("done {}", relative(t, now)))
-            .unwrap_or_default(),
-    }
 }
 
 /// `tasks list`: a page of the matching tasks, oldest first, from the
@@ -57,7 +31,15 @@ pub(crate) async fn list(ctx: &mut Ctx<'_, '_>, args: &ListArgs) -> Result<(), C
     filter.resource_key = args.resource_key.clone();
     filter.statuses = args.status.clone();
     filter.priority = args.priority;
-    filter.after = args.after.clone();
+    filter.not_done = args.open;
+    filter.id_prefix = args.id_prefix.clone();
+    filter.created_until = args.created_until;
+    if let Some(from) = args.created_from {
+        filter = filter.created_from(from);
+    }
+    if let Some(after) = &args.after {
+        filter.after = Some(after.clone());
+    }
     filter.offset = offset;
     // One more than asked, to know whether another page follows.
     filter.limit = Some(limit.saturating_add(1));
@@ -110,7 +92,7 @@ pub(crate) async fn list(ctx: &mut Ctx<'_, '_>, args: &ListArgs) -> Result<(), C
             task.id.clone(),
             task.kind.clone(),
             status.to_string(),
-            when(task, status, now),
+            standing(task, now),
             task.attempts.to_string(),
             task.resource_key.clone().unwrap_or_default(),
             relative(task.created_at, now),
@@ -183,7 +165,7 @@ pub(crate) async fn show(ctx: &mut Ctx<'_, '_>, id: &str) -> Result<(), CliError
         ("id", task.id.clone()),
         ("kind", task.kind.clone()),
         ("env", task.env.clone()),
-        ("status", format!("{status} ({})", when(&task, status, now))),
+        ("status", format!("{status} ({})", standing(&task, now))),
         ("resource key", or_dash(task.resource_key.as_ref())),
         ("created", time_and_relative(task.created_at, now)),
         ("wait until", opt_time(task.wait_until)),

@@ -10,9 +10,9 @@ use std::collections::HashSet;
 use crate::data::TaskKind;
 use crate::error::{Error, StoreError};
 use crate::lifecycle::{self, Rejection};
-use crate::manager::Manager;
 use crate::manager::answer::checked;
 use crate::manager::apply::{Applied, apply_many};
+use crate::manager::{BulkAction, Manager};
 use crate::store::{Change, Delete, DeleteOutcome, Fetched, TaskCursor, TaskFilter};
 use crate::task::Task;
 
@@ -244,20 +244,14 @@ impl Manager {
     /// # Ok(()) }
     /// ```
     pub async fn reset_matching(&self, filter: TaskFilter) -> Result<BulkReport, Error> {
-        self.each_batch(filter, |manager, ids| async move {
-            manager.reset_many(&ids).await
-        })
-        .await
+        self.act_matching(BulkAction::Reset, filter).await
     }
 
     /// Deletes every task `filter` selects (see [`Manager::delete`]: a
     /// running task is refused), in batches of [`BULK_BATCH`]. Deleting a
     /// task drops its idempotency: creating its id again runs it again.
     pub async fn delete_matching(&self, filter: TaskFilter) -> Result<BulkReport, Error> {
-        self.each_batch(filter, |manager, ids| async move {
-            manager.delete_many(&ids).await
-        })
-        .await
+        self.act_matching(BulkAction::Delete, filter).await
     }
 
     /// How many tasks `filter` selects (what [`Manager::reset_matching`] or
@@ -293,7 +287,7 @@ impl Manager {
 
     /// Lists `filter` batch by batch (by cursor, so tasks the action left
     /// alone are not met again) and runs `act` on each batch's ids.
-    async fn each_batch<'m, F, Fut>(
+    pub(super) async fn each_batch<'m, F, Fut>(
         &'m self,
         filter: TaskFilter,
         act: F,

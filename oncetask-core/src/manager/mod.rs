@@ -38,6 +38,7 @@
 mod admin;
 mod answer;
 mod apply;
+mod bulk;
 mod context;
 mod erased;
 mod handler;
@@ -60,6 +61,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 pub use admin::{BULK_BATCH, BulkReport, CancelStatus};
+pub use bulk::BulkAction;
 pub use context::{CurrentTask, current_resource_key, current_task_id};
 #[cfg(feature = "testing")]
 pub(crate) use erased::decode as decode_args;
@@ -69,7 +71,7 @@ pub use handler::{
 pub use options::{DEFAULT_OLDEST_CLAIM_EVERY, HandlerOptions, HandlerTimeout};
 pub use prune::{DEFAULT_PRUNE_BATCH, DEFAULT_PRUNE_REST, PruneCounts, PrunePlan, PruneReport};
 pub use rate_limit::RateLimit;
-pub use retention::Retention;
+pub use retention::{Retention, parse_period};
 pub use task_context::TaskContext;
 #[cfg(feature = "testing")]
 pub(crate) use worker::run_captured;
@@ -739,13 +741,21 @@ impl Manager {
     /// manager's is [`Error::FilterEnvironment`] (start from
     /// [`Manager::filter`]).
     pub async fn find(&self, filter: TaskFilter) -> Result<Vec<Task>, Error> {
+        self.check_filter(&filter)?;
+        Ok(self.inner.store.find(&filter).await?)
+    }
+
+    /// Whether [`Manager::find`] serves `filter` (its environment, and
+    /// [`Store::check_filter`]), reading nothing: a user interface asks it
+    /// before offering a filter.
+    pub fn check_filter(&self, filter: &TaskFilter) -> Result<(), Error> {
         if filter.env != self.inner.env {
             return Err(Error::FilterEnvironment {
-                filter_env: filter.env,
+                filter_env: filter.env.clone(),
                 manager_env: self.inner.env.clone(),
             });
         }
-        Ok(self.inner.store.find(&filter).await?)
+        Ok(self.inner.store.check_filter(filter)?)
     }
 
     /// Task counts by status, for one kind or all.

@@ -168,6 +168,36 @@ fn before(now: DateTime<Utc>, period: Duration) -> DateTime<Utc> {
         .unwrap_or(DateTime::<Utc>::MIN_UTC)
 }
 
+/// A period as a number and a unit: `90s`, `15m`, `12h`, `7d` (or a bare
+/// number of seconds), as the CLI's `prune` and the dashboard take it.
+///
+/// ```
+/// use std::time::Duration;
+/// use oncetask_core::manager::parse_period;
+///
+/// assert_eq!(parse_period("7d"), Ok(Duration::from_secs(7 * 86_400)));
+/// assert_eq!(parse_period("90"), Ok(Duration::from_secs(90)));
+/// assert!(parse_period("1w").is_err());
+/// ```
+pub fn parse_period(s: &str) -> Result<std::time::Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{s:?}: expected a number and a unit, e.g. 30s, 15m, 12h or 7d"))?;
+    let seconds = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3_600,
+        "d" => 86_400,
+        other => return Err(format!("{s:?}: unknown unit {other:?} (use s, m, h or d)")),
+    };
+    n.checked_mul(seconds)
+        .map(std::time::Duration::from_secs)
+        .ok_or_else(|| format!("{s:?}: too long"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -57,6 +57,60 @@ impl Schedule {
         self.search(t, false).slot
     }
 
+    /// The latest `n` slots strictly before `before`, oldest first (fewer
+    /// when the schedule has fewer): e.g. the slots whose occurrences a
+    /// generator has spawned by now.
+    ///
+    /// The rule is expanded forward only, so the search widens a window
+    /// back from `before` (an hour, then four times longer each round)
+    /// until it holds `n` slots or reaches the first slot.
+    ///
+    /// ```
+    /// use chrono::{DateTime, Utc};
+    /// use oncetask_core::Recurrence;
+    ///
+    /// let schedule = Recurrence::new("FREQ=DAILY", "2025-01-01T09:00:00Z")?.schedule()?;
+    /// let at = |s: &str| s.parse::<DateTime<Utc>>().expect("timestamp");
+    /// assert_eq!(
+    ///     schedule.slots_before(at("2025-01-04T09:00:00Z"), 2),
+    ///     vec![at("2025-01-02T09:00:00Z"), at("2025-01-03T09:00:00Z")]
+    /// );
+    /// assert!(schedule.slots_before(at("2025-01-01T09:00:00Z"), 2).is_empty());
+    /// # Ok::<(), oncetask_core::RecurrenceError>(())
+    /// ```
+    pub fn slots_before(&self, before: DateTime<Utc>, n: usize) -> Vec<DateTime<Utc>> {
+        let Some(first) = self.first() else {
+            return Vec::new();
+        };
+        if n == 0 || first >= before {
+            return Vec::new();
+        }
+        let mut window = TimeDelta::hours(1);
+        loop {
+            let from = before
+                .checked_sub_signed(window)
+                .unwrap_or(first)
+                .max(first);
+            let mut slots = Vec::new();
+            let mut slot = Some(from).filter(|f| *f == first);
+            if slot.is_none() {
+                slot = self.next_after(from);
+            }
+            while let Some(s) = slot.filter(|s| *s < before) {
+                slots.push(s);
+                slot = self.next_after(s);
+            }
+            if slots.len() >= n || from == first {
+                let skip = slots.len().saturating_sub(n);
+                return slots.split_off(skip);
+            }
+            match window.checked_mul(4) {
+                Some(wider) => window = wider,
+                None => return slots,
+            }
+        }
+    }
+
     /// Finds the earliest slot `> after` (or `>= after` when `inclusive`).
     pub(super) fn search(&self, after: DateTime<Utc>, inclusive: bool) -> Search {
         let mut found = Search::default();

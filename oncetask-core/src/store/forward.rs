@@ -3,7 +3,9 @@
 //!
 //! Implement [`Forward`] (name the wrapped store, override the calls to
 //! intercept) and the type is a [`Store`]. Every method forwards by
-//! default, the provided ones too ([`Store::kinds`], [`Store::inspect`],
+//! default, the provided ones too ([`Store::kinds`], [`Store::check_filter`], [`Store::inspect`],
+//! [`Store::find_generators`], [`Store::open_resource_keys`],
+//! [`Store::find_undecodable`],
 //! [`Store::find_finished`], [`Store::storage_stats`],
 //! [`Store::concurrent_claims`], [`Store::claims_ahead`],
 //! [`Store::subscribe`]), so a wrapper never silently answers with the
@@ -47,8 +49,8 @@ use chrono::{DateTime, Utc};
 use futures::stream::BoxStream;
 
 use super::{
-    ClaimRequest, Claimed, CreateOutcome, Delete, DeleteOutcome, Fetched, FinishedQuery,
-    Notification, StartsRequest, StorageStats, Store, Swap, SwapOutcome, TaskFilter,
+    ClaimRequest, Claimed, CreateOutcome, Delete, DeleteOutcome, Fetched, FinishedQuery, KeyQueues,
+    Notification, StartsRequest, StorageStats, Store, Swap, SwapOutcome, TaskFilter, Undecodable,
 };
 use crate::error::StoreError;
 use crate::inspect::QueueStats;
@@ -85,6 +87,11 @@ pub trait Forward: Send + Sync + 'static {
     /// [`Store::find`].
     async fn find(&self, filter: &TaskFilter) -> Result<Vec<Task>, StoreError> {
         self.inner().find(filter).await
+    }
+
+    /// [`Store::check_filter`].
+    fn check_filter(&self, filter: &TaskFilter) -> Result<(), StoreError> {
+        self.inner().check_filter(filter)
     }
 
     /// [`Store::count_by_status`].
@@ -125,6 +132,31 @@ pub trait Forward: Send + Sync + 'static {
     /// [`Store::find_finished`].
     async fn find_finished(&self, query: &FinishedQuery) -> Result<Vec<Task>, StoreError> {
         self.inner().find_finished(query).await
+    }
+
+    /// [`Store::find_generators`].
+    async fn find_generators(&self, env: &str, limit: usize) -> Result<Vec<Task>, StoreError> {
+        self.inner().find_generators(env, limit).await
+    }
+
+    /// [`Store::open_resource_keys`].
+    async fn open_resource_keys(
+        &self,
+        env: &str,
+        kind: Option<&str>,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<KeyQueues, StoreError> {
+        self.inner().open_resource_keys(env, kind, now, limit).await
+    }
+
+    /// [`Store::find_undecodable`].
+    async fn find_undecodable(
+        &self,
+        env: &str,
+        limit: usize,
+    ) -> Result<Vec<Undecodable>, StoreError> {
+        self.inner().find_undecodable(env, limit).await
     }
 
     /// [`Store::set_paused`].
@@ -194,6 +226,10 @@ impl<F: Forward> Store for F {
         Forward::find(self, filter).await
     }
 
+    fn check_filter(&self, filter: &TaskFilter) -> Result<(), StoreError> {
+        Forward::check_filter(self, filter)
+    }
+
     async fn count_by_status(
         &self,
         env: &str,
@@ -226,6 +262,28 @@ impl<F: Forward> Store for F {
 
     async fn find_finished(&self, query: &FinishedQuery) -> Result<Vec<Task>, StoreError> {
         Forward::find_finished(self, query).await
+    }
+
+    async fn find_generators(&self, env: &str, limit: usize) -> Result<Vec<Task>, StoreError> {
+        Forward::find_generators(self, env, limit).await
+    }
+
+    async fn open_resource_keys(
+        &self,
+        env: &str,
+        kind: Option<&str>,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<KeyQueues, StoreError> {
+        Forward::open_resource_keys(self, env, kind, now, limit).await
+    }
+
+    async fn find_undecodable(
+        &self,
+        env: &str,
+        limit: usize,
+    ) -> Result<Vec<Undecodable>, StoreError> {
+        Forward::find_undecodable(self, env, limit).await
     }
 
     async fn set_paused(&self, env: &str, kind: &str, paused: bool) -> Result<bool, StoreError> {

@@ -9,6 +9,10 @@
 //! * `count_by_status` runs COUNT aggregations (1 read per 1,000 documents
 //!   counted) and reads only the documents the Go package finished, at most
 //!   [`GO_FINISHED_READS`] of them.
+//! * `find_generators` is one query on `recurrence.rrule` (a page of the
+//!   limit); `open_resource_keys` and `find_undecodable` are refused: no
+//!   index groups open tasks by key, and no query selects a document by a
+//!   field it lacks or holds with the wrong type.
 //! * `inspect` is `kinds` (one read per kind), then per kind the counts,
 //!   `next_due` and a few limit-1 queries for the oldest pending task.
 
@@ -18,6 +22,7 @@ use oncetask_core::store::TaskCursor;
 use oncetask_core::{KindStats, QueueStats};
 
 use super::*;
+use crate::queries::ListStatuses;
 
 /// Most documents one `count_by_status` reads to find and classify the
 /// documents the Go package finished (done, not cancelled, no `outcome`):
@@ -39,6 +44,99 @@ const FILTERED_PAGE: usize = 100;
 
 /// Largest page of one query (Firestore's limit is an `i32`).
 const MAX_PAGE: usize = 10_000;
+
+/// The outcome sets a listing can ask for, by bit (completed 1, failed 2,
+/// cancelled 4).
+const OUTCOME_SETS: [&[&str]; 8] = [
+    &[],
+    &["completed"],
+    &["failed"],
+    &["completed", "failed"],
+    &["cancelled"],
+    &["completed", "cancelled"],
+    &["failed", "cancelled"],
+    &["completed", "failed", "cancelled"],
+];
+
+/// Why a status filter is refused, and what is served instead.
+const STATUS_REFUSAL: &str = "Firestore lists tasks by status only where an equality filter \
+    selects them, in creation order: open tasks as a whole (pending, waiting, leased and \
+    cancellation pending together), cancellation pending alone, or finished tasks by outcome \
+    (completed, failed, cancelled, in any combination). Pending, waiting and leased depend on \
+    the time (leasedUntil and waitUntil against now), so no index lists one of them in \
+    creation order without reading the others; their counts are in count_by_status (the \
+    overview)";
+
+/// The status selection [`FirestoreStore::find_page`] queries for `filter`
+/// (`None`: nothing can match, nothing is read), or
+/// [`StoreError::Unsupported`] for a filter no composite index serves: see
+/// [`Store::check_filter`].
+///
+/// Finished statuses are selected by `outcome`, which the Go package does
+/// not write: a task it finished is listed only without a status filter.
+pub(crate) fn list_statuses(
+    filter: &TaskFilter,
+) -> Result<Option<ListStatuses<'static>>, StoreError> {
+    if filter.priority.is_some() {
+        return Err(StoreError::Unsupported(
+            "Firestore lists no task by priority: the field has no index (claims order by it \
+             within a kind's ready tasks only); list by kind instead"
+                .to_owned(),
+        ));
+    }
+    if filter.id_prefix.is_some() {
+        return Err(StoreError::Unsupported(
+            "Firestore lists tasks in creation order, and an id prefix would read every task \
+             before the matching ones: get the task by its whole id instead"
+                .to_owned(),
+        ));
+    }
+    let has = |s: TaskStatus| filter.statuses.contains(&s);
+    let open = [
+        TaskStatus::Pending,
+        TaskStatus::Waiting,
+        TaskStatus::Leased,
+        TaskStatus::CancellationPending,
+    ];
+    let outcomes = usize::from(has(TaskStatus::Completed))
+        | usize::from(has(TaskStatus::Failed)) << 1
+        | usize::from(has(TaskStatus::Cancelled)) << 2;
+    let open_wanted = open.iter().filter(|s| has(**s)).count();
+    let only_cancellation_pending = open_wanted == 1 && has(TaskStatus::CancellationPending);
+    let every_open = open_wanted == open.len();
+    let statuses = if filter.statuses.is_empty() || (every_open && outcomes == 7) {
+        if filter.not_done {
+            ListStatuses::NotDone
+        } else {
+            ListStatuses::Any
+        }
+    } else if every_open && (outcomes == 0 || filter.not_done) {
+        ListStatuses::NotDone
+    } else if only_cancellation_pending && (outcomes == 0 || filter.not_done) {
+        ListStatuses::CancellationPending
+    } else if open_wanted == 0 {
+        if filter.not_done {
+            return Ok(None);
+        }
+        ListStatuses::Outcomes(OUTCOME_SETS[outcomes])
+    } else {
+        return Err(StoreError::Unsupported(STATUS_REFUSAL.to_owned()));
+    };
+    Ok(Some(statuses))
+}
+
+/// The stored-string bound of "created at or before `until`". A whole
+/// second is written the Go package's way (`…:05Z`), which sorts after
+/// every Rust-written time of that second (`…:05.123Z`): both forms of the
+/// second are read, and those of the second past `until` are left out on
+/// the client.
+fn until_bound(until: DateTime<Utc>) -> String {
+    if until.timestamp_subsec_millis() == 0 {
+        until.format("%Y-%m-%dT%H:%M:%SZ").to_string()
+    } else {
+        format_time(until)
+    }
+}
 
 pub(super) fn reference(name: &str) -> Value {
     Value {
@@ -78,12 +176,17 @@ impl FirestoreStore {
         if want == Some(0) {
             return Ok(Vec::new());
         }
+        let Some(statuses) = list_statuses(filter)? else {
+            return Ok(Vec::new());
+        };
+        let until = filter.created_until.map(until_bound);
         let list = queries::list_query(
             &self.collection,
             &filter.env,
             filter.kind.as_deref(),
             filter.resource_key.as_deref(),
-            filter.not_done,
+            statuses,
+            until.as_deref(),
         );
         let mut cursor = match &filter.after {
             Some(after) => Some(self.list_cursor(after).await?),
@@ -129,12 +232,41 @@ impl FirestoreStore {
             .collect())
     }
 
+    /// [`Store::find_generators`]: the generators query (its own
+    /// composite index), one page of `limit` documents; undecodable ones
+    /// are left out.
+    pub(super) async fn generators(
+        &self,
+        env: &str,
+        limit: usize,
+    ) -> Result<Vec<Task>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let mut q = queries::generators_query(&self.collection, env);
+        q.limit = Some(page_limit(limit));
+        let docs = self.query(q, None, |_| true).await?;
+        Ok(docs
+            .into_iter()
+            .filter_map(|s| s.task.ok())
+            .filter(Task::is_generator)
+            .collect())
+    }
+
     /// The list query's cursor just after `after`. Rust stores a time as
     /// `…:05.000Z` and the Go package as `…:05Z`, so for a whole second
     /// the stored string is read (one read) to place the cursor exactly;
     /// if the task is gone, the Rust form is used.
     pub(super) async fn list_cursor(&self, after: &TaskCursor) -> Result<Cursor, StoreError> {
         let mut created = str_value(&format_time(after.created_at));
+        // No id sorts before every id (a range's start,
+        // `TaskFilter::created_from`): start at the time itself.
+        if after.id.is_empty() {
+            return Ok(Cursor {
+                values: vec![created],
+                before: true,
+            });
+        }
         if after.created_at.timestamp_subsec_millis() == 0
             && let Some(stored) = self
                 .batch_get(std::slice::from_ref(&after.id), None)

@@ -64,6 +64,7 @@ for j = 1, tonumber(ARGV[2]) do
     mark_new_kind(new.kenc)
     redis.call('HSET', key, 'gen', gen, unpack(ARGV, first, first + 2 * n_fields - 1))
     index(new)
+    if new.rec then redis.call('ZADD', B .. 'gens', 0, id) end
     if new.rk then refresh_key(new.kenc, new.rk, band(new.pri)) end
     note(changed, new.kind, false)
     out[j] = 'C'

@@ -40,6 +40,8 @@
 --   finb:k         string: '+' once fin:*:k holds every finished task of k
 --                  (a store older than the index is backfilled; see
 --                  backfill.lua), else the backfill's last listing member
+--   gens           zset (score 0, member id): the recurrence generators,
+--                  added at create, cleaned as generators.lua meets stale ids
 --   paused         set: the paused kinds (names as given)
 --   rl:k, rlk:k:r  hash (w: window start ms, n: starts taken): the rate
 --                  limiter of kind k, and of its resource key r
