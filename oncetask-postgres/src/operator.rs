@@ -16,22 +16,34 @@ use oncetask_core::store::{KeyQueue, KeyQueues};
 use super::*;
 
 impl PostgresStore {
+    /// The rows of `env` meeting `condition` (SQL), in id order, at most
+    /// `limit`.
+    async fn rows_of_env(
+        &self,
+        condition: &str,
+        env: &str,
+        limit: usize,
+    ) -> Result<Vec<sqlx::postgres::PgRow>, StoreError> {
+        let t = &self.inner.table;
+        sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM {t} WHERE env = $1 AND {condition} ORDER BY id LIMIT $2"
+        ))
+        .bind(env)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(self.query_pool().await)
+        .await
+        .map_err(db)
+    }
+
     /// [`Store::find_generators`].
     pub(crate) async fn generators(
         &self,
         env: &str,
         limit: usize,
     ) -> Result<Vec<Task>, StoreError> {
-        let t = &self.inner.table;
-        let rows = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM {t} WHERE env = $1 AND recurrence IS NOT NULL \
-             ORDER BY id LIMIT $2"
-        ))
-        .bind(env)
-        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-        .fetch_all(self.query_pool().await)
-        .await
-        .map_err(db)?;
+        let rows = self
+            .rows_of_env("recurrence IS NOT NULL", env, limit)
+            .await?;
         let mut tasks = Vec::with_capacity(rows.len());
         for r in &rows {
             if let Ok(task) = row::decode(r).map_err(db)?.task {
@@ -97,16 +109,9 @@ impl PostgresStore {
         env: &str,
         limit: usize,
     ) -> Result<Vec<Undecodable>, StoreError> {
-        let t = &self.inner.table;
-        let rows = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM {t} WHERE env = $1 AND NOT {WELL_FORMED} \
-             ORDER BY id LIMIT $2"
-        ))
-        .bind(env)
-        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-        .fetch_all(self.query_pool().await)
-        .await
-        .map_err(db)?;
+        let rows = self
+            .rows_of_env(&format!("NOT {WELL_FORMED}"), env, limit)
+            .await?;
         let mut found = Vec::with_capacity(rows.len());
         for r in &rows {
             let decoded = row::decode(r).map_err(db)?;

@@ -15,22 +15,32 @@ use oncetask_core::store::Undecodable;
 use super::*;
 
 impl RedisStore {
+    /// One call of a read-only `script` over the keys of `env`, returning
+    /// at most `limit` items.
+    async fn env_read(
+        &self,
+        script: &redis::Script,
+        env: &str,
+        limit: usize,
+    ) -> Result<Value, StoreError> {
+        let keys = &self.inner.keys;
+        let mut conn = self.conn();
+        script
+            .key(keys.env_route(env))
+            .arg(keys.env_base(env))
+            .arg(limit)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(redis_error)
+    }
+
     /// [`Store::find_generators`]: the `gens` set, in id order.
     pub(crate) async fn generators(
         &self,
         env: &str,
         limit: usize,
     ) -> Result<Vec<Task>, StoreError> {
-        let keys = &self.inner.keys;
-        let mut conn = self.conn();
-        let reply: Value = SCRIPTS
-            .generators
-            .key(keys.env_route(env))
-            .arg(keys.env_base(env))
-            .arg(limit)
-            .invoke_async(&mut conn)
-            .await
-            .map_err(redis_error)?;
+        let reply = self.env_read(&SCRIPTS.generators, env, limit).await?;
         let mut tasks = Vec::new();
         for stored in array(reply, "find_generators")? {
             if let Decoded::Task(task) = decode(&fields(stored, "find_generators")?) {
@@ -46,16 +56,7 @@ impl RedisStore {
         env: &str,
         limit: usize,
     ) -> Result<Vec<Undecodable>, StoreError> {
-        let keys = &self.inner.keys;
-        let mut conn = self.conn();
-        let reply: Value = SCRIPTS
-            .undecodable
-            .key(keys.env_route(env))
-            .arg(keys.env_base(env))
-            .arg(limit)
-            .invoke_async(&mut conn)
-            .await
-            .map_err(redis_error)?;
+        let reply = self.env_read(&SCRIPTS.undecodable, env, limit).await?;
         let mut found = Vec::new();
         let mut items = array(reply, "find_undecodable")?.into_iter();
         while let (Some(id), Some(reason)) = (items.next(), items.next()) {
