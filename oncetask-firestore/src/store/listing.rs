@@ -488,3 +488,61 @@ impl FirestoreStore {
         Ok(QueueStats::new(env, now, kinds))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use TaskStatus::*;
+
+    fn selection(statuses: &[TaskStatus], not_done: bool) -> Option<Option<ListStatuses<'static>>> {
+        let mut filter = TaskFilter::env("e", Utc::now());
+        filter.statuses = statuses.to_vec();
+        filter.not_done = not_done;
+        list_statuses(&filter).ok()
+    }
+
+    #[test]
+    fn only_statuses_an_equality_selects_are_served() {
+        use ListStatuses::{Any, NotDone, Outcomes};
+        assert_eq!(selection(&[], false), Some(Some(Any)));
+        assert_eq!(selection(&[], true), Some(Some(NotDone)));
+        let open = [Pending, Waiting, Leased, CancellationPending];
+        assert_eq!(selection(&open, false), Some(Some(NotDone)));
+        assert_eq!(selection(&TaskStatus::ALL, false), Some(Some(Any)));
+        assert_eq!(
+            selection(&[CancellationPending], false),
+            Some(Some(ListStatuses::CancellationPending))
+        );
+        assert_eq!(
+            selection(&[Failed, Completed], false),
+            Some(Some(Outcomes(&["completed", "failed"])))
+        );
+        // Finished statuses of open tasks only: nothing to read.
+        assert_eq!(selection(&[Failed], true), Some(None));
+        // The open tasks of a mixed set, when only open tasks are asked for.
+        assert_eq!(selection(&TaskStatus::ALL, true), Some(Some(NotDone)));
+        for refused in [&[Pending][..], &[Waiting], &[Leased], &[Pending, Failed]] {
+            assert_eq!(selection(refused, false), None, "{refused:?}");
+        }
+        let mut filter = TaskFilter::env("e", Utc::now());
+        filter.priority = Some(1);
+        assert!(matches!(
+            list_statuses(&filter),
+            Err(StoreError::Unsupported(_))
+        ));
+        let filter = TaskFilter::env("e", Utc::now()).id_prefix("a");
+        assert!(matches!(
+            list_statuses(&filter),
+            Err(StoreError::Unsupported(_))
+        ));
+    }
+
+    #[test]
+    fn a_range_ends_at_the_later_spelling_of_a_whole_second() {
+        let whole: DateTime<Utc> = "2026-01-01T00:00:05Z".parse().expect("time");
+        assert_eq!(until_bound(whole), "2026-01-01T00:00:05Z");
+        assert!(until_bound(whole).as_str() > "2026-01-01T00:00:05.999Z");
+        let part = whole + TimeDelta::milliseconds(250);
+        assert_eq!(until_bound(part), "2026-01-01T00:00:05.250Z");
+    }
+}
