@@ -38,7 +38,8 @@ pub struct GlobalArgs {
     /// Where the tasks are: postgres://USER@HOST/DB[?schema=NAME],
     /// firestore://PROJECT[/COLLECTION], ?database=NAME for a named database
     /// (Application Default Credentials; honours FIRESTORE_EMULATOR_HOST),
-    /// redis://…[?prefix=P], redis+cluster://host:port,host:port…[?prefix=P]
+    /// redis://…[?prefix=P], redis+cluster://host:port,host:port…[?prefix=P],
+    /// sqlite://PATH (also sqlite:relative.db, sqlite:///absolute/path.db)
     /// or memory:// (an empty store, for trying)
     #[arg(
         long,
@@ -108,7 +109,9 @@ pub enum Command {
     Pause(PauseArgs),
     /// Resume a paused kind: every process's workers claim it again at once
     Resume(ResumeArgs),
-    /// Run a mix of tasks on the in-memory backend and print a summary (no store needed)
+    /// Run a mix of tasks on the in-memory backend and print a summary (no
+    /// store needed); with --store sqlite://PATH, on that file, left behind
+    /// to inspect (--env demo)
     Demo(DemoArgs),
     /// Serve the web dashboard: queue overview, task list and pages, actions
     ///

@@ -15,7 +15,7 @@ pub async fn run(
     args: &BenchCommandArgs,
     io: &mut Io<'_>,
 ) -> Result<(), CliError> {
-    let backends = backends(global.store.as_ref(), &args.bench.backends);
+    let backends = backends(global.store.as_ref(), &args.bench.backends)?;
     let metrics = if args.metrics {
         Some(prometheus::install()?)
     } else {
@@ -53,10 +53,17 @@ pub async fn run(
 
 /// `--backends`, then the server of `--store` (its schema, prefix or
 /// collection is not used: the bench makes its own); memory when neither.
-fn backends(store: Option<&StoreUrl>, names: &[BackendName]) -> Vec<Backend> {
+/// The bench has no SQLite target yet: a `sqlite:` store is refused.
+fn backends(store: Option<&StoreUrl>, names: &[BackendName]) -> Result<Vec<Backend>, CliError> {
     let mut out: Vec<Backend> = names.iter().map(|n| Backend::from_name(*n)).collect();
     if let Some(url) = store {
         let backend = match url {
+            StoreUrl::Sqlite { .. } => {
+                return Err(CliError::usage(
+                    "the bench has no SQLite target yet: pass --backends instead of a sqlite: \
+                     --store",
+                ));
+            }
             StoreUrl::Memory => Backend::Memory,
             StoreUrl::Postgres { url, .. } => Backend::Postgres { url: url.clone() },
             StoreUrl::Redis { url, .. } => Backend::Redis { url: url.clone() },
@@ -71,7 +78,7 @@ fn backends(store: Option<&StoreUrl>, names: &[BackendName]) -> Vec<Backend> {
     if out.is_empty() {
         out.push(Backend::Memory);
     }
-    out
+    Ok(out)
 }
 
 fn from_bench(e: BenchError) -> CliError {
@@ -89,20 +96,23 @@ mod tests {
 
     #[test]
     fn store_urls_add_their_server_and_memory_is_the_default() {
-        assert_eq!(backends(None, &[]), vec![Backend::Memory]);
+        assert_eq!(backends(None, &[]).ok(), Some(vec![Backend::Memory]));
         let pg: StoreUrl = "postgres://u@h/db?schema=jobs".parse().expect("a URL");
         assert_eq!(
-            backends(Some(&pg), &[BackendName::Memory]),
-            vec![
+            backends(Some(&pg), &[BackendName::Memory]).ok(),
+            Some(vec![
                 Backend::Memory,
                 Backend::Postgres {
                     url: "postgres://u@h/db".to_owned()
                 }
-            ]
+            ])
         );
         assert_eq!(
-            backends(Some(&StoreUrl::Memory), &[BackendName::Memory]),
-            vec![Backend::Memory]
+            backends(Some(&StoreUrl::Memory), &[BackendName::Memory]).ok(),
+            Some(vec![Backend::Memory])
         );
+        let sqlite: StoreUrl = "sqlite://tasks.db".parse().expect("a URL");
+        let err = backends(Some(&sqlite), &[]).expect_err("no SQLite target");
+        assert!(err.to_string().contains("no SQLite target"), "{err}");
     }
 }

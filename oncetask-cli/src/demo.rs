@@ -1,5 +1,6 @@
-//! `oncetask demo`: every feature of oncetask on the in-memory backend, in a
-//! few seconds of real time, printed to stdout as it happens.
+//! `oncetask demo`: every feature of oncetask on the in-memory backend (or
+//! a SQLite file, `--store sqlite://demo.db`), in a few seconds of real
+//! time, printed to stdout as it happens.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -117,13 +118,55 @@ impl Progress {
 
 /// Runs the demo, printing progress and a summary by status; with
 /// `metrics`, also the run's metrics in the Prometheus text format.
-pub async fn run(metrics: bool) -> Result<(), crate::CliError> {
+///
+/// It runs on a new in-memory store, or, when `store` is a `sqlite:` URL,
+/// on that database (created if missing, waiting up to `timeout` for a
+/// lock another process holds), which it leaves behind for other commands
+/// to inspect (environment `demo`). Other stores are not used: the demo
+/// never writes into a shared server (`--store` may come from
+/// `ONCETASK_STORE`).
+pub async fn run(
+    metrics: bool,
+    store: Option<&crate::StoreUrl>,
+    timeout: Duration,
+) -> Result<(), crate::CliError> {
+    let (store, backend, inspect): (Arc<dyn oncetask::Store>, String, Option<String>) = match store
+    {
+        Some(crate::StoreUrl::Sqlite { url }) => (
+            crate::store_url::sqlite::open(url, timeout, true).await?,
+            format!("SQLite backend ({url})"),
+            Some(url.clone()),
+        ),
+        Some(crate::StoreUrl::Memory) | None => (
+            Arc::new(MemoryStore::new()),
+            "in-memory backend".to_owned(),
+            None,
+        ),
+        Some(other) => {
+            eprintln!(
+                "note: the demo runs on the in-memory backend; of --store it uses only sqlite: \
+                 files, not {other}"
+            );
+            (
+                Arc::new(MemoryStore::new()),
+                "in-memory backend".to_owned(),
+                None,
+            )
+        }
+    };
     let prometheus = if metrics {
         Some(crate::prometheus::install()?)
     } else {
         None
     };
-    run_tasks().await?;
+    run_tasks(store, &backend).await?;
+    if let Some(url) = inspect {
+        println!(
+            "\nThe tasks stay in {url}; look at them with\n  \
+             oncetask --store {url} --env demo tasks list\n  \
+             oncetask --store {url} --env demo stats"
+        );
+    }
     if let Some(handle) = prometheus {
         println!("\n# oncetask metrics (Prometheus text format)");
         print!("{}", handle.render());
@@ -131,17 +174,15 @@ pub async fn run(metrics: bool) -> Result<(), crate::CliError> {
     Ok(())
 }
 
-async fn run_tasks() -> Result<(), Error> {
+async fn run_tasks(store: Arc<dyn oncetask::Store>, backend: &str) -> Result<(), Error> {
     let progress = Progress {
         start: Instant::now(),
         quiet: false,
     };
-    let manager = Manager::builder(Arc::new(MemoryStore::new()))
-        .env("demo")
-        .build();
+    let manager = Manager::builder(store).env("demo").build();
     register_handlers(&manager, progress)?;
 
-    println!("oncetask demo: in-memory backend, environment \"demo\"\n");
+    println!("oncetask demo: {backend}, environment \"demo\"\n");
     let users = ["ada", "grace", "linus", "margaret", "ken"];
     let welcomes: Vec<Welcome> = users
         .iter()

@@ -9,7 +9,7 @@
 //!   tasks show ID
 //!   stats [--kind K]
 //!   cancel|reset|delete (ID... | --resource-key K [--kind K]) [--yes]
-//!   demo [--metrics]
+//!   demo [--metrics]   (on memory, or on a sqlite: --store it leaves behind)
 //!   bench [--backends memory,postgres,redis,firestore] [--json] [--metrics] [sizes…]
 //!   doctor [--managers N] [--kinds K,...] [--tasks-per-hour N]   (Firestore stores)
 //!   ui [--bind ADDR:PORT] [--demo] [--read-only] [--token-file PATH] [--allow-host NAME] [--refresh PERIOD]
@@ -120,7 +120,8 @@ pub fn main_from_env() -> ExitCode {
 /// `--store`.
 pub async fn run(cli: Cli, io: &mut Io<'_>) -> Result<(), CliError> {
     if let Command::Demo(args) = &cli.command {
-        return demo::run(args.metrics).await;
+        let timeout = Duration::from_secs(cli.global.connect_timeout.max(1));
+        return demo::run(args.metrics, cli.global.store.as_ref(), timeout).await;
     }
     if let Command::Bench(args) = &cli.command {
         return bench::run(&cli.global, args, io).await;

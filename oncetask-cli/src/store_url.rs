@@ -6,6 +6,7 @@
 //! | `firestore://PROJECT[/COLLECTION][?database=NAME]` | Firestore; the collection defaults to `onceTasks`, the database to `(default)`. Credentials: Application Default Credentials (`GOOGLE_APPLICATION_CREDENTIALS` names a service-account key file). Honours `FIRESTORE_EMULATOR_HOST` |
 //! | `redis://…[?prefix=P]`, `rediss://…` | Redis; keys under prefix `P` (default `oncetask`) |
 //! | `redis+cluster://[user:pass@]host:port,host:port…[?prefix=P]` (also `rediss+cluster://`) | Redis Cluster, through the listed seed nodes |
+//! | `sqlite://PATH`, `sqlite:PATH` (relative to the working directory), `sqlite:///ABSOLUTE/PATH`, `sqlite::memory:` | SQLite; the file must exist with its schema (only `oncetask demo` creates and migrates one) |
 //! | `memory://` | a new, empty in-process store: for trying the CLI, not for operating anything |
 //!
 //! Adding a backend is one [`StoreUrl`] variant, one arm in
@@ -47,6 +48,13 @@ pub enum StoreUrl {
         /// A named database; `None`: the project's `(default)` one.
         database: Option<String>,
     },
+    /// `sqlite:…`: a SQLite database file (or `sqlite::memory:`).
+    Sqlite {
+        /// The URL as given, for the backend (`sqlite:relative.db`,
+        /// `sqlite://relative.db`, `sqlite:///absolute/path.db`,
+        /// `sqlite::memory:`).
+        url: String,
+    },
     /// `redis://…` or `rediss://…` (or `redis+cluster://…` for a cluster),
     /// with an optional `prefix` parameter.
     Redis {
@@ -74,6 +82,12 @@ impl FromStr for StoreUrl {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
+        // SQLite URLs need no `//` (`sqlite:tasks.db`, `sqlite::memory:`).
+        if let Some(scheme) = s.get(..7)
+            && scheme.eq_ignore_ascii_case("sqlite:")
+        {
+            return parse_sqlite(s);
+        }
         let Some((scheme, rest)) = s.split_once("://") else {
             // Without a scheme there is no telling where a password ends:
             // show nothing of a value that may hold one.
@@ -84,7 +98,7 @@ impl FromStr for StoreUrl {
             };
             return Err(format!(
                 "{shown} is not a store URL: expected postgres://…, \
-                 firestore://PROJECT[/COLLECTION], redis://… or memory://"
+                 firestore://PROJECT[/COLLECTION], redis://…, sqlite://PATH or memory://"
             ));
         };
         match scheme.to_ascii_lowercase().as_str() {
@@ -94,7 +108,8 @@ impl FromStr for StoreUrl {
             "memory" if rest.is_empty() => Ok(StoreUrl::Memory),
             "memory" => Err("memory:// takes nothing after the scheme".to_owned()),
             other => Err(format!(
-                "unknown store scheme {other:?}: expected postgres, firestore, redis or memory"
+                "unknown store scheme {other:?}: expected postgres, firestore, redis, sqlite or \
+                 memory"
             )),
         }
     }
@@ -134,6 +149,23 @@ impl clap::builder::TypedValueParser for StoreUrlParser {
             .with_cmd(cmd)
         })
     }
+}
+
+/// A SQLite URL: `sqlite:` and a path (or `:memory:`), with or without `//`.
+fn parse_sqlite(s: &str) -> Result<StoreUrl, String> {
+    let rest = &s[7..];
+    let path = rest.strip_prefix("//").unwrap_or(rest);
+    let path = path.split('?').next().unwrap_or_default();
+    if path.is_empty() {
+        return Err(format!(
+            "{s:?} names no database: expected sqlite://PATH, sqlite:relative.db, \
+             sqlite:///absolute/path.db or sqlite::memory:"
+        ));
+    }
+    // The backend reads the scheme in lower case.
+    Ok(StoreUrl::Sqlite {
+        url: format!("sqlite:{rest}"),
+    })
 }
 
 /// Splits the `prefix` parameter off a Redis URL.
@@ -266,6 +298,7 @@ impl StoreUrl {
             StoreUrl::Redis { url, prefix } => {
                 format!("{} (prefix {prefix})", redact_password(url))
             }
+            StoreUrl::Sqlite { url } => url.clone(),
         }
     }
 
@@ -280,6 +313,7 @@ impl StoreUrl {
                 database,
             } => firestore::open(project, collection, database.as_deref(), timeout).await,
             StoreUrl::Redis { url, prefix } => redis::open(url, prefix, timeout).await,
+            StoreUrl::Sqlite { url } => sqlite::open(url, timeout, false).await,
         }
     }
 }
@@ -311,7 +345,12 @@ fn cluster_seeds(url: &str) -> Option<Vec<String>> {
 /// error is bad input (exit 2), anything else a store error (exit 3). The
 /// backends' messages name the URL (password masked) and what to check.
 #[cfg_attr(
-    not(any(feature = "postgres", feature = "redis", feature = "firestore")),
+    not(any(
+        feature = "postgres",
+        feature = "redis",
+        feature = "firestore",
+        feature = "sqlite"
+    )),
     allow(dead_code)
 )]
 fn connect_error(e: StoreError) -> CliError {
@@ -426,6 +465,46 @@ mod firestore {
     ) -> Result<Arc<dyn Store>, CliError> {
         Err(CliError::usage(
             "this build has no Firestore backend (built without the `firestore` feature)",
+        ))
+    }
+}
+
+#[cfg(feature = "sqlite")]
+pub(crate) mod sqlite {
+    use super::*;
+    use oncetask::sqlite::{SqliteOptions, SqliteStore};
+
+    /// Opens the database of `url` (a pool of two). With `set_up` (the
+    /// demo), creates the file if needed and migrates it; otherwise, like
+    /// the other backends' commands, it changes no schema: the file must
+    /// exist with the schema this build writes. `timeout` is the busy
+    /// timeout: how long a statement waits for a write lock another
+    /// process holds.
+    pub(crate) async fn open(
+        url: &str,
+        timeout: Duration,
+        set_up: bool,
+    ) -> Result<Arc<dyn Store>, CliError> {
+        let options = SqliteOptions::new()
+            .busy_timeout(timeout)
+            .pool_size(2)
+            .create_if_missing(set_up)
+            .migrate(set_up);
+        let store = SqliteStore::connect_with(url, &options)
+            .await
+            .map_err(connect_error)?;
+        Ok(Arc::new(store))
+    }
+}
+
+#[cfg(not(feature = "sqlite"))]
+pub(crate) mod sqlite {
+    use super::*;
+
+    /// Refuses: this build has no SQLite backend.
+    pub(crate) async fn open(_: &str, _: Duration, _: bool) -> Result<Arc<dyn Store>, CliError> {
+        Err(CliError::usage(
+            "this build has no SQLite backend (built without the `sqlite` feature)",
         ))
     }
 }
@@ -560,6 +639,46 @@ mod tests {
         );
         let bare = parse("localhost:5432").expect_err("no scheme");
         assert!(bare.contains("not a store URL"), "{bare}");
+    }
+
+    #[test]
+    fn sqlite_urls_take_a_path_with_or_without_slashes() {
+        for (given, url) in [
+            ("sqlite://demo.db", "sqlite://demo.db"),
+            ("sqlite:relative.db", "sqlite:relative.db"),
+            ("sqlite:///abs/path.db", "sqlite:///abs/path.db"),
+            ("sqlite::memory:", "sqlite::memory:"),
+            ("SQLite://demo.db", "sqlite://demo.db"),
+        ] {
+            let parsed = parse(given).expect(given);
+            assert_eq!(parsed, StoreUrl::Sqlite { url: url.into() }, "{given}");
+            assert_eq!(parsed.to_string(), url);
+        }
+        for bad in ["sqlite:", "sqlite://", "sqlite:?mode=ro"] {
+            let err = parse(bad).expect_err(bad);
+            assert!(err.contains("names no database"), "{err}");
+        }
+    }
+
+    #[cfg(feature = "sqlite")]
+    #[tokio::test]
+    async fn a_missing_sqlite_file_is_not_created_by_a_command() {
+        let path = std::env::temp_dir().join(format!(
+            "oncetask-cli-missing-{}.db",
+            uuid::Uuid::new_v4().simple()
+        ));
+        let url = parse(&format!("sqlite://{}", path.display())).expect("a URL");
+        let err = url
+            .open(Duration::from_secs(5))
+            .await
+            .err()
+            .expect("no such file");
+        assert!(
+            err.to_string().contains("there is no SQLite database at"),
+            "{err}"
+        );
+        assert_eq!(err.exit_status(), crate::error::EXIT_USAGE);
+        assert!(!path.exists());
     }
 
     #[test]

@@ -18,6 +18,7 @@
 //! |---|---|
 //! | `memory` | [`MemoryStore`]: in-process, for tests, demos and local development |
 //! | `postgres` | `postgres::PostgresStore`: PostgreSQL via `sqlx` (`oncetask::postgres::sqlx`), durable and shared between processes |
+//! | `sqlite` | `sqlite::SqliteStore`: one SQLite file via `sqlx` (`oncetask::sqlite::sqlx`), durable and shared between the processes of one machine, no server |
 //! | `redis` | `redis::RedisStore`: Redis via the `redis` crate (`oncetask::redis::redis`), one Lua script per claim, pub/sub wake-ups (durable with AOF) |
 //! | `redis-cluster` | `redis` plus `RedisStore::connect_cluster` for Redis Cluster |
 //! | `firestore` | `oncetask::firestore`: Firestore (`oncetask::firestore::firestore`), sharing documents with the Go package |
@@ -130,6 +131,9 @@ pub use oncetask_postgres as postgres;
 /// The Redis backend.
 #[cfg(feature = "redis")]
 pub use oncetask_redis as redis;
+/// The SQLite backend.
+#[cfg(feature = "sqlite")]
+pub use oncetask_sqlite as sqlite;
 
 /// The test kit: manual time, run-until-idle, isolated runs, assertions.
 #[cfg(feature = "testing")]
@@ -157,6 +161,10 @@ mod guide_postgres {}
 #[cfg(all(doctest, feature = "memory", feature = "testing"))]
 #[doc = include_str!("../../docs/redis.md")]
 mod guide_redis {}
+
+#[cfg(all(doctest, feature = "memory", feature = "testing"))]
+#[doc = include_str!("../../docs/sqlite.md")]
+mod guide_sqlite {}
 
 #[cfg(all(doctest, feature = "memory", feature = "testing"))]
 #[doc = include_str!("../../docs/firestore.md")]
