@@ -110,7 +110,11 @@ impl PostgresStore {
         limit: usize,
     ) -> Result<Vec<Undecodable>, StoreError> {
         let rows = self
-            .rows_of_env(&format!("NOT {WELL_FORMED}"), env, limit)
+            .rows_of_env(
+                &format!("(CASE WHEN {WELL_FORMED} THEN false ELSE true END)"),
+                env,
+                limit,
+            )
             .await?;
         let mut found = Vec::with_capacity(rows.len());
         for r in &rows {

@@ -96,6 +96,7 @@ mod finished;
 mod inspect;
 mod listing;
 mod notify;
+mod operator;
 mod options;
 mod pause;
 mod rate;
@@ -260,6 +261,31 @@ impl Store for SqliteStore {
     /// `(created_at, id)`); rows that do not decode are left out.
     async fn find(&self, filter: &TaskFilter) -> Result<Vec<Task>, StoreError> {
         self.find_tasks(filter).await
+    }
+
+    /// `tasks_generators_idx`: see the `operator` module.
+    async fn find_generators(&self, env: &str, limit: usize) -> Result<Vec<Task>, StoreError> {
+        self.generators(env, limit).await
+    }
+
+    /// One `GROUP BY`: see the `operator` module.
+    async fn open_resource_keys(
+        &self,
+        env: &str,
+        kind: Option<&str>,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<oncetask_core::store::KeyQueues, StoreError> {
+        self.key_queues(env, kind, now, limit).await
+    }
+
+    /// The rows that are not well-formed: see the `operator` module.
+    async fn find_undecodable(
+        &self,
+        env: &str,
+        limit: usize,
+    ) -> Result<Vec<oncetask_core::store::Undecodable>, StoreError> {
+        self.undecodable(env, limit).await
     }
 
     async fn count_by_status(

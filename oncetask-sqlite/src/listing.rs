@@ -90,6 +90,16 @@ fn find_statement(
         s.push(" AND priority = ")
             .bind(Arg::Int(i64::from(priority)));
     }
+    if let Some(prefix) = &filter.id_prefix {
+        // `instr` is 1 exactly when the id starts with the prefix (LIKE
+        // would need its wildcards escaped).
+        s.push(" AND instr(id, ")
+            .bind(Arg::Text(prefix.clone()))
+            .push(") = 1");
+    }
+    if let Some(end) = filter.created_until {
+        s.push(" AND created_at <= ").bind(Arg::Int(micros(end)));
+    }
     if let Some(cursor) = after {
         let created = s.arg(Arg::Int(micros(cursor.created_at)));
         let id = s.arg(Arg::Text(cursor.id.clone()));

@@ -301,8 +301,11 @@ async fn processes_run_every_task_once_and_never_overlap_a_key() {
     let mut workers = Workers::new();
     // Creates the file and its schema before the workers race to.
     let (creator, store) = creator(&workers.url).await;
+    // Each run holds its task 20 ms: one process alone (4 slots) would need
+    // 3 s for the 600, while the others poll every 200 ms, so every
+    // process takes part even on a loaded machine.
     for _ in 0..3 {
-        workers.spawn(Duration::from_millis(200), 4, Duration::from_millis(2));
+        workers.spawn(Duration::from_millis(200), 4, Duration::from_millis(20));
     }
     workers.wait_ready();
     let jobs: Vec<Job> = (0..TASKS)
