@@ -1,8 +1,9 @@
 //! The dashboard in a real browser: headless Chromium, driven through
 //! chromedriver (WebDriver), against the dashboard served on a loopback
-//! port over a real store: memory, and PostgreSQL at
-//! `ONCETASK_POSTGRES_URL` (default `postgres://postgres@127.0.0.1:5432/test`,
-//! a fresh schema per test, dropped at its end) for the core scenarios.
+//! port over a real store: memory, PostgreSQL at `ONCETASK_POSTGRES_URL`
+//! (default `postgres://postgres@127.0.0.1:5432/test`, a fresh schema per
+//! test, dropped at its end) and SQLite (a file in a temporary directory)
+//! for the core scenarios.
 //!
 //! Needs the Debian packages `chromium` and `chromium-driver`
 //! (`scripts/test` installs them when missing); without them, or without
@@ -870,6 +871,37 @@ async fn postgres_counts_filters_and_cancel() {
     })
     .await;
     drop_schema(&store).await;
+    if let Err(e) = outcome {
+        std::panic::resume_unwind(e.into_panic());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_counts_filters_and_cancel() {
+    let dir = std::env::temp_dir().join(format!(
+        "oncetask-ui-browser-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
+    std::fs::create_dir_all(&dir).expect("a temporary directory");
+    let url = format!("sqlite://{}", dir.join("tasks.db").display());
+    let store = oncetask::sqlite::SqliteStore::connect(&url)
+        .await
+        .expect("a new SQLite file");
+    let shared: Arc<dyn Store> = Arc::new(store);
+    // As a task of its own, so that the file goes whether it passes or not.
+    let outcome = tokio::spawn(async move {
+        let f = Fixture::over(shared);
+        f.seed().await;
+        let server = Server::start(f.manager.clone(), UiConfig::new("sqlite://tasks.db")).await;
+        let browser = Browser::launch(&[]).await;
+        overview_shows_the_counts(&browser, &server, "sqlite-").await;
+        filters_narrow_the_list(&browser, &server, "sqlite-").await;
+        cancel_from_the_page(&browser, &server, &f, "sqlite-").await;
+        resource_key_and_recurring(&browser, &server, "sqlite-").await;
+        browser.quit().await;
+    })
+    .await;
+    let _ = std::fs::remove_dir_all(&dir);
     if let Err(e) = outcome {
         std::panic::resume_unwind(e.into_panic());
     }
