@@ -88,7 +88,9 @@ impl SqliteStore {
     /// malformed URL, a missing file when
     /// [`SqliteOptions::create_if_missing`] is false, a file that is not a SQLite database, a path where
     /// no database can be created or written (a missing directory, no
-    /// permission), or a database whose schema is newer than this library;
+    /// permission), a file on a network file system (NFS, SMB, ...: read
+    /// from Linux's mount table), or a database whose schema is newer than
+    /// this library;
     /// with [`StoreError::Unavailable`] when another process keeps the
     /// database locked past the busy timeout.
     ///
@@ -109,6 +111,14 @@ impl SqliteStore {
         let target = parse(url, options)?;
         if !target.in_memory {
             check_directory(&target.location)?;
+            if let Some(fs_type) = crate::filesystem::network_fs_of(&target.location) {
+                return Err(StoreError::InvalidConfig(format!(
+                    "the SQLite database {} is on a network file system ({fs_type}): SQLite's \
+                     locks do not hold between machines there, so two workers could take the \
+                     same task; put the file on a local disk",
+                    target.location
+                )));
+            }
             if !options.create_if_missing && !Path::new(&target.location).exists() {
                 return Err(StoreError::InvalidConfig(format!(
                     "there is no SQLite database at {}",

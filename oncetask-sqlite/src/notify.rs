@@ -44,6 +44,13 @@ impl Changes {
         *touched |= may_touch_claimed;
     }
 
+    /// Adds every change of `other`.
+    pub(crate) fn merge(&mut self, other: Changes) {
+        for ((env, kind), touching) in other.0 {
+            self.add(&env, &kind, touching);
+        }
+    }
+
     /// No change.
     pub(crate) fn is_empty(&self) -> bool {
         self.0.is_empty()

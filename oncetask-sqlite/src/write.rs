@@ -48,6 +48,11 @@ impl WriteTx<'_> {
         self.changes.add(env, kind, may_touch_claimed);
     }
 
+    /// Announces every change of `changes` once the transaction commits.
+    pub(crate) fn announce_all(&mut self, changes: Changes) {
+        self.changes.merge(changes);
+    }
+
     /// Records the announced changes, commits, and publishes them to this
     /// store's subscribers.
     pub(crate) async fn commit(mut self) -> Result<(), StoreError> {
