@@ -46,15 +46,26 @@ pub(crate) fn chrome(state: &AppState) -> Chrome {
 /// The page of a store that cannot be read: 503; its script asks for the
 /// page again with backoff (from the refresh interval, doubling up to
 /// [`crate::MAX_RETRY`]) and reloads it once the store answers.
+///
+/// A request the store refuses by design ([`oncetask::StoreError::Unsupported`],
+/// e.g. a bulk action over a status Firestore does not list) is a 400 that
+/// says why, without retries.
 pub(crate) fn store_error(state: &AppState, e: &Error) -> Response {
     let refresh = state.config.refresh;
+    let unsupported = matches!(e, Error::Store(oncetask::StoreError::Unsupported(_)));
     let page = StoreErrorPage {
         chrome: chrome(state),
         message: e.to_string(),
+        unsupported,
         retry_ms: refresh.as_millis(),
         max_retry_ms: refresh.max(crate::MAX_RETRY).as_millis(),
     };
-    html(StatusCode::SERVICE_UNAVAILABLE, &page)
+    let status = if unsupported {
+        StatusCode::BAD_REQUEST
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    html(status, &page)
 }
 
 /// A link to the task list with these filters.

@@ -320,6 +320,8 @@ pub(crate) struct ResultPage {
 pub(crate) struct StoreErrorPage {
     pub(crate) chrome: Chrome,
     pub(crate) message: String,
+    /// The store refuses the request by design (no retry helps).
+    pub(crate) unsupported: bool,
     /// The first retry's wait; each failure doubles it.
     pub(crate) retry_ms: u128,
     /// The longest wait between retries.

@@ -1158,6 +1158,23 @@ async fn filters_the_store_does_not_serve_are_not_offered_and_refused_unread() {
     let (status, body) = send(&app, get("/resource-key")).await;
     assert_eq!(status, StatusCode::OK);
     assert!(body.contains("This store does not list its keys: open a key by its name"));
+    // A bulk action over a refused status says so (400), without retrying.
+    let (status, body) = send(
+        &app,
+        post(
+            "/actions/matching",
+            &[
+                ("csrf", &csrf(&app).await),
+                ("action", "cancel"),
+                ("kind", "email"),
+                ("status", "pending"),
+            ],
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(body.contains("This store does not serve that"), "{body}");
+    assert!(!body.contains("id=\"retry\""), "no retry: {body}");
 }
 
 #[tokio::test]
