@@ -21,8 +21,8 @@ pub enum Scenario {
     Lateness,
     /// Cancel-to-handler-notified delay of a running task, same and second manager.
     Cancel,
-    /// Hand-written claim+complete cycles (Postgres SQL, Redis Lua, a
-    /// mutex-guarded queue in memory).
+    /// Hand-written claim+complete cycles (Postgres SQL, Redis Lua, SQLite
+    /// `BEGIN IMMEDIATE` transactions, a mutex-guarded queue in memory).
     Raw,
     /// Work throughput with many pending tasks already stored.
     Scale,
@@ -81,6 +81,13 @@ pub enum BackendName {
     Redis,
     /// The Firestore emulator at `FIRESTORE_EMULATOR_HOST` (project `oncetask-bench`).
     Firestore,
+    /// A SQLite file in a fresh directory under `ONCETASK_SQLITE_BENCH_DIR`
+    /// (default: the system temp dir), the store's default options
+    /// (`synchronous = FULL`).
+    Sqlite,
+    /// The same with `Durability::Normal` (`synchronous = NORMAL`), rows
+    /// named `sqlite-normal`.
+    SqliteNormal,
 }
 
 /// `oncetask bench`: sizes and selections. Every size has the issue's
@@ -120,6 +127,10 @@ pub struct BenchArgs {
     /// Work: tasks per row on Redis (default: --tasks)
     #[arg(long, value_name = "N")]
     pub redis_tasks: Option<u64>,
+
+    /// Work: tasks per row on SQLite (default: --tasks)
+    #[arg(long, value_name = "N")]
+    pub sqlite_tasks: Option<u64>,
 
     /// Work: worker loops per manager, one row each
     #[arg(
@@ -206,11 +217,11 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 8, value_name = "N")]
     pub scale_concurrency: usize,
 
-    /// Raw: rows (Postgres) or jobs (Redis, memory) per hand-written cycle
+    /// Raw: rows (Postgres, SQLite) or jobs (Redis, memory) per hand-written cycle
     #[arg(long, default_value_t = 100_000, value_name = "N")]
     pub raw_tasks: u64,
 
-    /// Raw: concurrent connections (Postgres) or callers (Redis, memory)
+    /// Raw: concurrent connections (Postgres, SQLite) or callers (Redis, memory)
     #[arg(long, default_value_t = 8, value_name = "N")]
     pub raw_concurrency: usize,
 

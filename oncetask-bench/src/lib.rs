@@ -15,7 +15,8 @@
 //!    second manager on its own connection;
 //! 6. **scale**: work throughput with 1k, 100k and 1M pending tasks stored;
 //! 7. **raw**: hand-written claim+complete cycles (SQL with
-//!    `FOR UPDATE SKIP LOCKED`, Lua), the limit each backend is compared to;
+//!    `FOR UPDATE SKIP LOCKED`, Lua, SQLite `BEGIN IMMEDIATE` transactions),
+//!    the limit each backend is compared to;
 //! 8. **resources**: memory backend bytes per stored task; CPU per task;
 //! 9. **prune**: work throughput alone and while a pruner tombstones, then
 //!    deletes, many finished tasks; time to prune, what the store takes up
@@ -131,6 +132,7 @@ async fn run_scenario(ctx: &Ctx<'_>, scenario: Scenario) -> Result<Vec<Row>, Ben
         Scenario::Raw => {
             let mut rows = scenarios::raw_postgres::run(ctx).await?;
             rows.extend(scenarios::raw_redis::run(ctx).await?);
+            rows.extend(scenarios::raw_sqlite::run(ctx).await?);
             rows.extend(scenarios::raw_memory::run(ctx).await?);
             Ok(rows)
         }

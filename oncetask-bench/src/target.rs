@@ -1,6 +1,7 @@
 //! Where a bench runs: a backend, and a fresh namespace in it (a Postgres
-//! schema, a Redis key prefix, a Firestore collection, or a new memory
-//! store) that nothing else uses and that [`Namespace::cleanup`] removes.
+//! schema, a Redis key prefix, a Firestore collection, a SQLite file in a
+//! directory of its own, or a new memory store) that nothing else uses and
+//! that [`Namespace::cleanup`] removes.
 
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -36,6 +37,13 @@ pub enum Backend {
         /// Google Cloud project id.
         project: String,
     },
+    /// A SQLite file, in a new directory per namespace under `dir`.
+    Sqlite {
+        /// Where the namespaces' directories go.
+        dir: std::path::PathBuf,
+        /// `synchronous = NORMAL` instead of the default `FULL`.
+        normal: bool,
+    },
 }
 
 impl std::fmt::Debug for Backend {
@@ -63,16 +71,26 @@ impl Backend {
             BackendName::Firestore => Backend::Firestore {
                 project: DEFAULT_FIRESTORE_PROJECT.to_owned(),
             },
+            BackendName::Sqlite | BackendName::SqliteNormal => Backend::Sqlite {
+                dir: match std::env::var("ONCETASK_SQLITE_BENCH_DIR") {
+                    Ok(v) if !v.trim().is_empty() => v.into(),
+                    _ => std::env::temp_dir(),
+                },
+                normal: name == BackendName::SqliteNormal,
+            },
         }
     }
 
-    /// `memory`, `postgres`, `redis` or `firestore`.
+    /// `memory`, `postgres`, `redis`, `firestore`, `sqlite` or
+    /// `sqlite-normal`.
     pub fn name(&self) -> &'static str {
         match self {
             Backend::Memory => "memory",
             Backend::Postgres { .. } => "postgres",
             Backend::Redis { .. } => "redis",
             Backend::Firestore { .. } => "firestore",
+            Backend::Sqlite { normal: false, .. } => "sqlite",
+            Backend::Sqlite { normal: true, .. } => "sqlite-normal",
         }
     }
 }
@@ -88,12 +106,15 @@ pub struct Namespace {
     pg_admin: Option<sqlx::PgPool>,
     #[cfg(feature = "redis")]
     redis: Option<oncetask::redis::RedisStore>,
+    /// The SQLite namespace's directory (removed by cleanup).
+    sqlite_dir: Option<std::path::PathBuf>,
 }
 
 impl Namespace {
     /// Sets up a new namespace: for Postgres a migrated schema
     /// `oncetask_bench_<tag>`, for Redis the prefix `oncetask_bench_<tag>`,
-    /// for Firestore the collection `oncetask_bench_<tag>`. Fails, saying
+    /// for Firestore the collection `oncetask_bench_<tag>`, for SQLite the
+    /// migrated file `oncetask_bench_<tag>/bench.db`. Fails, saying
     /// what to start, when the server cannot be reached.
     pub async fn create(backend: Backend, pg_pool_size: u32) -> Result<Self, BenchError> {
         let tag = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
@@ -107,9 +128,11 @@ impl Namespace {
             pg_admin: None,
             #[cfg(feature = "redis")]
             redis: None,
+            sqlite_dir: None,
         };
         match ns.backend.clone() {
             Backend::Memory => {}
+            Backend::Sqlite { dir, .. } => ns.setup_sqlite(&dir).await?,
             Backend::Postgres { url } => ns.setup_postgres(&url).await?,
             Backend::Redis { url } => ns.setup_redis(&url).await?,
             Backend::Firestore { .. } => {
@@ -152,6 +175,7 @@ impl Namespace {
             Backend::Postgres { url } => self.open_postgres(url).await,
             Backend::Redis { url } => self.open_redis(url).await,
             Backend::Firestore { project } => self.open_firestore(project).await,
+            Backend::Sqlite { normal, .. } => self.open_sqlite(*normal).await,
         }
     }
 
@@ -193,7 +217,21 @@ impl Namespace {
             Backend::Postgres { .. } => self.cleanup_postgres().await,
             Backend::Redis { .. } => self.cleanup_redis().await,
             Backend::Firestore { .. } => self.cleanup_firestore().await,
+            Backend::Sqlite { .. } => {
+                if let Some(dir) = &self.sqlite_dir {
+                    std::fs::remove_dir_all(dir)
+                        .map_err(|e| BenchError::Raw(format!("removing {}: {e}", dir.display())))?;
+                }
+                Ok(())
+            }
         }
+    }
+
+    /// The SQLite URL of this namespace's file (SQLite only).
+    pub fn sqlite_url(&self) -> Option<String> {
+        self.sqlite_dir
+            .as_ref()
+            .map(|dir| format!("sqlite://{}", dir.join("bench.db").display()))
     }
 
     async fn cleanup_firestore(&self) -> Result<(), BenchError> {
@@ -371,6 +409,50 @@ impl Namespace {
 impl Namespace {
     async fn open_firestore(&self, _: &str) -> Result<Arc<dyn Store>, BenchError> {
         Err(not_built("firestore"))
+    }
+}
+
+#[cfg(feature = "sqlite")]
+impl Namespace {
+    async fn setup_sqlite(&mut self, base: &std::path::Path) -> Result<(), BenchError> {
+        let dir = base.join(self.name());
+        std::fs::create_dir_all(&dir).map_err(|e| {
+            BenchError::Unavailable(format!("cannot create {}: {e}", dir.display()))
+        })?;
+        self.sqlite_dir = Some(dir);
+        // Creates and migrates the file once, so that a bad directory fails here.
+        self.store().await?;
+        Ok(())
+    }
+
+    async fn open_sqlite(&self, normal: bool) -> Result<Arc<dyn Store>, BenchError> {
+        let url = self
+            .sqlite_url()
+            .ok_or_else(|| BenchError::Raw("the SQLite namespace has no directory".to_owned()))?;
+        Ok(Arc::new(
+            oncetask::sqlite::SqliteStore::connect_with(&url, &sqlite_options(normal)).await?,
+        ))
+    }
+}
+
+/// The store's default options, with `Durability::Normal` when `normal`.
+#[cfg(feature = "sqlite")]
+pub fn sqlite_options(normal: bool) -> oncetask::sqlite::SqliteOptions {
+    let options = oncetask::sqlite::SqliteOptions::default();
+    if normal {
+        options.durability(oncetask::sqlite::Durability::Normal)
+    } else {
+        options
+    }
+}
+
+#[cfg(not(feature = "sqlite"))]
+impl Namespace {
+    async fn setup_sqlite(&mut self, _: &std::path::Path) -> Result<(), BenchError> {
+        Err(not_built("sqlite"))
+    }
+    async fn open_sqlite(&self, _: bool) -> Result<Arc<dyn Store>, BenchError> {
+        Err(not_built("sqlite"))
     }
 }
 

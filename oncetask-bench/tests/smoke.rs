@@ -3,7 +3,7 @@
 //! produce its rows, summaries and JSON. Timings are never asserted. An
 //! unreachable server fails the test, saying what to start.
 
-use oncetask_bench::{Backend, BackendName, BenchArgs, Report};
+use oncetask_bench::{Backend, BackendName, BenchArgs, Report, Scenario};
 
 async fn run(backend: Backend) -> Report {
     let name = backend.name();
@@ -132,4 +132,64 @@ async fn redis() {
     );
     let summary = &report.summaries[0];
     assert!(summary.fraction_of_raw.is_some(), "{summary:?}");
+}
+
+/// SQLite needs no server: a file in a temp dir, removed at the end. The
+/// raw rows are the hand-written `BEGIN IMMEDIATE` cycle (single, batch),
+/// the batch on the store's table, and single-row inserts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite() {
+    let backend = Backend::from_name(BackendName::Sqlite);
+    let oncetask_bench::Backend::Sqlite { dir, .. } = &backend else {
+        panic!("not a SQLite backend: {backend:?}");
+    };
+    let before = namespaces_in(dir);
+    let args = BenchArgs {
+        scenarios: vec![
+            Scenario::Work,
+            Scenario::Insert,
+            Scenario::Latency,
+            Scenario::Raw,
+            Scenario::Scale,
+        ],
+        ..BenchArgs::tiny()
+    };
+    let report = oncetask_bench::run(std::slice::from_ref(&backend), &args, &|line| {
+        eprintln!("{line}")
+    })
+    .await
+    .unwrap_or_else(|e| panic!("the sqlite bench failed: {e}"));
+    check(
+        &report,
+        "sqlite",
+        &[
+            ("insert", 2),
+            ("work", 4),
+            ("latency", 2),
+            // single, batch, batch on the store's table, insert
+            ("raw", 4),
+            ("scale", 2),
+        ],
+    );
+    let summary = &report.summaries[0];
+    assert!(summary.fraction_of_raw.is_some(), "{summary:?}");
+    assert_eq!(
+        namespaces_in(dir),
+        before,
+        "the bench's directory was removed"
+    );
+}
+
+/// The bench namespaces' directories in `dir`.
+fn namespaces_in(dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .filter(|n| n.starts_with("oncetask_bench_"))
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
 }

@@ -11,6 +11,7 @@ use oncetask::Store;
 use oncetask::firestore::FirestoreStore;
 use oncetask::postgres::PostgresStore;
 use oncetask::redis::RedisStore;
+use oncetask::sqlite::SqliteStore;
 use serde::{Deserialize, Serialize};
 
 use crate::ChaosError;
@@ -28,6 +29,9 @@ pub enum Backend {
     Redis,
     /// Firestore (the emulator at `FIRESTORE_EMULATOR_HOST`).
     Firestore,
+    /// SQLite: worker processes sharing one database file (the store's
+    /// default options: WAL, `synchronous = FULL`, a 5 s busy timeout).
+    Sqlite,
 }
 
 /// Where a worker process finds the run's tasks: passed to it as JSON.
@@ -54,6 +58,11 @@ pub enum Target {
         project: String,
         /// Collection.
         collection: String,
+    },
+    /// The run's own SQLite file.
+    Sqlite {
+        /// `sqlite://PATH` URL of the file.
+        url: String,
     },
 }
 
@@ -95,11 +104,22 @@ impl Target {
                     collection.clone(),
                 )))
             }
+            Target::Sqlite { url } => {
+                let store = SqliteStore::connect(url)
+                    .await
+                    .map_err(|e| ChaosError::Service(format!("cannot open {url}: {e}")))?;
+                Ok(Arc::new(store))
+            }
         }
     }
 
-    /// Prepares the run's namespace (the Postgres schema's tables).
+    /// Prepares the run's namespace (the Postgres schema's tables, the
+    /// SQLite file and its schema).
     pub async fn prepare(&self) -> Result<(), ChaosError> {
+        if let Target::Sqlite { .. } = self {
+            // Creates and migrates the file before the workers race to.
+            self.open().await?;
+        }
         if let Target::Postgres { url, schema } = self {
             let store = PostgresStore::connect(url, schema).await.map_err(|e| {
                 ChaosError::Service(format!("cannot reach PostgreSQL at {url}: {e}"))

@@ -12,7 +12,9 @@
 //! tasks over R resource keys in waves (some fail and are retried, some
 //! always fail, some overrun their lease, some recur, some are cancelled
 //! mid-run), and meanwhile kills, freezes and replaces workers and crashes
-//! the server (Postgres and Redis, on a server the run starts for itself).
+//! the server (Postgres and Redis, on a server the run starts for itself;
+//! SQLite runs share one file between the worker processes, and a probe in
+//! the coordinator measures how long writes wait while a worker is frozen).
 //! Every handler call appends its start and end to an append-only
 //! [`ledger`] outside the store; each worker also records every create,
 //! claim and conditional write its store saw, with the store's answers, and

@@ -23,7 +23,8 @@ use crate::workload::{self, KIND};
 /// The size and shape of a run (the `run` subcommand's flags).
 #[derive(Debug, Clone, clap::Args)]
 pub struct RunArgs {
-    /// Backend to torture.
+    /// Backend to torture (`sqlite`: worker processes sharing one file in a
+    /// temp dir, or in --ledger's directory when given).
     #[arg(long, value_enum)]
     pub backend: Backend,
     /// Tasks to create (recurring ones add their occurrences).
@@ -126,8 +127,33 @@ pub async fn run(args: &RunArgs) -> Result<Verdict, ChaosError> {
             .or_else(|| fallback.clone())
             .unwrap_or_default()
     };
+    // A SQLite run's file: in the kept ledger directory (the ledger reads
+    // only `.jsonl` files there), or in a temp dir removed at the end.
+    let sqlite_dir = match (args.backend, &args.ledger) {
+        (Backend::Sqlite, None) => Some(
+            tempfile::Builder::new()
+                .prefix("oncetask-chaos-sqlite")
+                .tempdir()
+                .map_err(|e| ChaosError::io("create a temp dir".into(), e))?,
+        ),
+        _ => None,
+    };
+    let sqlite_file = match (&sqlite_dir, &args.ledger) {
+        (Some(dir), _) => dir.path().join("chaos.db"),
+        (None, Some(dir)) => dir.join("chaos.db"),
+        (None, None) => PathBuf::new(),
+    };
     let target = match args.backend {
         Backend::Memory => None,
+        Backend::Sqlite => {
+            if let Some(dir) = &args.ledger {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| ChaosError::io(format!("create {}", dir.display()), e))?;
+            }
+            Some(Target::Sqlite {
+                url: format!("sqlite://{}", sqlite_file.display()),
+            })
+        }
         Backend::Postgres => Some(Target::Postgres {
             url: url(&args.store_url),
             schema: format!("chaos_{seed}"),
@@ -197,6 +223,22 @@ pub async fn run(args: &RunArgs) -> Result<Verdict, ChaosError> {
     for _ in 0..args.workers.max(1) {
         fleet.spawn()?;
     }
+
+    // On SQLite (one writer at a time, across processes): a probe writes
+    // from this process all along, so that the verdict can say how long
+    // the others' writes waited while a worker was frozen.
+    let probe = match &target {
+        Some(target @ Target::Sqlite { .. }) => {
+            let (stop, stopped) = tokio::sync::oneshot::channel();
+            let store = target.open().await?;
+            Some((
+                stop,
+                tokio::spawn(probe_writes(store, format!("{env}-probe"), stopped)),
+            ))
+        }
+        _ => None,
+    };
+    let mut freezes: Vec<(i64, i64)> = Vec::new();
 
     // The schedule: waves of creations, and the events spread over the ticks.
     let restart = server.is_some() && !args.no_restart;
@@ -274,7 +316,10 @@ pub async fn run(args: &RunArgs) -> Result<Verdict, ChaosError> {
             }
             Some(Event::Pause) => {
                 let freeze = lease + Duration::from_secs(1);
-                if let Some(n) = fleet.pause(rng.usize(..), freeze).await? {
+                let from = ledger::now_micros();
+                let paused = fleet.pause(rng.usize(..), freeze).await?;
+                freezes.push((from, ledger::now_micros()));
+                if let Some(n) = paused {
                     eprintln!("oncetask-chaos: froze worker {n} for {freeze:?}");
                     verdict.pauses += 1;
                 }
@@ -300,6 +345,15 @@ pub async fn run(args: &RunArgs) -> Result<Verdict, ChaosError> {
             counts.operations, counts.accepted
         );
     }
+    let probes = match probe {
+        Some((stop, handle)) => {
+            let _ = stop.send(());
+            handle
+                .await
+                .map_err(|e| ChaosError::Run(format!("the write probe failed: {e}")))?
+        }
+        None => Vec::new(),
+    };
     while !to_cancel.is_empty() {
         match admin.cancel_many(&to_cancel).await {
             Ok(_) => to_cancel.clear(),
@@ -327,9 +381,59 @@ pub async fn run(args: &RunArgs) -> Result<Verdict, ChaosError> {
         created_ids: &created_ids,
         now,
     });
+    verdict.stalls(&probes, &freezes, lease);
     verdict.seconds = began.elapsed().as_secs_f64();
     drop(server.take());
+    drop(sqlite_dir);
     Ok(verdict)
+}
+
+/// Time between two probe writes.
+const PROBE_INTERVAL: Duration = Duration::from_millis(20);
+
+/// Creates a task of kind `probe` in `env` (no worker serves it) every
+/// [`PROBE_INTERVAL`] until `stop`, one at a time: each create is a write
+/// transaction, which waits for whoever holds the database's write lock.
+/// Returns every probe's start and duration.
+async fn probe_writes(
+    store: Arc<dyn Store>,
+    env: String,
+    mut stop: tokio::sync::oneshot::Receiver<()>,
+) -> Vec<Probe> {
+    let mut probes = Vec::new();
+    for n in 0u64.. {
+        let at = ledger::now_micros();
+        let started = Instant::now();
+        let task = oncetask::Task::new(
+            format!("probe-{n}"),
+            "probe",
+            env.clone(),
+            chrono::Utc::now(),
+        );
+        let ok = store.create(vec![task]).await.is_ok();
+        probes.push(Probe {
+            at,
+            micros: i64::try_from(started.elapsed().as_micros()).unwrap_or(i64::MAX),
+            ok,
+        });
+        tokio::select! {
+            _ = &mut stop => break,
+            () = tokio::time::sleep(PROBE_INTERVAL) => {}
+        }
+    }
+    probes
+}
+
+/// One probe write: when it started (µs since the epoch), how long it
+/// took, and whether the store accepted it.
+#[derive(Debug, Clone, Copy)]
+pub struct Probe {
+    /// Start, µs since the epoch.
+    pub at: i64,
+    /// Duration, µs.
+    pub micros: i64,
+    /// Whether the write succeeded.
+    pub ok: bool,
 }
 
 async fn create_wave(admin: &Manager, wave: &[workload::ChaosJob]) -> Result<(), ChaosError> {

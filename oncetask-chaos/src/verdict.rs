@@ -103,6 +103,18 @@ pub struct Verdict {
     /// among them (inferred from the history rather than proven by the
     /// store's answer; not violations).
     pub unproven: Vec<String>,
+    /// Probe writes the coordinator made during the chaos phase (SQLite
+    /// only: one writer at a time across processes), one at a time.
+    pub probe_writes: usize,
+    /// Of those, writes the store refused (the busy timeout ran out).
+    pub probe_failures: usize,
+    /// The longest probe write, in ms: the longest another process's write
+    /// waited for the database.
+    pub longest_write_stall_ms: f64,
+    /// Per worker freeze, the longest probe write that overlapped it, in ms.
+    pub freeze_stalls_ms: Vec<f64>,
+    /// The lease of every claim, in ms (what a freeze's stall compares to).
+    pub lease_ms: u64,
     /// Seconds from start to the end of the checks.
     pub seconds: f64,
     /// Every broken promise, in words. Empty means the run passed.
@@ -392,6 +404,32 @@ impl Verdict {
     pub fn passed(&self) -> bool {
         self.violations.is_empty()
     }
+
+    /// Fills the stall figures from the probe writes and the freezes'
+    /// windows (µs since the epoch). Not a check: a worker frozen while it
+    /// holds SQLite's write lock stalls every writer until it resumes.
+    pub fn stalls(
+        &mut self,
+        probes: &[crate::run::Probe],
+        freezes: &[(i64, i64)],
+        lease: std::time::Duration,
+    ) {
+        let ms = |micros: i64| micros as f64 / 1000.0;
+        self.lease_ms = u64::try_from(lease.as_millis()).unwrap_or(u64::MAX);
+        self.probe_writes = probes.len();
+        self.probe_failures = probes.iter().filter(|p| !p.ok).count();
+        self.longest_write_stall_ms = probes.iter().map(|p| ms(p.micros)).fold(0.0, f64::max);
+        self.freeze_stalls_ms = freezes
+            .iter()
+            .map(|&(from, to)| {
+                probes
+                    .iter()
+                    .filter(|p| p.at <= to && p.at.saturating_add(p.micros) >= from)
+                    .map(|p| ms(p.micros))
+                    .fold(0.0, f64::max)
+            })
+            .collect();
+    }
 }
 
 impl fmt::Display for Verdict {
@@ -476,6 +514,26 @@ impl fmt::Display for Verdict {
                 },
             ),
         ];
+        if self.probe_writes > 0 {
+            let at = rows.len() - 3;
+            let stalls: Vec<String> = self
+                .freeze_stalls_ms
+                .iter()
+                .map(|ms| format!("{ms:.0}"))
+                .collect();
+            let probe_rows = [
+                (
+                    "probe writes (failed)",
+                    format!("{} ({})", self.probe_writes, self.probe_failures),
+                ),
+                (
+                    "  longest write stall, ms (lease)",
+                    format!("{:.0} ({})", self.longest_write_stall_ms, self.lease_ms),
+                ),
+                ("  longest per freeze, ms", stalls.join(", ")),
+            ];
+            rows.splice(at..at, probe_rows);
+        }
         if self.go_writer {
             let at = rows.len() - 3;
             let go_rows = [

@@ -53,15 +53,17 @@ pub async fn run(
 
 /// `--backends`, then the server of `--store` (its schema, prefix or
 /// collection is not used: the bench makes its own); memory when neither.
-/// The bench has no SQLite target yet: a `sqlite:` store is refused.
+/// A `sqlite:` store is refused: `--backends sqlite` makes a file of its
+/// own (in `ONCETASK_SQLITE_BENCH_DIR`, default the temp dir).
 fn backends(store: Option<&StoreUrl>, names: &[BackendName]) -> Result<Vec<Backend>, CliError> {
     let mut out: Vec<Backend> = names.iter().map(|n| Backend::from_name(*n)).collect();
     if let Some(url) = store {
         let backend = match url {
             StoreUrl::Sqlite { .. } => {
                 return Err(CliError::usage(
-                    "the bench has no SQLite target yet: pass --backends instead of a sqlite: \
-                     --store",
+                    "the bench makes its own SQLite file: pass --backends sqlite (or \
+                     sqlite-normal) instead of a sqlite: --store, and ONCETASK_SQLITE_BENCH_DIR \
+                     to choose its directory",
                 ));
             }
             StoreUrl::Memory => Backend::Memory,
@@ -112,7 +114,7 @@ mod tests {
             Some(vec![Backend::Memory])
         );
         let sqlite: StoreUrl = "sqlite://tasks.db".parse().expect("a URL");
-        let err = backends(Some(&sqlite), &[]).expect_err("no SQLite target");
-        assert!(err.to_string().contains("no SQLite target"), "{err}");
+        let err = backends(Some(&sqlite), &[]).expect_err("no SQLite --store");
+        assert!(err.to_string().contains("--backends sqlite"), "{err}");
     }
 }

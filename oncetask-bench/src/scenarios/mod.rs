@@ -11,6 +11,7 @@ pub mod rate;
 pub mod raw_memory;
 pub mod raw_postgres;
 pub mod raw_redis;
+pub mod raw_sqlite;
 pub mod resources;
 pub mod scale;
 pub mod work;
@@ -51,6 +52,7 @@ impl Ctx<'_> {
             Backend::Firestore { .. } => self.args.firestore_tasks,
             Backend::Postgres { .. } => self.args.postgres_tasks.unwrap_or(self.args.tasks),
             Backend::Redis { .. } => self.args.redis_tasks.unwrap_or(self.args.tasks),
+            Backend::Sqlite { .. } => self.args.sqlite_tasks.unwrap_or(self.args.tasks),
             Backend::Memory => self.args.tasks,
         }
     }
