@@ -32,7 +32,7 @@ use sqlx::{Row as _, SqliteConnection};
 
 use crate::SqliteStore;
 use crate::error::db;
-use crate::row::{self, COLUMNS, Changeable, Decoded, micros};
+use crate::row::{self, COLUMNS, Decoded, micros};
 
 /// The claim order after the priority: never leased first (`NULL` sorts
 /// first), then expired leases oldest first, each by `wait_until`
@@ -185,9 +185,7 @@ impl SqliteStore {
             }
         };
         let tasks = lease_all(&picked, request);
-        for task in &tasks {
-            write_lease(tx.conn(), task).await?;
-        }
+        write_leases(tx.conn(), &tasks, request).await?;
         tx.commit().await?;
         // A group claim reads some rows twice: report each once.
         let mut seen = HashSet::new();
@@ -338,19 +336,39 @@ async fn select_group(
     Ok(group)
 }
 
-/// Writes a claimed task's lease (its changeable columns) inside the claim.
-async fn write_lease(conn: &mut SqliteConnection, task: &Task) -> Result<(), StoreError> {
-    let values = Changeable::new(task).map_err(|reason| StoreError::Unencodable {
-        id: task.id.clone(),
-        reason,
-    })?;
-    let sql = format!("UPDATE tasks SET {} WHERE id = ?", row::CHANGEABLE_SETS);
-    values
-        .bind(task, sqlx::query(&sql))
-        .bind(task.id.as_str())
-        .execute(conn)
-        .await
-        .map_err(db)?;
+/// Writes the claimed tasks' leases inside the claim, in one statement:
+/// the lease and its token are the claim's, the counters each task's
+/// (what [`lifecycle::claim`] changes; the rows were read in this
+/// transaction, so nothing else of them changed).
+async fn write_leases(
+    conn: &mut SqliteConnection,
+    tasks: &[Task],
+    request: &ClaimRequest,
+) -> Result<(), StoreError> {
+    if tasks.is_empty() {
+        return Ok(());
+    }
+    let rows = tasks
+        .iter()
+        .map(|task| {
+            row::lease_row(task).map_err(|reason| StoreError::Unencodable {
+                id: task.id.clone(),
+                reason,
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let rows = serde_json::to_string(&rows).map_err(StoreError::backend)?;
+    sqlx::query(
+        "UPDATE tasks SET leased_until = ?1, lease_token = ?2, version = x.value ->> 1, \
+           attempts = x.value ->> 2, cancellation_attempts = x.value ->> 3 \
+         FROM json_each(?3) AS x WHERE tasks.id = x.value ->> 0",
+    )
+    .bind(micros(request.grant.leased_until))
+    .bind(request.grant.token.as_str())
+    .bind(rows)
+    .execute(conn)
+    .await
+    .map_err(db)?;
     Ok(())
 }
 

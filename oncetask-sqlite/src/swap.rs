@@ -1,20 +1,30 @@
-//! Swaps: one write transaction per call; each item's row is read, its
-//! fence (the version) checked and its change written, in input order (so
-//! an id named twice is decided on what the earlier item left).
+//! Swaps: one write transaction per call, the batch written by one
+//! statement.
 //!
-//! Reading first costs a primary-key lookup on an in-process database and
-//! tells a conflict from a missing or undecodable row without a second
-//! pass. The columns written are every column a swap may change (every
-//! writer bumps the version, so the fence guarantees the others are as
-//! the swap's task has them); the payload only in a prune.
+//! `UPDATE tasks … FROM json_each(?)` writes every change whose row still
+//! has the fence's version and is well formed: the version check is the
+//! row's own `WHERE`, and the transaction holds SQLite's write lock, so
+//! nothing can change a row between the check and the write. One statement
+//! for the whole batch matters more here than on a server: each statement
+//! is a round trip to the connection's worker thread, made while this store
+//! holds the database's one write lock.
+//!
+//! Items the statement did not write are read once, afterwards, in the same
+//! transaction, to tell a conflict from a missing or undecodable row. An id
+//! named twice in one call goes in a later statement, so it is decided on
+//! what the earlier item left (as if the items were applied in order).
+
+use std::collections::{HashMap, HashSet};
 
 use chrono::Utc;
 use oncetask_core::StoreError;
-use oncetask_core::store::{Announce, Change, Swap, SwapOutcome};
+use oncetask_core::store::{Announce, Field, Swap, SwapOutcome};
+use sqlx::SqliteConnection;
 
+use crate::SqliteStore;
 use crate::error::db;
-use crate::row::{CHANGEABLE_SETS, Changeable, Decoded, data_text};
-use crate::{SqliteStore, read_row};
+use crate::row::{self, CHANGE_SETS, COLUMNS, ChangeRow, Decoded};
+use crate::sql::WELL_FORMED;
 
 impl SqliteStore {
     /// [`oncetask_core::Store::swap`].
@@ -26,75 +36,113 @@ impl SqliteStore {
             return Ok(Vec::new());
         }
         let now = Utc::now();
-        let mut outcomes = Vec::with_capacity(swaps.len());
+        let mut outcomes: Vec<Option<SwapOutcome>> = swaps.iter().map(|_| None).collect();
+        let mut unwritten = Vec::new();
         let mut tx = self.begin_write().await?;
-        for swap in swaps {
-            let stored = read_row(tx.conn(), swap.id()).await?;
-            let outcome = match stored {
-                None => SwapOutcome::NotFound,
-                Some(Decoded {
-                    id,
-                    task: Err(reason),
-                }) => SwapOutcome::Failed(StoreError::Undecodable { id, reason }),
-                Some(Decoded { task: Ok(task), .. }) if task.version != swap.fence().version() => {
-                    SwapOutcome::Conflict
-                }
-                Some(_) => match write(tx.conn(), swap).await? {
-                    Err(reason) => SwapOutcome::Failed(StoreError::Unencodable {
-                        id: swap.id().to_owned(),
-                        reason,
-                    }),
-                    Ok(()) => {
-                        let task = swap.task();
-                        match swap.announce(now) {
-                            Announce::Nothing => {}
-                            Announce::Work => tx.announce(&task.env, &task.kind, false),
-                            Announce::TouchingClaimed => tx.announce(&task.env, &task.kind, true),
-                        }
-                        SwapOutcome::Applied { revision: None }
+        let mut waiting: Vec<usize> = (0..swaps.len()).collect();
+        while !waiting.is_empty() {
+            let mut taken = HashSet::new();
+            let (round, later): (Vec<usize>, Vec<usize>) =
+                waiting.iter().partition(|&&i| taken.insert(swaps[i].id()));
+            waiting = later;
+            let mut rows = Vec::with_capacity(round.len());
+            let mut sent = Vec::with_capacity(round.len());
+            for i in round {
+                let swap = &swaps[i];
+                let with_data = swap.change().writes(Field::Data);
+                match ChangeRow::new(swap.task(), swap.fence().version(), with_data) {
+                    Ok(row) => {
+                        rows.push(row);
+                        sent.push(i);
                     }
-                },
-            };
-            outcomes.push(outcome);
+                    // Refused alone: the batch's other writes go on.
+                    Err(reason) => {
+                        outcomes[i] = Some(SwapOutcome::Failed(StoreError::Unencodable {
+                            id: swap.id().to_owned(),
+                            reason,
+                        }));
+                    }
+                }
+            }
+            if rows.is_empty() {
+                continue;
+            }
+            let written = write_changes(tx.conn(), &rows).await?;
+            for i in sent {
+                let swap = &swaps[i];
+                if !written.contains(swap.id()) {
+                    unwritten.push(i);
+                    continue;
+                }
+                let task = swap.task();
+                match swap.announce(now) {
+                    Announce::Nothing => {}
+                    Announce::Work => tx.announce(&task.env, &task.kind, false),
+                    Announce::TouchingClaimed => tx.announce(&task.env, &task.kind, true),
+                }
+                outcomes[i] = Some(SwapOutcome::Applied { revision: None });
+            }
+        }
+        if !unwritten.is_empty() {
+            let ids: Vec<&str> = unwritten.iter().map(|&i| swaps[i].id()).collect();
+            let stored = read_rows(tx.conn(), &ids).await?;
+            for i in unwritten {
+                outcomes[i] = Some(match stored.get(swaps[i].id()) {
+                    None => SwapOutcome::NotFound,
+                    Some(Err(reason)) => SwapOutcome::Failed(StoreError::Undecodable {
+                        id: swaps[i].id().to_owned(),
+                        reason: reason.clone(),
+                    }),
+                    // Not written, so its version was not the fence's.
+                    Some(Ok(())) => SwapOutcome::Conflict,
+                });
+            }
         }
         tx.commit().await?;
-        Ok(outcomes)
+        outcomes
+            .into_iter()
+            .map(|o| o.ok_or_else(|| StoreError::backend("swap: an item got no outcome")))
+            .collect()
     }
 }
 
-/// Writes `swap`'s task's changeable columns (and, for a prune, its
-/// payload) over its row; `Ok(Err(reason))` when a value cannot be encoded.
-async fn write(
-    conn: &mut sqlx::SqliteConnection,
-    swap: &Swap,
-) -> Result<Result<(), String>, StoreError> {
-    let task = swap.task();
-    let values = match Changeable::new(task) {
-        Ok(values) => values,
-        Err(reason) => return Ok(Err(reason)),
-    };
-    let prune = swap.change() == Change::Prune;
-    let data = if prune {
-        match data_text(task) {
-            Ok(data) => Some(data),
-            Err(reason) => return Ok(Err(reason)),
-        }
-    } else {
-        None
-    };
-    let sql = if prune {
-        format!("UPDATE tasks SET {CHANGEABLE_SETS}, data = ? WHERE id = ?")
-    } else {
-        format!("UPDATE tasks SET {CHANGEABLE_SETS} WHERE id = ?")
-    };
-    let mut query = values.bind(task, sqlx::query(&sql));
-    if let Some(data) = data {
-        query = query.bind(data);
+/// Writes `rows` (each id once) in one statement; the ids written.
+async fn write_changes(
+    conn: &mut SqliteConnection,
+    rows: &[ChangeRow<'_>],
+) -> Result<HashSet<String>, StoreError> {
+    let rows = serde_json::to_string(rows).map_err(StoreError::backend)?;
+    let well_formed = &*WELL_FORMED;
+    let ids: Vec<String> = sqlx::query_scalar(&format!(
+        "UPDATE tasks SET {CHANGE_SETS} FROM json_each(?1) AS x \
+         WHERE tasks.id = x.value ->> 'id' AND tasks.version = x.value ->> 'expected' \
+           AND {well_formed} \
+         RETURNING tasks.id"
+    ))
+    .bind(rows)
+    .fetch_all(conn)
+    .await
+    .map_err(db)?;
+    Ok(ids.into_iter().collect())
+}
+
+/// The rows of `ids` that exist: `Ok` for one that decodes, else why not.
+async fn read_rows(
+    conn: &mut SqliteConnection,
+    ids: &[&str],
+) -> Result<HashMap<String, Result<(), String>>, StoreError> {
+    let ids = serde_json::to_string(ids).map_err(StoreError::backend)?;
+    let rows = sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM tasks WHERE id IN (SELECT value FROM json_each(?1))"
+    ))
+    .bind(ids)
+    .fetch_all(conn)
+    .await
+    .map_err(db)?;
+    let mut found = HashMap::with_capacity(rows.len());
+    for r in &rows {
+        let Decoded { id, task } = row::decode(r).map_err(StoreError::backend)?;
+        found.insert(id, task.map(|_| ()));
     }
-    query
-        .bind(task.id.as_str())
-        .execute(conn)
-        .await
-        .map_err(db)?;
-    Ok(Ok(()))
+    Ok(found)
 }
