@@ -33,6 +33,7 @@ use sqlx::{Row as _, SqliteConnection};
 use crate::SqliteStore;
 use crate::error::db;
 use crate::row::{self, COLUMNS, Decoded, micros};
+use crate::values::{self, MAX_ROWS};
 
 /// The claim order after the priority: never leased first (`NULL` sorts
 /// first), then expired leases oldest first, each by `wait_until`
@@ -336,41 +337,48 @@ async fn select_group(
     Ok(group)
 }
 
-/// Writes the claimed tasks' leases inside the claim, in one statement:
-/// the lease and its token are the claim's, the counters each task's
-/// (what [`lifecycle::claim`] changes; the rows were read in this
-/// transaction, so nothing else of them changed).
+/// Writes the claimed tasks' leases inside the claim, [`MAX_ROWS`] a
+/// statement (module `values`): the lease and its token are the claim's,
+/// the counters each task's (what [`lifecycle::claim`] changes; the rows
+/// were read in this transaction, so nothing else of them changed).
 async fn write_leases(
     conn: &mut SqliteConnection,
     tasks: &[Task],
     request: &ClaimRequest,
 ) -> Result<(), StoreError> {
-    if tasks.is_empty() {
-        return Ok(());
-    }
-    let rows = tasks
-        .iter()
-        .map(|task| {
-            row::lease_row(task).map_err(|reason| StoreError::Unencodable {
+    for chunk in tasks.chunks(MAX_ROWS) {
+        let padded = values::padded(chunk.len());
+        let sql = format!(
+            "UPDATE tasks SET leased_until = ?, lease_token = ?, version = x.column2, \
+               attempts = x.column3, cancellation_attempts = x.column4 \
+             FROM (VALUES {}) AS x WHERE tasks.id = x.column1",
+            values::placeholders(padded, LEASE_COLUMNS)
+        );
+        let mut query = sqlx::query(&sql)
+            .bind(micros(request.grant.leased_until))
+            .bind(request.grant.token.as_str());
+        for task in chunk {
+            let version = row::version(task).map_err(|reason| StoreError::Unencodable {
                 id: task.id.clone(),
                 reason,
-            })
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let rows = serde_json::to_string(&rows).map_err(StoreError::backend)?;
-    sqlx::query(
-        "UPDATE tasks SET leased_until = ?1, lease_token = ?2, version = x.value ->> 1, \
-           attempts = x.value ->> 2, cancellation_attempts = x.value ->> 3 \
-         FROM json_each(?3) AS x WHERE tasks.id = x.value ->> 0",
-    )
-    .bind(micros(request.grant.leased_until))
-    .bind(request.grant.token.as_str())
-    .bind(rows)
-    .execute(conn)
-    .await
-    .map_err(db)?;
+            })?;
+            query = query
+                .bind(task.id.as_str())
+                .bind(version)
+                .bind(i64::from(task.attempts))
+                .bind(i64::from(task.cancellation_attempts));
+        }
+        values::bind_nulls(query, (padded - chunk.len()) * LEASE_COLUMNS)
+            .execute(&mut *conn)
+            .await
+            .map_err(db)?;
+    }
     Ok(())
 }
+
+/// Values a claimed task's row binds in [`write_leases`]: id, version,
+/// attempts, cancellation attempts.
+const LEASE_COLUMNS: usize = 4;
 
 /// Leases `picked` with the request's grant.
 fn lease_all(picked: &[Task], request: &ClaimRequest) -> Vec<Task> {

@@ -106,6 +106,7 @@ mod row;
 mod sql;
 mod storage;
 mod swap;
+mod values;
 mod watch;
 mod write;
 

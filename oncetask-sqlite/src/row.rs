@@ -208,7 +208,7 @@ fn outcome_name(outcome: Option<&Outcome>) -> Result<Option<String>, String> {
     }
 }
 
-fn version(task: &Task) -> Result<i64, String> {
+pub(crate) fn version(task: &Task) -> Result<i64, String> {
     i64::try_from(task.version).map_err(|_| format!("version {} is too large", task.version))
 }
 
@@ -272,46 +272,33 @@ impl Encoded {
     }
 }
 
-/// The assignments that write one element `x` of a JSON array of
-/// [`ChangeRow`]s over its row: every column a swap may change (every
-/// [`oncetask_core::store::Field`], plus the version); the payload only when
-/// the element carries one (a prune), so the hot path never sends it.
-pub(crate) const CHANGE_SETS: &str = "leased_until = x.value ->> 'leased_until', \
-    lease_token = x.value ->> 'lease_token', wait_until = x.value ->> 'wait_until', \
-    attempts = x.value ->> 'attempts', \
-    cancellation_attempts = x.value ->> 'cancellation_attempts', \
-    errors = x.value ->> 'errors', done_at = x.value ->> 'done_at', \
-    outcome = x.value ->> 'outcome', result = x.value ->> 'result', \
-    is_cancelled = x.value ->> 'is_cancelled', cancelled_at = x.value ->> 'cancelled_at', \
-    snoozes = x.value ->> 'snoozes', priority = x.value ->> 'priority', \
-    pruned_at = x.value ->> 'pruned_at', version = x.value ->> 'version', \
-    data = coalesce(x.value ->> 'data', data)";
+/// The assignments that write one row `x` of a `VALUES` list of
+/// [`ChangeRow`]s (columns `column1`, `column2`, … in [`ChangeRow::bind`]'s
+/// order) over its row: every column a swap may change (every
+/// [`oncetask_core::store::Field`], plus the version); the payload only
+/// when the row carries one (a prune), so the hot path never sends it.
+pub(crate) const CHANGE_SETS: &str = "leased_until = x.column3, lease_token = x.column4, \
+    wait_until = x.column5, attempts = x.column6, cancellation_attempts = x.column7, \
+    errors = x.column8, done_at = x.column9, outcome = x.column10, result = x.column11, \
+    is_cancelled = x.column12, cancelled_at = x.column13, snoozes = x.column14, \
+    priority = x.column15, pruned_at = x.column16, version = x.column17, \
+    data = coalesce(x.column18, data)";
 
-/// One swap as an element of the JSON array [`CHANGE_SETS`] reads: the id,
-/// the fence's version (`expected`) and the columns a swap may change, each
-/// as its column stores it (JSON fields as their text). Every writer of the
-/// table bumps the version, so a holding fence means the columns outside
-/// the swap's change already have the values written here.
-#[derive(serde::Serialize)]
+/// How many values a [`ChangeRow`] binds.
+pub(crate) const CHANGE_COLUMNS: usize = 18;
+
+/// One swap as a row of a `VALUES` list: the id (`column1`), the fence's
+/// version (`column2`) and the columns a swap may change, each as its
+/// column stores it. Every writer of the table bumps the version, so a
+/// holding fence means the columns outside the swap's change already have
+/// the values written here.
 pub(crate) struct ChangeRow<'a> {
-    id: &'a str,
+    task: &'a Task,
     expected: i64,
-    leased_until: Option<i64>,
-    lease_token: Option<&'a str>,
-    wait_until: Option<i64>,
-    attempts: u32,
-    cancellation_attempts: u32,
     errors: String,
-    done_at: Option<i64>,
     outcome: Option<String>,
     result: Option<String>,
-    is_cancelled: u8,
-    cancelled_at: Option<i64>,
-    snoozes: u32,
-    priority: i8,
-    pruned_at: Option<i64>,
     version: i64,
-    #[serde(skip_serializing_if = "Option::is_none")]
     data: Option<String>,
 }
 
@@ -320,38 +307,44 @@ impl<'a> ChangeRow<'a> {
     /// payload when `with_data`; or why a value cannot be stored.
     pub(crate) fn new(task: &'a Task, expected: u64, with_data: bool) -> Result<Self, String> {
         Ok(Self {
-            id: &task.id,
+            task,
             expected: i64::try_from(expected)
                 .map_err(|_| format!("version {expected} is too large"))?,
-            leased_until: task.leased_until.map(micros),
-            lease_token: task.lease_token.as_ref().map(LeaseToken::as_str),
-            wait_until: task.wait_until.map(micros),
-            attempts: task.attempts,
-            cancellation_attempts: task.cancellation_attempts,
             errors: to_text(&task.errors)?,
-            done_at: task.done_at.map(micros),
             outcome: outcome_name(task.outcome.as_ref())?,
             result: task.result.as_ref().map(to_text).transpose()?,
-            is_cancelled: u8::from(task.is_cancelled),
-            cancelled_at: task.cancelled_at.map(micros),
-            snoozes: task.snoozes,
-            priority: task.priority,
-            pruned_at: task.pruned_at.map(micros),
             version: version(task)?,
             data: with_data.then(|| to_text(&task.data)).transpose()?,
         })
     }
-}
 
-/// What a claim writes over each claimed row: its version, attempts and
-/// cancellation attempts, as a JSON array element `[id, version, attempts,
-/// cancellation_attempts]` (the lease itself, the same for the whole claim,
-/// is bound apart).
-pub(crate) fn lease_row(task: &Task) -> Result<(&str, i64, u32, u32), String> {
-    Ok((
-        &task.id,
-        version(task)?,
-        task.attempts,
-        task.cancellation_attempts,
-    ))
+    /// Binds the [`CHANGE_COLUMNS`] values, in [`CHANGE_SETS`]' order.
+    pub(crate) fn bind<'q>(
+        self,
+        query: sqlx::query::Query<'q, Sqlite, SqliteArguments<'q>>,
+    ) -> sqlx::query::Query<'q, Sqlite, SqliteArguments<'q>>
+    where
+        'a: 'q,
+    {
+        let task = self.task;
+        query
+            .bind(task.id.as_str())
+            .bind(self.expected)
+            .bind(task.leased_until.map(micros))
+            .bind(task.lease_token.as_ref().map(LeaseToken::as_str))
+            .bind(task.wait_until.map(micros))
+            .bind(i64::from(task.attempts))
+            .bind(i64::from(task.cancellation_attempts))
+            .bind(self.errors)
+            .bind(task.done_at.map(micros))
+            .bind(self.outcome)
+            .bind(self.result)
+            .bind(i64::from(task.is_cancelled))
+            .bind(task.cancelled_at.map(micros))
+            .bind(i64::from(task.snoozes))
+            .bind(i64::from(task.priority))
+            .bind(task.pruned_at.map(micros))
+            .bind(self.version)
+            .bind(self.data)
+    }
 }

@@ -1,7 +1,7 @@
 //! Swaps: one write transaction per call, the batch written by one
 //! statement.
 //!
-//! `UPDATE tasks … FROM json_each(?)` writes every change whose row still
+//! `UPDATE tasks … FROM (VALUES …)` (module `values`) writes every change whose row still
 //! has the fence's version and is well formed: the version check is the
 //! row's own `WHERE`, and the transaction holds SQLite's write lock, so
 //! nothing can change a row between the check and the write. One statement
@@ -19,12 +19,13 @@ use std::collections::{HashMap, HashSet};
 use chrono::Utc;
 use oncetask_core::StoreError;
 use oncetask_core::store::{Announce, Field, Swap, SwapOutcome};
-use sqlx::SqliteConnection;
+use sqlx::{Row as _, SqliteConnection};
 
 use crate::SqliteStore;
 use crate::error::db;
-use crate::row::{self, CHANGE_SETS, COLUMNS, ChangeRow, Decoded};
+use crate::row::{self, CHANGE_COLUMNS, CHANGE_SETS, COLUMNS, ChangeRow, Decoded};
 use crate::sql::WELL_FORMED;
+use crate::values::{self, MAX_ROWS};
 
 impl SqliteStore {
     /// [`oncetask_core::Store::swap`].
@@ -67,7 +68,7 @@ impl SqliteStore {
             if rows.is_empty() {
                 continue;
             }
-            let written = write_changes(tx.conn(), &rows).await?;
+            let written = write_changes(tx.conn(), rows).await?;
             for i in sent {
                 let swap = &swaps[i];
                 if !written.contains(swap.id()) {
@@ -106,24 +107,38 @@ impl SqliteStore {
     }
 }
 
-/// Writes `rows` (each id once) in one statement; the ids written.
+/// Writes `rows` (each id once), [`MAX_ROWS`] a statement; the ids
+/// written.
 async fn write_changes(
     conn: &mut SqliteConnection,
-    rows: &[ChangeRow<'_>],
+    rows: Vec<ChangeRow<'_>>,
 ) -> Result<HashSet<String>, StoreError> {
-    let rows = serde_json::to_string(rows).map_err(StoreError::backend)?;
     let well_formed = &*WELL_FORMED;
-    let ids: Vec<String> = sqlx::query_scalar(&format!(
-        "UPDATE tasks SET {CHANGE_SETS} FROM json_each(?1) AS x \
-         WHERE tasks.id = x.value ->> 'id' AND tasks.version = x.value ->> 'expected' \
-           AND {well_formed} \
-         RETURNING tasks.id"
-    ))
-    .bind(rows)
-    .fetch_all(conn)
-    .await
-    .map_err(db)?;
-    Ok(ids.into_iter().collect())
+    let mut written = HashSet::with_capacity(rows.len());
+    let mut rows = rows.into_iter().peekable();
+    while rows.peek().is_some() {
+        let chunk: Vec<ChangeRow<'_>> = rows.by_ref().take(MAX_ROWS).collect();
+        let padded = values::padded(chunk.len());
+        let sql = format!(
+            "UPDATE tasks SET {CHANGE_SETS} FROM (VALUES {}) AS x \
+             WHERE tasks.id = x.column1 AND tasks.version = x.column2 AND {well_formed} \
+             RETURNING tasks.id",
+            values::placeholders(padded, CHANGE_COLUMNS)
+        );
+        let padding = (padded - chunk.len()) * CHANGE_COLUMNS;
+        let mut query = sqlx::query(&sql);
+        for row in chunk {
+            query = row.bind(query);
+        }
+        let ids = values::bind_nulls(query, padding)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(db)?;
+        for id in &ids {
+            written.insert(id.try_get::<String, _>(0).map_err(db)?);
+        }
+    }
+    Ok(written)
 }
 
 /// The rows of `ids` that exist: `Ok` for one that decodes, else why not.
