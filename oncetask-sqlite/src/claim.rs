@@ -3,24 +3,23 @@
 //! (see the crate docs for why that is exact without claim rows).
 //!
 //! The walk reads the claim order as index ranges, as the PostgreSQL
-//! backend does: in an index ordered by `leased_until, wait_until, …`, the
-//! tasks scheduled for later (never leased, `wait_until` in the future) lie
-//! between the never-leased ready tasks and the expired leases, and the
-//! live leases come last. One `ORDER BY` over the index would step over
-//! all of them whenever the ready tasks before them do not fill the claim
-//! (every claim ahead of free worker slots, every claim that finds nothing
-//! to do). So the walk reads three ranges in turn, each an index range
-//! scan in claim order ([`PARTS`]): never leased and never waiting, never
-//! leased with `wait_until <= now`, and expired leases. In the priority
-//! order it reads them within each priority present, highest first
-//! (`tasks_priority_idx`), found one index probe at a time ([`BAND_SQL`]).
-//! Reading the ranges one after another gives the tasks in exactly the
-//! order the single `ORDER BY` gave, and stops reading where the claim is
-//! full. With 20,000 tasks scheduled for later
-//! (`examples/claim_scheduled.rs`, release build, `Durability::Normal`, a
-//! loaded 2-core machine), a claim that finds nothing ready went from
-//! 1.4-1.7 ms to 0.05-0.24 ms, and one that takes 10 expired leases from
-//! 3.9-4.2 ms to 0.8-2.1 ms.
+//! backend does, so that it never steps over tasks scheduled for later or
+//! live leases: never-leased tasks that never waited, never-leased tasks
+//! whose `wait_until` has passed (both from `tasks_unleased_idx`, in
+//! `wait_until, created_at, id` order), then expired leases
+//! (`tasks_leased_idx`, in `leased_until, …` order) — [`PARTS`], read in
+//! turn and stopped where the claim is full. That is exactly the order of
+//! one `ORDER BY leased_until, wait_until, created_at, id` (`NULL` first).
+//! In the priority order it reads them within each priority present,
+//! highest first (the never-leased ones from `tasks_unleased_priority_idx`),
+//! found one probe at a time ([`BAND_SQL`]).
+//!
+//! A task is in the unleased indexes or in the leased one, never both
+//! (migration `0004`): a lease moves it between them, and no index holds
+//! `leased_until` beside tasks that have none, so a lease and a completion
+//! write five index entries, not ten. With 20,000 tasks scheduled for
+//! later (`examples/claim_scheduled.rs`), a claim that finds nothing ready
+//! reads none of them.
 
 use std::collections::HashSet;
 use std::sync::LazyLock;
@@ -35,60 +34,91 @@ use crate::error::db;
 use crate::row::{self, COLUMNS, Decoded, micros};
 use crate::values::{self, MAX_ROWS};
 
-/// The claim order after the priority: never leased first (`NULL` sorts
-/// first), then expired leases oldest first, each by `wait_until`
-/// (`NULL` first), `created_at` and id.
-const CLAIM_ORDER: &str = "leased_until, wait_until, created_at, id";
+/// One range of the claim order among the ready tasks: the index it is
+/// read from, its condition and its order.
+struct Part {
+    index: &'static str,
+    banded_index: &'static str,
+    condition: &'static str,
+    order: &'static str,
+}
 
 /// The three ranges of the claim order among the ready tasks, in order:
 /// never leased and never waiting; never leased, waited until now; an
 /// expired lease.
-const PARTS: [&str; 3] = [
-    "leased_until IS NULL AND wait_until IS NULL",
-    "leased_until IS NULL AND wait_until <= ?3",
-    "leased_until <= ?3 AND (wait_until IS NULL OR wait_until <= ?3)",
+const PARTS: [Part; 3] = [
+    Part {
+        index: "tasks_unleased_idx",
+        banded_index: "tasks_unleased_priority_idx",
+        condition: "leased_until IS NULL AND wait_until IS NULL",
+        order: "wait_until, created_at, id",
+    },
+    Part {
+        index: "tasks_unleased_idx",
+        banded_index: "tasks_unleased_priority_idx",
+        condition: "leased_until IS NULL AND wait_until <= ?3",
+        order: "wait_until, created_at, id",
+    },
+    Part {
+        index: "tasks_leased_idx",
+        banded_index: "tasks_leased_idx",
+        condition: "leased_until IS NOT NULL AND leased_until <= ?3 \
+                    AND (wait_until IS NULL OR wait_until <= ?3)",
+        order: "leased_until, wait_until, created_at, id",
+    },
 ];
 
-/// The ready tasks of env `?1` / kind `?2` at `?3` in range `part` of
-/// [`PARTS`] whose resource key has no live lease (a not-done task of the
-/// key, same env and kind, leased past `?3`), in claim order; with
-/// `band`, only those of priority `?4` (from `tasks_priority_idx`), else
-/// of any priority (from `tasks_ready_idx`). `INDEXED BY` makes a
-/// statement fail rather than run without its index.
-fn part_sql(part: &str, band: bool) -> String {
+/// The ready tasks of env `?1` / kind `?2` at `?3` in `part` whose
+/// resource key has no live lease (a not-done task of the key, same env
+/// and kind, leased past `?3`), in claim order; with `band`, only those of
+/// priority `?4`. `INDEXED BY` makes a statement fail rather than run
+/// without its index.
+fn part_sql(part: &Part, band: bool) -> String {
     let (index, band) = if band {
-        ("tasks_priority_idx", "AND priority = ?4 ")
+        (part.banded_index, "AND priority = ?4 ")
     } else {
-        ("tasks_ready_idx", "")
+        (part.index, "")
     };
+    let Part {
+        condition, order, ..
+    } = part;
     format!(
         "SELECT {COLUMNS} FROM tasks t INDEXED BY {index} \
-         WHERE env = ?1 AND kind = ?2 AND done_at IS NULL {band}AND {part} \
+         WHERE env = ?1 AND kind = ?2 AND done_at IS NULL {band}AND {condition} \
            AND (resource_key IS NULL OR NOT EXISTS ( \
              SELECT 1 FROM tasks b WHERE b.env = t.env AND b.kind = t.kind \
                AND b.resource_key = t.resource_key AND b.done_at IS NULL \
                AND b.leased_until > ?3)) \
-         ORDER BY {CLAIM_ORDER}"
+         ORDER BY {order}"
     )
 }
 
 /// [`part_sql`] of each part, without and with a band.
 static PART_SQL: LazyLock<[[String; 3]; 2]> =
-    LazyLock::new(|| [false, true].map(|band| PARTS.map(|part| part_sql(part, band))));
+    LazyLock::new(|| [false, true].map(|band| PARTS.each_ref().map(|part| part_sql(part, band))));
 
-/// The highest priority among the not-done tasks of env `?1` / kind `?2`
-/// (below `?3` in [`BAND_BELOW_SQL`]), with its type: one probe of
-/// `tasks_priority_idx`.
-const BAND_SQL: &str = "SELECT priority, typeof(priority) FROM tasks \
-     INDEXED BY tasks_priority_idx \
-     WHERE env = ?1 AND kind = ?2 AND done_at IS NULL \
-     ORDER BY priority DESC LIMIT 1";
+/// The highest priority (below `?4` with `below`) among the never-leased
+/// not-done tasks of env `?1` / kind `?2` (one probe of
+/// `tasks_unleased_priority_idx`) and the expired leases at `?3` (few:
+/// read from `tasks_leased_idx`), with its type.
+fn band_sql(below: bool) -> String {
+    let below = if below { "AND priority < ?4 " } else { "" };
+    format!(
+        "SELECT p, typeof(p) FROM ( \
+           SELECT * FROM (SELECT priority AS p FROM tasks \
+             INDEXED BY tasks_unleased_priority_idx \
+             WHERE env = ?1 AND kind = ?2 AND done_at IS NULL AND leased_until IS NULL {below}\
+             ORDER BY priority DESC LIMIT 1) \
+           UNION ALL \
+           SELECT priority AS p FROM tasks INDEXED BY tasks_leased_idx \
+             WHERE env = ?1 AND kind = ?2 AND done_at IS NULL AND leased_until IS NOT NULL \
+               AND leased_until <= ?3 {below}) \
+         ORDER BY p DESC LIMIT 1"
+    )
+}
 
-/// [`BAND_SQL`] below the priority `?3`.
-const BAND_BELOW_SQL: &str = "SELECT priority, typeof(priority) FROM tasks \
-     INDEXED BY tasks_priority_idx \
-     WHERE env = ?1 AND kind = ?2 AND done_at IS NULL AND priority < ?3 \
-     ORDER BY priority DESC LIMIT 1";
+/// [`band_sql`], the highest and below a priority.
+static BAND_SQL: LazyLock<[String; 2]> = LazyLock::new(|| [band_sql(false), band_sql(true)]);
 
 /// A stored priority as it is: an integer in a well-formed row, anything
 /// in a row another program wrote (which the walk reads, and reports, as
@@ -122,13 +152,11 @@ async fn next_band(
     request: &ClaimRequest,
     below: Option<&Priority>,
 ) -> Result<Option<Priority>, StoreError> {
-    let query = sqlx::query(if below.is_some() {
-        BAND_BELOW_SQL
-    } else {
-        BAND_SQL
-    })
-    .bind(request.env.as_str())
-    .bind(request.kind.as_str());
+    let [highest, lower] = &*BAND_SQL;
+    let query = sqlx::query(if below.is_some() { lower } else { highest })
+        .bind(request.env.as_str())
+        .bind(request.kind.as_str())
+        .bind(micros(request.now));
     let query = match below {
         Some(p) => p.bind(query),
         None => query,

@@ -92,7 +92,9 @@ impl SqliteStore {
     }
 
     /// [`oncetask_core::Store::next_due`]: the least due time of the env and kind's
-    /// not-done rows after `after`, by `tasks_due_idx`.
+    /// not-done rows after `after`: the first `wait_until` past it among
+    /// the never-leased rows (one probe of `tasks_unleased_idx`), and the
+    /// least among the leased ones (few: `tasks_leased_idx`).
     pub(crate) async fn next_due_at(
         &self,
         env: &str,
@@ -103,9 +105,17 @@ impl SqliteStore {
         let task_like = &*sql::TASK_LIKE;
         let max = sql::max_micros();
         let next: Option<i64> = sqlx::query_scalar(&format!(
-            "SELECT min({due}) FROM tasks \
-             WHERE env = ?1 AND kind = ?2 AND done_at IS NULL AND {due} > ?3 \
-               AND {due} <= {max} AND typeof({due}) = 'integer' AND {task_like}"
+            "SELECT min(d) FROM ( \
+               SELECT * FROM (SELECT wait_until AS d FROM tasks INDEXED BY tasks_unleased_idx \
+                 WHERE env = ?1 AND kind = ?2 AND done_at IS NULL AND leased_until IS NULL \
+                   AND wait_until > ?3 AND wait_until <= {max} \
+                   AND typeof(wait_until) = 'integer' AND {task_like} \
+                 ORDER BY wait_until LIMIT 1) \
+               UNION ALL \
+               SELECT min({due}) FROM tasks INDEXED BY tasks_leased_idx \
+                 WHERE env = ?1 AND kind = ?2 AND done_at IS NULL AND leased_until IS NOT NULL \
+                   AND {due} > ?3 AND {due} <= {max} AND typeof({due}) = 'integer' \
+                   AND {task_like})"
         ))
         .bind(env)
         .bind(kind)

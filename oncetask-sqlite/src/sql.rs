@@ -130,8 +130,7 @@ pub(crate) fn status_or_undecodable_sql(now: &str) -> String {
 }
 
 /// When a not-done row becomes due ([`oncetask_core::Task::due_at`]): the
-/// later of its wait and lease, an unset one counting as long ago. The
-/// expression of `tasks_due_idx`, verbatim.
+/// later of its wait and lease, an unset one counting as long ago.
 pub(crate) const DUE: &str = "max(coalesce(wait_until, -9223372036854775808), \
     coalesce(leased_until, -9223372036854775808))";
 

@@ -99,7 +99,7 @@ async fn without_migrations_only_the_current_schema_opens() {
     assert!(message.contains("has no oncetask schema"), "{message}");
     let store = SqliteStore::connect(&url(&path)).await.expect("migrate");
     // What an older version of this crate would have left: a migration short.
-    sqlx::query("DROP INDEX tasks_generators_idx")
+    sqlx::query("DROP INDEX tasks_leased_idx")
         .execute(store.pool())
         .await
         .expect("undo the last migration");
