@@ -11,7 +11,7 @@ use oncetask::Store;
 use oncetask::firestore::FirestoreStore;
 use oncetask::postgres::PostgresStore;
 use oncetask::redis::RedisStore;
-use oncetask::sqlite::SqliteStore;
+use oncetask::sqlite::{Durability, SqliteOptions, SqliteStore};
 use serde::{Deserialize, Serialize};
 
 use crate::ChaosError;
@@ -32,6 +32,9 @@ pub enum Backend {
     /// SQLite: worker processes sharing one database file (the store's
     /// default options: WAL, `synchronous = FULL`, a 5 s busy timeout).
     Sqlite,
+    /// SQLite as `sqlite`, with `synchronous = NORMAL` (`Durability::Normal`):
+    /// commits do not wait for `fsync`, so write transactions are shorter.
+    SqliteNormal,
 }
 
 /// Where a worker process finds the run's tasks: passed to it as JSON.
@@ -63,6 +66,9 @@ pub enum Target {
     Sqlite {
         /// `sqlite://PATH` URL of the file.
         url: String,
+        /// Open it with `Durability::Normal` instead of the default `Full`.
+        #[serde(default)]
+        normal: bool,
     },
 }
 
@@ -104,8 +110,14 @@ impl Target {
                     collection.clone(),
                 )))
             }
-            Target::Sqlite { url } => {
-                let store = SqliteStore::connect(url)
+            Target::Sqlite { url, normal } => {
+                let durability = if *normal {
+                    Durability::Normal
+                } else {
+                    Durability::Full
+                };
+                let options = SqliteOptions::default().durability(durability);
+                let store = SqliteStore::connect_with(url, &options)
                     .await
                     .map_err(|e| ChaosError::Service(format!("cannot open {url}: {e}")))?;
                 Ok(Arc::new(store))

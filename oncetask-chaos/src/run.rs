@@ -130,7 +130,7 @@ pub async fn run(args: &RunArgs) -> Result<Verdict, ChaosError> {
     // A SQLite run's file: in the kept ledger directory (the ledger reads
     // only `.jsonl` files there), or in a temp dir removed at the end.
     let sqlite_dir = match (args.backend, &args.ledger) {
-        (Backend::Sqlite, None) => Some(
+        (Backend::Sqlite | Backend::SqliteNormal, None) => Some(
             tempfile::Builder::new()
                 .prefix("oncetask-chaos-sqlite")
                 .tempdir()
@@ -145,13 +145,14 @@ pub async fn run(args: &RunArgs) -> Result<Verdict, ChaosError> {
     };
     let target = match args.backend {
         Backend::Memory => None,
-        Backend::Sqlite => {
+        Backend::Sqlite | Backend::SqliteNormal => {
             if let Some(dir) = &args.ledger {
                 std::fs::create_dir_all(dir)
                     .map_err(|e| ChaosError::io(format!("create {}", dir.display()), e))?;
             }
             Some(Target::Sqlite {
                 url: format!("sqlite://{}", sqlite_file.display()),
+                normal: args.backend == Backend::SqliteNormal,
             })
         }
         Backend::Postgres => Some(Target::Postgres {

@@ -174,3 +174,23 @@ fn sqlite_processes_sharing_one_file_survive_kills_and_freezes() {
         "a stall figure per freeze: {v}"
     );
 }
+
+/// The same with `Durability::Normal`, whose commits do not wait for
+/// `fsync`: nothing is lost or finished twice either.
+#[test]
+fn sqlite_normal_processes_survive_kills_and_freezes() {
+    let v = chaos(&[
+        "--backend",
+        "sqlite-normal",
+        "--tasks",
+        "300",
+        "--kills",
+        "4",
+        "--chaos-secs",
+        "10",
+        "--seed",
+        "16",
+    ]);
+    assert_chaotic(&v, 300, 4, 0);
+    assert!(count(&v, "probe_writes") > 0, "{v}");
+}
