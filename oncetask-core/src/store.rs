@@ -34,7 +34,7 @@ pub use forward::Forward;
 pub use operator::{KeyQueue, KeyQueues};
 pub use rate::{StartsRequest, window_start};
 pub use storage::{StorageFigure, StorageStats, StoredSize};
-pub use swap::{Announce, Change, Fence, Field, Swap, SwapOutcome};
+pub use swap::{Announce, Change, Fence, Field, Swap, SwapOutcome, swap_rounds};
 
 /// A durable home for tasks.
 ///

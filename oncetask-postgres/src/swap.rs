@@ -18,7 +18,7 @@
 use std::collections::HashSet;
 
 use chrono::Utc;
-use oncetask_core::store::{Announce, Fetched, Swap, SwapOutcome};
+use oncetask_core::store::{Announce, Fetched, Swap, SwapOutcome, swap_rounds};
 use oncetask_core::{Store, StoreError};
 use sqlx::types::Json;
 
@@ -33,12 +33,7 @@ impl PostgresStore {
         let now = Utc::now();
         let mut outcomes: Vec<Option<SwapOutcome>> = swaps.iter().map(|_| None).collect();
         let mut unwritten = Vec::new();
-        let mut waiting: Vec<usize> = (0..swaps.len()).collect();
-        while !waiting.is_empty() {
-            let mut taken = HashSet::new();
-            let (round, later): (Vec<usize>, Vec<usize>) =
-                waiting.iter().partition(|&&i| taken.insert(swaps[i].id()));
-            waiting = later;
+        for round in swap_rounds(swaps) {
             let mut rows = Vec::with_capacity(round.len());
             let mut ids = Vec::with_capacity(round.len());
             let mut sent = Vec::with_capacity(round.len());

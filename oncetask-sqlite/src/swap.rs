@@ -18,7 +18,7 @@ use std::collections::{HashMap, HashSet};
 
 use chrono::Utc;
 use oncetask_core::StoreError;
-use oncetask_core::store::{Announce, Field, Swap, SwapOutcome};
+use oncetask_core::store::{Announce, Field, Swap, SwapOutcome, swap_rounds};
 use sqlx::{Row as _, SqliteConnection};
 
 use crate::SqliteStore;
@@ -40,12 +40,7 @@ impl SqliteStore {
         let mut outcomes: Vec<Option<SwapOutcome>> = swaps.iter().map(|_| None).collect();
         let mut unwritten = Vec::new();
         let mut tx = self.begin_write().await?;
-        let mut waiting: Vec<usize> = (0..swaps.len()).collect();
-        while !waiting.is_empty() {
-            let mut taken = HashSet::new();
-            let (round, later): (Vec<usize>, Vec<usize>) =
-                waiting.iter().partition(|&&i| taken.insert(swaps[i].id()));
-            waiting = later;
+        for round in swap_rounds(swaps) {
             let mut rows = Vec::with_capacity(round.len());
             let mut sent = Vec::with_capacity(round.len());
             for i in round {

@@ -566,6 +566,34 @@ pub enum SwapOutcome {
     Failed(crate::error::StoreError),
 }
 
+/// The items of `swaps` in rounds, each naming an id at most once and
+/// every round in input order: a backend that writes a round in one
+/// statement applies an id named twice in a later round, so it is decided
+/// on what the earlier item left (as if the items were applied in order).
+///
+/// ```
+/// use chrono::Utc;
+/// use oncetask_core::Task;
+/// use oncetask_core::store::{Change, Swap, swap_rounds};
+///
+/// let task = Task::new("a", "k", "E", Utc::now());
+/// let swap = Swap::new(&task, Change::Reset, &task);
+/// let swaps = [swap.clone(), swap];
+/// assert_eq!(swap_rounds(&swaps), vec![vec![0], vec![1]]);
+/// ```
+pub fn swap_rounds(swaps: &[Swap]) -> Vec<Vec<usize>> {
+    let mut rounds = Vec::new();
+    let mut waiting: Vec<usize> = (0..swaps.len()).collect();
+    while !waiting.is_empty() {
+        let mut taken = std::collections::HashSet::new();
+        let (round, later): (Vec<usize>, Vec<usize>) =
+            waiting.iter().partition(|&&i| taken.insert(swaps[i].id()));
+        rounds.push(round);
+        waiting = later;
+    }
+    rounds
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
