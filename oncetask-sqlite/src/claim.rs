@@ -1,6 +1,19 @@
-//! Claims: one `BEGIN IMMEDIATE` transaction that walks the ready tasks in
-//! the claim's order, picks them in Rust, writes their leases and commits
-//! (see the crate docs for why that is exact without claim rows).
+//! Claims. A single-task claim reads its candidates outside any write
+//! transaction, then leases them in one short `BEGIN IMMEDIATE`
+//! transaction with one fenced statement: a row is leased only if it still
+//! has the version it was read with (every writer bumps it, so nothing of
+//! the row changed: it is still ready, and the task decoded from it is
+//! still right) and no other task of its key has taken a live lease since.
+//! When another claimer took some candidates first, the claim fills the
+//! rest inside the transaction, with the exact walk a group claim always
+//! uses: under SQLite's one write lock nothing else changes the rows it
+//! reads, so the busy-key check is exact without `SKIP LOCKED` (see the
+//! crate docs).
+//!
+//! Reading first keeps the walk, and the copying and decoding of every
+//! candidate row, out of the time the store holds the database's one write
+//! lock, which every writer of every process on the file waits for; a
+//! claim that finds nothing takes no lock at all.
 //!
 //! The walk reads the claim order as index ranges, as the PostgreSQL
 //! backend does, so that it never steps over tasks scheduled for later or
@@ -196,30 +209,76 @@ enum Walk {
 impl SqliteStore {
     /// [`oncetask_core::Store::claim`].
     pub(crate) async fn claim_tasks(&self, request: &ClaimRequest) -> Result<Claimed, StoreError> {
-        let wanted = match request.mode {
-            ClaimMode::Single { limit } => limit,
-            ClaimMode::ResourceGroup { max_group } => max_group,
-        };
-        if wanted == 0 {
-            return Ok(Claimed::default());
-        }
         let mut undecodable = Vec::new();
-        let mut tx = self.begin_write().await?;
-        let picked = match request.mode {
+        let tasks = match request.mode {
+            ClaimMode::Single { limit: 0 } | ClaimMode::ResourceGroup { max_group: 0 } => {
+                Vec::new()
+            }
             ClaimMode::Single { limit } => {
-                select_single(tx.conn(), request, limit, &mut undecodable).await?
+                self.claim_single(request, limit, &mut undecodable).await?
             }
             ClaimMode::ResourceGroup { max_group } => {
-                select_group(tx.conn(), request, max_group, &mut undecodable).await?
+                let mut tx = self.begin_write().await?;
+                let group = select_group(tx.conn(), request, max_group, &mut undecodable).await?;
+                // Read in this transaction: every fence holds, and the
+                // group shares its key, which the keys check would refuse.
+                let tasks = write_leases(tx.conn(), &group, request, KeyCheck::Skip).await?;
+                tx.commit().await?;
+                tasks
             }
         };
-        let tasks = lease_all(&picked, request);
-        write_leases(tx.conn(), &tasks, request).await?;
-        tx.commit().await?;
-        // A group claim reads some rows twice: report each once.
+        // A walk reads some rows twice: report each once.
         let mut seen = HashSet::new();
         undecodable.retain(|u| seen.insert(u.id.clone()));
         Ok(Claimed { tasks, undecodable })
+    }
+
+    /// A single-task claim: the candidates are read outside the write
+    /// transaction (see the module docs), then leased in it.
+    async fn claim_single(
+        &self,
+        request: &ClaimRequest,
+        limit: usize,
+        undecodable: &mut Vec<Undecodable>,
+    ) -> Result<Vec<Task>, StoreError> {
+        let candidates = self.read_candidates(request, limit, undecodable).await?;
+        if candidates.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.lease_candidates(request, limit, &candidates, undecodable)
+            .await
+    }
+
+    /// Up to `limit` ready tasks in the claim's order, at most one per
+    /// free key, read on a pooled connection outside any transaction.
+    async fn read_candidates(
+        &self,
+        request: &ClaimRequest,
+        limit: usize,
+        undecodable: &mut Vec<Undecodable>,
+    ) -> Result<Vec<Task>, StoreError> {
+        let mut conn = self.inner.pool.acquire().await.map_err(db)?;
+        select_single(&mut conn, request, limit, undecodable).await
+    }
+
+    /// Leases the `candidates` that still have the version they were read
+    /// with and whose key is still free, in one write transaction; when
+    /// another claimer took some first, fills up to `limit` inside it.
+    async fn lease_candidates(
+        &self,
+        request: &ClaimRequest,
+        limit: usize,
+        candidates: &[Task],
+        undecodable: &mut Vec<Undecodable>,
+    ) -> Result<Vec<Task>, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let mut tasks = write_leases(tx.conn(), candidates, request, KeyCheck::Free).await?;
+        if tasks.len() < candidates.len() {
+            let more = select_single(tx.conn(), request, limit - tasks.len(), undecodable).await?;
+            tasks.extend(write_leases(tx.conn(), &more, request, KeyCheck::Skip).await?);
+        }
+        tx.commit().await?;
+        Ok(tasks)
     }
 }
 
@@ -365,53 +424,222 @@ async fn select_group(
     Ok(group)
 }
 
-/// Writes the claimed tasks' leases inside the claim, [`MAX_ROWS`] a
-/// statement (module `values`): the lease and its token are the claim's,
-/// the counters each task's (what [`lifecycle::claim`] changes; the rows
-/// were read in this transaction, so nothing else of them changed).
+/// Whether [`write_leases`] checks that a task's resource key has no
+/// live lease.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum KeyCheck {
+    /// The tasks were read before the transaction, each key at most once:
+    /// another claimer may have leased a task of the key since.
+    Free,
+    /// The tasks were read in this transaction, where nothing else writes.
+    Skip,
+}
+
+/// Leases `picked` (rows as read) with the request's grant, [`MAX_ROWS`]
+/// a statement (module `values`): the lease and its token are the
+/// claim's, the counters each task's ([`lifecycle::claim`]). A row is
+/// written only if it still has the version it was read with (nothing of
+/// it changed, so it is still ready and its decoded task still right),
+/// and with [`KeyCheck::Free`] only if no other task of its key holds a
+/// live lease. The leased tasks written, in `picked`'s order.
 async fn write_leases(
     conn: &mut SqliteConnection,
-    tasks: &[Task],
+    picked: &[Task],
     request: &ClaimRequest,
-) -> Result<(), StoreError> {
-    for chunk in tasks.chunks(MAX_ROWS) {
+    keys: KeyCheck,
+) -> Result<Vec<Task>, StoreError> {
+    let key_free = match keys {
+        KeyCheck::Free => {
+            "AND (tasks.resource_key IS NULL OR NOT EXISTS ( \
+               SELECT 1 FROM tasks b WHERE b.env = tasks.env AND b.kind = tasks.kind \
+                 AND b.resource_key = tasks.resource_key AND b.done_at IS NULL \
+                 AND b.leased_until > ?3))"
+        }
+        KeyCheck::Skip => "",
+    };
+    let mut written = HashSet::with_capacity(picked.len());
+    for chunk in picked.chunks(MAX_ROWS) {
         let padded = values::padded(chunk.len());
         let sql = format!(
-            "UPDATE tasks SET leased_until = ?, lease_token = ?, version = x.column2, \
-               attempts = x.column3, cancellation_attempts = x.column4 \
-             FROM (VALUES {}) AS x WHERE tasks.id = x.column1",
-            values::placeholders(padded, LEASE_COLUMNS)
+            "UPDATE tasks SET leased_until = ?1, lease_token = ?2, version = x.column3, \
+               attempts = x.column4, cancellation_attempts = x.column5 \
+             FROM (VALUES {}) AS x \
+             WHERE tasks.id = x.column1 AND tasks.version = x.column2 {key_free} \
+             RETURNING tasks.id",
+            values::numbered_placeholders(padded, LEASE_COLUMNS, 4)
         );
         let mut query = sqlx::query(&sql)
             .bind(micros(request.grant.leased_until))
-            .bind(request.grant.token.as_str());
-        for task in chunk {
-            let version = row::version(task).map_err(|reason| StoreError::Unencodable {
+            .bind(request.grant.token.as_str())
+            .bind(micros(request.now));
+        for read in chunk {
+            let task = lifecycle::claim(read, &request.grant);
+            let unencodable = |reason| StoreError::Unencodable {
                 id: task.id.clone(),
                 reason,
-            })?;
+            };
             query = query
-                .bind(task.id.as_str())
-                .bind(version)
+                .bind(read.id.as_str())
+                .bind(row::version(read).map_err(unencodable)?)
+                .bind(row::version(&task).map_err(unencodable)?)
                 .bind(i64::from(task.attempts))
                 .bind(i64::from(task.cancellation_attempts));
         }
-        values::bind_nulls(query, (padded - chunk.len()) * LEASE_COLUMNS)
-            .execute(&mut *conn)
+        let ids = values::bind_nulls(query, (padded - chunk.len()) * LEASE_COLUMNS)
+            .fetch_all(&mut *conn)
             .await
             .map_err(db)?;
+        for id in &ids {
+            written.insert(id.try_get::<String, _>(0).map_err(db)?);
+        }
     }
-    Ok(())
+    Ok(picked
+        .iter()
+        .filter(|read| written.contains(&read.id))
+        .map(|read| lifecycle::claim(read, &request.grant))
+        .collect())
 }
 
-/// Values a claimed task's row binds in [`write_leases`]: id, version,
-/// attempts, cancellation attempts.
-const LEASE_COLUMNS: usize = 4;
+/// Values a claimed task's row binds in [`write_leases`]: id, version
+/// read, version written, attempts, cancellation attempts.
+const LEASE_COLUMNS: usize = 5;
 
-/// Leases `picked` with the request's grant.
-fn lease_all(picked: &[Task], request: &ClaimRequest) -> Vec<Task> {
-    picked
-        .iter()
-        .map(|task| lifecycle::claim(task, &request.grant))
-        .collect()
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use chrono::Utc;
+    use oncetask_core::Task;
+    use oncetask_core::lifecycle::LeaseGrant;
+    use oncetask_core::store::{ClaimMode, ClaimOrder, ClaimRequest, Fetched, Store as _};
+
+    use crate::SqliteStore;
+
+    fn request(limit: usize, order: ClaimOrder) -> ClaimRequest {
+        let now = Utc::now();
+        ClaimRequest {
+            env: "E".to_owned(),
+            kind: "k".to_owned(),
+            now,
+            grant: LeaseGrant::new(now, Duration::from_secs(60)),
+            mode: ClaimMode::Single { limit },
+            order,
+        }
+    }
+
+    /// A store holding `tasks` (id, resource key, priority), created a
+    /// second apart in this order.
+    async fn store_with(tasks: &[(&str, Option<&str>, i8)]) -> SqliteStore {
+        let store = SqliteStore::connect("sqlite::memory:")
+            .await
+            .expect("connect");
+        let start = Utc::now() - chrono::Duration::seconds(60);
+        let tasks: Vec<Task> = tasks
+            .iter()
+            .enumerate()
+            .map(|(i, (id, key, priority))| {
+                let at = start + chrono::Duration::seconds(i64::try_from(i).expect("few"));
+                let mut task = Task::new(*id, "k", "E", at);
+                task.resource_key = key.map(str::to_owned);
+                task.priority = *priority;
+                task
+            })
+            .collect();
+        store.create(tasks).await.expect("create");
+        store
+    }
+
+    async fn token_of(store: &SqliteStore, id: &str) -> Option<String> {
+        match store.get(&[id.to_owned()]).await.expect("get").as_slice() {
+            [Fetched::Task(task)] => task.lease_token.as_ref().map(|t| t.as_str().to_owned()),
+            other => panic!("{id}: {other:?}"),
+        }
+    }
+
+    /// Candidates another claim leased between the read and the write are
+    /// left to it, and the claim fills up with the next ready tasks.
+    #[tokio::test]
+    async fn candidates_taken_since_the_read_are_left_and_the_claim_fills_up() {
+        let store = store_with(&[
+            ("a", None, 0),
+            ("b", None, 0),
+            ("c", None, 0),
+            ("d", None, 0),
+        ])
+        .await;
+        let ours = request(3, ClaimOrder::Oldest);
+        let mut undecodable = Vec::new();
+        let candidates = store
+            .read_candidates(&ours, 3, &mut undecodable)
+            .await
+            .expect("read");
+        assert_eq!(ids(&candidates), ["a", "b", "c"]);
+
+        let theirs = request(2, ClaimOrder::Oldest);
+        let taken = store.claim(&theirs).await.expect("their claim");
+        assert_eq!(ids(&taken.tasks), ["a", "b"]);
+
+        let leased = store
+            .lease_candidates(&ours, 3, &candidates, &mut undecodable)
+            .await
+            .expect("lease");
+        assert_eq!(ids(&leased), ["c", "d"]);
+        for (id, grant) in [("a", &theirs), ("b", &theirs), ("c", &ours), ("d", &ours)] {
+            assert_eq!(
+                token_of(&store, id).await.as_deref(),
+                Some(grant.grant.token.as_str()),
+                "{id}"
+            );
+        }
+        assert!(undecodable.is_empty());
+    }
+
+    /// A candidate whose resource key another claim leased (through
+    /// another task of the key) since the read is not leased: two tasks of
+    /// one key never hold live leases together.
+    #[tokio::test]
+    async fn a_candidate_whose_key_was_leased_since_the_read_is_left() {
+        let store = store_with(&[("a", Some("K"), 0), ("b", Some("K"), 5), ("c", None, 0)]).await;
+        let ours = request(2, ClaimOrder::Priority);
+        let mut undecodable = Vec::new();
+        let candidates = store
+            .read_candidates(&ours, 2, &mut undecodable)
+            .await
+            .expect("read");
+        assert_eq!(
+            ids(&candidates),
+            ["b", "c"],
+            "highest priority first, one per key"
+        );
+
+        let theirs = request(1, ClaimOrder::Oldest);
+        let taken = store.claim(&theirs).await.expect("their claim");
+        assert_eq!(ids(&taken.tasks), ["a"]);
+
+        let leased = store
+            .lease_candidates(&ours, 2, &candidates, &mut undecodable)
+            .await
+            .expect("lease");
+        assert_eq!(
+            ids(&leased),
+            ["c"],
+            "b's key is busy and nothing else is ready"
+        );
+        assert_eq!(token_of(&store, "b").await, None);
+    }
+
+    /// A claim that finds nothing ready comes back empty.
+    #[tokio::test]
+    async fn a_claim_over_nothing_ready_is_empty() {
+        let store = store_with(&[]).await;
+        let claimed = store
+            .claim(&request(4, ClaimOrder::Oldest))
+            .await
+            .expect("claim");
+        assert!(claimed.tasks.is_empty());
+    }
+
+    fn ids(tasks: &[Task]) -> Vec<&str> {
+        tasks.iter().map(|t| t.id.as_str()).collect()
+    }
 }

@@ -243,7 +243,12 @@ async fn probe(target: &Target, busy_timeout: Duration) -> Result<SqliteConnecti
 /// The pool: `options.pool_size` connections; an in-memory database keeps
 /// one open for good, since it vanishes with its last connection.
 fn pool_options(target: &Target, options: &SqliteOptions) -> SqlitePoolOptions {
-    let pool = SqlitePoolOptions::new().max_connections(options.pool_size);
+    let pool = SqlitePoolOptions::new()
+        .max_connections(options.pool_size)
+        // A connection is a thread beside this one on a local file: a
+        // ping before each use would be one more round trip to it, and a
+        // dead one fails its first statement anyway.
+        .test_before_acquire(false);
     if target.in_memory {
         pool.min_connections(1)
             .idle_timeout(None)

@@ -34,20 +34,24 @@
 //!
 //! ## Claims and resource-key exclusion
 //!
-//! SQLite has no `SELECT … FOR UPDATE SKIP LOCKED`. A claim is one write
-//! transaction: it walks the ready tasks of the env and kind in the
-//! claim's order (by priority or oldest first) with their resource key's
-//! busy check in SQL (no live lease of any not-done task of the key), takes
-//! at most one task per key (or, in a resource-group claim, the ready group
-//! of the first free key), applies [`oncetask_core::lifecycle::claim`] in Rust and writes
-//! the leases back, then commits. Since no other write can commit between
-//! its reads and its writes, two claims never both lease tasks of one key,
-//! in this process or another: the PostgreSQL backend's per-key claim rows,
-//! which guard against writes committed after a statement's snapshot, have
-//! nothing to guard against here and are not kept. Claims of one store run
-//! one at a time ([`Store::concurrent_claims`] is 1). The claim order is
-//! read as index ranges (module `claim`), so the tasks scheduled for later
-//! are never stepped over.
+//! SQLite has no `SELECT … FOR UPDATE SKIP LOCKED`. A claim walks the
+//! ready tasks of the env and kind in the claim's order (by priority or
+//! oldest first) with their resource key's busy check in SQL (no live
+//! lease of any not-done task of the key), takes at most one task per key
+//! (or, in a resource-group claim, the ready group of the first free key),
+//! applies [`oncetask_core::lifecycle::claim`] in Rust and writes the
+//! leases back in one write transaction. A single-task claim walks before
+//! the transaction and writes each lease only where the row's version and
+//! its key's freedom still hold, filling up inside the transaction when
+//! another claimer was first; a group claim walks inside it. Either way no
+//! other write can commit between the checks that decide and the writes,
+//! so two claims never both lease tasks of one key, in this process or
+//! another: the PostgreSQL backend's per-key claim rows, which guard
+//! against writes committed after a statement's snapshot, have nothing to
+//! guard against here and are not kept. Claims of one store run one at a
+//! time ([`Store::concurrent_claims`] is 1). The claim order is read as
+//! index ranges (module `claim`), so the tasks scheduled for later are
+//! never stepped over.
 //!
 //! Rows that are not tasks are skipped and reported by claims and `get`,
 //! left out of listings, and counted apart.
@@ -367,8 +371,10 @@ impl Store for SqliteStore {
         1
     }
 
-    /// Yes: claims never race each other (they take turns), so taking a few
-    /// more tasks in one costs little and collides with no one.
+    /// Yes: claims write their leases one at a time, and one that finds
+    /// some of its candidates taken fills up inside its write transaction,
+    /// so taking a few more tasks in one costs little and never comes back
+    /// short because of another claim.
     fn claims_ahead(&self) -> bool {
         true
     }

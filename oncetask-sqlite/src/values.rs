@@ -26,6 +26,22 @@ pub(crate) fn placeholders(rows: usize, columns: usize) -> String {
     vec![row; rows].join(", ")
 }
 
+/// `(?N, ?N+1, …), …`: `rows` rows of `columns` numbered placeholders,
+/// the first `?first`. A statement that also names parameters by number
+/// needs these: sqlx binds an unnumbered `?` by its position among the
+/// unnumbered ones, while SQLite numbers it after the highest named.
+pub(crate) fn numbered_placeholders(rows: usize, columns: usize, first: usize) -> String {
+    (0..rows)
+        .map(|r| {
+            let row: Vec<String> = (0..columns)
+                .map(|c| format!("?{}", first + r * columns + c))
+                .collect();
+            format!("({})", row.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Binds `count` `NULL`s (the padding rows' values).
 pub(crate) fn bind_nulls<'q>(
     mut query: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>,
@@ -48,5 +64,6 @@ mod tests {
         assert_eq!(padded(100), 128);
         assert_eq!(padded(MAX_ROWS), MAX_ROWS);
         assert_eq!(placeholders(2, 3), "(?, ?, ?), (?, ?, ?)");
+        assert_eq!(numbered_placeholders(2, 2, 4), "(?4, ?5), (?6, ?7)");
     }
 }
