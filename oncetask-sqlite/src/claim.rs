@@ -95,14 +95,24 @@ fn part_sql(part: &Part, band: bool) -> String {
     let Part {
         condition, order, ..
     } = part;
+    let key_free = key_free("t");
     format!(
         "SELECT {COLUMNS} FROM tasks t INDEXED BY {index} \
          WHERE env = ?1 AND kind = ?2 AND done_at IS NULL {band}AND {condition} \
-           AND (resource_key IS NULL OR NOT EXISTS ( \
-             SELECT 1 FROM tasks b WHERE b.env = t.env AND b.kind = t.kind \
-               AND b.resource_key = t.resource_key AND b.done_at IS NULL \
-               AND b.leased_until > ?3)) \
+           AND {key_free} \
          ORDER BY {order}"
+    )
+}
+
+/// The busy-key check of the row `row` names, at `?3`: it has no resource
+/// key, or no not-done task of its key (same env and kind) holds a lease
+/// past `?3`.
+fn key_free(row: &str) -> String {
+    format!(
+        "({row}.resource_key IS NULL OR NOT EXISTS ( \
+           SELECT 1 FROM tasks b WHERE b.env = {row}.env AND b.kind = {row}.kind \
+             AND b.resource_key = {row}.resource_key AND b.done_at IS NULL \
+             AND b.leased_until > ?3))"
     )
 }
 
@@ -449,17 +459,17 @@ async fn write_leases(
     keys: KeyCheck,
 ) -> Result<Vec<Task>, StoreError> {
     let key_free = match keys {
-        KeyCheck::Free => {
-            "AND (tasks.resource_key IS NULL OR NOT EXISTS ( \
-               SELECT 1 FROM tasks b WHERE b.env = tasks.env AND b.kind = tasks.kind \
-                 AND b.resource_key = tasks.resource_key AND b.done_at IS NULL \
-                 AND b.leased_until > ?3))"
-        }
-        KeyCheck::Skip => "",
+        KeyCheck::Free => format!("AND {}", key_free("tasks")),
+        KeyCheck::Skip => String::new(),
     };
+    // Each task's lease, computed once: bound below, returned if written.
+    let leased: Vec<Task> = picked
+        .iter()
+        .map(|read| lifecycle::claim(read, &request.grant))
+        .collect();
     let mut written = HashSet::with_capacity(picked.len());
-    for chunk in picked.chunks(MAX_ROWS) {
-        let padded = values::padded(chunk.len());
+    for (reads, leases) in picked.chunks(MAX_ROWS).zip(leased.chunks(MAX_ROWS)) {
+        let padded = values::padded(reads.len());
         let sql = format!(
             "UPDATE tasks SET leased_until = ?1, lease_token = ?2, version = x.column3, \
                attempts = x.column4, cancellation_attempts = x.column5 \
@@ -472,8 +482,7 @@ async fn write_leases(
             .bind(micros(request.grant.leased_until))
             .bind(request.grant.token.as_str())
             .bind(micros(request.now));
-        for read in chunk {
-            let task = lifecycle::claim(read, &request.grant);
+        for (read, task) in reads.iter().zip(leases) {
             let unencodable = |reason| StoreError::Unencodable {
                 id: task.id.clone(),
                 reason,
@@ -481,11 +490,11 @@ async fn write_leases(
             query = query
                 .bind(read.id.as_str())
                 .bind(row::version(read).map_err(unencodable)?)
-                .bind(row::version(&task).map_err(unencodable)?)
+                .bind(row::version(task).map_err(unencodable)?)
                 .bind(i64::from(task.attempts))
                 .bind(i64::from(task.cancellation_attempts));
         }
-        let ids = values::bind_nulls(query, (padded - chunk.len()) * LEASE_COLUMNS)
+        let ids = values::bind_nulls(query, (padded - reads.len()) * LEASE_COLUMNS)
             .fetch_all(&mut *conn)
             .await
             .map_err(db)?;
@@ -493,10 +502,9 @@ async fn write_leases(
             written.insert(id.try_get::<String, _>(0).map_err(db)?);
         }
     }
-    Ok(picked
-        .iter()
-        .filter(|read| written.contains(&read.id))
-        .map(|read| lifecycle::claim(read, &request.grant))
+    Ok(leased
+        .into_iter()
+        .filter(|task| written.contains(&task.id))
         .collect())
 }
 

@@ -175,7 +175,7 @@ async fn cycle(
 }
 
 /// The batch cycle of [`run`] on the store's own table (its columns, row
-/// width and indexes, `tasks_ready_idx` for the order), changing the
+/// width and indexes, `tasks_unleased_idx` for the order), changing the
 /// columns a lease and a completion change: what this schema allows
 /// hand-written SQL to reach, which splits the gap between the `work` rows
 /// and the raw batch into what the schema costs and what the store's
